@@ -1,0 +1,7 @@
+//! pinfleet: declarative pinsets for a fleet of IPFS nodes.
+//!
+//! Manifests (`manifest`) are planned against the pins each owner holds
+//! (`plan`) and applied to the shared state (`state`). See DESIGN.md for the
+//! whole data flow.
+
+pub mod manifest;

@@ -1,0 +1,587 @@
+//! Reading manifests from disk: files, directories, multi-document YAML and
+//! `pinsFrom` lists, with every problem collected as a located diagnostic.
+//!
+//! Loading is all-or-nothing: if any file has a problem the caller gets the
+//! whole list of diagnostics and no PinSets, so a broken revision can never
+//! be half applied.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::cidkey::CidKey;
+use super::desired::{DesiredPin, DesiredPinSet, PinOptions, PinSpec};
+use super::diag::{Diagnostic, Diagnostics, suggest};
+use super::located::Pos;
+use super::model::PinSetDocument;
+use super::validate::{DocumentChecker, PinSource};
+
+/// Bounds that turn hostile or runaway input into an error instead of an
+/// out-of-memory kill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest YAML manifest file, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Largest `pinsFrom` list file, in bytes.
+    pub max_list_bytes: u64,
+    /// Most pins in one load, summed over every PinSet.
+    pub max_pins: usize,
+    /// Most diagnostics reported for one list file before the rest are
+    /// summarised (a binary file would otherwise give one per line).
+    pub max_errors_per_file: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_manifest_bytes: 64 << 20,
+            max_list_bytes: 1 << 30,
+            max_pins: 10_000_000,
+            max_errors_per_file: 50,
+        }
+    }
+}
+
+/// A successful load.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// PinSets, ordered by `namespace/name`.
+    pub pinsets: Vec<DesiredPinSet>,
+    /// `sha256:<hex>` over every file read (manifests and lists, with their
+    /// paths): the revision of a directory source.
+    pub digest: String,
+    /// Manifest files read.
+    pub manifest_files: usize,
+}
+
+impl Loaded {
+    /// Total pins over all PinSets.
+    pub fn pin_count(&self) -> usize {
+        self.pinsets.iter().map(|p| p.pins.len()).sum()
+    }
+}
+
+/// Why a load failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The manifests have problems; nothing was loaded.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    /// A path given by the caller cannot be read at all.
+    #[error("cannot read {}", path.display())]
+    Io {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Loads every PinSet under `paths` (files or directories).
+///
+/// Directories are walked recursively in name order, reading `*.yaml` and
+/// `*.yml` and skipping entries whose name starts with `.` (so `.github/`
+/// workflows in a manifest repository are not mistaken for PinSets).
+pub fn load_paths<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Result<Loaded, LoadError> {
+    let mut files: Vec<(PathBuf, PathBuf)> = Vec::new(); // (root, file)
+    for p in paths {
+        let p = p.as_ref();
+        let meta = fs::metadata(p).map_err(|source| LoadError::Io {
+            path: p.to_path_buf(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            walk(p, &mut found).map_err(|source| LoadError::Io {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            files.extend(found.into_iter().map(|f| (p.to_path_buf(), f)));
+        } else {
+            let root = p.parent().map(Path::to_path_buf).unwrap_or_default();
+            files.push((root, p.to_path_buf()));
+        }
+    }
+    // The same file named twice (a file and its directory) is read once.
+    let mut seen = std::collections::BTreeSet::new();
+    files.retain(|(_, f)| seen.insert(fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
+
+    let mut loader = Loader {
+        limits,
+        diags: Vec::new(),
+        hasher: Sha256::new(),
+        pins_total: 0,
+        pin_limit_reported: false,
+    };
+    let mut pinsets: BTreeMap<_, DesiredPinSet> = BTreeMap::new();
+    for (root, file) in &files {
+        for ps in loader.load_file(root, file) {
+            if let Some(first) = pinsets.get(&ps.id) {
+                loader.diags.push(Diagnostic::at(
+                    &ps.source.file,
+                    ps.source.pos,
+                    format!(
+                        "duplicate PinSet {}: already declared at {}",
+                        ps.id, first.source
+                    ),
+                ));
+            } else {
+                pinsets.insert(ps.id.clone(), ps);
+            }
+        }
+    }
+    let Loader {
+        mut diags, hasher, ..
+    } = loader;
+    if !diags.is_empty() {
+        diags.sort();
+        diags.dedup();
+        return Err(LoadError::Invalid(Diagnostics(diags)));
+    }
+    Ok(Loaded {
+        pinsets: pinsets.into_values().collect(),
+        digest: format!("sha256:{}", hex(&hasher.finalize())),
+        manifest_files: files.len(),
+    })
+}
+
+/// Parses manifests held in memory (for example a request body), as if read
+/// from `name`. `pinsFrom` is refused: the caller must resolve lists first.
+pub fn load_str(
+    name: &Path,
+    text: &str,
+    limits: &Limits,
+) -> Result<Vec<DesiredPinSet>, Diagnostics> {
+    let mut loader = Loader {
+        limits,
+        diags: Vec::new(),
+        hasher: Sha256::new(),
+        pins_total: 0,
+        pin_limit_reported: false,
+    };
+    let sets = loader.parse_documents(None, name, text);
+    if loader.diags.is_empty() {
+        Ok(sets)
+    } else {
+        let mut d = loader.diags;
+        d.sort();
+        Err(Diagnostics(d))
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = e.path();
+        let ft = e.file_type()?;
+        let is_dir = ft.is_dir() || (ft.is_symlink() && path.is_dir());
+        if is_dir {
+            walk(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|x| x.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}"); // writing to a String cannot fail
+        s
+    })
+}
+
+struct Loader<'a> {
+    limits: &'a Limits,
+    diags: Vec<Diagnostic>,
+    hasher: Sha256,
+    pins_total: usize,
+    pin_limit_reported: bool,
+}
+
+impl Loader<'_> {
+    fn load_file(&mut self, root: &Path, file: &Path) -> Vec<DesiredPinSet> {
+        let Some(bytes) = self.read_limited(file, self.limits.max_manifest_bytes, "manifest")
+        else {
+            return Vec::new();
+        };
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                let pos = pos_of_offset(&bytes, e.valid_up_to());
+                self.diags.push(Diagnostic::at(
+                    file,
+                    pos,
+                    "file is not valid UTF-8 text (is it binary?)",
+                ));
+                return Vec::new();
+            }
+        };
+        self.parse_documents(Some(root), file, text)
+    }
+
+    /// Reads a whole file, refusing it when larger than `limit`. Hashes the
+    /// path and content into the revision digest.
+    fn read_limited(&mut self, file: &Path, limit: u64, what: &str) -> Option<Vec<u8>> {
+        let mut f = match fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) => {
+                self.diags
+                    .push(Diagnostic::file(file, format!("cannot read {what}: {e}")));
+                return None;
+            }
+        };
+        let mut bytes = Vec::new();
+        // Read one byte past the limit to tell "at the limit" from "over".
+        if let Err(e) = (&mut f).take(limit + 1).read_to_end(&mut bytes) {
+            self.diags
+                .push(Diagnostic::file(file, format!("cannot read {what}: {e}")));
+            return None;
+        }
+        if bytes.len() as u64 > limit {
+            self.diags.push(Diagnostic::file(
+                file,
+                format!("{what} file is larger than the limit of {limit} bytes"),
+            ));
+            return None;
+        }
+        self.hash_file(file, &bytes);
+        Some(bytes)
+    }
+
+    fn hash_file(&mut self, file: &Path, bytes: &[u8]) {
+        let name = file.to_string_lossy();
+        self.hasher.update((name.len() as u64).to_le_bytes());
+        self.hasher.update(name.as_bytes());
+        self.hasher.update((bytes.len() as u64).to_le_bytes());
+        self.hasher.update(bytes);
+    }
+
+    fn parse_documents(
+        &mut self,
+        root: Option<&Path>,
+        file: &Path,
+        text: &str,
+    ) -> Vec<DesiredPinSet> {
+        let options = yaml_options(self.limits);
+        let docs: Vec<PinSetDocument> =
+            match serde_saphyr::from_multiple_with_options(text, options) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.diags.push(yaml_diagnostic(file, &e));
+                    return Vec::new();
+                }
+            };
+        let mut out = Vec::with_capacity(docs.len());
+        for doc in docs {
+            let before = self.diags.len();
+            let checker = DocumentChecker::new(file, &mut self.diags);
+            let Some(mut checked) = checker.check(doc) else {
+                continue;
+            };
+            for list in std::mem::take(&mut checked.lists) {
+                match root {
+                    Some(root) => self.read_list(root, file, &list.path, list.pos, &mut checked),
+                    None => self.diags.push(Diagnostic::at(
+                        file,
+                        list.pos,
+                        "pinsFrom must be resolved before the manifest is sent",
+                    )),
+                }
+            }
+            self.count_pins(file, checked.pinset.source.pos, checked.pinset.pins.len());
+            if self.diags.len() == before {
+                out.push(checked.pinset);
+            }
+        }
+        out
+    }
+
+    fn count_pins(&mut self, file: &Path, pos: Pos, n: usize) {
+        self.pins_total += n;
+        if self.pins_total > self.limits.max_pins && !self.pin_limit_reported {
+            self.pin_limit_reported = true;
+            self.diags.push(Diagnostic::at(
+                file,
+                pos,
+                format!(
+                    "more than {} pins in this load (raise the limit with --max-pins)",
+                    self.limits.max_pins
+                ),
+            ));
+        }
+    }
+
+    fn read_list(
+        &mut self,
+        root: &Path,
+        manifest: &Path,
+        rel: &str,
+        pos: Pos,
+        checked: &mut super::validate::CheckedDocument,
+    ) {
+        let Some(path) = self.resolve_list_path(root, manifest, rel, pos) else {
+            return;
+        };
+        let Some(bytes) = self.read_limited_at(manifest, pos, &path) else {
+            return;
+        };
+        let options = checked.list_options.clone();
+        let mut errors = 0usize;
+        let mut push = |diags: &mut Vec<Diagnostic>, d: Diagnostic| {
+            errors += 1;
+            if errors <= self.limits.max_errors_per_file {
+                diags.push(d);
+            }
+        };
+        let reader = BufReader::new(bytes.as_slice());
+        for (i, line) in reader.split(b'\n').enumerate() {
+            let lineno = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let Ok(line) = line else { break }; // reading from a slice cannot fail
+            let line = match std::str::from_utf8(&line) {
+                Ok(l) => l,
+                Err(e) => {
+                    let col = u32::try_from(e.valid_up_to() + 1).unwrap_or(u32::MAX);
+                    push(
+                        &mut self.diags,
+                        Diagnostic::at(&path, Pos::new(lineno, col), "line is not valid UTF-8"),
+                    );
+                    continue;
+                }
+            };
+            let Some(entry) = parse_list_line(line) else {
+                continue;
+            };
+            let cid_pos = Pos::new(lineno, entry.col);
+            let key = match CidKey::parse(entry.cid) {
+                Ok(k) => k,
+                Err(e) => {
+                    push(
+                        &mut self.diags,
+                        Diagnostic::at(&path, cid_pos, e.to_string()),
+                    );
+                    continue;
+                }
+            };
+            let pin = DesiredPin {
+                spec: PinSpec {
+                    name: entry.name.to_string(),
+                    options: Arc::clone(&options),
+                },
+                written_as: written_as(&key, entry.cid),
+            };
+            let source = PinSource {
+                file: &path,
+                pos: cid_pos,
+            };
+            if let Err(d) = checked.insert(key, pin, source) {
+                push(&mut self.diags, d);
+            }
+        }
+        if errors > self.limits.max_errors_per_file {
+            self.diags.push(Diagnostic::file(
+                &path,
+                format!(
+                    "{} more errors in this file not shown",
+                    errors - self.limits.max_errors_per_file
+                ),
+            ));
+        }
+    }
+
+    fn read_limited_at(&mut self, manifest: &Path, pos: Pos, path: &Path) -> Option<Vec<u8>> {
+        let before = self.diags.len();
+        let bytes = self.read_limited(path, self.limits.max_list_bytes, "list");
+        // Point at the manifest line that names the list, too: that is where
+        // the user has to look to fix a missing or oversized file.
+        if self.diags.len() > before {
+            let d = self.diags.pop()?;
+            self.diags.push(Diagnostic::at(
+                manifest,
+                pos,
+                format!("pinsFrom {}: {}", path.display(), d.message),
+            ));
+        }
+        bytes
+    }
+
+    fn resolve_list_path(
+        &mut self,
+        root: &Path,
+        manifest: &Path,
+        rel: &str,
+        pos: Pos,
+    ) -> Option<PathBuf> {
+        let rel_path = Path::new(rel);
+        if rel.is_empty() || rel_path.is_absolute() {
+            self.diags.push(Diagnostic::at(
+                manifest,
+                pos,
+                format!("pinsFrom path {rel:?} must be a relative path"),
+            ));
+            return None;
+        }
+        let dir = manifest.parent().unwrap_or(Path::new(""));
+        let joined = dir.join(rel_path);
+        let missing =
+            |e: std::io::Error| format!("pinsFrom {}: cannot read list: {e}", joined.display());
+        let real = match fs::canonicalize(&joined) {
+            Ok(r) => r,
+            Err(e) => {
+                self.diags.push(Diagnostic::at(manifest, pos, missing(e)));
+                return None;
+            }
+        };
+        let root_real = fs::canonicalize(if root.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            root
+        })
+        .unwrap_or_else(|_| root.to_path_buf());
+        if !real.starts_with(&root_real) {
+            self.diags.push(Diagnostic::at(
+                manifest,
+                pos,
+                format!(
+                    "pinsFrom path {rel:?} leaves the source directory {}",
+                    root.display()
+                ),
+            ));
+            return None;
+        }
+        Some(joined)
+    }
+}
+
+/// The CID string a user wrote, kept only when it differs from canonical.
+pub(crate) fn written_as(key: &CidKey, written: &str) -> Option<Box<str>> {
+    let canonical = key.to_string();
+    (canonical != written).then(|| written.into())
+}
+
+struct ListLine<'a> {
+    cid: &'a str,
+    name: &'a str,
+    col: u32,
+}
+
+/// One line of a CID list: `CID [name]`, `#` starts a comment (at the start of
+/// the line or after whitespace), blank lines are skipped.
+fn parse_list_line(line: &str) -> Option<ListLine<'_>> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let content = match line.find('#') {
+        Some(0) => "",
+        Some(i) if line[..i].ends_with(char::is_whitespace) => &line[..i],
+        _ => line,
+    };
+    let trimmed = content.trim_start();
+    if trimmed.trim_end().is_empty() {
+        return None;
+    }
+    let col = content.len() - trimmed.len() + 1;
+    let (cid, name) = match trimmed.split_once(char::is_whitespace) {
+        Some((c, n)) => (c, n.trim()),
+        None => (trimmed.trim_end(), ""),
+    };
+    Some(ListLine {
+        cid,
+        name,
+        col: u32::try_from(col).unwrap_or(u32::MAX),
+    })
+}
+
+fn pos_of_offset(bytes: &[u8], offset: usize) -> Pos {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let col = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    Pos::new(
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(col).unwrap_or(u32::MAX),
+    )
+}
+
+fn yaml_options(limits: &Limits) -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    // About ten parser events per inline pin; allow the pin limit's worth.
+    budget.max_events = limits.max_pins.saturating_mul(12).max(budget.max_events);
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+/// Turns a serde-saphyr error into a diagnostic with its location and, for an
+/// unknown field or variant, the nearest known name.
+fn yaml_diagnostic(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
+    let inner = e.without_snippet();
+    let pos = e
+        .location()
+        .map(|l| {
+            Pos::new(
+                u32::try_from(l.line()).unwrap_or(u32::MAX),
+                u32::try_from(l.column()).unwrap_or(u32::MAX),
+            )
+        })
+        .unwrap_or_default();
+    let message = match inner {
+        serde_saphyr::Error::SerdeUnknownField {
+            field, expected, ..
+        } => unknown_message("field", field, expected),
+        serde_saphyr::Error::SerdeUnknownVariant {
+            variant, expected, ..
+        } => unknown_message("value", variant, expected),
+        other => {
+            let text = other.to_string();
+            let suffix = format!(" at line {}, column {}", pos.line, pos.col);
+            text.strip_suffix(&suffix).unwrap_or(&text).to_string()
+        }
+    };
+    Diagnostic::at(file, pos, message)
+}
+
+fn unknown_message(what: &str, got: &str, expected: &[&str]) -> String {
+    match suggest(got, expected) {
+        Some(s) => format!("unknown {what} {got:?}, did you mean {s:?}?"),
+        None if expected.is_empty() => format!("unknown {what} {got:?}"),
+        None => format!(
+            "unknown {what} {got:?}, expected one of: {}",
+            expected.join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_lines() {
+        let l = parse_list_line("  QmX  core 2026 # note").unwrap();
+        assert_eq!((l.cid, l.name, l.col), ("QmX", "core 2026", 3));
+        assert!(parse_list_line("# only a comment").is_none());
+        assert!(parse_list_line("   ").is_none());
+        let l = parse_list_line("bafy#notcomment").unwrap();
+        assert_eq!(l.cid, "bafy#notcomment");
+        let l = parse_list_line("bafy\r").unwrap();
+        assert_eq!(l.cid, "bafy");
+    }
+
+    #[test]
+    fn offsets_become_positions() {
+        assert_eq!(pos_of_offset(b"ab\ncd", 4), Pos::new(2, 2));
+        assert_eq!(pos_of_offset(b"x", 0), Pos::new(1, 1));
+    }
+}

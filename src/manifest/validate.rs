@@ -1,0 +1,396 @@
+//! Meaning checks on a parsed manifest document: names, CIDs, replication,
+//! durations, labels. Every problem becomes a located diagnostic; checking goes
+//! on after the first so that a user sees all of them at once.
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::cidkey::CidKey;
+use super::desired::{
+    DesiredPin, DesiredPinSet, PinOptions, PinSetId, PinSpec, ReplicationFactors, SourceRef,
+};
+use super::diag::Diagnostic;
+use super::duration::parse_duration;
+use super::load::written_as;
+use super::located::{Located, Pos};
+use super::model::{
+    API_VERSION, Allocate, KIND, PinDefaults, PinEntry, PinSetDocument, Replication,
+};
+
+/// Longest pin name accepted.
+pub const MAX_PIN_NAME: usize = 1024;
+/// Namespace of a manifest without one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Where a pin was written, for duplicate errors.
+pub(crate) struct PinSource<'a> {
+    pub file: &'a Path,
+    pub pos: Pos,
+}
+
+/// A `pinsFrom` entry still to be read.
+pub(crate) struct ListRef {
+    pub path: String,
+    pub pos: Pos,
+}
+
+/// A document that passed its own checks; its lists are not read yet.
+pub(crate) struct CheckedDocument {
+    pub pinset: DesiredPinSet,
+    pub lists: Vec<ListRef>,
+    /// Options every listed CID gets (the PinSet's defaults).
+    pub list_options: Arc<PinOptions>,
+}
+
+impl CheckedDocument {
+    /// Adds a pin; a CID seen before is fine only with the same name and options.
+    pub fn insert(
+        &mut self,
+        key: CidKey,
+        pin: DesiredPin,
+        at: PinSource<'_>,
+    ) -> Result<(), Diagnostic> {
+        match self.pinset.pins.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert(pin);
+                Ok(())
+            }
+            Entry::Occupied(o) if o.get().spec.same_as(&pin.spec) => Ok(()),
+            Entry::Occupied(o) => Err(Diagnostic::at(
+                at.file,
+                at.pos,
+                format!(
+                    "duplicate CID {} in PinSet {} with a different name or options than its first entry",
+                    o.key(),
+                    self.pinset.id
+                ),
+            )),
+        }
+    }
+}
+
+/// Checks one document of one file.
+pub(crate) struct DocumentChecker<'a> {
+    file: &'a Path,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl<'a> DocumentChecker<'a> {
+    pub fn new(file: &'a Path, diags: &'a mut Vec<Diagnostic>) -> Self {
+        Self { file, diags }
+    }
+
+    fn err(&mut self, pos: Pos, message: impl Into<String>) {
+        self.diags.push(Diagnostic::at(self.file, pos, message));
+    }
+
+    /// Returns the checked document, or `None` when its identity is unusable
+    /// (wrong kind, bad name). Other problems are pushed as diagnostics while
+    /// a document is still returned, so that its lists are checked too.
+    pub fn check(mut self, doc: PinSetDocument) -> Option<CheckedDocument> {
+        if doc.api_version.value != API_VERSION {
+            self.err(
+                doc.api_version.pos,
+                format!(
+                    "apiVersion {:?} is not supported, expected {API_VERSION:?}",
+                    doc.api_version.value
+                ),
+            );
+        }
+        if doc.kind.value != KIND {
+            self.err(
+                doc.kind.pos,
+                format!(
+                    "kind {:?} is not supported, expected {KIND:?}",
+                    doc.kind.value
+                ),
+            );
+            return None;
+        }
+        let meta = doc.metadata.value;
+        let name_ok = self.dns_label("metadata.name", &meta.name);
+        let namespace = match &meta.namespace {
+            Some(ns) if self.dns_label("metadata.namespace", ns) => ns.value.clone(),
+            Some(_) => return None,
+            None => DEFAULT_NAMESPACE.to_string(),
+        };
+        if !name_ok {
+            return None;
+        }
+        for (k, v) in &meta.labels {
+            if let Err(e) = check_label_key(k).and_then(|()| check_label_value(v)) {
+                self.err(doc.metadata.pos, format!("label {k:?}: {e}"));
+            }
+        }
+        for k in meta.annotations.keys() {
+            if let Err(e) = check_label_key(k) {
+                self.err(doc.metadata.pos, format!("annotation {k:?}: {e}"));
+            }
+        }
+
+        let spec = doc.spec;
+        let defaults = spec.defaults.unwrap_or_default();
+        let base = self.options(&defaults, None);
+        let list_options = Arc::new(base.clone());
+        let id = PinSetId::new(namespace, meta.name.value);
+        let mut checked = CheckedDocument {
+            pinset: DesiredPinSet {
+                id,
+                labels: meta.labels,
+                annotations: meta.annotations,
+                suspend: spec.suspend,
+                prune: spec.prune,
+                source: SourceRef {
+                    file: self.file.to_path_buf(),
+                    pos: doc.metadata.pos,
+                },
+                pins: BTreeMap::new(),
+            },
+            lists: spec
+                .pins_from
+                .into_iter()
+                .map(|l| ListRef {
+                    path: l.path.value,
+                    pos: l.path.pos,
+                })
+                .collect(),
+            list_options: Arc::clone(&list_options),
+        };
+        for entry in spec.pins {
+            self.pin(entry, &defaults, &list_options, &mut checked);
+        }
+        Some(checked)
+    }
+
+    fn pin(
+        &mut self,
+        entry: PinEntry,
+        defaults: &PinDefaults,
+        shared: &Arc<PinOptions>,
+        checked: &mut CheckedDocument,
+    ) {
+        let key = match CidKey::parse(&entry.cid.value) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                self.err(entry.cid.pos, e.to_string());
+                None
+            }
+        };
+        let name = entry
+            .name
+            .as_ref()
+            .map(|n| n.value.clone())
+            .unwrap_or_default();
+        if name.len() > MAX_PIN_NAME {
+            let pos = entry.name.as_ref().map(|n| n.pos).unwrap_or(entry.cid.pos);
+            self.err(pos, format!("pin name is longer than {MAX_PIN_NAME} bytes"));
+        }
+        let overrides = entry.replication.is_some()
+            || entry.allocate.is_some()
+            || entry.mode.is_some()
+            || entry.expire_after.is_some()
+            || !entry.metadata.is_empty()
+            || !entry.origins.is_empty();
+        let options = if overrides {
+            Arc::new(self.options(defaults, Some(&entry)))
+        } else {
+            Arc::clone(shared)
+        };
+        let Some(key) = key else { return };
+        let pin = DesiredPin {
+            written_as: written_as(&key, &entry.cid.value),
+            spec: PinSpec { name, options },
+        };
+        let at = PinSource {
+            file: self.file,
+            pos: entry.cid.pos,
+        };
+        if let Err(d) = checked.insert(key, pin, at) {
+            self.diags.push(d);
+        }
+    }
+
+    /// Resolves options: the pin's own values over the PinSet's defaults.
+    fn options(&mut self, defaults: &PinDefaults, pin: Option<&PinEntry>) -> PinOptions {
+        let replication = pin
+            .and_then(|p| p.replication.as_ref())
+            .or(defaults.replication.as_ref())
+            .map(|r| self.replication(r))
+            .unwrap_or_default();
+        let allocate: Option<&Allocate> = pin
+            .and_then(|p| p.allocate.as_ref())
+            .or(defaults.allocate.as_ref());
+        let allocate_tags = allocate.map(|a| a.tags.clone()).unwrap_or_default();
+        for k in allocate_tags.keys() {
+            if k.is_empty() {
+                let pos = pin.map(|p| p.cid.pos).unwrap_or_default();
+                self.err(pos, "allocate.tags keys must not be empty");
+            }
+        }
+        let mode = pin
+            .and_then(|p| p.mode)
+            .or(defaults.mode)
+            .unwrap_or_default();
+        let expire_after = pin
+            .and_then(|p| p.expire_after.as_ref())
+            .or(defaults.expire_after.as_ref())
+            .and_then(|d| self.expire(d));
+        let mut metadata = defaults.metadata.clone();
+        let mut origins = Vec::new();
+        if let Some(p) = pin {
+            metadata.extend(p.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for o in &p.origins {
+                match o.value.parse::<multiaddr::Multiaddr>() {
+                    Ok(_) => origins.push(o.value.clone()),
+                    Err(e) => self.err(
+                        o.pos,
+                        format!("invalid origin multiaddress {:?}: {e}", o.value),
+                    ),
+                }
+            }
+        }
+        if metadata.keys().any(String::is_empty) {
+            let pos = pin.map(|p| p.cid.pos).unwrap_or_default();
+            self.err(pos, "metadata keys must not be empty");
+        }
+        PinOptions {
+            mode,
+            replication,
+            allocate_tags,
+            expire_after,
+            metadata,
+            origins,
+        }
+    }
+
+    fn replication(&mut self, r: &Located<Replication>) -> ReplicationFactors {
+        let Replication { min, max } = r.value;
+        let valid = |n: i32| n == -1 || n >= 1;
+        let problem = if !valid(min) || !valid(max) {
+            Some(format!(
+                "replication min {min} / max {max}: each must be -1 (every peer) or at least 1"
+            ))
+        } else if min == -1 && max != -1 {
+            Some(format!(
+                "replication min -1 (every peer) needs max -1 too, got max {max}"
+            ))
+        } else if max != -1 && min > max {
+            Some(format!("replication min {min} is greater than max {max}"))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            self.err(r.pos, p);
+        }
+        ReplicationFactors { min, max }
+    }
+
+    fn expire(&mut self, d: &Located<String>) -> Option<std::time::Duration> {
+        match parse_duration(&d.value) {
+            Ok(v) if v.is_zero() => {
+                self.err(d.pos, "expireAfter must be longer than zero");
+                None
+            }
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err(d.pos, format!("expireAfter: {e}"));
+                None
+            }
+        }
+    }
+
+    fn dns_label(&mut self, what: &str, v: &Located<String>) -> bool {
+        match check_dns_label(&v.value) {
+            Ok(()) => true,
+            Err(e) => {
+                self.err(v.pos, format!("{what} {:?}: {e}", v.value));
+                false
+            }
+        }
+    }
+}
+
+/// DNS-1123 label: 1–63 characters of `a-z`, `0-9` and `-`, starting and
+/// ending alphanumeric.
+pub fn check_dns_label(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 63 {
+        return Err("must be 1 to 63 characters".into());
+    }
+    let ok_inner = s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = s.as_bytes();
+    if !ok_inner || !edge(bytes[0]) || !edge(bytes[bytes.len() - 1]) {
+        return Err(
+            "must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn check_name_segment(s: &str) -> bool {
+    let edge = |c: char| c.is_ascii_alphanumeric();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.starts_with(edge)
+        && s.ends_with(edge)
+}
+
+fn check_label_key(k: &str) -> Result<(), String> {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    if let Some(p) = prefix {
+        let ok = !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| check_dns_label(part).is_ok());
+        if !ok {
+            return Err("key prefix must be a DNS subdomain".into());
+        }
+    }
+    if !check_name_segment(name) {
+        return Err("key name must be 1 to 63 characters of letters, digits, '-', '_' or '.', starting and ending alphanumeric".into());
+    }
+    Ok(())
+}
+
+fn check_label_value(v: &str) -> Result<(), String> {
+    if v.is_empty() || check_name_segment(v) {
+        Ok(())
+    } else {
+        Err("value must be empty or 1 to 63 characters of letters, digits, '-', '_' or '.', starting and ending alphanumeric".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "arch-core", "x1", &"a".repeat(63)] {
+            assert!(check_dns_label(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Arch", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(check_dns_label(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn label_keys_and_values() {
+        assert!(check_label_key("team").is_ok());
+        assert!(check_label_key("pinfleet.io/force-prune").is_ok());
+        assert!(check_label_key("bad key").is_err());
+        assert!(check_label_key("/x").is_err());
+        assert!(check_label_value("").is_ok());
+        assert!(check_label_value("v1.2_x").is_ok());
+        assert!(check_label_value("-x").is_err());
+    }
+}
