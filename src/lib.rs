@@ -4,4 +4,9 @@
 //! (`plan`) and applied to the shared state (`state`). See DESIGN.md for the
 //! whole data flow.
 
+pub mod config;
+pub mod consensus;
 pub mod manifest;
+pub mod p2p;
+pub mod plan;
+pub mod state;

@@ -45,8 +45,15 @@ impl fmt::Display for PinSetId {
 pub enum Owner {
     /// Pinned by hand through the REST API or CLI.
     Api,
-    /// Declared by a PinSet manifest.
-    PinSet(PinSetId),
+    /// Declared by a PinSet manifest. Shared: every pin of a set names it.
+    PinSet(Arc<PinSetId>),
+}
+
+impl Owner {
+    /// The owner name of a PinSet.
+    pub fn pinset(id: PinSetId) -> Self {
+        Owner::PinSet(Arc::new(id))
+    }
 }
 
 impl fmt::Display for Owner {
@@ -75,7 +82,7 @@ impl FromStr for Owner {
         if ns.is_empty() || name.is_empty() || name.contains('/') {
             return Err(bad());
         }
-        Ok(Owner::PinSet(PinSetId::new(ns, name)))
+        Ok(Owner::pinset(PinSetId::new(ns, name)))
     }
 }
 
@@ -127,6 +134,13 @@ pub struct PinOptions {
     /// Multiaddresses that have the content.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub origins: Vec<String>,
+    /// Peers the user asked for (REST `user-allocations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_allocations: Vec<String>,
+    /// Absolute expiry in Unix milliseconds (REST `expire-at`); manifests
+    /// use the relative `expire_after` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_at_ms: Option<i64>,
 }
 
 mod duration_secs_opt {
@@ -149,7 +163,7 @@ mod duration_secs_opt {
 }
 
 /// What one owner wants for one CID.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinSpec {
     /// Pin name (may be empty).
     pub name: String,
@@ -218,7 +232,7 @@ pub struct DesiredPinSet {
 impl DesiredPinSet {
     /// The owner name this PinSet writes into the shared state.
     pub fn owner(&self) -> Owner {
-        Owner::PinSet(self.id.clone())
+        Owner::pinset(self.id.clone())
     }
 
     /// True when the annotation `pinfleet.io/force-prune: "true"` is set.

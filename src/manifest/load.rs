@@ -14,7 +14,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::cidkey::CidKey;
-use super::desired::{DesiredPin, DesiredPinSet, PinOptions, PinSpec};
+use super::desired::{DesiredPin, DesiredPinSet, PinSpec};
 use super::diag::{Diagnostic, Diagnostics, suggest};
 use super::located::Pos;
 use super::model::PinSetDocument;
@@ -170,11 +170,28 @@ pub fn load_str(
     } else {
         let mut d = loader.diags;
         d.sort();
+        // A bad default is checked again for every pin that overrides
+        // something; report it once, as `load_paths` does.
+        d.dedup();
         Err(Diagnostics(d))
     }
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    walk_dir(dir, out, &mut std::collections::BTreeSet::new())
+}
+
+/// `visited` holds the real path of every directory walked so far: each one
+/// is read once, so symlink cycles (`a -> .`) end instead of recursing until
+/// ELOOP, which takes exponential time with two or more such links.
+fn walk_dir(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    visited: &mut std::collections::BTreeSet<PathBuf>,
+) -> std::io::Result<()> {
+    if !visited.insert(fs::canonicalize(dir)?) {
+        return Ok(());
+    }
     let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
@@ -186,7 +203,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let ft = e.file_type()?;
         let is_dir = ft.is_dir() || (ft.is_symlink() && path.is_dir());
         if is_dir {
-            walk(&path, out)?;
+            walk_dir(&path, out, visited)?;
         } else if matches!(
             path.extension().and_then(|x| x.to_str()),
             Some("yaml" | "yml")
@@ -436,6 +453,20 @@ impl Loader<'_> {
             return None;
         }
         let dir = manifest.parent().unwrap_or(Path::new(""));
+        // Refuse a `..` that climbs out of the root before touching the file
+        // system: whether a file outside the source exists is none of the
+        // manifest author's business. Symlinks are caught below.
+        if climbs_out(root, dir, rel_path) {
+            self.diags.push(Diagnostic::at(
+                manifest,
+                pos,
+                format!(
+                    "pinsFrom path {rel:?} leaves the source directory {}",
+                    root.display()
+                ),
+            ));
+            return None;
+        }
         let joined = dir.join(rel_path);
         let missing =
             |e: std::io::Error| format!("pinsFrom {}: cannot read list: {e}", joined.display());
@@ -467,8 +498,28 @@ impl Loader<'_> {
     }
 }
 
+/// True when `rel`, taken from `dir` (a directory under `root`), names a path
+/// outside `root` by its `..` components alone.
+fn climbs_out(root: &Path, dir: &Path, rel: &Path) -> bool {
+    use std::path::Component;
+    let Ok(below_root) = dir.strip_prefix(root) else {
+        return false; // not expected; the canonical check still applies
+    };
+    let mut depth = below_root.components().count();
+    for c in rel.components() {
+        match c {
+            Component::CurDir => {}
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir if depth == 0 => return true,
+            Component::ParentDir => depth -= 1,
+            Component::RootDir | Component::Prefix(_) => return true,
+        }
+    }
+    false
+}
+
 /// The CID string a user wrote, kept only when it differs from canonical.
-pub(crate) fn written_as(key: &CidKey, written: &str) -> Option<Box<str>> {
+pub fn written_as(key: &CidKey, written: &str) -> Option<Box<str>> {
     let canonical = key.to_string();
     (canonical != written).then(|| written.into())
 }

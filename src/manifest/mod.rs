@@ -18,6 +18,7 @@ pub use desired::{
     ReplicationFactors, SourceRef,
 };
 pub use diag::{Diagnostic, Diagnostics, suggest};
+pub use load::written_as as written_as_of;
 pub use load::{Limits, LoadError, Loaded, load_paths, load_str};
 pub use located::{Located, Pos};
 pub use model::{PinMode, PinSet, PinSetSpec, PinSetStatus};

@@ -23,6 +23,9 @@ pub const KIND: &str = "PinSet";
 pub const FORCE_PRUNE_ANNOTATION: &str = "pinfleet.io/force-prune";
 
 /// Desired state of a PinSet: which CIDs the cluster must keep pinned, and how.
+// Each printcolumn repeats `type_`/`json_path` keys; that is the macro's syntax,
+// not a mistake.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "pinfleet.io",

@@ -262,6 +262,7 @@ impl<'a> DocumentChecker<'a> {
             expire_after,
             metadata,
             origins,
+            ..PinOptions::default()
         }
     }
 

@@ -1,0 +1,104 @@
+//! Subcommands. Each returns the exit code of a completed run, or an error
+//! for a usage or runtime failure (exit 2).
+
+mod plan;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use pinfleet::manifest::Limits;
+
+/// Declarative pinsets for a fleet of IPFS nodes.
+#[derive(Debug, Parser)]
+#[command(name = "pinfleet", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check PinSet manifests; print each problem as file:line:col: message.
+    ///
+    /// Exit 0 when every manifest is valid, 1 when any is invalid, 2 when a
+    /// path cannot be read.
+    Validate(validate::ValidateArgs),
+    /// Show what applying manifests would change against a state export.
+    ///
+    /// Exit 0 when every PinSet can be applied, 1 when the prune guard
+    /// refuses one or a manifest is invalid, 2 on other errors.
+    Plan(plan::PlanArgs),
+    /// Print the PinSet CustomResourceDefinition (YAML).
+    Crd,
+    /// Print the JSON schema of a PinSet's spec.
+    Schema,
+}
+
+/// Bounds on what a load may read, shared by every command that loads
+/// manifests.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Largest manifest (YAML) file accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_manifest_bytes)]
+    max_manifest_bytes: u64,
+    /// Largest pinsFrom list file accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_list_bytes)]
+    max_list_bytes: u64,
+    /// Most pins accepted in one load, over all PinSets.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_pins)]
+    max_pins: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_manifest_bytes: self.max_manifest_bytes,
+            max_list_bytes: self.max_list_bytes,
+            max_pins: self.max_pins,
+            ..Limits::default()
+        }
+    }
+}
+
+/// Manifest paths, shared by commands that load them.
+#[derive(Debug, Args)]
+pub struct PathArgs {
+    /// Manifest files or directories (searched recursively for *.yaml, *.yml).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate(a) => validate::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Crd => {
+            print!("{}", pinfleet::manifest::crd_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&pinfleet::manifest::spec_schema())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `error: …` then one `  caused by: …` line per source.
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut out = format!("error: {e}");
+    for cause in e.chain().skip(1) {
+        out.push_str(&format!("\n  caused by: {cause}"));
+    }
+    out
+}
+
+/// Exit code 1: a completed run whose answer is "no".
+pub const NO: u8 = 1;

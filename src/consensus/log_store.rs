@@ -1,0 +1,225 @@
+//! The Raft log and vote on disk (redb, every commit fsync'd before openraft
+//! is told it is durable).
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, Entry, LogId, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{NodeId, TypeConfig};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+
+/// The Raft log of one peer. Cheap to clone: clones share the database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogStore")
+    }
+}
+
+type StoreResult<T> = Result<T, StorageError<NodeId>>;
+
+fn err<E: std::error::Error + 'static>(e: E) -> AnyError {
+    AnyError::new(&e)
+}
+
+impl LogStore {
+    /// Opens (or creates) the log database at `path`.
+    pub fn open(path: &Path) -> Result<Self, redb::Error> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(LOG)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> StoreResult<T> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StorageIOError::read_logs(err(e)))?
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(db: &Database, key: &str) -> StoreResult<Option<T>> {
+        let txn = db.begin_read().map_err(|e| StorageIOError::read(err(e)))?;
+        let table = txn.open_table(META).map_err(|e| StorageIOError::read(err(e)))?;
+        let Some(v) = table.get(key).map_err(|e| StorageIOError::read(err(e)))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| StorageIOError::read(err(e)).into())
+    }
+
+    fn write_meta<T: serde::Serialize>(db: &Database, key: &str, value: &T) -> StoreResult<()> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StorageIOError::write(err(e)))?;
+        let txn = db.begin_write().map_err(|e| StorageIOError::write(err(e)))?;
+        {
+            let mut table = txn.open_table(META).map_err(|e| StorageIOError::write(err(e)))?;
+            table
+                .insert(key, bytes.as_slice())
+                .map_err(|e| StorageIOError::write(err(e)))?;
+        }
+        txn.commit().map_err(|e| StorageIOError::write(err(e)))?;
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> StoreResult<Vec<Entry<TypeConfig>>> {
+        let start = range.start_bound().cloned();
+        let end = range.end_bound().cloned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(|e| StorageIOError::read_logs(err(e)))?;
+            let table = txn.open_table(LOG).map_err(|e| StorageIOError::read_logs(err(e)))?;
+            let mut out = Vec::new();
+            for item in table
+                .range::<u64>((start, end))
+                .map_err(|e| StorageIOError::read_logs(err(e)))?
+            {
+                let (_, v) = item.map_err(|e| StorageIOError::read_logs(err(e)))?;
+                let entry: Entry<TypeConfig> = serde_json::from_slice(v.value())
+                    .map_err(|e| StorageIOError::read_logs(err(e)))?;
+                out.push(entry);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StoreResult<LogState<TypeConfig>> {
+        self.blocking(|db| {
+            let last_purged: Option<LogId<NodeId>> = Self::read_meta(db, LAST_PURGED)?;
+            let txn = db.begin_read().map_err(|e| StorageIOError::read_logs(err(e)))?;
+            let table = txn.open_table(LOG).map_err(|e| StorageIOError::read_logs(err(e)))?;
+            let last = match table.last().map_err(|e| StorageIOError::read_logs(err(e)))? {
+                Some((_, v)) => {
+                    let e: Entry<TypeConfig> = serde_json::from_slice(v.value())
+                        .map_err(|e| StorageIOError::read_logs(err(e)))?;
+                    Some(*e.get_log_id())
+                }
+                None => last_purged,
+            };
+            Ok(LogState {
+                last_purged_log_id: last_purged,
+                last_log_id: last,
+            })
+        })
+        .await
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoreResult<()> {
+        let vote = *vote;
+        self.blocking(move |db| Self::write_meta(db, VOTE, &vote)).await
+    }
+
+    async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
+        self.blocking(|db| Self::read_meta(db, VOTE)).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
+        self.blocking(move |db| Self::write_meta(db, COMMITTED, &committed)).await
+    }
+
+    async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {
+        self.blocking(|db| Ok(Self::read_meta::<Option<LogId<NodeId>>>(db, COMMITTED)?.flatten()))
+            .await
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StoreResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut encoded = Vec::new();
+        for e in entries {
+            let bytes = serde_json::to_vec(&e).map_err(|x| StorageIOError::write_logs(err(x)))?;
+            encoded.push((e.get_log_id().index, bytes));
+        }
+        let result = self
+            .blocking(move |db| {
+                let txn = db.begin_write().map_err(|e| StorageIOError::write_logs(err(e)))?;
+                {
+                    let mut table =
+                        txn.open_table(LOG).map_err(|e| StorageIOError::write_logs(err(e)))?;
+                    for (index, bytes) in &encoded {
+                        table
+                            .insert(*index, bytes.as_slice())
+                            .map_err(|e| StorageIOError::write_logs(err(e)))?;
+                    }
+                }
+                // Default durability is Immediate: commit returns after fsync.
+                txn.commit().map_err(|e| StorageIOError::write_logs(err(e)))?;
+                Ok(())
+            })
+            .await;
+        match &result {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        }
+        result
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(|e| StorageIOError::write_logs(err(e)))?;
+            {
+                let mut table = txn.open_table(LOG).map_err(|e| StorageIOError::write_logs(err(e)))?;
+                table
+                    .retain_in(log_id.index.., |_, _| false)
+                    .map_err(|e| StorageIOError::write_logs(err(e)))?;
+            }
+            txn.commit().map_err(|e| StorageIOError::write_logs(err(e)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
+        self.blocking(move |db| {
+            let bytes = serde_json::to_vec(&Some(log_id)).map_err(|e| StorageIOError::write_logs(err(e)))?;
+            let txn = db.begin_write().map_err(|e| StorageIOError::write_logs(err(e)))?;
+            {
+                let mut meta = txn.open_table(META).map_err(|e| StorageIOError::write_logs(err(e)))?;
+                meta.insert(LAST_PURGED, bytes.as_slice())
+                    .map_err(|e| StorageIOError::write_logs(err(e)))?;
+                let mut table = txn.open_table(LOG).map_err(|e| StorageIOError::write_logs(err(e)))?;
+                table
+                    .retain_in(..=log_id.index, |_, _| false)
+                    .map_err(|e| StorageIOError::write_logs(err(e)))?;
+            }
+            txn.commit().map_err(|e| StorageIOError::write_logs(err(e)))?;
+            Ok(())
+        })
+        .await
+    }
+}

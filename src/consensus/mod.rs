@@ -1,0 +1,123 @@
+//! Consensus: openraft over the p2p RPC, with the log and the state machine
+//! on disk (redb). Owns the Raft type configuration, the RPC vocabulary
+//! between peers, and `ClusterNode`, the handle the daemon and API use to
+//! write (forwarded to the leader) and read (with a read barrier when asked).
+//!
+//! It must not decide *what* to pin: plans come from `plan`, the effect of
+//! a command from `state`.
+
+// openraft fixes its storage error type (`StorageError`, ~224 bytes); boxing
+// it at every call would only add noise.
+#![allow(clippy::result_large_err)]
+
+mod log_store;
+mod network;
+mod node;
+mod state_store;
+
+use std::fmt;
+
+use libp2p::PeerId;
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use log_store::LogStore;
+pub use node::{ApplyReport, ClusterError, ClusterNode, NodeOptions, PinSetApply};
+pub use state_store::{SNAPSHOT_VERSION, StateStore};
+
+use crate::state::{Command, Outcome, Request};
+
+/// Raft node ids are derived from libp2p peer ids.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// openraft type configuration for pinfleet.
+    pub TypeConfig:
+        D = Request,
+        R = Outcome,
+        NodeId = NodeId,
+        Node = PeerNode,
+        SnapshotData = tokio::fs::File,
+);
+
+/// A cluster member as Raft's membership records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PeerNode {
+    /// libp2p peer id (base58).
+    pub peer_id: String,
+    /// Where the peer's p2p listener can be reached.
+    pub addrs: Vec<String>,
+    /// The peer's REST API URL (for clients that want to talk to it).
+    pub api: String,
+}
+
+impl fmt::Display for PeerNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.peer_id)
+    }
+}
+
+/// The Raft node id of a libp2p peer: the first 8 bytes of the SHA-256 of its
+/// peer id. Stable across restarts; collisions are negligible for clusters
+/// of any realistic size.
+pub fn node_id(peer: &PeerId) -> NodeId {
+    let digest = Sha256::digest(peer.to_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(id)
+}
+
+/// A request from one peer to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Rpc {
+    /// Raft replication.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft election.
+    Vote(VoteRequest<NodeId>),
+    /// Raft snapshot transfer (one chunk).
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A state machine command forwarded to the leader.
+    Write(Command),
+    /// A new peer asks to become a voter.
+    Join(PeerNode),
+    /// Remove a peer from the membership (sent to the leader).
+    Remove(NodeId),
+    /// The leader's linearizable read position.
+    ReadIndex,
+}
+
+/// The answer to an [`Rpc`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RpcReply {
+    /// To `AppendEntries`.
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// To `Vote`.
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// To `InstallSnapshot`.
+    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// To `Write`.
+    Write(Result<Outcome, RemoteFailure>),
+    /// To `Join` and `Remove`.
+    Membership(Result<(), RemoteFailure>),
+    /// To `ReadIndex`: the index the reader must have applied.
+    ReadIndex(Result<u64, RemoteFailure>),
+}
+
+/// A failure on the remote peer, as data.
+#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteFailure {
+    /// The remote is not the leader; the leader's id if it knows one.
+    #[error("not the leader")]
+    NotLeader(Option<NodeId>),
+    /// No quorum, or the write did not commit in time.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}

@@ -1,0 +1,242 @@
+//! The state file: NDJSON, one pin per line, written by `state export` and
+//! read by `state import` and `plan --state`. Each line is IPFS Cluster's Pin
+//! JSON (same fields, same order, every field present as Go sends it) plus
+//! `owners`: a map from owner (`api`, `pinset:<ns>/<name>`) to what that
+//! owner asked for. Lines are independent, so the file streams both ways.
+//! A line without `owners` (an IPFS Cluster export) is owned by `api`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::StatePin;
+use crate::manifest::{CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors};
+
+/// Go's zero `time.Time`, which IPFS Cluster writes for unset times.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// One line of the state file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PinRecord {
+    /// Effective minimum replication.
+    #[serde(default)]
+    pub replication_factor_min: i32,
+    /// Effective maximum replication.
+    #[serde(default)]
+    pub replication_factor_max: i32,
+    /// Effective name.
+    #[serde(default)]
+    pub name: String,
+    /// `recursive` or `direct`.
+    #[serde(default)]
+    pub mode: PinMode,
+    /// Sharding is not used by pinfleet yet: always 0.
+    #[serde(default)]
+    pub shard_size: u64,
+    /// Peers the user asked for (null when none, as Go sends a nil slice).
+    #[serde(default)]
+    pub user_allocations: Option<Vec<String>>,
+    /// RFC 3339, or Go's zero time.
+    #[serde(default = "zero_time")]
+    pub expire_at: String,
+    /// Effective metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Effective origins.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// The CID as users see it.
+    pub cid: String,
+    /// `pin` for data pins.
+    #[serde(default = "pin_type", rename = "type")]
+    pub type_: String,
+    /// Peers chosen to pin it.
+    #[serde(default)]
+    pub allocations: Vec<String>,
+    /// -1 for recursive, 0 for direct.
+    #[serde(default = "minus_one")]
+    pub max_depth: i32,
+    /// Unused for data pins.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// RFC 3339, or Go's zero time.
+    #[serde(default = "zero_time")]
+    pub timestamp: String,
+    /// pinfleet: who wants this pin and what each asked for.
+    #[serde(default)]
+    pub owners: BTreeMap<Owner, OwnerRecord>,
+}
+
+/// What one owner asked for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OwnerRecord {
+    /// Pin name.
+    #[serde(default)]
+    pub name: String,
+    /// The owner's options.
+    #[serde(flatten)]
+    pub options: PinOptions,
+}
+
+fn zero_time() -> String {
+    ZERO_TIME.to_string()
+}
+fn pin_type() -> String {
+    "pin".to_string()
+}
+fn minus_one() -> i32 {
+    -1
+}
+
+impl PinRecord {
+    /// The record of a state pin.
+    pub fn from_pin(pin: &StatePin) -> Self {
+        let eff = pin.effective();
+        let o = &eff.options;
+        Self {
+            replication_factor_min: o.replication.min,
+            replication_factor_max: o.replication.max,
+            name: eff.name.clone(),
+            mode: o.mode,
+            shard_size: 0,
+            user_allocations: (!o.user_allocations.is_empty()).then(|| o.user_allocations.clone()),
+            expire_at: format_time(pin.expire_at_ms().unwrap_or(0)),
+            metadata: o.metadata.clone(),
+            origins: o.origins.clone(),
+            cid: pin.display_cid(),
+            type_: pin_type(),
+            allocations: pin.allocations.clone(),
+            max_depth: match o.mode {
+                PinMode::Recursive => -1,
+                PinMode::Direct => 0,
+            },
+            reference: None,
+            timestamp: format_time(pin.timestamp_ms),
+            owners: pin
+                .owners
+                .iter()
+                .map(|(owner, spec)| {
+                    (
+                        owner.clone(),
+                        OwnerRecord {
+                            name: spec.name.clone(),
+                            options: (*spec.options).clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The state pin this record describes.
+    pub fn into_pin(self) -> Result<StatePin, String> {
+        let cid = CidKey::parse(&self.cid).map_err(|e| e.to_string())?;
+        let written_as = crate::manifest::written_as_of(&cid, &self.cid);
+        let owners = if self.owners.is_empty() {
+            // An IPFS Cluster export: the pin was made by hand.
+            let options = PinOptions {
+                mode: self.mode,
+                replication: ReplicationFactors {
+                    min: self.replication_factor_min,
+                    max: self.replication_factor_max,
+                },
+                metadata: self.metadata,
+                origins: self.origins,
+                ..PinOptions::default()
+            };
+            BTreeMap::from([(
+                Owner::Api,
+                PinSpec {
+                    name: self.name,
+                    options: Arc::new(options),
+                },
+            )])
+        } else {
+            self.owners
+                .into_iter()
+                .map(|(owner, r)| {
+                    (
+                        owner,
+                        PinSpec {
+                            name: r.name,
+                            options: Arc::new(r.options),
+                        },
+                    )
+                })
+                .collect()
+        };
+        Ok(StatePin {
+            cid,
+            written_as,
+            owners,
+            allocations: self.allocations,
+            timestamp_ms: parse_time(&self.timestamp),
+        })
+    }
+}
+
+/// A bad line of a state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// The line is not a pin record.
+    #[error("line {line}: {message}")]
+    Line {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading failed.
+    #[error("cannot read state")]
+    Io(#[source] std::io::Error),
+}
+
+/// Reads a state file lazily, one pin per line; blank lines are skipped.
+pub fn read_state<R: BufRead>(reader: R) -> impl Iterator<Item = Result<StatePin, StateFileError>> {
+    reader.lines().enumerate().filter_map(|(i, line)| {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => return Some(Err(StateFileError::Io(e))),
+        };
+        if line.trim().is_empty() {
+            return None;
+        }
+        let bad = |message: String| StateFileError::Line {
+            line: i + 1,
+            message,
+        };
+        Some(
+            serde_json::from_str::<PinRecord>(&line)
+                .map_err(|e| bad(e.to_string()))
+                .and_then(|r| r.into_pin().map_err(bad)),
+        )
+    })
+}
+
+/// Writes one pin as one line.
+pub fn write_pin_record<W: Write>(mut w: W, pin: &StatePin) -> std::io::Result<()> {
+    serde_json::to_writer(&mut w, &PinRecord::from_pin(pin))?;
+    w.write_all(b"\n")
+}
+
+/// RFC 3339 (UTC, seconds, `Z`) of Unix milliseconds; 0 is Go's zero time.
+pub fn format_time(ms: i64) -> String {
+    if ms == 0 {
+        return ZERO_TIME.to_string();
+    }
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| ZERO_TIME.to_string())
+}
+
+/// Unix milliseconds of an RFC 3339 time; Go's zero time and garbage are 0.
+pub fn parse_time(s: &str) -> i64 {
+    if s == ZERO_TIME {
+        return 0;
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(0)
+}

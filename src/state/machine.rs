@@ -1,0 +1,273 @@
+//! The replicated state machine's commands and their deterministic apply.
+//!
+//! A command is what travels in one Raft log entry. Applying it reads and
+//! writes a `PinStore` (in memory for tests, redb tables in a peer) and never
+//! reads a clock: the proposer stamps `now_ms` into the request, so every peer
+//! computes the same result from the same log.
+//!
+//! A PinSet revision is atomic: large revisions are sent as `Stage` chunks
+//! that change nothing visible, then one `Commit` applies every staged chunk
+//! and its own ops together in one store transaction.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::StatePin;
+use crate::manifest::{CidKey, Owner, PinSpec};
+
+/// One change to one owner's hold on one pin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// The owner wants this pin with this spec (add or update).
+    Set {
+        /// The pin.
+        cid: CidKey,
+        /// The CID as written, when not canonical.
+        written_as: Option<Box<str>>,
+        /// Name and options.
+        spec: PinSpec,
+    },
+    /// The owner no longer wants this pin.
+    Release {
+        /// The pin.
+        cid: CidKey,
+    },
+}
+
+/// What the state remembers about an applied PinSet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinSetRecord {
+    /// `namespace/name`.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Revision applied (content digest or git revision).
+    pub revision: String,
+    /// Labels of the manifest.
+    pub labels: BTreeMap<String, String>,
+    /// Where it came from (file:line:col, git URL, `api`).
+    pub source: String,
+    /// Pins the PinSet declared in that revision.
+    pub pins: u64,
+    /// Prune enabled.
+    pub prune: bool,
+    /// Reconciling suspended.
+    pub suspend: bool,
+    /// When the revision was committed (Unix ms).
+    pub applied_at_ms: i64,
+}
+
+/// A state machine command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Ops for `owner` outside any revision (REST pins, `owner = api`).
+    Apply {
+        /// Who acts.
+        owner: Owner,
+        /// What changes.
+        ops: Vec<Op>,
+    },
+    /// A chunk of a revision; invisible until its `Commit`.
+    Stage {
+        /// Who acts.
+        owner: Owner,
+        /// Proposer-chosen id of this revision attempt.
+        revision: u64,
+        /// Chunk number, from 0.
+        seq: u32,
+        /// What changes.
+        ops: Vec<Op>,
+    },
+    /// Applies every staged chunk of `revision` plus `ops` at once.
+    Commit {
+        /// Who acts.
+        owner: Owner,
+        /// The attempt id used by its `Stage` chunks.
+        revision: u64,
+        /// How many chunks were staged; a commit missing chunks is refused.
+        staged: u32,
+        /// Last ops.
+        ops: Vec<Op>,
+        /// The PinSet's record after this revision (None: the PinSet is gone).
+        record: Option<PinSetRecord>,
+    },
+    /// Drops the staged chunks of an abandoned revision.
+    Abort {
+        /// Who acted.
+        owner: Owner,
+        /// The attempt id.
+        revision: u64,
+    },
+}
+
+/// A log entry's payload: the command and the proposer's clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Unix milliseconds when the leader accepted the command.
+    pub now_ms: i64,
+    /// What to do.
+    pub command: Command,
+}
+
+/// What applying a command did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Pins that did not exist before.
+    pub created: u64,
+    /// Pins whose owners or specs changed but that stay.
+    pub changed: u64,
+    /// Pins that lost their last owner.
+    pub removed: u64,
+    /// Ops staged (for `Stage`).
+    pub staged: u64,
+    /// The command was refused; nothing changed.
+    pub refused: Option<String>,
+}
+
+/// Staged chunks older than this are dropped when any later revision commits.
+pub const STAGING_TTL_MS: i64 = 60 * 60 * 1000;
+
+/// Storage the state machine applies to.
+pub trait PinStore {
+    /// Storage failure.
+    type Error;
+    /// One pin.
+    fn get(&self, cid: &CidKey) -> Result<Option<StatePin>, Self::Error>;
+    /// Inserts or replaces a pin; `before` is its previous value (for indexes).
+    fn put(&mut self, pin: &StatePin, before: Option<&StatePin>) -> Result<(), Self::Error>;
+    /// Deletes a pin.
+    fn remove(&mut self, before: &StatePin) -> Result<(), Self::Error>;
+    /// Saves a chunk of a revision.
+    fn stage(&mut self, owner: &Owner, revision: u64, seq: u32, now_ms: i64, ops: &[Op]) -> Result<(), Self::Error>;
+    /// Removes and returns the staged chunks of a revision, in order.
+    fn take_staged(&mut self, owner: &Owner, revision: u64) -> Result<Vec<Vec<Op>>, Self::Error>;
+    /// Drops staged chunks written before `older_than_ms`.
+    fn expire_staged(&mut self, older_than_ms: i64) -> Result<(), Self::Error>;
+    /// Records (or with `None` forgets) a PinSet.
+    fn set_pinset(&mut self, owner: &Owner, record: Option<&PinSetRecord>) -> Result<(), Self::Error>;
+}
+
+/// Applies one request to a store. Deterministic; applying the same
+/// `Apply` twice changes nothing the second time.
+pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Error> {
+    let mut out = Outcome::default();
+    match &req.command {
+        Command::Apply { owner, ops } => apply_ops(store, owner, ops, req.now_ms, &mut out)?,
+        Command::Stage {
+            owner,
+            revision,
+            seq,
+            ops,
+        } => {
+            store.stage(owner, *revision, *seq, req.now_ms, ops)?;
+            out.staged = ops.len() as u64;
+        }
+        Command::Commit {
+            owner,
+            revision,
+            staged,
+            ops,
+            record,
+        } => {
+            let chunks = store.take_staged(owner, *revision)?;
+            if chunks.len() != *staged as usize {
+                out.refused = Some(format!(
+                    "revision {revision} of {owner}: {} of {staged} chunks staged (expired or lost); nothing applied",
+                    chunks.len()
+                ));
+                return Ok(out);
+            }
+            for chunk in &chunks {
+                apply_ops(store, owner, chunk, req.now_ms, &mut out)?;
+            }
+            apply_ops(store, owner, ops, req.now_ms, &mut out)?;
+            store.set_pinset(owner, record.as_ref())?;
+            store.expire_staged(req.now_ms - STAGING_TTL_MS)?;
+        }
+        Command::Abort { owner, revision } => {
+            store.take_staged(owner, *revision)?;
+        }
+    }
+    Ok(out)
+}
+
+fn apply_ops<S: PinStore>(
+    store: &mut S,
+    owner: &Owner,
+    ops: &[Op],
+    now_ms: i64,
+    out: &mut Outcome,
+) -> Result<(), S::Error> {
+    for op in ops {
+        match op {
+            Op::Set {
+                cid,
+                written_as,
+                spec,
+            } => match store.get(cid)? {
+                None => {
+                    let pin = StatePin {
+                        cid: *cid,
+                        written_as: written_as.clone(),
+                        owners: BTreeMap::from([(owner.clone(), spec.clone())]),
+                        allocations: Vec::new(),
+                        timestamp_ms: now_ms,
+                    };
+                    store.put(&pin, None)?;
+                    out.created += 1;
+                }
+                Some(before) => {
+                    if before.owners.get(owner).is_some_and(|s| s.same_as(spec)) {
+                        continue;
+                    }
+                    let mut pin = before.clone();
+                    pin.owners.insert(owner.clone(), spec.clone());
+                    store.put(&pin, Some(&before))?;
+                    out.changed += 1;
+                }
+            },
+            Op::Release { cid } => {
+                let Some(before) = store.get(cid)? else {
+                    continue;
+                };
+                if !before.owners.contains_key(owner) {
+                    continue;
+                }
+                let mut pin = before.clone();
+                pin.owners.remove(owner);
+                if pin.owners.is_empty() {
+                    store.remove(&before)?;
+                    out.removed += 1;
+                } else {
+                    store.put(&pin, Some(&before))?;
+                    out.changed += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ops that carry out a plan.
+pub fn plan_ops(plan: &crate::plan::Plan) -> Vec<Op> {
+    let mut ops = Vec::with_capacity(plan.add.len() + plan.update.len() + plan.release.len());
+    for (cid, pin) in &plan.add {
+        ops.push(Op::Set {
+            cid: *cid,
+            written_as: pin.written_as.clone(),
+            spec: pin.spec.clone(),
+        });
+    }
+    for u in &plan.update {
+        ops.push(Op::Set {
+            cid: u.cid,
+            written_as: u.to.written_as.clone(),
+            spec: u.to.spec.clone(),
+        });
+    }
+    for cid in &plan.release {
+        ops.push(Op::Release { cid: *cid });
+    }
+    ops
+}
