@@ -4,6 +4,7 @@
 //! (`plan`) and applied to the shared state (`state`). See DESIGN.md for the
 //! whole data flow.
 
+pub mod api;
 pub mod config;
 pub mod consensus;
 pub mod manifest;

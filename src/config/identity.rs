@@ -181,13 +181,13 @@ impl Identity {
     /// The contents of an identity file for this key pair (pretty JSON with a
     /// trailing newline); `path` is only used in errors.
     pub fn to_json(&self, path: &Path) -> Result<String, IdentityError> {
-        let bytes = self
-            .keypair
-            .to_protobuf_encoding()
-            .map_err(|source| IdentityError::Encode {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let bytes =
+            self.keypair
+                .to_protobuf_encoding()
+                .map_err(|source| IdentityError::Encode {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
         let file = IdentityFile {
             id: self.peer_id().to_base58(),
             private_key: base64::encode(&bytes),
@@ -232,8 +232,7 @@ impl fmt::Debug for Identity {
 /// Standard base64 (RFC 4648 §4, `+/`, `=` padding), as Go's
 /// `base64.StdEncoding` writes it. Small enough not to need a crate.
 mod base64 {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
     /// Encodes with padding.
     pub fn encode(bytes: &[u8]) -> String {
@@ -413,7 +412,10 @@ mod tests {
             e => panic!("expected a mismatch, got {e:?}"),
         }
         let text = err.to_string();
-        assert!(text.contains("identity.json") && text.contains("does not match"), "{text}");
+        assert!(
+            text.contains("identity.json") && text.contains("does not match"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -220,3 +220,120 @@ fn open_private(path: &Path, create_new: bool) -> io::Result<File> {
     }
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn init_writes_a_loadable_identity_and_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("peer");
+        let report = init(&dir, false, Some(SECRET), Some("peer-a")).unwrap();
+        assert!(report.wrote_service);
+        assert_eq!(report.identity_path, dir.join(IDENTITY_FILE));
+        assert_eq!(report.service_path, dir.join(SERVICE_FILE));
+        let identity = Identity::load(&report.identity_path).unwrap();
+        assert_eq!(identity.peer_id(), report.peer_id);
+        let config = ServiceConfig::load_with_env(&report.service_path, &[]).unwrap();
+        assert_eq!(config.cluster.secret.to_hex(), SECRET);
+        assert_eq!(config.cluster.peername, "peer-a");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&report.service_path)
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "service.toml holds the secret");
+        }
+    }
+
+    #[test]
+    fn init_makes_a_fresh_secret_each_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = init(&tmp.path().join("a"), false, None, None).unwrap();
+        let b = init(&tmp.path().join("b"), false, None, None).unwrap();
+        let secret = |r: &InitReport| {
+            ServiceConfig::load_with_env(&r.service_path, &[])
+                .unwrap()
+                .cluster
+                .secret
+        };
+        assert_ne!(secret(&a), secret(&b));
+        assert_ne!(a.peer_id, b.peer_id);
+    }
+
+    #[test]
+    fn init_twice_refuses_and_force_replaces() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = init(tmp.path(), false, None, None).unwrap();
+        let err = init(tmp.path(), false, None, None).unwrap_err();
+        assert!(matches!(err, InitError::Exists { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains(IDENTITY_FILE) && text.contains("--force"),
+            "{text}"
+        );
+        assert_eq!(
+            Identity::load(&first.identity_path).unwrap().peer_id(),
+            first.peer_id
+        );
+
+        let second = init(tmp.path(), true, Some(SECRET), None).unwrap();
+        assert_ne!(second.peer_id, first.peer_id);
+        assert!(second.wrote_service);
+        assert_eq!(
+            Identity::load(&second.identity_path).unwrap().peer_id(),
+            second.peer_id
+        );
+        let config = ServiceConfig::load_with_env(&second.service_path, &[]).unwrap();
+        assert_eq!(config.cluster.secret.to_hex(), SECRET);
+        // No temporary files left behind.
+        let mut names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, [IDENTITY_FILE, SERVICE_FILE]);
+    }
+
+    #[test]
+    fn init_with_a_shared_config_writes_only_the_identity() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = ServiceConfig::default_toml(SECRET);
+        std::fs::write(tmp.path().join(SERVICE_FILE), &shared).unwrap();
+        let report = init(tmp.path(), false, None, None).unwrap();
+        assert!(!report.wrote_service);
+        assert!(report.identity_path.exists());
+        assert_eq!(
+            std::fs::read_to_string(&report.service_path).unwrap(),
+            shared
+        );
+    }
+
+    #[test]
+    fn init_will_not_ignore_settings_for_a_kept_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join(SERVICE_FILE),
+            ServiceConfig::default_toml(SECRET),
+        )
+        .unwrap();
+        let err = init(tmp.path(), false, None, Some("peer-a")).unwrap_err();
+        assert!(matches!(err, InitError::SettingsIgnored { .. }), "{err:?}");
+        assert!(!tmp.path().join(IDENTITY_FILE).exists());
+    }
+
+    #[test]
+    fn init_rejects_a_bad_secret_before_writing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("peer");
+        let err = init(&dir, false, Some("not-hex"), None).unwrap_err();
+        assert!(matches!(err, InitError::InvalidSecret { .. }), "{err:?}");
+        assert!(!err.to_string().contains("not-hex"));
+        assert!(!dir.exists());
+    }
+}

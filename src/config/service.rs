@@ -460,7 +460,9 @@ impl ServiceConfig {
             file: file.to_path_buf(),
             problems,
         };
-        let mut table: Table = text.parse().map_err(|e| fail(vec![toml_problem(text, &e)]))?;
+        let mut table: Table = text
+            .parse()
+            .map_err(|e| fail(vec![toml_problem(text, &e)]))?;
         let mut walk = Walk::default();
         walk.check_names(&table);
         walk.apply_env(&mut table, env);
@@ -527,8 +529,14 @@ impl ServiceConfig {
                 ("consensus", "max_in_snapshot_log_to_keep"),
                 k.max_in_snapshot_log_to_keep.to_string(),
             ),
-            (("consensus", "write_timeout"), toml_duration(k.write_timeout)),
-            (("consensus", "batch_max_pins"), k.batch_max_pins.to_string()),
+            (
+                ("consensus", "write_timeout"),
+                toml_duration(k.write_timeout),
+            ),
+            (
+                ("consensus", "batch_max_pins"),
+                k.batch_max_pins.to_string(),
+            ),
             (("api", "listen"), toml_string(&self.api.listen.to_string())),
             (("ipfs", "backend"), toml_string(self.ipfs.backend.as_str())),
             (("ipfs", "kubo_url"), toml_string(&self.ipfs.kubo_url)),
@@ -579,13 +587,9 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim().replace('\n', "; ");
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
+            let before = text.get(..span.start).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
-            let col = before
-                .rsplit('\n')
-                .next()
-                .map_or(0, |l| l.chars().count())
-                + 1;
+            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             format!("invalid toml at line {line}, column {col}: {message}")
         }
         None => format!("invalid toml: {message}"),
@@ -626,8 +630,7 @@ fn toml_tags(tags: &BTreeMap<String, String>) -> String {
 
 fn toml_key(k: &str) -> String {
     let bare = !k.is_empty()
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if bare { k.to_owned() } else { toml_string(k) }
 }
@@ -657,7 +660,10 @@ impl Walk {
                         "{name}: keys belong in a section, did you mean {}.{name} (under [{}])?",
                         s.name, s.name
                     ),
-                    _ => format!("{name}: {}", unknown_message("section", name, &section_names)),
+                    _ => format!(
+                        "{name}: {}",
+                        unknown_message("section", name, &section_names)
+                    ),
                 };
                 self.problems.push(message);
                 continue;
@@ -721,7 +727,8 @@ impl Walk {
                 Ok(v) => v,
                 Err(e) => {
                     self.problems.push(format!("{var}: {e}"));
-                    self.failed.insert(format!("{}.{}", section.name, spec.name));
+                    self.failed
+                        .insert(format!("{}.{}", section.name, spec.name));
                     continue;
                 }
             };
@@ -861,11 +868,7 @@ impl Walk {
             match text {
                 "none" => Ok(IpfsBackendKind::None),
                 "kubo" => Ok(IpfsBackendKind::Kubo),
-                other => Err(unknown_message(
-                    "backend",
-                    other,
-                    &IpfsBackendKind::NAMES,
-                )),
+                other => Err(unknown_message("backend", other, &IpfsBackendKind::NAMES)),
             }
         });
         s.set("kubo_url", &mut cfg.ipfs.kubo_url, kubo_url);
@@ -1030,7 +1033,10 @@ fn multiaddrs(v: &Value) -> Result<Vec<Multiaddr>, String> {
                 Ok(a) => addrs.push(a),
                 Err(e) => bad.push(format!("[{i}]: invalid multiaddr {text:?}: {e}")),
             },
-            None => bad.push(format!("[{i}]: expected a string, found {}", describe(item))),
+            None => bad.push(format!(
+                "[{i}]: expected a string, found {}",
+                describe(item)
+            )),
         }
     }
     if bad.is_empty() {
@@ -1240,7 +1246,9 @@ mod tests {
         assert_eq!(err.to_string().lines().count(), 3);
         let text = err.to_string();
         assert!(
-            text.contains("service.toml: cluster.listen_multiaddress: [1]: invalid multiaddr \"nope\""),
+            text.contains(
+                "service.toml: cluster.listen_multiaddress: [1]: invalid multiaddr \"nope\""
+            ),
             "{text}"
         );
         assert!(
@@ -1263,16 +1271,28 @@ mod tests {
         assert_eq!(p.len(), 4, "{p:#?}");
         assert!(p.contains(&"peername: keys belong in a section, did you mean cluster.peername (under [cluster])?".to_owned()), "{p:#?}");
         assert!(p.contains(&"cluster.listen_multiadress: unknown key \"listen_multiadress\", did you mean \"listen_multiaddress\"?".to_owned()), "{p:#?}");
-        assert!(p.contains(&"consensos: unknown section \"consensos\", did you mean \"consensus\"?".to_owned()), "{p:#?}");
-        assert!(p.contains(&"api.lisen: unknown key \"lisen\", did you mean \"listen\"?".to_owned()), "{p:#?}");
+        assert!(
+            p.contains(
+                &"consensos: unknown section \"consensos\", did you mean \"consensus\"?".to_owned()
+            ),
+            "{p:#?}"
+        );
+        assert!(
+            p.contains(&"api.lisen: unknown key \"lisen\", did you mean \"listen\"?".to_owned()),
+            "{p:#?}"
+        );
     }
 
     #[test]
     fn wrong_types_are_named() {
-        let text = format!(
-            "cluster = 3\n[consensus]\nbatch_max_pins = \"many\"\nsnapshot_logs_since_last = -1\nwrite_timeout = 30\n[informer]\ntags = {{ region = 1 }}\n"
-        );
-        let p = problems(&text, &[]);
+        let text = "cluster = 3\n\
+                    [consensus]\n\
+                    batch_max_pins = \"many\"\n\
+                    snapshot_logs_since_last = -1\n\
+                    write_timeout = 30\n\
+                    [informer]\n\
+                    tags = { region = 1 }\n";
+        let p = problems(text, &[]);
         assert_eq!(
             p,
             [
@@ -1327,9 +1347,18 @@ mod tests {
             ]
         );
         // A broken key does not also trip the rules that depend on it.
-        let text = format!("{}[consensus]\nelection_timeout_min = \"soon\"\n", minimal());
+        let text = format!(
+            "{}[consensus]\nelection_timeout_min = \"soon\"\n",
+            minimal()
+        );
         assert_eq!(problems(&text, &[]).len(), 1);
-        for (min, max, ok) in [(-1, -1, true), (2, -1, true), (1, 1, true), (-1, 2, false), (0, 0, false)] {
+        for (min, max, ok) in [
+            (-1, -1, true),
+            (2, -1, true),
+            (1, 1, true),
+            (-1, 2, false),
+            (0, 0, false),
+        ] {
             let text = format!(
                 "{}replication_factor_min = {min}\nreplication_factor_max = {max}\n",
                 minimal()
@@ -1342,7 +1371,10 @@ mod tests {
     fn env_overrides_are_applied() {
         let vars = [
             ("PINFLEET_API_LISTEN", "127.0.0.1:0"),
-            ("PINFLEET_CLUSTER_BOOTSTRAP", "/ip4/10.0.0.1/tcp/9096, /ip4/10.0.0.2/tcp/9096"),
+            (
+                "PINFLEET_CLUSTER_BOOTSTRAP",
+                "/ip4/10.0.0.1/tcp/9096, /ip4/10.0.0.2/tcp/9096",
+            ),
             ("PINFLEET_CLUSTER_REPLICATION_FACTOR_MIN", "2"),
             ("PINFLEET_CLUSTER_REPLICATION_FACTOR_MAX", "3"),
             ("PINFLEET_CLUSTER_PEERNAME", "peer-1"),
@@ -1361,17 +1393,20 @@ mod tests {
         assert_eq!(cfg.cluster.replication_factor_max, 3);
         assert_eq!(cfg.cluster.peername, "peer-1");
         assert_eq!(cfg.consensus.write_timeout, Duration::from_secs(60));
-        assert_eq!(cfg.informer.tags.get("region").map(String::as_str), Some("eu"));
-        assert_eq!(cfg.informer.tags.get("group").map(String::as_str), Some("a"));
+        assert_eq!(
+            cfg.informer.tags.get("region").map(String::as_str),
+            Some("eu")
+        );
+        assert_eq!(
+            cfg.informer.tags.get("group").map(String::as_str),
+            Some("a")
+        );
         assert_eq!(cfg.ipfs.backend, IpfsBackendKind::Kubo);
 
         // The secret itself can come from the environment.
-        let cfg = ServiceConfig::from_toml_str(
-            "",
-            file(),
-            &env(&[("PINFLEET_CLUSTER_SECRET", SECRET)]),
-        )
-        .unwrap();
+        let cfg =
+            ServiceConfig::from_toml_str("", file(), &env(&[("PINFLEET_CLUSTER_SECRET", SECRET)]))
+                .unwrap();
         assert_eq!(cfg.cluster.secret, secret());
     }
 
@@ -1403,9 +1438,20 @@ mod tests {
     #[test]
     fn kubo_url_is_checked_and_normalised() {
         let with = |url: &str| parse(&format!("{}[ipfs]\nkubo_url = \"{url}\"\n", minimal()));
-        assert_eq!(with("http://10.0.0.1:5001/").unwrap().ipfs.kubo_url, "http://10.0.0.1:5001");
-        assert_eq!(with("https://k.example/base/").unwrap().ipfs.kubo_url, "https://k.example/base");
-        for bad in ["127.0.0.1:5001", "ftp://x:5001", "http://x:5001/?a=b", "not a url"] {
+        assert_eq!(
+            with("http://10.0.0.1:5001/").unwrap().ipfs.kubo_url,
+            "http://10.0.0.1:5001"
+        );
+        assert_eq!(
+            with("https://k.example/base/").unwrap().ipfs.kubo_url,
+            "https://k.example/base"
+        );
+        for bad in [
+            "127.0.0.1:5001",
+            "ftp://x:5001",
+            "http://x:5001/?a=b",
+            "not a url",
+        ] {
             assert!(with(bad).is_err(), "{bad}");
         }
     }
@@ -1423,8 +1469,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("service.toml");
         std::fs::write(&path, ServiceConfig::default_toml(SECRET)).unwrap();
-        let cfg = ServiceConfig::load_with_env(&path, &env(&[("PINFLEET_API_LISTEN", "127.0.0.1:0")]))
-            .unwrap();
+        let cfg =
+            ServiceConfig::load_with_env(&path, &env(&[("PINFLEET_API_LISTEN", "127.0.0.1:0")]))
+                .unwrap();
         assert_eq!(cfg.api.listen.port(), 0);
 
         let missing = dir.path().join("missing.toml");

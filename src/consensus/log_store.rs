@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{AnyError, Entry, LogId, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote};
+use openraft::{
+    AnyError, Entry, LogId, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote,
+};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{NodeId, TypeConfig};
@@ -58,9 +60,14 @@ impl LogStore {
             .map_err(|e| StorageIOError::read_logs(err(e)))?
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(db: &Database, key: &str) -> StoreResult<Option<T>> {
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        db: &Database,
+        key: &str,
+    ) -> StoreResult<Option<T>> {
         let txn = db.begin_read().map_err(|e| StorageIOError::read(err(e)))?;
-        let table = txn.open_table(META).map_err(|e| StorageIOError::read(err(e)))?;
+        let table = txn
+            .open_table(META)
+            .map_err(|e| StorageIOError::read(err(e)))?;
         let Some(v) = table.get(key).map_err(|e| StorageIOError::read(err(e)))? else {
             return Ok(None);
         };
@@ -71,9 +78,13 @@ impl LogStore {
 
     fn write_meta<T: serde::Serialize>(db: &Database, key: &str, value: &T) -> StoreResult<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| StorageIOError::write(err(e)))?;
-        let txn = db.begin_write().map_err(|e| StorageIOError::write(err(e)))?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| StorageIOError::write(err(e)))?;
         {
-            let mut table = txn.open_table(META).map_err(|e| StorageIOError::write(err(e)))?;
+            let mut table = txn
+                .open_table(META)
+                .map_err(|e| StorageIOError::write(err(e)))?;
             table
                 .insert(key, bytes.as_slice())
                 .map_err(|e| StorageIOError::write(err(e)))?;
@@ -91,8 +102,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let start = range.start_bound().cloned();
         let end = range.end_bound().cloned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(|e| StorageIOError::read_logs(err(e)))?;
-            let table = txn.open_table(LOG).map_err(|e| StorageIOError::read_logs(err(e)))?;
+            let txn = db
+                .begin_read()
+                .map_err(|e| StorageIOError::read_logs(err(e)))?;
+            let table = txn
+                .open_table(LOG)
+                .map_err(|e| StorageIOError::read_logs(err(e)))?;
             let mut out = Vec::new();
             for item in table
                 .range::<u64>((start, end))
@@ -115,9 +130,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> StoreResult<LogState<TypeConfig>> {
         self.blocking(|db| {
             let last_purged: Option<LogId<NodeId>> = Self::read_meta(db, LAST_PURGED)?;
-            let txn = db.begin_read().map_err(|e| StorageIOError::read_logs(err(e)))?;
-            let table = txn.open_table(LOG).map_err(|e| StorageIOError::read_logs(err(e)))?;
-            let last = match table.last().map_err(|e| StorageIOError::read_logs(err(e)))? {
+            let txn = db
+                .begin_read()
+                .map_err(|e| StorageIOError::read_logs(err(e)))?;
+            let table = txn
+                .open_table(LOG)
+                .map_err(|e| StorageIOError::read_logs(err(e)))?;
+            let last = match table
+                .last()
+                .map_err(|e| StorageIOError::read_logs(err(e)))?
+            {
                 Some((_, v)) => {
                     let e: Entry<TypeConfig> = serde_json::from_slice(v.value())
                         .map_err(|e| StorageIOError::read_logs(err(e)))?;
@@ -139,7 +161,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoreResult<()> {
         let vote = *vote;
-        self.blocking(move |db| Self::write_meta(db, VOTE, &vote)).await
+        self.blocking(move |db| Self::write_meta(db, VOTE, &vote))
+            .await
     }
 
     async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
@@ -147,7 +170,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
-        self.blocking(move |db| Self::write_meta(db, COMMITTED, &committed)).await
+        self.blocking(move |db| Self::write_meta(db, COMMITTED, &committed))
+            .await
     }
 
     async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {
@@ -167,10 +191,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let result = self
             .blocking(move |db| {
-                let txn = db.begin_write().map_err(|e| StorageIOError::write_logs(err(e)))?;
+                let txn = db
+                    .begin_write()
+                    .map_err(|e| StorageIOError::write_logs(err(e)))?;
                 {
-                    let mut table =
-                        txn.open_table(LOG).map_err(|e| StorageIOError::write_logs(err(e)))?;
+                    let mut table = txn
+                        .open_table(LOG)
+                        .map_err(|e| StorageIOError::write_logs(err(e)))?;
                     for (index, bytes) in &encoded {
                         table
                             .insert(*index, bytes.as_slice())
@@ -178,7 +205,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     }
                 }
                 // Default durability is Immediate: commit returns after fsync.
-                txn.commit().map_err(|e| StorageIOError::write_logs(err(e)))?;
+                txn.commit()
+                    .map_err(|e| StorageIOError::write_logs(err(e)))?;
                 Ok(())
             })
             .await;
@@ -191,14 +219,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(|e| StorageIOError::write_logs(err(e)))?;
+            let txn = db
+                .begin_write()
+                .map_err(|e| StorageIOError::write_logs(err(e)))?;
             {
-                let mut table = txn.open_table(LOG).map_err(|e| StorageIOError::write_logs(err(e)))?;
+                let mut table = txn
+                    .open_table(LOG)
+                    .map_err(|e| StorageIOError::write_logs(err(e)))?;
                 table
                     .retain_in(log_id.index.., |_, _| false)
                     .map_err(|e| StorageIOError::write_logs(err(e)))?;
             }
-            txn.commit().map_err(|e| StorageIOError::write_logs(err(e)))?;
+            txn.commit()
+                .map_err(|e| StorageIOError::write_logs(err(e)))?;
             Ok(())
         })
         .await
@@ -206,18 +239,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
         self.blocking(move |db| {
-            let bytes = serde_json::to_vec(&Some(log_id)).map_err(|e| StorageIOError::write_logs(err(e)))?;
-            let txn = db.begin_write().map_err(|e| StorageIOError::write_logs(err(e)))?;
+            let bytes = serde_json::to_vec(&Some(log_id))
+                .map_err(|e| StorageIOError::write_logs(err(e)))?;
+            let txn = db
+                .begin_write()
+                .map_err(|e| StorageIOError::write_logs(err(e)))?;
             {
-                let mut meta = txn.open_table(META).map_err(|e| StorageIOError::write_logs(err(e)))?;
+                let mut meta = txn
+                    .open_table(META)
+                    .map_err(|e| StorageIOError::write_logs(err(e)))?;
                 meta.insert(LAST_PURGED, bytes.as_slice())
                     .map_err(|e| StorageIOError::write_logs(err(e)))?;
-                let mut table = txn.open_table(LOG).map_err(|e| StorageIOError::write_logs(err(e)))?;
+                let mut table = txn
+                    .open_table(LOG)
+                    .map_err(|e| StorageIOError::write_logs(err(e)))?;
                 table
                     .retain_in(..=log_id.index, |_, _| false)
                     .map_err(|e| StorageIOError::write_logs(err(e)))?;
             }
-            txn.commit().map_err(|e| StorageIOError::write_logs(err(e)))?;
+            txn.commit()
+                .map_err(|e| StorageIOError::write_logs(err(e)))?;
             Ok(())
         })
         .await

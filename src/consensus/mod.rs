@@ -99,7 +99,9 @@ pub enum RpcReply {
     /// To `Vote`.
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     /// To `InstallSnapshot`.
-    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
     /// To `Write`.
     Write(Result<Outcome, RemoteFailure>),
     /// To `Join` and `Remove`.

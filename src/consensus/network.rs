@@ -1,7 +1,9 @@
 //! openraft's network over the p2p request-response RPC.
 
 use libp2p::{Multiaddr, PeerId};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -39,7 +41,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerConnection {
         let peer = node.peer_id.parse::<PeerId>().ok();
         if let Some(peer) = peer {
-            for addr in node.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+            for addr in node
+                .addrs
+                .iter()
+                .filter_map(|a| a.parse::<Multiaddr>().ok())
+            {
                 // Best effort: the peer may also be known through identify.
                 let _ = self.p2p.add_address(peer, addr).await;
             }
@@ -53,9 +59,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 impl PeerConnection {
-    async fn call<E: std::error::Error>(&self, rpc: Rpc) -> Result<RpcReply, RPCError<NodeId, PeerNode, E>> {
+    async fn call<E: std::error::Error>(
+        &self,
+        rpc: Rpc,
+    ) -> Result<RpcReply, RPCError<NodeId, PeerNode, E>> {
         let Some(peer) = self.peer else {
-            return Err(RPCError::Unreachable(Unreachable::new(&BadPeer(self.target))));
+            return Err(RPCError::Unreachable(Unreachable::new(&BadPeer(
+                self.target,
+            ))));
         };
         self.p2p.request(peer, rpc).await.map_err(|e| match e {
             P2pError::Unreachable { .. } | P2pError::Dial { .. } | P2pError::Stopped => {
@@ -65,7 +76,10 @@ impl PeerConnection {
         })
     }
 
-    fn remote<E: std::error::Error>(&self, e: RaftError<NodeId, E>) -> RPCError<NodeId, PeerNode, RaftError<NodeId, E>> {
+    fn remote<E: std::error::Error>(
+        &self,
+        e: RaftError<NodeId, E>,
+    ) -> RPCError<NodeId, PeerNode, RaftError<NodeId, E>> {
         RPCError::RemoteError(RemoteError::new(self.target, e))
     }
 }

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::network::Network;
-use super::{LogStore, NodeId, PeerNode, RemoteFailure, Rpc, RpcReply, StateStore, TypeConfig, node_id};
+use super::{
+    LogStore, NodeId, PeerNode, RemoteFailure, Rpc, RpcReply, StateStore, TypeConfig, node_id,
+};
 use crate::manifest::{CidKey, DesiredPinSet, Owner, PinSpec};
 use crate::p2p::{self, InboundRequest, P2pConfig, P2pHandle};
 use crate::plan::{PruneGuard, plan_pinset, plan_release_all};
@@ -109,7 +111,10 @@ pub enum ClusterError {
 impl ClusterError {
     /// True for errors that mean "try again later" (HTTP 503).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, ClusterError::NoLeader | ClusterError::Unavailable(_) | ClusterError::Stopped)
+        matches!(
+            self,
+            ClusterError::NoLeader | ClusterError::Unavailable(_) | ClusterError::Stopped
+        )
     }
 }
 
@@ -187,7 +192,9 @@ pub struct ClusterNode {
 
 impl std::fmt::Debug for ClusterNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterNode").field("id", &self.inner.id).finish()
+        f.debug_struct("ClusterNode")
+            .field("id", &self.inner.id)
+            .finish()
     }
 }
 
@@ -197,7 +204,11 @@ impl ClusterNode {
     /// Starts p2p and Raft; bootstraps a one-peer cluster when there is no
     /// state and no bootstrap address, otherwise joins in the background.
     /// Everything stops when `cancel` fires; tasks are tracked on `tasks`.
-    pub async fn start(opts: NodeOptions, cancel: CancellationToken, tasks: &TaskTracker) -> Result<Self, ClusterError> {
+    pub async fn start(
+        opts: NodeOptions,
+        cancel: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<Self, ClusterError> {
         let start = |e: &dyn std::fmt::Display| ClusterError::Start(e.to_string());
         let raft_dir = opts.dir.join("raft");
         std::fs::create_dir_all(&raft_dir).map_err(|e| start(&e))?;
@@ -231,9 +242,15 @@ impl ClusterNode {
         }
         .validate()
         .map_err(|e| start(&e))?;
-        let raft = Raft::new(id, Arc::new(config), Network { p2p: p2p.clone() }, log, store.clone())
-            .await
-            .map_err(|e| start(&e))?;
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            Network { p2p: p2p.clone() },
+            log,
+            store.clone(),
+        )
+        .await
+        .map_err(|e| start(&e))?;
 
         let this = ClusterNode {
             inner: Arc::new(Inner {
@@ -248,7 +265,10 @@ impl ClusterNode {
             }),
         };
 
-        tasks.spawn(this.clone().serve(events.inbound, cancel.clone(), tasks.clone()));
+        tasks.spawn(
+            this.clone()
+                .serve(events.inbound, cancel.clone(), tasks.clone()),
+        );
         let mut gossip = events.gossip;
         let c = cancel.clone();
         // Informer metrics arrive here (IPFS issue); drain until then.
@@ -269,14 +289,26 @@ impl ClusterNode {
             }
         });
 
-        let initialized = this.inner.raft.is_initialized().await.map_err(|e| start(&e))?;
+        let initialized = this
+            .inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| start(&e))?;
         if !initialized {
             if opts.bootstrap.is_empty() {
                 let members = BTreeMap::from([(id, this.inner.node.clone())]);
-                this.inner.raft.initialize(members).await.map_err(|e| start(&e))?;
+                this.inner
+                    .raft
+                    .initialize(members)
+                    .await
+                    .map_err(|e| start(&e))?;
                 tracing::info!(peer = %peer_id, "bootstrapped a new cluster");
             } else {
-                tasks.spawn(this.clone().join_loop(opts.bootstrap.clone(), cancel.clone()));
+                tasks.spawn(
+                    this.clone()
+                        .join_loop(opts.bootstrap.clone(), cancel.clone()),
+                );
             }
         }
         Ok(this)
@@ -336,7 +368,10 @@ impl ClusterNode {
             .metrics(
                 |m| {
                     m.current_leader.is_some()
-                        && m.membership_config.membership().voter_ids().any(|v| v == id)
+                        && m.membership_config
+                            .membership()
+                            .voter_ids()
+                            .any(|v| v == id)
                 },
                 "peer ready",
             )
@@ -372,7 +407,12 @@ impl ClusterNode {
             .dial(addr)
             .await
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-        match self.inner.p2p.request(peer, Rpc::Join(self.inner.node.clone())).await {
+        match self
+            .inner
+            .p2p
+            .request(peer, Rpc::Join(self.inner.node.clone()))
+            .await
+        {
             Ok(RpcReply::Membership(Ok(()))) => Ok(()),
             Ok(RpcReply::Membership(Err(e))) => Err(e.into()),
             Ok(_) => Err(ClusterError::Raft("unexpected reply to join".into())),
@@ -409,9 +449,10 @@ impl ClusterNode {
             Rpc::Write(cmd) => RpcReply::Write(self.write_local(cmd).await),
             Rpc::Join(node) => RpcReply::Membership(self.join_local(node).await),
             Rpc::Remove(id) => RpcReply::Membership(self.remove_local(id).await),
-            Rpc::ReadIndex => RpcReply::ReadIndex(match raft.ensure_linearizable().await {
-                Ok(log_id) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
-                Err(e) => Err(not_leader_or(e.to_string(), self.leader())),
+            Rpc::ReadIndex => RpcReply::ReadIndex(if self.is_leader() {
+                Ok(self.leader_read_index())
+            } else {
+                Err(RemoteFailure::NotLeader(self.leader()))
             }),
         }
     }
@@ -430,15 +471,49 @@ impl ClusterNode {
             .map_err(|_| RemoteFailure::Other(format!("invalid peer id {:?}", node.peer_id)))?;
         let id = node_id(&peer);
         let raft = &self.inner.raft;
-        let voters: BTreeSet<NodeId> = self.metrics().membership_config.membership().voter_ids().collect();
+        let voters: BTreeSet<NodeId> = self
+            .metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
         if voters.contains(&id) {
             return Ok(());
         }
-        raft.add_learner(id, node, true).await.map_err(write_failure)?;
-        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(write_failure)?;
+        self.membership_change(|| raft.add_learner(id, node.clone(), true))
+            .await?;
+        self.membership_change(|| {
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        })
+        .await?;
         Ok(())
+    }
+
+    /// Runs a membership change, retrying while another one is still in
+    /// progress (joins of several peers arrive together).
+    async fn membership_change<F, Fut>(&self, mut change: F) -> Result<(), RemoteFailure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<
+                Output = Result<
+                    openraft::raft::ClientWriteResponse<TypeConfig>,
+                    RaftError<NodeId, ClientWriteError<NodeId, PeerNode>>,
+                >,
+            >,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.write_timeout;
+        loop {
+            match change().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %e, "membership change busy, retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(write_failure(e)),
+            }
+        }
     }
 
     async fn remove_local(&self, id: NodeId) -> Result<(), RemoteFailure> {
@@ -451,14 +526,15 @@ impl ClusterNode {
         }
         let raft = &self.inner.raft;
         if members.voter_ids().any(|v| v == id) {
-            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                .await
-                .map_err(write_failure)?;
+            self.membership_change(|| {
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            })
+            .await?;
         }
-        raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-            .await
-            .map_err(write_failure)?;
-        Ok(())
+        self.membership_change(|| {
+            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+        })
+        .await
     }
 
     async fn forward_membership(&self, rpc: Rpc) -> Result<(), RemoteFailure> {
@@ -469,7 +545,9 @@ impl ClusterNode {
     }
 
     async fn send_to_leader(&self, rpc: Rpc) -> Result<RpcReply, RemoteFailure> {
-        let leader = self.leader().ok_or(RemoteFailure::Unavailable("no leader".into()))?;
+        let leader = self
+            .leader()
+            .ok_or(RemoteFailure::Unavailable("no leader".into()))?;
         let peer = self
             .members()
             .into_iter()
@@ -526,7 +604,9 @@ impl ClusterNode {
             now_ms: chrono::Utc::now().timestamp_millis(),
             command,
         };
-        match tokio::time::timeout(self.inner.write_timeout, self.inner.raft.client_write(req)).await {
+        match tokio::time::timeout(self.inner.write_timeout, self.inner.raft.client_write(req))
+            .await
+        {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(e)) => Err(write_failure(e)),
             Err(_) => Err(RemoteFailure::Unavailable(format!(
@@ -537,28 +617,32 @@ impl ClusterNode {
     }
 
     /// Waits until the local state has applied everything the leader had
-    /// committed when asked, so a read or plan here is not stale.
+    /// in its log when asked, so a read or plan here is not stale.
+    ///
+    /// On the leader this waits for its own log to be applied (which needs a
+    /// quorum to commit); it does not re-confirm leadership with a round of
+    /// heartbeats, so a deposed leader that has not noticed yet may serve a
+    /// plan one election old — the write that follows is then refused.
     pub async fn read_barrier(&self) -> Result<(), ClusterError> {
         let index = if self.is_leader() {
-            self.inner
-                .raft
-                .ensure_linearizable()
-                .await
-                .map_err(|e| ClusterError::Unavailable(e.to_string()))?
-                .map(|l| l.index)
+            self.leader_read_index()
         } else {
             match self.send_to_leader(Rpc::ReadIndex).await? {
-                RpcReply::ReadIndex(r) => Some(r?),
+                RpcReply::ReadIndex(r) => r?,
                 _ => return Err(ClusterError::Raft("unexpected reply".into())),
             }
         };
         self.inner
             .raft
             .wait(Some(self.inner.write_timeout))
-            .applied_index_at_least(index, "read barrier")
+            .applied_index_at_least(Some(index), "read barrier")
             .await
             .map(|_| ())
-            .map_err(|e| ClusterError::Unavailable(e.to_string()))
+            .map_err(|e| ClusterError::Unavailable(format!("read barrier: {e}")))
+    }
+
+    fn leader_read_index(&self) -> u64 {
+        self.metrics().last_log_index.unwrap_or(0)
     }
 
     /// Removes a peer from the membership (on the leader).
@@ -567,10 +651,19 @@ impl ClusterNode {
     }
 
     /// Pins by hand (owner `api`).
-    pub async fn pin(&self, cid: CidKey, written_as: Option<Box<str>>, spec: PinSpec) -> Result<Outcome, ClusterError> {
+    pub async fn pin(
+        &self,
+        cid: CidKey,
+        written_as: Option<Box<str>>,
+        spec: PinSpec,
+    ) -> Result<Outcome, ClusterError> {
         self.write(Command::Apply {
             owner: Owner::Api,
-            ops: vec![Op::Set { cid, written_as, spec }],
+            ops: vec![Op::Set {
+                cid,
+                written_as,
+                spec,
+            }],
         })
         .await
     }
@@ -655,7 +748,9 @@ impl ClusterNode {
             applied_at_ms: chrono::Utc::now().timestamp_millis(),
             ..record
         };
-        let (out, entries) = self.commit_ops(owner, plan_ops(&plan), Some(record)).await?;
+        let (out, entries) = self
+            .commit_ops(owner, plan_ops(&plan), Some(record))
+            .await?;
         report.entries = entries;
         report.created = out.created;
         report.removed = out.removed;
@@ -663,7 +758,12 @@ impl ClusterNode {
     }
 
     /// Releases everything a PinSet owns and forgets it, under the guard.
-    pub async fn delete_pinset(&self, owner: Owner, guard: PruneGuard, dry_run: bool) -> Result<ApplyReport, ClusterError> {
+    pub async fn delete_pinset(
+        &self,
+        owner: Owner,
+        guard: PruneGuard,
+        dry_run: bool,
+    ) -> Result<ApplyReport, ClusterError> {
         self.read_barrier().await?;
         let current = self.owned_by(&owner).await?;
         let mut report = ApplyReport {
@@ -695,7 +795,12 @@ impl ClusterNode {
     }
 
     /// Writes `ops` as one atomic revision: `Stage` chunks, then `Commit`.
-    async fn commit_ops(&self, owner: Owner, ops: Vec<Op>, record: Option<PinSetRecord>) -> Result<(Outcome, u64), ClusterError> {
+    async fn commit_ops(
+        &self,
+        owner: Owner,
+        ops: Vec<Op>,
+        record: Option<PinSetRecord>,
+    ) -> Result<(Outcome, u64), ClusterError> {
         let batch = self.inner.batch_max_pins;
         let revision: u64 = rand::random();
         let total = ops.len();
@@ -715,7 +820,12 @@ impl ClusterNode {
             entries += 1;
             if let Err(e) = staged {
                 // Best effort: staged chunks also expire on their own.
-                let _ = self.write(Command::Abort { owner: owner.clone(), revision }).await;
+                let _ = self
+                    .write(Command::Abort {
+                        owner: owner.clone(),
+                        revision,
+                    })
+                    .await;
                 return Err(e);
             }
         }
@@ -740,34 +850,43 @@ fn sample(plan: &crate::plan::Plan) -> BTreeMap<String, Vec<String>> {
     let mut s = BTreeMap::new();
     s.insert(
         "add".to_string(),
-        plan.add.iter().take(SAMPLE).map(|(c, p)| display(c, &p.written_as)).collect(),
+        plan.add
+            .iter()
+            .take(SAMPLE)
+            .map(|(c, p)| display(c, &p.written_as))
+            .collect(),
     );
     s.insert(
         "update".to_string(),
-        plan.update.iter().take(SAMPLE).map(|u| display(&u.cid, &u.to.written_as)).collect(),
+        plan.update
+            .iter()
+            .take(SAMPLE)
+            .map(|u| display(&u.cid, &u.to.written_as))
+            .collect(),
     );
     s.insert(
         "release".to_string(),
-        plan.release.iter().take(SAMPLE).map(ToString::to_string).collect(),
+        plan.release
+            .iter()
+            .take(SAMPLE)
+            .map(ToString::to_string)
+            .collect(),
     );
     s
 }
 
 fn display(cid: &CidKey, written: &Option<Box<str>>) -> String {
-    written.as_deref().map(str::to_string).unwrap_or_else(|| cid.to_string())
-}
-
-fn not_leader_or(message: String, leader: Option<NodeId>) -> RemoteFailure {
-    if message.contains("forward") || message.contains("leader") {
-        RemoteFailure::NotLeader(leader)
-    } else {
-        RemoteFailure::Unavailable(message)
-    }
+    written
+        .as_deref()
+        .map(str::to_string)
+        .unwrap_or_else(|| cid.to_string())
 }
 
 fn write_failure(e: RaftError<NodeId, ClientWriteError<NodeId, PeerNode>>) -> RemoteFailure {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => RemoteFailure::NotLeader(f.leader_id),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            RemoteFailure::NotLeader(f.leader_id)
+        }
         other => RemoteFailure::Other(other.to_string()),
     }
 }

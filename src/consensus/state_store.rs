@@ -66,7 +66,12 @@ enum SnapshotRecord {
     #[serde(rename = "pin")]
     Pin { cid: CidKey, pin: StoredPin },
     #[serde(rename = "staged")]
-    Staged { owner: String, revision: u64, seq: u32, chunk: StagedChunk },
+    Staged {
+        owner: String,
+        revision: u64,
+        seq: u32,
+        chunk: StagedChunk,
+    },
     #[serde(rename = "pinset")]
     PinSet { owner: String, record: PinSetRecord },
 }
@@ -160,34 +165,47 @@ impl PinStore for TxnStore<'_> {
         let key = pin.cid.cid().to_bytes();
         if let Some(b) = before {
             for o in b.owners.keys().filter(|o| !pin.owners.contains_key(*o)) {
-                self.owners.remove((o.to_string().as_str(), key.as_slice()))?;
+                self.owners
+                    .remove((o.to_string().as_str(), key.as_slice()))?;
             }
         }
         for o in pin.owners.keys() {
             if before.is_none_or(|b| !b.owners.contains_key(o)) {
-                self.owners.insert((o.to_string().as_str(), key.as_slice()), ())?;
+                self.owners
+                    .insert((o.to_string().as_str(), key.as_slice()), ())?;
             }
         }
-        self.pins.insert(key.as_slice(), encode_pin(pin)?.as_slice())?;
+        self.pins
+            .insert(key.as_slice(), encode_pin(pin)?.as_slice())?;
         Ok(())
     }
 
     fn remove(&mut self, before: &StatePin) -> Result<(), TxnError> {
         let key = before.cid.cid().to_bytes();
         for o in before.owners.keys() {
-            self.owners.remove((o.to_string().as_str(), key.as_slice()))?;
+            self.owners
+                .remove((o.to_string().as_str(), key.as_slice()))?;
         }
         self.pins.remove(key.as_slice())?;
         Ok(())
     }
 
-    fn stage(&mut self, owner: &Owner, revision: u64, seq: u32, now_ms: i64, ops: &[Op]) -> Result<(), TxnError> {
+    fn stage(
+        &mut self,
+        owner: &Owner,
+        revision: u64,
+        seq: u32,
+        now_ms: i64,
+        ops: &[Op],
+    ) -> Result<(), TxnError> {
         let chunk = serde_json::to_vec(&StagedChunk {
             at: now_ms,
             ops: ops.to_vec(),
         })?;
-        self.staging
-            .insert((owner.to_string().as_str(), revision, seq), chunk.as_slice())?;
+        self.staging.insert(
+            (owner.to_string().as_str(), revision, seq),
+            chunk.as_slice(),
+        )?;
         Ok(())
     }
 
@@ -267,7 +285,9 @@ impl StateStore {
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = txn.open_table(SM_META).map_err(read_err)?;
         match table.get(key).map_err(read_err)? {
-            Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(read_err),
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(read_err),
             None => Ok(None),
         }
     }
@@ -292,7 +312,10 @@ impl StateStore {
 
     /// Calls `f` for every pin in CID order, from one consistent read
     /// transaction, until it returns false. Blocking: run it off the runtime.
-    pub fn for_each_pin(&self, mut f: impl FnMut(StatePin) -> bool) -> Result<(), StorageError<NodeId>> {
+    pub fn for_each_pin(
+        &self,
+        mut f: impl FnMut(StatePin) -> bool,
+    ) -> Result<(), StorageError<NodeId>> {
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = txn.open_table(PINS).map_err(read_err)?;
         for item in table.iter().map_err(read_err)? {
@@ -315,10 +338,7 @@ impl StateStore {
         let pins = txn.open_table(PINS).map_err(read_err)?;
         let mut out = crate::plan::OwnedPins::new();
         let lo: &[u8] = &[];
-        for item in index
-            .range((o.as_str(), lo)..)
-            .map_err(read_err)?
-        {
+        for item in index.range((o.as_str(), lo)..).map_err(read_err)? {
             let (k, _) = item.map_err(read_err)?;
             let (owner_key, cid_bytes) = k.value();
             if owner_key != o {
@@ -383,10 +403,12 @@ impl StateStore {
             }
             let mut meta = txn.open_table(SM_META).map_err(write_err)?;
             let last_bytes = serde_json::to_vec(&last).map_err(write_err)?;
-            meta.insert(LAST_APPLIED, last_bytes.as_slice()).map_err(write_err)?;
+            meta.insert(LAST_APPLIED, last_bytes.as_slice())
+                .map_err(write_err)?;
             if let Some(m) = membership {
                 let bytes = serde_json::to_vec(&m).map_err(write_err)?;
-                meta.insert(MEMBERSHIP, bytes.as_slice()).map_err(write_err)?;
+                meta.insert(MEMBERSHIP, bytes.as_slice())
+                    .map_err(write_err)?;
             }
         }
         txn.commit().map_err(write_err)?;
@@ -398,7 +420,10 @@ impl StateStore {
         let txn = self.db.begin_read().map_err(read_err)?;
         let meta_table = txn.open_table(SM_META).map_err(read_err)?;
         let get_meta = |key: &str| -> StoreResult<Option<Vec<u8>>> {
-            Ok(meta_table.get(key).map_err(read_err)?.map(|v| v.value().to_vec()))
+            Ok(meta_table
+                .get(key)
+                .map_err(read_err)?
+                .map(|v| v.value().to_vec()))
         };
         let last_applied: Option<LogId<NodeId>> = match get_meta(LAST_APPLIED)? {
             Some(b) => serde_json::from_slice(&b).map_err(read_err)?,
@@ -635,7 +660,9 @@ impl RaftStateMachine<TypeConfig> for StateStore {
             .await
             .map_err(write_err)?;
         self.receiving
-            .lock().map_err(|_| write_err(std::io::Error::other("poisoned")))?.push(path);
+            .lock()
+            .map_err(|_| write_err(std::io::Error::other("poisoned")))?
+            .push(path);
         Ok(Box::new(file))
     }
 

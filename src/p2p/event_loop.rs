@@ -18,9 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::swarm::{BehaviourEvent, P2pSwarm};
-use super::{
-    Command, InboundRequest, METRICS_TOPIC, P2pError, PeerEvent, RpcMessage,
-};
+use super::{Command, InboundRequest, METRICS_TOPIC, P2pError, PeerEvent, RpcMessage};
 
 /// Addresses kept per peer; the newest win.
 const MAX_ADDRS_PER_PEER: usize = 8;
@@ -35,8 +33,15 @@ struct PendingDial {
 }
 
 /// An inbound request whose reply the application has not sent yet.
-type PendingReply<Resp> =
-    BoxFuture<'static, (PeerId, InboundRequestId, ResponseChannel<Resp>, Option<Resp>)>;
+type PendingReply<Resp> = BoxFuture<
+    'static,
+    (
+        PeerId,
+        InboundRequestId,
+        ResponseChannel<Resp>,
+        Option<Resp>,
+    ),
+>;
 
 /// Where each peer can be dialed, learned from our dials, `add_address` and
 /// identify.
@@ -137,8 +142,8 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
         // and gossip until cancelled.
         let mut commands_open = true;
         loop {
+            // Unbiased on purpose: a busy swarm must not starve commands.
             tokio::select! {
-                biased;
                 () = cancel.cancelled() => break,
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv(), if commands_open => match command {
@@ -170,9 +175,13 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
             }
             Command::Dial { addr, reply } => self.start_dial(addr, Some(reply)),
             Command::AddAddress { peer, addr, reply } => {
+                if peer_of(&addr).is_some_and(|named| named != peer) {
+                    let _ = reply.send(Err(P2pError::PeerMismatch { peer, addr }));
+                    return;
+                }
                 self.addresses.add(peer, addr.clone());
                 self.swarm.add_peer_address(peer, addr);
-                let _ = reply.send(());
+                let _ = reply.send(Ok(()));
             }
             Command::Request {
                 peer,
@@ -248,7 +257,13 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
                 }));
             }
             None => {
-                tracing::warn!(addr = %dial.addr, error = %source, "failed to reach bootstrap peer");
+                // A peer with another cluster secret cannot be told apart
+                // from a dead one: its handshake just times out.
+                tracing::warn!(
+                    addr = %dial.addr,
+                    error = %source,
+                    "failed to reach bootstrap peer; check the address and the cluster secret"
+                );
             }
         }
     }
@@ -496,6 +511,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
                 for addr in info.listen_addrs {
                     self.addresses.add(peer_id, addr);
                 }
+                let _ = self.peer_events.send(PeerEvent::Identified(peer_id));
             }
             identify::Event::Error { peer_id, error, .. } => {
                 tracing::debug!(peer = %peer_id, error = %error, "identify failed");

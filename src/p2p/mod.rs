@@ -145,6 +145,14 @@ pub enum P2pError {
         #[source]
         source: Box<DialError>,
     },
+    /// An address given for one peer ends in another peer's id.
+    #[error("address {addr} does not belong to peer {peer}")]
+    PeerMismatch {
+        /// The peer the address was given for.
+        peer: PeerId,
+        /// The address, naming another peer.
+        addr: Multiaddr,
+    },
     /// The connection closed before the response arrived.
     #[error("connection closed before a response arrived")]
     ConnectionClosed,
@@ -181,13 +189,17 @@ pub enum P2pError {
     Build(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// A connection change, for components that track which peers are up.
+/// A change in what we know about a peer, for components that track which
+/// peers are up (subscribe with [`P2pHandle::peer_events`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerEvent {
     /// The first connection to the peer was established.
     Connected(PeerId),
     /// The last connection to the peer closed.
     Disconnected(PeerId),
+    /// The peer told us its listen addresses (identify), so requests can
+    /// reach it again after either side restarts.
+    Identified(PeerId),
     /// The peer subscribed to [`METRICS_TOPIC`], so gossip now reaches it.
     Subscribed(PeerId),
 }
@@ -230,7 +242,7 @@ enum Command<Req, Resp> {
     AddAddress {
         peer: PeerId,
         addr: Multiaddr,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Result<(), P2pError>>,
     },
     Request {
         peer: PeerId,
@@ -306,9 +318,10 @@ impl<Req: RpcMessage, Resp: RpcMessage> P2pHandle<Req, Resp> {
     }
 
     /// Remember an address for `peer`, used when a request has to (re)connect.
+    /// The address may end in `/p2p/<peer>`, but not name another peer.
     pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), P2pError> {
         self.call(|reply| Command::AddAddress { peer, addr, reply }, None)
-            .await
+            .await?
     }
 
     /// Send `request` to `peer` and wait for its response, connecting first
@@ -335,7 +348,10 @@ impl<Req: RpcMessage, Resp: RpcMessage> P2pHandle<Req, Resp> {
             .await
     }
 
-    /// Publish `data` on [`METRICS_TOPIC`] (signed with our key).
+    /// Publish `data` on [`METRICS_TOPIC`] (signed with our key), at most
+    /// [`MAX_GOSSIP_BYTES`]. Fails with [`P2pError::Publish`] when no
+    /// connected peer has subscribed yet; periodic publishers can ignore
+    /// that.
     pub async fn publish(&self, data: Vec<u8>) -> Result<(), P2pError> {
         self.call(|reply| Command::Publish { data, reply }, None)
             .await?

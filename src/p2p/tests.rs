@@ -56,14 +56,27 @@ async fn within<F: Future>(what: &str, future: F) -> F::Output {
 }
 
 async fn start(secret: [u8; 32]) -> Peer {
-    start_with(Keypair::generate_ed25519(), secret, loopback()).await
+    start_with(
+        Keypair::generate_ed25519(),
+        secret,
+        loopback(),
+        REQUEST_TIMEOUT,
+    )
+    .await
 }
 
-async fn start_with(keypair: Keypair, secret: [u8; 32], listen: Multiaddr) -> Peer {
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn start_with(
+    keypair: Keypair,
+    secret: [u8; 32],
+    listen: Multiaddr,
+    request_timeout: Duration,
+) -> Peer {
     init_tracing();
     let mut config = P2pConfig::new(keypair.clone(), secret);
     config.listen = vec![listen];
-    config.request_timeout = Duration::from_secs(5);
+    config.request_timeout = request_timeout;
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let (handle, events) = spawn::<TestRequest, TestResponse>(config, cancel.clone(), &tasks)
@@ -142,7 +155,10 @@ async fn peers_with_same_secret_exchange_requests_both_ways() {
     for addr in &addrs {
         let protocols: Vec<_> = addr.iter().collect();
         assert!(matches!(protocols.last(), Some(Protocol::P2p(id)) if *id == b.id()));
-        assert!(!protocols.contains(&Protocol::Tcp(0)), "port 0 not resolved: {addr}");
+        assert!(
+            !protocols.contains(&Protocol::Tcp(0)),
+            "port 0 not resolved: {addr}"
+        );
     }
 
     let pong = within("a -> b", a.handle.request(b.id(), TestRequest::Ping(7))).await;
@@ -163,8 +179,11 @@ async fn peers_with_same_secret_exchange_requests_both_ways() {
 
 #[tokio::test]
 async fn peer_with_other_secret_cannot_connect() {
-    let a = start([1; 32]).await;
-    let b = start([2; 32]).await;
+    // A wrong secret is not refused, it garbles the handshake until the dial
+    // timeout (min(request_timeout, MAX_DIAL_TIMEOUT)) fires: keep it short.
+    let timeout = Duration::from_millis(1500);
+    let a = start_with(Keypair::generate_ed25519(), [1; 32], loopback(), timeout).await;
+    let b = start_with(Keypair::generate_ed25519(), [2; 32], loopback(), timeout).await;
     let mut a_events = a.handle.peer_events();
     let b_addr = b.addr().await;
 
@@ -177,18 +196,25 @@ async fn peer_with_other_secret_cannot_connect() {
 
     // A request by peer id, with the address known, fails as well.
     a.handle.add_address(b.id(), b_addr).await.unwrap();
-    let response = within("request to fail", a.handle.request(b.id(), TestRequest::Ping(1))).await;
+    let response = within(
+        "request to fail",
+        a.handle.request(b.id(), TestRequest::Ping(1)),
+    )
+    .await;
     assert!(
         matches!(response, Err(P2pError::Unreachable { .. })),
         "request should fail: {response:?}"
     );
     // Both waits are bounded by the dial timeout, not by DEADLINE.
-    assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+    assert!(started.elapsed() < 3 * timeout, "{:?}", started.elapsed());
 
     assert!(a.handle.connected_peers().await.unwrap().is_empty());
     assert!(b.handle.connected_peers().await.unwrap().is_empty());
     assert!(
-        matches!(a_events.try_recv(), Err(broadcast::error::TryRecvError::Empty)),
+        matches!(
+            a_events.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty)
+        ),
         "no connection event expected"
     );
 
@@ -207,7 +233,9 @@ async fn request_to_stopped_peer_fails() {
         let handle = a.handle.clone();
         async move { handle.request(b_id, TestRequest::Hold).await }
     });
-    let held = within("b to receive the request", b.held.recv()).await.unwrap();
+    let held = within("b to receive the request", b.held.recv())
+        .await
+        .unwrap();
     drop(b.held);
     b.cancel.cancel();
     b.tasks.close();
@@ -219,7 +247,11 @@ async fn request_to_stopped_peer_fails() {
     wait_for(&mut a_events, PeerEvent::Disconnected(b_id)).await;
 
     // A new request cannot reconnect: nobody listens there any more.
-    let response = within("new request to fail", a.handle.request(b_id, TestRequest::Ping(1))).await;
+    let response = within(
+        "new request to fail",
+        a.handle.request(b_id, TestRequest::Ping(1)),
+    )
+    .await;
     assert!(
         matches!(response, Err(P2pError::Unreachable { .. })),
         "expected unreachable, got {response:?}"
@@ -230,9 +262,15 @@ async fn request_to_stopped_peer_fails() {
 
 #[tokio::test]
 async fn request_reconnects_after_peer_restarts() {
-    let (a, b) = connected_pair().await;
+    // B dials A, so A sees only B's ephemeral source port; B's listen
+    // address reaches A through identify alone.
+    let a = start([7; 32]).await;
+    let b = start([7; 32]).await;
     let mut a_events = a.handle.peer_events();
     let b_id = b.id();
+    within("dial", b.handle.dial(a.addr().await)).await.unwrap();
+    wait_for(&mut a_events, PeerEvent::Identified(b_id)).await;
+
     let b_keypair = b.keypair.clone();
     let b_listen: Multiaddr = b
         .addr()
@@ -243,9 +281,25 @@ async fn request_reconnects_after_peer_restarts() {
     b.stop().await;
     wait_for(&mut a_events, PeerEvent::Disconnected(b_id)).await;
 
+    // A request while B is down fails, and makes libp2p's own address caches
+    // forget B's address.
+    let down = within(
+        "request to a stopped peer",
+        a.handle.request(b_id, TestRequest::Ping(2)),
+    )
+    .await;
+    assert!(
+        matches!(down, Err(P2pError::Unreachable { .. })),
+        "{down:?}"
+    );
+
     // Same identity, same address: a request by peer id finds it again.
-    let b = start_with(b_keypair, [7; 32], b_listen).await;
-    let pong = within("request after restart", a.handle.request(b_id, TestRequest::Ping(3))).await;
+    let b = start_with(b_keypair, [7; 32], b_listen, REQUEST_TIMEOUT).await;
+    let pong = within(
+        "request after restart",
+        a.handle.request(b_id, TestRequest::Ping(3)),
+    )
+    .await;
     assert_eq!(pong.unwrap(), TestResponse::Pong(3));
 
     a.stop().await;
@@ -293,12 +347,9 @@ async fn gossip_reaches_the_other_peer() {
 async fn invalid_protocol_is_a_config_error() {
     let mut config = P2pConfig::new(Keypair::generate_ed25519(), [0; 32]);
     config.protocol = "pinfleet-rpc";
-    let result = spawn::<TestRequest, TestResponse>(
-        config,
-        CancellationToken::new(),
-        &TaskTracker::new(),
-    )
-    .await;
+    let result =
+        spawn::<TestRequest, TestResponse>(config, CancellationToken::new(), &TaskTracker::new())
+            .await;
     assert!(matches!(result, Err(P2pError::InvalidConfig { .. })));
 }
 
@@ -306,6 +357,9 @@ async fn invalid_protocol_is_a_config_error() {
 fn config_debug_hides_the_secret() {
     let config = P2pConfig::new(Keypair::generate_ed25519(), [0xab; 32]);
     let printed = format!("{config:?}");
-    assert!(!printed.contains("ab, ab") && !printed.contains("171"), "{printed}");
+    assert!(
+        !printed.contains("ab, ab") && !printed.contains("171"),
+        "{printed}"
+    );
     assert!(printed.contains("secret_fingerprint"));
 }

@@ -139,13 +139,24 @@ pub trait PinStore {
     /// Deletes a pin.
     fn remove(&mut self, before: &StatePin) -> Result<(), Self::Error>;
     /// Saves a chunk of a revision.
-    fn stage(&mut self, owner: &Owner, revision: u64, seq: u32, now_ms: i64, ops: &[Op]) -> Result<(), Self::Error>;
+    fn stage(
+        &mut self,
+        owner: &Owner,
+        revision: u64,
+        seq: u32,
+        now_ms: i64,
+        ops: &[Op],
+    ) -> Result<(), Self::Error>;
     /// Removes and returns the staged chunks of a revision, in order.
     fn take_staged(&mut self, owner: &Owner, revision: u64) -> Result<Vec<Vec<Op>>, Self::Error>;
     /// Drops staged chunks written before `older_than_ms`.
     fn expire_staged(&mut self, older_than_ms: i64) -> Result<(), Self::Error>;
     /// Records (or with `None` forgets) a PinSet.
-    fn set_pinset(&mut self, owner: &Owner, record: Option<&PinSetRecord>) -> Result<(), Self::Error>;
+    fn set_pinset(
+        &mut self,
+        owner: &Owner,
+        record: Option<&PinSetRecord>,
+    ) -> Result<(), Self::Error>;
 }
 
 /// Applies one request to a store. Deterministic; applying the same

@@ -53,10 +53,9 @@ impl StatePin {
             let o = &spec.options;
             let at = match (o.expire_at_ms, o.expire_after) {
                 (Some(at), _) => at,
-                (None, Some(after)) => {
-                    self.timestamp_ms
-                        .saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
-                }
+                (None, Some(after)) => self
+                    .timestamp_ms
+                    .saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
                 (None, None) => return None,
             };
             latest = Some(latest.map_or(at, |l| l.max(at)));
@@ -242,8 +241,18 @@ impl PinStore for PinState {
         Ok(())
     }
 
-    fn stage(&mut self, owner: &Owner, revision: u64, seq: u32, now_ms: i64, ops: &[Op]) -> Result<(), Infallible> {
-        let slot = self.staged.entry((owner.clone(), revision)).or_insert((now_ms, Vec::new()));
+    fn stage(
+        &mut self,
+        owner: &Owner,
+        revision: u64,
+        seq: u32,
+        now_ms: i64,
+        ops: &[Op],
+    ) -> Result<(), Infallible> {
+        let slot = self
+            .staged
+            .entry((owner.clone(), revision))
+            .or_insert((now_ms, Vec::new()));
         let seq = seq as usize;
         if slot.1.len() <= seq {
             slot.1.resize(seq + 1, Vec::new());
@@ -265,7 +274,11 @@ impl PinStore for PinState {
         Ok(())
     }
 
-    fn set_pinset(&mut self, owner: &Owner, record: Option<&PinSetRecord>) -> Result<(), Infallible> {
+    fn set_pinset(
+        &mut self,
+        owner: &Owner,
+        record: Option<&PinSetRecord>,
+    ) -> Result<(), Infallible> {
         match record {
             Some(r) => self.pinsets.insert(owner.clone(), r.clone()),
             None => self.pinsets.remove(owner),

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod cli;
+mod cluster;
 mod crd;
 mod manifest;
 mod support;

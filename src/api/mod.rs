@@ -1,0 +1,153 @@
+//! The REST API (DESIGN §7): IPFS Cluster's routes and JSON over one peer's
+//! `ClusterNode`, plus pinfleet's own `/pinsets` and `/state/export`.
+//!
+//! Owns HTTP concerns only: parsing requests into domain values, mapping
+//! errors to status codes, streaming NDJSON. It must not decide what to pin
+//! (that is `plan` and `consensus`) and must never build a collection of pins
+//! in memory: every pin listing streams from one read transaction.
+
+mod document;
+mod error;
+mod peers;
+mod pins;
+mod pinsets;
+mod stream;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{delete, get};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::consensus::ClusterNode;
+use crate::manifest::Limits;
+
+pub use document::{ManifestDocument, to_manifest_json};
+pub use error::{ApiError, ErrorBody, Problem};
+pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
+pub use pinsets::PinSetInfo;
+
+/// Default port of the REST API, as IPFS Cluster's.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9094";
+
+/// Largest PinSet document `PUT /pinsets/{ns}/{name}` accepts by default.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 30;
+
+/// Header added to reads answered while no leader is known: the local state
+/// may be behind the cluster's.
+pub const STALE_HEADER: &str = "x-pinfleet-stale";
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    /// The local peer.
+    pub node: ClusterNode,
+    /// pinfleet's version, reported by `/id` and `/version`.
+    pub version: &'static str,
+    /// Human-readable name of this peer (`peername` in `/id`).
+    pub peername: String,
+    /// Largest request body accepted by `PUT /pinsets/{ns}/{name}`.
+    pub max_body_bytes: u64,
+    /// Bounds on PinSet documents sent to `PUT /pinsets/{ns}/{name}`.
+    pub limits: Arc<Limits>,
+}
+
+impl ApiState {
+    /// State with the default body cap and manifest limits.
+    pub fn new(node: ClusterNode, version: &'static str, peername: impl Into<String>) -> Self {
+        Self {
+            node,
+            version,
+            peername: peername.into(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            limits: Arc::new(Limits::default()),
+        }
+    }
+}
+
+/// Every route of the API.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/id", get(peers::id))
+        .route("/version", get(peers::version))
+        .route("/health", get(peers::health))
+        .route("/peers", get(peers::list))
+        .route("/peers/{peer}", delete(peers::remove))
+        .route("/allocations", get(pins::allocations))
+        .route("/allocations/{cid}", get(pins::allocation))
+        .route("/pins/{cid}", axum::routing::post(pins::pin).delete(pins::unpin))
+        .route("/pinsets", get(pinsets::list))
+        .route(
+            "/pinsets/{namespace}/{name}",
+            get(pinsets::get_one)
+                .put(pinsets::put)
+                .delete(pinsets::remove),
+        )
+        .route("/state/export", get(pins::export))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            mark_stale_reads,
+        ))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `cancel` fires, then lets
+/// requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "rest api listening");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+}
+
+/// Reads are served from the local state; without a leader that state may
+/// lag the cluster, and clients deserve to know.
+async fn mark_stale_reads(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let stale = req.method() == Method::GET && state.node.leader().is_none();
+    let mut resp = next.run(req).await;
+    if stale {
+        resp.headers_mut()
+            .insert(STALE_HEADER, HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+/// RFC 3339 (UTC, `Z`) of Unix milliseconds; 0 is Go's zero time, as IPFS
+/// Cluster writes unset times.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    if ms == 0 {
+        return crate::state::ZERO_TIME.to_string();
+    }
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| crate::state::ZERO_TIME.to_string())
+}
+
+/// Runs a blocking storage read off the runtime.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("storage task failed: {e}")))?
+}

@@ -1,0 +1,165 @@
+//! `/id`, `/version`, `/health` and `/peers`: who this peer is and who its
+//! fellow members are, in IPFS Cluster's `ID` JSON.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiState, stream};
+use crate::consensus::{PeerNode, node_id};
+
+/// Why `/id` has no IPFS identity: no backend is wired to the peer yet.
+const NO_IPFS: &str = "no ipfs backend configured";
+
+/// IPFS Cluster's `ID` object: a peer and what it knows of the cluster.
+///
+/// Arrays are sent as `[]` when empty where Go would send `null`; clients
+/// decode both.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// libp2p peer id.
+    pub id: String,
+    /// The peer's p2p addresses, each ending in `/p2p/<id>`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Peer ids of every cluster member.
+    #[serde(default)]
+    pub cluster_peers: Vec<String>,
+    /// p2p addresses of the other members.
+    #[serde(default)]
+    pub cluster_peers_addresses: Vec<String>,
+    /// Software version; empty when unknown.
+    #[serde(default)]
+    pub version: String,
+    /// Source commit; empty when unknown.
+    #[serde(default)]
+    pub commit: String,
+    /// Peer-to-peer RPC protocol id; empty when unknown.
+    #[serde(default)]
+    pub rpc_protocol_version: String,
+    /// Why the peer could not be asked; empty when fine.
+    #[serde(default)]
+    pub error: String,
+    /// The peer's IPFS daemon.
+    #[serde(default)]
+    pub ipfs: IpfsInfo,
+    /// Human-readable peer name; empty when unknown.
+    #[serde(default)]
+    pub peername: String,
+}
+
+/// IPFS Cluster's `IPFSID`: the IPFS daemon behind a peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpfsInfo {
+    /// IPFS peer id (omitted when unknown, as Go's `omitempty` does).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    /// IPFS swarm addresses.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Why the daemon could not be asked; empty when fine.
+    #[serde(default)]
+    pub error: String,
+}
+
+/// IPFS Cluster's `Version` object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// Software version.
+    pub version: String,
+}
+
+/// `GET /id`.
+pub(super) async fn id(State(state): State<ApiState>) -> Json<PeerInfo> {
+    Json(self_info(&state))
+}
+
+/// `GET /version`.
+pub(super) async fn version(State(state): State<ApiState>) -> Json<VersionInfo> {
+    Json(VersionInfo {
+        version: state.version.to_string(),
+    })
+}
+
+/// `GET /health`: the peer answers (IPFS Cluster's liveness probe).
+pub(super) async fn health() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// `GET /peers`: this peer with everything it knows, then every other member
+/// with what the membership records (id and addresses).
+pub(super) async fn list(State(state): State<ApiState>) -> Response {
+    let me = self_info(&state);
+    let mut items = vec![me.clone()];
+    for (_, node) in state.node.members() {
+        if node.peer_id == me.id {
+            continue;
+        }
+        items.push(PeerInfo {
+            addresses: p2p_addrs(&node),
+            id: node.peer_id,
+            ..PeerInfo::default()
+        });
+    }
+    stream::ndjson_items(items).await
+}
+
+/// `DELETE /peers/{peer}`: removes a member from the cluster.
+pub(super) async fn remove(
+    State(state): State<ApiState>,
+    Path(peer): Path<String>,
+) -> Result<Response, ApiError> {
+    let pid: PeerId = peer
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("invalid peer id {peer:?}: {e}")))?;
+    let id = node_id(&pid);
+    if !state.node.members().iter().any(|(n, _)| *n == id) {
+        return Err(ApiError::not_found(format!(
+            "peer {peer} is not a cluster member"
+        )));
+    }
+    state.node.remove_peer(id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn self_info(state: &ApiState) -> PeerInfo {
+    let me = state.node.node();
+    let members = state.node.members();
+    PeerInfo {
+        id: me.peer_id.clone(),
+        addresses: p2p_addrs(me),
+        cluster_peers: members.iter().map(|(_, n)| n.peer_id.clone()).collect(),
+        cluster_peers_addresses: members
+            .iter()
+            .filter(|(_, n)| n.peer_id != me.peer_id)
+            .flat_map(|(_, n)| p2p_addrs(n))
+            .collect(),
+        version: state.version.to_string(),
+        commit: String::new(),
+        rpc_protocol_version: crate::p2p::DEFAULT_PROTOCOL.to_string(),
+        error: String::new(),
+        ipfs: IpfsInfo {
+            error: NO_IPFS.to_string(),
+            ..IpfsInfo::default()
+        },
+        peername: state.peername.clone(),
+    }
+}
+
+/// A member's addresses as IPFS Cluster shows them: ending in `/p2p/<id>`.
+fn p2p_addrs(node: &PeerNode) -> Vec<String> {
+    let suffix = format!("/p2p/{}", node.peer_id);
+    node.addrs
+        .iter()
+        .map(|a| {
+            if a.ends_with(&suffix) {
+                a.clone()
+            } else {
+                format!("{a}{suffix}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,403 @@
+//! Pins by hand and pin listings: `POST`/`DELETE /pins/{cid}` (owner `api`),
+//! `/allocations[/{cid}]` and `/state/export`, in IPFS Cluster's Pin JSON
+//! plus pinfleet's `owners`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use libp2p::{Multiaddr, PeerId};
+
+use super::{ApiError, ApiState, blocking, stream};
+use crate::consensus::ClusterNode;
+use crate::manifest::duration::parse_duration;
+use crate::manifest::{
+    CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors, written_as_of,
+};
+use crate::state::{PinRecord, StatePin, write_pin_record};
+
+/// Query parameters in the order sent; the first of repeated keys wins, as
+/// Go's `url.Values.Get`.
+pub(super) struct Params(Vec<(String, String)>);
+
+pub(super) type RawParams = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+impl Params {
+    pub(super) fn from_query(q: RawParams) -> Result<Self, ApiError> {
+        q.map(|Query(v)| Params(v))
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
+
+    /// A parameter's value; empty values count as absent, as in IPFS Cluster.
+    pub(super) fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A boolean flag: absent is false; `true`/`1`/`false`/`0` otherwise.
+    pub(super) fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        match self.get(key) {
+            None => Ok(false),
+            Some("true" | "1") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "invalid {key} {v:?}: expected true or false"
+            ))),
+        }
+    }
+}
+
+pub(super) fn parse_cid(s: &str) -> Result<CidKey, ApiError> {
+    CidKey::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+pub(super) fn storage(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("cannot read the state: {e}"))
+}
+
+/// `GET /allocations?filter=`: every pin of the shared state. All pinfleet
+/// pins are data pins (`type: "pin"`), so a filter without `pin` (or `all`)
+/// answers an empty stream.
+pub(super) async fn allocations(
+    State(state): State<ApiState>,
+    query: RawParams,
+) -> Result<Response, ApiError> {
+    let params = Params::from_query(query)?;
+    if !filter_includes_data_pins(params.get("filter"))? {
+        return Ok(stream::ndjson(|_| Ok(())).await);
+    }
+    Ok(pin_stream(state.node.store().clone()).await)
+}
+
+/// `GET /state/export`: the state file (one `PinRecord` per line).
+pub(super) async fn export(State(state): State<ApiState>) -> Response {
+    pin_stream(state.node.store().clone()).await
+}
+
+async fn pin_stream(store: crate::consensus::StateStore) -> Response {
+    stream::ndjson(move |sink| {
+        store
+            .for_each_pin(|pin| sink.line(|buf| write_pin_record(&mut *buf, &pin)))
+            .map_err(storage)
+    })
+    .await
+}
+
+/// IPFS Cluster's filter: pin types separated by commas; empty means all.
+fn filter_includes_data_pins(filter: Option<&str>) -> Result<bool, ApiError> {
+    let Some(filter) = filter else {
+        return Ok(true);
+    };
+    let mut data = false;
+    for part in filter.split(',') {
+        match part.trim() {
+            "pin" | "all" | "" => data = true,
+            "meta-pin" | "clusterdag-pin" | "shard-pin" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid filter value {other:?}: expected pin, meta-pin, clusterdag-pin, shard-pin or all"
+                )));
+            }
+        }
+    }
+    Ok(data)
+}
+
+/// `GET /allocations/{cid}`: one pin, its CID as the client wrote it.
+pub(super) async fn allocation(
+    State(state): State<ApiState>,
+    Path(cid): Path<String>,
+) -> Result<Json<PinRecord>, ApiError> {
+    let key = parse_cid(&cid)?;
+    let pin = get_pin(&state.node, key)
+        .await?
+        .ok_or_else(|| ApiError::not_found("cid not found"))?;
+    Ok(Json(record_as_sent(&pin, cid)))
+}
+
+/// `POST /pins/{cid}`: pins for owner `api` with IPFS Cluster's query
+/// options; answers the pin as it now stands.
+pub(super) async fn pin(
+    State(state): State<ApiState>,
+    Path(cid): Path<String>,
+    query: RawParams,
+) -> Result<Json<PinRecord>, ApiError> {
+    let key = parse_cid(&cid)?;
+    let params = Params::from_query(query)?;
+    let spec = pin_spec(&params, chrono::Utc::now().timestamp_millis())?;
+    let written_as = written_as_of(&key, &cid);
+    let out = state
+        .node
+        .pin(key, written_as.clone(), spec.clone())
+        .await?;
+    if let Some(r) = out.refused {
+        return Err(ApiError::new(StatusCode::CONFLICT, r));
+    }
+    catch_up(&state.node).await;
+    let pin = match get_pin(&state.node, key).await? {
+        Some(p) => p,
+        // Unpinned again in between: answer what was pinned.
+        None => StatePin {
+            cid: key,
+            written_as,
+            owners: BTreeMap::from([(Owner::Api, spec)]),
+            allocations: Vec::new(),
+            timestamp_ms: chrono::Utc::now().timestamp_millis(),
+        },
+    };
+    Ok(Json(record_as_sent(&pin, cid)))
+}
+
+/// `DELETE /pins/{cid}`: releases owner `api`. The pin stays while a PinSet
+/// owns it; the answer shows the pin with its remaining owners.
+pub(super) async fn unpin(
+    State(state): State<ApiState>,
+    Path(cid): Path<String>,
+) -> Result<Json<PinRecord>, ApiError> {
+    let key = parse_cid(&cid)?;
+    let Some(before) = get_pin(&state.node, key).await? else {
+        return Err(ApiError::not_found("cid not found"));
+    };
+    let out = state.node.unpin(key).await?;
+    if let Some(r) = out.refused {
+        return Err(ApiError::new(StatusCode::CONFLICT, r));
+    }
+    catch_up(&state.node).await;
+    let pin = match get_pin(&state.node, key).await? {
+        Some(p) => p,
+        None => {
+            let mut gone = before;
+            gone.owners.remove(&Owner::Api);
+            gone
+        }
+    };
+    Ok(Json(record_as_sent(&pin, cid)))
+}
+
+async fn get_pin(node: &ClusterNode, key: CidKey) -> Result<Option<StatePin>, ApiError> {
+    let store = node.store().clone();
+    blocking(move || store.get(&key).map_err(storage)).await
+}
+
+/// A write committed on the leader may not be applied here yet; wait so the
+/// answer shows it. Failing that, answer from what is here.
+async fn catch_up(node: &ClusterNode) {
+    if node.leader() != Some(node.id())
+        && let Err(e) = node.read_barrier().await
+    {
+        tracing::debug!(error = %e, "read barrier after a write failed");
+    }
+}
+
+fn record_as_sent(pin: &StatePin, cid: String) -> PinRecord {
+    let mut rec = PinRecord::from_pin(pin);
+    rec.cid = cid;
+    rec
+}
+
+/// Name and options from IPFS Cluster's pin query parameters. `now_ms`
+/// anchors `expire-in`.
+pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
+    let bad = ApiError::bad_request;
+    let mode = match p.get("mode") {
+        None | Some("recursive") => PinMode::Recursive,
+        Some("direct") => PinMode::Direct,
+        Some(other) => {
+            return Err(bad(format!(
+                "invalid mode {other:?}: expected recursive or direct"
+            )));
+        }
+    };
+    let int = |key: &str| -> Result<i32, ApiError> {
+        match p.get(key) {
+            None => Ok(0),
+            Some(v) => v
+                .parse::<i32>()
+                .map_err(|_| bad(format!("invalid {key} {v:?}: expected an integer"))),
+        }
+    };
+    let (min, max) = if p.get("replication").is_some() {
+        let r = int("replication")?;
+        (r, r)
+    } else {
+        (int("replication-min")?, int("replication-max")?)
+    };
+    check_replication(min, max).map_err(bad)?;
+    if let Some(v) = p.get("shard-size") {
+        // Accepted for compatibility; pinfleet does not shard.
+        v.parse::<u64>()
+            .map_err(|_| bad(format!("invalid shard-size {v:?}: expected an integer")))?;
+    }
+    let user_allocations = match p.get("user-allocations") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<PeerId>()
+                    .map(|id| id.to_string())
+                    .map_err(|e| bad(format!("invalid user-allocations peer id {s:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let expire_at_ms = match (p.get("expire-at"), p.get("expire-in")) {
+        (Some(at), _) => Some(
+            chrono::DateTime::parse_from_rfc3339(at)
+                .map_err(|e| bad(format!("invalid expire-at {at:?}: {e} (expected RFC 3339)")))?
+                .timestamp_millis(),
+        ),
+        (None, Some(d)) => {
+            let d = parse_duration(d).map_err(|e| bad(format!("invalid expire-in: {e}")))?;
+            if d < std::time::Duration::from_secs(1) {
+                return Err(bad("expire-in duration too short".into()));
+            }
+            let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            Some(now_ms.saturating_add(ms))
+        }
+        (None, None) => None,
+    };
+    let origins = match p.get("origins") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<Multiaddr>()
+                    .map(|_| s.to_string())
+                    .map_err(|e| bad(format!("invalid origins multiaddress {s:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let mut metadata = BTreeMap::new();
+    for (k, v) in &p.0 {
+        if let Some(key) = k.strip_prefix("meta-")
+            && !key.is_empty()
+        {
+            // The first of repeated keys wins, as everywhere else.
+            metadata.entry(key.to_string()).or_insert_with(|| v.clone());
+        }
+    }
+    Ok(PinSpec {
+        name: p.get("name").unwrap_or_default().to_string(),
+        options: Arc::new(PinOptions {
+            mode,
+            replication: ReplicationFactors { min, max },
+            metadata,
+            origins,
+            user_allocations,
+            expire_at_ms,
+            ..PinOptions::default()
+        }),
+    })
+}
+
+/// IPFS Cluster's rules, where 0 means "the cluster's default".
+fn check_replication(min: i32, max: i32) -> Result<(), String> {
+    if min < -1 || max < -1 {
+        return Err(format!(
+            "invalid replication factors {min}/{max}: each must be -1 (every peer), 0 (default) or positive"
+        ));
+    }
+    if min > 0 && max > 0 && min > max {
+        return Err(format!(
+            "replication-min {min} is greater than replication-max {max}"
+        ));
+    }
+    if (min == -1 && max > 0) || (max == -1 && min > 0) {
+        return Err("replication-min and replication-max must both be -1 when one of them is".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn reads_ipfs_cluster_pin_options() {
+        let p = params(&[
+            ("name", "n"),
+            ("mode", "direct"),
+            ("replication-min", "2"),
+            ("replication-max", "3"),
+            ("shard-size", "0"),
+            ("expire-at", "2030-01-02T03:04:05Z"),
+            ("meta-team", "arch"),
+            ("meta-team", "ignored"),
+            ("meta-", "ignored"),
+            ("origins", "/ip4/1.2.3.4/tcp/4001"),
+            (
+                "user-allocations",
+                "12D3KooWD3gJQfDJ8nCHNMFikDWUERpH7vVkQLkArTg2vxKWKauM",
+            ),
+        ]);
+        let spec = pin_spec(&p, 0).unwrap();
+        let o = &spec.options;
+        assert_eq!(spec.name, "n");
+        assert_eq!(o.mode, PinMode::Direct);
+        assert_eq!(o.replication, ReplicationFactors { min: 2, max: 3 });
+        assert_eq!(o.metadata.len(), 1);
+        assert_eq!(o.metadata["team"], "arch");
+        assert_eq!(o.origins.len(), 1);
+        assert_eq!(o.user_allocations.len(), 1);
+        assert_eq!(o.expire_at_ms, Some(1_893_553_445_000));
+    }
+
+    #[test]
+    fn replication_sets_both_and_expire_in_is_relative() {
+        let p = params(&[("replication", "-1"), ("expire-in", "1h")]);
+        let spec = pin_spec(&p, 1000).unwrap();
+        assert_eq!(
+            spec.options.replication,
+            ReplicationFactors { min: -1, max: -1 }
+        );
+        assert_eq!(spec.options.expire_at_ms, Some(1000 + 3_600_000));
+    }
+
+    #[test]
+    fn refuses_malformed_options() {
+        for bad in [
+            ("replication-min", "x"),
+            ("replication-min", "-2"),
+            ("mode", "sideways"),
+            ("shard-size", "-1"),
+            ("expire-at", "tomorrow"),
+            ("expire-in", "10ms"),
+            ("origins", "not-a-multiaddr"),
+            ("user-allocations", "nobody"),
+        ] {
+            assert!(pin_spec(&params(&[bad]), 0).is_err(), "{bad:?}");
+        }
+        let p = params(&[("replication-min", "3"), ("replication-max", "2")]);
+        assert!(pin_spec(&p, 0).is_err());
+        let p = params(&[("replication-min", "-1"), ("replication-max", "2")]);
+        assert!(pin_spec(&p, 0).is_err());
+    }
+
+    #[test]
+    fn filters() {
+        assert!(filter_includes_data_pins(None).unwrap());
+        assert!(filter_includes_data_pins(Some("pin")).unwrap());
+        assert!(filter_includes_data_pins(Some("meta-pin,all")).unwrap());
+        assert!(!filter_includes_data_pins(Some("meta-pin")).unwrap());
+        assert!(filter_includes_data_pins(Some("bogus")).is_err());
+    }
+}

@@ -1,0 +1,244 @@
+//! `/pinsets`: recorded PinSets, and applying or deleting one PinSet
+//! document (pinfleet-only routes; Kubernetes-style camelCase JSON).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::pins::{Params, RawParams, storage};
+use super::{ApiError, ApiState, blocking, rfc3339};
+use crate::consensus::{ApplyReport, PinSetApply};
+use crate::manifest::{Owner, PinSetId, check_dns_label, load_str};
+use crate::plan::{DEFAULT_MAX_PRUNE_FRACTION, PruneGuard};
+use crate::state::PinSetRecord;
+
+/// A PinSet as the shared state records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PinSetInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Revision applied (content digest or git revision).
+    pub revision: String,
+    /// Where it came from.
+    pub source: String,
+    /// Pins the PinSet declared in that revision.
+    pub pins: u64,
+    /// Prune enabled.
+    pub prune: bool,
+    /// Reconciling suspended.
+    pub suspend: bool,
+    /// When the revision was committed (RFC 3339).
+    pub applied_at: String,
+    /// Labels of the manifest.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl From<PinSetRecord> for PinSetInfo {
+    fn from(r: PinSetRecord) -> Self {
+        Self {
+            namespace: r.namespace,
+            name: r.name,
+            revision: r.revision,
+            source: r.source,
+            pins: r.pins,
+            prune: r.prune,
+            suspend: r.suspend,
+            applied_at: rfc3339(r.applied_at_ms),
+            labels: r.labels,
+        }
+    }
+}
+
+/// `GET /pinsets`.
+pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Vec<PinSetInfo>>, ApiError> {
+    let store = state.node.store().clone();
+    let records = blocking(move || store.pinsets().map_err(storage)).await?;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|(_, r)| PinSetInfo::from(r))
+            .collect(),
+    ))
+}
+
+/// `GET /pinsets/{namespace}/{name}`.
+pub(super) async fn get_one(
+    State(state): State<ApiState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<PinSetInfo>, ApiError> {
+    let id = pinset_id(namespace, name)?;
+    let store = state.node.store().clone();
+    let owner = Owner::pinset(id.clone());
+    let record = blocking(move || {
+        Ok(store
+            .pinsets()
+            .map_err(storage)?
+            .into_iter()
+            .find(|(o, _)| *o == owner))
+    })
+    .await?;
+    match record {
+        Some((_, r)) => Ok(Json(r.into())),
+        None => Err(ApiError::not_found(format!("pinset {id} not found"))),
+    }
+}
+
+/// `PUT /pinsets/{namespace}/{name}?dryRun=&force=&maxPruneFraction=`: the
+/// body is one PinSet document (YAML or JSON, `pinsFrom` resolved) whose
+/// name and namespace match the path. Optional `source` and `revision`
+/// label the applied revision (default: `api` and the body's SHA-256).
+pub(super) async fn put(
+    State(state): State<ApiState>,
+    Path((namespace, name)): Path<(String, String)>,
+    query: RawParams,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = pinset_id(namespace, name)?;
+    let params = Params::from_query(query)?;
+    let guard = guard(&params)?;
+    let dry_run = params.flag("dryRun")?;
+    let bytes = read_capped(&headers, body, state.max_body_bytes).await?;
+    let revision = match params.get("revision") {
+        Some(r) => r.to_string(),
+        None => format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+    };
+    let source = params.get("source").unwrap_or("api").to_string();
+    let text = String::from_utf8(bytes)
+        .map_err(|e| ApiError::bad_request(format!("body is not utf-8 text: {e}")))?;
+    let limits = state.limits.clone();
+    let label = PathBuf::from(format!("pinsets/{id}"));
+    let mut sets = blocking(move || {
+        load_str(&label, &text, &limits).map_err(|d| ApiError::invalid_manifest(&d))
+    })
+    .await?;
+    if sets.len() != 1 {
+        return Err(ApiError::bad_request(format!(
+            "the body must hold exactly one PinSet document, found {}",
+            sets.len()
+        )));
+    }
+    let pinset = sets.remove(0);
+    if pinset.id != id {
+        return Err(ApiError::bad_request(format!(
+            "the document declares pinset {} but the path names {id}",
+            pinset.id
+        )));
+    }
+    let report = state
+        .node
+        .apply_pinset(PinSetApply {
+            pinset,
+            revision,
+            source,
+            guard,
+            dry_run,
+        })
+        .await?;
+    Ok(report_response(report))
+}
+
+/// `DELETE /pinsets/{namespace}/{name}?force=&dryRun=&maxPruneFraction=`:
+/// releases everything the PinSet owns and forgets it, under the prune guard.
+pub(super) async fn remove(
+    State(state): State<ApiState>,
+    Path((namespace, name)): Path<(String, String)>,
+    query: RawParams,
+) -> Result<Response, ApiError> {
+    let id = pinset_id(namespace, name)?;
+    let params = Params::from_query(query)?;
+    let guard = guard(&params)?;
+    let dry_run = params.flag("dryRun")?;
+    let owner = Owner::pinset(id.clone());
+    let store = state.node.store().clone();
+    let probe = owner.clone();
+    let known = blocking(move || {
+        Ok(store
+            .pinsets()
+            .map_err(storage)?
+            .iter()
+            .any(|(o, _)| *o == probe))
+    })
+    .await?;
+    let report = state.node.delete_pinset(owner, guard, dry_run).await?;
+    if !known && report.release == 0 && report.refused.is_none() {
+        return Err(ApiError::not_found(format!("pinset {id} not found")));
+    }
+    Ok(report_response(report))
+}
+
+fn pinset_id(namespace: String, name: String) -> Result<PinSetId, ApiError> {
+    check_dns_label(&namespace)
+        .map_err(|e| ApiError::bad_request(format!("namespace {namespace:?}: {e}")))?;
+    check_dns_label(&name).map_err(|e| ApiError::bad_request(format!("name {name:?}: {e}")))?;
+    Ok(PinSetId::new(namespace, name))
+}
+
+fn guard(params: &Params) -> Result<PruneGuard, ApiError> {
+    let max_fraction = match params.get("maxPruneFraction") {
+        None => DEFAULT_MAX_PRUNE_FRACTION,
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|f| (0.0..=1.0).contains(f))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid maxPruneFraction {v:?}: expected a number between 0 and 1"
+                ))
+            })?,
+    };
+    Ok(PruneGuard {
+        max_fraction,
+        force: params.flag("force")?,
+    })
+}
+
+/// 200 with the report, or 409 with it when the prune guard refused.
+fn report_response(report: ApplyReport) -> Response {
+    let status = if report.refused.is_some() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(report)).into_response()
+}
+
+/// Reads the whole body, refusing it (413) as soon as it exceeds `cap`.
+async fn read_capped(headers: &HeaderMap, body: Body, cap: u64) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the limit of {cap} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap) {
+        return Err(too_large());
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(64 << 20) as usize);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        if (buf.len() + chunk.len()) as u64 > cap {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}

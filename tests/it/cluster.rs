@@ -1,0 +1,440 @@
+//! Real peers in one process: p2p over 127.0.0.1, Raft on disk, the shared
+//! state replicated. Every wait has a deadline; none is a fixed sleep.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+use pinfleet::consensus::{ClusterError, ClusterNode, NodeOptions, PinSetApply};
+use pinfleet::manifest::{
+    CidKey, DesiredPin, DesiredPinSet, Owner, PinOptions, PinSetId, PinSpec, Pos, SourceRef,
+};
+use pinfleet::plan::PruneGuard;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const SECRET: [u8; 32] = [42u8; 32];
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// One running peer and what it needs to be stopped or restarted.
+pub struct Peer {
+    pub node: ClusterNode,
+    pub dir: PathBuf,
+    pub keypair: Keypair,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Peer {
+    pub async fn start(
+        dir: &Path,
+        keypair: Keypair,
+        secret: [u8; 32],
+        bootstrap: Vec<Multiaddr>,
+        batch: usize,
+    ) -> Result<Peer, ClusterError> {
+        Self::start_on(dir, keypair, secret, bootstrap, batch, None).await
+    }
+
+    /// Starts a peer listening on `listen` (a fixed port, as a restarted
+    /// daemon would), or on a free port.
+    pub async fn start_on(
+        dir: &Path,
+        keypair: Keypair,
+        secret: [u8; 32],
+        bootstrap: Vec<Multiaddr>,
+        batch: usize,
+        listen: Option<Multiaddr>,
+    ) -> Result<Peer, ClusterError> {
+        let mut opts = NodeOptions::new(dir.to_path_buf(), keypair.clone(), secret);
+        if let Some(l) = listen {
+            opts.listen = vec![l];
+        }
+        opts.bootstrap = bootstrap;
+        opts.batch_max_pins = batch;
+        opts.heartbeat_interval = Duration::from_millis(100);
+        opts.election_timeout_min = Duration::from_millis(500);
+        opts.election_timeout_max = Duration::from_millis(1000);
+        opts.write_timeout = Duration::from_secs(5);
+        opts.snapshot_logs_since_last = 20;
+        opts.max_in_snapshot_log_to_keep = 5;
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let node = ClusterNode::start(opts, cancel.clone(), &tasks).await?;
+        Ok(Peer {
+            node,
+            dir: dir.to_path_buf(),
+            keypair,
+            cancel,
+            tasks,
+        })
+    }
+
+    pub fn addr(&self) -> Multiaddr {
+        let a: Multiaddr = self.node.node().addrs[0].parse().unwrap();
+        a.with(libp2p::multiaddr::Protocol::P2p(self.node.peer_id()))
+    }
+
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        tokio::time::timeout(DEADLINE, self.tasks.wait())
+            .await
+            .expect("peer tasks stop");
+    }
+}
+
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn trace() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// Waits until `check` holds, polling; fails the test at the deadline.
+pub async fn wait_for<F: FnMut() -> bool>(what: &str, mut check: F) {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn cluster(n: usize, root: &Path, batch: usize) -> Vec<Peer> {
+    trace();
+    let mut peers: Vec<Peer> = Vec::new();
+    for i in 0..n {
+        let bootstrap = peers.first().map(|p| vec![p.addr()]).unwrap_or_default();
+        let p = Peer::start(
+            &root.join(format!("peer{i}")),
+            Keypair::generate_ed25519(),
+            SECRET,
+            bootstrap,
+            batch,
+        )
+        .await
+        .unwrap();
+        peers.push(p);
+    }
+    for p in &peers {
+        p.node.wait_ready(DEADLINE).await.unwrap();
+    }
+    wait_for("every peer a voter everywhere", || {
+        peers.iter().all(|p| {
+            p.node
+                .metrics()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .count()
+                == n
+        })
+    })
+    .await;
+    peers
+}
+
+pub fn cid(i: u64) -> CidKey {
+    let mut digest = [0u8; 32];
+    digest[..8].copy_from_slice(&i.to_le_bytes());
+    let mh = multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
+    CidKey::from_cid(cid::Cid::new_v1(0x55, mh)).unwrap()
+}
+
+pub fn pinset(name: &str, range: std::ops::Range<u64>) -> DesiredPinSet {
+    let options = Arc::new(PinOptions::default());
+    DesiredPinSet {
+        id: PinSetId::new("default", name),
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        suspend: false,
+        prune: true,
+        source: SourceRef {
+            file: PathBuf::from("test.yaml"),
+            pos: Pos::new(1, 1),
+        },
+        pins: range
+            .map(|i| {
+                (
+                    cid(i),
+                    DesiredPin {
+                        spec: PinSpec {
+                            name: format!("p{i}"),
+                            options: Arc::clone(&options),
+                        },
+                        written_as: None,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+pub fn apply(ps: DesiredPinSet, revision: &str) -> PinSetApply {
+    PinSetApply {
+        pinset: ps,
+        revision: revision.into(),
+        source: "test".into(),
+        guard: PruneGuard::default(),
+        dry_run: false,
+    }
+}
+
+fn leader_index(peers: &[Peer]) -> usize {
+    let leader = peers[0].node.leader().unwrap();
+    peers.iter().position(|p| p.node.id() == leader).unwrap()
+}
+
+fn count(p: &Peer) -> u64 {
+    p.node.store().pin_count().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_peers_replicate_an_applied_pinset_and_reapply_writes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let peers = cluster(3, root.path(), 10_000).await;
+    let follower = (leader_index(&peers) + 1) % 3;
+
+    // Written through a follower: forwarded to the leader.
+    let r = peers[follower]
+        .node
+        .apply_pinset(apply(pinset("site", 0..50), "r1"))
+        .await
+        .unwrap();
+    assert_eq!((r.add, r.entries, r.created), (50, 1, 50));
+    for p in &peers {
+        wait_for("50 pins everywhere", || count(p) == 50).await;
+    }
+    let again = peers[follower]
+        .node
+        .apply_pinset(apply(pinset("site", 0..50), "r1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.add, again.entries),
+        (0, 0),
+        "re-applying a revision writes nothing"
+    );
+
+    // Drop 10, add 5: plan against the shared state, from another peer.
+    let r = peers[(follower + 1) % 3]
+        .node
+        .apply_pinset(apply(pinset("site", 10..55), "r2"))
+        .await
+        .unwrap();
+    assert_eq!((r.add, r.release, r.removed), (5, 10, 10));
+    for p in &peers {
+        wait_for("45 pins everywhere", || count(p) == 45).await;
+        assert!(p.node.store().get(&cid(3)).unwrap().is_none());
+        let pin = p.node.store().get(&cid(54)).unwrap().unwrap();
+        assert_eq!(
+            pin.owners.keys().cloned().collect::<Vec<_>>(),
+            vec![Owner::pinset(PinSetId::new("default", "site"))]
+        );
+    }
+    for p in peers {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_revision_is_chunked_but_appears_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let peers = cluster(3, root.path(), 100).await;
+    let r = peers[0]
+        .node
+        .apply_pinset(apply(pinset("big", 0..1050), "r1"))
+        .await
+        .unwrap();
+    assert_eq!(r.entries, 11, "10 staged chunks and a commit");
+    for p in &peers {
+        wait_for("1050 pins", || count(p) == 1050).await;
+    }
+    // Staged chunks are invisible: a revision that is never committed leaves no pins.
+    let owner = Owner::pinset(PinSetId::new("default", "ghost"));
+    let ops = (5000..5100)
+        .map(|i| pinfleet::state::Op::Set {
+            cid: cid(i),
+            written_as: None,
+            spec: PinSpec {
+                name: String::new(),
+                options: Arc::new(PinOptions::default()),
+            },
+        })
+        .collect();
+    peers[0]
+        .node
+        .write(pinfleet::state::Command::Stage {
+            owner: owner.clone(),
+            revision: 7,
+            seq: 0,
+            ops,
+        })
+        .await
+        .unwrap();
+    assert_eq!(count(&peers[0]), 1050);
+    let out = peers[0]
+        .node
+        .write(pinfleet::state::Command::Commit {
+            owner,
+            revision: 7,
+            staged: 2,
+            ops: vec![],
+            record: None,
+        })
+        .await
+        .unwrap();
+    assert!(out.refused.is_some(), "a commit missing chunks is refused");
+    assert_eq!(count(&peers[0]), 1050);
+    for p in peers {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_the_leader_elects_another_and_a_restarted_peer_catches_up() {
+    let root = tempfile::tempdir().unwrap();
+    let mut peers = cluster(3, root.path(), 10_000).await;
+    peers[0]
+        .node
+        .apply_pinset(apply(pinset("a", 0..20), "r1"))
+        .await
+        .unwrap();
+    for p in &peers {
+        wait_for("20 pins", || count(p) == 20).await;
+    }
+    let old = peers.remove(leader_index(&peers));
+    let (old_dir, old_key, old_id) = (old.dir.clone(), old.keypair.clone(), old.node.id());
+    let old_listen: Multiaddr = old.node.node().addrs[0]
+        .parse::<Multiaddr>()
+        .unwrap()
+        .into_iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    old.stop().await;
+    wait_for("a new leader", || {
+        peers[0].node.leader().is_some_and(|l| l != old_id)
+    })
+    .await;
+
+    // Acknowledged writes continue with two of three peers, and enough of
+    // them to force snapshots and log compaction.
+    for rev in 0..30u64 {
+        peers[0]
+            .node
+            .apply_pinset(apply(pinset("a", rev..20 + rev), &format!("r{}", rev + 2)))
+            .await
+            .unwrap();
+    }
+    // The old leader restarts from its directory and catches up (by snapshot).
+    // Same directory, same identity, same port: as a restarted daemon.
+    let back = Peer::start_on(&old_dir, old_key, SECRET, vec![], 10_000, Some(old_listen))
+        .await
+        .unwrap();
+    assert_eq!(back.node.id(), old_id);
+    wait_for("restarted peer caught up", || {
+        back.node.store().get(&cid(48)).unwrap().is_some()
+            && back.node.store().get(&cid(28)).unwrap().is_none()
+            && count(&back) == 20
+    })
+    .await;
+    back.stop().await;
+    for p in peers {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_quorum_writes_fail_fast_and_nothing_acknowledged_is_lost() {
+    let root = tempfile::tempdir().unwrap();
+    let mut peers = cluster(3, root.path(), 10_000).await;
+    peers[0]
+        .node
+        .apply_pinset(apply(pinset("q", 0..10), "r1"))
+        .await
+        .unwrap();
+    let survivor = peers.remove(0);
+    for p in peers {
+        p.stop().await;
+    }
+    // The survivor notices it is alone: writes are refused, quickly and clearly.
+    let started = tokio::time::Instant::now();
+    let mut last = None;
+    while started.elapsed() < DEADLINE {
+        match survivor
+            .node
+            .apply_pinset(apply(pinset("q", 0..11), "r2"))
+            .await
+        {
+            Err(e) if e.is_unavailable() => {
+                last = Some(e);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let e = last.expect("writes refused without quorum");
+    assert!(e.is_unavailable(), "{e}");
+    // The acknowledged revision is still there.
+    assert_eq!(count(&survivor), 10);
+    survivor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_with_another_secret_cannot_join() {
+    let root = tempfile::tempdir().unwrap();
+    let peers = cluster(1, root.path(), 10_000).await;
+    let intruder = Peer::start(
+        &root.path().join("intruder"),
+        Keypair::generate_ed25519(),
+        [1u8; 32],
+        vec![peers[0].addr()],
+        10_000,
+    )
+    .await
+    .unwrap();
+    assert!(
+        intruder
+            .node
+            .wait_ready(Duration::from_secs(3))
+            .await
+            .is_err()
+    );
+    assert_eq!(peers[0].node.members().len(), 1);
+    intruder.stop().await;
+    for p in peers {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_a_peer_shrinks_the_membership() {
+    let root = tempfile::tempdir().unwrap();
+    let peers = cluster(3, root.path(), 10_000).await;
+    let victim = peers[2].node.id();
+    peers[1].node.remove_peer(victim).await.unwrap();
+    wait_for("two members", || {
+        peers[0].node.members().len() == 2 && peers[1].node.members().len() == 2
+    })
+    .await;
+    peers[0]
+        .node
+        .apply_pinset(apply(pinset("after", 0..3), "r1"))
+        .await
+        .unwrap();
+    for p in peers {
+        p.stop().await;
+    }
+}
