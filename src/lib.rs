@@ -7,7 +7,9 @@
 pub mod api;
 pub mod config;
 pub mod consensus;
+pub mod daemon;
 pub mod manifest;
 pub mod p2p;
 pub mod plan;
 pub mod state;
+pub mod testbed;

@@ -1,7 +1,14 @@
 //! Subcommands. Each returns the exit code of a completed run, or an error
 //! for a usage or runtime failure (exit 2).
 
+mod apply;
+mod client;
+mod node;
+mod peers;
+mod pin;
 mod plan;
+mod remote;
+mod state;
 mod validate;
 
 use std::path::PathBuf;
@@ -20,6 +27,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a peer directory: identity.json and service.toml.
+    Init(node::InitArgs),
+    /// Run a peer until SIGINT/SIGTERM (REST API on 127.0.0.1:9094 by default).
+    Daemon(node::DaemonArgs),
+    /// A local multi-peer cluster of daemon processes.
+    #[command(subcommand)]
+    Testbed(node::TestbedCommand),
     /// Check PinSet manifests; print each problem as file:line:col: message.
     ///
     /// Exit 0 when every manifest is valid, 1 when any is invalid, 2 when a
@@ -34,6 +48,34 @@ enum Command {
     Crd,
     /// Print the JSON schema of a PinSet's spec.
     Schema,
+    /// Apply PinSet manifests to a running cluster.
+    ///
+    /// `pinsFrom` lists are read locally; each PinSet is sent whole and
+    /// applied atomically. Exit 0 when every PinSet was applied, 1 when a
+    /// manifest is invalid or the prune guard refused a PinSet, 2 on errors.
+    Apply(apply::ApplyArgs),
+    /// Show what applying manifests would change on a running cluster.
+    ///
+    /// Exit 0 when nothing would change, 1 when something would (or a
+    /// manifest is invalid), 2 on errors.
+    Diff(apply::DiffArgs),
+    /// Delete a PinSet from a running cluster: release its pins, forget it.
+    ///
+    /// Exit 0 when deleted, 1 when the prune guard refused (use --force).
+    Delete(apply::DeleteArgs),
+    /// Show the peer's identity (IPFS Cluster's ID).
+    Id(peers::IdArgs),
+    /// Check that a peer's REST API answers.
+    Health(peers::HealthArgs),
+    /// List or remove cluster peers.
+    #[command(subcommand)]
+    Peers(peers::PeersCommand),
+    /// Pin, release and list pins by hand (owner `api`).
+    #[command(subcommand)]
+    Pin(pin::PinCommand),
+    /// Export or import the shared state (NDJSON, one pin per line).
+    #[command(subcommand)]
+    State(state::StateCommand),
 }
 
 /// Bounds on what a load may read, shared by every command that loads
@@ -75,6 +117,9 @@ pub struct PathArgs {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Init(a) => node::init(a),
+        Command::Daemon(a) => node::daemon(a),
+        Command::Testbed(c) => node::testbed(c),
         Command::Validate(a) => validate::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Crd => {
@@ -88,6 +133,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Apply(a) => apply::run_apply(a),
+        Command::Diff(a) => apply::run_diff(a),
+        Command::Delete(a) => apply::run_delete(a),
+        Command::Id(a) => peers::run_id(a),
+        Command::Health(a) => peers::run_health(a),
+        Command::Peers(c) => peers::run(c),
+        Command::Pin(c) => pin::run(c),
+        Command::State(c) => state::run(c),
     }
 }
 

@@ -6,3 +6,4 @@ mod cluster;
 mod crd;
 mod manifest;
 mod support;
+mod testbed;

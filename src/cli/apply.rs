@@ -1,0 +1,374 @@
+//! `pinfleet apply`, `pinfleet diff` and `pinfleet delete`: PinSet manifests
+//! against a running cluster.
+//!
+//! Manifests are loaded and validated here, with `pinsFrom` lists read from
+//! local disk; each PinSet is then sent as one self-contained JSON document
+//! (lists inlined) to `PUT /pinsets/{ns}/{name}`, which plans it against the
+//! cluster's state and applies it atomically. `diff` sends the same requests
+//! as dry runs.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use pinfleet::api::ManifestDocument;
+use pinfleet::consensus::ApplyReport;
+use pinfleet::manifest::{DEFAULT_NAMESPACE, DesiredPinSet, LoadError, Loaded, PinSetId, load_paths};
+use pinfleet::plan::DEFAULT_MAX_PRUNE_FRACTION;
+use serde_json::json;
+
+use super::client::{ApiClient, ApplyOptions, ClientError};
+use super::remote::{HostArgs, block_on};
+use super::{NO, PathArgs};
+
+/// Arguments of `pinfleet apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    paths: PathArgs,
+    /// Only show what would change; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    guard: GuardArgs,
+    #[command(flatten)]
+    host: HostArgs,
+    /// Print the reports as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `pinfleet diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    paths: PathArgs,
+    #[command(flatten)]
+    guard: GuardArgs,
+    #[command(flatten)]
+    host: HostArgs,
+    /// Print the reports as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The prune guard's knobs.
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// Let an apply release more than --max-prune-fraction of a PinSet's
+    /// pins, or all of them.
+    #[arg(long)]
+    force: bool,
+    /// Largest fraction of a PinSet's pins one apply may release.
+    #[arg(long, value_name = "F", default_value_t = DEFAULT_MAX_PRUNE_FRACTION)]
+    max_prune_fraction: f64,
+}
+
+/// Arguments of `pinfleet delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// What to delete: `pinset/NAMESPACE/NAME`, or `pinset/NAME` in the
+    /// `default` namespace.
+    #[arg(value_name = "pinset/NS/NAME")]
+    target: String,
+    /// Release the PinSet's pins even though that is all of them (the prune
+    /// guard refuses otherwise).
+    #[arg(long)]
+    force: bool,
+    /// Only show what would be released.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    host: HostArgs,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One PinSet's answer.
+enum Row {
+    Report(ApplyReport),
+    /// `spec.suspend: true`: not sent (the cluster keeps what it has).
+    Suspended(PinSetId),
+}
+
+impl Row {
+    fn changes(&self) -> bool {
+        match self {
+            Row::Report(r) => r.refused.is_some() || r.add + r.update + r.release > 0,
+            Row::Suspended(_) => false,
+        }
+    }
+
+    fn refused(&self) -> bool {
+        matches!(self, Row::Report(r) if r.refused.is_some())
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Row::Report(r) => serde_json::to_value(r).unwrap_or_default(),
+            Row::Suspended(id) => json!({"pinset": id.to_string(), "suspended": true}),
+        }
+    }
+}
+
+/// Runs `pinfleet apply`.
+pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load(&args.paths)? else {
+        return Ok(ExitCode::from(NO));
+    };
+    let client = args.host.client()?;
+    let opts = args.guard.options(args.dry_run)?;
+    let rows = block_on(send_all(&client, &loaded.pinsets, &opts))??;
+    let refused = rows.iter().filter(|r| r.refused()).count();
+    if args.json {
+        let reports: Vec<_> = rows.iter().map(Row::to_json).collect();
+        println!(
+            "{}",
+            json!({"pinsets": reports, "refused": refused, "dryRun": args.dry_run,
+                   "revision": loaded.digest})
+        );
+    } else {
+        print_rows(&rows, args.dry_run, false);
+    }
+    Ok(if refused > 0 {
+        ExitCode::from(NO)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Runs `pinfleet diff`: exit 0 when nothing would change, 1 when something
+/// would (including a prune guard refusal), 2 on errors.
+pub fn run_diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load(&args.paths)? else {
+        // Invalid manifests: the answer cannot be "no change".
+        return Ok(ExitCode::from(NO));
+    };
+    let client = args.host.client()?;
+    let opts = args.guard.options(true)?;
+    let (rows, recorded) = block_on(async {
+        let rows = send_all(&client, &loaded.pinsets, &opts).await?;
+        let recorded = client
+            .pinsets()
+            .await
+            .context("cannot list the cluster's PinSets")?;
+        anyhow::Ok((rows, recorded))
+    })??;
+    let loaded_ids: BTreeSet<String> = loaded.pinsets.iter().map(|p| p.id.to_string()).collect();
+    let others: Vec<String> = recorded
+        .iter()
+        .map(|r| format!("{}/{}", r.namespace, r.name))
+        .filter(|id| !loaded_ids.contains(id))
+        .collect();
+    let changes = rows.iter().any(Row::changes);
+    if args.json {
+        let reports: Vec<_> = rows.iter().map(Row::to_json).collect();
+        println!(
+            "{}",
+            json!({"pinsets": reports, "changes": changes, "notInManifests": others,
+                   "revision": loaded.digest})
+        );
+    } else {
+        print_rows(&rows, true, true);
+        for o in &others {
+            println!("note: pinset {o} is in the cluster but not in these manifests (not compared)");
+        }
+    }
+    Ok(if changes {
+        ExitCode::from(NO)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Runs `pinfleet delete`.
+pub fn run_delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    let id = parse_target(&args.target)?;
+    let client = args.host.client()?;
+    let report = block_on(client.delete_pinset(&id, args.force, args.dry_run))?
+        .with_context(|| format!("cannot delete pinset {id}"))?;
+    let refused = report.refused.is_some();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if let Some(why) = &report.refused {
+        println!("refused: {why}");
+    } else if args.dry_run {
+        println!(
+            "would delete pinset {id}, releasing {} pins",
+            report.release
+        );
+    } else {
+        println!(
+            "deleted pinset {id}: released {} pins, {} left the cluster",
+            report.release, report.removed
+        );
+    }
+    Ok(if refused {
+        ExitCode::from(NO)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+impl GuardArgs {
+    fn options(&self, dry_run: bool) -> anyhow::Result<ApplyOptions> {
+        if !(0.0..=1.0).contains(&self.max_prune_fraction) {
+            anyhow::bail!(
+                "--max-prune-fraction must be between 0 and 1, got {}",
+                self.max_prune_fraction
+            );
+        }
+        Ok(ApplyOptions {
+            dry_run,
+            force: self.force,
+            max_prune_fraction: Some(self.max_prune_fraction),
+            source: None,
+        })
+    }
+}
+
+/// Loads the manifests; invalid ones are printed (file:line:col) and give
+/// `None`.
+fn load(paths: &PathArgs) -> anyhow::Result<Option<Loaded>> {
+    match load_paths(&paths.paths, &paths.limits.limits()) {
+        Ok(l) => Ok(Some(l)),
+        Err(LoadError::Invalid(diags)) => {
+            println!("{diags}");
+            eprintln!("invalid: {} problems; nothing sent", diags.0.len());
+            Ok(None)
+        }
+        Err(e) => Err(e).context("cannot load manifests"),
+    }
+}
+
+/// Sends every PinSet, in order; stops at the first failure (PinSets sent
+/// before it stay applied: each apply is atomic on its own).
+async fn send_all(
+    client: &ApiClient,
+    pinsets: &[DesiredPinSet],
+    opts: &ApplyOptions,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::with_capacity(pinsets.len());
+    for ps in pinsets {
+        if ps.suspend {
+            rows.push(Row::Suspended(ps.id.clone()));
+            continue;
+        }
+        let body = serde_json::to_vec(&ManifestDocument::new(ps))?;
+        let opts = ApplyOptions {
+            source: Some(ps.source.to_string()),
+            ..opts.clone()
+        };
+        let report = client
+            .put_pinset(&ps.id, body, &opts)
+            .await
+            .map_err(|e| with_problems(e, &ps.id))?;
+        rows.push(Row::Report(report));
+    }
+    Ok(rows)
+}
+
+/// Keeps the server's located problems (422) in the error chain.
+fn with_problems(e: ClientError, id: &PinSetId) -> anyhow::Error {
+    let problems: Vec<String> = match &e {
+        ClientError::Api { errors, .. } => errors
+            .iter()
+            .map(|p| format!("{}:{}:{}: {}", p.file, p.line, p.col, p.message))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut err = anyhow::Error::new(e);
+    if !problems.is_empty() {
+        err = err.context(problems.join("; "));
+    }
+    err.context(format!("cannot apply pinset {id}"))
+}
+
+fn parse_target(target: &str) -> anyhow::Result<PinSetId> {
+    let rest = target
+        .strip_prefix("pinset/")
+        .or_else(|| target.strip_prefix("pinsets/"))
+        .with_context(|| format!("{target:?}: expected pinset/NAMESPACE/NAME or pinset/NAME"))?;
+    let (ns, name) = match rest.split_once('/') {
+        Some((ns, name)) => (ns, name),
+        None => (DEFAULT_NAMESPACE, rest),
+    };
+    for part in [ns, name] {
+        pinfleet::manifest::check_dns_label(part)
+            .map_err(|e| anyhow::anyhow!("{target:?}: {part:?} {e}"))?;
+    }
+    Ok(PinSetId::new(ns, name))
+}
+
+fn print_rows(rows: &[Row], dry_run: bool, samples: bool) {
+    let name = |r: &Row| match r {
+        Row::Report(r) => r.pinset.clone(),
+        Row::Suspended(id) => id.to_string(),
+    };
+    let width = rows.iter().map(|r| name(r).len()).max().unwrap_or(6).max(6);
+    println!(
+        "{:<width$}  {:>8}  {:>8}  {:>8}  {:>9}  STATUS",
+        "PINSET", "ADD", "UPDATE", "RELEASE", "UNCHANGED"
+    );
+    for row in rows {
+        let Row::Report(r) = row else {
+            println!(
+                "{:<width$}  {:>8}  {:>8}  {:>8}  {:>9}  suspended (not sent)",
+                name(row),
+                "-",
+                "-",
+                "-",
+                "-"
+            );
+            continue;
+        };
+        let status = match (&r.refused, dry_run, row.changes()) {
+            (Some(why), _, _) => format!("refused: {why}"),
+            (None, true, true) => "changes".to_string(),
+            (None, false, true) => "applied".to_string(),
+            (None, _, false) => "unchanged".to_string(),
+        };
+        println!(
+            "{:<width$}  {:>8}  {:>8}  {:>8}  {:>9}  {}",
+            r.pinset, r.add, r.update, r.release, r.unchanged, status
+        );
+        if samples {
+            for (kind, mark, total) in [
+                ("add", '+', r.add),
+                ("update", '~', r.update),
+                ("release", '-', r.release),
+            ] {
+                let sample = r.sample.get(kind).map(Vec::as_slice).unwrap_or_default();
+                for cid in sample {
+                    println!("  {mark} {cid}");
+                }
+                let more = total.saturating_sub(sample.len() as u64);
+                if more > 0 && !sample.is_empty() {
+                    println!("  {mark} … {more} more");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("pinset/mirrors/arch").unwrap(),
+            PinSetId::new("mirrors", "arch")
+        );
+        assert_eq!(
+            parse_target("pinset/arch").unwrap(),
+            PinSetId::new("default", "arch")
+        );
+        assert!(parse_target("arch").is_err());
+        assert!(parse_target("pinset/Bad/x").is_err());
+        assert!(parse_target("pinset/a/b/c").is_err());
+    }
+}

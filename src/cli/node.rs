@@ -1,0 +1,173 @@
+//! Commands that run pinfleet itself: `init`, `daemon`, `testbed up`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use libp2p::Multiaddr;
+use pinfleet::config;
+use pinfleet::daemon::{self, DaemonOptions};
+use pinfleet::testbed::{Testbed, TestbedOptions};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Peer directory to create (identity.json, service.toml).
+    #[arg(long, default_value = ".pinfleet", value_name = "DIR")]
+    dir: PathBuf,
+    /// Replace existing files.
+    #[arg(long)]
+    force: bool,
+    /// Cluster secret (64 hex characters); generated when absent. Every peer
+    /// of a cluster needs the same one.
+    #[arg(long, value_name = "HEX", env = "PINFLEET_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Human-readable peer name.
+    #[arg(long)]
+    peername: Option<String>,
+}
+
+pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    let report = config::init(&args.dir, args.force, args.secret.as_deref(), args.peername.as_deref())
+        .with_context(|| format!("cannot initialise {}", args.dir.display()))?;
+    println!("peer id:  {}", report.peer_id);
+    println!("identity: {}", report.identity_path.display());
+    if report.wrote_service {
+        println!("config:   {} (new; share it with the other peers)", report.service_path.display());
+    } else {
+        println!("config:   {} (kept)", report.service_path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Peer directory (from `pinfleet init`).
+    #[arg(long, default_value = ".pinfleet", value_name = "DIR")]
+    dir: PathBuf,
+    /// Join an existing cluster through this peer (repeatable). Ignored once
+    /// the peer has state.
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level.
+pub fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    init_tracing("info,openraft=warn,libp2p=warn");
+    runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            daemon::shutdown_signal().await;
+            tracing::info!("shutting down");
+            c.cancel();
+        });
+        daemon::run(
+            DaemonOptions {
+                dir: args.dir,
+                bootstrap: args.bootstrap,
+            },
+            cancel,
+        )
+        .await
+        .context("daemon failed")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TestbedCommand {
+    /// Start N local peers (child processes on free loopback ports) and keep
+    /// them running until Ctrl-C.
+    Up(TestbedUpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TestbedUpArgs {
+    /// Number of peers.
+    #[arg(long, default_value_t = 3)]
+    peers: usize,
+    /// Testbed directory (kept between runs: peers restart with their state).
+    #[arg(long, default_value = ".testbed", value_name = "DIR")]
+    dir: PathBuf,
+    /// IPFS backend for the peers: `none` (consensus only).
+    #[arg(long, default_value = "none")]
+    ipfs: String,
+    /// Apply these manifests once the cluster is up.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    apply: Vec<PathBuf>,
+    /// Stop the testbed after applying instead of waiting for Ctrl-C.
+    #[arg(long)]
+    once: bool,
+    /// Seconds to wait for the cluster to form.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
+    let TestbedCommand::Up(args) = cmd;
+    if args.ipfs != "none" {
+        anyhow::bail!("--ipfs {:?} is not supported yet; use --ipfs none", args.ipfs);
+    }
+    if args.peers == 0 {
+        anyhow::bail!("--peers must be at least 1");
+    }
+    init_tracing("warn");
+    let exe = std::env::current_exe().context("cannot find the pinfleet executable")?;
+    runtime()?.block_on(async move {
+        let opts = TestbedOptions {
+            exe: exe.clone(),
+            peers: args.peers,
+            dir: args.dir.clone(),
+            timeout: Duration::from_secs(args.timeout),
+        };
+        eprintln!("starting {} peers in {} …", args.peers, args.dir.display());
+        let tb = Testbed::up(&opts).await.context("testbed failed to start")?;
+        for (i, p) in tb.file.peers.iter().enumerate() {
+            println!("peer-{i}  {}  api {}  pid {}", p.id, p.api, p.pid);
+        }
+        println!("cluster formed; testbed.json written to {}", args.dir.display());
+        let mut code = ExitCode::SUCCESS;
+        if !args.apply.is_empty() {
+            // The same code path a user runs: `pinfleet apply --host …`.
+            let host = tb.file.peers[0].api.clone();
+            let status = tokio::process::Command::new(&opts.exe)
+                .arg("apply")
+                .args(&args.apply)
+                .arg("--host")
+                .arg(&host)
+                .status()
+                .await
+                .context("cannot run pinfleet apply")?;
+            if !status.success() {
+                code = ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(2));
+            }
+        }
+        if !args.once {
+            println!("running; press Ctrl-C to stop");
+            daemon::shutdown_signal().await;
+        }
+        eprintln!("stopping peers …");
+        tb.stop().await;
+        Ok::<_, anyhow::Error>(code)
+    })
+}

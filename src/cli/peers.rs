@@ -1,0 +1,138 @@
+//! `pinfleet id` and `pinfleet peers ls|rm`: who the peer is and who its
+//! fellow members are.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use pinfleet::api::PeerInfo;
+
+use super::remote::{HostArgs, block_on};
+
+/// Arguments of `pinfleet id`.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    host: HostArgs,
+    /// Print IPFS Cluster's ID JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `pinfleet health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// Cluster membership commands.
+#[derive(Debug, Subcommand)]
+pub enum PeersCommand {
+    /// List the cluster's members (this peer first).
+    Ls(PeersLsArgs),
+    /// Remove a member from the cluster.
+    Rm(PeersRmArgs),
+}
+
+/// Arguments of `pinfleet peers ls`.
+#[derive(Debug, Args)]
+pub struct PeersLsArgs {
+    #[command(flatten)]
+    host: HostArgs,
+    /// Print one ID JSON object per line on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `pinfleet peers rm`.
+#[derive(Debug, Args)]
+pub struct PeersRmArgs {
+    /// libp2p peer id of the member to remove.
+    #[arg(value_name = "PEERID")]
+    peer: String,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// Runs `pinfleet id`.
+pub fn run_id(args: IdArgs) -> anyhow::Result<ExitCode> {
+    let client = args.host.client()?;
+    let id = block_on(client.id())??;
+    if args.json {
+        println!("{}", serde_json::to_string(&id)?);
+    } else {
+        print_peer(&id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `pinfleet health`: the peer answers, and with which version.
+pub fn run_health(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    let client = args.host.client()?;
+    let version = block_on(async {
+        client.health().await?;
+        client.version().await
+    })??;
+    println!("ok: pinfleet {} at {}", version.version, client.base());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `pinfleet peers ...`.
+pub fn run(cmd: PeersCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PeersCommand::Ls(args) => {
+            let client = args.host.client()?;
+            block_on(async move {
+                let mut peers = client.peers().await?;
+                while let Some(p) = peers.next().await {
+                    let p = p?;
+                    if args.json {
+                        println!("{}", serde_json::to_string(&p)?);
+                    } else {
+                        print_peer(&p);
+                    }
+                }
+                anyhow::Ok(())
+            })??;
+            Ok(ExitCode::SUCCESS)
+        }
+        PeersCommand::Rm(args) => {
+            let client = args.host.client()?;
+            block_on(client.remove_peer(&args.peer))??;
+            println!("removed peer {}", args.peer);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// IPFS Cluster's `ipfs-cluster-ctl id` layout.
+fn print_peer(p: &PeerInfo) {
+    let name = if p.peername.is_empty() {
+        "-"
+    } else {
+        &p.peername
+    };
+    let others = p.cluster_peers.iter().filter(|c| **c != p.id).count();
+    if p.error.is_empty() {
+        println!("{} | {} | sees {} other peers", p.id, name, others);
+    } else {
+        println!("{} | {} | error: {}", p.id, name, p.error);
+    }
+    if !p.addresses.is_empty() {
+        println!("  > addresses:");
+        for a in &p.addresses {
+            println!("    - {a}");
+        }
+    }
+    if !p.version.is_empty() {
+        println!("  > version: {}", p.version);
+    }
+    if !p.ipfs.error.is_empty() {
+        println!("  > ipfs: error: {}", p.ipfs.error);
+    } else if !p.ipfs.id.is_empty() {
+        println!("  > ipfs: {}", p.ipfs.id);
+        for a in &p.ipfs.addresses {
+            println!("    - {a}");
+        }
+    }
+}

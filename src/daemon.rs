@@ -1,0 +1,181 @@
+//! `pinfleet daemon`: one peer — identity and config from its directory,
+//! consensus, and the REST API — until SIGINT or SIGTERM.
+//!
+//! Once serving, the daemon writes `<dir>/run.json` with its actual
+//! addresses (ports may be 0 in the config), which the testbed and scripts
+//! read; it is removed on a clean shutdown.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{ApiState, serve};
+use crate::config::{IDENTITY_FILE, Identity, SERVICE_FILE, ServiceConfig};
+use crate::consensus::{ClusterNode, NodeOptions};
+
+/// Name of the file a running daemon writes into its directory.
+pub const RUN_FILE: &str = "run.json";
+
+/// What a running daemon tells the world about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// libp2p peer id.
+    pub id: String,
+    /// Process id.
+    pub pid: u32,
+    /// REST API base URL.
+    pub api: String,
+    /// p2p addresses (with `/p2p/<id>`).
+    pub p2p: Vec<String>,
+}
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Identity missing or unreadable.
+    #[error("cannot load the identity (run `pinfleet init --dir {dir}` first?)")]
+    Identity {
+        /// Peer directory.
+        dir: String,
+        /// Cause.
+        #[source]
+        source: crate::config::IdentityError,
+    },
+    /// Config invalid.
+    #[error("invalid configuration")]
+    Config(#[source] crate::config::ConfigError),
+    /// The API port could not be bound.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// Address.
+        addr: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Consensus did not start.
+    #[error("cannot start the cluster peer")]
+    Cluster(#[source] crate::consensus::ClusterError),
+    /// Writing run.json failed.
+    #[error("cannot write {path}")]
+    RunFile {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API server failed.
+    #[error("rest api failed")]
+    Api(#[source] std::io::Error),
+}
+
+/// Options from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct DaemonOptions {
+    /// Peer directory (identity.json, service.toml, raft/).
+    pub dir: PathBuf,
+    /// Extra bootstrap addresses (added to the config's).
+    pub bootstrap: Vec<Multiaddr>,
+}
+
+/// Runs a peer until `cancel` fires.
+pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), DaemonError> {
+    let dir = &opts.dir;
+    let identity = Identity::load(&dir.join(IDENTITY_FILE)).map_err(|source| DaemonError::Identity {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    let config = ServiceConfig::load(&dir.join(SERVICE_FILE)).map_err(DaemonError::Config)?;
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: config.api.listen.to_string(),
+            source,
+        })?;
+    let api_addr = listener.local_addr().map_err(|source| DaemonError::Listen {
+        addr: config.api.listen.to_string(),
+        source,
+    })?;
+    let api_url = format!("http://{api_addr}");
+
+    let mut node_opts = NodeOptions::new(dir.clone(), identity.keypair.clone(), config.cluster.secret.bytes());
+    node_opts.listen = config.cluster.listen_multiaddress.clone();
+    node_opts.bootstrap = config.cluster.bootstrap.clone();
+    node_opts.bootstrap.extend(opts.bootstrap.iter().cloned());
+    node_opts.api_url = api_url.clone();
+    node_opts.heartbeat_interval = config.consensus.heartbeat_interval;
+    node_opts.election_timeout_min = config.consensus.election_timeout_min;
+    node_opts.election_timeout_max = config.consensus.election_timeout_max;
+    node_opts.snapshot_logs_since_last = config.consensus.snapshot_logs_since_last;
+    node_opts.max_in_snapshot_log_to_keep = config.consensus.max_in_snapshot_log_to_keep;
+    node_opts.write_timeout = config.consensus.write_timeout;
+    node_opts.batch_max_pins = config.consensus.batch_max_pins;
+
+    let tasks = TaskTracker::new();
+    let node = ClusterNode::start(node_opts, cancel.clone(), &tasks)
+        .await
+        .map_err(DaemonError::Cluster)?;
+    let info = RunInfo {
+        id: node.peer_id().to_string(),
+        pid: std::process::id(),
+        api: api_url.clone(),
+        p2p: node.node().addrs.clone(),
+    };
+    let run_path = dir.join(RUN_FILE);
+    write_run_file(&run_path, &info).map_err(|source| DaemonError::RunFile {
+        path: run_path.clone(),
+        source,
+    })?;
+    tracing::info!(peer = %info.id, api = %api_url, "peer running");
+
+    let state = ApiState::new(node, env!("CARGO_PKG_VERSION"), config.cluster.peername.clone());
+    let served = serve(listener, state, cancel.clone()).await;
+    cancel.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await.is_err() {
+        tracing::warn!("some tasks did not stop within 10 s");
+    }
+    // A stale run.json would point at a dead process.
+    let _ = std::fs::remove_file(&run_path);
+    served.map_err(DaemonError::Api)
+}
+
+fn write_run_file(path: &Path, info: &RunInfo) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Reads a daemon's `run.json`, if it is running.
+pub fn read_run_file(dir: &Path) -> Option<RunInfo> {
+    let bytes = std::fs::read(dir.join(RUN_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

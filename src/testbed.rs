@@ -1,0 +1,294 @@
+//! `pinfleet testbed up`: a local N-peer cluster of real daemon processes on
+//! free loopback ports, for trying pinfleet and for end-to-end tests.
+//!
+//! Layout under the testbed directory: `peer-<i>/` per peer (identity,
+//! config with fixed ports chosen on first start, Raft data, `daemon.log`)
+//! and `testbed.json` describing the running peers. Starting again on the
+//! same directory restarts the same peers with their state.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+use crate::config::{IDENTITY_FILE, Identity, SERVICE_FILE, ClusterSecret, ServiceConfig};
+use crate::daemon::{RunInfo, read_run_file};
+
+/// Name of the file describing a running testbed.
+pub const TESTBED_FILE: &str = "testbed.json";
+
+/// One peer in `testbed.json`. Fields are stable; later versions only add.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestbedPeer {
+    /// libp2p peer id.
+    pub id: String,
+    /// Process id of the daemon.
+    pub pid: u32,
+    /// Peer directory.
+    pub dir: PathBuf,
+    /// REST API base URL.
+    pub api: String,
+    /// argv that starts this peer again.
+    pub cmd: Vec<String>,
+    /// The peer's IPFS backend (`none` until a backend is configured).
+    pub ipfs: String,
+}
+
+/// `testbed.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestbedFile {
+    /// Running peers, in start order.
+    pub peers: Vec<TestbedPeer>,
+}
+
+/// How to run a testbed.
+#[derive(Clone, Debug)]
+pub struct TestbedOptions {
+    /// The `pinfleet` executable to start peers with.
+    pub exe: PathBuf,
+    /// Number of peers.
+    pub peers: usize,
+    /// Testbed directory.
+    pub dir: PathBuf,
+    /// How long to wait for the cluster to form.
+    pub timeout: Duration,
+}
+
+/// Why a testbed could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    /// File system.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A peer failed to start or exited.
+    #[error("peer {index} did not come up: {reason} (see {})", log.display())]
+    PeerFailed {
+        /// Which peer.
+        index: usize,
+        /// What happened.
+        reason: String,
+        /// Its log file.
+        log: PathBuf,
+    },
+    /// The cluster did not form in time.
+    #[error("the cluster did not form within {0:?}")]
+    Timeout(Duration),
+    /// Preparing a peer's identity or config failed.
+    #[error("cannot prepare peer {index}: {message}")]
+    Prepare {
+        /// Which peer.
+        index: usize,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A running testbed: its child processes are stopped by [`Testbed::stop`]
+/// (and killed if the value is dropped without it).
+#[derive(Debug)]
+pub struct Testbed {
+    /// What `testbed.json` says.
+    pub file: TestbedFile,
+    children: Vec<Child>,
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TestbedError {
+    let path = path.to_path_buf();
+    move |source| TestbedError::Io { what, path, source }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    // The port is released before the daemon binds it; a collision in that
+    // window is possible but rare, and shows up as a clear bind error.
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Creates identity and config for a peer that has none yet.
+fn prepare_peer(index: usize, dir: &Path, secret: &ClusterSecret) -> Result<(), TestbedError> {
+    std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    let identity = dir.join(IDENTITY_FILE);
+    let service = dir.join(SERVICE_FILE);
+    if identity.exists() && service.exists() {
+        return Ok(());
+    }
+    let prep = |message: String| TestbedError::Prepare { index, message };
+    let mut config = ServiceConfig::new(secret.clone());
+    config.cluster.peername = format!("peer-{index}");
+    let p2p_port = free_port().map_err(|e| prep(e.to_string()))?;
+    let api_port = free_port().map_err(|e| prep(e.to_string()))?;
+    config.cluster.listen_multiaddress = vec![
+        format!("/ip4/127.0.0.1/tcp/{p2p_port}")
+            .parse()
+            .map_err(|e: libp2p::multiaddr::Error| prep(e.to_string()))?,
+    ];
+    config.api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, api_port));
+    std::fs::write(&service, config.to_toml()).map_err(io("cannot write", &service))?;
+    Identity::generate()
+        .save(&identity, true)
+        .map_err(|e| prep(e.to_string()))?;
+    Ok(())
+}
+
+/// The secret shared by the testbed's peers: peer 0's, or a new one.
+fn testbed_secret(dir: &Path) -> ClusterSecret {
+    let first = dir.join("peer-0").join(SERVICE_FILE);
+    ServiceConfig::load_with_env(&first, &[])
+        .map(|c| c.cluster.secret)
+        .unwrap_or_else(|_| ClusterSecret::random())
+}
+
+impl Testbed {
+    /// Starts (or restarts) the peers and waits until they form one cluster.
+    pub async fn up(opts: &TestbedOptions) -> Result<Testbed, TestbedError> {
+        std::fs::create_dir_all(&opts.dir).map_err(io("cannot create", &opts.dir))?;
+        let secret = testbed_secret(&opts.dir);
+        let dirs: Vec<PathBuf> = (0..opts.peers).map(|i| opts.dir.join(format!("peer-{i}"))).collect();
+        for (i, d) in dirs.iter().enumerate() {
+            prepare_peer(i, d, &secret)?;
+        }
+        let mut tb = Testbed {
+            file: TestbedFile { peers: Vec::new() },
+            children: Vec::new(),
+        };
+        let deadline = tokio::time::Instant::now() + opts.timeout;
+        let mut bootstrap: Vec<String> = Vec::new();
+        for (i, d) in dirs.iter().enumerate() {
+            let mut args = vec!["daemon".to_string(), "--dir".to_string(), d.display().to_string()];
+            let restart_args = args.clone();
+            for b in &bootstrap {
+                args.push("--bootstrap".into());
+                args.push(b.clone());
+            }
+            let _ = std::fs::remove_file(d.join(crate::daemon::RUN_FILE)); // stale from a crash
+            let log_path = d.join("daemon.log");
+            let log = std::fs::File::create(&log_path).map_err(io("cannot create", &log_path))?;
+            let err_log = log.try_clone().map_err(io("cannot open", &log_path))?;
+            let child = Command::new(&opts.exe)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(err_log)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(io("cannot start", &opts.exe))?;
+            let pid = child.id().unwrap_or_default();
+            tb.children.push(child);
+            let info = tb.wait_run_file(i, d, pid, &log_path, deadline).await?;
+            if bootstrap.is_empty() {
+                bootstrap = info.p2p.clone();
+            }
+            let mut cmd = vec![opts.exe.display().to_string()];
+            cmd.extend(restart_args);
+            tb.file.peers.push(TestbedPeer {
+                id: info.id,
+                pid,
+                dir: d.clone(),
+                api: info.api,
+                cmd,
+                ipfs: "none".into(),
+            });
+        }
+        tb.wait_formed(opts.peers, deadline, opts.timeout).await?;
+        let path = opts.dir.join(TESTBED_FILE);
+        let json = serde_json::to_vec_pretty(&tb.file).map_err(|e| TestbedError::Io {
+            what: "cannot encode",
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        std::fs::write(&path, json).map_err(io("cannot write", &path))?;
+        Ok(tb)
+    }
+
+    async fn wait_run_file(
+        &mut self,
+        index: usize,
+        dir: &Path,
+        pid: u32,
+        log: &Path,
+        deadline: tokio::time::Instant,
+    ) -> Result<RunInfo, TestbedError> {
+        loop {
+            if let Some(info) = read_run_file(dir).filter(|i| i.pid == pid) {
+                return Ok(info);
+            }
+            if let Some(child) = self.children.last_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(TestbedError::PeerFailed {
+                    index,
+                    reason: format!("exited with {status}"),
+                    log: log.to_path_buf(),
+                });
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(TestbedError::PeerFailed {
+                    index,
+                    reason: "no run.json in time".into(),
+                    log: log.to_path_buf(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every peer's `/id` lists all peers as cluster members.
+    async fn wait_formed(&self, n: usize, deadline: tokio::time::Instant, timeout: Duration) -> Result<(), TestbedError> {
+        let client = reqwest::Client::new();
+        loop {
+            let mut ready = 0;
+            for p in &self.file.peers {
+                let url = format!("{}/id", p.api);
+                let peers = match client.get(&url).send().await {
+                    Ok(r) => r.json::<serde_json::Value>().await.ok(),
+                    Err(_) => None,
+                };
+                let count = peers
+                    .as_ref()
+                    .and_then(|v| v["cluster_peers"].as_array().map(Vec::len))
+                    .unwrap_or(0);
+                if count == n {
+                    ready += 1;
+                }
+            }
+            if ready == n {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(TestbedError::Timeout(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends SIGTERM to every peer and waits for them (SIGKILL after 15 s).
+    pub async fn stop(mut self) {
+        for child in &self.children {
+            if let Some(pid) = child.id() {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        for child in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        }
+    }
+
+    /// True while every peer process is alive.
+    pub fn all_running(&mut self) -> bool {
+        self.children.iter_mut().all(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
