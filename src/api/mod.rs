@@ -13,13 +13,11 @@ mod pins;
 mod pinsets;
 mod stream;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,9 +29,6 @@ pub use document::{ManifestDocument, to_manifest_json};
 pub use error::{ApiError, ErrorBody, Problem};
 pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
 pub use pinsets::PinSetInfo;
-
-/// Default port of the REST API, as IPFS Cluster's.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9094";
 
 /// Largest PinSet document `PUT /pinsets/{ns}/{name}` accepts by default.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 30;
@@ -54,7 +49,7 @@ pub struct ApiState {
     /// Largest request body accepted by `PUT /pinsets/{ns}/{name}`.
     pub max_body_bytes: u64,
     /// Bounds on PinSet documents sent to `PUT /pinsets/{ns}/{name}`.
-    pub limits: Arc<Limits>,
+    pub limits: Limits,
 }
 
 impl ApiState {
@@ -65,7 +60,7 @@ impl ApiState {
             version,
             peername: peername.into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            limits: Arc::new(Limits::default()),
+            limits: Limits::default(),
         }
     }
 }
@@ -80,7 +75,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/peers/{peer}", delete(peers::remove))
         .route("/allocations", get(pins::allocations))
         .route("/allocations/{cid}", get(pins::allocation))
-        .route("/pins/{cid}", axum::routing::post(pins::pin).delete(pins::unpin))
+        .route(
+            "/pins/{cid}",
+            axum::routing::post(pins::pin).delete(pins::unpin),
+        )
         .route("/pinsets", get(pinsets::list))
         .route(
             "/pinsets/{namespace}/{name}",
@@ -96,6 +94,7 @@ pub fn router(state: ApiState) -> Router {
                 "method not allowed",
             )
         })
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             mark_stale_reads,
@@ -128,6 +127,39 @@ async fn mark_stale_reads(State(state): State<ApiState>, req: Request, next: Nex
             .insert(STALE_HEADER, HeaderValue::from_static("true"));
     }
     resp
+}
+
+/// Errors are `{"code", "message"}` everywhere, including the plain-text
+/// rejections of axum's extractors (a path that does not decode, …).
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    // Rejection texts are short; anything longer is cut, not buffered.
+    let text = match axum::body::to_bytes(resp.into_body(), 16 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        lower_first(&text)
+    };
+    ApiError::new(status, message).into_response()
+}
+
+fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// RFC 3339 (UTC, `Z`) of Unix milliseconds; 0 is Go's zero time, as IPFS

@@ -162,6 +162,8 @@ pub(super) async fn unpin(
     Path(cid): Path<String>,
 ) -> Result<Json<PinRecord>, ApiError> {
     let key = parse_cid(&cid)?;
+    // A follower may not have applied a recent pin yet: not-found must be true.
+    catch_up(&state.node).await;
     let Some(before) = get_pin(&state.node, key).await? else {
         return Err(ApiError::not_found("cid not found"));
     };
@@ -313,7 +315,9 @@ fn check_replication(min: i32, max: i32) -> Result<(), String> {
         ));
     }
     if (min == -1 && max > 0) || (max == -1 && min > 0) {
-        return Err("replication-min and replication-max must both be -1 when one of them is".into());
+        return Err(
+            "replication-min and replication-max must both be -1 when one of them is".into(),
+        );
     }
     Ok(())
 }

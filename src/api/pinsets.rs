@@ -118,7 +118,7 @@ pub(super) async fn put(
     let source = params.get("source").unwrap_or("api").to_string();
     let text = String::from_utf8(bytes)
         .map_err(|e| ApiError::bad_request(format!("body is not utf-8 text: {e}")))?;
-    let limits = state.limits.clone();
+    let limits = state.limits;
     let label = PathBuf::from(format!("pinsets/{id}"));
     let mut sets = blocking(move || {
         load_str(&label, &text, &limits).map_err(|d| ApiError::invalid_manifest(&d))

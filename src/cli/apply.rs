@@ -14,7 +14,9 @@ use anyhow::Context;
 use clap::Args;
 use pinfleet::api::ManifestDocument;
 use pinfleet::consensus::ApplyReport;
-use pinfleet::manifest::{DEFAULT_NAMESPACE, DesiredPinSet, LoadError, Loaded, PinSetId, load_paths};
+use pinfleet::manifest::{
+    DEFAULT_NAMESPACE, DesiredPinSet, LoadError, Loaded, PinSetId, load_paths,
+};
 use pinfleet::plan::DEFAULT_MAX_PRUNE_FRACTION;
 use serde_json::json;
 
@@ -173,7 +175,9 @@ pub fn run_diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_rows(&rows, true, true);
         for o in &others {
-            println!("note: pinset {o} is in the cluster but not in these manifests (not compared)");
+            println!(
+                "note: pinset {o} is in the cluster but not in these manifests (not compared)"
+            );
         }
     }
     Ok(if changes {

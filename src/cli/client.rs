@@ -160,10 +160,7 @@ impl ApiClient {
         let (message, errors) = match serde_json::from_str::<ErrorBody>(&text) {
             Ok(b) => (b.message, b.errors),
             Err(_) if text.trim().is_empty() => (
-                status
-                    .canonical_reason()
-                    .unwrap_or("error")
-                    .to_lowercase(),
+                status.canonical_reason().unwrap_or("error").to_lowercase(),
                 Vec::new(),
             ),
             Err(_) => (text.trim().to_string(), Vec::new()),
@@ -254,7 +251,10 @@ impl ApiClient {
 
     /// `GET /allocations?filter=`, one pin per item.
     pub async fn allocations(&self, filter: Option<&str>) -> Result<Lines<PinRecord>, ClientError> {
-        let query: Vec<(&str, String)> = filter.map(|f| ("filter", f.to_string())).into_iter().collect();
+        let query: Vec<(&str, String)> = filter
+            .map(|f| ("filter", f.to_string()))
+            .into_iter()
+            .collect();
         self.lines(self.url(&["allocations"], &query)).await
     }
 

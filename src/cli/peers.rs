@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use pinfleet::api::PeerInfo;
 
-use super::remote::{HostArgs, block_on};
+use super::remote::{HostArgs, Out, block_on};
 
 /// Arguments of `pinfleet id`.
 #[derive(Debug, Args)]
@@ -61,7 +61,7 @@ pub fn run_id(args: IdArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string(&id)?);
     } else {
-        print_peer(&id);
+        println!("{}", peer_text(&id));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -84,15 +84,19 @@ pub fn run(cmd: PeersCommand) -> anyhow::Result<ExitCode> {
             let client = args.host.client()?;
             block_on(async move {
                 let mut peers = client.peers().await?;
+                let mut out = Out::new();
                 while let Some(p) = peers.next().await {
                     let p = p?;
-                    if args.json {
-                        println!("{}", serde_json::to_string(&p)?);
+                    let text = if args.json {
+                        serde_json::to_string(&p)?
                     } else {
-                        print_peer(&p);
+                        peer_text(&p)
+                    };
+                    if !out.line(&text)? {
+                        break;
                     }
                 }
-                anyhow::Ok(())
+                out.finish()
             })??;
             Ok(ExitCode::SUCCESS)
         }
@@ -106,33 +110,37 @@ pub fn run(cmd: PeersCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// IPFS Cluster's `ipfs-cluster-ctl id` layout.
-fn print_peer(p: &PeerInfo) {
+fn peer_text(p: &PeerInfo) -> String {
+    use std::fmt::Write;
     let name = if p.peername.is_empty() {
         "-"
     } else {
         &p.peername
     };
     let others = p.cluster_peers.iter().filter(|c| **c != p.id).count();
+    // Writing to a String cannot fail.
+    let mut s = String::new();
     if p.error.is_empty() {
-        println!("{} | {} | sees {} other peers", p.id, name, others);
+        let _ = write!(s, "{} | {} | sees {} other peers", p.id, name, others);
     } else {
-        println!("{} | {} | error: {}", p.id, name, p.error);
+        let _ = write!(s, "{} | {} | error: {}", p.id, name, p.error);
     }
     if !p.addresses.is_empty() {
-        println!("  > addresses:");
+        s.push_str("\n  > addresses:");
         for a in &p.addresses {
-            println!("    - {a}");
+            let _ = write!(s, "\n    - {a}");
         }
     }
     if !p.version.is_empty() {
-        println!("  > version: {}", p.version);
+        let _ = write!(s, "\n  > version: {}", p.version);
     }
     if !p.ipfs.error.is_empty() {
-        println!("  > ipfs: error: {}", p.ipfs.error);
+        let _ = write!(s, "\n  > ipfs: error: {}", p.ipfs.error);
     } else if !p.ipfs.id.is_empty() {
-        println!("  > ipfs: {}", p.ipfs.id);
+        let _ = write!(s, "\n  > ipfs: {}", p.ipfs.id);
         for a in &p.ipfs.addresses {
-            println!("    - {a}");
+            let _ = write!(s, "\n    - {a}");
         }
     }
+    s
 }

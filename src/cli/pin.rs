@@ -8,7 +8,7 @@ use pinfleet::state::PinRecord;
 
 use super::NO;
 use super::client::ClientError;
-use super::remote::{HostArgs, block_on};
+use super::remote::{HostArgs, Out, block_on};
 
 /// Manual pin commands.
 #[derive(Debug, Subcommand)]
@@ -96,11 +96,7 @@ pub fn run(cmd: PinCommand) -> anyhow::Result<ExitCode> {
             } else if pin.owners.is_empty() {
                 println!("unpinned {}", pin.cid);
             } else {
-                println!(
-                    "released {} (still pinned for {})",
-                    pin.cid,
-                    owners(&pin)
-                );
+                println!("released {} (still pinned for {})", pin.cid, owners(&pin));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -125,15 +121,19 @@ pub fn run(cmd: PinCommand) -> anyhow::Result<ExitCode> {
             }
             block_on(async move {
                 let mut pins = client.allocations(args.filter.as_deref()).await?;
+                let mut out = Out::new();
                 while let Some(pin) = pins.next().await {
                     let pin = pin?;
-                    if args.json {
-                        println!("{}", serde_json::to_string(&pin)?);
+                    let line = if args.json {
+                        serde_json::to_string(&pin)?
                     } else {
-                        println!("{}", pin_line(&pin));
+                        pin_line(&pin)
+                    };
+                    if !out.line(&line)? {
+                        break;
                     }
                 }
-                anyhow::Ok(())
+                out.finish()
             })??;
             Ok(ExitCode::SUCCESS)
         }

@@ -35,3 +35,58 @@ pub fn block_on<F: Future>(f: F) -> anyhow::Result<F::Output> {
         .context("cannot start the async runtime")?;
     Ok(rt.block_on(f))
 }
+
+/// Stdout for listings that may be long: buffered, and a reader that went
+/// away (`| head`) ends the listing quietly instead of failing it.
+pub struct Out {
+    inner: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Out").field("closed", &self.closed).finish()
+    }
+}
+
+impl Out {
+    /// Locks stdout.
+    pub fn new() -> Self {
+        Self {
+            inner: std::io::BufWriter::new(std::io::stdout().lock()),
+            closed: false,
+        }
+    }
+
+    /// Writes `bytes` as they are; false once the reader has gone.
+    pub fn write(&mut self, bytes: &[u8]) -> anyhow::Result<bool> {
+        use std::io::Write;
+        if self.closed {
+            return Ok(false);
+        }
+        match self.inner.write_all(bytes) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(false)
+            }
+            Err(e) => Err(e).context("cannot write to stdout"),
+        }
+    }
+
+    /// Writes one line; false once the reader has gone.
+    pub fn line(&mut self, line: &str) -> anyhow::Result<bool> {
+        Ok(self.write(line.as_bytes())? && self.write(b"\n")?)
+    }
+
+    /// Flushes what is buffered.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        use std::io::Write;
+        match self.inner.flush() {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(e).context("cannot write to stdout")
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -10,6 +10,7 @@
 //!   PinSet document to `PUT /pinsets/{ns}/{name}` with `prune: false`, so
 //!   an import adds to a PinSet and never releases anything. Every pin of a
 //!   PinSet is held in memory until it is sent.
+//!
 //! A line without `owners` (an IPFS Cluster export) is owned by `api`.
 
 use std::collections::BTreeMap;
@@ -23,14 +24,12 @@ use clap::{Args, Subcommand};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use pinfleet::api::ManifestDocument;
-use pinfleet::manifest::{
-    DesiredPin, DesiredPinSet, Owner, PinSpec, Pos, SourceRef,
-};
+use pinfleet::manifest::{DesiredPin, DesiredPinSet, Owner, PinSpec, Pos, SourceRef};
 use pinfleet::state::{StatePin, read_state};
 
 use super::NO;
 use super::client::{ApiClient, ApplyOptions};
-use super::remote::{HostArgs, block_on};
+use super::remote::{HostArgs, Out, block_on};
 
 /// State file commands.
 #[derive(Debug, Subcommand)]
@@ -83,15 +82,22 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let client = args.host.client()?;
     match &args.output {
         None => {
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            block_on(copy_export(&client, &mut out))??;
-            out.flush().context("cannot write to stdout")?;
+            let mut out = Out::new();
+            block_on(async {
+                let mut stream = client.export().await?;
+                while let Some(chunk) = stream.next().await {
+                    if !out.write(&chunk.context("the export broke off")?)? {
+                        break;
+                    }
+                }
+                anyhow::Ok(())
+            })??;
+            out.finish()?;
         }
         Some(path) => {
             let tmp = tmp_path(path);
-            let mut f = File::create(&tmp)
-                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            let mut f =
+                File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
             let copied = block_on(copy_export(&client, &mut f))?
                 .and_then(|n| f.sync_all().map(|()| n).context("cannot write the export"));
             match copied {
@@ -132,12 +138,7 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot open state file {}", args.file.display()))?;
     let client = args.host.client()?;
     let source = format!("import:{}", args.file.display());
-    let refused = block_on(import_pins(
-        &client,
-        BufReader::new(file),
-        &args,
-        &source,
-    ))??;
+    let refused = block_on(import_pins(&client, BufReader::new(file), &args, &source))??;
     Ok(if refused > 0 {
         ExitCode::from(NO)
     } else {
@@ -230,13 +231,13 @@ async fn import_pins(
                 refused += 1;
                 eprintln!("pinset {}: refused: {why}", set.id);
             }
+            None if args.dry_run => eprintln!(
+                "pinset {}: would add {} pins and update {}; {} unchanged",
+                set.id, report.add, report.update, report.unchanged
+            ),
             None => eprintln!(
-                "pinset {}: {} {} pins, updated {}, {} unchanged",
-                set.id,
-                if args.dry_run { "would add" } else { "added" },
-                report.add,
-                report.update,
-                report.unchanged
+                "pinset {}: added {} pins, updated {}; {} unchanged",
+                set.id, report.add, report.update, report.unchanged
             ),
         }
     }

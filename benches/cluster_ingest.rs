@@ -1,0 +1,101 @@
+//! Ingest through consensus: three in-process peers on loopback, one PinSet
+//! of N pins applied (chunked log entries, fsync'd redb), then a 1% change
+//! and a no-op re-apply. Prints figures; asserts only correctness.
+//!
+//! `cargo bench --bench cluster_ingest` (PINFLEET_BENCH_PINS=N to resize).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+use pinfleet::consensus::{ClusterNode, NodeOptions, PinSetApply};
+use pinfleet::manifest::{CidKey, DesiredPin, DesiredPinSet, PinOptions, PinSetId, PinSpec, Pos, SourceRef};
+use pinfleet::plan::PruneGuard;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+fn cid(i: u64) -> CidKey {
+    let mut digest = [0u8; 32];
+    digest[..8].copy_from_slice(&i.to_le_bytes());
+    let mh = multihash::Multihash::<64>::wrap(0x12, &digest).expect("32-byte digest");
+    CidKey::from_cid(cid::Cid::new_v1(0x55, mh)).expect("v1")
+}
+
+fn pinset(range: std::ops::Range<u64>) -> DesiredPinSet {
+    let options = Arc::new(PinOptions::default());
+    DesiredPinSet {
+        id: PinSetId::new("bench", "mirror"),
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        suspend: false,
+        prune: true,
+        source: SourceRef { file: PathBuf::from("bench.yaml"), pos: Pos::new(1, 1) },
+        pins: range
+            .map(|i| (cid(i), DesiredPin { spec: PinSpec { name: format!("pkg-{i}"), options: Arc::clone(&options) }, written_as: None }))
+            .collect(),
+    }
+}
+
+fn apply(ps: DesiredPinSet, rev: &str) -> PinSetApply {
+    PinSetApply { pinset: ps, revision: rev.into(), source: "bench".into(), guard: PruneGuard::default(), dry_run: false }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let n: u64 = std::env::var("PINFLEET_BENCH_PINS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let root = tempfile::tempdir().expect("tempdir");
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let mut nodes: Vec<ClusterNode> = Vec::new();
+    for i in 0..3 {
+        let mut opts = NodeOptions::new(root.path().join(format!("p{i}")), Keypair::generate_ed25519(), [9u8; 32]);
+        opts.write_timeout = Duration::from_secs(120);
+        opts.snapshot_logs_since_last = 100_000;
+        if let Some(first) = nodes.first() {
+            let a: Multiaddr = first.node().addrs[0].parse().expect("addr");
+            opts.bootstrap = vec![a];
+        }
+        nodes.push(ClusterNode::start(opts, cancel.clone(), &tasks).await.expect("start"));
+    }
+    for node in &nodes {
+        node.wait_ready(Duration::from_secs(60)).await.expect("ready");
+    }
+    let leader = nodes.iter().find(|x| x.leader() == Some(x.id())).expect("leader").clone();
+
+    let desired = pinset(0..n);
+    let t = Instant::now();
+    let r = leader.apply_pinset(apply(desired, "r1")).await.expect("apply");
+    let ingest = t.elapsed();
+    assert_eq!(r.add, n);
+    println!(
+        "apply {n} new pins on 3 peers: {:.2} s ({:.0} pins/s, {} log entries)",
+        ingest.as_secs_f64(),
+        n as f64 / ingest.as_secs_f64(),
+        r.entries
+    );
+    let t = Instant::now();
+    for node in &nodes {
+        while node.store().pin_count().expect("count") != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    println!("  every peer applied it {:.2} s later", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let r = leader.apply_pinset(apply(pinset(0..n), "r1")).await.expect("apply");
+    assert_eq!(r.entries, 0);
+    println!("re-apply of the same revision (no-op): {:.2} s, 0 log entries", t.elapsed().as_secs_f64());
+
+    let shift = n / 100;
+    let t = Instant::now();
+    let r = leader.apply_pinset(apply(pinset(shift..n + shift), "r2")).await.expect("apply");
+    assert_eq!((r.add, r.release), (shift, shift));
+    println!("1% change ({shift} added, {shift} released): {:.2} s", t.elapsed().as_secs_f64());
+
+    cancel.cancel();
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+}
