@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use pinfleet::consensus::{ClusterNode, NodeOptions, PinSetApply};
-use pinfleet::manifest::{CidKey, DesiredPin, DesiredPinSet, PinOptions, PinSetId, PinSpec, Pos, SourceRef};
+use pinfleet::manifest::{
+    CidKey, DesiredPin, DesiredPinSet, PinOptions, PinSetId, PinSpec, Pos, SourceRef,
+};
 use pinfleet::plan::PruneGuard;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,42 +34,82 @@ fn pinset(range: std::ops::Range<u64>) -> DesiredPinSet {
         annotations: BTreeMap::new(),
         suspend: false,
         prune: true,
-        source: SourceRef { file: PathBuf::from("bench.yaml"), pos: Pos::new(1, 1) },
+        source: SourceRef {
+            file: PathBuf::from("bench.yaml"),
+            pos: Pos::new(1, 1),
+        },
         pins: range
-            .map(|i| (cid(i), DesiredPin { spec: PinSpec { name: format!("pkg-{i}"), options: Arc::clone(&options) }, written_as: None }))
+            .map(|i| {
+                (
+                    cid(i),
+                    DesiredPin {
+                        spec: PinSpec {
+                            name: format!("pkg-{i}"),
+                            options: Arc::clone(&options),
+                        },
+                        written_as: None,
+                    },
+                )
+            })
             .collect(),
     }
 }
 
 fn apply(ps: DesiredPinSet, rev: &str) -> PinSetApply {
-    PinSetApply { pinset: ps, revision: rev.into(), source: "bench".into(), guard: PruneGuard::default(), dry_run: false }
+    PinSetApply {
+        pinset: ps,
+        revision: rev.into(),
+        source: "bench".into(),
+        guard: PruneGuard::default(),
+        dry_run: false,
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let n: u64 = std::env::var("PINFLEET_BENCH_PINS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let n: u64 = std::env::var("PINFLEET_BENCH_PINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let root = tempfile::tempdir().expect("tempdir");
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let mut nodes: Vec<ClusterNode> = Vec::new();
     for i in 0..3 {
-        let mut opts = NodeOptions::new(root.path().join(format!("p{i}")), Keypair::generate_ed25519(), [9u8; 32]);
+        let mut opts = NodeOptions::new(
+            root.path().join(format!("p{i}")),
+            Keypair::generate_ed25519(),
+            [9u8; 32],
+        );
         opts.write_timeout = Duration::from_secs(120);
         opts.snapshot_logs_since_last = 100_000;
         if let Some(first) = nodes.first() {
             let a: Multiaddr = first.node().addrs[0].parse().expect("addr");
             opts.bootstrap = vec![a];
         }
-        nodes.push(ClusterNode::start(opts, cancel.clone(), &tasks).await.expect("start"));
+        nodes.push(
+            ClusterNode::start(opts, cancel.clone(), &tasks)
+                .await
+                .expect("start"),
+        );
     }
     for node in &nodes {
-        node.wait_ready(Duration::from_secs(60)).await.expect("ready");
+        node.wait_ready(Duration::from_secs(60))
+            .await
+            .expect("ready");
     }
-    let leader = nodes.iter().find(|x| x.leader() == Some(x.id())).expect("leader").clone();
+    let leader = nodes
+        .iter()
+        .find(|x| x.leader() == Some(x.id()))
+        .expect("leader")
+        .clone();
 
     let desired = pinset(0..n);
     let t = Instant::now();
-    let r = leader.apply_pinset(apply(desired, "r1")).await.expect("apply");
+    let r = leader
+        .apply_pinset(apply(desired, "r1"))
+        .await
+        .expect("apply");
     let ingest = t.elapsed();
     assert_eq!(r.add, n);
     println!(
@@ -82,18 +124,33 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    println!("  every peer applied it {:.2} s later", t.elapsed().as_secs_f64());
+    println!(
+        "  every peer applied it {:.2} s later",
+        t.elapsed().as_secs_f64()
+    );
 
     let t = Instant::now();
-    let r = leader.apply_pinset(apply(pinset(0..n), "r1")).await.expect("apply");
+    let r = leader
+        .apply_pinset(apply(pinset(0..n), "r1"))
+        .await
+        .expect("apply");
     assert_eq!(r.entries, 0);
-    println!("re-apply of the same revision (no-op): {:.2} s, 0 log entries", t.elapsed().as_secs_f64());
+    println!(
+        "re-apply of the same revision (no-op): {:.2} s, 0 log entries",
+        t.elapsed().as_secs_f64()
+    );
 
     let shift = n / 100;
     let t = Instant::now();
-    let r = leader.apply_pinset(apply(pinset(shift..n + shift), "r2")).await.expect("apply");
+    let r = leader
+        .apply_pinset(apply(pinset(shift..n + shift), "r2"))
+        .await
+        .expect("apply");
     assert_eq!((r.add, r.release), (shift, shift));
-    println!("1% change ({shift} added, {shift} released): {:.2} s", t.elapsed().as_secs_f64());
+    println!(
+        "1% change ({shift} added, {shift} released): {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
 
     cancel.cancel();
     tasks.close();

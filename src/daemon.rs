@@ -86,10 +86,11 @@ pub struct DaemonOptions {
 /// Runs a peer until `cancel` fires.
 pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), DaemonError> {
     let dir = &opts.dir;
-    let identity = Identity::load(&dir.join(IDENTITY_FILE)).map_err(|source| DaemonError::Identity {
-        dir: dir.display().to_string(),
-        source,
-    })?;
+    let identity =
+        Identity::load(&dir.join(IDENTITY_FILE)).map_err(|source| DaemonError::Identity {
+            dir: dir.display().to_string(),
+            source,
+        })?;
     let config = ServiceConfig::load(&dir.join(SERVICE_FILE)).map_err(DaemonError::Config)?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -97,13 +98,19 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             addr: config.api.listen.to_string(),
             source,
         })?;
-    let api_addr = listener.local_addr().map_err(|source| DaemonError::Listen {
-        addr: config.api.listen.to_string(),
-        source,
-    })?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen {
+            addr: config.api.listen.to_string(),
+            source,
+        })?;
     let api_url = format!("http://{api_addr}");
 
-    let mut node_opts = NodeOptions::new(dir.clone(), identity.keypair.clone(), config.cluster.secret.bytes());
+    let mut node_opts = NodeOptions::new(
+        dir.clone(),
+        identity.keypair.clone(),
+        config.cluster.secret.bytes(),
+    );
     node_opts.listen = config.cluster.listen_multiaddress.clone();
     node_opts.bootstrap = config.cluster.bootstrap.clone();
     node_opts.bootstrap.extend(opts.bootstrap.iter().cloned());
@@ -133,11 +140,18 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     })?;
     tracing::info!(peer = %info.id, api = %api_url, "peer running");
 
-    let state = ApiState::new(node, env!("CARGO_PKG_VERSION"), config.cluster.peername.clone());
+    let state = ApiState::new(
+        node,
+        env!("CARGO_PKG_VERSION"),
+        config.cluster.peername.clone(),
+    );
     let served = serve(listener, state, cancel.clone()).await;
     cancel.cancel();
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some tasks did not stop within 10 s");
     }
     // A stale run.json would point at a dead process.
@@ -147,7 +161,10 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
 
 fn write_run_file(path: &Path, info: &RunInfo) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?,
+    )?;
     std::fs::rename(tmp, path)
 }
 
@@ -162,13 +179,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
-use crate::config::{IDENTITY_FILE, Identity, SERVICE_FILE, ClusterSecret, ServiceConfig};
+use crate::config::{ClusterSecret, IDENTITY_FILE, Identity, SERVICE_FILE, ServiceConfig};
 use crate::daemon::{RunInfo, read_run_file};
 
 /// Name of the file describing a running testbed.
@@ -124,7 +124,7 @@ fn prepare_peer(index: usize, dir: &Path, secret: &ClusterSecret) -> Result<(), 
         return Ok(());
     }
     let prep = |message: String| TestbedError::Prepare { index, message };
-    let mut config = ServiceConfig::new(secret.clone());
+    let mut config = ServiceConfig::new(*secret);
     config.cluster.peername = format!("peer-{index}");
     let p2p_port = free_port().map_err(|e| prep(e.to_string()))?;
     let api_port = free_port().map_err(|e| prep(e.to_string()))?;
@@ -154,7 +154,9 @@ impl Testbed {
     pub async fn up(opts: &TestbedOptions) -> Result<Testbed, TestbedError> {
         std::fs::create_dir_all(&opts.dir).map_err(io("cannot create", &opts.dir))?;
         let secret = testbed_secret(&opts.dir);
-        let dirs: Vec<PathBuf> = (0..opts.peers).map(|i| opts.dir.join(format!("peer-{i}"))).collect();
+        let dirs: Vec<PathBuf> = (0..opts.peers)
+            .map(|i| opts.dir.join(format!("peer-{i}")))
+            .collect();
         for (i, d) in dirs.iter().enumerate() {
             prepare_peer(i, d, &secret)?;
         }
@@ -165,7 +167,11 @@ impl Testbed {
         let deadline = tokio::time::Instant::now() + opts.timeout;
         let mut bootstrap: Vec<String> = Vec::new();
         for (i, d) in dirs.iter().enumerate() {
-            let mut args = vec!["daemon".to_string(), "--dir".to_string(), d.display().to_string()];
+            let mut args = vec![
+                "daemon".to_string(),
+                "--dir".to_string(),
+                d.display().to_string(),
+            ];
             let restart_args = args.clone();
             for b in &bootstrap {
                 args.push("--bootstrap".into());
@@ -244,7 +250,12 @@ impl Testbed {
     }
 
     /// Waits until every peer's `/id` lists all peers as cluster members.
-    async fn wait_formed(&self, n: usize, deadline: tokio::time::Instant, timeout: Duration) -> Result<(), TestbedError> {
+    async fn wait_formed(
+        &self,
+        n: usize,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<(), TestbedError> {
         let client = reqwest::Client::new();
         loop {
             let mut ready = 0;
@@ -281,7 +292,10 @@ impl Testbed {
             }
         }
         for child in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(15), child.wait())
+                .await
+                .is_err()
+            {
                 let _ = child.kill().await;
             }
         }
@@ -289,6 +303,8 @@ impl Testbed {
 
     /// True while every peer process is alive.
     pub fn all_running(&mut self) -> bool {
-        self.children.iter_mut().all(|c| matches!(c.try_wait(), Ok(None)))
+        self.children
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(None)))
     }
 }

@@ -162,17 +162,6 @@ fn lower_first(s: &str) -> String {
     }
 }
 
-/// RFC 3339 (UTC, `Z`) of Unix milliseconds; 0 is Go's zero time, as IPFS
-/// Cluster writes unset times.
-pub(crate) fn rfc3339(ms: i64) -> String {
-    if ms == 0 {
-        return crate::state::ZERO_TIME.to_string();
-    }
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        .unwrap_or_else(|| crate::state::ZERO_TIME.to_string())
-}
-
 /// Runs a blocking storage read off the runtime.
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
 where

@@ -14,11 +14,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::pins::{Params, RawParams, storage};
-use super::{ApiError, ApiState, blocking, rfc3339};
+use super::{ApiError, ApiState, blocking};
 use crate::consensus::{ApplyReport, PinSetApply};
 use crate::manifest::{Owner, PinSetId, check_dns_label, load_str};
 use crate::plan::{DEFAULT_MAX_PRUNE_FRACTION, PruneGuard};
 use crate::state::PinSetRecord;
+use crate::state::format_time as rfc3339;
 
 /// A PinSet as the shared state records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

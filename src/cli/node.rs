@@ -22,7 +22,12 @@ pub struct InitArgs {
     force: bool,
     /// Cluster secret (64 hex characters); generated when absent. Every peer
     /// of a cluster needs the same one.
-    #[arg(long, value_name = "HEX", env = "PINFLEET_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "HEX",
+        env = "PINFLEET_SECRET",
+        hide_env_values = true
+    )]
     secret: Option<String>,
     /// Human-readable peer name.
     #[arg(long)]
@@ -30,12 +35,20 @@ pub struct InitArgs {
 }
 
 pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
-    let report = config::init(&args.dir, args.force, args.secret.as_deref(), args.peername.as_deref())
-        .with_context(|| format!("cannot initialise {}", args.dir.display()))?;
+    let report = config::init(
+        &args.dir,
+        args.force,
+        args.secret.as_deref(),
+        args.peername.as_deref(),
+    )
+    .with_context(|| format!("cannot initialise {}", args.dir.display()))?;
     println!("peer id:  {}", report.peer_id);
     println!("identity: {}", report.identity_path.display());
     if report.wrote_service {
-        println!("config:   {} (new; share it with the other peers)", report.service_path.display());
+        println!(
+            "config:   {} (new; share it with the other peers)",
+            report.service_path.display()
+        );
     } else {
         println!("config:   {} (kept)", report.service_path.display());
     }
@@ -126,7 +139,10 @@ pub struct TestbedUpArgs {
 pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
     let TestbedCommand::Up(args) = cmd;
     if args.ipfs != "none" {
-        anyhow::bail!("--ipfs {:?} is not supported yet; use --ipfs none", args.ipfs);
+        anyhow::bail!(
+            "--ipfs {:?} is not supported yet; use --ipfs none",
+            args.ipfs
+        );
     }
     if args.peers == 0 {
         anyhow::bail!("--peers must be at least 1");
@@ -141,11 +157,16 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
             timeout: Duration::from_secs(args.timeout),
         };
         eprintln!("starting {} peers in {} …", args.peers, args.dir.display());
-        let tb = Testbed::up(&opts).await.context("testbed failed to start")?;
+        let tb = Testbed::up(&opts)
+            .await
+            .context("testbed failed to start")?;
         for (i, p) in tb.file.peers.iter().enumerate() {
             println!("peer-{i}  {}  api {}  pid {}", p.id, p.api, p.pid);
         }
-        println!("cluster formed; testbed.json written to {}", args.dir.display());
+        println!(
+            "cluster formed; testbed.json written to {}",
+            args.dir.display()
+        );
         let mut code = ExitCode::SUCCESS;
         if !args.apply.is_empty() {
             // The same code path a user runs: `pinfleet apply --host …`.
@@ -159,7 +180,12 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
                 .await
                 .context("cannot run pinfleet apply")?;
             if !status.success() {
-                code = ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(2));
+                code = ExitCode::from(
+                    status
+                        .code()
+                        .and_then(|c| u8::try_from(c).ok())
+                        .unwrap_or(2),
+                );
             }
         }
         if !args.once {

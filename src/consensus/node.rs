@@ -159,6 +159,9 @@ pub struct ApplyReport {
     pub unchanged: u64,
     /// Only planned.
     pub dry_run: bool,
+    /// The PinSet is suspended: the plan is shown but nothing is written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
     /// Refused by the prune guard (the message says why); nothing written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
@@ -457,7 +460,8 @@ impl ClusterNode {
         }
     }
 
-    fn is_leader(&self) -> bool {
+    /// True when this peer is the Raft leader.
+    pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.inner.id)
     }
 
@@ -741,7 +745,9 @@ impl ClusterNode {
                 ..r
             } == record
         });
-        if req.dry_run || (plan.is_empty() && same_record) {
+        report.suspended = ps.suspend;
+        // Suspended: keep the state as it is (DESIGN §4), report what would change.
+        if req.dry_run || ps.suspend || (plan.is_empty() && same_record) {
             return Ok(report);
         }
         let record = PinSetRecord {

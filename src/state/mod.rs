@@ -12,7 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 
-pub use file::{OwnerRecord, PinRecord, StateFileError, ZERO_TIME, read_state, write_pin_record};
+pub use file::{
+    OwnerRecord, PinRecord, StateFileError, ZERO_TIME, format_time, parse_time, read_state,
+    write_pin_record,
+};
 pub use machine::{
     Command, Op, Outcome, PinSetRecord, PinStore, Request, STAGING_TTL_MS, apply, plan_ops,
 };

@@ -438,3 +438,32 @@ async fn removing_a_peer_shrinks_the_membership() {
         p.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspended_pinset_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let peers = cluster(1, root.path(), 10_000).await;
+    peers[0]
+        .node
+        .apply_pinset(apply(pinset("s", 0..10), "r1"))
+        .await
+        .unwrap();
+    let mut suspended = pinset("s", 5..20);
+    suspended.suspend = true;
+    let r = peers[0]
+        .node
+        .apply_pinset(apply(suspended, "r2"))
+        .await
+        .unwrap();
+    assert!(r.suspended);
+    assert_eq!(
+        (r.add, r.release, r.entries),
+        (10, 5, 0),
+        "plan shown, nothing written"
+    );
+    assert!(peers[0].node.store().get(&cid(0)).unwrap().is_some());
+    assert!(peers[0].node.store().get(&cid(15)).unwrap().is_none());
+    for p in peers {
+        p.stop().await;
+    }
+}

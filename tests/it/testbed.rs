@@ -20,14 +20,34 @@ fn repo() -> &'static Path {
 fn init_writes_a_peer_directory_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("p");
-    let out = Command::new(exe()).args(["init", "--dir"]).arg(&d).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(exe())
+        .args(["init", "--dir"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("peer id:  12D3KooW"));
     assert!(d.join("identity.json").exists() && d.join("service.toml").exists());
-    let again = Command::new(exe()).args(["init", "--dir"]).arg(&d).output().unwrap();
+    let again = Command::new(exe())
+        .args(["init", "--dir"])
+        .arg(&d)
+        .output()
+        .unwrap();
     assert_eq!(again.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"), "{}", String::from_utf8_lossy(&again.stderr));
-    let forced = Command::new(exe()).args(["init", "--force", "--dir"]).arg(&d).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let forced = Command::new(exe())
+        .args(["init", "--force", "--dir"])
+        .arg(&d)
+        .output()
+        .unwrap();
     assert!(forced.status.success());
 }
 
@@ -35,12 +55,23 @@ fn init_writes_a_peer_directory_and_refuses_to_overwrite() {
 fn daemon_serves_its_api_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("p");
-    assert!(Command::new(exe()).args(["init", "--dir"]).arg(&d).output().unwrap().status.success());
+    assert!(
+        Command::new(exe())
+            .args(["init", "--dir"])
+            .arg(&d)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     let mut child = Command::new(exe())
         .args(["daemon", "--dir"])
         .arg(&d)
         .env("PINFLEET_API_LISTEN", "127.0.0.1:0")
-        .env("PINFLEET_CLUSTER_LISTEN_MULTIADDRESS", "/ip4/127.0.0.1/tcp/0")
+        .env(
+            "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
+            "/ip4/127.0.0.1/tcp/0",
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -50,22 +81,39 @@ fn daemon_serves_its_api_and_stops_cleanly_on_sigterm() {
         if let Some(i) = read_run_file(&d).filter(|i| i.pid == child.id()) {
             break i;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "daemon did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "daemon did not start"
+        );
         assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let id = Command::new(exe()).args(["id", "--json", "--host", &info.api]).output().unwrap();
-    assert!(id.status.success(), "{}", String::from_utf8_lossy(&id.stderr));
+    let id = Command::new(exe())
+        .args(["id", "--json", "--host", &info.api])
+        .output()
+        .unwrap();
+    assert!(
+        id.status.success(),
+        "{}",
+        String::from_utf8_lossy(&id.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&id.stdout).unwrap();
     assert_eq!(v["id"], info.id);
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "daemon ignored SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "daemon ignored SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "clean exit, got {status}");
@@ -87,14 +135,24 @@ fn testbed_starts_peers_applies_examples_and_restarts_with_state() {
     };
     let first = run();
     let out = String::from_utf8_lossy(&first.stdout).to_string();
-    assert!(first.status.success(), "{out}\n{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert!(out.contains("cluster formed"), "{out}");
-    assert!(out.contains("mirrors/archlinux-core-list") && out.contains("21"), "{out}");
+    assert!(
+        out.contains("mirrors/archlinux-core-list") && out.contains("21"),
+        "{out}"
+    );
 
-    let file: TestbedFile = serde_json::from_slice(&std::fs::read(tb.join("testbed.json")).unwrap()).unwrap();
+    let file: TestbedFile =
+        serde_json::from_slice(&std::fs::read(tb.join("testbed.json")).unwrap()).unwrap();
     assert_eq!(file.peers.len(), 3);
     for p in &file.peers {
-        assert!(p.id.starts_with("12D3KooW") && p.api.starts_with("http://127.0.0.1:") && p.pid > 0);
+        assert!(
+            p.id.starts_with("12D3KooW") && p.api.starts_with("http://127.0.0.1:") && p.pid > 0
+        );
         assert_eq!(p.cmd[1..3], ["daemon".to_string(), "--dir".to_string()]);
         assert_eq!(p.ipfs, "none");
     }
@@ -107,8 +165,12 @@ fn testbed_starts_peers_applies_examples_and_restarts_with_state() {
     let second = run();
     let out2 = String::from_utf8_lossy(&second.stdout).to_string();
     assert!(second.status.success(), "{out2}");
-    let file2: TestbedFile = serde_json::from_slice(&std::fs::read(tb.join("testbed.json")).unwrap()).unwrap();
+    let file2: TestbedFile =
+        serde_json::from_slice(&std::fs::read(tb.join("testbed.json")).unwrap()).unwrap();
     let ids = |f: &TestbedFile| f.peers.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&file), ids(&file2));
-    assert!(out2.lines().filter(|l| l.contains("unchanged")).count() >= 4, "{out2}");
+    assert!(
+        out2.lines().filter(|l| l.contains("unchanged")).count() >= 4,
+        "{out2}"
+    );
 }
