@@ -92,6 +92,13 @@ pub enum Command {
         /// The PinSet's record after this revision (None: the PinSet is gone).
         record: Option<PinSetRecord>,
     },
+    /// Records which peers pin which CIDs (chosen by the leader's
+    /// allocator; followers apply the result, never recompute it). CIDs no
+    /// longer in the state are skipped.
+    Allocate {
+        /// CID and its peers, priority order.
+        allocations: Vec<(CidKey, Vec<String>)>,
+    },
     /// Drops the staged chunks of an abandoned revision.
     Abort {
         /// Who acted.
@@ -195,6 +202,20 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
             apply_ops(store, owner, ops, req.now_ms, &mut out)?;
             store.set_pinset(owner, record.as_ref())?;
             store.expire_staged(req.now_ms - STAGING_TTL_MS)?;
+        }
+        Command::Allocate { allocations } => {
+            for (cid, peers) in allocations {
+                let Some(before) = store.get(cid)? else {
+                    continue;
+                };
+                if &before.allocations == peers {
+                    continue;
+                }
+                let mut pin = before.clone();
+                pin.allocations = peers.clone();
+                store.put(&pin, Some(&before))?;
+                out.changed += 1;
+            }
         }
         Command::Abort { owner, revision } => {
             store.take_staged(owner, *revision)?;
