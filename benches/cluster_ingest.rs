@@ -4,55 +4,18 @@
 //!
 //! `cargo bench --bench cluster_ingest` (PINFLEET_BENCH_PINS=N to resize).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use pinfleet::consensus::{ClusterNode, NodeOptions, PinSetApply};
-use pinfleet::manifest::{
-    CidKey, DesiredPin, DesiredPinSet, PinOptions, PinSetId, PinSpec, Pos, SourceRef,
-};
+use pinfleet::manifest::DesiredPinSet;
 use pinfleet::plan::PruneGuard;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-fn cid(i: u64) -> CidKey {
-    let mut digest = [0u8; 32];
-    digest[..8].copy_from_slice(&i.to_le_bytes());
-    let mh = multihash::Multihash::<64>::wrap(0x12, &digest).expect("32-byte digest");
-    CidKey::from_cid(cid::Cid::new_v1(0x55, mh)).expect("v1")
-}
-
 fn pinset(range: std::ops::Range<u64>) -> DesiredPinSet {
-    let options = Arc::new(PinOptions::default());
-    DesiredPinSet {
-        id: PinSetId::new("bench", "mirror"),
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
-        suspend: false,
-        prune: true,
-        source: SourceRef {
-            file: PathBuf::from("bench.yaml"),
-            pos: Pos::new(1, 1),
-        },
-        pins: range
-            .map(|i| {
-                (
-                    cid(i),
-                    DesiredPin {
-                        spec: PinSpec {
-                            name: format!("pkg-{i}"),
-                            options: Arc::clone(&options),
-                        },
-                        written_as: None,
-                    },
-                )
-            })
-            .collect(),
-    }
+    pinfleet::testkit::seq_pinset("bench", "mirror", range)
 }
 
 fn apply(ps: DesiredPinSet, rev: &str) -> PinSetApply {

@@ -11,10 +11,7 @@ use pinfleet::plan::{PruneGuard, plan_pinset};
 use pinfleet::state::PinState;
 
 fn cid(i: u64) -> String {
-    let mut digest = [0u8; 32];
-    digest[..8].copy_from_slice(&i.to_le_bytes());
-    let mh = multihash::Multihash::<64>::wrap(0x12, &digest).expect("32-byte digest fits");
-    cid::Cid::new_v1(0x55, mh).to_string()
+    pinfleet::testkit::seq_cid(i).to_string()
 }
 
 fn write_set(dir: &std::path::Path, n: u64, shift: u64) {

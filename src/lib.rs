@@ -13,3 +13,4 @@ pub mod p2p;
 pub mod plan;
 pub mod state;
 pub mod testbed;
+pub mod testkit;

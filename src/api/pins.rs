@@ -237,19 +237,11 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
         v.parse::<u64>()
             .map_err(|_| bad(format!("invalid shard-size {v:?}: expected an integer")))?;
     }
-    let user_allocations = match p.get("user-allocations") {
-        None => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<PeerId>()
-                    .map(|id| id.to_string())
-                    .map_err(|e| bad(format!("invalid user-allocations peer id {s:?}: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
+    let user_allocations = comma_list(p.get("user-allocations"), |s| {
+        s.parse::<PeerId>()
+            .map(|id| id.to_string())
+            .map_err(|e| bad(format!("invalid user-allocations peer id {s:?}: {e}")))
+    })?;
     let expire_at_ms = match (p.get("expire-at"), p.get("expire-in")) {
         (Some(at), _) => Some(
             chrono::DateTime::parse_from_rfc3339(at)
@@ -266,19 +258,11 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
         }
         (None, None) => None,
     };
-    let origins = match p.get("origins") {
-        None => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<Multiaddr>()
-                    .map(|_| s.to_string())
-                    .map_err(|e| bad(format!("invalid origins multiaddress {s:?}: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
+    let origins = comma_list(p.get("origins"), |s| {
+        s.parse::<Multiaddr>()
+            .map(|_| s.to_string())
+            .map_err(|e| bad(format!("invalid origins multiaddress {s:?}: {e}")))
+    })?;
     let mut metadata = BTreeMap::new();
     for (k, v) in &p.0 {
         if let Some(key) = k.strip_prefix("meta-")
@@ -320,6 +304,22 @@ fn check_replication(min: i32, max: i32) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Parses a comma-separated query value item by item (empty items skipped).
+fn comma_list<E>(
+    value: Option<&str>,
+    parse: impl Fn(&str) -> Result<String, E>,
+) -> Result<Vec<String>, E> {
+    value
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(&parse)
+                .collect()
+        })
+        .unwrap_or_else(|| Ok(Vec::new()))
 }
 
 #[cfg(test)]

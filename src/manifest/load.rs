@@ -453,18 +453,17 @@ impl Loader<'_> {
             return None;
         }
         let dir = manifest.parent().unwrap_or(Path::new(""));
+        let leaves = || {
+            format!(
+                "pinsFrom path {rel:?} leaves the source directory {}",
+                root.display()
+            )
+        };
         // Refuse a `..` that climbs out of the root before touching the file
         // system: whether a file outside the source exists is none of the
         // manifest author's business. Symlinks are caught below.
         if climbs_out(root, dir, rel_path) {
-            self.diags.push(Diagnostic::at(
-                manifest,
-                pos,
-                format!(
-                    "pinsFrom path {rel:?} leaves the source directory {}",
-                    root.display()
-                ),
-            ));
+            self.diags.push(Diagnostic::at(manifest, pos, leaves()));
             return None;
         }
         let joined = dir.join(rel_path);
@@ -484,14 +483,7 @@ impl Loader<'_> {
         })
         .unwrap_or_else(|_| root.to_path_buf());
         if !real.starts_with(&root_real) {
-            self.diags.push(Diagnostic::at(
-                manifest,
-                pos,
-                format!(
-                    "pinsFrom path {rel:?} leaves the source directory {}",
-                    root.display()
-                ),
-            ));
+            self.diags.push(Diagnostic::at(manifest, pos, leaves()));
             return None;
         }
         Some(joined)

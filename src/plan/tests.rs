@@ -362,15 +362,39 @@ fn allocations_are_recorded_and_survive_owner_changes() {
     use crate::state::{Command, Request};
     let (a, b) = (owner("a"), owner("b"));
     let mut state = PinState::new();
-    state.apply(&plan(&a, &desired(&[1, 2]), true, &state.owned_by(&a), PruneGuard::default()).unwrap());
+    state.apply(
+        &plan(
+            &a,
+            &desired(&[1, 2]),
+            true,
+            &state.owned_by(&a),
+            PruneGuard::default(),
+        )
+        .unwrap(),
+    );
     let out = state.apply_request(&Request {
         now_ms: 5,
         command: Command::Allocate {
-            allocations: vec![(cid(1), vec!["p1".into(), "p2".into()]), (cid(9), vec!["p1".into()])],
+            allocations: vec![
+                (cid(1), vec!["p1".into(), "p2".into()]),
+                (cid(9), vec!["p1".into()]),
+            ],
         },
     });
     assert_eq!(out.changed, 1, "a CID not in the state is skipped");
-    state.apply(&plan(&b, &desired(&[1]), true, &state.owned_by(&b), PruneGuard::default()).unwrap());
-    assert_eq!(state.get(&cid(1)).unwrap().allocations, vec!["p1".to_string(), "p2".to_string()]);
+    state.apply(
+        &plan(
+            &b,
+            &desired(&[1]),
+            true,
+            &state.owned_by(&b),
+            PruneGuard::default(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        state.get(&cid(1)).unwrap().allocations,
+        vec!["p1".to_string(), "p2".to_string()]
+    );
     assert!(state.get(&cid(9)).is_none());
 }

@@ -1,7 +1,6 @@
 //! Real peers in one process: p2p over 127.0.0.1, Raft on disk, the shared
 //! state replicated. Every wait has a deadline; none is a fixed sleep.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +9,7 @@ use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use pinfleet::consensus::{ClusterError, ClusterNode, NodeOptions, PinSetApply};
 use pinfleet::manifest::{
-    CidKey, DesiredPin, DesiredPinSet, Owner, PinOptions, PinSetId, PinSpec, Pos, SourceRef,
+    DesiredPinSet, Owner, PinOptions, PinSetId, PinSpec,
 };
 use pinfleet::plan::PruneGuard;
 use tokio_util::sync::CancellationToken;
@@ -146,40 +145,10 @@ pub async fn cluster(n: usize, root: &Path, batch: usize) -> Vec<Peer> {
     peers
 }
 
-pub fn cid(i: u64) -> CidKey {
-    let mut digest = [0u8; 32];
-    digest[..8].copy_from_slice(&i.to_le_bytes());
-    let mh = multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
-    CidKey::from_cid(cid::Cid::new_v1(0x55, mh)).unwrap()
-}
+pub use pinfleet::testkit::seq_cid as cid;
 
 pub fn pinset(name: &str, range: std::ops::Range<u64>) -> DesiredPinSet {
-    let options = Arc::new(PinOptions::default());
-    DesiredPinSet {
-        id: PinSetId::new("default", name),
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
-        suspend: false,
-        prune: true,
-        source: SourceRef {
-            file: PathBuf::from("test.yaml"),
-            pos: Pos::new(1, 1),
-        },
-        pins: range
-            .map(|i| {
-                (
-                    cid(i),
-                    DesiredPin {
-                        spec: PinSpec {
-                            name: format!("p{i}"),
-                            options: Arc::clone(&options),
-                        },
-                        written_as: None,
-                    },
-                )
-            })
-            .collect(),
-    }
+    pinfleet::testkit::seq_pinset("default", name, range)
 }
 
 pub fn apply(ps: DesiredPinSet, revision: &str) -> PinSetApply {
