@@ -72,6 +72,41 @@ pub enum DaemonError {
     /// The API server failed.
     #[error("rest api failed")]
     Api(#[source] std::io::Error),
+    /// The IPFS backend is misconfigured.
+    #[error("invalid ipfs backend")]
+    Ipfs(#[source] crate::ipfs::IpfsError),
+}
+
+/// Starts the pin tracker for `node` on `backend` and registers its status
+/// service for other peers' status RPCs.
+pub fn start_tracking(
+    node: &ClusterNode,
+    backend: std::sync::Arc<dyn crate::ipfs::IpfsBackend>,
+    config: crate::tracker::TrackerConfig,
+    peername: String,
+    cancel: &CancellationToken,
+    tasks: &TaskTracker,
+) -> std::sync::Arc<crate::tracker::StatusService> {
+    let default = config.default_replication;
+    let tracker = crate::tracker::spawn(
+        node.peer_id().to_string(),
+        node.store().clone(),
+        backend,
+        config,
+        node.applied_watch(),
+        cancel.clone(),
+        tasks,
+    );
+    let status = std::sync::Arc::new(crate::tracker::StatusService::new(
+        node.clone(),
+        tracker,
+        default,
+        peername,
+    ));
+    node.set_status_provider(std::sync::Arc::new(crate::tracker::RpcStatus(
+        std::sync::Arc::clone(&status),
+    )));
+    status
 }
 
 /// Options from the command line.
@@ -140,11 +175,29 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     })?;
     tracing::info!(peer = %info.id, api = %api_url, "peer running");
 
-    let state = ApiState::new(
+    let backend: std::sync::Arc<dyn crate::ipfs::IpfsBackend> = match config.ipfs.backend {
+        crate::config::IpfsBackendKind::None => std::sync::Arc::new(crate::ipfs::NoBackend),
+        crate::config::IpfsBackendKind::Kubo => std::sync::Arc::new(
+            crate::ipfs::KuboClient::new(&config.ipfs.kubo_url, Duration::from_secs(60))
+                .map_err(DaemonError::Ipfs)?,
+        ),
+    };
+    let tracker_config = crate::tracker::TrackerConfig {
+        default_replication: crate::manifest::ReplicationFactors {
+            min: config.cluster.replication_factor_min,
+            max: config.cluster.replication_factor_max,
+        },
+        ..crate::tracker::TrackerConfig::default()
+    };
+    let peername = config.cluster.peername.clone();
+    let status = start_tracking(&node, backend, tracker_config, peername, &cancel, &tasks);
+
+    let mut state = ApiState::new(
         node,
         env!("CARGO_PKG_VERSION"),
         config.cluster.peername.clone(),
     );
+    state.status = Some(status);
     let served = serve(listener, state, cancel.clone()).await;
     cancel.cancel();
     tasks.close();

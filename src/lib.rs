@@ -4,13 +4,16 @@
 //! (`plan`) and applied to the shared state (`state`). See DESIGN.md for the
 //! whole data flow.
 
+pub mod allocator;
 pub mod api;
 pub mod config;
 pub mod consensus;
 pub mod daemon;
+pub mod ipfs;
 pub mod manifest;
 pub mod p2p;
 pub mod plan;
 pub mod state;
 pub mod testbed;
 pub mod testkit;
+pub mod tracker;

@@ -11,6 +11,7 @@ mod error;
 mod peers;
 mod pins;
 mod pinsets;
+mod status;
 mod stream;
 
 use axum::Router;
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub max_body_bytes: u64,
     /// Bounds on PinSet documents sent to `PUT /pinsets/{ns}/{name}`.
     pub limits: Limits,
+    /// Pin status (absent on a peer without a tracker: status routes 503).
+    pub status: Option<std::sync::Arc<crate::tracker::StatusService>>,
 }
 
 impl ApiState {
@@ -61,6 +64,7 @@ impl ApiState {
             peername: peername.into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             limits: Limits::default(),
+            status: None,
         }
     }
 }
@@ -75,10 +79,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/peers/{peer}", delete(peers::remove))
         .route("/allocations", get(pins::allocations))
         .route("/allocations/{cid}", get(pins::allocation))
+        .route("/pins", get(status::list))
+        .route("/pins/recover", axum::routing::post(status::recover_all))
         .route(
             "/pins/{cid}",
-            axum::routing::post(pins::pin).delete(pins::unpin),
+            get(status::get).post(pins::pin).delete(pins::unpin),
         )
+        .route("/pins/{cid}/recover", axum::routing::post(status::recover_one))
         .route("/pinsets", get(pinsets::list))
         .route(
             "/pinsets/{namespace}/{name}",

@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 pub use log_store::LogStore;
 pub use node::{ApplyReport, ClusterError, ClusterNode, NodeOptions, PinSetApply};
+
 pub use state_store::{SNAPSHOT_VERSION, StateStore};
 
 use crate::state::{Command, Outcome, Request};
@@ -89,6 +90,10 @@ pub enum Rpc {
     Remove(NodeId),
     /// The leader's linearizable read position.
     ReadIndex,
+    /// This peer's pin status for these CIDs (status fan-out).
+    Status(Vec<crate::manifest::CidKey>),
+    /// Retry this peer's failed pin operations (one CID or all).
+    Recover(Option<crate::manifest::CidKey>),
 }
 
 /// The answer to an [`Rpc`].
@@ -108,6 +113,42 @@ pub enum RpcReply {
     Membership(Result<(), RemoteFailure>),
     /// To `ReadIndex`: the index the reader must have applied.
     ReadIndex(Result<u64, RemoteFailure>),
+    /// To `Status`: one entry per requested CID that is in the state.
+    Status(Result<Vec<PeerPinStatus>, RemoteFailure>),
+    /// To `Recover`: operations re-queued.
+    Recover(Result<u64, RemoteFailure>),
+}
+
+/// One peer's status for one CID, as sent between peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerPinStatus {
+    /// The pin.
+    pub cid: crate::manifest::CidKey,
+    /// Tracker status name (`pinned`, `pin_error`, …).
+    pub status: String,
+    /// Last error.
+    pub error: String,
+    /// Attempts so far.
+    pub attempt_count: u32,
+    /// When the status last changed (Unix ms).
+    pub timestamp_ms: i64,
+    /// Queued ahead of retries.
+    pub priority_pin: bool,
+}
+
+/// Answers the pin-status RPCs of other peers (implemented by the tracker
+/// layer, registered after the node starts).
+pub trait StatusProvider: Send + Sync + 'static {
+    /// This peer's status for each CID that is in its state.
+    fn statuses(
+        &self,
+        cids: Vec<crate::manifest::CidKey>,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<PeerPinStatus>, String>>;
+    /// Retries failed operations; returns how many.
+    fn recover(
+        &self,
+        cid: Option<crate::manifest::CidKey>,
+    ) -> futures::future::BoxFuture<'_, Result<u64, String>>;
 }
 
 /// A failure on the remote peer, as data.

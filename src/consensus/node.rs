@@ -177,6 +177,8 @@ pub struct ApplyReport {
 }
 
 struct Inner {
+    status: std::sync::OnceLock<Arc<dyn super::StatusProvider>>,
+    applied: tokio::sync::watch::Receiver<u64>,
     id: NodeId,
     raft: Raft<TypeConfig>,
     store: StateStore,
@@ -255,8 +257,27 @@ impl ClusterNode {
         .await
         .map_err(|e| start(&e))?;
 
+        let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
+        let mut metrics = raft.metrics();
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            loop {
+                let last = metrics.borrow().last_applied.map(|l| l.index).unwrap_or(0);
+                applied_tx.send_if_modified(|v| {
+                    let changed = *v != last;
+                    *v = last;
+                    changed
+                });
+                tokio::select! {
+                    _ = c.cancelled() => break,
+                    r = metrics.changed() => if r.is_err() { break },
+                }
+            }
+        });
         let this = ClusterNode {
             inner: Arc::new(Inner {
+                status: std::sync::OnceLock::new(),
+                applied: applied_rx,
                 id,
                 raft,
                 store,
@@ -315,6 +336,44 @@ impl ClusterNode {
             }
         }
         Ok(this)
+    }
+
+    /// Registers what answers other peers' status RPCs (once).
+    pub fn set_status_provider(&self, provider: Arc<dyn super::StatusProvider>) {
+        let _ = self.inner.status.set(provider);
+    }
+
+    /// The local status provider, if one is registered.
+    pub fn status_provider(&self) -> Option<Arc<dyn super::StatusProvider>> {
+        self.inner.status.get().cloned()
+    }
+
+    /// Changes whenever the local state applies log entries (last applied index).
+    pub fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.applied.clone()
+    }
+
+    /// Sends an RPC to one peer (status fan-out).
+    pub async fn ask(&self, peer: PeerId, rpc: Rpc) -> Result<RpcReply, crate::p2p::P2pError> {
+        self.learn_addresses(&peer).await;
+        self.inner.p2p.request(peer, rpc).await
+    }
+
+    /// Tells p2p where a member listens, from the membership: a follower
+    /// may never have dialed the other followers.
+    async fn learn_addresses(&self, peer: &PeerId) {
+        let key = peer.to_string();
+        let addrs: Vec<Multiaddr> = self
+            .members()
+            .into_iter()
+            .filter(|(_, n)| n.peer_id == key)
+            .flat_map(|(_, n)| n.addrs)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        for a in addrs {
+            // Best effort: a bad address only means one fewer way to dial.
+            let _ = self.inner.p2p.add_address(*peer, a).await;
+        }
     }
 
     /// This peer's Raft id.
@@ -452,6 +511,14 @@ impl ClusterNode {
             Rpc::Write(cmd) => RpcReply::Write(self.write_local(cmd).await),
             Rpc::Join(node) => RpcReply::Membership(self.join_local(node).await),
             Rpc::Remove(id) => RpcReply::Membership(self.remove_local(id).await),
+            Rpc::Status(cids) => RpcReply::Status(match self.inner.status.get() {
+                Some(p) => p.statuses(cids).await.map_err(RemoteFailure::Other),
+                None => Err(RemoteFailure::Other("this peer tracks no pins".into())),
+            }),
+            Rpc::Recover(cid) => RpcReply::Recover(match self.inner.status.get() {
+                Some(p) => p.recover(cid).await.map_err(RemoteFailure::Other),
+                None => Err(RemoteFailure::Other("this peer tracks no pins".into())),
+            }),
             Rpc::ReadIndex => RpcReply::ReadIndex(if self.is_leader() {
                 Ok(self.leader_read_index())
             } else {
@@ -558,6 +625,7 @@ impl ClusterNode {
             .find(|(id, _)| *id == leader)
             .and_then(|(_, n)| n.peer_id.parse::<PeerId>().ok())
             .ok_or_else(|| RemoteFailure::Unavailable("leader not in membership".into()))?;
+        self.learn_addresses(&peer).await;
         tokio::time::timeout(self.inner.write_timeout, self.inner.p2p.request(peer, rpc))
             .await
             .map_err(|_| RemoteFailure::Unavailable("leader did not answer in time".into()))?

@@ -5,6 +5,8 @@ mod api;
 mod cli;
 mod cluster;
 mod crd;
+mod ipfs;
 mod manifest;
 mod support;
 mod testbed;
+mod tracker;

@@ -1,0 +1,388 @@
+//! IPFS backends: the one place pinfleet talks to an IPFS node.
+//!
+//! This module owns the [`IpfsBackend`] trait (pin, unpin, list, stat, gc,
+//! connect), its error type, and the implementations: [`kubo::KuboClient`]
+//! (Kubo's HTTP RPC API) and [`NoBackend`] (a peer that runs consensus
+//! only). [`mock`] is a scripted Kubo server for tests and benchmarks.
+//!
+//! It must not decide *what* to pin, retry, or keep state: callers (the pin
+//! tracker) own policy; a backend reports what the node said, precisely.
+
+pub mod kubo;
+pub mod mock;
+
+use std::fmt;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+
+use crate::manifest::CidKey;
+use crate::manifest::duration::format_duration;
+
+pub use kubo::KuboClient;
+
+/// A boxed error from a lower layer (HTTP client, socket).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An IPFS node pinfleet can pin content on.
+///
+/// Object safe: peers hold an `Arc<dyn IpfsBackend>` and pick the
+/// implementation from configuration. Futures borrow the backend; the
+/// [`pin_ls`](IpfsBackend::pin_ls) stream does not, so an actor can own it.
+pub trait IpfsBackend: Send + Sync + 'static {
+    /// A short name for logs and status (`kubo`, `none`).
+    fn kind(&self) -> &'static str;
+
+    /// The node's identity and the addresses it listens on.
+    fn id(&self) -> BoxFuture<'_, Result<IpfsId, IpfsError>>;
+
+    /// Pins `cid`, fetching whatever is missing. Resolves once the node holds
+    /// the pin. Fails with [`IpfsError::Timeout`] when the node reports no
+    /// progress for `opts.progress_timeout`; there is no limit on total time
+    /// while progress continues. Each time the number of fetched blocks grows
+    /// it is offered on `progress` (dropped if the receiver is behind: the
+    /// values are cumulative, so a later one supersedes it).
+    fn pin(
+        &self,
+        cid: CidKey,
+        opts: PinOpts,
+        progress: Option<mpsc::Sender<u64>>,
+    ) -> BoxFuture<'_, Result<(), IpfsError>>;
+
+    /// Removes the pin on `cid` (`recursive = false` removes a direct pin
+    /// only). Fails with [`IpfsError::NotPinned`] when there is no such pin.
+    fn unpin(&self, cid: CidKey, recursive: bool) -> BoxFuture<'_, Result<(), IpfsError>>;
+
+    /// Every pin of the kinds `filter` selects, one at a time as the node
+    /// reports them; the whole list is never held in memory. The stream ends
+    /// after the first error.
+    fn pin_ls(&self, filter: PinLsFilter) -> BoxStream<'static, Result<PinnedCid, IpfsError>>;
+
+    /// Replaces the recursive pin on `from` with one on `to`, fetching only
+    /// what differs. Kubo reports no progress for this call, so `timeout`
+    /// bounds its total time. Fails with [`IpfsError::NotPinned`] when `from`
+    /// is not pinned recursively.
+    fn pin_update(
+        &self,
+        from: CidKey,
+        to: CidKey,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<(), IpfsError>>;
+
+    /// How much the node stores and may store.
+    fn repo_stat(&self) -> BoxFuture<'_, Result<RepoStat, IpfsError>>;
+
+    /// Runs garbage collection and reports how many blocks it removed.
+    fn gc(&self) -> BoxFuture<'_, Result<GcReport, IpfsError>>;
+
+    /// Connects the node to a peer (`/ip4/…/tcp/…/p2p/<peer id>`).
+    fn swarm_connect(&self, addr: String) -> BoxFuture<'_, Result<(), IpfsError>>;
+
+    /// The size in bytes of the block `cid`, when the node holds it locally.
+    /// Never fetches from the network: fails with [`IpfsError::NotFound`].
+    fn block_stat(&self, cid: CidKey) -> BoxFuture<'_, Result<u64, IpfsError>>;
+}
+
+/// Who an IPFS node is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IpfsId {
+    /// The node's libp2p peer ID.
+    pub id: String,
+    /// The multiaddrs it announces (empty when it is offline).
+    pub addresses: Vec<String>,
+    /// Its agent string, e.g. `kubo/0.39.0/`.
+    pub agent_version: String,
+}
+
+/// How to pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinOpts {
+    /// Pin the whole DAG (`true`) or the root block only (`false`, direct).
+    pub recursive: bool,
+    /// Give up when no progress is reported for this long. Kubo reports
+    /// progress every 500ms, so values of a few seconds or less are noise.
+    pub progress_timeout: Duration,
+    /// Multiaddrs of peers known to hold the content; the backend connects to
+    /// them while pinning, on a best-effort basis.
+    pub origins: Vec<String>,
+}
+
+impl Default for PinOpts {
+    /// Recursive, two minutes without progress (IPFS Cluster's default pin
+    /// timeout), no origins.
+    fn default() -> Self {
+        Self {
+            recursive: true,
+            progress_timeout: Duration::from_secs(120),
+            origins: Vec::new(),
+        }
+    }
+}
+
+/// How a CID is pinned on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PinKind {
+    /// Pinned with its whole DAG.
+    Recursive,
+    /// Only this block is pinned.
+    Direct,
+    /// Kept because a recursive pin's DAG contains it.
+    Indirect,
+}
+
+impl PinKind {
+    /// Kubo's spelling (`recursive`, `direct`, `indirect`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinKind::Recursive => "recursive",
+            PinKind::Direct => "direct",
+            PinKind::Indirect => "indirect",
+        }
+    }
+
+    /// Parses Kubo's spelling; `indirect through <cid>` counts as indirect.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "recursive" => Some(PinKind::Recursive),
+            "direct" => Some(PinKind::Direct),
+            s if s == "indirect" || s.starts_with("indirect through ") => Some(PinKind::Indirect),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PinKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which pins [`IpfsBackend::pin_ls`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PinLsFilter {
+    /// Recursive pins only: the roots pinfleet creates, and fast to list.
+    #[default]
+    Recursive,
+    /// Direct pins only.
+    Direct,
+    /// Indirectly pinned blocks only (walks every recursive DAG: slow).
+    Indirect,
+    /// Everything (walks every recursive DAG: slow).
+    All,
+}
+
+impl PinLsFilter {
+    /// Kubo's `type` argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinLsFilter::Recursive => "recursive",
+            PinLsFilter::Direct => "direct",
+            PinLsFilter::Indirect => "indirect",
+            PinLsFilter::All => "all",
+        }
+    }
+}
+
+/// One pin a node reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PinnedCid {
+    /// The pinned CID, normalised (a `Qm…` answer compares equal to `bafy…`).
+    pub cid: CidKey,
+    /// How it is pinned.
+    pub kind: PinKind,
+}
+
+/// Repository usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RepoStat {
+    /// Bytes the repository takes now.
+    pub repo_size: u64,
+    /// The configured limit in bytes; `None` when there is none.
+    pub storage_max: Option<u64>,
+    /// Blocks stored, when the backend counted them (Kubo counts only on a
+    /// full stat, which walks the whole datastore; pinfleet asks for sizes
+    /// only, so Kubo leaves this `None`).
+    pub num_objects: Option<u64>,
+}
+
+/// What a garbage collection run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GcReport {
+    /// Blocks removed.
+    pub removed: u64,
+}
+
+/// Why a call to an IPFS node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IpfsError {
+    /// This peer has no IPFS node configured.
+    #[error("no ipfs backend is configured: this peer runs consensus only")]
+    NotConfigured,
+
+    /// The backend's address is not usable.
+    #[error("invalid ipfs api address {url:?}: {reason}")]
+    InvalidUrl {
+        /// The address as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Nothing answered: connection refused, no route, or a name that does
+    /// not resolve.
+    #[error("kubo at {url} is unreachable")]
+    Unreachable {
+        /// The API base URL.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The connection broke while a response was arriving.
+    #[error("connection to kubo at {url} broke mid-response")]
+    Disconnected {
+        /// The API base URL.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The node stopped making progress (or never answered) for too long.
+    #[error("{operation} stalled: no progress for {}", format_duration(*.stalled_for))]
+    Timeout {
+        /// What was waited for, e.g. `pin of bafy…`.
+        operation: String,
+        /// How long nothing happened.
+        stalled_for: Duration,
+    },
+
+    /// The node answered with an error status (Kubo's
+    /// `{"Message":…,"Code":…,"Type":"error"}` body, parsed).
+    #[error("kubo answered {status}: {message}")]
+    Http {
+        /// The HTTP status.
+        status: u16,
+        /// Kubo's error code (0 normal, 1 client, 2 implementation, 3 rate
+        /// limited, 4 forbidden, 5 blocked), when the body carried one.
+        code: Option<u64>,
+        /// Kubo's message, or the body text when it was not Kubo's shape.
+        message: String,
+    },
+
+    /// The node started a streamed answer and then reported an error (an
+    /// `X-Stream-Error` trailer or a final error object).
+    #[error("kubo aborted the response: {message}")]
+    Aborted {
+        /// Kubo's message.
+        message: String,
+    },
+
+    /// The answer could not be decoded.
+    #[error("kubo sent an undecodable response: {what}")]
+    Garbage {
+        /// What was wrong with it.
+        what: String,
+    },
+
+    /// The CID has no pin of the kind the call needed.
+    #[error("{cid} is not pinned")]
+    NotPinned {
+        /// The CID.
+        cid: CidKey,
+    },
+
+    /// The node does not hold the block locally.
+    #[error("block {cid} is not in the local repository")]
+    NotFound {
+        /// The CID.
+        cid: CidKey,
+    },
+}
+
+impl IpfsError {
+    /// Whether trying again later may succeed (the node was down, slow, or
+    /// briefly broken) as opposed to a refusal that will repeat.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            IpfsError::Unreachable { .. }
+            | IpfsError::Disconnected { .. }
+            | IpfsError::Timeout { .. }
+            | IpfsError::Aborted { .. } => true,
+            IpfsError::Http { status, .. } => *status >= 500 || *status == 429,
+            IpfsError::NotConfigured
+            | IpfsError::InvalidUrl { .. }
+            | IpfsError::Garbage { .. }
+            | IpfsError::NotPinned { .. }
+            | IpfsError::NotFound { .. } => false,
+        }
+    }
+}
+
+/// The backend for a peer without an IPFS node (`ipfs: none`): consensus
+/// only. Every call fails with [`IpfsError::NotConfigured`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBackend;
+
+impl NoBackend {
+    fn refuse<T: Send + 'static>() -> BoxFuture<'static, Result<T, IpfsError>> {
+        Box::pin(futures::future::ready(Err(IpfsError::NotConfigured)))
+    }
+}
+
+impl IpfsBackend for NoBackend {
+    fn kind(&self) -> &'static str {
+        "none"
+    }
+
+    fn id(&self) -> BoxFuture<'_, Result<IpfsId, IpfsError>> {
+        Self::refuse()
+    }
+
+    fn pin(
+        &self,
+        _cid: CidKey,
+        _opts: PinOpts,
+        _progress: Option<mpsc::Sender<u64>>,
+    ) -> BoxFuture<'_, Result<(), IpfsError>> {
+        Self::refuse()
+    }
+
+    fn unpin(&self, _cid: CidKey, _recursive: bool) -> BoxFuture<'_, Result<(), IpfsError>> {
+        Self::refuse()
+    }
+
+    fn pin_ls(&self, _filter: PinLsFilter) -> BoxStream<'static, Result<PinnedCid, IpfsError>> {
+        Box::pin(futures::stream::once(futures::future::ready(Err(
+            IpfsError::NotConfigured,
+        ))))
+    }
+
+    fn pin_update(
+        &self,
+        _from: CidKey,
+        _to: CidKey,
+        _timeout: Duration,
+    ) -> BoxFuture<'_, Result<(), IpfsError>> {
+        Self::refuse()
+    }
+
+    fn repo_stat(&self) -> BoxFuture<'_, Result<RepoStat, IpfsError>> {
+        Self::refuse()
+    }
+
+    fn gc(&self) -> BoxFuture<'_, Result<GcReport, IpfsError>> {
+        Self::refuse()
+    }
+
+    fn swarm_connect(&self, _addr: String) -> BoxFuture<'_, Result<(), IpfsError>> {
+        Self::refuse()
+    }
+
+    fn block_stat(&self, _cid: CidKey) -> BoxFuture<'_, Result<u64, IpfsError>> {
+        Self::refuse()
+    }
+}

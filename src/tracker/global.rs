@@ -1,0 +1,275 @@
+//! Status across the cluster: this peer answers for itself from its
+//! tracker, and asks every other member for theirs (one RPC per page of
+//! CIDs), merging per CID into IPFS Cluster's `GlobalPinInfo`. A member that
+//! does not answer shows as `cluster_error`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use libp2p::PeerId;
+
+use super::{LocalStatus, TrackerHandle, TrackerStatus};
+use crate::consensus::{ClusterNode, PeerPinStatus, Rpc, RpcReply, StatusProvider};
+use crate::manifest::{CidKey, ReplicationFactors};
+use crate::state::{StatePin, format_time};
+use crate::tracker::status::{GlobalPinInfo, PinInfoShort};
+
+/// Pins per status RPC.
+pub const PAGE: usize = 2000;
+
+/// Computes local and global pin status for one peer.
+#[derive(Clone, Debug)]
+pub struct StatusService {
+    node: ClusterNode,
+    tracker: TrackerHandle,
+    default: ReplicationFactors,
+    peername: String,
+    timeout: Duration,
+}
+
+impl StatusService {
+    /// A service for `node`'s tracker.
+    pub fn new(
+        node: ClusterNode,
+        tracker: TrackerHandle,
+        default: ReplicationFactors,
+        peername: String,
+    ) -> Self {
+        Self {
+            node,
+            tracker,
+            default,
+            peername,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The tracker.
+    pub fn tracker(&self) -> &TrackerHandle {
+        &self.tracker
+    }
+
+    /// This peer's status for each pin.
+    pub async fn local(&self, pins: &[StatePin]) -> Result<Vec<LocalStatus>, String> {
+        let view = self.tracker.view().await.map_err(|e| e.to_string())?;
+        let me = self.node.peer_id().to_string();
+        let now = chrono::Utc::now().timestamp_millis();
+        Ok(pins
+            .iter()
+            .map(|p| view.status_of(p, &me, self.default, now))
+            .collect())
+    }
+
+    fn short(&self, s: &LocalStatus, peername: &str) -> PinInfoShort {
+        PinInfoShort {
+            peername: peername.to_string(),
+            ipfs_peer_id: String::new(),
+            ipfs_peer_addresses: Vec::new(),
+            status: s.status,
+            timestamp: format_time(s.timestamp_ms),
+            error: s.error.clone(),
+            attempt_count: s.attempt_count,
+            priority_pin: s.priority_pin,
+        }
+    }
+
+    fn info(pin: &StatePin, peer_map: BTreeMap<String, PinInfoShort>) -> GlobalPinInfo {
+        let eff = pin.effective();
+        GlobalPinInfo {
+            cid: pin.display_cid(),
+            name: eff.name.clone(),
+            allocations: pin.allocations.clone(),
+            origins: eff.options.origins.clone(),
+            created: format_time(pin.timestamp_ms),
+            metadata: eff.options.metadata.clone(),
+            peer_map,
+        }
+    }
+
+    /// Status of these pins on this peer only, as `GlobalPinInfo`.
+    pub async fn local_infos(&self, pins: &[StatePin]) -> Result<Vec<GlobalPinInfo>, String> {
+        let local = self.local(pins).await?;
+        let me = self.node.peer_id().to_string();
+        Ok(pins
+            .iter()
+            .zip(local)
+            .map(|(p, s)| {
+                Self::info(
+                    p,
+                    BTreeMap::from([(me.clone(), self.short(&s, &self.peername))]),
+                )
+            })
+            .collect())
+    }
+
+    /// Status of these pins on every member.
+    pub async fn global(&self, pins: &[StatePin]) -> Result<Vec<GlobalPinInfo>, String> {
+        let me = self.node.peer_id();
+        let cids: Vec<CidKey> = pins.iter().map(|p| p.cid).collect();
+        let others: Vec<PeerId> = self
+            .node
+            .members()
+            .into_iter()
+            .filter_map(|(_, n)| n.peer_id.parse::<PeerId>().ok())
+            .filter(|p| *p != me)
+            .collect();
+        let asks = others.iter().map(|peer| {
+            let cids = cids.clone();
+            async move {
+                let answer =
+                    tokio::time::timeout(self.timeout, self.node.ask(*peer, Rpc::Status(cids)))
+                        .await;
+                let result = match answer {
+                    Ok(Ok(RpcReply::Status(Ok(list)))) => Ok(list),
+                    Ok(Ok(RpcReply::Status(Err(e)))) => Err(e.to_string()),
+                    Ok(Ok(_)) => Err("unexpected reply".to_string()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+                };
+                (*peer, result)
+            }
+        });
+        let (local, remote) = tokio::join!(self.local(pins), futures::future::join_all(asks));
+        let local = local?;
+        let mut maps: Vec<BTreeMap<String, PinInfoShort>> = pins
+            .iter()
+            .zip(&local)
+            .map(|(_, s)| BTreeMap::from([(me.to_string(), self.short(s, &self.peername))]))
+            .collect();
+        let index: BTreeMap<CidKey, usize> =
+            cids.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+        let now = format_time(chrono::Utc::now().timestamp_millis());
+        for (peer, result) in remote {
+            let key = peer.to_string();
+            match result {
+                Ok(list) => {
+                    for s in list {
+                        if let Some(i) = index.get(&s.cid) {
+                            maps[*i].insert(key.clone(), wire_to_short(&s));
+                        }
+                    }
+                    // A member that has not applied the pin yet says nothing
+                    // about it: undefined until its state catches up.
+                    for m in &mut maps {
+                        m.entry(key.clone()).or_insert_with(|| PinInfoShort {
+                            peername: String::new(),
+                            ipfs_peer_id: String::new(),
+                            ipfs_peer_addresses: Vec::new(),
+                            status: TrackerStatus::Undefined,
+                            timestamp: now.clone(),
+                            error: String::new(),
+                            attempt_count: 0,
+                            priority_pin: false,
+                        });
+                    }
+                }
+                Err(e) => {
+                    for m in &mut maps {
+                        m.insert(
+                            key.clone(),
+                            PinInfoShort {
+                                peername: String::new(),
+                                ipfs_peer_id: String::new(),
+                                ipfs_peer_addresses: Vec::new(),
+                                status: TrackerStatus::ClusterError,
+                                timestamp: now.clone(),
+                                error: e.clone(),
+                                attempt_count: 0,
+                                priority_pin: false,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(pins
+            .iter()
+            .zip(maps)
+            .map(|(p, m)| Self::info(p, m))
+            .collect())
+    }
+
+    /// Retries failed operations on every member; returns how many were
+    /// re-queued in all.
+    pub async fn recover(&self, cid: Option<CidKey>) -> u64 {
+        let me = self.node.peer_id();
+        let mut n = self.tracker.recover(cid).await.unwrap_or(0) as u64;
+        let others: Vec<PeerId> = self
+            .node
+            .members()
+            .into_iter()
+            .filter_map(|(_, node)| node.peer_id.parse::<PeerId>().ok())
+            .filter(|p| *p != me)
+            .collect();
+        for peer in others {
+            if let Ok(Ok(RpcReply::Recover(Ok(k)))) =
+                tokio::time::timeout(self.timeout, self.node.ask(peer, Rpc::Recover(cid))).await
+            {
+                n += k;
+            }
+        }
+        n
+    }
+}
+
+fn wire_to_short(s: &PeerPinStatus) -> PinInfoShort {
+    PinInfoShort {
+        peername: String::new(),
+        ipfs_peer_id: String::new(),
+        ipfs_peer_addresses: Vec::new(),
+        status: TrackerStatus::parse(&s.status).unwrap_or(TrackerStatus::Undefined),
+        timestamp: format_time(s.timestamp_ms),
+        error: s.error.clone(),
+        attempt_count: s.attempt_count,
+        priority_pin: s.priority_pin,
+    }
+}
+
+/// The RPC face: other peers ask this peer for its statuses.
+#[derive(Debug)]
+pub struct RpcStatus(pub Arc<StatusService>);
+
+impl StatusProvider for RpcStatus {
+    fn statuses(&self, cids: Vec<CidKey>) -> BoxFuture<'_, Result<Vec<PeerPinStatus>, String>> {
+        Box::pin(async move {
+            let store = self.0.node.store().clone();
+            let pins = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::with_capacity(cids.len());
+                for c in cids {
+                    if let Some(p) = store.get(&c).map_err(|e| e.to_string())? {
+                        out.push(p);
+                    }
+                }
+                Ok::<_, String>(out)
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            let local = self.0.local(&pins).await?;
+            Ok(pins
+                .iter()
+                .zip(local)
+                .map(|(p, s)| PeerPinStatus {
+                    cid: p.cid,
+                    status: s.status.as_str().to_string(),
+                    error: s.error,
+                    attempt_count: s.attempt_count,
+                    timestamp_ms: s.timestamp_ms,
+                    priority_pin: s.priority_pin,
+                })
+                .collect())
+        })
+    }
+
+    fn recover(&self, cid: Option<CidKey>) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async move {
+            self.0
+                .tracker
+                .recover(cid)
+                .await
+                .map(|n| n as u64)
+                .map_err(|e| e.to_string())
+        })
+    }
+}

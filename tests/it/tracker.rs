@@ -1,0 +1,307 @@
+//! Pins reach IPFS: three real peers, each with its own mock Kubo, and the
+//! per-peer tracker doing the work. Statuses are read the way the REST API
+//! reads them (the status service, fanned out over RPC).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pinfleet::ipfs::KuboClient;
+use pinfleet::ipfs::mock::MockKubo;
+use pinfleet::manifest::{PinOptions, PinSpec, ReplicationFactors};
+use pinfleet::state::Command;
+use pinfleet::tracker::{GlobalPinInfo, StatusService, TrackerConfig, TrackerStatus};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::{Peer, apply, cid, cluster, pinset, wait_for};
+
+struct Node {
+    peer: Peer,
+    kubo: MockKubo,
+    status: Arc<StatusService>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+async fn tracked(n: usize, root: &std::path::Path) -> Vec<Node> {
+    let peers = cluster(n, root, 10_000).await;
+    let mut out = Vec::new();
+    for peer in peers {
+        let (kubo, url) = MockKubo::start().await.unwrap();
+        let backend = Arc::new(KuboClient::new(&url, Duration::from_secs(5)).unwrap());
+        let config = TrackerConfig {
+            concurrency: 4,
+            progress_timeout: Duration::from_secs(1),
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_millis(400),
+            recheck_interval: Duration::from_millis(300),
+            repair_drift: true,
+            default_replication: ReplicationFactors { min: -1, max: -1 },
+        };
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let status = pinfleet::daemon::start_tracking(
+            &peer.node,
+            backend,
+            config,
+            "t".into(),
+            &cancel,
+            &tasks,
+        );
+        out.push(Node {
+            peer,
+            kubo,
+            status,
+            cancel,
+            tasks,
+        });
+    }
+    out
+}
+
+async fn stop(nodes: Vec<Node>) {
+    for n in nodes {
+        n.cancel.cancel();
+        n.tasks.close();
+        n.tasks.wait().await;
+        n.peer.stop().await;
+    }
+}
+
+async fn global(node: &Node, i: u64) -> GlobalPinInfo {
+    let pin = node
+        .peer
+        .node
+        .store()
+        .get(&cid(i))
+        .unwrap()
+        .expect("pin in state");
+    node.status.global(&[pin]).await.unwrap().pop().unwrap()
+}
+
+fn count(info: &GlobalPinInfo, s: TrackerStatus) -> usize {
+    info.peer_map.values().filter(|p| p.status == s).count()
+}
+
+/// Polls an async condition until it holds (deadline in `wait_for`).
+macro_rules! eventually {
+    ($what:expr, $cond:expr) => {{
+        let end = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if $cond {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "timed out waiting for {}",
+                $what
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_peer_pins_a_replicate_everywhere_set_and_unpins_what_is_released() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = tracked(3, root.path()).await;
+    nodes[0]
+        .peer
+        .node
+        .apply_pinset(apply(pinset("all", 0..5), "r1"))
+        .await
+        .unwrap();
+    for n in &nodes {
+        wait_for("5 pins on every kubo", || {
+            (0..5).all(|i| n.kubo.pinned(cid(i)).is_some())
+        })
+        .await;
+    }
+    eventually!("global status pinned on 3 peers", {
+        let g = global(&nodes[1], 0).await;
+        count(&g, TrackerStatus::Pinned) == 3
+    });
+
+    // Release 2 of 5 (40% < 50%): they are unpinned everywhere.
+    nodes[0]
+        .peer
+        .node
+        .apply_pinset(apply(pinset("all", 2..5), "r2"))
+        .await
+        .unwrap();
+    for n in &nodes {
+        wait_for("released pins unpinned", || {
+            n.kubo.pinned(cid(0)).is_none() && n.kubo.pinned(cid(1)).is_none()
+        })
+        .await;
+        assert!(n.kubo.pinned(cid(4)).is_some());
+    }
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pin_goes_only_to_its_allocated_peer() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = tracked(3, root.path()).await;
+    let mut ps = pinset("one", 10..11);
+    let opts = Arc::new(PinOptions {
+        replication: ReplicationFactors { min: 1, max: 1 },
+        ..PinOptions::default()
+    });
+    for pin in ps.pins.values_mut() {
+        pin.spec = PinSpec {
+            name: pin.spec.name.clone(),
+            options: Arc::clone(&opts),
+        };
+    }
+    nodes[0]
+        .peer
+        .node
+        .apply_pinset(apply(ps, "r1"))
+        .await
+        .unwrap();
+    let target = nodes[2].peer.node.peer_id().to_string();
+    nodes[0]
+        .peer
+        .node
+        .write(Command::Allocate {
+            allocations: vec![(cid(10), vec![target.clone()])],
+        })
+        .await
+        .unwrap();
+    wait_for("allocated peer pins it", || {
+        nodes[2].kubo.pinned(cid(10)).is_some()
+    })
+    .await;
+    eventually!("status pinned on the allocated peer, remote elsewhere", {
+        let g = global(&nodes[0], 10).await;
+        g.peer_map[&target].status == TrackerStatus::Pinned && count(&g, TrackerStatus::Remote) == 2
+    });
+    for n in &nodes[..2] {
+        assert_eq!(
+            n.kubo.count_calls("pin/add"),
+            0,
+            "an unallocated peer never asked its kubo to pin"
+        );
+    }
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ipfs_down_is_a_pin_error_then_pinned_when_it_returns() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = tracked(2, root.path()).await;
+    nodes[1].kubo.set_down(true);
+    nodes[0]
+        .peer
+        .node
+        .apply_pinset(apply(pinset("down", 20..22), "r1"))
+        .await
+        .unwrap();
+    let down_peer = nodes[1].peer.node.peer_id().to_string();
+    eventually!("pin_error on the peer whose ipfs is down", {
+        let g = global(&nodes[0], 20).await;
+        g.peer_map.get(&down_peer).is_some_and(|p| {
+            p.status == TrackerStatus::PinError && !p.error.is_empty() && p.attempt_count >= 1
+        })
+    });
+    assert_eq!(
+        global(&nodes[0], 20).await.peer_map[&nodes[0].peer.node.peer_id().to_string()].status,
+        TrackerStatus::Pinned
+    );
+    nodes[1].kubo.set_down(false);
+    wait_for("pinned after ipfs returns", || {
+        nodes[1].kubo.pinned(cid(20)).is_some() && nodes[1].kubo.pinned(cid(21)).is_some()
+    })
+    .await;
+    eventually!(
+        "status pinned",
+        global(&nodes[0], 20).await.peer_map[&down_peer].status == TrackerStatus::Pinned
+    );
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pin_removed_behind_our_back_is_noticed_and_repinned() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = tracked(1, root.path()).await;
+    nodes[0]
+        .peer
+        .node
+        .apply_pinset(apply(pinset("drift", 30..31), "r1"))
+        .await
+        .unwrap();
+    wait_for("pinned", || nodes[0].kubo.pinned(cid(30)).is_some()).await;
+    let adds = nodes[0].kubo.count_calls("pin/add");
+    nodes[0].kubo.remove_behind_back(cid(30));
+    wait_for("re-pinned by drift repair", || {
+        nodes[0].kubo.pinned(cid(30)).is_some() && nodes[0].kubo.count_calls("pin/add") > adds
+    })
+    .await;
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_peer_shows_cluster_error() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = tracked(3, root.path()).await;
+    nodes[0]
+        .peer
+        .node
+        .apply_pinset(apply(pinset("ce", 40..41), "r1"))
+        .await
+        .unwrap();
+    eventually!(
+        "pinned everywhere",
+        count(&global(&nodes[0], 40).await, TrackerStatus::Pinned) == 3
+    );
+    let gone = nodes.pop().unwrap();
+    let gone_id = gone.peer.node.peer_id().to_string();
+    stop(vec![gone]).await;
+    eventually!("cluster_error for the stopped peer", {
+        let g = global(&nodes[0], 40).await;
+        g.peer_map
+            .get(&gone_id)
+            .is_some_and(|p| p.status == TrackerStatus::ClusterError && !p.error.is_empty())
+    });
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_pin_is_not_kept() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = tracked(1, root.path()).await;
+    let node = &nodes[0].peer.node;
+    let past = chrono::Utc::now().timestamp_millis() - 1000;
+    let expired = PinSpec {
+        name: "old".into(),
+        options: Arc::new(PinOptions {
+            expire_at_ms: Some(past),
+            ..PinOptions::default()
+        }),
+    };
+    node.pin(cid(50), None, expired).await.unwrap();
+    node.pin(
+        cid(51),
+        None,
+        PinSpec {
+            name: "keep".into(),
+            options: Arc::new(PinOptions::default()),
+        },
+    )
+    .await
+    .unwrap();
+    wait_for("the live pin is pinned", || {
+        nodes[0].kubo.pinned(cid(51)).is_some()
+    })
+    .await;
+    assert!(
+        nodes[0].kubo.pinned(cid(50)).is_none(),
+        "an expired pin is never pinned"
+    );
+    eventually!(
+        "expired shows unpinned",
+        count(&global(&nodes[0], 50).await, TrackerStatus::Unpinned) == 1
+    );
+    stop(nodes).await;
+}
