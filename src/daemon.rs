@@ -190,7 +190,25 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         ..crate::tracker::TrackerConfig::default()
     };
     let peername = config.cluster.peername.clone();
-    let status = start_tracking(&node, backend, tracker_config, peername, &cancel, &tasks);
+    let default = tracker_config.default_replication;
+    let status = start_tracking(
+        &node,
+        std::sync::Arc::clone(&backend),
+        tracker_config,
+        peername,
+        &cancel,
+        &tasks,
+    );
+    let mut informer = crate::informer::InformerConfig::new(default);
+    informer.tags = config.informer.tags.clone();
+    crate::informer::spawn(
+        node.clone(),
+        backend,
+        status.tracker().clone(),
+        informer,
+        cancel.clone(),
+        &tasks,
+    );
 
     let mut state = ApiState::new(
         node,

@@ -17,3 +17,4 @@ pub mod state;
 pub mod testbed;
 pub mod testkit;
 pub mod tracker;
+pub mod informer;

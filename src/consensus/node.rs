@@ -176,7 +176,11 @@ pub struct ApplyReport {
     pub sample: BTreeMap<String, Vec<String>>,
 }
 
+/// Receives gossip payloads (peer, bytes).
+pub type GossipSink = Arc<dyn Fn(PeerId, Vec<u8>) + Send + Sync>;
+
 struct Inner {
+    gossip_sink: Arc<std::sync::OnceLock<GossipSink>>,
     status: std::sync::OnceLock<Arc<dyn super::StatusProvider>>,
     applied: tokio::sync::watch::Receiver<u64>,
     id: NodeId,
@@ -276,6 +280,7 @@ impl ClusterNode {
         });
         let this = ClusterNode {
             inner: Arc::new(Inner {
+                gossip_sink: Arc::new(std::sync::OnceLock::new()),
                 status: std::sync::OnceLock::new(),
                 applied: applied_rx,
                 id,
@@ -295,12 +300,20 @@ impl ClusterNode {
         );
         let mut gossip = events.gossip;
         let c = cancel.clone();
-        // Informer metrics arrive here (IPFS issue); drain until then.
+        let sink = Arc::clone(&this.inner.gossip_sink);
+        // Informer metrics arrive here; they go to whoever registered.
         tasks.spawn(async move {
             loop {
                 tokio::select! {
                     _ = c.cancelled() => break,
-                    m = gossip.recv() => if m.is_none() { break },
+                    m = gossip.recv() => match m {
+                        None => break,
+                        Some((peer, data)) => {
+                            if let Some(f) = sink.get() {
+                                f(peer, data);
+                            }
+                        }
+                    },
                 }
             }
         });
@@ -336,6 +349,16 @@ impl ClusterNode {
             }
         }
         Ok(this)
+    }
+
+    /// Registers where gossip (informer metrics) goes (once).
+    pub fn set_gossip_sink(&self, sink: GossipSink) {
+        let _ = self.inner.gossip_sink.set(sink);
+    }
+
+    /// Publishes a gossip message to the other peers.
+    pub async fn publish(&self, data: Vec<u8>) -> Result<(), crate::p2p::P2pError> {
+        self.inner.p2p.publish(data).await
     }
 
     /// Registers what answers other peers' status RPCs (once).

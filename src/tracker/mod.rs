@@ -136,6 +136,19 @@ pub struct LocalStatus {
 }
 
 impl TrackerView {
+    /// Pin operations waiting or in flight (the `pinqueue` metric).
+    pub fn pin_queue(&self) -> u64 {
+        self.ops
+            .values()
+            .filter(|o| matches!(o.status, TrackerStatus::PinQueued | TrackerStatus::Pinning))
+            .count() as u64
+    }
+
+    /// CIDs pinned on this peer's IPFS node (the `numpin` metric).
+    pub fn pinned_count(&self) -> u64 {
+        self.pinned.len() as u64
+    }
+
     /// This peer's status for `pin`.
     pub fn status_of(
         &self,

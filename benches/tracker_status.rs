@@ -1,0 +1,158 @@
+//! Pinning and status at scale, with mock Kubo nodes at zero latency.
+//!
+//! 1. 100,000 pins (replicate everywhere) applied to a 3-peer cluster:
+//!    time until every peer's IPFS holds all of them → tracker ops/s.
+//! 2. 1,000,000 pins in the state, all pinned on 3 peers: `GET /pins`
+//!    (global status, fanned out over RPC) → time to first byte and total.
+//!
+//! Prints figures; asserts only correctness. `cargo bench --bench
+//! tracker_status` (PINFLEET_BENCH_PINS / PINFLEET_BENCH_STATUS_PINS resize).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+use pinfleet::api::{ApiState, serve};
+use pinfleet::consensus::{ClusterNode, NodeOptions, PinSetApply};
+use pinfleet::ipfs::mock::MockKubo;
+use pinfleet::ipfs::{KuboClient, PinKind};
+use pinfleet::manifest::ReplicationFactors;
+use pinfleet::plan::PruneGuard;
+use pinfleet::testkit::{seq_cid, seq_pinset};
+use pinfleet::tracker::TrackerConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let n = env("PINFLEET_BENCH_PINS", 100_000);
+    let total_status = env("PINFLEET_BENCH_STATUS_PINS", 1_000_000);
+    let root = tempfile::tempdir().expect("tempdir");
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let mut nodes: Vec<ClusterNode> = Vec::new();
+    let mut kubos: Vec<MockKubo> = Vec::new();
+    let mut status = Vec::new();
+    for i in 0..3 {
+        let mut opts = NodeOptions::new(root.path().join(format!("p{i}")), Keypair::generate_ed25519(), [3u8; 32]);
+        opts.write_timeout = Duration::from_secs(300);
+        opts.snapshot_logs_since_last = 1_000_000;
+        if let Some(first) = nodes.first() {
+            let a: Multiaddr = first.node().addrs[0].parse().expect("addr");
+            opts.bootstrap = vec![a];
+        }
+        let node = ClusterNode::start(opts, cancel.clone(), &tasks).await.expect("start");
+        let (kubo, url) = MockKubo::start().await.expect("mock");
+        kubo.set_heartbeat(Duration::from_secs(5));
+        let backend = Arc::new(KuboClient::new(&url, Duration::from_secs(60)).expect("client"));
+        let config = TrackerConfig {
+            concurrency: 64,
+            default_replication: ReplicationFactors { min: -1, max: -1 },
+            ..TrackerConfig::default()
+        };
+        status.push(pinfleet::daemon::start_tracking(&node, backend, config, format!("p{i}"), &cancel, &tasks));
+        nodes.push(node);
+        kubos.push(kubo);
+    }
+    for node in &nodes {
+        node.wait_ready(Duration::from_secs(60)).await.expect("ready");
+    }
+    let leader = nodes.iter().find(|x| x.leader() == Some(x.id())).expect("leader").clone();
+    let apply = |range: std::ops::Range<u64>, name: &str| PinSetApply {
+        pinset: seq_pinset("bench", name, range),
+        revision: "r1".into(),
+        source: "bench".into(),
+        guard: PruneGuard::default(),
+        dry_run: false,
+    };
+
+    // 1. Tracker throughput.
+    let t = Instant::now();
+    leader.apply_pinset(apply(0..n, "pinning")).await.expect("apply");
+    let committed = t.elapsed();
+    loop {
+        if kubos.iter().all(|k| k.pins().len() as u64 >= n) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = t.elapsed();
+    let pin_time = all - committed;
+    println!(
+        "{n} pins × 3 peers pinned: {:.2} s after commit ({:.2} s to commit) → {:.0} tracker ops/s",
+        pin_time.as_secs_f64(),
+        committed.as_secs_f64(),
+        (3 * n) as f64 / pin_time.as_secs_f64()
+    );
+
+    // 2. Global status of a large state. The extra pins are already on the
+    //    mock nodes, so the trackers only have to notice.
+    let extra = total_status.saturating_sub(n);
+    for k in &kubos {
+        k.add_pins((n..n + extra).map(|i| (seq_cid(i), PinKind::Recursive)));
+    }
+    let t = Instant::now();
+    leader.apply_pinset(apply(n..n + extra, "status")).await.expect("apply");
+    println!("  (state grown to {} pins in {:.1} s)", n + extra, t.elapsed().as_secs_f64());
+    for node in &nodes {
+        while node.store().pin_count().expect("count") != n + extra {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut state = ApiState::new(nodes[0].clone(), "bench", "p0");
+    state.status = Some(Arc::clone(&status[0]));
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        let _ = serve(listener, state, c).await;
+    });
+    // Let the trackers take in the new pins (they are already on IPFS).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let client = reqwest::Client::new();
+    let t = Instant::now();
+    let resp = client.get(format!("http://{addr}/pins")).send().await.expect("get /pins");
+    let mut body = resp.bytes_stream();
+    let mut first = None;
+    let mut lines = 0u64;
+    let mut pinned_everywhere = 0u64;
+    let mut rest = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.expect("chunk");
+        if first.is_none() {
+            first = Some(t.elapsed());
+        }
+        rest.extend_from_slice(&chunk);
+        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = rest.drain(..=pos).collect();
+            lines += 1;
+            if lines % 1000 == 1 {
+                let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
+                let ok = v["peer_map"].as_object().is_some_and(|m| m.len() == 3 && m.values().all(|p| p["status"] == "pinned"));
+                pinned_everywhere += u64::from(ok);
+            }
+        }
+    }
+    let total = t.elapsed();
+    assert_eq!(lines, n + extra);
+    println!(
+        "GET /pins over {} pins on 3 peers: first byte {:.1} ms, total {:.2} s ({:.0} pins/s); sampled lines pinned on all 3: {}/{}",
+        n + extra,
+        first.unwrap_or_default().as_secs_f64() * 1000.0,
+        total.as_secs_f64(),
+        lines as f64 / total.as_secs_f64(),
+        pinned_everywhere,
+        lines.div_ceil(1000)
+    );
+
+    cancel.cancel();
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+}

@@ -1,0 +1,229 @@
+//! Informers and the allocation loop (DESIGN §9, docs/design/allocation.md).
+//!
+//! Every peer publishes its metrics (free space, pin queue length, number of
+//! pins, configured tags) over gossip with a TTL, and keeps everyone's latest
+//! metrics. The leader periodically checks the pins that are not replicated
+//! everywhere, asks the pure allocator where they should live, and writes
+//! its decisions into the log (`Command::Allocate`); followers apply the
+//! recorded result and never recompute.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::allocator::{AllocationRequest, AllocatorConfig, Metric, PeerMetrics, reallocate};
+use crate::consensus::ClusterNode;
+use crate::ipfs::IpfsBackend;
+use crate::manifest::ReplicationFactors;
+use crate::state::Command;
+use crate::tracker::TrackerHandle;
+
+/// Informer and allocation settings.
+#[derive(Clone, Debug)]
+pub struct InformerConfig {
+    /// How often metrics are published.
+    pub interval: Duration,
+    /// This peer's tags (`tag:<key>` metrics).
+    pub tags: BTreeMap<String, String>,
+    /// How long after its metrics expire a peer keeps its allocations.
+    pub grace: Duration,
+    /// How often the leader checks allocations.
+    pub check_interval: Duration,
+    /// Allocator settings (defaults from the cluster's replication).
+    pub allocator: AllocatorConfig,
+    /// Most CIDs per `Allocate` log entry.
+    pub batch: usize,
+}
+
+impl InformerConfig {
+    /// Defaults for a cluster whose default replication is `default`.
+    pub fn new(default: ReplicationFactors) -> Self {
+        Self {
+            interval: Duration::from_secs(15),
+            tags: BTreeMap::new(),
+            grace: Duration::from_secs(60),
+            check_interval: Duration::from_secs(5),
+            allocator: AllocatorConfig {
+                default_min: default.min,
+                default_max: default.max,
+                ..AllocatorConfig::default()
+            },
+            batch: 10_000,
+        }
+    }
+}
+
+fn lock(m: &Mutex<PeerMetrics>) -> std::sync::MutexGuard<'_, PeerMetrics> {
+    // A panic while holding this lock leaves plain data behind: keep going.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Starts this peer's informer and (while it leads) the allocation loop.
+/// Returns the shared metric view.
+pub fn spawn(
+    node: ClusterNode,
+    backend: Arc<dyn IpfsBackend>,
+    tracker: TrackerHandle,
+    config: InformerConfig,
+    cancel: CancellationToken,
+    tasks: &TaskTracker,
+) -> Arc<Mutex<PeerMetrics>> {
+    let metrics = Arc::new(Mutex::new(PeerMetrics::new()));
+    let sink_metrics = Arc::clone(&metrics);
+    let ttl = config.interval * 2;
+    node.set_gossip_sink(Arc::new(move |peer, data| {
+        let Ok(list) = serde_json::from_slice::<Vec<Metric>>(&data) else {
+            return;
+        };
+        // Expiry is counted on the receiver's clock: clocks differ.
+        let expire = chrono::Utc::now().timestamp_millis() + ttl.as_millis() as i64;
+        let mut m = lock(&sink_metrics);
+        for mut metric in list.into_iter().filter(|x| x.peer == peer.to_string()) {
+            metric.expire_ms = expire;
+            m.insert(metric);
+        }
+    }));
+    tasks.spawn(publish_loop(node.clone(), backend, tracker, config.clone(), Arc::clone(&metrics), cancel.clone()));
+    tasks.spawn(allocation_loop(node, config, Arc::clone(&metrics), cancel));
+    metrics
+}
+
+async fn publish_loop(
+    node: ClusterNode,
+    backend: Arc<dyn IpfsBackend>,
+    tracker: TrackerHandle,
+    config: InformerConfig,
+    metrics: Arc<Mutex<PeerMetrics>>,
+    cancel: CancellationToken,
+) {
+    let me = node.peer_id().to_string();
+    let ttl_ms = (config.interval * 2).as_millis() as i64;
+    loop {
+        let now = chrono::Utc::now().timestamp_millis();
+        let expire = now + ttl_ms;
+        let mut list = Vec::new();
+        match backend.repo_stat().await {
+            Ok(stat) => {
+                let max = stat.storage_max.unwrap_or(u64::MAX);
+                list.push(Metric::freespace(me.clone(), max.saturating_sub(stat.repo_size), expire));
+            }
+            Err(e) => tracing::debug!(error = %e, "repo stat failed; no freespace metric"),
+        }
+        if let Ok(view) = tracker.view().await {
+            list.push(Metric::pinqueue(me.clone(), view.pin_queue(), expire));
+            list.push(Metric::numpin(me.clone(), view.pinned_count(), expire));
+        }
+        for (k, v) in &config.tags {
+            list.push(Metric::tag(me.clone(), k, v, expire));
+        }
+        {
+            let mut m = lock(&metrics);
+            for metric in &list {
+                m.insert(metric.clone());
+            }
+        }
+        if let Ok(bytes) = serde_json::to_vec(&list) {
+            // No subscriber yet is normal while peers connect.
+            let _ = node.publish(bytes).await;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(config.interval) => {}
+        }
+    }
+}
+
+async fn allocation_loop(
+    node: ClusterNode,
+    config: InformerConfig,
+    metrics: Arc<Mutex<PeerMetrics>>,
+    cancel: CancellationToken,
+) {
+    let mut leading_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(config.check_interval) => {}
+        }
+        if !node.is_leader() {
+            leading_since = None;
+            continue;
+        }
+        let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
+        // A new leader first hears everyone's metrics before moving pins.
+        if since.elapsed() < config.interval {
+            continue;
+        }
+        if let Err(e) = allocate_round(&node, &config, &metrics).await {
+            tracing::warn!(error = %e, "allocation round failed");
+        }
+    }
+}
+
+/// One allocation round on the leader: every pin not replicated everywhere
+/// gets its allocation checked; changes are written in batches.
+pub async fn allocate_round(
+    node: &ClusterNode,
+    config: &InformerConfig,
+    metrics: &Mutex<PeerMetrics>,
+) -> Result<u64, String> {
+    let members: Vec<String> = node.members().into_iter().map(|(_, n)| n.peer_id).collect();
+    let mut view = lock(metrics).clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    let grace_ms = config.grace.as_millis() as i64;
+    let store = node.store().clone();
+    let alloc_config = config.allocator.clone();
+    let changes = tokio::task::spawn_blocking(move || {
+        let mut changes = Vec::new();
+        store
+            .for_each_pin(|pin| {
+                let eff = pin.effective();
+                let r = eff.options.replication;
+                let (min, max) = if r.min == 0 && r.max == 0 {
+                    (alloc_config.default_min, alloc_config.default_max)
+                } else {
+                    (r.min, r.max)
+                };
+                if min == -1 {
+                    return true; // every peer pins it; nothing to allocate
+                }
+                let req = AllocationRequest {
+                    cid: pin.cid.to_string(),
+                    replication_min: min,
+                    replication_max: max,
+                    current: pin.allocations.clone(),
+                    user_allocations: eff.options.user_allocations.clone(),
+                    allocate_tags: eff.options.allocate_tags.clone(),
+                    now_ms: now,
+                };
+                match reallocate(&req, &view, &members, &alloc_config, grace_ms) {
+                    Ok(Some(a)) if a.peers != pin.allocations => {
+                        view.charge_pinqueue(&a.peers);
+                        changes.push((pin.cid, a.peers));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(cid = %pin.cid, error = %e, "cannot allocate yet"),
+                }
+                true
+            })
+            .map(|()| changes)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let n = changes.len() as u64;
+    let mut iter = changes.into_iter();
+    loop {
+        let batch: Vec<_> = iter.by_ref().take(config.batch.max(1)).collect();
+        if batch.is_empty() {
+            break;
+        }
+        node.write(Command::Allocate { allocations: batch })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(n)
+}
