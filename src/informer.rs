@@ -86,7 +86,14 @@ pub fn spawn(
             m.insert(metric);
         }
     }));
-    tasks.spawn(publish_loop(node.clone(), backend, tracker, config.clone(), Arc::clone(&metrics), cancel.clone()));
+    tasks.spawn(publish_loop(
+        node.clone(),
+        backend,
+        tracker,
+        config.clone(),
+        Arc::clone(&metrics),
+        cancel.clone(),
+    ));
     tasks.spawn(allocation_loop(node, config, Arc::clone(&metrics), cancel));
     metrics
 }
@@ -108,7 +115,11 @@ async fn publish_loop(
         match backend.repo_stat().await {
             Ok(stat) => {
                 let max = stat.storage_max.unwrap_or(u64::MAX);
-                list.push(Metric::freespace(me.clone(), max.saturating_sub(stat.repo_size), expire));
+                list.push(Metric::freespace(
+                    me.clone(),
+                    max.saturating_sub(stat.repo_size),
+                    expire,
+                ));
             }
             Err(e) => tracing::debug!(error = %e, "repo stat failed; no freespace metric"),
         }

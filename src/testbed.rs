@@ -55,6 +55,25 @@ pub struct TestbedOptions {
     pub dir: PathBuf,
     /// How long to wait for the cluster to form.
     pub timeout: Duration,
+    /// Kubo RPC URL per peer (`None`: consensus only). Shorter than
+    /// `peers`: the rest run without IPFS.
+    pub kubo: Vec<String>,
+}
+
+/// Sets a peer's IPFS backend in its `service.toml` (rewritten each start,
+/// so `--ipfs` may change between runs).
+fn set_backend(index: usize, dir: &Path, kubo: Option<&str>) -> Result<(), TestbedError> {
+    let path = dir.join(SERVICE_FILE);
+    let prep = |message: String| TestbedError::Prepare { index, message };
+    let mut config = ServiceConfig::load_with_env(&path, &[]).map_err(|e| prep(e.to_string()))?;
+    match kubo {
+        Some(url) => {
+            config.ipfs.backend = crate::config::IpfsBackendKind::Kubo;
+            config.ipfs.kubo_url = url.trim_end_matches('/').to_string();
+        }
+        None => config.ipfs.backend = crate::config::IpfsBackendKind::None,
+    }
+    std::fs::write(&path, config.to_toml()).map_err(io("cannot write", &path))
 }
 
 /// Why a testbed could not start.
@@ -159,6 +178,7 @@ impl Testbed {
             .collect();
         for (i, d) in dirs.iter().enumerate() {
             prepare_peer(i, d, &secret)?;
+            set_backend(i, d, opts.kubo.get(i).map(String::as_str))?;
         }
         let mut tb = Testbed {
             file: TestbedFile { peers: Vec::new() },
@@ -203,7 +223,7 @@ impl Testbed {
                 dir: d.clone(),
                 api: info.api,
                 cmd,
-                ipfs: "none".into(),
+                ipfs: opts.kubo.get(i).cloned().unwrap_or_else(|| "none".into()),
             });
         }
         tb.wait_formed(opts.peers, deadline, opts.timeout).await?;

@@ -122,7 +122,8 @@ pub struct TestbedUpArgs {
     /// Testbed directory (kept between runs: peers restart with their state).
     #[arg(long, default_value = ".testbed", value_name = "DIR")]
     dir: PathBuf,
-    /// IPFS backend for the peers: `none` (consensus only).
+    /// IPFS backend for the peers: `none` (consensus only) or
+    /// `kubo=URL1,URL2,...` (one Kubo RPC URL per peer, in order).
     #[arg(long, default_value = "none")]
     ipfs: String,
     /// Apply these manifests once the cluster is up.
@@ -138,12 +139,17 @@ pub struct TestbedUpArgs {
 
 pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
     let TestbedCommand::Up(args) = cmd;
-    if args.ipfs != "none" {
-        anyhow::bail!(
-            "--ipfs {:?} is not supported yet; use --ipfs none",
-            args.ipfs
-        );
-    }
+    let kubo: Vec<String> = match args.ipfs.as_str() {
+        "none" => Vec::new(),
+        other => match other.strip_prefix("kubo=") {
+            Some(list) => list
+                .split(',')
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            None => anyhow::bail!("--ipfs must be `none` or `kubo=URL1,URL2,...`, got {other:?}"),
+        },
+    };
     if args.peers == 0 {
         anyhow::bail!("--peers must be at least 1");
     }
@@ -155,6 +161,7 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
             peers: args.peers,
             dir: args.dir.clone(),
             timeout: Duration::from_secs(args.timeout),
+            kubo,
         };
         eprintln!("starting {} peers in {} …", args.peers, args.dir.display());
         let tb = Testbed::up(&opts)

@@ -174,3 +174,62 @@ fn testbed_starts_peers_applies_examples_and_restarts_with_state() {
         "{out2}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testbed_peers_pin_on_their_kubo_nodes() {
+    use pinfleet::ipfs::mock::MockKubo;
+    let (k0, u0) = MockKubo::start().await.unwrap();
+    let (k1, u1) = MockKubo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tb = dir.path().join("tb");
+    let mut child = tokio::process::Command::new(exe())
+        .args(["testbed", "up", "--peers", "2", "--dir"])
+        .arg(&tb)
+        .arg("--ipfs")
+        .arg(format!("kubo={u0},{u1}"))
+        .arg("--apply")
+        .arg(repo().join("examples/small.yaml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let small: Vec<_> =
+        pinfleet::manifest::load_paths(&[repo().join("examples/small.yaml")], &Default::default())
+            .unwrap()
+            .pinsets[0]
+            .pins
+            .keys()
+            .copied()
+            .collect();
+    let start = Instant::now();
+    while !small
+        .iter()
+        .all(|c| k0.pinned(*c).is_some() && k1.pinned(*c).is_some())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "pins did not reach both kubo nodes"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "testbed exited early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let file: TestbedFile =
+        serde_json::from_slice(&std::fs::read(tb.join("testbed.json")).unwrap()).unwrap();
+    assert_eq!(file.peers[0].ipfs, u0);
+    assert_eq!(file.peers[1].ipfs, u1);
+    // Ctrl-C (SIGINT) stops the testbed and its peers.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    for p in &file.peers {
+        assert!(read_run_file(&p.dir).is_none(), "peer {} stopped", p.id);
+    }
+}

@@ -59,7 +59,10 @@ async fn tracked_tagged(n: usize, root: &std::path::Path, tags: &[&[(&str, &str)
         informer.check_interval = Duration::from_millis(200);
         informer.grace = Duration::from_millis(1000);
         if let Some(t) = tags.get(out.len()) {
-            informer.tags = t.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            informer.tags = t
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         }
         pinfleet::informer::spawn(
             peer.node.clone(),
@@ -327,16 +330,25 @@ async fn an_expired_pin_is_not_kept() {
     stop(nodes).await;
 }
 
-fn with_options(mut ps: pinfleet::manifest::DesiredPinSet, options: PinOptions) -> pinfleet::manifest::DesiredPinSet {
+fn with_options(
+    mut ps: pinfleet::manifest::DesiredPinSet,
+    options: PinOptions,
+) -> pinfleet::manifest::DesiredPinSet {
     let opts = Arc::new(options);
     for pin in ps.pins.values_mut() {
-        pin.spec = PinSpec { name: pin.spec.name.clone(), options: Arc::clone(&opts) };
+        pin.spec = PinSpec {
+            name: pin.spec.name.clone(),
+            options: Arc::clone(&opts),
+        };
     }
     ps
 }
 
 fn holders(nodes: &[Node], i: u64) -> usize {
-    nodes.iter().filter(|n| n.kubo.pinned(cid(i)).is_some()).count()
+    nodes
+        .iter()
+        .filter(|n| n.kubo.pinned(cid(i)).is_some())
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -345,16 +357,27 @@ async fn min_max_replication_allocates_that_many_peers() {
     let nodes = tracked(3, root.path()).await;
     let ps = with_options(
         pinset("two", 60..64),
-        PinOptions { replication: ReplicationFactors { min: 2, max: 2 }, ..PinOptions::default() },
+        PinOptions {
+            replication: ReplicationFactors { min: 2, max: 2 },
+            ..PinOptions::default()
+        },
     );
-    nodes[0].peer.node.apply_pinset(apply(ps, "r1")).await.unwrap();
+    nodes[0]
+        .peer
+        .node
+        .apply_pinset(apply(ps, "r1"))
+        .await
+        .unwrap();
     for i in 60..64 {
         wait_for("two copies", || holders(&nodes, i) == 2).await;
         let pin = nodes[0].peer.node.store().get(&cid(i)).unwrap().unwrap();
         assert_eq!(pin.allocations.len(), 2);
     }
     // Spread: with equal queues the three peers share the eight copies.
-    assert!(nodes.iter().all(|n| !n.kubo.pins().is_empty()), "every peer got some copies");
+    assert!(
+        nodes.iter().all(|n| !n.kubo.pins().is_empty()),
+        "every peer got some copies"
+    );
     stop(nodes).await;
 }
 
@@ -372,11 +395,22 @@ async fn allocation_honours_tags() {
             ..PinOptions::default()
         },
     );
-    nodes[0].peer.node.apply_pinset(apply(ps, "r1")).await.unwrap();
+    nodes[0]
+        .peer
+        .node
+        .apply_pinset(apply(ps, "r1"))
+        .await
+        .unwrap();
     for i in 70..73 {
-        wait_for("pinned on the us peer", || nodes[2].kubo.pinned(cid(i)).is_some()).await;
+        wait_for("pinned on the us peer", || {
+            nodes[2].kubo.pinned(cid(i)).is_some()
+        })
+        .await;
     }
-    assert!(nodes[0].kubo.pins().is_empty() && nodes[1].kubo.pins().is_empty(), "eu peers never pin us-only pins");
+    assert!(
+        nodes[0].kubo.pins().is_empty() && nodes[1].kubo.pins().is_empty(),
+        "eu peers never pin us-only pins"
+    );
     stop(nodes).await;
 }
 
@@ -386,22 +420,46 @@ async fn a_dead_peers_pins_move_after_the_grace_period() {
     let mut nodes = tracked(3, root.path()).await;
     let ps = with_options(
         pinset("one-copy", 80..81),
-        PinOptions { replication: ReplicationFactors { min: 1, max: 1 }, ..PinOptions::default() },
+        PinOptions {
+            replication: ReplicationFactors { min: 1, max: 1 },
+            ..PinOptions::default()
+        },
     );
     let leader = nodes.iter().position(|n| n.peer.node.is_leader()).unwrap();
-    nodes[leader].peer.node.apply_pinset(apply(ps, "r1")).await.unwrap();
+    nodes[leader]
+        .peer
+        .node
+        .apply_pinset(apply(ps, "r1"))
+        .await
+        .unwrap();
     wait_for("one copy", || holders(&nodes, 80) == 1).await;
     // Stop the holder, unless it is the leader (then the test would also
     // exercise a leader election; keep it focused).
-    let holder = nodes.iter().position(|n| n.kubo.pinned(cid(80)).is_some()).unwrap();
+    let holder = nodes
+        .iter()
+        .position(|n| n.kubo.pinned(cid(80)).is_some())
+        .unwrap();
     if holder == leader {
         // Move the copy elsewhere first: pin it to a follower by hand.
         let other = (leader + 1) % 3;
         let id = nodes[other].peer.node.peer_id().to_string();
-        nodes[leader].peer.node.write(Command::Allocate { allocations: vec![(cid(80), vec![id])] }).await.unwrap();
-        wait_for("moved to a follower", || nodes[other].kubo.pinned(cid(80)).is_some()).await;
+        nodes[leader]
+            .peer
+            .node
+            .write(Command::Allocate {
+                allocations: vec![(cid(80), vec![id])],
+            })
+            .await
+            .unwrap();
+        wait_for("moved to a follower", || {
+            nodes[other].kubo.pinned(cid(80)).is_some()
+        })
+        .await;
     }
-    let holder = nodes.iter().position(|n| n.kubo.pinned(cid(80)).is_some() && !n.peer.node.is_leader()).unwrap();
+    let holder = nodes
+        .iter()
+        .position(|n| n.kubo.pinned(cid(80)).is_some() && !n.peer.node.is_leader())
+        .unwrap();
     let gone = nodes.remove(holder);
     let gone_id = gone.peer.node.peer_id().to_string();
     stop(vec![gone]).await;
