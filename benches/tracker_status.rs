@@ -26,7 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -40,14 +43,20 @@ async fn main() {
     let mut kubos: Vec<MockKubo> = Vec::new();
     let mut status = Vec::new();
     for i in 0..3 {
-        let mut opts = NodeOptions::new(root.path().join(format!("p{i}")), Keypair::generate_ed25519(), [3u8; 32]);
+        let mut opts = NodeOptions::new(
+            root.path().join(format!("p{i}")),
+            Keypair::generate_ed25519(),
+            [3u8; 32],
+        );
         opts.write_timeout = Duration::from_secs(300);
         opts.snapshot_logs_since_last = 1_000_000;
         if let Some(first) = nodes.first() {
             let a: Multiaddr = first.node().addrs[0].parse().expect("addr");
             opts.bootstrap = vec![a];
         }
-        let node = ClusterNode::start(opts, cancel.clone(), &tasks).await.expect("start");
+        let node = ClusterNode::start(opts, cancel.clone(), &tasks)
+            .await
+            .expect("start");
         let (kubo, url) = MockKubo::start().await.expect("mock");
         kubo.set_heartbeat(Duration::from_secs(5));
         let backend = Arc::new(KuboClient::new(&url, Duration::from_secs(60)).expect("client"));
@@ -56,14 +65,27 @@ async fn main() {
             default_replication: ReplicationFactors { min: -1, max: -1 },
             ..TrackerConfig::default()
         };
-        status.push(pinfleet::daemon::start_tracking(&node, backend, config, format!("p{i}"), &cancel, &tasks));
+        status.push(pinfleet::daemon::start_tracking(
+            &node,
+            backend,
+            config,
+            format!("p{i}"),
+            &cancel,
+            &tasks,
+        ));
         nodes.push(node);
         kubos.push(kubo);
     }
     for node in &nodes {
-        node.wait_ready(Duration::from_secs(60)).await.expect("ready");
+        node.wait_ready(Duration::from_secs(60))
+            .await
+            .expect("ready");
     }
-    let leader = nodes.iter().find(|x| x.leader() == Some(x.id())).expect("leader").clone();
+    let leader = nodes
+        .iter()
+        .find(|x| x.leader() == Some(x.id()))
+        .expect("leader")
+        .clone();
     let apply = |range: std::ops::Range<u64>, name: &str| PinSetApply {
         pinset: seq_pinset("bench", name, range),
         revision: "r1".into(),
@@ -74,7 +96,10 @@ async fn main() {
 
     // 1. Tracker throughput.
     let t = Instant::now();
-    leader.apply_pinset(apply(0..n, "pinning")).await.expect("apply");
+    leader
+        .apply_pinset(apply(0..n, "pinning"))
+        .await
+        .expect("apply");
     let committed = t.elapsed();
     loop {
         if kubos.iter().all(|k| k.pins().len() as u64 >= n) {
@@ -98,14 +123,23 @@ async fn main() {
         k.add_pins((n..n + extra).map(|i| (seq_cid(i), PinKind::Recursive)));
     }
     let t = Instant::now();
-    leader.apply_pinset(apply(n..n + extra, "status")).await.expect("apply");
-    println!("  (state grown to {} pins in {:.1} s)", n + extra, t.elapsed().as_secs_f64());
+    leader
+        .apply_pinset(apply(n..n + extra, "status"))
+        .await
+        .expect("apply");
+    println!(
+        "  (state grown to {} pins in {:.1} s)",
+        n + extra,
+        t.elapsed().as_secs_f64()
+    );
     for node in &nodes {
         while node.store().pin_count().expect("count") != n + extra {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let mut state = ApiState::new(nodes[0].clone(), "bench", "p0");
     state.status = Some(Arc::clone(&status[0]));
@@ -113,12 +147,37 @@ async fn main() {
     tasks.spawn(async move {
         let _ = serve(listener, state, c).await;
     });
-    // Let the trackers take in the new pins (they are already on IPFS).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the trackers take in the new pins (they are already on IPFS):
+    // the last pin reads as pinned on all three peers.
+    let last = nodes[0]
+        .store()
+        .get(&seq_cid(n + extra - 1))
+        .expect("get")
+        .expect("pin");
+    loop {
+        let info = status[0]
+            .global(std::slice::from_ref(&last))
+            .await
+            .expect("status");
+        if info[0]
+            .peer_map
+            .values()
+            .filter(|p| p.status == pinfleet::tracker::TrackerStatus::Pinned)
+            .count()
+            == 3
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let client = reqwest::Client::new();
     let t = Instant::now();
-    let resp = client.get(format!("http://{addr}/pins")).send().await.expect("get /pins");
+    let resp = client
+        .get(format!("http://{addr}/pins"))
+        .send()
+        .await
+        .expect("get /pins");
     let mut body = resp.bytes_stream();
     let mut first = None;
     let mut lines = 0u64;
@@ -135,7 +194,9 @@ async fn main() {
             lines += 1;
             if lines % 1000 == 1 {
                 let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
-                let ok = v["peer_map"].as_object().is_some_and(|m| m.len() == 3 && m.values().all(|p| p["status"] == "pinned"));
+                let ok = v["peer_map"]
+                    .as_object()
+                    .is_some_and(|m| m.len() == 3 && m.values().all(|p| p["status"] == "pinned"));
                 pinned_everywhere += u64::from(ok);
             }
         }

@@ -10,6 +10,7 @@ mod document;
 mod error;
 mod peers;
 mod pins;
+mod pinset_status;
 mod pinsets;
 mod status;
 mod stream;
@@ -92,6 +93,10 @@ pub fn router(state: ApiState) -> Router {
             get(pinsets::get_one)
                 .put(pinsets::put)
                 .delete(pinsets::remove),
+        )
+        .route(
+            "/pinsets/{namespace}/{name}/status",
+            get(pinset_status::get),
         )
         .route("/state/export", get(pins::export))
         .fallback(|| async { ApiError::not_found("no such route") })

@@ -66,31 +66,16 @@ pub(super) async fn list(
     };
     let store = state.node.store().clone();
     let handle = tokio::runtime::Handle::current();
-    Ok(stream::ndjson(move |sink| {
+    // Three stages so that a large answer keeps every core busy: a blocking
+    // thread reads pages of pins from the state, up to `IN_FLIGHT` pages ask
+    // the peers at once (in order), and this producer writes the lines.
+    const IN_FLIGHT: usize = 3;
+    let (page_tx, page_rx) = tokio::sync::mpsc::channel::<Vec<StatePin>>(IN_FLIGHT);
+    let (res_tx, mut res_rx) =
+        tokio::sync::mpsc::channel::<Result<Vec<GlobalPinInfo>, String>>(IN_FLIGHT);
+    let reader = tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
         let mut page: Vec<StatePin> = Vec::with_capacity(PAGE);
         let mut alive = true;
-        let flush =
-            |page: &mut Vec<StatePin>, sink: &mut stream::LineSink| -> Result<bool, ApiError> {
-                if page.is_empty() {
-                    return Ok(true);
-                }
-                let infos = handle
-                    .block_on(async {
-                        if local {
-                            svc.local_infos(page).await
-                        } else {
-                            svc.global(page).await
-                        }
-                    })
-                    .map_err(ApiError::internal)?;
-                page.clear();
-                for info in infos.iter().filter(|i| keep(i, &filters)) {
-                    if !sink.json(info) {
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
-            };
         match cids {
             Some(cids) => {
                 for c in cids {
@@ -98,35 +83,62 @@ pub(super) async fn list(
                         page.push(pin);
                     }
                 }
-                flush(&mut page, sink)?;
             }
             None => {
-                let mut failed = None;
                 store
                     .for_each_pin(|pin| {
                         page.push(pin);
                         if page.len() >= PAGE {
-                            match flush(&mut page, sink) {
-                                Ok(true) => {}
-                                Ok(false) => alive = false,
-                                Err(e) => {
-                                    failed = Some(e);
-                                    alive = false;
-                                }
-                            }
+                            let full = std::mem::replace(&mut page, Vec::with_capacity(PAGE));
+                            alive = page_tx.blocking_send(full).is_ok();
                         }
                         alive
                     })
                     .map_err(storage)?;
-                if let Some(e) = failed {
-                    return Err(e);
+            }
+        }
+        if alive && !page.is_empty() {
+            let _ = page_tx.blocking_send(page);
+        }
+        Ok(())
+    });
+    handle.spawn(async move {
+        use futures::StreamExt;
+        let mut answers = tokio_stream::wrappers::ReceiverStream::new(page_rx)
+            .map(|page| {
+                let svc = Arc::clone(&svc);
+                async move {
+                    if local {
+                        svc.local_infos(&page).await
+                    } else {
+                        svc.global(&page).await
+                    }
                 }
-                if alive {
-                    flush(&mut page, sink)?;
+            })
+            .buffered(IN_FLIGHT);
+        while let Some(r) = answers.next().await {
+            if res_tx.send(r).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(stream::ndjson(move |sink| {
+        while let Some(r) = res_rx.blocking_recv() {
+            for info in r
+                .map_err(ApiError::internal)?
+                .iter()
+                .filter(|i| keep(i, &filters))
+            {
+                if !sink.json(info) {
+                    return Ok(());
                 }
             }
         }
-        Ok(())
+        // The reader's own failure (storage) surfaces here.
+        match handle.block_on(reader) {
+            Ok(r) => r,
+            Err(e) => Err(storage(e)),
+        }
     })
     .await)
 }

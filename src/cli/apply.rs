@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use pinfleet::api::ManifestDocument;
 use pinfleet::consensus::ApplyReport;
+use pinfleet::manifest::duration::parse_duration;
 use pinfleet::manifest::{
     DEFAULT_NAMESPACE, DesiredPinSet, LoadError, Loaded, PinSetId, load_paths,
 };
@@ -22,7 +23,7 @@ use serde_json::json;
 
 use super::client::{ApiClient, ApplyOptions, ClientError};
 use super::remote::{HostArgs, block_on};
-use super::{NO, PathArgs};
+use super::{NO, PathArgs, status};
 
 /// Arguments of `pinfleet apply`.
 #[derive(Debug, Args)]
@@ -39,6 +40,13 @@ pub struct ApplyArgs {
     /// Print the reports as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// After applying, wait until every applied PinSet is Ready (all its
+    /// pins pinned); exit 1 if one is not by --timeout.
+    #[arg(long, conflicts_with = "dry_run")]
+    wait: bool,
+    /// How long --wait waits (Go duration: 90s, 5m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "5m", requires = "wait")]
+    timeout: String,
 }
 
 /// Arguments of `pinfleet diff`.
@@ -120,21 +128,45 @@ pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load(&args.paths)? else {
         return Ok(ExitCode::from(NO));
     };
+    let timeout = parse_duration(&args.timeout)
+        .map_err(|e| anyhow::anyhow!("--timeout {:?}: {e}", args.timeout))?;
     let client = args.host.client()?;
     let opts = args.guard.options(args.dry_run)?;
     let rows = block_on(send_all(&client, &loaded.pinsets, &opts))??;
     let refused = rows.iter().filter(|r| r.refused()).count();
+    // Wait for what was applied; a refusal already makes the answer "no".
+    let waited = if args.wait && refused == 0 {
+        if !args.json {
+            print_rows(&rows, args.dry_run, false);
+        }
+        // `send_all` answers one row per PinSet, in order.
+        let ids = rows
+            .iter()
+            .zip(&loaded.pinsets)
+            .filter(|(r, _)| matches!(r, Row::Report(r) if !r.suspended))
+            .map(|(_, p)| p.id.clone())
+            .collect();
+        Some(block_on(status::wait_ready(&client, ids, timeout))??)
+    } else {
+        None
+    };
     if args.json {
         let reports: Vec<_> = rows.iter().map(Row::to_json).collect();
-        println!(
-            "{}",
-            json!({"pinsets": reports, "refused": refused, "dryRun": args.dry_run,
-                   "revision": loaded.digest})
-        );
+        let mut doc = json!({"pinsets": reports, "refused": refused, "dryRun": args.dry_run,
+                             "revision": loaded.digest});
+        if let Some(w) = &waited {
+            doc["wait"] = status::waited_json(w);
+        }
+        println!("{doc}");
+    } else if let Some(w) = &waited {
+        status::print_waited(w);
     } else {
         print_rows(&rows, args.dry_run, false);
     }
-    Ok(if refused > 0 {
+    let ready = waited
+        .as_deref()
+        .is_none_or(|w| status::note_timeout(w, timeout));
+    Ok(if refused > 0 || !ready {
         ExitCode::from(NO)
     } else {
         ExitCode::SUCCESS
@@ -290,7 +322,7 @@ fn with_problems(e: ClientError, id: &PinSetId) -> anyhow::Error {
     err.context(format!("cannot apply pinset {id}"))
 }
 
-fn parse_target(target: &str) -> anyhow::Result<PinSetId> {
+pub(super) fn parse_target(target: &str) -> anyhow::Result<PinSetId> {
     let rest = target
         .strip_prefix("pinset/")
         .or_else(|| target.strip_prefix("pinsets/"))

@@ -7,8 +7,9 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use pinfleet::api::{ErrorBody, PeerInfo, PinSetInfo, Problem, VersionInfo};
 use pinfleet::consensus::ApplyReport;
-use pinfleet::manifest::PinSetId;
+use pinfleet::manifest::{PinSetId, PinSetStatus};
 use pinfleet::state::PinRecord;
+use pinfleet::tracker::GlobalPinInfo;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
@@ -73,6 +74,19 @@ pub struct ApplyOptions {
     pub max_prune_fraction: Option<f64>,
     /// Where the document came from (recorded with the revision).
     pub source: Option<String>,
+}
+
+/// Which pin statuses `GET /pins` (or `POST /pins/recover`) answers.
+#[derive(Clone, Debug, Default)]
+pub struct StatusQuery {
+    /// `filter=`: comma-separated statuses (`pin_error`, `error`, `queued`, …).
+    pub filter: Option<String>,
+    /// `local=true`: the asked peer's own status only.
+    pub local: bool,
+    /// `cids=`: only these CIDs.
+    pub cids: Vec<String>,
+    /// `POST /pins/recover` first: retry every failed operation.
+    pub recover: bool,
 }
 
 /// A client of one peer's REST API.
@@ -314,6 +328,61 @@ impl ApiClient {
         let url = self.url(&["pinsets", &id.namespace, &id.name], &query);
         self.json(Method::DELETE, url, None, &[StatusCode::CONFLICT])
             .await
+    }
+
+    /// `GET /pins?filter=&local=` (or `POST /pins/recover` when `recover`):
+    /// every pin's status, as raw NDJSON chunks (`--json` passes them on
+    /// untouched).
+    pub async fn statuses_raw(&self, query: &StatusQuery) -> Result<RawStream, ClientError> {
+        let (method, url) = self.status_request(query);
+        let resp = Self::check(self.send(method, url.clone(), None).await?, &[]).await?;
+        Ok(RawStream::new(url.to_string(), resp))
+    }
+
+    /// `GET /pins?filter=&local=` (or `POST /pins/recover` when `recover`):
+    /// every pin's status, one `GlobalPinInfo` per item.
+    pub async fn statuses(&self, query: &StatusQuery) -> Result<Lines<GlobalPinInfo>, ClientError> {
+        let (method, url) = self.status_request(query);
+        let resp = Self::check(self.send(method, url.clone(), None).await?, &[]).await?;
+        Ok(Lines::new(url.to_string(), resp))
+    }
+
+    fn status_request(&self, query: &StatusQuery) -> (Method, Url) {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(f) = &query.filter {
+            q.push(("filter", f.clone()));
+        }
+        if query.local {
+            q.push(("local", "true".to_string()));
+        }
+        if !query.cids.is_empty() {
+            q.push(("cids", query.cids.join(",")));
+        }
+        if query.recover {
+            (Method::POST, self.url(&["pins", "recover"], &q))
+        } else {
+            (Method::GET, self.url(&["pins"], &q))
+        }
+    }
+
+    /// `GET /pins/{cid}`: one pin's status on every member; the CID is
+    /// echoed as written.
+    pub async fn status(&self, cid: &str) -> Result<GlobalPinInfo, ClientError> {
+        self.json(Method::GET, self.url(&["pins", cid], &[]), None, &[])
+            .await
+    }
+
+    /// `POST /pins/{cid}/recover`: retries the CID's failed operations on
+    /// every member, then answers its status.
+    pub async fn recover(&self, cid: &str) -> Result<GlobalPinInfo, ClientError> {
+        let url = self.url(&["pins", cid, "recover"], &[]);
+        self.json(Method::POST, url, None, &[]).await
+    }
+
+    /// `GET /pinsets/{ns}/{name}/status`.
+    pub async fn pinset_status(&self, id: &PinSetId) -> Result<PinSetStatus, ClientError> {
+        let url = self.url(&["pinsets", &id.namespace, &id.name, "status"], &[]);
+        self.json(Method::GET, url, None, &[]).await
     }
 
     /// `GET /state/export` as raw NDJSON chunks (empty for an empty state).

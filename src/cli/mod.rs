@@ -9,6 +9,7 @@ mod pin;
 mod plan;
 mod remote;
 mod state;
+mod status;
 mod validate;
 
 use std::path::PathBuf;
@@ -51,8 +52,9 @@ enum Command {
     /// Apply PinSet manifests to a running cluster.
     ///
     /// `pinsFrom` lists are read locally; each PinSet is sent whole and
-    /// applied atomically. Exit 0 when every PinSet was applied, 1 when a
-    /// manifest is invalid or the prune guard refused a PinSet, 2 on errors.
+    /// applied atomically. Exit 0 when every PinSet was applied (and, with
+    /// --wait, is Ready), 1 when a manifest is invalid, the prune guard
+    /// refused a PinSet or --wait timed out, 2 on errors.
     Apply(apply::ApplyArgs),
     /// Show what applying manifests would change on a running cluster.
     ///
@@ -76,6 +78,13 @@ enum Command {
     /// Export or import the shared state (NDJSON, one pin per line).
     #[command(subcommand)]
     State(state::StateCommand),
+    /// Show pin statuses: one CID, a PinSet's summary, or every pin.
+    ///
+    /// `status pinset/NS/NAME` shows the PinSet's conditions, counts per
+    /// peer and first errors. Exit 1 when the CID or PinSet is unknown.
+    Status(status::StatusArgs),
+    /// Retry failed pin and unpin operations now (one CID, or all).
+    Recover(status::RecoverArgs),
 }
 
 /// Bounds on what a load may read, shared by every command that loads
@@ -141,6 +150,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Peers(c) => peers::run(c),
         Command::Pin(c) => pin::run(c),
         Command::State(c) => state::run(c),
+        Command::Status(a) => status::run_status(a),
+        Command::Recover(a) => status::run_recover(a),
     }
 }
 

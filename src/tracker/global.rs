@@ -46,6 +46,11 @@ impl StatusService {
         }
     }
 
+    /// The cluster's default replication (what 0/0 means).
+    pub fn default_replication(&self) -> ReplicationFactors {
+        self.default
+    }
+
     /// The tracker.
     pub fn tracker(&self) -> &TrackerHandle {
         &self.tracker

@@ -280,6 +280,7 @@ pub fn spawn(
         synced_ms: 0,
         dirty: true,
         next_full_ms: 0,
+        next_sync_ms: 0,
     };
     tasks.spawn(actor.run(rx, applied, cancel));
     TrackerHandle { tx }
@@ -303,6 +304,7 @@ struct Tracker {
     synced_ms: i64,
     dirty: bool,
     next_full_ms: i64,
+    next_sync_ms: i64,
 }
 
 /// What the state wants pinned here.
@@ -342,10 +344,16 @@ impl Tracker {
                 }
                 _ = tick.tick() => {
                     let now = now_ms();
-                    if self.dirty || now >= self.next_full_ms {
+                    // A sync walks the whole state and pin list: while the
+                    // state changes fast (a big revision arriving), run it
+                    // at most every max(500 ms, 2 × its own duration).
+                    if (self.dirty && now >= self.next_sync_ms) || now >= self.next_full_ms {
                         self.dirty = false;
                         self.next_full_ms = now + self.config.recheck_interval.as_millis() as i64;
+                        let started = std::time::Instant::now();
                         self.sync().await;
+                        let took = started.elapsed().as_millis() as i64;
+                        self.next_sync_ms = now_ms() + (2 * took).max(500);
                     }
                     self.requeue_due(now);
                     self.schedule();

@@ -7,6 +7,7 @@ mod cluster;
 mod crd;
 mod ipfs;
 mod manifest;
+mod status;
 mod support;
 mod testbed;
 mod tracker;

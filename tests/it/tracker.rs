@@ -229,9 +229,10 @@ async fn ipfs_down_is_a_pin_error_then_pinned_when_it_returns() {
             p.status == TrackerStatus::PinError && !p.error.is_empty() && p.attempt_count >= 1
         })
     });
-    assert_eq!(
-        global(&nodes[0], 20).await.peer_map[&nodes[0].peer.node.peer_id().to_string()].status,
-        TrackerStatus::Pinned
+    let up_peer = nodes[0].peer.node.peer_id().to_string();
+    eventually!(
+        "pinned on the peer whose ipfs is up",
+        global(&nodes[0], 20).await.peer_map[&up_peer].status == TrackerStatus::Pinned
     );
     nodes[1].kubo.set_down(false);
     wait_for("pinned after ipfs returns", || {
