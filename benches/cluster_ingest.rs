@@ -6,9 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use libp2p::Multiaddr;
-use libp2p::identity::Keypair;
-use pinfleet::consensus::{ClusterNode, NodeOptions, PinSetApply};
+use pinfleet::consensus::PinSetApply;
 use pinfleet::manifest::DesiredPinSet;
 use pinfleet::plan::PruneGuard;
 use tokio_util::sync::CancellationToken;
@@ -37,30 +35,12 @@ async fn main() {
     let root = tempfile::tempdir().expect("tempdir");
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let mut nodes: Vec<ClusterNode> = Vec::new();
-    for i in 0..3 {
-        let mut opts = NodeOptions::new(
-            root.path().join(format!("p{i}")),
-            Keypair::generate_ed25519(),
-            [9u8; 32],
-        );
+    let nodes = pinfleet::testkit::start_cluster(3, root.path(), &cancel, &tasks, |opts| {
         opts.write_timeout = Duration::from_secs(120);
         opts.snapshot_logs_since_last = 100_000;
-        if let Some(first) = nodes.first() {
-            let a: Multiaddr = first.node().addrs[0].parse().expect("addr");
-            opts.bootstrap = vec![a];
-        }
-        nodes.push(
-            ClusterNode::start(opts, cancel.clone(), &tasks)
-                .await
-                .expect("start"),
-        );
-    }
-    for node in &nodes {
-        node.wait_ready(Duration::from_secs(60))
-            .await
-            .expect("ready");
-    }
+    })
+    .await
+    .expect("cluster");
     let leader = nodes
         .iter()
         .find(|x| x.leader() == Some(x.id()))

@@ -12,10 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use libp2p::Multiaddr;
-use libp2p::identity::Keypair;
 use pinfleet::api::{ApiState, serve};
-use pinfleet::consensus::{ClusterNode, NodeOptions, PinSetApply};
+use pinfleet::consensus::PinSetApply;
 use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::ipfs::{KuboClient, PinKind};
 use pinfleet::manifest::ReplicationFactors;
@@ -39,47 +37,37 @@ async fn main() {
     let root = tempfile::tempdir().expect("tempdir");
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let mut nodes: Vec<ClusterNode> = Vec::new();
-    let mut kubos: Vec<MockKubo> = Vec::new();
-    let mut status = Vec::new();
-    for i in 0..3 {
-        let mut opts = NodeOptions::new(
-            root.path().join(format!("p{i}")),
-            Keypair::generate_ed25519(),
-            [3u8; 32],
-        );
+    let nodes = pinfleet::testkit::start_cluster(3, root.path(), &cancel, &tasks, |opts| {
         opts.write_timeout = Duration::from_secs(300);
         opts.snapshot_logs_since_last = 1_000_000;
-        if let Some(first) = nodes.first() {
-            let a: Multiaddr = first.node().addrs[0].parse().expect("addr");
-            opts.bootstrap = vec![a];
-        }
-        let node = ClusterNode::start(opts, cancel.clone(), &tasks)
-            .await
-            .expect("start");
+    })
+    .await
+    .expect("cluster");
+    let mut kubos: Vec<MockKubo> = Vec::new();
+    let mut status = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
         let (kubo, url) = MockKubo::start().await.expect("mock");
         kubo.set_heartbeat(Duration::from_secs(5));
         let backend = Arc::new(KuboClient::new(&url, Duration::from_secs(60)).expect("client"));
         let config = TrackerConfig {
             concurrency: 64,
+            // Three peers share two cores here; a periodic full re-check
+            // (every 30 s by default) would compete with what is measured.
+            // The state does not change while status is measured, so no
+            // sync is due anyway.
+            recheck_interval: Duration::from_secs(600),
             default_replication: ReplicationFactors { min: -1, max: -1 },
             ..TrackerConfig::default()
         };
         status.push(pinfleet::daemon::start_tracking(
-            &node,
+            node,
             backend,
             config,
             format!("p{i}"),
             &cancel,
             &tasks,
         ));
-        nodes.push(node);
         kubos.push(kubo);
-    }
-    for node in &nodes {
-        node.wait_ready(Duration::from_secs(60))
-            .await
-            .expect("ready");
     }
     let leader = nodes
         .iter()
@@ -102,7 +90,7 @@ async fn main() {
         .expect("apply");
     let committed = t.elapsed();
     loop {
-        if kubos.iter().all(|k| k.pins().len() as u64 >= n) {
+        if kubos.iter().all(|k| k.pin_count() as u64 >= n) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -46,3 +46,30 @@ pub fn seq_pinset(namespace: &str, name: &str, range: std::ops::Range<u64>) -> D
             .collect(),
     }
 }
+
+/// Starts `n` in-process peers on 127.0.0.1 (peer 0 bootstraps, the others
+/// join it) under `root`, lets `configure` adjust each peer's options, and
+/// waits until every peer is a voter with a leader.
+pub async fn start_cluster(
+    n: usize,
+    root: &std::path::Path,
+    cancel: &tokio_util::sync::CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+    configure: impl Fn(&mut crate::consensus::NodeOptions),
+) -> Result<Vec<crate::consensus::ClusterNode>, crate::consensus::ClusterError> {
+    use crate::consensus::{ClusterNode, NodeOptions};
+    let mut nodes: Vec<ClusterNode> = Vec::new();
+    for i in 0..n {
+        let keypair = libp2p::identity::Keypair::generate_ed25519();
+        let mut opts = NodeOptions::new(root.join(format!("p{i}")), keypair, [9u8; 32]);
+        if let Some(first) = nodes.first() {
+            opts.bootstrap = first.node().addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        }
+        configure(&mut opts);
+        nodes.push(ClusterNode::start(opts, cancel.clone(), tasks).await?);
+    }
+    for node in &nodes {
+        node.wait_ready(std::time::Duration::from_secs(60)).await?;
+    }
+    Ok(nodes)
+}

@@ -255,6 +255,11 @@ impl MockKubo {
             .min()
     }
 
+    /// How many pins the node holds (cheap, for polling).
+    pub fn pin_count(&self) -> usize {
+        self.state().pins.len()
+    }
+
     /// Every pin, as Kubo would spell it, with its kind.
     pub fn pins(&self) -> Vec<(String, PinKind)> {
         self.state()

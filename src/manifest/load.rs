@@ -111,13 +111,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Result<Loaded
     let mut seen = std::collections::BTreeSet::new();
     files.retain(|(_, f)| seen.insert(fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
 
-    let mut loader = Loader {
-        limits,
-        diags: Vec::new(),
-        hasher: Sha256::new(),
-        pins_total: 0,
-        pin_limit_reported: false,
-    };
+    let mut loader = Loader::new(limits);
     let mut pinsets: BTreeMap<_, DesiredPinSet> = BTreeMap::new();
     for (root, file) in &files {
         for ps in loader.load_file(root, file) {
@@ -157,13 +151,7 @@ pub fn load_str(
     text: &str,
     limits: &Limits,
 ) -> Result<Vec<DesiredPinSet>, Diagnostics> {
-    let mut loader = Loader {
-        limits,
-        diags: Vec::new(),
-        hasher: Sha256::new(),
-        pins_total: 0,
-        pin_limit_reported: false,
-    };
+    let mut loader = Loader::new(limits);
     let sets = loader.parse_documents(None, name, text);
     if loader.diags.is_empty() {
         Ok(sets)
@@ -230,7 +218,17 @@ struct Loader<'a> {
     pin_limit_reported: bool,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    fn new(limits: &'a Limits) -> Self {
+        Loader {
+            limits,
+            diags: Vec::new(),
+            hasher: Sha256::new(),
+            pins_total: 0,
+            pin_limit_reported: false,
+        }
+    }
+
     fn load_file(&mut self, root: &Path, file: &Path) -> Vec<DesiredPinSet> {
         let Some(bytes) = self.read_limited(file, self.limits.max_manifest_bytes, "manifest")
         else {

@@ -138,10 +138,10 @@ impl StatusService {
         });
         let (local, remote) = tokio::join!(self.local(pins), futures::future::join_all(asks));
         let local = local?;
-        let mut maps: Vec<BTreeMap<String, PinInfoShort>> = pins
+        let me_key = me.to_string();
+        let mut maps: Vec<BTreeMap<String, PinInfoShort>> = local
             .iter()
-            .zip(&local)
-            .map(|(_, s)| BTreeMap::from([(me.to_string(), self.short(s, &self.peername))]))
+            .map(|s| BTreeMap::from([(me_key.clone(), self.short(s, &self.peername))]))
             .collect();
         let index: BTreeMap<CidKey, usize> =
             cids.iter().enumerate().map(|(i, c)| (*c, i)).collect();

@@ -281,6 +281,7 @@ pub fn spawn(
         dirty: true,
         next_full_ms: 0,
         next_sync_ms: 0,
+        failed: 0,
     };
     tasks.spawn(actor.run(rx, applied, cancel));
     TrackerHandle { tx }
@@ -305,6 +306,8 @@ struct Tracker {
     dirty: bool,
     next_full_ms: i64,
     next_sync_ms: i64,
+    /// Ops in `Phase::Failed` (so idle ticks skip the scan).
+    failed: usize,
 }
 
 /// What the state wants pinned here.
@@ -597,15 +600,26 @@ impl Tracker {
                 || matches!(op.phase, Phase::InFlight)
                 || wanted.contains_key(cid)
         });
+        self.failed = self
+            .ops
+            .values()
+            .filter(|op| matches!(op.phase, Phase::Failed { .. }))
+            .count();
     }
 
     fn requeue_due(&mut self, now: i64) {
+        // Scanning every op each tick would cost O(pins) while a large
+        // revision is being pinned; only scan when something failed.
+        if self.failed == 0 {
+            return;
+        }
         for (cid, op) in self.ops.iter_mut() {
             if let Phase::Failed { next_at_ms, .. } = op.phase
                 && next_at_ms <= now
             {
                 op.phase = Phase::Queued;
                 self.queue_retry.push_back(*cid);
+                self.failed = self.failed.saturating_sub(1);
             }
         }
     }
@@ -682,6 +696,7 @@ impl Tracker {
                         error: e.to_string(),
                         next_at_ms: now + delay.as_millis() as i64,
                     };
+                    self.failed += 1;
                     op.since_ms = now;
                 }
             }
