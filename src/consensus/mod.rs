@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use log_store::LogStore;
-pub use node::{ApplyReport, ClusterError, ClusterNode, NodeOptions, PinSetApply};
+pub use node::{ApplyReport, ClusterError, ClusterNode, GossipSink, NodeOptions, PinSetApply};
 
 pub use state_store::{SNAPSHOT_VERSION, StateStore};
 
@@ -92,6 +92,16 @@ pub enum Rpc {
     ReadIndex,
     /// This peer's pin status for these CIDs (status fan-out).
     Status(Vec<crate::manifest::CidKey>),
+    /// This peer's pin status for the `count` pins from `first` to `last`
+    /// in store order (a status page), answered in that order without CIDs.
+    StatusRange {
+        /// First CID of the page.
+        first: crate::manifest::CidKey,
+        /// Last CID of the page.
+        last: crate::manifest::CidKey,
+        /// Pins the asker has in that range.
+        count: u32,
+    },
     /// Retry this peer's failed pin operations (one CID or all).
     Recover(Option<crate::manifest::CidKey>),
 }
@@ -115,6 +125,9 @@ pub enum RpcReply {
     ReadIndex(Result<u64, RemoteFailure>),
     /// To `Status`: one entry per requested CID that is in the state.
     Status(Result<Vec<PeerPinStatus>, RemoteFailure>),
+    /// To `StatusRange`: one entry per pin of the range, in order; `None`
+    /// when this peer's range differs (it lags): ask by CID instead.
+    StatusRange(Result<Option<Vec<RangeStatus>>, RemoteFailure>),
     /// To `Recover`: operations re-queued.
     Recover(Result<u64, RemoteFailure>),
 }
@@ -136,6 +149,29 @@ pub struct PeerPinStatus {
     pub priority_pin: bool,
 }
 
+/// One peer's status for one pin of a status page (the CID is implied by
+/// the position).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeStatus {
+    /// Tracker status name.
+    pub s: String,
+    /// Last error (empty when none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub e: String,
+    /// Attempts so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub a: u32,
+    /// When the status last changed (Unix ms).
+    pub t: i64,
+    /// Queued ahead of retries.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub p: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Answers the pin-status RPCs of other peers (implemented by the tracker
 /// layer, registered after the node starts).
 pub trait StatusProvider: Send + Sync + 'static {
@@ -144,6 +180,14 @@ pub trait StatusProvider: Send + Sync + 'static {
         &self,
         cids: Vec<crate::manifest::CidKey>,
     ) -> futures::future::BoxFuture<'_, Result<Vec<PeerPinStatus>, String>>;
+    /// This peer's status for the pins of a range, in store order, or
+    /// `None` when it does not hold exactly `count` pins there.
+    fn range_statuses(
+        &self,
+        first: crate::manifest::CidKey,
+        last: crate::manifest::CidKey,
+        count: u32,
+    ) -> futures::future::BoxFuture<'_, Result<Option<Vec<RangeStatus>>, String>>;
     /// Retries failed operations; returns how many.
     fn recover(
         &self,

@@ -538,6 +538,15 @@ impl ClusterNode {
                 Some(p) => p.statuses(cids).await.map_err(RemoteFailure::Other),
                 None => Err(RemoteFailure::Other("this peer tracks no pins".into())),
             }),
+            Rpc::StatusRange { first, last, count } => {
+                RpcReply::StatusRange(match self.inner.status.get() {
+                    Some(p) => p
+                        .range_statuses(first, last, count)
+                        .await
+                        .map_err(RemoteFailure::Other),
+                    None => Err(RemoteFailure::Other("this peer tracks no pins".into())),
+                })
+            }
             Rpc::Recover(cid) => RpcReply::Recover(match self.inner.status.get() {
                 Some(p) => p.recover(cid).await.map_err(RemoteFailure::Other),
                 None => Err(RemoteFailure::Other("this peer tracks no pins".into())),

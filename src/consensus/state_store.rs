@@ -330,6 +330,32 @@ impl StateStore {
         Ok(())
     }
 
+    /// The pins whose CIDs sort between `first` and `last` (inclusive, in
+    /// the store's order: by CID bytes), from one read transaction. Status
+    /// pages are such ranges, so a peer can answer for a page without one
+    /// lookup per CID.
+    pub fn pins_in_range(
+        &self,
+        first: &CidKey,
+        last: &CidKey,
+    ) -> Result<Vec<StatePin>, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(PINS).map_err(read_err)?;
+        let (lo, hi) = (first.cid().to_bytes(), last.cid().to_bytes());
+        let mut out = Vec::new();
+        for item in table
+            .range(lo.as_slice()..=hi.as_slice())
+            .map_err(read_err)?
+        {
+            let (k, v) = item.map_err(read_err)?;
+            let cid = cid::Cid::try_from(k.value())
+                .map_err(read_err)
+                .and_then(|c| CidKey::from_cid(c).map_err(read_err))?;
+            out.push(decode_pin(cid, v.value()).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+
     /// The pins `owner` holds, with the spec it recorded for each.
     pub fn owned_by(&self, owner: &Owner) -> Result<crate::plan::OwnedPins, StorageError<NodeId>> {
         let o = owner.to_string();

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use libp2p::PeerId;
 
 use super::{LocalStatus, TrackerHandle, TrackerStatus};
-use crate::consensus::{ClusterNode, PeerPinStatus, Rpc, RpcReply, StatusProvider};
+use crate::consensus::{ClusterNode, PeerPinStatus, RangeStatus, Rpc, RpcReply, StatusProvider};
 use crate::manifest::{CidKey, ReplicationFactors};
 use crate::state::{StatePin, format_time};
 use crate::tracker::status::{GlobalPinInfo, PinInfoShort};
@@ -120,21 +120,14 @@ impl StatusService {
             .filter_map(|(_, n)| n.peer_id.parse::<PeerId>().ok())
             .filter(|p| *p != me)
             .collect();
+        // A page read from the store is a contiguous range: peers answer
+        // for the range in order, without one lookup (or CID) per pin.
+        let ordered = pins
+            .windows(2)
+            .all(|w| w[0].cid.cid().to_bytes() < w[1].cid.cid().to_bytes());
         let asks = others.iter().map(|peer| {
             let cids = cids.clone();
-            async move {
-                let answer =
-                    tokio::time::timeout(self.timeout, self.node.ask(*peer, Rpc::Status(cids)))
-                        .await;
-                let result = match answer {
-                    Ok(Ok(RpcReply::Status(Ok(list)))) => Ok(list),
-                    Ok(Ok(RpcReply::Status(Err(e)))) => Err(e.to_string()),
-                    Ok(Ok(_)) => Err("unexpected reply".to_string()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-                };
-                (*peer, result)
-            }
+            async move { (*peer, self.ask_peer(*peer, cids, ordered).await) }
         });
         let (local, remote) = tokio::join!(self.local(pins), futures::future::join_all(asks));
         let local = local?;
@@ -149,7 +142,12 @@ impl StatusService {
         for (peer, result) in remote {
             let key = peer.to_string();
             match result {
-                Ok(list) => {
+                Ok(Answer::Aligned(list)) => {
+                    for (m, s) in maps.iter_mut().zip(list) {
+                        m.insert(key.clone(), range_to_short(s));
+                    }
+                }
+                Ok(Answer::ByCid(list)) => {
                     for s in list {
                         if let Some(i) = index.get(&s.cid) {
                             maps[*i].insert(key.clone(), wire_to_short(&s));
@@ -196,6 +194,41 @@ impl StatusService {
             .collect())
     }
 
+    /// One member's statuses for a page: by range when the page is
+    /// ordered (falling back to CIDs when the member's range differs).
+    async fn ask_peer(
+        &self,
+        peer: PeerId,
+        cids: Vec<CidKey>,
+        ordered: bool,
+    ) -> Result<Answer, String> {
+        let ask = |rpc| async move {
+            match tokio::time::timeout(self.timeout, self.node.ask(peer, rpc)).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+            }
+        };
+        if let (true, Some(first), Some(last)) = (ordered, cids.first(), cids.last()) {
+            let rpc = Rpc::StatusRange {
+                first: *first,
+                last: *last,
+                count: cids.len() as u32,
+            };
+            match ask(rpc).await? {
+                RpcReply::StatusRange(Ok(Some(list))) => return Ok(Answer::Aligned(list)),
+                RpcReply::StatusRange(Ok(None)) => {}
+                RpcReply::StatusRange(Err(e)) => return Err(e.to_string()),
+                _ => return Err("unexpected reply".to_string()),
+            }
+        }
+        match ask(Rpc::Status(cids)).await? {
+            RpcReply::Status(Ok(list)) => Ok(Answer::ByCid(list)),
+            RpcReply::Status(Err(e)) => Err(e.to_string()),
+            _ => Err("unexpected reply".to_string()),
+        }
+    }
+
     /// Retries failed operations on every member; returns how many were
     /// re-queued in all.
     pub async fn recover(&self, cid: Option<CidKey>) -> u64 {
@@ -216,6 +249,27 @@ impl StatusService {
             }
         }
         n
+    }
+}
+
+/// A member's statuses for a page.
+enum Answer {
+    /// In page order.
+    Aligned(Vec<RangeStatus>),
+    /// Keyed by CID (only the pins the member has).
+    ByCid(Vec<PeerPinStatus>),
+}
+
+fn range_to_short(s: RangeStatus) -> PinInfoShort {
+    PinInfoShort {
+        peername: String::new(),
+        ipfs_peer_id: String::new(),
+        ipfs_peer_addresses: Vec::new(),
+        status: TrackerStatus::parse(&s.s).unwrap_or(TrackerStatus::Undefined),
+        timestamp: format_time(s.t),
+        error: s.e,
+        attempt_count: s.a,
+        priority_pin: s.p,
     }
 }
 
@@ -264,6 +318,40 @@ impl StatusProvider for RpcStatus {
                     priority_pin: s.priority_pin,
                 })
                 .collect())
+        })
+    }
+
+    fn range_statuses(
+        &self,
+        first: CidKey,
+        last: CidKey,
+        count: u32,
+    ) -> BoxFuture<'_, Result<Option<Vec<RangeStatus>>, String>> {
+        Box::pin(async move {
+            let store = self.0.node.store().clone();
+            let pins = tokio::task::spawn_blocking(move || {
+                store
+                    .pins_in_range(&first, &last)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            if pins.len() != count as usize {
+                return Ok(None);
+            }
+            let local = self.0.local(&pins).await?;
+            Ok(Some(
+                local
+                    .into_iter()
+                    .map(|s| RangeStatus {
+                        s: s.status.as_str().to_string(),
+                        e: s.error,
+                        a: s.attempt_count,
+                        t: s.timestamp_ms,
+                        p: s.priority_pin,
+                    })
+                    .collect(),
+            ))
         })
     }
 
