@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::manifest::{CidKey, DesiredPin, DesiredPinSet, PinOptions, PinSetId, PinSpec, Pos, SourceRef};
+use crate::manifest::{
+    CidKey, DesiredPin, DesiredPinSet, PinOptions, PinSetId, PinSpec, Pos, SourceRef,
+};
 
 /// The `i`-th test CID: CIDv1 raw, sha2-256 multihash whose digest starts
 /// with `i` (little endian). Distinct for distinct `i`, valid everywhere.
@@ -41,7 +43,13 @@ pub fn seq_pinset(namespace: &str, name: &str, range: std::ops::Range<u64>) -> D
                     name: format!("p{i}"),
                     options: Arc::clone(&options),
                 };
-                (seq_cid(i), DesiredPin { spec, written_as: None })
+                (
+                    seq_cid(i),
+                    DesiredPin {
+                        spec,
+                        written_as: None,
+                    },
+                )
             })
             .collect(),
     }
@@ -63,7 +71,12 @@ pub async fn start_cluster(
         let keypair = libp2p::identity::Keypair::generate_ed25519();
         let mut opts = NodeOptions::new(root.join(format!("p{i}")), keypair, [9u8; 32]);
         if let Some(first) = nodes.first() {
-            opts.bootstrap = first.node().addrs.iter().filter_map(|a| a.parse().ok()).collect();
+            opts.bootstrap = first
+                .node()
+                .addrs
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect();
         }
         configure(&mut opts);
         nodes.push(ClusterNode::start(opts, cancel.clone(), tasks).await?);

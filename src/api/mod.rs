@@ -86,7 +86,10 @@ pub fn router(state: ApiState) -> Router {
             "/pins/{cid}",
             get(status::get).post(pins::pin).delete(pins::unpin),
         )
-        .route("/pins/{cid}/recover", axum::routing::post(status::recover_one))
+        .route(
+            "/pins/{cid}/recover",
+            axum::routing::post(status::recover_one),
+        )
         .route("/pinsets", get(pinsets::list))
         .route(
             "/pinsets/{namespace}/{name}",

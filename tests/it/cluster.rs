@@ -8,9 +8,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use pinfleet::consensus::{ClusterError, ClusterNode, NodeOptions, PinSetApply};
-use pinfleet::manifest::{
-    DesiredPinSet, Owner, PinOptions, PinSetId, PinSpec,
-};
+use pinfleet::manifest::{DesiredPinSet, Owner, PinOptions, PinSetId, PinSpec};
 use pinfleet::plan::PruneGuard;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
