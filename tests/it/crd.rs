@@ -69,19 +69,16 @@ fn example_documents() -> Vec<(String, Value)> {
     out
 }
 
+/// The committed CRD's openAPIV3Schema, as JSON.
+fn open_api_schema() -> Value {
+    let crd = parsed_crd();
+    let schema = crd.spec.versions[0].schema.as_ref().unwrap();
+    serde_json::to_value(schema.open_api_v3_schema.as_ref().unwrap()).unwrap()
+}
+
 #[test]
 fn every_example_passes_the_crd_schema_and_deserialises_as_a_pinset() {
-    let crd = parsed_crd();
-    let schema = serde_json::to_value(
-        crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap();
+    let schema = open_api_schema();
     for (name, doc) in example_documents() {
         let mut errors = Vec::new();
         check(&schema, &doc, "", &mut errors);
@@ -93,17 +90,7 @@ fn every_example_passes_the_crd_schema_and_deserialises_as_a_pinset() {
 
 #[test]
 fn the_schema_check_rejects_what_the_crd_forbids() {
-    let crd = parsed_crd();
-    let schema = serde_json::to_value(
-        crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap();
+    let schema = open_api_schema();
     let bad = serde_json::json!({
         "apiVersion": "pinfleet.io/v1alpha1", "kind": "PinSet", "metadata": {"name": "x"},
         "spec": {"pins": [{"cid": 5, "nmae": "typo"}], "defaults": {"mode": "sideways"}}
