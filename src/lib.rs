@@ -8,6 +8,7 @@ pub mod allocator;
 pub mod api;
 pub mod config;
 pub mod consensus;
+pub mod controller;
 pub mod daemon;
 pub mod informer;
 pub mod ipfs;

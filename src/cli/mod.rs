@@ -3,6 +3,7 @@
 
 mod apply;
 mod client;
+mod controller;
 mod node;
 mod peers;
 mod pin;
@@ -85,6 +86,11 @@ enum Command {
     Status(status::StatusArgs),
     /// Retry failed pin and unpin operations now (one CID, or all).
     Recover(status::RecoverArgs),
+    /// Reconcile a source's PinSets against a cluster, until Ctrl-C.
+    ///
+    /// Prints one line per PinSet outcome. With --once: exit 0 when every
+    /// PinSet is Ready, 1 when any is Stalled or the source is invalid.
+    Controller(controller::ControllerArgs),
 }
 
 /// Bounds on what a load may read, shared by every command that loads
@@ -152,6 +158,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::State(c) => state::run(c),
         Command::Status(a) => status::run_status(a),
         Command::Recover(a) => status::run_recover(a),
+        Command::Controller(a) => controller::run(a),
     }
 }
 

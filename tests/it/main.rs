@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod cluster;
+mod controller;
 mod crd;
 mod ipfs;
 mod manifest;

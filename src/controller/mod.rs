@@ -1,0 +1,395 @@
+//! The GitOps controller (DESIGN §4–§6): one reconcile engine, independent of
+//! where manifests come from, that applies a source's PinSets to a cluster
+//! through its REST API, releases the PinSets that left the source (under the
+//! prune guard) and keeps a status per PinSet.
+//!
+//! Sources: [`DirSource`] (a directory, watched with `notify`). The engine's
+//! state lives in memory ([`ControllerState`]); which PinSets belong to a
+//! source is read back from the cluster (`GET /pinsets`, the `source` each
+//! PinSet was applied with).
+
+mod client;
+mod dir;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+pub use client::{Client, ClientError};
+pub use dir::{DirSource, run_dir};
+
+use crate::consensus::ApplyReport;
+use crate::manifest::{LoadError, Loaded, PinSetId};
+
+/// Kind of the condition a PinSet is in (Kubernetes conventions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ConditionType {
+    /// The revision is applied.
+    Ready,
+    /// Work is under way.
+    Reconciling,
+    /// Reconciling cannot progress without a change (manifest, guard, cluster).
+    Stalled,
+}
+
+/// Why a PinSet is in its condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Reason {
+    /// The source's revision does not load (file:line:col in the message).
+    ManifestInvalid,
+    /// The prune guard refused an apply or a release (counts in the message).
+    PruneGuard,
+    /// The cluster could not be reached or is unavailable.
+    ClusterUnavailable,
+    /// Applying is under way.
+    Progressing,
+    /// The revision is applied.
+    Succeeded,
+    /// `spec.suspend`: not reconciled.
+    Suspended,
+    /// The PinSet left the source and its pins were released.
+    Released,
+    /// The source could not be read at all.
+    SourceUnavailable,
+    /// The cluster refused the apply for another reason.
+    ApplyFailed,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The outcome of reconciling one PinSet.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PinSetOutcome {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Condition.
+    #[serde(rename = "type")]
+    pub condition: ConditionType,
+    /// Reason of the condition.
+    pub reason: Reason,
+    /// Human-readable detail (file:line:col, guard counts, cause chain).
+    pub message: String,
+    /// The source revision this outcome is about.
+    pub revision: String,
+    /// Pins added.
+    pub add: u64,
+    /// Pins updated.
+    pub update: u64,
+    /// Pins released.
+    pub release: u64,
+}
+
+impl PinSetOutcome {
+    fn new(id: &PinSetId, condition: ConditionType, reason: Reason, revision: &str) -> Self {
+        Self {
+            namespace: id.namespace.clone(),
+            name: id.name.clone(),
+            condition,
+            reason,
+            message: String::new(),
+            revision: revision.to_string(),
+            add: 0,
+            update: 0,
+            release: 0,
+        }
+    }
+
+    fn with_report(mut self, r: &ApplyReport) -> Self {
+        self.add = r.add;
+        self.update = r.update;
+        self.release = r.release;
+        self
+    }
+
+    fn with_message(mut self, m: impl Into<String>) -> Self {
+        self.message = m.into();
+        self
+    }
+
+    /// `namespace/name`.
+    pub fn id(&self) -> PinSetId {
+        PinSetId::new(self.namespace.clone(), self.name.clone())
+    }
+
+    /// True unless the PinSet is stalled.
+    pub fn healthy(&self) -> bool {
+        self.condition != ConditionType::Stalled
+    }
+}
+
+impl fmt::Display for PinSetOutcome {
+    /// `ns/name  Reason  +add ~update -release  revision[  message]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}  {}  +{} ~{} -{}  {}",
+            self.namespace,
+            self.name,
+            self.reason,
+            self.add,
+            self.update,
+            self.release,
+            self.revision
+        )?;
+        if !self.message.is_empty() {
+            write!(f, "  {}", self.message.replace('\n', "; "))?;
+        }
+        Ok(())
+    }
+}
+
+/// What one reconcile did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileOutcome {
+    /// The source's revision (`None` when it did not load).
+    pub revision: Option<String>,
+    /// Nothing was done: same revision as last time and healthy.
+    pub skipped: bool,
+    /// Why the source failed to load (file:line:col per problem).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_error: Option<String>,
+    /// One outcome per PinSet touched (or marked) by this reconcile.
+    pub pinsets: Vec<PinSetOutcome>,
+}
+
+impl ReconcileOutcome {
+    /// True when the source loaded and no PinSet is stalled.
+    pub fn healthy(&self) -> bool {
+        self.source_error.is_none() && self.pinsets.iter().all(PinSetOutcome::healthy)
+    }
+}
+
+/// The engine's memory: the last outcome per PinSet and the last revision
+/// applied.
+#[derive(Clone, Debug, Default)]
+pub struct ControllerState {
+    /// Last outcome per PinSet of this source.
+    pub statuses: BTreeMap<PinSetId, PinSetOutcome>,
+    /// The last revision that loaded and was applied.
+    pub last_applied_revision: Option<String>,
+    /// Whether the last reconcile was healthy.
+    pub last_healthy: bool,
+}
+
+/// Settings of a controller.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// The source's name, recorded with each PinSet (`dir:/abs/path`).
+    pub source: String,
+    /// Lift the prune guard for every apply and release.
+    pub force: bool,
+}
+
+/// The reconcile engine for one source.
+#[derive(Debug)]
+pub struct Controller {
+    client: Client,
+    opts: ControllerOptions,
+    state: ControllerState,
+}
+
+impl Controller {
+    /// A controller applying through `client`.
+    pub fn new(client: Client, opts: ControllerOptions) -> Self {
+        Self {
+            client,
+            opts,
+            state: ControllerState::default(),
+        }
+    }
+
+    /// The engine's state.
+    pub fn state(&self) -> &ControllerState {
+        &self.state
+    }
+
+    /// Reconciles the source's current state against the cluster. With
+    /// `drift` false, an unchanged revision whose last outcome was healthy
+    /// is skipped; with `drift` true (the interval), it is re-applied (an
+    /// idempotent apply writes nothing when nothing drifted).
+    pub async fn reconcile(
+        &mut self,
+        source: Result<Loaded, LoadError>,
+        drift: bool,
+    ) -> ReconcileOutcome {
+        let out = match source {
+            Err(e) => self.failed(e),
+            Ok(loaded) => {
+                if !drift
+                    && self.state.last_healthy
+                    && self.state.last_applied_revision.as_deref() == Some(&loaded.digest)
+                {
+                    return ReconcileOutcome {
+                        revision: Some(loaded.digest),
+                        skipped: true,
+                        ..ReconcileOutcome::default()
+                    };
+                }
+                self.apply(loaded).await
+            }
+        };
+        self.state.last_healthy = out.healthy();
+        out
+    }
+
+    /// A revision that does not load: nothing changes in the cluster; every
+    /// PinSet this source holds is marked Stalled.
+    fn failed(&mut self, e: LoadError) -> ReconcileOutcome {
+        let (reason, message) = match &e {
+            LoadError::Invalid(d) => (Reason::ManifestInvalid, d.to_string()),
+            other => (Reason::SourceUnavailable, error_chain(other)),
+        };
+        let revision = self.state.last_applied_revision.clone().unwrap_or_default();
+        let mut pinsets = Vec::new();
+        for (id, st) in self.state.statuses.iter_mut() {
+            let o = PinSetOutcome::new(id, ConditionType::Stalled, reason, &revision)
+                .with_message(message.clone());
+            *st = o.clone();
+            pinsets.push(o);
+        }
+        ReconcileOutcome {
+            revision: None,
+            skipped: false,
+            source_error: Some(message),
+            pinsets,
+        }
+    }
+
+    async fn apply(&mut self, loaded: Loaded) -> ReconcileOutcome {
+        let revision = loaded.digest.clone();
+        let mut out = ReconcileOutcome {
+            revision: Some(revision.clone()),
+            ..ReconcileOutcome::default()
+        };
+        // Which PinSets this source applied before, as the cluster records.
+        let recorded = match self.client.pinsets().await {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = error_chain(&e);
+                let reason = if e.is_unavailable() {
+                    Reason::ClusterUnavailable
+                } else {
+                    Reason::ApplyFailed
+                };
+                for ps in &loaded.pinsets {
+                    let o = PinSetOutcome::new(&ps.id, ConditionType::Stalled, reason, &revision)
+                        .with_message(msg.clone());
+                    self.state.statuses.insert(ps.id.clone(), o.clone());
+                    out.pinsets.push(o);
+                }
+                return out;
+            }
+        };
+        let mut owned: Vec<PinSetId> = recorded
+            .iter()
+            .filter(|p| p.source == self.opts.source)
+            .map(|p| PinSetId::new(p.namespace.clone(), p.name.clone()))
+            .collect();
+        // PinSets a refused release left Stalled are still ours.
+        for id in self.state.statuses.keys() {
+            if !owned.contains(id)
+                && recorded
+                    .iter()
+                    .any(|p| p.namespace == id.namespace && p.name == id.name)
+            {
+                owned.push(id.clone());
+            }
+        }
+
+        for ps in &loaded.pinsets {
+            let o = if ps.suspend {
+                PinSetOutcome::new(&ps.id, ConditionType::Ready, Reason::Suspended, &revision)
+                    .with_message("spec.suspend is true: not reconciled")
+            } else {
+                let doc = crate::api::to_manifest_json(ps).to_string().into_bytes();
+                let force = self.opts.force || ps.force_prune();
+                match self
+                    .client
+                    .put_pinset(&ps.id, doc, force, &self.opts.source, &revision)
+                    .await
+                {
+                    Ok(r) => report_outcome(&ps.id, &r, &revision, false),
+                    Err(e) => error_outcome(&ps.id, &e, &revision),
+                }
+            };
+            self.state.statuses.insert(ps.id.clone(), o.clone());
+            out.pinsets.push(o);
+        }
+
+        let desired: Vec<&PinSetId> = loaded.pinsets.iter().map(|p| &p.id).collect();
+        for id in owned.iter().filter(|id| !desired.contains(id)) {
+            let o = match self.client.delete_pinset(id, self.opts.force).await {
+                Ok(r) => report_outcome(id, &r, &revision, true),
+                Err(ClientError::Api { status: 404, .. }) => {
+                    PinSetOutcome::new(id, ConditionType::Ready, Reason::Released, &revision)
+                }
+                Err(e) => error_outcome(id, &e, &revision),
+            };
+            if o.reason == Reason::Released {
+                self.state.statuses.remove(id);
+            } else {
+                self.state.statuses.insert(id.clone(), o.clone());
+            }
+            out.pinsets.push(o);
+        }
+        if out
+            .pinsets
+            .iter()
+            .all(|o| o.reason != Reason::ClusterUnavailable)
+        {
+            self.state.last_applied_revision = Some(revision);
+        }
+        out
+    }
+}
+
+fn report_outcome(id: &PinSetId, r: &ApplyReport, revision: &str, release: bool) -> PinSetOutcome {
+    if let Some(why) = &r.refused {
+        let what = if release {
+            "releasing the PinSet"
+        } else {
+            "apply"
+        };
+        return PinSetOutcome::new(id, ConditionType::Stalled, Reason::PruneGuard, revision)
+            .with_report(r)
+            .with_message(format!("{what} refused: {why}"));
+    }
+    let (cond, reason) = if release {
+        (ConditionType::Ready, Reason::Released)
+    } else if r.suspended {
+        (ConditionType::Ready, Reason::Suspended)
+    } else {
+        (ConditionType::Ready, Reason::Succeeded)
+    };
+    PinSetOutcome::new(id, cond, reason, revision).with_report(r)
+}
+
+fn error_outcome(id: &PinSetId, e: &ClientError, revision: &str) -> PinSetOutcome {
+    let reason = match e {
+        _ if e.is_unavailable() => Reason::ClusterUnavailable,
+        ClientError::Api { status: 422, .. } => Reason::ManifestInvalid,
+        _ => Reason::ApplyFailed,
+    };
+    PinSetOutcome::new(id, ConditionType::Stalled, reason, revision).with_message(error_chain(e))
+}
+
+/// `error: cause: cause…` on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
