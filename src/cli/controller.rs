@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use pinfleet::controller::git::{Credentials, poll};
 use pinfleet::controller::{
-    Client, Controller, ControllerOptions, DirSource, ReconcileOutcome, run_dir,
+    Client, Controller, ControllerOptions, DirSource, GitSource, ReconcileOutcome, run_dir, run_git,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -17,9 +18,18 @@ use super::remote::{HostArgs, block_on};
 /// Arguments of `pinfleet controller`.
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
-    /// Where manifests come from: `dir:PATH`.
+    /// Where manifests come from: `dir:PATH` or
+    /// `git:URL[#ref=BRANCH|tag=T|semver=RANGE|commit=SHA|name=REF][&path=SUBDIR]`.
     #[arg(long, value_name = "SOURCE")]
     source: String,
+    /// Cache directory of git sources (cache repository and checkouts).
+    #[arg(long, value_name = "DIR", default_value = ".pinfleet-git")]
+    cache: PathBuf,
+    /// File holding an HTTPS token for git sources (default: the
+    /// PINFLEET_GIT_TOKEN environment variable). An SSH key is read from the
+    /// file named by PINFLEET_GIT_SSH_KEY.
+    #[arg(long, value_name = "PATH")]
+    git_token_file: Option<PathBuf>,
     #[command(flatten)]
     host: HostArgs,
     /// Re-reconcile this often to repair drift (e.g. 30s, 1m, 1h).
@@ -47,18 +57,42 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+enum Source {
+    Dir(DirSource),
+    Git(Box<GitSource>),
+}
+
 /// Runs the controller.
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
-    let Some(path) = args.source.strip_prefix("dir:") else {
-        bail!("unsupported source {:?}: expected dir:PATH", args.source);
+    let source = if let Some(path) = args.source.strip_prefix("dir:") {
+        Source::Dir(
+            DirSource::new(&PathBuf::from(path), args.limits.limits())
+                .with_context(|| format!("cannot open source directory {path}"))?,
+        )
+    } else if let Some(spec) = args.source.strip_prefix("git:") {
+        let creds = Credentials::from_env(args.git_token_file.as_deref())
+            .context("cannot read the git token file")?;
+        Source::Git(Box::new(GitSource::parse(
+            spec,
+            &args.cache,
+            creds,
+            args.limits.limits(),
+        )?))
+    } else {
+        bail!(
+            "unsupported source {:?}: expected dir:PATH or git:URL[#ref=REF&path=SUBDIR]",
+            pinfleet::controller::git::redact(&args.source)
+        );
     };
-    let source = DirSource::new(&PathBuf::from(path), args.limits.limits())
-        .with_context(|| format!("cannot open source directory {path}"))?;
+    let name = match &source {
+        Source::Dir(d) => d.name(),
+        Source::Git(g) => g.name(),
+    };
     let client = Client::new(&args.host.host)?;
     let controller = Controller::new(
         client.clone(),
         ControllerOptions {
-            source: source.name(),
+            source: name,
             force: args.force,
         },
     );
@@ -71,7 +105,10 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot talk to the cluster at {}", args.host.host))?;
         if args.once {
             let mut controller = controller;
-            let out = controller.reconcile(source.load().await, false).await;
+            let out = match &source {
+                Source::Dir(d) => controller.reconcile(d.load().await, false).await,
+                Source::Git(g) => poll(&mut controller, g, &mut None).await,
+            };
             print_outcome(&out, json);
             return Ok(if out.healthy() {
                 ExitCode::SUCCESS
@@ -85,11 +122,24 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             pinfleet::daemon::shutdown_signal().await;
             stop.cancel();
         });
-        run_dir(controller, source, args.interval, cancel, |o| {
-            print_outcome(o, json)
-        })
-        .await
-        .context("cannot watch the source directory")?;
+        match source {
+            Source::Dir(d) => {
+                run_dir(controller, d, args.interval, cancel, |o| {
+                    print_outcome(o, json)
+                })
+                .await
+                .context("cannot watch the source directory")?;
+            }
+            Source::Git(g) => {
+                // No webhook receiver here yet: the sender stays open so the
+                // loop polls on the interval only.
+                let (_trigger, rx) = tokio::sync::mpsc::channel(1);
+                run_git(controller, *g, args.interval, rx, cancel, |o| {
+                    print_outcome(o, json)
+                })
+                .await;
+            }
+        }
         Ok(ExitCode::SUCCESS)
     })?
 }

@@ -3,13 +3,17 @@
 //! through its REST API, releases the PinSets that left the source (under the
 //! prune guard) and keeps a status per PinSet.
 //!
-//! Sources: [`DirSource`] (a directory, watched with `notify`). The engine's
+//! Sources: [`DirSource`] (a directory, watched with `notify`) and
+//! [`GitSource`] (a git repository, polled and triggered by webhooks). The engine's
 //! state lives in memory ([`ControllerState`]); which PinSets belong to a
 //! source is read back from the cluster (`GET /pinsets`, the `source` each
 //! PinSet was applied with).
 
 mod client;
 mod dir;
+pub mod git;
+pub mod reporter;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +22,7 @@ use serde::Serialize;
 
 pub use client::{Client, ClientError};
 pub use dir::{DirSource, run_dir};
+pub use git::{GitSource, run_git};
 
 use crate::consensus::ApplyReport;
 use crate::manifest::{LoadError, Loaded, PinSetId};

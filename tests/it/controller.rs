@@ -473,7 +473,7 @@ fn cli_reports_an_unreachable_host() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("cannot talk to the cluster"), "{stderr}");
     assert!(stderr.contains("cannot reach pinfleet"), "{stderr}");
-    let o = pinfleet(&["--source", "git:https://x", "--once"], &dead);
+    let o = pinfleet(&["--source", "svn:https://x", "--once"], &dead);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected dir:PATH"));
 }

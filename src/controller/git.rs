@@ -1,0 +1,582 @@
+//! The git source: `git:URL#ref=REF&path=SUBDIR`, fetched with git2 into a
+//! cache repository, the selected commit's tree checked out into a revision
+//! directory and loaded with `load_paths`.
+//!
+//! The reference is selected as Flux does: `commit` > `name` > `semver` >
+//! `tag` > `branch`; without any, the remote's default branch. The revision
+//! is `<ref>@sha1:<sha>` (`main@sha1:…`, `v1.2.0@sha1:…`; `sha1:…` for a bare
+//! commit).
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use git2::{Cred, CredentialType, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
+use rand::Rng;
+use sha2::Digest;
+use tokio::sync::mpsc::Receiver;
+use tokio_util::sync::CancellationToken;
+
+use super::{Controller, ReconcileOutcome};
+use crate::manifest::{Limits, LoadError, Loaded, load_paths};
+
+/// Environment variable holding an HTTPS token.
+pub const TOKEN_ENV: &str = "PINFLEET_GIT_TOKEN";
+/// Environment variable holding the path of an SSH private key.
+pub const SSH_KEY_ENV: &str = "PINFLEET_GIT_SSH_KEY";
+
+/// Which commit of the repository to apply (Flux `GitRepositoryRef`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefSpec {
+    /// A branch name (`ref=` and `branch=`).
+    pub branch: Option<String>,
+    /// A tag name.
+    pub tag: Option<String>,
+    /// A semver range over tags (`v1.2.3` or `1.2.3`).
+    pub semver: Option<String>,
+    /// An exact reference name (`refs/heads/x`, `refs/tags/v1`).
+    pub name: Option<String>,
+    /// A full commit SHA-1.
+    pub commit: Option<String>,
+}
+
+/// Credentials for the remote. Never logged: `Debug` shows only which kinds
+/// are set.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// HTTPS token, sent as the password.
+    pub token: Option<String>,
+    /// SSH private key file.
+    pub ssh_key: Option<PathBuf>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ssh_key", &self.ssh_key)
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// From `PINFLEET_GIT_TOKEN` (or, when given, the file `token_file`) and
+    /// `PINFLEET_GIT_SSH_KEY`.
+    pub fn from_env(token_file: Option<&Path>) -> std::io::Result<Self> {
+        let token = match token_file {
+            Some(p) => Some(std::fs::read_to_string(p)?.trim().to_string()),
+            None => std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+        };
+        let ssh_key = std::env::var_os(SSH_KEY_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        Ok(Self { token, ssh_key })
+    }
+}
+
+/// Why a `git:` source specification is not valid.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid git source {spec:?}: {why}")]
+pub struct GitSpecError {
+    spec: String,
+    why: String,
+}
+
+/// A git repository of manifests.
+#[derive(Clone, Debug)]
+pub struct GitSource {
+    /// The remote's URL (`file://`, `https://`, `ssh://`).
+    pub url: String,
+    /// Which commit to apply.
+    pub reference: RefSpec,
+    /// The directory inside the repository to load (the root when `None`).
+    pub path: Option<PathBuf>,
+    /// Where this source keeps its cache repository and revision directories.
+    pub cache_dir: PathBuf,
+    /// Credentials for the remote.
+    pub credentials: Credentials,
+    /// Bounds on what a load may read.
+    pub limits: Limits,
+}
+
+/// The commit a fetch selected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    /// The commit's SHA-1 (hex).
+    pub sha: String,
+    /// `<ref>@sha1:<sha>`.
+    pub revision: String,
+}
+
+impl GitSource {
+    /// Parses `URL#ref=REF&path=SUBDIR` (the part after `git:`); query keys:
+    /// `ref`/`branch`, `tag`, `semver`, `commit`, `name`, `path`. The cache
+    /// lives in a directory of `cache_root` named after the URL and path.
+    pub fn parse(
+        spec: &str,
+        cache_root: &Path,
+        credentials: Credentials,
+        limits: Limits,
+    ) -> Result<Self, GitSpecError> {
+        let err = |why: String| GitSpecError {
+            spec: redact(spec),
+            why,
+        };
+        let (url, query) = match spec.split_once('#') {
+            Some((u, q)) => (u, q),
+            None => (spec, ""),
+        };
+        if url.is_empty() {
+            return Err(err("the URL is empty".into()));
+        }
+        let mut reference = RefSpec::default();
+        let mut path = None;
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(err(format!("expected key=value, got {part:?}")));
+            };
+            if v.is_empty() {
+                return Err(err(format!("{k} is empty")));
+            }
+            let v = v.to_string();
+            match k {
+                "ref" | "branch" => reference.branch = Some(v),
+                "tag" => reference.tag = Some(v),
+                "semver" => {
+                    semver::VersionReq::parse(&v)
+                        .map_err(|e| err(format!("semver range {v:?}: {e}")))?;
+                    reference.semver = Some(v);
+                }
+                "commit" => {
+                    if v.len() != 40 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(err("commit must be a full 40-digit SHA-1".into()));
+                    }
+                    reference.commit = Some(v.to_ascii_lowercase());
+                }
+                "name" => {
+                    if !v.starts_with("refs/") {
+                        return Err(err("name must be a full reference (refs/…)".into()));
+                    }
+                    reference.name = Some(v);
+                }
+                "path" => {
+                    let p = PathBuf::from(&v);
+                    if !p.components().all(|c| matches!(c, Component::Normal(_))) {
+                        return Err(err(
+                            "path must be relative, without `..` or `.` segments".into()
+                        ));
+                    }
+                    path = Some(p);
+                }
+                other => {
+                    return Err(err(format!(
+                        "unknown key {other:?} (expected ref, branch, tag, semver, commit, name, path)"
+                    )));
+                }
+            }
+        }
+        let mut key = sha2::Sha256::new();
+        key.update(url.as_bytes());
+        key.update([0]);
+        if let Some(p) = &path {
+            key.update(p.to_string_lossy().as_bytes());
+        }
+        let key = hex::encode(key.finalize());
+        Ok(Self {
+            url: url.to_string(),
+            reference,
+            path,
+            cache_dir: cache_root.join(&key[..16]),
+            credentials,
+            limits,
+        })
+    }
+
+    /// The name recorded with each PinSet: `git:URL` (credentials removed),
+    /// with `#path=SUBDIR` when a path is set.
+    pub fn name(&self) -> String {
+        match &self.path {
+            Some(p) => format!("git:{}#path={}", redact(&self.url), p.display()),
+            None => format!("git:{}", redact(&self.url)),
+        }
+    }
+
+    /// Asks the remote which commit the reference points at and fetches it
+    /// unless the cache already holds it (blocking I/O on a blocking thread).
+    pub async fn fetch(&self) -> Result<Fetched, LoadError> {
+        let this = self.clone();
+        join(
+            tokio::task::spawn_blocking(move || this.fetch_blocking()),
+            &self.url,
+        )
+        .await
+    }
+
+    /// Checks out `fetched` into its revision directory (reused when present,
+    /// older ones removed) and loads it; the digest is the revision.
+    pub async fn load(&self, fetched: &Fetched) -> Result<Loaded, LoadError> {
+        let this = self.clone();
+        let f = fetched.clone();
+        join(
+            tokio::task::spawn_blocking(move || this.load_blocking(&f)),
+            &self.url,
+        )
+        .await
+    }
+
+    fn source_error(&self, what: &str, e: impl fmt::Display) -> LoadError {
+        LoadError::Io {
+            path: PathBuf::from(redact(&self.url)),
+            source: std::io::Error::other(format!("{what}: {e}")),
+        }
+    }
+
+    fn open(&self) -> Result<Repository, LoadError> {
+        let dir = self.cache_dir.join("repo.git");
+        if dir.join("HEAD").exists() {
+            Repository::open_bare(&dir)
+        } else {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| self.source_error("cannot create the git cache", e))?;
+            Repository::init_bare(&dir)
+        }
+        .map_err(|e| self.source_error("cannot open the git cache", e.message()))
+    }
+
+    fn callbacks(&self) -> RemoteCallbacks<'static> {
+        let creds = self.credentials.clone();
+        let mut attempts = 0u32;
+        let mut cb = RemoteCallbacks::new();
+        cb.credentials(move |_url, user, allowed| {
+            attempts += 1;
+            if attempts > 3 {
+                return Err(git2::Error::from_str("authentication failed"));
+            }
+            if allowed.contains(CredentialType::SSH_KEY)
+                && let Some(key) = &creds.ssh_key
+            {
+                return Cred::ssh_key(user.unwrap_or("git"), None, key, None);
+            }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+                && let Some(token) = &creds.token
+            {
+                return Cred::userpass_plaintext(user.unwrap_or("x-access-token"), token);
+            }
+            if allowed.contains(CredentialType::USERNAME) {
+                return Cred::username(user.unwrap_or("git"));
+            }
+            Err(git2::Error::from_str("no usable credentials"))
+        });
+        cb
+    }
+
+    fn fetch_blocking(&self) -> Result<Fetched, LoadError> {
+        let repo = self.open()?;
+        let mut remote = repo
+            .remote_anonymous(&self.url)
+            .map_err(|e| self.source_error("invalid remote", e.message()))?;
+        // One connection to read the advertised references.
+        let (heads, default_branch) = {
+            let conn = remote
+                .connect_auth(Direction::Fetch, Some(self.callbacks()), None)
+                .map_err(|e| self.source_error("cannot connect", e.message()))?;
+            let heads: Vec<(String, Oid)> = conn
+                .list()
+                .map_err(|e| self.source_error("cannot list references", e.message()))?
+                .iter()
+                .map(|h| (h.name().to_string(), h.oid()))
+                .collect();
+            let default = conn
+                .default_branch()
+                .ok()
+                .and_then(|b| b.as_str().ok().map(str::to_string));
+            (heads, default)
+        };
+        let (label, refname, mut oid) = self.select(&heads, default_branch.as_deref())?;
+        let sha = self
+            .reference
+            .commit
+            .as_deref()
+            .and_then(|c| Oid::from_str(c).ok());
+        if let Some(c) = sha {
+            oid = c;
+        }
+        if repo.find_commit(oid).is_err() {
+            let mut opts = FetchOptions::new();
+            opts.remote_callbacks(self.callbacks());
+            opts.download_tags(git2::AutotagOption::None);
+            let specs: Vec<String> = match &refname {
+                Some(r) => vec![format!(
+                    "+{r}:refs/pinfleet/{}",
+                    r.trim_start_matches("refs/")
+                )],
+                None => vec![
+                    "+refs/heads/*:refs/pinfleet/heads/*".into(),
+                    "+refs/tags/*:refs/pinfleet/tags/*".into(),
+                ],
+            };
+            remote
+                .fetch(&specs, Some(&mut opts), None)
+                .map_err(|e| self.source_error("fetch failed", e.message()))?;
+        }
+        let commit = repo
+            .find_object(oid, None)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|e| self.source_error("the selected commit is not available", e.message()))?;
+        let sha = commit.id().to_string();
+        let revision = match label {
+            Some(l) => format!("{l}@sha1:{sha}"),
+            None => format!("sha1:{sha}"),
+        };
+        Ok(Fetched { sha, revision })
+    }
+
+    /// Picks the reference: (label for the revision, remote ref to fetch,
+    /// the commit it advertises).
+    fn select(
+        &self,
+        heads: &[(String, Oid)],
+        default_branch: Option<&str>,
+    ) -> Result<(Option<String>, Option<String>, Oid), LoadError> {
+        // An annotated tag is advertised twice; the `^{}` entry is the commit.
+        let find = |name: &str| -> Option<Oid> {
+            let peeled = format!("{name}^{{}}");
+            heads
+                .iter()
+                .find(|(n, _)| *n == peeled)
+                .or_else(|| heads.iter().find(|(n, _)| n == name))
+                .map(|(_, o)| *o)
+        };
+        let missing = |what: String| self.source_error("reference not found", what);
+        let r = &self.reference;
+        if let Some(c) = &r.commit {
+            let oid = Oid::from_str(c).map_err(|e| self.source_error("invalid commit", e))?;
+            // With a branch, fetch only that branch; otherwise every branch and tag.
+            let (label, refname) = match &r.branch {
+                Some(b) => (Some(b.clone()), Some(format!("refs/heads/{b}"))),
+                None => (None, None),
+            };
+            return Ok((label, refname, oid));
+        }
+        if let Some(n) = &r.name {
+            let oid = find(n).ok_or_else(|| missing(n.clone()))?;
+            return Ok((Some(n.clone()), Some(n.clone()), oid));
+        }
+        if let Some(range) = &r.semver {
+            let req = semver::VersionReq::parse(range)
+                .map_err(|e| self.source_error("invalid semver range", e))?;
+            let best = heads
+                .iter()
+                .filter_map(|(n, _)| n.strip_prefix("refs/tags/"))
+                .filter(|t| !t.ends_with("^{}"))
+                .filter_map(|t| {
+                    semver::Version::parse(t.strip_prefix('v').unwrap_or(t))
+                        .ok()
+                        .filter(|v| req.matches(v))
+                        .map(|v| (v, t.to_string()))
+                })
+                .max_by(|a, b| a.0.cmp(&b.0));
+            let Some((_, tag)) = best else {
+                return Err(missing(format!("no tag matches semver {range}")));
+            };
+            let refname = format!("refs/tags/{tag}");
+            let oid = find(&refname).ok_or_else(|| missing(refname.clone()))?;
+            return Ok((Some(tag), Some(refname), oid));
+        }
+        if let Some(t) = &r.tag {
+            let refname = format!("refs/tags/{t}");
+            let oid = find(&refname).ok_or_else(|| missing(format!("tag {t}")))?;
+            return Ok((Some(t.clone()), Some(refname), oid));
+        }
+        let refname = match &r.branch {
+            Some(b) => format!("refs/heads/{b}"),
+            None => default_branch
+                .map(str::to_string)
+                .or_else(|| {
+                    // Without the symref capability: the branch HEAD points at.
+                    let head = find("HEAD")?;
+                    heads
+                        .iter()
+                        .find(|(n, o)| n.starts_with("refs/heads/") && *o == head)
+                        .map(|(n, _)| n.clone())
+                })
+                .ok_or_else(|| missing("the remote has no default branch".into()))?,
+        };
+        let oid = find(&refname).ok_or_else(|| missing(refname.clone()))?;
+        let label = refname
+            .strip_prefix("refs/heads/")
+            .unwrap_or(&refname)
+            .to_string();
+        Ok((Some(label), Some(refname), oid))
+    }
+
+    fn load_blocking(&self, fetched: &Fetched) -> Result<Loaded, LoadError> {
+        let root = self.cache_dir.join(format!("rev-{}", fetched.sha));
+        if !root.exists() {
+            let tmp = self.cache_dir.join(format!(".rev-{}.tmp", fetched.sha));
+            let _ = std::fs::remove_dir_all(&tmp);
+            self.checkout(&fetched.sha, &tmp)?;
+            std::fs::rename(&tmp, &root)
+                .map_err(|e| self.source_error("cannot store the checkout", e))?;
+        }
+        self.prune_revisions(&root);
+        let dir = match &self.path {
+            Some(p) => root.join(p),
+            None => root,
+        };
+        let mut loaded = load_paths(&[dir], &self.limits)?;
+        loaded.digest = fetched.revision.clone();
+        Ok(loaded)
+    }
+
+    /// Writes the commit's tree (only `path` when set) under `dest`.
+    fn checkout(&self, sha: &str, dest: &Path) -> Result<(), LoadError> {
+        let repo = self.open()?;
+        let fail = |e: git2::Error| self.source_error("checkout failed", e.message().to_string());
+        let oid = Oid::from_str(sha).map_err(fail)?;
+        let tree = repo.find_commit(oid).and_then(|c| c.tree()).map_err(fail)?;
+        let (tree, base) = match &self.path {
+            Some(p) => {
+                let entry = tree
+                    .get_path(p)
+                    .map_err(|_| self.source_error("path not found in the commit", p.display()))?;
+                let sub = entry
+                    .to_object(&repo)
+                    .and_then(|o| o.peel_to_tree())
+                    .map_err(fail)?;
+                (sub, dest.join(p))
+            }
+            None => (tree, dest.to_path_buf()),
+        };
+        write_tree(&repo, &tree, &base).map_err(|e| self.source_error("checkout failed", e))
+    }
+
+    fn prune_revisions(&self, keep: &Path) {
+        let Ok(entries) = std::fs::read_dir(&self.cache_dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name();
+            if p != keep
+                && name.to_string_lossy().starts_with("rev-")
+                && let Err(err) = std::fs::remove_dir_all(&p)
+            {
+                tracing::warn!(path = %p.display(), error = %err, "removing an old revision");
+            }
+        }
+    }
+}
+
+fn write_tree(repo: &Repository, tree: &git2::Tree<'_>, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in tree.iter() {
+        let Ok(name) = entry.name() else { continue };
+        let path = dir.join(name);
+        match entry.kind() {
+            Some(git2::ObjectType::Tree) => {
+                let sub = repo
+                    .find_tree(entry.id())
+                    .map_err(|e| std::io::Error::other(e.message().to_string()))?;
+                write_tree(repo, &sub, &path)?;
+            }
+            // Regular files only: links and submodules are not manifests.
+            Some(git2::ObjectType::Blob) if entry.filemode() & 0o170000 == 0o100000 => {
+                let blob = repo
+                    .find_blob(entry.id())
+                    .map_err(|e| std::io::Error::other(e.message().to_string()))?;
+                std::fs::write(&path, blob.content())?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn join<T>(
+    h: tokio::task::JoinHandle<Result<T, LoadError>>,
+    url: &str,
+) -> Result<T, LoadError> {
+    match h.await {
+        Ok(r) => r,
+        Err(e) => Err(LoadError::Io {
+            path: PathBuf::from(redact(url)),
+            source: std::io::Error::other(e.to_string()),
+        }),
+    }
+}
+
+/// `url` without the user-info part (`https://user:token@host` → `https://host`).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// `interval` ±10%.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(rand::rng().random_range(0.9..=1.1))
+}
+
+/// Runs `controller` on `source` until `cancel`: fetches and reconciles at
+/// once, then on every `interval` (±10% jitter) and every `trigger` message
+/// (webhooks). A poll whose commit is unchanged while the last outcome was
+/// healthy is skipped without checkout or loading. Each outcome is handed to
+/// `report`.
+pub async fn run_git(
+    mut controller: Controller,
+    source: GitSource,
+    interval: Duration,
+    mut trigger: Receiver<()>,
+    cancel: CancellationToken,
+    mut report: impl FnMut(&ReconcileOutcome),
+) -> Controller {
+    let mut last_sha: Option<String> = None;
+    let mut triggers_open = true;
+    loop {
+        let out = poll(&mut controller, &source, &mut last_sha).await;
+        report(&out);
+        let sleep = tokio::time::sleep(jittered(interval));
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = sleep => {}
+            msg = trigger.recv(), if triggers_open => {
+                if msg.is_none() {
+                    triggers_open = false;
+                }
+                while trigger.try_recv().is_ok() {}
+            }
+        }
+    }
+    controller
+}
+
+/// One fetch and reconcile; `last_sha` is the commit last loaded.
+pub async fn poll(
+    controller: &mut Controller,
+    source: &GitSource,
+    last_sha: &mut Option<String>,
+) -> ReconcileOutcome {
+    let fetched = match source.fetch().await {
+        Ok(f) => f,
+        Err(e) => return controller.reconcile(Err(e), false).await,
+    };
+    if last_sha.as_deref() == Some(&fetched.sha)
+        && controller.state().last_healthy
+        && controller.state().last_applied_revision.as_deref() == Some(&fetched.revision)
+    {
+        return ReconcileOutcome {
+            revision: Some(fetched.revision),
+            skipped: true,
+            ..ReconcileOutcome::default()
+        };
+    }
+    let loaded = source.load(&fetched).await;
+    *last_sha = Some(fetched.sha);
+    controller.reconcile(loaded, false).await
+}

@@ -1,0 +1,203 @@
+//! Webhook receivers (issue 6 item 3): `POST /hooks/{name}` asks the source
+//! named by the receiver for an immediate fetch.
+//!
+//! Three kinds of receiver, each authenticated with a shared secret:
+//!
+//! - [`ReceiverKind::GitHub`]: `X-Hub-Signature-256: sha256=<hex>`, the
+//!   HMAC-SHA256 of the raw body keyed with the secret. A signed
+//!   `X-GitHub-Event: ping` is answered `200` and triggers nothing.
+//! - [`ReceiverKind::GitLab`]: `X-Gitlab-Token: <secret>`.
+//! - [`ReceiverKind::Generic`]: `X-Signature-256: sha256=<hex>`, the same
+//!   HMAC-SHA256 as GitHub's, for any other sender (`curl`, CI jobs).
+//!
+//! A valid hook is answered `202 Accepted` and sends the receiver's name on
+//! the trigger channel with `try_send`: when the channel is full a fetch is
+//! already pending, so a burst of hooks coalesces into one fetch. A missing
+//! or wrong signature or token is answered `401` and triggers nothing; an
+//! unknown receiver `404`; a body over 1 MiB `413`; a closed trigger channel (no
+//! controller running) `503`. Secrets, signatures and
+//! tokens are never logged. A receiver with an empty secret refuses every
+//! hook.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::mpsc;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Largest hook body accepted (1 MiB); larger bodies get `413`.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// GitHub's signature header.
+pub const GITHUB_SIGNATURE: &str = "x-hub-signature-256";
+/// GitHub's event header (`ping`, `push`, …).
+pub const GITHUB_EVENT: &str = "x-github-event";
+/// GitLab's token header.
+pub const GITLAB_TOKEN: &str = "x-gitlab-token";
+/// The generic receiver's signature header: `sha256=<hex HMAC-SHA256>`.
+pub const GENERIC_SIGNATURE: &str = "x-signature-256";
+
+/// Which forge's conventions a receiver follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiverKind {
+    /// GitHub: `X-Hub-Signature-256`.
+    GitHub,
+    /// GitLab: `X-Gitlab-Token`.
+    GitLab,
+    /// Any sender: `X-Signature-256`.
+    Generic,
+}
+
+/// One webhook endpoint, `POST /hooks/{name}`.
+#[derive(Clone)]
+pub struct Receiver {
+    /// The name in the path, sent on the trigger channel.
+    pub name: String,
+    /// How hooks are authenticated.
+    pub kind: ReceiverKind,
+    /// The shared secret (never logged or printed).
+    pub secret: Vec<u8>,
+}
+
+impl Receiver {
+    /// A receiver named `name`.
+    pub fn new(name: impl Into<String>, kind: ReceiverKind, secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            secret: secret.into(),
+        }
+    }
+
+    /// Whether `headers` and `body` authenticate a hook for this receiver.
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> bool {
+        if self.secret.is_empty() {
+            return false;
+        }
+        match self.kind {
+            ReceiverKind::GitHub => {
+                verify_hmac(&self.secret, header(headers, GITHUB_SIGNATURE), body)
+            }
+            ReceiverKind::Generic => {
+                verify_hmac(&self.secret, header(headers, GENERIC_SIGNATURE), body)
+            }
+            ReceiverKind::GitLab => match header(headers, GITLAB_TOKEN) {
+                Some(token) => verify_token(&self.secret, token.as_bytes()),
+                None => false,
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `sha256=<hex>` against HMAC-SHA256(secret, body), in constant time.
+fn verify_hmac(secret: &[u8], signature: Option<&str>, body: &[u8]) -> bool {
+    let Some(hex_sig) = signature.and_then(|s| s.trim().strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// `token == secret` in constant time: both are reduced to
+/// HMAC-SHA256(secret, ·) and the MACs compared with `verify_slice`.
+fn verify_token(secret: &[u8], token: &[u8]) -> bool {
+    let (Ok(mut expected), Ok(mut given)) = (
+        HmacSha256::new_from_slice(secret),
+        HmacSha256::new_from_slice(secret),
+    ) else {
+        return false;
+    };
+    expected.update(secret);
+    given.update(token);
+    let expected = expected.finalize().into_bytes();
+    given.verify_slice(&expected).is_ok()
+}
+
+#[derive(Clone)]
+struct Hooks {
+    receivers: Arc<HashMap<String, Receiver>>,
+    trigger: mpsc::Sender<String>,
+}
+
+/// The router serving `POST /hooks/{name}` for `receivers`; a valid hook
+/// sends the receiver's name on `trigger` (without waiting: a full channel
+/// means a fetch is already pending).
+pub fn router(receivers: Vec<Receiver>, trigger: mpsc::Sender<String>) -> Router {
+    let receivers = receivers
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect::<HashMap<_, _>>();
+    let state = Hooks {
+        receivers: Arc::new(receivers),
+        trigger,
+    };
+    Router::new()
+        .route("/hooks/{name}", post(hook))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn answer(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "code": status.as_u16(), "message": message });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn hook(
+    State(hooks): State<Hooks>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(receiver) = hooks.receivers.get(&name) else {
+        return answer(StatusCode::NOT_FOUND, "unknown receiver");
+    };
+    if !receiver.verify(&headers, &body) {
+        tracing::warn!(receiver = %name, "webhook refused: invalid signature");
+        return answer(StatusCode::UNAUTHORIZED, "invalid signature");
+    }
+    if receiver.kind == ReceiverKind::GitHub && header(&headers, GITHUB_EVENT) == Some("ping") {
+        tracing::info!(receiver = %name, "webhook ping");
+        return answer(StatusCode::OK, "pong");
+    }
+    match hooks.trigger.try_send(name.clone()) {
+        Ok(()) => tracing::info!(receiver = %name, "webhook accepted: fetch triggered"),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::debug!(receiver = %name, "webhook accepted: a fetch is already pending")
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            tracing::warn!(receiver = %name, "webhook refused: the controller is not running");
+            return answer(StatusCode::SERVICE_UNAVAILABLE, "controller not running");
+        }
+    }
+    answer(StatusCode::ACCEPTED, "accepted")
+}

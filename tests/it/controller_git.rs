@@ -1,0 +1,558 @@
+//! The GitOps controller's git source against one real in-process peer: bare
+//! repositories created with git2 in a temp directory, commits made in a
+//! working clone and pushed, served over `file://`. No fixed sleeps.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use git2::{Oid, Repository, Signature};
+use libp2p::identity::Keypair;
+use pinfleet::api::{ApiState, serve};
+use pinfleet::consensus::{ClusterNode, NodeOptions};
+use pinfleet::controller::git::{Credentials, GitSource, poll, redact};
+use pinfleet::controller::{
+    Client, ConditionType, Controller, ControllerOptions, PinSetOutcome, Reason, run_git,
+};
+use pinfleet::manifest::Limits;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::support::{cid_v1, write_tree};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The URL of this module's peer, started on first use on its own runtime.
+fn peer() -> &'static str {
+    static PEER: OnceLock<String> = OnceLock::new();
+    PEER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+                let tasks = TaskTracker::new();
+                let cancel = CancellationToken::new();
+                let opts = NodeOptions::new(
+                    dir.path().to_path_buf(),
+                    Keypair::generate_ed25519(),
+                    [11u8; 32],
+                );
+                let node = ClusterNode::start(opts, cancel.clone(), &tasks)
+                    .await
+                    .unwrap();
+                node.wait_ready(DEADLINE).await.unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let url = format!("http://{}", listener.local_addr().unwrap());
+                let state = ApiState::new(node, "0.0.0-it", "it-controller-git");
+                let server = tokio::spawn(serve(listener, state, cancel.clone()));
+                tx.send(url).unwrap();
+                server.await.unwrap().unwrap();
+                drop(dir);
+            });
+        });
+        rx.recv_timeout(DEADLINE * 2)
+            .expect("the peer did not start")
+    })
+}
+
+fn url(path: &str) -> String {
+    format!("{}{path}", peer())
+}
+
+fn pinset_yaml(ns: &str, name: &str, cids: &[String]) -> String {
+    let mut s = format!(
+        "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n"
+    );
+    if cids.is_empty() {
+        s.push_str("  pins: []\n");
+    } else {
+        s.push_str("  pins:\n");
+        for (i, c) in cids.iter().enumerate() {
+            s.push_str(&format!("    - cid: {c}\n      name: pin-{i}\n"));
+        }
+    }
+    s
+}
+
+fn seeds(test: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| cid_v1(&format!("git-{test}-{i}"))).collect()
+}
+
+async fn owners(cid: &str) -> Option<Vec<String>> {
+    let resp = reqwest::get(url(&format!("/allocations/{cid}")))
+        .await
+        .unwrap();
+    if resp.status() == StatusCode::NOT_FOUND {
+        return None;
+    }
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    Some(v["owners"].as_object().unwrap().keys().cloned().collect())
+}
+
+async fn recorded(ns: &str, name: &str) -> Option<Value> {
+    let resp = reqwest::get(url("/pinsets")).await.unwrap();
+    if resp.status() == StatusCode::NO_CONTENT {
+        return None;
+    }
+    let v: Vec<Value> = resp.json().await.unwrap();
+    v.into_iter()
+        .find(|p| p["namespace"] == ns && p["name"] == name)
+}
+
+fn outcome<'a>(out: &'a [PinSetOutcome], name: &str) -> &'a PinSetOutcome {
+    out.iter()
+        .find(|o| o.name == name)
+        .unwrap_or_else(|| panic!("no outcome for {name}: {out:?}"))
+}
+
+/// A bare "remote" repository (HEAD → main) and a working clone that pushes
+/// to it over `file://`.
+struct Remote {
+    dir: tempfile::TempDir,
+    work: Repository,
+}
+
+impl Remote {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = Repository::init_bare(dir.path().join("remote.git")).unwrap();
+        bare.set_head("refs/heads/main").unwrap();
+        let work = Repository::init(dir.path().join("work")).unwrap();
+        work.set_head("refs/heads/main").unwrap();
+        Self { dir, work }
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.dir.path().join("remote.git").display())
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn workdir(&self) -> &Path {
+        self.work.workdir().unwrap()
+    }
+
+    /// Writes `files`, removes `remove`, commits everything on main and
+    /// pushes; returns the commit's SHA-1.
+    fn commit(&self, files: &[(&str, &str)], remove: &[&str]) -> String {
+        write_tree(self.workdir(), files);
+        for r in remove {
+            std::fs::remove_file(self.workdir().join(r)).unwrap();
+        }
+        let mut index = self.work.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        index.update_all(["*"], None).unwrap();
+        index.write().unwrap();
+        let tree = self.work.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = Signature::now("it", "it@example.org").unwrap();
+        let parent = self.work.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let oid = self
+            .work
+            .commit(Some("HEAD"), &sig, &sig, "change", &tree, &parents)
+            .unwrap();
+        self.push(&["+refs/heads/main:refs/heads/main"]);
+        oid.to_string()
+    }
+
+    /// Tags `sha` (annotated when `annotated`) and pushes the tag.
+    fn tag(&self, name: &str, sha: &str, annotated: bool) {
+        let obj = self
+            .work
+            .find_object(Oid::from_str(sha).unwrap(), None)
+            .unwrap();
+        if annotated {
+            let sig = Signature::now("it", "it@example.org").unwrap();
+            self.work.tag(name, &obj, &sig, name, true).unwrap();
+        } else {
+            self.work.tag_lightweight(name, &obj, true).unwrap();
+        }
+        self.push(&[&format!("+refs/tags/{name}:refs/tags/{name}")]);
+    }
+
+    fn push(&self, specs: &[&str]) {
+        let mut remote = self.work.remote_anonymous(&self.url()).unwrap();
+        remote.push(specs, None).unwrap();
+    }
+
+    fn source(&self, query: &str) -> GitSource {
+        let spec = if query.is_empty() {
+            self.url()
+        } else {
+            format!("{}#{query}", self.url())
+        };
+        GitSource::parse(
+            &spec,
+            &self.cache(),
+            Credentials::default(),
+            Limits::default(),
+        )
+        .unwrap()
+    }
+}
+
+fn controller(source: &GitSource, force: bool) -> Controller {
+    Controller::new(
+        Client::new(peer()).unwrap(),
+        ControllerOptions {
+            source: source.name(),
+            force,
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_commit_is_applied_and_an_unchanged_sha_is_skipped() {
+    let remote = Remote::new();
+    let cids = seeds("apply", 3);
+    let sha = remote.commit(
+        &[
+            ("pins/a.yaml", &pinset_yaml("git", "apply", &cids)),
+            // Outside `path`: never loaded.
+            ("other/broken.yaml", "kind: [\n"),
+        ],
+        &[],
+    );
+    let src = remote.source("ref=main&path=pins");
+    let mut ctl = controller(&src, false);
+    let mut last = None;
+    let out = poll(&mut ctl, &src, &mut last).await;
+    assert!(out.healthy(), "{out:?}");
+    let rev = format!("main@sha1:{sha}");
+    assert_eq!(out.revision.as_deref(), Some(rev.as_str()));
+    let o = outcome(&out.pinsets, "apply");
+    assert_eq!(
+        (o.condition, o.reason, o.add),
+        (ConditionType::Ready, Reason::Succeeded, 3)
+    );
+    let rec = recorded("git", "apply").await.unwrap();
+    assert_eq!(rec["revision"], rev.as_str());
+    assert_eq!(rec["source"], src.name().as_str());
+    for c in &cids {
+        assert!(owners(c).await.is_some());
+    }
+    assert!(src.cache_dir.join(format!("rev-{sha}")).is_dir());
+
+    // Same commit: skipped before checkout and loading.
+    let again = poll(&mut ctl, &src, &mut last).await;
+    assert!(again.skipped && again.pinsets.is_empty(), "{again:?}");
+    assert_eq!(again.revision.as_deref(), Some(rev.as_str()));
+
+    // The default branch (HEAD) is used without a ref.
+    let dflt = remote.source("path=pins");
+    assert_eq!(dflt.fetch().await.unwrap().revision, rev);
+}
+
+#[tokio::test]
+async fn removed_cids_are_released_and_a_truncation_stalls_on_the_guard() {
+    let remote = Remote::new();
+    let cids = seeds("prune", 4);
+    remote.commit(&[("p.yaml", &pinset_yaml("git", "prune", &cids))], &[]);
+    let src = remote.source("ref=main");
+    let mut ctl = controller(&src, false);
+    let mut last = None;
+    assert!(poll(&mut ctl, &src, &mut last).await.healthy());
+
+    // One of four removed: released.
+    let cache_dir = src.cache_dir.clone();
+    let sha = remote.commit(&[("p.yaml", &pinset_yaml("git", "prune", &cids[..3]))], &[]);
+    let out = poll(&mut ctl, &src, &mut last).await;
+    let o = outcome(&out.pinsets, "prune");
+    assert_eq!((o.reason, o.release), (Reason::Succeeded, 1), "{o:?}");
+    assert!(owners(&cids[3]).await.is_none());
+    assert_eq!(
+        recorded("git", "prune").await.unwrap()["revision"],
+        format!("main@sha1:{sha}").as_str()
+    );
+    // Only the current revision directory is kept.
+    let revs: Vec<_> = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rev-"))
+        .collect();
+    assert_eq!(revs.len(), 1);
+
+    // Truncated to one: nothing is unpinned, Stalled/PruneGuard.
+    remote.commit(&[("p.yaml", &pinset_yaml("git", "prune", &cids[..1]))], &[]);
+    let out = poll(&mut ctl, &src, &mut last).await;
+    let o = outcome(&out.pinsets, "prune");
+    assert_eq!(
+        (o.condition, o.reason),
+        (ConditionType::Stalled, Reason::PruneGuard),
+        "{o:?}"
+    );
+    for c in &cids[..3] {
+        assert!(owners(c).await.is_some(), "the guard let {c} go");
+    }
+    // Stalled: the same commit is tried again, not skipped.
+    assert!(!poll(&mut ctl, &src, &mut last).await.skipped);
+}
+
+#[tokio::test]
+async fn broken_yaml_stalls_with_its_location_and_keeps_the_previous_revision() {
+    let remote = Remote::new();
+    let cids = seeds("broken", 2);
+    let sha = remote.commit(&[("ok.yaml", &pinset_yaml("git", "broken", &cids))], &[]);
+    let src = remote.source("branch=main");
+    let mut ctl = controller(&src, false);
+    let mut last = None;
+    assert!(poll(&mut ctl, &src, &mut last).await.healthy());
+
+    remote.commit(
+        &[(
+            "bad.yaml",
+            "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: bad\nspec:\n  pins: [\n",
+        )],
+        &[],
+    );
+    let out = poll(&mut ctl, &src, &mut last).await;
+    assert!(!out.healthy());
+    let err = out.source_error.clone().unwrap();
+    let at = err.find("bad.yaml:").unwrap_or_else(|| panic!("{err}"));
+    let loc: Vec<&str> = err[at..].splitn(4, ':').collect();
+    assert!(
+        loc[1].parse::<u32>().is_ok() && loc[2].parse::<u32>().is_ok(),
+        "{err}"
+    );
+    let o = outcome(&out.pinsets, "broken");
+    assert_eq!(
+        (o.condition, o.reason),
+        (ConditionType::Stalled, Reason::ManifestInvalid)
+    );
+    assert_eq!(
+        recorded("git", "broken").await.unwrap()["revision"],
+        format!("main@sha1:{sha}").as_str()
+    );
+    for c in &cids {
+        assert!(owners(c).await.is_some());
+    }
+    // Still broken and unhealthy: not skipped.
+    assert!(!poll(&mut ctl, &src, &mut last).await.skipped);
+}
+
+#[tokio::test]
+async fn tags_and_semver_ranges_select_the_commit() {
+    let remote = Remote::new();
+    let mut shas = Vec::new();
+    for (i, tag) in ["v1.1.0", "v1.2.0", "1.2.3", "v1.2.5", "v1.3.0"]
+        .iter()
+        .enumerate()
+    {
+        let cids = seeds(&format!("sel-{i}"), i + 1);
+        let sha = remote.commit(&[("s.yaml", &pinset_yaml("git", "sel", &cids))], &[]);
+        remote.tag(tag, &sha, i % 2 == 0);
+        shas.push(sha);
+    }
+    // A later commit on main that no selector below should pick.
+    remote.commit(
+        &[("s.yaml", &pinset_yaml("git", "sel", &seeds("head", 9)))],
+        &[],
+    );
+
+    let f = remote.source("semver=~1.2").fetch().await.unwrap();
+    assert_eq!(f.revision, format!("v1.2.5@sha1:{}", shas[3]));
+    let f = remote.source("tag=v1.1.0").fetch().await.unwrap();
+    assert_eq!(f.revision, format!("v1.1.0@sha1:{}", shas[0]));
+    let f = remote
+        .source("semver=>=1.0.0, <1.2.0")
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(f.revision, format!("v1.1.0@sha1:{}", shas[0]));
+    // Precedence: semver over tag over branch; commit over everything.
+    let f = remote
+        .source("ref=main&tag=v1.3.0&semver=~1.2")
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(f.revision, format!("v1.2.5@sha1:{}", shas[3]));
+    let f = remote.source("ref=main&tag=v1.3.0").fetch().await.unwrap();
+    assert_eq!(f.revision, format!("v1.3.0@sha1:{}", shas[4]));
+    let f = remote
+        .source(&format!("commit={}&tag=v1.3.0", shas[1]))
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(f.revision, format!("sha1:{}", shas[1]));
+    let f = remote.source("name=refs/tags/1.2.3").fetch().await.unwrap();
+    assert_eq!(f.revision, format!("refs/tags/1.2.3@sha1:{}", shas[2]));
+
+    // The selected commit's tree is what loads.
+    let src = remote.source("semver=~1.2");
+    let f = src.fetch().await.unwrap();
+    let loaded = src.load(&f).await.unwrap();
+    assert_eq!(loaded.digest, f.revision);
+    assert_eq!(loaded.pinsets[0].pins.len(), 4);
+
+    // No matching tag: a source error.
+    let e = remote.source("semver=~9").fetch().await.unwrap_err();
+    assert!(e.to_string().contains("remote.git"), "{e}");
+}
+
+#[tokio::test]
+async fn a_trigger_reconciles_well_before_the_interval() {
+    let remote = Remote::new();
+    let cids = seeds("trigger", 3);
+    remote.commit(
+        &[("t.yaml", &pinset_yaml("git", "trigger", &cids[..2]))],
+        &[],
+    );
+    let src = remote.source("ref=main");
+    let ctl = controller(&src, false);
+    let cancel = CancellationToken::new();
+    let (trigger, rx) = tokio::sync::mpsc::channel(4);
+    let (tx, mut outs) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(run_git(
+        ctl,
+        src,
+        Duration::from_secs(3600),
+        rx,
+        cancel.clone(),
+        move |o| {
+            let _ = tx.send(o.clone());
+        },
+    ));
+    let first = tokio::time::timeout(DEADLINE, outs.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.healthy(), "{first:?}");
+    assert!(owners(&cids[2]).await.is_none());
+
+    let sha = remote.commit(&[("t.yaml", &pinset_yaml("git", "trigger", &cids))], &[]);
+    let start = Instant::now();
+    trigger.send(()).await.unwrap();
+    let next = tokio::time::timeout(DEADLINE, outs.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(start.elapsed() < DEADLINE);
+    assert_eq!(
+        next.revision.as_deref(),
+        Some(format!("main@sha1:{sha}").as_str())
+    );
+    assert_eq!(outcome(&next.pinsets, "trigger").add, 1);
+    assert!(owners(&cids[2]).await.is_some());
+
+    // A trigger without a new commit: skipped.
+    trigger.send(()).await.unwrap();
+    let same = tokio::time::timeout(DEADLINE, outs.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(same.skipped, "{same:?}");
+
+    cancel.cancel();
+    let ctl = tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+    assert!(ctl.state().last_healthy);
+}
+
+#[tokio::test]
+async fn an_unreachable_remote_stalls_with_source_unavailable() {
+    let remote = Remote::new();
+    let cids = seeds("gone", 1);
+    remote.commit(&[("g.yaml", &pinset_yaml("git", "gone", &cids))], &[]);
+    let src = remote.source("ref=main");
+    let mut ctl = controller(&src, false);
+    let mut last = None;
+    assert!(poll(&mut ctl, &src, &mut last).await.healthy());
+
+    std::fs::remove_dir_all(remote.dir.path().join("remote.git")).unwrap();
+    let out = poll(&mut ctl, &src, &mut last).await;
+    let o = outcome(&out.pinsets, "gone");
+    assert_eq!(
+        (o.condition, o.reason),
+        (ConditionType::Stalled, Reason::SourceUnavailable),
+        "{o:?}"
+    );
+    assert!(owners(&cids[0]).await.is_some());
+}
+
+#[test]
+fn git_specs_parse_and_reject() {
+    let cache = Path::new("/tmp/cache");
+    let parse = |s: &str| GitSource::parse(s, cache, Credentials::default(), Limits::default());
+    let s = parse("https://host/repo.git#ref=main&path=pins/prod").unwrap();
+    assert_eq!(s.url, "https://host/repo.git");
+    assert_eq!(s.reference.branch.as_deref(), Some("main"));
+    assert_eq!(s.path.as_deref(), Some(Path::new("pins/prod")));
+    assert!(s.cache_dir.starts_with(cache));
+    assert_eq!(s.name(), "git:https://host/repo.git#path=pins/prod");
+    let s = parse("https://host/r#semver=~1.2&tag=v1").unwrap();
+    assert_eq!(s.reference.semver.as_deref(), Some("~1.2"));
+    assert_eq!(s.reference.tag.as_deref(), Some("v1"));
+    assert!(parse("https://host/r").unwrap().reference == Default::default());
+    for bad in [
+        "https://h/r#ref=",
+        "https://h/r#colour=red",
+        "https://h/r#semver=not-a-range!",
+        "https://h/r#commit=abc",
+        "https://h/r#name=main",
+        "https://h/r#path=../etc",
+        "https://h/r#path=/abs",
+        "#ref=main",
+    ] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+    // Credentials in the URL never reach a name or an error.
+    let s = parse("https://user:s3cret@host/r#ref=main").unwrap();
+    assert!(!s.name().contains("s3cret"));
+    let e = parse("https://user:s3cret@host/r#bogus=1").unwrap_err();
+    assert!(!e.to_string().contains("s3cret"), "{e}");
+    assert_eq!(redact("ssh://git@host/r"), "ssh://host/r");
+    let creds = Credentials {
+        token: Some("s3cret".into()),
+        ssh_key: None,
+    };
+    assert!(!format!("{creds:?}").contains("s3cret"));
+}
+
+#[test]
+fn cli_once_applies_a_git_source() {
+    let remote = Remote::new();
+    let cids = seeds("cli", 2);
+    let sha = remote.commit(&[("pins/c.yaml", &pinset_yaml("git", "cli", &cids))], &[]);
+    let source = format!("git:{}#ref=main&path=pins", remote.url());
+    let cache = remote.cache();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"))
+            .arg("controller")
+            .args(["--source", &source, "--once", "--cache"])
+            .arg(&cache)
+            .args(extra)
+            .args(["--host", peer()])
+            .env_remove("PINFLEET_HOST")
+            .env_remove("PINFLEET_GIT_TOKEN")
+            .output()
+            .expect("run pinfleet")
+    };
+    let o = run(&[]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.starts_with(&format!("git/cli  Succeeded  +2 ~0 -0  main@sha1:{sha}")),
+        "{stdout}"
+    );
+    let o = run(&["--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["pinsets"][0]["reason"], "Succeeded");
+    assert_eq!(v["revision"], format!("main@sha1:{sha}").as_str());
+}
