@@ -2,11 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use pinfleet::controller::git::{Credentials, poll};
+use pinfleet::controller::reporter::{Forge, Reporter, sha_of_revision};
+use pinfleet::controller::webhook::{self, Receiver, ReceiverKind};
 use pinfleet::controller::{
     Client, Controller, ControllerOptions, DirSource, GitSource, ReconcileOutcome, run_dir, run_git,
 };
@@ -47,6 +50,93 @@ pub struct ControllerArgs {
     json: bool,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Serve git webhooks (`POST /hooks/{name}`) on this address; a valid
+    /// hook triggers an immediate fetch. Git sources only.
+    #[arg(long, value_name = "ADDR", requires = "webhook")]
+    webhook_listen: Option<std::net::SocketAddr>,
+    /// A webhook receiver `KIND:NAME` (KIND: github, gitlab or generic);
+    /// repeatable. The secret comes from PINFLEET_WEBHOOK_SECRET.
+    #[arg(long, value_name = "KIND:NAME", value_parser = parse_webhook)]
+    webhook: Vec<(ReceiverKind, String)>,
+    /// Report each reconcile as a commit status: `github` or `gitea`
+    /// (Gitea and Forgejo). The token comes from PINFLEET_REPORT_TOKEN.
+    #[arg(long, value_name = "FORGE", value_parser = parse_forge, requires_all = ["report_api", "report_repo"])]
+    report: Option<Forge>,
+    /// The forge's API base URL (e.g. https://api.github.com).
+    #[arg(long, value_name = "URL")]
+    report_api: Option<String>,
+    /// The repository to report on, `owner/name`.
+    #[arg(long, value_name = "OWNER/NAME")]
+    report_repo: Option<String>,
+}
+
+fn parse_webhook(s: &str) -> Result<(ReceiverKind, String), String> {
+    let (kind, name) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected KIND:NAME, got {s:?}"))?;
+    let kind = match kind {
+        "github" => ReceiverKind::GitHub,
+        "gitlab" => ReceiverKind::GitLab,
+        "generic" => ReceiverKind::Generic,
+        other => {
+            return Err(format!(
+                "unknown webhook kind {other:?}: expected github, gitlab or generic"
+            ));
+        }
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "invalid webhook name {name:?}: letters, digits, '-' and '_'"
+        ));
+    }
+    Ok((kind, name.to_string()))
+}
+
+fn parse_forge(s: &str) -> Result<Forge, String> {
+    match s {
+        "github" => Ok(Forge::GitHub),
+        "gitea" | "forgejo" => Ok(Forge::Gitea),
+        other => Err(format!("unknown forge {other:?}: expected github or gitea")),
+    }
+}
+
+/// Builds the commit-status reporter from the flags and PINFLEET_REPORT_TOKEN.
+fn reporter(args: &ControllerArgs) -> anyhow::Result<Option<Arc<Reporter>>> {
+    let Some(forge) = args.report else {
+        return Ok(None);
+    };
+    let token = std::env::var("PINFLEET_REPORT_TOKEN")
+        .context("--report needs the forge token in PINFLEET_REPORT_TOKEN")?;
+    let api = args.report_api.clone().unwrap_or_default();
+    let repo = args.report_repo.clone().unwrap_or_default();
+    Ok(Some(Arc::new(Reporter::new(forge, api, &repo, token)?)))
+}
+
+/// Prints an outcome and, with a reporter, posts it as the commit's status
+/// (in the background: a slow forge never delays reconciling).
+fn outcome_sink(json: bool, reporter: Option<Arc<Reporter>>) -> impl FnMut(&ReconcileOutcome) {
+    move |o: &ReconcileOutcome| {
+        print_outcome(o, json);
+        let Some(r) = reporter.clone() else { return };
+        let Some(sha) = o
+            .revision
+            .as_deref()
+            .and_then(sha_of_revision)
+            .map(str::to_string)
+        else {
+            return;
+        };
+        let outcome = o.clone();
+        tokio::spawn(async move {
+            if let Err(e) = r.report(&sha, &outcome).await {
+                eprintln!("warning: cannot report the commit status: {e}");
+            }
+        });
+    }
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -97,7 +187,15 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         },
     );
     let json = args.json;
+    let reporter = reporter(&args)?;
+    let webhook_listen = args.webhook_listen;
+    let webhooks = args.webhook.clone();
+    if webhook_listen.is_some() && matches!(source, Source::Dir(_)) {
+        bail!("--webhook-listen is for git sources (a dir source is watched already)");
+    }
+    let once_reporter = reporter.clone();
     block_on(async move {
+        let sink = outcome_sink(json, reporter);
         // An unreachable host is an error, not a Stalled outcome, at start.
         client
             .pinsets()
@@ -110,6 +208,13 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 Source::Git(g) => poll(&mut controller, g, &mut None).await,
             };
             print_outcome(&out, json);
+            if let (Some(r), Some(sha)) = (
+                &once_reporter,
+                out.revision.as_deref().and_then(sha_of_revision),
+            ) && let Err(e) = r.report(sha, &out).await
+            {
+                eprintln!("warning: cannot report the commit status: {e}");
+            }
             return Ok(if out.healthy() {
                 ExitCode::SUCCESS
             } else {
@@ -124,20 +229,48 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         });
         match source {
             Source::Dir(d) => {
-                run_dir(controller, d, args.interval, cancel, |o| {
-                    print_outcome(o, json)
-                })
-                .await
-                .context("cannot watch the source directory")?;
+                run_dir(controller, d, args.interval, cancel, sink)
+                    .await
+                    .context("cannot watch the source directory")?;
             }
             Source::Git(g) => {
-                // No webhook receiver here yet: the sender stays open so the
+                let (trigger, rx) = tokio::sync::mpsc::channel(1);
+                // Without webhooks the sender is kept (unused) so that the
                 // loop polls on the interval only.
-                let (_trigger, rx) = tokio::sync::mpsc::channel(1);
-                run_git(controller, *g, args.interval, rx, cancel, |o| {
-                    print_outcome(o, json)
-                })
-                .await;
+                let _idle_trigger = if let Some(addr) = webhook_listen {
+                    let secret = std::env::var("PINFLEET_WEBHOOK_SECRET")
+                        .context("--webhook needs the shared secret in PINFLEET_WEBHOOK_SECRET")?;
+                    let receivers = webhooks
+                        .iter()
+                        .map(|(kind, name)| Receiver::new(name.clone(), *kind, secret.as_bytes()))
+                        .collect();
+                    let (hook_tx, mut hook_rx) = tokio::sync::mpsc::channel::<String>(1);
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("cannot listen for webhooks on {addr}"))?;
+                    eprintln!(
+                        "webhooks on http://{}/hooks/{{name}}",
+                        listener.local_addr()?
+                    );
+                    let app = webhook::router(receivers, hook_tx);
+                    let stop = cancel.clone();
+                    tokio::spawn(async move {
+                        let _ = axum::serve(listener, app)
+                            .with_graceful_shutdown(stop.cancelled_owned())
+                            .await;
+                    });
+                    tokio::spawn(async move {
+                        while let Some(name) = hook_rx.recv().await {
+                            tracing::info!(receiver = %name, "webhook: fetching now");
+                            // Full means a fetch is already due: coalesce.
+                            let _ = trigger.try_send(());
+                        }
+                    });
+                    None
+                } else {
+                    Some(trigger)
+                };
+                run_git(controller, *g, args.interval, rx, cancel, sink).await;
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -556,3 +556,147 @@ fn cli_once_applies_a_git_source() {
     assert_eq!(v["pinsets"][0]["reason"], "Succeeded");
     assert_eq!(v["revision"], format!("main@sha1:{sha}").as_str());
 }
+
+/// The CLI end to end: a signed GitHub webhook makes a controller with a
+/// one-hour poll interval fetch a new commit at once, and each reconcile is
+/// posted as a commit status to the forge.
+#[tokio::test]
+async fn cli_webhook_triggers_a_fetch_and_the_commit_status_is_reported() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    // A forge that records commit statuses.
+    let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let forge = axum::Router::new().route(
+        "/repos/{owner}/{repo}/statuses/{sha}",
+        axum::routing::post(
+            move |axum::extract::Path((_, _, sha)): axum::extract::Path<(
+                String,
+                String,
+                String,
+            )>,
+                  axum::Json(body): axum::Json<Value>| {
+                let record = Arc::clone(&record);
+                async move {
+                    record.lock().unwrap().push((sha, body));
+                    StatusCode::CREATED
+                }
+            },
+        ),
+    );
+    let forge_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let forge_url = format!("http://{}", forge_listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(forge_listener, forge).await });
+
+    let remote = Remote::new();
+    let cids = seeds("hook", 3);
+    let first = remote.commit(
+        &[("pins/h.yaml", &pinset_yaml("git", "hook", &cids[..1]))],
+        &[],
+    );
+    let source = format!("git:{}#ref=main&path=pins", remote.url());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"))
+        .arg("controller")
+        .args(["--source", &source, "--interval", "1h", "--cache"])
+        .arg(remote.cache())
+        .args([
+            "--webhook-listen",
+            "127.0.0.1:0",
+            "--webhook",
+            "github:main",
+        ])
+        .args([
+            "--report",
+            "github",
+            "--report-api",
+            &forge_url,
+            "--report-repo",
+            "acme/pins",
+        ])
+        .args(["--host", peer()])
+        .env("PINFLEET_WEBHOOK_SECRET", "s3cret")
+        .env("PINFLEET_REPORT_TOKEN", "tok")
+        .env_remove("PINFLEET_HOST")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The receiver's address is printed on stderr.
+    let stderr = child.stderr.take().unwrap();
+    let hooks = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.strip_prefix("webhooks on ")
+                    .map(|u| u.replace("{name}", "main"))
+            })
+    })
+    .join()
+    .unwrap()
+    .expect("webhook address on stderr");
+
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while owners(&cids[0]).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "first commit not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A new commit, then the hook: applied long before the 1 h poll.
+    let second = remote.commit(&[("pins/h.yaml", &pinset_yaml("git", "hook", &cids))], &[]);
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(body);
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let resp = reqwest::Client::new()
+        .post(&hooks)
+        .header("X-Hub-Signature-256", sig)
+        .header("X-GitHub-Event", "push")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    while owners(&cids[2]).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "webhook did not trigger a fetch"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(sha, _)| *sha == first || *sha == second)
+        .count()
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "commit statuses not reported: {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let statuses = seen.lock().unwrap().clone();
+    let last = statuses
+        .iter()
+        .rev()
+        .find(|(sha, _)| *sha == second)
+        .unwrap();
+    assert_eq!(last.1["state"], "success");
+    assert_eq!(last.1["context"], "pinfleet");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = child.wait();
+}
