@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{ApiState, serve};
+use crate::api::{ApiState, serve_with};
 use crate::config::{IDENTITY_FILE, Identity, SERVICE_FILE, ServiceConfig};
 use crate::consensus::{ClusterNode, NodeOptions};
 
@@ -75,6 +75,9 @@ pub enum DaemonError {
     /// The IPFS backend is misconfigured.
     #[error("invalid ipfs backend")]
     Ipfs(#[source] crate::ipfs::IpfsError),
+    /// The `[controller]` could not start.
+    #[error("cannot start the controller")]
+    Controller(#[source] crate::controller::daemon::StartError),
 }
 
 /// Starts the pin tracker for `node` on `backend` and registers its status
@@ -210,13 +213,39 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         &tasks,
     );
 
+    // The controller reaches the cluster through this peer's API (bound
+    // above, served below); only the Raft leader's acts.
+    let hooks = match crate::controller::daemon::spawn(
+        node.clone(),
+        &api_url,
+        &config.controller,
+        dir,
+        &cancel,
+        &tasks,
+    ) {
+        Ok(h) => h,
+        Err(e) => {
+            cancel.cancel();
+            tasks.close();
+            let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+            let _ = std::fs::remove_file(&run_path);
+            return Err(DaemonError::Controller(e));
+        }
+    };
+    if !config.controller.sources.is_empty() {
+        tracing::info!(
+            sources = config.controller.sources.len(),
+            "controller configured (acts while this peer is the raft leader)"
+        );
+    }
+
     let mut state = ApiState::new(
         node,
         env!("CARGO_PKG_VERSION"),
         config.cluster.peername.clone(),
     );
     state.status = Some(status);
-    let served = serve(listener, state, cancel.clone()).await;
+    let served = serve_with(listener, state, hooks, cancel.clone()).await;
     cancel.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), tasks.wait())

@@ -98,6 +98,10 @@ pub fn router(state: ApiState) -> Router {
                 .delete(pinsets::remove),
         )
         .route(
+            "/pinsets/{namespace}/{name}/conditions",
+            axum::routing::put(pinsets::put_conditions),
+        )
+        .route(
             "/pinsets/{namespace}/{name}/status",
             get(pinset_status::get),
         )
@@ -117,6 +121,15 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Every route of the API plus `extra`'s (e.g. the controller's webhook
+/// receivers `POST /hooks/{name}`), which must not overlap them.
+pub fn router_with(state: ApiState, extra: Option<Router>) -> Router {
+    match extra {
+        Some(extra) => router(state).merge(extra),
+        None => router(state),
+    }
+}
+
 /// Serves `router(state)` on `listener` until `cancel` fires, then lets
 /// requests in flight finish.
 pub async fn serve(
@@ -124,10 +137,20 @@ pub async fn serve(
     state: ApiState,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, None, cancel).await
+}
+
+/// [`serve`] with `extra` routes merged in (see [`router_with`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    state: ApiState,
+    extra: Option<Router>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "rest api listening");
     }
-    axum::serve(listener, router(state))
+    axum::serve(listener, router_with(state, extra))
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
 }

@@ -2,8 +2,12 @@
 //! Kubernetes conventions, computed on request from the shared state and
 //! every member's pin statuses.
 //!
-//! Stateless: nothing is stored, so `lastTransitionTime` is the time of the
-//! answer. The owner's pins are walked a page (`PAGE`) at a time through
+//! Computed conditions are stamped with the time of the answer; the
+//! conditions a controller recorded (`PUT .../conditions`, see
+//! [`merge_reported`]) override them when it is stalled, and make a PinSet
+//! that never applied (an invalid manifest) answer with total 0.
+//!
+//! The owner's pins are walked a page (`PAGE`) at a time through
 //! `StatusService::global`, so at most one page of statuses is held at once.
 //! The counting rules live in `StatusTally`, a pure accumulator (no I/O, no
 //! clock) that the Kubernetes controller can reuse for the CRD `.status`.
@@ -282,23 +286,25 @@ pub(crate) async fn pinset_status(
                 .into_iter()
                 .find(|(o, _)| *o == owner)
                 .map(|(_, r)| r);
-            let Some(record) = record else {
-                return Ok(None);
-            };
+            let reported = store.conditions(&owner).map_err(storage)?;
             // Keys only: the owned specs are not needed, the pins' own
             // (effective) options are read page by page below.
-            let keys: Vec<CidKey> = store
-                .owned_by(&owner)
-                .map_err(storage)?
-                .into_keys()
-                .collect();
-            Ok(Some((record, keys)))
+            let keys: Vec<CidKey> = match record {
+                Some(_) => store
+                    .owned_by(&owner)
+                    .map_err(storage)?
+                    .into_keys()
+                    .collect(),
+                None => Vec::new(),
+            };
+            Ok((record, reported, keys))
         })
         .await?
     };
-    let Some((record, keys)) = found else {
+    let (record, reported, keys) = found;
+    if record.is_none() && reported.is_none() {
         return Ok(None);
-    };
+    }
     let keys = Arc::new(keys);
     let mut tally = StatusTally::new(default);
     for start in (0..keys.len()).step_by(PAGE) {
@@ -326,11 +332,45 @@ pub(crate) async fn pinset_status(
         }
     }
     let now = format_time(chrono::Utc::now().timestamp_millis());
-    Ok(Some(tally.finish(
-        Some(record.revision),
-        record.suspend,
-        &now,
-    )))
+    let suspended = record.as_ref().is_some_and(|r| r.suspend);
+    let mut status = tally.finish(record.map(|r| r.revision), suspended, &now);
+    if let Some(reported) = reported {
+        merge_reported(&mut status, &reported.conditions);
+    }
+    Ok(Some(status))
+}
+
+/// Merges the conditions a controller reported into computed ones: a
+/// reported `Stalled` True wins (and turns `Ready` False with its reason
+/// and message); reported condition types the computation lacks are added.
+pub fn merge_reported(status: &mut PinSetStatus, reported: &[Condition]) {
+    let stalled = reported
+        .iter()
+        .find(|c| c.type_ == "Stalled" && c.status == "True");
+    if let Some(stalled) = stalled {
+        for c in &mut status.conditions {
+            match c.type_.as_str() {
+                "Stalled" => *c = stalled.clone(),
+                "Ready" => {
+                    c.status = "False".to_string();
+                    c.reason = stalled.reason.clone();
+                    c.message = stalled.message.clone();
+                    c.last_transition_time = stalled.last_transition_time.clone();
+                }
+                "Reconciling" => {
+                    if let Some(r) = reported.iter().find(|r| r.type_ == "Reconciling") {
+                        *c = r.clone();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for r in reported {
+        if !status.conditions.iter().any(|c| c.type_ == r.type_) {
+            status.conditions.push(r.clone());
+        }
+    }
 }
 
 /// `GET /pinsets/{namespace}/{name}/status`.
@@ -531,5 +571,43 @@ mod tests {
         let st = StatusTally::new(EVERY).finish(None, true, "now");
         assert_eq!(st.conditions[0].status, "True");
         assert_eq!(st.conditions[1].reason, "Suspended");
+    }
+
+    #[test]
+    fn a_reported_stall_overrides_the_computed_conditions() {
+        let mut st = StatusTally::new(EVERY).finish(Some("r".into()), false, "t0");
+        let c = |type_: &str, status: &str, reason: &str| Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: format!("{reason} detail"),
+            last_transition_time: "t1".into(),
+            observed_generation: None,
+        };
+        // Not stalled: the computed conditions stand.
+        let mut calm = st.clone();
+        merge_reported(&mut calm, &[c("Ready", "True", "Succeeded")]);
+        assert_eq!(calm, st);
+
+        merge_reported(
+            &mut st,
+            &[
+                c("Ready", "False", "PruneGuard"),
+                c("Reconciling", "False", "PruneGuard"),
+                c("Stalled", "True", "PruneGuard"),
+                c("Extra", "True", "Custom"),
+            ],
+        );
+        let get = |t: &str| st.conditions.iter().find(|x| x.type_ == t).unwrap();
+        assert_eq!(get("Stalled"), &c("Stalled", "True", "PruneGuard"));
+        let ready = get("Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "PruneGuard")
+        );
+        assert_eq!(ready.message, "PruneGuard detail");
+        assert_eq!(get("Reconciling").reason, "PruneGuard");
+        assert_eq!(get("Extra").reason, "Custom");
+        assert_eq!(st.revision.as_deref(), Some("r"));
     }
 }

@@ -16,10 +16,11 @@ use sha2::{Digest, Sha256};
 use super::pins::{Params, RawParams, storage};
 use super::{ApiError, ApiState, blocking};
 use crate::consensus::{ApplyReport, PinSetApply};
+use crate::manifest::model::Condition;
 use crate::manifest::{Owner, PinSetId, check_dns_label, load_str};
 use crate::plan::{DEFAULT_MAX_PRUNE_FRACTION, PruneGuard};
-use crate::state::PinSetRecord;
 use crate::state::format_time as rfc3339;
+use crate::state::{Command, PinSetRecord};
 
 /// A PinSet as the shared state records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +179,51 @@ pub(super) async fn remove(
         return Err(ApiError::not_found(format!("pinset {id} not found")));
     }
     Ok(report_response(report))
+}
+
+/// The body of `PUT /pinsets/{namespace}/{name}/conditions`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionsReport {
+    /// Where the controller read the PinSet.
+    pub source: String,
+    /// The revision it looked at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// `Ready`, `Reconciling`, `Stalled` as the controller computed them.
+    pub conditions: Vec<Condition>,
+}
+
+/// `PUT /pinsets/{namespace}/{name}/conditions`: records the conditions a
+/// controller computed for a PinSet (applied or not); 204 when committed.
+pub(super) async fn put_conditions(
+    State(state): State<ApiState>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let id = pinset_id(namespace, name)?;
+    let bytes = read_capped(&headers, body, state.max_body_bytes).await?;
+    let report: ConditionsReport = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid conditions body: {e}")))?;
+    for c in &report.conditions {
+        if !matches!(c.status.as_str(), "True" | "False" | "Unknown") || c.type_.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "invalid condition {:?}: type must be set and status True, False or Unknown",
+                c.type_
+            )));
+        }
+    }
+    state
+        .node
+        .write(Command::SetConditions {
+            owner: Owner::pinset(id),
+            source: report.source,
+            revision: report.revision,
+            conditions: report.conditions,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn pinset_id(namespace: String, name: String) -> Result<PinSetId, ApiError> {

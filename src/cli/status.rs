@@ -221,7 +221,10 @@ fn pinset_table(id: &PinSetId, st: &PinSetStatus) -> String {
     for c in &st.conditions {
         s.push_str(&format!(
             "  {:<11}  {:<5}  {:<reason_w$}  {}\n",
-            c.type_, c.status, c.reason, c.message
+            c.type_,
+            c.status,
+            c.reason,
+            c.message.replace('\n', "; ")
         ));
     }
     let w = st

@@ -21,9 +21,9 @@ use libp2p::PeerId;
 
 pub use identity::{Identity, IdentityError};
 pub use service::{
-    ApiConfig, ClusterConfig, ClusterSecret, ConfigError, ConsensusConfig, ENV_PREFIX, EnvKind,
-    InformerConfig, IpfsBackendKind, IpfsConfig, KeySpec, SCHEMA, SectionSpec, ServiceConfig,
-    env_var_name, process_env,
+    ApiConfig, ClusterConfig, ClusterSecret, ConfigError, ConsensusConfig, ControllerConfig,
+    ENV_PREFIX, EnvKind, InformerConfig, IpfsBackendKind, IpfsConfig, KeySpec, SCHEMA, SectionSpec,
+    ServiceConfig, env_var_name, process_env,
 };
 
 /// File name of a peer's identity inside its config directory.

@@ -19,6 +19,9 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use toml::{Table, Value};
 
+use crate::controller::GitSource;
+use crate::controller::git::Credentials;
+use crate::controller::webhook::ReceiverKind;
 use crate::manifest::duration::{format_duration, parse_duration};
 use crate::manifest::suggest;
 
@@ -115,6 +118,8 @@ pub struct ServiceConfig {
     pub ipfs: IpfsConfig,
     /// `[informer]`: metrics reported for allocation.
     pub informer: InformerConfig,
+    /// `[controller]`: the GitOps controller run by the Raft leader.
+    pub controller: ControllerConfig,
 }
 
 /// `[cluster]`.
@@ -262,6 +267,36 @@ pub struct InformerConfig {
     pub tags: BTreeMap<String, String>,
 }
 
+/// `[controller]`: the GitOps controller inside the daemon. With no
+/// `sources` no controller runs; otherwise only the Raft leader's acts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// Sources, each `dir:PATH` or `git:URL[#ref=REF&path=SUBDIR]` (checked).
+    pub sources: Vec<String>,
+    /// How often each source is re-reconciled (drift repair, git polls).
+    pub interval: Duration,
+    /// Lift the prune guard.
+    pub force: bool,
+    /// Cache directory of git sources; relative paths are under the peer
+    /// directory.
+    pub git_cache: PathBuf,
+    /// Webhook receivers `POST /hooks/{name}`: kind and name. The shared
+    /// secret comes from `PINFLEET_WEBHOOK_SECRET` when the daemon starts.
+    pub webhooks: Vec<(ReceiverKind, String)>,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            sources: Vec::new(),
+            interval: Duration::from_secs(60),
+            force: false,
+            git_cache: PathBuf::from("git-cache"),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
 /// How an environment variable's text becomes a TOML value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EnvKind {
@@ -274,6 +309,9 @@ pub enum EnvKind {
     List,
     /// Comma-separated `key=value` pairs.
     Tags,
+    /// `true` or `false` (anything else is kept as a string, then reported
+    /// as the wrong type).
+    Bool,
 }
 
 /// One known key of `service.toml`.
@@ -420,6 +458,37 @@ pub const SCHEMA: &[SectionSpec] = &[
             "Free-form string tags for tag-based allocation, e.g. { region = \"eu\", group = \"a\" }.",
         )],
     },
+    SectionSpec {
+        name: "controller",
+        doc: "GitOps controller; runs when sources are listed, and only the Raft leader's acts.",
+        keys: &[
+            key(
+                "sources",
+                EnvKind::List,
+                "Manifest sources: \"dir:PATH\" or \"git:URL#ref=REF&path=SUBDIR\"; empty runs no controller.",
+            ),
+            key(
+                "interval",
+                EnvKind::Text,
+                "How often each source is re-reconciled (drift repair) and git sources polled.",
+            ),
+            key(
+                "force",
+                EnvKind::Bool,
+                "Lift the prune guard (releasing more than half a PinSet, or a whole one).",
+            ),
+            key(
+                "git_cache",
+                EnvKind::Text,
+                "Cache directory of git sources; a relative path is under the peer directory.",
+            ),
+            key(
+                "webhooks",
+                EnvKind::List,
+                "Webhook receivers \"KIND:NAME\" (github, gitlab, generic) at POST /hooks/NAME; secret from PINFLEET_WEBHOOK_SECRET.",
+            ),
+        ],
+    },
 ];
 
 impl ServiceConfig {
@@ -431,6 +500,7 @@ impl ServiceConfig {
             api: ApiConfig::default(),
             ipfs: IpfsConfig::default(),
             informer: InformerConfig::default(),
+            controller: ControllerConfig::default(),
         }
     }
 
@@ -541,6 +611,31 @@ impl ServiceConfig {
             (("ipfs", "backend"), toml_string(self.ipfs.backend.as_str())),
             (("ipfs", "kubo_url"), toml_string(&self.ipfs.kubo_url)),
             (("informer", "tags"), toml_tags(&self.informer.tags)),
+            (
+                ("controller", "sources"),
+                toml_strings(self.controller.sources.iter().map(String::as_str)),
+            ),
+            (
+                ("controller", "interval"),
+                toml_duration(self.controller.interval),
+            ),
+            (("controller", "force"), self.controller.force.to_string()),
+            (
+                ("controller", "git_cache"),
+                toml_string(&self.controller.git_cache.to_string_lossy()),
+            ),
+            (
+                ("controller", "webhooks"),
+                toml_strings(
+                    self.controller
+                        .webhooks
+                        .iter()
+                        .map(|(k, n)| format!("{}:{n}", receiver_kind_name(*k)))
+                        .collect::<Vec<_>>()
+                        .iter()
+                        .map(String::as_str),
+                ),
+            ),
         ]
         .into_iter()
         .collect();
@@ -598,6 +693,11 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> String {
 
 fn toml_string(s: &str) -> String {
     Value::String(s.to_owned()).to_string()
+}
+
+fn toml_strings<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let items: Vec<String> = items.map(toml_string).collect();
+    format!("[{}]", items.join(", "))
 }
 
 fn toml_list(addrs: &[Multiaddr]) -> String {
@@ -876,6 +976,27 @@ impl Walk {
         let mut s = self.section(table, "informer");
         s.set("tags", &mut cfg.informer.tags, tags);
 
+        let mut s = self.section(table, "controller");
+        let c = &mut cfg.controller;
+        s.set("sources", &mut c.sources, |v| {
+            each_string(v, "source strings", check_source)
+        });
+        s.set("interval", &mut c.interval, |v| positive(duration(v)?));
+        s.set("force", &mut c.force, |v| {
+            v.as_bool()
+                .ok_or_else(|| format!("expected a boolean, found {}", describe(v)))
+        });
+        s.set("git_cache", &mut c.git_cache, |v| {
+            let text = as_str(v)?;
+            if text.trim().is_empty() {
+                return Err("must not be empty".into());
+            }
+            Ok(PathBuf::from(text))
+        });
+        s.set("webhooks", &mut c.webhooks, |v| {
+            each_string(v, "\"KIND:NAME\" strings", parse_webhook)
+        });
+
         cfg
     }
 }
@@ -1046,6 +1167,106 @@ fn multiaddrs(v: &Value) -> Result<Vec<Multiaddr>, String> {
     }
 }
 
+/// A list of strings (or one string), each converted by `convert`; every
+/// bad item is named in the one message.
+fn each_string<T>(
+    v: &Value,
+    what: &str,
+    convert: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let items: Vec<&Value> = match v {
+        Value::String(_) => vec![v],
+        Value::Array(a) => a.iter().collect(),
+        other => {
+            return Err(format!(
+                "expected a list of {what}, found {}",
+                describe(other)
+            ));
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut bad = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match item.as_str() {
+            Some(text) => match convert(text.trim()) {
+                Ok(t) => out.push(t),
+                Err(e) => bad.push(format!("[{i}]: {e}")),
+            },
+            None => bad.push(format!(
+                "[{i}]: expected a string, found {}",
+                describe(item)
+            )),
+        }
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        Err(bad.join("; "))
+    }
+}
+
+/// `dir:PATH` (non-empty) or `git:SPEC` (parsed as the controller does, so
+/// a bad query key is caught at load). Credentials never reach the message.
+fn check_source(text: &str) -> Result<String, String> {
+    if let Some(path) = text.strip_prefix("dir:") {
+        if path.is_empty() {
+            return Err("dir: source has an empty path".into());
+        }
+    } else if let Some(spec) = text.strip_prefix("git:") {
+        GitSource::parse(
+            spec,
+            Path::new(""),
+            Credentials::default(),
+            crate::manifest::Limits::default(),
+        )
+        .map_err(|e| e.to_string())?;
+    } else {
+        return Err(format!(
+            "unsupported source {:?}: expected dir:PATH or git:URL[#ref=REF&path=SUBDIR]",
+            crate::controller::git::redact(text)
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// `KIND:NAME`, KIND one of github, gitlab, generic; NAME of letters,
+/// digits, `-` and `_`.
+fn parse_webhook(text: &str) -> Result<(ReceiverKind, String), String> {
+    let (kind, name) = text
+        .split_once(':')
+        .ok_or_else(|| format!("expected KIND:NAME, got {text:?}"))?;
+    let kind = match kind {
+        "github" => ReceiverKind::GitHub,
+        "gitlab" => ReceiverKind::GitLab,
+        "generic" => ReceiverKind::Generic,
+        other => {
+            return Err(unknown_message(
+                "webhook kind",
+                other,
+                &["github", "gitlab", "generic"],
+            ));
+        }
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "invalid webhook name {name:?}: letters, digits, '-' and '_'"
+        ));
+    }
+    Ok((kind, name.to_owned()))
+}
+
+fn receiver_kind_name(kind: ReceiverKind) -> &'static str {
+    match kind {
+        ReceiverKind::GitHub => "github",
+        ReceiverKind::GitLab => "gitlab",
+        ReceiverKind::Generic => "generic",
+    }
+}
+
 fn kubo_url(v: &Value) -> Result<String, String> {
     let text = as_str(v)?;
     let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("invalid url {text:?}: {e}"))?;
@@ -1122,6 +1343,11 @@ fn env_value(kind: EnvKind, text: &str) -> Result<Value, String> {
             Err(_) => Value::String(text.to_owned()),
         },
         EnvKind::List => Value::Array(items().map(Value::String).collect()),
+        EnvKind::Bool => match text.trim() {
+            "true" => Value::Boolean(true),
+            "false" => Value::Boolean(false),
+            other => Value::String(other.to_owned()),
+        },
         EnvKind::Tags => {
             let mut table = Table::new();
             for item in items() {
@@ -1479,6 +1705,79 @@ mod tests {
         assert_eq!(err.file, missing);
         assert!(err.to_string().starts_with(&missing.display().to_string()));
         assert!(err.problems[0].starts_with("cannot read file"));
+    }
+
+    #[test]
+    fn controller_section_is_parsed_and_checked() {
+        let ok = parse(&format!(
+            "{}[controller]\nsources = [\"dir:/srv/m\", \"git:file:///r.git#tag=v1&path=a\"]\n\
+             interval = \"30s\"\nforce = true\nwebhooks = [\"github:main\"]\n",
+            minimal()
+        ))
+        .unwrap();
+        assert_eq!(ok.controller.sources.len(), 2);
+        assert_eq!(ok.controller.interval, Duration::from_secs(30));
+        assert!(ok.controller.force);
+        assert_eq!(
+            ok.controller.webhooks,
+            vec![(ReceiverKind::GitHub, "main".to_string())]
+        );
+        assert_eq!(ok.controller.git_cache, PathBuf::from("git-cache"));
+        // Round trip through the rendered file.
+        assert_eq!(parse(&ok.to_toml()).unwrap(), ok);
+
+        let p = problems(
+            &format!(
+                "{}[controller]\nsources = [\"ftp:x\", \"git:file:///r#bogus=1\", \"dir:\"]\n\
+                 webhooks = [\"bitbucket:x\", \"github:bad name\"]\ninterval = \"0s\"\n",
+                minimal()
+            ),
+            &[],
+        );
+        assert_eq!(p.len(), 3, "{p:?}");
+        let sources = p
+            .iter()
+            .find(|m| m.starts_with("controller.sources:"))
+            .unwrap();
+        assert!(sources.contains("[0]: unsupported source"), "{sources}");
+        assert!(
+            sources.contains("[1]:") && sources.contains("bogus"),
+            "{sources}"
+        );
+        assert!(
+            sources.contains("[2]: dir: source has an empty path"),
+            "{sources}"
+        );
+        let hooks = p
+            .iter()
+            .find(|m| m.starts_with("controller.webhooks:"))
+            .unwrap();
+        assert!(
+            hooks.contains("unknown webhook kind \"bitbucket\""),
+            "{hooks}"
+        );
+        assert!(hooks.contains("invalid webhook name"), "{hooks}");
+        assert!(
+            p.iter().any(|m| m.starts_with("controller.interval:")),
+            "{p:?}"
+        );
+
+        let from_env = ServiceConfig::from_toml_str(
+            &minimal(),
+            file(),
+            &env(&[
+                ("PINFLEET_CONTROLLER_SOURCES", "dir:/a,dir:/b"),
+                ("PINFLEET_CONTROLLER_FORCE", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(from_env.controller.sources, vec!["dir:/a", "dir:/b"]);
+        assert!(from_env.controller.force);
+        let p = problems(&minimal(), &[("PINFLEET_CONTROLLER_SOURCES", "nope")]);
+        assert!(
+            p[0].starts_with("controller.sources (from PINFLEET_CONTROLLER_SOURCES): [0]:"),
+            "{p:?}"
+        );
     }
 
     #[test]

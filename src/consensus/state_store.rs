@@ -22,12 +22,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::manifest::{CidKey, Owner, PinSpec};
-use crate::state::{Op, Outcome, PinSetRecord, PinStore, StatePin, apply};
+use crate::state::{ConditionsRecord, Op, Outcome, PinSetRecord, PinStore, StatePin, apply};
 
 const PINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pins");
 const OWNERS: TableDefinition<(&str, &[u8]), ()> = TableDefinition::new("owners");
 const STAGING: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("staging");
 const PINSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("pinsets");
+const CONDITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conditions");
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 const LAST_APPLIED: &str = "last_applied";
 const MEMBERSHIP: &str = "membership";
@@ -74,6 +75,11 @@ enum SnapshotRecord {
     },
     #[serde(rename = "pinset")]
     PinSet { owner: String, record: PinSetRecord },
+    #[serde(rename = "conditions")]
+    Conditions {
+        owner: String,
+        record: ConditionsRecord,
+    },
 }
 
 type StoreResult<T> = Result<T, StorageError<NodeId>>;
@@ -133,6 +139,7 @@ struct TxnStore<'t> {
     owners: redb::Table<'t, (&'static str, &'static [u8]), ()>,
     staging: redb::Table<'t, (&'static str, u64, u32), &'static [u8]>,
     pinsets: redb::Table<'t, &'static str, &'static [u8]>,
+    conditions: redb::Table<'t, &'static str, &'static [u8]>,
 }
 
 /// Errors inside an apply transaction.
@@ -235,6 +242,24 @@ impl PinStore for TxnStore<'_> {
         Ok(())
     }
 
+    fn set_conditions(
+        &mut self,
+        owner: &Owner,
+        record: Option<&ConditionsRecord>,
+    ) -> Result<(), TxnError> {
+        let key = owner.to_string();
+        match record {
+            Some(r) => {
+                self.conditions
+                    .insert(key.as_str(), serde_json::to_vec(r)?.as_slice())?;
+            }
+            None => {
+                self.conditions.remove(key.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
     fn set_pinset(&mut self, owner: &Owner, record: Option<&PinSetRecord>) -> Result<(), TxnError> {
         let key = owner.to_string();
         match record {
@@ -261,6 +286,7 @@ impl StateStore {
         txn.open_table(OWNERS)?;
         txn.open_table(STAGING)?;
         txn.open_table(PINSETS)?;
+        txn.open_table(CONDITIONS)?;
         txn.open_table(SM_META)?;
         txn.commit()?;
         Ok(Self {
@@ -397,6 +423,19 @@ impl StateStore {
         Ok(out)
     }
 
+    /// The conditions a controller last reported for `owner`, if any.
+    pub fn conditions(
+        &self,
+        owner: &Owner,
+    ) -> Result<Option<ConditionsRecord>, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(CONDITIONS).map_err(read_err)?;
+        match table.get(owner.to_string().as_str()).map_err(read_err)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(read_err)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The last log id applied to this state.
     pub fn last_applied(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
         Ok(self.meta::<Option<LogId<NodeId>>>(LAST_APPLIED)?.flatten())
@@ -413,6 +452,7 @@ impl StateStore {
                 owners: txn.open_table(OWNERS).map_err(write_err)?,
                 staging: txn.open_table(STAGING).map_err(write_err)?,
                 pinsets: txn.open_table(PINSETS).map_err(write_err)?,
+                conditions: txn.open_table(CONDITIONS).map_err(write_err)?,
             };
             for entry in entries {
                 last = Some(entry.log_id);
@@ -517,6 +557,18 @@ impl StateStore {
                 },
             )?;
         }
+        let conditions = txn.open_table(CONDITIONS).map_err(read_err)?;
+        for item in conditions.iter().map_err(read_err)? {
+            let (k, v) = item.map_err(read_err)?;
+            let record: ConditionsRecord = serde_json::from_slice(v.value()).map_err(read_err)?;
+            line(
+                &mut w,
+                &SnapshotRecord::Conditions {
+                    owner: k.value().to_string(),
+                    record,
+                },
+            )?;
+        }
         let file = w.into_inner().map_err(|e| write_err(e.into_error()))?;
         file.sync_all().map_err(write_err)?;
         std::fs::rename(&tmp, &path).map_err(write_err)?;
@@ -562,6 +614,7 @@ impl StateStore {
         {
             txn.delete_table(PINS).map_err(write_err)?;
             txn.delete_table(PINSETS).map_err(write_err)?;
+            txn.delete_table(CONDITIONS).map_err(write_err)?;
             txn.delete_table(OWNERS).map_err(write_err)?;
             txn.delete_table(STAGING).map_err(write_err)?;
             let mut store = TxnStore {
@@ -569,6 +622,7 @@ impl StateStore {
                 owners: txn.open_table(OWNERS).map_err(write_err)?,
                 staging: txn.open_table(STAGING).map_err(write_err)?,
                 pinsets: txn.open_table(PINSETS).map_err(write_err)?,
+                conditions: txn.open_table(CONDITIONS).map_err(write_err)?,
             };
             for l in lines {
                 let l = l.map_err(read_err)?;
@@ -600,6 +654,12 @@ impl StateStore {
                     SnapshotRecord::PinSet { owner, record } => {
                         let owner: Owner = owner.parse().map_err(read_err)?;
                         store.set_pinset(&owner, Some(&record)).map_err(write_err)?;
+                    }
+                    SnapshotRecord::Conditions { owner, record } => {
+                        let owner: Owner = owner.parse().map_err(read_err)?;
+                        store
+                            .set_conditions(&owner, Some(&record))
+                            .map_err(write_err)?;
                     }
                 }
             }
@@ -727,5 +787,56 @@ impl RaftStateMachine<TypeConfig> for StateStore {
             })),
             Err(_) => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::PinSetId;
+    use crate::manifest::model::Condition;
+    use crate::state::{Command, Request};
+
+    #[test]
+    fn snapshots_carry_controller_conditions() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = StateStore::open(&dir.path().join("a.redb"), &dir.path().join("snap-a")).unwrap();
+        let owner = Owner::pinset(PinSetId::new("ns", "never"));
+        let condition = Condition {
+            type_: "Stalled".into(),
+            status: "True".into(),
+            reason: "ManifestInvalid".into(),
+            message: "c.yaml:1:2: bad".into(),
+            last_transition_time: "2026-01-01T00:00:00Z".into(),
+            observed_generation: None,
+        };
+        let txn = a.db.begin_write().unwrap();
+        {
+            let mut store = TxnStore {
+                pins: txn.open_table(PINS).unwrap(),
+                owners: txn.open_table(OWNERS).unwrap(),
+                staging: txn.open_table(STAGING).unwrap(),
+                pinsets: txn.open_table(PINSETS).unwrap(),
+                conditions: txn.open_table(CONDITIONS).unwrap(),
+            };
+            let req = Request {
+                now_ms: 9,
+                command: Command::SetConditions {
+                    owner: owner.clone(),
+                    source: "dir:/m".into(),
+                    revision: None,
+                    conditions: vec![condition.clone()],
+                },
+            };
+            apply(&mut store, &req).unwrap();
+        }
+        txn.commit().unwrap();
+        let stored = a.conditions(&owner).unwrap().unwrap();
+        assert_eq!(stored.conditions, vec![condition]);
+
+        let (meta, path) = a.write_snapshot_file().unwrap();
+        let b = StateStore::open(&dir.path().join("b.redb"), &dir.path().join("snap-b")).unwrap();
+        b.install_from(&meta, &path).unwrap();
+        assert_eq!(b.conditions(&owner).unwrap(), Some(stored));
     }
 }

@@ -6,6 +6,7 @@ use reqwest::{Method, StatusCode, Url};
 use crate::api::{ErrorBody, PinSetInfo};
 use crate::consensus::ApplyReport;
 use crate::manifest::PinSetId;
+use crate::manifest::model::Condition;
 
 /// Why a call to the cluster failed.
 #[derive(Debug, thiserror::Error)]
@@ -198,5 +199,51 @@ impl Client {
         let url = self.url(&["pinsets", &id.namespace, &id.name], &query);
         self.call(Method::DELETE, url, None, &[StatusCode::CONFLICT])
             .await
+    }
+
+    /// `PUT /pinsets/{ns}/{name}/conditions`: records the conditions this
+    /// controller computed for a PinSet.
+    pub async fn put_conditions(
+        &self,
+        id: &PinSetId,
+        source: &str,
+        revision: Option<&str>,
+        conditions: &[Condition],
+    ) -> Result<(), ClientError> {
+        let url = self.url(&["pinsets", &id.namespace, &id.name, "conditions"], &[]);
+        let report = serde_json::json!({
+            "source": source,
+            "revision": revision,
+            "conditions": conditions,
+        });
+        let body = serde_json::to_vec(&report).map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let unreachable = |source| ClientError::Unreachable {
+            url: url.to_string(),
+            source,
+        };
+        let resp = self
+            .http
+            .put(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let bytes = resp.bytes().await.map_err(unreachable)?;
+        let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => b.message,
+            Err(_) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        };
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            message,
+        })
     }
 }

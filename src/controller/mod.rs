@@ -10,6 +10,7 @@
 //! PinSet was applied with).
 
 mod client;
+pub mod daemon;
 mod dir;
 pub mod git;
 pub mod reporter;
@@ -25,7 +26,10 @@ pub use dir::{DirSource, run_dir};
 pub use git::{GitSource, run_git};
 
 use crate::consensus::ApplyReport;
-use crate::manifest::{LoadError, Loaded, PinSetId};
+use crate::manifest::model::Condition;
+use crate::manifest::{
+    DEFAULT_NAMESPACE, Diagnostics, LoadError, Loaded, PinSetId, check_dns_label,
+};
 
 /// Kind of the condition a PinSet is in (Kubernetes conventions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -200,6 +204,8 @@ pub struct Controller {
     client: Client,
     opts: ControllerOptions,
     state: ControllerState,
+    /// Conditions last written to the cluster, per PinSet.
+    reported: BTreeMap<PinSetId, Vec<Condition>>,
 }
 
 impl Controller {
@@ -209,6 +215,7 @@ impl Controller {
             client,
             opts,
             state: ControllerState::default(),
+            reported: BTreeMap::new(),
         }
     }
 
@@ -226,6 +233,10 @@ impl Controller {
         source: Result<Loaded, LoadError>,
         drift: bool,
     ) -> ReconcileOutcome {
+        let guessed = match &source {
+            Err(LoadError::Invalid(d)) => guess_ids(d),
+            _ => Vec::new(),
+        };
         let out = match source {
             Err(e) => self.failed(e),
             Ok(loaded) => {
@@ -243,7 +254,58 @@ impl Controller {
             }
         };
         self.state.last_healthy = out.healthy();
+        self.report(&out, &guessed).await;
         out
+    }
+
+    /// Writes each outcome's conditions to the cluster (best effort: a
+    /// failure is logged and retried on the next reconcile), skipping
+    /// PinSets whose conditions did not change since the last write.
+    /// `guessed` are PinSets named by a manifest that does not load and
+    /// that no outcome covers: they are reported Stalled too.
+    async fn report(&mut self, out: &ReconcileOutcome, guessed: &[PinSetId]) {
+        let mut outcomes: Vec<PinSetOutcome> = out.pinsets.clone();
+        if let Some(message) = &out.source_error {
+            let revision = self.state.last_applied_revision.clone().unwrap_or_default();
+            for id in guessed {
+                if !outcomes.iter().any(|o| o.id() == *id) {
+                    outcomes.push(
+                        PinSetOutcome::new(
+                            id,
+                            ConditionType::Stalled,
+                            Reason::ManifestInvalid,
+                            &revision,
+                        )
+                        .with_message(message.clone()),
+                    );
+                }
+            }
+        }
+        let now = crate::state::format_time(chrono::Utc::now().timestamp_millis());
+        for o in &outcomes {
+            let id = o.id();
+            if o.reason == Reason::Released {
+                self.reported.remove(&id);
+                continue;
+            }
+            let conditions = conditions_of(o, self.reported.get(&id), &now);
+            if self.reported.get(&id) == Some(&conditions) {
+                continue;
+            }
+            let revision = (!o.revision.is_empty()).then_some(o.revision.as_str());
+            match self
+                .client
+                .put_conditions(&id, &self.opts.source, revision, &conditions)
+                .await
+            {
+                Ok(()) => {
+                    self.reported.insert(id, conditions);
+                }
+                Err(e) => {
+                    tracing::warn!(pinset = %id, error = %error_chain(&e), "cannot record the pinset's conditions in the cluster");
+                }
+            }
+        }
     }
 
     /// A revision that does not load: nothing changes in the cluster; every
@@ -357,6 +419,109 @@ impl Controller {
     }
 }
 
+/// The Kubernetes-style conditions of an outcome. A condition whose status
+/// and reason match `previous` keeps its `lastTransitionTime`; others are
+/// stamped `now`.
+pub fn conditions_of(
+    o: &PinSetOutcome,
+    previous: Option<&Vec<Condition>>,
+    now: &str,
+) -> Vec<Condition> {
+    let reason = o.reason.to_string();
+    let (ready, reconciling, stalled) = match o.condition {
+        ConditionType::Stalled => (
+            ("False", reason.clone(), o.message.clone()),
+            ("False", reason.clone(), String::new()),
+            ("True", reason, o.message.clone()),
+        ),
+        ConditionType::Ready => (
+            ("True", reason.clone(), o.message.clone()),
+            ("False", reason, String::new()),
+            ("False", "NotStalled".to_string(), String::new()),
+        ),
+        ConditionType::Reconciling => (
+            ("False", reason.clone(), o.message.clone()),
+            ("True", reason, o.message.clone()),
+            ("False", "NotStalled".to_string(), String::new()),
+        ),
+    };
+    [
+        ("Ready", ready),
+        ("Reconciling", reconciling),
+        ("Stalled", stalled),
+    ]
+    .into_iter()
+    .map(|(type_, (status, reason, message))| {
+        let since = previous
+            .and_then(|p| p.iter().find(|c| c.type_ == type_))
+            .filter(|c| c.status == status && c.reason == reason)
+            .map_or_else(|| now.to_string(), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason,
+            message,
+            last_transition_time: since,
+            observed_generation: None,
+        }
+    })
+    .collect()
+}
+
+/// The PinSets a manifest that does not load names (best effort: a
+/// line scan of each file with a problem for `metadata.name` and
+/// `metadata.namespace`, per YAML document).
+fn guess_ids(diags: &Diagnostics) -> Vec<PinSetId> {
+    let mut files: Vec<&std::path::Path> = diags.0.iter().map(|d| d.file.as_path()).collect();
+    files.dedup();
+    let mut out = Vec::new();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for doc in text.split("\n---") {
+            if let Some(id) = scan_metadata(doc)
+                && !out.contains(&id)
+            {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
+fn scan_metadata(doc: &str) -> Option<PinSetId> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut lines = doc.lines().skip_while(|l| l.trim_end() != "metadata:");
+    lines.next()?;
+    let (mut name, mut namespace, mut child) = (None, None, None);
+    for l in lines {
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        if indent(l) == 0 {
+            break;
+        }
+        if *child.get_or_insert(indent(l)) != indent(l) {
+            continue;
+        }
+        let value = |key: &str| {
+            l.trim()
+                .strip_prefix(key)
+                .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        };
+        if let Some(v) = value("name:") {
+            name = Some(v);
+        } else if let Some(v) = value("namespace:") {
+            namespace = Some(v);
+        }
+    }
+    let name = name.filter(|n| check_dns_label(n).is_ok())?;
+    let namespace = namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    check_dns_label(&namespace).ok()?;
+    Some(PinSetId::new(namespace, name))
+}
+
 fn report_outcome(id: &PinSetId, r: &ApplyReport, revision: &str, release: bool) -> PinSetOutcome {
     if let Some(why) = &r.refused {
         let what = if release {
@@ -397,4 +562,42 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_manifest_names_its_pinsets() {
+        let doc = "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: a\n  labels:\n    name: not-this\n  namespace: ns\nspec:\n  pins: [\n";
+        assert_eq!(scan_metadata(doc), Some(PinSetId::new("ns", "a")));
+        let doc = "kind: PinSet\nmetadata:\n  name: \"b\"\nspec: {\n";
+        assert_eq!(
+            scan_metadata(doc),
+            Some(PinSetId::new(DEFAULT_NAMESPACE, "b"))
+        );
+        assert_eq!(scan_metadata("kind: PinSet\nspec: [\n"), None);
+    }
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time() {
+        let id = PinSetId::new("ns", "a");
+        let o = PinSetOutcome::new(&id, ConditionType::Stalled, Reason::PruneGuard, "r1")
+            .with_message("3 of its 4");
+        let first = conditions_of(&o, None, "t0");
+        let stalled = first.iter().find(|c| c.type_ == "Stalled").unwrap();
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "PruneGuard")
+        );
+        assert_eq!(conditions_of(&o, Some(&first), "t1"), first);
+        let ok = PinSetOutcome::new(&id, ConditionType::Ready, Reason::Succeeded, "r2");
+        let next = conditions_of(&ok, Some(&first), "t2");
+        let ready = next.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.last_transition_time.as_str()),
+            ("True", "t2")
+        );
+    }
 }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::StatePin;
+use crate::manifest::model::Condition;
 use crate::manifest::{CidKey, Owner, PinSpec};
 
 /// One change to one owner's hold on one pin.
@@ -58,6 +59,24 @@ pub struct PinSetRecord {
     pub applied_at_ms: i64,
 }
 
+/// The conditions a controller last reported for one PinSet (stored even
+/// when the PinSet was never applied, e.g. an invalid manifest).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConditionsRecord {
+    /// Where the controller read the PinSet (file:line:col, git URL).
+    pub source: String,
+    /// The revision the controller looked at, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// `Ready`, `Reconciling`, `Stalled` as the controller computed them.
+    pub conditions: Vec<Condition>,
+    /// When the report was committed (Unix ms).
+    pub reported_at_ms: i64,
+}
+
+// Conditions hold only strings and integers: equality is total.
+impl Eq for Condition {}
+
 /// A state machine command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -98,6 +117,18 @@ pub enum Command {
     Allocate {
         /// CID and its peers, priority order.
         allocations: Vec<(CidKey, Vec<String>)>,
+    },
+    /// Records the conditions a controller computed for a PinSet (replacing
+    /// any earlier report; an empty list forgets the report).
+    SetConditions {
+        /// The PinSet.
+        owner: Owner,
+        /// Where the controller read it.
+        source: String,
+        /// The revision it looked at.
+        revision: Option<String>,
+        /// The conditions.
+        conditions: Vec<Condition>,
     },
     /// Drops the staged chunks of an abandoned revision.
     Abort {
@@ -164,6 +195,12 @@ pub trait PinStore {
         owner: &Owner,
         record: Option<&PinSetRecord>,
     ) -> Result<(), Self::Error>;
+    /// Records (or with `None` forgets) a controller's conditions report.
+    fn set_conditions(
+        &mut self,
+        owner: &Owner,
+        record: Option<&ConditionsRecord>,
+    ) -> Result<(), Self::Error>;
 }
 
 /// Applies one request to a store. Deterministic; applying the same
@@ -201,6 +238,9 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
             }
             apply_ops(store, owner, ops, req.now_ms, &mut out)?;
             store.set_pinset(owner, record.as_ref())?;
+            if record.is_none() {
+                store.set_conditions(owner, None)?;
+            }
             store.expire_staged(req.now_ms - STAGING_TTL_MS)?;
         }
         Command::Allocate { allocations } => {
@@ -216,6 +256,21 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
                 store.put(&pin, Some(&before))?;
                 out.changed += 1;
             }
+        }
+        Command::SetConditions {
+            owner,
+            source,
+            revision,
+            conditions,
+        } => {
+            let record = (!conditions.is_empty()).then(|| ConditionsRecord {
+                source: source.clone(),
+                revision: revision.clone(),
+                conditions: conditions.clone(),
+                reported_at_ms: req.now_ms,
+            });
+            store.set_conditions(owner, record.as_ref())?;
+            out.changed += 1;
         }
         Command::Abort { owner, revision } => {
             store.take_staged(owner, *revision)?;
@@ -302,4 +357,80 @@ pub fn plan_ops(plan: &crate::plan::Plan) -> Vec<Op> {
         ops.push(Op::Release { cid: *cid });
     }
     ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::PinSetId;
+    use crate::state::PinState;
+
+    fn stalled(reason: &str) -> Condition {
+        Condition {
+            type_: "Stalled".into(),
+            status: "True".into(),
+            reason: reason.into(),
+            message: "c.yaml:6:9: unexpected end".into(),
+            last_transition_time: "2026-01-01T00:00:00Z".into(),
+            observed_generation: None,
+        }
+    }
+
+    fn set(owner: &Owner, now_ms: i64, conditions: Vec<Condition>) -> Request {
+        Request {
+            now_ms,
+            command: Command::SetConditions {
+                owner: owner.clone(),
+                source: "dir:/m".into(),
+                revision: Some("r1".into()),
+                conditions,
+            },
+        }
+    }
+
+    #[test]
+    fn conditions_are_stored_for_a_pinset_never_applied_and_replaced() {
+        let owner = Owner::pinset(PinSetId::new("ns", "never"));
+        let mut a = PinState::new();
+        let mut b = PinState::new();
+        for s in [&mut a, &mut b] {
+            s.apply_request(&set(&owner, 5, vec![stalled("ManifestInvalid")]));
+        }
+        assert_eq!(a, b);
+        assert_eq!(a.pinsets().count(), 0);
+        let (o, r) = a.conditions().next().unwrap();
+        assert_eq!(o, &owner);
+        assert_eq!(r.reported_at_ms, 5);
+        assert_eq!(r.revision.as_deref(), Some("r1"));
+        assert_eq!(r.conditions[0].reason, "ManifestInvalid");
+
+        a.apply_request(&set(&owner, 6, vec![stalled("PruneGuard")]));
+        assert_eq!(a.conditions().count(), 1);
+        assert_eq!(
+            a.conditions().next().unwrap().1.conditions[0].reason,
+            "PruneGuard"
+        );
+
+        // An empty report forgets.
+        a.apply_request(&set(&owner, 7, Vec::new()));
+        assert_eq!(a.conditions().count(), 0);
+    }
+
+    #[test]
+    fn deleting_a_pinset_forgets_its_conditions() {
+        let owner = Owner::pinset(PinSetId::new("ns", "gone"));
+        let mut s = PinState::new();
+        s.apply_request(&set(&owner, 1, vec![stalled("PruneGuard")]));
+        s.apply_request(&Request {
+            now_ms: 2,
+            command: Command::Commit {
+                owner: owner.clone(),
+                revision: 1,
+                staged: 0,
+                ops: Vec::new(),
+                record: None,
+            },
+        });
+        assert_eq!(s.conditions().count(), 0);
+    }
 }

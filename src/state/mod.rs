@@ -17,7 +17,8 @@ pub use file::{
     write_pin_record,
 };
 pub use machine::{
-    Command, Op, Outcome, PinSetRecord, PinStore, Request, STAGING_TTL_MS, apply, plan_ops,
+    Command, ConditionsRecord, Op, Outcome, PinSetRecord, PinStore, Request, STAGING_TTL_MS, apply,
+    plan_ops,
 };
 
 use crate::manifest::{CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors};
@@ -140,6 +141,7 @@ pub struct PinState {
     by_owner: BTreeMap<Owner, BTreeSet<CidKey>>,
     staged: BTreeMap<(Owner, u64), StagedRevision>,
     pinsets: BTreeMap<Owner, PinSetRecord>,
+    conditions: BTreeMap<Owner, ConditionsRecord>,
 }
 
 impl PinState {
@@ -195,6 +197,11 @@ impl PinState {
     /// Recorded PinSets.
     pub fn pinsets(&self) -> impl Iterator<Item = (&Owner, &PinSetRecord)> {
         self.pinsets.iter()
+    }
+
+    /// Controller conditions reports, by PinSet.
+    pub fn conditions(&self) -> impl Iterator<Item = (&Owner, &ConditionsRecord)> {
+        self.conditions.iter()
     }
 
     /// Applies a plan at time 0 (see [`apply`] for the replicated path).
@@ -285,6 +292,18 @@ impl PinStore for PinState {
         match record {
             Some(r) => self.pinsets.insert(owner.clone(), r.clone()),
             None => self.pinsets.remove(owner),
+        };
+        Ok(())
+    }
+
+    fn set_conditions(
+        &mut self,
+        owner: &Owner,
+        record: Option<&ConditionsRecord>,
+    ) -> Result<(), Infallible> {
+        match record {
+            Some(r) => self.conditions.insert(owner.clone(), r.clone()),
+            None => self.conditions.remove(owner),
         };
         Ok(())
     }

@@ -4,7 +4,9 @@
 mod api;
 mod cli;
 mod cluster;
+mod conditions;
 mod controller;
+mod controller_daemon;
 mod controller_git;
 mod crd;
 mod ipfs;

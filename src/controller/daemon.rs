@@ -1,0 +1,289 @@
+//! The controller inside `pinfleet daemon` (`[controller]` in
+//! `service.toml`): every source runs under a supervisor that starts the
+//! source's loop ([`run_dir`] / [`run_git`]) only while this peer is the Raft
+//! leader, and stops it when leadership is lost, so exactly one controller in
+//! the cluster acts. The controller talks to the cluster through this peer's
+//! own REST API, like `pinfleet controller --host`.
+//!
+//! Webhooks: each receiver `KIND:NAME` of `controller.webhooks` is served at
+//! `POST /hooks/NAME` on the REST listener; a valid hook triggers an
+//! immediate fetch of **every** git source of this peer (receivers are not
+//! tied to one source). A hook received by a follower is accepted and
+//! dropped: the leader's own poll (or a hook sent to the leader) picks the
+//! change up.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::git::{Credentials, GitSpecError, redact};
+use super::webhook::{self, Receiver};
+use super::{
+    Client, ClientError, ConditionType, Controller, ControllerOptions, DirSource, GitSource,
+    ReconcileOutcome, run_dir, run_git,
+};
+use crate::config::ControllerConfig;
+use crate::consensus::ClusterNode;
+use crate::manifest::Limits;
+
+/// How often a supervisor checks whether this peer leads.
+pub const LEADER_POLL: Duration = Duration::from_millis(500);
+
+/// How long a supervisor waits before restarting a source loop that failed.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Environment variable holding the webhooks' shared secret.
+pub const WEBHOOK_SECRET_ENV: &str = "PINFLEET_WEBHOOK_SECRET";
+
+/// Why the daemon's controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A `dir:` source's directory cannot be opened.
+    #[error("cannot open source directory {path}")]
+    Dir {
+        /// The directory as configured.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `git:` source does not parse.
+    #[error("invalid git source")]
+    Git(#[source] GitSpecError),
+    /// The git credentials cannot be read.
+    #[error("cannot read the git credentials")]
+    Credentials(#[source] std::io::Error),
+    /// A source is neither `dir:` nor `git:`.
+    #[error("unsupported source {0:?}: expected dir:PATH or git:URL[#ref=REF&path=SUBDIR]")]
+    Unsupported(String),
+    /// Webhooks are listed but the secret is not set.
+    #[error("controller.webhooks needs the shared secret in {WEBHOOK_SECRET_ENV}")]
+    WebhookSecret,
+    /// Webhooks are listed but no source is a git source.
+    #[error("controller.webhooks lists receivers but controller.sources has no git source")]
+    WebhooksWithoutGit,
+    /// The API URL is not usable.
+    #[error("cannot build a client of the local api")]
+    Client(#[source] ClientError),
+}
+
+enum Source {
+    Dir(DirSource),
+    Git(Box<GitSource>, mpsc::Receiver<()>),
+}
+
+impl Source {
+    fn name(&self) -> String {
+        match self {
+            Self::Dir(d) => d.name(),
+            Self::Git(g, _) => g.name(),
+        }
+    }
+}
+
+/// Starts the controller of `config` on this peer: one supervised task per
+/// source on `tasks`, all stopped by `cancel`. `api_url` is this peer's REST
+/// API; `peer_dir` anchors a relative `git_cache`. Returns the webhook router
+/// (`POST /hooks/{name}`) to mount on the REST listener when webhooks are
+/// configured. Nothing is started when `config.sources` is empty.
+pub fn spawn(
+    node: ClusterNode,
+    api_url: &str,
+    config: &ControllerConfig,
+    peer_dir: &Path,
+    cancel: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<Option<Router>, StartError> {
+    if config.sources.is_empty() {
+        return Ok(None);
+    }
+    let client = Client::new(api_url).map_err(StartError::Client)?;
+    let limits = Limits::default();
+    let cache = peer_dir.join(&config.git_cache);
+    let mut sources = Vec::new();
+    let mut git_triggers = Vec::new();
+    for text in &config.sources {
+        if let Some(path) = text.strip_prefix("dir:") {
+            let path = PathBuf::from(path);
+            let dir =
+                DirSource::new(&path, limits).map_err(|source| StartError::Dir { path, source })?;
+            sources.push(Source::Dir(dir));
+        } else if let Some(spec) = text.strip_prefix("git:") {
+            let creds = Credentials::from_env(None).map_err(StartError::Credentials)?;
+            let git = GitSource::parse(spec, &cache, creds, limits).map_err(StartError::Git)?;
+            let (tx, rx) = mpsc::channel(1);
+            git_triggers.push(tx);
+            sources.push(Source::Git(Box::new(git), rx));
+        } else {
+            return Err(StartError::Unsupported(redact(text)));
+        }
+    }
+    let hooks = if config.webhooks.is_empty() {
+        None
+    } else {
+        if git_triggers.is_empty() {
+            return Err(StartError::WebhooksWithoutGit);
+        }
+        let secret = std::env::var(WEBHOOK_SECRET_ENV)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or(StartError::WebhookSecret)?;
+        let receivers = config
+            .webhooks
+            .iter()
+            .map(|(kind, name)| Receiver::new(name.clone(), *kind, secret.as_bytes()))
+            .collect();
+        let (hook_tx, mut hook_rx) = mpsc::channel::<String>(16);
+        let stop = cancel.clone();
+        tasks.spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    name = hook_rx.recv() => match name {
+                        Some(n) => n,
+                        None => break,
+                    },
+                };
+                tracing::info!(receiver = %name, "webhook: fetching every git source now");
+                for tx in &git_triggers {
+                    // Full means a fetch is already due: coalesce.
+                    let _ = tx.try_send(());
+                }
+            }
+        });
+        Some(webhook::router(receivers, hook_tx))
+    };
+    for source in sources {
+        let opts = ControllerOptions {
+            source: source.name(),
+            force: config.force,
+        };
+        tasks.spawn(supervise(
+            node.clone(),
+            client.clone(),
+            opts,
+            source,
+            config.interval,
+            cancel.clone(),
+        ));
+    }
+    Ok(hooks)
+}
+
+/// Runs `source` while this peer leads, until `cancel`.
+async fn supervise(
+    node: ClusterNode,
+    client: Client,
+    opts: ControllerOptions,
+    mut source: Source,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    let name = opts.source.clone();
+    loop {
+        // Wait for leadership; hooks received meanwhile are dropped.
+        while !node.is_leader() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(LEADER_POLL) => {}
+            }
+            if let Source::Git(_, hooks) = &mut source {
+                while hooks.try_recv().is_ok() {}
+            }
+        }
+        tracing::info!(source = %name, "leader: controller starting");
+        let term = cancel.child_token();
+        let controller = Controller::new(client.clone(), opts.clone());
+        let (term_tx, term_rx) = mpsc::channel::<()>(1);
+        let sink = {
+            let name = name.clone();
+            move |o: &ReconcileOutcome| log_outcome(&name, o)
+        };
+        let (run, mut hooks): (Pin<Box<dyn Future<Output = bool> + Send>>, _) = match &mut source {
+            Source::Dir(d) => {
+                let d = d.clone();
+                let term = term.clone();
+                let name = name.clone();
+                (
+                    Box::pin(async move {
+                        match run_dir(controller, d, interval, term, sink).await {
+                            Ok(_) => true,
+                            Err(e) => {
+                                tracing::warn!(source = %name, error = %e, "cannot watch the source directory");
+                                false
+                            }
+                        }
+                    }),
+                    None,
+                )
+            }
+            Source::Git(g, hooks) => {
+                let g = (**g).clone();
+                let term = term.clone();
+                (
+                    Box::pin(async move {
+                        run_git(controller, g, interval, term_rx, term, sink).await;
+                        true
+                    }),
+                    Some(hooks),
+                )
+            }
+        };
+        let mut check = tokio::time::interval(LEADER_POLL);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut run = run;
+        let clean = loop {
+            tokio::select! {
+                clean = &mut run => break clean,
+                _ = check.tick() => {
+                    if !term.is_cancelled() && !node.is_leader() {
+                        tracing::info!(source = %name, "leadership lost: controller stopping");
+                        term.cancel();
+                    }
+                }
+                Some(()) = async {
+                    match hooks.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let _ = term_tx.try_send(());
+                }
+            }
+        };
+        term.cancel();
+        if cancel.is_cancelled() {
+            return;
+        }
+        if !clean {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(RETRY) => {}
+            }
+        }
+    }
+}
+
+/// One line per PinSet outcome: info, or warn when Stalled.
+fn log_outcome(source: &str, out: &ReconcileOutcome) {
+    if out.skipped {
+        tracing::debug!(source, revision = ?out.revision, "reconcile skipped: unchanged");
+        return;
+    }
+    if let Some(e) = &out.source_error {
+        tracing::warn!(source, error = %e, "source does not load; the last good revision stays applied");
+    }
+    for p in &out.pinsets {
+        if p.condition == ConditionType::Stalled {
+            tracing::warn!(source, pinset = %format!("{}/{}", p.namespace, p.name), reason = %p.reason, outcome = %p, "pinset stalled");
+        } else {
+            tracing::info!(source, pinset = %format!("{}/{}", p.namespace, p.name), reason = %p.reason, outcome = %p, "pinset reconciled");
+        }
+    }
+}

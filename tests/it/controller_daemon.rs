@@ -1,0 +1,213 @@
+//! The controller inside `pinfleet daemon` (`[controller]` in service.toml):
+//! a single peer is the Raft leader, so its controller applies a watched
+//! directory through its own API, follows edits, and stops with the daemon.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pinfleet::daemon::{RunInfo, read_run_file};
+
+use super::support::cid_v1;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_pinfleet")
+}
+
+fn manifest(cids: &[String]) -> String {
+    let mut s = String::from(
+        "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: mirror\n  namespace: daemon\nspec:\n  pins:\n",
+    );
+    for (i, c) in cids.iter().enumerate() {
+        s.push_str(&format!("    - cid: {c}\n      name: pin-{i}\n"));
+    }
+    s
+}
+
+fn init(d: &Path) {
+    let out = Command::new(exe())
+        .args(["init", "--dir"])
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn daemon(d: &Path, env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(exe());
+    cmd.args(["daemon", "--dir"])
+        .arg(d)
+        .env("PINFLEET_API_LISTEN", "127.0.0.1:0")
+        .env(
+            "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
+            "/ip4/127.0.0.1/tcp/0",
+        )
+        .env_remove("PINFLEET_WEBHOOK_SECRET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+async fn wait_running(d: &Path, child: &mut Child) -> RunInfo {
+    let start = Instant::now();
+    loop {
+        if let Some(i) = read_run_file(d).filter(|i| i.pid == child.id()) {
+            return i;
+        }
+        assert!(start.elapsed() < DEADLINE, "daemon did not start");
+        assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the PinSet `daemon/mirror` is listed from `source` with
+/// `pins` pins and every CID of `cids` is allocated.
+async fn wait_applied(api: &str, source: &str, pins: u64, cids: &[String]) {
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        let listed = match http.get(format!("{api}/pinsets")).send().await {
+            Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
+            _ => None,
+        };
+        let found = listed.as_ref().and_then(|v| v.as_array()).is_some_and(|a| {
+            a.iter().any(|p| {
+                p["namespace"] == "daemon"
+                    && p["name"] == "mirror"
+                    && p["source"] == source
+                    && p["pins"] == pins
+            })
+        });
+        let mut allocated = found;
+        if found {
+            for c in cids {
+                let ok = http
+                    .get(format!("{api}/allocations/{c}"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                allocated &= ok;
+            }
+        }
+        if allocated {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "not applied within {DEADLINE:?}: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn stop(child: &mut Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < DEADLINE, "daemon ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "clean exit, got {status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_runs_the_leaders_controller_on_a_dir_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("peer");
+    let manifests = tmp.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let manifests = std::fs::canonicalize(&manifests).unwrap();
+    let cids: Vec<String> = (0..3).map(|i| cid_v1(&format!("ctl-daemon-{i}"))).collect();
+    std::fs::write(manifests.join("mirror.yaml"), manifest(&cids[..2])).unwrap();
+    init(&d);
+    let source = format!("dir:{}", manifests.display());
+    let mut child = daemon(
+        &d,
+        &[
+            ("PINFLEET_CONTROLLER_SOURCES", &source),
+            ("PINFLEET_CONTROLLER_INTERVAL", "1h"),
+        ],
+    );
+    let info = wait_running(&d, &mut child).await;
+
+    wait_applied(&info.api, &source, 2, &cids[..2]).await;
+
+    // An edit is picked up by the watcher (no interval within the test).
+    std::fs::write(manifests.join("mirror.yaml"), manifest(&cids)).unwrap();
+    wait_applied(&info.api, &source, 3, &cids).await;
+
+    stop(&mut child);
+    assert!(read_run_file(&d).is_none(), "run.json removed on shutdown");
+}
+
+#[test]
+fn daemon_refuses_webhooks_without_the_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("peer");
+    init(&d);
+    let child = daemon(
+        &d,
+        &[
+            ("PINFLEET_CONTROLLER_SOURCES", "git:file:///nonexistent.git"),
+            ("PINFLEET_CONTROLLER_WEBHOOKS", "github:main"),
+        ],
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("PINFLEET_WEBHOOK_SECRET"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_serves_webhooks_on_its_api_listener() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("peer");
+    init(&d);
+    // The repository does not exist: fetches fail (logged), the daemon runs.
+    let source = format!("git:file://{}/missing.git", tmp.path().display());
+    let mut child = daemon(
+        &d,
+        &[
+            ("PINFLEET_CONTROLLER_SOURCES", &source),
+            ("PINFLEET_CONTROLLER_WEBHOOKS", "generic:main"),
+            ("PINFLEET_WEBHOOK_SECRET", "s3cret"),
+        ],
+    );
+    let info = wait_running(&d, &mut child).await;
+    let http = reqwest::Client::new();
+    let bad = http
+        .post(format!("{}/hooks/main", info.api))
+        .header("x-signature-256", "sha256=00")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 401);
+    let unknown = http
+        .post(format!("{}/hooks/other", info.api))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    // The API's own routes are still served next to the hooks.
+    let id = http.get(format!("{}/id", info.api)).send().await.unwrap();
+    assert!(id.status().is_success());
+    stop(&mut child);
+}
