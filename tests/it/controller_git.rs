@@ -7,9 +7,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository, Signature};
-use libp2p::identity::Keypair;
-use pinfleet::api::{ApiState, serve};
-use pinfleet::consensus::{ClusterNode, NodeOptions};
 use pinfleet::controller::git::{Credentials, GitSource, poll, redact};
 use pinfleet::controller::{
     Client, ConditionType, Controller, ControllerOptions, PinSetOutcome, Reason, run_git,
@@ -18,7 +15,6 @@ use pinfleet::manifest::Limits;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::support::{cid_v1, write_tree};
 
@@ -27,39 +23,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// The URL of this module's peer, started on first use on its own runtime.
 fn peer() -> &'static str {
     static PEER: OnceLock<String> = OnceLock::new();
-    PEER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-                let tasks = TaskTracker::new();
-                let cancel = CancellationToken::new();
-                let opts = NodeOptions::new(
-                    dir.path().to_path_buf(),
-                    Keypair::generate_ed25519(),
-                    [11u8; 32],
-                );
-                let node = ClusterNode::start(opts, cancel.clone(), &tasks)
-                    .await
-                    .unwrap();
-                node.wait_ready(DEADLINE).await.unwrap();
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let url = format!("http://{}", listener.local_addr().unwrap());
-                let state = ApiState::new(node, "0.0.0-it", "it-controller-git");
-                let server = tokio::spawn(serve(listener, state, cancel.clone()));
-                tx.send(url).unwrap();
-                server.await.unwrap().unwrap();
-                drop(dir);
-            });
-        });
-        rx.recv_timeout(DEADLINE * 2)
-            .expect("the peer did not start")
-    })
+    PEER.get_or_init(|| crate::support::spawn_api_peer("it-controller-git", 11))
 }
 
 fn url(path: &str) -> String {

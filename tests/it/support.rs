@@ -36,3 +36,41 @@ pub fn cid_v1(seed: &str) -> String {
 pub fn cid_v0(seed: &str) -> String {
     cid::Cid::new_v0(multihash(seed)).unwrap().to_string()
 }
+
+/// Starts a one-peer cluster and its REST API on a thread and runtime of
+/// their own (so the peer outlives each test's runtime) and returns the API
+/// URL. The peer's directory is under target/ (the process never drops a
+/// peer kept in a `static`).
+pub fn spawn_api_peer(peername: &'static str, secret: u8) -> String {
+    use pinfleet::api::{ApiState, serve};
+    use pinfleet::consensus::{ClusterNode, NodeOptions};
+    let deadline = std::time::Duration::from_secs(30);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            let tasks = tokio_util::task::TaskTracker::new();
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let keypair = libp2p::identity::Keypair::generate_ed25519();
+            let opts = NodeOptions::new(dir.path().to_path_buf(), keypair, [secret; 32]);
+            let node = ClusterNode::start(opts, cancel.clone(), &tasks)
+                .await
+                .unwrap();
+            node.wait_ready(deadline).await.unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let state = ApiState::new(node, "0.0.0-it", peername);
+            let server = tokio::spawn(serve(listener, state, cancel.clone()));
+            tx.send(url).unwrap();
+            server.await.unwrap().unwrap();
+            drop(dir);
+        });
+    });
+    rx.recv_timeout(deadline * 2)
+        .expect("the peer did not start")
+}
