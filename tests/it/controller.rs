@@ -8,14 +8,14 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use pinfleet::controller::{
-    Client, ConditionType, Controller, ControllerOptions, DirSource, PinSetOutcome, Reason, run_dir,
+    Client, ConditionType, Controller, ControllerOptions, DirSource, Reason, run_dir,
 };
 use pinfleet::manifest::Limits;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{cid_v1, write_tree};
+use crate::support::{cid_v1, outcome, pinset_yaml, write_tree};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -28,21 +28,6 @@ fn peer() -> &'static str {
 
 fn url(path: &str) -> String {
     format!("{}{path}", peer())
-}
-
-fn pinset_yaml(ns: &str, name: &str, cids: &[String]) -> String {
-    let mut s = format!(
-        "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n"
-    );
-    if cids.is_empty() {
-        s.push_str("  pins: []\n");
-    } else {
-        s.push_str("  pins:\n");
-        for (i, c) in cids.iter().enumerate() {
-            s.push_str(&format!("    - cid: {c}\n      name: pin-{i}\n"));
-        }
-    }
-    s
 }
 
 fn seeds(test: &str, n: usize) -> Vec<String> {
@@ -63,34 +48,12 @@ fn source(dir: &Path) -> DirSource {
     DirSource::new(dir, Limits::default()).unwrap()
 }
 
-/// Owners of a pin in the shared state, or `None` when it is not there.
 async fn owners(cid: &str) -> Option<Vec<String>> {
-    let resp = reqwest::get(url(&format!("/allocations/{cid}")))
-        .await
-        .unwrap();
-    if resp.status() == StatusCode::NOT_FOUND {
-        return None;
-    }
-    assert_eq!(resp.status(), StatusCode::OK);
-    let v: Value = resp.json().await.unwrap();
-    Some(v["owners"].as_object().unwrap().keys().cloned().collect())
+    crate::support::owners_at(peer(), cid).await
 }
 
-/// The recorded PinSet `ns/name` (`GET /pinsets`), if any.
 async fn recorded(ns: &str, name: &str) -> Option<Value> {
-    let resp = reqwest::get(url("/pinsets")).await.unwrap();
-    if resp.status() == StatusCode::NO_CONTENT {
-        return None;
-    }
-    let v: Vec<Value> = resp.json().await.unwrap();
-    v.into_iter()
-        .find(|p| p["namespace"] == ns && p["name"] == name)
-}
-
-fn outcome<'a>(out: &'a [PinSetOutcome], name: &str) -> &'a PinSetOutcome {
-    out.iter()
-        .find(|o| o.name == name)
-        .unwrap_or_else(|| panic!("no outcome for {name}: {out:?}"))
+    crate::support::recorded_at(peer(), ns, name).await
 }
 
 #[tokio::test]

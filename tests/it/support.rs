@@ -74,3 +74,54 @@ pub fn spawn_api_peer(peername: &'static str, secret: u8) -> String {
     rx.recv_timeout(deadline * 2)
         .expect("the peer did not start")
 }
+
+/// A PinSet manifest `ns/name` pinning `cids` (named `pin-<i>`).
+pub fn pinset_yaml(ns: &str, name: &str, cids: &[String]) -> String {
+    let mut s = format!(
+        "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n"
+    );
+    if cids.is_empty() {
+        s.push_str("  pins: []\n");
+    } else {
+        s.push_str("  pins:\n");
+        for (i, c) in cids.iter().enumerate() {
+            s.push_str(&format!("    - cid: {c}\n      name: pin-{i}\n"));
+        }
+    }
+    s
+}
+
+/// Owners of a pin in the shared state of the peer at `base`, or `None`
+/// when it is not there.
+pub async fn owners_at(base: &str, cid: &str) -> Option<Vec<String>> {
+    let resp = reqwest::get(format!("{base}/allocations/{cid}"))
+        .await
+        .unwrap();
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return None;
+    }
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    Some(v["owners"].as_object().unwrap().keys().cloned().collect())
+}
+
+/// The PinSet `ns/name` recorded by the peer at `base` (`GET /pinsets`).
+pub async fn recorded_at(base: &str, ns: &str, name: &str) -> Option<serde_json::Value> {
+    let resp = reqwest::get(format!("{base}/pinsets")).await.unwrap();
+    if resp.status() == reqwest::StatusCode::NO_CONTENT {
+        return None;
+    }
+    let v: Vec<serde_json::Value> = resp.json().await.unwrap();
+    v.into_iter()
+        .find(|p| p["namespace"] == ns && p["name"] == name)
+}
+
+/// The controller's outcome for PinSet `name`.
+pub fn outcome<'a>(
+    out: &'a [pinfleet::controller::PinSetOutcome],
+    name: &str,
+) -> &'a pinfleet::controller::PinSetOutcome {
+    out.iter()
+        .find(|o| o.name == name)
+        .unwrap_or_else(|| panic!("no outcome for {name}: {out:?}"))
+}
