@@ -215,7 +215,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
 
     // The controller reaches the cluster through this peer's API (bound
     // above, served below); only the Raft leader's acts.
-    let hooks = match crate::controller::daemon::spawn(
+    let started = match crate::controller::daemon::spawn(
         node.clone(),
         &api_url,
         &config.controller,
@@ -245,7 +245,8 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         config.cluster.peername.clone(),
     );
     state.status = Some(status);
-    let served = serve_with(listener, state, hooks, cancel.clone()).await;
+    state.reconcilers = started.reconcilers;
+    let served = serve_with(listener, state, started.hooks, cancel.clone()).await;
     cancel.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), tasks.wait())

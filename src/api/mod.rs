@@ -12,6 +12,7 @@ mod peers;
 mod pins;
 mod pinset_status;
 mod pinsets;
+mod reconcile;
 mod status;
 mod stream;
 
@@ -54,6 +55,9 @@ pub struct ApiState {
     pub limits: Limits,
     /// Pin status (absent on a peer without a tracker: status routes 503).
     pub status: Option<std::sync::Arc<crate::tracker::StatusService>>,
+    /// The sources this peer's controller runs (`POST
+    /// /pinsets/{ns}/{name}/reconcile`); empty without a controller.
+    pub reconcilers: crate::controller::Reconcilers,
 }
 
 impl ApiState {
@@ -66,6 +70,7 @@ impl ApiState {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             limits: Limits::default(),
             status: None,
+            reconcilers: crate::controller::Reconcilers::default(),
         }
     }
 }
@@ -104,6 +109,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/pinsets/{namespace}/{name}/status",
             get(pinset_status::get),
+        )
+        .route(
+            "/pinsets/{namespace}/{name}/reconcile",
+            axum::routing::post(reconcile::post),
         )
         .route("/state/export", get(pins::export))
         .fallback(|| async { ApiError::not_found("no such route") })

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use pinfleet::api::{ErrorBody, PeerInfo, PinSetInfo, Problem, VersionInfo};
 use pinfleet::consensus::ApplyReport;
+use pinfleet::controller::requests::ReconcileAnswer;
 use pinfleet::manifest::{PinSetId, PinSetStatus};
 use pinfleet::state::PinRecord;
 use pinfleet::tracker::GlobalPinInfo;
@@ -383,6 +384,24 @@ impl ApiClient {
     pub async fn pinset_status(&self, id: &PinSetId) -> Result<PinSetStatus, ClientError> {
         let url = self.url(&["pinsets", &id.namespace, &id.name, "status"], &[]);
         self.json(Method::GET, url, None, &[]).await
+    }
+
+    /// `POST /pinsets/{ns}/{name}/reconcile`; with `wait`, the answer comes
+    /// when the reconcile is done (or the server's `timeout` passed: 504).
+    pub async fn reconcile(
+        &self,
+        id: &PinSetId,
+        wait: Option<std::time::Duration>,
+    ) -> Result<ReconcileAnswer, ClientError> {
+        let query = match wait {
+            Some(t) => vec![
+                ("wait", "true".to_string()),
+                ("timeout", format!("{}ms", t.as_millis())),
+            ],
+            None => Vec::new(),
+        };
+        let url = self.url(&["pinsets", &id.namespace, &id.name, "reconcile"], &query);
+        self.json(Method::POST, url, None, &[]).await
     }
 
     /// `GET /state/export` as raw NDJSON chunks (empty for an empty state).

@@ -11,7 +11,8 @@ use pinfleet::controller::git::{Credentials, poll};
 use pinfleet::controller::reporter::{Forge, Reporter, sha_of_revision};
 use pinfleet::controller::webhook::{self, Receiver, ReceiverKind};
 use pinfleet::controller::{
-    Client, Controller, ControllerOptions, DirSource, GitSource, ReconcileOutcome, run_dir, run_git,
+    Client, Controller, ControllerOptions, DirSource, GitSource, ReconcileOutcome,
+    ReconcileRequests, Reconcilers, requests, run_dir, run_git,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -50,13 +51,15 @@ pub struct ControllerArgs {
     json: bool,
     #[command(flatten)]
     limits: LimitArgs,
-    /// Serve git webhooks (`POST /hooks/{name}`) on this address; a valid
-    /// hook triggers an immediate fetch. Git sources only.
-    #[arg(long, value_name = "ADDR", requires = "webhook")]
+    /// Serve HTTP on this address: reconcile-now (`POST
+    /// /pinsets/{ns}/{name}/reconcile`, what `pinfleet reconcile --host`
+    /// calls) and, with --webhook, git webhooks (`POST /hooks/{name}`).
+    #[arg(long = "listen", visible_alias = "webhook-listen", value_name = "ADDR")]
     webhook_listen: Option<std::net::SocketAddr>,
     /// A webhook receiver `KIND:NAME` (KIND: github, gitlab or generic);
-    /// repeatable. The secret comes from PINFLEET_WEBHOOK_SECRET.
-    #[arg(long, value_name = "KIND:NAME", value_parser = parse_webhook)]
+    /// repeatable; a valid hook triggers an immediate fetch (git sources).
+    /// The secret comes from PINFLEET_WEBHOOK_SECRET.
+    #[arg(long, value_name = "KIND:NAME", value_parser = parse_webhook, requires = "webhook_listen")]
     webhook: Vec<(ReceiverKind, String)>,
     /// Report each reconcile as a commit status: `github` or `gitea`
     /// (Gitea and Forgejo). The token comes from PINFLEET_REPORT_TOKEN.
@@ -179,19 +182,25 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         Source::Git(g) => g.name(),
     };
     let client = Client::new(&args.host.host)?;
+    let requests = ReconcileRequests::default();
+    let reconcilers: Reconcilers = Arc::new(std::collections::BTreeMap::from([(
+        name.clone(),
+        requests.clone(),
+    )]));
     let controller = Controller::new(
         client.clone(),
         ControllerOptions {
             source: name,
             force: args.force,
+            requests,
         },
     );
     let json = args.json;
     let reporter = reporter(&args)?;
     let webhook_listen = args.webhook_listen;
     let webhooks = args.webhook.clone();
-    if webhook_listen.is_some() && matches!(source, Source::Dir(_)) {
-        bail!("--webhook-listen is for git sources (a dir source is watched already)");
+    if !webhooks.is_empty() && matches!(source, Source::Dir(_)) {
+        bail!("--webhook is for git sources (a dir source is watched already)");
     }
     let once_reporter = reporter.clone();
     block_on(async move {
@@ -227,38 +236,22 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             pinfleet::daemon::shutdown_signal().await;
             stop.cancel();
         });
-        match source {
-            Source::Dir(d) => {
-                run_dir(controller, d, args.interval, cancel, sink)
-                    .await
-                    .context("cannot watch the source directory")?;
-            }
-            Source::Git(g) => {
-                let (trigger, rx) = tokio::sync::mpsc::channel(1);
-                // Without webhooks the sender is kept (unused) so that the
-                // loop polls on the interval only.
-                let _idle_trigger = if let Some(addr) = webhook_listen {
-                    let secret = std::env::var("PINFLEET_WEBHOOK_SECRET")
-                        .context("--webhook needs the shared secret in PINFLEET_WEBHOOK_SECRET")?;
-                    let receivers = webhooks
-                        .iter()
-                        .map(|(kind, name)| Receiver::new(name.clone(), *kind, secret.as_bytes()))
-                        .collect();
-                    let (hook_tx, mut hook_rx) = tokio::sync::mpsc::channel::<String>(1);
-                    let listener = tokio::net::TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("cannot listen for webhooks on {addr}"))?;
-                    eprintln!(
-                        "webhooks on http://{}/hooks/{{name}}",
-                        listener.local_addr()?
-                    );
-                    let app = webhook::router(receivers, hook_tx);
-                    let stop = cancel.clone();
-                    tokio::spawn(async move {
-                        let _ = axum::serve(listener, app)
-                            .with_graceful_shutdown(stop.cancelled_owned())
-                            .await;
-                    });
+        // Git sources are fetched on every webhook; without webhooks the
+        // sender stays here (unused), so the loop polls on the interval.
+        let (trigger, rx) = tokio::sync::mpsc::channel(1);
+        let mut idle_trigger = Some(trigger);
+        if let Some(addr) = webhook_listen {
+            let mut app = requests::router(client.clone(), reconcilers);
+            if !webhooks.is_empty() {
+                let secret = std::env::var("PINFLEET_WEBHOOK_SECRET")
+                    .context("--webhook needs the shared secret in PINFLEET_WEBHOOK_SECRET")?;
+                let receivers = webhooks
+                    .iter()
+                    .map(|(kind, name)| Receiver::new(name.clone(), *kind, secret.as_bytes()))
+                    .collect();
+                let (hook_tx, mut hook_rx) = tokio::sync::mpsc::channel::<String>(1);
+                app = app.merge(webhook::router(receivers, hook_tx));
+                if let Some(trigger) = idle_trigger.take() {
                     tokio::spawn(async move {
                         while let Some(name) = hook_rx.recv().await {
                             tracing::info!(receiver = %name, "webhook: fetching now");
@@ -266,13 +259,34 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                             let _ = trigger.try_send(());
                         }
                     });
-                    None
-                } else {
-                    Some(trigger)
-                };
+                }
+            }
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            eprintln!("reconcile-now on http://{local}/pinsets/{{ns}}/{{name}}/reconcile");
+            if !webhooks.is_empty() {
+                eprintln!("webhooks on http://{local}/hooks/{{name}}");
+            }
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+            });
+        }
+        match source {
+            Source::Dir(d) => {
+                run_dir(controller, d, args.interval, cancel, sink)
+                    .await
+                    .context("cannot watch the source directory")?;
+            }
+            Source::Git(g) => {
                 run_git(controller, *g, args.interval, rx, cancel, sink).await;
             }
         }
+        drop(idle_trigger);
         Ok(ExitCode::SUCCESS)
     })?
 }

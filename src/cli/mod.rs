@@ -8,6 +8,7 @@ mod node;
 mod peers;
 mod pin;
 mod plan;
+mod reconcile;
 mod remote;
 mod state;
 mod status;
@@ -91,6 +92,14 @@ enum Command {
     /// Prints one line per PinSet outcome. With --once: exit 0 when every
     /// PinSet is Ready, 1 when any is Stalled or the source is invalid.
     Controller(controller::ControllerArgs),
+    /// Reconcile one PinSet now, even when its source did not change.
+    ///
+    /// Asks the controller that runs the PinSet's source (the daemon's, or a
+    /// standalone controller's --listen address as --host), waits for the
+    /// reconcile and prints the PinSet's status. Exit 0 when done and not
+    /// Stalled, 1 when unknown, not run by a controller there, timed out or
+    /// Stalled, 2 on errors.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// Bounds on what a load may read, shared by every command that loads
@@ -159,6 +168,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => status::run_status(a),
         Command::Recover(a) => status::run_recover(a),
         Command::Controller(a) => controller::run(a),
+        Command::Reconcile(a) => reconcile::run(a),
     }
 }
 

@@ -206,7 +206,7 @@ fn pin_block(info: &GlobalPinInfo) -> String {
 }
 
 /// A PinSet's status: conditions, summary, per-peer counts, errors.
-fn pinset_table(id: &PinSetId, st: &PinSetStatus) -> String {
+pub(super) fn pinset_table(id: &PinSetId, st: &PinSetStatus) -> String {
     let mut s = format!("pinset {id}");
     if let Some(r) = &st.revision {
         s.push_str(&format!(" (revision {r})"));

@@ -26,7 +26,7 @@ use super::git::{Credentials, GitSpecError, redact};
 use super::webhook::{self, Receiver};
 use super::{
     Client, ClientError, ConditionType, Controller, ControllerOptions, DirSource, GitSource,
-    ReconcileOutcome, run_dir, run_git,
+    ReconcileOutcome, ReconcileRequests, Reconcilers, run_dir, run_git,
 };
 use crate::config::ControllerConfig;
 use crate::consensus::ClusterNode;
@@ -87,11 +87,21 @@ impl Source {
     }
 }
 
+/// What [`spawn`] started, for the REST listener to serve.
+#[derive(Debug, Default)]
+pub struct Started {
+    /// The webhook router (`POST /hooks/{name}`), when webhooks are
+    /// configured.
+    pub hooks: Option<Router>,
+    /// Reconcile-now requests per source (for `POST
+    /// /pinsets/{ns}/{name}/reconcile`); empty without sources.
+    pub reconcilers: Reconcilers,
+}
+
 /// Starts the controller of `config` on this peer: one supervised task per
 /// source on `tasks`, all stopped by `cancel`. `api_url` is this peer's REST
-/// API; `peer_dir` anchors a relative `git_cache`. Returns the webhook router
-/// (`POST /hooks/{name}`) to mount on the REST listener when webhooks are
-/// configured. Nothing is started when `config.sources` is empty.
+/// API; `peer_dir` anchors a relative `git_cache`. Nothing is started when
+/// `config.sources` is empty.
 pub fn spawn(
     node: ClusterNode,
     api_url: &str,
@@ -99,9 +109,9 @@ pub fn spawn(
     peer_dir: &Path,
     cancel: &CancellationToken,
     tasks: &TaskTracker,
-) -> Result<Option<Router>, StartError> {
+) -> Result<Started, StartError> {
     if config.sources.is_empty() {
-        return Ok(None);
+        return Ok(Started::default());
     }
     let client = Client::new(api_url).map_err(StartError::Client)?;
     let limits = Limits::default();
@@ -159,11 +169,14 @@ pub fn spawn(
         });
         Some(webhook::router(receivers, hook_tx))
     };
+    let mut reconcilers = std::collections::BTreeMap::new();
     for source in sources {
         let opts = ControllerOptions {
             source: source.name(),
             force: config.force,
+            requests: ReconcileRequests::default(),
         };
+        reconcilers.insert(opts.source.clone(), opts.requests.clone());
         tasks.spawn(supervise(
             node.clone(),
             client.clone(),
@@ -173,7 +186,10 @@ pub fn spawn(
             cancel.clone(),
         ));
     }
-    Ok(hooks)
+    Ok(Started {
+        hooks,
+        reconcilers: std::sync::Arc::new(reconcilers),
+    })
 }
 
 /// Runs `source` while this peer leads, until `cancel`.

@@ -83,8 +83,10 @@ pub async fn run_dir(
     let out = controller.reconcile(source.load().await, false).await;
     report(&out);
     loop {
+        let requests = controller.requests().clone();
         let drift = tokio::select! {
             _ = cancel.cancelled() => break,
+            () = requests.wait_pending() => true,
             msg = rx.recv() => {
                 if msg.is_none() {
                     break;

@@ -524,8 +524,8 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 /// Runs `controller` on `source` until `cancel`: fetches and reconciles at
-/// once, then on every `interval` (±10% jitter) and every `trigger` message
-/// (webhooks). A poll whose commit is unchanged while the last outcome was
+/// once, then on every `interval` (±10% jitter), every `trigger` message
+/// (webhooks) and every reconcile-now request. A poll whose commit is unchanged while the last outcome was
 /// healthy is skipped without checkout or loading. Each outcome is handed to
 /// `report`.
 pub async fn run_git(
@@ -542,9 +542,11 @@ pub async fn run_git(
         let out = poll(&mut controller, &source, &mut last_sha).await;
         report(&out);
         let sleep = tokio::time::sleep(jittered(interval));
+        let requests = controller.requests().clone();
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = sleep => {}
+            () = requests.wait_pending() => {}
             msg = trigger.recv(), if triggers_open => {
                 if msg.is_none() {
                     triggers_open = false;
@@ -567,6 +569,7 @@ pub async fn poll(
         Err(e) => return controller.reconcile(Err(e), false).await,
     };
     if last_sha.as_deref() == Some(&fetched.sha)
+        && !controller.requests().pending()
         && controller.state().last_healthy
         && controller.state().last_applied_revision.as_deref() == Some(&fetched.revision)
     {

@@ -14,6 +14,7 @@ pub mod daemon;
 mod dir;
 pub mod git;
 pub mod reporter;
+pub mod requests;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use serde::Serialize;
 pub use client::{Client, ClientError};
 pub use dir::{DirSource, run_dir};
 pub use git::{GitSource, run_git};
+pub use requests::{ReconcileRequests, Reconcilers};
 
 use crate::consensus::ApplyReport;
 use crate::manifest::model::Condition;
@@ -196,6 +198,10 @@ pub struct ControllerOptions {
     pub source: String,
     /// Lift the prune guard for every apply and release.
     pub force: bool,
+    /// Reconcile-now requests for this source (`POST
+    /// /pinsets/{ns}/{name}/reconcile`): a pending one turns the next
+    /// reconcile into a full one, and the source loops wake on it.
+    pub requests: ReconcileRequests,
 }
 
 /// The reconcile engine for one source.
@@ -224,11 +230,30 @@ impl Controller {
         &self.state
     }
 
+    /// This source's reconcile-now requests.
+    pub fn requests(&self) -> &ReconcileRequests {
+        &self.opts.requests
+    }
+
     /// Reconciles the source's current state against the cluster. With
     /// `drift` false, an unchanged revision whose last outcome was healthy
     /// is skipped; with `drift` true (the interval), it is re-applied (an
-    /// idempotent apply writes nothing when nothing drifted).
+    /// idempotent apply writes nothing when nothing drifted). A pending
+    /// reconcile-now request counts as `drift` and is marked handled when
+    /// this reconcile is done.
     pub async fn reconcile(
+        &mut self,
+        source: Result<Loaded, LoadError>,
+        drift: bool,
+    ) -> ReconcileOutcome {
+        let ticket = self.opts.requests.latest();
+        let drift = drift || self.opts.requests.pending();
+        let out = self.reconcile_inner(source, drift).await;
+        self.opts.requests.mark_handled(ticket);
+        out
+    }
+
+    async fn reconcile_inner(
         &mut self,
         source: Result<Loaded, LoadError>,
         drift: bool,

@@ -434,3 +434,117 @@ async fn a_suspended_pinset_changes_nothing() {
         p.stop().await;
     }
 }
+
+/// `POST /pinsets/{ns}/{name}/reconcile` on a follower is forwarded to the
+/// leader, whose controller owns the request; `wait=true` answers when that
+/// controller marks it handled, 504 when it does not in time.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_now_sent_to_a_follower_reaches_the_leader() {
+    use pinfleet::api::{ApiState, serve};
+    use pinfleet::controller::{ReconcileRequests, Reconcilers};
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const SOURCE: &str = "dir:/srv/mirror";
+    let root = tempfile::tempdir().unwrap();
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let mut listeners = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..3 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://{}", l.local_addr().unwrap()));
+        listeners.push(l);
+    }
+    let next = AtomicUsize::new(0);
+    let nodes = pinfleet::testkit::start_cluster(3, root.path(), &cancel, &tasks, |o| {
+        o.api_url = urls[next.fetch_add(1, Ordering::SeqCst)].clone();
+    })
+    .await
+    .unwrap();
+    // Every peer runs "the same controller"; only the leader's may be asked.
+    let mut requests = Vec::new();
+    for (node, listener) in nodes.iter().zip(listeners) {
+        let r = ReconcileRequests::default();
+        let mut state = ApiState::new(node.clone(), "0.0.0-it", "p");
+        state.reconcilers = Reconcilers::new(BTreeMap::from([(SOURCE.to_string(), r.clone())]));
+        requests.push(r);
+        tokio::spawn(serve(listener, state, cancel.clone()));
+    }
+    let http = reqwest::Client::new();
+    let put = http
+        .put(
+            reqwest::Url::parse_with_params(
+                &format!("{}/pinsets/it/forwarded", urls[0]),
+                [("source", SOURCE)],
+            )
+            .unwrap(),
+        )
+        .body(
+            "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: forwarded\n  namespace: it\nspec:\n  pins: []\n",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{put:?}");
+
+    let leader = nodes.iter().position(|n| n.is_leader()).unwrap();
+    let follower = (leader + 1) % 3;
+    // The follower may not have applied the PinSet yet: the leader reads
+    // its own state, so only the routing matters here.
+    let queued = http
+        .post(format!("{}/pinsets/it/forwarded/reconcile", urls[follower]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status().as_u16(), 202);
+    let answer: serde_json::Value = queued.json().await.unwrap();
+    assert_eq!(answer["source"], SOURCE);
+    assert_eq!(answer["ticket"], 1);
+    let pending: Vec<bool> = requests.iter().map(ReconcileRequests::pending).collect();
+    let mut expected = vec![false; 3];
+    expected[leader] = true;
+    assert_eq!(pending, expected, "only the leader's controller was asked");
+
+    // Nobody handles it: the wait ends with 504, named.
+    let timed_out = http
+        .post(format!(
+            "{}/pinsets/it/forwarded/reconcile?wait=true&timeout=200ms",
+            urls[follower]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(timed_out.status().as_u16(), 504);
+
+    // A "controller" that handles requests: wait=true answers 200, handled.
+    let r = requests[leader].clone();
+    tokio::spawn(async move {
+        loop {
+            r.wait_pending().await;
+            r.mark_handled(r.latest());
+        }
+    });
+    let done = http
+        .post(format!(
+            "{}/pinsets/it/forwarded/reconcile?wait=true",
+            urls[follower]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status().as_u16(), 200);
+    let answer: serde_json::Value = done.json().await.unwrap();
+    assert_eq!(answer["handled"], true);
+
+    let missing = http
+        .post(format!("{}/pinsets/it/missing/reconcile", urls[follower]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+}

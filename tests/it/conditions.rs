@@ -122,6 +122,7 @@ async fn controller_conditions_are_visible_through_the_cluster() {
     let opts = |force| ControllerOptions {
         source: src.name(),
         force,
+        requests: Default::default(),
     };
     let mut ctl = Controller::new(Client::new(&url).unwrap(), opts(false));
     assert!(!ctl.reconcile(src.load().await, false).await.healthy());

@@ -40,6 +40,7 @@ fn controller(source: &DirSource, force: bool) -> Controller {
         ControllerOptions {
             source: source.name(),
             force,
+            requests: Default::default(),
         },
     )
 }
@@ -333,6 +334,7 @@ async fn an_unreachable_cluster_stalls_with_cluster_unavailable() {
         ControllerOptions {
             source: src.name(),
             force: false,
+            requests: Default::default(),
         },
     );
     let out = ctl.reconcile(src.load().await, false).await;

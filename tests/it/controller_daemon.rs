@@ -211,3 +211,115 @@ async fn daemon_serves_webhooks_on_its_api_listener() {
     assert!(id.status().is_success());
     stop(&mut child);
 }
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(exe()).args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_now_repairs_drift_at_once_and_names_what_it_cannot_reconcile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("peer");
+    let manifests = tmp.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let manifests = std::fs::canonicalize(&manifests).unwrap();
+    let cids: Vec<String> = (0..2).map(|i| cid_v1(&format!("ctl-now-{i}"))).collect();
+    std::fs::write(manifests.join("mirror.yaml"), manifest(&cids)).unwrap();
+    init(&d);
+    let source = format!("dir:{}", manifests.display());
+    let mut child = daemon(
+        &d,
+        &[
+            ("PINFLEET_CONTROLLER_SOURCES", &source),
+            ("PINFLEET_CONTROLLER_INTERVAL", "1h"),
+        ],
+    );
+    let info = wait_running(&d, &mut child).await;
+    wait_applied(&info.api, &source, 2, &cids).await;
+
+    // Drift: another writer replaces the PinSet under the same source; the
+    // directory did not change and the interval is an hour away.
+    let http = reqwest::Client::new();
+    let drifted = http
+        .put(
+            reqwest::Url::parse_with_params(
+                &format!("{}/pinsets/daemon/mirror", info.api),
+                [
+                    ("source", source.as_str()),
+                    ("revision", "drift"),
+                    ("force", "true"),
+                ],
+            )
+            .unwrap(),
+        )
+        .body(manifest(&cids[..1]))
+        .send()
+        .await
+        .unwrap();
+    assert!(drifted.status().is_success(), "{drifted:?}");
+    wait_applied(&info.api, &source, 1, &cids[..1]).await;
+
+    // Reconcile-now waits for the controller and shows the status.
+    let out = cli(&["reconcile", "pinset/daemon/mirror", "--host", &info.api]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("reconciled pinset daemon/mirror"),
+        "{stdout}"
+    );
+    // Done means committed: no waiting needed for the repaired PinSet.
+    let listed: serde_json::Value = http
+        .get(format!("{}/pinsets", info.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mirror = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "mirror")
+        .unwrap();
+    assert_eq!(mirror["pins"], 2, "{mirror}");
+    assert!(
+        mirror["revision"].as_str().unwrap().starts_with("sha256:"),
+        "{mirror}"
+    );
+
+    // Queued only, through the route.
+    let queued = http
+        .post(format!("{}/pinsets/daemon/mirror/reconcile", info.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status().as_u16(), 202);
+    let answer: serde_json::Value = queued.json().await.unwrap();
+    assert_eq!(answer["source"], source.as_str());
+    assert_eq!(answer["handled"], false);
+
+    // Unknown PinSet: exit 1, named.
+    let unknown = cli(&["reconcile", "pinset/daemon/nope", "--host", &info.api]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("daemon/nope"));
+
+    // A PinSet applied by hand is not the controller's to reconcile: 409.
+    let by_hand = http
+        .put(format!("{}/pinsets/daemon/by-hand", info.api))
+        .body(manifest(&cids[..1]).replace("name: mirror", "name: by-hand"))
+        .send()
+        .await
+        .unwrap();
+    assert!(by_hand.status().is_success());
+    let refused = cli(&["reconcile", "pinset/daemon/by-hand", "--host", &info.api]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no controller here runs"), "{stderr}");
+
+    stop(&mut child);
+}

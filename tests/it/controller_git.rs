@@ -132,6 +132,7 @@ fn controller(source: &GitSource, force: bool) -> Controller {
         ControllerOptions {
             source: source.name(),
             force,
+            requests: Default::default(),
         },
     )
 }

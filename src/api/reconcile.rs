@@ -1,0 +1,133 @@
+//! `POST /pinsets/{ns}/{name}/reconcile`: reconcile-now for a PinSet whose
+//! source the cluster's own controller runs (`[controller]` of the daemon).
+//!
+//! Only the Raft leader's controller acts, so a follower forwards the
+//! request to the leader's REST API (once: a forwarded request that lands on
+//! a follower again answers 503, the leader just changed). The request
+//! bookkeeping and the answer live in [`crate::controller::requests`]; this
+//! module only finds the PinSet's source and routes the call.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::pins::storage;
+use super::{ApiError, ApiState, blocking};
+use crate::controller::requests::{self, MAX_WAIT, ReconcileQuery, Refusal};
+use crate::manifest::Owner;
+
+/// Marks a request one peer forwarded to the leader.
+pub const FORWARDED_HEADER: &str = "x-pinfleet-forwarded";
+
+/// `POST /pinsets/{namespace}/{name}/reconcile[?wait=true&timeout=2m]`:
+/// 202 when queued, 200 when `wait` and done, 404 for an unknown PinSet,
+/// 409 when no controller of this cluster runs its source, 504 when the
+/// wait timed out.
+pub(super) async fn post(
+    State(state): State<ApiState>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<ReconcileQuery>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let id = match requests::parse_id(&namespace, &name) {
+        Ok(id) => id,
+        Err(r) => return refusal(r),
+    };
+    if !state.node.is_leader() {
+        if headers.contains_key(FORWARDED_HEADER) {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "forwarded to a peer that is no longer the leader: retry",
+            )
+            .into_response();
+        }
+        return forward(&state, &namespace, &name, raw.as_deref()).await;
+    }
+    let owner = Owner::pinset(id.clone());
+    let store = state.node.store().clone();
+    let record = blocking(move || {
+        Ok(store
+            .pinsets()
+            .map_err(storage)?
+            .into_iter()
+            .find(|(o, _)| *o == owner)
+            .map(|(_, r)| r))
+    })
+    .await;
+    let record = match record {
+        Ok(Some(r)) => r,
+        Ok(None) => return ApiError::not_found(format!("pinset {id} not found")).into_response(),
+        Err(e) => return e.into_response(),
+    };
+    match requests::request(&state.reconcilers, &id, &record.source, &query).await {
+        Ok((status, answer)) => (status, Json(answer)).into_response(),
+        Err(r) => refusal(r),
+    }
+}
+
+fn refusal(r: Refusal) -> Response {
+    ApiError::new(r.status, r.message).into_response()
+}
+
+/// Sends the request to the leader's API and relays its answer.
+async fn forward(state: &ApiState, namespace: &str, name: &str, query: Option<&str>) -> Response {
+    let leader = state.node.leader().and_then(|l| {
+        state
+            .node
+            .members()
+            .into_iter()
+            .find(|(id, _)| *id == l)
+            .map(|(_, n)| n.api)
+    });
+    let Some(api) = leader.filter(|a| !a.is_empty()) else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no leader is known: the cluster cannot reconcile now",
+        )
+        .into_response();
+    };
+    let mut url = format!(
+        "{}/pinsets/{namespace}/{name}/reconcile",
+        api.trim_end_matches('/')
+    );
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    let client = match reqwest::Client::builder()
+        .timeout(MAX_WAIT + Duration::from_secs(30))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return ApiError::internal(e.to_string()).into_response(),
+    };
+    let answer = match client.post(&url).header(FORWARDED_HEADER, "1").send().await {
+        Ok(a) => a,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot reach the leader at {api}: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    match answer.bytes().await {
+        Ok(body) => (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from(body),
+        )
+            .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the leader's answer broke off: {e}"),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,331 @@
+//! Reconcile-now: `POST /pinsets/{ns}/{name}/reconcile` and
+//! `pinfleet reconcile pinset/NS/NAME` ask the controller that runs a
+//! PinSet's source to reconcile it at once, even when the source's revision
+//! is unchanged and the last outcome was healthy (the way Flux's
+//! `reconcile.fluxcd.io/requestedAt` annotation does).
+//!
+//! This module owns the request bookkeeping ([`ReconcileRequests`]: a
+//! ticket counter per source and the ticket last handled, so a caller can
+//! wait for *its* request to be done) and the route's core shared by the
+//! daemon's API and the standalone controller's listener. It must not
+//! reconcile anything itself: the source loops ([`run_dir`](super::run_dir),
+//! [`run_git`](super::run_git)) wake on a request and run the engine.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::Client;
+use crate::manifest::{PinSetId, check_dns_label};
+
+/// How long a `wait=true` request waits when the caller gives no timeout.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(120);
+
+/// The longest a `wait=true` request may wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// Reconcile requests for one source: cheap to clone (shared counters).
+///
+/// Tickets are numbered from 1. A request takes the next ticket; the
+/// source's loop, when it reconciles, reads the newest ticket first and
+/// marks it handled when done, so every request made before a reconcile
+/// started is served by it.
+#[derive(Clone, Debug)]
+pub struct ReconcileRequests {
+    requested: Arc<watch::Sender<u64>>,
+    handled: Arc<watch::Sender<u64>>,
+}
+
+impl Default for ReconcileRequests {
+    fn default() -> Self {
+        Self {
+            requested: Arc::new(watch::Sender::new(0)),
+            handled: Arc::new(watch::Sender::new(0)),
+        }
+    }
+}
+
+impl ReconcileRequests {
+    /// Asks for a reconcile; returns its ticket.
+    pub fn request(&self) -> u64 {
+        let mut ticket = 0;
+        self.requested.send_modify(|v| {
+            *v += 1;
+            ticket = *v;
+        });
+        ticket
+    }
+
+    /// The newest ticket handed out (0 when none).
+    pub fn latest(&self) -> u64 {
+        *self.requested.borrow()
+    }
+
+    /// Whether a request is waiting for a reconcile.
+    pub fn pending(&self) -> bool {
+        self.latest() > *self.handled.borrow()
+    }
+
+    /// Marks every ticket up to `ticket` handled.
+    pub fn mark_handled(&self, ticket: u64) {
+        self.handled.send_if_modified(|v| {
+            if ticket > *v {
+                *v = ticket;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Resolves once a request is pending (at once if one already is).
+    pub async fn wait_pending(&self) {
+        let mut rx = self.requested.subscribe();
+        let handled = self.handled.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail while we
+        // borrow it; an error would only mean "never", hence pending().
+        if rx.wait_for(|r| *r > *handled.borrow()).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Waits until `ticket` is handled; false after `timeout`.
+    pub async fn wait_handled(&self, ticket: u64, timeout: Duration) -> bool {
+        let mut rx = self.handled.subscribe();
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|h| *h >= ticket)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// The sources a controller runs, by the name recorded with their PinSets
+/// (`dir:/abs/path`, `git:URL#ref=…`), with their request counters.
+pub type Reconcilers = Arc<BTreeMap<String, ReconcileRequests>>;
+
+/// Query of `POST /pinsets/{ns}/{name}/reconcile`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReconcileQuery {
+    /// Answer when the reconcile is done (200), not when it is queued (202).
+    #[serde(default)]
+    pub wait: bool,
+    /// How long to wait (`30s`, `2m`; default 2m, at most 10m).
+    pub timeout: Option<String>,
+}
+
+/// The answer of `POST /pinsets/{ns}/{name}/reconcile`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileAnswer {
+    /// Namespace of the PinSet.
+    pub namespace: String,
+    /// Name of the PinSet.
+    pub name: String,
+    /// The source the request went to.
+    pub source: String,
+    /// The request's ticket (per source, increasing).
+    pub ticket: u64,
+    /// Whether the reconcile has run (only ever true with `wait=true`).
+    pub handled: bool,
+}
+
+/// Why a reconcile request was refused: status and message for the
+/// `{"code", "message"}` error body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What went wrong, for a human.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"code": self.status.as_u16(), "message": self.message});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Checks the path's namespace and name.
+pub fn parse_id(namespace: &str, name: &str) -> Result<PinSetId, Refusal> {
+    check_dns_label(namespace).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("namespace {namespace:?}: {e}"),
+        )
+    })?;
+    check_dns_label(name)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("name {name:?}: {e}")))?;
+    Ok(PinSetId::new(namespace, name))
+}
+
+/// Asks the controller running `source` (the source PinSet `id` was
+/// applied from) to reconcile, and with `query.wait` waits for it. 409 when
+/// no source of `reconcilers` has that name.
+pub async fn request(
+    reconcilers: &Reconcilers,
+    id: &PinSetId,
+    source: &str,
+    query: &ReconcileQuery,
+) -> Result<(StatusCode, ReconcileAnswer), Refusal> {
+    let timeout = match &query.timeout {
+        None => DEFAULT_WAIT,
+        Some(t) => crate::manifest::duration::parse_duration(t)
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("timeout {t:?}: {e}")))?
+            .min(MAX_WAIT),
+    };
+    let requests = reconcilers.get(source).ok_or_else(|| {
+        Refusal::new(
+            StatusCode::CONFLICT,
+            format!(
+                "pinset {id} was applied from {source:?}, which no controller here runs \
+                 (a PinSet applied with `pinfleet apply` is reconciled by applying it again; \
+                 a standalone `pinfleet controller` answers this route on its --listen address)"
+            ),
+        )
+    })?;
+    let ticket = requests.request();
+    tracing::info!(pinset = %id, source, ticket, "reconcile requested");
+    let mut answer = ReconcileAnswer {
+        namespace: id.namespace.clone(),
+        name: id.name.clone(),
+        source: source.to_string(),
+        ticket,
+        handled: false,
+    };
+    if !query.wait {
+        return Ok((StatusCode::ACCEPTED, answer));
+    }
+    if !requests.wait_handled(ticket, timeout).await {
+        return Err(Refusal::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "reconcile of {id} requested (ticket {ticket}) but not done within {}",
+                crate::manifest::duration::format_duration(timeout)
+            ),
+        ));
+    }
+    answer.handled = true;
+    Ok((StatusCode::OK, answer))
+}
+
+#[derive(Clone)]
+struct Standalone {
+    client: Client,
+    reconcilers: Reconcilers,
+}
+
+/// `POST /pinsets/{ns}/{name}/reconcile` for a standalone `pinfleet
+/// controller` (served on its `--listen` address): the PinSet's
+/// source is read from the cluster through `client`.
+pub fn router(client: Client, reconcilers: Reconcilers) -> Router {
+    Router::new()
+        .route(
+            "/pinsets/{namespace}/{name}/reconcile",
+            axum::routing::post(standalone),
+        )
+        .with_state(Standalone {
+            client,
+            reconcilers,
+        })
+}
+
+async fn standalone(
+    State(st): State<Standalone>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<ReconcileQuery>,
+) -> Result<(StatusCode, Json<ReconcileAnswer>), Refusal> {
+    let id = parse_id(&namespace, &name)?;
+    let recorded = st.client.pinsets().await.map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "cannot read the cluster's pinsets: {}",
+                super::error_chain(&e)
+            ),
+        )
+    })?;
+    let source = recorded
+        .iter()
+        .find(|p| p.namespace == id.namespace && p.name == id.name)
+        .map(|p| p.source.clone())
+        .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, format!("pinset {id} not found")))?;
+    let (status, answer) = request(&st.reconcilers, &id, &source, &query).await?;
+    Ok((status, Json(answer)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_is_pending_until_a_reconcile_marks_its_ticket() {
+        let r = ReconcileRequests::default();
+        assert!(!r.pending());
+        let t1 = r.request();
+        let t2 = r.request();
+        assert_eq!((t1, t2), (1, 2));
+        assert!(r.pending());
+        // A reconcile that started after ticket 1 only.
+        r.mark_handled(1);
+        assert!(r.pending(), "ticket 2 is still waiting");
+        assert!(!r.wait_handled(2, Duration::from_millis(20)).await);
+        r.mark_handled(r.latest());
+        assert!(!r.pending());
+        assert!(r.wait_handled(2, Duration::from_millis(20)).await);
+        // Marking an older ticket never moves the counter back.
+        r.mark_handled(1);
+        assert!(r.wait_handled(2, Duration::from_millis(20)).await);
+    }
+
+    #[tokio::test]
+    async fn wait_pending_wakes_on_a_request_from_another_task() {
+        let r = ReconcileRequests::default();
+        let waiter = {
+            let r = r.clone();
+            tokio::spawn(async move { r.wait_pending().await })
+        };
+        r.request();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("task");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_source_is_refused_with_409_and_named() {
+        let reconcilers: Reconcilers = Arc::new(BTreeMap::from([(
+            "dir:/srv/a".to_string(),
+            ReconcileRequests::default(),
+        )]));
+        let id = PinSetId::new("default", "web");
+        let err = request(&reconcilers, &id, "api", &ReconcileQuery::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::CONFLICT);
+        assert!(err.message.contains("\"api\""), "{}", err.message);
+        let (status, answer) = request(&reconcilers, &id, "dir:/srv/a", &ReconcileQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(answer.ticket, 1);
+        assert!(!answer.handled);
+        assert!(reconcilers["dir:/srv/a"].pending());
+    }
+}
