@@ -8,6 +8,7 @@
 
 mod document;
 mod error;
+mod metrics;
 mod peers;
 mod pins;
 mod pinset_status;
@@ -115,6 +116,7 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::post(reconcile::post),
         )
         .route("/state/export", get(pins::export))
+        .route("/metrics", get(metrics::get))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

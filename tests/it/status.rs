@@ -445,3 +445,83 @@ async fn apply_wait_exits_0_when_pinned_and_1_on_timeout() {
     );
     fleet.stop().await;
 }
+
+/// The value of the sample `name{labels}` in an OpenMetrics text body.
+fn sample(body: &str, name_and_labels: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_this_peers_statuses_per_pinset() {
+    let root = tempfile::tempdir().unwrap();
+    let fleet = Fleet::start(2, root.path(), Duration::from_secs(60)).await;
+    let node = &fleet.nodes[0].peer.node;
+    node.apply_pinset(every_peer(20..23, "metric-ok"))
+        .await
+        .unwrap();
+    let ok = r#"pinfleet_pinset_local_pins{namespace="default",name="metric-ok",status="pinned"}"#;
+    eventually("3 pins pinned here, in the metrics", || async {
+        let (_, body) = fleet.get("/metrics").await;
+        (sample(&body, ok) == Some(3.0)).then_some(())
+    })
+    .await;
+
+    // This peer's IPFS goes down: its errors show per PinSet.
+    fleet.nodes[0].kubo.set_down(true);
+    node.apply_pinset(every_peer(30..32, "metric-down"))
+        .await
+        .unwrap();
+    let err =
+        r#"pinfleet_pinset_local_pins{namespace="default",name="metric-down",status="error"}"#;
+    let body = eventually("2 pins in error here", || async {
+        let (_, body) = fleet.get("/metrics").await;
+        (sample(&body, err) == Some(2.0)).then_some(body)
+    })
+    .await;
+    assert_eq!(sample(&body, ok), Some(3.0), "{body}");
+    assert_eq!(sample(&body, "pinfleet_pins"), Some(5.0), "{body}");
+    assert_eq!(sample(&body, "pinfleet_peers"), Some(2.0), "{body}");
+    assert_eq!(
+        sample(
+            &body,
+            r#"pinfleet_pinset_pins{namespace="default",name="metric-down"}"#
+        ),
+        Some(2.0),
+        "{body}"
+    );
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+
+    // Conditions a controller recorded are exported, Flux-style.
+    let report = serde_json::json!({
+        "source": "dir:/srv/m",
+        "revision": "r1",
+        "conditions": [{
+            "type": "Stalled", "status": "True", "reason": "PruneGuard",
+            "message": "refused", "lastTransitionTime": "2026-11-25T00:00:00Z"
+        }],
+    });
+    let resp = reqwest::Client::new()
+        .put(format!(
+            "{}/pinsets/default/metric-ok/conditions",
+            fleet.url
+        ))
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{resp:?}");
+    let stalled = |status: &str| {
+        format!(
+            r#"pinfleet_pinset_condition{{namespace="default",name="metric-ok",type="Stalled",status="{status}"}}"#
+        )
+    };
+    let body = eventually("the recorded condition", || async {
+        let (_, body) = fleet.get("/metrics").await;
+        (sample(&body, &stalled("True")) == Some(1.0)).then_some(body)
+    })
+    .await;
+    assert_eq!(sample(&body, &stalled("False")), Some(0.0), "{body}");
+    fleet.nodes[0].kubo.set_down(false);
+    fleet.stop().await;
+}

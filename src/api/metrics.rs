@@ -1,0 +1,250 @@
+//! `GET /metrics`: Prometheus metrics of this peer, per PinSet (DESIGN §6).
+//!
+//! Computed on each scrape from the local copy of the shared state and this
+//! peer's pin tracker, in one pass over the pins: no fan-out to other peers
+//! (every peer is scraped; sum over `peer` in PromQL for cluster totals).
+//! Gauges per PinSet: pins declared, suspended, when applied, the conditions
+//! a controller recorded (Flux's `status` label convention: the current
+//! status is 1, the others 0), and this peer's own statuses of the PinSet's
+//! pins allocated to it. This module must not write to the state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::pins::storage;
+use super::pinset_status::Bucket;
+use super::{ApiError, ApiState, blocking};
+use crate::manifest::{Owner, PinSetId};
+use crate::tracker::TrackerStatus;
+
+/// The content type Prometheus negotiates for the OpenMetrics text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PinSetLabels {
+    namespace: String,
+    name: String,
+}
+
+impl From<&PinSetId> for PinSetLabels {
+    fn from(id: &PinSetId) -> Self {
+        Self {
+            namespace: id.namespace.clone(),
+            name: id.name.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    namespace: String,
+    name: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    namespace: String,
+    name: String,
+    #[prometheus(flatten)]
+    condition: ConditionKey,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionKey {
+    r#type: String,
+    status: &'static str,
+}
+
+/// The label of a summary bucket.
+fn bucket_label(b: Bucket) -> &'static str {
+    match b {
+        Bucket::Pinned => "pinned",
+        Bucket::Pinning => "pinning",
+        Bucket::Queued => "queued",
+        Bucket::Error => "error",
+        Bucket::Unpinned => "unpinned",
+    }
+}
+
+const BUCKETS: [Bucket; 5] = [
+    Bucket::Pinned,
+    Bucket::Pinning,
+    Bucket::Queued,
+    Bucket::Error,
+    Bucket::Unpinned,
+];
+
+/// `GET /metrics`.
+pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let view = match &state.status {
+        Some(svc) => Some((
+            svc.tracker()
+                .view()
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+            svc.default_replication(),
+        )),
+        None => None,
+    };
+    let node = state.node.clone();
+    let me = node.peer_id().to_string();
+    let members = node.members().len();
+    let leader = node.is_leader();
+    let store = node.store().clone();
+    let body = blocking(move || {
+        let records = store.pinsets().map_err(storage)?;
+        let mut conditions = Vec::new();
+        for (owner, _) in &records {
+            if let Some(c) = store.conditions(owner).map_err(storage)? {
+                conditions.push((owner.clone(), c));
+            }
+        }
+        let mut total = 0u64;
+        let mut local: HashMap<Owner, [u64; 5]> = HashMap::new();
+        let now = chrono::Utc::now().timestamp_millis();
+        store
+            .for_each_pin(|pin| {
+                total += 1;
+                let Some((view, default)) = &view else {
+                    return true;
+                };
+                let s = view.status_of(&pin, &me, *default, now);
+                if s.status == TrackerStatus::Remote {
+                    return true;
+                }
+                let bucket = Bucket::of(s.status);
+                let i = BUCKETS.iter().position(|b| *b == bucket).unwrap_or(4);
+                for owner in pin.owners.keys() {
+                    if matches!(owner, Owner::PinSet(_)) {
+                        local.entry(owner.clone()).or_default()[i] += 1;
+                    }
+                }
+                true
+            })
+            .map_err(storage)?;
+
+        let mut registry = Registry::with_prefix("pinfleet");
+        let gauge = |registry: &mut Registry, name: &str, help: &str, v: i64| {
+            let g = Gauge::<i64>::default();
+            g.set(v);
+            registry.register(name, help, g);
+        };
+        gauge(
+            &mut registry,
+            "peers",
+            "Members of the cluster as this peer sees them",
+            i64::try_from(members).unwrap_or(i64::MAX),
+        );
+        gauge(
+            &mut registry,
+            "leader",
+            "1 when this peer is the Raft leader",
+            i64::from(leader),
+        );
+        gauge(
+            &mut registry,
+            "pins",
+            "Pins in the shared state",
+            i64::try_from(total).unwrap_or(i64::MAX),
+        );
+        if let Some((view, _)) = &view {
+            gauge(
+                &mut registry,
+                "local_pin_queue",
+                "Pin operations queued or in flight on this peer",
+                i64::try_from(view.pin_queue()).unwrap_or(i64::MAX),
+            );
+            gauge(
+                &mut registry,
+                "local_pinned",
+                "CIDs pinned on this peer's IPFS node",
+                i64::try_from(view.pinned_count()).unwrap_or(i64::MAX),
+            );
+        }
+
+        let pins = Family::<PinSetLabels, Gauge>::default();
+        let suspended = Family::<PinSetLabels, Gauge>::default();
+        let applied = Family::<PinSetLabels, Gauge<f64, AtomicU64>>::default();
+        let statuses = Family::<StatusLabels, Gauge>::default();
+        let conds = Family::<ConditionLabels, Gauge>::default();
+        let mut ids: BTreeMap<Owner, PinSetId> = BTreeMap::new();
+        for (owner, r) in &records {
+            let id = PinSetId::new(r.namespace.clone(), r.name.clone());
+            let l = PinSetLabels::from(&id);
+            pins.get_or_create(&l)
+                .set(i64::try_from(r.pins).unwrap_or(i64::MAX));
+            suspended.get_or_create(&l).set(i64::from(r.suspend));
+            // Milliseconds to seconds: exact enough for a timestamp gauge.
+            #[allow(clippy::cast_precision_loss)]
+            applied
+                .get_or_create(&l)
+                .set(r.applied_at_ms as f64 / 1000.0);
+            if view.is_some() {
+                let counts = local.get(owner).copied().unwrap_or_default();
+                for (b, n) in BUCKETS.iter().zip(counts) {
+                    statuses
+                        .get_or_create(&StatusLabels {
+                            namespace: id.namespace.clone(),
+                            name: id.name.clone(),
+                            status: bucket_label(*b),
+                        })
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+            ids.insert(owner.clone(), id);
+        }
+        for (owner, rec) in &conditions {
+            let Some(id) = ids.get(owner) else { continue };
+            for c in &rec.conditions {
+                for status in ["True", "False", "Unknown"] {
+                    conds
+                        .get_or_create(&ConditionLabels {
+                            namespace: id.namespace.clone(),
+                            name: id.name.clone(),
+                            condition: ConditionKey {
+                                r#type: c.type_.clone(),
+                                status,
+                            },
+                        })
+                        .set(i64::from(c.status == status));
+                }
+            }
+        }
+        registry.register(
+            "pinset_pins",
+            "Pins the PinSet's applied revision declares",
+            pins,
+        );
+        registry.register("pinset_suspended", "1 when spec.suspend is set", suspended);
+        registry.register(
+            "pinset_applied_timestamp_seconds",
+            "When the PinSet's revision was committed (Unix seconds)",
+            applied,
+        );
+        registry.register(
+            "pinset_local_pins",
+            "The PinSet's pins allocated to this peer, by this peer's status",
+            statuses,
+        );
+        registry.register(
+            "pinset_condition",
+            "Conditions a controller recorded: 1 for the current status",
+            conds,
+        );
+        let mut body = String::new();
+        encode(&mut body, &registry).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(body)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
+}
