@@ -624,3 +624,37 @@ async fn cli_webhook_triggers_a_fetch_and_the_commit_status_is_reported() {
     .unwrap();
     let _ = child.wait();
 }
+
+/// https and ssh remotes are fetched with libgit2's own transports (a
+/// closed loopback port fails to connect, it is not an unsupported
+/// protocol); the token in the URL never reaches the error.
+#[tokio::test]
+async fn https_and_ssh_transports_are_built_in() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let cache = tempfile::tempdir().unwrap();
+    for url in [
+        format!("https://user:s3cret@127.0.0.1:{port}/r.git"),
+        format!("ssh://git@127.0.0.1:{port}/r.git"),
+    ] {
+        let src = GitSource::parse(
+            &format!("{url}#ref=main"),
+            cache.path(),
+            Credentials::default(),
+            Limits::default(),
+        )
+        .unwrap();
+        let err = src.fetch().await.unwrap_err().to_string();
+        let chain = pinfleet::controller::error_chain(&src.fetch().await.unwrap_err());
+        assert!(
+            !chain.to_lowercase().contains("unsupported"),
+            "{url}: {chain}"
+        );
+        assert!(
+            !chain.contains("s3cret") && !err.contains("s3cret"),
+            "{chain}"
+        );
+        assert!(chain.contains("failed to connect"), "{url}: {chain}");
+    }
+}
