@@ -11,6 +11,7 @@
 pub mod dagpb;
 pub mod kubo;
 pub mod mock;
+pub mod unixfs;
 
 use std::fmt;
 use std::time::Duration;
