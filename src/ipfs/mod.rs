@@ -8,8 +8,10 @@
 //! It must not decide *what* to pin, retry, or keep state: callers (the pin
 //! tracker) own policy; a backend reports what the node said, precisely.
 
+pub mod dagpb;
 pub mod kubo;
 pub mod mock;
+pub mod unixfs;
 
 use std::fmt;
 use std::time::Duration;
