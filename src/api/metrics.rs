@@ -45,6 +45,11 @@ impl From<&PinSetId> for PinSetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BucketLabel {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     namespace: String,
     name: String,
@@ -111,6 +116,7 @@ pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiEr
         }
         let mut total = 0u64;
         let mut local: HashMap<Owner, [u64; 5]> = HashMap::new();
+        let mut here = [0u64; 5];
         let now = chrono::Utc::now().timestamp_millis();
         store
             .for_each_pin(|pin| {
@@ -124,6 +130,7 @@ pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiEr
                 }
                 let bucket = Bucket::of(s.status);
                 let i = BUCKETS.iter().position(|b| *b == bucket).unwrap_or(4);
+                here[i] += 1;
                 for owner in pin.owners.keys() {
                     if matches!(owner, Owner::PinSet(_)) {
                         local.entry(owner.clone()).or_default()[i] += 1;
@@ -169,6 +176,19 @@ pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiEr
                 "local_pinned",
                 "CIDs pinned on this peer's IPFS node",
                 i64::try_from(view.pinned_count()).unwrap_or(i64::MAX),
+            );
+            let by_status = Family::<BucketLabel, Gauge>::default();
+            for (b, n) in BUCKETS.iter().zip(here) {
+                by_status
+                    .get_or_create(&BucketLabel {
+                        status: bucket_label(*b),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            registry.register(
+                "local_pins",
+                "Pins of any owner allocated to this peer, by this peer's status",
+                by_status,
             );
         }
 

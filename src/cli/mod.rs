@@ -12,6 +12,7 @@ mod reconcile;
 mod remote;
 mod state;
 mod status;
+mod testbed_watch;
 mod validate;
 
 use std::path::PathBuf;

@@ -129,12 +129,21 @@ pub struct TestbedUpArgs {
     /// Apply these manifests once the cluster is up.
     #[arg(long, value_name = "PATH", num_args = 1..)]
     apply: Vec<PathBuf>,
-    /// Stop the testbed after applying instead of waiting for Ctrl-C.
+    /// Stop the testbed after applying (and, with --wait, pinning) instead
+    /// of running until Ctrl-C.
     #[arg(long)]
     once: bool,
+    /// After applying, wait until every allocation is pinned (live summary
+    /// on the terminal); exit 1 if that takes longer than this (e.g. 2m).
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "2m", value_parser = parse_wait)]
+    wait: Option<Duration>,
     /// Seconds to wait for the cluster to form.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+}
+
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    pinfleet::manifest::duration::parse_duration(s)
 }
 
 pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
@@ -195,9 +204,31 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        if !args.once {
-            println!("running; press Ctrl-C to stop");
+        let apis: Vec<String> = tb.file.peers.iter().map(|p| p.api.clone()).collect();
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
             daemon::shutdown_signal().await;
+            stop.cancel();
+        });
+        if let Some(limit) = args.wait {
+            match super::testbed_watch::watch(&apis, Some(limit), &cancel).await {
+                super::testbed_watch::Ended::AllPinned(_) => println!("every pin is pinned"),
+                super::testbed_watch::Ended::TimedOut(s) => {
+                    eprintln!(
+                        "not every pin is pinned after {} ({}); see `pinfleet status --host {}`",
+                        pinfleet::manifest::duration::format_duration(limit),
+                        s.line(),
+                        apis[0]
+                    );
+                    code = ExitCode::from(super::NO);
+                }
+                super::testbed_watch::Ended::Cancelled => {}
+            }
+        }
+        if !args.once && !cancel.is_cancelled() {
+            println!("running; press Ctrl-C to stop");
+            super::testbed_watch::watch(&apis, None, &cancel).await;
         }
         eprintln!("stopping peers …");
         tb.stop().await;

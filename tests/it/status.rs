@@ -481,6 +481,11 @@ async fn metrics_count_this_peers_statuses_per_pinset() {
     .await;
     assert_eq!(sample(&body, ok), Some(3.0), "{body}");
     assert_eq!(sample(&body, "pinfleet_pins"), Some(5.0), "{body}");
+    assert_eq!(
+        sample(&body, r#"pinfleet_local_pins{status="pinned"}"#),
+        Some(3.0),
+        "{body}"
+    );
     assert_eq!(sample(&body, "pinfleet_peers"), Some(2.0), "{body}");
     assert_eq!(
         sample(

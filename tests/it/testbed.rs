@@ -233,3 +233,62 @@ async fn testbed_peers_pin_on_their_kubo_nodes() {
         assert!(read_run_file(&p.dir).is_none(), "peer {} stopped", p.id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testbed_wait_shows_a_summary_and_exits_by_whether_everything_is_pinned() {
+    use pinfleet::ipfs::mock::MockKubo;
+    let (_k0, u0) = MockKubo::start().await.unwrap();
+    let (k1, u1) = MockKubo::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tb = dir.path().join("tb");
+    let run = |wait: &str| {
+        let mut cmd = tokio::process::Command::new(exe());
+        cmd.args(["testbed", "up", "--peers", "2", "--once", "--dir"])
+            .arg(&tb)
+            .arg("--ipfs")
+            .arg(format!("kubo={u0},{u1}"))
+            .arg("--apply")
+            .arg(repo().join("examples/small.yaml"))
+            .arg("--wait")
+            .arg(wait)
+            .kill_on_drop(true);
+        cmd
+    };
+    // One peer's IPFS is down: not everything gets pinned in time.
+    k1.set_down(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), run("3s").output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("not every pin is pinned after 3s"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("peers 2/2 · leader peer-"), "{stdout}");
+
+    // Back up: the restarted testbed settles, and says so.
+    k1.set_down(false);
+    let out = tokio::time::timeout(Duration::from_secs(120), run("60s").output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("peers 2/2"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        summary.ends_with("pinning 0 · queued 0 · error 0"),
+        "{summary}"
+    );
+    assert!(stdout.contains("every pin is pinned"), "{stdout}");
+}
