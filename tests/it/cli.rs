@@ -34,7 +34,8 @@ fn validate_accepts_the_examples() {
         out.contains("ok mirrors/archlinux-core-list (21 pins)"),
         "{out}"
     );
-    assert!(out.contains("valid: 4 PinSets"), "{out}");
+    assert!(out.contains("valid: 5 PinSets"), "{out}");
+    assert!(out.contains("ok default/quickstart (3 pins)"), "{out}");
 }
 
 #[test]
@@ -244,4 +245,40 @@ fn schema_command_prints_the_spec_schema() {
     assert_eq!(o.status.code(), Some(0));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(v["properties"]["pinsFrom"].is_object(), "{v}");
+}
+
+/// The quickstart PinSet pins exactly the CIDs `ipfs add` gives its content
+/// (so the README's main job reaches `pinned`): a drift check, like the CRD's.
+#[test]
+fn quickstart_pinset_names_the_cids_of_its_content() {
+    use pinfleet::ipfs::unixfs::{AddOptions, add_path, add_reader};
+    let root = crate::support::repo_path("examples/quickstart/content");
+    let mut want = std::collections::BTreeMap::new();
+    let mut sink = |_: cid::Cid, _: Vec<u8>| Ok::<(), std::convert::Infallible>(());
+    for file in ["hello.txt", "about.md"] {
+        let f = std::fs::File::open(root.join(file)).unwrap();
+        let added = add_reader(f, &AddOptions::default(), &mut sink).unwrap();
+        want.insert(file.to_string(), added.cid.to_string());
+    }
+    let site = add_path(&root.join("site"), &AddOptions::default(), &mut sink).unwrap();
+    want.insert("site".to_string(), site.last().unwrap().cid.to_string());
+
+    let loaded = pinfleet::manifest::load_paths(
+        &[crate::support::repo_path("examples/quickstart/pinset.yaml")],
+        &Default::default(),
+    )
+    .unwrap();
+    let ps = &loaded.pinsets[0];
+    let got: std::collections::BTreeMap<String, String> = ps
+        .pins
+        .iter()
+        .map(|(k, p)| {
+            let written = p.written_as.as_deref().map(str::to_string);
+            (
+                p.spec.name.clone(),
+                written.unwrap_or_else(|| k.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "update examples/quickstart/pinset.yaml");
 }
