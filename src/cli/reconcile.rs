@@ -73,8 +73,22 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let status = block_on(client.pinset_status(&id))?
-        .with_context(|| format!("reconciled, but cannot read the status of pinset {id}"))?;
+    let status = match block_on(client.pinset_status(&id))? {
+        Ok(s) => s,
+        // A standalone controller's listener serves no status: the
+        // reconcile is done, the status lives on the cluster's API.
+        Err(ClientError::Api { status: 404, .. }) => {
+            println!(
+                "reconciled pinset {id} from {}; see `pinfleet status pinset/{}/{} --host <cluster api>`",
+                answer.source, id.namespace, id.name
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("reconciled, but cannot read the status of pinset {id}"));
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string(&status)?);
     } else {

@@ -581,5 +581,11 @@ pub async fn poll(
     }
     let loaded = source.load(&fetched).await;
     *last_sha = Some(fetched.sha);
-    controller.reconcile(loaded, false).await
+    let mut out = controller.reconcile(loaded, false).await;
+    // A commit that does not load is still the commit the author pushed:
+    // name it, so its commit status reports the failure.
+    if out.revision.is_none() {
+        out.revision = Some(fetched.revision);
+    }
+    out
 }

@@ -161,7 +161,9 @@ impl fmt::Display for PinSetOutcome {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReconcileOutcome {
-    /// The source's revision (`None` when it did not load).
+    /// The source's revision: the one applied, or for a revision that does
+    /// not load the one that was tried when the source knows it (a git
+    /// commit); `None` when the source could not be read at all.
     pub revision: Option<String>,
     /// Nothing was done: same revision as last time and healthy.
     pub skipped: bool,

@@ -234,7 +234,7 @@ async fn broken_yaml_stalls_with_its_location_and_keeps_the_previous_revision() 
     let mut last = None;
     assert!(poll(&mut ctl, &src, &mut last).await.healthy());
 
-    remote.commit(
+    let bad_sha = remote.commit(
         &[(
             "bad.yaml",
             "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: bad\nspec:\n  pins: [\n",
@@ -243,6 +243,12 @@ async fn broken_yaml_stalls_with_its_location_and_keeps_the_previous_revision() 
     );
     let out = poll(&mut ctl, &src, &mut last).await;
     assert!(!out.healthy());
+    // The broken commit is named (its commit status reports the failure),
+    // while the last good one stays recorded in the cluster (below).
+    assert_eq!(
+        out.revision.as_deref(),
+        Some(format!("main@sha1:{bad_sha}").as_str())
+    );
     let err = out.source_error.clone().unwrap();
     let at = err.find("bad.yaml:").unwrap_or_else(|| panic!("{err}"));
     let loc: Vec<&str> = err[at..].splitn(4, ':').collect();
