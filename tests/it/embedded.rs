@@ -280,3 +280,78 @@ async fn a_block_that_does_not_match_its_cid_is_rejected() {
     a.stop().await;
     b.stop().await;
 }
+
+/// `pinned` peers of `cid` according to the API at `api`.
+async fn pinned_peers(client: &reqwest::Client, api: &str, cid: &str) -> usize {
+    let Ok(resp) = client.get(format!("{api}/pins/{cid}")).send().await else {
+        return 0;
+    };
+    let Ok(v) = resp.json::<serde_json::Value>().await else {
+        return 0;
+    };
+    v["peer_map"].as_object().map_or(0, |m| {
+        m.values().filter(|p| p["status"] == "pinned").count()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_added_on_peer_0_is_pinned_by_all_three_daemons() {
+    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let tb = dir.path().join("tb");
+    // Content added on peer 0 before its daemon starts: the daemon opens
+    // the same blockstore, and peers 1 and 2 have nothing.
+    let (root, blocks) = test_dag("daemons", 3);
+    let origin = Running::start(&tb.join("peer-0")).await;
+    origin.add(&blocks, root).await;
+    origin.stop().await;
+
+    let opts = TestbedOptions {
+        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
+        peers: 3,
+        dir: tb.clone(),
+        timeout: Duration::from_secs(60),
+        ipfs: TestbedIpfs::Embedded,
+    };
+    let testbed = Testbed::up(&opts).await.unwrap();
+    for p in &testbed.file.peers {
+        assert!(p.ipfs.starts_with("/ip4/127.0.0.1/tcp/"), "{}", p.ipfs);
+        assert!(p.ipfs.contains("/p2p/"), "{}", p.ipfs);
+    }
+    let api = testbed.file.peers[0].api.clone();
+    let client = reqwest::Client::new();
+    let cid = key(&root).to_string();
+    let resp = client
+        .post(format!(
+            "{api}/pins/{cid}?replication-min=3&replication-max=3&name=daemons"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+
+    let start = tokio::time::Instant::now();
+    while pinned_peers(&client, &api, &cid).await < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not pinned on all three peers: {}",
+            client
+                .get(format!("{api}/pins/{cid}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    testbed.stop().await;
+
+    // The blocks really moved: peer 2's own store holds all of them.
+    let last = Running::start(&tb.join("peer-2")).await;
+    for (c, data) in &blocks {
+        assert_eq!(last.node.get_block(c).await.unwrap().as_ref(), Some(data));
+    }
+    last.stop().await;
+}
