@@ -355,3 +355,54 @@ async fn content_added_on_peer_0_is_pinned_by_all_three_daemons() {
     }
     last.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_fetch_large_dags_from_each_other_at_once() {
+    use crate::support::test_dag_sized;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let b = Running::start(&dir.path().join("b")).await;
+    b.connect_to(&a).await;
+    // 36 leaves of ~256 KiB each way: responses span several messages.
+    let (ra, blocks_a) = test_dag_sized("from-a", 6, 256 << 10);
+    let (rb, blocks_b) = test_dag_sized("from-b", 6, 256 << 10);
+    a.add(&blocks_a, ra).await;
+    b.add(&blocks_b, rb).await;
+    let (x, y) = tokio::join!(
+        a.node.pin(key(&rb), opts(DEADLINE), None),
+        b.node.pin(key(&ra), opts(DEADLINE), None),
+    );
+    x.unwrap();
+    y.unwrap();
+    for (node, blocks) in [(&a.node, &blocks_b), (&b.node, &blocks_a)] {
+        for (cid, data) in blocks {
+            assert_eq!(node.get_block(cid).await.unwrap().as_ref(), Some(data));
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_another_cluster_cannot_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let stranger = EmbeddedNode::start(
+        EmbeddedConfig::new(&dir.path().join("s"), [8; 32]),
+        cancel.clone(),
+        &tasks,
+    )
+    .await
+    .unwrap();
+    let addr = a.node.listen_addrs().await.remove(0);
+    let err = stranger.swarm_connect(addr.to_string()).await.unwrap_err();
+    assert!(matches!(err, IpfsError::Connect { .. }), "{err}");
+    assert!(a.node.connected_peers().await.is_empty());
+    cancel.cancel();
+    tasks.close();
+    drop(stranger);
+    tasks.wait().await;
+    a.stop().await;
+}

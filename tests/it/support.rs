@@ -130,6 +130,15 @@ pub fn outcome<'a>(
 /// `fanout` raw leaves of distinct bytes derived from `seed`. Returns the
 /// root and every block, root first (`1 + fanout + fanout²` blocks).
 pub fn test_dag(seed: &str, fanout: usize) -> (cid::Cid, Vec<(cid::Cid, Vec<u8>)>) {
+    test_dag_sized(seed, fanout, 3000)
+}
+
+/// [`test_dag`] with leaves of about `leaf_bytes` bytes each.
+pub fn test_dag_sized(
+    seed: &str,
+    fanout: usize,
+    leaf_bytes: usize,
+) -> (cid::Cid, Vec<(cid::Cid, Vec<u8>)>) {
     fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
             out.push((v as u8) | 0x80);
@@ -166,7 +175,8 @@ pub fn test_dag(seed: &str, fanout: usize) -> (cid::Cid, Vec<(cid::Cid, Vec<u8>)
     for m in 0..fanout {
         let mut leaves = Vec::new();
         for l in 0..fanout {
-            let data = format!("{seed}/leaf/{m}/{l}/").repeat(200).into_bytes();
+            let unit = format!("{seed}/leaf/{m}/{l}/");
+            let data = unit.repeat(leaf_bytes / unit.len() + 1).into_bytes();
             let c = cid_of(0x55, &data);
             leaves.push((c, data.len()));
             blocks.push((c, data));

@@ -15,7 +15,10 @@
 //!
 //! Serving: every want-block for a block we hold is answered with it,
 //! want-have with `Have`, anything else (when asked) with `DontHave`. No
-//! per-peer ledger is kept: requesters rebroadcast.
+//! per-peer ledger is kept: requesters rebroadcast. A stream's reader never
+//! waits for serving (wants go to a per-peer serve task through a bounded
+//! queue, dropped when full), so two peers fetching from each other cannot
+//! deadlock on full stream windows.
 //!
 //! This module must not write to the store (the pin walk batches writes)
 //! nor decide what to fetch.
@@ -46,6 +49,9 @@ pub(crate) const REBROADCAST: Duration = Duration::from_secs(1);
 /// Messages queued per peer before new wants to it are dropped (the
 /// rebroadcast sends them again).
 const OUTBOX: usize = 64;
+/// A peer's wantlists queued for serving before new ones are dropped (the
+/// peer rebroadcasts them).
+const SERVE_QUEUE: usize = 256;
 
 /// A wantlist entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,12 +290,20 @@ struct Want {
     sent: Option<Instant>,
 }
 
+/// A connected peer's queues.
+struct PeerQueues {
+    /// Messages to send it.
+    out: mpsc::Sender<Message>,
+    /// Its wants, to serve.
+    serve: mpsc::Sender<Vec<WantEntry>>,
+}
+
 #[derive(Default)]
 struct State {
     /// Open wants by multihash bytes.
     wants: HashMap<Vec<u8>, Want>,
-    /// Connected peers' outgoing queues.
-    peers: HashMap<PeerId, mpsc::Sender<Message>>,
+    /// Connected peers.
+    peers: HashMap<PeerId, PeerQueues>,
 }
 
 /// The Bitswap engine of one node. Shared (`Arc`) by the swarm loop (which
@@ -347,15 +361,26 @@ impl Bitswap {
     /// A connection to `peer` opened: start its queue and send it our wants.
     pub(crate) fn peer_connected(self: &Arc<Self>, peer: PeerId) {
         let (tx, rx) = mpsc::channel(OUTBOX);
+        let (serve_tx, serve_rx) = mpsc::channel(SERVE_QUEUE);
         let wants = {
             let mut s = self.lock();
-            s.peers.insert(peer, tx.clone());
+            let queues = PeerQueues {
+                out: tx.clone(),
+                serve: serve_tx,
+            };
+            s.peers.insert(peer, queues);
             s.wants.values().map(|w| w.cid).collect::<Vec<_>>()
         };
         self.tasks.spawn(send_loop(
             self.control.clone(),
             peer,
             rx,
+            self.cancel.clone(),
+        ));
+        self.tasks.spawn(serve_loop(
+            self.store.clone(),
+            serve_rx,
+            tx.clone(),
             self.cancel.clone(),
         ));
         if !wants.is_empty() {
@@ -384,7 +409,7 @@ impl Bitswap {
             want.waiters.push(tx);
             let first = want.sent.is_none();
             want.sent = Some(Instant::now());
-            first.then(|| s.peers.values().cloned().collect::<Vec<_>>())
+            first.then(|| s.peers.values().map(|q| q.out.clone()).collect::<Vec<_>>())
         };
         let mut ticket = Ticket {
             bitswap: self,
@@ -428,7 +453,12 @@ impl Bitswap {
             self.receive_blocks(&peer, msg.blocks);
             let wants: Vec<WantEntry> = msg.wants.into_iter().filter(|w| !w.cancel).collect();
             if !wants.is_empty() {
-                self.serve(peer, wants).await;
+                let queue = self.lock().peers.get(&peer).map(|q| q.serve.clone());
+                if let Some(q) = queue
+                    && q.try_send(wants).is_err()
+                {
+                    tracing::debug!(%peer, "serve queue full; the peer will ask again");
+                }
             }
         }
     }
@@ -453,53 +483,6 @@ impl Bitswap {
         }
     }
 
-    async fn serve(&self, peer: PeerId, wants: Vec<WantEntry>) {
-        let Some(out) = self.lock().peers.get(&peer).cloned() else {
-            return;
-        };
-        let store = self.store.clone();
-        let answers = tokio::task::spawn_blocking(move || {
-            let mut msgs = vec![Message::default()];
-            let mut bytes = 0usize;
-            for w in wants {
-                let Ok(cid) = Cid::try_from(w.cid.as_slice()) else {
-                    continue;
-                };
-                let mh = cid.hash().to_bytes();
-                let found = if cid.hash().code() == 0 {
-                    Some(cid.hash().digest().to_vec())
-                } else {
-                    store.get(&mh).ok().flatten()
-                };
-                let Some(m) = msgs.last_mut() else { break };
-                match found {
-                    Some(data) if !w.want_have => {
-                        bytes += data.len();
-                        m.blocks.push((cid_prefix(&cid), data));
-                        if bytes >= RESPONSE_BLOCK_BYTES {
-                            bytes = 0;
-                            msgs.push(Message::default());
-                        }
-                    }
-                    Some(_) => m.presences.push((w.cid, Presence::Have)),
-                    None if w.send_dont_have => m.presences.push((w.cid, Presence::DontHave)),
-                    None => {}
-                }
-            }
-            msgs
-        })
-        .await
-        .unwrap_or_default();
-        for m in answers {
-            if m.blocks.is_empty() && m.presences.is_empty() {
-                continue;
-            }
-            if out.send(m).await.is_err() {
-                return;
-            }
-        }
-    }
-
     async fn rebroadcast_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(REBROADCAST);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -518,7 +501,10 @@ impl Bitswap {
                         due.push(w.cid);
                     }
                 }
-                (due, s.peers.values().cloned().collect::<Vec<_>>())
+                (
+                    due,
+                    s.peers.values().map(|q| q.out.clone()).collect::<Vec<_>>(),
+                )
             };
             if due.is_empty() {
                 continue;
@@ -530,6 +516,63 @@ impl Bitswap {
             }
         }
     }
+}
+
+/// Answers one peer's wants, in order, until the peer disconnects.
+async fn serve_loop(
+    store: BlockStore,
+    mut wants: mpsc::Receiver<Vec<WantEntry>>,
+    out: mpsc::Sender<Message>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let batch = tokio::select! {
+            _ = cancel.cancelled() => return,
+            w = wants.recv() => match w { Some(w) => w, None => return },
+        };
+        let store = store.clone();
+        let answers = tokio::task::spawn_blocking(move || answer(&store, batch))
+            .await
+            .unwrap_or_default();
+        for m in answers {
+            if out.send(m).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The messages that answer `wants`: blocks, then presences, split so that
+/// no message carries much more than [`RESPONSE_BLOCK_BYTES`] of blocks.
+fn answer(store: &BlockStore, wants: Vec<WantEntry>) -> Vec<Message> {
+    let mut msgs = vec![Message::default()];
+    let mut bytes = 0usize;
+    for w in wants {
+        let Ok(cid) = Cid::try_from(w.cid.as_slice()) else {
+            continue;
+        };
+        let found = if cid.hash().code() == 0 {
+            Some(cid.hash().digest().to_vec())
+        } else {
+            store.get(&cid.hash().to_bytes()).ok().flatten()
+        };
+        let Some(m) = msgs.last_mut() else { break };
+        match found {
+            Some(data) if !w.want_have => {
+                bytes += data.len();
+                m.blocks.push((cid_prefix(&cid), data));
+                if bytes >= RESPONSE_BLOCK_BYTES {
+                    bytes = 0;
+                    msgs.push(Message::default());
+                }
+            }
+            Some(_) => m.presences.push((w.cid, Presence::Have)),
+            None if w.send_dont_have => m.presences.push((w.cid, Presence::DontHave)),
+            None => {}
+        }
+    }
+    msgs.retain(|m| !m.blocks.is_empty() || !m.presences.is_empty());
+    msgs
 }
 
 fn want_message(cids: &[Cid], full: bool) -> Message {
