@@ -1,5 +1,7 @@
 //! `pinfleet daemon`: one peer — identity and config from its directory,
-//! consensus, and the REST API — until SIGINT or SIGTERM.
+//! its IPFS backend (the embedded node under `<dir>/ipfs/` by default,
+//! connected to the other members' nodes), consensus, and the REST API —
+//! until SIGINT or SIGTERM.
 //!
 //! Once serving, the daemon writes `<dir>/run.json` with its actual
 //! addresses (ports may be 0 in the config), which the testbed and scripts
@@ -191,9 +193,16 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         Some(e) => e.listen_addrs().await.first().map(ToString::to_string),
         None => None,
     };
-    let node = ClusterNode::start(node_opts, cancel.clone(), &tasks)
-        .await
-        .map_err(DaemonError::Cluster)?;
+    let node = match ClusterNode::start(node_opts, cancel.clone(), &tasks).await {
+        Ok(node) => node,
+        Err(e) => {
+            // The embedded node is running: stop it (and close its store).
+            cancel.cancel();
+            tasks.close();
+            let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+            return Err(DaemonError::Cluster(e));
+        }
+    };
     node.set_ipfs_backend(std::sync::Arc::clone(&backend));
     if let Some(e) = embedded {
         crate::ipfs_peering::spawn(

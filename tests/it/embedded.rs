@@ -406,3 +406,33 @@ async fn nodes_of_another_cluster_cannot_connect() {
     tasks.wait().await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_with_a_block_that_does_not_match_its_cid_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let (root, blocks) = test_dag("bad-import", 1);
+    let err = a
+        .node
+        .import(true, move |sink| {
+            for (i, (c, d)) in blocks.into_iter().enumerate() {
+                sink(c, if i == 1 { b"tampered".to_vec() } else { d })?;
+            }
+            Ok(root)
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IpfsError::Unsupported { .. }), "{err}");
+    assert!(recursive_pins(&a.node).await.is_empty());
+    // Backends without an importer say so.
+    let none = pinfleet::ipfs::NoBackend;
+    let err = none
+        .add(
+            pinfleet::ipfs::AddInput::Path("x".into()),
+            Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "unsupported: add on the none backend");
+    a.stop().await;
+}

@@ -258,7 +258,8 @@ pub(crate) fn block_cid(prefix: &[u8], data: &[u8]) -> Result<Cid, BitswapError>
 }
 
 /// Verifies that `data` hashes to `cid`.
-pub(crate) fn verify(cid: &Cid, data: &[u8]) -> bool {
+#[cfg(test)]
+fn verify(cid: &Cid, data: &[u8]) -> bool {
     block_cid(&cid_prefix(cid), data).is_ok_and(|c| c.hash() == cid.hash())
 }
 

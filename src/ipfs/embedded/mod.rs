@@ -337,10 +337,18 @@ impl EmbeddedNode {
             let (mut blocks, mut bytes, mut batch_bytes) = (0u64, 0u64, 0usize);
             let root = {
                 let mut sink = |cid: Cid, data: Vec<u8>| -> Result<(), IpfsError> {
-                    if !bitswap::verify(&cid, &data) {
-                        return Err(IpfsError::Unsupported {
-                            what: format!("storing block {cid} whose bytes do not hash to it"),
-                        });
+                    match bitswap::digest(cid.hash().code(), &data) {
+                        Ok(d) if d == cid.hash().digest() => {}
+                        Ok(_) => {
+                            return Err(IpfsError::Unsupported {
+                                what: format!("storing block {cid}: its bytes do not hash to it"),
+                            });
+                        }
+                        Err(e) => {
+                            return Err(IpfsError::Unsupported {
+                                what: format!("storing block {cid}: {e}"),
+                            });
+                        }
                     }
                     if cid.hash().code() == 0 {
                         return Ok(());
