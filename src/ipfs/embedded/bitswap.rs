@@ -408,8 +408,11 @@ impl Bitswap {
                 sent: None,
             });
             want.waiters.push(tx);
+            // A new want goes out now; a joined one keeps its schedule.
             let first = want.sent.is_none();
-            want.sent = Some(Instant::now());
+            if first {
+                want.sent = Some(Instant::now());
+            }
             first.then(|| s.peers.values().map(|q| q.out.clone()).collect::<Vec<_>>())
         };
         let mut ticket = Ticket {
@@ -680,6 +683,46 @@ mod tests {
         };
         assert_eq!(Message::decode(&msg.encode()).unwrap(), msg);
         assert!(Message::decode(&[0x0a, 0x05, 0x01]).is_err());
+    }
+
+    fn entry(cid: &Cid, want_have: bool, send_dont_have: bool) -> WantEntry {
+        WantEntry {
+            cid: cid.to_bytes(),
+            priority: 1,
+            cancel: false,
+            want_have,
+            send_dont_have,
+        }
+    }
+
+    #[test]
+    fn wants_are_answered_with_blocks_haves_and_dont_haves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(&dir.path().join("b.redb")).unwrap();
+        let held = raw_cid(b"held");
+        store
+            .put_many(&[(held.hash().to_bytes(), b"held".to_vec())])
+            .unwrap();
+        let missing = raw_cid(b"missing");
+        let msgs = answer(
+            &store,
+            vec![
+                entry(&held, false, true),
+                entry(&held, true, true),
+                entry(&missing, false, true),
+                entry(&missing, true, false),
+            ],
+        );
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].blocks, vec![(cid_prefix(&held), b"held".to_vec())]);
+        assert_eq!(
+            msgs[0].presences,
+            vec![
+                (held.to_bytes(), Presence::Have),
+                (missing.to_bytes(), Presence::DontHave)
+            ]
+        );
+        assert!(answer(&store, vec![entry(&missing, false, false)]).is_empty());
     }
 
     #[test]
