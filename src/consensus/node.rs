@@ -359,6 +359,11 @@ impl ClusterNode {
         let _ = self.inner.ipfs.set(backend);
     }
 
+    /// This peer's IPFS node, once registered.
+    pub fn ipfs_backend(&self) -> Option<Arc<dyn crate::ipfs::IpfsBackend>> {
+        self.inner.ipfs.get().cloned()
+    }
+
     /// Registers where gossip (informer metrics) goes (once).
     pub fn set_gossip_sink(&self, sink: GossipSink) {
         let _ = self.inner.gossip_sink.set(sink);

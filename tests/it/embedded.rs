@@ -320,6 +320,21 @@ async fn content_added_on_peer_0_is_pinned_by_all_three_daemons() {
     }
     let api = testbed.file.peers[0].api.clone();
     let client = reqwest::Client::new();
+    // `GET /id` shows the embedded node as IPFS Cluster shows Kubo.
+    let id: serde_json::Value = client
+        .get(format!("{api}/id"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(id["ipfs"]["addresses"][0], testbed.file.peers[0].ipfs);
+    assert!(
+        testbed.file.peers[0]
+            .ipfs
+            .ends_with(id["ipfs"]["id"].as_str().unwrap())
+    );
     let cid = key(&root).to_string();
     let resp = client
         .post(format!(
