@@ -451,3 +451,27 @@ async fn an_import_with_a_block_that_does_not_match_its_cid_fails() {
     assert_eq!(err.to_string(), "unsupported: add on the none backend");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_connects_to_its_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let b = Running::start(&dir.path().join("b")).await;
+    let (root, blocks) = test_dag("origins", 2);
+    a.add(&blocks, root).await;
+    assert!(b.node.connected_peers().await.is_empty());
+    let origin = a.node.listen_addrs().await.remove(0).to_string();
+    let with_origins = PinOpts {
+        origins: vec![
+            "/ip4/127.0.0.1/tcp/1".into(),
+            "not a multiaddr".into(),
+            origin,
+        ],
+        ..opts(DEADLINE)
+    };
+    b.node.pin(key(&root), with_origins, None).await.unwrap();
+    assert_eq!(b.node.connected_peers().await, vec![a.node.peer_id()]);
+    assert_eq!(recursive_pins(&b.node).await, vec![key(&root)]);
+    a.stop().await;
+    b.stop().await;
+}

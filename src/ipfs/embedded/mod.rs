@@ -448,11 +448,14 @@ impl EmbeddedNode {
         if current == Some(PinKind::Recursive) || current == Some(kind) {
             return Ok(());
         }
-        for origin in &opts.origins {
-            if let Ok(addr) = origin.parse::<Multiaddr>() {
-                let _ = tokio::time::timeout(ORIGIN_DIAL_TIMEOUT, self.connect(addr)).await;
-            }
-        }
+        // Best effort, all at once: an unreachable origin costs at most
+        // one dial timeout, and the content may come from elsewhere.
+        let dials = opts
+            .origins
+            .iter()
+            .filter_map(|o| o.parse::<Multiaddr>().ok())
+            .map(|addr| tokio::time::timeout(ORIGIN_DIAL_TIMEOUT, self.connect(addr)));
+        futures::future::join_all(dials).await;
         let mut protection = self.protection();
         let mut seen: HashSet<Vec<u8>> = HashSet::from([mh_of(&root_cid)]);
         let mut queue = VecDeque::from([root_cid]);
