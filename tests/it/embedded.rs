@@ -378,9 +378,9 @@ async fn two_nodes_fetch_large_dags_from_each_other_at_once() {
     let a = Running::start(&dir.path().join("a")).await;
     let b = Running::start(&dir.path().join("b")).await;
     b.connect_to(&a).await;
-    // 36 leaves of ~256 KiB each way: responses span several messages.
-    let (ra, blocks_a) = test_dag_sized("from-a", 6, 256 << 10);
-    let (rb, blocks_b) = test_dag_sized("from-b", 6, 256 << 10);
+    // 25 leaves of ~192 KiB each way: responses span several messages.
+    let (ra, blocks_a) = test_dag_sized("from-a", 5, 192 << 10);
+    let (rb, blocks_b) = test_dag_sized("from-b", 5, 192 << 10);
     a.add(&blocks_a, ra).await;
     b.add(&blocks_b, rb).await;
     let (x, y) = tokio::join!(
@@ -412,9 +412,15 @@ async fn nodes_of_another_cluster_cannot_connect() {
     .await
     .unwrap();
     let addr = a.node.listen_addrs().await.remove(0);
-    let err = stranger.swarm_connect(addr.to_string()).await.unwrap_err();
-    assert!(matches!(err, IpfsError::Connect { .. }), "{err}");
+    // The pnet handshake with the wrong key never completes: the dial fails
+    // or hangs until its timeout; either way nobody gets connected.
+    let dial = stranger.swarm_connect(addr.to_string());
+    if let Ok(result) = tokio::time::timeout(Duration::from_secs(2), dial).await {
+        let err = result.unwrap_err();
+        assert!(matches!(err, IpfsError::Connect { .. }), "{err}");
+    }
     assert!(a.node.connected_peers().await.is_empty());
+    assert!(stranger.connected_peers().await.is_empty());
     cancel.cancel();
     tasks.close();
     drop(stranger);
