@@ -243,9 +243,14 @@ impl EmbeddedNode {
         })?;
         let keypair = load_or_create_identity(&config.dir.join(IDENTITY_FILE))?;
         let path = config.dir.join(BLOCKS_FILE);
-        let store = tokio::task::spawn_blocking(move || BlockStore::open(&path))
+        let open_path = path.clone();
+        let store = tokio::task::spawn_blocking(move || BlockStore::open(&open_path))
             .await
-            .map_err(|e| EmbeddedError::Swarm(e.to_string()))??;
+            .map_err(|e| EmbeddedError::Io {
+                what: "open",
+                path,
+                source: std::io::Error::other(e),
+            })??;
         let bs_store = store.clone();
         let bs_cancel = cancel.clone();
         let (swarm, bitswap) = swarm::spawn(
