@@ -124,6 +124,20 @@ async fn a_dag_added_on_one_node_is_fetched_and_pinned_by_two_others() {
         let bytes: usize = blocks.iter().map(|(_, d)| d.len()).sum();
         assert_eq!(stat.repo_size, bytes as u64);
     }
+    // A fourth node connected to all three holders gets each block once:
+    // one peer is asked for the block, the others only whether they have it.
+    let d = Running::start(&dir.path().join("d")).await;
+    for holder in [&a, &b, &c] {
+        d.connect_to(holder).await;
+    }
+    d.node.pin(key(&root), opts(DEADLINE), None).await.unwrap();
+    assert!(
+        d.node.rejected_blocks() <= 3,
+        "{} duplicate blocks",
+        d.node.rejected_blocks()
+    );
+    d.stop().await;
+
     let id = b.node.id().await.unwrap();
     assert_eq!(id.id, b.node.peer_id().to_string());
     assert!(id.agent_version.starts_with("pinfleet-embedded/"));

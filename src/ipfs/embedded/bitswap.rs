@@ -4,11 +4,14 @@
 //! Wire: each direction of a peer pair uses its own stream (as go-bitswap
 //! does); a stream carries uvarint-length-prefixed protobuf `Message`s.
 //!
-//! Fetching: [`Bitswap::fetch`] registers a want and sends `want-block`
-//! (with `sendDontHave`) to every connected peer; wants still open are sent
-//! again every [`REBROADCAST`] and to each newly connected peer. Clusters
-//! are small, so asking everyone beats a session's have-then-block round
-//! trip; the cost is duplicate blocks when several peers hold one. A block
+//! Fetching: [`Bitswap::fetch`] registers a want and sends `want-block` to
+//! one connected peer and `want-have` to the others (all with
+//! `sendDontHave`). A `Have` from a peer when no `want-block` is still
+//! outstanding (every peer asked for the block said `DontHave`) turns into
+//! a `want-block` to that peer, so one copy of each block travels in the
+//! common case. Wants still open after [`REBROADCAST`] go to every peer as
+//! `want-block` (lost messages, peers that got the block since), and a
+//! newly connected peer gets every open want as `want-have`. A block
 //! is accepted only if the multihash computed here from its bytes (with the
 //! hash function its prefix names) is one we want: a peer cannot make us
 //! store bytes under a CID they do not hash to.
@@ -23,7 +26,7 @@
 //! This module must not write to the store (the pin walk batches writes)
 //! nor decide what to fetch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -289,6 +292,19 @@ struct Want {
     cid: Cid,
     waiters: Vec<oneshot::Sender<Vec<u8>>>,
     sent: Option<Instant>,
+    /// Peers sent a `want-block`.
+    asked: HashSet<PeerId>,
+    /// Peers that answered `DontHave`.
+    dont_have: HashSet<PeerId>,
+    /// Peers that answered `Have`, in order.
+    haves: Vec<PeerId>,
+}
+
+impl Want {
+    /// Whether some peer asked for the block may still send it.
+    fn block_outstanding(&self) -> bool {
+        self.asked.iter().any(|p| !self.dont_have.contains(p))
+    }
 }
 
 /// A connected peer's queues.
@@ -385,7 +401,7 @@ impl Bitswap {
             self.cancel.clone(),
         ));
         if !wants.is_empty() {
-            let _ = tx.try_send(want_message(&wants, true));
+            let _ = tx.try_send(want_message(&wants, true, true));
         }
     }
 
@@ -402,26 +418,43 @@ impl Bitswap {
         let (tx, rx) = oneshot::channel();
         let send_now = {
             let mut s = self.lock();
+            let peers: Vec<(PeerId, mpsc::Sender<Message>)> =
+                s.peers.iter().map(|(p, q)| (*p, q.out.clone())).collect();
             let want = s.wants.entry(mh.clone()).or_insert_with(|| Want {
                 cid,
                 waiters: Vec::new(),
                 sent: None,
+                asked: HashSet::new(),
+                dont_have: HashSet::new(),
+                haves: Vec::new(),
             });
             want.waiters.push(tx);
             // A new want goes out now; a joined one keeps its schedule.
-            let first = want.sent.is_none();
-            if first {
+            if want.sent.is_none() {
                 want.sent = Some(Instant::now());
+                // Spread first asks over the peers.
+                let pick = (!peers.is_empty()).then(|| rand::random_range(0..peers.len()));
+                if let Some((p, _)) = pick.and_then(|i| peers.get(i)) {
+                    want.asked.insert(*p);
+                }
+                Some(
+                    peers
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (_, out))| (out, Some(i) != pick))
+                        .collect::<Vec<_>>(),
+                )
+            } else {
+                None
             }
-            first.then(|| s.peers.values().map(|q| q.out.clone()).collect::<Vec<_>>())
         };
         let mut ticket = Ticket {
             bitswap: self,
             mh,
             rx,
         };
-        for peer in send_now.into_iter().flatten() {
-            let _ = peer.try_send(want_message(&[cid], false));
+        for (peer, have_only) in send_now.into_iter().flatten() {
+            let _ = peer.try_send(want_message(&[cid], false, have_only));
         }
         tokio::select! {
             r = &mut ticket.rx => r.ok(),
@@ -455,6 +488,7 @@ impl Bitswap {
                 }
             };
             self.receive_blocks(&peer, msg.blocks);
+            self.receive_presences(peer, msg.presences);
             let wants: Vec<WantEntry> = msg.wants.into_iter().filter(|w| !w.cancel).collect();
             if !wants.is_empty() {
                 let queue = self.lock().peers.get(&peer).map(|q| q.serve.clone());
@@ -487,6 +521,53 @@ impl Bitswap {
         }
     }
 
+    /// `Have`/`DontHave` answers: ask a peer that has the block when nobody
+    /// asked for it can still send it.
+    fn receive_presences(&self, peer: PeerId, presences: Vec<(Vec<u8>, Presence)>) {
+        if presences.is_empty() {
+            return;
+        }
+        let mut asks: HashMap<PeerId, Vec<Cid>> = HashMap::new();
+        let outs = {
+            let mut s = self.lock();
+            for (bytes, presence) in presences {
+                let Ok(cid) = Cid::try_from(bytes.as_slice()) else {
+                    continue;
+                };
+                let Some(w) = s.wants.get_mut(&cid.hash().to_bytes()) else {
+                    continue;
+                };
+                match presence {
+                    Presence::Have if !w.haves.contains(&peer) => w.haves.push(peer),
+                    Presence::Have => {}
+                    Presence::DontHave => {
+                        w.dont_have.insert(peer);
+                    }
+                }
+                if w.block_outstanding() {
+                    continue;
+                }
+                let next = w
+                    .haves
+                    .iter()
+                    .find(|p| !w.asked.contains(p) && !w.dont_have.contains(p))
+                    .copied();
+                if let Some(p) = next {
+                    w.asked.insert(p);
+                    asks.entry(p).or_default().push(w.cid);
+                }
+            }
+            asks.keys()
+                .filter_map(|p| s.peers.get(p).map(|q| (*p, q.out.clone())))
+                .collect::<Vec<_>>()
+        };
+        for (p, out) in outs {
+            if let Some(cids) = asks.get(&p) {
+                let _ = out.try_send(want_message(cids, false, false));
+            }
+        }
+    }
+
     async fn rebroadcast_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(REBROADCAST);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -498,16 +579,20 @@ impl Bitswap {
             let (due, peers) = {
                 let mut s = self.lock();
                 let now = Instant::now();
+                let peers: Vec<(PeerId, mpsc::Sender<Message>)> =
+                    s.peers.iter().map(|(p, q)| (*p, q.out.clone())).collect();
                 let mut due = Vec::new();
                 for w in s.wants.values_mut() {
                     if w.sent.is_none_or(|t| now.duration_since(t) >= REBROADCAST) {
                         w.sent = Some(now);
+                        w.asked.extend(peers.iter().map(|(p, _)| *p));
+                        w.dont_have.clear();
                         due.push(w.cid);
                     }
                 }
                 (
                     due,
-                    s.peers.values().map(|q| q.out.clone()).collect::<Vec<_>>(),
+                    peers.into_iter().map(|(_, out)| out).collect::<Vec<_>>(),
                 )
             };
             if due.is_empty() {
@@ -515,7 +600,7 @@ impl Bitswap {
             }
             for p in peers {
                 for chunk in due.chunks(1024) {
-                    let _ = p.try_send(want_message(chunk, false));
+                    let _ = p.try_send(want_message(chunk, false, false));
                 }
             }
         }
@@ -579,7 +664,7 @@ fn answer(store: &BlockStore, wants: Vec<WantEntry>) -> Vec<Message> {
     msgs
 }
 
-fn want_message(cids: &[Cid], full: bool) -> Message {
+fn want_message(cids: &[Cid], full: bool, want_have: bool) -> Message {
     Message {
         wants: cids
             .iter()
@@ -587,7 +672,7 @@ fn want_message(cids: &[Cid], full: bool) -> Message {
                 cid: c.to_bytes(),
                 priority: 1,
                 cancel: false,
-                want_have: false,
+                want_have,
                 send_dont_have: true,
             })
             .collect(),
