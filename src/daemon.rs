@@ -1,5 +1,7 @@
 //! `pinfleet daemon`: one peer — identity and config from its directory,
-//! consensus, and the REST API — until SIGINT or SIGTERM.
+//! its IPFS backend (the embedded node under `<dir>/ipfs/` by default,
+//! connected to the other members' nodes), consensus, and the REST API —
+//! until SIGINT or SIGTERM.
 //!
 //! Once serving, the daemon writes `<dir>/run.json` with its actual
 //! addresses (ports may be 0 in the config), which the testbed and scripts
@@ -31,6 +33,10 @@ pub struct RunInfo {
     pub api: String,
     /// p2p addresses (with `/p2p/<id>`).
     pub p2p: Vec<String>,
+    /// The embedded IPFS node's first swarm address (with `/p2p/<id>`);
+    /// absent with other backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipfs: Option<String>,
 }
 
 /// Why the daemon could not run.
@@ -75,6 +81,9 @@ pub enum DaemonError {
     /// The IPFS backend is misconfigured.
     #[error("invalid ipfs backend")]
     Ipfs(#[source] crate::ipfs::IpfsError),
+    /// The embedded IPFS node could not start.
+    #[error("cannot start the embedded ipfs node")]
+    Embedded(#[source] crate::ipfs::embedded::EmbeddedError),
     /// The `[controller]` could not start.
     #[error("cannot start the controller")]
     Controller(#[source] crate::controller::daemon::StartError),
@@ -162,29 +171,62 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     node_opts.batch_max_pins = config.consensus.batch_max_pins;
 
     let tasks = TaskTracker::new();
-    let node = ClusterNode::start(node_opts, cancel.clone(), &tasks)
-        .await
-        .map_err(DaemonError::Cluster)?;
-    let info = RunInfo {
-        id: node.peer_id().to_string(),
-        pid: std::process::id(),
-        api: api_url.clone(),
-        p2p: node.node().addrs.clone(),
-    };
-    let run_path = dir.join(RUN_FILE);
-    write_run_file(&run_path, &info).map_err(|source| DaemonError::RunFile {
-        path: run_path.clone(),
-        source,
-    })?;
-    tracing::info!(peer = %info.id, api = %api_url, "peer running");
-
+    let mut embedded = None;
     let backend: std::sync::Arc<dyn crate::ipfs::IpfsBackend> = match config.ipfs.backend {
         crate::config::IpfsBackendKind::None => std::sync::Arc::new(crate::ipfs::NoBackend),
         crate::config::IpfsBackendKind::Kubo => std::sync::Arc::new(
             crate::ipfs::KuboClient::new(&config.ipfs.kubo_url, Duration::from_secs(60))
                 .map_err(DaemonError::Ipfs)?,
         ),
+        crate::config::IpfsBackendKind::Embedded => {
+            let mut ipfs_config =
+                crate::ipfs::embedded::EmbeddedConfig::new(dir, config.cluster.secret.bytes());
+            ipfs_config.listen = config.ipfs.embedded_listen.clone();
+            let started = crate::ipfs::EmbeddedNode::start(ipfs_config, cancel.clone(), &tasks)
+                .await
+                .map_err(DaemonError::Embedded)?;
+            embedded = Some(started.clone());
+            std::sync::Arc::new(started)
+        }
     };
+    let ipfs_addr = match &embedded {
+        Some(e) => e.listen_addrs().await.first().map(ToString::to_string),
+        None => None,
+    };
+    let node = match ClusterNode::start(node_opts, cancel.clone(), &tasks).await {
+        Ok(node) => node,
+        Err(e) => {
+            // The embedded node is running: stop it (and close its store).
+            cancel.cancel();
+            tasks.close();
+            let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+            return Err(DaemonError::Cluster(e));
+        }
+    };
+    node.set_ipfs_backend(std::sync::Arc::clone(&backend));
+    if let Some(e) = embedded {
+        crate::ipfs_peering::spawn(
+            node.clone(),
+            e,
+            crate::ipfs_peering::PeeringConfig::default(),
+            cancel.clone(),
+            &tasks,
+        );
+    }
+    let info = RunInfo {
+        id: node.peer_id().to_string(),
+        pid: std::process::id(),
+        api: api_url.clone(),
+        p2p: node.node().addrs.clone(),
+        ipfs: ipfs_addr,
+    };
+    let run_path = dir.join(RUN_FILE);
+    write_run_file(&run_path, &info).map_err(|source| DaemonError::RunFile {
+        path: run_path.clone(),
+        source,
+    })?;
+    tracing::info!(peer = %info.id, api = %api_url, ipfs = config.ipfs.backend.as_str(), "peer running");
+
     let tracker_config = crate::tracker::TrackerConfig {
         default_replication: crate::manifest::ReplicationFactors {
             min: config.cluster.replication_factor_min,

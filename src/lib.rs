@@ -12,6 +12,7 @@ pub mod controller;
 pub mod daemon;
 pub mod informer;
 pub mod ipfs;
+pub mod ipfs_peering;
 pub mod manifest;
 pub mod p2p;
 pub mod plan;

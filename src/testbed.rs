@@ -33,7 +33,8 @@ pub struct TestbedPeer {
     pub api: String,
     /// argv that starts this peer again.
     pub cmd: Vec<String>,
-    /// The peer's IPFS backend (`none` until a backend is configured).
+    /// The peer's IPFS node: the embedded node's swarm multiaddr (with
+    /// `/p2p/<id>`), the Kubo RPC URL, or `none`.
     pub ipfs: String,
 }
 
@@ -55,23 +56,48 @@ pub struct TestbedOptions {
     pub dir: PathBuf,
     /// How long to wait for the cluster to form.
     pub timeout: Duration,
-    /// Kubo RPC URL per peer (`None`: consensus only). Shorter than
-    /// `peers`: the rest run without IPFS.
-    pub kubo: Vec<String>,
+    /// The peers' IPFS nodes.
+    pub ipfs: TestbedIpfs,
+}
+
+/// Which IPFS node each testbed peer pins on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TestbedIpfs {
+    /// Consensus only.
+    None,
+    /// Each peer runs an embedded node; the nodes connect to each other.
+    #[default]
+    Embedded,
+    /// Kubo RPC URL per peer, in order; peers beyond the list run without
+    /// IPFS.
+    Kubo(Vec<String>),
+}
+
+impl TestbedIpfs {
+    /// Peer `index`'s backend and, for Kubo, its URL.
+    fn for_peer(&self, index: usize) -> (crate::config::IpfsBackendKind, Option<&str>) {
+        use crate::config::IpfsBackendKind as K;
+        match self {
+            TestbedIpfs::None => (K::None, None),
+            TestbedIpfs::Embedded => (K::Embedded, None),
+            TestbedIpfs::Kubo(urls) => match urls.get(index) {
+                Some(url) => (K::Kubo, Some(url.as_str())),
+                None => (K::None, None),
+            },
+        }
+    }
 }
 
 /// Sets a peer's IPFS backend in its `service.toml` (rewritten each start,
 /// so `--ipfs` may change between runs).
-fn set_backend(index: usize, dir: &Path, kubo: Option<&str>) -> Result<(), TestbedError> {
+fn set_backend(index: usize, dir: &Path, ipfs: &TestbedIpfs) -> Result<(), TestbedError> {
     let path = dir.join(SERVICE_FILE);
     let prep = |message: String| TestbedError::Prepare { index, message };
     let mut config = ServiceConfig::load_with_env(&path, &[]).map_err(|e| prep(e.to_string()))?;
-    match kubo {
-        Some(url) => {
-            config.ipfs.backend = crate::config::IpfsBackendKind::Kubo;
-            config.ipfs.kubo_url = url.trim_end_matches('/').to_string();
-        }
-        None => config.ipfs.backend = crate::config::IpfsBackendKind::None,
+    let (kind, url) = ipfs.for_peer(index);
+    config.ipfs.backend = kind;
+    if let Some(url) = url {
+        config.ipfs.kubo_url = url.trim_end_matches('/').to_string();
     }
     std::fs::write(&path, config.to_toml()).map_err(io("cannot write", &path))
 }
@@ -178,7 +204,7 @@ impl Testbed {
             .collect();
         for (i, d) in dirs.iter().enumerate() {
             prepare_peer(i, d, &secret)?;
-            set_backend(i, d, opts.kubo.get(i).map(String::as_str))?;
+            set_backend(i, d, &opts.ipfs)?;
         }
         let mut tb = Testbed {
             file: TestbedFile { peers: Vec::new() },
@@ -223,7 +249,13 @@ impl Testbed {
                 dir: d.clone(),
                 api: info.api,
                 cmd,
-                ipfs: opts.kubo.get(i).cloned().unwrap_or_else(|| "none".into()),
+                ipfs: match opts.ipfs.for_peer(i) {
+                    (_, Some(url)) => url.to_string(),
+                    (crate::config::IpfsBackendKind::Embedded, _) => {
+                        info.ipfs.clone().unwrap_or_else(|| "embedded".into())
+                    }
+                    _ => "none".into(),
+                },
             });
         }
         tb.wait_formed(opts.peers, deadline, opts.timeout).await?;

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, ApiState, stream};
 use crate::consensus::{PeerNode, node_id};
 
-/// Why `/id` has no IPFS identity: no backend is wired to the peer yet.
+/// Why `/id` has no IPFS identity: the peer runs without an IPFS node.
 const NO_IPFS: &str = "no ipfs backend configured";
+
+/// How long `/id` waits for the IPFS node's identity.
+const IPFS_ID_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// IPFS Cluster's `ID` object: a peer and what it knows of the cluster.
 ///
@@ -74,7 +77,7 @@ pub struct VersionInfo {
 
 /// `GET /id`.
 pub(super) async fn id(State(state): State<ApiState>) -> Json<PeerInfo> {
-    Json(self_info(&state))
+    Json(self_info(&state).await)
 }
 
 /// `GET /version`.
@@ -92,7 +95,7 @@ pub(super) async fn health() -> StatusCode {
 /// `GET /peers`: this peer with everything it knows, then every other member
 /// with what the membership records (id and addresses).
 pub(super) async fn list(State(state): State<ApiState>) -> Response {
-    let me = self_info(&state);
+    let me = self_info(&state).await;
     let mut items = vec![me.clone()];
     for (_, node) in state.node.members() {
         if node.peer_id == me.id {
@@ -125,7 +128,32 @@ pub(super) async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn self_info(state: &ApiState) -> PeerInfo {
+/// The peer's IPFS node as IPFS Cluster's `IPFSID` shows it.
+async fn ipfs_info(state: &ApiState) -> IpfsInfo {
+    let Some(backend) = state.node.ipfs_backend().filter(|b| b.kind() != "none") else {
+        return IpfsInfo {
+            error: NO_IPFS.to_string(),
+            ..IpfsInfo::default()
+        };
+    };
+    match tokio::time::timeout(IPFS_ID_TIMEOUT, backend.id()).await {
+        Ok(Ok(id)) => IpfsInfo {
+            id: id.id,
+            addresses: id.addresses,
+            error: String::new(),
+        },
+        Ok(Err(e)) => IpfsInfo {
+            error: e.to_string(),
+            ..IpfsInfo::default()
+        },
+        Err(_) => IpfsInfo {
+            error: "the ipfs node did not answer in time".into(),
+            ..IpfsInfo::default()
+        },
+    }
+}
+
+async fn self_info(state: &ApiState) -> PeerInfo {
     let me = state.node.node();
     let members = state.node.members();
     PeerInfo {
@@ -141,10 +169,7 @@ fn self_info(state: &ApiState) -> PeerInfo {
         commit: String::new(),
         rpc_protocol_version: crate::p2p::DEFAULT_PROTOCOL.to_string(),
         error: String::new(),
-        ipfs: IpfsInfo {
-            error: NO_IPFS.to_string(),
-            ..IpfsInfo::default()
-        },
+        ipfs: ipfs_info(state).await,
         peername: state.peername.clone(),
     }
 }

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use libp2p::Multiaddr;
 use pinfleet::config;
 use pinfleet::daemon::{self, DaemonOptions};
-use pinfleet::testbed::{Testbed, TestbedOptions};
+use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Args)]
@@ -122,9 +122,10 @@ pub struct TestbedUpArgs {
     /// Testbed directory (kept between runs: peers restart with their state).
     #[arg(long, default_value = ".testbed", value_name = "DIR")]
     dir: PathBuf,
-    /// IPFS backend for the peers: `none` (consensus only) or
+    /// IPFS backend for the peers: `embedded` (an IPFS node inside each
+    /// peer, connected to the others), `none` (consensus only) or
     /// `kubo=URL1,URL2,...` (one Kubo RPC URL per peer, in order).
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value = "embedded")]
     ipfs: String,
     /// Apply these manifests once the cluster is up.
     #[arg(long, value_name = "PATH", num_args = 1..)]
@@ -148,15 +149,19 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
 
 pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
     let TestbedCommand::Up(args) = cmd;
-    let kubo: Vec<String> = match args.ipfs.as_str() {
-        "none" => Vec::new(),
+    let ipfs = match args.ipfs.as_str() {
+        "none" => TestbedIpfs::None,
+        "embedded" => TestbedIpfs::Embedded,
         other => match other.strip_prefix("kubo=") {
-            Some(list) => list
-                .split(',')
-                .map(|u| u.trim().to_string())
-                .filter(|u| !u.is_empty())
-                .collect(),
-            None => anyhow::bail!("--ipfs must be `none` or `kubo=URL1,URL2,...`, got {other:?}"),
+            Some(list) => TestbedIpfs::Kubo(
+                list.split(',')
+                    .map(|u| u.trim().to_string())
+                    .filter(|u| !u.is_empty())
+                    .collect(),
+            ),
+            None => anyhow::bail!(
+                "--ipfs must be `embedded`, `none` or `kubo=URL1,URL2,...`, got {other:?}"
+            ),
         },
     };
     if args.peers == 0 {
@@ -170,7 +175,7 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
             peers: args.peers,
             dir: args.dir.clone(),
             timeout: Duration::from_secs(args.timeout),
-            kubo,
+            ipfs,
         };
         eprintln!("starting {} peers in {} …", args.peers, args.dir.display());
         let tb = Testbed::up(&opts)

@@ -214,21 +214,26 @@ impl Default for ApiConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum IpfsBackendKind {
     /// No IPFS node: pins are tracked but never fetched (tests, dry runs).
-    #[default]
     None,
     /// A Kubo daemon over its HTTP RPC API at `ipfs.kubo_url`.
     Kubo,
+    /// An IPFS node inside the peer process (blocks under the peer
+    /// directory, swarm on `ipfs.embedded_listen`): the default, so a fresh
+    /// peer needs no other daemon.
+    #[default]
+    Embedded,
 }
 
 impl IpfsBackendKind {
     /// Every value, as written in the file.
-    pub const NAMES: [&'static str; 2] = ["none", "kubo"];
+    pub const NAMES: [&'static str; 3] = ["none", "kubo", "embedded"];
 
     /// The value as written in the file.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::Kubo => "kubo",
+            Self::Embedded => "embedded",
         }
     }
 }
@@ -247,13 +252,16 @@ pub struct IpfsConfig {
     /// Base URL of the Kubo RPC API: a checked `http` or `https` URL with a
     /// host and no trailing `/`, so `format!("{kubo_url}/api/v0/id")` works.
     pub kubo_url: String,
+    /// Where the embedded node's swarm listens (at least one address).
+    pub embedded_listen: Vec<Multiaddr>,
 }
 
 impl Default for IpfsConfig {
     fn default() -> Self {
         Self {
-            backend: IpfsBackendKind::None,
+            backend: IpfsBackendKind::default(),
             kubo_url: DEFAULT_KUBO_URL.to_owned(),
+            embedded_listen: vec![crate::ipfs::embedded::default_listen()],
         }
     }
 }
@@ -440,12 +448,17 @@ pub const SCHEMA: &[SectionSpec] = &[
             key(
                 "backend",
                 EnvKind::Text,
-                "\"none\" (track pins without an IPFS node) or \"kubo\" (Kubo HTTP RPC at kubo_url).",
+                "\"embedded\" (an IPFS node inside this peer, data under <peer dir>/ipfs), \"kubo\" (Kubo HTTP RPC at kubo_url) or \"none\" (track pins without an IPFS node).",
             ),
             key(
                 "kubo_url",
                 EnvKind::Text,
                 "Base URL of the Kubo RPC API, used when backend = \"kubo\".",
+            ),
+            key(
+                "embedded_listen",
+                EnvKind::List,
+                "Multiaddrs the embedded node's swarm listens on, used when backend = \"embedded\"; other peers' nodes must reach one (e.g. /ip4/0.0.0.0/tcp/4001 across machines).",
             ),
         ],
     },
@@ -610,6 +623,10 @@ impl ServiceConfig {
             (("api", "listen"), toml_string(&self.api.listen.to_string())),
             (("ipfs", "backend"), toml_string(self.ipfs.backend.as_str())),
             (("ipfs", "kubo_url"), toml_string(&self.ipfs.kubo_url)),
+            (
+                ("ipfs", "embedded_listen"),
+                toml_list(&self.ipfs.embedded_listen),
+            ),
             (("informer", "tags"), toml_tags(&self.informer.tags)),
             (
                 ("controller", "sources"),
@@ -968,10 +985,18 @@ impl Walk {
             match text {
                 "none" => Ok(IpfsBackendKind::None),
                 "kubo" => Ok(IpfsBackendKind::Kubo),
+                "embedded" => Ok(IpfsBackendKind::Embedded),
                 other => Err(unknown_message("backend", other, &IpfsBackendKind::NAMES)),
             }
         });
         s.set("kubo_url", &mut cfg.ipfs.kubo_url, kubo_url);
+        s.set("embedded_listen", &mut cfg.ipfs.embedded_listen, |v| {
+            let addrs = multiaddrs(v)?;
+            if addrs.is_empty() {
+                return Err("must list at least one address".into());
+            }
+            Ok(addrs)
+        });
 
         let mut s = self.section(table, "informer");
         s.set("tags", &mut cfg.informer.tags, tags);
@@ -1658,6 +1683,51 @@ mod tests {
                 "consensus.batch_max_pins (from PINFLEET_CONSENSUS_BATCH_MAX_PINS): expected an integer, found string \"lots\"",
                 "ipfs.backend (from PINFLEET_IPFS_BACKEND): unknown backend \"kubbo\", did you mean \"kubo\"?",
             ]
+        );
+    }
+
+    #[test]
+    fn the_embedded_node_is_the_default_backend_and_its_listen_is_checked() {
+        let cfg = parse(&minimal()).unwrap();
+        assert_eq!(cfg.ipfs.backend, IpfsBackendKind::Embedded);
+        assert_eq!(
+            cfg.ipfs.embedded_listen,
+            vec!["/ip4/127.0.0.1/tcp/0".parse::<Multiaddr>().unwrap()]
+        );
+        let toml = ServiceConfig::default_toml(SECRET);
+        assert!(toml.contains("backend = \"embedded\""), "{toml}");
+        assert!(
+            toml.contains("embedded_listen = [\"/ip4/127.0.0.1/tcp/0\"]"),
+            "{toml}"
+        );
+
+        let vars = [
+            ("PINFLEET_IPFS_BACKEND", "none"),
+            (
+                "PINFLEET_IPFS_EMBEDDED_LISTEN",
+                "/ip4/0.0.0.0/tcp/4001,/ip6/::/tcp/4001",
+            ),
+        ];
+        let cfg = ServiceConfig::from_toml_str(&minimal(), file(), &env(&vars)).unwrap();
+        assert_eq!(cfg.ipfs.backend, IpfsBackendKind::None);
+        assert_eq!(cfg.ipfs.embedded_listen.len(), 2);
+
+        let text = format!(
+            "{}[ipfs]\nbackend = \"embeded\"\nembedded_listen = [\"nope\"]\n",
+            minimal()
+        );
+        let mut p = problems(&text, &[]);
+        p.sort();
+        assert_eq!(
+            p,
+            [
+                "ipfs.backend: unknown backend \"embeded\", did you mean \"embedded\"?",
+                "ipfs.embedded_listen: [0]: invalid multiaddr \"nope\": invalid multiaddr",
+            ]
+        );
+        assert_eq!(
+            problems(&format!("{}[ipfs]\nembedded_listen = []\n", minimal()), &[]),
+            ["ipfs.embedded_listen: must list at least one address"]
         );
     }
 

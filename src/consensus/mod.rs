@@ -104,6 +104,9 @@ pub enum Rpc {
     },
     /// Retry this peer's failed pin operations (one CID or all).
     Recover(Option<crate::manifest::CidKey>),
+    /// This peer's IPFS node: who it is and where it listens (peers connect
+    /// their nodes to each other with it).
+    IpfsId,
 }
 
 /// The answer to an [`Rpc`].
@@ -130,6 +133,8 @@ pub enum RpcReply {
     StatusRange(Result<Option<Vec<RangeStatus>>, RemoteFailure>),
     /// To `Recover`: operations re-queued.
     Recover(Result<u64, RemoteFailure>),
+    /// To `IpfsId`: `None` when the peer has no IPFS node.
+    IpfsId(Result<Option<crate::ipfs::IpfsId>, RemoteFailure>),
 }
 
 /// One peer's status for one CID, as sent between peers.

@@ -182,6 +182,7 @@ pub type GossipSink = Arc<dyn Fn(PeerId, Vec<u8>) + Send + Sync>;
 struct Inner {
     gossip_sink: Arc<std::sync::OnceLock<GossipSink>>,
     status: std::sync::OnceLock<Arc<dyn super::StatusProvider>>,
+    ipfs: std::sync::OnceLock<Arc<dyn crate::ipfs::IpfsBackend>>,
     applied: tokio::sync::watch::Receiver<u64>,
     id: NodeId,
     raft: Raft<TypeConfig>,
@@ -282,6 +283,7 @@ impl ClusterNode {
             inner: Arc::new(Inner {
                 gossip_sink: Arc::new(std::sync::OnceLock::new()),
                 status: std::sync::OnceLock::new(),
+                ipfs: std::sync::OnceLock::new(),
                 applied: applied_rx,
                 id,
                 raft,
@@ -349,6 +351,17 @@ impl ClusterNode {
             }
         }
         Ok(this)
+    }
+
+    /// Registers this peer's IPFS node (once), which answers other peers'
+    /// [`Rpc::IpfsId`].
+    pub fn set_ipfs_backend(&self, backend: Arc<dyn crate::ipfs::IpfsBackend>) {
+        let _ = self.inner.ipfs.set(backend);
+    }
+
+    /// This peer's IPFS node, once registered.
+    pub fn ipfs_backend(&self) -> Option<Arc<dyn crate::ipfs::IpfsBackend>> {
+        self.inner.ipfs.get().cloned()
     }
 
     /// Registers where gossip (informer metrics) goes (once).
@@ -550,6 +563,14 @@ impl ClusterNode {
             Rpc::Recover(cid) => RpcReply::Recover(match self.inner.status.get() {
                 Some(p) => p.recover(cid).await.map_err(RemoteFailure::Other),
                 None => Err(RemoteFailure::Other("this peer tracks no pins".into())),
+            }),
+            Rpc::IpfsId => RpcReply::IpfsId(match self.inner.ipfs.get() {
+                Some(b) if b.kind() != "none" => b
+                    .id()
+                    .await
+                    .map(Some)
+                    .map_err(|e| RemoteFailure::Other(e.to_string())),
+                _ => Ok(None),
             }),
             Rpc::ReadIndex => RpcReply::ReadIndex(if self.is_leader() {
                 Ok(self.leader_read_index())

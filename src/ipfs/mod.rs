@@ -1,14 +1,17 @@
 //! IPFS backends: the one place pinfleet talks to an IPFS node.
 //!
 //! This module owns the [`IpfsBackend`] trait (pin, unpin, list, stat, gc,
-//! connect), its error type, and the implementations: [`kubo::KuboClient`]
-//! (Kubo's HTTP RPC API) and [`NoBackend`] (a peer that runs consensus
-//! only). [`mock`] is a scripted Kubo server for tests and benchmarks.
+//! connect, add), its error type, and the implementations:
+//! [`kubo::KuboClient`] (Kubo's HTTP RPC API), [`embedded::EmbeddedNode`]
+//! (an IPFS node inside the peer) and [`NoBackend`] (a peer that runs
+//! consensus only). [`mock`] is a scripted Kubo server for tests and
+//! benchmarks.
 //!
 //! It must not decide *what* to pin, retry, or keep state: callers (the pin
 //! tracker) own policy; a backend reports what the node said, precisely.
 
 pub mod dagpb;
+pub mod embedded;
 pub mod kubo;
 pub mod mock;
 pub mod unixfs;
@@ -23,6 +26,7 @@ use tokio::sync::mpsc;
 use crate::manifest::CidKey;
 use crate::manifest::duration::format_duration;
 
+pub use embedded::EmbeddedNode;
 pub use kubo::KuboClient;
 
 /// A boxed error from a lower layer (HTTP client, socket).
@@ -85,6 +89,60 @@ pub trait IpfsBackend: Send + Sync + 'static {
     /// The size in bytes of the block `cid`, when the node holds it locally.
     /// Never fetches from the network: fails with [`IpfsError::NotFound`].
     fn block_stat(&self, cid: CidKey) -> BoxFuture<'_, Result<u64, IpfsError>>;
+
+    /// Imports `input` as UnixFS, storing its blocks on the node (and
+    /// pinning the root when `opts.pin`). Backends that cannot add keep
+    /// this default, which fails with [`IpfsError::Unsupported`].
+    fn add(
+        &self,
+        input: AddInput,
+        opts: AddOpts,
+    ) -> BoxFuture<'_, Result<AddedContent, IpfsError>> {
+        let _ = (input, opts);
+        let what = format!("add on the {} backend", self.kind());
+        Box::pin(futures::future::ready(Err(IpfsError::Unsupported { what })))
+    }
+}
+
+/// What [`IpfsBackend::add`] imports.
+pub enum AddInput {
+    /// A file or directory on the local file system.
+    Path(std::path::PathBuf),
+    /// A byte stream (one file), read on a blocking thread.
+    Reader(Box<dyn std::io::Read + Send>),
+}
+
+impl fmt::Debug for AddInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddInput::Path(p) => f.debug_tuple("Path").field(p).finish(),
+            AddInput::Reader(_) => f.write_str("Reader(..)"),
+        }
+    }
+}
+
+/// How to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddOpts {
+    /// Pin the root recursively once every block is stored (Kubo's default).
+    pub pin: bool,
+}
+
+impl Default for AddOpts {
+    fn default() -> Self {
+        Self { pin: true }
+    }
+}
+
+/// What an add stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddedContent {
+    /// The root CID.
+    pub root: CidKey,
+    /// Blocks emitted by the importer (identity blocks excluded).
+    pub blocks: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
 }
 
 /// Who an IPFS node is.
@@ -303,6 +361,31 @@ pub enum IpfsError {
         /// The CID.
         cid: CidKey,
     },
+
+    /// The backend cannot do this (an operation it lacks, a codec it
+    /// cannot traverse).
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What was asked.
+        what: String,
+    },
+
+    /// The embedded node's blockstore failed.
+    #[error("the embedded node's blockstore failed")]
+    Storage(#[source] BoxError),
+
+    /// The embedded node is shutting down.
+    #[error("the embedded ipfs node is shutting down")]
+    Stopped,
+
+    /// Connecting to a peer failed.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The multiaddr.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl IpfsError {
@@ -313,13 +396,17 @@ impl IpfsError {
             IpfsError::Unreachable { .. }
             | IpfsError::Disconnected { .. }
             | IpfsError::Timeout { .. }
-            | IpfsError::Aborted { .. } => true,
+            | IpfsError::Aborted { .. }
+            | IpfsError::Storage(_)
+            | IpfsError::Stopped
+            | IpfsError::Connect { .. } => true,
             IpfsError::Http { status, .. } => *status >= 500 || *status == 429,
             IpfsError::NotConfigured
             | IpfsError::InvalidUrl { .. }
             | IpfsError::Garbage { .. }
             | IpfsError::NotPinned { .. }
-            | IpfsError::NotFound { .. } => false,
+            | IpfsError::NotFound { .. }
+            | IpfsError::Unsupported { .. } => false,
         }
     }
 }

@@ -9,6 +9,7 @@ mod controller;
 mod controller_daemon;
 mod controller_git;
 mod crd;
+mod embedded;
 mod ipfs;
 mod manifest;
 mod status;

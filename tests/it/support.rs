@@ -125,3 +125,69 @@ pub fn outcome<'a>(
         .find(|o| o.name == name)
         .unwrap_or_else(|| panic!("no outcome for {name}: {out:?}"))
 }
+
+/// A test DAG: a dag-pb root linking `fanout` dag-pb nodes, each linking
+/// `fanout` raw leaves of distinct bytes derived from `seed`. Returns the
+/// root and every block, root first (`1 + fanout + fanout²` blocks).
+pub fn test_dag(seed: &str, fanout: usize) -> (cid::Cid, Vec<(cid::Cid, Vec<u8>)>) {
+    test_dag_sized(seed, fanout, 3000)
+}
+
+/// [`test_dag`] with leaves of about `leaf_bytes` bytes each.
+pub fn test_dag_sized(
+    seed: &str,
+    fanout: usize,
+    leaf_bytes: usize,
+) -> (cid::Cid, Vec<(cid::Cid, Vec<u8>)>) {
+    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+        put_varint(out, (field << 3) | 2);
+        put_varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+    fn cid_of(codec: u64, data: &[u8]) -> cid::Cid {
+        use sha2::Digest;
+        let mh = cid::multihash::Multihash::wrap(0x12, &sha2::Sha256::digest(data)).unwrap();
+        cid::Cid::new_v1(codec, mh)
+    }
+    /// A dag-pb node: links (Hash, Name, Tsize) then Data.
+    fn node(children: &[(cid::Cid, usize)], data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, (c, size)) in children.iter().enumerate() {
+            let mut link = Vec::new();
+            put_bytes(&mut link, 1, &c.to_bytes());
+            put_bytes(&mut link, 2, format!("{i}").as_bytes());
+            put_varint(&mut link, 3 << 3);
+            put_varint(&mut link, *size as u64);
+            put_bytes(&mut out, 2, &link);
+        }
+        put_bytes(&mut out, 1, data);
+        out
+    }
+    let mut blocks = Vec::new();
+    let mut mids = Vec::new();
+    for m in 0..fanout {
+        let mut leaves = Vec::new();
+        for l in 0..fanout {
+            let unit = format!("{seed}/leaf/{m}/{l}/");
+            let data = unit.repeat(leaf_bytes / unit.len() + 1).into_bytes();
+            let c = cid_of(0x55, &data);
+            leaves.push((c, data.len()));
+            blocks.push((c, data));
+        }
+        let data = node(&leaves, format!("{seed}/mid/{m}").as_bytes());
+        let c = cid_of(0x70, &data);
+        mids.push((c, data.len()));
+        blocks.push((c, data));
+    }
+    let data = node(&mids, seed.as_bytes());
+    let root = cid_of(0x70, &data);
+    blocks.insert(0, (root, data));
+    (root, blocks)
+}

@@ -154,7 +154,12 @@ fn testbed_starts_peers_applies_examples_and_restarts_with_state() {
             p.id.starts_with("12D3KooW") && p.api.starts_with("http://127.0.0.1:") && p.pid > 0
         );
         assert_eq!(p.cmd[1..3], ["daemon".to_string(), "--dir".to_string()]);
-        assert_eq!(p.ipfs, "none");
+        // The default backend: an embedded node, its swarm address listed.
+        assert!(
+            p.ipfs.starts_with("/ip4/127.0.0.1/tcp/") && p.ipfs.contains("/p2p/"),
+            "{}",
+            p.ipfs
+        );
     }
     // The peers were stopped by --once.
     for p in &file.peers {

@@ -1,0 +1,824 @@
+//! Bitswap 1.2.0 (`/ipfs/bitswap/1.2.0`) between embedded nodes: the wire
+//! messages, a want manager for fetching, and a responder for serving.
+//!
+//! Wire: each direction of a peer pair uses its own stream (as go-bitswap
+//! does); a stream carries uvarint-length-prefixed protobuf `Message`s.
+//!
+//! Fetching: [`Bitswap::fetch`] registers a want and sends `want-block` to
+//! one connected peer and `want-have` to the others (all with
+//! `sendDontHave`). A `Have` from a peer when no `want-block` is still
+//! outstanding (every peer asked for the block said `DontHave`) turns into
+//! a `want-block` to that peer, so one copy of each block travels in the
+//! common case. Wants still open after [`REBROADCAST`] go to every peer as
+//! `want-block` (lost messages, peers that got the block since), and a
+//! newly connected peer gets every open want as `want-have`. A block
+//! is accepted only if the multihash computed here from its bytes (with the
+//! hash function its prefix names) is one we want: a peer cannot make us
+//! store bytes under a CID they do not hash to.
+//!
+//! Serving: every want-block for a block we hold is answered with it,
+//! want-have with `Have`, anything else (when asked) with `DontHave`. No
+//! per-peer ledger is kept: requesters rebroadcast. A stream's reader never
+//! waits for serving (wants go to a per-peer serve task through a bounded
+//! queue, dropped when full), so two peers fetching from each other cannot
+//! deadlock on full stream windows.
+//!
+//! This module must not write to the store (the pin walk batches writes)
+//! nor decide what to fetch.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cid::{Cid, Version};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use sha2::Digest;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::pb::{self, Fields, PbError};
+use super::store::BlockStore;
+
+/// The protocol this node speaks.
+pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
+/// Largest message accepted or sent (go-bitswap's limit).
+pub(crate) const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Block bytes per response message before a new one is started.
+const RESPONSE_BLOCK_BYTES: usize = 2 << 20;
+/// How often open wants are sent again.
+pub(crate) const REBROADCAST: Duration = Duration::from_secs(1);
+/// Messages queued per peer before new wants to it are dropped (the
+/// rebroadcast sends them again).
+const OUTBOX: usize = 64;
+/// A peer's wantlists queued for serving before new ones are dropped (the
+/// peer rebroadcasts them).
+const SERVE_QUEUE: usize = 256;
+
+/// A wantlist entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WantEntry {
+    /// CID bytes.
+    pub cid: Vec<u8>,
+    /// Priority (unused by this node).
+    pub priority: i32,
+    /// Revokes an earlier entry.
+    pub cancel: bool,
+    /// `want-have` rather than `want-block`.
+    pub want_have: bool,
+    /// Answer `DontHave` when the block is missing.
+    pub send_dont_have: bool,
+}
+
+/// `Have` or `DontHave`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presence {
+    /// The sender holds the block.
+    Have,
+    /// The sender does not hold it.
+    DontHave,
+}
+
+/// One Bitswap message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Message {
+    /// Wantlist entries.
+    pub wants: Vec<WantEntry>,
+    /// Whether `wants` is the sender's full wantlist.
+    pub full: bool,
+    /// Blocks: (CID prefix, data).
+    pub blocks: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Block presences: (CID bytes, presence).
+    pub presences: Vec<(Vec<u8>, Presence)>,
+}
+
+/// Why a message or block was rejected.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BitswapError {
+    /// Not a valid message.
+    #[error("invalid bitswap message")]
+    Decode(#[from] PbError),
+    /// A block's prefix is not a CID prefix.
+    #[error("invalid cid prefix")]
+    Prefix,
+    /// A hash function this node does not implement.
+    #[error("unsupported multihash code {0:#x}")]
+    Hash(u64),
+    /// Reading or writing a stream failed.
+    #[error("stream i/o failed")]
+    Io(#[from] std::io::Error),
+}
+
+impl Message {
+    /// Protobuf encoding.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.wants.is_empty() || self.full {
+            let mut wl = Vec::new();
+            for e in &self.wants {
+                let mut m = Vec::new();
+                pb::put_bytes_field(&mut m, 1, &e.cid);
+                if e.priority != 0 {
+                    // int32 is sign-extended to 64 bits on the wire.
+                    pb::put_varint_field(&mut m, 2, i64::from(e.priority) as u64);
+                }
+                if e.cancel {
+                    pb::put_varint_field(&mut m, 3, 1);
+                }
+                if e.want_have {
+                    pb::put_varint_field(&mut m, 4, 1);
+                }
+                if e.send_dont_have {
+                    pb::put_varint_field(&mut m, 5, 1);
+                }
+                pb::put_bytes_field(&mut wl, 1, &m);
+            }
+            if self.full {
+                pb::put_varint_field(&mut wl, 2, 1);
+            }
+            pb::put_bytes_field(&mut out, 1, &wl);
+        }
+        for (prefix, data) in &self.blocks {
+            let mut m = Vec::with_capacity(prefix.len() + data.len() + 8);
+            pb::put_bytes_field(&mut m, 1, prefix);
+            pb::put_bytes_field(&mut m, 2, data);
+            pb::put_bytes_field(&mut out, 3, &m);
+        }
+        for (cid, presence) in &self.presences {
+            let mut m = Vec::new();
+            pb::put_bytes_field(&mut m, 1, cid);
+            if *presence == Presence::DontHave {
+                pb::put_varint_field(&mut m, 2, 1);
+            }
+            pb::put_bytes_field(&mut out, 4, &m);
+        }
+        out
+    }
+
+    /// Decodes a message; unknown fields are skipped, 1.0.0 `blocks` are
+    /// ignored (this node speaks 1.2.0 only).
+    pub(crate) fn decode(buf: &[u8]) -> Result<Self, PbError> {
+        let mut msg = Message::default();
+        for field in Fields::new(buf) {
+            match field? {
+                (1, v) => {
+                    for f in Fields::new(v.bytes(1)?) {
+                        match f? {
+                            (1, e) => msg.wants.push(decode_entry(e.bytes(1)?)?),
+                            (2, full) => msg.full = full.varint(2)? != 0,
+                            _ => {}
+                        }
+                    }
+                }
+                (3, v) => {
+                    let (mut prefix, mut data) = (Vec::new(), Vec::new());
+                    for f in Fields::new(v.bytes(3)?) {
+                        match f? {
+                            (1, p) => prefix = p.bytes(1)?.to_vec(),
+                            (2, d) => data = d.bytes(2)?.to_vec(),
+                            _ => {}
+                        }
+                    }
+                    msg.blocks.push((prefix, data));
+                }
+                (4, v) => {
+                    let (mut cid, mut presence) = (Vec::new(), Presence::Have);
+                    for f in Fields::new(v.bytes(4)?) {
+                        match f? {
+                            (1, c) => cid = c.bytes(1)?.to_vec(),
+                            (2, t) if t.varint(2)? == 1 => presence = Presence::DontHave,
+                            _ => {}
+                        }
+                    }
+                    msg.presences.push((cid, presence));
+                }
+                _ => {}
+            }
+        }
+        Ok(msg)
+    }
+}
+
+fn decode_entry(buf: &[u8]) -> Result<WantEntry, PbError> {
+    let mut e = WantEntry {
+        cid: Vec::new(),
+        priority: 0,
+        cancel: false,
+        want_have: false,
+        send_dont_have: false,
+    };
+    for f in Fields::new(buf) {
+        match f? {
+            (1, v) => e.cid = v.bytes(1)?.to_vec(),
+            (2, v) => e.priority = v.varint(2)? as i32,
+            (3, v) => e.cancel = v.varint(3)? != 0,
+            (4, v) => e.want_have = v.varint(4)? == 1,
+            (5, v) => e.send_dont_have = v.varint(5)? != 0,
+            _ => {}
+        }
+    }
+    Ok(e)
+}
+
+/// The CID prefix of `cid`: version, codec, hash code and digest length.
+pub(crate) fn cid_prefix(cid: &Cid) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8);
+    pb::put_varint(&mut out, u64::from(cid.version()));
+    pb::put_varint(&mut out, cid.codec());
+    pb::put_varint(&mut out, cid.hash().code());
+    pb::put_varint(&mut out, u64::from(cid.hash().size()));
+    out
+}
+
+/// The digest of `data` under multihash `code`.
+pub(crate) fn digest(code: u64, data: &[u8]) -> Result<Vec<u8>, BitswapError> {
+    match code {
+        0x00 => Ok(data.to_vec()),
+        0x12 => Ok(sha2::Sha256::digest(data).to_vec()),
+        0x13 => Ok(sha2::Sha512::digest(data).to_vec()),
+        other => Err(BitswapError::Hash(other)),
+    }
+}
+
+/// The CID of `data` as described by `prefix`, computed here: a peer's
+/// claim is never trusted.
+pub(crate) fn block_cid(prefix: &[u8], data: &[u8]) -> Result<Cid, BitswapError> {
+    let mut rest = prefix;
+    let mut next = || -> Result<u64, BitswapError> {
+        let (v, n) = pb::get_varint(rest).map_err(|_| BitswapError::Prefix)?;
+        rest = &rest[n..];
+        Ok(v)
+    };
+    let (version, codec, code, len) = (next()?, next()?, next()?, next()?);
+    let digest = digest(code, data)?;
+    if code != 0 && len as usize != digest.len() {
+        return Err(BitswapError::Prefix);
+    }
+    let mh = multihash::Multihash::<64>::wrap(code, &digest).map_err(|_| BitswapError::Prefix)?;
+    let version = Version::try_from(version).map_err(|_| BitswapError::Prefix)?;
+    Cid::new(version, codec, mh).map_err(|_| BitswapError::Prefix)
+}
+
+/// Verifies that `data` hashes to `cid`.
+#[cfg(test)]
+fn verify(cid: &Cid, data: &[u8]) -> bool {
+    block_cid(&cid_prefix(cid), data).is_ok_and(|c| c.hash() == cid.hash())
+}
+
+async fn read_frame(stream: &mut Stream) -> Result<Option<Vec<u8>>, BitswapError> {
+    let mut len = 0u64;
+    for i in 0..10 {
+        let mut b = [0u8; 1];
+        match stream.read_exact(&mut b).await {
+            Ok(()) => {}
+            Err(e) if i == 0 && e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        len |= u64::from(b[0] & 0x7f) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            if len as usize > MAX_MESSAGE_BYTES {
+                return Err(BitswapError::Decode(PbError::Field(0)));
+            }
+            let mut buf = vec![0u8; len as usize];
+            stream.read_exact(&mut buf).await?;
+            return Ok(Some(buf));
+        }
+    }
+    Err(BitswapError::Decode(PbError::Overlong))
+}
+
+struct Want {
+    cid: Cid,
+    waiters: Vec<oneshot::Sender<Vec<u8>>>,
+    sent: Option<Instant>,
+    /// Peers sent a `want-block`.
+    asked: HashSet<PeerId>,
+    /// Peers that answered `DontHave`.
+    dont_have: HashSet<PeerId>,
+    /// Peers that answered `Have`, in order.
+    haves: Vec<PeerId>,
+}
+
+impl Want {
+    /// Whether some peer asked for the block may still send it.
+    fn block_outstanding(&self) -> bool {
+        self.asked.iter().any(|p| !self.dont_have.contains(p))
+    }
+}
+
+/// A connected peer's queues.
+struct PeerQueues {
+    /// Messages to send it.
+    out: mpsc::Sender<Message>,
+    /// Its wants, to serve.
+    serve: mpsc::Sender<Vec<WantEntry>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Open wants by multihash bytes.
+    wants: HashMap<Vec<u8>, Want>,
+    /// Connected peers.
+    peers: HashMap<PeerId, PeerQueues>,
+}
+
+/// The Bitswap engine of one node. Shared (`Arc`) by the swarm loop (which
+/// reports connections), the pin walk (which fetches) and its own tasks.
+pub(crate) struct Bitswap {
+    store: BlockStore,
+    control: libp2p_stream::Control,
+    state: Mutex<State>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    /// Blocks received that were not wanted or did not verify.
+    rejected: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Bitswap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bitswap").finish_non_exhaustive()
+    }
+}
+
+impl Bitswap {
+    /// Starts serving inbound Bitswap streams of `control`'s swarm.
+    pub(crate) fn start(
+        store: BlockStore,
+        mut control: libp2p_stream::Control,
+        cancel: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<Arc<Self>, libp2p_stream::AlreadyRegistered> {
+        let incoming = control.accept(PROTOCOL)?;
+        let this = Arc::new(Bitswap {
+            store,
+            control,
+            state: Mutex::new(State::default()),
+            cancel: cancel.clone(),
+            tasks: tasks.clone(),
+            rejected: std::sync::atomic::AtomicU64::new(0),
+        });
+        tasks.spawn(Arc::clone(&this).accept_loop(incoming));
+        tasks.spawn(Arc::clone(&this).rebroadcast_loop());
+        Ok(this)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Plain maps: a panic elsewhere leaves them usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many received blocks were dropped as unwanted or corrupt.
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A connection to `peer` opened: start its queue and send it our wants.
+    pub(crate) fn peer_connected(self: &Arc<Self>, peer: PeerId) {
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        let (serve_tx, serve_rx) = mpsc::channel(SERVE_QUEUE);
+        let wants = {
+            let mut s = self.lock();
+            let queues = PeerQueues {
+                out: tx.clone(),
+                serve: serve_tx,
+            };
+            s.peers.insert(peer, queues);
+            s.wants.values().map(|w| w.cid).collect::<Vec<_>>()
+        };
+        self.tasks.spawn(send_loop(
+            self.control.clone(),
+            peer,
+            rx,
+            self.cancel.clone(),
+        ));
+        self.tasks.spawn(serve_loop(
+            self.store.clone(),
+            serve_rx,
+            tx.clone(),
+            self.cancel.clone(),
+        ));
+        if !wants.is_empty() {
+            let _ = tx.try_send(want_message(&wants, true, true));
+        }
+    }
+
+    /// The last connection to `peer` closed.
+    pub(crate) fn peer_disconnected(&self, peer: &PeerId) {
+        self.lock().peers.remove(peer);
+    }
+
+    /// Fetches the block `cid` from whichever connected peer sends it first;
+    /// waits until one does (callers bound the wait). The bytes are
+    /// verified against `cid`. `None` when the node shuts down.
+    pub(crate) async fn fetch(self: &Arc<Self>, cid: Cid) -> Option<Vec<u8>> {
+        let mh = cid.hash().to_bytes();
+        let (tx, rx) = oneshot::channel();
+        let send_now = {
+            let mut s = self.lock();
+            let peers: Vec<(PeerId, mpsc::Sender<Message>)> =
+                s.peers.iter().map(|(p, q)| (*p, q.out.clone())).collect();
+            let want = s.wants.entry(mh.clone()).or_insert_with(|| Want {
+                cid,
+                waiters: Vec::new(),
+                sent: None,
+                asked: HashSet::new(),
+                dont_have: HashSet::new(),
+                haves: Vec::new(),
+            });
+            want.waiters.push(tx);
+            // A new want goes out now; a joined one keeps its schedule.
+            if want.sent.is_none() {
+                want.sent = Some(Instant::now());
+                // Spread first asks over the peers.
+                let pick = (!peers.is_empty()).then(|| rand::random_range(0..peers.len()));
+                if let Some((p, _)) = pick.and_then(|i| peers.get(i)) {
+                    want.asked.insert(*p);
+                }
+                Some(
+                    peers
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (_, out))| (out, Some(i) != pick))
+                        .collect::<Vec<_>>(),
+                )
+            } else {
+                None
+            }
+        };
+        let mut ticket = Ticket {
+            bitswap: self,
+            mh,
+            rx,
+        };
+        for (peer, have_only) in send_now.into_iter().flatten() {
+            let _ = peer.try_send(want_message(&[cid], false, have_only));
+        }
+        tokio::select! {
+            r = &mut ticket.rx => r.ok(),
+            _ = self.cancel.cancelled() => None,
+        }
+    }
+
+    async fn accept_loop(self: Arc<Self>, mut incoming: libp2p_stream::IncomingStreams) {
+        loop {
+            let next = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                n = incoming.next() => n,
+            };
+            let Some((peer, stream)) = next else { return };
+            self.tasks.spawn(Arc::clone(&self).read_loop(peer, stream));
+        }
+    }
+
+    async fn read_loop(self: Arc<Self>, peer: PeerId, mut stream: Stream) {
+        loop {
+            let frame = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                f = read_frame(&mut stream) => f,
+            };
+            let msg = match frame.and_then(|f| Ok(f.map(|b| Message::decode(&b)).transpose()?)) {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "bitswap stream dropped");
+                    return;
+                }
+            };
+            self.receive_blocks(&peer, msg.blocks);
+            self.receive_presences(peer, msg.presences);
+            let wants: Vec<WantEntry> = msg.wants.into_iter().filter(|w| !w.cancel).collect();
+            if !wants.is_empty() {
+                let queue = self.lock().peers.get(&peer).map(|q| q.serve.clone());
+                if let Some(q) = queue
+                    && q.try_send(wants).is_err()
+                {
+                    tracing::debug!(%peer, "serve queue full; the peer will ask again");
+                }
+            }
+        }
+    }
+
+    fn receive_blocks(&self, peer: &PeerId, blocks: Vec<(Vec<u8>, Vec<u8>)>) {
+        for (prefix, data) in blocks {
+            let waiters = block_cid(&prefix, &data)
+                .ok()
+                .and_then(|cid| self.lock().wants.remove(&cid.hash().to_bytes()));
+            match waiters {
+                Some(want) => {
+                    for w in want.waiters {
+                        let _ = w.send(data.clone());
+                    }
+                }
+                None => {
+                    self.rejected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(%peer, "dropped an unwanted or corrupt block");
+                }
+            }
+        }
+    }
+
+    /// `Have`/`DontHave` answers: ask a peer that has the block when nobody
+    /// asked for it can still send it.
+    fn receive_presences(&self, peer: PeerId, presences: Vec<(Vec<u8>, Presence)>) {
+        if presences.is_empty() {
+            return;
+        }
+        let mut asks: HashMap<PeerId, Vec<Cid>> = HashMap::new();
+        let outs = {
+            let mut s = self.lock();
+            for (bytes, presence) in presences {
+                let Ok(cid) = Cid::try_from(bytes.as_slice()) else {
+                    continue;
+                };
+                let Some(w) = s.wants.get_mut(&cid.hash().to_bytes()) else {
+                    continue;
+                };
+                match presence {
+                    Presence::Have if !w.haves.contains(&peer) => w.haves.push(peer),
+                    Presence::Have => {}
+                    Presence::DontHave => {
+                        w.dont_have.insert(peer);
+                    }
+                }
+                if w.block_outstanding() {
+                    continue;
+                }
+                let next = w
+                    .haves
+                    .iter()
+                    .find(|p| !w.asked.contains(p) && !w.dont_have.contains(p))
+                    .copied();
+                if let Some(p) = next {
+                    w.asked.insert(p);
+                    asks.entry(p).or_default().push(w.cid);
+                }
+            }
+            asks.keys()
+                .filter_map(|p| s.peers.get(p).map(|q| (*p, q.out.clone())))
+                .collect::<Vec<_>>()
+        };
+        for (p, out) in outs {
+            if let Some(cids) = asks.get(&p) {
+                let _ = out.try_send(want_message(cids, false, false));
+            }
+        }
+    }
+
+    async fn rebroadcast_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(REBROADCAST);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let (due, peers) = {
+                let mut s = self.lock();
+                let now = Instant::now();
+                let peers: Vec<(PeerId, mpsc::Sender<Message>)> =
+                    s.peers.iter().map(|(p, q)| (*p, q.out.clone())).collect();
+                let mut due = Vec::new();
+                for w in s.wants.values_mut() {
+                    if w.sent.is_none_or(|t| now.duration_since(t) >= REBROADCAST) {
+                        w.sent = Some(now);
+                        w.asked.extend(peers.iter().map(|(p, _)| *p));
+                        w.dont_have.clear();
+                        due.push(w.cid);
+                    }
+                }
+                (
+                    due,
+                    peers.into_iter().map(|(_, out)| out).collect::<Vec<_>>(),
+                )
+            };
+            if due.is_empty() {
+                continue;
+            }
+            for p in peers {
+                for chunk in due.chunks(1024) {
+                    let _ = p.try_send(want_message(chunk, false, false));
+                }
+            }
+        }
+    }
+}
+
+/// Answers one peer's wants, in order, until the peer disconnects.
+async fn serve_loop(
+    store: BlockStore,
+    mut wants: mpsc::Receiver<Vec<WantEntry>>,
+    out: mpsc::Sender<Message>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let batch = tokio::select! {
+            _ = cancel.cancelled() => return,
+            w = wants.recv() => match w { Some(w) => w, None => return },
+        };
+        let store = store.clone();
+        let answers = tokio::task::spawn_blocking(move || answer(&store, batch))
+            .await
+            .unwrap_or_default();
+        for m in answers {
+            if out.send(m).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The messages that answer `wants`: blocks, then presences, split so that
+/// no message carries much more than [`RESPONSE_BLOCK_BYTES`] of blocks.
+fn answer(store: &BlockStore, wants: Vec<WantEntry>) -> Vec<Message> {
+    let mut msgs = vec![Message::default()];
+    let mut bytes = 0usize;
+    for w in wants {
+        let Ok(cid) = Cid::try_from(w.cid.as_slice()) else {
+            continue;
+        };
+        let found = if cid.hash().code() == 0 {
+            Some(cid.hash().digest().to_vec())
+        } else {
+            store.get(&cid.hash().to_bytes()).ok().flatten()
+        };
+        let Some(m) = msgs.last_mut() else { break };
+        match found {
+            Some(data) if !w.want_have => {
+                bytes += data.len();
+                m.blocks.push((cid_prefix(&cid), data));
+                if bytes >= RESPONSE_BLOCK_BYTES {
+                    bytes = 0;
+                    msgs.push(Message::default());
+                }
+            }
+            Some(_) => m.presences.push((w.cid, Presence::Have)),
+            None if w.send_dont_have => m.presences.push((w.cid, Presence::DontHave)),
+            None => {}
+        }
+    }
+    msgs.retain(|m| !m.blocks.is_empty() || !m.presences.is_empty());
+    msgs
+}
+
+fn want_message(cids: &[Cid], full: bool, want_have: bool) -> Message {
+    Message {
+        wants: cids
+            .iter()
+            .map(|c| WantEntry {
+                cid: c.to_bytes(),
+                priority: 1,
+                cancel: false,
+                want_have,
+                send_dont_have: true,
+            })
+            .collect(),
+        full,
+        ..Message::default()
+    }
+}
+
+/// A registered want; dropping it withdraws the waiter (and the want, when
+/// it was the last one).
+struct Ticket<'a> {
+    bitswap: &'a Bitswap,
+    mh: Vec<u8>,
+    rx: oneshot::Receiver<Vec<u8>>,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.rx.close();
+        let mut s = self.bitswap.lock();
+        if let Some(w) = s.wants.get_mut(&self.mh) {
+            w.waiters.retain(|t| !t.is_closed());
+            if w.waiters.is_empty() {
+                s.wants.remove(&self.mh);
+            }
+        }
+    }
+}
+
+async fn send_loop(
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    mut rx: mpsc::Receiver<Message>,
+    cancel: CancellationToken,
+) {
+    let mut stream: Option<Stream> = None;
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => break,
+            m = rx.recv() => match m { Some(m) => m, None => break },
+        };
+        let body = msg.encode();
+        let mut frame = Vec::with_capacity(body.len() + 10);
+        pb::put_varint(&mut frame, body.len() as u64);
+        frame.extend_from_slice(&body);
+        // One retry on a fresh stream: the old one may have been reset.
+        for _ in 0..2 {
+            if stream.is_none() {
+                match control.open_stream(peer, PROTOCOL).await {
+                    Ok(s) => stream = Some(s),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "cannot open a bitswap stream");
+                        break;
+                    }
+                }
+            }
+            if let Some(s) = stream.as_mut() {
+                match s.write_all(&frame).await {
+                    Ok(()) => break,
+                    Err(_) => stream = None,
+                }
+            }
+        }
+    }
+    if let Some(mut s) = stream {
+        let _ = s.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_cid(data: &[u8]) -> Cid {
+        let mh = multihash::Multihash::<64>::wrap(0x12, &sha2::Sha256::digest(data)).unwrap();
+        Cid::new_v1(0x55, mh)
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let cid = raw_cid(b"hello");
+        let msg = Message {
+            wants: vec![WantEntry {
+                cid: cid.to_bytes(),
+                priority: 1,
+                cancel: false,
+                want_have: true,
+                send_dont_have: true,
+            }],
+            full: true,
+            blocks: vec![(cid_prefix(&cid), b"hello".to_vec())],
+            presences: vec![(cid.to_bytes(), Presence::DontHave)],
+        };
+        assert_eq!(Message::decode(&msg.encode()).unwrap(), msg);
+        assert!(Message::decode(&[0x0a, 0x05, 0x01]).is_err());
+    }
+
+    fn entry(cid: &Cid, want_have: bool, send_dont_have: bool) -> WantEntry {
+        WantEntry {
+            cid: cid.to_bytes(),
+            priority: 1,
+            cancel: false,
+            want_have,
+            send_dont_have,
+        }
+    }
+
+    #[test]
+    fn wants_are_answered_with_blocks_haves_and_dont_haves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(&dir.path().join("b.redb")).unwrap();
+        let held = raw_cid(b"held");
+        store
+            .put_many(&[(held.hash().to_bytes(), b"held".to_vec())])
+            .unwrap();
+        let missing = raw_cid(b"missing");
+        let msgs = answer(
+            &store,
+            vec![
+                entry(&held, false, true),
+                entry(&held, true, true),
+                entry(&missing, false, true),
+                entry(&missing, true, false),
+            ],
+        );
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].blocks, vec![(cid_prefix(&held), b"held".to_vec())]);
+        assert_eq!(
+            msgs[0].presences,
+            vec![
+                (held.to_bytes(), Presence::Have),
+                (missing.to_bytes(), Presence::DontHave)
+            ]
+        );
+        assert!(answer(&store, vec![entry(&missing, false, false)]).is_empty());
+    }
+
+    #[test]
+    fn blocks_are_verified_against_their_cid() {
+        let cid = raw_cid(b"hello");
+        assert_eq!(block_cid(&cid_prefix(&cid), b"hello").unwrap(), cid);
+        assert_ne!(block_cid(&cid_prefix(&cid), b"hellO").unwrap(), cid);
+        assert!(verify(&cid, b"hello"));
+        assert!(!verify(&cid, b"hellO"));
+        let v0 = Cid::new_v0(*cid.hash()).unwrap();
+        assert_eq!(block_cid(&cid_prefix(&v0), b"hello").unwrap(), v0);
+        assert!(block_cid(&[1, 0x55, 0x1e, 32], b"x").is_err());
+    }
+}

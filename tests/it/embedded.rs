@@ -1,0 +1,497 @@
+//! The embedded IPFS node: in-process nodes on 127.0.0.1 exchanging blocks
+//! over Bitswap, pins, gc, restarts, stalls and corrupt peers; and a
+//! three-peer cluster whose daemons run embedded nodes.
+
+use std::time::Duration;
+
+use pinfleet::ipfs::embedded::{EmbeddedConfig, EmbeddedNode};
+use pinfleet::ipfs::{IpfsBackend, IpfsError, PinKind, PinLsFilter, PinOpts};
+use pinfleet::manifest::CidKey;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::support::test_dag;
+
+const SECRET: [u8; 32] = [7; 32];
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Running {
+    node: EmbeddedNode,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Running {
+    async fn start(dir: &std::path::Path) -> Running {
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let node = EmbeddedNode::start(EmbeddedConfig::new(dir, SECRET), cancel.clone(), &tasks)
+            .await
+            .unwrap();
+        Running {
+            node,
+            cancel,
+            tasks,
+        }
+    }
+
+    /// Stops the node and waits until its blockstore is closed.
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        drop(self.node);
+        tokio::time::timeout(DEADLINE, self.tasks.wait())
+            .await
+            .expect("the node did not stop");
+    }
+
+    async fn connect_to(&self, other: &Running) {
+        let addr = other.node.listen_addrs().await.remove(0);
+        self.node.connect(addr).await.unwrap();
+    }
+
+    async fn add(&self, blocks: &[(cid::Cid, Vec<u8>)], root: cid::Cid) {
+        let blocks = blocks.to_vec();
+        let added = self
+            .node
+            .import(true, move |sink| {
+                for (c, d) in blocks {
+                    sink(c, d)?;
+                }
+                Ok(root)
+            })
+            .await
+            .unwrap();
+        assert_eq!(*added.root.cid(), root.into_v1().unwrap());
+    }
+}
+
+fn key(c: &cid::Cid) -> CidKey {
+    CidKey::from_cid(*c).unwrap()
+}
+
+fn opts(timeout: Duration) -> PinOpts {
+    PinOpts {
+        recursive: true,
+        progress_timeout: timeout,
+        origins: Vec::new(),
+    }
+}
+
+async fn recursive_pins(node: &EmbeddedNode) -> Vec<CidKey> {
+    use futures::StreamExt;
+    node.pin_ls(PinLsFilter::Recursive)
+        .map(|r| r.unwrap().cid)
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_added_on_one_node_is_fetched_and_pinned_by_two_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let b = Running::start(&dir.path().join("b")).await;
+    let c = Running::start(&dir.path().join("c")).await;
+    b.connect_to(&a).await;
+    c.connect_to(&b).await; // c reaches a's blocks only through b's pin or a later dial
+    c.connect_to(&a).await;
+    let (root, blocks) = test_dag("spread", 4);
+    assert_eq!(blocks.len(), 21);
+    a.add(&blocks, root).await;
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (rb, rc) = tokio::join!(
+        b.node.pin(key(&root), opts(DEADLINE), Some(tx)),
+        c.node.pin(key(&root), opts(DEADLINE), None),
+    );
+    rb.unwrap();
+    rc.unwrap();
+    let mut last = 0;
+    while let Ok(n) = rx.try_recv() {
+        assert!(n > last, "progress is cumulative");
+        last = n;
+    }
+    assert_eq!(last, 21, "every block counted once");
+
+    for node in [&b.node, &c.node] {
+        for (cid, data) in &blocks {
+            assert_eq!(node.get_block(cid).await.unwrap().as_ref(), Some(data));
+            assert_eq!(node.block_stat(key(cid)).await.unwrap(), data.len() as u64);
+        }
+        assert_eq!(recursive_pins(node).await, vec![key(&root)]);
+        let stat = node.repo_stat().await.unwrap();
+        assert_eq!(stat.num_objects, Some(21));
+        let bytes: usize = blocks.iter().map(|(_, d)| d.len()).sum();
+        assert_eq!(stat.repo_size, bytes as u64);
+    }
+    // A fourth node connected to all three holders gets each block once:
+    // one peer is asked for the block, the others only whether they have it.
+    let d = Running::start(&dir.path().join("d")).await;
+    for holder in [&a, &b, &c] {
+        d.connect_to(holder).await;
+    }
+    d.node.pin(key(&root), opts(DEADLINE), None).await.unwrap();
+    assert!(
+        d.node.rejected_blocks() <= 3,
+        "{} duplicate blocks",
+        d.node.rejected_blocks()
+    );
+    d.stop().await;
+
+    let id = b.node.id().await.unwrap();
+    assert_eq!(id.id, b.node.peer_id().to_string());
+    assert!(id.agent_version.starts_with("pinfleet-embedded/"));
+    assert!(id.addresses[0].starts_with("/ip4/127.0.0.1/tcp/"));
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_pin_fetches_the_root_block_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let b = Running::start(&dir.path().join("b")).await;
+    b.connect_to(&a).await;
+    let (root, blocks) = test_dag("direct", 2);
+    a.add(&blocks, root).await;
+    let direct = PinOpts {
+        recursive: false,
+        ..opts(DEADLINE)
+    };
+    b.node.pin(key(&root), direct, None).await.unwrap();
+    assert!(b.node.get_block(&root).await.unwrap().is_some());
+    let leaf = blocks.last().unwrap().0;
+    assert!(matches!(
+        b.node.block_stat(key(&leaf)).await,
+        Err(IpfsError::NotFound { .. })
+    ));
+    use futures::StreamExt;
+    let pins: Vec<_> = b
+        .node
+        .pin_ls(PinLsFilter::All)
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0].kind, PinKind::Direct);
+    // A direct unpin removes it; unpinning again says so.
+    b.node.unpin(key(&root), false).await.unwrap();
+    assert!(matches!(
+        b.node.unpin(key(&root), false).await,
+        Err(IpfsError::NotPinned { .. })
+    ));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpinned_blocks_are_removed_by_gc_and_pinned_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let (gone, gone_blocks) = test_dag("gone", 3);
+    let (kept, kept_blocks) = test_dag("kept", 2);
+    a.add(&gone_blocks, gone).await;
+    a.add(&kept_blocks, kept).await;
+    use futures::StreamExt;
+    let indirect = a
+        .node
+        .pin_ls(PinLsFilter::Indirect)
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(indirect.len(), 12 + 6);
+
+    assert_eq!(a.node.gc().await.unwrap().removed, 0);
+    a.node.unpin(key(&gone), true).await.unwrap();
+    assert!(matches!(
+        a.node.unpin(key(&gone), true).await,
+        Err(IpfsError::NotPinned { .. })
+    ));
+    assert_eq!(a.node.gc().await.unwrap().removed, 13);
+    for (cid, _) in &gone_blocks {
+        assert!(a.node.get_block(cid).await.unwrap().is_none());
+    }
+    for (cid, data) in &kept_blocks {
+        assert_eq!(a.node.get_block(cid).await.unwrap().as_ref(), Some(data));
+    }
+    assert_eq!(a.node.repo_stat().await.unwrap().num_objects, Some(7));
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_and_blocks_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a");
+    let (root, blocks) = test_dag("durable", 2);
+    let a = Running::start(&path).await;
+    let peer = a.node.peer_id();
+    a.add(&blocks, root).await;
+    a.stop().await;
+
+    let a = Running::start(&path).await;
+    assert_eq!(a.node.peer_id(), peer, "the identity is kept");
+    assert_eq!(recursive_pins(&a.node).await, vec![key(&root)]);
+    for (cid, data) in &blocks {
+        assert_eq!(a.node.get_block(cid).await.unwrap().as_ref(), Some(data));
+    }
+    assert_eq!(a.node.gc().await.unwrap().removed, 0);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cid_nobody_has_times_out_without_blocking_another_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let b = Running::start(&dir.path().join("b")).await;
+    b.connect_to(&a).await;
+    let (root, blocks) = test_dag("available", 3);
+    a.add(&blocks, root).await;
+    let (missing, _) = test_dag("nobody-has-this", 1);
+
+    let stall = Duration::from_millis(1500);
+    let started = tokio::time::Instant::now();
+    let node = b.node.clone();
+    let stuck = tokio::spawn(async move { node.pin(key(&missing), opts(stall), None).await });
+    b.node.pin(key(&root), opts(DEADLINE), None).await.unwrap();
+    assert!(!stuck.is_finished(), "the missing cid is still pinning");
+    let err = tokio::time::timeout(DEADLINE, stuck)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, IpfsError::Timeout { .. }), "{err}");
+    assert!(started.elapsed() >= stall);
+    assert!(err.is_transient());
+    assert_eq!(recursive_pins(&b.node).await, vec![key(&root)]);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_that_does_not_match_its_cid_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let b = Running::start(&dir.path().join("b")).await;
+    b.connect_to(&a).await;
+    let (root, blocks) = test_dag("corrupt", 1);
+    a.add(&blocks, root).await;
+    let leaf = blocks.last().unwrap().0;
+    // a's disk rots: it now serves other bytes under the leaf's CID.
+    a.node
+        .corrupt_block_for_tests(&leaf, b"not the leaf".to_vec())
+        .await
+        .unwrap();
+
+    let err = b
+        .node
+        .pin(key(&root), opts(Duration::from_millis(1500)), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IpfsError::Timeout { .. }), "{err}");
+    assert!(b.node.rejected_blocks() >= 1);
+    assert!(b.node.get_block(&leaf).await.unwrap().is_none());
+    assert!(recursive_pins(&b.node).await.is_empty());
+    a.stop().await;
+    b.stop().await;
+}
+
+/// `pinned` peers of `cid` according to the API at `api`.
+async fn pinned_peers(client: &reqwest::Client, api: &str, cid: &str) -> usize {
+    let Ok(resp) = client.get(format!("{api}/pins/{cid}")).send().await else {
+        return 0;
+    };
+    let Ok(v) = resp.json::<serde_json::Value>().await else {
+        return 0;
+    };
+    v["peer_map"].as_object().map_or(0, |m| {
+        m.values().filter(|p| p["status"] == "pinned").count()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_added_on_peer_0_is_pinned_by_all_three_daemons() {
+    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let tb = dir.path().join("tb");
+    // Content added on peer 0 before its daemon starts: the daemon opens
+    // the same blockstore, and peers 1 and 2 have nothing.
+    let (root, blocks) = test_dag("daemons", 3);
+    let origin = Running::start(&tb.join("peer-0")).await;
+    origin.add(&blocks, root).await;
+    origin.stop().await;
+
+    let opts = TestbedOptions {
+        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
+        peers: 3,
+        dir: tb.clone(),
+        timeout: Duration::from_secs(60),
+        ipfs: TestbedIpfs::Embedded,
+    };
+    let testbed = Testbed::up(&opts).await.unwrap();
+    for p in &testbed.file.peers {
+        assert!(p.ipfs.starts_with("/ip4/127.0.0.1/tcp/"), "{}", p.ipfs);
+        assert!(p.ipfs.contains("/p2p/"), "{}", p.ipfs);
+    }
+    let api = testbed.file.peers[0].api.clone();
+    let client = reqwest::Client::new();
+    // `GET /id` shows the embedded node as IPFS Cluster shows Kubo.
+    let id: serde_json::Value = client
+        .get(format!("{api}/id"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(id["ipfs"]["addresses"][0], testbed.file.peers[0].ipfs);
+    assert!(
+        testbed.file.peers[0]
+            .ipfs
+            .ends_with(id["ipfs"]["id"].as_str().unwrap())
+    );
+    let cid = key(&root).to_string();
+    let resp = client
+        .post(format!(
+            "{api}/pins/{cid}?replication-min=3&replication-max=3&name=daemons"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+
+    let start = tokio::time::Instant::now();
+    while pinned_peers(&client, &api, &cid).await < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not pinned on all three peers: {}",
+            client
+                .get(format!("{api}/pins/{cid}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    testbed.stop().await;
+
+    // The blocks really moved: peer 2's own store holds all of them.
+    let last = Running::start(&tb.join("peer-2")).await;
+    for (c, data) in &blocks {
+        assert_eq!(last.node.get_block(c).await.unwrap().as_ref(), Some(data));
+    }
+    last.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_fetch_large_dags_from_each_other_at_once() {
+    use crate::support::test_dag_sized;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let b = Running::start(&dir.path().join("b")).await;
+    b.connect_to(&a).await;
+    // 25 leaves of ~192 KiB each way: responses span several messages.
+    let (ra, blocks_a) = test_dag_sized("from-a", 5, 192 << 10);
+    let (rb, blocks_b) = test_dag_sized("from-b", 5, 192 << 10);
+    a.add(&blocks_a, ra).await;
+    b.add(&blocks_b, rb).await;
+    let (x, y) = tokio::join!(
+        a.node.pin(key(&rb), opts(DEADLINE), None),
+        b.node.pin(key(&ra), opts(DEADLINE), None),
+    );
+    x.unwrap();
+    y.unwrap();
+    for (node, blocks) in [(&a.node, &blocks_b), (&b.node, &blocks_a)] {
+        for (cid, data) in blocks {
+            assert_eq!(node.get_block(cid).await.unwrap().as_ref(), Some(data));
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_another_cluster_cannot_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let stranger = EmbeddedNode::start(
+        EmbeddedConfig::new(&dir.path().join("s"), [8; 32]),
+        cancel.clone(),
+        &tasks,
+    )
+    .await
+    .unwrap();
+    let addr = a.node.listen_addrs().await.remove(0);
+    // The pnet handshake with the wrong key never completes: the dial fails
+    // or hangs until its timeout; either way nobody gets connected.
+    let dial = stranger.swarm_connect(addr.to_string());
+    if let Ok(result) = tokio::time::timeout(Duration::from_secs(2), dial).await {
+        let err = result.unwrap_err();
+        assert!(matches!(err, IpfsError::Connect { .. }), "{err}");
+    }
+    assert!(a.node.connected_peers().await.is_empty());
+    assert!(stranger.connected_peers().await.is_empty());
+    cancel.cancel();
+    tasks.close();
+    drop(stranger);
+    tasks.wait().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_with_a_block_that_does_not_match_its_cid_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let (root, blocks) = test_dag("bad-import", 1);
+    let err = a
+        .node
+        .import(true, move |sink| {
+            for (i, (c, d)) in blocks.into_iter().enumerate() {
+                sink(c, if i == 1 { b"tampered".to_vec() } else { d })?;
+            }
+            Ok(root)
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IpfsError::Unsupported { .. }), "{err}");
+    assert!(recursive_pins(&a.node).await.is_empty());
+    // Backends without an importer say so.
+    let none = pinfleet::ipfs::NoBackend;
+    let err = none
+        .add(
+            pinfleet::ipfs::AddInput::Path("x".into()),
+            Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "unsupported: add on the none backend");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_connects_to_its_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let b = Running::start(&dir.path().join("b")).await;
+    let (root, blocks) = test_dag("origins", 2);
+    a.add(&blocks, root).await;
+    assert!(b.node.connected_peers().await.is_empty());
+    let origin = a.node.listen_addrs().await.remove(0).to_string();
+    let with_origins = PinOpts {
+        origins: vec![
+            "/ip4/127.0.0.1/tcp/1".into(),
+            "not a multiaddr".into(),
+            origin,
+        ],
+        ..opts(DEADLINE)
+    };
+    b.node.pin(key(&root), with_origins, None).await.unwrap();
+    assert_eq!(b.node.connected_peers().await, vec![a.node.peer_id()]);
+    assert_eq!(recursive_pins(&b.node).await, vec![key(&root)]);
+    a.stop().await;
+    b.stop().await;
+}
