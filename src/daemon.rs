@@ -204,6 +204,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         }
     };
     node.set_ipfs_backend(std::sync::Arc::clone(&backend));
+
     if let Some(e) = embedded {
         crate::ipfs_peering::spawn(
             node.clone(),
@@ -288,6 +289,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     );
     state.status = Some(status);
     state.reconcilers = started.reconcilers;
+    state.upload_dir = dir.join("uploads");
     let served = serve_with(listener, state, started.hooks, cancel.clone()).await;
     cancel.cancel();
     tasks.close();

@@ -6,6 +6,7 @@
 //! (that is `plan` and `consensus`) and must never build a collection of pins
 //! in memory: every pin listing streams from one read transaction.
 
+mod add;
 mod document;
 mod error;
 mod metrics;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::consensus::ClusterNode;
 use crate::manifest::Limits;
 
+pub use add::AddedOutput;
 pub use document::{ManifestDocument, to_manifest_json};
 pub use error::{ApiError, ErrorBody, Problem};
 pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
@@ -59,6 +61,8 @@ pub struct ApiState {
     /// The sources this peer's controller runs (`POST
     /// /pinsets/{ns}/{name}/reconcile`); empty without a controller.
     pub reconcilers: crate::controller::Reconcilers,
+    /// Where `POST /add` keeps an upload while importing it (removed after).
+    pub upload_dir: std::path::PathBuf,
 }
 
 impl ApiState {
@@ -72,6 +76,7 @@ impl ApiState {
             limits: Limits::default(),
             status: None,
             reconcilers: crate::controller::Reconcilers::default(),
+            upload_dir: std::env::temp_dir(),
         }
     }
 }
@@ -117,6 +122,11 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/state/export", get(pins::export))
         .route("/metrics", get(metrics::get))
+        // Uploads stream to disk, so the default 2 MB body cap does not apply.
+        .route(
+            "/add",
+            axum::routing::post(add::add).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

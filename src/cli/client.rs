@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use pinfleet::api::{ErrorBody, PeerInfo, PinSetInfo, Problem, VersionInfo};
+use pinfleet::api::{AddedOutput, ErrorBody, PeerInfo, PinSetInfo, Problem, VersionInfo};
 use pinfleet::consensus::ApplyReport;
 use pinfleet::controller::requests::ReconcileAnswer;
 use pinfleet::manifest::{PinSetId, PinSetStatus};
@@ -384,6 +384,49 @@ impl ApiClient {
     pub async fn pinset_status(&self, id: &PinSetId) -> Result<PinSetStatus, ClientError> {
         let url = self.url(&["pinsets", &id.namespace, &id.name, "status"], &[]);
         self.json(Method::GET, url, None, &[]).await
+    }
+
+    /// `POST /add` with a multipart `form`; the added entries (NDJSON),
+    /// root last.
+    pub async fn add(
+        &self,
+        form: reqwest::multipart::Form,
+        query: &[(&str, String)],
+    ) -> Result<Vec<AddedOutput>, ClientError> {
+        let url = self.url(&["add"], query);
+        let resp = self
+            .http
+            .post(url.clone())
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|source| {
+                if source.is_connect() {
+                    ClientError::Unreachable {
+                        url: self.base.to_string(),
+                        source,
+                    }
+                } else {
+                    ClientError::Http {
+                        url: url.to_string(),
+                        source,
+                    }
+                }
+            })?;
+        let resp = Self::check(resp, &[]).await?;
+        let text = resp.text().await.map_err(|source| ClientError::Http {
+            url: url.to_string(),
+            source,
+        })?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).map_err(|source| ClientError::Decode {
+                    url: url.to_string(),
+                    source,
+                })
+            })
+            .collect()
     }
 
     /// `POST /pinsets/{ns}/{name}/reconcile`; with `wait`, the answer comes

@@ -1,6 +1,7 @@
 //! Subcommands. Each returns the exit code of a completed run, or an error
 //! for a usage or runtime failure (exit 2).
 
+mod add;
 mod apply;
 mod client;
 mod controller;
@@ -75,6 +76,11 @@ enum Command {
     /// List or remove cluster peers.
     #[command(subcommand)]
     Peers(peers::PeersCommand),
+    /// Add files or directories through a peer's IPFS node and pin the root.
+    ///
+    /// The same CIDs as `ipfs add` (CIDv0 by default); the root is pinned in
+    /// the cluster (owner `api`) with the given replication.
+    Add(add::AddArgs),
     /// Pin, release and list pins by hand (owner `api`).
     #[command(subcommand)]
     Pin(pin::PinCommand),
@@ -164,6 +170,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Id(a) => peers::run_id(a),
         Command::Health(a) => peers::run_health(a),
         Command::Peers(c) => peers::run(c),
+        Command::Add(a) => add::run(a),
         Command::Pin(c) => pin::run(c),
         Command::State(c) => state::run(c),
         Command::Status(a) => status::run_status(a),

@@ -127,7 +127,12 @@ pub struct TestbedUpArgs {
     /// `kubo=URL1,URL2,...` (one Kubo RPC URL per peer, in order).
     #[arg(long, default_value = "embedded")]
     ipfs: String,
-    /// Apply these manifests once the cluster is up.
+    /// Add these files or directories to peer 0's IPFS node once the
+    /// cluster is up, without pinning them (the applied manifests do), so
+    /// the other peers fetch them from peer 0. Needs an IPFS backend.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    add: Vec<PathBuf>,
+    /// Apply these manifests once the cluster is up (after --add).
     #[arg(long, value_name = "PATH", num_args = 1..)]
     apply: Vec<PathBuf>,
     /// Stop the testbed after applying (and, with --wait, pinning) instead
@@ -189,6 +194,21 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
             args.dir.display()
         );
         let mut code = ExitCode::SUCCESS;
+        for path in &args.add {
+            // The same code path a user runs: `pinfleet add --host …`.
+            let status = tokio::process::Command::new(&opts.exe)
+                .arg("add")
+                .arg(path)
+                .args(["--no-pin", "--host", &tb.file.peers[0].api])
+                .status()
+                .await
+                .context("cannot run pinfleet add")?;
+            if !status.success() {
+                eprintln!("cannot add {} to peer 0; stopping", path.display());
+                tb.stop().await;
+                return Ok(ExitCode::from(2));
+            }
+        }
         if !args.apply.is_empty() {
             // The same code path a user runs: `pinfleet apply --host …`.
             let host = tb.file.peers[0].api.clone();

@@ -126,16 +126,22 @@ impl fmt::Debug for AddInput {
 pub struct AddOpts {
     /// Pin the root recursively once every block is stored (Kubo's default).
     pub pin: bool,
+    /// How to import (CID version, leaves, chunk size, hidden files);
+    /// the default gives `ipfs add`'s CIDs.
+    pub import: unixfs::AddOptions,
 }
 
 impl Default for AddOpts {
     fn default() -> Self {
-        Self { pin: true }
+        Self {
+            pin: true,
+            import: unixfs::AddOptions::default(),
+        }
     }
 }
 
 /// What an add stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddedContent {
     /// The root CID.
     pub root: CidKey,
@@ -143,6 +149,9 @@ pub struct AddedContent {
     pub blocks: u64,
     /// Their total size in bytes.
     pub bytes: u64,
+    /// Every file and directory imported, as `ipfs add` lists them (root
+    /// last); empty when the caller produced the blocks itself.
+    pub entries: Vec<unixfs::Added>,
 }
 
 /// Who an IPFS node is.

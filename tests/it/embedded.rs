@@ -495,3 +495,162 @@ async fn a_pin_connects_to_its_origins() {
     a.stop().await;
     b.stop().await;
 }
+
+fn run_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"))
+        .args(args)
+        .env_remove("PINFLEET_HOST")
+        .output()
+        .unwrap()
+}
+
+/// `pinfleet add` (`POST /add`) on peer 0 of a three-daemon testbed: the
+/// CIDs are `ipfs add`'s, the root is pinned on every peer, and the blocks
+/// are really in the other peers' stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinfleet_add_imports_on_one_peer_and_every_peer_pins_it() {
+    use pinfleet::ipfs::unixfs::{AddOptions, add_path};
+    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("release");
+    std::fs::create_dir_all(content.join("docs")).unwrap();
+    // 600 KiB: three chunks, so a two-level file DAG.
+    let big: Vec<u8> = (0..600 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(content.join("image.bin"), &big).unwrap();
+    std::fs::write(content.join("docs/README"), b"release notes\n").unwrap();
+    std::fs::write(content.join(".hidden"), b"not sent\n").unwrap();
+    let mut expected = Vec::new();
+    let local = add_path(&content, &AddOptions::default(), &mut |c, d| {
+        expected.push((c, d));
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap();
+    let root = local.last().unwrap().cid.to_string();
+    assert!(root.starts_with("Qm"), "{root}");
+
+    let tb = dir.path().join("tb");
+    let testbed = Testbed::up(&TestbedOptions {
+        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
+        peers: 3,
+        dir: tb.clone(),
+        timeout: Duration::from_secs(60),
+        ipfs: TestbedIpfs::Embedded,
+    })
+    .await
+    .unwrap();
+    let api = testbed.file.peers[0].api.clone();
+    let path = content.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking({
+        let api = api.clone();
+        let path = path.clone();
+        move || {
+            run_cli(&[
+                "add",
+                &path,
+                "--replication",
+                "-1",
+                "--json",
+                "--host",
+                &api,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = lines.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "release/docs/README",
+            "release/image.bin",
+            "release/docs",
+            "release"
+        ],
+        "the hidden file is not sent"
+    );
+    assert_eq!(lines.last().unwrap()["cid"], root.as_str());
+    assert_eq!(lines[1]["bytes"], 600 * 1024);
+
+    let client = reqwest::Client::new();
+    let start = tokio::time::Instant::now();
+    while pinned_peers(&client, &api, &root).await < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not pinned on all three peers"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The pin is the API's, named after the directory, reported as written.
+    let pin: serde_json::Value = client
+        .get(format!("{api}/allocations/{root}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pin["cid"], root.as_str());
+    assert_eq!(pin["name"], "release");
+
+    // Several top-level parts need wrap-with-directory.
+    let two = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"a".to_vec()).file_name("a"),
+        )
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"b".to_vec()).file_name("b"),
+        );
+    let refused = client
+        .post(format!("{api}/add"))
+        .multipart(two)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("wrap-with-directory")
+    );
+    // A path escaping the upload is refused.
+    let evil = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("..%2F..%2Fescape"),
+    );
+    let refused = client
+        .post(format!("{api}/add"))
+        .multipart(evil)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+
+    testbed.stop().await;
+    // The blocks really moved: peers 1 and 2 hold every one of them.
+    for peer in ["peer-1", "peer-2"] {
+        let node = Running::start(&tb.join(peer)).await;
+        for (c, data) in &expected {
+            assert_eq!(
+                node.node.get_block(c).await.unwrap().as_ref(),
+                Some(data),
+                "{peer} lacks {c}"
+            );
+        }
+        node.stop().await;
+    }
+}

@@ -297,3 +297,50 @@ async fn testbed_wait_shows_a_summary_and_exits_by_whether_everything_is_pinned(
     );
     assert!(stdout.contains("every pin is pinned"), "{stdout}");
 }
+
+/// The README's main job: a 3-peer testbed on the embedded backend adds the
+/// quickstart content, applies its PinSet and ends with every pin pinned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_reaches_pinned_on_every_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(exe())
+            .current_dir(repo())
+            .args(["testbed", "up", "--peers", "3", "--dir"])
+            .arg(dir.path().join("tb"))
+            .args([
+                "--add",
+                "examples/quickstart/content",
+                "--apply",
+                "examples/quickstart",
+                "--wait",
+                "60s",
+                "--once",
+            ])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("added QmSnuKKp3siNyNhbWiW2fwo53W46HdWrcZ7fSZYWXKGV3c content/site"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("default/quickstart"), "{stdout}");
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("peers 3/3"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // 3 pins on every one of 3 peers.
+    assert!(summary.contains("3 pins · pinned 9 ·"), "{summary}");
+    assert!(stdout.contains("every pin is pinned"), "{stdout}");
+}

@@ -9,7 +9,6 @@
 //! connect to.
 
 mod bitswap;
-mod links;
 mod pb;
 mod store;
 mod swarm;
@@ -394,6 +393,7 @@ impl EmbeddedNode {
             root,
             blocks,
             bytes,
+            entries: Vec::new(),
         })
     }
 
@@ -505,9 +505,10 @@ impl EmbeddedNode {
                 let _ = p.try_send(count);
             }
             if opts.recursive {
-                let children = links::links(&cid, &data).map_err(|e| IpfsError::Unsupported {
-                    what: format!("pinning {root}: block {cid}: {e}"),
-                })?;
+                let children =
+                    crate::ipfs::dagpb::links(&cid, &data).map_err(|e| IpfsError::Unsupported {
+                        what: format!("pinning {root}: block {cid}: {e}"),
+                    })?;
                 for child in children {
                     if seen.insert(mh_of(&child)) {
                         queue.push_back(child);
@@ -556,7 +557,9 @@ impl EmbeddedNode {
                             }
                             if let Some(block) = s.get(&mh_of(&c))? {
                                 // A block we cannot traverse keeps only itself.
-                                stack.extend(links::links(&c, &block).unwrap_or_default());
+                                stack.extend(
+                                    crate::ipfs::dagpb::links(&c, &block).unwrap_or_default(),
+                                );
                             }
                         }
                     }
@@ -592,7 +595,7 @@ impl EmbeddedNode {
                 let Some(block) = store.get(&mh_of(&c))? else {
                     continue;
                 };
-                for child in links::links(&c, &block).unwrap_or_default() {
+                for child in crate::ipfs::dagpb::links(&c, &block).unwrap_or_default() {
                     let mh = mh_of(&child);
                     if seen.insert(mh.clone()) {
                         if !root_mhs.contains(&mh)
@@ -795,11 +798,47 @@ impl IpfsBackend for EmbeddedNode {
         input: AddInput,
         opts: AddOpts,
     ) -> BoxFuture<'_, Result<AddedContent, IpfsError>> {
-        // The UnixFS importer (`ipfs::unixfs`) is merged separately; until
-        // then `import` is the entry point and `add` says so.
-        let _ = (input, opts);
-        Box::pin(futures::future::ready(Err(IpfsError::Unsupported {
-            what: "add on the embedded backend before the unixfs importer is merged".into(),
-        })))
+        Box::pin(async move {
+            // The importer runs on `import`'s blocking thread; its entries
+            // come back through this slot.
+            let entries = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let slot = Arc::clone(&entries);
+            let import = opts.import.clone();
+            let mut added = self
+                .import(opts.pin, move |sink| {
+                    let fail = |e: crate::ipfs::unixfs::UnixfsError<IpfsError>| match e {
+                        crate::ipfs::unixfs::UnixfsError::Sink { source, .. } => source,
+                        other => IpfsError::Unsupported {
+                            what: format!("add: {other}"),
+                        },
+                    };
+                    let list = match input {
+                        AddInput::Path(path) => {
+                            crate::ipfs::unixfs::add_path(&path, &import, sink).map_err(fail)?
+                        }
+                        AddInput::Reader(reader) => {
+                            vec![
+                                crate::ipfs::unixfs::add_reader(reader, &import, sink)
+                                    .map_err(fail)?,
+                            ]
+                        }
+                    };
+                    let root =
+                        list.last()
+                            .map(|a| a.cid)
+                            .ok_or_else(|| IpfsError::Unsupported {
+                                what: "add: nothing to import".into(),
+                            })?;
+                    if let Ok(mut e) = slot.lock() {
+                        *e = list;
+                    }
+                    Ok(root)
+                })
+                .await?;
+            if let Ok(mut e) = entries.lock() {
+                added.entries = std::mem::take(&mut *e);
+            }
+            Ok(added)
+        })
     }
 }

@@ -1,0 +1,343 @@
+//! `POST /add`: IPFS Cluster's adder. A multipart body of files (and
+//! directories, as `ipfs add -r` sends them) is imported as UnixFS into
+//! this peer's IPFS node, then the root is pinned in the cluster (owner
+//! `api`) with the query's pin options; the cluster's allocations fetch the
+//! blocks from this peer.
+//!
+//! The body is received into a temporary directory (never held in memory)
+//! and removed afterwards. The answer follows IPFS Cluster: one
+//! `AddedOutput` per file and directory as NDJSON (`stream-channels`, the
+//! default), or one JSON array with `stream-channels=false`; the root comes
+//! last, with its allocations. `pin=false` (Kubo's spelling) only imports. This module must not decide what to pin
+//! beyond the root the client asked for.
+
+use std::path::{Component, Path, PathBuf};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Multipart, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use super::pins::{Params, RawParams, pin_spec};
+use super::{ApiError, ApiState};
+use crate::ipfs::unixfs::{AddOptions, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
+use crate::ipfs::{AddInput, AddOpts};
+use crate::manifest::{CidKey, written_as_of};
+
+/// One added file or directory (IPFS Cluster's `AddedOutput`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddedOutput {
+    /// Path of the entry as sent (the root of a wrapped add is `""`).
+    pub name: String,
+    /// Its CID, in the version asked for (`Qm…` by default).
+    pub cid: String,
+    /// File bytes (0 for directories).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes: u64,
+    /// Cumulative DAG size, as `ipfs add` reports it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size: u64,
+    /// Peers the root was allocated to (root only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocations: Vec<String>,
+}
+
+// serde's skip_serializing_if takes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The import options of a query (`cid-version`, `raw-leaves`, `chunker`,
+/// `hidden`, `layout`, `hash`, `shard`, `trickle`), refusing what pinfleet
+/// cannot produce identically to Kubo.
+pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
+    let bad = ApiError::bad_request;
+    let mut opts = AddOptions::default();
+    match p.get("cid-version") {
+        None | Some("0") => {}
+        Some("1") => opts.cid_version = cid::Version::V1,
+        Some(v) => return Err(bad(format!("invalid cid-version {v:?}: expected 0 or 1"))),
+    }
+    if p.get("raw-leaves").is_some() {
+        opts.raw_leaves = Some(p.flag("raw-leaves")?);
+    }
+    opts.hidden = p.flag("hidden")?;
+    match p.get("chunker") {
+        None => {}
+        Some(c) => {
+            let size = c
+                .strip_prefix("size-")
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| (1..=MAX_CHUNK_SIZE).contains(n))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "unsupported chunker {c:?}: only size-N (1 to {MAX_CHUNK_SIZE}; default size-{DEFAULT_CHUNK_SIZE})"
+                    ))
+                })?;
+            opts.chunk_size = size;
+        }
+    }
+    match p.get("layout") {
+        None | Some("balanced") => {}
+        Some(l) => return Err(bad(format!("unsupported layout {l:?}: only balanced"))),
+    }
+    if p.flag("trickle")? {
+        return Err(bad("unsupported layout trickle: only balanced".into()));
+    }
+    match p.get("hash") {
+        None | Some("sha2-256") => {}
+        Some(h) => return Err(bad(format!("unsupported hash {h:?}: only sha2-256"))),
+    }
+    if p.flag("shard")? {
+        return Err(bad("sharded adds are not supported yet".into()));
+    }
+    Ok(opts)
+}
+
+/// A relative path from a multipart filename (percent-encoded, `/`
+/// separated, as Kubo's clients send it); refuses absolute paths and `..`.
+fn entry_path(filename: &str) -> Result<PathBuf, ApiError> {
+    let decoded = percent_decode(filename);
+    let path = Path::new(&decoded);
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::CurDir => {}
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid file name {filename:?}: must be a relative path without `..`"
+                )));
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "invalid file name {filename:?}: empty"
+        )));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Removes the upload directory when the request ends, however it ends.
+struct Upload(PathBuf);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Receives the multipart body under `dir`; returns the top-level entries
+/// in the order they arrived.
+async fn receive(mut form: Multipart, dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
+    let mut top: Vec<PathBuf> = Vec::new();
+    while let Some(mut field) = form
+        .next_field()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?
+    {
+        let Some(name) = field.file_name().map(str::to_string) else {
+            return Err(ApiError::bad_request(
+                "every multipart part needs a filename",
+            ));
+        };
+        let rel = entry_path(&name)?;
+        if let Some(Component::Normal(first)) = rel.components().next() {
+            let first = PathBuf::from(first);
+            if !top.contains(&first) {
+                top.push(first);
+            }
+        }
+        let target = dir.join(&rel);
+        let is_dir = field
+            .content_type()
+            .is_some_and(|t| t.starts_with("application/x-directory"));
+        let io = |e: std::io::Error| ApiError::internal(format!("cannot store the upload: {e}"));
+        if is_dir {
+            tokio::fs::create_dir_all(&target).await.map_err(io)?;
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+        }
+        let mut file = tokio::fs::File::create(&target).await.map_err(io)?;
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?
+        {
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+    }
+    Ok(top)
+}
+
+/// `POST /add`.
+pub(super) async fn add(
+    State(state): State<ApiState>,
+    query: RawParams,
+    form: Multipart,
+) -> Result<Response, ApiError> {
+    let params = Params::from_query(query)?;
+    let import = import_options(&params)?;
+    let wrap = params.flag("wrap-with-directory")?;
+    let stream = params.get("stream-channels") != Some("false");
+    // Kubo's `pin=false`: import only, into this peer's node (unpinned
+    // there, so its gc may remove it); nothing is pinned in the cluster.
+    let cluster_pin = params.get("pin") != Some("false");
+    let spec = pin_spec(&params, chrono::Utc::now().timestamp_millis())?;
+    let backend = state
+        .node
+        .ipfs_backend()
+        .filter(|b| b.kind() != "none")
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this peer has no IPFS node to add to (ipfs.backend = none)",
+            )
+        })?;
+
+    let dir = state
+        .upload_dir
+        .join(format!("add-{:016x}", rand::random::<u64>()));
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
+    let _cleanup = Upload(dir.clone());
+    let top = receive(form, &dir).await?;
+    let input = match (top.as_slice(), wrap) {
+        ([], _) => {
+            return Err(ApiError::bad_request(
+                "nothing to add: the body has no file",
+            ));
+        }
+        ([one], false) => dir.join(one),
+        (_, false) => {
+            return Err(ApiError::bad_request(
+                "several files or directories: add them with wrap-with-directory=true",
+            ));
+        }
+        (_, true) => dir.clone(),
+    };
+    let added = backend
+        .add(AddInput::Path(input), AddOpts { pin: false, import })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("add failed: {e}")))?;
+
+    // Pin the root in the cluster, echoing it as the importer wrote it.
+    let key: CidKey = added.root;
+    let root_text = added
+        .entries
+        .last()
+        .map_or_else(|| key.to_string(), |e| e.cid.to_string());
+    let mut allocations = Vec::new();
+    if cluster_pin {
+        let out = state
+            .node
+            .pin(key, written_as_of(&key, &root_text), spec)
+            .await?;
+        if let Some(r) = out.refused {
+            return Err(ApiError::new(StatusCode::CONFLICT, r));
+        }
+        allocations = state
+            .node
+            .store()
+            .get(&key)
+            .ok()
+            .flatten()
+            .map(|p| p.allocations)
+            .unwrap_or_default();
+    }
+
+    let mut outputs: Vec<AddedOutput> = added
+        .entries
+        .iter()
+        .map(|e| AddedOutput {
+            name: e.name.clone(),
+            cid: e.cid.to_string(),
+            bytes: e.bytes,
+            size: e.size,
+            allocations: Vec::new(),
+        })
+        .collect();
+    match outputs.last_mut() {
+        Some(last) if last.cid == root_text => last.allocations = allocations,
+        _ => outputs.push(AddedOutput {
+            name: String::new(),
+            cid: root_text,
+            bytes: 0,
+            size: 0,
+            allocations,
+        }),
+    }
+    if !stream {
+        return Ok(Json(outputs).into_response());
+    }
+    let mut body = String::new();
+    for o in &outputs {
+        body.push_str(&serde_json::to_string(o).map_err(|e| ApiError::internal(e.to_string()))?);
+        body.push('\n');
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::HeaderName::from_static("x-chunked-output"), "1"),
+        ],
+        Body::from(body),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_are_relative_paths_percent_decoded() {
+        assert_eq!(
+            entry_path("dir%2Fsub%2Fa%20b.txt").unwrap(),
+            PathBuf::from("dir/sub/a b.txt")
+        );
+        assert_eq!(entry_path("./x").unwrap(), PathBuf::from("x"));
+        for bad in ["/etc/passwd", "../x", "a/../../b", "", "%2F"] {
+            assert!(entry_path(bad).is_err(), "{bad}");
+        }
+        // A stray % is kept as is.
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

@@ -1,0 +1,221 @@
+//! `pinfleet add FILE|DIR...`: adds content through a peer's IPFS node
+//! (`POST /add`, multipart, as `ipfs-cluster-ctl add` sends it) and pins the
+//! root in the cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use reqwest::multipart::{Form, Part};
+
+use super::remote::{HostArgs, block_on};
+
+/// Arguments of `pinfleet add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Files or directories to add (directories recursively).
+    #[arg(required = true, value_name = "FILE|DIR")]
+    paths: Vec<PathBuf>,
+    /// Pin name (default: the file or directory name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Peers that must and may pin it (-1: every peer); sets both factors.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, conflicts_with_all = ["replication_min", "replication_max"])]
+    replication: Option<i32>,
+    /// Fewest peers that must pin it (-1: every peer; 0: cluster default).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    replication_min: Option<i32>,
+    /// Most peers that may pin it (-1: every peer; 0: cluster default).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    replication_max: Option<i32>,
+    /// Wrap everything in a directory and pin that (needed for several paths).
+    #[arg(long, short = 'w')]
+    wrap_with_directory: bool,
+    /// CID version: 0 (`Qm…`, dag-pb leaves, the default) or 1 (raw leaves).
+    #[arg(long, value_name = "0|1", default_value_t = 0)]
+    cid_version: u8,
+    /// Raw leaves (default: only with --cid-version 1).
+    #[arg(long)]
+    raw_leaves: bool,
+    /// Chunker: `size-N` bytes (default size-262144).
+    #[arg(long, value_name = "size-N")]
+    chunker: Option<String>,
+    /// Include files and directories whose name starts with `.`.
+    #[arg(long)]
+    hidden: bool,
+    /// Only store the content in the peer's IPFS node; pin nothing in the
+    /// cluster (the node's gc may remove it until something pins it).
+    #[arg(long)]
+    no_pin: bool,
+    /// Print only the root CID.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// One JSON object per added entry (IPFS Cluster's `AddedOutput`).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+fn hidden(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
+/// Escapes a relative path for a multipart filename (Kubo's clients send
+/// them URL-escaped): everything but unreserved characters and `/`.
+fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Adds `path` (named `name` in the upload) to `form`: a directory as an
+/// `application/x-directory` part followed by its entries in name order.
+async fn push(mut form: Form, path: &Path, name: &str, with_hidden: bool) -> anyhow::Result<Form> {
+    let meta = tokio::fs::metadata(path)
+        .await
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.is_dir() {
+        form = form.part(
+            "file",
+            Part::bytes(Vec::new())
+                .file_name(escape(name))
+                .mime_str("application/x-directory")?,
+        );
+        let mut entries = Vec::new();
+        let mut dir = tokio::fs::read_dir(path)
+            .await
+            .with_context(|| format!("cannot list {}", path.display()))?;
+        while let Some(e) = dir.next_entry().await? {
+            entries.push(e.path());
+        }
+        entries.sort();
+        for e in entries {
+            if !with_hidden && hidden(&e) {
+                continue;
+            }
+            let Some(child) = e.file_name().and_then(|n| n.to_str()) else {
+                bail!("{}: file names must be UTF-8", e.display());
+            };
+            form = Box::pin(push(form, &e, &format!("{name}/{child}"), with_hidden)).await?;
+        }
+        Ok(form)
+    } else if meta.is_file() {
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        Ok(form.part(
+            "file",
+            Part::stream_with_length(body, meta.len())
+                .file_name(escape(name))
+                .mime_str("application/octet-stream")?,
+        ))
+    } else {
+        bail!("{}: not a file or directory", path.display())
+    }
+}
+
+/// Runs `pinfleet add`.
+pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
+    if args.paths.len() > 1 && !args.wrap_with_directory {
+        bail!("several paths: add them in one directory with --wrap-with-directory");
+    }
+    let client = args.host.client()?;
+    let mut query: Vec<(&str, String)> = vec![
+        ("cid-version", args.cid_version.to_string()),
+        ("stream-channels", "true".into()),
+    ];
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => args.paths[0]
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string(),
+    };
+    if !name.is_empty() {
+        query.push(("name", name));
+    }
+    if let Some(r) = args.replication {
+        query.push(("replication-min", r.to_string()));
+        query.push(("replication-max", r.to_string()));
+    }
+    if let Some(r) = args.replication_min {
+        query.push(("replication-min", r.to_string()));
+    }
+    if let Some(r) = args.replication_max {
+        query.push(("replication-max", r.to_string()));
+    }
+    if args.wrap_with_directory {
+        query.push(("wrap-with-directory", "true".into()));
+    }
+    if args.raw_leaves {
+        query.push(("raw-leaves", "true".into()));
+    }
+    if args.hidden {
+        query.push(("hidden", "true".into()));
+    }
+    if args.no_pin {
+        query.push(("pin", "false".into()));
+    }
+    if let Some(c) = &args.chunker {
+        query.push(("chunker", c.clone()));
+    }
+    let outputs = block_on(async {
+        let mut form = Form::new();
+        for p in &args.paths {
+            let Some(n) = p
+                .canonicalize()
+                .ok()
+                .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+            else {
+                bail!("{}: cannot name it (no file name)", p.display());
+            };
+            form = push(form, p, &n, args.hidden).await?;
+        }
+        client
+            .add(form, &query)
+            .await
+            .context("cannot add the content")
+    })??;
+    let Some(root) = outputs.last() else {
+        bail!("the peer answered no added entry");
+    };
+    if args.json {
+        for o in &outputs {
+            println!("{}", serde_json::to_string(o)?);
+        }
+    } else if args.quiet {
+        println!("{}", root.cid);
+    } else {
+        for o in &outputs {
+            println!("added {} {}", o.cid, o.name);
+        }
+        if !root.allocations.is_empty() {
+            println!("pinned on {}", root.allocations.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_for_multipart_filenames() {
+        assert_eq!(escape("dir/a b.txt"), "dir/a%20b.txt");
+        assert_eq!(escape("ü\"%"), "%C3%BC%22%25");
+        assert_eq!(escape("site/index.html"), "site/index.html");
+    }
+}
