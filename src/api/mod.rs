@@ -9,6 +9,7 @@
 mod add;
 mod document;
 mod error;
+mod gc;
 mod metrics;
 mod peers;
 mod pins;
@@ -33,6 +34,7 @@ use crate::manifest::Limits;
 pub use add::AddedOutput;
 pub use document::{ManifestDocument, to_manifest_json};
 pub use error::{ApiError, ErrorBody, Problem};
+pub use gc::{GlobalRepoGc, RepoGc};
 pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
 pub use pinsets::PinSetInfo;
 
@@ -122,6 +124,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/state/export", get(pins::export))
         .route("/metrics", get(metrics::get))
+        .route("/ipfs/gc", axum::routing::post(gc::gc))
         // Uploads stream to disk, so the default 2 MB body cap does not apply.
         .route(
             "/add",

@@ -107,6 +107,8 @@ pub enum Rpc {
     /// This peer's IPFS node: who it is and where it listens (peers connect
     /// their nodes to each other with it).
     IpfsId,
+    /// Run garbage collection on this peer's IPFS node (`POST /ipfs/gc`).
+    IpfsGc,
 }
 
 /// The answer to an [`Rpc`].
@@ -135,6 +137,8 @@ pub enum RpcReply {
     Recover(Result<u64, RemoteFailure>),
     /// To `IpfsId`: `None` when the peer has no IPFS node.
     IpfsId(Result<Option<crate::ipfs::IpfsId>, RemoteFailure>),
+    /// To `IpfsGc`: blocks removed.
+    IpfsGc(Result<u64, RemoteFailure>),
 }
 
 /// One peer's status for one CID, as sent between peers.

@@ -564,6 +564,14 @@ impl ClusterNode {
                 Some(p) => p.recover(cid).await.map_err(RemoteFailure::Other),
                 None => Err(RemoteFailure::Other("this peer tracks no pins".into())),
             }),
+            Rpc::IpfsGc => RpcReply::IpfsGc(match self.inner.ipfs.get() {
+                Some(b) if b.kind() != "none" => b
+                    .gc()
+                    .await
+                    .map(|r| r.removed)
+                    .map_err(|e| RemoteFailure::Other(e.to_string())),
+                _ => Err(RemoteFailure::Other("this peer has no ipfs node".into())),
+            }),
             Rpc::IpfsId => RpcReply::IpfsId(match self.inner.ipfs.get() {
                 Some(b) if b.kind() != "none" => b
                     .id()

@@ -654,3 +654,109 @@ async fn pinfleet_add_imports_on_one_peer_and_every_peer_pins_it() {
         node.stop().await;
     }
 }
+
+/// Unpinned in the cluster, then `POST /ipfs/gc`: the content is gone from
+/// every peer's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpinned_content_is_gone_from_every_peer_after_gc() {
+    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old-release.bin");
+    let data: Vec<u8> = (0..300 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let mut blocks = Vec::new();
+    let added =
+        pinfleet::ipfs::unixfs::add_reader(data.as_slice(), &Default::default(), &mut |c, d| {
+            blocks.push((c, d));
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap();
+    let root = added.cid.to_string();
+
+    let tb = dir.path().join("tb");
+    let testbed = Testbed::up(&TestbedOptions {
+        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
+        peers: 3,
+        dir: tb.clone(),
+        timeout: Duration::from_secs(60),
+        ipfs: TestbedIpfs::Embedded,
+    })
+    .await
+    .unwrap();
+    let api = testbed.file.peers[0].api.clone();
+    let out = tokio::task::spawn_blocking({
+        let (api, file) = (api.clone(), file.to_str().unwrap().to_string());
+        move || run_cli(&["add", &file, "--replication", "-1", "-q", "--host", &api])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), root);
+    let client = reqwest::Client::new();
+    let start = tokio::time::Instant::now();
+    while pinned_peers(&client, &api, &root).await < 3 {
+        assert!(start.elapsed() < Duration::from_secs(60), "not pinned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let resp = client
+        .delete(format!("{api}/pins/{root}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    // Every peer's tracker unpins it from its node.
+    let start = tokio::time::Instant::now();
+    loop {
+        let mut pinned = 0.0;
+        for p in &testbed.file.peers {
+            let body = client
+                .get(format!("{}/metrics", p.api))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            pinned += body
+                .lines()
+                .find_map(|l| l.strip_prefix("pinfleet_local_pinned "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(1.0);
+        }
+        if pinned == 0.0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "still pinned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gc: serde_json::Value = client
+        .post(format!("{api}/ipfs/gc"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let peers = gc["peer_map"].as_object().unwrap();
+    assert_eq!(peers.len(), 3, "{gc}");
+    for (id, r) in peers {
+        assert_eq!(r["error"], "", "{id}: {r}");
+        assert!(
+            r["removed"].as_u64().unwrap() >= blocks.len() as u64,
+            "{id}: {r}"
+        );
+    }
+    testbed.stop().await;
+    for i in 0..3 {
+        let node = Running::start(&tb.join(format!("peer-{i}"))).await;
+        for (c, _) in &blocks {
+            assert_eq!(
+                node.node.get_block(c).await.unwrap(),
+                None,
+                "peer-{i} kept {c}"
+            );
+        }
+        node.stop().await;
+    }
+}

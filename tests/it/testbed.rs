@@ -303,27 +303,23 @@ async fn testbed_wait_shows_a_summary_and_exits_by_whether_everything_is_pinned(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quickstart_reaches_pinned_on_every_peer() {
     let dir = tempfile::tempdir().unwrap();
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(exe())
-            .current_dir(repo())
-            .args(["testbed", "up", "--peers", "3", "--dir"])
-            .arg(dir.path().join("tb"))
-            .args([
-                "--add",
-                "examples/quickstart/content",
-                "--apply",
-                "examples/quickstart",
-                "--wait",
-                "60s",
-                "--once",
-            ])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let run = |add: &'static [&'static str]| {
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            tokio::process::Command::new(exe())
+                .current_dir(repo())
+                .args(["testbed", "up", "--peers", "3", "--dir"])
+                .arg(dir.path().join("tb"))
+                .args(add)
+                .args(["--apply", "examples/quickstart", "--wait", "60s", "--once"])
+                .kill_on_drop(true)
+                .output(),
+        )
+    };
+    let out = run(&["--add", "examples/quickstart/content"])
+        .await
+        .unwrap()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -342,5 +338,18 @@ async fn the_quickstart_reaches_pinned_on_every_peer() {
         .unwrap_or_else(|| panic!("{stdout}"));
     // 3 pins on every one of 3 peers.
     assert!(summary.contains("3 pins · pinned 9 ·"), "{summary}");
+    assert!(stdout.contains("every pin is pinned"), "{stdout}");
+
+    // Restarted without adding anything, the peers come back with their
+    // state and their blocks: the PinSet is unchanged and pinned everywhere.
+    let out = run(&[]).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("default/quickstart") && l.ends_with("unchanged")),
+        "{stdout}"
+    );
     assert!(stdout.contains("every pin is pinned"), "{stdout}");
 }

@@ -1,0 +1,101 @@
+//! `POST /ipfs/gc[?local=true]`: garbage collection on every member's IPFS
+//! node (or only this peer's), answered in IPFS Cluster's `GlobalRepoGC`
+//! shape: `{"peer_map": {peer id: {"peer", "peername", "keys", "error"}}}`.
+//!
+//! pinfleet's backends report how many blocks they removed, not which, so
+//! `keys` is empty and the count is in the extra field `removed`. A member
+//! that cannot be reached or has no IPFS node answers with its `error`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+use super::pins::{Params, RawParams};
+use super::{ApiError, ApiState};
+use crate::consensus::{Rpc, RpcReply};
+
+/// How long one member's gc may take.
+const GC_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One peer's gc (IPFS Cluster's `RepoGC`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoGc {
+    /// Peer id.
+    pub peer: String,
+    /// Peer name (empty for other members: it is not in the membership).
+    pub peername: String,
+    /// Removed keys (not reported by pinfleet's backends: always empty).
+    pub keys: Vec<serde_json::Value>,
+    /// Blocks removed.
+    pub removed: u64,
+    /// Why it failed, or empty.
+    pub error: String,
+}
+
+/// Every peer's gc (IPFS Cluster's `GlobalRepoGC`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalRepoGc {
+    /// By peer id.
+    pub peer_map: BTreeMap<String, RepoGc>,
+}
+
+/// `POST /ipfs/gc`.
+pub(super) async fn gc(
+    State(state): State<ApiState>,
+    query: RawParams,
+) -> Result<Json<GlobalRepoGc>, ApiError> {
+    let params = Params::from_query(query)?;
+    let local = params.flag("local")?;
+    let node = &state.node;
+    let me = node.peer_id();
+    let mut out = GlobalRepoGc::default();
+    let entry = |peer: String, peername: String, r: Result<u64, String>| {
+        let (removed, error) = match r {
+            Ok(n) => (n, String::new()),
+            Err(e) => (0, e),
+        };
+        RepoGc {
+            peer,
+            peername,
+            keys: Vec::new(),
+            removed,
+            error,
+        }
+    };
+    let mine = match node.ipfs_backend().filter(|b| b.kind() != "none") {
+        Some(b) => b.gc().await.map(|r| r.removed).map_err(|e| e.to_string()),
+        None => Err("this peer has no ipfs node".to_string()),
+    };
+    out.peer_map.insert(
+        me.to_string(),
+        entry(me.to_string(), state.peername.clone(), mine),
+    );
+    if local {
+        return Ok(Json(out));
+    }
+    let others: Vec<PeerId> = node
+        .members()
+        .into_iter()
+        .filter_map(|(_, n)| n.peer_id.parse::<PeerId>().ok())
+        .filter(|p| *p != me)
+        .collect();
+    let asks = others.into_iter().map(|peer| async move {
+        let r = match tokio::time::timeout(GC_TIMEOUT, node.ask(peer, Rpc::IpfsGc)).await {
+            Ok(Ok(RpcReply::IpfsGc(Ok(n)))) => Ok(n),
+            Ok(Ok(RpcReply::IpfsGc(Err(e)))) => Err(e.to_string()),
+            Ok(Ok(_)) => Err("unexpected reply".to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_string()),
+        };
+        (peer, r)
+    });
+    for (peer, r) in futures::future::join_all(asks).await {
+        out.peer_map
+            .insert(peer.to_string(), entry(peer.to_string(), String::new(), r));
+    }
+    Ok(Json(out))
+}
