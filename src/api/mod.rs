@@ -10,6 +10,7 @@ mod document;
 mod error;
 mod peers;
 mod pins;
+mod pinset_patch;
 mod pinset_status;
 mod pinsets;
 mod status;
@@ -30,6 +31,7 @@ use crate::manifest::Limits;
 pub use document::{ManifestDocument, to_manifest_json};
 pub use error::{ApiError, ErrorBody, Problem};
 pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
+pub use pinset_patch::{PatchDocument, PatchPin};
 pub use pinsets::PinSetInfo;
 
 /// Largest PinSet document `PUT /pinsets/{ns}/{name}` accepts by default.
@@ -95,6 +97,7 @@ pub fn router(state: ApiState) -> Router {
             "/pinsets/{namespace}/{name}",
             get(pinsets::get_one)
                 .put(pinsets::put)
+                .patch(pinset_patch::patch)
                 .delete(pinsets::remove),
         )
         .route(

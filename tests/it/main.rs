@@ -11,6 +11,7 @@ mod controller_git;
 mod crd;
 mod ipfs;
 mod manifest;
+mod patch;
 mod status;
 mod support;
 mod testbed;
