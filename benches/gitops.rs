@@ -434,6 +434,7 @@ async fn main() {
     // directly (no REST), from the same kind of incremental load.
     let rev3 = ids(n, rev + 2);
     commit(&repo, &rev3);
+    packed.fetch().await.expect("fetch");
     let fetched = source.fetch().await.expect("fetch");
     let loaded = source
         .load_after(&fetched, ctl.take_previous())
@@ -469,6 +470,41 @@ async fn main() {
         secs(t.elapsed())
     );
     check_state(&leader, &owner, &rev3);
+
+    // Before this work, for comparison: the same kind of 1% change fetched
+    // through a pack, loaded in full and sent whole (PUT), by a controller
+    // that keeps no previous load.
+    let rev4 = ids(n, rev + 3);
+    let sha4 = commit(&repo, &rev4);
+    let t = Instant::now();
+    let fetched = packed.fetch().await.expect("fetch");
+    let t_fetch = t.elapsed();
+    let t = Instant::now();
+    let loaded = packed.load(&fetched).await.expect("load");
+    let t_checkout_load = t.elapsed();
+    let dir = packed.cache_dir.join(format!("rev-{sha4}"));
+    let t = Instant::now();
+    let again = pinfleet::manifest::load_paths(&[dir], &Limits::default()).expect("load");
+    let t_load = t.elapsed();
+    assert_eq!(again.pin_count(), loaded.pin_count());
+    let t = Instant::now();
+    let doc = pinfleet::api::to_manifest_json(&loaded.pinsets[0]).to_string();
+    let t_doc = t.elapsed();
+    let mut whole = Controller::new(client.clone(), opts.clone());
+    let t = Instant::now();
+    let out = whole.reconcile(Ok(loaded), false).await;
+    let t_put = t.elapsed();
+    assert!(out.healthy(), "{out:?}");
+    check_state(&leader, &owner, &rev4);
+    println!(
+        "before (whole PinSet): fetch through a pack {}, checkout + full load {} (of which the load itself {}), PUT of the whole PinSet {} (its JSON alone: {}, {:.1} MiB)",
+        secs(t_fetch),
+        secs(t_checkout_load),
+        secs(t_load),
+        secs(t_put),
+        secs(t_doc),
+        doc.len() as f64 / (1 << 20) as f64,
+    );
 
     cancel.cancel();
     tasks.close();
