@@ -13,6 +13,7 @@ mod gc;
 mod metrics;
 mod peers;
 mod pins;
+mod pinset_patch;
 mod pinset_status;
 mod pinsets;
 mod reconcile;
@@ -36,6 +37,7 @@ pub use document::{ManifestDocument, to_manifest_json};
 pub use error::{ApiError, ErrorBody, Problem};
 pub use gc::{GlobalRepoGc, RepoGc};
 pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
+pub use pinset_patch::{PatchDocument, PatchPin};
 pub use pinsets::PinSetInfo;
 
 /// Largest PinSet document `PUT /pinsets/{ns}/{name}` accepts by default.
@@ -108,6 +110,7 @@ pub fn router(state: ApiState) -> Router {
             "/pinsets/{namespace}/{name}",
             get(pinsets::get_one)
                 .put(pinsets::put)
+                .patch(pinset_patch::patch)
                 .delete(pinsets::remove),
         )
         .route(

@@ -226,14 +226,14 @@ pub(super) async fn put_conditions(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn pinset_id(namespace: String, name: String) -> Result<PinSetId, ApiError> {
+pub(super) fn pinset_id(namespace: String, name: String) -> Result<PinSetId, ApiError> {
     check_dns_label(&namespace)
         .map_err(|e| ApiError::bad_request(format!("namespace {namespace:?}: {e}")))?;
     check_dns_label(&name).map_err(|e| ApiError::bad_request(format!("name {name:?}: {e}")))?;
     Ok(PinSetId::new(namespace, name))
 }
 
-fn guard(params: &Params) -> Result<PruneGuard, ApiError> {
+pub(super) fn guard(params: &Params) -> Result<PruneGuard, ApiError> {
     let max_fraction = match params.get("maxPruneFraction") {
         None => DEFAULT_MAX_PRUNE_FRACTION,
         Some(v) => v
@@ -253,7 +253,7 @@ fn guard(params: &Params) -> Result<PruneGuard, ApiError> {
 }
 
 /// 200 with the report, or 409 with it when the prune guard refused.
-fn report_response(report: ApplyReport) -> Response {
+pub(super) fn report_response(report: ApplyReport) -> Response {
     let status = if report.refused.is_some() {
         StatusCode::CONFLICT
     } else {
@@ -263,7 +263,11 @@ fn report_response(report: ApplyReport) -> Response {
 }
 
 /// Reads the whole body, refusing it (413) as soon as it exceeds `cap`.
-async fn read_capped(headers: &HeaderMap, body: Body, cap: u64) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn read_capped(
+    headers: &HeaderMap,
+    body: Body,
+    cap: u64,
+) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -19,9 +19,9 @@ use super::network::Network;
 use super::{
     LogStore, NodeId, PeerNode, RemoteFailure, Rpc, RpcReply, StateStore, TypeConfig, node_id,
 };
-use crate::manifest::{CidKey, DesiredPinSet, Owner, PinSpec};
+use crate::manifest::{CidKey, DesiredPin, DesiredPinSet, Owner, PinSetId, PinSpec};
 use crate::p2p::{self, InboundRequest, P2pConfig, P2pHandle};
-use crate::plan::{PruneGuard, plan_pinset, plan_release_all};
+use crate::plan::{PruneGuard, PruneGuardTripped, plan_pinset, plan_release_all};
 use crate::state::{Command, Op, Outcome, PinSetRecord, Request, plan_ops};
 
 /// Everything a peer needs to run consensus.
@@ -138,6 +138,37 @@ pub struct PinSetApply {
     /// Where it came from.
     pub source: String,
     /// Prune guard (the PinSet's force-prune annotation is honoured too).
+    pub guard: PruneGuard,
+    /// Plan only.
+    pub dry_run: bool,
+}
+
+/// A new revision of an applied PinSet, given as the pins that differ from
+/// the revision the cluster holds (`base_revision`): what a controller that
+/// remembers its last apply sends instead of the whole PinSet.
+#[derive(Clone, Debug)]
+pub struct PinSetPatch {
+    /// `namespace/name`.
+    pub id: PinSetId,
+    /// The revision the cluster must hold for the patch to apply.
+    pub base_revision: String,
+    /// The revision the patch brings the PinSet to.
+    pub revision: String,
+    /// Where it came from.
+    pub source: String,
+    /// Labels of the new revision.
+    pub labels: BTreeMap<String, String>,
+    /// Prune enabled in the new revision.
+    pub prune: bool,
+    /// Reconciling suspended in the new revision (nothing is written).
+    pub suspend: bool,
+    /// Pins the PinSet declares in the new revision.
+    pub pins: u64,
+    /// Pins to add or whose name or options change.
+    pub set: Vec<(CidKey, DesiredPin)>,
+    /// Pins that left the PinSet.
+    pub release: Vec<CidKey>,
+    /// Prune guard.
     pub guard: PruneGuard,
     /// Plan only.
     pub dry_run: bool,
@@ -440,6 +471,12 @@ impl ClusterNode {
     /// The latest Raft metrics.
     pub fn metrics(&self) -> RaftMetrics<NodeId, PeerNode> {
         self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// Raft metrics as they change (the leader's `replication` map says
+    /// which log index each voter holds: what is committed).
+    pub fn metrics_watch(&self) -> tokio::sync::watch::Receiver<RaftMetrics<NodeId, PeerNode>> {
+        self.inner.raft.metrics()
     }
 
     /// The current leader's id, if one is known.
@@ -890,6 +927,121 @@ impl ClusterNode {
         report.created = out.created;
         report.removed = out.removed;
         Ok(report)
+    }
+
+    /// Applies a patch atomically (one revision: staged chunks and one
+    /// commit, as [`apply_pinset`](Self::apply_pinset)) after a read
+    /// barrier, or returns `None` without writing when the PinSet is not
+    /// recorded at `base_revision` (the caller then sends the whole PinSet).
+    ///
+    /// Only the patched pins are read: ops that change nothing are dropped
+    /// (re-sending a patch writes no log entry once its revision is
+    /// recorded), releases of pins the owner does not hold are ignored, and
+    /// the prune guard counts the releases against the pins the base
+    /// revision declared (what the owner holds when it prunes).
+    pub async fn apply_pinset_patch(
+        &self,
+        patch: PinSetPatch,
+    ) -> Result<Option<ApplyReport>, ClusterError> {
+        self.read_barrier().await?;
+        let owner = Owner::pinset(patch.id.clone());
+        let Some(base) = self.record_of(&owner)? else {
+            return Ok(None);
+        };
+        let mut report = ApplyReport {
+            pinset: patch.id.to_string(),
+            dry_run: patch.dry_run,
+            suspended: patch.suspend,
+            ..ApplyReport::default()
+        };
+        if base.revision != patch.revision && base.revision != patch.base_revision {
+            return Ok(None);
+        }
+        let mut cids: Vec<CidKey> = patch.set.iter().map(|(c, _)| *c).collect();
+        cids.extend(patch.release.iter().copied());
+        let store = self.inner.store.clone();
+        let probe = owner.clone();
+        let held = tokio::task::spawn_blocking(move || store.owner_specs(&probe, &cids))
+            .await
+            .map_err(|e| ClusterError::Storage(e.to_string()))?
+            .map_err(|e| ClusterError::Storage(e.to_string()))?;
+        let (held_set, held_release) = held.split_at(patch.set.len());
+        let mut plan = crate::plan::Plan {
+            owner: owner.clone(),
+            add: Vec::new(),
+            update: Vec::new(),
+            release: Vec::new(),
+            unchanged: 0,
+        };
+        for ((cid, pin), before) in patch.set.into_iter().zip(held_set) {
+            match before {
+                None => plan.add.push((cid, pin)),
+                Some(spec) if spec.same_as(&pin.spec) => plan.unchanged += 1,
+                Some(spec) => plan.update.push(crate::plan::Update {
+                    cid,
+                    from: spec.clone(),
+                    to: pin,
+                }),
+            }
+        }
+        for (cid, before) in patch.release.into_iter().zip(held_release) {
+            if before.is_some() {
+                plan.release.push(cid);
+            }
+        }
+        report.add = plan.add.len() as u64;
+        report.update = plan.update.len() as u64;
+        report.release = plan.release.len() as u64;
+        report.unchanged = base.pins.saturating_sub(report.update + report.release);
+        report.sample = sample(&plan);
+        let release = plan.release.len();
+        let owned = usize::try_from(base.pins).unwrap_or(usize::MAX);
+        let desired = usize::try_from(patch.pins).unwrap_or(usize::MAX);
+        let tripped = release > 0
+            && !patch.guard.force
+            && (desired == 0 || release as f64 > patch.guard.max_fraction * owned as f64);
+        if tripped {
+            report.refused = Some(
+                PruneGuardTripped {
+                    owner,
+                    release,
+                    owned,
+                    desired,
+                    max_fraction: patch.guard.max_fraction,
+                }
+                .to_string(),
+            );
+            return Ok(Some(report));
+        }
+        let record = PinSetRecord {
+            namespace: patch.id.namespace.clone(),
+            name: patch.id.name.clone(),
+            revision: patch.revision,
+            labels: patch.labels,
+            source: patch.source,
+            pins: patch.pins,
+            prune: patch.prune,
+            suspend: patch.suspend,
+            applied_at_ms: 0,
+        };
+        let same_record = PinSetRecord {
+            applied_at_ms: 0,
+            ..base
+        } == record;
+        if patch.dry_run || patch.suspend || (plan.is_empty() && same_record) {
+            return Ok(Some(report));
+        }
+        let record = PinSetRecord {
+            applied_at_ms: chrono::Utc::now().timestamp_millis(),
+            ..record
+        };
+        let (out, entries) = self
+            .commit_ops(owner, plan_ops(&plan), Some(record))
+            .await?;
+        report.entries = entries;
+        report.created = out.created;
+        report.removed = out.removed;
+        Ok(Some(report))
     }
 
     /// Releases everything a PinSet owns and forgets it, under the guard.

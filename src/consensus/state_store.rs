@@ -410,6 +410,31 @@ impl StateStore {
         Ok(out)
     }
 
+    /// The spec `owner` recorded for each of `cids` (`None` where it holds
+    /// no such pin), from one read transaction: what a patch changes,
+    /// without reading every pin the owner holds.
+    pub fn owner_specs(
+        &self,
+        owner: &Owner,
+        cids: &[CidKey],
+    ) -> Result<Vec<Option<PinSpec>>, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let pins = txn.open_table(PINS).map_err(read_err)?;
+        let mut out = Vec::with_capacity(cids.len());
+        for cid in cids {
+            let key = cid.cid().to_bytes();
+            let spec = match pins.get(key.as_slice()).map_err(read_err)? {
+                Some(v) => decode_pin(*cid, v.value())
+                    .map_err(read_err)?
+                    .owners
+                    .remove(owner),
+                None => None,
+            };
+            out.push(spec);
+        }
+        Ok(out)
+    }
+
     /// Every recorded PinSet.
     pub fn pinsets(&self) -> Result<Vec<(Owner, PinSetRecord)>, StorageError<NodeId>> {
         let txn = self.db.begin_read().map_err(read_err)?;

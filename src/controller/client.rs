@@ -1,5 +1,5 @@
-//! The few REST calls the controller makes (DESIGN §7): apply, delete and
-//! list PinSets.
+//! The few REST calls the controller makes (DESIGN §7): apply (whole or
+//! as a patch), delete and list PinSets.
 
 use reqwest::{Method, StatusCode, Url};
 
@@ -183,6 +183,36 @@ impl Client {
         let url = self.url(&["pinsets", &id.namespace, &id.name], &query);
         self.call(Method::PUT, url, Some(document), &[StatusCode::CONFLICT])
             .await
+    }
+
+    /// `PATCH /pinsets/{ns}/{name}`: only the pins that changed since
+    /// `document.base_revision`. `None` when the cluster does not hold that
+    /// revision (412): send the whole PinSet instead. A prune guard refusal
+    /// (409) is a report with `refused` set.
+    pub async fn patch_pinset(
+        &self,
+        id: &PinSetId,
+        document: &crate::api::PatchDocument,
+        force: bool,
+        source: &str,
+    ) -> Result<Option<ApplyReport>, ClientError> {
+        let mut query = vec![("source", source.to_string())];
+        if force {
+            query.push(("force", "true".to_string()));
+        }
+        let url = self.url(&["pinsets", &id.namespace, &id.name], &query);
+        let body = serde_json::to_vec(document).map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        match self
+            .call(Method::PATCH, url, Some(body), &[StatusCode::CONFLICT])
+            .await
+        {
+            Ok(r) => Ok(Some(r)),
+            Err(ClientError::Api { status: 412, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `DELETE /pinsets/{ns}/{name}`; a prune guard refusal (409) is a report

@@ -7,8 +7,10 @@
 //! is `<ref>@sha1:<sha>` (`main@sha1:…`, `v1.2.0@sha1:…`; `sha1:…` for a bare
 //! commit).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use git2::{Cred, CredentialType, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
@@ -18,7 +20,10 @@ use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
 use super::{Controller, ReconcileOutcome};
-use crate::manifest::{Limits, LoadError, Loaded, load_paths};
+use crate::manifest::incremental::{
+    LineIndex, ListChange, MAX_INDEXED_BYTES, PinSetChanges, apply_change, check_change, diff_lines,
+};
+use crate::manifest::{Limits, LoadError, Loaded, PinOptions, PinSetId, load_paths};
 
 /// Environment variable holding an HTTPS token.
 pub const TOKEN_ENV: &str = "PINFLEET_GIT_TOKEN";
@@ -97,7 +102,46 @@ pub struct GitSource {
     pub credentials: Credentials,
     /// Bounds on what a load may read.
     pub limits: Limits,
+    /// For a remote on this machine (`file://` or a path): read its objects
+    /// where they are (as a git alternate, never written down) instead of
+    /// copying them through a pack, which for a 64 MiB list file costs
+    /// most of a second of compression. On by default.
+    pub share_local_objects: bool,
+    /// What the last full or incremental load read, for the next
+    /// incremental one (shared by clones).
+    memo: Arc<Mutex<Option<Memo>>>,
 }
+
+/// The last load of a git source: its commit and the `pinsFrom` lists it
+/// read, with their content and line index.
+struct Memo {
+    sha: String,
+    revision: String,
+    lists: Vec<ListMemo>,
+}
+
+struct ListMemo {
+    /// Path of the file in the repository.
+    repo_path: PathBuf,
+    pinset: PinSetId,
+    options: Arc<PinOptions>,
+    blob: Oid,
+    bytes: Vec<u8>,
+    index: LineIndex,
+}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memo")
+            .field("sha", &self.sha)
+            .field("lists", &self.lists.len())
+            .finish()
+    }
+}
+
+/// Why an incremental load gave way to a full one (logged at debug level).
+#[derive(Debug)]
+struct Fallback(&'static str);
 
 /// The commit a fetch selected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,6 +233,8 @@ impl GitSource {
             cache_dir: cache_root.join(&key[..16]),
             credentials,
             limits,
+            share_local_objects: true,
+            memo: Arc::default(),
         })
     }
 
@@ -215,13 +261,197 @@ impl GitSource {
     /// Checks out `fetched` into its revision directory (reused when present,
     /// older ones removed) and loads it; the digest is the revision.
     pub async fn load(&self, fetched: &Fetched) -> Result<Loaded, LoadError> {
+        self.load_after(fetched, None).await
+    }
+
+    /// Loads `fetched` from `previous`, the result of this source's last
+    /// load, when it can: if only `pinsFrom` lists changed between the two
+    /// commits, the lines that differ are parsed and `previous` is updated
+    /// in place, with `changes` saying what changed in each PinSet (see
+    /// [`crate::manifest::incremental`]); no checkout is made. Otherwise (a
+    /// manifest changed, a line does not parse, no previous load) this is
+    /// [`load`](Self::load).
+    pub async fn load_after(
+        &self,
+        fetched: &Fetched,
+        previous: Option<Loaded>,
+    ) -> Result<Loaded, LoadError> {
         let this = self.clone();
         let f = fetched.clone();
         join(
-            tokio::task::spawn_blocking(move || this.load_blocking(&f)),
+            tokio::task::spawn_blocking(move || {
+                if let Some(prev) = previous {
+                    match this.load_incremental(&f, prev) {
+                        Ok(loaded) => return Ok(loaded),
+                        Err(Fallback(why)) => {
+                            tracing::debug!(revision = %f.revision, why, "full load");
+                        }
+                    }
+                }
+                this.load_blocking(&f)
+            }),
             &self.url,
         )
         .await
+    }
+
+    fn load_incremental(&self, fetched: &Fetched, mut prev: Loaded) -> Result<Loaded, Fallback> {
+        let mut guard = self.memo.lock().map_err(|_| Fallback("memo poisoned"))?;
+        let memo = guard.take().ok_or(Fallback("nothing remembered"))?;
+        if memo.revision != prev.digest || prev.duplicates != 0 {
+            return Err(Fallback("the previous load does not match the memo"));
+        }
+        let repo = self.open().map_err(|_| Fallback("cannot open the cache"))?;
+        let tree = |sha: &str| {
+            Oid::from_str(sha)
+                .and_then(|o| repo.find_commit(o))
+                .and_then(|c| c.tree())
+                .map_err(|_| Fallback("commit not found"))
+        };
+        let (old_tree, new_tree) = (tree(&memo.sha)?, tree(&fetched.sha)?);
+        let diff = repo
+            .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)
+            .map_err(|_| Fallback("cannot diff the trees"))?;
+        // (index in memo.lists, new blob)
+        let mut changed: Vec<(usize, Oid)> = Vec::new();
+        for delta in diff.deltas() {
+            let (old, new) = (delta.old_file(), delta.new_file());
+            let regular = |m: git2::FileMode| {
+                matches!(m, git2::FileMode::Blob | git2::FileMode::BlobExecutable)
+            };
+            for f in [&old, &new] {
+                if f.id().is_zero() {
+                    continue;
+                }
+                if !regular(f.mode()) {
+                    return Err(Fallback("a link or submodule changed"));
+                }
+            }
+            let Some(path) = new.path().or(old.path()) else {
+                return Err(Fallback("a changed path is not utf-8"));
+            };
+            if let Some(i) = memo.lists.iter().position(|l| l.repo_path == path) {
+                if delta.status() != git2::Delta::Modified || old.id() != memo.lists[i].blob {
+                    return Err(Fallback("a list was added, removed or replaced"));
+                }
+                changed.push((i, new.id()));
+                continue;
+            }
+            let inside = self.path.as_ref().is_none_or(|p| path.starts_with(p));
+            let manifest = matches!(
+                path.extension().and_then(|x| x.to_str()),
+                Some("yaml" | "yml")
+            );
+            if inside && manifest {
+                return Err(Fallback("a manifest changed"));
+            }
+            // Anything else (outside `path`, not a manifest, not a list read
+            // by the manifests): not part of the load.
+        }
+
+        let mut memo = memo;
+        // Per PinSet: the changed lists, parsed.
+        let mut per_pinset: BTreeMap<PinSetId, ListChange> = BTreeMap::new();
+        let mut new_lists: Vec<(usize, Oid, git2::Blob<'_>, LineIndex)> = Vec::new();
+        for (i, blob) in changed {
+            let list = &memo.lists[i];
+            let content = repo
+                .find_blob(blob)
+                .map_err(|_| Fallback("blob not found"))?;
+            if content.size() as u64 > self.limits.max_list_bytes
+                || content.size() > MAX_INDEXED_BYTES
+            {
+                return Err(Fallback("a list is over the limit"));
+            }
+            let new = content.content();
+            let index = LineIndex::new(new);
+            let diff = diff_lines(&list.index, &index);
+            let change = ListChange::parse(&list.bytes, new, &diff, &list.options)
+                .ok_or(Fallback("a changed line does not parse"))?;
+            let entry = per_pinset.entry(list.pinset.clone()).or_default();
+            entry.removed.extend(change.removed);
+            entry.added.extend(change.added);
+            new_lists.push((i, blob, content, index));
+        }
+        let total_before = prev.pin_count();
+        for (id, change) in &per_pinset {
+            let ps = prev
+                .pinsets
+                .iter()
+                .find(|p| p.id == *id)
+                .ok_or(Fallback("a list's PinSet is gone"))?;
+            let others = total_before - ps.pins.len();
+            let room = self.limits.max_pins.saturating_sub(others);
+            check_change(ps, change, room).ok_or(Fallback("the change needs a full load"))?;
+        }
+        // Checked: from here on nothing fails.
+        let mut changes = BTreeMap::new();
+        for ps in &mut prev.pinsets {
+            let c = match per_pinset.remove(&ps.id) {
+                Some(change) => apply_change(ps, change),
+                None => PinSetChanges::default(),
+            };
+            changes.insert(ps.id.clone(), c);
+        }
+        for (i, blob, content, index) in new_lists {
+            let l = &mut memo.lists[i];
+            // The old buffer is reused: no fresh pages to fault in.
+            l.bytes.clear();
+            l.bytes.extend_from_slice(content.content());
+            (l.blob, l.index) = (blob, index);
+        }
+        memo.sha = fetched.sha.clone();
+        memo.revision = fetched.revision.clone();
+        *guard = Some(memo);
+        let base = std::mem::replace(&mut prev.digest, fetched.revision.clone());
+        prev.changes = Some((base, changes));
+        Ok(prev)
+    }
+
+    /// Remembers the lists a full load of `fetched` (checked out at `root`)
+    /// read; nothing is remembered when a list's path goes through a link
+    /// (a change of the file would not show under that path).
+    fn remember(&self, fetched: &Fetched, root: &Path, loaded: &Loaded) {
+        let memo = (|| -> Option<Memo> {
+            let repo = self.open().ok()?;
+            let tree = repo
+                .find_commit(Oid::from_str(&fetched.sha).ok()?)
+                .ok()?
+                .tree()
+                .ok()?;
+            let root = std::fs::canonicalize(root).ok()?;
+            let mut lists = Vec::with_capacity(loaded.lists.len());
+            for l in &loaded.lists {
+                let real = std::fs::canonicalize(&l.path).ok()?;
+                let repo_path = real.strip_prefix(&root).ok()?.to_path_buf();
+                let entry = tree.get_path(&repo_path).ok()?;
+                let bytes = std::fs::read(&real).ok()?;
+                if bytes.len() > MAX_INDEXED_BYTES {
+                    return None;
+                }
+                let blob = entry.id();
+                if Oid::hash_object(git2::ObjectType::Blob, &bytes).ok()? != blob {
+                    return None;
+                }
+                let index = LineIndex::new(&bytes);
+                lists.push(ListMemo {
+                    repo_path,
+                    pinset: l.pinset.clone(),
+                    options: Arc::clone(&l.options),
+                    blob,
+                    bytes,
+                    index,
+                });
+            }
+            Some(Memo {
+                sha: fetched.sha.clone(),
+                revision: fetched.revision.clone(),
+                lists,
+            })
+        })();
+        if let Ok(mut m) = self.memo.lock() {
+            *m = memo;
+        }
     }
 
     fn source_error(&self, what: &str, e: impl fmt::Display) -> LoadError {
@@ -233,14 +463,39 @@ impl GitSource {
 
     fn open(&self) -> Result<Repository, LoadError> {
         let dir = self.cache_dir.join("repo.git");
-        if dir.join("HEAD").exists() {
+        let repo = if dir.join("HEAD").exists() {
             Repository::open_bare(&dir)
         } else {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| self.source_error("cannot create the git cache", e))?;
             Repository::init_bare(&dir)
         }
-        .map_err(|e| self.source_error("cannot open the git cache", e.message()))
+        .map_err(|e| self.source_error("cannot open the git cache", e.message()))?;
+        if let Some(objects) = self.local_objects() {
+            // Best effort: without it, the objects are fetched as usual.
+            if let Err(e) = repo
+                .odb()
+                .and_then(|odb| odb.add_disk_alternate(&objects.to_string_lossy()))
+            {
+                tracing::debug!(error = %e.message(), "cannot share the local remote's objects");
+            }
+        }
+        Ok(repo)
+    }
+
+    /// The object directory of a remote on this machine, when shared.
+    fn local_objects(&self) -> Option<PathBuf> {
+        if !self.share_local_objects {
+            return None;
+        }
+        let path = match self.url.strip_prefix("file://") {
+            Some(p) => PathBuf::from(p),
+            None if Path::new(&self.url).is_absolute() => PathBuf::from(&self.url),
+            None => return None,
+        };
+        let remote = Repository::open(&path).ok()?;
+        let objects = remote.path().join("objects");
+        objects.is_dir().then_some(objects)
     }
 
     fn callbacks(&self) -> RemoteCallbacks<'static> {
@@ -422,10 +677,15 @@ impl GitSource {
         self.prune_revisions(&root);
         let dir = match &self.path {
             Some(p) => root.join(p),
-            None => root,
+            None => root.clone(),
         };
-        let mut loaded = load_paths(&[dir], &self.limits)?;
+        let loaded = load_paths(&[dir], &self.limits);
+        if let Ok(mut m) = self.memo.lock() {
+            *m = None;
+        }
+        let mut loaded = loaded?;
         loaded.digest = fetched.revision.clone();
+        self.remember(fetched, &root, &loaded);
         Ok(loaded)
     }
 
@@ -564,6 +824,7 @@ pub async fn poll(
     source: &GitSource,
     last_sha: &mut Option<String>,
 ) -> ReconcileOutcome {
+    controller.keep_loads();
     let fetched = match source.fetch().await {
         Ok(f) => f,
         Err(e) => return controller.reconcile(Err(e), false).await,
@@ -579,7 +840,9 @@ pub async fn poll(
             ..ReconcileOutcome::default()
         };
     }
-    let loaded = source.load(&fetched).await;
+    let loaded = source
+        .load_after(&fetched, controller.take_previous())
+        .await;
     *last_sha = Some(fetched.sha);
     let mut out = controller.reconcile(loaded, false).await;
     // A commit that does not load is still the commit the author pushed:

@@ -13,6 +13,7 @@ mod client;
 pub mod daemon;
 mod dir;
 pub mod git;
+mod patch;
 pub mod reporter;
 pub mod requests;
 pub mod webhook;
@@ -214,6 +215,10 @@ pub struct Controller {
     state: ControllerState,
     /// Conditions last written to the cluster, per PinSet.
     reported: BTreeMap<PinSetId, Vec<Condition>>,
+    /// Keep the last load applied healthily, for an incremental reload.
+    keep_loads: bool,
+    /// That load (see [`Controller::take_previous`]).
+    previous: Option<Loaded>,
 }
 
 impl Controller {
@@ -224,7 +229,20 @@ impl Controller {
             opts,
             state: ControllerState::default(),
             reported: BTreeMap::new(),
+            keep_loads: false,
+            previous: None,
         }
+    }
+
+    /// Keeps the last load that was applied healthily, for the source to
+    /// reload incrementally from (see [`GitSource::load_after`]).
+    pub fn keep_loads(&mut self) {
+        self.keep_loads = true;
+    }
+
+    /// The last load applied healthily (kept with [`keep_loads`](Self::keep_loads)).
+    pub fn take_previous(&mut self) -> Option<Loaded> {
+        self.previous.take()
     }
 
     /// The engine's state.
@@ -271,8 +289,12 @@ impl Controller {
                     && self.state.last_healthy
                     && self.state.last_applied_revision.as_deref() == Some(&loaded.digest)
                 {
+                    let revision = Some(loaded.digest.clone());
+                    if self.keep_loads {
+                        self.previous = Some(loaded);
+                    }
                     return ReconcileOutcome {
-                        revision: Some(loaded.digest),
+                        revision,
                         skipped: true,
                         ..ReconcileOutcome::default()
                     };
@@ -358,7 +380,7 @@ impl Controller {
         }
     }
 
-    async fn apply(&mut self, loaded: Loaded) -> ReconcileOutcome {
+    async fn apply(&mut self, mut loaded: Loaded) -> ReconcileOutcome {
         let revision = loaded.digest.clone();
         let mut out = ReconcileOutcome {
             revision: Some(revision.clone()),
@@ -404,12 +426,22 @@ impl Controller {
                 PinSetOutcome::new(&ps.id, ConditionType::Ready, Reason::Suspended, &revision)
                     .with_message("spec.suspend is true: not reconciled")
             } else {
-                let doc = crate::api::to_manifest_json(ps).to_string().into_bytes();
                 let force = self.opts.force || ps.force_prune();
-                match self
-                    .client
-                    .put_pinset(&ps.id, doc, force, &self.opts.source, &revision)
-                    .await
+                // What changed since the revision this controller applied last.
+                let changes = loaded
+                    .changes
+                    .as_ref()
+                    .filter(|(base, _)| self.state.last_applied_revision.as_ref() == Some(base))
+                    .and_then(|(base, c)| Some((base.as_str(), c.get(&ps.id)?)));
+                match patch::send(
+                    &self.client,
+                    ps,
+                    changes,
+                    force,
+                    &self.opts.source,
+                    &revision,
+                )
+                .await
                 {
                     Ok(r) => report_outcome(&ps.id, &r, &revision, false),
                     Err(e) => error_outcome(&ps.id, &e, &revision),
@@ -441,6 +473,10 @@ impl Controller {
             .all(|o| o.reason != Reason::ClusterUnavailable)
         {
             self.state.last_applied_revision = Some(revision);
+        }
+        if self.keep_loads && out.healthy() {
+            loaded.changes = None;
+            self.previous = Some(loaded);
         }
         out
     }

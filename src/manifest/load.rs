@@ -14,8 +14,9 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::cidkey::CidKey;
-use super::desired::{DesiredPin, DesiredPinSet, PinSpec};
+use super::desired::{DesiredPin, DesiredPinSet, PinOptions, PinSetId, PinSpec};
 use super::diag::{Diagnostic, Diagnostics, suggest};
+use super::incremental::PinSetChanges;
 use super::located::Pos;
 use super::model::PinSetDocument;
 use super::validate::{DocumentChecker, PinSource};
@@ -56,6 +57,25 @@ pub struct Loaded {
     pub digest: String,
     /// Manifest files read.
     pub manifest_files: usize,
+    /// The `pinsFrom` lists read, in reading order.
+    pub lists: Vec<ListFile>,
+    /// CIDs declared more than once (identically) within a PinSet, summed
+    /// over PinSets.
+    pub duplicates: usize,
+    /// Set by an incremental reload: what changed in each PinSet since the
+    /// load whose digest is `.0`.
+    pub changes: Option<(String, BTreeMap<PinSetId, PinSetChanges>)>,
+}
+
+/// A `pinsFrom` list a load read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListFile {
+    /// The PinSet it belongs to.
+    pub pinset: PinSetId,
+    /// The file, as resolved (relative to the manifest's directory).
+    pub path: PathBuf,
+    /// The options every CID of the list gets.
+    pub options: Arc<PinOptions>,
 }
 
 impl Loaded {
@@ -130,7 +150,11 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Result<Loaded
         }
     }
     let Loader {
-        mut diags, hasher, ..
+        mut diags,
+        hasher,
+        lists,
+        duplicates,
+        ..
     } = loader;
     if !diags.is_empty() {
         diags.sort();
@@ -141,6 +165,9 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Result<Loaded
         pinsets: pinsets.into_values().collect(),
         digest: format!("sha256:{}", hex(&hasher.finalize())),
         manifest_files: files.len(),
+        lists,
+        duplicates,
+        changes: None,
     })
 }
 
@@ -216,6 +243,8 @@ struct Loader<'a> {
     hasher: Sha256,
     pins_total: usize,
     pin_limit_reported: bool,
+    lists: Vec<ListFile>,
+    duplicates: usize,
 }
 
 impl<'a> Loader<'a> {
@@ -226,6 +255,8 @@ impl<'a> Loader<'a> {
             hasher: Sha256::new(),
             pins_total: 0,
             pin_limit_reported: false,
+            lists: Vec::new(),
+            duplicates: 0,
         }
     }
 
@@ -310,7 +341,17 @@ impl<'a> Loader<'a> {
             };
             for list in std::mem::take(&mut checked.lists) {
                 match root {
-                    Some(root) => self.read_list(root, file, &list.path, list.pos, &mut checked),
+                    Some(root) => {
+                        if let Some(path) =
+                            self.read_list(root, file, &list.path, list.pos, &mut checked)
+                        {
+                            self.lists.push(ListFile {
+                                pinset: checked.pinset.id.clone(),
+                                path,
+                                options: Arc::clone(&checked.list_options),
+                            });
+                        }
+                    }
                     None => self.diags.push(Diagnostic::at(
                         file,
                         list.pos,
@@ -320,6 +361,7 @@ impl<'a> Loader<'a> {
             }
             self.count_pins(file, checked.pinset.source.pos, checked.pinset.pins.len());
             if self.diags.len() == before {
+                self.duplicates += checked.duplicates;
                 out.push(checked.pinset);
             }
         }
@@ -348,13 +390,9 @@ impl<'a> Loader<'a> {
         rel: &str,
         pos: Pos,
         checked: &mut super::validate::CheckedDocument,
-    ) {
-        let Some(path) = self.resolve_list_path(root, manifest, rel, pos) else {
-            return;
-        };
-        let Some(bytes) = self.read_limited_at(manifest, pos, &path) else {
-            return;
-        };
+    ) -> Option<PathBuf> {
+        let path = self.resolve_list_path(root, manifest, rel, pos)?;
+        let bytes = self.read_limited_at(manifest, pos, &path)?;
         let options = checked.list_options.clone();
         let mut errors = 0usize;
         let mut push = |diags: &mut Vec<Diagnostic>, d: Diagnostic| {
@@ -416,6 +454,7 @@ impl<'a> Loader<'a> {
                 ),
             ));
         }
+        Some(path)
     }
 
     fn read_limited_at(&mut self, manifest: &Path, pos: Pos, path: &Path) -> Option<Vec<u8>> {
@@ -514,15 +553,15 @@ pub fn written_as(key: &CidKey, written: &str) -> Option<Box<str>> {
     (canonical != written).then(|| written.into())
 }
 
-struct ListLine<'a> {
-    cid: &'a str,
-    name: &'a str,
-    col: u32,
+pub(crate) struct ListLine<'a> {
+    pub cid: &'a str,
+    pub name: &'a str,
+    pub col: u32,
 }
 
 /// One line of a CID list: `CID [name]`, `#` starts a comment (at the start of
 /// the line or after whitespace), blank lines are skipped.
-fn parse_list_line(line: &str) -> Option<ListLine<'_>> {
+pub(crate) fn parse_list_line(line: &str) -> Option<ListLine<'_>> {
     let line = line.strip_suffix('\r').unwrap_or(line);
     let content = match line.find('#') {
         Some(0) => "",
@@ -559,6 +598,13 @@ fn yaml_options(limits: &Limits) -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     // About ten parser events per inline pin; allow the pin limit's worth.
     budget.max_events = limits.max_pins.saturating_mul(12).max(budget.max_events);
+    // A whole PinSet sent to `PUT /pinsets` as JSON has about four nodes
+    // and 100 bytes of scalars per pin.
+    budget.max_nodes = limits.max_pins.saturating_mul(6).max(budget.max_nodes);
+    budget.max_total_scalar_bytes = limits
+        .max_pins
+        .saturating_mul(256)
+        .max(budget.max_total_scalar_bytes);
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     options

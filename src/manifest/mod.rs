@@ -7,6 +7,7 @@ mod cidkey;
 mod desired;
 mod diag;
 pub mod duration;
+pub mod incremental;
 mod load;
 mod located;
 pub mod model;
@@ -19,7 +20,7 @@ pub use desired::{
 };
 pub use diag::{Diagnostic, Diagnostics, suggest};
 pub use load::written_as as written_as_of;
-pub use load::{Limits, LoadError, Loaded, load_paths, load_str};
+pub use load::{Limits, ListFile, LoadError, Loaded, load_paths, load_str};
 pub use located::{Located, Pos};
 pub use model::{PinMode, PinSet, PinSetSpec, PinSetStatus};
 pub use validate::{DEFAULT_NAMESPACE, check_dns_label};

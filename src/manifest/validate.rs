@@ -42,6 +42,8 @@ pub(crate) struct CheckedDocument {
     pub lists: Vec<ListRef>,
     /// Options every listed CID gets (the PinSet's defaults).
     pub list_options: Arc<PinOptions>,
+    /// CIDs declared again, identically.
+    pub duplicates: usize,
 }
 
 impl CheckedDocument {
@@ -57,7 +59,10 @@ impl CheckedDocument {
                 v.insert(pin);
                 Ok(())
             }
-            Entry::Occupied(o) if o.get().spec.same_as(&pin.spec) => Ok(()),
+            Entry::Occupied(o) if o.get().spec.same_as(&pin.spec) => {
+                self.duplicates += 1;
+                Ok(())
+            }
             Entry::Occupied(o) => Err(Diagnostic::at(
                 at.file,
                 at.pos,
@@ -157,6 +162,7 @@ impl<'a> DocumentChecker<'a> {
                 })
                 .collect(),
             list_options: Arc::clone(&list_options),
+            duplicates: 0,
         };
         for entry in spec.pins {
             self.pin(entry, &defaults, &list_options, &mut checked);

@@ -664,3 +664,134 @@ async fn https_and_ssh_transports_are_built_in() {
         assert!(chain.contains("failed to connect"), "{url}: {chain}");
     }
 }
+
+fn list_manifest(name: &str) -> String {
+    format!(
+        "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: {name}\n  namespace: git\nspec:\n  defaults:\n    replication: {{min: 1, max: 2}}\n  pinsFrom:\n    - path: lists/l.txt\n"
+    )
+}
+
+fn list_text(cids: &[String]) -> String {
+    let mut s = String::from("# generated\n");
+    for (i, c) in cids.iter().enumerate() {
+        s.push_str(&format!("{c} pin-{i}\n"));
+    }
+    s
+}
+
+#[tokio::test]
+async fn a_changed_list_is_reloaded_incrementally_like_a_full_load() {
+    let remote = Remote::new();
+    let cids = seeds("incr", 60);
+    remote.commit(
+        &[
+            ("m.yaml", &list_manifest("incr")),
+            ("lists/l.txt", &list_text(&cids[..50])),
+        ],
+        &[],
+    );
+    let src = remote.source("ref=main");
+    let first = src.load(&src.fetch().await.unwrap()).await.unwrap();
+    assert!(first.changes.is_none());
+
+    // Five lines replaced, one renamed, one moved, a README added.
+    let mut next: Vec<String> = cids[..50].to_vec();
+    for (i, c) in cids[50..55].iter().enumerate() {
+        next[i * 7] = c.clone();
+    }
+    next.swap(3, 40);
+    let mut text = list_text(&next);
+    text = text.replace(
+        &format!("{} pin-10\n", next[10]),
+        &format!("{} renamed\n", next[10]),
+    );
+    let sha = remote.commit(&[("lists/l.txt", &text), ("README.md", "hello\n")], &[]);
+    let f = src.fetch().await.unwrap();
+    let base = first.digest.clone();
+    let incr = src.load_after(&f, Some(first)).await.unwrap();
+    assert_eq!(incr.digest, format!("main@sha1:{sha}"));
+    let (from, changes) = incr.changes.clone().expect("an incremental load");
+    assert_eq!(from, base);
+    let c = &changes[&pinfleet::manifest::PinSetId::new("git", "incr")];
+    // pin-3 and pin-40 swapped names with their lines: updates too.
+    assert_eq!((c.set.len(), c.release.len()), (5 + 1 + 2, 5), "{c:?}");
+    // A full load of the same commit, from a source without memory.
+    let full = remote.source("ref=main");
+    let full = full.load(&full.fetch().await.unwrap()).await.unwrap();
+    assert_eq!(incr.pinsets.len(), 1);
+    assert_eq!(incr.pinsets[0].pins, full.pinsets[0].pins);
+
+    // A manifest change: a full load.
+    remote.commit(
+        &[("m.yaml", &list_manifest("incr").replace("max: 2", "max: 3"))],
+        &[],
+    );
+    let f = src.fetch().await.unwrap();
+    let again = src.load_after(&f, Some(incr)).await.unwrap();
+    assert!(again.changes.is_none());
+    assert_eq!(again.pinsets[0].pins.len(), 50);
+}
+
+#[tokio::test]
+async fn a_list_change_is_applied_as_a_patch_and_a_broken_line_stalls() {
+    let remote = Remote::new();
+    let cids = seeds("patch", 30);
+    remote.commit(
+        &[
+            ("m.yaml", &list_manifest("lpatch")),
+            ("lists/l.txt", &list_text(&cids[..20])),
+        ],
+        &[],
+    );
+    let src = remote.source("ref=main");
+    let mut ctl = controller(&src, false);
+    let mut last = None;
+    let out = poll(&mut ctl, &src, &mut last).await;
+    assert_eq!(outcome(&out.pinsets, "lpatch").add, 20, "{out:?}");
+
+    let mut next = cids[..20].to_vec();
+    next[0] = cids[20].clone();
+    next[19] = cids[21].clone();
+    let sha = remote.commit(&[("lists/l.txt", &list_text(&next))], &[]);
+    let out = poll(&mut ctl, &src, &mut last).await;
+    let o = outcome(&out.pinsets, "lpatch");
+    assert_eq!(
+        (o.reason, o.add, o.release),
+        (Reason::Succeeded, 2, 2),
+        "{o:?}"
+    );
+    let rev = format!("main@sha1:{sha}");
+    let rec = recorded("git", "lpatch").await.unwrap();
+    assert_eq!(
+        (rec["revision"].as_str(), rec["pins"].as_u64()),
+        (Some(rev.as_str()), Some(20))
+    );
+    assert!(owners(&cids[0]).await.is_none());
+    assert!(owners(&cids[20]).await.is_some());
+
+    // A line that does not parse: located, nothing changes.
+    let mut text = list_text(&next);
+    text.push_str("bafy-not-a-cid pin-x\n");
+    text = text.replace(
+        &format!("{} pin-1\n", next[1]),
+        &format!("{} pin-1\n", cids[22]),
+    );
+    remote.commit(&[("lists/l.txt", &text)], &[]);
+    let out = poll(&mut ctl, &src, &mut last).await;
+    let err = out
+        .source_error
+        .clone()
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(err.contains("l.txt:22:1"), "{err}");
+    let o = outcome(&out.pinsets, "lpatch");
+    assert_eq!(
+        (o.condition, o.reason),
+        (ConditionType::Stalled, Reason::ManifestInvalid)
+    );
+    assert!(owners(&cids[22]).await.is_none());
+    assert!(owners(&next[1]).await.is_some());
+    assert_eq!(
+        recorded("git", "lpatch").await.unwrap()["revision"],
+        rev.as_str()
+    );
+}

@@ -12,6 +12,7 @@ mod crd;
 mod embedded;
 mod ipfs;
 mod manifest;
+mod patch;
 mod status;
 mod support;
 mod testbed;

@@ -1,0 +1,36 @@
+//! Sending a PinSet's new revision to the cluster: as a patch (`PATCH
+//! /pinsets/{ns}/{name}`, only the pins that changed) when the load says
+//! what changed since the revision the cluster holds, otherwise whole
+//! (`PUT`). A cluster that does not hold the patch's base revision answers
+//! `412` and gets the whole PinSet.
+
+use super::{Client, ClientError};
+use crate::api::PatchDocument;
+use crate::consensus::ApplyReport;
+use crate::manifest::incremental::PinSetChanges;
+use crate::manifest::{CidKey, DesiredPinSet};
+
+/// Applies `ps` at `revision`; `changes` is `(base revision, what changed
+/// since)` when known.
+pub(super) async fn send(
+    client: &Client,
+    ps: &DesiredPinSet,
+    changes: Option<(&str, &PinSetChanges)>,
+    force: bool,
+    source: &str,
+    revision: &str,
+) -> Result<ApplyReport, ClientError> {
+    if let Some((base, c)) = changes {
+        // Without prune, pins that left the manifest stay (as with PUT).
+        let release: &[CidKey] = if ps.prune { &c.release } else { &[] };
+        let doc = PatchDocument::new(base.to_string(), revision.to_string(), ps, &c.set, release);
+        if let Some(r) = client.patch_pinset(&ps.id, &doc, force, source).await? {
+            return Ok(r);
+        }
+        tracing::debug!(pinset = %ps.id, base, "the cluster does not hold the base revision: sending the whole pinset");
+    }
+    let doc = crate::api::to_manifest_json(ps).to_string().into_bytes();
+    client
+        .put_pinset(&ps.id, doc, force, source, revision)
+        .await
+}
