@@ -778,6 +778,11 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Every this many polls on the interval, the revision is re-applied whole
+/// even when unchanged, to repair drift in the cluster (a no-op poll stays
+/// cheap the other times: 1M pins re-planned is seconds of work).
+pub const DRIFT_POLLS: u32 = 10;
+
 /// `interval` ±10%.
 fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(rand::rng().random_range(0.9..=1.1))
@@ -785,9 +790,10 @@ fn jittered(interval: Duration) -> Duration {
 
 /// Runs `controller` on `source` until `cancel`: fetches and reconciles at
 /// once, then on every `interval` (±10% jitter), every `trigger` message
-/// (webhooks) and every reconcile-now request. A poll whose commit is unchanged while the last outcome was
-/// healthy is skipped without checkout or loading. Each outcome is handed to
-/// `report`.
+/// (webhooks) and every reconcile-now request. A poll whose commit is
+/// unchanged while the last outcome was healthy is skipped without checkout
+/// or loading, except every [`DRIFT_POLLS`]-th interval, which re-applies it
+/// whole to repair drift. Each outcome is handed to `report`.
 pub async fn run_git(
     mut controller: Controller,
     source: GitSource,
@@ -798,6 +804,7 @@ pub async fn run_git(
 ) -> Controller {
     let mut last_sha: Option<String> = None;
     let mut triggers_open = true;
+    let mut polls_since_drift = 0u32;
     loop {
         let out = poll(&mut controller, &source, &mut last_sha).await;
         report(&out);
@@ -805,7 +812,15 @@ pub async fn run_git(
         let requests = controller.requests().clone();
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = sleep => {}
+            _ = sleep => {
+                // Every DRIFT_POLLS-th interval the unchanged revision is
+                // re-applied whole, as a reconcile-now request would.
+                polls_since_drift += 1;
+                if polls_since_drift >= DRIFT_POLLS {
+                    polls_since_drift = 0;
+                    requests.request();
+                }
+            }
             () = requests.wait_pending() => {}
             msg = trigger.recv(), if triggers_open => {
                 if msg.is_none() {

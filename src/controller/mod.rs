@@ -299,7 +299,7 @@ impl Controller {
                         ..ReconcileOutcome::default()
                     };
                 }
-                self.apply(loaded).await
+                self.apply(loaded, drift).await
             }
         };
         self.state.last_healthy = out.healthy();
@@ -380,7 +380,10 @@ impl Controller {
         }
     }
 
-    async fn apply(&mut self, mut loaded: Loaded) -> ReconcileOutcome {
+    /// Applies `loaded`; with `drift` every PinSet is sent whole, so the
+    /// cluster re-plans it against what it holds (a patch only carries what
+    /// changed between two loads, and would repair nothing).
+    async fn apply(&mut self, mut loaded: Loaded, drift: bool) -> ReconcileOutcome {
         let revision = loaded.digest.clone();
         let mut out = ReconcileOutcome {
             revision: Some(revision.clone()),
@@ -431,6 +434,7 @@ impl Controller {
                 let changes = loaded
                     .changes
                     .as_ref()
+                    .filter(|_| !drift)
                     .filter(|(base, _)| self.state.last_applied_revision.as_ref() == Some(base))
                     .and_then(|(base, c)| Some((base.as_str(), c.get(&ps.id)?)));
                 match patch::send(

@@ -795,3 +795,76 @@ async fn a_list_change_is_applied_as_a_patch_and_a_broken_line_stalls() {
         rev.as_str()
     );
 }
+
+/// Drift in the cluster (someone replaced the PinSet) is not repaired by a
+/// poll of the unchanged commit, but by a reconcile-now request — sent
+/// whole, not as an (empty) patch — which the interval also makes every
+/// `DRIFT_POLLS` polls.
+#[tokio::test]
+async fn a_reconcile_request_repairs_drift_of_an_unchanged_commit() {
+    let remote = Remote::new();
+    let cids = seeds("drift", 24);
+    remote.commit(
+        &[
+            ("m.yaml", &list_manifest("ldrift")),
+            ("lists/l.txt", &list_text(&cids[..20])),
+        ],
+        &[],
+    );
+    let src = remote.source("ref=main");
+    let mut ctl = controller(&src, false);
+    let mut last = None;
+    assert!(poll(&mut ctl, &src, &mut last).await.healthy());
+    // A second commit so the controller holds an incremental load.
+    let mut next = cids[..20].to_vec();
+    next[0] = cids[20].clone();
+    remote.commit(&[("lists/l.txt", &list_text(&next))], &[]);
+    assert!(poll(&mut ctl, &src, &mut last).await.healthy());
+    let rev = recorded("git", "ldrift").await.unwrap()["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Drift: the PinSet replaced behind the controller's back, same
+    // source and revision.
+    let drifted = reqwest::Client::new()
+        .put(
+            reqwest::Url::parse_with_params(
+                &format!("{}/pinsets/git/ldrift", peer()),
+                [
+                    ("source", src.name().as_str()),
+                    ("revision", rev.as_str()),
+                    ("force", "true"),
+                ],
+            )
+            .unwrap(),
+        )
+        .body(pinset_yaml(
+            "git",
+            "ldrift",
+            &[&next[2..], &cids[21..22]].concat(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(drifted.status().is_success());
+    assert!(owners(&next[1]).await.is_none());
+
+    assert!(poll(&mut ctl, &src, &mut last).await.skipped);
+    assert!(
+        owners(&next[1]).await.is_none(),
+        "a skipped poll repairs nothing"
+    );
+
+    ctl.requests().request();
+    let out = poll(&mut ctl, &src, &mut last).await;
+    assert!(!out.skipped && out.healthy(), "{out:?}");
+    for c in &next {
+        assert!(owners(c).await.is_some(), "{c} restored");
+    }
+    assert!(
+        owners(&cids[21]).await.is_none(),
+        "the drifted pins are released"
+    );
+    assert!(!ctl.requests().pending());
+}
