@@ -290,6 +290,8 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     state.status = Some(status);
     state.reconcilers = started.reconcilers;
     state.upload_dir = dir.join("uploads");
+    // Uploads left by a crash mid-`POST /add` are garbage.
+    let _ = std::fs::remove_dir_all(&state.upload_dir);
     let served = serve_with(listener, state, started.hooks, cancel.clone()).await;
     cancel.cancel();
     tasks.close();

@@ -8,7 +8,8 @@
 //! and removed afterwards. The answer follows IPFS Cluster: one
 //! `AddedOutput` per file and directory as NDJSON (`stream-channels`, the
 //! default), or one JSON array with `stream-channels=false`; the root comes
-//! last, with its allocations. `pin=false` (Kubo's spelling) only imports. This module must not decide what to pin
+//! last, with its allocations. `no-pin=true` (IPFS Cluster's spelling) or
+//! `pin=false` (Kubo's) only imports. This module must not decide what to pin
 //! beyond the root the client asked for.
 
 use std::path::{Component, Path, PathBuf};
@@ -21,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use super::pins::{Params, RawParams, pin_spec};
+use super::pins::{Params, RawParams, catch_up, get_pin, pin_spec};
 use super::{ApiError, ApiState};
 use crate::ipfs::unixfs::{AddOptions, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 use crate::ipfs::{AddInput, AddOpts};
@@ -34,7 +35,7 @@ pub struct AddedOutput {
     pub name: String,
     /// Its CID, in the version asked for (`Qm…` by default).
     pub cid: String,
-    /// File bytes (0 for directories).
+    /// Bytes of file content (for a directory, of the files under it).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub bytes: u64,
     /// Cumulative DAG size, as `ipfs add` reports it.
@@ -65,7 +66,18 @@ pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
     if p.get("raw-leaves").is_some() {
         opts.raw_leaves = Some(p.flag("raw-leaves")?);
     }
-    opts.hidden = p.flag("hidden")?;
+    // Clients filter hidden files (`hidden` is theirs, as in IPFS Cluster):
+    // whatever was sent is imported.
+    let _ = p.flag("hidden")?;
+    opts.hidden = true;
+    if p.get("format").is_some_and(|f| f != "unixfs") {
+        return Err(bad(
+            "unsupported format: only unixfs (CAR imports are not supported yet)".into(),
+        ));
+    }
+    if p.flag("nocopy")? {
+        return Err(bad("nocopy (filestore) is not supported".into()));
+    }
     match p.get("chunker") {
         None => {}
         Some(c) => {
@@ -136,7 +148,8 @@ fn percent_decode(s: &str) -> String {
             i += 3;
             continue;
         }
-        out.push(b[i]);
+        // Go clients escape names with url.QueryEscape: `+` is a space.
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -218,7 +231,7 @@ pub(super) async fn add(
     let stream = params.get("stream-channels") != Some("false");
     // Kubo's `pin=false`: import only, into this peer's node (unpinned
     // there, so its gc may remove it); nothing is pinned in the cluster.
-    let cluster_pin = params.get("pin") != Some("false");
+    let cluster_pin = params.get("pin") != Some("false") && !params.flag("no-pin")?;
     let spec = pin_spec(&params, chrono::Utc::now().timestamp_millis())?;
     let backend = state
         .node
@@ -230,6 +243,15 @@ pub(super) async fn add(
                 "this peer has no IPFS node to add to (ipfs.backend = none)",
             )
         })?;
+    if !backend.can_add() {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "the {} backend cannot import content: add through a peer with the embedded backend",
+                backend.kind()
+            ),
+        ));
+    }
 
     let dir = state
         .upload_dir
@@ -273,21 +295,33 @@ pub(super) async fn add(
         if let Some(r) = out.refused {
             return Err(ApiError::new(StatusCode::CONFLICT, r));
         }
-        allocations = state
-            .node
-            .store()
-            .get(&key)
-            .ok()
-            .flatten()
+        catch_up(&state.node).await;
+        allocations = get_pin(&state.node, key)
+            .await?
             .map(|p| p.allocations)
             .unwrap_or_default();
     }
 
+    // A wrapped add imports the upload directory itself: its name is the
+    // root's (empty, as in IPFS Cluster), not a prefix of every entry.
+    let wrapper = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|_| wrap);
+    let display = |name: &str| match &wrapper {
+        Some(w) if name == w => String::new(),
+        Some(w) => name
+            .strip_prefix(w.as_str())
+            .and_then(|n| n.strip_prefix('/'))
+            .unwrap_or(name)
+            .to_string(),
+        None => name.to_string(),
+    };
     let mut outputs: Vec<AddedOutput> = added
         .entries
         .iter()
         .map(|e| AddedOutput {
-            name: e.name.clone(),
+            name: display(&e.name),
             cid: e.cid.to_string(),
             bytes: e.bytes,
             size: e.size,
@@ -336,6 +370,7 @@ mod tests {
         for bad in ["/etc/passwd", "../x", "a/../../b", "", "%2F"] {
             assert!(entry_path(bad).is_err(), "{bad}");
         }
+        assert_eq!(percent_decode("a+b%2Bc"), "a b+c");
         // A stray % is kept as is.
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");

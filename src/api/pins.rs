@@ -183,14 +183,14 @@ pub(super) async fn unpin(
     Ok(Json(record_as_sent(&pin, cid)))
 }
 
-async fn get_pin(node: &ClusterNode, key: CidKey) -> Result<Option<StatePin>, ApiError> {
+pub(super) async fn get_pin(node: &ClusterNode, key: CidKey) -> Result<Option<StatePin>, ApiError> {
     let store = node.store().clone();
     blocking(move || store.get(&key).map_err(storage)).await
 }
 
 /// A write committed on the leader may not be applied here yet; wait so the
 /// answer shows it. Failing that, answer from what is here.
-async fn catch_up(node: &ClusterNode) {
+pub(super) async fn catch_up(node: &ClusterNode) {
     if node.leader() != Some(node.id())
         && let Err(e) = node.read_barrier().await
     {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use futures::TryStreamExt;
 use reqwest::multipart::{Form, Part};
 
 use super::remote::{HostArgs, block_on};
@@ -110,10 +111,13 @@ async fn push(mut form: Form, path: &Path, name: &str, with_hidden: bool) -> any
         }
         Ok(form)
     } else if meta.is_file() {
-        let file = tokio::fs::File::open(path)
-            .await
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        // Opened when the form reaches this part, so a directory of many
+        // files holds one descriptor at a time.
+        let p = path.to_path_buf();
+        let stream = futures::stream::once(async move { tokio::fs::File::open(p).await })
+            .map_ok(tokio_util::io::ReaderStream::new)
+            .try_flatten();
+        let body = reqwest::Body::wrap_stream(stream);
         Ok(form.part(
             "file",
             Part::stream_with_length(body, meta.len())

@@ -24,6 +24,9 @@ pub struct Summary {
     pub pins: u64,
     /// Allocations by status, summed over peers, in [`BUCKETS`] order.
     pub by_status: [u64; 5],
+    /// Every peer that answered sees the same number of pins (none lags
+    /// behind the leader's log).
+    pub agreed: bool,
 }
 
 impl Summary {
@@ -44,9 +47,13 @@ impl Summary {
         s
     }
 
-    /// Every peer is up, there are pins, and every allocation is pinned.
+    /// Every peer is up and has applied the same pins, there are pins, and
+    /// every allocation is pinned.
     pub fn all_pinned(&self) -> bool {
-        self.up == self.peers && self.pins > 0 && self.by_status[1..].iter().all(|n| *n == 0)
+        self.up == self.peers
+            && self.agreed
+            && self.pins > 0
+            && self.by_status[1..].iter().all(|n| *n == 0)
     }
 }
 
@@ -65,8 +72,10 @@ fn sample(body: &str, name: &str) -> Option<f64> {
 pub async fn read(http: &reqwest::Client, apis: &[String]) -> Summary {
     let mut s = Summary {
         peers: apis.len(),
+        agreed: true,
         ..Summary::default()
     };
+    let mut seen: Option<f64> = None;
     for (i, api) in apis.iter().enumerate() {
         let body = match http.get(format!("{api}/metrics")).send().await {
             Ok(r) if r.status().is_success() => r.text().await.ok(),
@@ -79,6 +88,10 @@ pub async fn read(http: &reqwest::Client, apis: &[String]) -> Summary {
             s.leader = Some(i);
         }
         let pins = sample(&body, "pinfleet_pins").unwrap_or(0.0);
+        if seen.is_some_and(|p| p != pins) {
+            s.agreed = false;
+        }
+        seen = Some(pins);
         if leader || s.up == 1 {
             // Float to count: metrics are integers written as such.
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -167,6 +180,7 @@ mod tests {
             leader: Some(1),
             pins: 7,
             by_status: [21, 0, 0, 0, 0],
+            agreed: true,
         };
         assert_eq!(
             s.line(),
@@ -176,6 +190,9 @@ mod tests {
         s.by_status[3] = 1;
         assert!(!s.all_pinned());
         s.by_status[3] = 0;
+        s.agreed = false;
+        assert!(!s.all_pinned(), "a peer behind the log is not settled");
+        s.agreed = true;
         s.up = 2;
         assert!(!s.all_pinned(), "a peer down is not settled");
     }

@@ -80,6 +80,7 @@ pub async fn run_dir(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate: reconcile below instead
+    controller.begin();
     let out = controller.reconcile(source.load().await, false).await;
     report(&out);
     loop {
@@ -96,6 +97,7 @@ pub async fn run_dir(
             }
             _ = ticker.tick() => true,
         };
+        controller.begin();
         let out = controller.reconcile(source.load().await, drift).await;
         report(&out);
     }

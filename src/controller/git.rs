@@ -330,6 +330,11 @@ impl GitSource {
             let Some(path) = new.path().or(old.path()) else {
                 return Err(Fallback("a changed path is not utf-8"));
             };
+            // A list read by several PinSets (or twice) is reloaded whole:
+            // the shortcut updates one reader per list.
+            if memo.lists.iter().filter(|l| l.repo_path == path).count() > 1 {
+                return Err(Fallback("a changed list is read by several pinsets"));
+            }
             if let Some(i) = memo.lists.iter().position(|l| l.repo_path == path) {
                 if delta.status() != git2::Delta::Modified || old.id() != memo.lists[i].blob {
                     return Err(Fallback("a list was added, removed or replaced"));
@@ -840,6 +845,7 @@ pub async fn poll(
     last_sha: &mut Option<String>,
 ) -> ReconcileOutcome {
     controller.keep_loads();
+    controller.begin();
     let fetched = match source.fetch().await {
         Ok(f) => f,
         Err(e) => return controller.reconcile(Err(e), false).await,

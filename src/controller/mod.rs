@@ -219,6 +219,9 @@ pub struct Controller {
     keep_loads: bool,
     /// That load (see [`Controller::take_previous`]).
     previous: Option<Loaded>,
+    /// The newest reconcile-now ticket when the source started reading the
+    /// revision being reconciled (see [`Controller::begin`]).
+    begun: Option<u64>,
 }
 
 impl Controller {
@@ -231,7 +234,16 @@ impl Controller {
             reported: BTreeMap::new(),
             keep_loads: false,
             previous: None,
+            begun: None,
         }
+    }
+
+    /// Marks the start of a cycle, before the source fetches or loads: the
+    /// reconcile-now requests made until now are the ones the next
+    /// [`reconcile`](Self::reconcile) serves. A request made while the
+    /// source is still reading an older revision waits for the next cycle.
+    pub fn begin(&mut self) {
+        self.begun = Some(self.opts.requests.latest());
     }
 
     /// Keeps the last load that was applied healthily, for the source to
@@ -266,7 +278,10 @@ impl Controller {
         source: Result<Loaded, LoadError>,
         drift: bool,
     ) -> ReconcileOutcome {
-        let ticket = self.opts.requests.latest();
+        let ticket = self
+            .begun
+            .take()
+            .unwrap_or_else(|| self.opts.requests.latest());
         let drift = drift || self.opts.requests.pending();
         let out = self.reconcile_inner(source, drift).await;
         self.opts.requests.mark_handled(ticket);
@@ -634,6 +649,38 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_made_while_the_source_loads_waits_for_the_next_cycle() {
+        let requests = ReconcileRequests::default();
+        let mut ctl = Controller::new(
+            Client::new("http://127.0.0.1:9").unwrap(),
+            ControllerOptions {
+                source: "dir:/nowhere".into(),
+                force: false,
+                requests: requests.clone(),
+            },
+        );
+        let unreadable = || {
+            Err(LoadError::Io {
+                path: "/nowhere".into(),
+                source: std::io::Error::other("gone"),
+            })
+        };
+        ctl.begin();
+        // The request arrives after the cycle began reading the source.
+        let ticket = requests.request();
+        ctl.reconcile(unreadable(), false).await;
+        assert!(requests.pending(), "served by a load that predates it");
+        ctl.begin();
+        ctl.reconcile(unreadable(), false).await;
+        assert!(!requests.pending());
+        assert!(
+            requests
+                .wait_handled(ticket, std::time::Duration::ZERO)
+                .await
+        );
+    }
 
     #[test]
     fn an_invalid_manifest_names_its_pinsets() {

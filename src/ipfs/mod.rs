@@ -93,6 +93,12 @@ pub trait IpfsBackend: Send + Sync + 'static {
     /// Imports `input` as UnixFS, storing its blocks on the node (and
     /// pinning the root when `opts.pin`). Backends that cannot add keep
     /// this default, which fails with [`IpfsError::Unsupported`].
+    /// Whether [`add`](IpfsBackend::add) imports content (false: it
+    /// answers `Unsupported`), so a caller can refuse before receiving it.
+    fn can_add(&self) -> bool {
+        false
+    }
+
     fn add(
         &self,
         input: AddInput,

@@ -868,3 +868,34 @@ async fn a_reconcile_request_repairs_drift_of_an_unchanged_commit() {
     );
     assert!(!ctl.requests().pending());
 }
+
+/// Two PinSets reading one list file both follow a change of that list.
+#[tokio::test]
+async fn a_list_shared_by_two_pinsets_updates_both() {
+    let remote = Remote::new();
+    let cids = seeds("shared-list", 12);
+    let both = format!(
+        "{}---\n{}",
+        list_manifest("lshared-a"),
+        list_manifest("lshared-b")
+    );
+    remote.commit(
+        &[("m.yaml", &both), ("lists/l.txt", &list_text(&cids[..10]))],
+        &[],
+    );
+    let src = remote.source("ref=main");
+    let mut ctl = controller(&src, false);
+    let mut last = None;
+    assert!(poll(&mut ctl, &src, &mut last).await.healthy());
+    let mut next = cids[..10].to_vec();
+    next[0] = cids[10].clone();
+    remote.commit(&[("lists/l.txt", &list_text(&next))], &[]);
+    let out = poll(&mut ctl, &src, &mut last).await;
+    assert!(out.healthy(), "{out:?}");
+    for name in ["lshared-a", "lshared-b"] {
+        let o = outcome(&out.pinsets, name);
+        assert_eq!((o.add, o.release), (1, 1), "{name}: {o:?}");
+    }
+    assert!(owners(&cids[0]).await.is_none(), "released by both");
+    assert_eq!(owners(&cids[10]).await.unwrap().len(), 2, "owned by both");
+}

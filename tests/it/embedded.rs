@@ -603,6 +603,43 @@ async fn pinfleet_add_imports_on_one_peer_and_every_peer_pins_it() {
     assert_eq!(pin["cid"], root.as_str());
     assert_eq!(pin["name"], "release");
 
+    // Wrapped: entries named as sent, the wrapping root named "" (IPFS
+    // Cluster's answer); with --no-pin nothing is pinned in the cluster.
+    let (a, b) = (dir.path().join("a b.txt"), dir.path().join("b.txt"));
+    std::fs::write(&a, b"first\n").unwrap();
+    std::fs::write(&b, b"second\n").unwrap();
+    let out = tokio::task::spawn_blocking({
+        let api = api.clone();
+        let (a, b) = (
+            a.to_str().unwrap().to_string(),
+            b.to_str().unwrap().to_string(),
+        );
+        move || run_cli(&["add", &a, &b, "-w", "--no-pin", "--json", "--host", &api])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wrapped: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = wrapped
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a b.txt", "b.txt", ""]);
+    let wrapped_root = wrapped[2]["cid"].as_str().unwrap();
+    let missing = client
+        .get(format!("{api}/allocations/{wrapped_root}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404, "--no-pin pins nothing");
+
     // Several top-level parts need wrap-with-directory.
     let two = reqwest::multipart::Form::new()
         .part(

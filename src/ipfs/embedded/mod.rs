@@ -793,6 +793,10 @@ impl IpfsBackend for EmbeddedNode {
         })
     }
 
+    fn can_add(&self) -> bool {
+        true
+    }
+
     fn add(
         &self,
         input: AddInput,
