@@ -195,6 +195,14 @@ async fn receive(mut form: Multipart, dir: &Path) -> Result<Vec<PathBuf>, ApiErr
             }
         }
         let target = dir.join(&rel);
+        if field
+            .content_type()
+            .is_some_and(|t| t.starts_with("application/symlink"))
+        {
+            return Err(ApiError::bad_request(format!(
+                "{name}: symbolic links are not supported by /add yet"
+            )));
+        }
         let is_dir = field
             .content_type()
             .is_some_and(|t| t.starts_with("application/x-directory"));

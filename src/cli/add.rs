@@ -82,9 +82,15 @@ fn escape(name: &str) -> String {
 /// Adds `path` (named `name` in the upload) to `form`: a directory as an
 /// `application/x-directory` part followed by its entries in name order.
 async fn push(mut form: Form, path: &Path, name: &str, with_hidden: bool) -> anyhow::Result<Form> {
-    let meta = tokio::fs::metadata(path)
+    let meta = tokio::fs::symlink_metadata(path)
         .await
         .with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        bail!(
+            "{}: symbolic links are not supported by add yet (ipfs add would store the link itself)",
+            path.display()
+        );
+    }
     if meta.is_dir() {
         form = form.part(
             "file",
