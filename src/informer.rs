@@ -154,25 +154,57 @@ async fn allocation_loop(
     cancel: CancellationToken,
 ) {
     let mut leading_since: Option<tokio::time::Instant> = None;
+    // New log entries (a pin written) wake the loop early, so a pin is
+    // allocated within a moment rather than the next check; rounds stay at
+    // least twice their own duration apart, so a big state is not rescanned
+    // on every entry of a bulk ingest.
+    let mut applied = node.applied_watch();
+    let mut applied_open = true;
+    let mut gap = MIN_ROUND_GAP;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(config.check_interval) => {}
+            changed = applied.changed(), if applied_open => {
+                if changed.is_err() {
+                    applied_open = false;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(gap) => {}
+                }
+            }
         }
         if !node.is_leader() {
             leading_since = None;
             continue;
         }
         let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
-        // A new leader first hears everyone's metrics before moving pins.
-        if since.elapsed() < config.interval {
-            continue;
+        // A new leader first hears everyone's metrics before moving pins;
+        // what woke it is served once that warm-up is over.
+        let warm = since + config.interval;
+        if tokio::time::Instant::now() < warm {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(warm) => {}
+            }
+            if !node.is_leader() {
+                leading_since = None;
+                continue;
+            }
         }
+        let started = tokio::time::Instant::now();
         if let Err(e) = allocate_round(&node, &config, &metrics).await {
             tracing::warn!(error = %e, "allocation round failed");
         }
+        gap = MIN_ROUND_GAP.max(started.elapsed() * 2);
+        // What the round itself wrote is not news.
+        applied.mark_unchanged();
     }
 }
+
+/// The shortest pause between two allocation rounds woken by new entries.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(200);
 
 /// One allocation round on the leader: every pin not replicated everywhere
 /// gets its allocation checked; changes are written in batches.

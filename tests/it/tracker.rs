@@ -30,6 +30,16 @@ async fn tracked(n: usize, root: &std::path::Path) -> Vec<Node> {
 
 /// Peers with trackers and informers; `tags[i]` are peer i's informer tags.
 async fn tracked_tagged(n: usize, root: &std::path::Path, tags: &[&[(&str, &str)]]) -> Vec<Node> {
+    tracked_with(n, root, tags, Duration::from_millis(200)).await
+}
+
+/// [`tracked_tagged`] with the leader's allocation check every `check`.
+async fn tracked_with(
+    n: usize,
+    root: &std::path::Path,
+    tags: &[&[(&str, &str)]],
+    check: Duration,
+) -> Vec<Node> {
     let peers = cluster(n, root, 10_000).await;
     let mut out = Vec::new();
     for peer in peers {
@@ -56,7 +66,7 @@ async fn tracked_tagged(n: usize, root: &std::path::Path, tags: &[&[(&str, &str)
         );
         let mut informer = InformerConfig::new(ReplicationFactors { min: -1, max: -1 });
         informer.interval = Duration::from_millis(200);
-        informer.check_interval = Duration::from_millis(200);
+        informer.check_interval = check;
         informer.grace = Duration::from_millis(1000);
         if let Some(t) = tags.get(out.len()) {
             informer.tags = t
@@ -476,5 +486,30 @@ async fn a_dead_peers_pins_move_after_the_grace_period() {
             })
     })
     .await;
+    stop(nodes).await;
+}
+
+/// A new pin is allocated right after it is written, not at the next
+/// allocation check (an hour away here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_pin_is_allocated_without_waiting_for_the_check_interval() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = tracked_with(3, root.path(), &[], Duration::from_secs(3600)).await;
+    let ps = with_options(
+        pinset("soon", 80..82),
+        PinOptions {
+            replication: ReplicationFactors { min: 2, max: 2 },
+            ..PinOptions::default()
+        },
+    );
+    nodes[0]
+        .peer
+        .node
+        .apply_pinset(apply(ps, "r1"))
+        .await
+        .unwrap();
+    for i in 80..82 {
+        wait_for("two copies", || holders(&nodes, i) == 2).await;
+    }
     stop(nodes).await;
 }
