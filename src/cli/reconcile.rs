@@ -38,10 +38,11 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     pinfleet::manifest::duration::parse_duration(s)
 }
 
-/// Runs `pinfleet reconcile`: exit 0 when the reconcile ran and the PinSet
-/// is not Stalled (or, with --no-wait, when it is queued); 1 when the
-/// PinSet is unknown, its source is run by no controller there, the wait
-/// timed out or it is Stalled; 2 on other errors.
+/// Runs `pinfleet reconcile`: exit 0 when the reconcile ran, succeeded and
+/// the PinSet is not Stalled (or, with --no-wait, when it is queued); 1 when
+/// the PinSet is unknown, its source is run by no controller there, the wait
+/// timed out, the reconcile failed (e.g. the source could not be fetched) or
+/// the PinSet is Stalled; 2 on other errors.
 pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let client = args.host.client()?;
     let id = parse_target(&args.target)?;
@@ -82,6 +83,13 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
                 "reconciled pinset {id} from {}; see `pinfleet status pinset/{}/{} --host <cluster api>`",
                 answer.source, id.namespace, id.name
             );
+            if let Some(o) = answer.outcome.as_ref().filter(|o| !o.healthy) {
+                eprintln!(
+                    "the reconcile did not succeed: {}",
+                    o.error.as_deref().unwrap_or("unknown error")
+                );
+                return Ok(ExitCode::from(NO));
+            }
             return Ok(ExitCode::SUCCESS);
         }
         Err(e) => {
@@ -99,7 +107,14 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         .conditions
         .iter()
         .any(|c| c.type_ == "Stalled" && c.status == "True");
-    Ok(if stalled {
+    let failed = answer.outcome.as_ref().filter(|o| !o.healthy);
+    if let Some(o) = failed {
+        eprintln!(
+            "the reconcile did not succeed: {}",
+            o.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    Ok(if stalled || failed.is_some() {
         ExitCode::from(NO)
     } else {
         ExitCode::SUCCESS

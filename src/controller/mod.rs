@@ -284,7 +284,20 @@ impl Controller {
             .unwrap_or_else(|| self.opts.requests.latest());
         let drift = drift || self.opts.requests.pending();
         let out = self.reconcile_inner(source, drift).await;
-        self.opts.requests.mark_handled(ticket);
+        let error = out.source_error.clone().or_else(|| {
+            out.pinsets
+                .iter()
+                .find(|p| !p.healthy())
+                .map(|p| format!("{}/{}: {}: {}", p.namespace, p.name, p.reason, p.message))
+        });
+        self.opts.requests.mark_handled_with(
+            ticket,
+            requests::Handled {
+                healthy: out.healthy(),
+                revision: out.revision.clone(),
+                error,
+            },
+        );
         out
     }
 
@@ -680,6 +693,10 @@ mod tests {
                 .wait_handled(ticket, std::time::Duration::ZERO)
                 .await
         );
+        // The caller learns that the reconcile that served it failed, and why.
+        let outcome = requests.last_outcome().unwrap();
+        assert!(!outcome.healthy);
+        assert!(outcome.error.unwrap().contains("gone"));
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub const MAX_WAIT: Duration = Duration::from_secs(600);
 pub struct ReconcileRequests {
     requested: Arc<watch::Sender<u64>>,
     handled: Arc<watch::Sender<u64>>,
+    last: Arc<std::sync::Mutex<Option<Handled>>>,
 }
 
 impl Default for ReconcileRequests {
@@ -49,8 +50,22 @@ impl Default for ReconcileRequests {
         Self {
             requested: Arc::new(watch::Sender::new(0)),
             handled: Arc::new(watch::Sender::new(0)),
+            last: Arc::new(std::sync::Mutex::new(None)),
         }
     }
+}
+
+/// How the reconcile that handled a request ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handled {
+    /// The source loaded and no PinSet is stalled.
+    pub healthy: bool,
+    /// The revision reconciled (or tried), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// What went wrong first, when not healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl ReconcileRequests {
@@ -72,6 +87,20 @@ impl ReconcileRequests {
     /// Whether a request is waiting for a reconcile.
     pub fn pending(&self) -> bool {
         self.latest() > *self.handled.borrow()
+    }
+
+    /// Marks every ticket up to `ticket` handled by a reconcile that ended
+    /// as `outcome`.
+    pub fn mark_handled_with(&self, ticket: u64, outcome: Handled) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(outcome);
+        }
+        self.mark_handled(ticket);
+    }
+
+    /// How the latest reconcile that handled requests ended.
+    pub fn last_outcome(&self) -> Option<Handled> {
+        self.last.lock().ok().and_then(|l| l.clone())
     }
 
     /// Marks every ticket up to `ticket` handled.
@@ -134,6 +163,9 @@ pub struct ReconcileAnswer {
     pub ticket: u64,
     /// Whether the reconcile has run (only ever true with `wait=true`).
     pub handled: bool,
+    /// How it ended (with `wait=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Handled>,
 }
 
 /// Why a reconcile request was refused: status and message for the
@@ -208,6 +240,7 @@ pub async fn request(
         source: source.to_string(),
         ticket,
         handled: false,
+        outcome: None,
     };
     if !query.wait {
         return Ok((StatusCode::ACCEPTED, answer));
@@ -222,6 +255,7 @@ pub async fn request(
         ));
     }
     answer.handled = true;
+    answer.outcome = requests.last_outcome();
     Ok((StatusCode::OK, answer))
 }
 
