@@ -20,6 +20,8 @@ mod reconcile;
 mod status;
 mod stream;
 
+use std::future::IntoFuture;
+
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
@@ -177,10 +179,29 @@ pub async fn serve_with(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "rest api listening");
     }
-    axum::serve(listener, router_with(state, extra))
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    let server = axum::serve(listener, router_with(state, extra))
+        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+        .into_future();
+    // Requests in flight get SHUTDOWN_GRACE to finish; a stalled upload or
+    // a long wait must not keep the process alive after Ctrl-C.
+    let deadline = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served,
+        () = deadline => {
+            tracing::warn!(
+                grace = ?SHUTDOWN_GRACE,
+                "requests still in flight after shutdown began: dropped"
+            );
+            Ok(())
+        }
+    }
 }
+
+/// How long requests in flight may run once shutdown begins.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads are served from the local state; without a leader that state may
 /// lag the cluster, and clients deserve to know.

@@ -353,3 +353,81 @@ async fn the_quickstart_reaches_pinned_on_every_peer() {
     );
     assert!(stdout.contains("every pin is pinned"), "{stdout}");
 }
+
+/// A request that never ends (an upload that stalls) does not keep the
+/// daemon alive after SIGTERM: requests get a short grace, then are dropped.
+#[test]
+fn a_stalled_request_does_not_block_shutdown() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("p");
+    assert!(
+        Command::new(exe())
+            .args(["init", "--dir"])
+            .arg(&d)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let mut child = Command::new(exe())
+        .args(["daemon", "--dir"])
+        .arg(&d)
+        .env("PINFLEET_API_LISTEN", "127.0.0.1:0")
+        .env(
+            "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
+            "/ip4/127.0.0.1/tcp/0",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let info = loop {
+        if let Some(i) = read_run_file(&d).filter(|i| i.pid == child.id()) {
+            break i;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "not started");
+        assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let addr = info.api.trim_start_matches("http://").to_string();
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stalled,
+        "POST /add HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000\r\n\r\n--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big\"\r\n\r\npartial"
+    )
+    .unwrap();
+    stalled.flush().unwrap();
+    // The daemon is reading that body (its upload directory exists) when
+    // the signal comes.
+    let start = Instant::now();
+    while !std::fs::read_dir(d.join("uploads"))
+        .map(|mut r| r.next().is_some())
+        .unwrap_or(false)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "upload not started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "a stalled request kept the daemon alive"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "clean exit, got {status}");
+    drop(stalled);
+}
