@@ -41,6 +41,7 @@ pub use gc::{GlobalRepoGc, RepoGc};
 pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
 pub use pinset_patch::{PatchDocument, PatchPin};
 pub use pinsets::PinSetInfo;
+pub(crate) use pinsets::pinset_id;
 
 /// Largest PinSet document `PUT /pinsets/{ns}/{name}` accepts by default.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 30;

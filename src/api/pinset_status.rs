@@ -23,7 +23,7 @@ use axum::http::StatusCode;
 use super::pins::storage;
 use super::{ApiError, ApiState, blocking};
 use crate::manifest::model::{Condition, PinErrorStatus, StatusSummary};
-use crate::manifest::{CidKey, Owner, PinSetId, PinSetStatus, ReplicationFactors, check_dns_label};
+use crate::manifest::{CidKey, Owner, PinSetId, PinSetStatus, ReplicationFactors};
 use crate::state::{StatePin, format_time};
 use crate::tracker::{GlobalPinInfo, StatusService, TrackerStatus, global::PAGE};
 
@@ -280,12 +280,7 @@ pub(crate) async fn pinset_status(
         let store = store.clone();
         let owner = owner.clone();
         blocking(move || {
-            let record = store
-                .pinsets()
-                .map_err(storage)?
-                .into_iter()
-                .find(|(o, _)| *o == owner)
-                .map(|(_, r)| r);
+            let record = store.pinset(&owner).map_err(storage)?;
             let reported = store.conditions(&owner).map_err(storage)?;
             // Keys only: the owned specs are not needed, the pins' own
             // (effective) options are read page by page below.
@@ -378,10 +373,7 @@ pub(super) async fn get(
     State(state): State<ApiState>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<PinSetStatus>, ApiError> {
-    check_dns_label(&namespace)
-        .map_err(|e| ApiError::bad_request(format!("namespace {namespace:?}: {e}")))?;
-    check_dns_label(&name).map_err(|e| ApiError::bad_request(format!("name {name:?}: {e}")))?;
-    let id = PinSetId::new(namespace, name);
+    let id = super::pinsets::pinset_id(namespace, name)?;
     let svc = state.status.clone().ok_or_else(|| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "this peer tracks no pins")
     })?;

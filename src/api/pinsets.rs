@@ -81,20 +81,20 @@ pub(super) async fn get_one(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<PinSetInfo>, ApiError> {
     let id = pinset_id(namespace, name)?;
-    let store = state.node.store().clone();
-    let owner = Owner::pinset(id.clone());
-    let record = blocking(move || {
-        Ok(store
-            .pinsets()
-            .map_err(storage)?
-            .into_iter()
-            .find(|(o, _)| *o == owner))
-    })
-    .await?;
-    match record {
-        Some((_, r)) => Ok(Json(r.into())),
+    match record(&state, &id).await? {
+        Some(r) => Ok(Json(r.into())),
         None => Err(ApiError::not_found(format!("pinset {id} not found"))),
     }
+}
+
+/// The record of PinSet `id` in this peer's state, if any.
+pub(super) async fn record(
+    state: &ApiState,
+    id: &PinSetId,
+) -> Result<Option<PinSetRecord>, ApiError> {
+    let store = state.node.store().clone();
+    let owner = Owner::pinset(id.clone());
+    blocking(move || store.pinset(&owner).map_err(storage)).await
 }
 
 /// `PUT /pinsets/{namespace}/{name}?dryRun=&force=&maxPruneFraction=`: the
@@ -164,16 +164,7 @@ pub(super) async fn remove(
     let guard = guard(&params)?;
     let dry_run = params.flag("dryRun")?;
     let owner = Owner::pinset(id.clone());
-    let store = state.node.store().clone();
-    let probe = owner.clone();
-    let known = blocking(move || {
-        Ok(store
-            .pinsets()
-            .map_err(storage)?
-            .iter()
-            .any(|(o, _)| *o == probe))
-    })
-    .await?;
+    let known = record(&state, &id).await?.is_some();
     let report = state.node.delete_pinset(owner, guard, dry_run).await?;
     if !known && report.release == 0 && report.refused.is_none() {
         return Err(ApiError::not_found(format!("pinset {id} not found")));
@@ -226,7 +217,7 @@ pub(super) async fn put_conditions(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(super) fn pinset_id(namespace: String, name: String) -> Result<PinSetId, ApiError> {
+pub(crate) fn pinset_id(namespace: String, name: String) -> Result<PinSetId, ApiError> {
     check_dns_label(&namespace)
         .map_err(|e| ApiError::bad_request(format!("namespace {namespace:?}: {e}")))?;
     check_dns_label(&name).map_err(|e| ApiError::bad_request(format!("name {name:?}: {e}")))?;

@@ -15,10 +15,9 @@ use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::pins::storage;
-use super::{ApiError, ApiState, blocking};
-use crate::controller::requests::{self, MAX_WAIT, ReconcileQuery, Refusal};
-use crate::manifest::Owner;
+use super::pinsets::{pinset_id, record};
+use super::{ApiError, ApiState};
+use crate::controller::requests::{self, MAX_WAIT, ReconcileQuery};
 
 /// Marks a request one peer forwarded to the leader.
 pub const FORWARDED_HEADER: &str = "x-pinfleet-forwarded";
@@ -33,45 +32,23 @@ pub(super) async fn post(
     Query(query): Query<ReconcileQuery>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-) -> Response {
-    let id = match requests::parse_id(&namespace, &name) {
-        Ok(id) => id,
-        Err(r) => return refusal(r),
-    };
+) -> Result<Response, ApiError> {
+    let id = pinset_id(namespace, name)?;
     if !state.node.is_leader() {
         if headers.contains_key(FORWARDED_HEADER) {
-            return ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "forwarded to a peer that is no longer the leader: retry",
-            )
-            .into_response();
+            ));
         }
-        return forward(&state, &namespace, &name, raw.as_deref()).await;
+        return Ok(forward(&state, &id.namespace, &id.name, raw.as_deref()).await);
     }
-    let owner = Owner::pinset(id.clone());
-    let store = state.node.store().clone();
-    let record = blocking(move || {
-        Ok(store
-            .pinsets()
-            .map_err(storage)?
-            .into_iter()
-            .find(|(o, _)| *o == owner)
-            .map(|(_, r)| r))
-    })
-    .await;
-    let record = match record {
-        Ok(Some(r)) => r,
-        Ok(None) => return ApiError::not_found(format!("pinset {id} not found")).into_response(),
-        Err(e) => return e.into_response(),
-    };
-    match requests::request(&state.reconcilers, &id, &record.source, &query).await {
-        Ok((status, answer)) => (status, Json(answer)).into_response(),
-        Err(r) => refusal(r),
-    }
-}
-
-fn refusal(r: Refusal) -> Response {
-    ApiError::new(r.status, r.message).into_response()
+    let record = record(&state, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("pinset {id} not found")))?;
+    let (status, answer) =
+        requests::request(&state.reconcilers, &id, &record.source, &query).await?;
+    Ok((status, Json(answer)).into_response())
 }
 
 /// Sends the request to the leader's API and relays its answer.

@@ -857,14 +857,10 @@ impl ClusterNode {
     }
 
     fn record_of(&self, owner: &Owner) -> Result<Option<PinSetRecord>, ClusterError> {
-        Ok(self
-            .inner
+        self.inner
             .store
-            .pinsets()
-            .map_err(|e| ClusterError::Storage(e.to_string()))?
-            .into_iter()
-            .find(|(o, _)| o == owner)
-            .map(|(_, r)| r))
+            .pinset(owner)
+            .map_err(|e| ClusterError::Storage(e.to_string()))
     }
 
     /// Plans a PinSet against the current state (after a read barrier) and,

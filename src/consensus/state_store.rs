@@ -448,6 +448,16 @@ impl StateStore {
         Ok(out)
     }
 
+    /// The PinSet recorded for `owner`, if any.
+    pub fn pinset(&self, owner: &Owner) -> Result<Option<PinSetRecord>, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(PINSETS).map_err(read_err)?;
+        match table.get(owner.to_string().as_str()).map_err(read_err)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(read_err)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The conditions a controller last reported for `owner`, if any.
     pub fn conditions(
         &self,

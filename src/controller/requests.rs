@@ -19,12 +19,12 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::Client;
-use crate::manifest::{PinSetId, check_dns_label};
+use crate::api::ApiError;
+use crate::manifest::PinSetId;
 
 /// How long a `wait=true` request waits when the caller gives no timeout.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(120);
@@ -168,45 +168,6 @@ pub struct ReconcileAnswer {
     pub outcome: Option<Handled>,
 }
 
-/// Why a reconcile request was refused: status and message for the
-/// `{"code", "message"}` error body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// What went wrong, for a human.
-    pub message: String,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({"code": self.status.as_u16(), "message": self.message});
-        (self.status, Json(body)).into_response()
-    }
-}
-
-/// Checks the path's namespace and name.
-pub fn parse_id(namespace: &str, name: &str) -> Result<PinSetId, Refusal> {
-    check_dns_label(namespace).map_err(|e| {
-        Refusal::new(
-            StatusCode::BAD_REQUEST,
-            format!("namespace {namespace:?}: {e}"),
-        )
-    })?;
-    check_dns_label(name)
-        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("name {name:?}: {e}")))?;
-    Ok(PinSetId::new(namespace, name))
-}
-
 /// Asks the controller running `source` (the source PinSet `id` was
 /// applied from) to reconcile, and with `query.wait` waits for it. 409 when
 /// no source of `reconcilers` has that name.
@@ -215,15 +176,15 @@ pub async fn request(
     id: &PinSetId,
     source: &str,
     query: &ReconcileQuery,
-) -> Result<(StatusCode, ReconcileAnswer), Refusal> {
+) -> Result<(StatusCode, ReconcileAnswer), ApiError> {
     let timeout = match &query.timeout {
         None => DEFAULT_WAIT,
         Some(t) => crate::manifest::duration::parse_duration(t)
-            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("timeout {t:?}: {e}")))?
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("timeout {t:?}: {e}")))?
             .min(MAX_WAIT),
     };
     let requests = reconcilers.get(source).ok_or_else(|| {
-        Refusal::new(
+        ApiError::new(
             StatusCode::CONFLICT,
             format!(
                 "pinset {id} was applied from {source:?}, which no controller here runs \
@@ -246,7 +207,7 @@ pub async fn request(
         return Ok((StatusCode::ACCEPTED, answer));
     }
     if !requests.wait_handled(ticket, timeout).await {
-        return Err(Refusal::new(
+        return Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
                 "reconcile of {id} requested (ticket {ticket}) but not done within {}",
@@ -284,10 +245,10 @@ async fn standalone(
     State(st): State<Standalone>,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<ReconcileQuery>,
-) -> Result<(StatusCode, Json<ReconcileAnswer>), Refusal> {
-    let id = parse_id(&namespace, &name)?;
+) -> Result<(StatusCode, Json<ReconcileAnswer>), ApiError> {
+    let id = crate::api::pinset_id(namespace, name)?;
     let recorded = st.client.pinsets().await.map_err(|e| {
-        Refusal::new(
+        ApiError::new(
             StatusCode::BAD_GATEWAY,
             format!(
                 "cannot read the cluster's pinsets: {}",
@@ -299,7 +260,7 @@ async fn standalone(
         .iter()
         .find(|p| p.namespace == id.namespace && p.name == id.name)
         .map(|p| p.source.clone())
-        .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, format!("pinset {id} not found")))?;
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("pinset {id} not found")))?;
     let (status, answer) = request(&st.reconcilers, &id, &source, &query).await?;
     Ok((status, Json(answer)))
 }
@@ -352,8 +313,8 @@ mod tests {
         let err = request(&reconcilers, &id, "api", &ReconcileQuery::default())
             .await
             .unwrap_err();
-        assert_eq!(err.status, StatusCode::CONFLICT);
-        assert!(err.message.contains("\"api\""), "{}", err.message);
+        assert_eq!(err.status(), StatusCode::CONFLICT);
+        assert!(err.to_string().contains("\"api\""), "{err}");
         let (status, answer) = request(&reconcilers, &id, "dir:/srv/a", &ReconcileQuery::default())
             .await
             .unwrap();
