@@ -2,13 +2,12 @@
 //! a single peer is the Raft leader, so its controller applies a watched
 //! directory through its own API, follows edits, and stops with the daemon.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pinfleet::daemon::{RunInfo, read_run_file};
+use pinfleet::daemon::read_run_file;
 
-use super::support::cid_v1;
+use super::support::{cid_v1, init_peer, spawn_daemon, stop_daemon, wait_running};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -24,49 +23,6 @@ fn manifest(cids: &[String]) -> String {
         s.push_str(&format!("    - cid: {c}\n      name: pin-{i}\n"));
     }
     s
-}
-
-fn init(d: &Path) {
-    let out = Command::new(exe())
-        .args(["init", "--dir"])
-        .arg(d)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn daemon(d: &Path, env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(exe());
-    cmd.args(["daemon", "--dir"])
-        .arg(d)
-        .env("PINFLEET_API_LISTEN", "127.0.0.1:0")
-        .env(
-            "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
-            "/ip4/127.0.0.1/tcp/0",
-        )
-        .env_remove("PINFLEET_WEBHOOK_SECRET")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
-async fn wait_running(d: &Path, child: &mut Child) -> RunInfo {
-    let start = Instant::now();
-    loop {
-        if let Some(i) = read_run_file(d).filter(|i| i.pid == child.id()) {
-            return i;
-        }
-        assert!(start.elapsed() < DEADLINE, "daemon did not start");
-        assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits until the PinSet `daemon/mirror` is listed from `source` with
@@ -109,23 +65,6 @@ async fn wait_applied(api: &str, source: &str, pins: u64, cids: &[String]) {
     }
 }
 
-fn stop(child: &mut Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < DEADLINE, "daemon ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "clean exit, got {status}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn daemon_runs_the_leaders_controller_on_a_dir_source() {
     let tmp = tempfile::tempdir().unwrap();
@@ -135,16 +74,16 @@ async fn daemon_runs_the_leaders_controller_on_a_dir_source() {
     let manifests = std::fs::canonicalize(&manifests).unwrap();
     let cids: Vec<String> = (0..3).map(|i| cid_v1(&format!("ctl-daemon-{i}"))).collect();
     std::fs::write(manifests.join("mirror.yaml"), manifest(&cids[..2])).unwrap();
-    init(&d);
+    init_peer(&d);
     let source = format!("dir:{}", manifests.display());
-    let mut child = daemon(
+    let mut child = spawn_daemon(
         &d,
         &[
             ("PINFLEET_CONTROLLER_SOURCES", &source),
             ("PINFLEET_CONTROLLER_INTERVAL", "1h"),
         ],
     );
-    let info = wait_running(&d, &mut child).await;
+    let info = wait_running(&d, &mut child);
 
     wait_applied(&info.api, &source, 2, &cids[..2]).await;
 
@@ -152,7 +91,7 @@ async fn daemon_runs_the_leaders_controller_on_a_dir_source() {
     std::fs::write(manifests.join("mirror.yaml"), manifest(&cids)).unwrap();
     wait_applied(&info.api, &source, 3, &cids).await;
 
-    stop(&mut child);
+    stop_daemon(&mut child);
     assert!(read_run_file(&d).is_none(), "run.json removed on shutdown");
 }
 
@@ -160,8 +99,8 @@ async fn daemon_runs_the_leaders_controller_on_a_dir_source() {
 fn daemon_refuses_webhooks_without_the_secret() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("peer");
-    init(&d);
-    let child = daemon(
+    init_peer(&d);
+    let child = spawn_daemon(
         &d,
         &[
             ("PINFLEET_CONTROLLER_SOURCES", "git:file:///nonexistent.git"),
@@ -178,10 +117,10 @@ fn daemon_refuses_webhooks_without_the_secret() {
 async fn daemon_serves_webhooks_on_its_api_listener() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("peer");
-    init(&d);
+    init_peer(&d);
     // The repository does not exist: fetches fail (logged), the daemon runs.
     let source = format!("git:file://{}/missing.git", tmp.path().display());
-    let mut child = daemon(
+    let mut child = spawn_daemon(
         &d,
         &[
             ("PINFLEET_CONTROLLER_SOURCES", &source),
@@ -189,7 +128,7 @@ async fn daemon_serves_webhooks_on_its_api_listener() {
             ("PINFLEET_WEBHOOK_SECRET", "s3cret"),
         ],
     );
-    let info = wait_running(&d, &mut child).await;
+    let info = wait_running(&d, &mut child);
     let http = reqwest::Client::new();
     let bad = http
         .post(format!("{}/hooks/main", info.api))
@@ -209,7 +148,7 @@ async fn daemon_serves_webhooks_on_its_api_listener() {
     // The API's own routes are still served next to the hooks.
     let id = http.get(format!("{}/id", info.api)).send().await.unwrap();
     assert!(id.status().is_success());
-    stop(&mut child);
+    stop_daemon(&mut child);
 }
 
 fn cli(args: &[&str]) -> std::process::Output {
@@ -225,16 +164,16 @@ async fn reconcile_now_repairs_drift_at_once_and_names_what_it_cannot_reconcile(
     let manifests = std::fs::canonicalize(&manifests).unwrap();
     let cids: Vec<String> = (0..2).map(|i| cid_v1(&format!("ctl-now-{i}"))).collect();
     std::fs::write(manifests.join("mirror.yaml"), manifest(&cids)).unwrap();
-    init(&d);
+    init_peer(&d);
     let source = format!("dir:{}", manifests.display());
-    let mut child = daemon(
+    let mut child = spawn_daemon(
         &d,
         &[
             ("PINFLEET_CONTROLLER_SOURCES", &source),
             ("PINFLEET_CONTROLLER_INTERVAL", "1h"),
         ],
     );
-    let info = wait_running(&d, &mut child).await;
+    let info = wait_running(&d, &mut child);
     wait_applied(&info.api, &source, 2, &cids).await;
 
     // Drift: another writer replaces the PinSet under the same source; the
@@ -321,5 +260,5 @@ async fn reconcile_now_repairs_drift_at_once_and_names_what_it_cannot_reconcile(
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("no controller here runs"), "{stderr}");
 
-    stop(&mut child);
+    stop_daemon(&mut child);
 }

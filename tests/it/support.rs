@@ -191,3 +191,75 @@ pub fn test_dag_sized(
     blocks.insert(0, (root, data));
     (root, blocks)
 }
+
+/// `pinfleet init --dir d`, which must succeed.
+pub fn init_peer(d: &Path) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"))
+        .args(["init", "--dir"])
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `pinfleet daemon --dir d` on free loopback ports, with `env` set (stdout
+/// discarded, stderr piped for the caller).
+pub fn spawn_daemon(d: &Path, env: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"));
+    cmd.args(["daemon", "--dir"])
+        .arg(d)
+        .env("PINFLEET_API_LISTEN", "127.0.0.1:0")
+        .env(
+            "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
+            "/ip4/127.0.0.1/tcp/0",
+        )
+        .env_remove("PINFLEET_WEBHOOK_SECRET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Waits (30 s at most) until the daemon `child` in `d` has written its
+/// `run.json`.
+pub fn wait_running(d: &Path, child: &mut std::process::Child) -> pinfleet::daemon::RunInfo {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(i) = pinfleet::daemon::read_run_file(d).filter(|i| i.pid == child.id()) {
+            return i;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "daemon did not start"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM, then a clean exit within 30 s.
+pub fn stop_daemon(child: &mut std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "daemon ignored SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "clean exit, got {status}");
+}

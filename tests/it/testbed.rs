@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use pinfleet::daemon::read_run_file;
 use pinfleet::testbed::TestbedFile;
 
+use crate::support::{init_peer, spawn_daemon, stop_daemon, wait_running};
+
 fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_pinfleet")
 }
@@ -55,39 +57,9 @@ fn init_writes_a_peer_directory_and_refuses_to_overwrite() {
 fn daemon_serves_its_api_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("p");
-    assert!(
-        Command::new(exe())
-            .args(["init", "--dir"])
-            .arg(&d)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    let mut child = Command::new(exe())
-        .args(["daemon", "--dir"])
-        .arg(&d)
-        .env("PINFLEET_API_LISTEN", "127.0.0.1:0")
-        .env(
-            "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
-            "/ip4/127.0.0.1/tcp/0",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let info = loop {
-        if let Some(i) = read_run_file(&d).filter(|i| i.pid == child.id()) {
-            break i;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "daemon did not start"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    init_peer(&d);
+    let mut child = spawn_daemon(&d, &[]);
+    let info = wait_running(&d, &mut child);
     let id = Command::new(exe())
         .args(["id", "--json", "--host", &info.api])
         .output()
@@ -100,23 +72,7 @@ fn daemon_serves_its_api_and_stops_cleanly_on_sigterm() {
     let v: serde_json::Value = serde_json::from_slice(&id.stdout).unwrap();
     assert_eq!(v["id"], info.id);
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "daemon ignored SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "clean exit, got {status}");
+    stop_daemon(&mut child);
     assert!(read_run_file(&d).is_none(), "run.json removed on shutdown");
 }
 
@@ -361,36 +317,9 @@ fn a_stalled_request_does_not_block_shutdown() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("p");
-    assert!(
-        Command::new(exe())
-            .args(["init", "--dir"])
-            .arg(&d)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    let mut child = Command::new(exe())
-        .args(["daemon", "--dir"])
-        .arg(&d)
-        .env("PINFLEET_API_LISTEN", "127.0.0.1:0")
-        .env(
-            "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
-            "/ip4/127.0.0.1/tcp/0",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let info = loop {
-        if let Some(i) = read_run_file(&d).filter(|i| i.pid == child.id()) {
-            break i;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "not started");
-        assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    init_peer(&d);
+    let mut child = spawn_daemon(&d, &[]);
+    let info = wait_running(&d, &mut child);
     let addr = info.api.trim_start_matches("http://").to_string();
     let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
     write!(
@@ -412,22 +341,7 @@ fn a_stalled_request_does_not_block_shutdown() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "a stalled request kept the daemon alive"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "clean exit, got {status}");
+    // SIGTERM must end it within the grace, not wait for the upload.
+    stop_daemon(&mut child);
     drop(stalled);
 }
