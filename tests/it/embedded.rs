@@ -308,9 +308,38 @@ async fn pinned_peers(client: &reqwest::Client, api: &str, cid: &str) -> usize {
     })
 }
 
+/// Waits (60 s at most) until all three peers report `cid` pinned.
+async fn wait_pinned_on_three(client: &reqwest::Client, api: &str, cid: &str) {
+    let start = tokio::time::Instant::now();
+    while pinned_peers(client, api, cid).await < 3 {
+        if start.elapsed() >= Duration::from_secs(60) {
+            let answer = client.get(format!("{api}/pins/{cid}")).send().await;
+            let body = match answer {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            panic!("{cid} not pinned on all three peers: {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A three-daemon testbed in `tb` on the embedded backend.
+async fn embedded_testbed(tb: &std::path::Path) -> pinfleet::testbed::Testbed {
+    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
+    Testbed::up(&TestbedOptions {
+        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
+        peers: 3,
+        dir: tb.to_path_buf(),
+        timeout: Duration::from_secs(60),
+        ipfs: TestbedIpfs::Embedded,
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_added_on_peer_0_is_pinned_by_all_three_daemons() {
-    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
     let dir = tempfile::tempdir().unwrap();
     let tb = dir.path().join("tb");
     // Content added on peer 0 before its daemon starts: the daemon opens
@@ -320,14 +349,7 @@ async fn content_added_on_peer_0_is_pinned_by_all_three_daemons() {
     origin.add(&blocks, root).await;
     origin.stop().await;
 
-    let opts = TestbedOptions {
-        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
-        peers: 3,
-        dir: tb.clone(),
-        timeout: Duration::from_secs(60),
-        ipfs: TestbedIpfs::Embedded,
-    };
-    let testbed = Testbed::up(&opts).await.unwrap();
+    let testbed = embedded_testbed(&tb).await;
     for p in &testbed.file.peers {
         assert!(p.ipfs.starts_with("/ip4/127.0.0.1/tcp/"), "{}", p.ipfs);
         assert!(p.ipfs.contains("/p2p/"), "{}", p.ipfs);
@@ -359,22 +381,7 @@ async fn content_added_on_peer_0_is_pinned_by_all_three_daemons() {
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
 
-    let start = tokio::time::Instant::now();
-    while pinned_peers(&client, &api, &cid).await < 3 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "not pinned on all three peers: {}",
-            client
-                .get(format!("{api}/pins/{cid}"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_pinned_on_three(&client, &api, &cid).await;
     testbed.stop().await;
 
     // The blocks really moved: peer 2's own store holds all of them.
@@ -510,7 +517,6 @@ fn run_cli(args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinfleet_add_imports_on_one_peer_and_every_peer_pins_it() {
     use pinfleet::ipfs::unixfs::{AddOptions, add_path};
-    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
     let dir = tempfile::tempdir().unwrap();
     let content = dir.path().join("release");
     std::fs::create_dir_all(content.join("docs")).unwrap();
@@ -531,15 +537,7 @@ async fn pinfleet_add_imports_on_one_peer_and_every_peer_pins_it() {
     assert!(root.starts_with("Qm"), "{root}");
 
     let tb = dir.path().join("tb");
-    let testbed = Testbed::up(&TestbedOptions {
-        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
-        peers: 3,
-        dir: tb.clone(),
-        timeout: Duration::from_secs(60),
-        ipfs: TestbedIpfs::Embedded,
-    })
-    .await
-    .unwrap();
+    let testbed = embedded_testbed(&tb).await;
     let api = testbed.file.peers[0].api.clone();
     let path = content.to_str().unwrap().to_string();
     let out = tokio::task::spawn_blocking({
@@ -583,14 +581,7 @@ async fn pinfleet_add_imports_on_one_peer_and_every_peer_pins_it() {
     assert_eq!(lines[1]["bytes"], 600 * 1024);
 
     let client = reqwest::Client::new();
-    let start = tokio::time::Instant::now();
-    while pinned_peers(&client, &api, &root).await < 3 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "not pinned on all three peers"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_pinned_on_three(&client, &api, &root).await;
     // The pin is the API's, named after the directory, reported as written.
     let pin: serde_json::Value = client
         .get(format!("{api}/allocations/{root}"))
@@ -696,7 +687,6 @@ async fn pinfleet_add_imports_on_one_peer_and_every_peer_pins_it() {
 /// every peer's node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpinned_content_is_gone_from_every_peer_after_gc() {
-    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("old-release.bin");
     let data: Vec<u8> = (0..300 * 1024u32).map(|i| (i % 251) as u8).collect();
@@ -711,15 +701,7 @@ async fn unpinned_content_is_gone_from_every_peer_after_gc() {
     let root = added.cid.to_string();
 
     let tb = dir.path().join("tb");
-    let testbed = Testbed::up(&TestbedOptions {
-        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
-        peers: 3,
-        dir: tb.clone(),
-        timeout: Duration::from_secs(60),
-        ipfs: TestbedIpfs::Embedded,
-    })
-    .await
-    .unwrap();
+    let testbed = embedded_testbed(&tb).await;
     let api = testbed.file.peers[0].api.clone();
     let out = tokio::task::spawn_blocking({
         let (api, file) = (api.clone(), file.to_str().unwrap().to_string());
@@ -730,11 +712,7 @@ async fn unpinned_content_is_gone_from_every_peer_after_gc() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), root);
     let client = reqwest::Client::new();
-    let start = tokio::time::Instant::now();
-    while pinned_peers(&client, &api, &root).await < 3 {
-        assert!(start.elapsed() < Duration::from_secs(60), "not pinned");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_pinned_on_three(&client, &api, &root).await;
 
     let resp = client
         .delete(format!("{api}/pins/{root}"))
