@@ -362,12 +362,10 @@ fn holders(nodes: &[Node], i: u64) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn min_max_replication_allocates_that_many_peers() {
-    let root = tempfile::tempdir().unwrap();
-    let nodes = tracked(3, root.path()).await;
+/// Applies PinSet `name` of the pins `range` with replication 2/2 on peer 0.
+async fn apply_two_copies(nodes: &[Node], name: &str, range: std::ops::Range<u64>) {
     let ps = with_options(
-        pinset("two", 60..64),
+        pinset(name, range),
         PinOptions {
             replication: ReplicationFactors { min: 2, max: 2 },
             ..PinOptions::default()
@@ -379,6 +377,13 @@ async fn min_max_replication_allocates_that_many_peers() {
         .apply_pinset(apply(ps, "r1"))
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn min_max_replication_allocates_that_many_peers() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = tracked(3, root.path()).await;
+    apply_two_copies(&nodes, "two", 60..64).await;
     for i in 60..64 {
         wait_for("two copies", || holders(&nodes, i) == 2).await;
         let pin = nodes[0].peer.node.store().get(&cid(i)).unwrap().unwrap();
@@ -495,19 +500,7 @@ async fn a_dead_peers_pins_move_after_the_grace_period() {
 async fn a_new_pin_is_allocated_without_waiting_for_the_check_interval() {
     let root = tempfile::tempdir().unwrap();
     let nodes = tracked_with(3, root.path(), &[], Duration::from_secs(3600)).await;
-    let ps = with_options(
-        pinset("soon", 80..82),
-        PinOptions {
-            replication: ReplicationFactors { min: 2, max: 2 },
-            ..PinOptions::default()
-        },
-    );
-    nodes[0]
-        .peer
-        .node
-        .apply_pinset(apply(ps, "r1"))
-        .await
-        .unwrap();
+    apply_two_copies(&nodes, "soon", 80..82).await;
     for i in 80..82 {
         wait_for("two copies", || holders(&nodes, i) == 2).await;
     }
