@@ -108,6 +108,19 @@ impl Client {
         body: Option<Vec<u8>>,
         accept: &[StatusCode],
     ) -> Result<T, ClientError> {
+        let (_, bytes) = self.fetch(method, url.clone(), body, accept).await?;
+        decode(&url, &bytes)
+    }
+
+    /// Sends a request; an answer that is neither a success nor in
+    /// `accept` is `ClientError::Api`. The status and the whole body.
+    async fn fetch(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        accept: &[StatusCode],
+    ) -> Result<(StatusCode, bytes::Bytes), ClientError> {
         let mut req = self.http.request(method, url.clone());
         if let Some(b) = body {
             req = req
@@ -138,29 +151,29 @@ impl Client {
                 message,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })
+        Ok((status, bytes))
     }
 
     /// `GET /pinsets`: every recorded PinSet (an empty collection may be 204).
     pub async fn pinsets(&self) -> Result<Vec<PinSetInfo>, ClientError> {
         let url = self.url(&["pinsets"], &[]);
-        let resp =
-            self.http
-                .get(url.clone())
-                .send()
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    url: url.to_string(),
-                    source,
-                })?;
-        if resp.status() == StatusCode::NO_CONTENT {
-            return Ok(Vec::new());
+        match self.fetch(Method::GET, url.clone(), None, &[]).await? {
+            (StatusCode::NO_CONTENT, _) => Ok(Vec::new()),
+            (_, bytes) => decode(&url, &bytes),
         }
-        drop(resp);
-        self.call(Method::GET, url, None, &[]).await
+    }
+
+    /// `GET /pinsets/{ns}/{name}`: the PinSet's record, `None` when the
+    /// cluster has none.
+    pub async fn pinset(&self, id: &PinSetId) -> Result<Option<PinSetInfo>, ClientError> {
+        let url = self.url(&["pinsets", &id.namespace, &id.name], &[]);
+        match self
+            .fetch(Method::GET, url.clone(), None, &[StatusCode::NOT_FOUND])
+            .await?
+        {
+            (StatusCode::NOT_FOUND, _) => Ok(None),
+            (_, bytes) => decode(&url, &bytes).map(Some),
+        }
     }
 
     /// `PUT /pinsets/{ns}/{name}` with a JSON document; a prune guard refusal
@@ -276,4 +289,12 @@ impl Client {
             message,
         })
     }
+}
+
+/// Decodes a JSON answer from `url`.
+fn decode<T: serde::de::DeserializeOwned>(url: &Url, bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Decode {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })
 }

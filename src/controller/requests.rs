@@ -247,20 +247,18 @@ async fn standalone(
     Query(query): Query<ReconcileQuery>,
 ) -> Result<(StatusCode, Json<ReconcileAnswer>), ApiError> {
     let id = crate::api::pinset_id(namespace, name)?;
-    let recorded = st.client.pinsets().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "cannot read the cluster's pinsets: {}",
-                super::error_chain(&e)
-            ),
-        )
-    })?;
-    let source = recorded
-        .iter()
-        .find(|p| p.namespace == id.namespace && p.name == id.name)
-        .map(|p| p.source.clone())
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("pinset {id} not found")))?;
+    let source = st
+        .client
+        .pinset(&id)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot read pinset {id}: {}", super::error_chain(&e)),
+            )
+        })?
+        .map(|p| p.source)
+        .ok_or_else(|| ApiError::not_found(format!("pinset {id} not found")))?;
     let (status, answer) = request(&st.reconcilers, &id, &source, &query).await?;
     Ok((status, Json(answer)))
 }

@@ -623,6 +623,26 @@ async fn cli_webhook_triggers_a_fetch_and_the_commit_status_is_reported() {
         .unwrap();
     assert_eq!(last.1["state"], "success");
     assert_eq!(last.1["context"], "pinfleet");
+
+    // The same listener serves reconcile-now for the standalone controller.
+    let base = hooks.trim_end_matches("/hooks/main");
+    let http = reqwest::Client::new();
+    let done: serde_json::Value = http
+        .post(format!("{base}/pinsets/git/hook/reconcile?wait=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["handled"], true, "{done}");
+    assert_eq!(done["outcome"]["healthy"], true, "{done}");
+    let missing = http
+        .post(format!("{base}/pinsets/git/nope/reconcile"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
