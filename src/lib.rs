@@ -16,6 +16,7 @@ pub mod ipfs_peering;
 pub mod manifest;
 pub mod p2p;
 pub mod plan;
+pub mod source;
 pub mod state;
 pub mod testbed;
 pub mod testkit;

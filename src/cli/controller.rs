@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use pinfleet::controller::git::{Credentials, poll};
 use pinfleet::controller::reporter::{Forge, Reporter, sha_of_revision};
-use pinfleet::controller::webhook::{self, Receiver, ReceiverKind};
 use pinfleet::controller::{
-    Client, Controller, ControllerOptions, DirSource, GitSource, ReconcileOutcome,
-    ReconcileRequests, Reconcilers, requests, run_dir, run_git,
+    Client, Controller, ControllerOptions, ReconcileOutcome, ReconcileRequests, Reconcilers, poll,
+    requests, run_dir, run_git,
 };
+use pinfleet::source::git::Credentials;
+use pinfleet::source::webhook::{self, Receiver, ReceiverKind};
+use pinfleet::source::{DirSource, GitSource};
 use tokio_util::sync::CancellationToken;
 
 use super::LimitArgs;
@@ -174,7 +175,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     } else {
         bail!(
             "unsupported source {:?}: expected dir:PATH or git:URL[#ref=REF&path=SUBDIR]",
-            pinfleet::controller::git::redact(&args.source)
+            pinfleet::source::git::redact(&args.source)
         );
     };
     let name = match &source {

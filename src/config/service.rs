@@ -19,11 +19,10 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use toml::{Table, Value};
 
-use crate::controller::GitSource;
-use crate::controller::git::Credentials;
-use crate::controller::webhook::ReceiverKind;
 use crate::manifest::duration::{format_duration, parse_duration};
 use crate::manifest::suggest;
+use crate::source::git::{Credentials, GitSource};
+use crate::source::webhook::ReceiverKind;
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "PINFLEET_";
@@ -1248,7 +1247,7 @@ fn check_source(text: &str) -> Result<String, String> {
     } else {
         return Err(format!(
             "unsupported source {:?}: expected dir:PATH or git:URL[#ref=REF&path=SUBDIR]",
-            crate::controller::git::redact(text)
+            crate::source::git::redact(text)
         ));
     }
     Ok(text.to_owned())

@@ -22,15 +22,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::git::{Credentials, GitSpecError, redact};
-use super::webhook::{self, Receiver};
 use super::{
-    Client, ClientError, ConditionType, Controller, ControllerOptions, DirSource, GitSource,
-    ReconcileOutcome, ReconcileRequests, Reconcilers, run_dir, run_git,
+    Client, ClientError, ConditionType, Controller, ControllerOptions, ReconcileOutcome,
+    ReconcileRequests, Reconcilers, run_dir, run_git,
 };
 use crate::config::ControllerConfig;
 use crate::consensus::ClusterNode;
 use crate::manifest::Limits;
+use crate::source::git::{Credentials, GitSpecError, redact};
+use crate::source::webhook::{self, Receiver};
+use crate::source::{DirSource, GitSource};
 
 /// How often a supervisor checks whether this peer leads.
 pub const LEADER_POLL: Duration = Duration::from_millis(500);

@@ -3,20 +3,19 @@
 //! through its REST API, releases the PinSets that left the source (under the
 //! prune guard) and keeps a status per PinSet.
 //!
-//! Sources: [`DirSource`] (a directory, watched with `notify`) and
-//! [`GitSource`] (a git repository, polled and triggered by webhooks). The engine's
+//! Sources ([`crate::source`]): a directory, watched with `notify`, and a
+//! git repository, polled and triggered by webhooks; [`run_dir`] and
+//! [`run_git`] drive the engine for each. The engine's
 //! state lives in memory ([`ControllerState`]); which PinSets belong to a
 //! source is read back from the cluster (`GET /pinsets`, the `source` each
 //! PinSet was applied with).
 
 mod client;
 pub mod daemon;
-mod dir;
-pub mod git;
 mod patch;
 pub mod reporter;
 pub mod requests;
-pub mod webhook;
+mod run;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,9 +23,8 @@ use std::fmt;
 use serde::Serialize;
 
 pub use client::{Client, ClientError};
-pub use dir::{DirSource, run_dir};
-pub use git::{GitSource, run_git};
 pub use requests::{ReconcileRequests, Reconcilers};
+pub use run::{DRIFT_POLLS, poll, run_dir, run_git};
 
 use crate::consensus::ApplyReport;
 use crate::manifest::model::Condition;
@@ -247,7 +245,7 @@ impl Controller {
     }
 
     /// Keeps the last load that was applied healthily, for the source to
-    /// reload incrementally from (see [`GitSource::load_after`]).
+    /// reload incrementally from (see [`crate::source::GitSource::load_after`]).
     pub fn keep_loads(&mut self) {
         self.keep_loads = true;
     }

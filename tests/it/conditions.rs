@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pinfleet::api::{ApiState, serve};
-use pinfleet::controller::{Client, Controller, ControllerOptions, DirSource};
+use pinfleet::controller::{Client, Controller, ControllerOptions};
 use pinfleet::ipfs::KuboClient;
 use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::manifest::{Limits, PinSetStatus, ReplicationFactors};
+use pinfleet::source::DirSource;
 use pinfleet::tracker::TrackerConfig;
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;

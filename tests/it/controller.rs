@@ -7,10 +7,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use pinfleet::controller::{
-    Client, ConditionType, Controller, ControllerOptions, DirSource, Reason, run_dir,
-};
+use pinfleet::controller::{Client, ConditionType, Controller, ControllerOptions, Reason, run_dir};
 use pinfleet::manifest::Limits;
+use pinfleet::source::DirSource;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

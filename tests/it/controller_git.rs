@@ -7,9 +7,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository, Signature};
-use pinfleet::controller::git::{Credentials, GitSource, poll, redact};
-use pinfleet::controller::{Client, ConditionType, Controller, ControllerOptions, Reason, run_git};
+use pinfleet::controller::{
+    Client, ConditionType, Controller, ControllerOptions, Reason, poll, run_git,
+};
 use pinfleet::manifest::Limits;
+use pinfleet::source::git::{Credentials, GitSource, redact};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

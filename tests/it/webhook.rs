@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use hmac::{Hmac, Mac};
 use pinfleet::controller::reporter::{Forge, Reporter, ReporterError, sha_of_revision};
-use pinfleet::controller::webhook::{Receiver, ReceiverKind, router};
 use pinfleet::controller::{ConditionType, PinSetOutcome, Reason, ReconcileOutcome};
+use pinfleet::source::webhook::{Receiver, ReceiverKind, router};
 use sha2::Sha256;
 use tokio::sync::mpsc;
 

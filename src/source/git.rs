@@ -11,15 +11,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use git2::{Cred, CredentialType, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
-use rand::Rng;
 use sha2::Digest;
-use tokio::sync::mpsc::Receiver;
-use tokio_util::sync::CancellationToken;
 
-use super::{Controller, ReconcileOutcome};
 use crate::manifest::incremental::{
     LineIndex, ListChange, MAX_INDEXED_BYTES, PinSetChanges, apply_change, check_change, diff_lines,
 };
@@ -781,95 +776,4 @@ pub fn redact(url: &str) -> String {
         Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
         None => url.to_string(),
     }
-}
-
-/// Every this many polls on the interval, the revision is re-applied whole
-/// even when unchanged, to repair drift in the cluster (a no-op poll stays
-/// cheap the other times: 1M pins re-planned is seconds of work).
-pub const DRIFT_POLLS: u32 = 10;
-
-/// `interval` ±10%.
-fn jittered(interval: Duration) -> Duration {
-    interval.mul_f64(rand::rng().random_range(0.9..=1.1))
-}
-
-/// Runs `controller` on `source` until `cancel`: fetches and reconciles at
-/// once, then on every `interval` (±10% jitter), every `trigger` message
-/// (webhooks) and every reconcile-now request. A poll whose commit is
-/// unchanged while the last outcome was healthy is skipped without checkout
-/// or loading, except every [`DRIFT_POLLS`]-th interval, which re-applies it
-/// whole to repair drift. Each outcome is handed to `report`.
-pub async fn run_git(
-    mut controller: Controller,
-    source: GitSource,
-    interval: Duration,
-    mut trigger: Receiver<()>,
-    cancel: CancellationToken,
-    mut report: impl FnMut(&ReconcileOutcome),
-) -> Controller {
-    let mut last_sha: Option<String> = None;
-    let mut triggers_open = true;
-    let mut polls_since_drift = 0u32;
-    loop {
-        let out = poll(&mut controller, &source, &mut last_sha).await;
-        report(&out);
-        let sleep = tokio::time::sleep(jittered(interval));
-        let requests = controller.requests().clone();
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = sleep => {
-                // Every DRIFT_POLLS-th interval the unchanged revision is
-                // re-applied whole, as a reconcile-now request would.
-                polls_since_drift += 1;
-                if polls_since_drift >= DRIFT_POLLS {
-                    polls_since_drift = 0;
-                    requests.request();
-                }
-            }
-            () = requests.wait_pending() => {}
-            msg = trigger.recv(), if triggers_open => {
-                if msg.is_none() {
-                    triggers_open = false;
-                }
-                while trigger.try_recv().is_ok() {}
-            }
-        }
-    }
-    controller
-}
-
-/// One fetch and reconcile; `last_sha` is the commit last loaded.
-pub async fn poll(
-    controller: &mut Controller,
-    source: &GitSource,
-    last_sha: &mut Option<String>,
-) -> ReconcileOutcome {
-    controller.keep_loads();
-    controller.begin();
-    let fetched = match source.fetch().await {
-        Ok(f) => f,
-        Err(e) => return controller.reconcile(Err(e), false).await,
-    };
-    if last_sha.as_deref() == Some(&fetched.sha)
-        && !controller.requests().pending()
-        && controller.state().last_healthy
-        && controller.state().last_applied_revision.as_deref() == Some(&fetched.revision)
-    {
-        return ReconcileOutcome {
-            revision: Some(fetched.revision),
-            skipped: true,
-            ..ReconcileOutcome::default()
-        };
-    }
-    let loaded = source
-        .load_after(&fetched, controller.take_previous())
-        .await;
-    *last_sha = Some(fetched.sha);
-    let mut out = controller.reconcile(loaded, false).await;
-    // A commit that does not load is still the commit the author pushed:
-    // name it, so its commit status reports the failure.
-    if out.revision.is_none() {
-        out.revision = Some(fetched.revision);
-    }
-    out
 }
