@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use pinfleet::allocator::informer::InformerConfig;
 use pinfleet::consensus::ClusterNode;
-use pinfleet::informer::InformerConfig;
 use pinfleet::ipfs::embedded::{EmbeddedConfig, EmbeddedNode};
 use pinfleet::ipfs::{AddInput, AddOpts, AddedContent, IpfsBackend, PinLsFilter};
 use pinfleet::manifest::{CidKey, PinOptions, PinSpec, ReplicationFactors, written_as_of};
@@ -269,10 +269,10 @@ async fn main() {
         .expect("embedded node");
         let backend: Arc<dyn IpfsBackend> = Arc::new(ipfs.clone());
         node.set_ipfs_backend(Arc::clone(&backend));
-        pinfleet::ipfs_peering::spawn(
+        pinfleet::ipfs::embedded::peering::spawn(
             node.clone(),
             ipfs.clone(),
-            pinfleet::ipfs_peering::PeeringConfig::default(),
+            pinfleet::ipfs::embedded::peering::PeeringConfig::default(),
             cancel.clone(),
             &tasks,
         );
@@ -290,7 +290,7 @@ async fn main() {
         let mut informer = InformerConfig::new(ReplicationFactors { min: -1, max: -1 });
         informer.interval = Duration::from_secs(2);
         informer.check_interval = check;
-        pinfleet::informer::spawn(
+        pinfleet::allocator::informer::spawn(
             node.clone(),
             backend,
             status.tracker().clone(),

@@ -206,10 +206,10 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     node.set_ipfs_backend(std::sync::Arc::clone(&backend));
 
     if let Some(e) = embedded {
-        crate::ipfs_peering::spawn(
+        crate::ipfs::embedded::peering::spawn(
             node.clone(),
             e,
-            crate::ipfs_peering::PeeringConfig::default(),
+            crate::ipfs::embedded::peering::PeeringConfig::default(),
             cancel.clone(),
             &tasks,
         );
@@ -245,9 +245,9 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         &cancel,
         &tasks,
     );
-    let mut informer = crate::informer::InformerConfig::new(default);
+    let mut informer = crate::allocator::informer::InformerConfig::new(default);
     informer.tags = config.informer.tags.clone();
-    crate::informer::spawn(
+    crate::allocator::informer::spawn(
         node.clone(),
         backend,
         status.tracker().clone(),

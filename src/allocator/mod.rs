@@ -10,8 +10,13 @@
 //! log (`Command::Allocate`); followers apply that result and never call
 //! this module, so their own (possibly different) metric views cannot make
 //! the replicated state diverge.
+//!
+//! [`informer`] is the I/O shell around that pure core: the loop on every
+//! peer that gossips its metrics, and the leader's loop that runs the
+//! allocator and writes its decisions through consensus.
 
 mod balanced;
+pub mod informer;
 mod metrics;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pinfleet::informer::InformerConfig;
+use pinfleet::allocator::informer::InformerConfig;
 use pinfleet::ipfs::KuboClient;
 use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::manifest::{PinOptions, PinSpec, ReplicationFactors};
@@ -74,7 +74,7 @@ async fn tracked_with(
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
         }
-        pinfleet::informer::spawn(
+        pinfleet::allocator::informer::spawn(
             peer.node.clone(),
             backend,
             status.tracker().clone(),

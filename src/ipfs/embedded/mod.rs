@@ -10,6 +10,7 @@
 
 mod bitswap;
 mod pb;
+pub mod peering;
 mod store;
 mod swarm;
 

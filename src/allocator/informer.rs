@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::allocator::{AllocationRequest, AllocatorConfig, Metric, PeerMetrics, reallocate};
+use super::{AllocationRequest, AllocatorConfig, Metric, PeerMetrics, reallocate};
 use crate::consensus::ClusterNode;
 use crate::ipfs::IpfsBackend;
 use crate::manifest::ReplicationFactors;
