@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository, Signature};
 use hmac::{Hmac, Mac};
-use pinfleet::api::{ApiState, PatchDocument};
+use pinfleet::api::ApiState;
 use pinfleet::consensus::{ClusterNode, PinSetPatch};
 use pinfleet::controller::{Client, Controller, ControllerOptions, ReconcileOutcome, run_git};
 use pinfleet::manifest::{CidKey, Limits, Owner, PinSetId};
@@ -31,6 +31,7 @@ use pinfleet::plan::PruneGuard;
 use pinfleet::source::git::{Credentials, GitSource};
 use pinfleet::source::webhook::{self, GENERIC_SIGNATURE, Receiver, ReceiverKind};
 use pinfleet::testkit::seq_cid;
+use pinfleet::wire::PatchDocument;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -489,7 +490,7 @@ async fn main() {
     let t_load = t.elapsed();
     assert_eq!(again.pin_count(), loaded.pin_count());
     let t = Instant::now();
-    let doc = pinfleet::api::to_manifest_json(&loaded.pinsets[0]).to_string();
+    let doc = pinfleet::wire::to_manifest_json(&loaded.pinsets[0]).to_string();
     let t_doc = t.elapsed();
     let mut whole = Controller::new(client.clone(), opts.clone());
     let t = Instant::now();

@@ -150,7 +150,7 @@ async fn main() {
         if info[0]
             .peer_map
             .values()
-            .filter(|p| p.status == pinfleet::tracker::TrackerStatus::Pinned)
+            .filter(|p| p.status == pinfleet::wire::TrackerStatus::Pinned)
             .count()
             == 3
         {

@@ -19,3 +19,4 @@ pub mod state;
 pub mod testbed;
 pub mod testkit;
 pub mod tracker;
+pub mod wire;

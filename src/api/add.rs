@@ -19,7 +19,6 @@ use axum::body::Body;
 use axum::extract::{Multipart, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use super::pins::{Params, RawParams, catch_up, get_pin, pin_spec};
@@ -27,30 +26,7 @@ use super::{ApiError, ApiState};
 use crate::ipfs::unixfs::{AddOptions, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 use crate::ipfs::{AddInput, AddOpts};
 use crate::manifest::{CidKey, written_as_of};
-
-/// One added file or directory (IPFS Cluster's `AddedOutput`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AddedOutput {
-    /// Path of the entry as sent (the root of a wrapped add is `""`).
-    pub name: String,
-    /// Its CID, in the version asked for (`Qm…` by default).
-    pub cid: String,
-    /// Bytes of file content (for a directory, of the files under it).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub bytes: u64,
-    /// Cumulative DAG size, as `ipfs add` reports it.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub size: u64,
-    /// Peers the root was allocated to (root only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allocations: Vec<String>,
-}
-
-// serde's skip_serializing_if takes a reference.
-#[allow(clippy::trivially_copy_pass_by_ref)]
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
+use crate::wire::AddedOutput;
 
 /// The import options of a query (`cid-version`, `raw-leaves`, `chunker`,
 /// `hidden`, `layout`, `hash`, `shard`, `trickle`), refusing what pinfleet

@@ -4,35 +4,10 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
 use crate::consensus::ClusterError;
 use crate::manifest::Diagnostics;
-
-/// One located problem of an invalid manifest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    /// Name the document was parsed as.
-    pub file: String,
-    /// 1-based line; 0 when the whole document is concerned.
-    pub line: u32,
-    /// 1-based column; 0 when the whole document is concerned.
-    pub col: u32,
-    /// What is wrong.
-    pub message: String,
-}
-
-/// The JSON body of an error answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// The HTTP status code.
-    pub code: u16,
-    /// Lower-case description.
-    pub message: String,
-    /// Located problems (422 invalid manifest only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<Problem>,
-}
+use crate::wire::{ErrorBody, Problem};
 
 /// An error answer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

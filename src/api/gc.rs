@@ -6,42 +6,19 @@
 //! `keys` is empty and the count is in the extra field `removed`. A member
 //! that cannot be reached or has no IPFS node answers with its `error`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use libp2p::PeerId;
-use serde::{Deserialize, Serialize};
 
 use super::pins::{Params, RawParams};
 use super::{ApiError, ApiState};
 use crate::consensus::{Rpc, RpcReply};
+use crate::wire::{GlobalRepoGc, RepoGc};
 
 /// How long one member's gc may take.
 const GC_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// One peer's gc (IPFS Cluster's `RepoGC`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RepoGc {
-    /// Peer id.
-    pub peer: String,
-    /// Peer name (empty for other members: it is not in the membership).
-    pub peername: String,
-    /// Removed keys (not reported by pinfleet's backends: always empty).
-    pub keys: Vec<serde_json::Value>,
-    /// Blocks removed.
-    pub removed: u64,
-    /// Why it failed, or empty.
-    pub error: String,
-}
-
-/// Every peer's gc (IPFS Cluster's `GlobalRepoGC`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GlobalRepoGc {
-    /// By peer id.
-    pub peer_map: BTreeMap<String, RepoGc>,
-}
 
 /// `POST /ipfs/gc`.
 pub(super) async fn gc(

@@ -24,7 +24,7 @@ use super::pins::storage;
 use super::pinset_status::Bucket;
 use super::{ApiError, ApiState, blocking};
 use crate::manifest::{Owner, PinSetId};
-use crate::tracker::TrackerStatus;
+use crate::wire::TrackerStatus;
 
 /// The content type Prometheus negotiates for the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

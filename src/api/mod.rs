@@ -7,7 +7,6 @@
 //! in memory: every pin listing streams from one read transaction.
 
 mod add;
-mod document;
 mod error;
 mod gc;
 mod metrics;
@@ -34,13 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::consensus::ClusterNode;
 use crate::manifest::Limits;
 
-pub use add::AddedOutput;
-pub use document::{ManifestDocument, to_manifest_json};
-pub use error::{ApiError, ErrorBody, Problem};
-pub use gc::{GlobalRepoGc, RepoGc};
-pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
-pub use pinset_patch::{PatchDocument, PatchPin};
-pub use pinsets::PinSetInfo;
+pub use error::ApiError;
 pub(crate) use pinsets::pinset_id;
 
 /// Largest PinSet document `PUT /pinsets/{ns}/{name}` accepts by default.

@@ -18,7 +18,8 @@ use crate::manifest::duration::parse_duration;
 use crate::manifest::{
     CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors, written_as_of,
 };
-use crate::state::{PinRecord, StatePin, write_pin_record};
+use crate::state::{StatePin, write_pin_record};
+use crate::wire::PinRecord;
 
 /// Query parameters in the order sent; the first of repeated keys wins, as
 /// Go's `url.Values.Get`.

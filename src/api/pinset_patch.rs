@@ -8,113 +8,22 @@
 //! base revision is answered `412` and nothing is written: the client then
 //! sends the whole PinSet with `PUT`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
 
 use super::pins::{Params, RawParams};
 use super::pinsets::{guard, pinset_id, read_capped, report_response};
 use super::{ApiError, ApiState};
 use crate::consensus::PinSetPatch;
-use crate::manifest::{CidKey, DesiredPin, DesiredPinSet, PinOptions, PinSpec};
+use crate::manifest::{CidKey, DesiredPin, PinOptions, PinSpec};
+use crate::wire::PatchDocument;
 
 /// Longest pin name accepted (as in manifests).
 const MAX_PIN_NAME: usize = 1024;
-
-/// The body of `PATCH /pinsets/{namespace}/{name}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PatchDocument {
-    /// The revision the cluster must hold (else `412`).
-    pub base_revision: String,
-    /// The revision this patch brings the PinSet to.
-    pub revision: String,
-    /// Labels of the new revision.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Prune enabled in the new revision.
-    pub prune: bool,
-    /// Reconciling suspended in the new revision.
-    #[serde(default)]
-    pub suspend: bool,
-    /// Pins the PinSet declares in the new revision.
-    pub pins: u64,
-    /// Options referred to by `set` entries, by index.
-    #[serde(default)]
-    pub options: Vec<PinOptions>,
-    /// Pins to add or change.
-    #[serde(default)]
-    pub set: Vec<PatchPin>,
-    /// Pins that left the PinSet.
-    #[serde(default)]
-    pub release: Vec<CidKey>,
-}
-
-/// One pin to add or change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PatchPin {
-    /// The CID (any spelling; normalised).
-    pub cid: CidKey,
-    /// Pin name.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    /// Index into the document's `options`.
-    #[serde(default)]
-    pub options: usize,
-    /// The CID as the manifest wrote it, when not canonical.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub written_as: Option<String>,
-}
-
-impl PatchDocument {
-    /// The document taking `pinset` from `base_revision` to `revision`
-    /// by `set` and `release` (labels, prune, suspend and the pin count come
-    /// from `pinset`); pins whose options are the same `Arc` or equal share
-    /// one `options` entry.
-    pub fn new(
-        base_revision: String,
-        revision: String,
-        pinset: &DesiredPinSet,
-        set: &[(CidKey, DesiredPin)],
-        release: &[CidKey],
-    ) -> Self {
-        let mut shared: Vec<Arc<PinOptions>> = Vec::new();
-        let mut entries = Vec::with_capacity(set.len());
-        for (cid, pin) in set {
-            let o = &pin.spec.options;
-            let index = match shared.iter().position(|s| Arc::ptr_eq(s, o) || **s == **o) {
-                Some(i) => i,
-                None => {
-                    shared.push(Arc::clone(o));
-                    shared.len() - 1
-                }
-            };
-            entries.push(PatchPin {
-                cid: *cid,
-                name: pin.spec.name.clone(),
-                options: index,
-                written_as: pin.written_as.as_deref().map(str::to_string),
-            });
-        }
-        Self {
-            base_revision,
-            revision,
-            labels: pinset.labels.clone(),
-            prune: pinset.prune,
-            suspend: pinset.suspend,
-            pins: pinset.pins.len() as u64,
-            options: shared.iter().map(|o| (**o).clone()).collect(),
-            set: entries,
-            release: release.to_vec(),
-        }
-    }
-}
 
 /// `PATCH /pinsets/{namespace}/{name}?source=&force=&dryRun=&maxPruneFraction=`.
 pub(super) async fn patch(

@@ -25,7 +25,8 @@ use super::{ApiError, ApiState, blocking};
 use crate::manifest::model::{Condition, PinErrorStatus, StatusSummary};
 use crate::manifest::{CidKey, Owner, PinSetId, PinSetStatus, ReplicationFactors};
 use crate::state::{StatePin, format_time};
-use crate::tracker::{GlobalPinInfo, StatusService, TrackerStatus, global::PAGE};
+use crate::tracker::{StatusService, global::PAGE};
+use crate::wire::{GlobalPinInfo, TrackerStatus};
 
 /// Most `(cid, peer, error)` entries a status lists.
 pub const MAX_ERRORS: usize = 20;
@@ -392,7 +393,7 @@ mod tests {
     use super::*;
     use crate::manifest::{PinOptions, PinSpec};
     use crate::testkit::seq_cid;
-    use crate::tracker::PinInfoShort;
+    use crate::wire::PinInfoShort;
 
     const EVERY: ReplicationFactors = ReplicationFactors { min: -1, max: -1 };
 

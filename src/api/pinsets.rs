@@ -1,7 +1,6 @@
 //! `/pinsets`: recorded PinSets, and applying or deleting one PinSet
 //! document (pinfleet-only routes; Kubernetes-style camelCase JSON).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use axum::Json;
@@ -10,42 +9,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::pins::{Params, RawParams, storage};
 use super::{ApiError, ApiState, blocking};
-use crate::consensus::{ApplyReport, PinSetApply};
-use crate::manifest::model::Condition;
+use crate::consensus::PinSetApply;
 use crate::manifest::{Owner, PinSetId, check_dns_label, load_str};
 use crate::plan::{DEFAULT_MAX_PRUNE_FRACTION, PruneGuard};
 use crate::state::format_time as rfc3339;
 use crate::state::{Command, PinSetRecord};
-
-/// A PinSet as the shared state records it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PinSetInfo {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// Revision applied (content digest or git revision).
-    pub revision: String,
-    /// Where it came from.
-    pub source: String,
-    /// Pins the PinSet declared in that revision.
-    pub pins: u64,
-    /// Prune enabled.
-    pub prune: bool,
-    /// Reconciling suspended.
-    pub suspend: bool,
-    /// When the revision was committed (RFC 3339).
-    pub applied_at: String,
-    /// Labels of the manifest.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
+use crate::wire::{ApplyReport, ConditionsReport, PinSetInfo};
 
 impl From<PinSetRecord> for PinSetInfo {
     fn from(r: PinSetRecord) -> Self {
@@ -170,19 +143,6 @@ pub(super) async fn remove(
         return Err(ApiError::not_found(format!("pinset {id} not found")));
     }
     Ok(report_response(report))
-}
-
-/// The body of `PUT /pinsets/{namespace}/{name}/conditions`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConditionsReport {
-    /// Where the controller read the PinSet.
-    pub source: String,
-    /// The revision it looked at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-    /// `Ready`, `Reconciling`, `Stalled` as the controller computed them.
-    pub conditions: Vec<Condition>,
 }
 
 /// `PUT /pinsets/{namespace}/{name}/conditions`: records the conditions a

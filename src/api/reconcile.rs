@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::pinsets::{pinset_id, record};
 use super::{ApiError, ApiState};
-use crate::controller::requests::{self, MAX_WAIT, ReconcileQuery};
+use crate::controller::requests;
+use crate::wire::{MAX_WAIT, ReconcileQuery};
 
 /// Marks a request one peer forwarded to the leader.
 pub const FORWARDED_HEADER: &str = "x-pinfleet-forwarded";

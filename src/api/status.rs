@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use super::pins::{Params, RawParams, parse_cid, storage};
 use super::{ApiError, ApiState, stream};
 use crate::state::StatePin;
-use crate::tracker::{GlobalPinInfo, StatusService, TrackerStatus, global::PAGE};
+use crate::tracker::{StatusService, global::PAGE};
+use crate::wire::{GlobalPinInfo, TrackerStatus};
 
 fn service(state: &ApiState) -> Result<Arc<StatusService>, ApiError> {
     state.status.clone().ok_or_else(|| {

@@ -12,13 +12,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use pinfleet::api::ManifestDocument;
-use pinfleet::consensus::ApplyReport;
 use pinfleet::manifest::duration::parse_duration;
 use pinfleet::manifest::{
     DEFAULT_NAMESPACE, DesiredPinSet, LoadError, Loaded, PinSetId, load_paths,
 };
 use pinfleet::plan::DEFAULT_MAX_PRUNE_FRACTION;
+use pinfleet::wire::{ApplyReport, ManifestDocument};
 use serde_json::json;
 
 use super::client::{ApiClient, ApplyOptions, ClientError};

@@ -5,12 +5,11 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use pinfleet::api::{AddedOutput, ErrorBody, PeerInfo, PinSetInfo, Problem, VersionInfo};
-use pinfleet::consensus::ApplyReport;
-use pinfleet::controller::requests::ReconcileAnswer;
 use pinfleet::manifest::{PinSetId, PinSetStatus};
-use pinfleet::state::PinRecord;
-use pinfleet::tracker::GlobalPinInfo;
+use pinfleet::wire::{
+    AddedOutput, ApplyReport, ErrorBody, GlobalPinInfo, PeerInfo, PinRecord, PinSetInfo, Problem,
+    ReconcileAnswer, VersionInfo,
+};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use pinfleet::api::PeerInfo;
+use pinfleet::wire::PeerInfo;
 
 use super::remote::{HostArgs, Out, block_on};
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use pinfleet::manifest::Owner;
-use pinfleet::state::PinRecord;
+use pinfleet::wire::PinRecord;
 
 use super::NO;
 use super::client::ClientError;

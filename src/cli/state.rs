@@ -23,9 +23,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use pinfleet::api::ManifestDocument;
 use pinfleet::manifest::{DesiredPin, DesiredPinSet, Owner, PinSpec, Pos, SourceRef};
 use pinfleet::state::{StatePin, read_state};
+use pinfleet::wire::ManifestDocument;
 
 use super::NO;
 use super::client::{ApiClient, ApplyOptions};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use pinfleet::manifest::{PinSetId, PinSetStatus};
-use pinfleet::tracker::GlobalPinInfo;
+use pinfleet::wire::GlobalPinInfo;
 use serde_json::json;
 
 use super::NO;
@@ -427,7 +427,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use pinfleet::manifest::model::{Condition, PinErrorStatus, StatusSummary};
-    use pinfleet::tracker::{PinInfoShort, TrackerStatus};
+    use pinfleet::wire::{PinInfoShort, TrackerStatus};
 
     use super::*;
 

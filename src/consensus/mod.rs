@@ -27,9 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use log_store::LogStore;
-pub use node::{
-    ApplyReport, ClusterError, ClusterNode, GossipSink, NodeOptions, PinSetApply, PinSetPatch,
-};
+pub use node::{ClusterError, ClusterNode, GossipSink, NodeOptions, PinSetApply, PinSetPatch};
 
 pub use state_store::{SNAPSHOT_VERSION, StateStore};
 

@@ -23,6 +23,7 @@ use crate::manifest::{CidKey, DesiredPin, DesiredPinSet, Owner, PinSetId, PinSpe
 use crate::p2p::{self, InboundRequest, P2pConfig, P2pHandle};
 use crate::plan::{PruneGuard, PruneGuardTripped, plan_pinset, plan_release_all};
 use crate::state::{Command, Op, Outcome, PinSetRecord, Request, plan_ops};
+use crate::wire::ApplyReport;
 
 /// Everything a peer needs to run consensus.
 #[derive(Clone, Debug)]
@@ -172,39 +173,6 @@ pub struct PinSetPatch {
     pub guard: PruneGuard,
     /// Plan only.
     pub dry_run: bool,
-}
-
-/// What an apply (or delete) did or would do.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApplyReport {
-    /// `namespace/name`.
-    pub pinset: String,
-    /// Pins added for this owner.
-    pub add: u64,
-    /// Pins whose options changed.
-    pub update: u64,
-    /// Pins released by this owner.
-    pub release: u64,
-    /// Pins already as desired.
-    pub unchanged: u64,
-    /// Only planned.
-    pub dry_run: bool,
-    /// The PinSet is suspended: the plan is shown but nothing is written.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub suspended: bool,
-    /// Refused by the prune guard (the message says why); nothing written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refused: Option<String>,
-    /// Log entries written.
-    pub entries: u64,
-    /// Pins that entered or left the shared state.
-    pub created: u64,
-    /// Pins removed from the shared state (no owner left).
-    pub removed: u64,
-    /// Sample of CIDs added, updated and released (at most 10 each).
-    #[serde(default)]
-    pub sample: BTreeMap<String, Vec<String>>,
 }
 
 /// Receives gossip payloads (peer, bytes).

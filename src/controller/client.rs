@@ -3,10 +3,9 @@
 
 use reqwest::{Method, StatusCode, Url};
 
-use crate::api::{ErrorBody, PinSetInfo};
-use crate::consensus::ApplyReport;
 use crate::manifest::PinSetId;
 use crate::manifest::model::Condition;
+use crate::wire::{ApplyReport, ErrorBody, PinSetInfo};
 
 /// Why a call to the cluster failed.
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +204,7 @@ impl Client {
     pub async fn patch_pinset(
         &self,
         id: &PinSetId,
-        document: &crate::api::PatchDocument,
+        document: &crate::wire::PatchDocument,
         force: bool,
         source: &str,
     ) -> Result<Option<ApplyReport>, ClientError> {

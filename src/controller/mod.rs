@@ -26,11 +26,11 @@ pub use client::{Client, ClientError};
 pub use requests::{ReconcileRequests, Reconcilers};
 pub use run::{DRIFT_POLLS, poll, run_dir, run_git};
 
-use crate::consensus::ApplyReport;
 use crate::manifest::model::Condition;
 use crate::manifest::{
     DEFAULT_NAMESPACE, Diagnostics, LoadError, Loaded, PinSetId, check_dns_label,
 };
+use crate::wire::ApplyReport;
 
 /// Kind of the condition a PinSet is in (Kubernetes conventions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -290,7 +290,7 @@ impl Controller {
         });
         self.opts.requests.mark_handled_with(
             ticket,
-            requests::Handled {
+            crate::wire::Handled {
                 healthy: out.healthy(),
                 revision: out.revision.clone(),
                 error,

@@ -5,10 +5,9 @@
 //! `412` and gets the whole PinSet.
 
 use super::{Client, ClientError};
-use crate::api::PatchDocument;
-use crate::consensus::ApplyReport;
 use crate::manifest::incremental::PinSetChanges;
 use crate::manifest::{CidKey, DesiredPinSet};
+use crate::wire::{ApplyReport, PatchDocument};
 
 /// Applies `ps` at `revision`; `changes` is `(base revision, what changed
 /// since)` when known.
@@ -29,7 +28,7 @@ pub(super) async fn send(
         }
         tracing::debug!(pinset = %ps.id, base, "the cluster does not hold the base revision: sending the whole pinset");
     }
-    let doc = crate::api::to_manifest_json(ps).to_string().into_bytes();
+    let doc = crate::wire::to_manifest_json(ps).to_string().into_bytes();
     client
         .put_pinset(&ps.id, doc, force, source, revision)
         .await

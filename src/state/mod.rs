@@ -12,10 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 
-pub use file::{
-    OwnerRecord, PinRecord, StateFileError, ZERO_TIME, format_time, parse_time, read_state,
-    write_pin_record,
-};
+pub use file::{StateFileError, format_time, parse_time, read_state, write_pin_record};
 pub use machine::{
     Command, ConditionsRecord, Op, Outcome, PinSetRecord, PinStore, Request, STAGING_TTL_MS, apply,
     plan_ops,

@@ -14,7 +14,7 @@ use super::{LocalStatus, TrackerHandle, TrackerStatus};
 use crate::consensus::{ClusterNode, PeerPinStatus, RangeStatus, Rpc, RpcReply, StatusProvider};
 use crate::manifest::{CidKey, ReplicationFactors};
 use crate::state::{StatePin, format_time};
-use crate::tracker::status::{GlobalPinInfo, PinInfoShort};
+use crate::wire::{GlobalPinInfo, PinInfoShort};
 
 /// Pins per status RPC.
 pub const PAGE: usize = 2000;

@@ -13,7 +13,6 @@
 //! backend says: a backend error only ever becomes a status.
 
 pub mod global;
-pub mod status;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -24,8 +23,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::wire::TrackerStatus;
 pub use global::{RpcStatus, StatusService};
-pub use status::{GlobalPinInfo, PinInfoShort, TrackerStatus};
 
 use crate::consensus::StateStore;
 use crate::ipfs::{IpfsBackend, IpfsError, PinLsFilter, PinOpts};

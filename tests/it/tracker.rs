@@ -10,7 +10,8 @@ use pinfleet::ipfs::KuboClient;
 use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::manifest::{PinOptions, PinSpec, ReplicationFactors};
 use pinfleet::state::Command;
-use pinfleet::tracker::{GlobalPinInfo, StatusService, TrackerConfig, TrackerStatus};
+use pinfleet::tracker::{StatusService, TrackerConfig};
+use pinfleet::wire::{GlobalPinInfo, TrackerStatus};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

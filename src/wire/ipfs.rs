@@ -1,0 +1,53 @@
+//! What crosses the REST boundary about IPFS content: `POST /add`'s
+//! `AddedOutput` and `POST /ipfs/gc`'s `GlobalRepoGC`, in IPFS Cluster's
+//! shapes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One added file or directory (IPFS Cluster's `AddedOutput`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddedOutput {
+    /// Path of the entry as sent (the root of a wrapped add is `""`).
+    pub name: String,
+    /// Its CID, in the version asked for (`Qm…` by default).
+    pub cid: String,
+    /// Bytes of file content (for a directory, of the files under it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes: u64,
+    /// Cumulative DAG size, as `ipfs add` reports it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size: u64,
+    /// Peers the root was allocated to (root only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocations: Vec<String>,
+}
+
+// serde's skip_serializing_if takes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One peer's gc (IPFS Cluster's `RepoGC`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoGc {
+    /// Peer id.
+    pub peer: String,
+    /// Peer name (empty for other members: it is not in the membership).
+    pub peername: String,
+    /// Removed keys (not reported by pinfleet's backends: always empty).
+    pub keys: Vec<serde_json::Value>,
+    /// Blocks removed.
+    pub removed: u64,
+    /// Why it failed, or empty.
+    pub error: String,
+}
+
+/// Every peer's gc (IPFS Cluster's `GlobalRepoGC`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalRepoGc {
+    /// By peer id.
+    pub peer_map: BTreeMap<String, RepoGc>,
+}

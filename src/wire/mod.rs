@@ -1,0 +1,32 @@
+//! Every JSON shape that crosses the REST boundary (DESIGN §7): what the
+//! server (`crate::api`) sends and reads, what the client
+//! (`crate::client`) decodes, and what the controller sends. One definition
+//! per shape, so the three can never disagree.
+//!
+//! Plain serde types and their encoding rules only: this module must not do
+//! I/O, talk to the cluster or know HTTP frameworks. It depends on nothing
+//! but `manifest`'s value types. Shapes that are also the Kubernetes
+//! resource's (`PinSetStatus`, `Condition`) are defined with the CRD in
+//! `manifest::model` and re-exported here.
+
+mod document;
+mod error;
+mod ipfs;
+mod patch;
+mod peers;
+mod pin;
+mod pinsets;
+mod reconcile;
+mod status;
+
+pub use document::{ManifestDocument, to_manifest_json};
+pub use error::{ErrorBody, Problem};
+pub use ipfs::{AddedOutput, GlobalRepoGc, RepoGc};
+pub use patch::{PatchDocument, PatchPin};
+pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
+pub use pin::{OwnerRecord, PinRecord, ZERO_TIME};
+pub use pinsets::{ApplyReport, ConditionsReport, PinSetInfo};
+pub use reconcile::{DEFAULT_WAIT, Handled, MAX_WAIT, ReconcileAnswer, ReconcileQuery};
+pub use status::{GlobalPinInfo, PinInfoShort, TrackerStatus};
+
+pub use crate::manifest::model::{Condition, PinSetStatus};
