@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use axum::http::StatusCode;
+use futures::future::BoxFuture;
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +20,24 @@ use tokio_util::task::TaskTracker;
 use crate::api::{ApiState, serve_with};
 use crate::config::{IDENTITY_FILE, Identity, SERVICE_FILE, ServiceConfig};
 use crate::consensus::{ClusterNode, NodeOptions};
+use crate::controller::ReconcileRequests;
+use crate::manifest::PinSetId;
+use crate::wire::{ErrorBody, ReconcileAnswer, ReconcileQuery};
+
+/// The daemon's controller answers the REST API's reconcile-now route: the
+/// one place where `api` and `controller` meet.
+impl crate::api::ReconcileNow for std::collections::BTreeMap<String, ReconcileRequests> {
+    fn reconcile<'a>(
+        &'a self,
+        id: &'a PinSetId,
+        source: &'a str,
+        query: &'a ReconcileQuery,
+    ) -> BoxFuture<'a, Result<(StatusCode, ReconcileAnswer), ErrorBody>> {
+        Box::pin(crate::controller::requests::request(
+            self, id, source, query,
+        ))
+    }
+}
 
 /// Name of the file a running daemon writes into its directory.
 pub const RUN_FILE: &str = "run.json";
@@ -288,7 +308,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         config.cluster.peername.clone(),
     );
     state.status = Some(status);
-    state.reconcilers = started.reconcilers;
+    state.reconcile_now = Some(started.reconcilers);
     state.upload_dir = dir.join("uploads");
     // Uploads left by a crash mid-`POST /add` are garbage.
     let _ = std::fs::remove_dir_all(&state.upload_dir);

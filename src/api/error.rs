@@ -72,6 +72,24 @@ impl ApiError {
     }
 }
 
+/// An answer another layer produced (its code and message kept; a code
+/// that is not an HTTP error status becomes 500).
+impl From<ErrorBody> for ApiError {
+    fn from(body: ErrorBody) -> Self {
+        let status = StatusCode::from_u16(body.code)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self {
+            status,
+            body: ErrorBody {
+                code: status.as_u16(),
+                ..body
+            },
+        }
+    }
+}
+
 impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
         let status = if e.is_unavailable() {

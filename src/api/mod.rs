@@ -34,7 +34,6 @@ use crate::consensus::ClusterNode;
 use crate::manifest::Limits;
 
 pub use error::ApiError;
-pub(crate) use pinsets::pinset_id;
 
 /// Largest PinSet document `PUT /pinsets/{ns}/{name}` accepts by default.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 30;
@@ -58,9 +57,9 @@ pub struct ApiState {
     pub limits: Limits,
     /// Pin status (absent on a peer without a tracker: status routes 503).
     pub status: Option<std::sync::Arc<crate::tracker::StatusService>>,
-    /// The sources this peer's controller runs (`POST
-    /// /pinsets/{ns}/{name}/reconcile`); empty without a controller.
-    pub reconcilers: crate::controller::Reconcilers,
+    /// The controller that runs on this peer, for `POST
+    /// /pinsets/{ns}/{name}/reconcile`; `None` without a controller.
+    pub reconcile_now: Option<std::sync::Arc<dyn ReconcileNow>>,
     /// Where `POST /add` keeps an upload while importing it (removed after).
     pub upload_dir: std::path::PathBuf,
 }
@@ -75,9 +74,34 @@ impl ApiState {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             limits: Limits::default(),
             status: None,
-            reconcilers: crate::controller::Reconcilers::default(),
+            reconcile_now: None,
             upload_dir: std::env::temp_dir(),
         }
+    }
+}
+
+/// Reconcile-now as the API needs it from a controller: ask the one that
+/// runs `source` (the source PinSet `id` was applied from) to reconcile
+/// now, and with `query.wait` wait until it did. Implemented where the
+/// daemon wires its controller in; the API knows nothing else of it.
+pub trait ReconcileNow: Send + Sync + 'static {
+    /// 202 (queued) or 200 (done, with `wait`) and the answer; an error
+    /// answer (409 when no source of that name runs here, 504 when the wait
+    /// timed out, 400 for a bad timeout).
+    fn reconcile<'a>(
+        &'a self,
+        id: &'a crate::manifest::PinSetId,
+        source: &'a str,
+        query: &'a crate::wire::ReconcileQuery,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<(axum::http::StatusCode, crate::wire::ReconcileAnswer), crate::wire::ErrorBody>,
+    >;
+}
+
+impl std::fmt::Debug for dyn ReconcileNow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReconcileNow")
     }
 }
 

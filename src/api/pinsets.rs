@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::pins::{Params, RawParams, storage};
 use super::{ApiError, ApiState, blocking};
 use crate::consensus::PinSetApply;
-use crate::manifest::{Owner, PinSetId, check_dns_label, load_str};
+use crate::manifest::{Owner, PinSetId, load_str};
 use crate::plan::{DEFAULT_MAX_PRUNE_FRACTION, PruneGuard};
 use crate::state::format_time as rfc3339;
 use crate::state::{Command, PinSetRecord};
@@ -177,11 +177,10 @@ pub(super) async fn put_conditions(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) fn pinset_id(namespace: String, name: String) -> Result<PinSetId, ApiError> {
-    check_dns_label(&namespace)
-        .map_err(|e| ApiError::bad_request(format!("namespace {namespace:?}: {e}")))?;
-    check_dns_label(&name).map_err(|e| ApiError::bad_request(format!("name {name:?}: {e}")))?;
-    Ok(PinSetId::new(namespace, name))
+/// The PinSet named by a request path; 400 when a part is not a DNS-1123
+/// label.
+pub(super) fn pinset_id(namespace: String, name: String) -> Result<PinSetId, ApiError> {
+    crate::manifest::pinset_id(namespace, name).map_err(ApiError::bad_request)
 }
 
 pub(super) fn guard(params: &Params) -> Result<PruneGuard, ApiError> {

@@ -4,8 +4,9 @@
 //! Only the Raft leader's controller acts, so a follower forwards the
 //! request to the leader's REST API (once: a forwarded request that lands on
 //! a follower again answers 503, the leader just changed). The request
-//! bookkeeping and the answer live in [`crate::controller::requests`]; this
-//! module only finds the PinSet's source and routes the call.
+//! bookkeeping belongs to the controller, reached through
+//! [`ApiState::reconcile_now`](super::ApiState) (a [`super::ReconcileNow`]);
+//! this module only finds the PinSet's source and routes the call.
 
 use std::time::Duration;
 
@@ -17,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::pinsets::{pinset_id, record};
 use super::{ApiError, ApiState};
-use crate::controller::requests;
 use crate::wire::{MAX_WAIT, ReconcileQuery};
 
 /// Marks a request one peer forwarded to the leader.
@@ -47,8 +47,10 @@ pub(super) async fn post(
     let record = record(&state, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("pinset {id} not found")))?;
-    let (status, answer) =
-        requests::request(&state.reconcilers, &id, &record.source, &query).await?;
+    let Some(controller) = &state.reconcile_now else {
+        return Err(crate::wire::not_run_here(&id, &record.source).into());
+    };
+    let (status, answer) = controller.reconcile(&id, &record.source, &query).await?;
     Ok((status, Json(answer)).into_response())
 }
 

@@ -19,12 +19,12 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
 use super::Client;
-use crate::api::ApiError;
 use crate::manifest::PinSetId;
-use crate::wire::{DEFAULT_WAIT, Handled, MAX_WAIT, ReconcileAnswer, ReconcileQuery};
+use crate::wire::{DEFAULT_WAIT, ErrorBody, Handled, MAX_WAIT, ReconcileAnswer, ReconcileQuery};
 
 /// Reconcile requests for one source: cheap to clone (shared counters).
 ///
@@ -121,31 +121,29 @@ impl ReconcileRequests {
 /// (`dir:/abs/path`, `git:URL#ref=…`), with their request counters.
 pub type Reconcilers = Arc<BTreeMap<String, ReconcileRequests>>;
 
+/// An error answer of the route: its HTTP status and `{"code", "message"}`.
+fn refusal(status: StatusCode, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(status.as_u16(), message)
+}
+
 /// Asks the controller running `source` (the source PinSet `id` was
 /// applied from) to reconcile, and with `query.wait` waits for it. 409 when
 /// no source of `reconcilers` has that name.
 pub async fn request(
-    reconcilers: &Reconcilers,
+    reconcilers: &BTreeMap<String, ReconcileRequests>,
     id: &PinSetId,
     source: &str,
     query: &ReconcileQuery,
-) -> Result<(StatusCode, ReconcileAnswer), ApiError> {
+) -> Result<(StatusCode, ReconcileAnswer), ErrorBody> {
     let timeout = match &query.timeout {
         None => DEFAULT_WAIT,
         Some(t) => crate::manifest::duration::parse_duration(t)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("timeout {t:?}: {e}")))?
+            .map_err(|e| refusal(StatusCode::BAD_REQUEST, format!("timeout {t:?}: {e}")))?
             .min(MAX_WAIT),
     };
-    let requests = reconcilers.get(source).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "pinset {id} was applied from {source:?}, which no controller here runs \
-                 (a PinSet applied with `pinfleet apply` is reconciled by applying it again; \
-                 a standalone `pinfleet controller` answers this route on its --listen address)"
-            ),
-        )
-    })?;
+    let requests = reconcilers
+        .get(source)
+        .ok_or_else(|| crate::wire::not_run_here(id, source))?;
     let ticket = requests.request();
     tracing::info!(pinset = %id, source, ticket, "reconcile requested");
     let mut answer = ReconcileAnswer {
@@ -160,7 +158,7 @@ pub async fn request(
         return Ok((StatusCode::ACCEPTED, answer));
     }
     if !requests.wait_handled(ticket, timeout).await {
-        return Err(ApiError::new(
+        return Err(refusal(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
                 "reconcile of {id} requested (ticket {ticket}) but not done within {}",
@@ -194,25 +192,46 @@ pub fn router(client: Client, reconcilers: Reconcilers) -> Router {
         })
 }
 
+/// An error answer of the standalone route.
+struct Refusal(ErrorBody);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(status = status.as_u16(), error = %self.0.message, "request failed");
+        }
+        (status, Json(self.0)).into_response()
+    }
+}
+
 async fn standalone(
     State(st): State<Standalone>,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<ReconcileQuery>,
-) -> Result<(StatusCode, Json<ReconcileAnswer>), ApiError> {
-    let id = crate::api::pinset_id(namespace, name)?;
+) -> Result<(StatusCode, Json<ReconcileAnswer>), Refusal> {
+    let id = crate::manifest::pinset_id(namespace, name)
+        .map_err(|e| Refusal(refusal(StatusCode::BAD_REQUEST, e)))?;
     let source = st
         .client
         .pinset(&id)
         .await
         .map_err(|e| {
-            ApiError::new(
+            Refusal(refusal(
                 StatusCode::BAD_GATEWAY,
                 format!("cannot read pinset {id}: {}", super::error_chain(&e)),
-            )
+            ))
         })?
         .map(|p| p.source)
-        .ok_or_else(|| ApiError::not_found(format!("pinset {id} not found")))?;
-    let (status, answer) = request(&st.reconcilers, &id, &source, &query).await?;
+        .ok_or_else(|| {
+            Refusal(refusal(
+                StatusCode::NOT_FOUND,
+                format!("pinset {id} not found"),
+            ))
+        })?;
+    let (status, answer) = request(&st.reconcilers, &id, &source, &query)
+        .await
+        .map_err(Refusal)?;
     Ok((status, Json(answer)))
 }
 
@@ -264,8 +283,8 @@ mod tests {
         let err = request(&reconcilers, &id, "api", &ReconcileQuery::default())
             .await
             .unwrap_err();
-        assert_eq!(err.status(), StatusCode::CONFLICT);
-        assert!(err.to_string().contains("\"api\""), "{err}");
+        assert_eq!(err.code, StatusCode::CONFLICT.as_u16());
+        assert!(err.message.contains("\"api\""), "{}", err.message);
         let (status, answer) = request(&reconcilers, &id, "dir:/srv/a", &ReconcileQuery::default())
             .await
             .unwrap();

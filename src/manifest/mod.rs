@@ -23,7 +23,7 @@ pub use load::written_as as written_as_of;
 pub use load::{Limits, ListFile, LoadError, Loaded, load_paths, load_str};
 pub use located::{Located, Pos};
 pub use model::{PinMode, PinSet, PinSetSpec, PinSetStatus};
-pub use validate::{DEFAULT_NAMESPACE, check_dns_label};
+pub use validate::{DEFAULT_NAMESPACE, check_dns_label, pinset_id};
 
 /// The CustomResourceDefinition for PinSet, as `pinfleet crd` prints it.
 pub fn crd()

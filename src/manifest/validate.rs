@@ -319,6 +319,15 @@ impl<'a> DocumentChecker<'a> {
     }
 }
 
+/// The PinSet `namespace/name` named by a request (a URL path, a
+/// Kubernetes object), each part checked as a DNS-1123 label; the message
+/// names the part that is wrong.
+pub fn pinset_id(namespace: String, name: String) -> Result<PinSetId, String> {
+    check_dns_label(&namespace).map_err(|e| format!("namespace {namespace:?}: {e}"))?;
+    check_dns_label(&name).map_err(|e| format!("name {name:?}: {e}"))?;
+    Ok(PinSetId::new(namespace, name))
+}
+
 /// DNS-1123 label: 1–63 characters of `a-z`, `0-9` and `-`, starting and
 /// ending alphanumeric.
 pub fn check_dns_label(s: &str) -> Result<(), String> {

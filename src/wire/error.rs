@@ -27,3 +27,14 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Problem>,
 }
+
+impl ErrorBody {
+    /// An answer with HTTP status `code` and `message`, no located problems.
+    pub fn new(code: u16, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            errors: Vec::new(),
+        }
+    }
+}

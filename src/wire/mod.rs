@@ -26,7 +26,9 @@ pub use patch::{PatchDocument, PatchPin};
 pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
 pub use pin::{OwnerRecord, PinRecord, ZERO_TIME};
 pub use pinsets::{ApplyReport, ConditionsReport, PinSetInfo};
-pub use reconcile::{DEFAULT_WAIT, Handled, MAX_WAIT, ReconcileAnswer, ReconcileQuery};
+pub use reconcile::{
+    DEFAULT_WAIT, Handled, MAX_WAIT, ReconcileAnswer, ReconcileQuery, not_run_here,
+};
 pub use status::{GlobalPinInfo, PinInfoShort, TrackerStatus};
 
 pub use crate::manifest::model::{Condition, PinSetStatus};

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::ErrorBody;
+
 /// How long a `wait=true` request waits when the caller gives no timeout.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(120);
 
@@ -49,4 +51,17 @@ pub struct ReconcileAnswer {
     /// How it ended (with `wait=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Handled>,
+}
+
+/// The 409 answer when no controller that answers the route runs the
+/// source PinSet `id` was applied from.
+pub fn not_run_here(id: &impl std::fmt::Display, source: &str) -> ErrorBody {
+    ErrorBody::new(
+        409,
+        format!(
+            "pinset {id} was applied from {source:?}, which no controller here runs \
+             (a PinSet applied with `pinfleet apply` is reconciled by applying it again; \
+             a standalone `pinfleet controller` answers this route on its --listen address)"
+        ),
+    )
 }

@@ -441,7 +441,7 @@ async fn a_suspended_pinset_changes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reconcile_now_sent_to_a_follower_reaches_the_leader() {
     use pinfleet::api::{ApiState, serve};
-    use pinfleet::controller::{ReconcileRequests, Reconcilers};
+    use pinfleet::controller::ReconcileRequests;
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -467,7 +467,7 @@ async fn reconcile_now_sent_to_a_follower_reaches_the_leader() {
     for (node, listener) in nodes.iter().zip(listeners) {
         let r = ReconcileRequests::default();
         let mut state = ApiState::new(node.clone(), "0.0.0-it", "p");
-        state.reconcilers = Reconcilers::new(BTreeMap::from([(SOURCE.to_string(), r.clone())]));
+        state.reconcile_now = Some(Arc::new(BTreeMap::from([(SOURCE.to_string(), r.clone())])));
         requests.push(r);
         tokio::spawn(serve(listener, state, cancel.clone()));
     }
