@@ -20,9 +20,9 @@ use pinfleet::plan::DEFAULT_MAX_PRUNE_FRACTION;
 use pinfleet::wire::{ApplyReport, ManifestDocument};
 use serde_json::json;
 
-use super::client::{ApiClient, ApplyOptions, ClientError};
 use super::remote::{HostArgs, block_on};
 use super::{NO, PathArgs, status};
+use pinfleet::client::{ApplyOptions, Client, ClientError};
 
 /// Arguments of `pinfleet apply`.
 #[derive(Debug, Args)]
@@ -259,7 +259,7 @@ impl GuardArgs {
             dry_run,
             force: self.force,
             max_prune_fraction: Some(self.max_prune_fraction),
-            source: None,
+            ..ApplyOptions::default()
         })
     }
 }
@@ -281,7 +281,7 @@ fn load(paths: &PathArgs) -> anyhow::Result<Option<Loaded>> {
 /// Sends every PinSet, in order; stops at the first failure (PinSets sent
 /// before it stay applied: each apply is atomic on its own).
 async fn send_all(
-    client: &ApiClient,
+    client: &Client,
     pinsets: &[DesiredPinSet],
     opts: &ApplyOptions,
 ) -> anyhow::Result<Vec<Row>> {

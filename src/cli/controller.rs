@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use pinfleet::client::Client;
 use pinfleet::controller::reporter::{Forge, Reporter, sha_of_revision};
 use pinfleet::controller::{
-    Client, Controller, ControllerOptions, ReconcileOutcome, ReconcileRequests, Reconcilers, poll,
+    Controller, ControllerOptions, ReconcileOutcome, ReconcileRequests, Reconcilers, poll,
     requests, run_dir, run_git,
 };
 use pinfleet::source::git::Credentials;

@@ -3,7 +3,6 @@
 
 mod add;
 mod apply;
-mod client;
 mod controller;
 mod node;
 mod peers;

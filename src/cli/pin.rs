@@ -7,8 +7,8 @@ use pinfleet::manifest::Owner;
 use pinfleet::wire::PinRecord;
 
 use super::NO;
-use super::client::ClientError;
 use super::remote::{HostArgs, Out, block_on};
+use pinfleet::client::ClientError;
 
 /// Manual pin commands.
 #[derive(Debug, Subcommand)]

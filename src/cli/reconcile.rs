@@ -9,9 +9,9 @@ use clap::Args;
 
 use super::NO;
 use super::apply::parse_target;
-use super::client::ClientError;
 use super::remote::{HostArgs, block_on};
 use super::status::pinset_table;
+use pinfleet::client::ClientError;
 
 /// Arguments of `pinfleet reconcile`.
 #[derive(Debug, Args)]

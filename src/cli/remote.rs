@@ -6,7 +6,7 @@ use std::future::Future;
 use anyhow::Context;
 use clap::Args;
 
-use super::client::ApiClient;
+use pinfleet::client::Client;
 
 /// Default REST API URL of a local peer.
 pub const DEFAULT_HOST: &str = "http://127.0.0.1:9094";
@@ -21,8 +21,8 @@ pub struct HostArgs {
 
 impl HostArgs {
     /// A client of `--host`.
-    pub fn client(&self) -> anyhow::Result<ApiClient> {
-        Ok(ApiClient::new(&self.host)?)
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.host)?)
     }
 }
 

@@ -28,8 +28,8 @@ use pinfleet::state::{StatePin, read_state};
 use pinfleet::wire::ManifestDocument;
 
 use super::NO;
-use super::client::{ApiClient, ApplyOptions};
 use super::remote::{HostArgs, Out, block_on};
+use pinfleet::client::{ApplyOptions, Client};
 
 /// State file commands.
 #[derive(Debug, Subcommand)]
@@ -116,7 +116,7 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn copy_export(client: &ApiClient, out: &mut impl Write) -> anyhow::Result<u64> {
+async fn copy_export(client: &Client, out: &mut impl Write) -> anyhow::Result<u64> {
     let mut stream = client.export().await?;
     let mut total = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -150,7 +150,7 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
 /// sends each PinSet owner's pins at the end. Returns the number of PinSets
 /// refused.
 async fn import_pins(
-    client: &ApiClient,
+    client: &Client,
     reader: BufReader<File>,
     args: &ImportArgs,
     source: &str,

@@ -18,8 +18,8 @@ use serde_json::json;
 
 use super::NO;
 use super::apply::parse_target;
-use super::client::{ApiClient, ClientError, StatusQuery};
 use super::remote::{HostArgs, Out, block_on};
+use pinfleet::client::{Client, ClientError, StatusQuery};
 
 /// Arguments of `pinfleet status`.
 #[derive(Debug, Args)]
@@ -153,7 +153,7 @@ pub fn run_recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
 
 /// Streams statuses to stdout; returns how many pins were shown (JSON
 /// output counts chunks, not pins: it is passed through).
-async fn list(client: &ApiClient, query: &StatusQuery, json: bool) -> anyhow::Result<u64> {
+async fn list(client: &Client, query: &StatusQuery, json: bool) -> anyhow::Result<u64> {
     let mut out = Out::new();
     let mut shown = 0u64;
     if json {
@@ -314,7 +314,7 @@ impl Waited {
 /// terminal. Pin errors do not end the wait early: the tracker retries them.
 /// Returns the last status seen of each PinSet.
 pub async fn wait_ready(
-    client: &ApiClient,
+    client: &Client,
     ids: Vec<PinSetId>,
     timeout: Duration,
 ) -> anyhow::Result<Vec<Waited>> {

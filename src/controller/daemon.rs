@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    Client, ClientError, ConditionType, Controller, ControllerOptions, ReconcileOutcome,
-    ReconcileRequests, Reconcilers, run_dir, run_git,
+    ConditionType, Controller, ControllerOptions, ReconcileOutcome, ReconcileRequests, Reconcilers,
+    run_dir, run_git,
 };
+use crate::client::{Client, ClientError};
 use crate::config::ControllerConfig;
 use crate::consensus::ClusterNode;
 use crate::manifest::Limits;

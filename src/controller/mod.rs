@@ -10,7 +10,6 @@
 //! source is read back from the cluster (`GET /pinsets`, the `source` each
 //! PinSet was applied with).
 
-mod client;
 pub mod daemon;
 mod patch;
 pub mod reporter;
@@ -22,10 +21,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-pub use client::{Client, ClientError};
 pub use requests::{ReconcileRequests, Reconcilers};
 pub use run::{DRIFT_POLLS, poll, run_dir, run_git};
 
+use crate::client::{Client, ClientError};
 use crate::manifest::model::Condition;
 use crate::manifest::{
     DEFAULT_NAMESPACE, Diagnostics, LoadError, Loaded, PinSetId, check_dns_label,
@@ -483,7 +482,7 @@ impl Controller {
 
         let desired: Vec<&PinSetId> = loaded.pinsets.iter().map(|p| &p.id).collect();
         for id in owned.iter().filter(|id| !desired.contains(id)) {
-            let o = match self.client.delete_pinset(id, self.opts.force).await {
+            let o = match self.client.delete_pinset(id, self.opts.force, false).await {
                 Ok(r) => report_outcome(id, &r, &revision, true),
                 Err(ClientError::Api { status: 404, .. }) => {
                     PinSetOutcome::new(id, ConditionType::Ready, Reason::Released, &revision)
@@ -642,7 +641,13 @@ fn error_outcome(id: &PinSetId, e: &ClientError, revision: &str) -> PinSetOutcom
         ClientError::Api { status: 422, .. } => Reason::ManifestInvalid,
         _ => Reason::ApplyFailed,
     };
-    PinSetOutcome::new(id, ConditionType::Stalled, reason, revision).with_message(error_chain(e))
+    let mut message = error_chain(e);
+    if let ClientError::Api { errors, .. } = e {
+        for p in errors {
+            message.push_str(&format!("\n{}:{}:{}: {}", p.file, p.line, p.col, p.message));
+        }
+    }
+    PinSetOutcome::new(id, ConditionType::Stalled, reason, revision).with_message(message)
 }
 
 /// `error: cause: cause…` on one line.

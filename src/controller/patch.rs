@@ -4,7 +4,7 @@
 //! (`PUT`). A cluster that does not hold the patch's base revision answers
 //! `412` and gets the whole PinSet.
 
-use super::{Client, ClientError};
+use crate::client::{ApplyOptions, Client, ClientError};
 use crate::manifest::incremental::PinSetChanges;
 use crate::manifest::{CidKey, DesiredPinSet};
 use crate::wire::{ApplyReport, PatchDocument};
@@ -29,7 +29,11 @@ pub(super) async fn send(
         tracing::debug!(pinset = %ps.id, base, "the cluster does not hold the base revision: sending the whole pinset");
     }
     let doc = crate::wire::to_manifest_json(ps).to_string().into_bytes();
-    client
-        .put_pinset(&ps.id, doc, force, source, revision)
-        .await
+    let opts = ApplyOptions {
+        force,
+        source: Some(source.to_string()),
+        revision: Some(revision.to_string()),
+        ..ApplyOptions::default()
+    };
+    client.put_pinset(&ps.id, doc, &opts).await
 }

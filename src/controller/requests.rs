@@ -22,7 +22,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
-use super::Client;
+use crate::client::Client;
 use crate::manifest::PinSetId;
 use crate::wire::{DEFAULT_WAIT, ErrorBody, Handled, MAX_WAIT, ReconcileAnswer, ReconcileQuery};
 

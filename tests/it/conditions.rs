@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pinfleet::api::{ApiState, serve};
-use pinfleet::controller::{Client, Controller, ControllerOptions};
+use pinfleet::client::Client;
+use pinfleet::controller::{Controller, ControllerOptions};
 use pinfleet::ipfs::KuboClient;
 use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::manifest::{Limits, PinSetStatus, ReplicationFactors};

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use pinfleet::controller::{Client, ConditionType, Controller, ControllerOptions, Reason, run_dir};
+use pinfleet::client::Client;
+use pinfleet::controller::{ConditionType, Controller, ControllerOptions, Reason, run_dir};
 use pinfleet::manifest::Limits;
 use pinfleet::source::DirSource;
 use reqwest::StatusCode;

@@ -7,9 +7,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository, Signature};
-use pinfleet::controller::{
-    Client, ConditionType, Controller, ControllerOptions, Reason, poll, run_git,
-};
+use pinfleet::client::Client;
+use pinfleet::controller::{ConditionType, Controller, ControllerOptions, Reason, poll, run_git};
 use pinfleet::manifest::Limits;
 use pinfleet::source::git::{Credentials, GitSource, redact};
 use reqwest::StatusCode;

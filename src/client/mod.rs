@@ -1,17 +1,24 @@
-//! A small client of a peer's REST API (DESIGN §7): one typed method per
-//! route, streams read line by line, errors carrying the server's message.
+//! The one typed client of a peer's REST API (DESIGN §7): one method per
+//! route, JSON decoded into the `wire` types, NDJSON streams read one line
+//! at a time, and errors that carry the server's message and located
+//! problems. Every CLI command and the controller talk to the cluster
+//! through it.
+//!
+//! It knows URLs and shapes only: it must not decide what to apply (the
+//! controller does) or how to print an answer (the CLI does).
 
-use std::pin::Pin;
+mod stream;
 
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use pinfleet::manifest::{PinSetId, PinSetStatus};
-use pinfleet::wire::{
-    AddedOutput, ApplyReport, ErrorBody, GlobalPinInfo, PeerInfo, PinRecord, PinSetInfo, Problem,
-    ReconcileAnswer, VersionInfo,
-};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
+
+pub use stream::{Lines, MAX_LINE_BYTES, RawStream};
+
+use crate::manifest::PinSetId;
+use crate::wire::{
+    AddedOutput, ApplyReport, Condition, ConditionsReport, ErrorBody, GlobalPinInfo, PatchDocument,
+    PeerInfo, PinRecord, PinSetInfo, PinSetStatus, Problem, ReconcileAnswer, VersionInfo,
+};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +51,15 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// A stream answer broke off (or is not text).
+    #[error("the answer from {url} broke off")]
+    BrokenOff {
+        /// The URL asked.
+        url: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The answer is not what the route sends.
     #[error("invalid answer from {url}")]
     Decode {
@@ -53,6 +69,14 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+    /// A line of a stream answer is longer than [`MAX_LINE_BYTES`].
+    #[error("invalid answer from {url}: a line is longer than {max} bytes")]
+    LineTooLong {
+        /// The URL asked.
+        url: String,
+        /// The limit.
+        max: usize,
+    },
     /// The base URL is not usable.
     #[error("invalid pinfleet url {url:?}: {reason}")]
     BadUrl {
@@ -61,6 +85,18 @@ pub enum ClientError {
         /// Why it does not work.
         reason: String,
     },
+}
+
+impl ClientError {
+    /// True when the cluster could not be reached, the exchange broke off,
+    /// or the server said it is unavailable (502, 503, 504): worth a retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::Http { .. } | Self::BrokenOff { .. } => true,
+            Self::Api { status, .. } => matches!(*status, 502..=504),
+            _ => false,
+        }
+    }
 }
 
 /// Options of `PUT /pinsets/{ns}/{name}`.
@@ -74,6 +110,8 @@ pub struct ApplyOptions {
     pub max_prune_fraction: Option<f64>,
     /// Where the document came from (recorded with the revision).
     pub source: Option<String>,
+    /// The revision's label (default: the server's digest of the body).
+    pub revision: Option<String>,
 }
 
 /// Which pin statuses `GET /pins` (or `POST /pins/recover`) answers.
@@ -89,14 +127,14 @@ pub struct StatusQuery {
     pub recover: bool,
 }
 
-/// A client of one peer's REST API.
+/// A client of one peer's REST API. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct ApiClient {
+pub struct Client {
     base: Url,
     http: reqwest::Client,
 }
 
-impl ApiClient {
+impl Client {
     /// A client of the API at `base_url` (`http://host:port`, optionally with
     /// a path prefix).
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
@@ -134,6 +172,21 @@ impl ApiClient {
         url
     }
 
+    fn transport_error(&self, url: &Url, source: reqwest::Error) -> ClientError {
+        if source.is_connect() {
+            ClientError::Unreachable {
+                url: self.base.to_string(),
+                source,
+            }
+        } else {
+            ClientError::Http {
+                url: url.to_string(),
+                source,
+            }
+        }
+    }
+
+    /// Sends a request; a JSON `body` goes with its content type.
     async fn send(
         &self,
         method: Method,
@@ -142,22 +195,13 @@ impl ApiClient {
     ) -> Result<reqwest::Response, ClientError> {
         let mut req = self.http.request(method, url.clone());
         if let Some(b) = body {
-            req = req.body(b);
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
         }
-        let resp = req.send().await.map_err(|source| {
-            if source.is_connect() {
-                ClientError::Unreachable {
-                    url: self.base.to_string(),
-                    source,
-                }
-            } else {
-                ClientError::Http {
-                    url: url.to_string(),
-                    source,
-                }
-            }
-        })?;
-        Ok(resp)
+        req.send()
+            .await
+            .map_err(|source| self.transport_error(&url, source))
     }
 
     /// Turns an error answer into `ClientError::Api`; `accept` lists error
@@ -186,6 +230,17 @@ impl ApiClient {
         })
     }
 
+    /// Sends a request and checks its status; the answer and its status.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<Vec<u8>>,
+        accept: &[StatusCode],
+    ) -> Result<reqwest::Response, ClientError> {
+        Self::check(self.send(method, url.clone(), body).await?, accept).await
+    }
+
     async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -193,19 +248,30 @@ impl ApiClient {
         body: Option<Vec<u8>>,
         accept: &[StatusCode],
     ) -> Result<T, ClientError> {
-        let resp = Self::check(self.send(method, url.clone(), body).await?, accept).await?;
-        let bytes = resp.bytes().await.map_err(|source| ClientError::Http {
-            url: url.to_string(),
-            source,
-        })?;
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
-            url: url.to_string(),
-            source,
-        })
+        let resp = self.exchange(method, &url, body, accept).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| self.transport_error(&url, source))?;
+        decode(&url, &bytes)
     }
 
-    async fn lines<T: DeserializeOwned>(&self, url: Url) -> Result<Lines<T>, ClientError> {
-        let resp = Self::check(self.send(Method::GET, url.clone(), None).await?, &[]).await?;
+    /// A request whose success answer has no body worth reading.
+    async fn no_content(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+    ) -> Result<(), ClientError> {
+        self.exchange(method, &url, body, &[]).await.map(|_| ())
+    }
+
+    async fn lines<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+    ) -> Result<Lines<T>, ClientError> {
+        let resp = self.exchange(method, &url, None, &[]).await?;
         Ok(Lines::new(url.to_string(), resp))
     }
 
@@ -223,23 +289,19 @@ impl ApiClient {
 
     /// `GET /health`.
     pub async fn health(&self) -> Result<(), ClientError> {
-        let resp = self
-            .send(Method::GET, self.url(&["health"], &[]), None)
-            .await?;
-        Self::check(resp, &[]).await.map(|_| ())
+        self.no_content(Method::GET, self.url(&["health"], &[]), None)
+            .await
     }
 
     /// `GET /peers`, one peer per item.
     pub async fn peers(&self) -> Result<Lines<PeerInfo>, ClientError> {
-        self.lines(self.url(&["peers"], &[])).await
+        self.lines(Method::GET, self.url(&["peers"], &[])).await
     }
 
     /// `DELETE /peers/{peer}`.
     pub async fn remove_peer(&self, peer: &str) -> Result<(), ClientError> {
-        let resp = self
-            .send(Method::DELETE, self.url(&["peers", peer], &[]), None)
-            .await?;
-        Self::check(resp, &[]).await.map(|_| ())
+        self.no_content(Method::DELETE, self.url(&["peers", peer], &[]), None)
+            .await
     }
 
     /// `POST /pins/{cid}` with IPFS Cluster query options (`name`,
@@ -269,7 +331,8 @@ impl ApiClient {
             .map(|f| ("filter", f.to_string()))
             .into_iter()
             .collect();
-        self.lines(self.url(&["allocations"], &query)).await
+        self.lines(Method::GET, self.url(&["allocations"], &query))
+            .await
     }
 
     /// `GET /allocations/{cid}`.
@@ -278,14 +341,33 @@ impl ApiClient {
             .await
     }
 
-    /// `GET /pinsets`.
+    /// `GET /pinsets`: every recorded PinSet (an empty collection may be 204).
     pub async fn pinsets(&self) -> Result<Vec<PinSetInfo>, ClientError> {
-        self.json(Method::GET, self.url(&["pinsets"], &[]), None, &[])
+        let url = self.url(&["pinsets"], &[]);
+        let resp = self.exchange(Method::GET, &url, None, &[]).await?;
+        if resp.status() == StatusCode::NO_CONTENT {
+            return Ok(Vec::new());
+        }
+        let bytes = resp
+            .bytes()
             .await
+            .map_err(|source| self.transport_error(&url, source))?;
+        decode(&url, &bytes)
     }
 
-    /// `PUT /pinsets/{ns}/{name}` with a PinSet document. A prune guard
-    /// refusal (409) is a report with `refused` set, not an error.
+    /// `GET /pinsets/{ns}/{name}`: the PinSet's record, `None` when the
+    /// cluster has none.
+    pub async fn pinset(&self, id: &PinSetId) -> Result<Option<PinSetInfo>, ClientError> {
+        let url = self.url(&["pinsets", &id.namespace, &id.name], &[]);
+        match self.json(Method::GET, url, None, &[]).await {
+            Ok(info) => Ok(Some(info)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /pinsets/{ns}/{name}` with a PinSet document (JSON). A prune
+    /// guard refusal (409) is a report with `refused` set, not an error.
     pub async fn put_pinset(
         &self,
         id: &PinSetId,
@@ -305,13 +387,46 @@ impl ApiClient {
         if let Some(s) = &opts.source {
             query.push(("source", s.clone()));
         }
+        if let Some(r) = &opts.revision {
+            query.push(("revision", r.clone()));
+        }
         let url = self.url(&["pinsets", &id.namespace, &id.name], &query);
         self.json(Method::PUT, url, Some(document), &[StatusCode::CONFLICT])
             .await
     }
 
-    /// `DELETE /pinsets/{ns}/{name}`. A prune guard refusal (409) is a
-    /// report with `refused` set.
+    /// `PATCH /pinsets/{ns}/{name}`: only the pins that changed since
+    /// `document.base_revision`. `None` when the cluster does not hold that
+    /// revision (412): send the whole PinSet instead. A prune guard refusal
+    /// (409) is a report with `refused` set.
+    pub async fn patch_pinset(
+        &self,
+        id: &PinSetId,
+        document: &PatchDocument,
+        force: bool,
+        source: &str,
+    ) -> Result<Option<ApplyReport>, ClientError> {
+        let mut query = vec![("source", source.to_string())];
+        if force {
+            query.push(("force", "true".to_string()));
+        }
+        let url = self.url(&["pinsets", &id.namespace, &id.name], &query);
+        let body = serde_json::to_vec(document).map_err(|source| ClientError::Decode {
+            url: url.to_string(),
+            source,
+        })?;
+        match self
+            .json(Method::PATCH, url, Some(body), &[StatusCode::CONFLICT])
+            .await
+        {
+            Ok(r) => Ok(Some(r)),
+            Err(ClientError::Api { status: 412, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `DELETE /pinsets/{ns}/{name}`: releases the PinSet's pins and forgets
+    /// it. A prune guard refusal (409) is a report with `refused` set.
     pub async fn delete_pinset(
         &self,
         id: &PinSetId,
@@ -330,12 +445,58 @@ impl ApiClient {
             .await
     }
 
+    /// `PUT /pinsets/{ns}/{name}/conditions`: records the conditions a
+    /// controller computed for a PinSet.
+    pub async fn put_conditions(
+        &self,
+        id: &PinSetId,
+        source: &str,
+        revision: Option<&str>,
+        conditions: &[Condition],
+    ) -> Result<(), ClientError> {
+        let url = self.url(&["pinsets", &id.namespace, &id.name, "conditions"], &[]);
+        let report = ConditionsReport {
+            source: source.to_string(),
+            revision: revision.map(str::to_string),
+            conditions: conditions.to_vec(),
+        };
+        let body = serde_json::to_vec(&report).map_err(|source| ClientError::Decode {
+            url: url.to_string(),
+            source,
+        })?;
+        self.no_content(Method::PUT, url, Some(body)).await
+    }
+
+    /// `GET /pinsets/{ns}/{name}/status`.
+    pub async fn pinset_status(&self, id: &PinSetId) -> Result<PinSetStatus, ClientError> {
+        let url = self.url(&["pinsets", &id.namespace, &id.name, "status"], &[]);
+        self.json(Method::GET, url, None, &[]).await
+    }
+
+    /// `POST /pinsets/{ns}/{name}/reconcile`; with `wait`, the answer comes
+    /// when the reconcile is done (or the server's `timeout` passed: 504).
+    pub async fn reconcile(
+        &self,
+        id: &PinSetId,
+        wait: Option<std::time::Duration>,
+    ) -> Result<ReconcileAnswer, ClientError> {
+        let query = match wait {
+            Some(t) => vec![
+                ("wait", "true".to_string()),
+                ("timeout", format!("{}ms", t.as_millis())),
+            ],
+            None => Vec::new(),
+        };
+        let url = self.url(&["pinsets", &id.namespace, &id.name, "reconcile"], &query);
+        self.json(Method::POST, url, None, &[]).await
+    }
+
     /// `GET /pins?filter=&local=` (or `POST /pins/recover` when `recover`):
     /// every pin's status, as raw NDJSON chunks (`--json` passes them on
     /// untouched).
     pub async fn statuses_raw(&self, query: &StatusQuery) -> Result<RawStream, ClientError> {
         let (method, url) = self.status_request(query);
-        let resp = Self::check(self.send(method, url.clone(), None).await?, &[]).await?;
+        let resp = self.exchange(method, &url, None, &[]).await?;
         Ok(RawStream::new(url.to_string(), resp))
     }
 
@@ -343,8 +504,7 @@ impl ApiClient {
     /// every pin's status, one `GlobalPinInfo` per item.
     pub async fn statuses(&self, query: &StatusQuery) -> Result<Lines<GlobalPinInfo>, ClientError> {
         let (method, url) = self.status_request(query);
-        let resp = Self::check(self.send(method, url.clone(), None).await?, &[]).await?;
-        Ok(Lines::new(url.to_string(), resp))
+        self.lines(method, url).await
     }
 
     fn status_request(&self, query: &StatusQuery) -> (Method, Url) {
@@ -379,12 +539,6 @@ impl ApiClient {
         self.json(Method::POST, url, None, &[]).await
     }
 
-    /// `GET /pinsets/{ns}/{name}/status`.
-    pub async fn pinset_status(&self, id: &PinSetId) -> Result<PinSetStatus, ClientError> {
-        let url = self.url(&["pinsets", &id.namespace, &id.name, "status"], &[]);
-        self.json(Method::GET, url, None, &[]).await
-    }
-
     /// `POST /add` with a multipart `form`; the added entries (NDJSON),
     /// root last.
     pub async fn add(
@@ -399,155 +553,28 @@ impl ApiClient {
             .multipart(form)
             .send()
             .await
-            .map_err(|source| {
-                if source.is_connect() {
-                    ClientError::Unreachable {
-                        url: self.base.to_string(),
-                        source,
-                    }
-                } else {
-                    ClientError::Http {
-                        url: url.to_string(),
-                        source,
-                    }
-                }
-            })?;
+            .map_err(|source| self.transport_error(&url, source))?;
         let resp = Self::check(resp, &[]).await?;
-        let text = resp.text().await.map_err(|source| ClientError::Http {
-            url: url.to_string(),
-            source,
-        })?;
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l).map_err(|source| ClientError::Decode {
-                    url: url.to_string(),
-                    source,
-                })
-            })
-            .collect()
-    }
-
-    /// `POST /pinsets/{ns}/{name}/reconcile`; with `wait`, the answer comes
-    /// when the reconcile is done (or the server's `timeout` passed: 504).
-    pub async fn reconcile(
-        &self,
-        id: &PinSetId,
-        wait: Option<std::time::Duration>,
-    ) -> Result<ReconcileAnswer, ClientError> {
-        let query = match wait {
-            Some(t) => vec![
-                ("wait", "true".to_string()),
-                ("timeout", format!("{}ms", t.as_millis())),
-            ],
-            None => Vec::new(),
-        };
-        let url = self.url(&["pinsets", &id.namespace, &id.name, "reconcile"], &query);
-        self.json(Method::POST, url, None, &[]).await
+        let mut lines = Lines::new(url.to_string(), resp);
+        let mut added = Vec::new();
+        while let Some(entry) = lines.next().await {
+            added.push(entry?);
+        }
+        Ok(added)
     }
 
     /// `GET /state/export` as raw NDJSON chunks (empty for an empty state).
     pub async fn export(&self) -> Result<RawStream, ClientError> {
         let url = self.url(&["state", "export"], &[]);
-        let resp = Self::check(self.send(Method::GET, url.clone(), None).await?, &[]).await?;
+        let resp = self.exchange(Method::GET, &url, None, &[]).await?;
         Ok(RawStream::new(url.to_string(), resp))
     }
 }
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
-/// Raw body chunks of a stream answer.
-pub struct RawStream {
-    url: String,
-    inner: ByteStream,
-}
-
-impl std::fmt::Debug for RawStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawStream").field("url", &self.url).finish()
-    }
-}
-
-impl RawStream {
-    fn new(url: String, resp: reqwest::Response) -> Self {
-        let inner: ByteStream = if resp.status() == StatusCode::NO_CONTENT {
-            Box::pin(futures::stream::empty())
-        } else {
-            Box::pin(resp.bytes_stream())
-        };
-        Self { url, inner }
-    }
-
-    /// The next chunk; an answer that breaks off is an error, never a
-    /// silent end.
-    pub async fn next(&mut self) -> Option<Result<Bytes, ClientError>> {
-        let url = &self.url;
-        self.inner.next().await.map(|r| {
-            r.map_err(|source| ClientError::Http {
-                url: url.clone(),
-                source,
-            })
-        })
-    }
-}
-
-/// The items of an NDJSON stream answer, decoded one line at a time.
-pub struct Lines<T> {
-    raw: RawStream,
-    buf: Vec<u8>,
-    done: bool,
-    _item: std::marker::PhantomData<fn() -> T>,
-}
-
-impl<T> std::fmt::Debug for Lines<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lines").field("url", &self.raw.url).finish()
-    }
-}
-
-impl<T: DeserializeOwned> Lines<T> {
-    fn new(url: String, resp: reqwest::Response) -> Self {
-        Self {
-            raw: RawStream::new(url, resp),
-            buf: Vec::new(),
-            done: false,
-            _item: std::marker::PhantomData,
-        }
-    }
-
-    /// The next item, `None` at the end.
-    pub async fn next(&mut self) -> Option<Result<T, ClientError>> {
-        loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=i).collect();
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                return Some(self.decode(&line));
-            }
-            if self.done {
-                if self.buf.iter().all(u8::is_ascii_whitespace) {
-                    return None;
-                }
-                let line = std::mem::take(&mut self.buf);
-                return Some(self.decode(&line));
-            }
-            match self.raw.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
-                Some(Err(e)) => {
-                    self.done = true;
-                    self.buf.clear();
-                    return Some(Err(e));
-                }
-                None => self.done = true,
-            }
-        }
-    }
-
-    fn decode(&self, line: &[u8]) -> Result<T, ClientError> {
-        serde_json::from_slice(line).map_err(|source| ClientError::Decode {
-            url: self.raw.url.clone(),
-            source,
-        })
-    }
+/// Decodes a JSON answer from `url`.
+fn decode<T: DeserializeOwned>(url: &Url, bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|source| ClientError::Decode {
+        url: url.to_string(),
+        source,
+    })
 }
