@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use pinfleet::consensus::PinSetApply;
 use pinfleet::manifest::DesiredPinSet;
+use pinfleet::pinsets::{self, PinSetApply};
 use pinfleet::plan::PruneGuard;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -49,8 +49,7 @@ async fn main() {
 
     let desired = pinset(0..n);
     let t = Instant::now();
-    let r = leader
-        .apply_pinset(apply(desired, "r1"))
+    let r = pinsets::apply(&leader, apply(desired, "r1"))
         .await
         .expect("apply");
     let ingest = t.elapsed();
@@ -73,8 +72,7 @@ async fn main() {
     );
 
     let t = Instant::now();
-    let r = leader
-        .apply_pinset(apply(pinset(0..n), "r1"))
+    let r = pinsets::apply(&leader, apply(pinset(0..n), "r1"))
         .await
         .expect("apply");
     assert_eq!(r.entries, 0);
@@ -85,8 +83,7 @@ async fn main() {
 
     let shift = n / 100;
     let t = Instant::now();
-    let r = leader
-        .apply_pinset(apply(pinset(shift..n + shift), "r2"))
+    let r = pinsets::apply(&leader, apply(pinset(shift..n + shift), "r2"))
         .await
         .expect("apply");
     assert_eq!((r.add, r.release), (shift, shift));

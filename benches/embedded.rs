@@ -268,7 +268,7 @@ async fn main() {
         .await
         .expect("embedded node");
         let backend: Arc<dyn IpfsBackend> = Arc::new(ipfs.clone());
-        node.set_ipfs_backend(Arc::clone(&backend));
+        pinfleet::ipfs::rpc::serve(node, Arc::clone(&backend));
         pinfleet::ipfs::embedded::peering::spawn(
             node.clone(),
             ipfs.clone(),

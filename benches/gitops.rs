@@ -25,9 +25,10 @@ use git2::{Oid, Repository, Signature};
 use hmac::{Hmac, Mac};
 use pinfleet::api::ApiState;
 use pinfleet::client::Client;
-use pinfleet::consensus::{ClusterNode, PinSetPatch};
+use pinfleet::consensus::ClusterNode;
 use pinfleet::controller::{Controller, ControllerOptions, ReconcileOutcome, run_git};
 use pinfleet::manifest::{CidKey, Limits, Owner, PinSetId};
+use pinfleet::pinsets::{self, PinSetPatch};
 use pinfleet::plan::PruneGuard;
 use pinfleet::source::git::{Credentials, GitSource};
 use pinfleet::source::webhook::{self, GENERIC_SIGNATURE, Receiver, ReceiverKind};
@@ -449,8 +450,9 @@ async fn main() {
         .expect("changes");
     let ps = &loaded.pinsets[0];
     let t = Instant::now();
-    let r = leader
-        .apply_pinset_patch(PinSetPatch {
+    let r = pinsets::apply_patch(
+        &leader,
+        PinSetPatch {
             id: ps.id.clone(),
             base_revision: base,
             revision: loaded.digest.clone(),
@@ -463,10 +465,11 @@ async fn main() {
             release: c.release,
             guard: PruneGuard::default(),
             dry_run: false,
-        })
-        .await
-        .expect("patch")
-        .expect("base revision held");
+        },
+    )
+    .await
+    .expect("patch")
+    .expect("base revision held");
     println!(
         "consensus alone (read barrier, lookups, {} log entries committed and applied on the leader): {}",
         r.entries,

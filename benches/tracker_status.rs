@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use pinfleet::api::{ApiState, serve};
-use pinfleet::consensus::PinSetApply;
 use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::ipfs::{KuboClient, PinKind};
 use pinfleet::manifest::ReplicationFactors;
+use pinfleet::pinsets::{self, PinSetApply};
 use pinfleet::plan::PruneGuard;
 use pinfleet::testkit::{seq_cid, seq_pinset};
 use pinfleet::tracker::TrackerConfig;
@@ -84,8 +84,7 @@ async fn main() {
 
     // 1. Tracker throughput.
     let t = Instant::now();
-    leader
-        .apply_pinset(apply(0..n, "pinning"))
+    pinsets::apply(&leader, apply(0..n, "pinning"))
         .await
         .expect("apply");
     let committed = t.elapsed();
@@ -111,8 +110,7 @@ async fn main() {
         k.add_pins((n..n + extra).map(|i| (seq_cid(i), PinKind::Recursive)));
     }
     let t = Instant::now();
-    leader
-        .apply_pinset(apply(n..n + extra, "status"))
+    pinsets::apply(&leader, apply(n..n + extra, "status"))
         .await
         .expect("apply");
     println!(

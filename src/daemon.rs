@@ -135,9 +135,7 @@ pub fn start_tracking(
         default,
         peername,
     ));
-    node.set_status_provider(std::sync::Arc::new(crate::tracker::RpcStatus(
-        std::sync::Arc::clone(&status),
-    )));
+    crate::tracker::rpc::serve(node, std::sync::Arc::clone(&status));
     status
 }
 
@@ -223,7 +221,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             return Err(DaemonError::Cluster(e));
         }
     };
-    node.set_ipfs_backend(std::sync::Arc::clone(&backend));
+    crate::ipfs::rpc::serve(&node, std::sync::Arc::clone(&backend));
 
     if let Some(e) = embedded {
         crate::ipfs::embedded::peering::spawn(
@@ -269,7 +267,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     informer.tags = config.informer.tags.clone();
     crate::allocator::informer::spawn(
         node.clone(),
-        backend,
+        std::sync::Arc::clone(&backend),
         status.tracker().clone(),
         informer,
         cancel.clone(),
@@ -308,6 +306,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         config.cluster.peername.clone(),
     );
     state.status = Some(status);
+    state.ipfs = Some(std::sync::Arc::clone(&backend));
     state.reconcile_now = Some(started.reconcilers);
     state.upload_dir = dir.join("uploads");
     // Uploads left by a crash mid-`POST /add` are garbage.

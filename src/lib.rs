@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod ipfs;
 pub mod manifest;
 pub mod p2p;
+pub mod pinsets;
 pub mod plan;
 pub mod source;
 pub mod state;

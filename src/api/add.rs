@@ -218,8 +218,8 @@ pub(super) async fn add(
     let cluster_pin = params.get("pin") != Some("false") && !params.flag("no-pin")?;
     let spec = pin_spec(&params, chrono::Utc::now().timestamp_millis())?;
     let backend = state
-        .node
-        .ipfs_backend()
+        .ipfs
+        .clone()
         .filter(|b| b.kind() != "none")
         .ok_or_else(|| {
             ApiError::new(

@@ -14,7 +14,6 @@ use libp2p::PeerId;
 
 use super::pins::{Params, RawParams};
 use super::{ApiError, ApiState};
-use crate::consensus::{Rpc, RpcReply};
 use crate::wire::{GlobalRepoGc, RepoGc};
 
 /// How long one member's gc may take.
@@ -43,9 +42,9 @@ pub(super) async fn gc(
             error,
         }
     };
-    let mine = match node.ipfs_backend().filter(|b| b.kind() != "none") {
+    let mine = match state.ipfs.as_ref().filter(|b| b.kind() != "none") {
         Some(b) => b.gc().await.map(|r| r.removed).map_err(|e| e.to_string()),
-        None => Err("this peer has no ipfs node".to_string()),
+        None => Err(crate::ipfs::rpc::NO_IPFS_NODE.to_string()),
     };
     out.peer_map.insert(
         me.to_string(),
@@ -61,10 +60,9 @@ pub(super) async fn gc(
         .filter(|p| *p != me)
         .collect();
     let asks = others.into_iter().map(|peer| async move {
-        let r = match tokio::time::timeout(GC_TIMEOUT, node.ask(peer, Rpc::IpfsGc)).await {
-            Ok(Ok(RpcReply::IpfsGc(Ok(n)))) => Ok(n),
-            Ok(Ok(RpcReply::IpfsGc(Err(e)))) => Err(e.to_string()),
-            Ok(Ok(_)) => Err("unexpected reply".to_string()),
+        let call = node.call::<crate::ipfs::rpc::Gc>(peer, &());
+        let r = match tokio::time::timeout(GC_TIMEOUT, call).await {
+            Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".to_string()),
         };

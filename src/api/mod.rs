@@ -55,6 +55,9 @@ pub struct ApiState {
     pub max_body_bytes: u64,
     /// Bounds on PinSet documents sent to `PUT /pinsets/{ns}/{name}`.
     pub limits: Limits,
+    /// This peer's IPFS node (`/id`'s `ipfs`, `POST /add`, this peer's part
+    /// of `POST /ipfs/gc`); absent on a peer without one.
+    pub ipfs: Option<std::sync::Arc<dyn crate::ipfs::IpfsBackend>>,
     /// Pin status (absent on a peer without a tracker: status routes 503).
     pub status: Option<std::sync::Arc<crate::tracker::StatusService>>,
     /// The controller that runs on this peer, for `POST
@@ -73,6 +76,7 @@ impl ApiState {
             peername: peername.into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             limits: Limits::default(),
+            ipfs: None,
             status: None,
             reconcile_now: None,
             upload_dir: std::env::temp_dir(),

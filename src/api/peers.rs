@@ -72,7 +72,7 @@ pub(super) async fn remove(
 
 /// The peer's IPFS node as IPFS Cluster's `IPFSID` shows it.
 async fn ipfs_info(state: &ApiState) -> IpfsInfo {
-    let Some(backend) = state.node.ipfs_backend().filter(|b| b.kind() != "none") else {
+    let Some(backend) = state.ipfs.as_ref().filter(|b| b.kind() != "none") else {
         return IpfsInfo {
             error: NO_IPFS.to_string(),
             ..IpfsInfo::default()

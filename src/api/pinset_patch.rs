@@ -18,8 +18,8 @@ use axum::response::Response;
 use super::pins::{Params, RawParams};
 use super::pinsets::{guard, pinset_id, read_capped, report_response};
 use super::{ApiError, ApiState};
-use crate::consensus::PinSetPatch;
 use crate::manifest::{CidKey, DesiredPin, PinOptions, PinSpec};
+use crate::pinsets::{self, PinSetPatch};
 use crate::wire::PatchDocument;
 
 /// Longest pin name accepted (as in manifests).
@@ -72,9 +72,9 @@ pub(super) async fn patch(
         let written_as = p.written_as.map(String::into_boxed_str);
         set.push((p.cid, DesiredPin { spec, written_as }));
     }
-    let report = state
-        .node
-        .apply_pinset_patch(PinSetPatch {
+    let report = pinsets::apply_patch(
+        &state.node,
+        PinSetPatch {
             id: id.clone(),
             base_revision: doc.base_revision,
             revision: doc.revision,
@@ -87,8 +87,9 @@ pub(super) async fn patch(
             release: doc.release,
             guard,
             dry_run,
-        })
-        .await?;
+        },
+    )
+    .await?;
     match report {
         Some(r) => Ok(report_response(r)),
         None => Err(ApiError::new(

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use super::pins::{Params, RawParams, storage};
 use super::{ApiError, ApiState, blocking};
-use crate::consensus::PinSetApply;
 use crate::manifest::{Owner, PinSetId, load_str};
+use crate::pinsets::{self, PinSetApply};
 use crate::plan::{DEFAULT_MAX_PRUNE_FRACTION, PruneGuard};
 use crate::state::format_time as rfc3339;
 use crate::state::{Command, PinSetRecord};
@@ -112,16 +112,17 @@ pub(super) async fn put(
             pinset.id
         )));
     }
-    let report = state
-        .node
-        .apply_pinset(PinSetApply {
+    let report = pinsets::apply(
+        &state.node,
+        PinSetApply {
             pinset,
             revision,
             source,
             guard,
             dry_run,
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(report_response(report))
 }
 
@@ -138,7 +139,7 @@ pub(super) async fn remove(
     let dry_run = params.flag("dryRun")?;
     let owner = Owner::pinset(id.clone());
     let known = record(&state, &id).await?.is_some();
-    let report = state.node.delete_pinset(owner, guard, dry_run).await?;
+    let report = pinsets::delete(&state.node, owner, guard, dry_run).await?;
     if !known && report.release == 0 && report.refused.is_none() {
         return Err(ApiError::not_found(format!("pinset {id} not found")));
     }

@@ -383,12 +383,15 @@ impl StateStore {
     }
 
     /// The pins `owner` holds, with the spec it recorded for each.
-    pub fn owned_by(&self, owner: &Owner) -> Result<crate::plan::OwnedPins, StorageError<NodeId>> {
+    pub fn owned_by(
+        &self,
+        owner: &Owner,
+    ) -> Result<crate::manifest::OwnedPins, StorageError<NodeId>> {
         let o = owner.to_string();
         let txn = self.db.begin_read().map_err(read_err)?;
         let index = txn.open_table(OWNERS).map_err(read_err)?;
         let pins = txn.open_table(PINS).map_err(read_err)?;
-        let mut out = crate::plan::OwnedPins::new();
+        let mut out = crate::manifest::OwnedPins::new();
         let lo: &[u8] = &[];
         for item in index.range((o.as_str(), lo)..).map_err(read_err)? {
             let (k, _) = item.map_err(read_err)?;

@@ -14,6 +14,7 @@ pub mod dagpb;
 pub mod embedded;
 pub mod kubo;
 pub mod mock;
+pub mod rpc;
 pub mod unixfs;
 
 use std::fmt;
@@ -31,6 +32,13 @@ pub use kubo::KuboClient;
 
 /// A boxed error from a lower layer (HTTP client, socket).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A backend shows as its kind (`kubo`, `embedded`, `none`).
+impl std::fmt::Debug for dyn IpfsBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IpfsBackend({})", self.kind())
+    }
+}
 
 /// An IPFS node pinfleet can pin content on.
 ///

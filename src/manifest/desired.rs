@@ -179,6 +179,9 @@ impl PinSpec {
     }
 }
 
+/// The pins an owner holds in the shared state, with the spec it recorded.
+pub type OwnedPins = std::collections::BTreeMap<crate::manifest::CidKey, PinSpec>;
+
 /// A pin wanted by a manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredPin {

@@ -15,7 +15,7 @@ mod validate;
 
 pub use cidkey::{CidError, CidKey};
 pub use desired::{
-    DesiredPin, DesiredPinSet, Owner, OwnerParseError, PinOptions, PinSetId, PinSpec,
+    DesiredPin, DesiredPinSet, OwnedPins, Owner, OwnerParseError, PinOptions, PinSetId, PinSpec,
     ReplicationFactors, SourceRef,
 };
 pub use diag::{Diagnostic, Diagnostics, suggest};

@@ -7,10 +7,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use crate::manifest::OwnedPins;
 use crate::manifest::{CidKey, DesiredPin, DesiredPinSet, Owner, PinSpec};
-
-/// The pins an owner holds in the shared state, with the spec it recorded.
-pub type OwnedPins = BTreeMap<CidKey, PinSpec>;
 
 /// Limits on how much one plan may release.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -180,7 +178,11 @@ pub fn plan_release_all(
     plan(owner, &BTreeMap::new(), true, current, guard)
 }
 
-fn check_guard(
+/// The prune guard: refuses `plan` when it would release more than the
+/// guard's fraction of the `owned` pins, or any pin when `desired` is empty
+/// (unless forced). `owned` and `desired` are the owner's pin counts before
+/// and after the plan.
+pub fn check_guard(
     plan: &Plan,
     owned: usize,
     desired: usize,

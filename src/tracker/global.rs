@@ -4,14 +4,13 @@
 //! does not answer shows as `cluster_error`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use libp2p::PeerId;
 
+use super::rpc::{self, PeerPinStatus, RangeRequest, RangeStatus};
 use super::{LocalStatus, TrackerHandle, TrackerStatus};
-use crate::consensus::{ClusterNode, PeerPinStatus, RangeStatus, Rpc, RpcReply, StatusProvider};
+use crate::consensus::{CallError, ClusterNode};
 use crate::manifest::{CidKey, ReplicationFactors};
 use crate::state::{StatePin, format_time};
 use crate::wire::{GlobalPinInfo, PinInfoShort};
@@ -202,30 +201,101 @@ impl StatusService {
         cids: Vec<CidKey>,
         ordered: bool,
     ) -> Result<Answer, String> {
-        let ask = |rpc| async move {
-            match tokio::time::timeout(self.timeout, self.node.ask(peer, rpc)).await {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-            }
-        };
         if let (true, Some(first), Some(last)) = (ordered, cids.first(), cids.last()) {
-            let rpc = Rpc::StatusRange {
+            let page = RangeRequest {
                 first: *first,
                 last: *last,
                 count: cids.len() as u32,
             };
-            match ask(rpc).await? {
-                RpcReply::StatusRange(Ok(Some(list))) => return Ok(Answer::Aligned(list)),
-                RpcReply::StatusRange(Ok(None)) => {}
-                RpcReply::StatusRange(Err(e)) => return Err(e.to_string()),
-                _ => return Err("unexpected reply".to_string()),
+            let call = self.node.call::<rpc::StatusRange>(peer, &page);
+            if let Some(list) = self.timed(tokio::time::timeout(self.timeout, call).await)? {
+                return Ok(Answer::Aligned(list));
             }
         }
-        match ask(Rpc::Status(cids)).await? {
-            RpcReply::Status(Ok(list)) => Ok(Answer::ByCid(list)),
-            RpcReply::Status(Err(e)) => Err(e.to_string()),
-            _ => Err("unexpected reply".to_string()),
+        let call = self.node.call::<rpc::Status>(peer, &cids);
+        self.timed(tokio::time::timeout(self.timeout, call).await)
+            .map(Answer::ByCid)
+    }
+
+    /// A member's answer, or why there is none, as the status shows it: the
+    /// remote's own message, or why it could not be asked in time.
+    fn timed<T>(
+        &self,
+        r: Result<Result<T, CallError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, String> {
+        match r {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+
+    /// This peer's status for each of `cids` that is in its state (what
+    /// other peers ask with [`rpc::Status`](super::rpc::Status)).
+    pub async fn statuses(&self, cids: Vec<CidKey>) -> Result<Vec<PeerPinStatus>, String> {
+        {
+            let store = self.node.store().clone();
+            let pins = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::with_capacity(cids.len());
+                for c in cids {
+                    if let Some(p) = store.get(&c).map_err(|e| e.to_string())? {
+                        out.push(p);
+                    }
+                }
+                Ok::<_, String>(out)
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            let local = self.local(&pins).await?;
+            Ok(pins
+                .iter()
+                .zip(local)
+                .map(|(p, s)| PeerPinStatus {
+                    cid: p.cid,
+                    status: s.status.as_str().to_string(),
+                    error: s.error,
+                    attempt_count: s.attempt_count,
+                    timestamp_ms: s.timestamp_ms,
+                    priority_pin: s.priority_pin,
+                })
+                .collect())
+        }
+    }
+
+    /// This peer's status for its pins from `first` to `last` in store
+    /// order, or `None` when it does not hold exactly `count` there (what
+    /// other peers ask with [`rpc::StatusRange`](super::rpc::StatusRange)).
+    pub async fn range_statuses(
+        &self,
+        first: CidKey,
+        last: CidKey,
+        count: u32,
+    ) -> Result<Option<Vec<RangeStatus>>, String> {
+        {
+            let store = self.node.store().clone();
+            let pins = tokio::task::spawn_blocking(move || {
+                store
+                    .pins_in_range(&first, &last)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            if pins.len() != count as usize {
+                return Ok(None);
+            }
+            let local = self.local(&pins).await?;
+            Ok(Some(
+                local
+                    .into_iter()
+                    .map(|s| RangeStatus {
+                        s: s.status.as_str().to_string(),
+                        e: s.error,
+                        a: s.attempt_count,
+                        t: s.timestamp_ms,
+                        p: s.priority_pin,
+                    })
+                    .collect(),
+            ))
         }
     }
 
@@ -242,8 +312,8 @@ impl StatusService {
             .filter(|p| *p != me)
             .collect();
         for peer in others {
-            if let Ok(Ok(RpcReply::Recover(Ok(k)))) =
-                tokio::time::timeout(self.timeout, self.node.ask(peer, Rpc::Recover(cid))).await
+            if let Ok(Ok(k)) =
+                tokio::time::timeout(self.timeout, self.node.call::<rpc::Recover>(peer, &cid)).await
             {
                 n += k;
             }
@@ -283,86 +353,5 @@ fn wire_to_short(s: &PeerPinStatus) -> PinInfoShort {
         error: s.error.clone(),
         attempt_count: s.attempt_count,
         priority_pin: s.priority_pin,
-    }
-}
-
-/// The RPC face: other peers ask this peer for its statuses.
-#[derive(Debug)]
-pub struct RpcStatus(pub Arc<StatusService>);
-
-impl StatusProvider for RpcStatus {
-    fn statuses(&self, cids: Vec<CidKey>) -> BoxFuture<'_, Result<Vec<PeerPinStatus>, String>> {
-        Box::pin(async move {
-            let store = self.0.node.store().clone();
-            let pins = tokio::task::spawn_blocking(move || {
-                let mut out = Vec::with_capacity(cids.len());
-                for c in cids {
-                    if let Some(p) = store.get(&c).map_err(|e| e.to_string())? {
-                        out.push(p);
-                    }
-                }
-                Ok::<_, String>(out)
-            })
-            .await
-            .map_err(|e| e.to_string())??;
-            let local = self.0.local(&pins).await?;
-            Ok(pins
-                .iter()
-                .zip(local)
-                .map(|(p, s)| PeerPinStatus {
-                    cid: p.cid,
-                    status: s.status.as_str().to_string(),
-                    error: s.error,
-                    attempt_count: s.attempt_count,
-                    timestamp_ms: s.timestamp_ms,
-                    priority_pin: s.priority_pin,
-                })
-                .collect())
-        })
-    }
-
-    fn range_statuses(
-        &self,
-        first: CidKey,
-        last: CidKey,
-        count: u32,
-    ) -> BoxFuture<'_, Result<Option<Vec<RangeStatus>>, String>> {
-        Box::pin(async move {
-            let store = self.0.node.store().clone();
-            let pins = tokio::task::spawn_blocking(move || {
-                store
-                    .pins_in_range(&first, &last)
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| e.to_string())??;
-            if pins.len() != count as usize {
-                return Ok(None);
-            }
-            let local = self.0.local(&pins).await?;
-            Ok(Some(
-                local
-                    .into_iter()
-                    .map(|s| RangeStatus {
-                        s: s.status.as_str().to_string(),
-                        e: s.error,
-                        a: s.attempt_count,
-                        t: s.timestamp_ms,
-                        p: s.priority_pin,
-                    })
-                    .collect(),
-            ))
-        })
-    }
-
-    fn recover(&self, cid: Option<CidKey>) -> BoxFuture<'_, Result<u64, String>> {
-        Box::pin(async move {
-            self.0
-                .tracker
-                .recover(cid)
-                .await
-                .map(|n| n as u64)
-                .map_err(|e| e.to_string())
-        })
     }
 }

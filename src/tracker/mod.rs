@@ -13,6 +13,7 @@
 //! backend says: a backend error only ever becomes a status.
 
 pub mod global;
+pub mod rpc;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::wire::TrackerStatus;
-pub use global::{RpcStatus, StatusService};
+pub use global::StatusService;
 
 use crate::consensus::StateStore;
 use crate::ipfs::{IpfsBackend, IpfsError, PinLsFilter, PinOpts};

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
-use pinfleet::consensus::{ClusterError, ClusterNode, NodeOptions, PinSetApply};
+use pinfleet::consensus::{ClusterError, ClusterNode, NodeOptions};
 use pinfleet::manifest::{DesiredPinSet, Owner, PinOptions, PinSetId, PinSpec};
+use pinfleet::pinsets::{self, PinSetApply};
 use pinfleet::plan::PruneGuard;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -175,18 +176,14 @@ async fn three_peers_replicate_an_applied_pinset_and_reapply_writes_nothing() {
     let follower = (leader_index(&peers) + 1) % 3;
 
     // Written through a follower: forwarded to the leader.
-    let r = peers[follower]
-        .node
-        .apply_pinset(apply(pinset("site", 0..50), "r1"))
+    let r = pinsets::apply(&peers[follower].node, apply(pinset("site", 0..50), "r1"))
         .await
         .unwrap();
     assert_eq!((r.add, r.entries, r.created), (50, 1, 50));
     for p in &peers {
         wait_for("50 pins everywhere", || count(p) == 50).await;
     }
-    let again = peers[follower]
-        .node
-        .apply_pinset(apply(pinset("site", 0..50), "r1"))
+    let again = pinsets::apply(&peers[follower].node, apply(pinset("site", 0..50), "r1"))
         .await
         .unwrap();
     assert_eq!(
@@ -196,11 +193,12 @@ async fn three_peers_replicate_an_applied_pinset_and_reapply_writes_nothing() {
     );
 
     // Drop 10, add 5: plan against the shared state, from another peer.
-    let r = peers[(follower + 1) % 3]
-        .node
-        .apply_pinset(apply(pinset("site", 10..55), "r2"))
-        .await
-        .unwrap();
+    let r = pinsets::apply(
+        &peers[(follower + 1) % 3].node,
+        apply(pinset("site", 10..55), "r2"),
+    )
+    .await
+    .unwrap();
     assert_eq!((r.add, r.release, r.removed), (5, 10, 10));
     for p in &peers {
         wait_for("45 pins everywhere", || count(p) == 45).await;
@@ -220,9 +218,7 @@ async fn three_peers_replicate_an_applied_pinset_and_reapply_writes_nothing() {
 async fn a_large_revision_is_chunked_but_appears_at_once() {
     let root = tempfile::tempdir().unwrap();
     let peers = cluster(3, root.path(), 100).await;
-    let r = peers[0]
-        .node
-        .apply_pinset(apply(pinset("big", 0..1050), "r1"))
+    let r = pinsets::apply(&peers[0].node, apply(pinset("big", 0..1050), "r1"))
         .await
         .unwrap();
     assert_eq!(r.entries, 11, "10 staged chunks and a commit");
@@ -274,9 +270,7 @@ async fn a_large_revision_is_chunked_but_appears_at_once() {
 async fn losing_the_leader_elects_another_and_a_restarted_peer_catches_up() {
     let root = tempfile::tempdir().unwrap();
     let mut peers = cluster(3, root.path(), 10_000).await;
-    peers[0]
-        .node
-        .apply_pinset(apply(pinset("a", 0..20), "r1"))
+    pinsets::apply(&peers[0].node, apply(pinset("a", 0..20), "r1"))
         .await
         .unwrap();
     for p in &peers {
@@ -299,11 +293,12 @@ async fn losing_the_leader_elects_another_and_a_restarted_peer_catches_up() {
     // Acknowledged writes continue with two of three peers, and enough of
     // them to force snapshots and log compaction.
     for rev in 0..30u64 {
-        peers[0]
-            .node
-            .apply_pinset(apply(pinset("a", rev..20 + rev), &format!("r{}", rev + 2)))
-            .await
-            .unwrap();
+        pinsets::apply(
+            &peers[0].node,
+            apply(pinset("a", rev..20 + rev), &format!("r{}", rev + 2)),
+        )
+        .await
+        .unwrap();
     }
     // The old leader restarts from its directory and catches up (by snapshot).
     // Same directory, same identity, same port: as a restarted daemon.
@@ -327,9 +322,7 @@ async fn losing_the_leader_elects_another_and_a_restarted_peer_catches_up() {
 async fn without_quorum_writes_fail_fast_and_nothing_acknowledged_is_lost() {
     let root = tempfile::tempdir().unwrap();
     let mut peers = cluster(3, root.path(), 10_000).await;
-    peers[0]
-        .node
-        .apply_pinset(apply(pinset("q", 0..10), "r1"))
+    pinsets::apply(&peers[0].node, apply(pinset("q", 0..10), "r1"))
         .await
         .unwrap();
     let survivor = peers.remove(0);
@@ -340,11 +333,7 @@ async fn without_quorum_writes_fail_fast_and_nothing_acknowledged_is_lost() {
     let started = tokio::time::Instant::now();
     let mut last = None;
     while started.elapsed() < DEADLINE {
-        match survivor
-            .node
-            .apply_pinset(apply(pinset("q", 0..11), "r2"))
-            .await
-        {
+        match pinsets::apply(&survivor.node, apply(pinset("q", 0..11), "r2")).await {
             Err(e) if e.is_unavailable() => {
                 last = Some(e);
                 break;
@@ -396,9 +385,7 @@ async fn removing_a_peer_shrinks_the_membership() {
         peers[0].node.members().len() == 2 && peers[1].node.members().len() == 2
     })
     .await;
-    peers[0]
-        .node
-        .apply_pinset(apply(pinset("after", 0..3), "r1"))
+    pinsets::apply(&peers[0].node, apply(pinset("after", 0..3), "r1"))
         .await
         .unwrap();
     for p in peers {
@@ -410,16 +397,12 @@ async fn removing_a_peer_shrinks_the_membership() {
 async fn a_suspended_pinset_changes_nothing() {
     let root = tempfile::tempdir().unwrap();
     let peers = cluster(1, root.path(), 10_000).await;
-    peers[0]
-        .node
-        .apply_pinset(apply(pinset("s", 0..10), "r1"))
+    pinsets::apply(&peers[0].node, apply(pinset("s", 0..10), "r1"))
         .await
         .unwrap();
     let mut suspended = pinset("s", 5..20);
     suspended.suspend = true;
-    let r = peers[0]
-        .node
-        .apply_pinset(apply(suspended, "r2"))
+    let r = pinsets::apply(&peers[0].node, apply(suspended, "r2"))
         .await
         .unwrap();
     assert!(r.suspended);
@@ -544,6 +527,52 @@ async fn reconcile_now_sent_to_a_follower_reaches_the_leader() {
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+}
+
+/// A layer's service method, registered on one peer by name, is called from
+/// another peer with typed request and reply; the handler's error reaches
+/// the caller, and a peer that does not serve the method says which.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_method_is_served_by_the_peer_that_registered_it() {
+    use pinfleet::consensus::{CallError, Method, RemoteFailure};
+
+    struct Shout;
+    impl Method for Shout {
+        const NAME: &'static str = "it.shout";
+        type Request = String;
+        type Reply = String;
+    }
+
+    let root = tempfile::tempdir().unwrap();
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let nodes = pinfleet::testkit::start_cluster(2, root.path(), &cancel, &tasks, |_| {})
+        .await
+        .unwrap();
+    nodes[1].serve::<Shout, _, _>(|s: String| async move {
+        if s == "quiet" {
+            Err("refused: too quiet".to_string())
+        } else {
+            Ok(s.to_uppercase())
+        }
+    });
+    let (a, b) = (&nodes[0], &nodes[1]);
+    assert_eq!(
+        a.call::<Shout>(b.peer_id(), &"hello".into()).await.unwrap(),
+        "HELLO"
+    );
+    match a.call::<Shout>(b.peer_id(), &"quiet".into()).await {
+        Err(CallError::Remote(RemoteFailure::Other(m))) => assert_eq!(m, "refused: too quiet"),
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+    let err = b
+        .call::<Shout>(a.peer_id(), &"hello".into())
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "this peer does not serve it.shout");
     cancel.cancel();
     tasks.close();
     tasks.wait().await;

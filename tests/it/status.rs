@@ -12,6 +12,7 @@ use pinfleet::api::{ApiState, serve};
 use pinfleet::ipfs::KuboClient;
 use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::manifest::{PinOptions, PinSetStatus, PinSpec, ReplicationFactors};
+use pinfleet::pinsets;
 use pinfleet::tracker::{StatusService, TrackerConfig};
 use pinfleet::wire::{GlobalPinInfo, TrackerStatus};
 use reqwest::StatusCode;
@@ -153,7 +154,7 @@ fn condition<'a>(st: &'a PinSetStatus, type_: &str) -> (&'a str, &'a str) {
     (c.status.as_str(), c.reason.as_str())
 }
 
-fn every_peer(range: std::ops::Range<u64>, name: &str) -> pinfleet::consensus::PinSetApply {
+fn every_peer(range: std::ops::Range<u64>, name: &str) -> pinfleet::pinsets::PinSetApply {
     let mut ps = pinset(name, range);
     let opts = Arc::new(PinOptions {
         replication: ReplicationFactors { min: -1, max: -1 },
@@ -188,12 +189,12 @@ fn ndjson(body: &str) -> Vec<GlobalPinInfo> {
 async fn pinset_status_counts_pins_pinned_on_every_peer() {
     let root = tempfile::tempdir().unwrap();
     let fleet = Fleet::start(2, root.path(), Duration::from_millis(200)).await;
-    fleet.nodes[0]
-        .peer
-        .node
-        .apply_pinset(apply(pinset("counts", 0..5), "r1"))
-        .await
-        .unwrap();
+    pinsets::apply(
+        &fleet.nodes[0].peer.node,
+        apply(pinset("counts", 0..5), "r1"),
+    )
+    .await
+    .unwrap();
     let st = eventually("5 of 5 pinned", || async {
         let st = fleet.pinset_status("counts").await;
         (st.summary.pinned == 5).then_some(st)
@@ -271,7 +272,9 @@ async fn ipfs_down_lists_errors_by_peer_until_recovered() {
     // within the deadline is the recover.
     let fleet = Fleet::start(2, root.path(), Duration::from_secs(60)).await;
     let node = &fleet.nodes[0].peer.node;
-    node.apply_pinset(every_peer(0..2, "fine")).await.unwrap();
+    pinsets::apply(node, every_peer(0..2, "fine"))
+        .await
+        .unwrap();
     eventually("the fine set is ready", || async {
         let st = fleet.pinset_status("fine").await;
         (condition(&st, "Ready").0 == "True").then_some(())
@@ -279,7 +282,9 @@ async fn ipfs_down_lists_errors_by_peer_until_recovered() {
     .await;
 
     fleet.nodes[1].kubo.set_down(true);
-    node.apply_pinset(every_peer(10..13, "down")).await.unwrap();
+    pinsets::apply(node, every_peer(10..13, "down"))
+        .await
+        .unwrap();
     let down = fleet.id(1);
     let up = fleet.id(0);
     let st = eventually("3 pins in error, pinned on the other peer", || async {
@@ -458,7 +463,7 @@ async fn metrics_count_this_peers_statuses_per_pinset() {
     let root = tempfile::tempdir().unwrap();
     let fleet = Fleet::start(2, root.path(), Duration::from_secs(60)).await;
     let node = &fleet.nodes[0].peer.node;
-    node.apply_pinset(every_peer(20..23, "metric-ok"))
+    pinsets::apply(node, every_peer(20..23, "metric-ok"))
         .await
         .unwrap();
     let ok = r#"pinfleet_pinset_local_pins{namespace="default",name="metric-ok",status="pinned"}"#;
@@ -470,7 +475,7 @@ async fn metrics_count_this_peers_statuses_per_pinset() {
 
     // This peer's IPFS goes down: its errors show per PinSet.
     fleet.nodes[0].kubo.set_down(true);
-    node.apply_pinset(every_peer(30..32, "metric-down"))
+    pinsets::apply(node, every_peer(30..32, "metric-down"))
         .await
         .unwrap();
     let err =

@@ -9,6 +9,7 @@ use pinfleet::allocator::informer::InformerConfig;
 use pinfleet::ipfs::KuboClient;
 use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::manifest::{PinOptions, PinSpec, ReplicationFactors};
+use pinfleet::pinsets;
 use pinfleet::state::Command;
 use pinfleet::tracker::{StatusService, TrackerConfig};
 use pinfleet::wire::{GlobalPinInfo, TrackerStatus};
@@ -140,10 +141,7 @@ macro_rules! eventually {
 async fn every_peer_pins_a_replicate_everywhere_set_and_unpins_what_is_released() {
     let root = tempfile::tempdir().unwrap();
     let nodes = tracked(3, root.path()).await;
-    nodes[0]
-        .peer
-        .node
-        .apply_pinset(apply(pinset("all", 0..5), "r1"))
+    pinsets::apply(&nodes[0].peer.node, apply(pinset("all", 0..5), "r1"))
         .await
         .unwrap();
     for n in &nodes {
@@ -158,10 +156,7 @@ async fn every_peer_pins_a_replicate_everywhere_set_and_unpins_what_is_released(
     });
 
     // Release 2 of 5 (40% < 50%): they are unpinned everywhere.
-    nodes[0]
-        .peer
-        .node
-        .apply_pinset(apply(pinset("all", 2..5), "r2"))
+    pinsets::apply(&nodes[0].peer.node, apply(pinset("all", 2..5), "r2"))
         .await
         .unwrap();
     for n in &nodes {
@@ -189,10 +184,7 @@ async fn a_pin_goes_only_to_its_allocated_peer() {
             options: Arc::clone(&opts),
         };
     }
-    nodes[0]
-        .peer
-        .node
-        .apply_pinset(apply(ps, "r1"))
+    pinsets::apply(&nodes[0].peer.node, apply(ps, "r1"))
         .await
         .unwrap();
     let target = nodes[2].peer.node.peer_id().to_string();
@@ -227,10 +219,7 @@ async fn ipfs_down_is_a_pin_error_then_pinned_when_it_returns() {
     let root = tempfile::tempdir().unwrap();
     let nodes = tracked(2, root.path()).await;
     nodes[1].kubo.set_down(true);
-    nodes[0]
-        .peer
-        .node
-        .apply_pinset(apply(pinset("down", 20..22), "r1"))
+    pinsets::apply(&nodes[0].peer.node, apply(pinset("down", 20..22), "r1"))
         .await
         .unwrap();
     let down_peer = nodes[1].peer.node.peer_id().to_string();
@@ -261,10 +250,7 @@ async fn ipfs_down_is_a_pin_error_then_pinned_when_it_returns() {
 async fn a_pin_removed_behind_our_back_is_noticed_and_repinned() {
     let root = tempfile::tempdir().unwrap();
     let nodes = tracked(1, root.path()).await;
-    nodes[0]
-        .peer
-        .node
-        .apply_pinset(apply(pinset("drift", 30..31), "r1"))
+    pinsets::apply(&nodes[0].peer.node, apply(pinset("drift", 30..31), "r1"))
         .await
         .unwrap();
     wait_for("pinned", || nodes[0].kubo.pinned(cid(30)).is_some()).await;
@@ -281,10 +267,7 @@ async fn a_pin_removed_behind_our_back_is_noticed_and_repinned() {
 async fn an_unreachable_peer_shows_cluster_error() {
     let root = tempfile::tempdir().unwrap();
     let mut nodes = tracked(3, root.path()).await;
-    nodes[0]
-        .peer
-        .node
-        .apply_pinset(apply(pinset("ce", 40..41), "r1"))
+    pinsets::apply(&nodes[0].peer.node, apply(pinset("ce", 40..41), "r1"))
         .await
         .unwrap();
     eventually!(
@@ -372,10 +355,7 @@ async fn apply_two_copies(nodes: &[Node], name: &str, range: std::ops::Range<u64
             ..PinOptions::default()
         },
     );
-    nodes[0]
-        .peer
-        .node
-        .apply_pinset(apply(ps, "r1"))
+    pinsets::apply(&nodes[0].peer.node, apply(ps, "r1"))
         .await
         .unwrap();
 }
@@ -412,10 +392,7 @@ async fn allocation_honours_tags() {
             ..PinOptions::default()
         },
     );
-    nodes[0]
-        .peer
-        .node
-        .apply_pinset(apply(ps, "r1"))
+    pinsets::apply(&nodes[0].peer.node, apply(ps, "r1"))
         .await
         .unwrap();
     for i in 70..73 {
@@ -443,10 +420,7 @@ async fn a_dead_peers_pins_move_after_the_grace_period() {
         },
     );
     let leader = nodes.iter().position(|n| n.peer.node.is_leader()).unwrap();
-    nodes[leader]
-        .peer
-        .node
-        .apply_pinset(apply(ps, "r1"))
+    pinsets::apply(&nodes[leader].peer.node, apply(ps, "r1"))
         .await
         .unwrap();
     wait_for("one copy", || holders(&nodes, 80) == 1).await;

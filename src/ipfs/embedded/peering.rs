@@ -4,7 +4,7 @@
 //!
 //! Pull, as IPFS Cluster's `ConnectSwarms` does: for every Raft member
 //! whose node we are not connected to, ask that peer over cluster RPC
-//! ([`Rpc::IpfsId`]) for its node's id and addresses, and dial them. The
+//! ([`crate::ipfs::rpc::Id`]) for its node's id and addresses, and dial them. The
 //! answer is cached until a dial fails (addresses change on restart). A
 //! round runs on every membership or log change (at most every
 //! [`PeeringConfig::min_delay`]), again after a backoff while some node is
@@ -19,7 +19,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::consensus::{ClusterNode, Rpc, RpcReply};
+use crate::consensus::ClusterNode;
 use crate::ipfs::{EmbeddedNode, IpfsId};
 
 /// Timing of the connect loop.
@@ -151,12 +151,12 @@ async fn round(
 
 /// A member's IPFS identity; `None` when it did not answer.
 async fn ask(node: &ClusterNode, peer: PeerId, timeout: Duration) -> Option<Option<IpfsId>> {
-    match tokio::time::timeout(timeout, node.ask(peer, Rpc::IpfsId)).await {
-        Ok(Ok(RpcReply::IpfsId(Ok(id)))) => Some(id),
-        Ok(Ok(RpcReply::IpfsId(Err(e)))) => {
+    match tokio::time::timeout(timeout, node.call::<crate::ipfs::rpc::Id>(peer, &())).await {
+        Ok(Ok(id)) => Some(id),
+        Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "member's ipfs node did not answer");
             None
         }
-        _ => None,
+        Err(_) => None,
     }
 }

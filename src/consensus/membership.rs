@@ -1,0 +1,168 @@
+//! Membership: joining the cluster through a bootstrap address (as a
+//! learner, then a voter), removing a peer, and waiting until this peer is
+//! a voter with a leader. Changes run on the leader; other peers forward
+//! them there.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use openraft::ChangeMembers;
+use openraft::error::{ClientWriteError, RaftError};
+use tokio_util::sync::CancellationToken;
+
+use super::node::write_failure;
+use super::{
+    ClusterError, ClusterNode, NodeId, PeerNode, RemoteFailure, Rpc, RpcReply, TypeConfig, node_id,
+};
+
+impl ClusterNode {
+    /// Waits until this peer is a voter of a cluster with a leader.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let id = self.inner.id;
+        self.inner
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| {
+                    m.current_leader.is_some()
+                        && m.membership_config
+                            .membership()
+                            .voter_ids()
+                            .any(|v| v == id)
+                },
+                "peer ready",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))
+    }
+
+    pub(super) async fn join_loop(self, bootstrap: Vec<Multiaddr>, cancel: CancellationToken) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            for addr in &bootstrap {
+                match self.try_join(addr.clone()).await {
+                    Ok(()) => {
+                        tracing::info!(via = %addr, "joined the cluster");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(via = %addr, error = %e, "join attempt failed"),
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn try_join(&self, addr: Multiaddr) -> Result<(), ClusterError> {
+        let peer = self
+            .inner
+            .p2p
+            .dial(addr)
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        match self
+            .inner
+            .p2p
+            .request(peer, Rpc::Join(self.inner.node.clone()))
+            .await
+        {
+            Ok(RpcReply::Membership(Ok(()))) => Ok(()),
+            Ok(RpcReply::Membership(Err(e))) => Err(e.into()),
+            Ok(_) => Err(ClusterError::Raft("unexpected reply to join".into())),
+            Err(e) => Err(ClusterError::Unavailable(e.to_string())),
+        }
+    }
+
+    pub(super) async fn join_local(&self, node: PeerNode) -> Result<(), RemoteFailure> {
+        if !self.is_leader() {
+            return self.forward_membership(Rpc::Join(node)).await;
+        }
+        let peer: PeerId = node
+            .peer_id
+            .parse()
+            .map_err(|_| RemoteFailure::Other(format!("invalid peer id {:?}", node.peer_id)))?;
+        let id = node_id(&peer);
+        let raft = &self.inner.raft;
+        let voters: BTreeSet<NodeId> = self
+            .metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if voters.contains(&id) {
+            return Ok(());
+        }
+        self.membership_change(|| raft.add_learner(id, node.clone(), true))
+            .await?;
+        self.membership_change(|| {
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Runs a membership change, retrying while another one is still in
+    /// progress (joins of several peers arrive together).
+    async fn membership_change<F, Fut>(&self, mut change: F) -> Result<(), RemoteFailure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<
+                Output = Result<
+                    openraft::raft::ClientWriteResponse<TypeConfig>,
+                    RaftError<NodeId, ClientWriteError<NodeId, PeerNode>>,
+                >,
+            >,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.write_timeout;
+        loop {
+            match change().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %e, "membership change busy, retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(write_failure(e)),
+            }
+        }
+    }
+
+    pub(super) async fn remove_local(&self, id: NodeId) -> Result<(), RemoteFailure> {
+        if !self.is_leader() {
+            return self.forward_membership(Rpc::Remove(id)).await;
+        }
+        let members = self.metrics().membership_config.membership().clone();
+        if !members.nodes().any(|(n, _)| *n == id) {
+            return Err(RemoteFailure::Other(format!("node {id} is not a member")));
+        }
+        let raft = &self.inner.raft;
+        if members.voter_ids().any(|v| v == id) {
+            self.membership_change(|| {
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            })
+            .await?;
+        }
+        self.membership_change(|| {
+            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+        })
+        .await
+    }
+
+    async fn forward_membership(&self, rpc: Rpc) -> Result<(), RemoteFailure> {
+        match self.send_to_leader(rpc).await? {
+            RpcReply::Membership(r) => r,
+            _ => Err(RemoteFailure::Other("unexpected reply".into())),
+        }
+    }
+
+    /// Removes a peer from the membership (on the leader).
+    pub async fn remove_peer(&self, id: NodeId) -> Result<(), ClusterError> {
+        self.remove_local(id).await.map_err(Into::into)
+    }
+}

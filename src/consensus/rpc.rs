@@ -1,0 +1,194 @@
+//! What peers say to each other over the p2p request-response protocol:
+//! Raft's own messages, writes forwarded to the leader, membership changes
+//! — and named *service methods* that other layers register on the node
+//! (`tracker` answers status, `ipfs` answers its node's id and gc).
+//!
+//! Consensus owns the transport and the dispatch, not the services: it
+//! knows a method by its name and carries its request and reply as opaque
+//! CBOR bytes, so it imports none of the layers that serve them. A layer
+//! declares a method with [`Method`], serves it with
+//! [`ClusterNode::serve`](super::ClusterNode::serve) and calls it with
+//! [`ClusterNode::call`](super::ClusterNode::call), both typed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use futures::future::BoxFuture;
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::{NodeId, PeerNode, TypeConfig};
+use crate::p2p::P2pError;
+use crate::state::{Command, Outcome};
+
+/// A request from one peer to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Rpc {
+    /// Raft replication.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft election.
+    Vote(VoteRequest<NodeId>),
+    /// Raft snapshot transfer (one chunk).
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A state machine command forwarded to the leader.
+    Write(Command),
+    /// A new peer asks to become a voter.
+    Join(PeerNode),
+    /// Remove a peer from the membership (sent to the leader).
+    Remove(NodeId),
+    /// The leader's linearizable read position.
+    ReadIndex,
+    /// A service method another layer registered ([`Method::NAME`]), with
+    /// its CBOR-encoded request.
+    Call {
+        /// The method's name.
+        method: String,
+        /// The request, CBOR.
+        body: ByteBuf,
+    },
+}
+
+/// The answer to an [`Rpc`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RpcReply {
+    /// To `AppendEntries`.
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// To `Vote`.
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// To `InstallSnapshot`.
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+    /// To `Write`.
+    Write(Result<Outcome, RemoteFailure>),
+    /// To `Join` and `Remove`.
+    Membership(Result<(), RemoteFailure>),
+    /// To `ReadIndex`: the index the reader must have applied.
+    ReadIndex(Result<u64, RemoteFailure>),
+    /// To `Call`: the CBOR-encoded reply.
+    Call(Result<ByteBuf, RemoteFailure>),
+}
+
+/// A failure on the remote peer, as data.
+#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteFailure {
+    /// The remote is not the leader; the leader's id if it knows one.
+    #[error("not the leader")]
+    NotLeader(Option<NodeId>),
+    /// No quorum, or the write did not commit in time.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A service method peers call on each other: its name on the wire and its
+/// request and reply types.
+pub trait Method: 'static {
+    /// The name on the wire (`status.range`, `ipfs.gc`, …); unique.
+    const NAME: &'static str;
+    /// What the caller sends.
+    type Request: Serialize + DeserializeOwned + Send + 'static;
+    /// What the callee answers.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// Why a [`Method`] call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The peer could not be reached or did not answer.
+    #[error(transparent)]
+    P2p(#[from] P2pError),
+    /// The peer answered with a failure (its handler's error, or "not
+    /// served here").
+    #[error(transparent)]
+    Remote(RemoteFailure),
+    /// The request could not be encoded, or the reply not decoded.
+    #[error("{method}: {reason}")]
+    Codec {
+        /// The method.
+        method: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// An untyped handler: CBOR request in, CBOR reply (or failure) out.
+type Handler =
+    Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RemoteFailure>> + Send + Sync>;
+
+/// The service methods a node serves, by name.
+#[derive(Clone, Default)]
+pub(super) struct Registry {
+    handlers: Arc<RwLock<HashMap<&'static str, Handler>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = match self.handlers.read() {
+            Ok(h) => h.keys().copied().collect(),
+            Err(_) => Vec::new(),
+        };
+        f.debug_struct("Registry").field("methods", &names).finish()
+    }
+}
+
+impl Registry {
+    /// Serves `M` with `handler` (replacing an earlier handler of `M`).
+    pub(super) fn serve<M, F, Fut>(&self, handler: F)
+    where
+        M: Method,
+        F: Fn(M::Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<M::Reply, String>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Handler = Arc::new(move |body: Vec<u8>| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                let request: M::Request = decode(M::NAME, &body).map_err(RemoteFailure::Other)?;
+                let reply = handler(request).await.map_err(RemoteFailure::Other)?;
+                encode(M::NAME, &reply).map_err(RemoteFailure::Other)
+            })
+        });
+        if let Ok(mut h) = self.handlers.write() {
+            h.insert(M::NAME, erased);
+        }
+    }
+
+    /// Runs the handler of `method`.
+    pub(super) async fn dispatch(
+        &self,
+        method: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, RemoteFailure> {
+        let handler = self
+            .handlers
+            .read()
+            .ok()
+            .and_then(|h| h.get(method).cloned());
+        match handler {
+            Some(h) => h(body).await,
+            None => Err(RemoteFailure::Other(format!(
+                "this peer does not serve {method}"
+            ))),
+        }
+    }
+}
+
+/// CBOR-encodes a request or reply of `method`.
+pub(super) fn encode<T: Serialize>(method: &str, value: &T) -> Result<Vec<u8>, String> {
+    cbor4ii::serde::to_vec(Vec::new(), value).map_err(|e| format!("{method}: cannot encode: {e}"))
+}
+
+/// Decodes a request or reply of `method`.
+pub(super) fn decode<T: DeserializeOwned>(method: &str, bytes: &[u8]) -> Result<T, String> {
+    cbor4ii::serde::from_slice(bytes).map_err(|e| format!("{method}: invalid message: {e}"))
+}

@@ -1,0 +1,121 @@
+//! The tracker's service methods on the cluster RPC: other peers ask this
+//! peer for its pin statuses (by CID, or by a page of the state in store
+//! order) and to retry its failed operations. Served by [`serve`] once the
+//! tracker runs; called by the status fan-out ([`super::StatusService`]).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::StatusService;
+use crate::consensus::{ClusterNode, Method};
+use crate::manifest::CidKey;
+
+/// This peer's status for these CIDs (only those in its state).
+#[derive(Debug)]
+pub struct Status;
+
+impl Method for Status {
+    const NAME: &'static str = "tracker.status";
+    type Request = Vec<CidKey>;
+    type Reply = Vec<PeerPinStatus>;
+}
+
+/// This peer's status for the `count` pins from `first` to `last` in store
+/// order (a status page), answered in that order without CIDs; `None` when
+/// this peer does not hold exactly `count` pins there (it lags): ask by CID.
+#[derive(Debug)]
+pub struct StatusRange;
+
+impl Method for StatusRange {
+    const NAME: &'static str = "tracker.status_range";
+    type Request = RangeRequest;
+    type Reply = Option<Vec<RangeStatus>>;
+}
+
+/// Retry this peer's failed pin operations (one CID or all); answers how
+/// many were re-queued.
+#[derive(Debug)]
+pub struct Recover;
+
+impl Method for Recover {
+    const NAME: &'static str = "tracker.recover";
+    type Request = Option<CidKey>;
+    type Reply = u64;
+}
+
+/// A status page: the asker's first and last CID and how many pins it has
+/// between them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRequest {
+    /// First CID of the page.
+    pub first: CidKey,
+    /// Last CID of the page.
+    pub last: CidKey,
+    /// Pins the asker has in that range.
+    pub count: u32,
+}
+
+/// One peer's status for one CID, as sent between peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerPinStatus {
+    /// The pin.
+    pub cid: CidKey,
+    /// Tracker status name (`pinned`, `pin_error`, …).
+    pub status: String,
+    /// Last error.
+    pub error: String,
+    /// Attempts so far.
+    pub attempt_count: u32,
+    /// When the status last changed (Unix ms).
+    pub timestamp_ms: i64,
+    /// Queued ahead of retries.
+    pub priority_pin: bool,
+}
+
+/// One peer's status for one pin of a status page (the CID is implied by
+/// the position).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeStatus {
+    /// Tracker status name.
+    pub s: String,
+    /// Last error (empty when none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub e: String,
+    /// Attempts so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub a: u32,
+    /// When the status last changed (Unix ms).
+    pub t: i64,
+    /// Queued ahead of retries.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub p: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Serves [`Status`], [`StatusRange`] and [`Recover`] from `service`.
+pub fn serve(node: &ClusterNode, service: Arc<StatusService>) {
+    let s = Arc::clone(&service);
+    node.serve::<Status, _, _>(move |cids| {
+        let s = Arc::clone(&s);
+        async move { s.statuses(cids).await }
+    });
+    let s = Arc::clone(&service);
+    node.serve::<StatusRange, _, _>(move |r: RangeRequest| {
+        let s = Arc::clone(&s);
+        async move { s.range_statuses(r.first, r.last, r.count).await }
+    });
+    node.serve::<Recover, _, _>(move |cid| {
+        let s = Arc::clone(&service);
+        async move {
+            s.tracker()
+                .recover(cid)
+                .await
+                .map(|n| n as u64)
+                .map_err(|e| e.to_string())
+        }
+    });
+}
