@@ -13,6 +13,7 @@ mod embedded;
 mod ipfs;
 mod manifest;
 mod patch;
+mod snapshots;
 mod status;
 mod support;
 mod testbed;

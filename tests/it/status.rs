@@ -8,7 +8,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pinfleet::api::{ApiState, serve};
+use pinfleet::api::{ApiState, serve_with};
 use pinfleet::ipfs::KuboClient;
 use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::manifest::{PinOptions, PinSetStatus, PinSpec, ReplicationFactors};
@@ -25,17 +25,17 @@ use crate::support::{cid_v0, write_tree};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-struct Node {
-    peer: Peer,
-    kubo: MockKubo,
+pub(crate) struct Node {
+    pub(crate) peer: Peer,
+    pub(crate) kubo: MockKubo,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
 
 /// Peers with trackers, and the first peer's REST API.
-struct Fleet {
-    nodes: Vec<Node>,
-    url: String,
+pub(crate) struct Fleet {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) url: String,
     api_cancel: CancellationToken,
 }
 
@@ -43,6 +43,18 @@ impl Fleet {
     /// `n` peers; failed pins are retried after `retry` (make it long to
     /// see that only a recover brings them back).
     async fn start(n: usize, root: &std::path::Path, retry: Duration) -> Fleet {
+        Self::start_with(n, root, retry, |_| {}, None).await
+    }
+
+    /// [`Fleet::start`] with the first peer's `ApiState` adjusted by
+    /// `configure` and `extra` routes (webhook receivers) merged into its API.
+    pub(crate) async fn start_with(
+        n: usize,
+        root: &std::path::Path,
+        retry: Duration,
+        configure: impl FnOnce(&mut ApiState),
+        extra: Option<axum::Router>,
+    ) -> Fleet {
         let peers = cluster(n, root, 10_000).await;
         let mut nodes = Vec::new();
         let mut first_status: Option<Arc<StatusService>> = None;
@@ -80,8 +92,9 @@ impl Fleet {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let mut state = ApiState::new(nodes[0].peer.node.clone(), "0.0.0-it", "p0");
         state.status = first_status;
+        configure(&mut state);
         let api_cancel = CancellationToken::new();
-        tokio::spawn(serve(listener, state, api_cancel.clone()));
+        tokio::spawn(serve_with(listener, state, extra, api_cancel.clone()));
         Fleet {
             nodes,
             url,
@@ -89,11 +102,11 @@ impl Fleet {
         }
     }
 
-    fn id(&self, i: usize) -> String {
+    pub(crate) fn id(&self, i: usize) -> String {
         self.nodes[i].peer.node.peer_id().to_string()
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, String) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, String) {
         let resp = reqwest::get(format!("{}{path}", self.url)).await.unwrap();
         (resp.status(), resp.text().await.unwrap())
     }
@@ -105,9 +118,15 @@ impl Fleet {
     }
 
     /// Runs the `pinfleet` binary against this fleet's API, off the runtime.
-    async fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) async fn cli(&self, args: &[&str]) -> Output {
+        self.cli_in(std::path::Path::new("."), args).await
+    }
+
+    /// [`Fleet::cli`] in the working directory `dir`.
+    pub(crate) async fn cli_in(&self, dir: &std::path::Path, args: &[&str]) -> Output {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"));
-        cmd.args(args)
+        cmd.current_dir(dir)
+            .args(args)
             .args(["--host", &self.url])
             .env_remove("PINFLEET_HOST");
         tokio::task::spawn_blocking(move || cmd.output().expect("run pinfleet"))
@@ -115,7 +134,7 @@ impl Fleet {
             .unwrap()
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.api_cancel.cancel();
         for n in self.nodes {
             n.cancel.cancel();
@@ -127,7 +146,7 @@ impl Fleet {
 }
 
 /// Polls `f` until it gives a value; fails the test at the deadline.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,

@@ -42,7 +42,7 @@ async fn hooks() -> (String, mpsc::Receiver<String>) {
     (serve(app).await, rx)
 }
 
-fn sign(secret: &[u8], body: &[u8]) -> String {
+pub(crate) fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
