@@ -19,14 +19,15 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pinfleet::allocator::informer::InformerConfig;
 use pinfleet::api::ApiState;
 use pinfleet::controller::ReconcileRequests;
-use pinfleet::controller::webhook::{Receiver, ReceiverKind};
-use pinfleet::informer::InformerConfig;
 use pinfleet::ipfs::embedded::{EmbeddedConfig, EmbeddedNode};
 use pinfleet::ipfs::{IpfsBackend, KuboClient};
 use pinfleet::manifest::ReplicationFactors;
-use pinfleet::tracker::{GlobalPinInfo, StatusService, TrackerConfig, TrackerStatus};
+use pinfleet::source::webhook::{Receiver, ReceiverKind};
+use pinfleet::tracker::{StatusService, TrackerConfig};
+use pinfleet::wire::{GlobalPinInfo, TrackerStatus};
 use reqwest::Method;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -327,10 +328,8 @@ async fn snapshot_fleet(
         extra,
     )
     .await;
-    let kubo = &fleet.nodes[0].kubo;
-    kubo.set_peer_id("QmSnapshotMockKuboPeerId");
-    let backend = KuboClient::new(kubo.url(), Duration::from_secs(5)).unwrap();
-    fleet.nodes[0].peer.node.set_ipfs_backend(Arc::new(backend));
+    // The API's IPFS node is peer 0's mock Kubo (see `Fleet::start_with`).
+    fleet.nodes[0].kubo.set_peer_id("QmSnapshotMockKuboPeerId");
     (fleet, status.unwrap())
 }
 
@@ -344,7 +343,7 @@ fn start_informer(fleet: &Fleet, status: &StatusService) -> CancellationToken {
     informer.interval = Duration::from_millis(200);
     informer.check_interval = Duration::from_millis(100);
     let cancel = CancellationToken::new();
-    pinfleet::informer::spawn(
+    pinfleet::allocator::informer::spawn(
         fleet.nodes[0].peer.node.clone(),
         Arc::new(backend),
         status.tracker().clone(),
@@ -359,17 +358,17 @@ fn start_informer(fleet: &Fleet, status: &StatusService) -> CancellationToken {
 /// controller that runs [`CONTROLLER_SOURCE`].
 async fn rest_fleet(root: &Path) -> (Fleet, Arc<StatusService>, mpsc::Receiver<String>) {
     let (tx, rx) = mpsc::channel(1);
-    let hooks = pinfleet::controller::webhook::router(
+    let hooks = pinfleet::source::webhook::router(
         vec![Receiver::new("gh", ReceiverKind::GitHub, HOOK_SECRET)],
         tx,
     );
     let (fleet, status) = snapshot_fleet(
         root,
         |state| {
-            state.reconcilers = Arc::new(BTreeMap::from([(
+            state.reconcile_now = Some(Arc::new(BTreeMap::from([(
                 CONTROLLER_SOURCE.to_string(),
                 ReconcileRequests::default(),
-            )]));
+            )])));
         },
         Some(hooks),
     )
@@ -964,14 +963,14 @@ impl EmbeddedPeer {
         .unwrap();
         let ipfs_id = ipfs.id().await.unwrap().id;
         let backend: Arc<dyn IpfsBackend> = Arc::new(ipfs);
-        peer.node.set_ipfs_backend(Arc::clone(&backend));
+        pinfleet::ipfs::rpc::serve(&peer.node, Arc::clone(&backend));
         let config = TrackerConfig {
             default_replication: ReplicationFactors { min: -1, max: -1 },
             ..TrackerConfig::default()
         };
         let status = pinfleet::daemon::start_tracking(
             &peer.node,
-            backend,
+            Arc::clone(&backend),
             config,
             "p0".into(),
             &cancel,
@@ -981,6 +980,7 @@ impl EmbeddedPeer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let mut state = ApiState::new(peer.node.clone(), "0.0.0-it", "p0");
         state.status = Some(status);
+        state.ipfs = Some(backend);
         state.upload_dir = root.join("uploads");
         tasks.spawn(pinfleet::api::serve(listener, state, cancel.clone()));
         EmbeddedPeer {

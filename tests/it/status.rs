@@ -58,9 +58,12 @@ impl Fleet {
         let peers = cluster(n, root, 10_000).await;
         let mut nodes = Vec::new();
         let mut first_status: Option<Arc<StatusService>> = None;
+        let mut first_ipfs: Option<Arc<dyn pinfleet::ipfs::IpfsBackend>> = None;
         for (i, peer) in peers.into_iter().enumerate() {
             let (kubo, url) = MockKubo::start().await.unwrap();
-            let backend = Arc::new(KuboClient::new(&url, Duration::from_secs(5)).unwrap());
+            let backend: Arc<dyn pinfleet::ipfs::IpfsBackend> =
+                Arc::new(KuboClient::new(&url, Duration::from_secs(5)).unwrap());
+            first_ipfs.get_or_insert_with(|| Arc::clone(&backend));
             let config = TrackerConfig {
                 concurrency: 4,
                 progress_timeout: Duration::from_secs(2),
@@ -92,6 +95,8 @@ impl Fleet {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let mut state = ApiState::new(nodes[0].peer.node.clone(), "0.0.0-it", "p0");
         state.status = first_status;
+        // The API's IPFS node, as a daemon's: peer 0's mock Kubo.
+        state.ipfs = first_ipfs;
         configure(&mut state);
         let api_cancel = CancellationToken::new();
         tokio::spawn(serve_with(listener, state, extra, api_cancel.clone()));
