@@ -157,10 +157,11 @@ impl Identity {
                 path: path.to_path_buf(),
                 id: file.id.clone(),
             })?;
-        let bytes = base64::decode(&file.private_key).map_err(|reason| IdentityError::Base64 {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+        let bytes =
+            std_base64::decode(&file.private_key).map_err(|reason| IdentityError::Base64 {
+                path: path.to_path_buf(),
+                reason,
+            })?;
         let keypair =
             Keypair::from_protobuf_encoding(&bytes).map_err(|source| IdentityError::Key {
                 path: path.to_path_buf(),
@@ -190,7 +191,7 @@ impl Identity {
                 })?;
         let file = IdentityFile {
             id: self.peer_id().to_base58(),
-            private_key: base64::encode(&bytes),
+            private_key: std_base64::encode(&bytes),
         };
         // Serialising two strings cannot fail; map it anyway rather than panic.
         let mut json = serde_json::to_string_pretty(&file).map_err(|e| IdentityError::Write {
@@ -230,74 +231,37 @@ impl fmt::Debug for Identity {
 }
 
 /// Standard base64 (RFC 4648 §4, `+/`, `=` padding), as Go's
-/// `base64.StdEncoding` writes it. Small enough not to need a crate.
-mod base64 {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// `base64.StdEncoding` writes it, through the `base64` crate.
+mod std_base64 {
+    use base64::DecodeError;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 
     /// Encodes with padding.
     pub fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                chunk.get(1).copied().unwrap_or(0),
-                chunk.get(2).copied().unwrap_or(0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    let sextet = (n >> (18 - 6 * i)) & 0x3f;
-                    out.push(char::from(ALPHABET[sextet as usize]));
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
+        STANDARD.encode(bytes)
     }
 
-    /// Decodes; padding is optional, surrounding whitespace is ignored,
-    /// anything else outside the alphabet is an error.
+    /// Decodes; padding is optional but must be complete when present,
+    /// surrounding whitespace is ignored, anything else outside the alphabet
+    /// is an error, and so are non-zero trailing bits (so two texts never
+    /// decode alike).
     pub fn decode(text: &str) -> Result<Vec<u8>, String> {
         let text = text.trim();
-        let body = text.trim_end_matches('=');
-        let padding = text.len() - body.len();
-        if padding > 2 || (padding > 0 && !text.len().is_multiple_of(4)) {
-            return Err("bad padding".into());
-        }
-        if body.len() % 4 == 1 {
-            return Err(format!("bad length {}", body.len()));
-        }
-        let mut out = Vec::with_capacity(body.len() * 3 / 4);
-        let mut acc: u32 = 0;
-        let mut bits = 0u32;
-        for (i, c) in body.bytes().enumerate() {
-            let v = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'+' => 62,
-                b'/' => 63,
-                _ => {
-                    return Err(format!(
-                        "unexpected character {:?} at offset {i}",
-                        char::from(c)
-                    ));
-                }
-            };
-            acc = (acc << 6) | u32::from(v);
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        // Leftover bits must be zero, or two encodings would decode alike.
-        if acc != 0 {
-            return Err("non-zero trailing bits".into());
-        }
-        Ok(out)
+        let engine = if text.ends_with('=') {
+            &STANDARD
+        } else {
+            &STANDARD_NO_PAD
+        };
+        engine.decode(text).map_err(|e| match e {
+            DecodeError::InvalidByte(offset, byte) => format!(
+                "unexpected character {:?} at offset {offset}",
+                char::from(byte)
+            ),
+            DecodeError::InvalidLength(len) => format!("bad length {len}"),
+            DecodeError::InvalidLastSymbol(..) => "non-zero trailing bits".into(),
+            DecodeError::InvalidPadding => "bad padding".into(),
+        })
     }
 
     #[cfg(test)]
@@ -320,6 +284,7 @@ mod base64 {
                 assert_eq!(decode(encoded).unwrap(), plain.as_bytes());
             }
             assert_eq!(decode("Zm9vYg").unwrap(), b"foob");
+            assert_eq!(decode(" Zm9v\n").unwrap(), b"foo");
             assert_eq!(encode(&[0xfb, 0xff]), "+/8=");
             assert_eq!(decode("+/8=").unwrap(), [0xfb, 0xff]);
         }
@@ -333,9 +298,19 @@ mod base64 {
         }
 
         #[test]
-        fn rejects_garbage() {
-            for bad in ["Zm9v!", "Z", "Zm9vY===", "Zg=", "Zh==", "Zm-v", "Zm9v Zg=="] {
-                assert!(decode(bad).is_err(), "{bad:?} should fail");
+        fn rejects_garbage_and_says_why() {
+            for (bad, why) in [
+                ("Zm9v!", "unexpected character '!' at offset 4"),
+                ("Z", "bad length"),
+                ("Zm9vY===", ""),
+                ("Zg=", ""),
+                ("Zh==", "non-zero trailing bits"),
+                ("Zm-v", "unexpected character '-' at offset 2"),
+                ("Zm9v Zg==", "unexpected character ' ' at offset 4"),
+            ] {
+                let err = decode(bad).expect_err(bad);
+                assert!(err.contains(why), "{bad:?}: {err}");
+                assert!(err.chars().next().is_some_and(char::is_lowercase), "{err}");
             }
         }
     }

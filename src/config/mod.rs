@@ -10,8 +10,12 @@
 //! written readable by their owner only and never printed in errors or
 //! `Debug` output.
 
+mod codec;
+mod env;
 mod identity;
-mod service;
+mod load;
+mod render;
+mod types;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -19,11 +23,12 @@ use std::path::{Path, PathBuf};
 
 use libp2p::PeerId;
 
+pub use env::{ENV_PREFIX, env_var_name, process_env};
 pub use identity::{Identity, IdentityError};
-pub use service::{
-    ApiConfig, ClusterConfig, ClusterSecret, ConfigError, ConsensusConfig, ControllerConfig,
-    ENV_PREFIX, EnvKind, InformerConfig, IpfsBackendKind, IpfsConfig, KeySpec, SCHEMA, SectionSpec,
-    ServiceConfig, env_var_name, process_env,
+pub use load::ConfigError;
+pub use types::{
+    ApiConfig, ClusterConfig, ClusterSecret, ConsensusConfig, ControllerConfig, InformerConfig,
+    IpfsBackendKind, IpfsConfig, ServiceConfig,
 };
 
 /// File name of a peer's identity inside its config directory.

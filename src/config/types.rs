@@ -1,0 +1,370 @@
+//! The typed `service.toml`: one struct per section with its defaults,
+//! each key naming the codec (`codec`) that reads and writes its value.
+//!
+//! This module owns the shape of the file: its sections, keys, defaults,
+//! and the codecs of its own types (`ClusterSecret`, `IpfsBackendKind`).
+//! It reads no files and checks no rule
+//! that spans keys (`load` does), knows nothing of environment variables
+//! (`env`) and writes no comments (`render`).
+//!
+//! The serde derives here are the file format: `Deserialize` fills every
+//! missing key with its default and ignores unknown keys, so use
+//! [`ServiceConfig::from_toml_str`] or [`ServiceConfig::load`], which also
+//! report unknown keys, require `cluster.secret` and check cross-key rules.
+//! `Serialize` writes `cluster.secret` as an empty string so that no
+//! serialized config can leak it; only [`ServiceConfig::to_toml`] writes it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+use super::codec::{
+    Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, RaftTiming, ReceiverKind,
+    SocketAddress, Sources, Tags, Text, Webhooks, as_str, unknown_message,
+};
+
+/// The 32-byte private network key (libp2p pnet) all peers share.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ClusterSecret([u8; 32]);
+
+impl ClusterSecret {
+    /// A secret from raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh secret from the operating system's CSPRNG (via `rand`).
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// Parses 64 hex characters. Errors never repeat the input, which may be
+    /// a nearly-right secret.
+    pub fn parse_hex(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.len() != 64 {
+            return Err(format!(
+                "expected 64 hex characters (32 bytes), found {} characters",
+                text.chars().count()
+            ));
+        }
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes)
+            .map_err(|_| "expected 64 hex characters (32 bytes), found non-hex characters")?;
+        Ok(Self(bytes))
+    }
+
+    /// The raw key, for `libp2p::pnet::PreSharedKey::new`.
+    pub fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// Lower-case hex, as written in `service.toml`.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// Redacted: the secret must never reach a log.
+impl fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClusterSecret(..)")
+    }
+}
+
+/// `cluster.secret`: messages never repeat a string value. Written as an
+/// empty string (see the module comment).
+struct Secret;
+
+impl Codec for Secret {
+    type Field = ClusterSecret;
+
+    fn read(value: &Value) -> Result<ClusterSecret, String> {
+        ClusterSecret::parse_hex(as_str(value)?)
+    }
+
+    fn write(_: &ClusterSecret) -> Value {
+        Value::String(String::new())
+    }
+}
+
+/// The whole validated `service.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default = "ServiceConfig::unset")]
+pub struct ServiceConfig {
+    /// `[cluster]`: membership, transport and replication defaults.
+    pub cluster: ClusterConfig,
+    /// `[consensus]`: Raft timing, snapshots and batching.
+    pub consensus: ConsensusConfig,
+    /// `[api]`: the REST API.
+    pub api: ApiConfig,
+    /// `[ipfs]`: the IPFS node this peer pins on.
+    pub ipfs: IpfsConfig,
+    /// `[informer]`: metrics reported for allocation.
+    pub informer: InformerConfig,
+    /// `[controller]`: the GitOps controller run by the Raft leader.
+    pub controller: ControllerConfig,
+}
+
+impl ServiceConfig {
+    /// Every default, with the one setting that has none.
+    pub fn new(secret: ClusterSecret) -> Self {
+        Self {
+            cluster: ClusterConfig::new(secret),
+            consensus: ConsensusConfig::default(),
+            api: ApiConfig::default(),
+            ipfs: IpfsConfig::default(),
+            informer: InformerConfig::default(),
+            controller: ControllerConfig::default(),
+        }
+    }
+
+    /// Every default with an all-zero secret: what deserializing starts
+    /// from; a load without a secret is refused before this escapes.
+    pub(super) fn unset() -> Self {
+        Self::new(ClusterSecret::from_bytes([0; 32]))
+    }
+}
+
+/// `[cluster]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default = "ClusterConfig::unset")]
+pub struct ClusterConfig {
+    /// Human-readable peer name; empty when not set.
+    #[serde(with = "Text")]
+    pub peername: String,
+    /// Private network key; required.
+    #[serde(with = "Secret")]
+    pub secret: ClusterSecret,
+    /// libp2p listen addresses; never empty.
+    #[serde(with = "Addrs::<1>")]
+    pub listen_multiaddress: Vec<Multiaddr>,
+    /// Peers to join on start.
+    #[serde(with = "Addrs::<0>")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Default fewest replicas per pin; -1 is every peer.
+    #[serde(with = "Integer::<i32>")]
+    pub replication_factor_min: i32,
+    /// Default most replicas per pin; -1 is every peer.
+    #[serde(with = "Integer::<i32>")]
+    pub replication_factor_max: i32,
+    /// How often a peer reconciles its pins with the shared state.
+    #[serde(with = "Interval")]
+    pub state_sync_interval: Duration,
+}
+
+impl ClusterConfig {
+    /// Defaults, with the one setting that has none.
+    pub fn new(secret: ClusterSecret) -> Self {
+        Self {
+            peername: String::new(),
+            secret,
+            listen_multiaddress: vec![default_listen_multiaddress()],
+            bootstrap: Vec::new(),
+            replication_factor_min: -1,
+            replication_factor_max: -1,
+            state_sync_interval: Duration::from_secs(5 * 60),
+        }
+    }
+
+    fn unset() -> Self {
+        Self::new(ClusterSecret::from_bytes([0; 32]))
+    }
+}
+
+fn default_listen_multiaddress() -> Multiaddr {
+    Multiaddr::empty()
+        .with(libp2p::multiaddr::Protocol::Ip4([0, 0, 0, 0].into()))
+        .with(libp2p::multiaddr::Protocol::Tcp(9096))
+}
+
+/// `[consensus]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsensusConfig {
+    /// Time between leader heartbeats; below `election_timeout_min`.
+    #[serde(with = "RaftTiming")]
+    pub heartbeat_interval: Duration,
+    /// Lower bound of the randomised election timeout.
+    #[serde(with = "RaftTiming")]
+    pub election_timeout_min: Duration,
+    /// Upper bound of the randomised election timeout; above the minimum.
+    #[serde(with = "RaftTiming")]
+    pub election_timeout_max: Duration,
+    /// Log entries since the last snapshot that trigger a new one; at least 1.
+    #[serde(with = "AtLeastOne::<u64>")]
+    pub snapshot_logs_since_last: u64,
+    /// Log entries kept after a snapshot for lagging followers.
+    #[serde(with = "Integer::<u64>")]
+    pub max_in_snapshot_log_to_keep: u64,
+    /// How long a write waits for commit before failing.
+    #[serde(with = "Interval")]
+    pub write_timeout: Duration,
+    /// Most pins in one log entry; at least 1.
+    #[serde(with = "AtLeastOne::<usize>")]
+    pub batch_max_pins: usize,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(250),
+            election_timeout_min: Duration::from_secs(1),
+            election_timeout_max: Duration::from_secs(2),
+            snapshot_logs_since_last: 5000,
+            max_in_snapshot_log_to_keep: 1000,
+            write_timeout: Duration::from_secs(30),
+            batch_max_pins: 10_000,
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiConfig {
+    /// Where the REST API listens; port 0 picks a free port.
+    #[serde(with = "SocketAddress")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9094)),
+        }
+    }
+}
+
+/// Which IPFS node a peer pins on (`ipfs.backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum IpfsBackendKind {
+    /// No IPFS node: pins are tracked but never fetched (tests, dry runs).
+    None,
+    /// A Kubo daemon over its HTTP RPC API at `ipfs.kubo_url`.
+    Kubo,
+    /// An IPFS node inside the peer process (blocks under the peer
+    /// directory, swarm on `ipfs.embedded_listen`): the default, so a fresh
+    /// peer needs no other daemon.
+    #[default]
+    Embedded,
+}
+
+impl IpfsBackendKind {
+    /// Every value, as written in the file.
+    pub const NAMES: [&'static str; 3] = ["none", "kubo", "embedded"];
+
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Kubo => "kubo",
+            Self::Embedded => "embedded",
+        }
+    }
+}
+
+impl fmt::Display for IpfsBackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `none`, `kubo` or `embedded`.
+struct Backend;
+
+impl Codec for Backend {
+    type Field = IpfsBackendKind;
+
+    fn read(value: &Value) -> Result<IpfsBackendKind, String> {
+        match as_str(value)? {
+            "none" => Ok(IpfsBackendKind::None),
+            "kubo" => Ok(IpfsBackendKind::Kubo),
+            "embedded" => Ok(IpfsBackendKind::Embedded),
+            other => Err(unknown_message("backend", other, &IpfsBackendKind::NAMES)),
+        }
+    }
+
+    fn write(field: &IpfsBackendKind) -> Value {
+        Value::String(field.as_str().to_owned())
+    }
+}
+
+/// `[ipfs]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IpfsConfig {
+    /// Which backend to use.
+    #[serde(with = "Backend")]
+    pub backend: IpfsBackendKind,
+    /// Base URL of the Kubo RPC API: a checked `http` or `https` URL with a
+    /// host and no trailing `/`, so `format!("{kubo_url}/api/v0/id")` works.
+    #[serde(with = "KuboUrl")]
+    pub kubo_url: String,
+    /// Where the embedded node's swarm listens (at least one address).
+    #[serde(with = "Addrs::<1>")]
+    pub embedded_listen: Vec<Multiaddr>,
+}
+
+impl Default for IpfsConfig {
+    fn default() -> Self {
+        Self {
+            backend: IpfsBackendKind::default(),
+            kubo_url: DEFAULT_KUBO_URL.to_owned(),
+            embedded_listen: vec![crate::ipfs::embedded::default_listen()],
+        }
+    }
+}
+
+const DEFAULT_KUBO_URL: &str = "http://127.0.0.1:5001";
+
+/// `[informer]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InformerConfig {
+    /// Free-form tags (`region = "eu"`) used by tag-based allocation.
+    #[serde(with = "Tags")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// `[controller]`: the GitOps controller inside the daemon. With no
+/// `sources` no controller runs; otherwise only the Raft leader's acts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ControllerConfig {
+    /// Sources, each `dir:PATH` or `git:URL[#ref=REF&path=SUBDIR]` (checked).
+    #[serde(with = "Sources")]
+    pub sources: Vec<String>,
+    /// How often each source is re-reconciled (drift repair, git polls).
+    #[serde(with = "Interval")]
+    pub interval: Duration,
+    /// Lift the prune guard.
+    #[serde(with = "Flag")]
+    pub force: bool,
+    /// Cache directory of git sources; relative paths are under the peer
+    /// directory.
+    #[serde(with = "CacheDir")]
+    pub git_cache: PathBuf,
+    /// Webhook receivers `POST /hooks/{name}`: kind and name. The shared
+    /// secret comes from `PINFLEET_WEBHOOK_SECRET` when the daemon starts.
+    #[serde(with = "Webhooks")]
+    pub webhooks: Vec<(ReceiverKind, String)>,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            sources: Vec::new(),
+            interval: Duration::from_secs(60),
+            force: false,
+            git_cache: PathBuf::from("git-cache"),
+            webhooks: Vec::new(),
+        }
+    }
+}
