@@ -18,5 +18,6 @@ pub mod p2p;
 pub mod plan;
 pub mod state;
 pub mod testbed;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod tracker;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use pinfleet::api::{ApiState, serve_with};
 use pinfleet::ipfs::KuboClient;
-use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::manifest::{PinOptions, PinSetStatus, PinSpec, ReplicationFactors};
+use pinfleet::testkit::MockKubo;
 use pinfleet::tracker::{GlobalPinInfo, StatusService, TrackerConfig, TrackerStatus};
 use reqwest::StatusCode;
 use serde_json::Value;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use pinfleet::informer::InformerConfig;
 use pinfleet::ipfs::KuboClient;
-use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::manifest::{PinOptions, PinSpec, ReplicationFactors};
 use pinfleet::state::Command;
+use pinfleet::testkit::MockKubo;
 use pinfleet::tracker::{GlobalPinInfo, StatusService, TrackerConfig, TrackerStatus};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
