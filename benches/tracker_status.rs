@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use pinfleet::api::{ApiState, serve};
-use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::ipfs::{KuboClient, PinKind};
 use pinfleet::manifest::ReplicationFactors;
 use pinfleet::pinsets::{self, PinSetApply};
 use pinfleet::plan::PruneGuard;
-use pinfleet::testkit::{seq_cid, seq_pinset};
+use pinfleet::testkit::{MockKubo, seq_cid, seq_pinset};
 use pinfleet::tracker::TrackerConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

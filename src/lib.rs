@@ -19,6 +19,7 @@ pub mod plan;
 pub mod source;
 pub mod state;
 pub mod testbed;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod tracker;
 pub mod wire;

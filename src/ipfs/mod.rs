@@ -4,8 +4,8 @@
 //! connect, add), its error type, and the implementations:
 //! [`kubo::KuboClient`] (Kubo's HTTP RPC API), [`embedded::EmbeddedNode`]
 //! (an IPFS node inside the peer) and [`NoBackend`] (a peer that runs
-//! consensus only). [`mock`] is a scripted Kubo server for tests and
-//! benchmarks.
+//! consensus only). A scripted Kubo server for tests and benchmarks is
+//! `testkit::mock_kubo`, outside the default build.
 //!
 //! It must not decide *what* to pin, retry, or keep state: callers (the pin
 //! tracker) own policy; a backend reports what the node said, precisely.
@@ -13,7 +13,6 @@
 pub mod dagpb;
 pub mod embedded;
 pub mod kubo;
-pub mod mock;
 pub mod rpc;
 pub mod unixfs;
 

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::ipfs::{
     IpfsBackend, IpfsError, KuboClient, NoBackend, PinKind, PinLsFilter, PinOpts, PinnedCid,
     RepoStat,
 };
 use pinfleet::manifest::CidKey;
+use pinfleet::testkit::MockKubo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use pinfleet::api::{ApiState, serve_with};
 use pinfleet::ipfs::KuboClient;
-use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::manifest::{PinOptions, PinSetStatus, PinSpec, ReplicationFactors};
 use pinfleet::pinsets;
+use pinfleet::testkit::MockKubo;
 use pinfleet::tracker::{StatusService, TrackerConfig};
 use pinfleet::wire::{GlobalPinInfo, TrackerStatus};
 use reqwest::StatusCode;

@@ -138,7 +138,7 @@ fn testbed_starts_peers_applies_examples_and_restarts_with_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn testbed_peers_pin_on_their_kubo_nodes() {
-    use pinfleet::ipfs::mock::MockKubo;
+    use pinfleet::testkit::MockKubo;
     let (k0, u0) = MockKubo::start().await.unwrap();
     let (k1, u1) = MockKubo::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -197,7 +197,7 @@ async fn testbed_peers_pin_on_their_kubo_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn testbed_wait_shows_a_summary_and_exits_by_whether_everything_is_pinned() {
-    use pinfleet::ipfs::mock::MockKubo;
+    use pinfleet::testkit::MockKubo;
     let (_k0, u0) = MockKubo::start().await.unwrap();
     let (k1, u1) = MockKubo::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();

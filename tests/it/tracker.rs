@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use pinfleet::allocator::informer::InformerConfig;
 use pinfleet::ipfs::KuboClient;
-use pinfleet::ipfs::mock::MockKubo;
 use pinfleet::manifest::{PinOptions, PinSpec, ReplicationFactors};
 use pinfleet::pinsets;
 use pinfleet::state::Command;
+use pinfleet::testkit::MockKubo;
 use pinfleet::tracker::{StatusService, TrackerConfig};
 use pinfleet::wire::{GlobalPinInfo, TrackerStatus};
 use tokio_util::sync::CancellationToken;

@@ -319,7 +319,8 @@ impl EmbeddedNode {
 
     /// Overwrites a stored block with `data`, unchecked, to simulate disk
     /// corruption in tests (peers must reject what this node then serves).
-    #[doc(hidden)]
+    /// Only with the `testkit` feature.
+    #[cfg(any(test, feature = "testkit"))]
     pub async fn corrupt_block_for_tests(&self, cid: &Cid, data: Vec<u8>) -> Result<(), IpfsError> {
         let mh = mh_of(cid);
         self.blocking(move |s| s.put_unchecked(&mh, &data)).await

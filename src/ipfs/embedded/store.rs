@@ -198,6 +198,7 @@ impl BlockStore {
 
     /// Overwrites a block without any check: simulates disk corruption in
     /// tests of peers that must reject it.
+    #[cfg(any(test, feature = "testkit"))]
     pub(crate) fn put_unchecked(&self, mh: &[u8], data: &[u8]) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         tx.open_table(BLOCKS)?.insert(mh, data)?;

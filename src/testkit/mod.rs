@@ -1,6 +1,15 @@
-//! Deterministic test data shared by unit tests, integration tests and
-//! benchmarks: CIDs numbered 0, 1, 2… and PinSets over ranges of them.
-//! Not used by the product itself.
+//! Test support shared by unit tests, integration tests and benchmarks:
+//! deterministic data (CIDs numbered 0, 1, 2… and PinSets over ranges of
+//! them), in-process clusters, and a scripted Kubo ([`MockKubo`]).
+//!
+//! Compiled only with the `testkit` feature (which `[dev-dependencies]`
+//! turns on for tests and benches) or in unit tests: the default build, and
+//! so the `pinfleet` binary, does not contain it. The product must not use
+//! anything here.
+
+pub mod mock_kubo;
+
+pub use mock_kubo::{MockCall, MockKubo};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
