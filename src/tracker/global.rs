@@ -231,7 +231,7 @@ impl StatusService {
     }
 
     /// This peer's status for each of `cids` that is in its state (what
-    /// other peers ask with [`rpc::Status`](super::rpc::Status)).
+    /// other peers ask with [`rpc::Status`]).
     pub async fn statuses(&self, cids: Vec<CidKey>) -> Result<Vec<PeerPinStatus>, String> {
         {
             let store = self.node.store().clone();
@@ -264,7 +264,7 @@ impl StatusService {
 
     /// This peer's status for its pins from `first` to `last` in store
     /// order, or `None` when it does not hold exactly `count` there (what
-    /// other peers ask with [`rpc::StatusRange`](super::rpc::StatusRange)).
+    /// other peers ask with [`rpc::StatusRange`]).
     pub async fn range_statuses(
         &self,
         first: CidKey,
