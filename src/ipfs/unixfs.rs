@@ -37,7 +37,10 @@ use cid::{Cid, Version};
 use multihash::Multihash;
 use sha2::{Digest, Sha256};
 
-use super::dagpb::{self, DAG_PB, DagPbError, IDENTITY, PbLink, PbNode, RAW, SHA2_256, proto};
+use bytes::Bytes;
+use prost::Message as _;
+
+use super::dagpb::{self, DAG_PB, DagPbError, IDENTITY, PbLink, PbNode, RAW, SHA2_256};
 
 /// Kubo's default chunk size (`size-262144`).
 pub const DEFAULT_CHUNK_SIZE: usize = 262_144;
@@ -263,7 +266,7 @@ pub struct UnixfsData {
     /// Field 1.
     pub kind: DataType,
     /// Field 2: file bytes of a leaf, or a symlink target.
-    pub data: Option<Vec<u8>>,
+    pub data: Option<Bytes>,
     /// Field 3: total file bytes under this node.
     pub filesize: Option<u64>,
     /// Field 4: file bytes under each link, in link order.
@@ -273,98 +276,61 @@ pub struct UnixfsData {
 /// Why a UnixFS `Data` message does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnixfsDataError {
-    /// A protobuf wire-level error (varint, length).
+    /// Not a protobuf message: truncated, a length past the end, an
+    /// overlong varint, or a known field with the wrong wire type.
     #[error(transparent)]
-    Wire(#[from] DagPbError),
+    Wire(#[from] prost::DecodeError),
     /// The required `Type` field is absent.
     #[error("UnixFS Data has no Type")]
     MissingType,
     /// `Type` is not one of the six known values.
     #[error("UnixFS Data has unknown Type {0}")]
     UnknownType(u64),
-    /// A known field with the wrong wire type.
-    #[error("UnixFS Data field {field} has wire type {wire_type}")]
-    WrongWireType {
-        /// Field number.
-        field: u64,
-        /// Wire type found.
-        wire_type: u8,
-    },
-    /// A non-repeated field appears twice.
-    #[error("UnixFS Data field {0} appears twice")]
-    Duplicate(u64),
+}
+
+/// The wire form of [`UnixfsData`]: go-unixfs' `Data` message (proto2),
+/// with prost-derive. proto2 `optional` fields are written exactly when
+/// set, `blocksizes` unpacked, in field-number order: the bytes go-unixfs
+/// writes. `Type` (an enum in the schema) is read as a plain varint, so an
+/// out-of-range value is reported rather than truncated to 32 bits, and
+/// kept optional here so that a missing `Type` is told from `Raw` (0).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Data {
+    #[prost(uint64, optional, tag = "1")]
+    r#type: Option<u64>,
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    data: Option<Bytes>,
+    #[prost(uint64, optional, tag = "3")]
+    filesize: Option<u64>,
+    #[prost(uint64, repeated, packed = "false", tag = "4")]
+    blocksizes: Vec<u64>,
 }
 
 impl UnixfsData {
     /// Encodes in field order, as go-unixfs writes it (blocksizes not
     /// packed).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            8 + self.data.as_ref().map_or(0, |d| d.len() + 5) + 5 * self.blocksizes.len(),
-        );
-        proto::put_uint(&mut out, 1, self.kind.code());
-        if let Some(data) = &self.data {
-            proto::put_bytes(&mut out, 2, data);
+        Data {
+            r#type: Some(self.kind.code()),
+            // A reference count, not a copy of the bytes.
+            data: self.data.clone(),
+            filesize: self.filesize,
+            blocksizes: self.blocksizes.clone(),
         }
-        if let Some(filesize) = self.filesize {
-            proto::put_uint(&mut out, 3, filesize);
-        }
-        for &size in &self.blocksizes {
-            proto::put_uint(&mut out, 4, size);
-        }
-        out
+        .encode_to_vec()
     }
 
     /// Decodes, accepting packed or unpacked `blocksizes` and skipping
-    /// fields this module does not use.
+    /// fields this module does not use. A field that appears twice keeps
+    /// its last value (protobuf's rule, which go-unixfs follows).
     pub fn decode(bytes: &[u8]) -> Result<Self, UnixfsDataError> {
-        let mut r = proto::Reader::new(bytes, 0);
-        let mut kind = None;
-        let mut data = None;
-        let mut filesize = None;
-        let mut blocksizes = Vec::new();
-        while !r.is_empty() {
-            let (field, wire_type, _) = r.tag()?;
-            let wrong = UnixfsDataError::WrongWireType { field, wire_type };
-            match (field, wire_type) {
-                (1, proto::VARINT) => {
-                    let code = r.varint()?;
-                    let t = DataType::from_code(code).ok_or(UnixfsDataError::UnknownType(code))?;
-                    if kind.replace(t).is_some() {
-                        return Err(UnixfsDataError::Duplicate(1));
-                    }
-                }
-                (2, proto::LEN) => {
-                    if data.replace(r.bytes()?.0.to_vec()).is_some() {
-                        return Err(UnixfsDataError::Duplicate(2));
-                    }
-                }
-                (3, proto::VARINT) => {
-                    if filesize.replace(r.varint()?).is_some() {
-                        return Err(UnixfsDataError::Duplicate(3));
-                    }
-                }
-                (4, proto::VARINT) => blocksizes.push(r.varint()?),
-                (4, proto::LEN) => {
-                    let (packed, start) = r.bytes()?;
-                    let mut p = proto::Reader::new(packed, start);
-                    while !p.is_empty() {
-                        blocksizes.push(p.varint()?);
-                    }
-                }
-                (1..=4, _) => return Err(wrong),
-                _ => {
-                    if !r.skip(wire_type)? {
-                        return Err(wrong);
-                    }
-                }
-            }
-        }
+        let msg = Data::decode(bytes)?;
+        let code = msg.r#type.ok_or(UnixfsDataError::MissingType)?;
         Ok(UnixfsData {
-            kind: kind.ok_or(UnixfsDataError::MissingType)?,
-            data,
-            filesize,
-            blocksizes,
+            kind: DataType::from_code(code).ok_or(UnixfsDataError::UnknownType(code))?,
+            data: msg.data,
+            filesize: msg.filesize,
+            blocksizes: msg.blocksizes,
         })
     }
 }
@@ -448,7 +414,7 @@ impl<E> FileBuilder<'_, '_, E> {
             let data = UnixfsData {
                 kind: DataType::File,
                 // Kubo omits Data for the empty file (0a 04 08 02 18 00).
-                data: (!chunk.is_empty()).then(|| chunk.to_vec()),
+                data: (!chunk.is_empty()).then(|| Bytes::copy_from_slice(chunk)),
                 filesize: Some(filesize),
                 blocksizes: Vec::new(),
             };
@@ -658,7 +624,7 @@ impl<E> Walk<'_, '_, E> {
             })?;
             let data = UnixfsData {
                 kind: DataType::Symlink,
-                data: Some(target.as_bytes().to_vec()),
+                data: Some(Bytes::copy_from_slice(target.as_bytes())),
                 filesize: None,
                 blocksizes: Vec::new(),
             };
@@ -1567,6 +1533,126 @@ mod tests {
             UnixfsData::decode(&[0x08, 0x09]),
             Err(UnixfsDataError::UnknownType(9))
         );
+        // 2^32 + 2 is not File cut to 32 bits.
+        assert_eq!(
+            UnixfsData::decode(&[0x08, 0x82, 0x80, 0x80, 0x80, 0x10]),
+            Err(UnixfsDataError::UnknownType((1 << 32) + 2))
+        );
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The bytes go-unixfs (and the hand-written encoder this replaced)
+    /// writes: Type always, then Data, filesize only when set (even empty
+    /// or 0), blocksizes one unpacked field each.
+    #[test]
+    fn unixfs_data_encodes_as_go_unixfs() {
+        let d = |kind, data: Option<&[u8]>, filesize, blocksizes: &[u64]| UnixfsData {
+            kind,
+            data: data.map(Bytes::copy_from_slice),
+            filesize,
+            blocksizes: blocksizes.to_vec(),
+        };
+        for (data, want) in [
+            (d(DataType::Raw, None, None, &[]), "0800"),
+            (d(DataType::Directory, None, None, &[]), "0801"),
+            (
+                d(DataType::File, Some(b"hi"), Some(2), &[]),
+                "0802120268691802",
+            ),
+            (d(DataType::File, Some(b""), Some(0), &[]), "080212001800"),
+            (d(DataType::File, None, Some(0), &[]), "08021800"),
+            (
+                d(DataType::File, None, Some(262_154), &[262_144, 10, 0]),
+                "0802188a801020808010200a2000",
+            ),
+            (
+                d(DataType::Symlink, Some(b"target.txt"), None, &[]),
+                "0804120a7461726765742e747874",
+            ),
+            (d(DataType::HamtShard, None, None, &[]), "0805"),
+        ] {
+            let bytes = data.encode();
+            assert_eq!(hex(&bytes), want, "{data:?}");
+            assert_eq!(UnixfsData::decode(&bytes).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn malformed_unixfs_data_is_an_error_not_a_panic() {
+        for (what, bytes) in [
+            ("truncated Type", &[0x08][..]),
+            (
+                "Data past the end",
+                &[0x08, 0x02, 0x12, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01],
+            ),
+            (
+                "Data length 2^63",
+                &[
+                    0x12, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01,
+                ],
+            ),
+            (
+                "packed blocksizes past the end",
+                &[0x08, 0x02, 0x22, 0x05, 0x03],
+            ),
+            (
+                "packed blocksize cut short",
+                &[0x08, 0x02, 0x22, 0x01, 0x80],
+            ),
+            ("Type as bytes", &[0x0a, 0x00]),
+            ("filesize as bytes", &[0x08, 0x02, 0x1a, 0x00]),
+            (
+                "overlong varint",
+                &[
+                    0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+                ],
+            ),
+            ("unknown field cut short", &[0x08, 0x02, 0x3a, 0x05, 0x01]),
+            ("wire type 7", &[0x08, 0x02, 0x0f]),
+        ] {
+            assert!(
+                matches!(UnixfsData::decode(bytes), Err(UnixfsDataError::Wire(_))),
+                "{what}"
+            );
+        }
+        // A repeated field keeps its last value, as in go-unixfs.
+        let twice = UnixfsData::decode(&[0x08, 0x01, 0x08, 0x02]).unwrap();
+        assert_eq!(twice.kind, DataType::File);
+        // A dag-pb node whose Data is not UnixFS is reported, not a panic.
+        let node = dagpb::encode(&PbNode {
+            links: vec![],
+            data: Some(vec![0x12, 0x09, 0x01]),
+        });
+        let cid = block_cid(Version::V0, DAG_PB, &node);
+        let err = read_file(&cid, &mut |_: &Cid| Ok::<_, Infallible>(node.clone())).unwrap_err();
+        assert!(matches!(err, UnixfsError::Malformed { .. }), "{err}");
+    }
+
+    fn any_kind() -> impl Strategy<Value = DataType> {
+        (0u64..6).prop_map(|c| DataType::from_code(c).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn unixfs_data_round_trips(
+            kind in any_kind(),
+            data in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+            filesize in proptest::option::of(any::<u64>()),
+            blocksizes in proptest::collection::vec(any::<u64>(), 0..8),
+        ) {
+            let d = UnixfsData { kind, data: data.map(Bytes::from), filesize, blocksizes };
+            prop_assert_eq!(UnixfsData::decode(&d.encode()).unwrap(), d);
+        }
+
+        #[test]
+        fn any_bytes_decode_or_fail_without_panicking(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let _ = UnixfsData::decode(&bytes);
+        }
     }
 
     proptest! {

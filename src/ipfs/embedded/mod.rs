@@ -9,7 +9,6 @@
 //! connect to.
 
 mod bitswap;
-mod pb;
 mod store;
 mod swarm;
 
