@@ -19,19 +19,23 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 // `http_body::Body`, re-exported by axum: reqwest has no API for reading the
 // HTTP trailers Kubo uses to report mid-stream errors, but its body type
 // implements this trait, which yields them as a final frame.
 use axum::body::HttpBody as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::io::StreamReader;
 
 use super::{
     GcReport, IpfsBackend, IpfsError, IpfsId, PinKind, PinLsFilter, PinOpts, PinnedCid, RepoStat,
@@ -245,7 +249,7 @@ impl KuboClient {
         operation: &str,
         deadline: Instant,
         bound: Duration,
-    ) -> Result<Option<Bytes>, IpfsError> {
+    ) -> Result<Option<String>, IpfsError> {
         match timeout_at(deadline, lines.next_line()).await {
             Err(_) => Err(IpfsError::Timeout {
                 operation: operation.to_string(),
@@ -255,8 +259,11 @@ impl KuboClient {
             Ok(Err(LineError::TooLong)) => Err(IpfsError::Garbage {
                 what: format!("{endpoint}: a line longer than {MAX_LINE} bytes"),
             }),
+            Ok(Err(LineError::NotUtf8)) => Err(IpfsError::Garbage {
+                what: format!("{endpoint}: a line that is not UTF-8"),
+            }),
             Ok(Ok(Some(line))) => Ok(Some(line)),
-            Ok(Ok(None)) => match lines.trailer_error.take() {
+            Ok(Ok(None)) => match lines.take_trailer_error() {
                 Some(message) => Err(IpfsError::Aborted { message }),
                 None => Ok(None),
             },
@@ -287,7 +294,7 @@ impl KuboClient {
             .next_line(&mut lines, "pin/add", &operation, deadline, limit)
             .await?
         {
-            let event: AddPinLine = decode("pin/add", &line)?;
+            let event: AddPinLine = decode("pin/add", line.as_bytes())?;
             if let Some(message) = event.error_message() {
                 return Err(IpfsError::Aborted { message });
             }
@@ -359,7 +366,7 @@ impl KuboClient {
             )
             .await?
         {
-            let event: GcLine = decode("repo/gc", &line)?;
+            let event: GcLine = decode("repo/gc", line.as_bytes())?;
             if let Some(message) = event.error_message() {
                 return Err(IpfsError::Aborted { message });
             }
@@ -554,7 +561,7 @@ impl LsState {
                     idle,
                 )
                 .await;
-            match line.and_then(|l| l.map(|l| parse_ls_line(&l)).transpose()) {
+            match line.and_then(|l| l.map(|l| parse_ls_line(l.as_bytes())).transpose()) {
                 Ok(None) => return None,
                 Ok(Some(pins)) => queued.extend(pins),
                 Err(e) => return Some((Err(e), LsState::Done)),
@@ -592,69 +599,89 @@ fn parse_ls_line(line: &[u8]) -> Result<Vec<PinnedCid>, IpfsError> {
     }
 }
 
-/// Reads an NDJSON body line by line, keeping the `X-Stream-Error` trailer.
+/// Reads an NDJSON body line by line (tokio-util's [`LinesCodec`], at most
+/// [`MAX_LINE`] bytes a line), keeping the `X-Stream-Error` trailer.
 struct LineReader {
-    body: reqwest::Body,
-    buf: BytesMut,
-    scanned: usize,
-    ended: bool,
-    trailer_error: Option<String>,
+    lines: FramedRead<StreamReader<BodyData, Bytes>, LinesCodec>,
 }
 
 enum LineError {
     Transport(reqwest::Error),
     TooLong,
+    NotUtf8,
 }
 
 impl LineReader {
     fn new(resp: reqwest::Response) -> Self {
         let resp: axum::http::Response<reqwest::Body> = resp.into();
-        Self {
+        let body = BodyData {
             body: resp.into_body(),
-            buf: BytesMut::new(),
-            scanned: 0,
-            ended: false,
             trailer_error: None,
+        };
+        Self {
+            lines: FramedRead::new(
+                StreamReader::new(body),
+                LinesCodec::new_with_max_length(MAX_LINE),
+            ),
         }
     }
 
-    /// The next non-empty line without its newline; `None` at the end.
-    /// Cancel safe: a received chunk is buffered before the next await.
-    async fn next_line(&mut self) -> Result<Option<Bytes>, LineError> {
-        loop {
-            if let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
-                let mut line = self.buf.split_to(self.scanned + i + 1);
-                self.scanned = 0;
-                line.truncate(line.len() - 1);
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
+    /// The next line that is not blank, without its newline (and a `\r`
+    /// before it); the last line needs no newline; `None` at the end.
+    /// Cancel safe: bytes received are kept in the reader's buffer.
+    async fn next_line(&mut self) -> Result<Option<String>, LineError> {
+        while let Some(line) = self.lines.next().await {
+            match line {
+                Ok(line) if line.bytes().all(|b| b.is_ascii_whitespace()) => {}
+                Ok(line) => return Ok(Some(line)),
+                Err(LinesCodecError::MaxLineLengthExceeded) => return Err(LineError::TooLong),
+                Err(LinesCodecError::Io(e)) => {
+                    // The body's own errors come back as they went in (see
+                    // `BodyData`); the codec's is invalid UTF-8.
+                    return Err(
+                        match e.into_inner().map(|i| i.downcast::<reqwest::Error>()) {
+                            Some(Ok(e)) => LineError::Transport(*e),
+                            _ => LineError::NotUtf8,
+                        },
+                    );
                 }
-                return Ok(Some(line.freeze()));
             }
-            self.scanned = self.buf.len();
-            if self.buf.len() > MAX_LINE {
-                return Err(LineError::TooLong);
-            }
-            if self.ended {
-                let rest = self.buf.split().freeze();
-                self.scanned = 0;
-                return Ok((!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest));
-            }
-            let frame =
-                futures::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await;
-            match frame {
-                None => self.ended = true,
-                Some(Err(e)) => return Err(LineError::Transport(e)),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => self.buf.extend_from_slice(&data),
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers()
-                            && let Some(v) = trailers.get(STREAM_ERROR_TRAILER)
-                        {
-                            self.trailer_error = Some(String::from_utf8_lossy(v.as_bytes()).into());
-                        }
+        }
+        Ok(None)
+    }
+
+    /// The `X-Stream-Error` trailer's message, once the body has ended.
+    fn take_trailer_error(&mut self) -> Option<String> {
+        self.lines.get_mut().get_mut().trailer_error.take()
+    }
+}
+
+/// The data frames of a response body as a byte stream for [`StreamReader`];
+/// keeps the `X-Stream-Error` trailer, which reqwest's own byte stream drops.
+struct BodyData {
+    body: reqwest::Body,
+    trailer_error: Option<String>,
+}
+
+impl futures::Stream for BodyData {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            let frame = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(e)) => return Poll::Ready(Some(Err(std::io::Error::other(e)))),
+                Some(Ok(frame)) => frame,
+            };
+            match frame.into_data() {
+                Ok(data) => return Poll::Ready(Some(Ok(data))),
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers()
+                        && let Some(v) = trailers.get(STREAM_ERROR_TRAILER)
+                    {
+                        self.trailer_error = Some(String::from_utf8_lossy(v.as_bytes()).into());
                     }
-                },
+                }
             }
         }
     }
