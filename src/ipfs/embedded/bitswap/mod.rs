@@ -31,6 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use cid::Cid;
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -254,7 +255,7 @@ impl Bitswap {
                 f = read_frame(&mut stream) => f,
             };
             let msg = match frame
-                .and_then(|f| Ok(f.map(|b| Message::decode(b.as_slice())).transpose()?))
+                .and_then(|f| Ok(f.map(|b| Message::decode(Bytes::from(b))).transpose()?))
             {
                 Ok(Some(m)) => m,
                 Ok(None) => return,
@@ -291,7 +292,7 @@ impl Bitswap {
             match waiters {
                 Some(want) => {
                     for w in want.waiters {
-                        let _ = w.send(data.clone());
+                        let _ = w.send(data.to_vec());
                     }
                 }
                 None => {
@@ -434,7 +435,7 @@ fn answer(store: &BlockStore, wants: Vec<WantEntry>) -> Vec<Message> {
                 bytes += data.len();
                 m.payload.push(Block {
                     prefix: cid_prefix(&cid),
-                    data,
+                    data: data.into(),
                 });
                 if bytes >= RESPONSE_BLOCK_BYTES {
                     bytes = 0;
@@ -583,7 +584,7 @@ mod tests {
             msgs[0].payload,
             vec![Block {
                 prefix: cid_prefix(&held),
-                data: b"held".to_vec()
+                data: Bytes::from_static(b"held")
             }]
         );
         assert_eq!(

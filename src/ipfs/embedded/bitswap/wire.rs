@@ -6,6 +6,7 @@
 //! It must not hold state, touch the store, or do I/O beyond reading one
 //! frame from a stream the caller owns.
 
+use bytes::Bytes;
 use cid::{Cid, Version};
 use futures::AsyncReadExt;
 use sha2::Digest;
@@ -84,9 +85,12 @@ pub(crate) struct Block {
     /// CID prefix: version, codec, hash code and digest length.
     #[prost(bytes = "vec", required, tag = "1")]
     pub prefix: Vec<u8>,
-    /// The block's bytes.
-    #[prost(bytes = "vec", required, tag = "2")]
-    pub data: Vec<u8>,
+    /// The block's bytes. Decoded from a [`Bytes`] frame this is a slice
+    /// of the frame, not a copy: blocks are verified and handed over as
+    /// soon as their message is read (never queued, unlike wants, whose
+    /// CIDs are copied), so the frame does not outlive the read.
+    #[prost(bytes = "bytes", required, tag = "2")]
+    pub data: Bytes,
 }
 
 /// `Message.BlockPresence`.
@@ -266,7 +270,7 @@ mod tests {
         let msg = Message {
             payload: vec![Block {
                 prefix: cid_prefix(&cid),
-                data: b"hello".to_vec(),
+                data: Bytes::from_static(b"hello"),
             }],
             block_presences: vec![BlockPresence::new(cid.to_bytes(), Presence::DontHave)],
             ..wants(vec![entry(&cid, true, true)], true)
@@ -320,12 +324,12 @@ mod tests {
                     payload: vec![
                         Block {
                             prefix: cid_prefix(&cid),
-                            data: b"hello world\n".to_vec(),
+                            data: Bytes::from_static(b"hello world\n"),
                         },
                         // An empty block still carries its (empty) data field.
                         Block {
                             prefix: cid_prefix(&v0),
-                            data: Vec::new(),
+                            data: Bytes::new(),
                         },
                     ],
                     block_presences: vec![
