@@ -12,8 +12,9 @@
 //! arbitrary input.
 //!
 //! The protobuf wire helpers are hand-written (varints, wire types 0 and 2
-//! only) and shared with [`super::unixfs`] through the crate-private `proto`
-//! module.
+//! only) rather than prost-derived: prost writes fields in field-number
+//! order, which would put Data (1) before Links (2) and break the canonical
+//! form.
 //!
 //! [DAG-PB spec]: https://ipld.io/specs/codecs/dag-pb/spec/
 
@@ -159,9 +160,9 @@ pub enum DagPbError {
     },
 }
 
-/// Hand-written protobuf wire helpers (varints, wire types 0 and 2), shared
-/// by the dag-pb and UnixFS codecs of this crate.
-pub(crate) mod proto {
+/// Hand-written protobuf wire helpers (varints, wire types 0 and 2) for the
+/// dag-pb codec.
+mod proto {
     use super::DagPbError;
 
     /// Wire type of varint fields.
@@ -263,16 +264,6 @@ pub(crate) mod proto {
             let start = self.pos;
             self.pos += n;
             Ok((&self.buf[start..start + n], self.base + start))
-        }
-
-        /// Skips a field of the given wire type (only 0 and 2 exist in the
-        /// formats this crate reads); `false` if the wire type is another.
-        pub(crate) fn skip(&mut self, wire_type: u8) -> Result<bool, DagPbError> {
-            match wire_type {
-                VARINT => self.varint().map(|_| true),
-                LEN => self.bytes().map(|_| true),
-                _ => Ok(false),
-            }
         }
     }
 }

@@ -163,7 +163,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Result<Loaded
     }
     Ok(Loaded {
         pinsets: pinsets.into_values().collect(),
-        digest: format!("sha256:{}", hex(&hasher.finalize())),
+        digest: format!("sha256:{}", hex::encode(hasher.finalize())),
         manifest_files: files.len(),
         lists,
         duplicates,
@@ -227,14 +227,6 @@ fn walk_dir(
         }
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}"); // writing to a String cannot fail
-        s
-    })
 }
 
 struct Loader<'a> {

@@ -9,7 +9,6 @@
 //! connect to.
 
 mod bitswap;
-mod pb;
 pub mod peering;
 mod store;
 mod swarm;
@@ -327,7 +326,7 @@ impl EmbeddedNode {
     }
 
     /// Stores the blocks `produce` emits through its sink (each verified
-    /// against its CID, written in batches of [`WRITE_BATCH_BLOCKS`] per
+    /// against its CID, written in batches of `WRITE_BATCH_BLOCKS` per
     /// transaction) and, when `pin`, pins the root it returns recursively.
     /// The importer (`ipfs::unixfs`) runs on a blocking thread.
     pub async fn import<F>(&self, pin: bool, produce: F) -> Result<AddedContent, IpfsError>

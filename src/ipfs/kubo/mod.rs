@@ -17,31 +17,35 @@
 //! CID bytes, so a `Qm…` pin made by hand and pinfleet's `bafy…` pin of the
 //! same content are two pins; listing normalises both to one [`CidKey`].
 
-use std::collections::{BTreeMap, VecDeque};
-use std::pin::Pin;
+//!
+//! Layout: this file holds the client and its calls; `lines` reads NDJSON
+//! bodies and their error trailer, `wire` holds Kubo's JSON shapes and
+//! error bodies.
+
+use std::collections::VecDeque;
 use std::time::Duration;
 
-// `http_body::Body`, re-exported by axum: reqwest has no API for reading the
-// HTTP trailers Kubo uses to report mid-stream errors, but its body type
-// implements this trait, which yields them as a final frame.
-use axum::body::HttpBody as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
-use super::{
-    GcReport, IpfsBackend, IpfsError, IpfsId, PinKind, PinLsFilter, PinOpts, PinnedCid, RepoStat,
-};
+use super::{GcReport, IpfsBackend, IpfsError, IpfsId, PinLsFilter, PinOpts, PinnedCid, RepoStat};
 use crate::manifest::CidKey;
 
-/// The trailer go-ipfs-cmds sets when a command fails after its output began.
-const STREAM_ERROR_TRAILER: &str = "X-Stream-Error";
-/// A single NDJSON line longer than this is not something Kubo sends.
-const MAX_LINE: usize = 1 << 20;
+mod lines;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+use lines::{LineError, LineReader, MAX_LINE};
+use wire::{
+    AddPinLine, BlockStatOut, GcLine, IdOut, PinsOut, RepoStatOut, decode, http_error,
+    parse_ls_line, says_not_pinned,
+};
+
 /// Kubo's `StorageMax` when no limit is configured (Go's `math.MaxUint64`).
 const NO_STORAGE_LIMIT: u64 = u64::MAX;
 
@@ -245,7 +249,7 @@ impl KuboClient {
         operation: &str,
         deadline: Instant,
         bound: Duration,
-    ) -> Result<Option<Bytes>, IpfsError> {
+    ) -> Result<Option<String>, IpfsError> {
         match timeout_at(deadline, lines.next_line()).await {
             Err(_) => Err(IpfsError::Timeout {
                 operation: operation.to_string(),
@@ -255,8 +259,11 @@ impl KuboClient {
             Ok(Err(LineError::TooLong)) => Err(IpfsError::Garbage {
                 what: format!("{endpoint}: a line longer than {MAX_LINE} bytes"),
             }),
+            Ok(Err(LineError::NotUtf8)) => Err(IpfsError::Garbage {
+                what: format!("{endpoint}: a line that is not UTF-8"),
+            }),
             Ok(Ok(Some(line))) => Ok(Some(line)),
-            Ok(Ok(None)) => match lines.trailer_error.take() {
+            Ok(Ok(None)) => match lines.take_trailer_error() {
                 Some(message) => Err(IpfsError::Aborted { message }),
                 None => Ok(None),
             },
@@ -287,7 +294,7 @@ impl KuboClient {
             .next_line(&mut lines, "pin/add", &operation, deadline, limit)
             .await?
         {
-            let event: AddPinLine = decode("pin/add", &line)?;
+            let event: AddPinLine = decode("pin/add", line.as_bytes())?;
             if let Some(message) = event.error_message() {
                 return Err(IpfsError::Aborted { message });
             }
@@ -359,7 +366,7 @@ impl KuboClient {
             )
             .await?
         {
-            let event: GcLine = decode("repo/gc", &line)?;
+            let event: GcLine = decode("repo/gc", line.as_bytes())?;
             if let Some(message) = event.error_message() {
                 return Err(IpfsError::Aborted { message });
             }
@@ -554,179 +561,13 @@ impl LsState {
                     idle,
                 )
                 .await;
-            match line.and_then(|l| l.map(|l| parse_ls_line(&l)).transpose()) {
+            match line.and_then(|l| l.map(|l| parse_ls_line(l.as_bytes())).transpose()) {
                 Ok(None) => return None,
                 Ok(Some(pins)) => queued.extend(pins),
                 Err(e) => return Some((Err(e), LsState::Done)),
             }
         }
     }
-}
-
-/// One `pin/ls?stream=true` line: `{"Cid":…,"Type":…}`; a `{"Keys":{…}}`
-/// object when the server ignored `stream`; or an error object.
-fn parse_ls_line(line: &[u8]) -> Result<Vec<PinnedCid>, IpfsError> {
-    let out: PinLsLine = decode("pin/ls", line)?;
-    if out.kind.as_deref() == Some("error")
-        && let Some(message) = out.message
-    {
-        return Err(IpfsError::Aborted { message });
-    }
-    let one = |cid: &str, kind: &str| -> Result<PinnedCid, IpfsError> {
-        let cid = CidKey::parse(cid).map_err(|e| IpfsError::Garbage {
-            what: format!("pin/ls: {e}"),
-        })?;
-        let kind = PinKind::parse(kind).ok_or_else(|| IpfsError::Garbage {
-            what: format!("pin/ls: unknown pin type {kind:?}"),
-        })?;
-        Ok(PinnedCid { cid, kind })
-    };
-    if let Some(keys) = out.keys {
-        return keys.iter().map(|(cid, t)| one(cid, &t.kind)).collect();
-    }
-    match (out.cid, out.kind) {
-        (Some(cid), Some(kind)) => Ok(vec![one(&cid, &kind)?]),
-        _ => Err(IpfsError::Garbage {
-            what: format!("pin/ls: a line without Cid and Type: {}", preview(line)),
-        }),
-    }
-}
-
-/// Reads an NDJSON body line by line, keeping the `X-Stream-Error` trailer.
-struct LineReader {
-    body: reqwest::Body,
-    buf: BytesMut,
-    scanned: usize,
-    ended: bool,
-    trailer_error: Option<String>,
-}
-
-enum LineError {
-    Transport(reqwest::Error),
-    TooLong,
-}
-
-impl LineReader {
-    fn new(resp: reqwest::Response) -> Self {
-        let resp: axum::http::Response<reqwest::Body> = resp.into();
-        Self {
-            body: resp.into_body(),
-            buf: BytesMut::new(),
-            scanned: 0,
-            ended: false,
-            trailer_error: None,
-        }
-    }
-
-    /// The next non-empty line without its newline; `None` at the end.
-    /// Cancel safe: a received chunk is buffered before the next await.
-    async fn next_line(&mut self) -> Result<Option<Bytes>, LineError> {
-        loop {
-            if let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
-                let mut line = self.buf.split_to(self.scanned + i + 1);
-                self.scanned = 0;
-                line.truncate(line.len() - 1);
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                return Ok(Some(line.freeze()));
-            }
-            self.scanned = self.buf.len();
-            if self.buf.len() > MAX_LINE {
-                return Err(LineError::TooLong);
-            }
-            if self.ended {
-                let rest = self.buf.split().freeze();
-                self.scanned = 0;
-                return Ok((!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest));
-            }
-            let frame =
-                futures::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await;
-            match frame {
-                None => self.ended = true,
-                Some(Err(e)) => return Err(LineError::Transport(e)),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => self.buf.extend_from_slice(&data),
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers()
-                            && let Some(v) = trailers.get(STREAM_ERROR_TRAILER)
-                        {
-                            self.trailer_error = Some(String::from_utf8_lossy(v.as_bytes()).into());
-                        }
-                    }
-                },
-            }
-        }
-    }
-}
-
-/// Kubo's error body (`cmds.Error`).
-#[derive(Deserialize)]
-struct KuboErrorBody {
-    #[serde(rename = "Message")]
-    message: String,
-    #[serde(rename = "Code", default)]
-    code: Option<u64>,
-}
-
-fn http_error(status: reqwest::StatusCode, body: &[u8]) -> IpfsError {
-    let (message, code) = match serde_json::from_slice::<KuboErrorBody>(body) {
-        Ok(e) => (e.message, e.code),
-        Err(_) => {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            let message = if text.is_empty() {
-                status
-                    .canonical_reason()
-                    .unwrap_or("no message")
-                    .to_lowercase()
-            } else {
-                truncate(text, 300)
-            };
-            (message, None)
-        }
-    };
-    IpfsError::Http {
-        status: status.as_u16(),
-        code,
-        message,
-    }
-}
-
-/// Kubo's messages for "nothing to unpin" (boxo pinner `ErrNotPinned`, older
-/// "not pinned"), and `pin update`'s "'from' cid was not recursively pinned".
-fn says_not_pinned(e: &IpfsError) -> bool {
-    match e {
-        IpfsError::Http { message, .. } | IpfsError::Aborted { message } => {
-            message.starts_with("not pinned") || message.contains("not recursively pinned")
-        }
-        _ => false,
-    }
-}
-
-fn decode<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, IpfsError> {
-    serde_json::from_slice(body).map_err(|e| IpfsError::Garbage {
-        what: format!("{endpoint}: {e} in {}", preview(body)),
-    })
-}
-
-/// The start of a body, printable whatever its bytes.
-fn preview(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(80)]);
-    let mut shown = format!("{text:?}");
-    if body.len() > 80 {
-        shown.push('…');
-    }
-    shown
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    if text.chars().count() <= max_chars {
-        return text.to_string();
-    }
-    let mut t: String = text.chars().take(max_chars).collect();
-    t.push('…');
-    t
 }
 
 fn bool_str(b: bool) -> &'static str {
@@ -757,214 +598,4 @@ fn multiaddr_to_url(addr: &str) -> Result<String, String> {
 
 fn valid_tail(rest: &[&str]) -> bool {
     matches!(rest, [] | ["http"])
-}
-
-#[derive(Deserialize)]
-struct IdOut {
-    #[serde(rename = "ID")]
-    id: String,
-    #[serde(rename = "Addresses", default)]
-    addresses: Option<Vec<String>>,
-    #[serde(rename = "AgentVersion", default)]
-    agent_version: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct PinsOut {
-    #[serde(rename = "Pins", default)]
-    _pins: Option<Vec<String>>,
-}
-
-/// A `pin/add?progress=true` line (`AddPinOutput`, fields omitted when
-/// zero), or an error object.
-#[derive(Deserialize)]
-struct AddPinLine {
-    #[serde(rename = "Pins", default)]
-    pins: Option<Vec<String>>,
-    #[serde(rename = "Progress", default)]
-    progress: Option<u64>,
-    #[serde(rename = "Bytes", default)]
-    bytes: Option<u64>,
-    #[serde(rename = "Message", default)]
-    message: Option<String>,
-    #[serde(rename = "Type", default)]
-    kind: Option<String>,
-}
-
-impl AddPinLine {
-    fn error_message(&self) -> Option<String> {
-        error_object(self.kind.as_deref(), self.message.as_deref())
-    }
-}
-
-#[derive(Deserialize)]
-struct PinLsLine {
-    #[serde(rename = "Cid", default)]
-    cid: Option<String>,
-    #[serde(rename = "Type", default)]
-    kind: Option<String>,
-    #[serde(rename = "Keys", default)]
-    keys: Option<BTreeMap<String, PinLsType>>,
-    #[serde(rename = "Message", default)]
-    message: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct PinLsType {
-    #[serde(rename = "Type")]
-    kind: String,
-}
-
-/// A `repo/gc` line: `{"Key":{"/":"bafy…"}}`, `{"Error":"…"}` (with
-/// `stream-errors`), or an error object.
-#[derive(Deserialize)]
-struct GcLine {
-    #[serde(rename = "Key", default)]
-    key: Option<serde_json::Value>,
-    #[serde(rename = "Error", default)]
-    error: Option<String>,
-    #[serde(rename = "Message", default)]
-    message: Option<String>,
-    #[serde(rename = "Type", default)]
-    kind: Option<String>,
-}
-
-impl GcLine {
-    fn error_message(&self) -> Option<String> {
-        self.error
-            .clone()
-            .filter(|e| !e.is_empty())
-            .or_else(|| error_object(self.kind.as_deref(), self.message.as_deref()))
-    }
-}
-
-fn error_object(kind: Option<&str>, message: Option<&str>) -> Option<String> {
-    match (kind, message) {
-        (Some("error"), Some(m)) => Some(m.to_string()),
-        _ => None,
-    }
-}
-
-#[derive(Deserialize)]
-struct RepoStatOut {
-    #[serde(rename = "RepoSize")]
-    repo_size: u64,
-    #[serde(rename = "StorageMax")]
-    storage_max: u64,
-}
-
-#[derive(Deserialize)]
-struct BlockStatOut {
-    #[serde(rename = "Size")]
-    size: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn multiaddrs_become_urls() {
-        assert_eq!(
-            multiaddr_to_url("/ip4/127.0.0.1/tcp/5001").unwrap(),
-            "http://127.0.0.1:5001"
-        );
-        assert_eq!(
-            multiaddr_to_url("/ip6/::1/tcp/5001/http").unwrap(),
-            "http://[::1]:5001"
-        );
-        assert_eq!(
-            multiaddr_to_url("/dns4/kubo/tcp/5001").unwrap(),
-            "http://kubo:5001"
-        );
-        assert!(multiaddr_to_url("/ip4/127.0.0.1/udp/5001").is_err());
-        assert!(multiaddr_to_url("/ip4/127.0.0.1/tcp/99999").is_err());
-    }
-
-    #[test]
-    fn bad_addresses_are_refused_with_a_reason() {
-        let t = Duration::from_secs(1);
-        for (url, want) in [
-            ("https://127.0.0.1:5001", "https is not supported"),
-            ("ftp://127.0.0.1", "unsupported scheme"),
-            ("http://127.0.0.1:5001/?x=1", "query"),
-            ("not a url", "relative URL"),
-        ] {
-            let e = KuboClient::new(url, t).unwrap_err().to_string();
-            assert!(e.contains(want), "{url}: {e}");
-        }
-        let c = KuboClient::new("http://127.0.0.1:5001/", t).unwrap();
-        assert_eq!(c.base_url(), "http://127.0.0.1:5001");
-        assert_eq!(
-            c.endpoint_url("pin/add", &[("arg", "x y")]).as_str(),
-            "http://127.0.0.1:5001/api/v0/pin/add?arg=x+y"
-        );
-        let c = KuboClient::new("http://h:1/kubo", t).unwrap();
-        assert_eq!(
-            c.endpoint_url("id", &[]).as_str(),
-            "http://h:1/kubo/api/v0/id"
-        );
-    }
-
-    #[test]
-    fn error_bodies_are_parsed_or_shown() {
-        let e = http_error(
-            reqwest::StatusCode::INTERNAL_SERVER_ERROR,
-            br#"{"Message":"not pinned or pinned indirectly","Code":0,"Type":"error"}"#,
-        );
-        assert_eq!(
-            e.to_string(),
-            "kubo answered 500: not pinned or pinned indirectly"
-        );
-        assert!(says_not_pinned(&e));
-        let e = http_error(reqwest::StatusCode::NOT_FOUND, b"404 page not found\n");
-        assert_eq!(e.to_string(), "kubo answered 404: 404 page not found");
-        let e = http_error(reqwest::StatusCode::SERVICE_UNAVAILABLE, b"");
-        assert_eq!(e.to_string(), "kubo answered 503: service unavailable");
-    }
-
-    #[test]
-    fn ls_lines_in_every_shape() {
-        let v0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
-        let key = CidKey::parse(v0).unwrap();
-        let one = parse_ls_line(format!(r#"{{"Cid":"{v0}","Type":"recursive"}}"#).as_bytes());
-        assert_eq!(
-            one.unwrap(),
-            vec![PinnedCid {
-                cid: key,
-                kind: PinKind::Recursive
-            }]
-        );
-        let through = format!(r#"{{"Cid":"{v0}","Type":"indirect through {key}"}}"#);
-        assert_eq!(
-            parse_ls_line(through.as_bytes()).unwrap()[0].kind,
-            PinKind::Indirect
-        );
-        let keys = format!(r#"{{"Keys":{{"{v0}":{{"Type":"direct","Name":""}}}}}}"#);
-        assert_eq!(
-            parse_ls_line(keys.as_bytes()).unwrap()[0].kind,
-            PinKind::Direct
-        );
-        let err = parse_ls_line(br#"{"Message":"boom","Code":0,"Type":"error"}"#).unwrap_err();
-        assert!(matches!(err, IpfsError::Aborted { ref message } if message == "boom"));
-        assert!(matches!(
-            parse_ls_line(b"\xff\x00"),
-            Err(IpfsError::Garbage { .. })
-        ));
-        assert!(matches!(
-            parse_ls_line(br#"{"Cid":"nope","Type":"recursive"}"#),
-            Err(IpfsError::Garbage { .. })
-        ));
-        assert!(matches!(
-            parse_ls_line(format!(r#"{{"Cid":"{v0}","Type":"weird"}}"#).as_bytes()),
-            Err(IpfsError::Garbage { .. })
-        ));
-    }
-
-    #[test]
-    fn heartbeats_carry_no_progress() {
-        let beat: AddPinLine = decode("pin/add", b"{}").unwrap();
-        assert_eq!(beat.error_message(), None);
-        assert_eq!((beat.progress, beat.bytes, beat.pins), (None, None, None));
-    }
 }
