@@ -3,7 +3,7 @@
 //! default build). Production code must not use it.
 //!
 //! It answers the endpoints [`KuboClient`](crate::ipfs::KuboClient) calls
-//! with Kubo's JSON shapes (see `ipfs/kubo.rs`), keeps pins the way Kubo does
+//! with Kubo's JSON shapes (see `ipfs/kubo/`), keeps pins the way Kubo does
 //! (keyed by exact CID, so `Qm…` and `bafy…` spellings are distinct pins),
 //! and has knobs for what real nodes do to you: latency, errors, downtime,
 //! content that never arrives or arrives slowly, pins removed behind your
