@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use libp2p::PeerId;
 
 use super::pins::{Params, RawParams};
 use super::{ApiError, ApiState};
@@ -53,12 +52,7 @@ pub(super) async fn gc(
     if local {
         return Ok(Json(out));
     }
-    let others: Vec<PeerId> = node
-        .members()
-        .into_iter()
-        .filter_map(|(_, n)| n.peer_id.parse::<PeerId>().ok())
-        .filter(|p| *p != me)
-        .collect();
+    let others = node.other_members();
     let asks = others.into_iter().map(|peer| async move {
         let call = node.call::<crate::ipfs::rpc::Gc>(peer, &());
         let r = match tokio::time::timeout(GC_TIMEOUT, call).await {

@@ -76,29 +76,7 @@ pub struct ControllerArgs {
 }
 
 fn parse_webhook(s: &str) -> Result<(ReceiverKind, String), String> {
-    let (kind, name) = s
-        .split_once(':')
-        .ok_or_else(|| format!("expected KIND:NAME, got {s:?}"))?;
-    let kind = match kind {
-        "github" => ReceiverKind::GitHub,
-        "gitlab" => ReceiverKind::GitLab,
-        "generic" => ReceiverKind::Generic,
-        other => {
-            return Err(format!(
-                "unknown webhook kind {other:?}: expected github, gitlab or generic"
-            ));
-        }
-    };
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "invalid webhook name {name:?}: letters, digits, '-' and '_'"
-        ));
-    }
-    Ok((kind, name.to_string()))
+    webhook::parse_receiver_spec(s).map_err(|e| e.to_string())
 }
 
 fn parse_forge(s: &str) -> Result<Forge, String> {

@@ -23,6 +23,7 @@ use toml::Value;
 // change to this block only (`types` takes `ReceiverKind` from here).
 use crate::source::git::{Credentials, GitSource, redact};
 pub(super) use crate::source::webhook::ReceiverKind;
+use crate::source::webhook::{ReceiverSpecError, parse_receiver_spec};
 
 use crate::manifest::duration::{format_duration, parse_duration};
 use crate::manifest::{Limits, suggest};
@@ -358,12 +359,6 @@ impl Codec for CacheDir {
 /// generic; NAME of letters, digits, `-` and `_`.
 pub(super) struct Webhooks;
 
-const WEBHOOK_KINDS: [(&str, ReceiverKind); 3] = [
-    ("github", ReceiverKind::GitHub),
-    ("gitlab", ReceiverKind::GitLab),
-    ("generic", ReceiverKind::Generic),
-];
-
 impl Codec for Webhooks {
     type Field = Vec<(ReceiverKind, String)>;
 
@@ -372,39 +367,23 @@ impl Codec for Webhooks {
     }
 
     fn write(field: &Self::Field) -> Value {
-        let name = |kind: ReceiverKind| {
-            WEBHOOK_KINDS
-                .iter()
-                .find(|(_, k)| *k == kind)
-                .map_or("generic", |(n, _)| n)
-        };
         Value::Array(
             field
                 .iter()
-                .map(|(kind, hook)| Value::String(format!("{}:{hook}", name(*kind))))
+                .map(|(kind, hook)| Value::String(format!("{}:{hook}", kind.name())))
                 .collect(),
         )
     }
 }
 
 fn parse_webhook(text: &str) -> Result<(ReceiverKind, String), String> {
-    let (kind, name) = text
-        .split_once(':')
-        .ok_or_else(|| format!("expected KIND:NAME, got {text:?}"))?;
-    let Some((_, kind)) = WEBHOOK_KINDS.iter().find(|(n, _)| *n == kind) else {
-        let names = WEBHOOK_KINDS.map(|(n, _)| n);
-        return Err(unknown_message("webhook kind", kind, &names));
-    };
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "invalid webhook name {name:?}: letters, digits, '-' and '_'"
-        ));
-    }
-    Ok((*kind, name.to_owned()))
+    parse_receiver_spec(text).map_err(|e| match e {
+        ReceiverSpecError::UnknownKind(kind) => {
+            let names = ReceiverKind::ALL.map(|(n, _)| n);
+            unknown_message("webhook kind", &kind, &names)
+        }
+        other => other.to_string(),
+    })
 }
 
 /// `unknown WHAT "got", did you mean "…"?` or the list of what is known.

@@ -553,6 +553,17 @@ impl ClusterNode {
         }
     }
 
+    /// The libp2p ids of the other members (voters and learners): whom a
+    /// fan-out asks.
+    pub fn other_members(&self) -> Vec<PeerId> {
+        let me = self.peer_id();
+        self.members()
+            .into_iter()
+            .filter_map(|(_, n)| n.peer_id.parse::<PeerId>().ok())
+            .filter(|p| *p != me)
+            .collect()
+    }
+
     /// Waits until the local state has applied everything the leader had
     /// in its log when asked, so a read or plan here is not stale.
     ///

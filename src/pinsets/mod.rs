@@ -136,15 +136,7 @@ pub async fn apply(node: &ClusterNode, req: PinSetApply) -> Result<ApplyReport, 
     if req.dry_run || ps.suspend || (plan.is_empty() && same_record) {
         return Ok(report);
     }
-    let record = PinSetRecord {
-        applied_at_ms: chrono::Utc::now().timestamp_millis(),
-        ..record
-    };
-    let (out, entries) = commit_ops(node, owner, plan_ops(&plan), Some(record)).await?;
-    report.entries = entries;
-    report.created = out.created;
-    report.removed = out.removed;
-    Ok(report)
+    commit_revision(node, owner, &plan, record, report).await
 }
 
 /// Applies a patch atomically (one revision: staged chunks and one
@@ -238,15 +230,9 @@ pub async fn apply_patch(
     if patch.dry_run || patch.suspend || (plan.is_empty() && same_record) {
         return Ok(Some(report));
     }
-    let record = PinSetRecord {
-        applied_at_ms: chrono::Utc::now().timestamp_millis(),
-        ..record
-    };
-    let (out, entries) = commit_ops(node, owner, plan_ops(&plan), Some(record)).await?;
-    report.entries = entries;
-    report.created = out.created;
-    report.removed = out.removed;
-    Ok(Some(report))
+    commit_revision(node, owner, &plan, record, report)
+        .await
+        .map(Some)
 }
 
 /// Releases everything a PinSet owns and forgets it, under the guard.
@@ -282,6 +268,26 @@ pub async fn delete(
     }
     let (out, entries) = commit_ops(node, owner, plan_ops(&plan), None).await?;
     report.entries = entries;
+    report.removed = out.removed;
+    Ok(report)
+}
+
+/// Commits `plan` as the revision `record` (stamped with the time now) and
+/// adds what the commit did to `report`.
+async fn commit_revision(
+    node: &ClusterNode,
+    owner: Owner,
+    plan: &Plan,
+    record: PinSetRecord,
+    mut report: ApplyReport,
+) -> Result<ApplyReport, ClusterError> {
+    let record = PinSetRecord {
+        applied_at_ms: chrono::Utc::now().timestamp_millis(),
+        ..record
+    };
+    let (out, entries) = commit_ops(node, owner, plan_ops(plan), Some(record)).await?;
+    report.entries = entries;
+    report.created = out.created;
     report.removed = out.removed;
     Ok(report)
 }

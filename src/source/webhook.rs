@@ -58,6 +58,56 @@ pub enum ReceiverKind {
     Generic,
 }
 
+impl ReceiverKind {
+    /// Every kind, with its name in a `KIND:NAME` receiver spec.
+    pub const ALL: [(&'static str, ReceiverKind); 3] = [
+        ("github", ReceiverKind::GitHub),
+        ("gitlab", ReceiverKind::GitLab),
+        ("generic", ReceiverKind::Generic),
+    ];
+
+    /// The kind's name in a receiver spec (`github`, `gitlab`, `generic`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReceiverKind::GitHub => "github",
+            ReceiverKind::GitLab => "gitlab",
+            ReceiverKind::Generic => "generic",
+        }
+    }
+}
+
+/// Why a receiver spec `KIND:NAME` does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiverSpecError {
+    /// No `:`.
+    #[error("expected KIND:NAME, got {0:?}")]
+    Shape(String),
+    /// KIND is not a known kind.
+    #[error("unknown webhook kind {0:?}: expected github, gitlab or generic")]
+    UnknownKind(String),
+    /// NAME is empty or has other characters.
+    #[error("invalid webhook name {0:?}: letters, digits, '-' and '_'")]
+    Name(String),
+}
+
+/// Parses a receiver spec `KIND:NAME` (`controller.webhooks`, `pinfleet
+/// controller --webhook`): KIND one of github, gitlab, generic; NAME of
+/// letters, digits, `-` and `_` (it is a URL path segment).
+pub fn parse_receiver_spec(spec: &str) -> Result<(ReceiverKind, String), ReceiverSpecError> {
+    let (kind, name) = spec
+        .split_once(':')
+        .ok_or_else(|| ReceiverSpecError::Shape(spec.to_string()))?;
+    let (_, kind) = ReceiverKind::ALL
+        .iter()
+        .find(|(n, _)| *n == kind)
+        .ok_or_else(|| ReceiverSpecError::UnknownKind(kind.to_string()))?;
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if name.is_empty() || !name.chars().all(valid) {
+        return Err(ReceiverSpecError::Name(name.to_string()));
+    }
+    Ok((*kind, name.to_string()))
+}
+
 /// One webhook endpoint, `POST /hooks/{name}`.
 #[derive(Clone)]
 pub struct Receiver {

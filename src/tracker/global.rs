@@ -112,13 +112,7 @@ impl StatusService {
     pub async fn global(&self, pins: &[StatePin]) -> Result<Vec<GlobalPinInfo>, String> {
         let me = self.node.peer_id();
         let cids: Vec<CidKey> = pins.iter().map(|p| p.cid).collect();
-        let others: Vec<PeerId> = self
-            .node
-            .members()
-            .into_iter()
-            .filter_map(|(_, n)| n.peer_id.parse::<PeerId>().ok())
-            .filter(|p| *p != me)
-            .collect();
+        let others = self.node.other_members();
         // A page read from the store is a contiguous range: peers answer
         // for the range in order, without one lookup (or CID) per pin.
         let ordered = pins
@@ -302,15 +296,8 @@ impl StatusService {
     /// Retries failed operations on every member; returns how many were
     /// re-queued in all.
     pub async fn recover(&self, cid: Option<CidKey>) -> u64 {
-        let me = self.node.peer_id();
         let mut n = self.tracker.recover(cid).await.unwrap_or(0) as u64;
-        let others: Vec<PeerId> = self
-            .node
-            .members()
-            .into_iter()
-            .filter_map(|(_, node)| node.peer_id.parse::<PeerId>().ok())
-            .filter(|p| *p != me)
-            .collect();
+        let others = self.node.other_members();
         for peer in others {
             if let Ok(Ok(k)) =
                 tokio::time::timeout(self.timeout, self.node.call::<rpc::Recover>(peer, &cid)).await

@@ -41,8 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::wire::{
-    Block, BlockPresence, Message, Presence, WantEntry, WantType, Wantlist, block_cid, cid_prefix,
-    read_frame,
+    Block, BlockPresence, Message, Presence, WantEntry, Wantlist, block_cid, cid_prefix, read_frame,
 };
 use super::store::BlockStore;
 
@@ -456,20 +455,9 @@ fn answer(store: &BlockStore, wants: Vec<WantEntry>) -> Vec<Message> {
 }
 
 fn want_message(cids: &[Cid], full: bool, want_have: bool) -> Message {
-    let want_type = if want_have {
-        WantType::Have
-    } else {
-        WantType::Block
-    };
     let entries = cids
         .iter()
-        .map(|c| WantEntry {
-            cid: c.to_bytes(),
-            priority: 1,
-            cancel: false,
-            want_type: want_type.into(),
-            send_dont_have: true,
-        })
+        .map(|c| WantEntry::new(c, want_have, true))
         .collect();
     Message {
         wantlist: Some(Wantlist { entries, full }),
@@ -538,28 +526,8 @@ async fn send_loop(
 
 #[cfg(test)]
 mod tests {
+    use super::wire::tests::raw_cid;
     use super::*;
-    use sha2::Digest;
-
-    fn raw_cid(data: &[u8]) -> Cid {
-        let mh = multihash::Multihash::<64>::wrap(0x12, &sha2::Sha256::digest(data)).unwrap();
-        Cid::new_v1(0x55, mh)
-    }
-
-    fn entry(cid: &Cid, want_have: bool, send_dont_have: bool) -> WantEntry {
-        WantEntry {
-            cid: cid.to_bytes(),
-            priority: 1,
-            cancel: false,
-            want_type: if want_have {
-                WantType::Have
-            } else {
-                WantType::Block
-            }
-            .into(),
-            send_dont_have,
-        }
-    }
 
     #[test]
     fn wants_are_answered_with_blocks_haves_and_dont_haves() {
@@ -573,10 +541,10 @@ mod tests {
         let msgs = answer(
             &store,
             vec![
-                entry(&held, false, true),
-                entry(&held, true, true),
-                entry(&missing, false, true),
-                entry(&missing, true, false),
+                WantEntry::new(&held, false, true),
+                WantEntry::new(&held, true, true),
+                WantEntry::new(&missing, false, true),
+                WantEntry::new(&missing, true, false),
             ],
         );
         assert_eq!(msgs.len(), 1);
@@ -594,6 +562,6 @@ mod tests {
                 BlockPresence::new(missing.to_bytes(), Presence::DontHave)
             ]
         );
-        assert!(answer(&store, vec![entry(&missing, false, false)]).is_empty());
+        assert!(answer(&store, vec![WantEntry::new(&missing, false, false)]).is_empty());
     }
 }

@@ -62,6 +62,22 @@ pub(crate) struct WantEntry {
 }
 
 impl WantEntry {
+    /// A want (`want-have` or `want-block`) of `cid` at priority 1.
+    pub(crate) fn new(cid: &Cid, want_have: bool, send_dont_have: bool) -> Self {
+        let want_type = if want_have {
+            WantType::Have
+        } else {
+            WantType::Block
+        };
+        Self {
+            cid: cid.to_bytes(),
+            priority: 1,
+            cancel: false,
+            want_type: want_type.into(),
+            send_dont_have,
+        }
+    }
+
     /// Whether this is a `want-have` rather than a `want-block`.
     pub(crate) fn want_have(&self) -> bool {
         self.want_type() == WantType::Have
@@ -228,33 +244,15 @@ pub(super) async fn read_frame(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
     use prost::Message as _;
 
-    fn raw_cid(data: &[u8]) -> Cid {
+    /// A CIDv1 raw, sha2-256 of `data`.
+    pub(in crate::ipfs::embedded::bitswap) fn raw_cid(data: &[u8]) -> Cid {
         let mh = multihash::Multihash::<64>::wrap(0x12, &sha2::Sha256::digest(data)).unwrap();
         Cid::new_v1(0x55, mh)
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn entry(cid: &Cid, want_have: bool, send_dont_have: bool) -> WantEntry {
-        WantEntry {
-            cid: cid.to_bytes(),
-            priority: 1,
-            cancel: false,
-            want_type: if want_have {
-                WantType::Have
-            } else {
-                WantType::Block
-            }
-            .into(),
-            send_dont_have,
-        }
     }
 
     fn wants(entries: Vec<WantEntry>, full: bool) -> Message {
@@ -273,7 +271,7 @@ mod tests {
                 data: Bytes::from_static(b"hello"),
             }],
             block_presences: vec![BlockPresence::new(cid.to_bytes(), Presence::DontHave)],
-            ..wants(vec![entry(&cid, true, true)], true)
+            ..wants(vec![WantEntry::new(&cid, true, true)], true)
         };
         assert_eq!(
             Message::decode(msg.encode_to_vec().as_slice()).unwrap(),
@@ -293,22 +291,22 @@ mod tests {
         let v0: Cid = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
             .parse()
             .unwrap();
-        assert_eq!(hex(&cid_prefix(&cid)), "01551220");
-        assert_eq!(hex(&cid_prefix(&v0)), "00701220");
+        assert_eq!(hex::encode(cid_prefix(&cid)), "01551220");
+        assert_eq!(hex::encode(cid_prefix(&v0)), "00701220");
         let cancel = WantEntry {
             priority: 0,
             cancel: true,
             send_dont_have: false,
-            ..entry(&cid, false, false)
+            ..WantEntry::new(&cid, false, false)
         };
         let negative = WantEntry {
             priority: -1,
-            ..entry(&v0, false, true)
+            ..WantEntry::new(&v0, false, true)
         };
         let cases = [
             (Message::default(), ""),
             (
-                wants(vec![entry(&cid, true, true)], true),
+                wants(vec![WantEntry::new(&cid, true, true)], true),
                 "0a300a2c0a2401551220a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192\
                  a4471001200128011001",
             ),
@@ -345,7 +343,7 @@ mod tests {
         ];
         for (msg, want) in cases {
             let bytes = msg.encode_to_vec();
-            assert_eq!(hex(&bytes), want);
+            assert_eq!(hex::encode(&bytes), want);
             assert_eq!(Message::decode(bytes.as_slice()).unwrap(), msg);
             let framed = msg.encode_length_delimited_to_vec();
             assert_eq!(framed[framed.len() - bytes.len()..], bytes[..]);
