@@ -6,6 +6,12 @@
 //! (lists inlined) to `PUT /pinsets/{ns}/{name}`, which plans it against the
 //! cluster's state and applies it atomically. `diff` sends the same requests
 //! as dry runs.
+//!
+//! Unchanged PinSets cost a hash, not a send: the manifests are first only
+//! scanned (lists hashed, not parsed), each PinSet's source digest is
+//! compared with the revision the cluster recorded for it (an apply from
+//! here records that digest as the revision), and only PinSets that differ
+//! are loaded whole and sent. `--force` sends everything.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -14,10 +20,10 @@ use anyhow::Context;
 use clap::Args;
 use pinfleet::manifest::duration::parse_duration;
 use pinfleet::manifest::{
-    DEFAULT_NAMESPACE, DesiredPinSet, LoadError, Loaded, PinSetId, load_paths,
+    DEFAULT_NAMESPACE, DesiredPinSet, LoadError, Loaded, PinSetId, load_paths, scan_paths,
 };
 use pinfleet::plan::DEFAULT_MAX_PRUNE_FRACTION;
-use pinfleet::wire::{ApplyReport, ManifestDocument};
+use pinfleet::wire::{ApplyReport, ManifestDocument, PinSetInfo};
 use serde_json::json;
 
 use super::remote::{HostArgs, block_on};
@@ -124,14 +130,13 @@ impl Row {
 
 /// Runs `pinfleet apply`.
 pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
-    let Some(loaded) = load(&args.paths)? else {
-        return Ok(ExitCode::from(NO));
-    };
     let timeout = parse_duration(&args.timeout)
         .map_err(|e| anyhow::anyhow!("--timeout {:?}: {e}", args.timeout))?;
     let client = args.host.client()?;
     let opts = args.guard.options(args.dry_run)?;
-    let rows = block_on(send_all(&client, &loaded.pinsets, &opts))??;
+    let Some((loaded, rows)) = block_on(apply_changed(&client, &args.paths, &opts))?? else {
+        return Ok(ExitCode::from(NO));
+    };
     let refused = rows.iter().filter(|r| r.refused()).count();
     // Wait for what was applied; a refusal already makes the answer "no".
     let waited = if args.wait && refused == 0 {
@@ -175,20 +180,22 @@ pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
 /// Runs `pinfleet diff`: exit 0 when nothing would change, 1 when something
 /// would (including a prune guard refusal), 2 on errors.
 pub fn run_diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
-    let Some(loaded) = load(&args.paths)? else {
-        // Invalid manifests: the answer cannot be "no change".
-        return Ok(ExitCode::from(NO));
-    };
     let client = args.host.client()?;
     let opts = args.guard.options(true)?;
-    let (rows, recorded) = block_on(async {
-        let rows = send_all(&client, &loaded.pinsets, &opts).await?;
+    let Some((loaded, rows, recorded)) = block_on(async {
+        let Some((loaded, rows)) = apply_changed(&client, &args.paths, &opts).await? else {
+            return anyhow::Ok(None);
+        };
         let recorded = client
             .pinsets()
             .await
             .context("cannot list the cluster's PinSets")?;
-        anyhow::Ok((rows, recorded))
-    })??;
+        anyhow::Ok(Some((loaded, rows, recorded)))
+    })??
+    else {
+        // Invalid manifests: the answer cannot be "no change".
+        return Ok(ExitCode::from(NO));
+    };
     let loaded_ids: BTreeSet<String> = loaded.pinsets.iter().map(|p| p.id.to_string()).collect();
     let others: Vec<String> = recorded
         .iter()
@@ -266,8 +273,13 @@ impl GuardArgs {
 
 /// Loads the manifests; invalid ones are printed (file:line:col) and give
 /// `None`.
-fn load(paths: &PathArgs) -> anyhow::Result<Option<Loaded>> {
-    match load_paths(&paths.paths, &paths.limits.limits()) {
+/// Loads (or scans) the manifests with `how`; invalid ones are printed
+/// (file:line:col) and give `None`.
+fn load_with(
+    paths: &PathArgs,
+    how: fn(&[std::path::PathBuf], &pinfleet::manifest::Limits) -> Result<Loaded, LoadError>,
+) -> anyhow::Result<Option<Loaded>> {
+    match how(&paths.paths, &paths.limits.limits()) {
         Ok(l) => Ok(Some(l)),
         Err(LoadError::Invalid(diags)) => {
             println!("{diags}");
@@ -278,31 +290,92 @@ fn load(paths: &PathArgs) -> anyhow::Result<Option<Loaded>> {
     }
 }
 
-/// Sends every PinSet, in order; stops at the first failure (PinSets sent
-/// before it stay applied: each apply is atomic on its own).
-async fn send_all(
+/// Scans the manifests, then loads and sends (in order) only the PinSets
+/// whose source digest differs from the revision the cluster holds for
+/// them (every PinSet with `--force`); unchanged ones get an `unchanged`
+/// row without being read or sent. `None` when the manifests are invalid
+/// (the problems are printed).
+async fn apply_changed(
     client: &Client,
-    pinsets: &[DesiredPinSet],
+    paths: &PathArgs,
     opts: &ApplyOptions,
-) -> anyhow::Result<Vec<Row>> {
-    let mut rows = Vec::with_capacity(pinsets.len());
-    for ps in pinsets {
-        if ps.suspend {
-            rows.push(Row::Suspended(ps.id.clone()));
-            continue;
+) -> anyhow::Result<Option<(Loaded, Vec<Row>)>> {
+    let Some(scanned) = load_with(paths, scan_paths)? else {
+        return Ok(None);
+    };
+    let recorded: Vec<PinSetInfo> = if opts.force {
+        Vec::new()
+    } else {
+        client
+            .pinsets()
+            .await
+            .context("cannot list the cluster's PinSets")?
+    };
+    let unchanged = |ps: &DesiredPinSet| -> Option<ApplyReport> {
+        let digest = scanned.source_digests.get(&ps.id)?;
+        let r = recorded
+            .iter()
+            .find(|r| r.namespace == ps.id.namespace && r.name == ps.id.name)?;
+        (r.revision == *digest && r.suspend == ps.suspend).then(|| ApplyReport {
+            pinset: ps.id.to_string(),
+            unchanged: r.pins,
+            dry_run: opts.dry_run,
+            // The shape the server's report has: every kind, empty.
+            sample: ["add", "update", "release"]
+                .into_iter()
+                .map(|k| (k.to_string(), Vec::new()))
+                .collect(),
+            ..ApplyReport::default()
+        })
+    };
+    let quiet: Option<Vec<Row>> = scanned
+        .pinsets
+        .iter()
+        .map(|ps| {
+            if ps.suspend {
+                Some(Row::Suspended(ps.id.clone()))
+            } else {
+                unchanged(ps).map(Row::Report)
+            }
+        })
+        .collect();
+    if let Some(rows) = quiet {
+        return Ok(Some((scanned, rows)));
+    }
+    let Some(loaded) = load_with(paths, load_paths)? else {
+        return Ok(None);
+    };
+    let mut rows = Vec::with_capacity(loaded.pinsets.len());
+    for ps in &loaded.pinsets {
+        match unchanged(ps) {
+            _ if ps.suspend => rows.push(Row::Suspended(ps.id.clone())),
+            Some(r) => rows.push(Row::Report(r)),
+            None => rows.push(send(client, ps, &loaded, opts).await?),
         }
+    }
+    Ok(Some((loaded, rows)))
+}
+
+/// Sends one PinSet whole, its source digest as the revision.
+async fn send(
+    client: &Client,
+    ps: &DesiredPinSet,
+    loaded: &Loaded,
+    opts: &ApplyOptions,
+) -> anyhow::Result<Row> {
+    {
         let body = serde_json::to_vec(&ManifestDocument::new(ps))?;
         let opts = ApplyOptions {
             source: Some(ps.source.to_string()),
+            revision: loaded.source_digests.get(&ps.id).cloned(),
             ..opts.clone()
         };
         let report = client
             .put_pinset(&ps.id, body, &opts)
             .await
             .map_err(|e| with_problems(e, &ps.id))?;
-        rows.push(Row::Report(report));
+        Ok(Row::Report(report))
     }
-    Ok(rows)
 }
 
 /// Keeps the server's located problems (422) in the error chain.

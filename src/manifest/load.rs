@@ -21,6 +21,9 @@ use super::located::Pos;
 use super::model::PinSetDocument;
 use super::validate::{DocumentChecker, PinSource};
 
+/// Leads every source digest: a change of what is hashed changes the tag.
+const SOURCE_DIGEST_TAG: &[u8] = b"pinfleet-source-v1\0";
+
 /// Bounds that turn hostile or runaway input into an error instead of an
 /// out-of-memory kill.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +68,13 @@ pub struct Loaded {
     /// Set by an incremental reload: what changed in each PinSet since the
     /// load whose digest is `.0`.
     pub changes: Option<(String, BTreeMap<PinSetId, PinSetChanges>)>,
+    /// Per PinSet, `sha256:<hex>` over the files it comes from: its
+    /// manifest file and its `pinsFrom` lists, with the list paths as the
+    /// manifest writes them (so the digest does not depend on where the
+    /// files sit). The same files give the same digest whether loaded or
+    /// only [scanned](scan_paths): what `pinfleet apply` compares with the
+    /// revision the cluster holds before reading any list.
+    pub source_digests: BTreeMap<PinSetId, String>,
 }
 
 /// A `pinsFrom` list a load read.
@@ -108,6 +118,32 @@ pub enum LoadError {
 /// `*.yml` and skipping entries whose name starts with `.` (so `.github/`
 /// workflows in a manifest repository are not mistaken for PinSets).
 pub fn load_paths<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Result<Loaded, LoadError> {
+    load_with(paths, limits, Lists::Parse)
+}
+
+/// Reads the manifests under `paths` and checks them like [`load_paths`],
+/// but only hashes their `pinsFrom` lists: the PinSets come back without the
+/// pins of their lists (inline pins are there), with their
+/// [`source_digests`](Loaded::source_digests). A million-pin list costs a
+/// hash, not a parse: enough to tell whether anything changed.
+pub fn scan_paths<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Result<Loaded, LoadError> {
+    load_with(paths, limits, Lists::HashOnly)
+}
+
+/// What a load does with `pinsFrom` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lists {
+    /// Read every CID.
+    Parse,
+    /// Hash the file into the source digest only.
+    HashOnly,
+}
+
+fn load_with<P: AsRef<Path>>(
+    paths: &[P],
+    limits: &Limits,
+    lists: Lists,
+) -> Result<Loaded, LoadError> {
     let mut files: Vec<(PathBuf, PathBuf)> = Vec::new(); // (root, file)
     for p in paths {
         let p = p.as_ref();
@@ -132,6 +168,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Result<Loaded
     files.retain(|(_, f)| seen.insert(fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
 
     let mut loader = Loader::new(limits);
+    loader.lists_mode = lists;
     let mut pinsets: BTreeMap<_, DesiredPinSet> = BTreeMap::new();
     for (root, file) in &files {
         for ps in loader.load_file(root, file) {
@@ -154,6 +191,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Result<Loaded
         hasher,
         lists,
         duplicates,
+        source_digests,
         ..
     } = loader;
     if !diags.is_empty() {
@@ -168,6 +206,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Result<Loaded
         lists,
         duplicates,
         changes: None,
+        source_digests,
     })
 }
 
@@ -237,6 +276,8 @@ struct Loader<'a> {
     pin_limit_reported: bool,
     lists: Vec<ListFile>,
     duplicates: usize,
+    lists_mode: Lists,
+    source_digests: BTreeMap<PinSetId, String>,
 }
 
 impl<'a> Loader<'a> {
@@ -249,6 +290,8 @@ impl<'a> Loader<'a> {
             pin_limit_reported: false,
             lists: Vec::new(),
             duplicates: 0,
+            lists_mode: Lists::Parse,
+            source_digests: BTreeMap::new(),
         }
     }
 
@@ -269,7 +312,11 @@ impl<'a> Loader<'a> {
                 return Vec::new();
             }
         };
-        self.parse_documents(Some(root), file, text)
+        let mut source = Sha256::new();
+        source.update(SOURCE_DIGEST_TAG);
+        source.update((bytes.len() as u64).to_le_bytes());
+        source.update(&bytes);
+        self.parse_documents(Some((root, source)), file, text)
     }
 
     /// Reads a whole file, refusing it when larger than `limit`. Hashes the
@@ -309,9 +356,12 @@ impl<'a> Loader<'a> {
         self.hasher.update(bytes);
     }
 
+    /// Parses the documents of `file`. `from_disk` is the source root and
+    /// the source digest of the file so far, for a file read from disk (its
+    /// `pinsFrom` lists are then read); `None` for text held in memory.
     fn parse_documents(
         &mut self,
-        root: Option<&Path>,
+        from_disk: Option<(&Path, Sha256)>,
         file: &Path,
         text: &str,
     ) -> Vec<DesiredPinSet> {
@@ -331,25 +381,42 @@ impl<'a> Loader<'a> {
             let Some(mut checked) = checker.check(doc) else {
                 continue;
             };
+            let mut source = from_disk.as_ref().map(|(_, s)| s.clone());
             for list in std::mem::take(&mut checked.lists) {
-                match root {
-                    Some(root) => {
-                        if let Some(path) =
-                            self.read_list(root, file, &list.path, list.pos, &mut checked)
-                        {
-                            self.lists.push(ListFile {
-                                pinset: checked.pinset.id.clone(),
-                                path,
-                                options: Arc::clone(&checked.list_options),
-                            });
+                match (&from_disk, source.as_mut()) {
+                    (Some((root, _)), Some(source)) => {
+                        let Some(path) = self.resolve_list_path(root, file, &list.path, list.pos)
+                        else {
+                            continue;
+                        };
+                        let Some(bytes) = self.read_limited_at(file, list.pos, &path) else {
+                            continue;
+                        };
+                        source.update((list.path.len() as u64).to_le_bytes());
+                        source.update(list.path.as_bytes());
+                        source.update((bytes.len() as u64).to_le_bytes());
+                        source.update(&bytes);
+                        if self.lists_mode == Lists::Parse {
+                            self.read_list(&path, &bytes, &mut checked);
                         }
+                        self.lists.push(ListFile {
+                            pinset: checked.pinset.id.clone(),
+                            path,
+                            options: Arc::clone(&checked.list_options),
+                        });
                     }
-                    None => self.diags.push(Diagnostic::at(
+                    _ => self.diags.push(Diagnostic::at(
                         file,
                         list.pos,
                         "pinsFrom must be resolved before the manifest is sent",
                     )),
                 }
+            }
+            if let Some(source) = source {
+                self.source_digests.insert(
+                    checked.pinset.id.clone(),
+                    format!("sha256:{}", hex::encode(source.finalize())),
+                );
             }
             self.count_pins(file, checked.pinset.source.pos, checked.pinset.pins.len());
             if self.diags.len() == before {
@@ -375,16 +442,14 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// Adds the CIDs of the list at `path` (read as `bytes`) to `checked`.
     fn read_list(
         &mut self,
-        root: &Path,
-        manifest: &Path,
-        rel: &str,
-        pos: Pos,
+        path: &Path,
+        bytes: &[u8],
         checked: &mut super::validate::CheckedDocument,
-    ) -> Option<PathBuf> {
-        let path = self.resolve_list_path(root, manifest, rel, pos)?;
-        let bytes = self.read_limited_at(manifest, pos, &path)?;
+    ) {
+        let path = path.to_path_buf();
         let options = checked.list_options.clone();
         let mut errors = 0usize;
         let mut push = |diags: &mut Vec<Diagnostic>, d: Diagnostic| {
@@ -393,7 +458,7 @@ impl<'a> Loader<'a> {
                 diags.push(d);
             }
         };
-        let reader = BufReader::new(bytes.as_slice());
+        let reader = BufReader::new(bytes);
         for (i, line) in reader.split(b'\n').enumerate() {
             let lineno = u32::try_from(i + 1).unwrap_or(u32::MAX);
             let Ok(line) = line else { break }; // reading from a slice cannot fail
@@ -446,7 +511,6 @@ impl<'a> Loader<'a> {
                 ),
             ));
         }
-        Some(path)
     }
 
     fn read_limited_at(&mut self, manifest: &Path, pos: Pos, path: &Path) -> Option<Vec<u8>> {

@@ -403,6 +403,9 @@ impl GitSource {
         memo.sha = fetched.sha.clone();
         memo.revision = fetched.revision.clone();
         *guard = Some(memo);
+        // Files were not hashed again: the per-PinSet source digests are
+        // unknown (the controller compares revisions, not these).
+        prev.source_digests.clear();
         let base = std::mem::replace(&mut prev.digest, fetched.revision.clone());
         prev.changes = Some((base, changes));
         Ok(prev)

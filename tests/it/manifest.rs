@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pinfleet::manifest::{
     CidKey, DesiredPin, DesiredPinSet, Diagnostic, Limits, LoadError, Loaded, PinMode, PinSetId,
-    ReplicationFactors, load_paths, load_str,
+    ReplicationFactors, load_paths, load_str, scan_paths,
 };
 use proptest::prelude::*;
 
@@ -1225,4 +1225,52 @@ proptest! {
             Err(e) => prop_assert!(false, "unexpected error: {e:?}"),
         }
     }
+}
+
+// ------------------------------------------------------- source digests
+
+/// `pinfleet apply` decides from a scan whether a PinSet changed: the scan
+/// must give the digest a full load gives, without parsing lists, and the
+/// digest must follow the files' content, not where they sit.
+#[test]
+fn a_scan_gives_the_loads_source_digest_without_parsing_lists() {
+    let write = |dir: &Path, list: &str| {
+        std::fs::write(
+            dir.join("m.yaml"),
+            manifest("mirror", "  pinsFrom:\n    - path: lists/core.txt\n"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.join("lists")).unwrap();
+        std::fs::write(dir.join("lists/core.txt"), list).unwrap();
+    };
+    let id = PinSetId::new("default", "mirror");
+    let list = format!("{} a\n{} b\n", cid_v1("1"), cid_v1("2"));
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write(a.path(), &list);
+    write(b.path(), &list);
+    let loaded = load_paths(&[a.path()], &Limits::default()).unwrap();
+    let scanned = scan_paths(&[a.path()], &Limits::default()).unwrap();
+    assert_eq!(loaded.pinsets[0].pins.len(), 2);
+    assert!(scanned.pinsets[0].pins.is_empty(), "lists are not parsed");
+    let digest = &loaded.source_digests[&id];
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    assert_eq!(&scanned.source_digests[&id], digest);
+    let elsewhere = scan_paths(&[b.path()], &Limits::default()).unwrap();
+    assert_eq!(
+        &elsewhere.source_digests[&id], digest,
+        "the same files in another directory"
+    );
+
+    // One more CID in the list: another digest.
+    write(b.path(), &format!("{list}{} c\n", cid_v1("3")));
+    let changed = scan_paths(&[b.path()], &Limits::default()).unwrap();
+    assert_ne!(&changed.source_digests[&id], digest);
+
+    // A broken list line is the load's business: the scan only hashes it.
+    write(b.path(), &format!("{list}not-a-cid\n"));
+    assert!(scan_paths(&[b.path()], &Limits::default()).is_ok());
+    assert!(matches!(
+        load_paths(&[b.path()], &Limits::default()),
+        Err(LoadError::Invalid(_))
+    ));
 }

@@ -560,3 +560,61 @@ async fn metrics_count_this_peers_statuses_per_pinset() {
     fleet.nodes[0].kubo.set_down(false);
     fleet.stop().await;
 }
+
+/// Re-applying unchanged manifests sends nothing: `pinfleet apply` scans
+/// them, finds the cluster's revision equal to their source digest and
+/// answers `unchanged` — the PinSet record keeps the source and time of the
+/// first apply, although this run names the files differently. A changed
+/// list is then sent and applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reapplying_unchanged_manifests_sends_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let fleet = Fleet::start(1, root.path(), Duration::from_secs(60)).await;
+    let repo = root.path().join("repo");
+    std::fs::create_dir_all(repo.join("lists")).unwrap();
+    std::fs::write(
+        repo.join("m.yaml"),
+        "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: mirror\nspec:\n  pinsFrom:\n    - path: lists/core.txt\n",
+    )
+    .unwrap();
+    let list: String = (0..50).map(|i| format!("{}\n", cid(i))).collect();
+    std::fs::write(repo.join("lists/core.txt"), &list).unwrap();
+    let record = || async {
+        let (code, body) = fleet.get("/pinsets/default/mirror").await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+
+    let first = fleet.cli_in(&repo, &["apply", "m.yaml"]).await;
+    assert!(first.status.success(), "{first:?}");
+    let applied = record().await;
+    assert_eq!(applied["pins"], 50);
+
+    // Another working directory, another spelling of the same file.
+    let again = fleet
+        .cli_in(root.path(), &["apply", "repo/m.yaml", "--json"])
+        .await;
+    assert!(again.status.success(), "{again:?}");
+    let report: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(report["pinsets"][0]["unchanged"], 50);
+    assert_eq!(report["pinsets"][0]["entries"], 0);
+    let after = record().await;
+    assert_eq!(after["source"], applied["source"], "nothing was sent");
+    assert_eq!(after["appliedAt"], applied["appliedAt"]);
+    assert_eq!(after["revision"], applied["revision"]);
+
+    // `diff` agrees: no change, exit 0.
+    let diff = fleet.cli_in(&repo, &["diff", "m.yaml"]).await;
+    assert_eq!(diff.status.code(), Some(0), "{diff:?}");
+
+    // One more CID: the list is sent and applied under a new revision.
+    std::fs::write(repo.join("lists/core.txt"), format!("{list}{}\n", cid(50))).unwrap();
+    let changed = fleet.cli_in(&repo, &["apply", "m.yaml", "--json"]).await;
+    assert!(changed.status.success(), "{changed:?}");
+    let report: Value = serde_json::from_slice(&changed.stdout).unwrap();
+    assert_eq!(report["pinsets"][0]["add"], 1);
+    let last = record().await;
+    assert_eq!(last["pins"], 51);
+    assert_ne!(last["revision"], applied["revision"]);
+    fleet.stop().await;
+}
