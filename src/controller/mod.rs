@@ -450,9 +450,26 @@ impl Controller {
         }
 
         for ps in &loaded.pinsets {
+            // The cluster already holds this revision from this source: the
+            // PinSet is as loaded (an apply is atomic), nothing to send. A
+            // drift repair sends it anyway, to re-plan against the state.
+            let held = recorded.iter().find(|r| {
+                r.namespace == ps.id.namespace
+                    && r.name == ps.id.name
+                    && r.revision == revision
+                    && r.source == self.opts.source
+                    && r.suspend == ps.suspend
+            });
             let o = if ps.suspend {
                 PinSetOutcome::new(&ps.id, ConditionType::Ready, Reason::Suspended, &revision)
                     .with_message("spec.suspend is true: not reconciled")
+            } else if let Some(r) = held.filter(|_| !drift) {
+                let report = ApplyReport {
+                    pinset: ps.id.to_string(),
+                    unchanged: r.pins,
+                    ..ApplyReport::default()
+                };
+                report_outcome(&ps.id, &report, &revision, false)
             } else {
                 let force = self.opts.force || ps.force_prune();
                 // What changed since the revision this controller applied last.

@@ -406,3 +406,44 @@ fn cli_reports_an_unreachable_host() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected dir:PATH"));
 }
+
+/// A controller that starts again (a restart, a new leader) does not send
+/// a PinSet the cluster already holds at the source's revision: the check
+/// is the recorded revision, not a re-plan of every pin. Shown by handing
+/// the new controller a load whose pins were tampered with under the same
+/// revision: the cluster keeps what the revision says. A drift repair
+/// still sends it whole.
+#[tokio::test]
+async fn a_restarted_controller_skips_pinsets_the_cluster_holds_at_the_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let cids = seeds("held", 3);
+    write_tree(
+        dir.path(),
+        &[("h.yaml", &pinset_yaml("ctl", "held", &cids[..2]))],
+    );
+    let src = source(dir.path());
+    let first = controller(&src, false)
+        .reconcile(src.load().await, false)
+        .await;
+    assert!(first.healthy(), "{first:?}");
+
+    // Same files, same revision; the load is altered behind the revision.
+    let mut tampered = src.load().await.unwrap();
+    let extra = pinfleet::manifest::CidKey::parse(&cids[2]).unwrap();
+    let some_pin = tampered.pinsets[0].pins.values().next().unwrap().clone();
+    tampered.pinsets[0].pins.insert(extra, some_pin);
+    let mut restarted = controller(&src, false);
+    let out = restarted.reconcile(Ok(tampered.clone()), false).await;
+    let o = outcome(&out.pinsets, "held");
+    assert_eq!(
+        (o.reason, o.add, o.update, o.release),
+        (Reason::Succeeded, 0, 0, 0),
+        "{out:?}"
+    );
+    assert!(owners(&cids[2]).await.is_none(), "nothing was sent");
+
+    // Drift repair re-plans whole: now the (tampered) load is sent.
+    let drift = restarted.reconcile(Ok(tampered), true).await;
+    assert_eq!(outcome(&drift.pinsets, "held").add, 1, "{drift:?}");
+    assert!(owners(&cids[2]).await.is_some());
+}
