@@ -38,10 +38,18 @@ fn err<E: std::error::Error + 'static>(e: E) -> AnyError {
     AnyError::new(&e)
 }
 
+/// redb's page cache for the Raft log.
+pub const LOG_CACHE_BYTES: usize = 16 << 20;
+
 impl LogStore {
     /// Opens (or creates) the log database at `path`.
     pub fn open(path: &Path) -> Result<Self, redb::Error> {
-        let db = Database::create(path)?;
+        // redb's default cache is 1 GiB per database; the log is read back
+        // mostly right after it is written (replication), so a small cache
+        // does: the OS page cache holds the rest.
+        let db = Database::builder()
+            .set_cache_size(LOG_CACHE_BYTES)
+            .create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(LOG)?;
         txn.open_table(META)?;

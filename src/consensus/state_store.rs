@@ -34,6 +34,9 @@ const LAST_APPLIED: &str = "last_applied";
 const MEMBERSHIP: &str = "membership";
 const SNAPSHOT: &str = "snapshot";
 
+/// redb's page cache for the state machine.
+pub const STATE_CACHE_BYTES: usize = 64 << 20;
+
 /// Snapshot file format version; bump on any incompatible change.
 pub const SNAPSHOT_VERSION: u32 = 1;
 
@@ -280,7 +283,12 @@ impl StateStore {
     /// `snapshot_dir`.
     pub fn open(path: &Path, snapshot_dir: &Path) -> Result<Self, redb::Error> {
         std::fs::create_dir_all(snapshot_dir).map_err(redb::Error::Io)?;
-        let db = Database::create(path)?;
+        // redb's default cache is 1 GiB per database, which a peer holding
+        // millions of pins fills: RSS would grow with the archive. The OS
+        // page cache keeps hot pages of the file anyway.
+        let db = Database::builder()
+            .set_cache_size(STATE_CACHE_BYTES)
+            .create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(PINS)?;
         txn.open_table(OWNERS)?;

@@ -49,10 +49,17 @@ fn kind_of(v: u8) -> PinKind {
     }
 }
 
+/// redb's page cache for the block store.
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+
 impl BlockStore {
     /// Opens (or creates) the store at `path`.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
+        // redb's default cache is 1 GiB; blocks are read once per transfer,
+        // so a small cache keeps RSS independent of the content held.
+        let db = Database::builder()
+            .set_cache_size(BLOCK_CACHE_BYTES)
+            .create(path)?;
         let tx = db.begin_write()?;
         tx.open_table(BLOCKS)?;
         tx.open_table(PINS)?;
