@@ -1,5 +1,10 @@
 //! The Raft log and vote on disk (redb, every commit fsync'd before openraft
 //! is told it is durable).
+//!
+//! Entries are stored as a format byte and CBOR ([`ENTRY_CBOR`]); a PinSet's
+//! ops inside are a compact binary batch (`state::codec`). Entries written
+//! before this format (JSON, first byte `{`) are still read, so a peer
+//! upgrades without losing its log.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -19,6 +24,28 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
+
+/// Format byte of an entry stored as CBOR.
+pub const ENTRY_CBOR: u8 = 1;
+
+fn encode_entry(e: &Entry<TypeConfig>) -> Result<Vec<u8>, StorageError<NodeId>> {
+    let mut out = vec![ENTRY_CBOR];
+    cbor4ii::serde::to_writer(&mut out, e).map_err(|x| StorageIOError::write_logs(err(x)))?;
+    Ok(out)
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, StorageError<NodeId>> {
+    let read = |e: &dyn std::fmt::Display| {
+        StorageIOError::read_logs(AnyError::error(format!("log entry: {e}")))
+    };
+    match bytes.split_first() {
+        Some((&ENTRY_CBOR, rest)) => cbor4ii::serde::from_slice(rest).map_err(|e| read(&e).into()),
+        // Written before the CBOR format.
+        Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| read(&e).into()),
+        Some((other, _)) => Err(read(&format!("unknown format {other}")).into()),
+        None => Err(read(&"empty").into()),
+    }
+}
 
 /// The Raft log of one peer. Cheap to clone: clones share the database.
 #[derive(Clone)]
@@ -122,9 +149,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 .map_err(|e| StorageIOError::read_logs(err(e)))?
             {
                 let (_, v) = item.map_err(|e| StorageIOError::read_logs(err(e)))?;
-                let entry: Entry<TypeConfig> = serde_json::from_slice(v.value())
-                    .map_err(|e| StorageIOError::read_logs(err(e)))?;
-                out.push(entry);
+                out.push(decode_entry(v.value())?);
             }
             Ok(out)
         })
@@ -148,11 +173,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .last()
                 .map_err(|e| StorageIOError::read_logs(err(e)))?
             {
-                Some((_, v)) => {
-                    let e: Entry<TypeConfig> = serde_json::from_slice(v.value())
-                        .map_err(|e| StorageIOError::read_logs(err(e)))?;
-                    Some(*e.get_log_id())
-                }
+                Some((_, v)) => Some(*decode_entry(v.value())?.get_log_id()),
                 None => last_purged,
             };
             Ok(LogState {
@@ -194,8 +215,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut encoded = Vec::new();
         for e in entries {
-            let bytes = serde_json::to_vec(&e).map_err(|x| StorageIOError::write_logs(err(x)))?;
-            encoded.push((e.get_log_id().index, bytes));
+            encoded.push((e.get_log_id().index, encode_entry(&e)?));
         }
         let result = self
             .blocking(move |db| {

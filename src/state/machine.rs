@@ -85,6 +85,7 @@ pub enum Command {
         /// Who acts.
         owner: Owner,
         /// What changes.
+        #[serde(with = "super::codec::ops")]
         ops: Vec<Op>,
     },
     /// A chunk of a revision; invisible until its `Commit`.
@@ -96,6 +97,7 @@ pub enum Command {
         /// Chunk number, from 0.
         seq: u32,
         /// What changes.
+        #[serde(with = "super::codec::ops")]
         ops: Vec<Op>,
     },
     /// Applies every staged chunk of `revision` plus `ops` at once.
@@ -107,6 +109,7 @@ pub enum Command {
         /// How many chunks were staged; a commit missing chunks is refused.
         staged: u32,
         /// Last ops.
+        #[serde(with = "super::codec::ops")]
         ops: Vec<Op>,
         /// The PinSet's record after this revision (None: the PinSet is gone).
         record: Option<PinSetRecord>,

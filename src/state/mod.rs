@@ -4,6 +4,7 @@
 //! plan. The consensus layer replicates the inputs; this module only
 //! computes. The NDJSON export format lives in `file`.
 
+pub mod codec;
 mod file;
 mod machine;
 

@@ -1,0 +1,351 @@
+//! Compact binary encoding of a batch of [`Op`]s: what travels in log
+//! entries (and between peers) and waits in the staging table.
+//!
+//! A revision's ops share a handful of option sets, and every op used to
+//! repeat its options in full (as JSON: ~150 bytes an op). Here the distinct
+//! options of a batch are written once, in a table, and each op refers to
+//! one by index; CIDs are their binary form. A million-pin revision costs
+//! ~45 bytes an op instead of ~300.
+//!
+//! ```text
+//! batch   = version(=1) varint(n_options) option* varint(n_ops) op*
+//! option  = varint(len) json(PinOptions)
+//! op      = 0 cid written_as name varint(option index)     (Set)
+//!         | 1 cid                                          (Release)
+//! cid     = varint(len) bytes
+//! written_as = varint(0) | varint(len + 1) utf8
+//! name    = varint(len) utf8
+//! ```
+//!
+//! Pure: no I/O. Used through serde (`#[serde(with = "codec::ops")]`), so
+//! any binary serde format carries a batch as one byte string; a reader
+//! also accepts the older form, a plain sequence of ops, so logs written
+//! before this encoding still load.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::manifest::{CidKey, PinOptions, PinSpec};
+
+use super::Op;
+
+/// Leading byte of an encoded batch.
+const VERSION: u8 = 1;
+const SET: u8 = 0;
+const RELEASE: u8 = 1;
+
+/// Why bytes are not an encoded batch.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Unknown leading byte.
+    #[error("unsupported op batch format {0}")]
+    Version(u8),
+    /// The bytes ended inside a field.
+    #[error("truncated op batch")]
+    Truncated,
+    /// A field holds an impossible value.
+    #[error("invalid op batch: {0}")]
+    Invalid(String),
+}
+
+/// Encodes `ops` (options written once per distinct set).
+pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
+    let mut table: Vec<Vec<u8>> = Vec::new();
+    let mut by_ptr: HashMap<*const PinOptions, usize> = HashMap::new();
+    let mut by_bytes: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut body = Vec::with_capacity(ops.len() * 48);
+    for op in ops {
+        match op {
+            Op::Set {
+                cid,
+                written_as,
+                spec,
+            } => {
+                let ptr = Arc::as_ptr(&spec.options);
+                let index = match by_ptr.get(&ptr) {
+                    Some(i) => *i,
+                    None => {
+                        // Serialising plain structs of strings, numbers and
+                        // maps into JSON cannot fail.
+                        let json = serde_json::to_vec(&*spec.options).unwrap_or_default();
+                        let i = *by_bytes.entry(json.clone()).or_insert_with(|| {
+                            table.push(json);
+                            table.len() - 1
+                        });
+                        by_ptr.insert(ptr, i);
+                        i
+                    }
+                };
+                body.push(SET);
+                put_bytes(&mut body, &cid.cid().to_bytes());
+                match written_as {
+                    Some(w) => put_varint(&mut body, w.len() as u64 + 1),
+                    None => put_varint(&mut body, 0),
+                }
+                if let Some(w) = written_as {
+                    body.extend_from_slice(w.as_bytes());
+                }
+                put_bytes(&mut body, spec.name.as_bytes());
+                put_varint(&mut body, index as u64);
+            }
+            Op::Release { cid } => {
+                body.push(RELEASE);
+                put_bytes(&mut body, &cid.cid().to_bytes());
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(body.len() + 16 + table.iter().map(Vec::len).sum::<usize>());
+    out.push(VERSION);
+    put_varint(&mut out, table.len() as u64);
+    for t in &table {
+        put_bytes(&mut out, t);
+    }
+    put_varint(&mut out, ops.len() as u64);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a batch; ops of one option set share one `Arc`.
+pub fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, CodecError> {
+    let mut r = Reader { rest: bytes };
+    let version = r.byte()?;
+    if version != VERSION {
+        return Err(CodecError::Version(version));
+    }
+    let n_options = r.len()?;
+    let mut table = Vec::with_capacity(n_options.min(1024));
+    for _ in 0..n_options {
+        let json = r.bytes()?;
+        let options: PinOptions = serde_json::from_slice(json)
+            .map_err(|e| CodecError::Invalid(format!("options: {e}")))?;
+        table.push(Arc::new(options));
+    }
+    let n_ops = r.len()?;
+    // Each op takes at least 3 bytes: never trust a count beyond the input.
+    let mut ops = Vec::with_capacity(n_ops.min(r.rest.len() / 3 + 1));
+    for _ in 0..n_ops {
+        let tag = r.byte()?;
+        let cid = r.cid()?;
+        match tag {
+            SET => {
+                let written_as = match r.varint()? {
+                    0 => None,
+                    n => {
+                        let len = usize::try_from(n - 1)
+                            .map_err(|_| CodecError::Invalid("length".into()))?;
+                        Some(r.str(len)?.into())
+                    }
+                };
+                let name_len = r.len()?;
+                let name = r.str(name_len)?.to_string();
+                let index = r.len()?;
+                let options = table
+                    .get(index)
+                    .ok_or_else(|| CodecError::Invalid(format!("option set {index} missing")))?;
+                ops.push(Op::Set {
+                    cid,
+                    written_as,
+                    spec: PinSpec {
+                        name,
+                        options: Arc::clone(options),
+                    },
+                });
+            }
+            RELEASE => ops.push(Op::Release { cid }),
+            other => return Err(CodecError::Invalid(format!("op tag {other}"))),
+        }
+    }
+    if !r.rest.is_empty() {
+        return Err(CodecError::Invalid("trailing bytes".into()));
+    }
+    Ok(ops)
+}
+
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    let mut buf = unsigned_varint::encode::u64_buffer();
+    out.extend_from_slice(unsigned_varint::encode::u64(v, &mut buf));
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, CodecError> {
+        let (b, rest) = self.rest.split_first().ok_or(CodecError::Truncated)?;
+        self.rest = rest;
+        Ok(*b)
+    }
+
+    fn varint(&mut self) -> Result<u64, CodecError> {
+        let (v, rest) = unsigned_varint::decode::u64(self.rest).map_err(|e| match e {
+            unsigned_varint::decode::Error::Insufficient => CodecError::Truncated,
+            other => CodecError::Invalid(other.to_string()),
+        })?;
+        self.rest = rest;
+        Ok(v)
+    }
+
+    fn len(&mut self) -> Result<usize, CodecError> {
+        let v = self.varint()?;
+        usize::try_from(v).map_err(|_| CodecError::Invalid(format!("length {v}")))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if n > self.rest.len() {
+            return Err(CodecError::Truncated);
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn str(&mut self, n: usize) -> Result<&'a str, CodecError> {
+        std::str::from_utf8(self.take(n)?).map_err(|e| CodecError::Invalid(e.to_string()))
+    }
+
+    fn cid(&mut self) -> Result<CidKey, CodecError> {
+        let bytes = self.bytes()?;
+        let cid = cid::Cid::try_from(bytes).map_err(|e| CodecError::Invalid(e.to_string()))?;
+        CidKey::from_cid(cid).map_err(|e| CodecError::Invalid(e.to_string()))
+    }
+}
+
+/// `#[serde(with = "…::ops")]` for a `Vec<Op>` field: one byte string in
+/// the [batch format](self); reads that or the older sequence of ops.
+pub mod ops {
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    use super::{Op, decode_ops, encode_ops};
+
+    /// Writes `ops` as one byte string.
+    pub fn serialize<S: Serializer>(ops: &[Op], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&encode_ops(ops))
+    }
+
+    /// Reads a byte string (or, from logs written before the batch format,
+    /// a sequence of ops).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Op>, D::Error> {
+        d.deserialize_any(OpsVisitor)
+    }
+
+    struct OpsVisitor;
+
+    impl<'de> Visitor<'de> for OpsVisitor {
+        type Value = Vec<Op>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an encoded op batch or a sequence of ops")
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<Op>, E> {
+            decode_ops(v).map_err(E::custom)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Op>, A::Error> {
+            let mut ops = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(100_000));
+            while let Some(op) = seq.next_element::<Op>()? {
+                ops.push(op);
+            }
+            Ok(ops)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::ReplicationFactors;
+    use crate::testkit::seq_cid;
+
+    fn set(i: u64, options: &Arc<PinOptions>) -> Op {
+        Op::Set {
+            cid: seq_cid(i),
+            written_as: i.is_multiple_of(3).then(|| format!("Q{i}").into()),
+            spec: PinSpec {
+                name: format!("p{i}"),
+                options: Arc::clone(options),
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_round_trips_and_writes_each_option_set_once() {
+        let a = Arc::new(PinOptions::default());
+        let b = Arc::new(PinOptions {
+            replication: ReplicationFactors { min: 2, max: 3 },
+            ..PinOptions::default()
+        });
+        // Equal to `b` but another allocation: still one table entry.
+        let b2 = Arc::new((*b).clone());
+        let mut ops: Vec<Op> = (0..100)
+            .map(|i| set(i, if i.is_multiple_of(2) { &a } else { &b }))
+            .collect();
+        ops.push(set(100, &b2));
+        ops.push(Op::Release { cid: seq_cid(7) });
+        let bytes = encode_ops(&ops);
+        assert_eq!(decode_ops(&bytes).unwrap(), ops);
+        let json = serde_json::to_vec(&ops).unwrap();
+        assert!(
+            bytes.len() * 2 < json.len(),
+            "{} bytes vs {} as JSON",
+            bytes.len(),
+            json.len()
+        );
+        let opts_json = serde_json::to_vec(&*b).unwrap();
+        let times = bytes
+            .windows(opts_json.len())
+            .filter(|w| *w == opts_json.as_slice())
+            .count();
+        assert_eq!(times, 1, "option set written once");
+    }
+
+    #[test]
+    fn truncated_or_corrupt_batches_are_errors_not_panics() {
+        let o = Arc::new(PinOptions::default());
+        let ops: Vec<Op> = (0..20).map(|i| set(i, &o)).collect();
+        let bytes = encode_ops(&ops);
+        for cut in 0..bytes.len() {
+            assert!(decode_ops(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut bad = bytes.clone();
+        bad[0] = 9;
+        assert!(matches!(decode_ops(&bad), Err(CodecError::Version(9))));
+        // A huge op count with no ops behind it.
+        let mut huge = vec![VERSION, 0];
+        put_varint(&mut huge, u64::MAX / 2);
+        assert!(decode_ops(&huge).is_err());
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Carrier {
+        #[serde(with = "ops")]
+        ops: Vec<Op>,
+    }
+
+    #[test]
+    fn cbor_carries_a_byte_string_and_the_old_sequence_form_still_reads() {
+        let o = Arc::new(PinOptions::default());
+        let c = Carrier {
+            ops: (0..5).map(|i| set(i, &o)).collect(),
+        };
+        let cbor = cbor4ii::serde::to_vec(Vec::new(), &c).unwrap();
+        let back: Carrier = cbor4ii::serde::from_slice(&cbor).unwrap();
+        assert_eq!(back, c);
+        // What a log written before the batch format holds: ops as JSON.
+        let old = serde_json::json!({ "ops": &c.ops }).to_string();
+        let read: Carrier = serde_json::from_str(&old).unwrap();
+        assert_eq!(read, c);
+    }
+}
