@@ -253,6 +253,7 @@ async fn a_large_revision_is_chunked_but_appears_at_once() {
         .write(pinfleet::state::Command::Commit {
             owner,
             revision: 7,
+            base: None,
             staged: 2,
             ops: vec![],
             record: None,
