@@ -160,7 +160,7 @@ pub fn apply(ps: DesiredPinSet, revision: &str) -> PinSetApply {
     }
 }
 
-fn leader_index(peers: &[Peer]) -> usize {
+pub fn leader_index(peers: &[Peer]) -> usize {
     let leader = peers[0].node.leader().unwrap();
     peers.iter().position(|p| p.node.id() == leader).unwrap()
 }
