@@ -12,6 +12,15 @@
 //! compared with the revision the cluster recorded for it (an apply from
 //! here records that digest as the revision), and only PinSets that differ
 //! are loaded whole and sent. `--force` sends everything.
+//!
+//! Writes are conditional: when another writer (a controller, another
+//! `apply`) changes a PinSet between the cluster planning this apply and
+//! committing it, the cluster refuses it (409, nothing applied). `apply`
+//! then sends it once more — the cluster plans it again against what it
+//! holds now, under the same prune guard, exactly what running `apply`
+//! again would do — and says so on stderr; a second conflict means the
+//! PinSet is being written right now by someone else, which the user
+//! should see: it is an error (exit 2) with the cluster's message.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -364,16 +373,24 @@ async fn send(
     opts: &ApplyOptions,
 ) -> anyhow::Result<Row> {
     {
-        let body = serde_json::to_vec(&ManifestDocument::new(ps))?;
+        // Serialised per request: a large PinSet's body is not kept twice.
+        let body = || serde_json::to_vec(&ManifestDocument::new(ps));
         let opts = ApplyOptions {
             source: Some(ps.source.to_string()),
             revision: loaded.source_digests.get(&ps.id).cloned(),
             ..opts.clone()
         };
-        let report = client
-            .put_pinset(&ps.id, body, &opts)
-            .await
-            .map_err(|e| with_problems(e, &ps.id))?;
+        let report = match client.put_pinset(&ps.id, body()?, &opts).await {
+            Err(e) if e.is_conflict() => {
+                eprintln!(
+                    "note: pinset {} changed while this apply was planned; planning it again",
+                    ps.id
+                );
+                client.put_pinset(&ps.id, body()?, &opts).await
+            }
+            other => other,
+        }
+        .map_err(|e| with_problems(e, &ps.id))?;
         Ok(Row::Report(report))
     }
 }

@@ -55,9 +55,11 @@ enum Command {
     /// Apply PinSet manifests to a running cluster.
     ///
     /// `pinsFrom` lists are read locally; each PinSet is sent whole and
-    /// applied atomically. Exit 0 when every PinSet was applied (and, with
-    /// --wait, is Ready), 1 when a manifest is invalid, the prune guard
-    /// refused a PinSet or --wait timed out, 2 on errors.
+    /// applied atomically. A PinSet another writer changes while it is
+    /// planned is planned again once. Exit 0 when every PinSet was applied
+    /// (and, with --wait, is Ready), 1 when a manifest is invalid, the prune
+    /// guard refused a PinSet or --wait timed out, 2 on errors (a second
+    /// conflict among them).
     Apply(apply::ApplyArgs),
     /// Show what applying manifests would change on a running cluster.
     ///

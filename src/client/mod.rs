@@ -77,6 +77,14 @@ pub enum ClientError {
         /// The limit.
         max: usize,
     },
+    /// The cluster refused a PinSet write (409 without a report): the
+    /// PinSet changed since the write was planned (or its staged chunks
+    /// were lost). Nothing was applied; sending it again re-plans it.
+    #[error("{message} (http 409)")]
+    Conflict {
+        /// The server's message.
+        message: String,
+    },
     /// The base URL is not usable.
     #[error("invalid pinfleet url {url:?}: {reason}")]
     BadUrl {
@@ -96,6 +104,13 @@ impl ClientError {
             Self::Api { status, .. } => matches!(*status, 502..=504),
             _ => false,
         }
+    }
+
+    /// True when a PinSet write was refused because the PinSet changed
+    /// since it was planned: nothing was applied, and sending it again
+    /// plans it against what the cluster holds now.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
     }
 }
 
@@ -256,6 +271,31 @@ impl Client {
         decode(&url, &bytes)
     }
 
+    /// A PinSet write (`PUT`, `PATCH`, `DELETE /pinsets/{ns}/{name}`): its
+    /// report, also on 409 when the prune guard refused (`refused` set). A
+    /// 409 that carries an error body instead is a conflict.
+    async fn pinset_write(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+    ) -> Result<ApplyReport, ClientError> {
+        let resp = self
+            .exchange(method, &url, body, &[StatusCode::CONFLICT])
+            .await?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| self.transport_error(&url, source))?;
+        if status == StatusCode::CONFLICT
+            && let Ok(e) = serde_json::from_slice::<ErrorBody>(&bytes)
+        {
+            return Err(ClientError::Conflict { message: e.message });
+        }
+        decode(&url, &bytes)
+    }
+
     /// A request whose success answer has no body worth reading.
     async fn no_content(
         &self,
@@ -367,7 +407,8 @@ impl Client {
     }
 
     /// `PUT /pinsets/{ns}/{name}` with a PinSet document (JSON). A prune
-    /// guard refusal (409) is a report with `refused` set, not an error.
+    /// guard refusal (409) is a report with `refused` set, not an error; a
+    /// concurrent change of the PinSet is [`ClientError::Conflict`].
     pub async fn put_pinset(
         &self,
         id: &PinSetId,
@@ -391,14 +432,14 @@ impl Client {
             query.push(("revision", r.clone()));
         }
         let url = self.url(&["pinsets", &id.namespace, &id.name], &query);
-        self.json(Method::PUT, url, Some(document), &[StatusCode::CONFLICT])
-            .await
+        self.pinset_write(Method::PUT, url, Some(document)).await
     }
 
     /// `PATCH /pinsets/{ns}/{name}`: only the pins that changed since
     /// `document.base_revision`. `None` when the cluster does not hold that
     /// revision (412): send the whole PinSet instead. A prune guard refusal
-    /// (409) is a report with `refused` set.
+    /// (409) is a report with `refused` set; a concurrent change of the
+    /// PinSet is [`ClientError::Conflict`].
     pub async fn patch_pinset(
         &self,
         id: &PinSetId,
@@ -415,10 +456,7 @@ impl Client {
             url: url.to_string(),
             source,
         })?;
-        match self
-            .json(Method::PATCH, url, Some(body), &[StatusCode::CONFLICT])
-            .await
-        {
+        match self.pinset_write(Method::PATCH, url, Some(body)).await {
             Ok(r) => Ok(Some(r)),
             Err(ClientError::Api { status: 412, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -426,7 +464,8 @@ impl Client {
     }
 
     /// `DELETE /pinsets/{ns}/{name}`: releases the PinSet's pins and forgets
-    /// it. A prune guard refusal (409) is a report with `refused` set.
+    /// it. A prune guard refusal (409) is a report with `refused` set; a
+    /// concurrent change of the PinSet is [`ClientError::Conflict`].
     pub async fn delete_pinset(
         &self,
         id: &PinSetId,
@@ -441,8 +480,7 @@ impl Client {
             query.push(("force", "true".to_string()));
         }
         let url = self.url(&["pinsets", &id.namespace, &id.name], &query);
-        self.json(Method::DELETE, url, None, &[StatusCode::CONFLICT])
-            .await
+        self.pinset_write(Method::DELETE, url, None).await
     }
 
     /// `PUT /pinsets/{ns}/{name}/conditions`: records the conditions a

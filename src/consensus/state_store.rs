@@ -1,5 +1,6 @@
 //! The state machine on disk (redb): pins keyed by CID with an owner index,
-//! staged revision chunks, PinSet records, and Raft's applied position. One
+//! staged revision chunks, PinSet records, per-owner commit records
+//! (generation, last attempt), and Raft's applied position. One
 //! redb write transaction per batch of applied log entries, so a revision
 //! committed in one entry becomes visible to readers all at once.
 //!
@@ -22,13 +23,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::manifest::{CidKey, Owner, PinSpec};
-use crate::state::{ConditionsRecord, Op, Outcome, PinSetRecord, PinStore, StatePin, apply};
+use crate::state::{
+    CommitRecord, ConditionsRecord, Op, Outcome, PinSetRecord, PinStore, StatePin, apply,
+};
 
 const PINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pins");
 const OWNERS: TableDefinition<(&str, &[u8]), ()> = TableDefinition::new("owners");
 const STAGING: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("staging");
 const PINSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("pinsets");
 const CONDITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conditions");
+const COMMITS: TableDefinition<&str, &[u8]> = TableDefinition::new("commits");
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 const LAST_APPLIED: &str = "last_applied";
 const MEMBERSHIP: &str = "membership";
@@ -38,7 +42,9 @@ const SNAPSHOT: &str = "snapshot";
 pub const STATE_CACHE_BYTES: usize = 64 << 20;
 
 /// Snapshot file format version; bump on any incompatible change.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// Version 2 adds `commits` records (version 1 files are still read: their
+/// owners start at generation 0).
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// A pin as stored (the CID is the key).
 #[derive(Serialize, Deserialize)]
@@ -83,6 +89,8 @@ enum SnapshotRecord {
         owner: String,
         record: ConditionsRecord,
     },
+    #[serde(rename = "commits")]
+    Commits { owner: String, record: CommitRecord },
 }
 
 type StoreResult<T> = Result<T, StorageError<NodeId>>;
@@ -143,6 +151,20 @@ struct TxnStore<'t> {
     staging: redb::Table<'t, (&'static str, u64, u32), &'static [u8]>,
     pinsets: redb::Table<'t, &'static str, &'static [u8]>,
     conditions: redb::Table<'t, &'static str, &'static [u8]>,
+    commits: redb::Table<'t, &'static str, &'static [u8]>,
+}
+
+impl<'t> TxnStore<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, redb::TableError> {
+        Ok(Self {
+            pins: txn.open_table(PINS)?,
+            owners: txn.open_table(OWNERS)?,
+            staging: txn.open_table(STAGING)?,
+            pinsets: txn.open_table(PINSETS)?,
+            conditions: txn.open_table(CONDITIONS)?,
+            commits: txn.open_table(COMMITS)?,
+        })
+    }
 }
 
 /// Errors inside an apply transaction.
@@ -263,6 +285,21 @@ impl PinStore for TxnStore<'_> {
         Ok(())
     }
 
+    fn commits(&self, owner: &Owner) -> Result<Option<CommitRecord>, TxnError> {
+        match self.commits.get(owner.to_string().as_str())? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn set_commits(&mut self, owner: &Owner, record: &CommitRecord) -> Result<(), TxnError> {
+        self.commits.insert(
+            owner.to_string().as_str(),
+            serde_json::to_vec(record)?.as_slice(),
+        )?;
+        Ok(())
+    }
+
     fn set_pinset(&mut self, owner: &Owner, record: Option<&PinSetRecord>) -> Result<(), TxnError> {
         let key = owner.to_string();
         match record {
@@ -295,6 +332,7 @@ impl StateStore {
         txn.open_table(STAGING)?;
         txn.open_table(PINSETS)?;
         txn.open_table(CONDITIONS)?;
+        txn.open_table(COMMITS)?;
         txn.open_table(SM_META)?;
         txn.commit()?;
         Ok(Self {
@@ -482,6 +520,19 @@ impl StateStore {
         }
     }
 
+    /// The generation of `owner` (commits applied for it; 0 if none): the
+    /// base a commit planned now names.
+    pub fn generation(&self, owner: &Owner) -> Result<u64, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(COMMITS).map_err(read_err)?;
+        match table.get(owner.to_string().as_str()).map_err(read_err)? {
+            Some(v) => serde_json::from_slice::<CommitRecord>(v.value())
+                .map(|r| r.generation)
+                .map_err(read_err),
+            None => Ok(0),
+        }
+    }
+
     /// The last log id applied to this state.
     pub fn last_applied(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
         Ok(self.meta::<Option<LogId<NodeId>>>(LAST_APPLIED)?.flatten())
@@ -493,13 +544,7 @@ impl StateStore {
         let mut last = None;
         let mut membership = None;
         {
-            let mut store = TxnStore {
-                pins: txn.open_table(PINS).map_err(write_err)?,
-                owners: txn.open_table(OWNERS).map_err(write_err)?,
-                staging: txn.open_table(STAGING).map_err(write_err)?,
-                pinsets: txn.open_table(PINSETS).map_err(write_err)?,
-                conditions: txn.open_table(CONDITIONS).map_err(write_err)?,
-            };
+            let mut store = TxnStore::open(&txn).map_err(write_err)?;
             for entry in entries {
                 last = Some(entry.log_id);
                 match entry.payload {
@@ -615,6 +660,18 @@ impl StateStore {
                 },
             )?;
         }
+        let commits = txn.open_table(COMMITS).map_err(read_err)?;
+        for item in commits.iter().map_err(read_err)? {
+            let (k, v) = item.map_err(read_err)?;
+            let record: CommitRecord = serde_json::from_slice(v.value()).map_err(read_err)?;
+            line(
+                &mut w,
+                &SnapshotRecord::Commits {
+                    owner: k.value().to_string(),
+                    record,
+                },
+            )?;
+        }
         let file = w.into_inner().map_err(|e| write_err(e.into_error()))?;
         file.sync_all().map_err(write_err)?;
         std::fs::rename(&tmp, &path).map_err(write_err)?;
@@ -650,7 +707,8 @@ impl StateStore {
             Some(l) => serde_json::from_str(&l.map_err(read_err)?).map_err(read_err)?,
             None => return Err(read_err(std::io::Error::other("empty snapshot"))),
         };
-        if header.format != "pinfleet-snapshot" || header.version != SNAPSHOT_VERSION {
+        if header.format != "pinfleet-snapshot" || !(1..=SNAPSHOT_VERSION).contains(&header.version)
+        {
             return Err(read_err(std::io::Error::other(format!(
                 "unsupported snapshot {} version {}",
                 header.format, header.version
@@ -663,13 +721,8 @@ impl StateStore {
             txn.delete_table(CONDITIONS).map_err(write_err)?;
             txn.delete_table(OWNERS).map_err(write_err)?;
             txn.delete_table(STAGING).map_err(write_err)?;
-            let mut store = TxnStore {
-                pins: txn.open_table(PINS).map_err(write_err)?,
-                owners: txn.open_table(OWNERS).map_err(write_err)?,
-                staging: txn.open_table(STAGING).map_err(write_err)?,
-                pinsets: txn.open_table(PINSETS).map_err(write_err)?,
-                conditions: txn.open_table(CONDITIONS).map_err(write_err)?,
-            };
+            txn.delete_table(COMMITS).map_err(write_err)?;
+            let mut store = TxnStore::open(&txn).map_err(write_err)?;
             for l in lines {
                 let l = l.map_err(read_err)?;
                 if l.is_empty() {
@@ -706,6 +759,10 @@ impl StateStore {
                         store
                             .set_conditions(&owner, Some(&record))
                             .map_err(write_err)?;
+                    }
+                    SnapshotRecord::Commits { owner, record } => {
+                        let owner: Owner = owner.parse().map_err(read_err)?;
+                        store.set_commits(&owner, &record).map_err(write_err)?;
                     }
                 }
             }
@@ -837,52 +894,5 @@ impl RaftStateMachine<TypeConfig> for StateStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::manifest::PinSetId;
-    use crate::manifest::model::Condition;
-    use crate::state::{Command, Request};
-
-    #[test]
-    fn snapshots_carry_controller_conditions() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = StateStore::open(&dir.path().join("a.redb"), &dir.path().join("snap-a")).unwrap();
-        let owner = Owner::pinset(PinSetId::new("ns", "never"));
-        let condition = Condition {
-            type_: "Stalled".into(),
-            status: "True".into(),
-            reason: "ManifestInvalid".into(),
-            message: "c.yaml:1:2: bad".into(),
-            last_transition_time: "2026-01-01T00:00:00Z".into(),
-            observed_generation: None,
-        };
-        let txn = a.db.begin_write().unwrap();
-        {
-            let mut store = TxnStore {
-                pins: txn.open_table(PINS).unwrap(),
-                owners: txn.open_table(OWNERS).unwrap(),
-                staging: txn.open_table(STAGING).unwrap(),
-                pinsets: txn.open_table(PINSETS).unwrap(),
-                conditions: txn.open_table(CONDITIONS).unwrap(),
-            };
-            let req = Request {
-                now_ms: 9,
-                command: Command::SetConditions {
-                    owner: owner.clone(),
-                    source: "dir:/m".into(),
-                    revision: None,
-                    conditions: vec![condition.clone()],
-                },
-            };
-            apply(&mut store, &req).unwrap();
-        }
-        txn.commit().unwrap();
-        let stored = a.conditions(&owner).unwrap().unwrap();
-        assert_eq!(stored.conditions, vec![condition]);
-
-        let (meta, path) = a.write_snapshot_file().unwrap();
-        let b = StateStore::open(&dir.path().join("b.redb"), &dir.path().join("snap-b")).unwrap();
-        b.install_from(&meta, &path).unwrap();
-        assert_eq!(b.conditions(&owner).unwrap(), Some(stored));
-    }
-}
+#[path = "state_store_tests.rs"]
+mod tests;

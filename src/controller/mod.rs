@@ -63,6 +63,10 @@ pub enum Reason {
     SourceUnavailable,
     /// The cluster refused the apply for another reason.
     ApplyFailed,
+    /// Another writer changed the PinSet while this reconcile planned it
+    /// (sent again at once, it changed again): nothing was applied; the
+    /// next reconcile plans it again.
+    Conflict,
 }
 
 impl fmt::Display for Reason {
@@ -128,9 +132,11 @@ impl PinSetOutcome {
         PinSetId::new(self.namespace.clone(), self.name.clone())
     }
 
-    /// True unless the PinSet is stalled.
+    /// True when the PinSet is Ready: applied (or deliberately not, when
+    /// suspended or released). Stalled and still-reconciling PinSets are
+    /// not, so the next reconcile does not skip their revision.
     pub fn healthy(&self) -> bool {
-        self.condition != ConditionType::Stalled
+        self.condition == ConditionType::Ready
     }
 }
 
@@ -173,7 +179,7 @@ pub struct ReconcileOutcome {
 }
 
 impl ReconcileOutcome {
-    /// True when the source loaded and no PinSet is stalled.
+    /// True when the source loaded and every PinSet is Ready.
     pub fn healthy(&self) -> bool {
         self.source_error.is_none() && self.pinsets.iter().all(PinSetOutcome::healthy)
     }
@@ -653,6 +659,12 @@ fn report_outcome(id: &PinSetId, r: &ApplyReport, revision: &str, release: bool)
 }
 
 fn error_outcome(id: &PinSetId, e: &ClientError, revision: &str) -> PinSetOutcome {
+    if e.is_conflict() {
+        // Not stalled: nothing is wrong with the manifest or the cluster,
+        // and the next reconcile plans the PinSet again.
+        return PinSetOutcome::new(id, ConditionType::Reconciling, Reason::Conflict, revision)
+            .with_message(error_chain(e));
+    }
     let reason = match e {
         _ if e.is_unavailable() => Reason::ClusterUnavailable,
         ClientError::Api { status: 422, .. } => Reason::ManifestInvalid,

@@ -5,6 +5,14 @@
 //! chunks of at most `consensus.batch_max_pins` ops, then a commit — so
 //! readers see revision R or R+1, never a mix.
 //!
+//! Writes are conditional (DESIGN §9): after the read barrier the owner's
+//! generation is read *before* anything the plan looks at, and the commit
+//! names it as its base; the state machine refuses the commit if any other
+//! commit for the owner landed since, so concurrent applies (controller and
+//! CLI, an old and a new leader) never interleave. The refusal comes back as
+//! [`ClusterError::Refused`] ("… changed since this apply was planned …");
+//! planning again is the caller's choice.
+//!
 //! It sits above consensus and calls it only to read the local state (after
 //! a read barrier) and to write commands; what a command does to the state
 //! is `state`'s business, what to plan is `plan`'s.
@@ -80,6 +88,15 @@ async fn owned_by(node: &ClusterNode, owner: &Owner) -> Result<OwnedPins, Cluste
         .map_err(|e| ClusterError::Storage(e.to_string()))
 }
 
+/// `owner`'s generation in this peer's state: the base of a commit planned
+/// from what is read after it. Read first, so that a commit landing while
+/// the plan reads makes the plan's commit refused, never half-seen.
+fn generation_of(node: &ClusterNode, owner: &Owner) -> Result<u64, ClusterError> {
+    node.store()
+        .generation(owner)
+        .map_err(|e| ClusterError::Storage(e.to_string()))
+}
+
 /// `owner`'s PinSet record in this peer's state.
 fn record_of(node: &ClusterNode, owner: &Owner) -> Result<Option<PinSetRecord>, ClusterError> {
     node.store()
@@ -94,6 +111,7 @@ pub async fn apply(node: &ClusterNode, req: PinSetApply) -> Result<ApplyReport, 
     node.read_barrier().await?;
     let ps = &req.pinset;
     let owner = ps.owner();
+    let base = generation_of(node, &owner)?;
     let current = owned_by(node, &owner).await?;
     let mut report = ApplyReport {
         pinset: ps.id.to_string(),
@@ -136,7 +154,7 @@ pub async fn apply(node: &ClusterNode, req: PinSetApply) -> Result<ApplyReport, 
     if req.dry_run || ps.suspend || (plan.is_empty() && same_record) {
         return Ok(report);
     }
-    commit_revision(node, owner, &plan, record, report).await
+    commit_revision(node, owner, base, &plan, record, report).await
 }
 
 /// Applies a patch atomically (one revision: staged chunks and one
@@ -155,6 +173,7 @@ pub async fn apply_patch(
 ) -> Result<Option<ApplyReport>, ClusterError> {
     node.read_barrier().await?;
     let owner = Owner::pinset(patch.id.clone());
+    let generation = generation_of(node, &owner)?;
     let Some(base) = record_of(node, &owner)? else {
         return Ok(None);
     };
@@ -230,7 +249,7 @@ pub async fn apply_patch(
     if patch.dry_run || patch.suspend || (plan.is_empty() && same_record) {
         return Ok(Some(report));
     }
-    commit_revision(node, owner, &plan, record, report)
+    commit_revision(node, owner, generation, &plan, record, report)
         .await
         .map(Some)
 }
@@ -243,6 +262,7 @@ pub async fn delete(
     dry_run: bool,
 ) -> Result<ApplyReport, ClusterError> {
     node.read_barrier().await?;
+    let base = generation_of(node, &owner)?;
     let current = owned_by(node, &owner).await?;
     let mut report = ApplyReport {
         pinset: match &owner {
@@ -266,17 +286,18 @@ pub async fn delete(
     if dry_run || (plan.is_empty() && !known) {
         return Ok(report);
     }
-    let (out, entries) = commit_ops(node, owner, plan_ops(&plan), None).await?;
+    let (out, entries) = commit_ops(node, owner, base, plan_ops(&plan), None).await?;
     report.entries = entries;
     report.removed = out.removed;
     Ok(report)
 }
 
-/// Commits `plan` as the revision `record` (stamped with the time now) and
-/// adds what the commit did to `report`.
+/// Commits `plan` (made at generation `base`) as the revision `record`
+/// (stamped with the time now) and adds what the commit did to `report`.
 async fn commit_revision(
     node: &ClusterNode,
     owner: Owner,
+    base: u64,
     plan: &Plan,
     record: PinSetRecord,
     mut report: ApplyReport,
@@ -285,17 +306,21 @@ async fn commit_revision(
         applied_at_ms: chrono::Utc::now().timestamp_millis(),
         ..record
     };
-    let (out, entries) = commit_ops(node, owner, plan_ops(plan), Some(record)).await?;
+    let (out, entries) = commit_ops(node, owner, base, plan_ops(plan), Some(record)).await?;
     report.entries = entries;
     report.created = out.created;
     report.removed = out.removed;
     Ok(report)
 }
 
-/// Writes `ops` as one atomic revision: `Stage` chunks, then `Commit`.
+/// Writes `ops` as one atomic revision: `Stage` chunks, then a `Commit`
+/// conditional on the owner still being at generation `base`. A write
+/// retried after its first attempt was committed (lost reply, new leader)
+/// answers the first attempt's outcome: the attempt id is the same.
 async fn commit_ops(
     node: &ClusterNode,
     owner: Owner,
+    base: u64,
     ops: Vec<Op>,
     record: Option<PinSetRecord>,
 ) -> Result<(Outcome, u64), ClusterError> {
@@ -331,6 +356,7 @@ async fn commit_ops(
         .write(Command::Commit {
             owner,
             revision,
+            base: Some(base),
             staged: (chunks - 1) as u32,
             ops: iter.collect(),
             record,

@@ -8,6 +8,13 @@
 //! A PinSet revision is atomic: large revisions are sent as `Stage` chunks
 //! that change nothing visible, then one `Commit` applies every staged chunk
 //! and its own ops together in one store transaction.
+//!
+//! Writes are conditional (DESIGN §9): every owner has a generation, counted
+//! up by each commit for it; a `Commit` names the generation its ops were
+//! planned against and is refused when that changed, so two concurrent
+//! applies of one PinSet never interleave. Commits are idempotent: the owner's
+//! last committed attempt and its outcome are remembered, and a retry of that
+//! attempt (its reply was lost) answers the same outcome again.
 
 use std::collections::BTreeMap;
 
@@ -74,6 +81,19 @@ pub struct ConditionsRecord {
     pub reported_at_ms: i64,
 }
 
+/// What the state remembers about an owner's commits (one record per
+/// owner that ever committed). It outlives the PinSet: after a delete the
+/// generation stays, so a plan made before the delete is refused after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    /// Commits applied for this owner so far: the base a plan names.
+    pub generation: u64,
+    /// Attempt id of the last commit applied (`Commit::revision`).
+    pub last_attempt: Option<u64>,
+    /// What that commit did, answered again to a retry of it.
+    pub last_outcome: Outcome,
+}
+
 // Conditions hold only strings and integers: equality is total.
 impl Eq for Condition {}
 
@@ -100,12 +120,18 @@ pub enum Command {
         #[serde(with = "super::codec::ops")]
         ops: Vec<Op>,
     },
-    /// Applies every staged chunk of `revision` plus `ops` at once.
+    /// Applies every staged chunk of `revision` plus `ops` at once, if the
+    /// owner is still at generation `base`.
     Commit {
         /// Who acts.
         owner: Owner,
         /// The attempt id used by its `Stage` chunks.
         revision: u64,
+        /// The owner's generation the ops were planned against; the commit
+        /// is refused (nothing applied) when it changed. `None` commits
+        /// unconditionally, as entries written before generations existed.
+        #[serde(default)]
+        base: Option<u64>,
         /// How many chunks were staged; a commit missing chunks is refused.
         staged: u32,
         /// Last ops.
@@ -204,30 +230,64 @@ pub trait PinStore {
         owner: &Owner,
         record: Option<&ConditionsRecord>,
     ) -> Result<(), Self::Error>;
+    /// The owner's commit record, if it ever committed.
+    fn commits(&self, owner: &Owner) -> Result<Option<CommitRecord>, Self::Error>;
+    /// Replaces the owner's commit record.
+    fn set_commits(&mut self, owner: &Owner, record: &CommitRecord) -> Result<(), Self::Error>;
 }
 
 /// Applies one request to a store. Deterministic; applying the same
-/// `Apply` twice changes nothing the second time.
+/// `Apply` twice changes nothing the second time, and a `Commit` (or
+/// `Stage`) repeated after its commit answers the first outcome.
 pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Error> {
     let mut out = Outcome::default();
     match &req.command {
-        Command::Apply { owner, ops } => apply_ops(store, owner, ops, req.now_ms, &mut out)?,
+        Command::Apply { owner, ops } => {
+            apply_ops(store, owner, ops, req.now_ms, &mut out)?;
+            // A PinSet's pins changed outside a commit: plans made before
+            // are stale too. (The `api` owner never commits: no record.)
+            if matches!(owner, Owner::PinSet(_)) {
+                let mut head = store.commits(owner)?.unwrap_or_default();
+                head.generation += 1;
+                store.set_commits(owner, &head)?;
+            }
+        }
         Command::Stage {
             owner,
             revision,
             seq,
             ops,
         } => {
-            store.stage(owner, *revision, *seq, req.now_ms, ops)?;
+            // A retried chunk of the revision committed last: already in.
+            if !committed_last(store, owner, *revision)? {
+                store.stage(owner, *revision, *seq, req.now_ms, ops)?;
+            }
             out.staged = ops.len() as u64;
         }
         Command::Commit {
             owner,
             revision,
+            base,
             staged,
             ops,
             record,
         } => {
+            let mut head = store.commits(owner)?.unwrap_or_default();
+            if head.last_attempt == Some(*revision) {
+                // A retry of the commit applied last (its reply was lost).
+                return Ok(head.last_outcome);
+            }
+            if let Some(base) = base
+                && *base != head.generation
+            {
+                store.take_staged(owner, *revision)?;
+                out.refused = Some(format!(
+                    "{} changed since this apply was planned (generation {base}, now {}): nothing applied; apply again",
+                    describe(owner),
+                    head.generation
+                ));
+                return Ok(out);
+            }
             let chunks = store.take_staged(owner, *revision)?;
             if chunks.len() != *staged as usize {
                 out.refused = Some(format!(
@@ -245,6 +305,10 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
                 store.set_conditions(owner, None)?;
             }
             store.expire_staged(req.now_ms - STAGING_TTL_MS)?;
+            head.generation += 1;
+            head.last_attempt = Some(*revision);
+            head.last_outcome = out.clone();
+            store.set_commits(owner, &head)?;
         }
         Command::Allocate { allocations } => {
             for (cid, peers) in allocations {
@@ -280,6 +344,21 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
         }
     }
     Ok(out)
+}
+
+/// True when `revision` is the attempt `owner` committed last.
+fn committed_last<S: PinStore>(store: &S, owner: &Owner, revision: u64) -> Result<bool, S::Error> {
+    Ok(store
+        .commits(owner)?
+        .is_some_and(|h| h.last_attempt == Some(revision)))
+}
+
+/// How a refusal names an owner.
+fn describe(owner: &Owner) -> String {
+    match owner {
+        Owner::PinSet(id) => format!("pinset {id}"),
+        Owner::Api => "owner api".to_string(),
+    }
 }
 
 fn apply_ops<S: PinStore>(
@@ -429,11 +508,192 @@ mod tests {
             command: Command::Commit {
                 owner: owner.clone(),
                 revision: 1,
+                base: None,
                 staged: 0,
                 ops: Vec::new(),
                 record: None,
             },
         });
         assert_eq!(s.conditions().count(), 0);
+    }
+
+    fn set_op(i: u64, name: &str) -> Op {
+        Op::Set {
+            cid: crate::testkit::seq_cid(i),
+            written_as: None,
+            spec: PinSpec {
+                name: name.into(),
+                options: std::sync::Arc::new(crate::manifest::PinOptions::default()),
+            },
+        }
+    }
+
+    fn record(revision: &str) -> PinSetRecord {
+        PinSetRecord {
+            namespace: "ns".into(),
+            name: "site".into(),
+            revision: revision.into(),
+            labels: BTreeMap::new(),
+            source: "test".into(),
+            pins: 1,
+            prune: true,
+            suspend: false,
+            applied_at_ms: 0,
+        }
+    }
+
+    /// A commit of attempt `attempt` planned at generation `base`.
+    fn commit(owner: &Owner, attempt: u64, base: u64, staged: u32, ops: Vec<Op>) -> Request {
+        Request {
+            now_ms: 10,
+            command: Command::Commit {
+                owner: owner.clone(),
+                revision: attempt,
+                base: Some(base),
+                staged,
+                ops,
+                record: Some(record(&format!("r{attempt}"))),
+            },
+        }
+    }
+
+    fn stage(owner: &Owner, attempt: u64, seq: u32, ops: Vec<Op>) -> Request {
+        Request {
+            now_ms: 10,
+            command: Command::Stage {
+                owner: owner.clone(),
+                revision: attempt,
+                seq,
+                ops,
+            },
+        }
+    }
+
+    #[test]
+    fn a_commit_planned_against_a_stale_generation_is_refused_and_changes_nothing() {
+        let owner = Owner::pinset(PinSetId::new("ns", "site"));
+        let mut s = PinState::new();
+        // Two applies plan against generation 0; the first commits.
+        s.apply_request(&commit(&owner, 1, 0, 0, vec![set_op(1, "a")]));
+        assert_eq!(s.generation(&owner), 1);
+        let before = s.clone();
+        // The second staged a chunk and now commits against generation 0.
+        s.apply_request(&stage(&owner, 2, 0, vec![set_op(2, "b")]));
+        let out = s.apply_request(&commit(&owner, 2, 0, 1, vec![set_op(3, "b")]));
+        assert_eq!(
+            out.refused.as_deref(),
+            Some(
+                "pinset ns/site changed since this apply was planned (generation 0, now 1): nothing applied; apply again"
+            )
+        );
+        assert_eq!((out.created, out.changed, out.removed), (0, 0, 0));
+        // Nothing applied, the staged chunk dropped, the generation kept.
+        assert_eq!(s, before);
+        // Planned again at generation 1, it goes in.
+        let out = s.apply_request(&commit(&owner, 3, 1, 0, vec![set_op(3, "b")]));
+        assert_eq!((out.created, out.refused), (1, None));
+        assert_eq!(s.generation(&owner), 2);
+    }
+
+    #[test]
+    fn a_retried_commit_answers_the_first_outcome_and_applies_nothing_twice() {
+        let owner = Owner::pinset(PinSetId::new("ns", "site"));
+        let mut s = PinState::new();
+        s.apply_request(&stage(&owner, 5, 0, vec![set_op(1, "a"), set_op(2, "a")]));
+        let first = s.apply_request(&commit(&owner, 5, 0, 1, vec![set_op(3, "a")]));
+        assert_eq!((first.created, first.refused.as_deref()), (3, None));
+        let after = s.clone();
+        // The reply was lost: the chunk and the commit are sent again.
+        let restaged = s.apply_request(&stage(&owner, 5, 0, vec![set_op(1, "a"), set_op(2, "a")]));
+        assert_eq!(restaged.staged, 2);
+        let again = s.apply_request(&commit(&owner, 5, 0, 1, vec![set_op(3, "a")]));
+        assert_eq!(
+            again, first,
+            "the first attempt's outcome, not \"chunks missing\""
+        );
+        assert_eq!(s, after, "nothing staged or applied twice");
+        assert_eq!(s.generation(&owner), 1);
+    }
+
+    #[test]
+    fn a_delete_keeps_the_generation_so_a_racing_recreate_is_refused() {
+        let owner = Owner::pinset(PinSetId::new("ns", "site"));
+        let mut s = PinState::new();
+        s.apply_request(&commit(&owner, 1, 0, 0, vec![set_op(1, "a")]));
+        // Delete (planned at 1) and a re-create (also planned at 1) race.
+        let delete = Request {
+            now_ms: 11,
+            command: Command::Commit {
+                owner: owner.clone(),
+                revision: 2,
+                base: Some(1),
+                staged: 0,
+                ops: vec![Op::Release {
+                    cid: crate::testkit::seq_cid(1),
+                }],
+                record: None,
+            },
+        };
+        assert_eq!(s.apply_request(&delete).removed, 1);
+        assert_eq!(s.pinsets().count(), 0);
+        let recreate = s.apply_request(&commit(&owner, 3, 1, 0, vec![set_op(1, "b")]));
+        assert!(recreate.refused.unwrap().contains("(generation 1, now 2)"));
+        assert!(s.is_empty());
+        assert_eq!(s.generation(&owner), 2);
+    }
+
+    #[test]
+    fn two_stores_fed_the_same_log_count_the_same_generations() {
+        let site = Owner::pinset(PinSetId::new("ns", "site"));
+        let other = Owner::pinset(PinSetId::new("ns", "other"));
+        // Two writers racing on `site`, one on `other`, a REST pin and an
+        // outdated commit without a base (written before generations).
+        let log = [
+            stage(&site, 1, 0, vec![set_op(1, "a")]),
+            commit(&site, 1, 0, 1, vec![set_op(2, "a")]),
+            commit(&site, 2, 0, 0, vec![set_op(9, "b")]),
+            commit(&other, 3, 0, 0, vec![set_op(2, "o")]),
+            Request {
+                now_ms: 12,
+                command: Command::Apply {
+                    owner: Owner::Api,
+                    ops: vec![set_op(4, "api")],
+                },
+            },
+            commit(&site, 1, 0, 1, vec![set_op(2, "a")]),
+            commit(
+                &site,
+                4,
+                1,
+                0,
+                vec![Op::Release {
+                    cid: crate::testkit::seq_cid(1),
+                }],
+            ),
+            Request {
+                now_ms: 13,
+                command: Command::Commit {
+                    owner: other.clone(),
+                    revision: 5,
+                    base: None,
+                    staged: 0,
+                    ops: vec![set_op(5, "o")],
+                    record: None,
+                },
+            },
+        ];
+        let mut a = PinState::new();
+        let mut b = PinState::new();
+        let outs_a: Vec<Outcome> = log.iter().map(|r| a.apply_request(r)).collect();
+        let outs_b: Vec<Outcome> = log.iter().map(|r| b.apply_request(r)).collect();
+        assert_eq!(outs_a, outs_b);
+        assert_eq!(a, b);
+        let refused: Vec<bool> = outs_a.iter().map(|o| o.refused.is_some()).collect();
+        assert_eq!(
+            refused,
+            [false, false, true, false, false, false, false, false]
+        );
+        assert_eq!((a.generation(&site), a.generation(&other)), (2, 2));
+        assert_eq!(a.generation(&Owner::Api), 0, "REST pins never commit");
     }
 }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 pub use file::{StateFileError, format_time, parse_time, read_state, write_pin_record};
 pub use machine::{
-    Command, ConditionsRecord, Op, Outcome, PinSetRecord, PinStore, Request, STAGING_TTL_MS, apply,
-    plan_ops,
+    Command, CommitRecord, ConditionsRecord, Op, Outcome, PinSetRecord, PinStore, Request,
+    STAGING_TTL_MS, apply, plan_ops,
 };
 
 use crate::manifest::{CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors};
@@ -140,6 +140,7 @@ pub struct PinState {
     staged: BTreeMap<(Owner, u64), StagedRevision>,
     pinsets: BTreeMap<Owner, PinSetRecord>,
     conditions: BTreeMap<Owner, ConditionsRecord>,
+    commits: BTreeMap<Owner, CommitRecord>,
 }
 
 impl PinState {
@@ -195,6 +196,12 @@ impl PinState {
     /// Recorded PinSets.
     pub fn pinsets(&self) -> impl Iterator<Item = (&Owner, &PinSetRecord)> {
         self.pinsets.iter()
+    }
+
+    /// The generation of `owner`: how many commits it made (0 if none).
+    /// A commit planned against it names it as its base.
+    pub fn generation(&self, owner: &Owner) -> u64 {
+        self.commits.get(owner).map_or(0, |c| c.generation)
     }
 
     /// Controller conditions reports, by PinSet.
@@ -303,6 +310,15 @@ impl PinStore for PinState {
             Some(r) => self.conditions.insert(owner.clone(), r.clone()),
             None => self.conditions.remove(owner),
         };
+        Ok(())
+    }
+
+    fn commits(&self, owner: &Owner) -> Result<Option<CommitRecord>, Infallible> {
+        Ok(self.commits.get(owner).cloned())
+    }
+
+    fn set_commits(&mut self, owner: &Owner, record: &CommitRecord) -> Result<(), Infallible> {
+        self.commits.insert(owner.clone(), record.clone());
         Ok(())
     }
 }

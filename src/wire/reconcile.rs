@@ -15,7 +15,8 @@ pub const MAX_WAIT: Duration = Duration::from_secs(600);
 /// How the reconcile that handled a request ended.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handled {
-    /// The source loaded and no PinSet is stalled.
+    /// The source loaded and every PinSet is Ready (none stalled, none
+    /// left reconciling by a conflicting writer).
     pub healthy: bool,
     /// The revision reconciled (or tried), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]

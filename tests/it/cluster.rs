@@ -160,7 +160,7 @@ pub fn apply(ps: DesiredPinSet, revision: &str) -> PinSetApply {
     }
 }
 
-fn leader_index(peers: &[Peer]) -> usize {
+pub fn leader_index(peers: &[Peer]) -> usize {
     let leader = peers[0].node.leader().unwrap();
     peers.iter().position(|p| p.node.id() == leader).unwrap()
 }
@@ -253,6 +253,7 @@ async fn a_large_revision_is_chunked_but_appears_at_once() {
         .write(pinfleet::state::Command::Commit {
             owner,
             revision: 7,
+            base: None,
             staged: 2,
             ops: vec![],
             record: None,

@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod cluster;
+mod conditional_writes;
 mod conditions;
 mod controller;
 mod controller_daemon;
