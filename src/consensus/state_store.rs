@@ -24,6 +24,9 @@ use super::{NodeId, PeerNode, TypeConfig};
 use crate::manifest::{CidKey, Owner, PinSpec};
 use crate::state::{ConditionsRecord, Op, Outcome, PinSetRecord, PinStore, StatePin, apply};
 
+mod changes;
+pub use changes::{CHANGES_KEPT, ChangePage};
+
 const PINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pins");
 const OWNERS: TableDefinition<(&str, &[u8]), ()> = TableDefinition::new("owners");
 const STAGING: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("staging");
@@ -288,6 +291,7 @@ impl StateStore {
         txn.open_table(PINSETS)?;
         txn.open_table(CONDITIONS)?;
         txn.open_table(SM_META)?;
+        changes::create(&txn)?;
         txn.commit()?;
         Ok(Self {
             db: Arc::new(db),
@@ -485,13 +489,13 @@ impl StateStore {
         let mut last = None;
         let mut membership = None;
         {
-            let mut store = TxnStore {
+            let mut store = changes::Recording::new(TxnStore {
                 pins: txn.open_table(PINS).map_err(write_err)?,
                 owners: txn.open_table(OWNERS).map_err(write_err)?,
                 staging: txn.open_table(STAGING).map_err(write_err)?,
                 pinsets: txn.open_table(PINSETS).map_err(write_err)?,
                 conditions: txn.open_table(CONDITIONS).map_err(write_err)?,
-            };
+            });
             for entry in entries {
                 last = Some(entry.log_id);
                 match entry.payload {
@@ -505,6 +509,7 @@ impl StateStore {
                     }
                 }
             }
+            store.write(&txn).map_err(write_err)?;
             let mut meta = txn.open_table(SM_META).map_err(write_err)?;
             let last_bytes = serde_json::to_vec(&last).map_err(write_err)?;
             meta.insert(LAST_APPLIED, last_bytes.as_slice())
@@ -701,6 +706,8 @@ impl StateStore {
                     }
                 }
             }
+            // The feed is not in snapshots: consumers compare everything.
+            changes::reset(&txn).map_err(write_err)?;
             let mut m = txn.open_table(SM_META).map_err(write_err)?;
             let last = serde_json::to_vec(&meta.last_log_id).map_err(write_err)?;
             m.insert(LAST_APPLIED, last.as_slice()).map_err(write_err)?;
