@@ -4,9 +4,17 @@
 //!    time until every peer's IPFS holds all of them → tracker ops/s.
 //! 2. 1,000,000 pins in the state, all pinned on 3 peers: `GET /pins`
 //!    (global status, fanned out over RPC) → time to first byte and total.
+//! 3. A fresh 3-peer cluster whose pins never get pinned: on two peers the
+//!    content never arrives (64 pins in flight, the rest queued), on the
+//!    third IPFS is down (every pin fails and is retried). `GET /pins` and
+//!    the PinSet's status (`GET /pinsets/bench/queued/status`) with
+//!    100,000 and then 300,000 such pins: what status costs while the
+//!    trackers hold that many operations.
 //!
 //! Prints figures; asserts only correctness. `cargo bench --bench
-//! tracker_status` (PINFLEET_BENCH_PINS / PINFLEET_BENCH_STATUS_PINS resize).
+//! tracker_status` (PINFLEET_BENCH_PINS / PINFLEET_BENCH_STATUS_PINS resize
+//! parts 1 and 2, PINFLEET_BENCH_QUEUED the sizes of part 3, e.g.
+//! `100000,300000`; PINFLEET_BENCH_PARTS selects parts, e.g. `3`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +37,179 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+fn list(name: &str, default: &str) -> Vec<u64> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    let parts = list("PINFLEET_BENCH_PARTS", "1,2,3");
+    if parts.contains(&1) || parts.contains(&2) {
+        pinning_and_status().await;
+    }
+    if parts.contains(&3) {
+        queued_status(&list("PINFLEET_BENCH_QUEUED", "100000,300000")).await;
+    }
+}
+
+/// Reads an NDJSON stream to its end: (time to first byte, total, lines).
+async fn read_ndjson(resp: reqwest::Response) -> (Duration, u64, Vec<u8>) {
+    let t = Instant::now();
+    let mut body = resp.bytes_stream();
+    let mut first = None;
+    let mut lines = 0u64;
+    let mut last = Vec::new();
+    let mut rest = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.expect("chunk");
+        if first.is_none() {
+            first = Some(t.elapsed());
+        }
+        rest.extend_from_slice(&chunk);
+        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
+            last = rest.drain(..=pos).collect();
+            lines += 1;
+        }
+    }
+    (first.unwrap_or_default(), lines, last)
+}
+
+/// Part 3: status while the trackers hold many queued or failing pins.
+async fn queued_status(sizes: &[u64]) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let nodes = pinfleet::testkit::start_cluster(3, root.path(), &cancel, &tasks, |opts| {
+        opts.write_timeout = Duration::from_secs(300);
+        opts.snapshot_logs_since_last = 1_000_000;
+    })
+    .await
+    .expect("cluster");
+    let mut kubos: Vec<MockKubo> = Vec::new();
+    let mut status = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (kubo, url) = MockKubo::start().await.expect("mock");
+        kubo.set_heartbeat(Duration::from_secs(5));
+        if i == 2 {
+            kubo.set_down(true);
+        }
+        let backend = Arc::new(KuboClient::new(&url, Duration::from_secs(60)).expect("client"));
+        let config = TrackerConfig {
+            concurrency: 64,
+            recheck_interval: Duration::from_secs(600),
+            default_replication: ReplicationFactors { min: -1, max: -1 },
+            ..TrackerConfig::default()
+        };
+        status.push(pinfleet::daemon::start_tracking(
+            node,
+            backend,
+            config,
+            format!("p{i}"),
+            &cancel,
+            &tasks,
+        ));
+        kubos.push(kubo);
+    }
+    let leader = nodes
+        .iter()
+        .find(|x| x.leader() == Some(x.id()))
+        .expect("leader")
+        .clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut state = ApiState::new(nodes[0].clone(), "bench", "p0");
+    state.status = Some(Arc::clone(&status[0]));
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        let _ = serve(listener, state, c).await;
+    });
+    let client = reqwest::Client::new();
+    let mut from = 0;
+    for &size in sizes {
+        for k in &kubos[..2] {
+            for i in from..size {
+                k.never_arrives(seq_cid(i));
+            }
+        }
+        from = size;
+        let t = Instant::now();
+        pinsets::apply(
+            &leader,
+            PinSetApply {
+                pinset: seq_pinset("bench", "queued", 0..size),
+                revision: format!("r{size}"),
+                source: "bench".into(),
+                guard: PruneGuard::default(),
+                dry_run: false,
+            },
+        )
+        .await
+        .expect("apply");
+        for node in &nodes {
+            while node.store().pin_count().expect("count") != size {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // Every pin has been tried (and failed) once on the peer whose
+        // IPFS is down: its tracker holds an operation for each.
+        while (kubos[2].count_calls("pin/add") as u64) < size {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "{size} pins queued on 2 peers, failing on 1 (state and first attempts: {:.1} s)",
+            t.elapsed().as_secs_f64()
+        );
+        let t = Instant::now();
+        let resp = client
+            .get(format!("http://{addr}/pins"))
+            .send()
+            .await
+            .expect("get /pins");
+        let (first, lines, last) = read_ndjson(resp).await;
+        let total = t.elapsed();
+        assert_eq!(lines, size);
+        let v: serde_json::Value = serde_json::from_slice(&last).expect("json");
+        let statuses: Vec<String> = v["peer_map"]
+            .as_object()
+            .map(|m| m.values().map(|p| p["status"].to_string()).collect())
+            .unwrap_or_default();
+        println!(
+            "  GET /pins, {size} queued/failing pins × 3 peers: first byte {:.1} ms, total {:.2} s ({:.0} pins/s); last pin: {}",
+            first.as_secs_f64() * 1000.0,
+            total.as_secs_f64(),
+            lines as f64 / total.as_secs_f64(),
+            statuses.join(" ")
+        );
+        let t = Instant::now();
+        let st: serde_json::Value = client
+            .get(format!("http://{addr}/pinsets/bench/queued/status"))
+            .send()
+            .await
+            .expect("pinset status")
+            .json()
+            .await
+            .expect("status json");
+        let took = t.elapsed();
+        assert_eq!(st["summary"]["total"], size);
+        println!(
+            "  PinSet status, {size} queued/failing pins × 3 peers: {:.2} s; summary {}",
+            took.as_secs_f64(),
+            st["summary"]
+        );
+    }
+    cancel.cancel();
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+}
+
+/// Parts 1 and 2.
+async fn pinning_and_status() {
     let n = env("PINFLEET_BENCH_PINS", 100_000);
     let total_status = env("PINFLEET_BENCH_STATUS_PINS", 1_000_000);
     let root = tempfile::tempdir().expect("tempdir");

@@ -31,7 +31,7 @@ pub use log_store::LogStore;
 pub use node::{ClusterError, ClusterNode, GossipSink, NodeOptions};
 pub use rpc::{CallError, Method, RemoteFailure, Rpc, RpcReply};
 
-pub use state_store::{SNAPSHOT_VERSION, StateStore};
+pub use state_store::{CHANGES_KEPT, ChangePage, SNAPSHOT_VERSION, StateStore};
 
 use crate::state::{Outcome, Request};
 

@@ -27,6 +27,9 @@ use crate::state::{
     CommitRecord, ConditionsRecord, Op, Outcome, PinSetRecord, PinStore, StatePin, apply,
 };
 
+mod changes;
+pub use changes::{CHANGES_KEPT, ChangePage};
+
 const PINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pins");
 const OWNERS: TableDefinition<(&str, &[u8]), ()> = TableDefinition::new("owners");
 const STAGING: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("staging");
@@ -334,6 +337,7 @@ impl StateStore {
         txn.open_table(CONDITIONS)?;
         txn.open_table(COMMITS)?;
         txn.open_table(SM_META)?;
+        changes::create(&txn)?;
         txn.commit()?;
         Ok(Self {
             db: Arc::new(db),
@@ -544,7 +548,7 @@ impl StateStore {
         let mut last = None;
         let mut membership = None;
         {
-            let mut store = TxnStore::open(&txn).map_err(write_err)?;
+            let mut store = changes::Recording::new(TxnStore::open(&txn).map_err(write_err)?);
             for entry in entries {
                 last = Some(entry.log_id);
                 match entry.payload {
@@ -558,6 +562,7 @@ impl StateStore {
                     }
                 }
             }
+            store.write(&txn).map_err(write_err)?;
             let mut meta = txn.open_table(SM_META).map_err(write_err)?;
             let last_bytes = serde_json::to_vec(&last).map_err(write_err)?;
             meta.insert(LAST_APPLIED, last_bytes.as_slice())
@@ -766,6 +771,8 @@ impl StateStore {
                     }
                 }
             }
+            // The feed is not in snapshots: consumers compare everything.
+            changes::reset(&txn).map_err(write_err)?;
             let mut m = txn.open_table(SM_META).map_err(write_err)?;
             let last = serde_json::to_vec(&meta.last_log_id).map_err(write_err)?;
             m.insert(LAST_APPLIED, last.as_slice()).map_err(write_err)?;

@@ -1,0 +1,414 @@
+//! The applied-change feed: which pins the state machine changed, in apply
+//! order, so that a consumer (the pin tracker) compares only what changed
+//! instead of walking the whole state after every change.
+//!
+//! Every put or remove of a pin in a batch of applied log entries is
+//! recorded in the same redb write transaction, under a sequence number
+//! that only grows. Only the last [`CHANGES_KEPT`] entries are kept: a
+//! consumer asking for an older position (or one this store never had) is
+//! told it is `truncated`, compares everything once, and resumes from the
+//! `next_seq` it was given.
+//!
+//! Snapshots do not carry the feed: installing one resets it (the sequence
+//! jumps ahead and old entries are dropped), so every consumer sees
+//! `truncated` and does a full comparison. The feed records CIDs only and
+//! is never read by the state machine itself.
+
+use std::collections::VecDeque;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use super::{NodeId, PinStore, StateStore, StorageError, TxnError, read_err};
+use crate::manifest::{CidKey, Owner};
+use crate::state::{CommitRecord, ConditionsRecord, Op, PinSetRecord, StatePin};
+
+/// Sequence number → CID bytes of the pin put or removed.
+const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+/// `next` (the sequence number of the next change) and `floor` (the oldest
+/// sequence number still answered; every entry from `floor` to `next` is
+/// present).
+const CHANGES_META: TableDefinition<&str, u64> = TableDefinition::new("changes_meta");
+const NEXT: &str = "next";
+const FLOOR: &str = "floor";
+
+/// Changes kept; older ones are trimmed in the transaction that adds newer.
+pub const CHANGES_KEPT: u64 = 65_536;
+
+/// A page of the change feed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangePage {
+    /// The pins changed, in apply order (a pin changed twice is listed
+    /// twice).
+    pub cids: Vec<CidKey>,
+    /// Where to continue from.
+    pub next_seq: u64,
+    /// The position asked for is no longer (or was never) in the feed:
+    /// compare everything, then continue from `next_seq`.
+    pub truncated: bool,
+}
+
+/// Creates the feed's tables (when the state is opened).
+pub(super) fn create(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(CHANGES)?;
+    txn.open_table(CHANGES_META)?;
+    Ok(())
+}
+
+/// A [`PinStore`] that remembers which pins it put or removed (at most the
+/// last [`CHANGES_KEPT`] of them, counting the ones it forgot).
+pub(super) struct Recording<S> {
+    store: S,
+    changed: VecDeque<Vec<u8>>,
+    forgotten: u64,
+    kept: u64,
+}
+
+impl<S> Recording<S> {
+    pub(super) fn new(store: S) -> Self {
+        Self::keeping(store, CHANGES_KEPT)
+    }
+
+    /// Keeps `kept` changes instead of [`CHANGES_KEPT`] (tests).
+    fn keeping(store: S, kept: u64) -> Self {
+        Self {
+            store,
+            changed: VecDeque::new(),
+            forgotten: 0,
+            kept: kept.max(1),
+        }
+    }
+
+    fn note(&mut self, cid: &CidKey) {
+        if self.changed.len() as u64 >= self.kept {
+            self.changed.pop_front();
+            self.forgotten += 1;
+        }
+        self.changed.push_back(cid.cid().to_bytes());
+    }
+
+    /// Writes what was recorded to the feed, in `txn` (the transaction the
+    /// changes were applied in), and trims the feed to what it keeps.
+    pub(super) fn write(self, txn: &WriteTransaction) -> Result<(), redb::Error> {
+        if self.changed.is_empty() {
+            return Ok(());
+        }
+        let mut meta = txn.open_table(CHANGES_META)?;
+        let mut table = txn.open_table(CHANGES)?;
+        let get = |meta: &redb::Table<&str, u64>, key| -> Result<u64, redb::Error> {
+            Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0))
+        };
+        let (floor, mut next) = (get(&meta, FLOOR)?, get(&meta, NEXT)?);
+        // Forgotten changes take their sequence numbers without an entry:
+        // whoever has not read past them must compare everything.
+        next += self.forgotten;
+        let first = next;
+        for cid in &self.changed {
+            table.insert(next, cid.as_slice())?;
+            next += 1;
+        }
+        let new_floor = if self.forgotten > 0 {
+            first
+        } else {
+            floor.max(next.saturating_sub(self.kept))
+        };
+        if new_floor > floor {
+            table.retain_in(floor..new_floor, |_, _| false)?;
+        }
+        meta.insert(NEXT, next)?;
+        meta.insert(FLOOR, new_floor)?;
+        Ok(())
+    }
+}
+
+/// Empties the feed after a snapshot was installed: the sequence moves past
+/// every position a consumer may hold, so each one sees `truncated`.
+pub(super) fn reset(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    let mut meta = txn.open_table(CHANGES_META)?;
+    let next = meta.get(NEXT)?.map(|v| v.value()).unwrap_or(0) + 1;
+    meta.insert(NEXT, next)?;
+    meta.insert(FLOOR, next)?;
+    drop(meta);
+    txn.delete_table(CHANGES)?;
+    txn.open_table(CHANGES)?;
+    Ok(())
+}
+
+impl<S: PinStore<Error = TxnError>> PinStore for Recording<S> {
+    type Error = TxnError;
+
+    fn get(&self, cid: &CidKey) -> Result<Option<StatePin>, TxnError> {
+        self.store.get(cid)
+    }
+
+    fn put(&mut self, pin: &StatePin, before: Option<&StatePin>) -> Result<(), TxnError> {
+        self.store.put(pin, before)?;
+        self.note(&pin.cid);
+        Ok(())
+    }
+
+    fn remove(&mut self, before: &StatePin) -> Result<(), TxnError> {
+        self.store.remove(before)?;
+        self.note(&before.cid);
+        Ok(())
+    }
+
+    fn stage(
+        &mut self,
+        owner: &Owner,
+        revision: u64,
+        seq: u32,
+        now_ms: i64,
+        ops: &[Op],
+    ) -> Result<(), TxnError> {
+        self.store.stage(owner, revision, seq, now_ms, ops)
+    }
+
+    fn take_staged(&mut self, owner: &Owner, revision: u64) -> Result<Vec<Vec<Op>>, TxnError> {
+        self.store.take_staged(owner, revision)
+    }
+
+    fn expire_staged(&mut self, older_than_ms: i64) -> Result<(), TxnError> {
+        self.store.expire_staged(older_than_ms)
+    }
+
+    fn set_pinset(&mut self, owner: &Owner, record: Option<&PinSetRecord>) -> Result<(), TxnError> {
+        self.store.set_pinset(owner, record)
+    }
+
+    fn set_conditions(
+        &mut self,
+        owner: &Owner,
+        record: Option<&ConditionsRecord>,
+    ) -> Result<(), TxnError> {
+        self.store.set_conditions(owner, record)
+    }
+
+    fn commits(&self, owner: &Owner) -> Result<Option<CommitRecord>, TxnError> {
+        self.store.commits(owner)
+    }
+
+    fn set_commits(&mut self, owner: &Owner, record: &CommitRecord) -> Result<(), TxnError> {
+        self.store.set_commits(owner, record)
+    }
+}
+
+impl StateStore {
+    /// Up to `limit` pins changed from sequence number `seq` on, from one
+    /// read transaction. Start from [`changes_head`](Self::changes_head)
+    /// read before a full comparison.
+    pub fn changes_since(
+        &self,
+        seq: u64,
+        limit: usize,
+    ) -> Result<ChangePage, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let meta = txn.open_table(CHANGES_META).map_err(read_err)?;
+        let get = |key| -> Result<u64, StorageError<NodeId>> {
+            Ok(meta
+                .get(key)
+                .map_err(read_err)?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        };
+        let (floor, next) = (get(FLOOR)?, get(NEXT)?);
+        if seq < floor || seq > next {
+            return Ok(ChangePage {
+                cids: Vec::new(),
+                next_seq: next,
+                truncated: true,
+            });
+        }
+        let table = txn.open_table(CHANGES).map_err(read_err)?;
+        let mut page = ChangePage {
+            cids: Vec::new(),
+            next_seq: seq,
+            truncated: false,
+        };
+        for item in table.range(seq..).map_err(read_err)?.take(limit) {
+            let (k, v) = item.map_err(read_err)?;
+            let cid = cid::Cid::try_from(v.value())
+                .map_err(read_err)
+                .and_then(|c| CidKey::from_cid(c).map_err(read_err))?;
+            page.cids.push(cid);
+            page.next_seq = k.value() + 1;
+        }
+        Ok(page)
+    }
+
+    /// The sequence number the next change will get: where a consumer that
+    /// is about to compare everything resumes afterwards.
+    pub fn changes_head(&self) -> Result<u64, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let meta = txn.open_table(CHANGES_META).map_err(read_err)?;
+        Ok(meta
+            .get(NEXT)
+            .map_err(read_err)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+    use super::super::TxnStore;
+    use super::*;
+    use crate::manifest::{PinOptions, PinSetId, PinSpec};
+    use crate::state::{Command, Request, apply};
+    use crate::testkit::seq_cid;
+
+    fn open(dir: &std::path::Path, name: &str) -> StateStore {
+        StateStore::open(&dir.join(format!("{name}.redb")), &dir.join(name)).unwrap()
+    }
+
+    fn set(i: u64) -> Op {
+        Op::Set {
+            cid: seq_cid(i),
+            written_as: None,
+            spec: PinSpec {
+                name: format!("p{i}"),
+                options: Arc::new(PinOptions::default()),
+            },
+        }
+    }
+
+    fn release(i: u64) -> Op {
+        Op::Release { cid: seq_cid(i) }
+    }
+
+    fn request(ops: Vec<Op>) -> Request {
+        Request {
+            now_ms: 1,
+            command: Command::Apply {
+                owner: Owner::pinset(PinSetId::new("ns", "feed")),
+                ops,
+            },
+        }
+    }
+
+    /// Applies `ops` in one transaction with a feed keeping `kept` changes.
+    fn apply_keeping(store: &StateStore, kept: u64, ops: Vec<Op>) {
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut rec = Recording::keeping(TxnStore::open(&txn).unwrap(), kept);
+            apply(&mut rec, &request(ops)).unwrap();
+            rec.write(&txn).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    fn cids(page: &ChangePage) -> Vec<CidKey> {
+        page.cids.clone()
+    }
+
+    #[test]
+    fn the_feed_lists_applied_changes_in_order_and_resumes_where_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), "a");
+        let start = store.changes_head().unwrap();
+        let mut index = 0;
+        let mut entry = |ops: Vec<Op>| {
+            index += 1;
+            openraft::Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(request(ops)),
+            }
+        };
+        // Through the real apply path: two batches of log entries.
+        store
+            .apply_batch(vec![entry(vec![set(0), set(1)]), entry(vec![set(2)])])
+            .unwrap();
+        store
+            .apply_batch(vec![entry(vec![release(1), set(5)])])
+            .unwrap();
+
+        let first = store.changes_since(start, 2).unwrap();
+        assert!(!first.truncated);
+        assert_eq!(cids(&first), vec![seq_cid(0), seq_cid(1)]);
+        let rest = store.changes_since(first.next_seq, 100).unwrap();
+        assert_eq!(
+            cids(&rest),
+            vec![seq_cid(2), seq_cid(1), seq_cid(5)],
+            "a released pin is a change too, in apply order"
+        );
+        assert_eq!(rest.next_seq, store.changes_head().unwrap());
+        let caught_up = store.changes_since(rest.next_seq, 100).unwrap();
+        assert_eq!(
+            caught_up,
+            ChangePage {
+                cids: Vec::new(),
+                next_seq: rest.next_seq,
+                truncated: false
+            }
+        );
+        // Applying an unchanged pin records nothing; an entry that touches
+        // no pin neither.
+        store.apply_batch(vec![entry(vec![set(5)])]).unwrap();
+        assert!(
+            store
+                .changes_since(rest.next_seq, 100)
+                .unwrap()
+                .cids
+                .is_empty()
+        );
+        // Reopening the store keeps the feed and its position.
+        drop(store);
+        let store = open(dir.path(), "a");
+        assert_eq!(store.changes_head().unwrap(), rest.next_seq);
+        assert_eq!(
+            cids(&store.changes_since(first.next_seq, 100).unwrap()),
+            cids(&rest)
+        );
+    }
+
+    #[test]
+    fn a_consumer_behind_the_trimmed_feed_is_told_it_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), "a");
+        let start = store.changes_head().unwrap();
+        apply_keeping(&store, 4, (0..3).map(set).collect());
+        let mid = store.changes_since(start, 100).unwrap();
+        assert_eq!(mid.cids.len(), 3);
+        // Three more: the oldest two are trimmed (4 kept).
+        apply_keeping(&store, 4, (3..6).map(set).collect());
+        let behind = store.changes_since(start, 100).unwrap();
+        assert!(behind.truncated, "{behind:?}");
+        assert!(behind.cids.is_empty());
+        assert_eq!(behind.next_seq, store.changes_head().unwrap());
+        assert_eq!(
+            cids(&store.changes_since(start + 2, 100).unwrap()),
+            (2..6).map(seq_cid).collect::<Vec<_>>(),
+            "the last 4 are kept"
+        );
+        // One batch larger than the feed: its first changes are forgotten,
+        // and whoever had not read past them is truncated.
+        let head = store.changes_head().unwrap();
+        apply_keeping(&store, 4, (10..20).map(set).collect());
+        assert!(store.changes_since(head, 100).unwrap().truncated);
+        let page = store
+            .changes_since(store.changes_head().unwrap() - 4, 100)
+            .unwrap();
+        assert_eq!(cids(&page), (16..20).map(seq_cid).collect::<Vec<_>>());
+        // A position past the head (another store's) is truncated too.
+        assert!(store.changes_since(u64::MAX, 1).unwrap().truncated);
+    }
+
+    #[test]
+    fn installing_a_snapshot_truncates_every_consumer() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path(), "a");
+        apply_keeping(&a, CHANGES_KEPT, (0..3).map(set).collect());
+        let (meta, path) = a.write_snapshot_file().unwrap();
+        let b = open(dir.path(), "b");
+        apply_keeping(&b, CHANGES_KEPT, vec![set(7)]);
+        let caught_up = b.changes_head().unwrap();
+        b.install_from(&meta, &path).unwrap();
+        let page = b.changes_since(caught_up, 100).unwrap();
+        assert!(page.truncated, "{page:?}");
+        assert_eq!(page.next_seq, b.changes_head().unwrap());
+        assert!(!b.changes_since(page.next_seq, 100).unwrap().truncated);
+    }
+}
