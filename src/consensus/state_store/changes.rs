@@ -87,10 +87,11 @@ impl<S> Recording<S> {
     }
 
     /// Writes what was recorded to the feed, in `txn` (the transaction the
-    /// changes were applied in), and trims the feed to what it keeps.
-    pub(super) fn write(self, txn: &WriteTransaction) -> Result<(), redb::Error> {
+    /// changes were applied in), and trims the feed to what it keeps;
+    /// returns the store it recorded for.
+    pub(super) fn write(self, txn: &WriteTransaction) -> Result<S, redb::Error> {
         if self.changed.is_empty() {
-            return Ok(());
+            return Ok(self.store);
         }
         let mut meta = txn.open_table(CHANGES_META)?;
         let mut table = txn.open_table(CHANGES)?;
@@ -116,7 +117,7 @@ impl<S> Recording<S> {
         }
         meta.insert(NEXT, next)?;
         meta.insert(FLOOR, new_floor)?;
-        Ok(())
+        Ok(self.store)
     }
 }
 
@@ -293,9 +294,9 @@ mod tests {
     fn apply_keeping(store: &StateStore, kept: u64, ops: Vec<Op>) {
         let txn = store.db.begin_write().unwrap();
         {
-            let mut rec = Recording::keeping(TxnStore::open(&txn).unwrap(), kept);
+            let mut rec = Recording::keeping(TxnStore::open(&txn, &store.dict).unwrap(), kept);
             apply(&mut rec, &request(ops)).unwrap();
-            rec.write(&txn).unwrap();
+            rec.write(&txn).unwrap().finish().unwrap();
         }
         txn.commit().unwrap();
     }

@@ -1,0 +1,322 @@
+//! Tests of the on-disk state machine: what a snapshot carries.
+
+use super::*;
+use crate::manifest::PinSetId;
+use crate::manifest::model::Condition;
+use crate::state::{Command, Op, Request};
+
+#[test]
+fn snapshots_carry_controller_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = StateStore::open(&dir.path().join("a.redb"), &dir.path().join("snap-a")).unwrap();
+    let owner = Owner::pinset(PinSetId::new("ns", "never"));
+    let condition = Condition {
+        type_: "Stalled".into(),
+        status: "True".into(),
+        reason: "ManifestInvalid".into(),
+        message: "c.yaml:1:2: bad".into(),
+        last_transition_time: "2026-01-01T00:00:00Z".into(),
+        observed_generation: None,
+    };
+    let txn = a.db.begin_write().unwrap();
+    {
+        let mut store = TxnStore::open(&txn, &a.dict).unwrap();
+        let req = Request {
+            now_ms: 9,
+            command: Command::SetConditions {
+                owner: owner.clone(),
+                source: "dir:/m".into(),
+                revision: None,
+                conditions: vec![condition.clone()],
+            },
+        };
+        apply(&mut store, &req).unwrap();
+        store.finish().unwrap();
+    }
+    txn.commit().unwrap();
+    let stored = a.conditions(&owner).unwrap().unwrap();
+    assert_eq!(stored.conditions, vec![condition]);
+
+    let (meta, path) = a.write_snapshot_file().unwrap();
+    let b = StateStore::open(&dir.path().join("b.redb"), &dir.path().join("snap-b")).unwrap();
+    b.install_from(&meta, &path).unwrap();
+    assert_eq!(b.conditions(&owner).unwrap(), Some(stored));
+}
+
+/// Applies `req` to `store` in a transaction of its own.
+fn apply_one(store: &StateStore, req: &Request) -> Outcome {
+    let txn = store.db.begin_write().unwrap();
+    let out = {
+        let mut tables = TxnStore::open(&txn, &store.dict).unwrap();
+        let out = apply(&mut tables, req).unwrap();
+        tables.finish().unwrap();
+        out
+    };
+    txn.commit().unwrap();
+    out
+}
+
+fn commit(owner: &Owner, attempt: u64, base: u64, cid: u64) -> Request {
+    let spec = crate::manifest::PinSpec {
+        name: String::new(),
+        options: std::sync::Arc::new(crate::manifest::PinOptions::default()),
+    };
+    Request {
+        now_ms: 1,
+        command: Command::Commit {
+            owner: owner.clone(),
+            revision: attempt,
+            base: Some(base),
+            staged: 0,
+            ops: vec![Op::Set {
+                cid: crate::testkit::seq_cid(cid),
+                written_as: None,
+                spec,
+            }],
+            record: None,
+        },
+    }
+}
+
+#[test]
+fn generations_survive_a_snapshot_and_a_deleted_pinset() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = StateStore::open(&dir.path().join("a.redb"), &dir.path().join("snap-a")).unwrap();
+    let owner = Owner::pinset(PinSetId::new("ns", "gone"));
+    // Two commits, the last one forgetting the PinSet (record: None).
+    assert_eq!(apply_one(&a, &commit(&owner, 11, 0, 1)).created, 1);
+    let second = apply_one(&a, &commit(&owner, 12, 1, 2));
+    assert_eq!((second.created, second.refused.as_deref()), (1, None));
+    assert_eq!(a.pinset(&owner).unwrap(), None);
+    assert_eq!(a.generation(&owner).unwrap(), 2);
+
+    let (meta, path) = a.write_snapshot_file().unwrap();
+    let b = StateStore::open(&dir.path().join("b.redb"), &dir.path().join("snap-b")).unwrap();
+    b.install_from(&meta, &path).unwrap();
+    assert_eq!(b.generation(&owner).unwrap(), 2);
+    // A plan made before the delete is refused on the installed copy…
+    let stale = apply_one(&b, &commit(&owner, 13, 1, 3));
+    assert!(stale.refused.unwrap().contains("generation 1, now 2"));
+    assert!(b.get(&crate::testkit::seq_cid(3)).unwrap().is_none());
+    // …and a retry of the last commit answers what it did.
+    assert_eq!(apply_one(&b, &commit(&owner, 12, 1, 2)), second);
+    assert_eq!(b.pin_count().unwrap(), 2);
+}
+
+fn options(min: i32) -> std::sync::Arc<crate::manifest::PinOptions> {
+    std::sync::Arc::new(crate::manifest::PinOptions {
+        replication: crate::manifest::ReplicationFactors { min, max: min + 1 },
+        ..crate::manifest::PinOptions::default()
+    })
+}
+
+fn set(owner: &Owner, cid: u64, o: &std::sync::Arc<crate::manifest::PinOptions>) -> Request {
+    Request {
+        now_ms: 1_000 + cid as i64,
+        command: Command::Apply {
+            owner: owner.clone(),
+            ops: vec![Op::Set {
+                cid: crate::testkit::seq_cid(cid),
+                written_as: cid.is_multiple_of(2).then(|| format!("w{cid}").into()),
+                spec: crate::manifest::PinSpec {
+                    name: format!("p{cid}"),
+                    options: std::sync::Arc::clone(o),
+                },
+            }],
+        },
+    }
+}
+
+fn release(owner: &Owner, cid: u64) -> Request {
+    Request {
+        now_ms: 5,
+        command: Command::Apply {
+            owner: owner.clone(),
+            ops: vec![Op::Release {
+                cid: crate::testkit::seq_cid(cid),
+            }],
+        },
+    }
+}
+
+fn option_sets(store: &StateStore) -> usize {
+    let txn = store.db.begin_read().unwrap();
+    let dict = txn.open_table(DICT).unwrap();
+    dict.iter()
+        .unwrap()
+        .filter(|i| {
+            let (k, _) = i.as_ref().unwrap();
+            let (kind, id) = k.value();
+            kind == records::OPTIONS && id != txn::NEXT_ID
+        })
+        .count()
+}
+
+/// Option sets are stored once, shared by every pin that uses them, and
+/// dropped when the last pin that used one is gone or changed: the
+/// dictionary follows the state, it does not leak.
+#[test]
+fn option_sets_are_shared_and_dropped_with_their_last_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StateStore::open(&dir.path().join("s.redb"), &dir.path().join("snap")).unwrap();
+    let (a, b) = (
+        Owner::pinset(PinSetId::new("ns", "a")),
+        Owner::pinset(PinSetId::new("ns", "b")),
+    );
+    let (two, three) = (options(2), options(3));
+    for i in 0..10 {
+        apply_one(&s, &set(&a, i, &two));
+    }
+    apply_one(&s, &set(&b, 3, &three));
+    assert_eq!(option_sets(&s), 2);
+    let pin = s.get(&crate::testkit::seq_cid(3)).unwrap().unwrap();
+    assert_eq!(pin.owners.len(), 2);
+    assert_eq!(pin.owners[&b].options.replication.min, 3);
+    assert_eq!(pin.owners[&a].name, "p3");
+    assert_eq!(s.owned_by(&a).unwrap().len(), 10);
+    assert_eq!(s.owned_by(&b).unwrap().len(), 1);
+
+    // b leaves: its option set goes with its only pin.
+    apply_one(&s, &release(&b, 3));
+    assert_eq!(option_sets(&s), 1);
+    assert_eq!(s.owned_by(&b).unwrap().len(), 0);
+    // a moves every pin to another set: the old one is dropped.
+    let five = options(5);
+    for i in 0..10 {
+        apply_one(&s, &set(&a, i, &five));
+    }
+    assert_eq!(option_sets(&s), 1);
+    for i in 0..10 {
+        apply_one(&s, &release(&a, i));
+    }
+    assert_eq!(option_sets(&s), 0);
+    assert_eq!(s.pin_count().unwrap(), 0);
+    assert!(s.owned_by(&a).unwrap().is_empty());
+}
+
+/// A snapshot carries records and their dictionaries: the installed copy
+/// answers every read as the original does; a file cut short is refused
+/// and leaves the state as it was.
+#[test]
+fn a_snapshot_installs_pins_with_their_dictionaries_and_a_cut_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = StateStore::open(&dir.path().join("a.redb"), &dir.path().join("snap-a")).unwrap();
+    let owner = Owner::pinset(PinSetId::new("ns", "snap"));
+    let other = Owner::Api;
+    for i in 0..50 {
+        apply_one(&a, &set(&owner, i, &options((i % 3) as i32)));
+    }
+    apply_one(&a, &set(&other, 7, &options(9)));
+    apply_one(
+        &a,
+        &Request {
+            now_ms: 9,
+            command: Command::Allocate {
+                allocations: vec![(
+                    crate::testkit::seq_cid(4),
+                    vec!["peer-a".into(), "peer-b".into()],
+                )],
+            },
+        },
+    );
+    let all = |s: &StateStore| {
+        let mut v = Vec::new();
+        s.for_each_pin(|p| {
+            v.push(p);
+            true
+        })
+        .unwrap();
+        v
+    };
+    let (meta, path) = a.write_snapshot_file().unwrap();
+    let b = StateStore::open(&dir.path().join("b.redb"), &dir.path().join("snap-b")).unwrap();
+    apply_one(&b, &set(&Owner::Api, 999, &options(1)));
+    let before = all(&b);
+
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.snap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
+    assert!(b.install_from(&meta, &cut).is_err());
+    assert_eq!(all(&b), before, "a refused snapshot changes nothing");
+
+    b.install_from(&meta, &path).unwrap();
+    assert_eq!(all(&b), all(&a));
+    assert_eq!(b.owned_by(&owner).unwrap(), a.owned_by(&owner).unwrap());
+    assert_eq!(b.owned_by(&other).unwrap().len(), 1);
+    assert_eq!(
+        b.get(&crate::testkit::seq_cid(4))
+            .unwrap()
+            .unwrap()
+            .allocations,
+        ["peer-a", "peer-b"]
+    );
+    // The installed store keeps working: a change after the snapshot.
+    apply_one(&b, &release(&owner, 0));
+    assert_eq!(b.owned_by(&owner).unwrap().len(), 49);
+}
+
+/// A state database of the first (JSON) format is migrated when opened:
+/// the same pins come back, owner lookups work, and it is written in the
+/// current format from then on; a database of a newer format is refused.
+#[test]
+fn a_json_state_is_migrated_when_opened_and_a_newer_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.redb");
+    let owner = Owner::pinset(PinSetId::new("ns", "old"));
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut pins = txn.open_table(PINS).unwrap();
+            let mut index = txn.open_table(LEGACY_OWNERS).unwrap();
+            for i in 0..25u64 {
+                let cid = crate::testkit::seq_cid(i);
+                let json = serde_json::json!({
+                    "w": format!("Qm{i}"),
+                    "o": {"pinset:ns/old": {"name": format!("p{i}"), "options": {"mode": "recursive", "replication": {"min": 2, "max": 3}}}},
+                    "a": ["peer-x"],
+                    "t": 77,
+                });
+                let key = cid.cid().to_bytes();
+                pins.insert(key.as_slice(), json.to_string().as_bytes())
+                    .unwrap();
+                index.insert(("pinset:ns/old", key.as_slice()), ()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let s = StateStore::open(&path, &dir.path().join("snap")).unwrap();
+    let owned = s.owned_by(&owner).unwrap();
+    assert_eq!(owned.len(), 25);
+    assert_eq!(owned[&crate::testkit::seq_cid(3)].name, "p3");
+    let pin = s.get(&crate::testkit::seq_cid(3)).unwrap().unwrap();
+    assert_eq!(pin.written_as.as_deref(), Some("Qm3"));
+    assert_eq!(pin.allocations, ["peer-x"]);
+    assert_eq!(pin.timestamp_ms, 77);
+    assert_eq!(pin.owners[&owner].options.replication.min, 2);
+    {
+        let txn = s.db.begin_read().unwrap();
+        let pins = txn.open_table(PINS).unwrap();
+        for item in pins.iter().unwrap() {
+            let (_, v) = item.unwrap();
+            assert_eq!(v.value()[0], records::RECORD_V2, "rewritten");
+        }
+    }
+    drop(s);
+    // Opening again changes nothing; a newer format is refused.
+    let s = StateStore::open(&path, &dir.path().join("snap")).unwrap();
+    assert_eq!(s.owned_by(&owner).unwrap().len(), 25);
+    {
+        let txn = s.db.begin_write().unwrap();
+        txn.open_table(SM_META)
+            .unwrap()
+            .insert(FORMAT, b"99".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    drop(s);
+    match StateStore::open(&path, &dir.path().join("snap")) {
+        Err(OpenError::Newer { found: 99 }) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
