@@ -5,7 +5,9 @@
 //! metrics. The leader periodically checks the pins that are not replicated
 //! everywhere, asks the pure allocator where they should live, and writes
 //! its decisions into the log (`Command::Allocate`); followers apply the
-//! recorded result and never recompute.
+//! recorded result and never recompute. A round reads only the pins changed
+//! since the last one (the state's change feed) unless what the allocator
+//! knows of the peers changed ([`Rounds`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,11 +16,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{AllocationRequest, AllocatorConfig, Metric, PeerMetrics, reallocate};
-use crate::consensus::ClusterNode;
+use super::{
+    AllocationRequest, AllocatorConfig, Metric, PeerMetrics, PeerState, peer_states, reallocate,
+};
+use crate::consensus::{ClusterNode, StateStore};
 use crate::ipfs::IpfsBackend;
+use crate::manifest::CidKey;
 use crate::manifest::ReplicationFactors;
-use crate::state::Command;
+use crate::state::{Command, StatePin};
 use crate::tracker::TrackerHandle;
 
 /// Informer and allocation settings.
@@ -156,11 +161,12 @@ async fn allocation_loop(
     let mut leading_since: Option<tokio::time::Instant> = None;
     // New log entries (a pin written) wake the loop early, so a pin is
     // allocated within a moment rather than the next check; rounds stay at
-    // least twice their own duration apart, so a big state is not rescanned
-    // on every entry of a bulk ingest.
+    // least twice their own duration apart, so a bulk ingest is read in
+    // large pages rather than entry by entry.
     let mut applied = node.applied_watch();
     let mut applied_open = true;
     let mut gap = MIN_ROUND_GAP;
+    let mut rounds = Rounds::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -177,6 +183,7 @@ async fn allocation_loop(
         }
         if !node.is_leader() {
             leading_since = None;
+            rounds = Rounds::default();
             continue;
         }
         let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
@@ -194,79 +201,190 @@ async fn allocation_loop(
             }
         }
         let started = tokio::time::Instant::now();
-        if let Err(e) = allocate_round(&node, &config, &metrics).await {
+        if let Err(e) = rounds.run(&node, &config, &metrics).await {
             tracing::warn!(error = %e, "allocation round failed");
+            rounds = Rounds::default();
         }
         gap = MIN_ROUND_GAP.max(started.elapsed() * 2);
-        // What the round itself wrote is not news.
-        applied.mark_unchanged();
     }
 }
 
 /// The shortest pause between two allocation rounds woken by new entries.
 const MIN_ROUND_GAP: Duration = Duration::from_millis(200);
+/// Changed pins read from the state's change feed per page.
+const CHANGES_PAGE: usize = 65_536;
+/// How often the leader examines every pin even when no peer changed:
+/// the safety net, not the mechanism.
+const FULL_ROUND_EVERY: Duration = Duration::from_secs(600);
 
-/// One allocation round on the leader: every pin not replicated everywhere
-/// gets its allocation checked; changes are written in batches.
-pub async fn allocate_round(
-    node: &ClusterNode,
-    config: &InformerConfig,
-    metrics: &Mutex<PeerMetrics>,
-) -> Result<u64, String> {
-    let members: Vec<String> = node.members().into_iter().map(|(_, n)| n.peer_id).collect();
-    let mut view = lock(metrics).clone();
-    let now = chrono::Utc::now().timestamp_millis();
-    let grace_ms = config.grace.as_millis() as i64;
-    let store = node.store().clone();
-    let alloc_config = config.allocator.clone();
-    let changes = tokio::task::spawn_blocking(move || {
+/// Where the leader's allocation rounds stand. A full round examines
+/// every pin; it runs when this peer starts leading, when a member's
+/// [`PeerState`] changes (a peer went away, came back, filled up, changed
+/// tags, joined or left), when the change feed no longer reaches back, and
+/// every [`FULL_ROUND_EVERY`]. Otherwise a round examines only the pins
+/// changed since the last one, read from the state's change feed, so its
+/// cost follows the change, not the state.
+#[derive(Default)]
+struct Rounds {
+    /// The change feed position up to which every pin was examined.
+    cursor: Option<u64>,
+    /// The member states the last round saw.
+    peers: Option<BTreeMap<String, PeerState>>,
+    last_full: Option<tokio::time::Instant>,
+}
+
+impl Rounds {
+    async fn run(
+        &mut self,
+        node: &ClusterNode,
+        config: &InformerConfig,
+        metrics: &Mutex<PeerMetrics>,
+    ) -> Result<u64, String> {
+        let members: Vec<String> = node.members().into_iter().map(|(_, n)| n.peer_id).collect();
+        let view = lock(metrics).clone();
+        let now = chrono::Utc::now().timestamp_millis();
+        let grace_ms = config.grace.as_millis() as i64;
+        let states = peer_states(&view, &members, &config.allocator, now, grace_ms);
+        let full_due = self
+            .last_full
+            .is_none_or(|t| t.elapsed() >= FULL_ROUND_EVERY);
+        let round = Round {
+            view,
+            members,
+            config: config.allocator.clone(),
+            now,
+            grace_ms,
+        };
+        let store = node.store().clone();
+        let changes = match self.cursor {
+            Some(cursor) if !full_due && self.peers.as_ref() == Some(&states) => {
+                let read = tokio::task::spawn_blocking(move || round.changed(&store, cursor))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                match read {
+                    Some((changes, next)) => {
+                        self.cursor = Some(next);
+                        changes
+                    }
+                    None => {
+                        tracing::debug!("change feed truncated: examining every pin");
+                        self.cursor = None;
+                        return Box::pin(self.run(node, config, metrics)).await;
+                    }
+                }
+            }
+            _ => {
+                let (changes, head) = tokio::task::spawn_blocking(move || round.every(&store))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                self.cursor = Some(head);
+                self.last_full = Some(tokio::time::Instant::now());
+                changes
+            }
+        };
+        self.peers = Some(states);
+        let n = changes.len() as u64;
+        let mut iter = changes.into_iter();
+        loop {
+            let batch: Vec<_> = iter.by_ref().take(config.batch.max(1)).collect();
+            if batch.is_empty() {
+                break;
+            }
+            node.write(Command::Allocate { allocations: batch })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(n)
+    }
+}
+
+/// What one round judges pins against.
+struct Round {
+    view: PeerMetrics,
+    members: Vec<String>,
+    config: AllocatorConfig,
+    now: i64,
+    grace_ms: i64,
+}
+
+type Changes = Vec<(CidKey, Vec<String>)>;
+
+impl Round {
+    /// Every pin; returns the changes and the change feed position read
+    /// before the walk (changes after it are examined by the next round).
+    fn every(mut self, store: &StateStore) -> Result<(Changes, u64), String> {
+        let head = store.changes_head().map_err(|e| e.to_string())?;
         let mut changes = Vec::new();
         store
             .for_each_pin(|pin| {
-                let eff = pin.effective();
-                let r = eff.options.replication;
-                let (min, max) = if r.min == 0 && r.max == 0 {
-                    (alloc_config.default_min, alloc_config.default_max)
-                } else {
-                    (r.min, r.max)
-                };
-                if min == -1 {
-                    return true; // every peer pins it; nothing to allocate
-                }
-                let req = AllocationRequest {
-                    cid: pin.cid.to_string(),
-                    replication_min: min,
-                    replication_max: max,
-                    current: pin.allocations.clone(),
-                    user_allocations: eff.options.user_allocations.clone(),
-                    allocate_tags: eff.options.allocate_tags.clone(),
-                    now_ms: now,
-                };
-                match reallocate(&req, &view, &members, &alloc_config, grace_ms) {
-                    Ok(Some(a)) if a.peers != pin.allocations => {
-                        view.charge_pinqueue(&a.peers);
-                        changes.push((pin.cid, a.peers));
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(cid = %pin.cid, error = %e, "cannot allocate yet"),
-                }
+                self.examine(&pin, &mut changes);
                 true
             })
-            .map(|()| changes)
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    let n = changes.len() as u64;
-    let mut iter = changes.into_iter();
-    loop {
-        let batch: Vec<_> = iter.by_ref().take(config.batch.max(1)).collect();
-        if batch.is_empty() {
-            break;
-        }
-        node.write(Command::Allocate { allocations: batch })
-            .await
             .map_err(|e| e.to_string())?;
+        Ok((changes, head))
     }
-    Ok(n)
+
+    /// The pins changed from `cursor` on; `None` when the feed no longer
+    /// reaches back that far.
+    fn changed(
+        mut self,
+        store: &StateStore,
+        cursor: u64,
+    ) -> Result<Option<(Changes, u64)>, String> {
+        let mut changes = Vec::new();
+        let mut cursor = cursor;
+        loop {
+            let page = store
+                .changes_since(cursor, CHANGES_PAGE)
+                .map_err(|e| e.to_string())?;
+            if page.truncated {
+                return Ok(None);
+            }
+            let mut seen = std::collections::HashSet::new();
+            for cid in &page.cids {
+                if !seen.insert(*cid) {
+                    continue;
+                }
+                if let Some(pin) = store.get(cid).map_err(|e| e.to_string())? {
+                    self.examine(&pin, &mut changes);
+                }
+            }
+            let more = page.cids.len() >= CHANGES_PAGE;
+            cursor = page.next_seq;
+            if !more {
+                return Ok(Some((changes, cursor)));
+            }
+        }
+    }
+
+    /// Adds `pin`'s new allocation to `changes` when it should move.
+    fn examine(&mut self, pin: &StatePin, changes: &mut Changes) {
+        let eff = pin.effective();
+        let r = eff.options.replication;
+        let (min, max) = if r.min == 0 && r.max == 0 {
+            (self.config.default_min, self.config.default_max)
+        } else {
+            (r.min, r.max)
+        };
+        if min == -1 {
+            return; // every peer pins it; nothing to allocate
+        }
+        let req = AllocationRequest {
+            cid: pin.cid.to_string(),
+            replication_min: min,
+            replication_max: max,
+            current: pin.allocations.clone(),
+            user_allocations: eff.options.user_allocations.clone(),
+            allocate_tags: eff.options.allocate_tags.clone(),
+            now_ms: self.now,
+        };
+        match reallocate(&req, &self.view, &self.members, &self.config, self.grace_ms) {
+            Ok(Some(a)) if a.peers != pin.allocations => {
+                self.view.charge_pinqueue(&a.peers);
+                changes.push((pin.cid, a.peers));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(cid = %pin.cid, error = %e, "cannot allocate yet"),
+        }
+    }
 }

@@ -284,6 +284,59 @@ pub fn reallocate(
     Ok((alloc.peers != req.current).then_some(alloc))
 }
 
+/// What every allocation decision can see of one member peer at an
+/// instant: up or not, within its grace period, whether it may take new
+/// pins, and its usable tags. Two rounds that see the same states for the
+/// same members decide the same for a pin whose record did not change
+/// (only the choice among candidates, which happens after a pin's
+/// decision changed, reads metric values), so the leader re-examines
+/// every pin only when these change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerState {
+    alive: bool,
+    graced: bool,
+    takes_new: bool,
+    tags: Vec<(String, String)>,
+}
+
+/// The [`PeerState`] of every member, by peer id.
+pub fn peer_states(
+    metrics: &PeerMetrics,
+    members: &[String],
+    config: &AllocatorConfig,
+    now_ms: i64,
+    grace_ms: i64,
+) -> BTreeMap<String, PeerState> {
+    let no_tags = BTreeMap::new();
+    let view = View {
+        metrics,
+        members: members.iter().map(String::as_str).collect(),
+        allocate_by: &config.allocate_by,
+        tags: &no_tags,
+        now_ms,
+    };
+    members
+        .iter()
+        .map(|peer| {
+            let tags = view
+                .all(peer)
+                .filter(|m| m.is_usable(now_ms))
+                .filter_map(|m| {
+                    let key = m.name.strip_prefix(TAG_PREFIX)?;
+                    Some((key.to_owned(), m.value.clone()))
+                })
+                .collect();
+            let state = PeerState {
+                alive: view.alive(peer),
+                graced: view.health(peer, grace_ms) == Health::Graced,
+                takes_new: view.can_take_new(peer),
+                tags,
+            };
+            (peer.clone(), state)
+        })
+        .collect()
+}
+
 /// Replication factors after defaults and validation.
 #[derive(Clone, Copy, Debug)]
 struct Factors {
