@@ -14,7 +14,6 @@
 //! This module must not write to the state nor decide what to pin.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -283,48 +282,36 @@ pub(crate) async fn pinset_status(
         blocking(move || {
             let record = store.pinset(&owner).map_err(storage)?;
             let reported = store.conditions(&owner).map_err(storage)?;
-            // Keys only: the owned specs are not needed, the pins' own
-            // (effective) options are read page by page below.
-            let keys: Vec<CidKey> = match record {
-                Some(_) => store
-                    .owned_by(&owner)
-                    .map_err(storage)?
-                    .into_keys()
-                    .collect(),
-                None => Vec::new(),
-            };
-            Ok((record, reported, keys))
+            Ok((record, reported))
         })
         .await?
     };
-    let (record, reported, keys) = found;
+    let (record, reported) = found;
     if record.is_none() && reported.is_none() {
         return Ok(None);
     }
-    let keys = Arc::new(keys);
+    // Page by page through the owner's index: memory follows the page,
+    // not the PinSet, and no read transaction spans the walk.
     let mut tally = StatusTally::new(default);
-    for start in (0..keys.len()).step_by(PAGE) {
+    let mut after: Option<CidKey> = None;
+    while record.is_some() {
         let page = {
-            let (store, keys, owner) = (store.clone(), Arc::clone(&keys), owner.clone());
+            let (store, owner, from) = (store.clone(), owner.clone(), after);
             blocking(move || {
-                let end = (start + PAGE).min(keys.len());
-                let mut pins = Vec::with_capacity(end - start);
-                for k in &keys[start..end] {
-                    match store.get(k).map_err(storage)? {
-                        Some(pin) if pin.owners.contains_key(&owner) => pins.push(pin),
-                        _ => {}
-                    }
-                }
-                Ok(pins)
+                store
+                    .owned_pins_after(&owner, from.as_ref(), PAGE)
+                    .map_err(storage)
             })
             .await?
         };
-        if page.is_empty() {
-            continue;
-        }
+        let Some(last) = page.last() else { break };
+        after = Some(last.cid);
         let infos = svc.global(&page).await.map_err(ApiError::internal)?;
         for (pin, info) in page.iter().zip(&infos) {
             tally.add(pin, info);
+        }
+        if page.len() < PAGE {
+            break;
         }
     }
     let now = format_time(chrono::Utc::now().timestamp_millis());

@@ -435,6 +435,49 @@ impl StateStore {
         Ok(out)
     }
 
+    /// Up to `limit` of the pins `owner` holds, in CID-bytes order, after
+    /// `after` (from the first when `None`), from one read transaction: a
+    /// page of a PinSet's pins without reading the others.
+    pub fn owned_pins_after(
+        &self,
+        owner: &Owner,
+        after: Option<&CidKey>,
+        limit: usize,
+    ) -> Result<Vec<StatePin>, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let Some(id) = self.owner_id(&txn, owner)? else {
+            return Ok(Vec::new());
+        };
+        let mut view = View::open(self, &txn)?;
+        let index = txn.open_table(OWNER_INDEX).map_err(read_err)?;
+        let lo: &[u8] = &[];
+        let start = after.map(|c| c.cid().to_bytes());
+        let range = match &start {
+            Some(s) => index.range((id, s.as_slice())..(id + 1, lo)),
+            None => index.range((id, lo)..(id + 1, lo)),
+        }
+        .map_err(read_err)?;
+        let mut out = Vec::new();
+        for item in range {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = item.map_err(read_err)?;
+            let (_, cid_bytes) = k.value();
+            if start.as_deref() == Some(cid_bytes) {
+                continue;
+            }
+            let Some(v) = view.pins.get(cid_bytes).map_err(read_err)? else {
+                continue;
+            };
+            let bytes = v.value().to_vec();
+            let cid = cid_of(cid_bytes).map_err(read_err)?;
+            out.push(view.pin(cid, &bytes)?);
+        }
+        view.done();
+        Ok(out)
+    }
+
     /// The spec `owner` recorded for each of `cids` (`None` where it holds
     /// no such pin), from one read transaction: what a patch changes,
     /// without reading every pin the owner holds.

@@ -320,3 +320,43 @@ fn a_json_state_is_migrated_when_opened_and_a_newer_one_refused() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// A PinSet's pins page by page: every pin once, in CID-bytes order,
+/// only the owner's, and a released pin is gone from the pages.
+#[test]
+fn an_owners_pins_page_in_cid_order_without_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(&dir.path().join("s.redb"), &dir.path().join("snap")).unwrap();
+    let (a, b) = (
+        Owner::pinset(PinSetId::new("ns", "a")),
+        Owner::pinset(PinSetId::new("ns", "b")),
+    );
+    let o = options(1);
+    for cid in 0..25 {
+        apply_one(&store, &set(if cid % 5 == 0 { &b } else { &a }, cid, &o));
+    }
+    apply_one(&store, &release(&a, 7));
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.owned_pins_after(&a, after.as_ref(), 4).unwrap();
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else { break };
+        after = Some(last.cid);
+        seen.extend(page.iter().map(|p| p.cid));
+        assert!(page.iter().all(|p| p.owners.contains_key(&a)));
+    }
+    let mut want: Vec<_> = (0..25)
+        .filter(|c| c % 5 != 0 && *c != 7)
+        .map(crate::testkit::seq_cid)
+        .collect();
+    want.sort_by_key(|c| c.cid().to_bytes());
+    assert_eq!(seen, want);
+    let unknown = Owner::pinset(PinSetId::new("ns", "none"));
+    assert!(
+        store
+            .owned_pins_after(&unknown, None, 4)
+            .unwrap()
+            .is_empty()
+    );
+}
