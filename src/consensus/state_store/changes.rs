@@ -22,8 +22,14 @@ use super::{NodeId, PinStore, StateStore, StorageError, TxnError, read_err};
 use crate::manifest::{CidKey, Owner};
 use crate::state::{CommitRecord, ConditionsRecord, Op, PinSetRecord, StatePin};
 
-/// Sequence number → CID bytes of the pin put or removed.
-const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+/// Sequence number of a row's first change → the row: up to [`ROW_CIDS`]
+/// changes with consecutive sequence numbers, packed ([`pack`]), so a
+/// change costs a share of one B-tree insert, not one of its own.
+const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("change_rows");
+/// The feed of format 1 (one row per change); dropped on open.
+const OLD_CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+/// Changes per row.
+const ROW_CIDS: usize = 256;
 /// `next` (the sequence number of the next change) and `floor` (the oldest
 /// sequence number still answered; every entry from `floor` to `next` is
 /// present).
@@ -51,7 +57,62 @@ pub struct ChangePage {
 pub(super) fn create(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(CHANGES)?;
     txn.open_table(CHANGES_META)?;
+    // A feed written one row per change (before rows were packed) is
+    // dropped; its consumers see `truncated` and compare everything once.
+    if txn.delete_table(OLD_CHANGES)? {
+        let mut meta = txn.open_table(CHANGES_META)?;
+        let next = meta.get(NEXT)?.map(|v| v.value()).unwrap_or(0) + 1;
+        meta.insert(NEXT, next)?;
+        meta.insert(FLOOR, next)?;
+    }
     Ok(())
+}
+
+/// A row: the number of changes (u16 LE), then each CID's bytes behind its
+/// length (u16 LE).
+fn pack(cids: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + cids.iter().map(|c| c.len() + 2).sum::<usize>());
+    // Rows hold at most ROW_CIDS (< u16::MAX) changes, and CIDs are far
+    // shorter than 64 KiB (manifest CIDs are bounded on load).
+    out.extend_from_slice(&u16::try_from(cids.len()).unwrap_or(u16::MAX).to_le_bytes());
+    for c in cids {
+        out.extend_from_slice(&u16::try_from(c.len()).unwrap_or(u16::MAX).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    out
+}
+
+/// How many changes `row` holds.
+fn row_len(row: &[u8]) -> u64 {
+    match row {
+        [a, b, ..] => u64::from(u16::from_le_bytes([*a, *b])),
+        _ => 0,
+    }
+}
+
+/// The CIDs of `row`, in order.
+fn unpack(row: &[u8]) -> impl Iterator<Item = Result<&[u8], redb::StorageError>> {
+    let mut rest = row.get(2..).unwrap_or_default();
+    let mut left = row_len(row);
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        left -= 1;
+        let broken = || redb::StorageError::Corrupted("change feed row cut short".into());
+        let [a, b, tail @ ..] = rest else {
+            left = 0;
+            return Some(Err(broken()));
+        };
+        let n = usize::from(u16::from_le_bytes([*a, *b]));
+        if tail.len() < n {
+            left = 0;
+            return Some(Err(broken()));
+        }
+        let (cid, after) = tail.split_at(n);
+        rest = after;
+        Some(Ok(cid))
+    })
 }
 
 /// A [`PinStore`] that remembers which pins it put or removed (at most the
@@ -103,9 +164,10 @@ impl<S> Recording<S> {
         // whoever has not read past them must compare everything.
         next += self.forgotten;
         let first = next;
-        for cid in &self.changed {
-            table.insert(next, cid.as_slice())?;
-            next += 1;
+        let changed: Vec<Vec<u8>> = self.changed.into();
+        for row in changed.chunks(ROW_CIDS) {
+            table.insert(next, pack(row).as_slice())?;
+            next += row.len() as u64;
         }
         let new_floor = if self.forgotten > 0 {
             first
@@ -113,7 +175,9 @@ impl<S> Recording<S> {
             floor.max(next.saturating_sub(self.kept))
         };
         if new_floor > floor {
-            table.retain_in(floor..new_floor, |_, _| false)?;
+            // Rows wholly below the floor go; a row the floor cuts stays
+            // (its older changes are no longer answered).
+            table.retain_in(..new_floor, |start, row| start + row_len(row) > new_floor)?;
         }
         meta.insert(NEXT, next)?;
         meta.insert(FLOOR, new_floor)?;
@@ -225,13 +289,29 @@ impl StateStore {
             next_seq: seq,
             truncated: false,
         };
-        for item in table.range(seq..).map_err(read_err)?.take(limit) {
+        // The row holding `seq` starts at or before it.
+        let from = table
+            .range(..=seq)
+            .map_err(read_err)?
+            .next_back()
+            .transpose()
+            .map_err(read_err)?
+            .map_or(seq, |(k, _)| k.value());
+        'rows: for item in table.range(from..).map_err(read_err)? {
             let (k, v) = item.map_err(read_err)?;
-            let cid = cid::Cid::try_from(v.value())
-                .map_err(read_err)
-                .and_then(|c| CidKey::from_cid(c).map_err(read_err))?;
-            page.cids.push(cid);
-            page.next_seq = k.value() + 1;
+            for (at, bytes) in (k.value()..).zip(unpack(v.value())) {
+                if at < seq {
+                    continue;
+                }
+                if page.cids.len() >= limit {
+                    break 'rows;
+                }
+                let cid = cid::Cid::try_from(bytes.map_err(read_err)?)
+                    .map_err(read_err)
+                    .and_then(|c| CidKey::from_cid(c).map_err(read_err))?;
+                page.cids.push(cid);
+                page.next_seq = at + 1;
+            }
         }
         Ok(page)
     }
@@ -395,6 +475,38 @@ mod tests {
         assert_eq!(cids(&page), (16..20).map(seq_cid).collect::<Vec<_>>());
         // A position past the head (another store's) is truncated too.
         assert!(store.changes_since(u64::MAX, 1).unwrap().truncated);
+    }
+
+    /// Changes are packed in rows; a position inside a row, a row the
+    /// trimmed floor cuts and pages across rows answer as single changes.
+    #[test]
+    fn positions_inside_packed_rows_answer_change_by_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), "a");
+        let start = store.changes_head().unwrap();
+        apply_keeping(&store, 300, (0..400).map(set).collect());
+        apply_keeping(&store, 300, (400..600).map(set).collect());
+        let head = store.changes_head().unwrap();
+        assert_eq!(head, start + 600);
+        assert!(store.changes_since(start + 299, 10).unwrap().truncated);
+        let mut at = start + 300;
+        let mut seen = Vec::new();
+        while at < head {
+            let page = store.changes_since(at, 77).unwrap();
+            assert!(!page.truncated);
+            assert!(page.cids.len() <= 77);
+            seen.extend(page.cids);
+            at = page.next_seq;
+        }
+        let mut want: Vec<CidKey> = (300..600).map(seq_cid).collect();
+        want.sort_by_key(|c| c.cid().to_bytes());
+        seen.sort_by_key(|c| c.cid().to_bytes());
+        assert_eq!(seen, want);
+        let rows = {
+            let txn = store.db.begin_read().unwrap();
+            redb::ReadableTableMetadata::len(&txn.open_table(CHANGES).unwrap()).unwrap()
+        };
+        assert!(rows <= 3, "rows below the floor are dropped: {rows}");
     }
 
     #[test]
