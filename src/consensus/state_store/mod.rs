@@ -391,6 +391,36 @@ impl StateStore {
         Ok(out)
     }
 
+    /// Up to `limit` pins in CID-bytes order after `after` (from the first
+    /// when `None`), from one read transaction: a walk of the whole state
+    /// page by page, holding no read transaction between pages.
+    pub fn pins_after(
+        &self,
+        after: Option<&CidKey>,
+        limit: usize,
+    ) -> Result<Vec<StatePin>, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let mut view = View::open(self, &txn)?;
+        let pins = txn.open_table(PINS).map_err(read_err)?;
+        let start = after.map(|c| c.cid().to_bytes());
+        let range = match &start {
+            Some(s) => pins.range::<&[u8]>((
+                std::ops::Bound::Excluded(s.as_slice()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => pins.range::<&[u8]>(..),
+        }
+        .map_err(read_err)?;
+        let mut out = Vec::new();
+        for item in range.take(limit) {
+            let (k, v) = item.map_err(read_err)?;
+            let cid = cid_of(k.value()).map_err(read_err)?;
+            out.push(view.pin(cid, v.value())?);
+        }
+        view.done();
+        Ok(out)
+    }
+
     /// The dictionary id of `owner`, if it ever held a pin.
     fn owner_id(&self, txn: &redb::ReadTransaction, owner: &Owner) -> StoreResult<Option<u64>> {
         let key = owner.to_string();

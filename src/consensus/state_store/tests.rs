@@ -360,3 +360,26 @@ fn an_owners_pins_page_in_cid_order_without_the_others() {
             .is_empty()
     );
 }
+
+/// The whole state page by page: every pin once, in CID-bytes order.
+#[test]
+fn the_state_pages_in_cid_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(&dir.path().join("s.redb"), &dir.path().join("snap")).unwrap();
+    let owner = Owner::pinset(PinSetId::new("ns", "a"));
+    let o = options(1);
+    for cid in 0..23 {
+        apply_one(&store, &set(&owner, cid, &o));
+    }
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let page = store.pins_after(after.as_ref(), 5).unwrap();
+        assert!(page.len() <= 5);
+        let Some(last) = page.last() else { break };
+        after = Some(last.cid);
+        seen.extend(page.iter().map(|p| p.cid));
+    }
+    let mut want: Vec<_> = (0..23).map(crate::testkit::seq_cid).collect();
+    want.sort_by_key(|c| c.cid().to_bytes());
+    assert_eq!(seen, want);
+}
