@@ -217,6 +217,19 @@ pub fn load_str(
     text: &str,
     limits: &Limits,
 ) -> Result<Vec<DesiredPinSet>, Diagnostics> {
+    // A JSON body (what the CLI and the controller send) is parsed by
+    // serde_json, many times faster than the YAML parser on a large PinSet.
+    // Positions are then unknown, so a body with any error is read again as
+    // YAML below, which points at line:col.
+    if text.trim_start().starts_with('{')
+        && let Ok(doc) = serde_json::from_str::<PinSetDocument>(text)
+    {
+        let mut loader = Loader::new(limits);
+        let sets = loader.check_documents(None, name, vec![doc]);
+        if loader.diags.is_empty() {
+            return Ok(sets);
+        }
+    }
     let mut loader = Loader::new(limits);
     let sets = loader.parse_documents(None, name, text);
     if loader.diags.is_empty() {
@@ -374,6 +387,16 @@ impl<'a> Loader<'a> {
                     return Vec::new();
                 }
             };
+        self.check_documents(from_disk, file, docs)
+    }
+
+    /// Checks parsed documents (and, from disk, reads their lists).
+    fn check_documents(
+        &mut self,
+        from_disk: Option<(&Path, Sha256)>,
+        file: &Path,
+        docs: Vec<PinSetDocument>,
+    ) -> Vec<DesiredPinSet> {
         let mut out = Vec::with_capacity(docs.len());
         for doc in docs {
             let before = self.diags.len();
