@@ -311,10 +311,10 @@ impl Http {
             .timeout(REQUEST)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         let status = resp.status().as_u16();
         let stale = resp.headers().contains_key("x-pinfleet-stale");
-        let body = resp.text().await.map_err(|e| e.to_string())?;
+        let body = resp.text().await.map_err(|e| chain(&e))?;
         Ok(Reply(status, stale, body))
     }
 
@@ -323,10 +323,10 @@ impl Http {
     }
 
     /// A write that must answer 2xx.
-    fn write(&self, method: reqwest::Method, url: &str) -> Res<()> {
+    fn write(&self, method: reqwest::Method, url: &str) -> Result<(), String> {
         match self.rt.block_on(self.send(method.clone(), url))? {
             Reply(s, _, _) if (200..300).contains(&s) => Ok(()),
-            Reply(s, _, body) => Err(format!("{method} {url} answered {s}: {body}").into()),
+            Reply(s, _, body) => Err(format!("{method} {url} answered {s}: {body}")),
         }
     }
 
@@ -340,20 +340,31 @@ impl Http {
     fn count_lines(&self, url: &str, timeout: Duration) -> Result<u64, String> {
         self.rt.block_on(async {
             let resp = self.client.get(url).timeout(timeout).send().await;
-            let resp = resp.map_err(|e| e.to_string())?;
+            let resp = resp.map_err(|e| chain(&e))?;
             if !resp.status().is_success() {
                 return Err(format!("{url} answered {}", resp.status()));
             }
             let mut stream = resp.bytes_stream();
             let (mut lines, mut last) = (0u64, b'\n');
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| format!("{url}: stream broke off: {e}"))?;
+                let chunk = chunk.map_err(|e| format!("{url}: stream broke off: {}", chain(&e)))?;
                 lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
                 last = chunk.last().copied().unwrap_or(last);
             }
             Ok(lines + u64::from(last != b'\n'))
         })
     }
+}
+
+/// An error and its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    s
 }
 
 /// The `pins` count of a `GET /pinsets/…` answer.
@@ -705,17 +716,21 @@ impl<'a> Fleet<'a> {
     }
 
     /// The leader's index: waits for a running peer whose
-    /// `pinfleet_leader` metric is 1.
+    /// `pinfleet_leader` metric is 1 (asking at most once a second: a
+    /// scrape walks every pin).
     fn leader(&mut self) -> Res<usize> {
         let (i, _) = self.wait_for("a peer reporting pinfleet_leader 1", |f| {
-            (0..f.peers.len())
+            let leader = (0..f.peers.len())
                 .filter(|&i| f.peers[i].child.is_some())
                 .find(|&i| {
                     f.http
                         .get(&f.peers[i].url("/metrics"))
                         .is_ok_and(|r| r.2.lines().any(|l| l.trim() == "pinfleet_leader 1"))
-                })
-                .ok_or_else(|| "none".to_string())
+                });
+            leader.ok_or_else(|| {
+                std::thread::sleep(Duration::from_secs(1));
+                "none".to_string()
+            })
         })?;
         Ok(i)
     }
@@ -1000,37 +1015,44 @@ fn restart(fleet: &mut Fleet<'_>, i: usize, role: &str) -> Res<()> {
     Ok(())
 }
 
-/// Pins and unpins one CID (two log entries a round) until every peer has
-/// built a snapshot; prints how many writes that took and the leader's
-/// disk with its snapshot.
+/// Pins and unpins one CID through any peer (a follower forwards; the
+/// next peer after a failed write) until every peer has built a snapshot;
+/// prints how many writes that took and every peer's disk with it.
 fn snapshot_everywhere(fleet: &mut Fleet<'_>) -> Res<()> {
     let t = Instant::now();
-    let leader = fleet.leader()?;
-    let url = fleet.peers[leader].url(&format!("/pins/{}", cid(u64::MAX)));
-    let rounds = fleet.n / BATCH_MAX_PINS + 2 * SNAPSHOT_MARGIN;
-    for round in 1..=rounds {
-        fleet.http.write(reqwest::Method::POST, &url)?;
-        fleet.http.write(reqwest::Method::DELETE, &url)?;
-        if fleet.peers.iter().all(|p| !snapshots(&p.dir).is_empty()) {
-            println!(
-                "  (setup) every peer built a snapshot after {} more writes ({})",
-                2 * round,
-                secs(t.elapsed())
-            );
-            let leader = fleet.leader()?;
-            fleet.print_disk(leader, "with its snapshot");
-            return Ok(());
-        }
+    let path = format!("/pins/{}", cid(u64::MAX));
+    let most = 2 * (fleet.n / BATCH_MAX_PINS + 2 * SNAPSHOT_MARGIN);
+    let (mut writes, mut failed, mut last) = (0u64, 0usize, String::from("none"));
+    // An even count of writes leaves the CID unpinned.
+    while writes % 2 == 1 || fleet.peers.iter().any(|p| snapshots(&p.dir).is_empty()) {
         fleet.guard(None)?;
-        if t.elapsed() > fleet.cfg.timeout {
-            break;
+        if writes >= most || t.elapsed() > fleet.cfg.timeout {
+            return Err(Stop::NotReached(format!(
+                "a snapshot on every peer after {writes} writes in {} (last failed write: {last})",
+                secs(t.elapsed())
+            )));
+        }
+        let method = match writes % 2 {
+            0 => reqwest::Method::POST,
+            _ => reqwest::Method::DELETE,
+        };
+        let url = fleet.peers[failed % fleet.peers.len()].url(&path);
+        match fleet.http.write(method, &url) {
+            Ok(()) => writes += 1,
+            Err(e) => {
+                (failed, last) = (failed + 1, e);
+                std::thread::sleep(POLL);
+            }
         }
     }
-    let e = format!(
-        "a snapshot on every peer within {} ({rounds} pin and unpin rounds at most)",
+    println!(
+        "  (setup) every peer built a snapshot after {writes} more writes in {} ({failed} writes failed and were sent again)",
         secs(t.elapsed())
     );
-    Err(Stop::NotReached(e))
+    for i in 0..fleet.peers.len() {
+        fleet.print_disk(i, "with its snapshot");
+    }
+    Ok(())
 }
 
 /// A fourth peer joins the N-pin cluster.
