@@ -284,7 +284,8 @@ async fn main() {
             format!("p{i}"),
             &cancel,
             &tasks,
-        );
+        )
+        .expect("tracker starts");
         // The daemon's informer, except metrics every 2 s instead of 15 s
         // (only the warm-up waits for them).
         let mut informer = InformerConfig::new(ReplicationFactors { min: -1, max: -1 });

@@ -104,14 +104,17 @@ async fn queued_status(sizes: &[u64]) {
             default_replication: ReplicationFactors { min: -1, max: -1 },
             ..TrackerConfig::default()
         };
-        status.push(pinfleet::daemon::start_tracking(
-            node,
-            backend,
-            config,
-            format!("p{i}"),
-            &cancel,
-            &tasks,
-        ));
+        status.push(
+            pinfleet::daemon::start_tracking(
+                node,
+                backend,
+                config,
+                format!("p{i}"),
+                &cancel,
+                &tasks,
+            )
+            .expect("tracker starts"),
+        );
         kubos.push(kubo);
     }
     let leader = nodes
@@ -237,14 +240,17 @@ async fn pinning_and_status() {
             default_replication: ReplicationFactors { min: -1, max: -1 },
             ..TrackerConfig::default()
         };
-        status.push(pinfleet::daemon::start_tracking(
-            node,
-            backend,
-            config,
-            format!("p{i}"),
-            &cancel,
-            &tasks,
-        ));
+        status.push(
+            pinfleet::daemon::start_tracking(
+                node,
+                backend,
+                config,
+                format!("p{i}"),
+                &cancel,
+                &tasks,
+            )
+            .expect("tracker starts"),
+        );
         kubos.push(kubo);
     }
     let leader = nodes

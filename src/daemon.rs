@@ -107,10 +107,14 @@ pub enum DaemonError {
     /// The `[controller]` could not start.
     #[error("cannot start the controller")]
     Controller(#[source] crate::controller::daemon::StartError),
+    /// The pin tracker could not start.
+    #[error("cannot start the pin tracker")]
+    Tracker(#[source] crate::tracker::ManagedError),
 }
 
 /// Starts the pin tracker for `node` on `backend` and registers its status
-/// service for other peers' status RPCs.
+/// service for other peers' status RPCs. Fails when the tracker's
+/// managed-pins file (`config.managed_path`) cannot be opened.
 pub fn start_tracking(
     node: &ClusterNode,
     backend: std::sync::Arc<dyn crate::ipfs::IpfsBackend>,
@@ -118,7 +122,7 @@ pub fn start_tracking(
     peername: String,
     cancel: &CancellationToken,
     tasks: &TaskTracker,
-) -> std::sync::Arc<crate::tracker::StatusService> {
+) -> Result<std::sync::Arc<crate::tracker::StatusService>, crate::tracker::ManagedError> {
     let default = config.default_replication;
     let tracker = crate::tracker::spawn(
         node.peer_id().to_string(),
@@ -128,7 +132,7 @@ pub fn start_tracking(
         node.applied_watch(),
         cancel.clone(),
         tasks,
-    );
+    )?;
     let status = std::sync::Arc::new(crate::tracker::StatusService::new(
         node.clone(),
         tracker,
@@ -136,7 +140,7 @@ pub fn start_tracking(
         peername,
     ));
     crate::tracker::rpc::serve(node, std::sync::Arc::clone(&status));
-    status
+    Ok(status)
 }
 
 /// Options from the command line.
@@ -251,18 +255,29 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             min: config.cluster.replication_factor_min,
             max: config.cluster.replication_factor_max,
         },
+        // Pins released while this peer is down are unpinned after restart.
+        managed_path: Some(crate::tracker::managed_path(dir)),
         ..crate::tracker::TrackerConfig::default()
     };
     let peername = config.cluster.peername.clone();
     let default = tracker_config.default_replication;
-    let status = start_tracking(
+    let status = match start_tracking(
         &node,
         std::sync::Arc::clone(&backend),
         tracker_config,
         peername,
         &cancel,
         &tasks,
-    );
+    ) {
+        Ok(status) => status,
+        Err(e) => {
+            cancel.cancel();
+            tasks.close();
+            let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+            let _ = std::fs::remove_file(&run_path);
+            return Err(DaemonError::Tracker(e));
+        }
+    };
     let mut informer = crate::allocator::informer::InformerConfig::new(default);
     informer.tags = config.informer.tags.clone();
     crate::allocator::informer::spawn(

@@ -24,6 +24,8 @@ use super::pins::storage;
 use super::pinset_status::Bucket;
 use super::{ApiError, ApiState, blocking};
 use crate::manifest::{Owner, PinSetId};
+use crate::tracker::StatusQuery;
+use crate::tracker::global::PAGE;
 use crate::wire::TrackerStatus;
 
 /// The content type Prometheus negotiates for the OpenMetrics text format.
@@ -101,6 +103,8 @@ pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiEr
         )),
         None => None,
     };
+    let tracker = state.status.as_ref().map(|svc| svc.tracker().clone());
+    let handle = tokio::runtime::Handle::current();
     let node = state.node.clone();
     let me = node.peer_id().to_string();
     let members = node.members().len();
@@ -118,27 +122,57 @@ pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiEr
         let mut local: HashMap<Owner, [u64; 5]> = HashMap::new();
         let mut here = [0u64; 5];
         let now = chrono::Utc::now().timestamp_millis();
-        store
-            .for_each_pin(|pin| {
-                total += 1;
-                let Some((view, default)) = &view else {
-                    return true;
-                };
-                let s = view.status_of(&pin, &me, *default, now);
+        // This peer's statuses, asked of the tracker a page at a time.
+        let mut page: Vec<(StatusQuery, Vec<Owner>)> = Vec::with_capacity(PAGE);
+        let mut count = |page: &mut Vec<(StatusQuery, Vec<Owner>)>| -> Result<(), ApiError> {
+            let Some(tracker) = &tracker else {
+                page.clear();
+                return Ok(());
+            };
+            let queries = page.iter().map(|(q, _)| *q).collect();
+            let statuses = handle
+                .block_on(tracker.statuses(queries))
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            for ((_, owners), s) in page.drain(..).zip(statuses) {
                 if s.status == TrackerStatus::Remote {
-                    return true;
+                    continue;
                 }
                 let bucket = Bucket::of(s.status);
                 let i = BUCKETS.iter().position(|b| *b == bucket).unwrap_or(4);
                 here[i] += 1;
-                for owner in pin.owners.keys() {
-                    if matches!(owner, Owner::PinSet(_)) {
-                        local.entry(owner.clone()).or_default()[i] += 1;
-                    }
+                for owner in owners {
+                    local.entry(owner).or_default()[i] += 1;
+                }
+            }
+            Ok(())
+        };
+        let mut failed = None;
+        store
+            .for_each_pin(|pin| {
+                total += 1;
+                let Some((_, default)) = &view else {
+                    return true;
+                };
+                let owners = pin
+                    .owners
+                    .keys()
+                    .filter(|o| matches!(o, Owner::PinSet(_)))
+                    .cloned()
+                    .collect();
+                page.push((StatusQuery::of(&pin, &me, *default, now), owners));
+                if page.len() >= PAGE
+                    && let Err(e) = count(&mut page)
+                {
+                    failed = Some(e);
+                    return false;
                 }
                 true
             })
             .map_err(storage)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        count(&mut page)?;
 
         let mut registry = Registry::with_prefix("pinfleet");
         let gauge = |registry: &mut Registry, name: &str, help: &str, v: i64| {

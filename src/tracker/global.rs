@@ -9,7 +9,7 @@ use std::time::Duration;
 use libp2p::PeerId;
 
 use super::rpc::{self, PeerPinStatus, RangeRequest, RangeStatus};
-use super::{LocalStatus, TrackerHandle, TrackerStatus};
+use super::{LocalStatus, StatusQuery, TrackerHandle, TrackerStatus};
 use crate::consensus::{CallError, ClusterNode};
 use crate::manifest::{CidKey, ReplicationFactors};
 use crate::state::{StatePin, format_time};
@@ -55,15 +55,19 @@ impl StatusService {
         &self.tracker
     }
 
-    /// This peer's status for each pin.
+    /// This peer's status for each pin: one tracker request for the batch,
+    /// one lookup per pin (never a copy of the tracker's books).
     pub async fn local(&self, pins: &[StatePin]) -> Result<Vec<LocalStatus>, String> {
-        let view = self.tracker.view().await.map_err(|e| e.to_string())?;
         let me = self.node.peer_id().to_string();
         let now = chrono::Utc::now().timestamp_millis();
-        Ok(pins
+        let queries = pins
             .iter()
-            .map(|p| view.status_of(p, &me, self.default, now))
-            .collect())
+            .map(|p| StatusQuery::of(p, &me, self.default, now))
+            .collect();
+        self.tracker
+            .statuses(queries)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     fn short(&self, s: &LocalStatus, peername: &str) -> PinInfoShort {

@@ -1,36 +1,56 @@
-//! The per-peer stateless pin tracker: makes this peer's IPFS node hold
-//! exactly the pins the shared state allocates to it, and says how that is
-//! going (DESIGN §6).
+//! The per-peer pin tracker: makes this peer's IPFS node hold exactly the
+//! pins the shared state allocates to it, and says how that is going
+//! (DESIGN §6).
 //!
-//! "Stateless": nothing is persisted. Each sync compares the allocations in
-//! the replicated state with the node's own pin list and queues the
-//! difference; statuses are derived from that comparison and from the
-//! operations in flight. Pins go before retries; failures retry with
-//! exponential backoff; a pin that vanished from IPFS behind our back is
-//! reported `unexpectedly_unpinned` and pinned again (drift repair).
+//! Its costs follow the change, not the archive:
+//! - after the state applies entries, only the pins that changed are
+//!   compared (the state's change feed, `StateStore::changes_since`);
+//! - a full comparison with the node — at start, every `recheck_interval`,
+//!   and when the change feed was trimmed past the tracker's position — is
+//!   one merge walk in CID order over the state, the node's pin list and
+//!   the managed set (`walk.rs`), run off the actor; it holds the node's
+//!   list, nothing per wanted pin;
+//! - status is answered for a batch of pins (a page) by lookups, never by
+//!   copying the tracker's books.
+//!
+//! The pins this peer pinned for the cluster ("managed", the only ones it
+//! ever unpins) are persisted (`managed.rs`), so a pin released while the
+//! peer was down is unpinned after it restarts. Pins go before retries;
+//! failures retry with exponential backoff; a pin that vanished from IPFS
+//! behind our back is reported `unexpectedly_unpinned` and pinned again
+//! (drift repair). The rules live in `book.rs`; this file is the actor
+//! that does the I/O.
 //!
 //! It must not write to the shared state and must never crash on what the
 //! backend says: a backend error only ever becomes a status.
 
+mod book;
 pub mod global;
+mod managed;
 pub mod rpc;
+mod walk;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::wire::TrackerStatus;
 pub use global::StatusService;
+pub use managed::ManagedError;
 
 use crate::consensus::StateStore;
 use crate::ipfs::{IpfsBackend, IpfsError, PinLsFilter, PinOpts};
 use crate::manifest::{CidKey, PinMode, ReplicationFactors};
 use crate::state::StatePin;
+use crate::wire::TrackerStatus;
+use book::{Book, Managing, OpKind};
+use managed::Managed;
+use walk::{Finding, Merge, SortedCids, Wanted};
 
 /// Tracker settings.
 #[derive(Clone, Debug)]
@@ -49,6 +69,9 @@ pub struct TrackerConfig {
     pub repair_drift: bool,
     /// The cluster's default replication (for pins with 0/0).
     pub default_replication: ReplicationFactors,
+    /// Where the tracker keeps the CIDs it pinned for the cluster (see
+    /// [`managed_path`]); `None`: in memory only, forgotten on restart.
+    pub managed_path: Option<PathBuf>,
 }
 
 impl Default for TrackerConfig {
@@ -61,8 +84,14 @@ impl Default for TrackerConfig {
             recheck_interval: Duration::from_secs(30),
             repair_drift: true,
             default_replication: ReplicationFactors { min: -1, max: -1 },
+            managed_path: None,
         }
     }
+}
+
+/// The tracker's managed-pins file under a peer directory.
+pub fn managed_path(peer_dir: &Path) -> PathBuf {
+    Managed::default_path(peer_dir)
 }
 
 /// Whether `me` must pin `pin`: every peer for replication -1 (explicitly
@@ -77,47 +106,41 @@ pub fn allocated_here(pin: &StatePin, me: &str, default: ReplicationFactors) -> 
     pin.allocations.iter().any(|p| p == me)
 }
 
+/// What the state wants of `pin` on peer `me` at `now`: `None` when it is
+/// not allocated here or has expired.
+fn wanted_here(pin: &StatePin, me: &str, default: ReplicationFactors, now: i64) -> Option<Wanted> {
+    let expired = pin.expire_at_ms().is_some_and(|at| at <= now);
+    if expired || !allocated_here(pin, me, default) {
+        return None;
+    }
+    let eff = pin.effective();
+    Some(Wanted {
+        recursive: eff.options.mode == PinMode::Recursive,
+        origins: eff.options.origins.clone(),
+    })
+}
+
+/// What the tracker needs to know of a pin in the state to give its
+/// status (the state is read by the asker, not the tracker).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OpKind {
-    Pin,
-    Unpin,
+pub struct StatusQuery {
+    /// The pin.
+    pub cid: CidKey,
+    /// Allocated to this peer ([`allocated_here`]).
+    pub here: bool,
+    /// Its expiry has passed.
+    pub expired: bool,
 }
 
-#[derive(Clone, Debug)]
-enum Phase {
-    Queued,
-    InFlight,
-    Failed { error: String, next_at_ms: i64 },
-}
-
-#[derive(Clone, Debug)]
-struct Op {
-    kind: OpKind,
-    phase: Phase,
-    attempts: u32,
-    since_ms: i64,
-    priority: bool,
-    recursive: bool,
-    origins: Vec<String>,
-}
-
-/// What the tracker knows right now, for status answers. Cheap to share.
-#[derive(Clone, Debug, Default)]
-pub struct TrackerView {
-    ops: HashMap<CidKey, OpSummary>,
-    pinned: Arc<HashSet<CidKey>>,
-    unexpected: HashSet<CidKey>,
-    backend_error: Option<String>,
-    synced_ms: i64,
-}
-
-#[derive(Clone, Debug)]
-struct OpSummary {
-    status: TrackerStatus,
-    error: String,
-    attempts: u32,
-    since_ms: i64,
-    priority: bool,
+impl StatusQuery {
+    /// The query for `pin` on peer `me` at `now_ms`.
+    pub fn of(pin: &StatePin, me: &str, default: ReplicationFactors, now_ms: i64) -> Self {
+        Self {
+            cid: pin.cid,
+            here: allocated_here(pin, me, default),
+            expired: pin.expire_at_ms().is_some_and(|at| at <= now_ms),
+        }
+    }
 }
 
 /// One peer's status for one pin, before it is dressed as JSON.
@@ -135,71 +158,33 @@ pub struct LocalStatus {
     pub priority_pin: bool,
 }
 
+/// The tracker's counters (cheap: no per-pin data).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackerView {
+    pin_queue: u64,
+    pinned: u64,
+}
+
 impl TrackerView {
     /// Pin operations waiting or in flight (the `pinqueue` metric).
     pub fn pin_queue(&self) -> u64 {
-        self.ops
-            .values()
-            .filter(|o| matches!(o.status, TrackerStatus::PinQueued | TrackerStatus::Pinning))
-            .count() as u64
+        self.pin_queue
     }
 
-    /// CIDs pinned on this peer's IPFS node (the `numpin` metric).
+    /// CIDs pinned on this peer's IPFS node (the `numpin` metric): exact
+    /// after each full comparison, adjusted by the operations that ended
+    /// since.
     pub fn pinned_count(&self) -> u64 {
-        self.pinned.len() as u64
-    }
-
-    /// This peer's status for `pin`.
-    pub fn status_of(
-        &self,
-        pin: &StatePin,
-        me: &str,
-        default: ReplicationFactors,
-        now_ms: i64,
-    ) -> LocalStatus {
-        let base = |status| LocalStatus {
-            status,
-            error: String::new(),
-            attempt_count: 0,
-            timestamp_ms: self.synced_ms,
-            priority_pin: false,
-        };
-        if let Some(op) = self.ops.get(&pin.cid) {
-            return LocalStatus {
-                status: op.status,
-                error: op.error.clone(),
-                attempt_count: op.attempts,
-                timestamp_ms: op.since_ms,
-                priority_pin: op.priority,
-            };
-        }
-        let expired = pin.expire_at_ms().is_some_and(|at| at <= now_ms);
-        if !allocated_here(pin, me, default) || expired {
-            return if self.pinned.contains(&pin.cid) && !expired {
-                base(TrackerStatus::Remote)
-            } else if expired {
-                base(TrackerStatus::Unpinned)
-            } else {
-                base(TrackerStatus::Remote)
-            };
-        }
-        if self.pinned.contains(&pin.cid) {
-            base(TrackerStatus::Pinned)
-        } else if self.unexpected.contains(&pin.cid) {
-            base(TrackerStatus::UnexpectedlyUnpinned)
-        } else if let Some(e) = &self.backend_error {
-            LocalStatus {
-                error: e.clone(),
-                ..base(TrackerStatus::PinError)
-            }
-        } else {
-            base(TrackerStatus::PinQueued)
-        }
+        self.pinned
     }
 }
 
 enum Command {
     View(oneshot::Sender<TrackerView>),
+    Statuses {
+        queries: Vec<StatusQuery>,
+        reply: oneshot::Sender<Vec<LocalStatus>>,
+    },
     Recover {
         cid: Option<CidKey>,
         reply: oneshot::Sender<usize>,
@@ -219,27 +204,38 @@ pub struct TrackerHandle {
 pub struct TrackerStopped;
 
 impl TrackerHandle {
-    /// A snapshot of what the tracker knows.
-    pub async fn view(&self) -> Result<TrackerView, TrackerStopped> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, TrackerStopped> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::View(reply))
+            .send(make(reply))
             .await
             .map_err(|_| TrackerStopped)?;
         rx.await.map_err(|_| TrackerStopped)
+    }
+
+    /// The tracker's counters.
+    pub async fn view(&self) -> Result<TrackerView, TrackerStopped> {
+        self.ask(Command::View).await
+    }
+
+    /// This peer's status for each query, in order. Costs one lookup per
+    /// query (ask a page at a time).
+    pub async fn statuses(
+        &self,
+        queries: Vec<StatusQuery>,
+    ) -> Result<Vec<LocalStatus>, TrackerStopped> {
+        self.ask(|reply| Command::Statuses { queries, reply }).await
     }
 
     /// Retries failed operations now (one CID, or all); returns how many.
     pub async fn recover(&self, cid: Option<CidKey>) -> Result<usize, TrackerStopped> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Recover { cid, reply })
-            .await
-            .map_err(|_| TrackerStopped)?;
-        rx.await.map_err(|_| TrackerStopped)
+        self.ask(|reply| Command::Recover { cid, reply }).await
     }
 
-    /// Asks for a comparison with the node soon.
+    /// Asks for a full comparison with the node soon.
     pub async fn sync(&self) -> Result<(), TrackerStopped> {
         self.tx
             .send(Command::Sync)
@@ -252,8 +248,16 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Findings per message from a full comparison.
+const FINDINGS_CHUNK: usize = 1024;
+/// Changes compared per incremental sync.
+const CHANGES_PAGE: usize = 8192;
+/// Unwritten managed-set changes before findings wait for a flush.
+const MAX_UNWRITTEN: usize = 65_536;
+
 /// Starts the tracker for peer `me`. `applied` changes whenever the local
-/// state applies log entries (a sync follows shortly).
+/// state applies log entries (the changed pins are compared shortly).
+/// Fails only when the managed-pins file cannot be opened.
 pub fn spawn(
     me: String,
     store: StateStore,
@@ -262,29 +266,70 @@ pub fn spawn(
     applied: watch::Receiver<u64>,
     cancel: CancellationToken,
     tasks: &TaskTracker,
-) -> TrackerHandle {
+) -> Result<TrackerHandle, ManagedError> {
+    let managed = Managed::open(config.managed_path.as_deref())?;
     let (tx, rx) = mpsc::channel(64);
+    let (job_tx, job_rx) = mpsc::channel(4);
     let actor = Tracker {
         me,
         store,
         backend,
         config,
-        ops: HashMap::new(),
-        pinned: Arc::new(HashSet::new()),
-        managed: HashSet::new(),
-        unexpected: HashSet::new(),
-        queue_new: VecDeque::new(),
-        queue_retry: VecDeque::new(),
+        book: Book::default(),
+        managed,
         inflight: JoinSet::new(),
         backend_error: None,
         synced_ms: 0,
-        dirty: true,
+        held: 0,
+        jobs: JoinSet::new(),
+        job_tx,
+        job_rx,
+        job: None,
+        cursor: None,
+        dirty: false,
+        recheck: HashSet::new(),
         next_full_ms: 0,
-        next_sync_ms: 0,
-        failed: 0,
+        walk: 0,
+        flush: None,
     };
     tasks.spawn(actor.run(rx, applied, cancel));
-    TrackerHandle { tx }
+    Ok(TrackerHandle { tx })
+}
+
+/// What a background comparison reports to the actor.
+enum JobMsg {
+    /// The node's pins were listed (how many), or why not.
+    Listed(Result<u64, String>),
+    /// Part of a full comparison's findings.
+    Findings(Vec<Finding>),
+    /// The full comparison ended; the change feed continues at `cursor`.
+    Walked { cursor: u64 },
+    /// The changed pins and what the state wants of them; the feed
+    /// continues at `next`; `more` are waiting.
+    Changed {
+        facts: Vec<(CidKey, Option<Wanted>)>,
+        next: u64,
+        more: bool,
+    },
+    /// The change feed no longer reaches back to our position.
+    Truncated,
+    /// The comparison failed.
+    Failed(String),
+}
+
+/// The comparison running in the background.
+enum Job {
+    Incremental,
+    Full(Full),
+}
+
+struct Full {
+    /// Marks the ops of pins this comparison found wanted.
+    seen: u64,
+    /// CIDs whose managed state changed since the walk's snapshot: their
+    /// findings are stale; they are compared again afterwards.
+    touched: HashSet<CidKey>,
+    backend_ok: bool,
 }
 
 struct Tracker {
@@ -292,28 +337,34 @@ struct Tracker {
     store: StateStore,
     backend: Arc<dyn IpfsBackend>,
     config: TrackerConfig,
-    ops: HashMap<CidKey, Op>,
-    pinned: Arc<HashSet<CidKey>>,
-    /// CIDs this peer pinned (or found pinned) while they were allocated
-    /// here: the only ones it will ever unpin or call unexpectedly unpinned.
-    managed: HashSet<CidKey>,
-    unexpected: HashSet<CidKey>,
-    queue_new: VecDeque<CidKey>,
-    queue_retry: VecDeque<CidKey>,
+    book: Book,
+    managed: Managed,
     inflight: JoinSet<(CidKey, OpKind, Result<(), IpfsError>)>,
     backend_error: Option<String>,
     synced_ms: i64,
+    /// Pins on the node at the last listing, adjusted by ops since.
+    held: u64,
+    jobs: JoinSet<()>,
+    job_tx: mpsc::Sender<JobMsg>,
+    job_rx: mpsc::Receiver<JobMsg>,
+    job: Option<Job>,
+    /// Position in the state's change feed (`None` before the first full
+    /// comparison).
+    cursor: Option<u64>,
+    /// The state applied entries since the last incremental sync.
     dirty: bool,
+    /// CIDs to compare at the next incremental sync.
+    recheck: HashSet<CidKey>,
     next_full_ms: i64,
-    next_sync_ms: i64,
-    /// Ops in `Phase::Failed` (so idle ticks skip the scan).
-    failed: usize,
+    walk: u64,
+    flush: Option<JoinHandle<Result<(), redb::Error>>>,
 }
 
-/// What the state wants pinned here.
-struct Wanted {
-    recursive: bool,
-    origins: Vec<String>,
+async fn flushed(f: &mut Option<JoinHandle<Result<(), redb::Error>>>) -> bool {
+    match f {
+        Some(h) => matches!(h.await, Ok(Ok(()))),
+        None => std::future::pending().await,
+    }
 }
 
 impl Tracker {
@@ -326,6 +377,8 @@ impl Tracker {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Findings wait while too many managed changes are unwritten.
+            let accepting = self.managed.unwritten_len() < MAX_UNWRITTEN;
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 cmd = rx.recv() => match cmd {
@@ -338,6 +391,17 @@ impl Tracker {
                     }
                     self.schedule();
                 }
+                Some(msg) = self.job_rx.recv(), if accepting => {
+                    self.job_msg(msg);
+                    self.schedule();
+                }
+                ok = flushed(&mut self.flush), if self.flush.is_some() => {
+                    self.flush = None;
+                    if !ok {
+                        tracing::warn!("cannot write the tracker's managed-pins file; retrying");
+                    }
+                    self.managed.flushed(ok);
+                }
                 changed = applied.changed() => {
                     if changed.is_err() {
                         // The state went away: keep serving statuses, stop syncing on changes.
@@ -347,306 +411,280 @@ impl Tracker {
                 }
                 _ = tick.tick() => {
                     let now = now_ms();
-                    // A sync walks the whole state and pin list: while the
-                    // state changes fast (a big revision arriving), run it
-                    // at most every max(500 ms, 2 × its own duration).
-                    if (self.dirty && now >= self.next_sync_ms) || now >= self.next_full_ms {
-                        self.dirty = false;
-                        self.next_full_ms = now + self.config.recheck_interval.as_millis() as i64;
-                        let started = std::time::Instant::now();
-                        self.sync().await;
-                        let took = started.elapsed().as_millis() as i64;
-                        self.next_sync_ms = now_ms() + (2 * took).max(500);
-                    }
-                    self.requeue_due(now);
+                    self.start_job(now, &cancel);
+                    self.book.requeue_due(now);
                     self.schedule();
                 }
             }
+            if self.flush.is_none()
+                && let Some(f) = self.managed.start_flush()
+            {
+                self.flush = Some(tokio::task::spawn_blocking(move || f.run()));
+            }
         }
+        self.shutdown().await;
+    }
+
+    /// Stops operations and comparisons and writes the managed set, so the
+    /// file is closed when the tracker's task ends.
+    async fn shutdown(mut self) {
         self.inflight.abort_all();
+        self.job_rx.close();
+        while self.jobs.join_next().await.is_some() {}
+        if self.flush.is_some() {
+            let ok = flushed(&mut self.flush).await;
+            self.managed.flushed(ok);
+        }
+        if let Some(f) = self.managed.start_flush() {
+            let ok = matches!(
+                tokio::task::spawn_blocking(move || f.run()).await,
+                Ok(Ok(()))
+            );
+            if !ok {
+                tracing::warn!("cannot write the tracker's managed-pins file at shutdown");
+            }
+        }
     }
 
     fn command(&mut self, c: Command) {
         match c {
             Command::View(reply) => {
-                let _ = reply.send(self.view());
+                let _ = reply.send(TrackerView {
+                    pin_queue: self.book.pin_queue(),
+                    pinned: self.held,
+                });
+            }
+            Command::Statuses { queries, reply } => {
+                let _ = reply.send(self.statuses(&queries));
             }
             Command::Recover { cid, reply } => {
-                let mut n = 0;
-                for (k, op) in self.ops.iter_mut() {
-                    if cid.is_some_and(|c| c != *k) {
-                        continue;
-                    }
-                    if let Phase::Failed { next_at_ms, .. } = &mut op.phase {
-                        *next_at_ms = 0;
-                        n += 1;
-                    }
-                }
-                self.requeue_due(now_ms());
+                let n = self.book.recover(cid, now_ms());
                 self.schedule();
                 let _ = reply.send(n);
             }
-            Command::Sync => self.dirty = true,
+            Command::Sync => self.next_full_ms = 0,
         }
     }
 
-    fn view(&self) -> TrackerView {
-        let ops = self
-            .ops
+    fn statuses(&self, queries: &[StatusQuery]) -> Vec<LocalStatus> {
+        // Only pins wanted here without an operation need the managed set.
+        let asks = |q: &StatusQuery| q.here && !q.expired && !self.book.ops.contains_key(&q.cid);
+        let managed = self
+            .managed
+            .contains_all(queries.iter().filter(|q| asks(q)).map(|q| &q.cid))
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the tracker's managed-pins file");
+                Vec::new()
+            });
+        let mut managed = managed.into_iter();
+        queries
             .iter()
-            .map(|(cid, op)| {
-                let (status, error) = match (&op.phase, op.kind) {
-                    (Phase::Queued, OpKind::Pin) => (TrackerStatus::PinQueued, String::new()),
-                    (Phase::InFlight, OpKind::Pin) => (TrackerStatus::Pinning, String::new()),
-                    (Phase::Failed { error, .. }, OpKind::Pin) => {
-                        (TrackerStatus::PinError, error.clone())
-                    }
-                    (Phase::Queued, OpKind::Unpin) => (TrackerStatus::UnpinQueued, String::new()),
-                    (Phase::InFlight, OpKind::Unpin) => (TrackerStatus::Unpinning, String::new()),
-                    (Phase::Failed { error, .. }, OpKind::Unpin) => {
-                        (TrackerStatus::UnpinError, error.clone())
-                    }
-                };
-                let status = if op.kind == OpKind::Pin
-                    && self.unexpected.contains(cid)
-                    && status == TrackerStatus::PinQueued
-                {
-                    TrackerStatus::UnexpectedlyUnpinned
-                } else {
-                    status
-                };
-                (
-                    *cid,
-                    OpSummary {
-                        status,
-                        error,
-                        attempts: op.attempts,
-                        since_ms: op.since_ms,
-                        priority: op.priority,
-                    },
-                )
+            .map(|q| {
+                let m = asks(q) && managed.next().unwrap_or(false);
+                self.book
+                    .status(q, m, self.backend_error.as_deref(), self.synced_ms)
             })
-            .collect();
-        TrackerView {
-            ops,
-            pinned: Arc::clone(&self.pinned),
-            unexpected: self.unexpected.clone(),
-            backend_error: self.backend_error.clone(),
-            synced_ms: self.synced_ms,
+            .collect()
+    }
+
+    /// Starts a comparison unless one runs: a full one when due, else the
+    /// changed pins.
+    fn start_job(&mut self, now: i64, cancel: &CancellationToken) {
+        if self.job.is_some() {
+            return;
+        }
+        if now >= self.next_full_ms {
+            self.start_full(now, cancel);
+        } else if self.cursor.is_some() && (self.dirty || !self.recheck.is_empty()) {
+            self.start_incremental(now);
         }
     }
 
-    async fn wanted(&self) -> Result<HashMap<CidKey, Wanted>, String> {
-        let store = self.store.clone();
-        let me = self.me.clone();
-        let default = self.config.default_replication;
-        let now = now_ms();
-        tokio::task::spawn_blocking(move || {
-            let mut out = HashMap::new();
-            store
-                .for_each_pin(|pin| {
-                    let expired = pin.expire_at_ms().is_some_and(|at| at <= now);
-                    if !expired && allocated_here(&pin, &me, default) {
-                        let eff = pin.effective();
-                        out.insert(
-                            pin.cid,
-                            Wanted {
-                                recursive: eff.options.mode == PinMode::Recursive,
-                                origins: eff.options.origins.clone(),
-                            },
-                        );
-                    }
-                    true
-                })
-                .map(|()| out)
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-    }
-
-    async fn node_pins(&self) -> Result<HashSet<CidKey>, IpfsError> {
-        use futures::StreamExt;
-        // Recursive and direct only: `all` would walk every pinned DAG to
-        // list indirect blocks, which the tracker never needs.
-        let mut out = HashSet::new();
-        for filter in [PinLsFilter::Recursive, PinLsFilter::Direct] {
-            let mut stream = self.backend.pin_ls(filter);
-            while let Some(item) = stream.next().await {
-                out.insert(item?.cid);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Compares the state's wishes with the node and queues the difference.
-    async fn sync(&mut self) {
-        let wanted = match self.wanted().await {
-            Ok(w) => w,
+    fn start_full(&mut self, now: i64, cancel: &CancellationToken) {
+        self.next_full_ms = now + self.config.recheck_interval.as_millis() as i64;
+        let snapshot = match self.managed.snapshot() {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "tracker cannot read the local state");
+                tracing::warn!(error = %e, "cannot read the tracker's managed-pins file");
                 return;
             }
         };
-        match self.node_pins().await {
-            Ok(mut pins) => {
-                // Operations finishing during the listing are authoritative.
-                for (cid, op) in &self.ops {
-                    if matches!(op.phase, Phase::InFlight) {
-                        if self.pinned.contains(cid) {
-                            pins.insert(*cid);
-                        } else {
-                            pins.remove(cid);
-                        }
-                    }
-                }
-                self.pinned = Arc::new(pins);
-                self.backend_error = None;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "pin ls failed; using the last known list");
-                self.backend_error = Some(e.to_string());
-            }
-        }
-        self.synced_ms = now_ms();
-        let now = self.synced_ms;
-
-        for (cid, w) in &wanted {
-            if self.pinned.contains(cid) {
-                self.managed.insert(*cid);
-                self.unexpected.remove(cid);
-                if self.ops.get(cid).is_some_and(|op| {
-                    op.kind == OpKind::Unpin && !matches!(op.phase, Phase::InFlight)
-                }) {
-                    self.ops.remove(cid);
-                }
-                continue;
-            }
-            let lost = self.managed.contains(cid) && self.backend_error.is_none();
-            if lost && !self.unexpected.contains(cid) {
-                tracing::warn!(cid = %cid, "pin disappeared from ipfs behind our back");
-                self.unexpected.insert(*cid);
-            }
-            match self.ops.get_mut(cid) {
-                Some(op) if op.kind == OpKind::Pin => {}
-                Some(op) if matches!(op.phase, Phase::InFlight) => {}
-                _ => {
-                    if lost && !self.config.repair_drift {
-                        continue;
-                    }
-                    self.ops.insert(
-                        *cid,
-                        Op {
-                            kind: OpKind::Pin,
-                            phase: Phase::Queued,
-                            attempts: 0,
-                            since_ms: now,
-                            priority: !lost,
-                            recursive: w.recursive,
-                            origins: w.origins.clone(),
-                        },
-                    );
-                    if lost {
-                        self.queue_retry.push_back(*cid);
-                    } else {
-                        self.queue_new.push_back(*cid);
-                    }
-                }
-            }
-        }
-        // Pins this peer holds for the cluster that are no longer wanted here.
-        let release: Vec<CidKey> = self
-            .managed
-            .iter()
-            .filter(|c| !wanted.contains_key(c))
-            .copied()
-            .collect();
-        for cid in release {
-            self.unexpected.remove(&cid);
-            if !self.pinned.contains(&cid) {
-                if !self
-                    .ops
-                    .get(&cid)
-                    .is_some_and(|op| matches!(op.phase, Phase::InFlight))
-                {
-                    self.ops.remove(&cid);
-                    self.managed.remove(&cid);
-                }
-                continue;
-            }
-            let busy = self
-                .ops
-                .get(&cid)
-                .is_some_and(|op| op.kind == OpKind::Unpin || matches!(op.phase, Phase::InFlight));
-            if !busy {
-                self.ops.insert(
-                    cid,
-                    Op {
-                        kind: OpKind::Unpin,
-                        phase: Phase::Queued,
-                        attempts: 0,
-                        since_ms: now,
-                        priority: true,
-                        recursive: true,
-                        origins: Vec::new(),
-                    },
-                );
-                self.queue_new.push_back(cid);
-            }
-        }
-        // Queued pins the state no longer wants are dropped.
-        self.ops.retain(|cid, op| {
-            op.kind == OpKind::Unpin
-                || matches!(op.phase, Phase::InFlight)
-                || wanted.contains_key(cid)
-        });
-        self.failed = self
-            .ops
-            .values()
-            .filter(|op| matches!(op.phase, Phase::Failed { .. }))
-            .count();
+        self.walk += 1;
+        self.job = Some(Job::Full(Full {
+            seen: self.walk,
+            touched: self.managed.unwritten_cids().copied().collect(),
+            backend_ok: false,
+        }));
+        let walk = FullWalk {
+            store: self.store.clone(),
+            backend: Arc::clone(&self.backend),
+            me: self.me.clone(),
+            default: self.config.default_replication,
+            now,
+            tx: self.job_tx.clone(),
+            cancel: cancel.clone(),
+        };
+        self.jobs.spawn(walk.run(snapshot));
     }
 
-    fn requeue_due(&mut self, now: i64) {
-        // Scanning every op each tick would cost O(pins) while a large
-        // revision is being pinned; only scan when something failed.
-        if self.failed == 0 {
-            return;
+    fn start_incremental(&mut self, now: i64) {
+        let Some(cursor) = self.cursor else { return };
+        self.dirty = false;
+        self.job = Some(Job::Incremental);
+        let recheck: Vec<CidKey> = self.recheck.drain().collect();
+        let (store, me, default) = (
+            self.store.clone(),
+            self.me.clone(),
+            self.config.default_replication,
+        );
+        let tx = self.job_tx.clone();
+        self.jobs.spawn(async move {
+            let read = move || -> Result<JobMsg, String> {
+                let page = store
+                    .changes_since(cursor, CHANGES_PAGE)
+                    .map_err(|e| e.to_string())?;
+                if page.truncated {
+                    return Ok(JobMsg::Truncated);
+                }
+                let more = page.cids.len() >= CHANGES_PAGE;
+                let mut seen = HashSet::new();
+                let mut facts = Vec::new();
+                for cid in page.cids.into_iter().chain(recheck) {
+                    if seen.insert(cid) {
+                        let pin = store.get(&cid).map_err(|e| e.to_string())?;
+                        let w = pin.and_then(|p| wanted_here(&p, &me, default, now));
+                        facts.push((cid, w));
+                    }
+                }
+                Ok(JobMsg::Changed {
+                    facts,
+                    next: page.next_seq,
+                    more,
+                })
+            };
+            let msg = match tokio::task::spawn_blocking(read).await {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => JobMsg::Failed(e),
+                Err(e) => JobMsg::Failed(e.to_string()),
+            };
+            let _ = tx.send(msg).await;
+        });
+    }
+
+    fn manage(&mut self, cid: CidKey, m: Managing) {
+        match m {
+            Managing::Keep => {}
+            Managing::Adopt => self.managed.insert(cid),
+            Managing::Forget => self.managed.remove(cid),
         }
-        for (cid, op) in self.ops.iter_mut() {
-            if let Phase::Failed { next_at_ms, .. } = op.phase
-                && next_at_ms <= now
-            {
-                op.phase = Phase::Queued;
-                self.queue_retry.push_back(*cid);
-                self.failed = self.failed.saturating_sub(1);
+    }
+
+    fn job_msg(&mut self, msg: JobMsg) {
+        let now = now_ms();
+        let repair = self.config.repair_drift;
+        match msg {
+            JobMsg::Listed(r) => {
+                match r {
+                    Ok(n) => {
+                        self.held = n;
+                        self.backend_error = None;
+                        if let Some(Job::Full(full)) = &mut self.job {
+                            full.backend_ok = true;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "pin ls failed; comparing with the managed pins");
+                        self.backend_error = Some(e);
+                    }
+                }
+                self.synced_ms = now;
+            }
+            JobMsg::Findings(list) => {
+                let Some(Job::Full(full)) = &self.job else {
+                    return;
+                };
+                let (seen, backend_ok) = (full.seen, full.backend_ok);
+                for f in list {
+                    if let Some(Job::Full(full)) = &self.job
+                        && full.touched.contains(&f.cid)
+                    {
+                        self.recheck.insert(f.cid);
+                        continue;
+                    }
+                    let m = self.book.compare(
+                        f.cid,
+                        f.wanted.as_ref(),
+                        Some(f.held),
+                        f.managed,
+                        backend_ok,
+                        repair,
+                        seen,
+                        now,
+                    );
+                    self.manage(f.cid, m);
+                }
+            }
+            JobMsg::Walked { cursor } => {
+                if let Some(Job::Full(full)) = self.job.take() {
+                    self.book.drop_unwanted(full.seen, &full.touched);
+                    self.recheck.extend(full.touched);
+                }
+                // Catch up with what the state applied since the walk began.
+                self.cursor = Some(cursor);
+                self.dirty = true;
+            }
+            JobMsg::Changed { facts, next, more } => {
+                self.job = None;
+                let managed = match self.managed.contains_all(facts.iter().map(|(c, _)| c)) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the tracker's managed-pins file");
+                        self.next_full_ms = now + 1000;
+                        return;
+                    }
+                };
+                let backend_ok = self.backend_error.is_none();
+                for ((cid, w), m) in facts.iter().zip(managed) {
+                    let r = self.book.compare(
+                        *cid,
+                        w.as_ref(),
+                        None,
+                        m,
+                        backend_ok,
+                        repair,
+                        self.walk,
+                        now,
+                    );
+                    self.manage(*cid, r);
+                }
+                self.cursor = Some(next);
+                self.dirty |= more;
+            }
+            JobMsg::Truncated => {
+                self.job = None;
+                self.next_full_ms = now;
+            }
+            JobMsg::Failed(e) => {
+                tracing::warn!(error = %e, "tracker comparison failed; comparing everything again soon");
+                if let Some(Job::Full(full)) = self.job.take() {
+                    self.recheck.extend(full.touched);
+                }
+                self.next_full_ms = now + 1000;
             }
         }
     }
 
     fn schedule(&mut self) {
         while self.inflight.len() < self.config.concurrency.max(1) {
-            let Some(cid) = self
-                .queue_new
-                .pop_front()
-                .or_else(|| self.queue_retry.pop_front())
-            else {
+            let Some((cid, op)) = self.book.next_to_start(now_ms()) else {
                 return;
             };
-            let Some(op) = self.ops.get_mut(&cid) else {
-                continue;
-            };
-            if !matches!(op.phase, Phase::Queued) {
-                continue;
-            }
-            op.phase = Phase::InFlight;
-            op.since_ms = now_ms();
             let backend = Arc::clone(&self.backend);
             let kind = op.kind;
             let opts = PinOpts {
                 recursive: op.recursive,
                 progress_timeout: self.config.progress_timeout,
-                origins: op.origins.clone(),
+                origins: op.origins,
             };
             self.inflight.spawn(async move {
                 let r = match kind {
@@ -663,43 +701,158 @@ impl Tracker {
 
     fn finished(&mut self, cid: CidKey, kind: OpKind, result: Result<(), IpfsError>) {
         let now = now_ms();
-        match result {
+        let error = match result {
             Ok(()) => {
-                let pinned = Arc::make_mut(&mut self.pinned);
                 match kind {
                     OpKind::Pin => {
-                        pinned.insert(cid);
                         self.managed.insert(cid);
-                        self.unexpected.remove(&cid);
+                        self.book.unexpected.remove(&cid);
+                        self.held += 1;
                     }
                     OpKind::Unpin => {
-                        pinned.remove(&cid);
-                        self.managed.remove(&cid);
+                        self.managed.remove(cid);
+                        self.held = self.held.saturating_sub(1);
                     }
                 }
-                if self.ops.get(&cid).is_some_and(|op| op.kind == kind) {
-                    self.ops.remove(&cid);
-                }
                 self.synced_ms = now;
+                None
             }
             Err(e) => {
                 tracing::debug!(cid = %cid, error = %e, ?kind, "ipfs operation failed");
-                if let Some(op) = self.ops.get_mut(&cid).filter(|op| op.kind == kind) {
-                    op.attempts += 1;
-                    let factor = 2u32.saturating_pow(op.attempts.saturating_sub(1).min(20));
-                    let delay = self
-                        .config
-                        .retry_base
-                        .saturating_mul(factor)
-                        .min(self.config.retry_max);
-                    op.phase = Phase::Failed {
-                        error: e.to_string(),
-                        next_at_ms: now + delay.as_millis() as i64,
-                    };
-                    self.failed += 1;
-                    op.since_ms = now;
-                }
+                Some(e.to_string())
             }
+        };
+        let retry = (self.config.retry_base, self.config.retry_max);
+        if self.book.finished(cid, kind, error, retry, now) {
+            self.recheck.insert(cid);
+        }
+        if let Some(Job::Full(full)) = &mut self.job {
+            full.touched.insert(cid);
         }
     }
 }
+
+/// A full comparison, run in the background: list the node, then walk the
+/// state and the managed snapshot against that list.
+struct FullWalk {
+    store: StateStore,
+    backend: Arc<dyn IpfsBackend>,
+    me: String,
+    default: ReplicationFactors,
+    now: i64,
+    tx: mpsc::Sender<JobMsg>,
+    cancel: CancellationToken,
+}
+
+impl FullWalk {
+    async fn run(self, snapshot: redb::ReadTransaction) {
+        let listed = tokio::select! {
+            l = list_node(self.backend.as_ref()) => l,
+            _ = self.cancel.cancelled() => return,
+        };
+        let tx = self.tx.clone();
+        let msg = match tokio::task::spawn_blocking(move || self.walk(listed, &snapshot)).await {
+            Ok(Ok(cursor)) => JobMsg::Walked { cursor },
+            Ok(Err(e)) => JobMsg::Failed(e),
+            Err(e) => JobMsg::Failed(e.to_string()),
+        };
+        let _ = tx.send(msg).await;
+    }
+
+    /// The merge walk (blocking); returns the change feed's position
+    /// before the state was read.
+    fn walk(
+        self,
+        listed: Result<SortedCids, IpfsError>,
+        snapshot: &redb::ReadTransaction,
+    ) -> Result<u64, String> {
+        let held = match listed {
+            Ok(mut held) => {
+                held.finish();
+                self.send(JobMsg::Listed(Ok(held.len() as u64)))?;
+                Some(held)
+            }
+            Err(e) => {
+                self.send(JobMsg::Listed(Err(e.to_string())))?;
+                None
+            }
+        };
+        let cursor = self.store.changes_head().map_err(|e| e.to_string())?;
+        let table = managed::table(snapshot).map_err(|e| e.to_string())?;
+        let mut managed_error = None;
+        let managed = managed::keys(&table, &mut managed_error).map_err(|e| e.to_string())?;
+        let mut merge = Merge::new(held.as_ref().map(SortedCids::iter), managed);
+        let mut chunk = Chunk {
+            list: Vec::with_capacity(FINDINGS_CHUNK),
+            tx: &self.tx,
+            alive: true,
+        };
+        self.store
+            .for_each_pin(|pin| {
+                if let Some(w) = wanted_here(&pin, &self.me, self.default, self.now) {
+                    let key = pin.cid.cid().to_bytes();
+                    merge.wanted(&key, pin.cid, w, &mut |f| chunk.push(f));
+                }
+                chunk.alive && !self.cancel.is_cancelled()
+            })
+            .map_err(|e| e.to_string())?;
+        if !chunk.alive || self.cancel.is_cancelled() {
+            return Err("the tracker stopped".into());
+        }
+        merge.finish(&mut |f| chunk.push(f));
+        if let Some(e) = managed_error {
+            return Err(e.to_string());
+        }
+        chunk.send()?;
+        Ok(cursor)
+    }
+
+    fn send(&self, msg: JobMsg) -> Result<(), String> {
+        self.tx
+            .blocking_send(msg)
+            .map_err(|_| "the tracker stopped".to_string())
+    }
+}
+
+/// Findings on their way to the actor, a chunk at a time.
+struct Chunk<'a> {
+    list: Vec<Finding>,
+    tx: &'a mpsc::Sender<JobMsg>,
+    alive: bool,
+}
+
+impl Chunk<'_> {
+    fn push(&mut self, f: Finding) {
+        self.list.push(f);
+        if self.list.len() >= FINDINGS_CHUNK && self.send().is_err() {
+            self.alive = false;
+        }
+    }
+
+    fn send(&mut self) -> Result<(), String> {
+        if self.list.is_empty() || !self.alive {
+            return Ok(());
+        }
+        let list = std::mem::replace(&mut self.list, Vec::with_capacity(FINDINGS_CHUNK));
+        self.tx
+            .blocking_send(JobMsg::Findings(list))
+            .map_err(|_| "the tracker stopped".to_string())
+    }
+}
+
+/// The node's recursive and direct pins (`all` would walk every pinned DAG
+/// to list indirect blocks, which the tracker never needs), unsorted.
+async fn list_node(backend: &dyn IpfsBackend) -> Result<SortedCids, IpfsError> {
+    use futures::StreamExt;
+    let mut out = SortedCids::default();
+    for filter in [PinLsFilter::Recursive, PinLsFilter::Direct] {
+        let mut stream = backend.pin_ls(filter);
+        while let Some(item) = stream.next().await {
+            out.push(&item?.cid);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::StatusService;
+use super::{StatusService, TrackerStopped};
 use crate::consensus::{ClusterNode, Method};
 use crate::manifest::CidKey;
 
@@ -97,21 +97,27 @@ fn is_zero(n: &u32) -> bool {
 }
 
 /// Serves [`Status`], [`StatusRange`] and [`Recover`] from `service`.
+/// The handlers hold it weakly: the service holds the node, whose registry
+/// holds the handlers, and that cycle would keep a stopped peer's state
+/// open. Once every other holder dropped the service, they answer that the
+/// tracker stopped.
 pub fn serve(node: &ClusterNode, service: Arc<StatusService>) {
-    let s = Arc::clone(&service);
+    let weak = Arc::downgrade(&service);
+    let get = move || weak.upgrade().ok_or_else(|| TrackerStopped.to_string());
+    let g = get.clone();
     node.serve::<Status, _, _>(move |cids| {
-        let s = Arc::clone(&s);
-        async move { s.statuses(cids).await }
+        let s = g();
+        async move { s?.statuses(cids).await }
     });
-    let s = Arc::clone(&service);
+    let g = get.clone();
     node.serve::<StatusRange, _, _>(move |r: RangeRequest| {
-        let s = Arc::clone(&s);
-        async move { s.range_statuses(r.first, r.last, r.count).await }
+        let s = g();
+        async move { s?.range_statuses(r.first, r.last, r.count).await }
     });
     node.serve::<Recover, _, _>(move |cid| {
-        let s = Arc::clone(&service);
+        let s = get();
         async move {
-            s.tracker()
+            s?.tracker()
                 .recover(cid)
                 .await
                 .map(|n| n as u64)

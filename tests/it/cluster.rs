@@ -14,7 +14,7 @@ use pinfleet::plan::PruneGuard;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-const SECRET: [u8; 32] = [42u8; 32];
+pub const SECRET: [u8; 32] = [42u8; 32];
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// One running peer and what it needs to be stopped or restarted.

@@ -84,6 +84,7 @@ async fn controller_conditions_are_visible_through_the_cluster() {
         recheck_interval: Duration::from_millis(300),
         repair_drift: true,
         default_replication: ReplicationFactors { min: -1, max: -1 },
+        managed_path: None,
     };
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -94,7 +95,8 @@ async fn controller_conditions_are_visible_through_the_cluster() {
         "p0".to_string(),
         &cancel,
         &tasks,
-    );
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let mut state = ApiState::new(peers[0].node.clone(), "0.0.0-it", "p0");

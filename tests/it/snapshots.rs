@@ -975,7 +975,8 @@ impl EmbeddedPeer {
             "p0".into(),
             &cancel,
             &tasks,
-        );
+        )
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let mut state = ApiState::new(peer.node.clone(), "0.0.0-it", "p0");

@@ -72,6 +72,7 @@ impl Fleet {
                 recheck_interval: Duration::from_millis(300),
                 repair_drift: true,
                 default_replication: ReplicationFactors { min: -1, max: -1 },
+                managed_path: None,
             };
             let cancel = CancellationToken::new();
             let tasks = TaskTracker::new();
@@ -82,7 +83,8 @@ impl Fleet {
                 format!("p{i}"),
                 &cancel,
                 &tasks,
-            );
+            )
+            .unwrap();
             first_status.get_or_insert(status);
             nodes.push(Node {
                 peer,

@@ -16,7 +16,7 @@ use pinfleet::wire::{GlobalPinInfo, TrackerStatus};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::{Peer, apply, cid, cluster, pinset, wait_for};
+use crate::cluster::{Peer, SECRET, apply, cid, cluster, pinset, wait_for};
 
 struct Node {
     peer: Peer,
@@ -55,6 +55,7 @@ async fn tracked_with(
             recheck_interval: Duration::from_millis(300),
             repair_drift: true,
             default_replication: ReplicationFactors { min: -1, max: -1 },
+            managed_path: None,
         };
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -65,7 +66,8 @@ async fn tracked_with(
             "t".into(),
             &cancel,
             &tasks,
-        );
+        )
+        .unwrap();
         let mut informer = InformerConfig::new(ReplicationFactors { min: -1, max: -1 });
         informer.interval = Duration::from_millis(200);
         informer.check_interval = check;
@@ -479,5 +481,126 @@ async fn a_new_pin_is_allocated_without_waiting_for_the_check_interval() {
     for i in 80..82 {
         wait_for("two copies", || holders(&nodes, i) == 2).await;
     }
+    stop(nodes).await;
+}
+
+/// A tracker (without informer) for `peer` on the mock Kubo at `url`,
+/// keeping its managed pins at `managed` (`None`: in memory).
+fn track(
+    peer: &Peer,
+    url: &str,
+    managed: Option<std::path::PathBuf>,
+) -> (Arc<StatusService>, CancellationToken, TaskTracker) {
+    let backend = Arc::new(KuboClient::new(url, Duration::from_secs(5)).unwrap());
+    let config = TrackerConfig {
+        concurrency: 4,
+        progress_timeout: Duration::from_secs(1),
+        retry_base: Duration::from_millis(100),
+        retry_max: Duration::from_millis(400),
+        recheck_interval: Duration::from_millis(300),
+        repair_drift: true,
+        default_replication: ReplicationFactors { min: -1, max: -1 },
+        managed_path: managed,
+    };
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let status =
+        pinfleet::daemon::start_tracking(&peer.node, backend, config, "t".into(), &cancel, &tasks)
+            .unwrap();
+    (status, cancel, tasks)
+}
+
+/// The tracker remembers on disk which pins it pinned for the cluster: a
+/// pin released while its peer was down is unpinned when the peer comes
+/// back (it used to stay on IPFS for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pin_released_while_a_peer_was_down_is_unpinned_when_it_restarts() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for peer in cluster(3, root.path(), 10_000).await {
+        let (kubo, url) = MockKubo::start().await.unwrap();
+        let managed = pinfleet::tracker::managed_path(&peer.dir);
+        let (status, cancel, tasks) = track(&peer, &url, Some(managed));
+        nodes.push(Node {
+            peer,
+            kubo,
+            status,
+            cancel,
+            tasks,
+        });
+    }
+    pinsets::apply(&nodes[0].peer.node, apply(pinset("rel", 90..95), "r1"))
+        .await
+        .unwrap();
+    for n in &nodes {
+        wait_for("5 pins on every kubo", || {
+            (90..95).all(|i| n.kubo.pinned(cid(i)).is_some())
+        })
+        .await;
+    }
+
+    // Stop a follower (tracker, then peer); its mock Kubo keeps its pins.
+    let down = nodes.iter().position(|n| !n.peer.node.is_leader()).unwrap();
+    let Node {
+        peer,
+        kubo,
+        status,
+        cancel,
+        tasks,
+    } = nodes.remove(down);
+    drop(status);
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    let (dir, keypair) = (peer.dir.clone(), peer.keypair.clone());
+    let listen: libp2p::Multiaddr = peer.node.node().addrs[0]
+        .parse::<libp2p::Multiaddr>()
+        .unwrap()
+        .into_iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    peer.stop().await;
+
+    // Release 2 of 5 through another peer while it is down.
+    pinsets::apply(&nodes[0].peer.node, apply(pinset("rel", 92..95), "r2"))
+        .await
+        .unwrap();
+    for n in &nodes {
+        wait_for("released pins unpinned on the live peers", || {
+            n.kubo.pinned(cid(90)).is_none() && n.kubo.pinned(cid(91)).is_none()
+        })
+        .await;
+    }
+    assert!(kubo.pinned(cid(90)).is_some() && kubo.pinned(cid(91)).is_some());
+    assert_eq!(kubo.count_calls("pin/rm"), 0);
+
+    // Same directory, identity and port, a fresh process's tracker.
+    let back = Peer::start_on(&dir, keypair, SECRET, vec![], 10_000, Some(listen))
+        .await
+        .unwrap();
+    // The tracker starts once the peer has caught up: the state it reads
+    // no longer has the released pins at all.
+    wait_for("the restarted peer caught up", || {
+        back.node.store().get(&cid(90)).unwrap().is_none()
+    })
+    .await;
+    let (_status, cancel, tasks) = track(
+        &back,
+        kubo.url(),
+        Some(pinfleet::tracker::managed_path(&dir)),
+    );
+    wait_for("the released pins unpinned after the restart", || {
+        kubo.pinned(cid(90)).is_none() && kubo.pinned(cid(91)).is_none()
+    })
+    .await;
+    assert!(
+        (92..95).all(|i| kubo.pinned(cid(i)).is_some()),
+        "the pins still wanted stay"
+    );
+    assert_eq!(kubo.count_calls("pin/rm"), 2, "one unpin per released pin");
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    back.stop().await;
     stop(nodes).await;
 }
