@@ -56,9 +56,9 @@ async fn main() {
     }
 }
 
-/// Reads an NDJSON stream to its end: (time to first byte, total, lines).
-async fn read_ndjson(resp: reqwest::Response) -> (Duration, u64, Vec<u8>) {
-    let t = Instant::now();
+/// Reads an NDJSON stream to its end: (time to first byte since `t`,
+/// lines, the last line).
+async fn read_ndjson(t: Instant, resp: reqwest::Response) -> (Duration, u64, Vec<u8>) {
     let mut body = resp.bytes_stream();
     let mut first = None;
     let mut lines = 0u64;
@@ -174,7 +174,7 @@ async fn queued_status(sizes: &[u64]) {
             .send()
             .await
             .expect("get /pins");
-        let (first, lines, last) = read_ndjson(resp).await;
+        let (first, lines, last) = read_ndjson(t, resp).await;
         let total = t.elapsed();
         assert_eq!(lines, size);
         let v: serde_json::Value = serde_json::from_slice(&last).expect("json");

@@ -118,23 +118,50 @@ impl Managed {
             .copied()
     }
 
-    /// Whether each of `cids` is managed, from one read transaction.
+    /// Whether each of `cids` is managed, from one read transaction. A
+    /// page in CID-bytes order (as status pages are) is answered by one
+    /// range scan rather than a lookup per CID.
     pub(super) fn contains_all<'a>(
         &self,
         cids: impl IntoIterator<Item = &'a CidKey>,
     ) -> Result<Vec<bool>, redb::Error> {
-        let mut table = None;
         let mut out = Vec::new();
-        for cid in cids {
-            if let Some(m) = self.unwritten(cid) {
-                out.push(m);
-                continue;
+        let mut ask: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, cid) in cids.into_iter().enumerate() {
+            match self.unwritten(cid) {
+                Some(m) => out.push(m),
+                None => {
+                    out.push(false);
+                    ask.push((i, cid.cid().to_bytes()));
+                }
             }
-            if table.is_none() {
-                table = Some(self.db.begin_read()?.open_table(MANAGED)?);
+        }
+        let (Some((_, first)), Some((_, last))) = (ask.first(), ask.last()) else {
+            return Ok(out);
+        };
+        let table = self.db.begin_read()?.open_table(MANAGED)?;
+        let mut done = 0;
+        if ask.windows(2).all(|w| w[0].1 < w[1].1) {
+            // Scan while the range is about as dense as the page; a sparse
+            // page falls back to lookups for the rest.
+            let budget = 4 * ask.len() + 64;
+            let mut range = table.range(first.as_slice()..=last.as_slice())?;
+            let mut current = range.next().transpose()?.map(|(k, _)| k.value().to_vec());
+            let mut scanned = 0;
+            for (i, key) in &ask {
+                while current.as_ref().is_some_and(|c| c < key) && scanned < budget {
+                    current = range.next().transpose()?.map(|(k, _)| k.value().to_vec());
+                    scanned += 1;
+                }
+                if scanned >= budget {
+                    break;
+                }
+                out[*i] = current.as_ref() == Some(key);
+                done += 1;
             }
-            let Some(t) = &table else { continue };
-            out.push(t.get(cid.cid().to_bytes().as_slice())?.is_some());
+        }
+        for (i, key) in &ask[done..] {
+            out[*i] = table.get(key.as_slice())?.is_some();
         }
         Ok(out)
     }
@@ -267,6 +294,37 @@ mod tests {
             m.contains_all([&seq_cid(1), &seq_cid(2)]).unwrap(),
             vec![true, false]
         );
+    }
+
+    #[test]
+    fn a_page_in_cid_order_reads_as_lookups_do() {
+        let mut m = Managed::open(None).unwrap();
+        let mut cids: Vec<CidKey> = (0..300).map(seq_cid).collect();
+        cids.sort_by_key(|c| c.cid().to_bytes());
+        for c in cids.iter().step_by(3) {
+            m.insert(*c);
+        }
+        m.start_flush().unwrap().run().unwrap();
+        m.flushed(true);
+        m.remove(cids[3]);
+        let one_by_one: Vec<bool> = cids.iter().map(|c| m.contains(c).unwrap()).collect();
+        assert_eq!(one_by_one.iter().filter(|b| **b).count(), 99);
+        assert_eq!(
+            m.contains_all(&cids).unwrap(),
+            one_by_one,
+            "dense, in order"
+        );
+        let sparse = [cids[0], cids[1], cids[299]];
+        assert_eq!(
+            m.contains_all(&sparse).unwrap(),
+            vec![true, false, false],
+            "sparse: the scan gives up, lookups answer"
+        );
+        let mut shuffled = cids.clone();
+        shuffled.reverse();
+        let mut want = one_by_one.clone();
+        want.reverse();
+        assert_eq!(m.contains_all(&shuffled).unwrap(), want, "out of order");
     }
 
     #[test]

@@ -18,14 +18,16 @@
 //! peer was down is unpinned after it restarts. Pins go before retries;
 //! failures retry with exponential backoff; a pin that vanished from IPFS
 //! behind our back is reported `unexpectedly_unpinned` and pinned again
-//! (drift repair). The rules live in `book.rs`; this file is the actor
-//! that does the I/O.
+//! (drift repair). The rules live in `book.rs`, the comparisons that run
+//! in the background in `jobs.rs`; this file is the actor: it owns the
+//! books, starts operations and answers requests.
 //!
 //! It must not write to the shared state and must never crash on what the
 //! backend says: a backend error only ever becomes a status.
 
 mod book;
 pub mod global;
+mod jobs;
 mod managed;
 pub mod rpc;
 mod walk;
@@ -44,13 +46,14 @@ pub use global::StatusService;
 pub use managed::ManagedError;
 
 use crate::consensus::StateStore;
-use crate::ipfs::{IpfsBackend, IpfsError, PinLsFilter, PinOpts};
+use crate::ipfs::{IpfsBackend, IpfsError, PinOpts};
 use crate::manifest::{CidKey, PinMode, ReplicationFactors};
 use crate::state::StatePin;
 use crate::wire::TrackerStatus;
 use book::{Book, Managing, OpKind};
+use jobs::{FullWalk, JobMsg, Reader};
 use managed::Managed;
-use walk::{Finding, Merge, SortedCids, Wanted};
+use walk::Wanted;
 
 /// Tracker settings.
 #[derive(Clone, Debug)]
@@ -248,10 +251,6 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Findings per message from a full comparison.
-const FINDINGS_CHUNK: usize = 1024;
-/// Changes compared per incremental sync.
-const CHANGES_PAGE: usize = 8192;
 /// Unwritten managed-set changes before findings wait for a flush.
 const MAX_UNWRITTEN: usize = 65_536;
 
@@ -296,27 +295,6 @@ pub fn spawn(
     Ok(TrackerHandle { tx })
 }
 
-/// What a background comparison reports to the actor.
-enum JobMsg {
-    /// The node's pins were listed (how many), or why not.
-    Listed(Result<u64, String>),
-    /// Part of a full comparison's findings.
-    Findings(Vec<Finding>),
-    /// The full comparison ended; the change feed continues at `cursor`.
-    Walked { cursor: u64 },
-    /// The changed pins and what the state wants of them; the feed
-    /// continues at `next`; `more` are waiting.
-    Changed {
-        facts: Vec<(CidKey, Option<Wanted>)>,
-        next: u64,
-        more: bool,
-    },
-    /// The change feed no longer reaches back to our position.
-    Truncated,
-    /// The comparison failed.
-    Failed(String),
-}
-
 /// The comparison running in the background.
 enum Job {
     Incremental,
@@ -330,6 +308,7 @@ struct Full {
     /// findings are stale; they are compared again afterwards.
     touched: HashSet<CidKey>,
     backend_ok: bool,
+    started: std::time::Instant,
 }
 
 struct Tracker {
@@ -514,13 +493,11 @@ impl Tracker {
             seen: self.walk,
             touched: self.managed.unwritten_cids().copied().collect(),
             backend_ok: false,
+            started: std::time::Instant::now(),
         }));
         let walk = FullWalk {
-            store: self.store.clone(),
+            reader: self.reader(now),
             backend: Arc::clone(&self.backend),
-            me: self.me.clone(),
-            default: self.config.default_replication,
-            now,
             tx: self.job_tx.clone(),
             cancel: cancel.clone(),
         };
@@ -532,43 +509,18 @@ impl Tracker {
         self.dirty = false;
         self.job = Some(Job::Incremental);
         let recheck: Vec<CidKey> = self.recheck.drain().collect();
-        let (store, me, default) = (
-            self.store.clone(),
-            self.me.clone(),
-            self.config.default_replication,
-        );
-        let tx = self.job_tx.clone();
-        self.jobs.spawn(async move {
-            let read = move || -> Result<JobMsg, String> {
-                let page = store
-                    .changes_since(cursor, CHANGES_PAGE)
-                    .map_err(|e| e.to_string())?;
-                if page.truncated {
-                    return Ok(JobMsg::Truncated);
-                }
-                let more = page.cids.len() >= CHANGES_PAGE;
-                let mut seen = HashSet::new();
-                let mut facts = Vec::new();
-                for cid in page.cids.into_iter().chain(recheck) {
-                    if seen.insert(cid) {
-                        let pin = store.get(&cid).map_err(|e| e.to_string())?;
-                        let w = pin.and_then(|p| wanted_here(&p, &me, default, now));
-                        facts.push((cid, w));
-                    }
-                }
-                Ok(JobMsg::Changed {
-                    facts,
-                    next: page.next_seq,
-                    more,
-                })
-            };
-            let msg = match tokio::task::spawn_blocking(read).await {
-                Ok(Ok(m)) => m,
-                Ok(Err(e)) => JobMsg::Failed(e),
-                Err(e) => JobMsg::Failed(e.to_string()),
-            };
-            let _ = tx.send(msg).await;
-        });
+        let (reader, tx) = (self.reader(now), self.job_tx.clone());
+        self.jobs
+            .spawn(jobs::read_changes(reader, cursor, recheck, tx));
+    }
+
+    fn reader(&self, now: i64) -> Reader {
+        Reader {
+            store: self.store.clone(),
+            me: self.me.clone(),
+            default: self.config.default_replication,
+            now,
+        }
     }
 
     fn manage(&mut self, cid: CidKey, m: Managing) {
@@ -627,6 +579,12 @@ impl Tracker {
             JobMsg::Walked { cursor } => {
                 if let Some(Job::Full(full)) = self.job.take() {
                     self.book.drop_unwanted(full.seen, &full.touched);
+                    tracing::debug!(
+                        took_ms = full.started.elapsed().as_millis() as u64,
+                        held = self.held,
+                        ops = self.book.ops.len(),
+                        "full comparison with the node done"
+                    );
                     self.recheck.extend(full.touched);
                 }
                 // Catch up with what the state applied since the walk began.
@@ -730,128 +688,6 @@ impl Tracker {
             full.touched.insert(cid);
         }
     }
-}
-
-/// A full comparison, run in the background: list the node, then walk the
-/// state and the managed snapshot against that list.
-struct FullWalk {
-    store: StateStore,
-    backend: Arc<dyn IpfsBackend>,
-    me: String,
-    default: ReplicationFactors,
-    now: i64,
-    tx: mpsc::Sender<JobMsg>,
-    cancel: CancellationToken,
-}
-
-impl FullWalk {
-    async fn run(self, snapshot: redb::ReadTransaction) {
-        let listed = tokio::select! {
-            l = list_node(self.backend.as_ref()) => l,
-            _ = self.cancel.cancelled() => return,
-        };
-        let tx = self.tx.clone();
-        let msg = match tokio::task::spawn_blocking(move || self.walk(listed, &snapshot)).await {
-            Ok(Ok(cursor)) => JobMsg::Walked { cursor },
-            Ok(Err(e)) => JobMsg::Failed(e),
-            Err(e) => JobMsg::Failed(e.to_string()),
-        };
-        let _ = tx.send(msg).await;
-    }
-
-    /// The merge walk (blocking); returns the change feed's position
-    /// before the state was read.
-    fn walk(
-        self,
-        listed: Result<SortedCids, IpfsError>,
-        snapshot: &redb::ReadTransaction,
-    ) -> Result<u64, String> {
-        let held = match listed {
-            Ok(mut held) => {
-                held.finish();
-                self.send(JobMsg::Listed(Ok(held.len() as u64)))?;
-                Some(held)
-            }
-            Err(e) => {
-                self.send(JobMsg::Listed(Err(e.to_string())))?;
-                None
-            }
-        };
-        let cursor = self.store.changes_head().map_err(|e| e.to_string())?;
-        let table = managed::table(snapshot).map_err(|e| e.to_string())?;
-        let mut managed_error = None;
-        let managed = managed::keys(&table, &mut managed_error).map_err(|e| e.to_string())?;
-        let mut merge = Merge::new(held.as_ref().map(SortedCids::iter), managed);
-        let mut chunk = Chunk {
-            list: Vec::with_capacity(FINDINGS_CHUNK),
-            tx: &self.tx,
-            alive: true,
-        };
-        self.store
-            .for_each_pin(|pin| {
-                if let Some(w) = wanted_here(&pin, &self.me, self.default, self.now) {
-                    let key = pin.cid.cid().to_bytes();
-                    merge.wanted(&key, pin.cid, w, &mut |f| chunk.push(f));
-                }
-                chunk.alive && !self.cancel.is_cancelled()
-            })
-            .map_err(|e| e.to_string())?;
-        if !chunk.alive || self.cancel.is_cancelled() {
-            return Err("the tracker stopped".into());
-        }
-        merge.finish(&mut |f| chunk.push(f));
-        if let Some(e) = managed_error {
-            return Err(e.to_string());
-        }
-        chunk.send()?;
-        Ok(cursor)
-    }
-
-    fn send(&self, msg: JobMsg) -> Result<(), String> {
-        self.tx
-            .blocking_send(msg)
-            .map_err(|_| "the tracker stopped".to_string())
-    }
-}
-
-/// Findings on their way to the actor, a chunk at a time.
-struct Chunk<'a> {
-    list: Vec<Finding>,
-    tx: &'a mpsc::Sender<JobMsg>,
-    alive: bool,
-}
-
-impl Chunk<'_> {
-    fn push(&mut self, f: Finding) {
-        self.list.push(f);
-        if self.list.len() >= FINDINGS_CHUNK && self.send().is_err() {
-            self.alive = false;
-        }
-    }
-
-    fn send(&mut self) -> Result<(), String> {
-        if self.list.is_empty() || !self.alive {
-            return Ok(());
-        }
-        let list = std::mem::replace(&mut self.list, Vec::with_capacity(FINDINGS_CHUNK));
-        self.tx
-            .blocking_send(JobMsg::Findings(list))
-            .map_err(|_| "the tracker stopped".to_string())
-    }
-}
-
-/// The node's recursive and direct pins (`all` would walk every pinned DAG
-/// to list indirect blocks, which the tracker never needs), unsorted.
-async fn list_node(backend: &dyn IpfsBackend) -> Result<SortedCids, IpfsError> {
-    use futures::StreamExt;
-    let mut out = SortedCids::default();
-    for filter in [PinLsFilter::Recursive, PinLsFilter::Direct] {
-        let mut stream = backend.pin_ls(filter);
-        while let Some(item) = stream.next().await {
-            out.push(&item?.cid);
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
