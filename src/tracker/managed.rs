@@ -176,6 +176,12 @@ impl Managed {
             .unwrap_or(false))
     }
 
+    /// Whether `cid` was recorded as managed but is not in the file yet:
+    /// a crash now would forget it.
+    pub(super) fn recording(&self, cid: &CidKey) -> bool {
+        self.unwritten(cid) == Some(true)
+    }
+
     /// Records that this peer pinned `cid` for the cluster.
     pub(super) fn insert(&mut self, cid: CidKey) {
         self.pending.insert(cid, true);
@@ -325,6 +331,26 @@ mod tests {
         let mut want = one_by_one.clone();
         want.reverse();
         assert_eq!(m.contains_all(&shuffled).unwrap(), want, "out of order");
+    }
+
+    #[test]
+    fn a_pin_is_recording_until_a_flush_has_written_it() {
+        let mut m = Managed::open(None).unwrap();
+        let c = seq_cid(1);
+        m.insert(c);
+        assert!(m.recording(&c));
+        let f = m.start_flush().unwrap();
+        assert!(m.recording(&c), "while its flush runs");
+        f.run().unwrap();
+        m.flushed(true);
+        assert!(!m.recording(&c), "written");
+        m.remove(c);
+        m.insert(c);
+        let _lost = m.start_flush().unwrap();
+        m.flushed(false);
+        assert!(m.recording(&c), "a failed flush leaves it unwritten");
+        m.remove(c);
+        assert!(!m.recording(&c), "a release is not a record");
     }
 
     #[test]

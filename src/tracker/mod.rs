@@ -15,7 +15,9 @@
 //!
 //! The pins this peer pinned for the cluster ("managed", the only ones it
 //! ever unpins) are persisted (`managed.rs`), so a pin released while the
-//! peer was down is unpinned after it restarts. Pins go before retries;
+//! peer was down is unpinned after it restarts; a pin is reported `pinned`
+//! only once that record is on disk (until then: `pinning`), so what a
+//! user saw pinned is released even after a crash (kill -9). Pins go before retries;
 //! failures retry with exponential backoff; a pin that vanished from IPFS
 //! behind our back is reported `unexpectedly_unpinned` and pinned again
 //! (drift repair). The rules live in `book.rs`, the comparisons that run
@@ -460,8 +462,15 @@ impl Tracker {
             .iter()
             .map(|q| {
                 let m = asks(q) && managed.next().unwrap_or(false);
-                self.book
-                    .status(q, m, self.backend_error.as_deref(), self.synced_ms)
+                let mut s = self
+                    .book
+                    .status(q, m, self.backend_error.as_deref(), self.synced_ms);
+                // Pinned once this peer would remember, after a crash, that
+                // the pin is its own to release.
+                if s.status == TrackerStatus::Pinned && self.managed.recording(&q.cid) {
+                    s.status = TrackerStatus::Pinning;
+                }
+                s
             })
             .collect()
     }

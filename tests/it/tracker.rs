@@ -604,3 +604,195 @@ async fn a_pin_released_while_a_peer_was_down_is_unpinned_when_it_restarts() {
     back.stop().await;
     stop(nodes).await;
 }
+
+/// Whether process `pid` is gone or a zombie (killed, not yet reaped).
+fn dead(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Waits (60 s at most) until the async `check` holds.
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the peer at `api` reports being the Raft leader (`/metrics`).
+async fn is_leader(http: &reqwest::Client, api: &str) -> Option<bool> {
+    let body = http
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let line = body
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("pinfleet_leader"))?;
+    Some(line.split_whitespace().nth(1)? == "1")
+}
+
+/// How many peers `GET /pins/{cid}` at `api` reports `pinned`.
+async fn pinned_on(http: &reqwest::Client, api: &str, cid: &str) -> usize {
+    let Ok(resp) = http.get(format!("{api}/pins/{cid}")).send().await else {
+        return 0;
+    };
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    v["peer_map"].as_object().map_or(0, |m| {
+        m.values().filter(|s| s["status"] == "pinned").count()
+    })
+}
+
+/// Three daemon processes, each on its own mock Kubo. A peer killed with
+/// SIGKILL (no shutdown, nothing written on the way out) while its pins'
+/// PinSet is deleted through the others unpins them from its Kubo when it
+/// starts again: what it reported pinned, it had recorded as its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_a_peer_killed_while_its_pinset_was_deleted_unpins_it_after_restart() {
+    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
+    let mut kubos = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..3 {
+        let (kubo, url) = MockKubo::start().await.unwrap();
+        kubos.push(kubo);
+        urls.push(url);
+    }
+    let root = tempfile::tempdir().unwrap();
+    let tb = Testbed::up(&TestbedOptions {
+        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
+        peers: 3,
+        dir: root.path().join("tb"),
+        timeout: Duration::from_secs(60),
+        ipfs: TestbedIpfs::Kubo(urls),
+    })
+    .await
+    .unwrap();
+    let peers = tb.file.peers.clone();
+    let http = reqwest::Client::new();
+
+    // The leader takes the writes; a follower is the victim.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let leader = 'found: loop {
+        for (i, p) in peers.iter().enumerate() {
+            if is_leader(&http, &p.api).await == Some(true) {
+                break 'found i;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let victim = (leader + 1) % 3;
+    let (api, down) = (&peers[leader].api, &peers[victim]);
+
+    let pins: Vec<_> = (200..205).map(cid).collect();
+    let names: Vec<String> = pins.iter().map(|c| c.to_string()).collect();
+    let put = http
+        .put(format!("{api}/pinsets/it/crash"))
+        .body(crate::support::pinset_yaml("it", "crash", &names))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+    for name in &names {
+        until("every peer reports the pins pinned", || async {
+            pinned_on(&http, api, name).await == 3
+        })
+        .await;
+    }
+    assert!(pins.iter().all(|c| kubos[victim].pinned(*c).is_some()));
+
+    // kill -9 the follower, then delete the PinSet through the leader.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(down.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    until("the killed peer is gone", || async { dead(down.pid) }).await;
+    let del = http
+        .delete(format!("{api}/pinsets/it/crash?force=true"))
+        .send()
+        .await
+        .unwrap();
+    assert!(del.status().is_success(), "{}", del.text().await.unwrap());
+    for (i, kubo) in kubos.iter().enumerate().filter(|(i, _)| *i != victim) {
+        until(&format!("peer {i} unpinned the deleted PinSet"), || async {
+            pins.iter().all(|c| kubo.pinned(*c).is_none())
+        })
+        .await;
+    }
+    let kubo = &kubos[victim];
+    assert!(pins.iter().all(|c| kubo.pinned(*c).is_some()));
+    assert_eq!(kubo.count_calls("pin/rm"), 0);
+
+    // The same command again, on the same directory and ports, its Kubo
+    // down until it has caught up: by then its state no longer has the
+    // pins, so only its record of what it pinned says they are its own.
+    kubo.set_down(true);
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(down.dir.join("daemon.log"))
+        .unwrap();
+    let mut back = tokio::process::Command::new(&down.cmd[0])
+        .args(&down.cmd[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = back.id().unwrap();
+    let info = tokio::task::spawn_blocking({
+        let dir = down.dir.clone();
+        move || {
+            let start = std::time::Instant::now();
+            loop {
+                if let Some(i) = pinfleet::daemon::read_run_file(&dir).filter(|i| i.pid == pid) {
+                    return i;
+                }
+                assert!(start.elapsed() < Duration::from_secs(60), "no run.json");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    })
+    .await
+    .unwrap();
+    for name in &names {
+        until("the restarted peer caught up", || async {
+            crate::support::owners_at(&info.api, name).await.is_none()
+        })
+        .await;
+    }
+    kubo.set_down(false);
+    until("the restarted peer unpinned the deleted PinSet", || async {
+        pins.iter().all(|c| kubo.pinned(*c).is_none())
+    })
+    .await;
+    assert_eq!(kubo.pin_count(), 0, "nothing else was pinned or left");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), back.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    tb.stop().await;
+}
