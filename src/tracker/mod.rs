@@ -700,4 +700,6 @@ impl Tracker {
 }
 
 #[cfg(test)]
+mod actor_tests;
+#[cfg(test)]
 mod tests;
