@@ -113,8 +113,10 @@ pub enum DaemonError {
 }
 
 /// Starts the pin tracker for `node` on `backend` and registers its status
-/// service for other peers' status RPCs. Fails when the tracker's
-/// managed-pins file (`config.managed_path`) cannot be opened.
+/// service for other peers' status RPCs. Keep the returned service while
+/// the peer runs: the RPCs hold it weakly and answer that the tracker
+/// stopped once it is dropped. Fails when the tracker's managed-pins file
+/// (`config.managed_path`) cannot be opened.
 pub fn start_tracking(
     node: &ClusterNode,
     backend: std::sync::Arc<dyn crate::ipfs::IpfsBackend>,

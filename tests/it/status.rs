@@ -28,6 +28,8 @@ const DEADLINE: Duration = Duration::from_secs(30);
 pub(crate) struct Node {
     pub(crate) peer: Peer,
     pub(crate) kubo: MockKubo,
+    /// Kept: other peers' status RPCs are answered through it.
+    _status: Arc<StatusService>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -85,10 +87,11 @@ impl Fleet {
                 &tasks,
             )
             .unwrap();
-            first_status.get_or_insert(status);
+            first_status.get_or_insert_with(|| Arc::clone(&status));
             nodes.push(Node {
                 peer,
                 kubo,
+                _status: status,
                 cancel,
                 tasks,
             });
