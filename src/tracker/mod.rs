@@ -5,11 +5,12 @@
 //! Its costs follow the change, not the archive:
 //! - after the state applies entries, only the pins that changed are
 //!   compared (the state's change feed, `StateStore::changes_since`);
-//! - a full comparison with the node — at start, every `recheck_interval`,
-//!   and when the change feed was trimmed past the tracker's position — is
-//!   one merge walk in CID order over the state, the node's pin list and
-//!   the managed set (`walk.rs`), run off the actor; it holds the node's
-//!   list, nothing per wanted pin;
+//! - a full comparison with the node — at start, every `recheck_interval`
+//!   (stretched so that comparing takes at most a tenth of the time), and
+//!   when the change feed was trimmed past the tracker's position — is one
+//!   merge walk in CID order over the state, the node's pin list and the
+//!   managed set (`walk.rs`), run off the actor; it holds the node's list,
+//!   nothing per wanted pin;
 //! - status is answered for a batch of pins (a page) by lookups, never by
 //!   copying the tracker's books.
 //!
@@ -17,12 +18,12 @@
 //! ever unpins) are persisted (`managed.rs`), so a pin released while the
 //! peer was down is unpinned after it restarts; a pin is reported `pinned`
 //! only once that record is on disk (until then: `pinning`), so what a
-//! user saw pinned is released even after a crash (kill -9). Pins go before retries;
-//! failures retry with exponential backoff; a pin that vanished from IPFS
-//! behind our back is reported `unexpectedly_unpinned` and pinned again
-//! (drift repair). The rules live in `book.rs`, the comparisons that run
-//! in the background in `jobs.rs`; this file is the actor: it owns the
-//! books, starts operations and answers requests.
+//! user saw pinned is released even after a crash (kill -9). Pins go
+//! before retries; failures retry with exponential backoff; a pin that
+//! vanished from IPFS behind our back is reported `unexpectedly_unpinned`
+//! and pinned again (drift repair). The rules live in `book.rs`, the
+//! comparisons that run in the background in `jobs.rs`; this file is the
+//! actor: it owns the books, starts operations and answers requests.
 //!
 //! It must not write to the shared state and must never crash on what the
 //! backend says: a backend error only ever becomes a status.
@@ -68,7 +69,8 @@ pub struct TrackerConfig {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
-    /// Full comparison with the node's pin list at least this often.
+    /// Full comparison with the node's pin list this often, or less often
+    /// when one takes longer than a tenth of it.
     pub recheck_interval: Duration,
     /// Re-pin what disappeared from IPFS behind our back.
     pub repair_drift: bool,
@@ -255,6 +257,8 @@ fn now_ms() -> i64 {
 
 /// Unwritten managed-set changes before findings wait for a flush.
 const MAX_UNWRITTEN: usize = 65_536;
+/// Periodic full comparisons take at most 1/`FULL_DUTY` of the time.
+const FULL_DUTY: i64 = 10;
 
 /// Starts the tracker for peer `me`. `applied` changes whenever the local
 /// state applies log entries (the changed pins are compared shortly).
@@ -588,8 +592,14 @@ impl Tracker {
             JobMsg::Walked { cursor } => {
                 if let Some(Job::Full(full)) = self.job.take() {
                     self.book.drop_unwanted(full.seen, &full.touched);
+                    let took = full.started.elapsed().as_millis() as i64;
+                    // Unless one was asked for meanwhile (`Sync`).
+                    if self.next_full_ms > 0 {
+                        self.next_full_ms = self.next_full_ms.max(now + took * (FULL_DUTY - 1));
+                    }
                     tracing::debug!(
-                        took_ms = full.started.elapsed().as_millis() as u64,
+                        took_ms = took,
+                        next_in_ms = self.next_full_ms - now,
                         held = self.held,
                         ops = self.book.ops.len(),
                         "full comparison with the node done"
