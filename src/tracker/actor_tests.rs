@@ -1,7 +1,8 @@
 //! The actor against a real state store and a mock Kubo: between full
 //! comparisons it follows the state's change feed (no listing of the node),
 //! and when the feed no longer reaches back to its position (a snapshot was
-//! installed) it compares everything once.
+//! installed) it compares everything once, the state read in pages of
+//! two pins (`jobs::STATE_PAGE` in unit tests).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +113,7 @@ async fn changes_are_followed_by_the_feed_and_a_truncated_feed_means_a_full_comp
     // compared once — its pins pinned, the ones it lacks unpinned.
     let mut other = open("a");
     other
-        .apply(vec![entry(5, (10..13).map(set).collect())])
+        .apply(vec![entry(5, (10..15).map(set).collect())])
         .await
         .unwrap();
     let snapshot = other.build_snapshot().await.unwrap();
@@ -122,12 +123,12 @@ async fn changes_are_followed_by_the_feed_and_a_truncated_feed_means_a_full_comp
     store.install_snapshot(&snapshot.meta, into).await.unwrap();
     applied.send_replace(5);
     until("the snapshot's pins pinned and the others unpinned", || {
-        (10..13).all(|i| kubo.pinned(seq_cid(i)).is_some())
+        (10..15).all(|i| kubo.pinned(seq_cid(i)).is_some())
             && (0..3).all(|i| kubo.pinned(seq_cid(i)).is_none())
     })
     .await;
     assert_eq!(listings(), 4, "one full comparison after the truncation");
-    assert_eq!(kubo.pin_count(), 3);
+    assert_eq!(kubo.pin_count(), 5);
 
     cancel.cancel();
     tasks.close();

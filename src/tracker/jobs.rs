@@ -1,9 +1,9 @@
 //! The comparisons the tracker runs in the background, so that its actor
 //! keeps answering statuses and finishing operations meanwhile: the full
-//! comparison (list the node's pins, then merge-walk them with the state
-//! and a snapshot of the managed set) and the read of the changed pins
-//! (the state's change feed). They only read, and report to the actor by
-//! message; the actor decides.
+//! comparison (list the node's pins, then merge-walk them with the state,
+//! read a page at a time, and a snapshot of the managed set) and the read
+//! of the changed pins (the state's change feed). They only read, and
+//! report to the actor by message; the actor decides.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +22,9 @@ use crate::manifest::{CidKey, ReplicationFactors};
 const FINDINGS_CHUNK: usize = 1024;
 /// Changes compared per incremental sync.
 const CHANGES_PAGE: usize = 8192;
+/// Pins read from the state per read transaction in a full comparison
+/// (unit tests walk tiny pages, so that their walks cross pages).
+const STATE_PAGE: usize = if cfg!(test) { 2 } else { 4096 };
 
 /// What a background comparison reports to the actor.
 pub(super) enum JobMsg {
@@ -149,18 +152,29 @@ impl FullWalk {
             tx: &self.tx,
             alive: true,
         };
-        self.reader
-            .store
-            .for_each_pin(|pin| {
-                if let Some(w) =
-                    wanted_here(&pin, &self.reader.me, self.reader.default, self.reader.now)
-                {
+        // The state a page at a time: no read transaction spans the walk.
+        // Pages read later may see newer pins; whatever changed after
+        // `cursor` is compared again from the change feed afterwards.
+        let r = &self.reader;
+        let mut after = None;
+        while chunk.alive && !self.cancel.is_cancelled() {
+            let page = r
+                .store
+                .pins_after(after.as_ref(), STATE_PAGE)
+                .map_err(|e| e.to_string())?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.cid);
+            let full = page.len() >= STATE_PAGE;
+            for pin in page {
+                if let Some(w) = wanted_here(&pin, &r.me, r.default, r.now) {
                     let key = pin.cid.cid().to_bytes();
                     merge.wanted(&key, pin.cid, w, &mut |f| chunk.push(f));
                 }
-                chunk.alive && !self.cancel.is_cancelled()
-            })
-            .map_err(|e| e.to_string())?;
+            }
+            if !full {
+                break;
+            }
+        }
         if !chunk.alive || self.cancel.is_cancelled() {
             return Err("the tracker stopped".into());
         }
