@@ -859,49 +859,42 @@ proptest! {
 
 #[test]
 fn peer_states_change_when_a_decision_could_and_not_with_metric_values() {
-    let config = AllocatorConfig::default();
+    let c = AllocatorConfig::default();
     let m = metrics(vec![
         peer("a", Some("eu"), 0, 100),
         peer("b", Some("us"), 5, 50),
     ]);
     let ids = members(&m);
-    let before = peer_states(&m, &ids, &config, NOW, GRACE);
-
-    // New queue lengths and free space: every pin's decision stays.
+    let states = |m: &PeerMetrics, at: i64| peer_states(m, &ids, &c, at, GRACE);
+    let before = states(&m, NOW);
     let busier = metrics(vec![
         peer("a", Some("eu"), 40, 10),
         peer("b", Some("us"), 1, 900),
     ]);
-    assert_eq!(peer_states(&busier, &ids, &config, NOW, GRACE), before);
+    assert_eq!(states(&busier, NOW), before);
     let r = AllocationRequest {
         current: s(&["a"]),
         ..req(1, 1)
     };
-    assert_eq!(
-        reallocate(&r, &m, &ids, &config, GRACE).unwrap(),
-        reallocate(&r, &busier, &ids, &config, GRACE).unwrap()
-    );
-
-    // A peer going quiet, then past its grace period, a new tag, a full
-    // disk and a new member each change the states.
+    let decide = |m: &PeerMetrics| reallocate(&r, m, &ids, &c, GRACE).unwrap();
+    assert_eq!(decide(&m), decide(&busier));
+    // Quiet, then past grace; new tag; full disk; new member: all change.
     let mut quiet = m.clone();
     expire(&mut quiet, "b", NOW - 1);
-    let graced = peer_states(&quiet, &ids, &config, NOW, GRACE);
-    assert_ne!(graced, before);
-    assert_ne!(
-        peer_states(&quiet, &ids, &config, NOW + 2 * GRACE, GRACE),
-        graced
-    );
+    assert_ne!(states(&quiet, NOW), before);
+    assert_ne!(states(&quiet, NOW + 2 * GRACE), states(&quiet, NOW));
     let retagged = metrics(vec![
         peer("a", Some("asia"), 0, 100),
         peer("b", Some("us"), 5, 50),
     ]);
-    assert_ne!(peer_states(&retagged, &ids, &config, NOW, GRACE), before);
+    assert_ne!(states(&retagged, NOW), before);
     let mut full = m.clone();
     let mut disk = Metric::freespace("a", 0, LATER + 1);
     disk.valid = false;
     full.insert(disk);
-    assert_ne!(peer_states(&full, &ids, &config, NOW, GRACE), before);
-    let more = s(&["a", "b", "c"]);
-    assert_ne!(peer_states(&m, &more, &config, NOW, GRACE), before);
+    assert_ne!(states(&full, NOW), before);
+    assert_ne!(
+        peer_states(&m, &s(&["a", "b", "c"]), &c, NOW, GRACE),
+        before
+    );
 }
