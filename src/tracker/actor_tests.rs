@@ -134,3 +134,65 @@ async fn changes_are_followed_by_the_feed_and_a_truncated_feed_means_a_full_comp
     tasks.close();
     tasks.wait().await;
 }
+
+/// A peer without an IPFS node keeps no operation per pin: while a peer
+/// whose node is unreachable has tried every pin, its pin queue is empty
+/// and each pin reports `pin_error` with the reason, never an attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_ipfs_queues_nothing_and_reports_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::open(&dir.path().join("s.redb"), &dir.path().join("s")).unwrap();
+    let (applied, applied_rx) = watch::channel(0u64);
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let start = |backend: Arc<dyn IpfsBackend>| {
+        spawn(
+            "me".into(),
+            store.clone(),
+            backend,
+            TrackerConfig::default(),
+            applied_rx.clone(),
+            cancel.clone(),
+            &tasks,
+        )
+        .unwrap()
+    };
+    let none = start(Arc::new(crate::ipfs::NoBackend));
+    // Port 1 on loopback: refused at once.
+    let dead = KuboClient::new("http://127.0.0.1:1", Duration::from_secs(1)).unwrap();
+    let control = start(Arc::new(dead));
+    store
+        .apply(vec![entry(1, (0..50).map(set).collect())])
+        .await
+        .unwrap();
+    applied.send_replace(1);
+    let queries: Vec<StatusQuery> = (0..50)
+        .map(|i| StatusQuery {
+            cid: seq_cid(i),
+            here: true,
+            expired: false,
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let tried = control.statuses(queries.clone()).await.unwrap();
+        if tried.iter().all(|s| s.attempt_count >= 1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "control never tried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(none.view().await.unwrap().pin_queue(), 0);
+    let statuses = none.statuses(queries).await.unwrap();
+    for s in statuses {
+        assert_eq!(s.status, TrackerStatus::PinError);
+        assert_eq!(s.attempt_count, 0);
+        assert!(s.error.contains("no ipfs backend"), "{}", s.error);
+    }
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+}

@@ -273,6 +273,12 @@ pub fn spawn(
     tasks: &TaskTracker,
 ) -> Result<TrackerHandle, ManagedError> {
     let managed = Managed::open(config.managed_path.as_deref())?;
+    // A peer without an IPFS node (`ipfs.backend = none`) runs consensus
+    // only: it owes the node nothing, so it keeps no operation per pin
+    // (which would all fail and retry forever); pins allocated to it report
+    // `pin_error` with the reason, computed when asked.
+    let consensus_only = backend.kind() == crate::ipfs::NoBackend.kind();
+    let backend_error = consensus_only.then(|| IpfsError::NotConfigured.to_string());
     let (tx, rx) = mpsc::channel(64);
     let (job_tx, job_rx) = mpsc::channel(4);
     let actor = Tracker {
@@ -283,7 +289,8 @@ pub fn spawn(
         book: Book::default(),
         managed,
         inflight: JoinSet::new(),
-        backend_error: None,
+        consensus_only,
+        backend_error,
         synced_ms: 0,
         held: 0,
         jobs: JoinSet::new(),
@@ -325,6 +332,8 @@ struct Tracker {
     book: Book,
     managed: Managed,
     inflight: JoinSet<(CidKey, OpKind, Result<(), IpfsError>)>,
+    /// No IPFS node: no comparisons, no operations.
+    consensus_only: bool,
     backend_error: Option<String>,
     synced_ms: i64,
     /// Pins on the node at the last listing, adjusted by ops since.
@@ -482,7 +491,7 @@ impl Tracker {
     /// Starts a comparison unless one runs: a full one when due, else the
     /// changed pins.
     fn start_job(&mut self, now: i64, cancel: &CancellationToken) {
-        if self.job.is_some() {
+        if self.job.is_some() || self.consensus_only {
             return;
         }
         if now >= self.next_full_ms {
