@@ -1,8 +1,11 @@
 //! `GET /metrics`: Prometheus metrics of this peer, per PinSet (DESIGN §6).
 //!
-//! Computed on each scrape from the local copy of the shared state and this
-//! peer's pin tracker, in one pass over the pins: no fan-out to other peers
-//! (every peer is scraped; sum over `peer` in PromQL for cluster totals).
+//! Computed from the local copy of the shared state and this peer's pin
+//! tracker: no fan-out to other peers (every peer is scraped; sum over
+//! `peer` in PromQL for cluster totals). The per-status counts come from a
+//! count over the pins that is reused for nine times as long as it took
+//! ([`MetricsCache`]); everything else is read per scrape, one read per
+//! PinSet.
 //! Gauges per PinSet: pins declared, suspended, when applied, the conditions
 //! a controller recorded (Flux's `status` label convention: the current
 //! status is 1, the others 0), and this peer's own statuses of the PinSet's
@@ -91,25 +94,110 @@ const BUCKETS: [Bucket; 5] = [
     Bucket::Unpinned,
 ];
 
+/// This peer's statuses of the pins allocated to it: per PinSet, and in
+/// all (indexed like [`BUCKETS`]).
+#[derive(Debug, Default)]
+struct LocalTally {
+    here: [u64; 5],
+    local: HashMap<Owner, [u64; 5]>,
+}
+
+/// The last [`LocalTally`], shared by scrapes. Counting walks every pin (a
+/// page at a time, no read transaction held between pages), so a tally is
+/// kept for nine times as long as it took: however often Prometheus
+/// scrapes, counting takes at most a tenth of the time, and a scrape
+/// otherwise costs one read per PinSet. On a small state that is a few
+/// milliseconds: every scrape is fresh.
+#[derive(Debug, Default)]
+pub struct MetricsCache {
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, std::sync::Arc<LocalTally>)>>,
+}
+
+impl MetricsCache {
+    async fn tally(
+        &self,
+        store: &crate::consensus::StateStore,
+        svc: &crate::tracker::StatusService,
+        me: &str,
+    ) -> Result<std::sync::Arc<LocalTally>, ApiError> {
+        // Held while counting: concurrent scrapes wait for one count.
+        let mut last = self.last.lock().await;
+        if let Some((until, tally)) = last.as_ref()
+            && tokio::time::Instant::now() < *until
+        {
+            return Ok(std::sync::Arc::clone(tally));
+        }
+        let started = tokio::time::Instant::now();
+        let tally = std::sync::Arc::new(count(store, svc, me).await?);
+        let now = tokio::time::Instant::now();
+        *last = Some((now + (now - started) * 9, std::sync::Arc::clone(&tally)));
+        Ok(tally)
+    }
+}
+
+/// Counts this peer's statuses, a page of the state at a time.
+async fn count(
+    store: &crate::consensus::StateStore,
+    svc: &crate::tracker::StatusService,
+    me: &str,
+) -> Result<LocalTally, ApiError> {
+    let default = svc.default_replication();
+    let mut tally = LocalTally::default();
+    let mut after = None;
+    loop {
+        let page = {
+            let (store, from) = (store.clone(), after);
+            blocking(move || store.pins_after(from.as_ref(), PAGE).map_err(storage)).await?
+        };
+        let Some(last) = page.last() else { break };
+        after = Some(last.cid);
+        let now = chrono::Utc::now().timestamp_millis();
+        let queries = page
+            .iter()
+            .map(|pin| StatusQuery::of(pin, me, default, now))
+            .collect();
+        let statuses = svc
+            .tracker()
+            .statuses(queries)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        for (pin, s) in page.iter().zip(statuses) {
+            if s.status == TrackerStatus::Remote {
+                continue;
+            }
+            let bucket = Bucket::of(s.status);
+            let i = BUCKETS.iter().position(|b| *b == bucket).unwrap_or(4);
+            tally.here[i] += 1;
+            for owner in pin.owners.keys() {
+                if matches!(owner, Owner::PinSet(_)) {
+                    tally.local.entry(owner.clone()).or_default()[i] += 1;
+                }
+            }
+        }
+        if page.len() < PAGE {
+            break;
+        }
+    }
+    Ok(tally)
+}
+
 /// `GET /metrics`.
 pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let node = state.node.clone();
+    let me = node.peer_id().to_string();
+    let store = node.store().clone();
     let view = match &state.status {
         Some(svc) => Some((
             svc.tracker()
                 .view()
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()))?,
-            svc.default_replication(),
+            state.metrics.tally(&store, svc, &me).await?,
         )),
         None => None,
     };
-    let tracker = state.status.as_ref().map(|svc| svc.tracker().clone());
-    let handle = tokio::runtime::Handle::current();
-    let node = state.node.clone();
-    let me = node.peer_id().to_string();
     let members = node.members().len();
     let leader = node.is_leader();
-    let store = node.store().clone();
     let body = blocking(move || {
         let records = store.pinsets().map_err(storage)?;
         let mut conditions = Vec::new();
@@ -118,61 +206,12 @@ pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiEr
                 conditions.push((owner.clone(), c));
             }
         }
-        let mut total = 0u64;
-        let mut local: HashMap<Owner, [u64; 5]> = HashMap::new();
-        let mut here = [0u64; 5];
-        let now = chrono::Utc::now().timestamp_millis();
-        // This peer's statuses, asked of the tracker a page at a time.
-        let mut page: Vec<(StatusQuery, Vec<Owner>)> = Vec::with_capacity(PAGE);
-        let mut count = |page: &mut Vec<(StatusQuery, Vec<Owner>)>| -> Result<(), ApiError> {
-            let Some(tracker) = &tracker else {
-                page.clear();
-                return Ok(());
-            };
-            let queries = page.iter().map(|(q, _)| *q).collect();
-            let statuses = handle
-                .block_on(tracker.statuses(queries))
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            for ((_, owners), s) in page.drain(..).zip(statuses) {
-                if s.status == TrackerStatus::Remote {
-                    continue;
-                }
-                let bucket = Bucket::of(s.status);
-                let i = BUCKETS.iter().position(|b| *b == bucket).unwrap_or(4);
-                here[i] += 1;
-                for owner in owners {
-                    local.entry(owner).or_default()[i] += 1;
-                }
-            }
-            Ok(())
+        let total = store.pin_count().map_err(storage)?;
+        let empty = HashMap::new();
+        let (here, local) = match &view {
+            Some((_, t)) => (t.here, &t.local),
+            None => ([0; 5], &empty),
         };
-        let mut failed = None;
-        store
-            .for_each_pin(|pin| {
-                total += 1;
-                let Some((_, default)) = &view else {
-                    return true;
-                };
-                let owners = pin
-                    .owners
-                    .keys()
-                    .filter(|o| matches!(o, Owner::PinSet(_)))
-                    .cloned()
-                    .collect();
-                page.push((StatusQuery::of(&pin, &me, *default, now), owners));
-                if page.len() >= PAGE
-                    && let Err(e) = count(&mut page)
-                {
-                    failed = Some(e);
-                    return false;
-                }
-                true
-            })
-            .map_err(storage)?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        count(&mut page)?;
 
         let mut registry = Registry::with_prefix("pinfleet");
         let gauge = |registry: &mut Registry, name: &str, help: &str, v: i64| {

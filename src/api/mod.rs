@@ -65,6 +65,8 @@ pub struct ApiState {
     pub reconcile_now: Option<std::sync::Arc<dyn ReconcileNow>>,
     /// Where `POST /add` keeps an upload while importing it (removed after).
     pub upload_dir: std::path::PathBuf,
+    /// The last count of this peer's statuses for `GET /metrics`.
+    pub metrics: std::sync::Arc<metrics::MetricsCache>,
 }
 
 impl ApiState {
@@ -80,6 +82,7 @@ impl ApiState {
             status: None,
             reconcile_now: None,
             upload_dir: std::env::temp_dir(),
+            metrics: std::sync::Arc::default(),
         }
     }
 }
