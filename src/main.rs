@@ -8,6 +8,13 @@ use clap::Parser;
 
 mod cli;
 
+/// mimalloc instead of the system allocator: glibc's per-thread arenas kept
+/// the memory of a large apply (a million-pin request body, its plan) long
+/// after it was freed, so a peer's RSS stayed at its peak; mimalloc returns
+/// freed pages to the system.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {
