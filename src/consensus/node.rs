@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::network::Network;
+use super::network::{Network, TransferLimits};
 use super::rpc::{self, CallError, Method, Registry};
 use super::{
     LogStore, NodeId, PeerNode, RemoteFailure, Rpc, RpcReply, StateStore, TypeConfig, node_id,
@@ -54,6 +54,11 @@ pub struct NodeOptions {
     pub write_timeout: Duration,
     /// Most pin ops in one log entry.
     pub batch_max_pins: usize,
+    /// Most bytes of log entries in one replication message (an entry
+    /// larger than this still goes, alone).
+    pub append_max_bytes: usize,
+    /// Most log entries read and sent in one replication message.
+    pub append_max_entries: u64,
 }
 
 impl NodeOptions {
@@ -73,6 +78,8 @@ impl NodeOptions {
             max_in_snapshot_log_to_keep: 1000,
             write_timeout: Duration::from_secs(30),
             batch_max_pins: 10_000,
+            append_max_bytes: 2 << 20,
+            append_max_entries: 32,
         }
     }
 }
@@ -197,6 +204,7 @@ impl ClusterNode {
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: opts.max_in_snapshot_log_to_keep,
+            max_payload_entries: opts.append_max_entries.max(1),
             ..Default::default()
         }
         .validate()
@@ -204,7 +212,12 @@ impl ClusterNode {
         let raft = Raft::new(
             id,
             Arc::new(config),
-            Network { p2p: p2p.clone() },
+            Network::new(
+                p2p.clone(),
+                TransferLimits {
+                    append_max_bytes: opts.append_max_bytes.max(1),
+                },
+            ),
             log,
             store.clone(),
         )
