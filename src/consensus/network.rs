@@ -203,9 +203,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let fit = entries_within(&rpc.entries, self.limits.append_max_bytes, &self.sizes);
         if fit < rpc.entries.len() {
             let hint = u64::try_from(fit).unwrap_or(1);
-            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
-                hint,
-            )));
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint),
+            ));
         }
         match self.call(Rpc::AppendEntries(rpc)).await? {
             RpcReply::AppendEntries(r) => r.map_err(|e| self.remote(e)),

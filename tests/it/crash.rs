@@ -207,7 +207,13 @@ impl Fleet {
     /// The members peer `i` lists in `/id`, or none when it does not answer.
     async fn members_seen(&self, i: usize) -> usize {
         let url = format!("{}/id", self.members[i].api());
-        match self.http.get(url).timeout(Duration::from_secs(5)).send().await {
+        match self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
             Ok(r) => r
                 .json::<serde_json::Value>()
                 .await
@@ -234,7 +240,13 @@ impl Fleet {
     async fn leader(&self) -> Option<usize> {
         for i in self.running() {
             let url = format!("{}/metrics", self.members[i].api());
-            let Ok(r) = self.http.get(url).timeout(Duration::from_secs(30)).send().await else {
+            let Ok(r) = self
+                .http
+                .get(url)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+            else {
                 continue;
             };
             if r.text()
@@ -289,7 +301,13 @@ impl Fleet {
     /// The revision of `crash/NAME` peer `i` records, if any.
     async fn recorded(&self, i: usize, name: &str) -> Option<String> {
         let url = format!("{}/pinsets/crash/{name}", self.members[i].api());
-        let r = self.http.get(url).timeout(Duration::from_secs(30)).send().await.ok()?;
+        let r = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .ok()?;
         if r.status() != StatusCode::OK {
             return None;
         }
@@ -399,10 +417,8 @@ fn env_or(name: &str, default: &str) -> String {
 
 /// The settings every fleet of this module runs with, plus `extra`.
 fn test_env(extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
-    let mut env: Vec<(&'static str, String)> = TEST_ENV
-        .iter()
-        .map(|(k, v)| (*k, v.to_string()))
-        .collect();
+    let mut env: Vec<(&'static str, String)> =
+        TEST_ENV.iter().map(|(k, v)| (*k, v.to_string())).collect();
     for (k, v) in [
         ("PINFLEET_CONSENSUS_HEARTBEAT_INTERVAL", "CRASH_HB"),
         ("PINFLEET_CONSENSUS_ELECTION_TIMEOUT_MIN", "CRASH_EMIN"),
@@ -468,7 +484,9 @@ async fn wait_converged(fleet: &Fleet, records: &[(&str, &str)], want: &[u64], l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_follower_catches_up_after_a_300k_pin_ingest() {
-    let n: u64 = env_or("CRASH_PINS", &INGEST_PINS.to_string()).parse().unwrap();
+    let n: u64 = env_or("CRASH_PINS", &INGEST_PINS.to_string())
+        .parse()
+        .unwrap();
     let _one_at_a_time = HEAVY.lock().await;
     let mut fleet = start(3, &[]).await;
     let leader = fleet.wait_leader().await;
@@ -494,7 +512,9 @@ const JOIN_PINSETS: u64 = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_peer_joins_a_large_cluster_and_installs_the_snapshot() {
-    let n: u64 = env_or("CRASH_JOIN_PINS", &JOIN_PINS.to_string()).parse().unwrap();
+    let n: u64 = env_or("CRASH_JOIN_PINS", &JOIN_PINS.to_string())
+        .parse()
+        .unwrap();
     let _one_at_a_time = HEAVY.lock().await;
     // Snapshots every few hundred entries, and no log kept behind them:
     // a peer that joins after the ingest can only get the state from a
@@ -502,7 +522,10 @@ async fn a_new_peer_joins_a_large_cluster_and_installs_the_snapshot() {
     let mut fleet = start(
         3,
         &[
-            ("PINFLEET_CONSENSUS_SNAPSHOT_LOGS_SINCE_LAST", env_or("CRASH_SNAP", "200")),
+            (
+                "PINFLEET_CONSENSUS_SNAPSHOT_LOGS_SINCE_LAST",
+                env_or("CRASH_SNAP", "200"),
+            ),
             ("PINFLEET_CONSENSUS_MAX_IN_SNAPSHOT_LOG_TO_KEEP", "0".into()),
         ],
     )
@@ -513,7 +536,11 @@ async fn a_new_peer_joins_a_large_cluster_and_installs_the_snapshot() {
     let per = n / JOIN_PINSETS;
     for (k, name) in names.iter().enumerate() {
         let k = k as u64;
-        let range = k * per..if k + 1 == JOIN_PINSETS { n } else { (k + 1) * per };
+        let range = k * per..if k + 1 == JOIN_PINSETS {
+            n
+        } else {
+            (k + 1) * per
+        };
         let (status, text) = fleet
             .put(leader, name, pinset(name, range), "r1")
             .await
@@ -593,12 +620,18 @@ async fn client(
                 .await;
             match answer {
                 Ok(r) if r.status().is_success() => {
-                    eprintln!("{revision} acknowledged by peer {peer} after {:?}", start.elapsed());
+                    eprintln!(
+                        "{revision} acknowledged by peer {peer} after {:?}",
+                        start.elapsed()
+                    );
                     progress.send_modify(|p| p.acked = Some(j));
                     break;
                 }
                 Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
-                    eprintln!("{revision}: peer {peer} answered 503: {}", r.text().await.unwrap_or_default());
+                    eprintln!(
+                        "{revision}: peer {peer} answered 503: {}",
+                        r.text().await.unwrap_or_default()
+                    );
                 }
                 Ok(r) => {
                     let status = r.status();
@@ -634,7 +667,9 @@ enum Victim {
 /// by `grown` bytes since that revision was sent), restarts it, and checks
 /// that no acknowledged revision was lost and that the peers converge.
 async fn crash_during_ingest(victim: Victim) {
-    let n: u64 = env_or("CRASH_PINS", &INGEST_PINS.to_string()).parse().unwrap();
+    let n: u64 = env_or("CRASH_PINS", &INGEST_PINS.to_string())
+        .parse()
+        .unwrap();
     let _one_at_a_time = HEAVY.lock().await;
     let mut fleet = start(3, &[]).await;
     let leader = fleet.wait_leader().await;
@@ -653,9 +688,13 @@ async fn crash_during_ingest(victim: Victim) {
     let before = log_bytes(&fleet, target);
     let grown = 1 << 20;
     fleet
-        .wait_until("the victim to log part of r2", Duration::from_secs(600), || async {
-            log_bytes(&fleet, target) >= before + grown || rx.borrow().acked >= Some(1)
-        })
+        .wait_until(
+            "the victim to log part of r2",
+            Duration::from_secs(600),
+            || async {
+                log_bytes(&fleet, target) >= before + grown || rx.borrow().acked >= Some(1)
+            },
+        )
         .await;
     let acked = rx.borrow().acked;
     eprintln!(
@@ -669,7 +708,11 @@ async fn crash_during_ingest(victim: Victim) {
         for i in fleet.running().collect::<Vec<_>>() {
             let seen = fleet.wait_recorded(i, "mirror").await;
             let at = revs.iter().position(|(r, _)| *r == seen).unwrap();
-            assert!(at >= a, "peer {i} records {seen} but {} was acknowledged", revs[a].0);
+            assert!(
+                at >= a,
+                "peer {i} records {seen} but {} was acknowledged",
+                revs[a].0
+            );
         }
     }
 
@@ -677,7 +720,13 @@ async fn crash_during_ingest(victim: Victim) {
     let (last, range) = revs.last().unwrap().clone();
     fleet.restart(target);
     let want: Vec<u64> = range.collect();
-    wait_converged(&fleet, &[("mirror", &last)], &want, Duration::from_secs(600)).await;
+    wait_converged(
+        &fleet,
+        &[("mirror", &last)],
+        &want,
+        Duration::from_secs(600),
+    )
+    .await;
 }
 
 /// Crash tests start three daemons each and ingest hundreds of thousands
