@@ -193,6 +193,8 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     node_opts.max_in_snapshot_log_to_keep = config.consensus.max_in_snapshot_log_to_keep;
     node_opts.write_timeout = config.consensus.write_timeout;
     node_opts.batch_max_pins = config.consensus.batch_max_pins;
+    node_opts.append_max_bytes = config.consensus.append_max_bytes;
+    node_opts.append_max_entries = config.consensus.append_max_entries;
 
     let tasks = TaskTracker::new();
     let mut embedded = None;

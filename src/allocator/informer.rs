@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::{
     AllocationRequest, AllocatorConfig, Metric, PeerMetrics, PeerState, peer_states, reallocate,
 };
-use crate::consensus::{ClusterNode, StateStore};
+use crate::consensus::{ClusterNode, MAX_ENTRY_BYTES, StateStore, entry_bytes};
 use crate::ipfs::IpfsBackend;
 use crate::manifest::CidKey;
 use crate::manifest::ReplicationFactors;
@@ -290,9 +290,7 @@ impl Rounds {
             if batch.is_empty() {
                 break;
             }
-            node.write(Command::Allocate { allocations: batch })
-                .await
-                .map_err(|e| e.to_string())?;
+            write_allocations(node, batch).await?;
         }
         Ok(n)
     }
@@ -386,5 +384,74 @@ impl Round {
             Ok(_) => {}
             Err(e) => tracing::debug!(cid = %pin.cid, error = %e, "cannot allocate yet"),
         }
+    }
+}
+
+/// Writes `allocations` in as few `Allocate` entries as fit.
+async fn write_allocations(
+    node: &ClusterNode,
+    allocations: Vec<(CidKey, Vec<String>)>,
+) -> Result<(), String> {
+    for command in allocation_entries(allocations) {
+        node.write(command).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// `allocations` as one `Allocate` command, or halved (again and again)
+/// while one would exceed [`MAX_ENTRY_BYTES`]: many peers per CID make a
+/// batch of `config.batch` CIDs large. Order is kept.
+fn allocation_entries(allocations: Vec<(CidKey, Vec<String>)>) -> Vec<Command> {
+    let mut out = Vec::new();
+    let mut todo = vec![allocations];
+    while let Some(allocations) = todo.pop() {
+        let n = allocations.len();
+        let command = Command::Allocate { allocations };
+        let split = n > 1 && entry_bytes(&command) > MAX_ENTRY_BYTES;
+        match command {
+            Command::Allocate { mut allocations } if split => {
+                let back = allocations.split_off(n / 2);
+                // Popped next: the front half goes first.
+                todo.push(back);
+                todo.push(allocations);
+            }
+            command => out.push(command),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::seq_cid;
+
+    fn allocations_of(entries: &[Command]) -> Vec<(CidKey, Vec<String>)> {
+        let mut all = Vec::new();
+        for e in entries {
+            let Command::Allocate { allocations } = e else {
+                panic!("not an allocation: {e:?}");
+            };
+            all.extend(allocations.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn an_allocation_batch_too_large_for_one_entry_is_split_in_order() {
+        // 20 peers a CID: ~1.1 KB each, 10,000 CIDs ≈ 11 MB.
+        let peers: Vec<String> = (0..20).map(|p| format!("12D3KooW{p:044}")).collect();
+        let all: Vec<(CidKey, Vec<String>)> =
+            (0..10_000).map(|i| (seq_cid(i), peers.clone())).collect();
+        let entries = allocation_entries(all.clone());
+        assert!(entries.len() > 8, "{} entries", entries.len());
+        for e in &entries {
+            assert!(entry_bytes(e) <= MAX_ENTRY_BYTES);
+        }
+        assert_eq!(allocations_of(&entries), all, "every CID once, in order");
+        // A batch that fits stays one entry.
+        let few = allocation_entries(all[..100].to_vec());
+        assert_eq!(few.len(), 1);
+        assert_eq!(allocations_of(&few), all[..100]);
     }
 }

@@ -96,6 +96,8 @@ impl From<ClusterError> for ApiError {
             StatusCode::SERVICE_UNAVAILABLE
         } else if matches!(e, ClusterError::Refused(_)) {
             StatusCode::CONFLICT
+        } else if matches!(e, ClusterError::TooLarge(_)) {
+            StatusCode::PAYLOAD_TOO_LARGE
         } else {
             StatusCode::INTERNAL_SERVER_ERROR
         };

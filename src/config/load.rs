@@ -628,7 +628,8 @@ mod tests {
                 "api.tls: unknown key \"tls\", expected one of: listen",
                 "consensus.extra: unknown key \"extra\", expected one of: heartbeat_interval, \
                  election_timeout_min, election_timeout_max, snapshot_logs_since_last, \
-                 max_in_snapshot_log_to_keep, write_timeout, batch_max_pins",
+                 max_in_snapshot_log_to_keep, write_timeout, batch_max_pins, append_max_bytes, \
+                 append_max_entries",
                 "consensus.batch_max_pins: 0 is too small; expected at least 1",
                 "informer.tags: zone: expected a string, found a table",
             ]

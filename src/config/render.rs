@@ -97,6 +97,14 @@ const DOCS: &[SectionDoc] = &[
                 "batch_max_pins",
                 "Most pins in one log entry (at least 1); larger batches ingest faster.",
             ),
+            (
+                "append_max_bytes",
+                "Most bytes of log entries in one replication message (at least 1; a larger entry still goes, alone). Each message must reach a follower within heartbeat_interval.",
+            ),
+            (
+                "append_max_entries",
+                "Most log entries in one replication message (at least 1).",
+            ),
         ],
     ),
     (
@@ -392,6 +400,8 @@ mod tests {
         k.max_in_snapshot_log_to_keep = 0;
         k.write_timeout = Duration::from_nanos(1);
         k.batch_max_pins = 1;
+        k.append_max_bytes = 1;
+        k.append_max_entries = 1;
         cfg.api.listen = "[::]:65535".parse().unwrap();
         cfg.ipfs.backend = IpfsBackendKind::None;
         cfg.ipfs.kubo_url = "https://k.example:5001/a/b".into();

@@ -209,6 +209,13 @@ pub struct ConsensusConfig {
     /// Most pins in one log entry; at least 1.
     #[serde(with = "AtLeastOne::<usize>")]
     pub batch_max_pins: usize,
+    /// Most bytes of log entries in one replication message; at least 1
+    /// (an entry larger than this still goes, alone).
+    #[serde(with = "AtLeastOne::<usize>")]
+    pub append_max_bytes: usize,
+    /// Most log entries in one replication message; at least 1.
+    #[serde(with = "AtLeastOne::<u64>")]
+    pub append_max_entries: u64,
 }
 
 impl Default for ConsensusConfig {
@@ -221,6 +228,8 @@ impl Default for ConsensusConfig {
             max_in_snapshot_log_to_keep: 1000,
             write_timeout: Duration::from_secs(30),
             batch_max_pins: 10_000,
+            append_max_bytes: 2 << 20,
+            append_max_entries: 32,
         }
     }
 }

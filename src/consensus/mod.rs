@@ -19,6 +19,7 @@ mod membership;
 mod network;
 mod node;
 mod rpc;
+mod size;
 mod state_store;
 
 use std::fmt;
@@ -30,6 +31,7 @@ use sha2::{Digest, Sha256};
 pub use log_store::LogStore;
 pub use node::{ClusterError, ClusterNode, GossipSink, NodeOptions};
 pub use rpc::{CallError, Method, RemoteFailure, Rpc, RpcReply};
+pub use size::{MAX_ENTRY_BYTES, entry_bytes};
 
 pub use state_store::{CHANGES_KEPT, ChangePage, SNAPSHOT_VERSION, StateStore};
 

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, Fatal, InstallSnapshotError, RaftError};
+use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
 use openraft::{Raft, RaftMetrics, SnapshotPolicy};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::network::Network;
+use super::network::{Network, TransferLimits};
 use super::rpc::{self, CallError, Method, Registry};
 use super::{
     LogStore, NodeId, PeerNode, RemoteFailure, Rpc, RpcReply, StateStore, TypeConfig, node_id,
@@ -23,6 +24,14 @@ use super::{
 use crate::manifest::{CidKey, Owner, PinSpec};
 use crate::p2p::{self, InboundRequest, P2pConfig, P2pHandle};
 use crate::state::{Command, Op, Outcome, Request};
+
+/// Longest openraft lets one snapshot chunk (with the install after the
+/// last one) take; the network's size-based timeouts end it first.
+const SNAPSHOT_CEILING: Duration = Duration::from_secs(3600);
+
+/// Snapshot bytes per `InstallSnapshot` chunk: far below the p2p message
+/// limit, and a few seconds at worst on a slow link.
+const SNAPSHOT_CHUNK_BYTES: u64 = 2 << 20;
 
 /// Everything a peer needs to run consensus.
 #[derive(Clone, Debug)]
@@ -54,6 +63,11 @@ pub struct NodeOptions {
     pub write_timeout: Duration,
     /// Most pin ops in one log entry.
     pub batch_max_pins: usize,
+    /// Most bytes of log entries in one replication message (an entry
+    /// larger than this still goes, alone).
+    pub append_max_bytes: usize,
+    /// Most log entries read and sent in one replication message.
+    pub append_max_entries: u64,
 }
 
 impl NodeOptions {
@@ -73,6 +87,8 @@ impl NodeOptions {
             max_in_snapshot_log_to_keep: 1000,
             write_timeout: Duration::from_secs(30),
             batch_max_pins: 10_000,
+            append_max_bytes: 2 << 20,
+            append_max_entries: 32,
         }
     }
 }
@@ -106,6 +122,10 @@ pub enum ClusterError {
     /// Anything else from Raft.
     #[error("raft: {0}")]
     Raft(String),
+    /// The change does not fit in one log entry ([`super::MAX_ENTRY_BYTES`]);
+    /// nothing was written.
+    #[error("too large for one log entry: {0}")]
+    TooLarge(String),
 }
 
 impl ClusterError {
@@ -143,7 +163,21 @@ pub(super) struct Inner {
     pub(super) write_timeout: Duration,
     pub(super) quorum_grace: Duration,
     pub(super) batch_max_pins: usize,
+    pub(super) tasks: TaskTracker,
+    /// The snapshot this peer installs or last installed (its id) and the
+    /// outcome, once there is one.
+    pub(super) installing: std::sync::Mutex<Option<(String, InstallOutcome)>>,
 }
+
+/// What installing a snapshot answered, once it has.
+pub(super) type InstallOutcome = tokio::sync::watch::Receiver<
+    Option<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>>,
+>;
+
+/// How long the last snapshot chunk's request waits for the install
+/// before answering "still installing" (well within the p2p request
+/// timeout; the leader asks again).
+const INSTALL_REPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// A running peer's consensus. Cheap to clone.
 #[derive(Clone)]
@@ -194,9 +228,14 @@ impl ClusterNode {
             heartbeat_interval: opts.heartbeat_interval.as_millis() as u64,
             election_timeout_min: opts.election_timeout_min.as_millis() as u64,
             election_timeout_max: opts.election_timeout_max.as_millis() as u64,
-            install_snapshot_timeout: 10_000,
+            // A ceiling only: the network gives each chunk, and the
+            // install after the last one, a timeout that grows with its
+            // size (network.rs).
+            install_snapshot_timeout: SNAPSHOT_CEILING.as_millis() as u64,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: opts.max_in_snapshot_log_to_keep,
+            max_payload_entries: opts.append_max_entries.max(1),
             ..Default::default()
         }
         .validate()
@@ -204,7 +243,12 @@ impl ClusterNode {
         let raft = Raft::new(
             id,
             Arc::new(config),
-            Network { p2p: p2p.clone() },
+            Network::new(
+                p2p.clone(),
+                TransferLimits {
+                    append_max_bytes: opts.append_max_bytes.max(1),
+                },
+            ),
             log,
             store.clone(),
         )
@@ -241,6 +285,8 @@ impl ClusterNode {
                 write_timeout: opts.write_timeout,
                 quorum_grace: opts.election_timeout_max * 2,
                 batch_max_pins: opts.batch_max_pins.max(1),
+                tasks: tasks.clone(),
+                installing: std::sync::Mutex::new(None),
             }),
         };
 
@@ -456,6 +502,7 @@ impl ClusterNode {
         match rpc {
             Rpc::AppendEntries(r) => RpcReply::AppendEntries(raft.append_entries(r).await),
             Rpc::Vote(r) => RpcReply::Vote(raft.vote(r).await),
+            Rpc::InstallSnapshot(r) if r.done => self.install_last_chunk(r).await,
             Rpc::InstallSnapshot(r) => RpcReply::InstallSnapshot(raft.install_snapshot(r).await),
             Rpc::Write(cmd) => RpcReply::Write(self.write_local(cmd).await),
             Rpc::Join(node) => RpcReply::Membership(self.join_local(node).await),
@@ -472,6 +519,48 @@ impl ClusterNode {
             } else {
                 Err(RemoteFailure::NotLeader(self.leader()))
             }),
+        }
+    }
+
+    /// The last chunk of a snapshot: openraft answers it once the snapshot
+    /// is installed, which takes time in proportion to its size. The
+    /// install runs in a task of its own; this answers its outcome, or
+    /// "still installing" after [`INSTALL_REPLY_WAIT`]. The leader sends
+    /// the chunk again to wait longer: a chunk of the snapshot being (or
+    /// last) installed waits for that install instead of starting another.
+    async fn install_last_chunk(&self, req: InstallSnapshotRequest<TypeConfig>) -> RpcReply {
+        let id = req.meta.snapshot_id.clone();
+        let mut outcome = {
+            let Ok(mut slot) = self.inner.installing.lock() else {
+                return RpcReply::InstallSnapshot(Err(RaftError::Fatal(Fatal::Panicked)));
+            };
+            match &*slot {
+                Some((current, outcome)) if *current == id => outcome.clone(),
+                _ => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    let raft = self.inner.raft.clone();
+                    self.inner.tasks.spawn(async move {
+                        let _ = tx.send(Some(raft.install_snapshot(req).await));
+                    });
+                    *slot = Some((id, rx.clone()));
+                    rx
+                }
+            }
+        };
+        let done =
+            tokio::time::timeout(INSTALL_REPLY_WAIT, outcome.wait_for(Option::is_some)).await;
+        match done {
+            Ok(Ok(result)) => match &*result {
+                // The response is not `Clone`; its one field is.
+                Some(r) => RpcReply::InstallSnapshot(match r {
+                    Ok(resp) => Ok(InstallSnapshotResponse { vote: resp.vote }),
+                    Err(e) => Err(e.clone()),
+                }),
+                None => RpcReply::SnapshotInstalling,
+            },
+            // The install task ended without an outcome: shutting down.
+            Ok(Err(_)) => RpcReply::InstallSnapshot(Err(RaftError::Fatal(Fatal::Stopped))),
+            Err(_) => RpcReply::SnapshotInstalling,
         }
     }
 
@@ -499,7 +588,16 @@ impl ClusterNode {
 
     /// Commits a command on the leader (forwarding if needed) and returns
     /// its outcome. Fails fast with `NoLeader` when no leader is known.
+    /// A command whose log entry would exceed [`super::MAX_ENTRY_BYTES`] is
+    /// refused (`TooLarge`) before it is sent anywhere.
     pub async fn write(&self, command: Command) -> Result<Outcome, ClusterError> {
+        let bytes = super::entry_bytes(&command);
+        if bytes > super::MAX_ENTRY_BYTES {
+            return Err(ClusterError::TooLarge(format!(
+                "the change takes {bytes} bytes encoded; a log entry holds at most {}",
+                super::MAX_ENTRY_BYTES
+            )));
+        }
         let deadline = tokio::time::Instant::now() + self.inner.write_timeout;
         loop {
             if self.leader().is_none() {

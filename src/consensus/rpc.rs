@@ -74,6 +74,9 @@ pub enum RpcReply {
     ReadIndex(Result<u64, RemoteFailure>),
     /// To `Call`: the CBOR-encoded reply.
     Call(Result<ByteBuf, RemoteFailure>),
+    /// To the last `InstallSnapshot` chunk: the snapshot is still being
+    /// installed; the leader sends the same chunk again to wait longer.
+    SnapshotInstalling,
 }
 
 /// A failure on the remote peer, as data.

@@ -17,6 +17,10 @@
 //! name    = varint(len) utf8
 //! ```
 //!
+//! [`chunk_ops`] splits a revision's ops into batches bounded in count and
+//! in encoded bytes (computed exactly, without encoding), so that every log
+//! entry stays under its size limit.
+//!
 //! Pure: no I/O. Used through serde (`#[serde(with = "codec::ops")]`), so
 //! any binary serde format carries a batch as one byte string; a reader
 //! also accepts the older form, a plain sequence of ops, so logs written
@@ -159,6 +163,162 @@ pub fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, CodecError> {
         return Err(CodecError::Invalid("trailing bytes".into()));
     }
     Ok(ops)
+}
+
+/// One op whose encoding does not fit in a batch even alone.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "pin {cid} takes {bytes} bytes encoded (its name and options), more than the {max} bytes one log entry holds"
+)]
+pub struct OpTooLarge {
+    /// The pin.
+    pub cid: CidKey,
+    /// Its encoded size in a batch of its own.
+    pub bytes: usize,
+    /// The batch limit.
+    pub max: usize,
+}
+
+/// Splits `ops`, in order, into batches of at most `max_ops` ops whose
+/// encoding ([`encode_ops`]) is at most `max_bytes` bytes each, each batch
+/// filled as far as both limits allow. An option set counts in every batch
+/// that uses it (each batch carries its own table). No ops: no batch.
+/// Fails on the first op that does not fit in a batch of its own.
+pub fn chunk_ops(
+    ops: Vec<Op>,
+    max_ops: usize,
+    max_bytes: usize,
+) -> Result<Vec<Vec<Op>>, OpTooLarge> {
+    let max_ops = max_ops.max(1);
+    let mut sets = OptionSets::default();
+    let mut chunks = Vec::new();
+    let mut chunk: Vec<Op> = Vec::new();
+    let mut size = BatchSize::default();
+    for op in ops {
+        let (cid, body, set) = match &op {
+            Op::Set {
+                cid,
+                written_as,
+                spec,
+            } => {
+                let written = written_as
+                    .as_ref()
+                    .map_or(1, |w| varint_len(w.len() as u64 + 1) + w.len());
+                let name = varint_len(spec.name.len() as u64) + spec.name.len();
+                let set = sets.id(&spec.options);
+                (*cid, 1 + cid_len(cid) + written + name, Some(set))
+            }
+            Op::Release { cid } => (*cid, 1 + cid_len(cid), None),
+        };
+        if !chunk.is_empty() && (chunk.len() >= max_ops || size.with(body, set, &sets) > max_bytes)
+        {
+            chunks.push(std::mem::take(&mut chunk));
+            size = BatchSize::default();
+        }
+        let bytes = size.with(body, set, &sets);
+        if bytes > max_bytes {
+            return Err(OpTooLarge {
+                cid,
+                bytes,
+                max: max_bytes,
+            });
+        }
+        size.add(body, set, &sets);
+        chunk.push(op);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    Ok(chunks)
+}
+
+/// The distinct option sets met while chunking, each encoded once: ids by
+/// allocation and by encoding (the encoder merges equal sets too), and the
+/// encoded length of each.
+#[derive(Default)]
+struct OptionSets {
+    by_ptr: HashMap<*const PinOptions, usize>,
+    by_bytes: HashMap<Vec<u8>, usize>,
+    lens: Vec<usize>,
+}
+
+impl OptionSets {
+    fn id(&mut self, options: &Arc<PinOptions>) -> usize {
+        let ptr = Arc::as_ptr(options);
+        if let Some(id) = self.by_ptr.get(&ptr) {
+            return *id;
+        }
+        // As in `encode_ops`: plain data always serialises.
+        let json = serde_json::to_vec(&**options).unwrap_or_default();
+        let len = json.len();
+        let next = self.lens.len();
+        let id = *self.by_bytes.entry(json).or_insert(next);
+        if id == next {
+            self.lens.push(len);
+        }
+        self.by_ptr.insert(ptr, id);
+        id
+    }
+}
+
+/// The encoded size of a batch being filled.
+#[derive(Default)]
+struct BatchSize {
+    ops: usize,
+    table: usize,
+    body: usize,
+    /// Option set id → its index in this batch's table.
+    index: HashMap<usize, usize>,
+}
+
+impl BatchSize {
+    fn total_of(options: usize, table: usize, ops: usize, body: usize) -> usize {
+        1 + varint_len(options as u64) + table + varint_len(ops as u64) + body
+    }
+
+    /// The size once an op of `body` bytes using option set `set` is added.
+    fn with(&self, body: usize, set: Option<usize>, sets: &OptionSets) -> usize {
+        let mut options = self.index.len();
+        let mut table = self.table;
+        let mut body = self.body + body;
+        if let Some(set) = set {
+            let index = match self.index.get(&set) {
+                Some(i) => *i,
+                None => {
+                    let len = sets.lens[set];
+                    table += varint_len(len as u64) + len;
+                    options += 1;
+                    options - 1
+                }
+            };
+            body += varint_len(index as u64);
+        }
+        Self::total_of(options, table, self.ops + 1, body)
+    }
+
+    fn add(&mut self, body: usize, set: Option<usize>, sets: &OptionSets) {
+        self.ops += 1;
+        self.body += body;
+        if let Some(set) = set {
+            let next = self.index.len();
+            let index = *self.index.entry(set).or_insert_with(|| {
+                let len = sets.lens[set];
+                self.table += varint_len(len as u64) + len;
+                next
+            });
+            self.body += varint_len(index as u64);
+        }
+    }
+}
+
+fn cid_len(cid: &CidKey) -> usize {
+    let n = cid.cid().encoded_len();
+    varint_len(n as u64) + n
+}
+
+fn varint_len(v: u64) -> usize {
+    let bits = 64 - v.leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
 }
 
 fn put_varint(out: &mut Vec<u8>, v: u64) {
@@ -326,6 +486,109 @@ mod tests {
         let mut huge = vec![VERSION, 0];
         put_varint(&mut huge, u64::MAX / 2);
         assert!(decode_ops(&huge).is_err());
+    }
+
+    /// Ops of varied sizes: names of 0–300 bytes, some written as `Qm…`,
+    /// releases, and four option sets (one of them large) spread unevenly.
+    fn varied_ops(n: u64) -> Vec<Op> {
+        let small = Arc::new(PinOptions::default());
+        let other = Arc::new(PinOptions {
+            replication: ReplicationFactors { min: 2, max: 3 },
+            ..PinOptions::default()
+        });
+        let mut big = PinOptions::default();
+        for k in 0..40 {
+            big.metadata.insert(format!("key-{k}"), "v".repeat(50));
+        }
+        let big = Arc::new(big);
+        // Equal to `other`, another allocation.
+        let other2 = Arc::new((*other).clone());
+        (0..n)
+            .map(|i| {
+                if i % 11 == 5 {
+                    return Op::Release { cid: seq_cid(i) };
+                }
+                let options = match i % 7 {
+                    0 => &big,
+                    1 | 2 => &other,
+                    3 => &other2,
+                    _ => &small,
+                };
+                Op::Set {
+                    cid: seq_cid(i),
+                    written_as: i.is_multiple_of(3).then(|| format!("Q{i}").into()),
+                    spec: PinSpec {
+                        name: "n".repeat((i * 37 % 301) as usize),
+                        options: Arc::clone(options),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunks_hold_at_most_max_bytes_encoded_and_are_filled_greedily() {
+        let ops = varied_ops(3000);
+        for max_bytes in [4_000, 9_000, 64 << 10] {
+            let chunks = chunk_ops(ops.clone(), 10_000, max_bytes).unwrap();
+            assert_eq!(chunks.concat(), ops, "every op, in order");
+            for (k, chunk) in chunks.iter().enumerate() {
+                let len = encode_ops(chunk).len();
+                assert!(len <= max_bytes, "chunk {k}: {len} > {max_bytes}");
+                // The next op would not have fitted: the split is where
+                // the limit is, not earlier.
+                if let Some(next) = chunks.get(k + 1) {
+                    let mut more = chunk.clone();
+                    more.push(next[0].clone());
+                    let grown = encode_ops(&more).len();
+                    assert!(grown > max_bytes, "chunk {k} closed early: {grown} fits");
+                }
+            }
+            // The accounting is exact, so the number of chunks is about
+            // the total size over the limit.
+            let total: usize = chunks.iter().map(|c| encode_ops(c).len()).sum();
+            assert!(
+                chunks.len() <= total / max_bytes * 2 + 2,
+                "{} chunks",
+                chunks.len()
+            );
+        }
+    }
+
+    #[test]
+    fn chunks_hold_at_most_max_ops_and_the_byte_limit_binds_first_when_smaller() {
+        let o = Arc::new(PinOptions::default());
+        let ops: Vec<Op> = (0..1000).map(|i| set(i, &o)).collect();
+        let by_count = chunk_ops(ops.clone(), 300, usize::MAX).unwrap();
+        let lens: Vec<usize> = by_count.iter().map(Vec::len).collect();
+        assert_eq!(lens, [300, 300, 300, 100]);
+        // ~45 bytes an op: 4 KiB holds far fewer than 300.
+        let by_bytes = chunk_ops(ops.clone(), 300, 4096).unwrap();
+        assert!(by_bytes.len() > 10, "{} chunks", by_bytes.len());
+        assert!(by_bytes.iter().all(|c| encode_ops(c).len() <= 4096));
+        assert_eq!(by_bytes.concat(), ops);
+        assert!(chunk_ops(Vec::new(), 300, 4096).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_op_larger_than_a_batch_is_refused_and_named() {
+        let o = Arc::new(PinOptions::default());
+        let mut ops: Vec<Op> = (0..10).map(|i| set(i, &o)).collect();
+        ops.push(Op::Set {
+            cid: seq_cid(99),
+            written_as: None,
+            spec: PinSpec {
+                name: "x".repeat(5000),
+                options: Arc::clone(&o),
+            },
+        });
+        let err = chunk_ops(ops, 100, 4096).unwrap_err();
+        assert_eq!(err.cid, seq_cid(99));
+        assert!(err.bytes > 5000 && err.max == 4096, "{err}");
+        assert!(
+            err.to_string().contains("more than the 4096 bytes"),
+            "{err}"
+        );
     }
 
     #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]

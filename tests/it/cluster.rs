@@ -47,18 +47,33 @@ impl Peer {
         batch: usize,
         listen: Option<Multiaddr>,
     ) -> Result<Peer, ClusterError> {
+        Self::start_with(dir, keypair, secret, bootstrap, listen, |o| {
+            o.batch_max_pins = batch;
+        })
+        .await
+    }
+
+    /// Starts a peer with the test settings, then `configure`d.
+    pub async fn start_with(
+        dir: &Path,
+        keypair: Keypair,
+        secret: [u8; 32],
+        bootstrap: Vec<Multiaddr>,
+        listen: Option<Multiaddr>,
+        configure: impl FnOnce(&mut NodeOptions),
+    ) -> Result<Peer, ClusterError> {
         let mut opts = NodeOptions::new(dir.to_path_buf(), keypair.clone(), secret);
         if let Some(l) = listen {
             opts.listen = vec![l];
         }
         opts.bootstrap = bootstrap;
-        opts.batch_max_pins = batch;
         opts.heartbeat_interval = Duration::from_millis(100);
         opts.election_timeout_min = Duration::from_millis(500);
         opts.election_timeout_max = Duration::from_millis(1000);
         opts.write_timeout = Duration::from_secs(5);
         opts.snapshot_logs_since_last = 20;
         opts.max_in_snapshot_log_to_keep = 5;
+        configure(&mut opts);
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let node = ClusterNode::start(opts, cancel.clone(), &tasks).await?;
@@ -111,16 +126,26 @@ pub async fn wait_for<F: FnMut() -> bool>(what: &str, mut check: F) {
 }
 
 pub async fn cluster(n: usize, root: &Path, batch: usize) -> Vec<Peer> {
+    cluster_with(n, root, |o| o.batch_max_pins = batch).await
+}
+
+/// `n` peers with the test settings, then `configure`d.
+pub async fn cluster_with(
+    n: usize,
+    root: &Path,
+    configure: impl Fn(&mut NodeOptions),
+) -> Vec<Peer> {
     trace();
     let mut peers: Vec<Peer> = Vec::new();
     for i in 0..n {
         let bootstrap = peers.first().map(|p| vec![p.addr()]).unwrap_or_default();
-        let p = Peer::start(
+        let p = Peer::start_with(
             &root.join(format!("peer{i}")),
             Keypair::generate_ed25519(),
             SECRET,
             bootstrap,
-            batch,
+            None,
+            &configure,
         )
         .await
         .unwrap();
@@ -262,6 +287,65 @@ async fn a_large_revision_is_chunked_but_appears_at_once() {
         .unwrap();
     assert!(out.refused.is_some(), "a commit missing chunks is refused");
     assert_eq!(count(&peers[0]), 1050);
+    for p in peers {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revision_too_large_in_bytes_for_one_entry_is_split_and_an_oversized_pin_refused() {
+    let root = tempfile::tempdir().unwrap();
+    // Entries of a whole MiB each: messages that size need more than the
+    // 100 ms heartbeat of the other tests in an unoptimised build.
+    let peers = cluster_with(3, root.path(), |o| {
+        o.heartbeat_interval = Duration::from_millis(1000);
+        o.election_timeout_min = Duration::from_millis(3000);
+        o.election_timeout_max = Duration::from_millis(6000);
+        o.write_timeout = Duration::from_secs(30);
+    })
+    .await;
+    // 300 pins of ~10 KB each: ~3 MB, far fewer pins than batch_max_pins.
+    let mut wide = pinset("wide", 0..300);
+    for (i, pin) in wide.pins.values_mut().enumerate() {
+        pin.spec.name = format!("{i}-{}", "n".repeat(10_000));
+    }
+    let r = pinsets::apply(&peers[1].node, apply(wide, "r1"))
+        .await
+        .unwrap();
+    let max = pinfleet::consensus::MAX_ENTRY_BYTES;
+    assert!(
+        r.entries > 300 * 10_000 / max as u64,
+        "{} entries for ~3 MB of pins",
+        r.entries
+    );
+    for p in &peers {
+        wait_for("300 wide pins everywhere", || count(p) == 300).await;
+    }
+
+    // One pin larger than an entry: refused by name, nothing written.
+    let mut huge = pinset("huge", 1000..1010);
+    huge.pins.get_mut(&cid(1004)).unwrap().spec.name = "n".repeat(max + 1);
+    let err = pinsets::apply(&peers[0].node, apply(huge, "r1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::TooLarge(_)), "{err:?}");
+    assert!(err.to_string().contains(&cid(1004).to_string()), "{err}");
+    let huge = Owner::pinset(PinSetId::new("default", "huge"));
+    assert!(peers[0].node.store().pinset(&huge).unwrap().is_none());
+    assert_eq!(count(&peers[0]), 300);
+
+    // Any other command over the limit is refused before it is proposed.
+    let err = peers[2]
+        .node
+        .write(pinfleet::state::Command::SetConditions {
+            owner: huge,
+            source: "s".repeat(max),
+            revision: None,
+            conditions: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::TooLarge(_)), "{err:?}");
     for p in peers {
         p.stop().await;
     }

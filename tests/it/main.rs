@@ -9,6 +9,7 @@ mod conditions;
 mod controller;
 mod controller_daemon;
 mod controller_git;
+mod crash;
 mod crd;
 mod embedded;
 mod ipfs;

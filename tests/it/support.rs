@@ -263,3 +263,62 @@ pub fn stop_daemon(child: &mut std::process::Child) {
     };
     assert!(status.success(), "clean exit, got {status}");
 }
+
+/// `pinfleet daemon --dir d` followed by `args`, with `env` set (after the
+/// loopback-port defaults of [`spawn_daemon`], so `env` may fix the ports)
+/// and stdout and stderr appended to `log`: a peer that logs a lot never
+/// blocks on a pipe nobody reads, and the log survives a SIGKILL.
+pub fn spawn_daemon_logged(
+    d: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> std::process::Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let err = out.try_clone().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"));
+    cmd.args(["daemon", "--dir"])
+        .arg(d)
+        .args(args)
+        .env("PINFLEET_API_LISTEN", "127.0.0.1:0")
+        .env(
+            "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
+            "/ip4/127.0.0.1/tcp/0",
+        )
+        .env_remove("PINFLEET_WEBHOOK_SECRET")
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// SIGKILL: the daemon dies at once, no shutdown code runs (no final
+/// flush, no run.json removal). Waits (10 s at most) until it is gone and
+/// checks that the signal is what ended it.
+pub fn kill_daemon(child: &mut std::process::Child) {
+    use std::os::unix::process::ExitStatusExt;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "daemon survived SIGKILL"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL, got {status}");
+}
