@@ -95,11 +95,11 @@ const DOCS: &[SectionDoc] = &[
             ),
             (
                 "batch_max_pins",
-                "Most pins in one log entry (at least 1); larger batches ingest faster.",
+                "Most pins in one log entry (at least 1); larger batches ingest faster. An entry also holds at most 1 MiB encoded, whatever this says.",
             ),
             (
                 "append_max_bytes",
-                "Most bytes of log entries in one replication message (at least 1; a larger entry still goes, alone). Each message must reach a follower within heartbeat_interval.",
+                "Most bytes of log entries in one replication message (at least 1; a larger entry still goes, alone). A message must reach a follower within heartbeat_interval: for a follower that missed one, fewer go next time.",
             ),
             (
                 "append_max_entries",

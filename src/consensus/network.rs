@@ -5,11 +5,11 @@
 //! - **AppendEntries**: openraft gives each message one heartbeat interval.
 //!   A message holds at most a byte budget of entries (always at least
 //!   one; openraft is told `PayloadTooLarge` and sends fewer). The budget
-//!   starts at [`TransferLimits::append_max_bytes`], halves for a peer
-//!   whose last message did not complete in time and grows back after
-//!   quick ones, so a follower that lags by a large ingest catches up on
-//!   any link on which one entry ([`super::MAX_ENTRY_BYTES`]) fits in a
-//!   heartbeat.
+//!   starts at [`TransferLimits::append_max_bytes`], halves (down to one
+//!   entry a message) for a peer whose last message did not complete in
+//!   time and grows back after quick ones, so a follower that lags by a
+//!   large ingest catches up on any link on which one entry (at most
+//!   [`super::MAX_ENTRY_BYTES`]) reaches it within a heartbeat.
 //! - **InstallSnapshot**: openraft sends a snapshot in chunks and the last
 //!   chunk's answer waits until the follower has installed it, which takes
 //!   time in proportion to the state. Each chunk gets its own timeout; the
@@ -83,36 +83,39 @@ const CHUNK_BASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long one snapshot chunk (of `bytes`) may take to reach the
 /// follower and be written.
-pub(super) fn chunk_timeout(bytes: u64) -> Duration {
+fn chunk_timeout(bytes: u64) -> Duration {
     CHUNK_BASE_TIMEOUT + Duration::from_millis(bytes.saturating_mul(1000) / SLOW_BYTES_PER_SEC)
 }
 
 /// How long installing a snapshot of `bytes` may take on the follower,
 /// once its last chunk arrived.
-pub(super) fn install_timeout(bytes: u64) -> Duration {
+fn install_timeout(bytes: u64) -> Duration {
     3 * CHUNK_BASE_TIMEOUT + Duration::from_millis(bytes.saturating_mul(1000) / SLOW_BYTES_PER_SEC)
 }
 
-/// How many of `entries` (at least one) fit in `max_bytes`.
+/// The smallest byte budget of an `AppendEntries`: a fraction of a large
+/// entry (a PinSet chunk), so at the floor those go one a message.
+const MIN_BUDGET: usize = 64 << 10;
+
+/// How many of `entries` (at least one) fit in `max_bytes`, and their
+/// bytes.
 fn entries_within(
     entries: &[openraft::Entry<TypeConfig>],
     max_bytes: usize,
     cache: &Mutex<SizeCache>,
-) -> usize {
-    if entries.len() <= 1 {
-        return entries.len();
-    }
+) -> (usize, usize) {
     let Ok(mut cache) = cache.lock() else {
-        return entries.len();
+        return (entries.len(), 0);
     };
     let mut total = 0usize;
     for (i, entry) in entries.iter().enumerate() {
-        total = total.saturating_add(cache.size_of(entry));
-        if total > max_bytes {
-            return i.max(1);
+        let size = cache.size_of(entry);
+        if i > 0 && total.saturating_add(size) > max_bytes {
+            return (i, total);
         }
+        total = total.saturating_add(size);
     }
-    entries.len()
+    (entries.len(), total)
 }
 
 /// Makes one `PeerConnection` per Raft target.
@@ -215,16 +218,13 @@ impl PeerConnection {
     ) -> RPCError<NodeId, PeerNode, RaftError<NodeId, E>> {
         RPCError::RemoteError(RemoteError::new(self.target, e))
     }
-}
 
-impl PeerConnection {
-    /// The byte budget for the next `AppendEntries`: halved (down to one
-    /// entry's worth, [`super::MAX_ENTRY_BYTES`]) when the last one was
-    /// dropped by openraft's timeout.
+    /// The byte budget for the next `AppendEntries`: halved (down to
+    /// [`MIN_BUDGET`]: one entry a message) when the last one was dropped
+    /// by openraft's timeout.
     fn next_budget(&mut self) -> usize {
         if std::mem::replace(&mut self.in_flight, false) {
-            let floor = super::MAX_ENTRY_BYTES.min(self.limits.append_max_bytes);
-            self.budget = (self.budget / 2).max(floor);
+            self.budget = (self.budget / 2).max(MIN_BUDGET);
             tracing::debug!(
                 target_node = self.target,
                 budget = self.budget,
@@ -234,11 +234,12 @@ impl PeerConnection {
         self.budget
     }
 
-    /// Grows the budget back after a message answered in less than a
-    /// quarter of its time.
-    fn answered(&mut self, took: Duration, ttl: Duration) {
+    /// Grows the budget back after a message that used at least half of
+    /// it was answered in less than a quarter of its time (heartbeats and
+    /// small messages say nothing about large ones).
+    fn answered(&mut self, bytes: usize, took: Duration, ttl: Duration) {
         self.in_flight = false;
-        if took < ttl / 4 {
+        if bytes >= self.budget / 2 && took < ttl / 4 {
             self.budget = self
                 .budget
                 .saturating_mul(2)
@@ -269,7 +270,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
         let budget = self.next_budget();
-        let fit = entries_within(&rpc.entries, budget, &self.sizes);
+        let (fit, bytes) = entries_within(&rpc.entries, budget, &self.sizes);
         if fit < rpc.entries.len() {
             let hint = u64::try_from(fit).unwrap_or(1);
             return Err(RPCError::PayloadTooLarge(
@@ -279,7 +280,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let started = Instant::now();
         self.in_flight = true;
         let reply = self.call(Rpc::AppendEntries(rpc)).await;
-        self.answered(started.elapsed(), option.hard_ttl());
+        self.answered(bytes, started.elapsed(), option.hard_ttl());
         match reply? {
             RpcReply::AppendEntries(r) => r.map_err(|e| self.remote(e)),
             _ => Err(RPCError::Network(NetworkError::new(&WrongReply))),
@@ -376,11 +377,13 @@ mod tests {
         let entries: Vec<_> = (1..=4).map(|i| entry(i, 1000)).collect();
         let one = encoded_len(&entries[0]);
         assert!(one > 40_000, "a 1000-pin entry takes {one} bytes");
-        assert_eq!(entries_within(&entries, 4 * one + 100, &cache), 4);
-        assert_eq!(entries_within(&entries, 2 * one + 100, &cache), 2);
+        assert_eq!(entries_within(&entries, 4 * one + 100, &cache).0, 4);
+        let (fit, bytes) = entries_within(&entries, 2 * one + 100, &cache);
+        assert_eq!(fit, 2);
+        assert_eq!(bytes, encoded_len(&entries[0]) + encoded_len(&entries[1]));
         // Larger than the budget on its own: still goes, alone.
-        assert_eq!(entries_within(&entries, 10, &cache), 1);
-        assert_eq!(entries_within(&entries[..0], 10, &cache), 0);
+        assert_eq!(entries_within(&entries, 10, &cache).0, 1);
+        assert_eq!(entries_within(&entries[..0], 10, &cache), (0, 0));
     }
 
     async fn connection(append_max_bytes: usize) -> (PeerConnection, CancellationToken) {
@@ -435,23 +438,38 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_dropped_by_openraft_s_timeout_halves_the_next_budget() {
-        let big = crate::consensus::MAX_ENTRY_BYTES;
-        let (mut conn, cancel) = connection(8 * big).await;
-        assert_eq!(conn.next_budget(), 8 * big);
+        let max = 2 << 20;
+        let (mut conn, cancel) = connection(max).await;
+        assert_eq!(conn.next_budget(), max);
         // What openraft's timeout leaves behind: a call that never ended.
         conn.in_flight = true;
-        assert_eq!(conn.next_budget(), 4 * big);
-        conn.in_flight = true;
-        conn.next_budget();
-        conn.in_flight = true;
-        conn.next_budget();
-        conn.in_flight = true;
-        assert_eq!(conn.next_budget(), big, "never below one entry's worth");
-        // Quick answers grow it back, up to append_max_bytes.
-        for _ in 0..5 {
-            conn.answered(Duration::from_millis(1), Duration::from_millis(250));
+        assert_eq!(conn.next_budget(), max / 2);
+        assert_eq!(
+            conn.next_budget(),
+            max / 2,
+            "a completed call changes nothing"
+        );
+        for _ in 0..10 {
+            conn.in_flight = true;
+            conn.next_budget();
         }
-        assert_eq!(conn.next_budget(), 8 * big);
+        assert_eq!(
+            conn.next_budget(),
+            MIN_BUDGET,
+            "one entry a message at least"
+        );
+        // Slow answers keep it, and so do quick heartbeats; quick answers
+        // to full messages grow it back, up to append_max_bytes.
+        let hb = Duration::from_millis(250);
+        conn.answered(MIN_BUDGET, Duration::from_millis(200), hb);
+        assert_eq!(conn.next_budget(), MIN_BUDGET);
+        conn.answered(0, Duration::from_millis(1), hb);
+        assert_eq!(conn.next_budget(), MIN_BUDGET);
+        for _ in 0..10 {
+            let full = conn.next_budget();
+            conn.answered(full, Duration::from_millis(1), hb);
+        }
+        assert_eq!(conn.next_budget(), max);
         cancel.cancel();
     }
 

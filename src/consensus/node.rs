@@ -526,8 +526,9 @@ impl ClusterNode {
     /// is installed, which takes time in proportion to its size. The
     /// install runs in a task of its own; this answers its outcome, or
     /// "still installing" after [`INSTALL_REPLY_WAIT`]. The leader sends
-    /// the chunk again to wait longer: a chunk of the snapshot being (or
-    /// last) installed waits for that install instead of starting another.
+    /// the chunk again to wait longer: a last chunk of the snapshot being
+    /// (or last) installed waits for that install (or answers its success
+    /// again) instead of starting another.
     async fn install_last_chunk(&self, req: InstallSnapshotRequest<TypeConfig>) -> RpcReply {
         let id = req.meta.snapshot_id.clone();
         let mut outcome = {
@@ -535,7 +536,14 @@ impl ClusterNode {
                 return RpcReply::InstallSnapshot(Err(RaftError::Fatal(Fatal::Panicked)));
             };
             match &*slot {
-                Some((current, outcome)) if *current == id => outcome.clone(),
+                // Running, or done and installed: wait for it or answer it
+                // again. A failed one (a mismatch: the leader streams the
+                // snapshot again) is tried anew.
+                Some((current, outcome))
+                    if *current == id && !matches!(*outcome.borrow(), Some(Err(_))) =>
+                {
+                    outcome.clone()
+                }
                 _ => {
                     let (tx, rx) = tokio::sync::watch::channel(None);
                     let raft = self.inner.raft.clone();
