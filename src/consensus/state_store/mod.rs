@@ -218,6 +218,17 @@ impl StateStore {
     /// fails); one of a newer format is refused.
     pub fn open(path: &Path, snapshot_dir: &Path) -> Result<Self, OpenError> {
         std::fs::create_dir_all(snapshot_dir).map_err(|e| OpenError::Redb(redb::Error::Io(e)))?;
+        // Snapshots being received when the peer stopped are of no use now
+        // (the leader sends again from the start).
+        if let Ok(dir) = std::fs::read_dir(snapshot_dir) {
+            for e in dir.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("recv-") && name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path()); // best effort: only disk space
+                }
+            }
+        }
         // redb's default cache is 1 GiB per database, which a peer holding
         // millions of pins fills: RSS would grow with the archive. The OS
         // page cache keeps hot pages of the file anyway.
@@ -696,12 +707,21 @@ impl RaftStateMachine<TypeConfig> for StateStore {
         f.flush().await.map_err(write_err)?;
         f.sync_all().await.map_err(write_err)?;
         drop(f);
-        let path = self
-            .receiving
-            .lock()
-            .map_err(|_| write_err(std::io::Error::other("poisoned")))?
-            .pop()
-            .ok_or_else(|| write_err(std::io::Error::other("no snapshot being received")))?;
+        let (path, abandoned) = {
+            let mut receiving = self
+                .receiving
+                .lock()
+                .map_err(|_| write_err(std::io::Error::other("poisoned")))?;
+            let path = receiving
+                .pop()
+                .ok_or_else(|| write_err(std::io::Error::other("no snapshot being received")))?;
+            (path, std::mem::take(&mut *receiving))
+        };
+        // openraft installs the stream it received last; earlier ones were
+        // abandoned (the leader started again): only disk space now.
+        for old in abandoned {
+            let _ = tokio::fs::remove_file(old).await; // best effort
+        }
         let meta = meta.clone();
         self.blocking(move |s| s.install_from(&meta, &path)).await
     }

@@ -383,3 +383,41 @@ fn the_state_pages_in_cid_order() {
     want.sort_by_key(|c| c.cid().to_bytes());
     assert_eq!(seen, want);
 }
+
+/// Receive files do not pile up: a stream the leader abandoned is removed
+/// when the next one is installed, and one left by a stopped peer when
+/// the store opens again.
+#[tokio::test]
+async fn abandoned_snapshot_receive_files_are_removed() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = StateStore::open(&dir.path().join("a.redb"), &dir.path().join("snap-a")).unwrap();
+    let owner = Owner::pinset(PinSetId::new("ns", "a"));
+    apply_one(&a, &set(&owner, 1, &options(1)));
+    let built = a.build_snapshot().await.unwrap();
+    let b_dir = dir.path().join("snap-b");
+    let mut b = StateStore::open(&dir.path().join("b.redb"), &b_dir).unwrap();
+    let recv_files = || {
+        std::fs::read_dir(&b_dir)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("recv-")
+            })
+            .count()
+    };
+    let _abandoned = b.begin_receiving_snapshot().await.unwrap();
+    let mut into = b.begin_receiving_snapshot().await.unwrap();
+    assert_eq!(recv_files(), 2);
+    let mut from = built.snapshot;
+    tokio::io::copy(&mut from, &mut *into).await.unwrap();
+    b.install_snapshot(&built.meta, into).await.unwrap();
+    assert_eq!(recv_files(), 0);
+    assert!(b.get(&crate::testkit::seq_cid(1)).unwrap().is_some());
+
+    let _left = b.begin_receiving_snapshot().await.unwrap();
+    assert_eq!(recv_files(), 1);
+    drop(b);
+    StateStore::open(&dir.path().join("b.redb"), &b_dir).unwrap();
+    assert_eq!(recv_files(), 0);
+}
