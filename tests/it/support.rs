@@ -209,21 +209,30 @@ pub fn init_peer(d: &Path) {
 /// `pinfleet daemon --dir d` on free loopback ports, with `env` set (stdout
 /// discarded, stderr piped for the caller).
 pub fn spawn_daemon(d: &Path, env: &[(&str, &str)]) -> std::process::Child {
+    daemon_command(d, &[], env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `pinfleet daemon --dir d args…` on loopback port 0 and without a webhook
+/// secret from the environment, then `env` (which may fix the ports).
+fn daemon_command(d: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"));
     cmd.args(["daemon", "--dir"])
         .arg(d)
+        .args(args)
         .env("PINFLEET_API_LISTEN", "127.0.0.1:0")
         .env(
             "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
             "/ip4/127.0.0.1/tcp/0",
         )
-        .env_remove("PINFLEET_WEBHOOK_SECRET")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
+        .env_remove("PINFLEET_WEBHOOK_SECRET");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().unwrap()
+    cmd
 }
 
 /// Waits (30 s at most) until the daemon `child` in `d` has written its
@@ -245,23 +254,32 @@ pub fn wait_running(d: &Path, child: &mut std::process::Child) -> pinfleet::daem
 
 /// SIGTERM, then a clean exit within 30 s.
 pub fn stop_daemon(child: &mut std::process::Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+    let status = signal_and_wait(
+        child,
         nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "daemon ignored SIGTERM"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+        std::time::Duration::from_secs(30),
+        "daemon ignored SIGTERM",
+    );
     assert!(status.success(), "clean exit, got {status}");
+}
+
+/// Sends `signal` to `child` and waits (`limit` at most, else `late`) for
+/// it to end.
+fn signal_and_wait(
+    child: &mut std::process::Child,
+    signal: nix::sys::signal::Signal,
+    limit: std::time::Duration,
+    late: &str,
+) -> std::process::ExitStatus {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "{late}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// `pinfleet daemon --dir d` followed by `args`, with `env` set (after the
@@ -280,23 +298,12 @@ pub fn spawn_daemon_logged(
         .open(log)
         .unwrap();
     let err = out.try_clone().unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"));
-    cmd.args(["daemon", "--dir"])
-        .arg(d)
-        .args(args)
-        .env("PINFLEET_API_LISTEN", "127.0.0.1:0")
-        .env(
-            "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
-            "/ip4/127.0.0.1/tcp/0",
-        )
-        .env_remove("PINFLEET_WEBHOOK_SECRET")
+    daemon_command(d, args, env)
         .stdin(std::process::Stdio::null())
         .stdout(out)
-        .stderr(err);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
+        .stderr(err)
+        .spawn()
+        .unwrap()
 }
 
 /// SIGKILL: the daemon dies at once, no shutdown code runs (no final
@@ -304,21 +311,11 @@ pub fn spawn_daemon_logged(
 /// checks that the signal is what ended it.
 pub fn kill_daemon(child: &mut std::process::Child) {
     use std::os::unix::process::ExitStatusExt;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+    let status = signal_and_wait(
+        child,
         nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(10),
-            "daemon survived SIGKILL"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+        std::time::Duration::from_secs(10),
+        "daemon survived SIGKILL",
+    );
     assert_eq!(status.signal(), Some(9), "killed by SIGKILL, got {status}");
 }
