@@ -248,40 +248,34 @@ impl Rounds {
         let full_due = self
             .last_full
             .is_none_or(|t| t.elapsed() >= FULL_ROUND_EVERY);
-        let round = Round {
+        let mut round = Round {
             view,
             members,
             config: config.allocator.clone(),
             now,
             grace_ms,
         };
+        let from = self
+            .cursor
+            .filter(|_| !full_due && self.peers.as_ref() == Some(&states));
         let store = node.store().clone();
-        let changes = match self.cursor {
-            Some(cursor) if !full_due && self.peers.as_ref() == Some(&states) => {
-                let read = tokio::task::spawn_blocking(move || round.changed(&store, cursor))
-                    .await
-                    .map_err(|e| e.to_string())??;
-                match read {
-                    Some((changes, next)) => {
-                        self.cursor = Some(next);
-                        changes
-                    }
-                    None => {
-                        tracing::debug!("change feed truncated: examining every pin");
-                        self.cursor = None;
-                        return Box::pin(self.run(node, config, metrics)).await;
-                    }
+        let (changes, next, full) = tokio::task::spawn_blocking(move || {
+            if let Some(cursor) = from {
+                match round.changed(&store, cursor)? {
+                    Some((changes, next)) => return Ok((changes, next, false)),
+                    None => tracing::debug!("change feed truncated: examining every pin"),
                 }
             }
-            _ => {
-                let (changes, head) = tokio::task::spawn_blocking(move || round.every(&store))
-                    .await
-                    .map_err(|e| e.to_string())??;
-                self.cursor = Some(head);
-                self.last_full = Some(tokio::time::Instant::now());
-                changes
-            }
-        };
+            round
+                .every(&store)
+                .map(|(changes, head)| (changes, head, true))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        self.cursor = Some(next);
+        if full {
+            self.last_full = Some(tokio::time::Instant::now());
+        }
         self.peers = Some(states);
         let n = changes.len() as u64;
         let mut iter = changes.into_iter();
@@ -310,7 +304,7 @@ type Changes = Vec<(CidKey, Vec<String>)>;
 impl Round {
     /// Every pin; returns the changes and the change feed position read
     /// before the walk (changes after it are examined by the next round).
-    fn every(mut self, store: &StateStore) -> Result<(Changes, u64), String> {
+    fn every(&mut self, store: &StateStore) -> Result<(Changes, u64), String> {
         let head = store.changes_head().map_err(|e| e.to_string())?;
         let mut changes = Vec::new();
         store
@@ -325,7 +319,7 @@ impl Round {
     /// The pins changed from `cursor` on; `None` when the feed no longer
     /// reaches back that far.
     fn changed(
-        mut self,
+        &mut self,
         store: &StateStore,
         cursor: u64,
     ) -> Result<Option<(Changes, u64)>, String> {
