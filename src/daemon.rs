@@ -295,9 +295,11 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
 
     // The controller reaches the cluster through this peer's API (bound
     // above, served below); only the Raft leader's acts.
+    let access = crate::api::AccessPolicy::from_config(&config.api, &config.cluster.secret);
     let started = match crate::controller::daemon::spawn(
         node.clone(),
         &api_url,
+        access.internal_token(),
         &config.controller,
         dir,
         &cancel,
@@ -328,6 +330,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     state.ipfs = Some(std::sync::Arc::clone(&backend));
     state.reconcile_now = Some(started.reconcilers);
     state.upload_dir = dir.join("uploads");
+    state.access = access;
     // Uploads left by a crash mid-`POST /add` are garbage.
     let _ = std::fs::remove_dir_all(&state.upload_dir);
     let served = serve_with(listener, state, started.hooks, cancel.clone()).await;

@@ -6,6 +6,7 @@
 
 pub mod allocator;
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod consensus;

@@ -6,6 +6,7 @@
 //! and `testbed.json` describing the running peers. Starting again on the
 //! same directory restarts the same peers with their state.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
+use crate::auth::Credential;
 use crate::config::{ClusterSecret, IDENTITY_FILE, Identity, SERVICE_FILE, ServiceConfig};
 use crate::daemon::{RunInfo, read_run_file};
 
@@ -43,6 +45,68 @@ pub struct TestbedPeer {
 pub struct TestbedFile {
     /// Running peers, in start order.
     pub peers: Vec<TestbedPeer>,
+    /// With `--auth`: `"admin"`, `"writer"` and `"reader"`, each
+    /// `"user:password"` of a user with that role (the file is then
+    /// readable by its owner only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BTreeMap<String, String>>,
+}
+
+impl TestbedFile {
+    /// `user:password` of the testbed's user with `role`, when it has users.
+    pub fn credentials(&self, role: &str) -> Option<&str> {
+        self.basic_auth.as_ref()?.get(role).map(String::as_str)
+    }
+}
+
+/// Name of the file keeping a testbed's generated users between runs.
+const CREDENTIALS_FILE: &str = "credentials.json";
+
+/// The testbed's three users (`role` → `user:password`): those of an
+/// earlier run in `dir`, or new ones with random passwords.
+fn testbed_users(dir: &Path) -> Result<BTreeMap<String, String>, TestbedError> {
+    let path = dir.join(CREDENTIALS_FILE);
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(users) = serde_json::from_slice::<BTreeMap<String, String>>(&bytes)
+        && ROLES.iter().all(|r| users.contains_key(*r))
+    {
+        return Ok(users);
+    }
+    let users: BTreeMap<String, String> = ROLES
+        .iter()
+        .map(|role| {
+            let password: String = rand::Rng::sample_iter(rand::rng(), &rand::distr::Alphanumeric)
+                .take(24)
+                .map(char::from)
+                .collect();
+            ((*role).to_owned(), format!("{role}:{password}"))
+        })
+        .collect();
+    let json = serde_json::to_vec_pretty(&users).map_err(|e| TestbedError::Io {
+        what: "cannot encode",
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    crate::config::write_private_file(&path, &json, true).map_err(io("cannot write", &path))?;
+    Ok(users)
+}
+
+/// The testbed's users: one per role, named after it.
+const ROLES: [&str; 3] = ["admin", "writer", "reader"];
+
+/// `[api] basic_auth_credentials` for `users` (hashed once, shared by
+/// every peer).
+fn credentials_config(
+    users: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, Credential>, String> {
+    let mut out = BTreeMap::new();
+    for (role, pair) in users {
+        let (user, password) = pair.split_once(':').ok_or("malformed credentials file")?;
+        let hash = crate::auth::hash_password(password)?;
+        let cred = Credential::parse(&format!("{role}:{hash}")).map_err(|e| e.to_string())?;
+        out.insert(user.to_owned(), cred);
+    }
+    Ok(out)
 }
 
 /// How to run a testbed.
@@ -58,6 +122,9 @@ pub struct TestbedOptions {
     pub timeout: Duration,
     /// The peers' IPFS nodes.
     pub ipfs: TestbedIpfs,
+    /// Give the API users (admin, writer, reader with random passwords,
+    /// written to `testbed.json`); without it the API is open on loopback.
+    pub auth: bool,
 }
 
 /// Which IPFS node each testbed peer pins on.
@@ -88,9 +155,14 @@ impl TestbedIpfs {
     }
 }
 
-/// Sets a peer's IPFS backend in its `service.toml` (rewritten each start,
-/// so `--ipfs` may change between runs).
-fn set_backend(index: usize, dir: &Path, ipfs: &TestbedIpfs) -> Result<(), TestbedError> {
+/// Sets a peer's IPFS backend and API users in its `service.toml`
+/// (rewritten each start, so `--ipfs` and `--auth` may change between runs).
+fn set_peer_config(
+    index: usize,
+    dir: &Path,
+    ipfs: &TestbedIpfs,
+    users: &BTreeMap<String, Credential>,
+) -> Result<(), TestbedError> {
     let path = dir.join(SERVICE_FILE);
     let prep = |message: String| TestbedError::Prepare { index, message };
     let mut config = ServiceConfig::load_with_env(&path, &[]).map_err(|e| prep(e.to_string()))?;
@@ -99,7 +171,9 @@ fn set_backend(index: usize, dir: &Path, ipfs: &TestbedIpfs) -> Result<(), Testb
     if let Some(url) = url {
         config.ipfs.kubo_url = url.trim_end_matches('/').to_string();
     }
-    std::fs::write(&path, config.to_toml()).map_err(io("cannot write", &path))
+    config.api.basic_auth_credentials = users.clone();
+    crate::config::write_private_file(&path, config.to_toml().as_bytes(), true)
+        .map_err(io("cannot write", &path))
 }
 
 /// Why a testbed could not start.
@@ -179,7 +253,8 @@ fn prepare_peer(index: usize, dir: &Path, secret: &ClusterSecret) -> Result<(), 
             .map_err(|e: libp2p::multiaddr::Error| prep(e.to_string()))?,
     ];
     config.api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, api_port));
-    std::fs::write(&service, config.to_toml()).map_err(io("cannot write", &service))?;
+    crate::config::write_private_file(&service, config.to_toml().as_bytes(), true)
+        .map_err(io("cannot write", &service))?;
     Identity::generate()
         .save(&identity, true)
         .map_err(|e| prep(e.to_string()))?;
@@ -202,12 +277,25 @@ impl Testbed {
         let dirs: Vec<PathBuf> = (0..opts.peers)
             .map(|i| opts.dir.join(format!("peer-{i}")))
             .collect();
+        let basic_auth = if opts.auth {
+            Some(testbed_users(&opts.dir)?)
+        } else {
+            None
+        };
+        let users = match &basic_auth {
+            Some(u) => credentials_config(u)
+                .map_err(|message| TestbedError::Prepare { index: 0, message })?,
+            None => BTreeMap::new(),
+        };
         for (i, d) in dirs.iter().enumerate() {
             prepare_peer(i, d, &secret)?;
-            set_backend(i, d, &opts.ipfs)?;
+            set_peer_config(i, d, &opts.ipfs, &users)?;
         }
         let mut tb = Testbed {
-            file: TestbedFile { peers: Vec::new() },
+            file: TestbedFile {
+                peers: Vec::new(),
+                basic_auth,
+            },
             children: Vec::new(),
         };
         let deadline = tokio::time::Instant::now() + opts.timeout;
@@ -265,7 +353,12 @@ impl Testbed {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        std::fs::write(&path, json).map_err(io("cannot write", &path))?;
+        if tb.file.basic_auth.is_some() {
+            crate::config::write_private_file(&path, &json, true)
+                .map_err(io("cannot write", &path))?;
+        } else {
+            std::fs::write(&path, json).map_err(io("cannot write", &path))?;
+        }
         Ok(tb)
     }
 
@@ -309,11 +402,19 @@ impl Testbed {
         timeout: Duration,
     ) -> Result<(), TestbedError> {
         let client = reqwest::Client::new();
+        let admin = self
+            .file
+            .credentials("admin")
+            .and_then(|c| c.split_once(':'));
         loop {
             let mut ready = 0;
             for p in &self.file.peers {
                 let url = format!("{}/id", p.api);
-                let peers = match client.get(&url).send().await {
+                let mut request = client.get(&url);
+                if let Some((user, password)) = admin {
+                    request = request.basic_auth(user, Some(password));
+                }
+                let peers = match request.send().await {
                     Ok(r) => r.json::<serde_json::Value>().await.ok(),
                     Err(_) => None,
                 };

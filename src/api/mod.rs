@@ -6,6 +6,7 @@
 //! (that is `plan` and `consensus`) and must never build a collection of pins
 //! in memory: every pin listing streams from one read transaction.
 
+mod access;
 mod add;
 mod error;
 mod gc;
@@ -16,8 +17,10 @@ mod pinset_patch;
 mod pinset_status;
 mod pinsets;
 mod reconcile;
+mod routes;
 mod status;
 mod stream;
+mod token;
 
 use std::future::IntoFuture;
 
@@ -26,14 +29,15 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::consensus::ClusterNode;
 use crate::manifest::Limits;
 
+pub use access::{Access, AccessPolicy, Caller};
 pub use error::ApiError;
+pub use routes::{Route, routes};
 
 /// Largest PinSet document `PUT /pinsets/{ns}/{name}` accepts by default.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 30;
@@ -67,6 +71,8 @@ pub struct ApiState {
     pub upload_dir: std::path::PathBuf,
     /// The last count of this peer's statuses for `GET /metrics`.
     pub metrics: std::sync::Arc<metrics::MetricsCache>,
+    /// Who may call which route (`[api]` users, host names, CORS).
+    pub access: AccessPolicy,
 }
 
 impl ApiState {
@@ -83,6 +89,7 @@ impl ApiState {
             reconcile_now: None,
             upload_dir: std::env::temp_dir(),
             metrics: std::sync::Arc::default(),
+            access: AccessPolicy::default(),
         }
     }
 }
@@ -112,54 +119,16 @@ impl std::fmt::Debug for dyn ReconcileNow {
     }
 }
 
-/// Every route of the API.
+/// Every route of the API, each behind the access its entry in
+/// [`routes`] declares, all behind the `Host` and CORS checks.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/id", get(peers::id))
-        .route("/version", get(peers::version))
-        .route("/health", get(peers::health))
-        .route("/peers", get(peers::list))
-        .route("/peers/{peer}", delete(peers::remove))
-        .route("/allocations", get(pins::allocations))
-        .route("/allocations/{cid}", get(pins::allocation))
-        .route("/pins", get(status::list))
-        .route("/pins/recover", axum::routing::post(status::recover_all))
-        .route(
-            "/pins/{cid}",
-            get(status::get).post(pins::pin).delete(pins::unpin),
-        )
-        .route(
-            "/pins/{cid}/recover",
-            axum::routing::post(status::recover_one),
-        )
-        .route("/pinsets", get(pinsets::list))
-        .route(
-            "/pinsets/{namespace}/{name}",
-            get(pinsets::get_one)
-                .put(pinsets::put)
-                .patch(pinset_patch::patch)
-                .delete(pinsets::remove),
-        )
-        .route(
-            "/pinsets/{namespace}/{name}/conditions",
-            axum::routing::put(pinsets::put_conditions),
-        )
-        .route(
-            "/pinsets/{namespace}/{name}/status",
-            get(pinset_status::get),
-        )
-        .route(
-            "/pinsets/{namespace}/{name}/reconcile",
-            axum::routing::post(reconcile::post),
-        )
-        .route("/state/export", get(pins::export))
-        .route("/metrics", get(metrics::get))
-        .route("/ipfs/gc", axum::routing::post(gc::gc))
-        // Uploads stream to disk, so the default 2 MB body cap does not apply.
-        .route(
-            "/add",
-            axum::routing::post(add::add).layer(axum::extract::DefaultBodyLimit::disable()),
-        )
+    let mut router = Router::new();
+    for r in routes() {
+        let check =
+            axum::middleware::from_fn_with_state((state.access.clone(), r.access), access::require);
+        router = router.route(r.path, r.endpoint.layer(check));
+    }
+    router
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -171,6 +140,10 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             mark_stale_reads,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.access.clone(),
+            access::guard,
         ))
         .with_state(state)
 }

@@ -42,7 +42,8 @@ pub(super) async fn post(
                 "forwarded to a peer that is no longer the leader: retry",
             ));
         }
-        return Ok(forward(&state, &id.namespace, &id.name, raw.as_deref()).await);
+        let auth = headers.get(header::AUTHORIZATION);
+        return Ok(forward(&state, &id.namespace, &id.name, raw.as_deref(), auth).await);
     }
     let record = record(&state, &id)
         .await?
@@ -54,8 +55,16 @@ pub(super) async fn post(
     Ok((status, Json(answer)).into_response())
 }
 
-/// Sends the request to the leader's API and relays its answer.
-async fn forward(state: &ApiState, namespace: &str, name: &str, query: Option<&str>) -> Response {
+/// Sends the request to the leader's API and relays its answer. The
+/// caller's credentials go along: every peer of a cluster has the same
+/// users and token key.
+async fn forward(
+    state: &ApiState,
+    namespace: &str,
+    name: &str,
+    query: Option<&str>,
+    auth: Option<&axum::http::HeaderValue>,
+) -> Response {
     let leader = state.node.leader().and_then(|l| {
         state
             .node
@@ -86,7 +95,11 @@ async fn forward(state: &ApiState, namespace: &str, name: &str, query: Option<&s
         Ok(c) => c,
         Err(e) => return ApiError::internal(e.to_string()).into_response(),
     };
-    let answer = match client.post(&url).header(FORWARDED_HEADER, "1").send().await {
+    let mut request = client.post(&url).header(FORWARDED_HEADER, "1");
+    if let Some(auth) = auth {
+        request = request.header(header::AUTHORIZATION, auth.as_bytes());
+    }
+    let answer = match request.send().await {
         Ok(a) => a,
         Err(e) => {
             return ApiError::new(

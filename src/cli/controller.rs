@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use pinfleet::client::Client;
 use pinfleet::controller::reporter::{Forge, Reporter, sha_of_revision};
 use pinfleet::controller::{
     Controller, ControllerOptions, ReconcileOutcome, ReconcileRequests, Reconcilers, poll,
@@ -161,7 +160,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         Source::Dir(d) => d.name(),
         Source::Git(g) => g.name(),
     };
-    let client = Client::new(&args.host.host)?;
+    let client = args.host.client()?;
     let requests = ReconcileRequests::default();
     let reconcilers: Reconcilers = Arc::new(std::collections::BTreeMap::from([(
         name.clone(),

@@ -3,6 +3,7 @@
 
 mod add;
 mod apply;
+mod auth;
 mod controller;
 mod node;
 mod peers;
@@ -108,6 +109,14 @@ enum Command {
     /// Stalled, 1 when unknown, not run by a controller there, timed out or
     /// Stalled, 2 on errors.
     Reconcile(reconcile::ReconcileArgs),
+    /// Hash a password for [api] basic_auth_credentials.
+    ///
+    /// Reads the password from the terminal (twice, without echo) or one
+    /// line of stdin, and prints its argon2 hash; with --user, the whole
+    /// config line `NAME = "ROLE:HASH"`.
+    Passwd(auth::PasswdArgs),
+    /// Get a token from a peer (POST /token) for --token / PINFLEET_TOKEN.
+    Token(auth::TokenArgs),
 }
 
 /// Bounds on what a load may read, shared by every command that loads
@@ -178,6 +187,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Recover(a) => status::run_recover(a),
         Command::Controller(a) => controller::run(a),
         Command::Reconcile(a) => reconcile::run(a),
+        Command::Passwd(a) => auth::passwd(a),
+        Command::Token(a) => auth::token(a),
     }
 }
 
@@ -186,6 +197,18 @@ pub fn render_error(e: &anyhow::Error) -> String {
     let mut out = format!("error: {e}");
     for cause in e.chain().skip(1) {
         out.push_str(&format!("\n  caused by: {cause}"));
+    }
+    let unauthorized = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<pinfleet::client::ClientError>(),
+            Some(pinfleet::client::ClientError::Api { status: 401, .. })
+        )
+    });
+    if unauthorized {
+        out.push_str(
+            "\n  hint: this API has users: give --basic-auth USER:PASSWORD or --token \
+             (or set PINFLEET_BASIC_AUTH / PINFLEET_TOKEN)",
+        );
     }
     out
 }

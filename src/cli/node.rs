@@ -146,6 +146,11 @@ pub struct TestbedUpArgs {
     /// Seconds to wait for the cluster to form.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Give the REST API three users (admin, writer, reader) with random
+    /// passwords, written to testbed.json as "basic_auth"; --add and
+    /// --apply run as the writer.
+    #[arg(long)]
+    auth: bool,
 }
 
 fn parse_wait(s: &str) -> Result<Duration, String> {
@@ -181,6 +186,7 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
             dir: args.dir.clone(),
             timeout: Duration::from_secs(args.timeout),
             ipfs,
+            auth: args.auth,
         };
         eprintln!("starting {} peers in {} …", args.peers, args.dir.display());
         let tb = Testbed::up(&opts)
@@ -193,6 +199,21 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
             "cluster formed; testbed.json written to {}",
             args.dir.display()
         );
+        if args.auth {
+            println!(
+                "api users (admin, writer, reader) in {}: e.g. PINFLEET_BASIC_AUTH=\"$(jq -r .basic_auth.writer {})\"",
+                args.dir.join(pinfleet::testbed::TESTBED_FILE).display(),
+                args.dir.join(pinfleet::testbed::TESTBED_FILE).display()
+            );
+        }
+        // The writer's credentials for --add and --apply, in the
+        // environment (not on a command line other users can read).
+        let writer: Vec<(&str, String)> = tb
+            .file
+            .credentials("writer")
+            .map(|c| ("PINFLEET_BASIC_AUTH", c.to_owned()))
+            .into_iter()
+            .collect();
         let mut code = ExitCode::SUCCESS;
         for path in &args.add {
             // The same code path a user runs: `pinfleet add --host …`.
@@ -200,6 +221,7 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
                 .arg("add")
                 .arg(path)
                 .args(["--no-pin", "--host", &tb.file.peers[0].api])
+                .envs(writer.iter().cloned())
                 .status()
                 .await
                 .context("cannot run pinfleet add")?;
@@ -217,6 +239,7 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
                 .args(&args.apply)
                 .arg("--host")
                 .arg(&host)
+                .envs(writer.iter().cloned())
                 .status()
                 .await
                 .context("cannot run pinfleet apply")?;
@@ -230,6 +253,7 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
             }
         }
         let apis: Vec<String> = tb.file.peers.iter().map(|p| p.api.clone()).collect();
+        let reader = tb.file.credentials("reader").map(str::to_owned);
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         tokio::spawn(async move {
@@ -237,7 +261,7 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
             stop.cancel();
         });
         if let Some(limit) = args.wait {
-            match super::testbed_watch::watch(&apis, Some(limit), &cancel).await {
+            match super::testbed_watch::watch(&apis, reader.as_deref(), Some(limit), &cancel).await {
                 super::testbed_watch::Ended::AllPinned(_) => println!("every pin is pinned"),
                 super::testbed_watch::Ended::TimedOut(s) => {
                     eprintln!(
@@ -253,7 +277,7 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
         }
         if !args.once && !cancel.is_cancelled() {
             println!("running; press Ctrl-C to stop");
-            super::testbed_watch::watch(&apis, None, &cancel).await;
+            super::testbed_watch::watch(&apis, reader.as_deref(), None, &cancel).await;
         }
         eprintln!("stopping peers …");
         tb.stop().await;

@@ -6,23 +6,54 @@ use std::future::Future;
 use anyhow::Context;
 use clap::Args;
 
-use pinfleet::client::Client;
+use pinfleet::client::{Auth, Client};
 
 /// Default REST API URL of a local peer.
 pub const DEFAULT_HOST: &str = "http://127.0.0.1:9094";
 
-/// Where the peer's REST API is.
+/// Where the peer's REST API is, and how to prove who we are to it.
 #[derive(Debug, Args)]
 pub struct HostArgs {
     /// URL of a pinfleet peer's REST API.
     #[arg(long, value_name = "URL", env = "PINFLEET_HOST", default_value = DEFAULT_HOST)]
     pub host: String,
+    /// Basic auth credentials for an API with users (prefer the environment
+    /// variable: a command line is visible to other users in `ps`).
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "PINFLEET_BASIC_AUTH",
+        hide_env_values = true
+    )]
+    pub basic_auth: Option<String>,
+    /// A token from `pinfleet token` (POST /token), sent as `Authorization:
+    /// Bearer`; used instead of --basic-auth when both are given.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PINFLEET_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 impl HostArgs {
-    /// A client of `--host`.
+    /// A client of `--host` with the given credentials.
     pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.host)?)
+        Ok(Client::new(&self.host)?.with_auth(self.auth()?))
+    }
+
+    /// The credentials given, if any.
+    pub fn auth(&self) -> anyhow::Result<Option<Auth>> {
+        if let Some(token) = self.token.as_deref().filter(|t| !t.trim().is_empty()) {
+            return Ok(Some(Auth::Bearer(token.trim().to_owned())));
+        }
+        match self.basic_auth.as_deref().filter(|b| !b.is_empty()) {
+            None => Ok(None),
+            Some(text) => Auth::basic(text)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("invalid --basic-auth: {e}")),
+        }
     }
 }
 

@@ -68,8 +68,8 @@ fn sample(body: &str, name: &str) -> Option<f64> {
     })
 }
 
-/// Reads every peer's metrics.
-pub async fn read(http: &reqwest::Client, apis: &[String]) -> Summary {
+/// Reads every peer's metrics, as `auth` (`user:password`) when given.
+pub async fn read(http: &reqwest::Client, apis: &[String], auth: Option<&str>) -> Summary {
     let mut s = Summary {
         peers: apis.len(),
         agreed: true,
@@ -77,7 +77,11 @@ pub async fn read(http: &reqwest::Client, apis: &[String]) -> Summary {
     };
     let mut seen: Option<f64> = None;
     for (i, api) in apis.iter().enumerate() {
-        let body = match http.get(format!("{api}/metrics")).send().await {
+        let mut request = http.get(format!("{api}/metrics"));
+        if let Some((user, password)) = auth.and_then(|a| a.split_once(':')) {
+            request = request.basic_auth(user, Some(password));
+        }
+        let body = match request.send().await {
             Ok(r) if r.status().is_success() => r.text().await.ok(),
             _ => None,
         };
@@ -124,7 +128,12 @@ pub enum Ended {
 /// Shows the summary once a second until `cancel`, or, with `until`, until
 /// every allocation is pinned or `until` passes. On a terminal the line is
 /// rewritten in place; otherwise a line is printed each time it changes.
-pub async fn watch(apis: &[String], until: Option<Duration>, cancel: &CancellationToken) -> Ended {
+pub async fn watch(
+    apis: &[String],
+    auth: Option<&str>,
+    until: Option<Duration>,
+    cancel: &CancellationToken,
+) -> Ended {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -138,7 +147,7 @@ pub async fn watch(apis: &[String], until: Option<Duration>, cancel: &Cancellati
             _ = cancel.cancelled() => break Ended::Cancelled,
             _ = tick.tick() => {}
         }
-        let s = read(&http, apis).await;
+        let s = read(&http, apis, auth).await;
         let line = s.line();
         if tty {
             print!("\r\x1b[2K{line}");

@@ -147,6 +147,44 @@ pub struct StatusQuery {
 pub struct Client {
     base: Url,
     http: reqwest::Client,
+    auth: Option<Auth>,
+}
+
+/// How a client proves who it is (`[api] basic_auth_credentials` users).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Basic`.
+    Basic {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// `Authorization: Bearer`, a token from `POST /token`.
+    Bearer(String),
+}
+
+impl Auth {
+    /// Reads `user:password` (the password may hold `:`).
+    pub fn basic(text: &str) -> Result<Self, String> {
+        match text.split_once(':') {
+            Some((user, password)) if !user.is_empty() => Ok(Self::Basic {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            }),
+            _ => Err("expected USER:PASSWORD".into()),
+        }
+    }
+}
+
+/// Redacted: credentials never reach a log.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Basic { user, .. } => write!(f, "Basic({user}, ..)"),
+            Self::Bearer(_) => f.write_str("Bearer(..)"),
+        }
+    }
 }
 
 impl Client {
@@ -165,7 +203,25 @@ impl Client {
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        Ok(Self { base, http })
+        Ok(Self {
+            base,
+            http,
+            auth: None,
+        })
+    }
+
+    /// This client, sending `auth` with every request.
+    pub fn with_auth(mut self, auth: Option<Auth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            None => req,
+            Some(Auth::Basic { user, password }) => req.basic_auth(user, Some(password)),
+            Some(Auth::Bearer(token)) => req.bearer_auth(token),
+        }
     }
 
     /// The base URL.
@@ -208,7 +264,7 @@ impl Client {
         url: Url,
         body: Option<Vec<u8>>,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut req = self.http.request(method, url.clone());
+        let mut req = self.authorize(self.http.request(method, url.clone()));
         if let Some(b) = body {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -313,6 +369,27 @@ impl Client {
     ) -> Result<Lines<T>, ClientError> {
         let resp = self.exchange(method, &url, None, &[]).await?;
         Ok(Lines::new(url.to_string(), resp))
+    }
+
+    /// `POST /token[?role=&ttl=&user=]`: a token for the caller (or, for an
+    /// admin, for `user`).
+    pub async fn token(
+        &self,
+        role: Option<&str>,
+        ttl: Option<&str>,
+        user: Option<&str>,
+    ) -> Result<String, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            token: String,
+        }
+        let query: Vec<(&str, String)> = [("role", role), ("ttl", ttl), ("user", user)]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?.to_owned())))
+            .collect();
+        let url = self.url(&["token"], &query);
+        let answer: Answer = self.json(Method::POST, url, None, &[]).await?;
+        Ok(answer.token)
     }
 
     /// `GET /id`.
@@ -586,8 +663,7 @@ impl Client {
     ) -> Result<Vec<AddedOutput>, ClientError> {
         let url = self.url(&["add"], query);
         let resp = self
-            .http
-            .post(url.clone())
+            .authorize(self.http.post(url.clone()))
             .multipart(form)
             .send()
             .await

@@ -441,7 +441,7 @@ fn short_duration(d: Duration) -> String {
 
 /// One string or a list of strings, each converted by `convert` (after
 /// trimming); every bad item is named in the one message.
-fn each_string<T>(
+pub(super) fn each_string<T>(
     v: &Value,
     what: &str,
     convert: impl Fn(&str) -> Result<T, String>,

@@ -130,8 +130,11 @@ fn value(kind: Kind, text: &str) -> Result<Value, String> {
             other => Value::String(other.to_owned()),
         },
         Kind::Tags => {
+            // `;` separates entries when a value holds commas (an argon2
+            // hash's parameters do).
+            let sep = if text.contains(';') { ';' } else { ',' };
             let mut table = Table::new();
-            for item in items() {
+            for item in text.split(sep).map(str::trim).filter(|s| !s.is_empty()) {
                 match item.split_once('=') {
                     Some((k, v)) if !k.trim().is_empty() => {
                         table.insert(k.trim().to_owned(), Value::String(v.trim().to_owned()));

@@ -271,6 +271,38 @@ impl Report {
         {
             self.problem("cluster", "replication_factor_min", true, p);
         }
+        let a = &config.api;
+        if !self.failed(
+            "api",
+            &[
+                "listen",
+                "basic_auth_credentials",
+                "allow_unauthenticated_remote",
+            ],
+        ) && !a.listen.ip().is_loopback()
+            && a.basic_auth_credentials.is_empty()
+            && !a.allow_unauthenticated_remote
+        {
+            let p = format!(
+                "{} is not a loopback address and the API has no users: anyone who reaches it \
+                 could pin, unpin and remove peers. Add users to api.basic_auth_credentials \
+                 (`pinfleet passwd`), listen on 127.0.0.1, or set \
+                 api.allow_unauthenticated_remote = true if something in front authenticates",
+                a.listen
+            );
+            self.problem("api", "listen", true, p);
+        }
+        if !self.failed("api", &["cors_allowed_origins", "cors_allow_credentials"])
+            && a.cors_allow_credentials
+            && a.cors_allowed_origins.iter().any(|o| o == "*")
+        {
+            self.problem(
+                "api",
+                "cors_allow_credentials",
+                true,
+                "cannot be true with cors_allowed_origins = [\"*\"]: list the origins".into(),
+            );
+        }
         let k = &config.consensus;
         if !self.failed("consensus", &["heartbeat_interval", "election_timeout_min"])
             && k.heartbeat_interval >= k.election_timeout_min
@@ -625,7 +657,9 @@ mod tests {
         assert_eq!(
             problems(&text, &[]),
             [
-                "api.tls: unknown key \"tls\", expected one of: listen",
+                "api.tls: unknown key \"tls\", expected one of: listen, basic_auth_credentials, \
+                 token_ttl, allow_unauthenticated_remote, public_names, cors_allowed_origins, \
+                 cors_allowed_methods, cors_allow_credentials, cors_max_age",
                 "consensus.extra: unknown key \"extra\", expected one of: heartbeat_interval, \
                  election_timeout_min, election_timeout_max, snapshot_logs_since_last, \
                  max_in_snapshot_log_to_keep, write_timeout, batch_max_pins, append_max_bytes, \

@@ -10,6 +10,7 @@
 //! written readable by their owner only and never printed in errors or
 //! `Debug` output.
 
+mod access;
 mod codec;
 mod env;
 mod identity;

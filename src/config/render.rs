@@ -18,7 +18,8 @@ const HEADER: &str = "\
 # pinfleet service configuration, shared by every peer of a cluster.
 # Every key but cluster.secret is optional; the values below are the defaults.
 # Any key can be overridden by an environment variable PINFLEET_<SECTION>_<KEY>,
-# e.g. PINFLEET_API_LISTEN=127.0.0.1:0 (lists comma-separated, tags as k=v,k=v).
+# e.g. PINFLEET_API_LISTEN=127.0.0.1:0 (lists comma-separated, tables as k=v,k=v,
+# or k=v;k=v when a value holds commas).
 # Durations are Go-style: 250ms, 30s, 5m, 1h30m.
 ";
 
@@ -110,10 +111,41 @@ const DOCS: &[SectionDoc] = &[
     (
         "api",
         "REST API (IPFS Cluster compatible).",
-        &[(
-            "listen",
-            "Socket address the REST API listens on (ip:port; port 0 picks a free port).",
-        )],
+        &[
+            (
+                "listen",
+                "Socket address the REST API listens on (ip:port; port 0 picks a free port). A non-loopback address needs basic_auth_credentials (or allow_unauthenticated_remote).",
+            ),
+            (
+                "basic_auth_credentials",
+                "Users and their roles: { alice = \"admin:<hash>\", ci = \"writer:<hash>\" }; roles reader, writer, admin; the hash from `pinfleet passwd`. Empty: no authentication.",
+            ),
+            ("token_ttl", "How long a token from POST /token is valid."),
+            (
+                "allow_unauthenticated_remote",
+                "Serve a non-loopback listen address without users: whoever reaches it is admin. Only behind something that authenticates.",
+            ),
+            (
+                "public_names",
+                "Host names the API is reached by, besides localhost and IP addresses (a request naming another host is refused: no DNS rebinding).",
+            ),
+            (
+                "cors_allowed_origins",
+                "Origins allowed to call the API from a browser, e.g. [\"https://dash.example.org\"] or [\"*\"]; empty refuses cross-origin requests.",
+            ),
+            (
+                "cors_allowed_methods",
+                "HTTP methods allowed to those origins.",
+            ),
+            (
+                "cors_allow_credentials",
+                "Let browsers send credentials (Authorization, cookies) cross-origin; not with \"*\".",
+            ),
+            (
+                "cors_max_age",
+                "How long a browser may cache a preflight answer.",
+            ),
+        ],
     ),
     (
         "ipfs",
@@ -403,6 +435,21 @@ mod tests {
         k.append_max_bytes = 1;
         k.append_max_entries = 1;
         cfg.api.listen = "[::]:65535".parse().unwrap();
+        let hash = crate::auth::hash_password("pw").unwrap();
+        cfg.api.basic_auth_credentials = [
+            ("ann", format!("admin:{hash}")),
+            ("ci.bot", format!("writer:{hash}")),
+        ]
+        .into_iter()
+        .map(|(u, c)| (u.to_owned(), crate::auth::Credential::parse(&c).unwrap()))
+        .collect();
+        cfg.api.token_ttl = Duration::from_secs(90);
+        cfg.api.allow_unauthenticated_remote = true;
+        cfg.api.public_names = vec!["pins.example.org".into(), "h".into()];
+        cfg.api.cors_allowed_origins = vec!["https://dash.example.org".into()];
+        cfg.api.cors_allowed_methods = vec!["GET".into()];
+        cfg.api.cors_allow_credentials = true;
+        cfg.api.cors_max_age = Duration::from_secs(5);
         cfg.ipfs.backend = IpfsBackendKind::None;
         cfg.ipfs.kubo_url = "https://k.example:5001/a/b".into();
         cfg.ipfs.embedded_listen = vec!["/ip4/0.0.0.0/tcp/4001".parse().unwrap()];
@@ -462,7 +509,8 @@ mod tests {
         assert!(
             text.contains(
                 "\n# REST API (IPFS Cluster compatible).\n[api]\n\
-                 # Socket address the REST API listens on (ip:port; port 0 picks a free port).\n\
+                 # Socket address the REST API listens on (ip:port; port 0 picks a free port). \
+                 A non-loopback address needs basic_auth_credentials (or allow_unauthenticated_remote).\n\
                  listen = \"127.0.0.1:9094\"\n"
             ),
             "{text}"

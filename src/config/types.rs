@@ -24,6 +24,7 @@ use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 use toml::Value;
 
+use super::access;
 use super::codec::{
     Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, RaftTiming, ReceiverKind,
     SocketAddress, Sources, Tags, Text, Webhooks, as_str, unknown_message,
@@ -241,12 +242,49 @@ pub struct ApiConfig {
     /// Where the REST API listens; port 0 picks a free port.
     #[serde(with = "SocketAddress")]
     pub listen: SocketAddr,
+    /// Users of the API and their roles; none = no authentication (then
+    /// only a loopback `listen` is allowed, see `allow_unauthenticated_remote`).
+    #[serde(with = "access::Users")]
+    pub basic_auth_credentials: BTreeMap<String, crate::auth::Credential>,
+    /// How long a token from `POST /token` is valid.
+    #[serde(with = "Interval")]
+    pub token_ttl: Duration,
+    /// Serve a non-loopback `listen` without users (anyone who reaches it
+    /// is admin). Off: such a config refuses to load.
+    #[serde(with = "Flag")]
+    pub allow_unauthenticated_remote: bool,
+    /// Host names (besides loopback names and IP addresses) accepted in
+    /// the `Host` header.
+    #[serde(with = "access::HostNames")]
+    pub public_names: Vec<String>,
+    /// Origins allowed to call the API from a browser (`*` for any).
+    #[serde(with = "access::Origins")]
+    pub cors_allowed_origins: Vec<String>,
+    /// Methods allowed to those origins.
+    #[serde(with = "access::Methods")]
+    pub cors_allowed_methods: Vec<String>,
+    /// Whether browsers may send credentials cross-origin.
+    #[serde(with = "Flag")]
+    pub cors_allow_credentials: bool,
+    /// How long a browser may cache a preflight answer.
+    #[serde(with = "Interval")]
+    pub cors_max_age: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9094)),
+            basic_auth_credentials: BTreeMap::new(),
+            token_ttl: Duration::from_secs(12 * 3600),
+            allow_unauthenticated_remote: false,
+            public_names: Vec::new(),
+            cors_allowed_origins: Vec::new(),
+            cors_allowed_methods: ["GET", "POST", "PUT", "PATCH", "DELETE"]
+                .map(str::to_owned)
+                .to_vec(),
+            cors_allow_credentials: false,
+            cors_max_age: Duration::from_secs(600),
         }
     }
 }

@@ -333,6 +333,7 @@ async fn embedded_testbed(tb: &std::path::Path) -> pinfleet::testbed::Testbed {
         dir: tb.to_path_buf(),
         timeout: Duration::from_secs(60),
         ipfs: TestbedIpfs::Embedded,
+        auth: false,
     })
     .await
     .unwrap()

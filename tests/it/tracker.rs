@@ -679,6 +679,7 @@ async fn crash_a_peer_killed_while_its_pinset_was_deleted_unpins_it_after_restar
         dir: root.path().join("tb"),
         timeout: Duration::from_secs(60),
         ipfs: TestbedIpfs::Kubo(urls),
+        auth: false,
     })
     .await
     .unwrap();

@@ -1,0 +1,135 @@
+//! Every route of the REST API with the access it needs, in one table: the
+//! router is built from it, so a route cannot exist without declaring who
+//! may call it, and the access test walks it (route × identity).
+//!
+//! This module owns the table only; handlers live in their modules and the
+//! checks in `access`.
+
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter, on};
+
+use super::access::Access;
+use super::{
+    ApiState, add, gc, metrics, peers, pins, pinset_patch, pinset_status, pinsets, reconcile,
+    status, token,
+};
+use crate::auth::Role::{Admin, Reader, Writer};
+
+/// One method of one path, who may call it, and its handler.
+#[derive(Debug)]
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path, in axum's syntax (`/pins/{cid}`).
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    pub(super) endpoint: MethodRouter<ApiState>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, ApiState>,
+    T: 'static,
+{
+    // Every method used below is one of the standard ones a MethodFilter
+    // names; `routes_build_a_router` runs this for each entry.
+    #[allow(clippy::expect_used)]
+    let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+    Route {
+        method,
+        path,
+        access,
+        endpoint: on(filter, handler),
+    }
+}
+
+/// The REST API's routes (webhook receivers, which authenticate with their
+/// own signatures, are merged in beside them).
+pub fn routes() -> Vec<Route> {
+    use Access::{Open, Role};
+    vec![
+        route(Method::GET, "/health", Open, peers::health),
+        route(Method::GET, "/id", Role(Reader), peers::id),
+        route(Method::GET, "/version", Role(Reader), peers::version),
+        route(Method::GET, "/peers", Role(Reader), peers::list),
+        route(Method::DELETE, "/peers/{peer}", Role(Admin), peers::remove),
+        route(Method::GET, "/allocations", Role(Reader), pins::allocations),
+        route(
+            Method::GET,
+            "/allocations/{cid}",
+            Role(Reader),
+            pins::allocation,
+        ),
+        route(Method::GET, "/pins", Role(Reader), status::list),
+        route(
+            Method::POST,
+            "/pins/recover",
+            Role(Writer),
+            status::recover_all,
+        ),
+        route(Method::GET, "/pins/{cid}", Role(Reader), status::get),
+        route(Method::POST, "/pins/{cid}", Role(Writer), pins::pin),
+        route(Method::DELETE, "/pins/{cid}", Role(Writer), pins::unpin),
+        route(
+            Method::POST,
+            "/pins/{cid}/recover",
+            Role(Writer),
+            status::recover_one,
+        ),
+        route(Method::GET, "/pinsets", Role(Reader), pinsets::list),
+        route(
+            Method::GET,
+            "/pinsets/{namespace}/{name}",
+            Role(Reader),
+            pinsets::get_one,
+        ),
+        route(
+            Method::PUT,
+            "/pinsets/{namespace}/{name}",
+            Role(Writer),
+            pinsets::put,
+        ),
+        route(
+            Method::PATCH,
+            "/pinsets/{namespace}/{name}",
+            Role(Writer),
+            pinset_patch::patch,
+        ),
+        route(
+            Method::DELETE,
+            "/pinsets/{namespace}/{name}",
+            Role(Writer),
+            pinsets::remove,
+        ),
+        route(
+            Method::PUT,
+            "/pinsets/{namespace}/{name}/conditions",
+            Role(Admin),
+            pinsets::put_conditions,
+        ),
+        route(
+            Method::GET,
+            "/pinsets/{namespace}/{name}/status",
+            Role(Reader),
+            pinset_status::get,
+        ),
+        route(
+            Method::POST,
+            "/pinsets/{namespace}/{name}/reconcile",
+            Role(Writer),
+            reconcile::post,
+        ),
+        route(Method::GET, "/state/export", Role(Reader), pins::export),
+        route(Method::GET, "/metrics", Role(Reader), metrics::get),
+        route(Method::POST, "/ipfs/gc", Role(Admin), gc::gc),
+        // Uploads stream to disk, so the default 2 MB body cap does not apply.
+        Route {
+            endpoint: axum::routing::post(add::add)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+            ..route(Method::POST, "/add", Role(Writer), add::add)
+        },
+        route(Method::POST, "/token", Role(Reader), token::post),
+    ]
+}
