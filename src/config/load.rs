@@ -625,7 +625,7 @@ mod tests {
         assert_eq!(
             problems(&text, &[]),
             [
-                "api.tls: unknown key \"tls\", expected one of: listen",
+                "api.tls: unknown key \"tls\", expected one of: listen, max_upload_bytes, max_pinset_body_bytes, max_concurrent_pinset_writes, read_timeout",
                 "consensus.extra: unknown key \"extra\", expected one of: heartbeat_interval, \
                  election_timeout_min, election_timeout_max, snapshot_logs_since_last, \
                  max_in_snapshot_log_to_keep, write_timeout, batch_max_pins, append_max_bytes, \

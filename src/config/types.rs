@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use toml::Value;
 
 use super::codec::{
-    Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, RaftTiming, ReceiverKind,
-    SocketAddress, Sources, Tags, Text, Webhooks, as_str, unknown_message,
+    Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, OptionalSocketAddress,
+    RaftTiming, ReceiverKind, SocketAddress, Sources, Tags, Text, Webhooks, as_str,
+    unknown_message,
 };
 
 /// The 32-byte private network key (libp2p pnet) all peers share.
@@ -241,12 +242,31 @@ pub struct ApiConfig {
     /// Where the REST API listens; port 0 picks a free port.
     #[serde(with = "SocketAddress")]
     pub listen: SocketAddr,
+    /// Largest `POST /add` upload, in bytes; at least 1 (there is always a
+    /// cap).
+    #[serde(with = "AtLeastOne::<u64>")]
+    pub max_upload_bytes: u64,
+    /// Largest `PUT`/`PATCH /pinsets/{ns}/{name}` body, in bytes; at least 1.
+    #[serde(with = "AtLeastOne::<u64>")]
+    pub max_pinset_body_bytes: u64,
+    /// Most `PUT`/`PATCH /pinsets/{ns}/{name}` requests served at once; at
+    /// least 1 (others wait briefly, then get 503).
+    #[serde(with = "AtLeastOne::<usize>")]
+    pub max_concurrent_pinset_writes: usize,
+    /// How long a client may take to send its request headers, and to send
+    /// the next piece of an upload or document body.
+    #[serde(with = "Interval")]
+    pub read_timeout: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9094)),
+            max_upload_bytes: 1 << 30,
+            max_pinset_body_bytes: 1 << 30,
+            max_concurrent_pinset_writes: 2,
+            read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -364,6 +384,10 @@ pub struct ControllerConfig {
     /// secret comes from `PINFLEET_WEBHOOK_SECRET` when the daemon starts.
     #[serde(with = "Webhooks")]
     pub webhooks: Vec<(ReceiverKind, String)>,
+    /// Where the webhook receivers listen, apart from the REST API (which
+    /// then serves no `/hooks/…`); `None`: on the REST listener.
+    #[serde(with = "OptionalSocketAddress")]
+    pub webhook_listen: Option<SocketAddr>,
 }
 
 impl Default for ControllerConfig {
@@ -374,6 +398,7 @@ impl Default for ControllerConfig {
             force: false,
             git_cache: PathBuf::from("git-cache"),
             webhooks: Vec::new(),
+            webhook_listen: None,
         }
     }
 }
