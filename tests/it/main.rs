@@ -12,6 +12,7 @@ mod controller_git;
 mod crash;
 mod crd;
 mod embedded;
+mod hooks_daemon;
 mod ipfs;
 mod manifest;
 mod patch;
