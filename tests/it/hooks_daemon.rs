@@ -38,7 +38,11 @@ impl Repo {
     /// Commits `mirror.yaml` listing `cids` on main.
     fn commit(&self, cids: &[String]) {
         let work = self.repo.workdir().unwrap();
-        std::fs::write(work.join("mirror.yaml"), pinset_yaml("hooks", "mirror", cids)).unwrap();
+        std::fs::write(
+            work.join("mirror.yaml"),
+            pinset_yaml("hooks", "mirror", cids),
+        )
+        .unwrap();
         let mut index = self.repo.index().unwrap();
         index
             .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
@@ -69,7 +73,9 @@ impl Drop for Daemons {
 }
 
 fn seeds(test: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| cid_v1(&format!("hooks-{test}-{i}"))).collect()
+    (0..n)
+        .map(|i| cid_v1(&format!("hooks-{test}-{i}")))
+        .collect()
 }
 
 /// Waits until `hooks/mirror` is listed at `api` with `pins` pins.
@@ -132,11 +138,17 @@ async fn webhook_listen_serves_only_the_hooks_and_the_rest_api_none() {
     let source = format!("git:{}", repo.url());
     let d = tmp.path().join("peer");
     init_peer(&d);
-    let env = env_for(&source, &[("PINFLEET_CONTROLLER_WEBHOOK_LISTEN", "127.0.0.1:0")]);
+    let env = env_for(
+        &source,
+        &[("PINFLEET_CONTROLLER_WEBHOOK_LISTEN", "127.0.0.1:0")],
+    );
     let log = tmp.path().join("peer.log");
     let mut daemons = Daemons(vec![spawn_daemon_logged(&d, &[], &env, &log)]);
     let info = wait_running(&d, &mut daemons.0[0]);
-    let hooks = info.webhook.clone().expect("run.json names the webhook listener");
+    let hooks = info
+        .webhook
+        .clone()
+        .expect("run.json names the webhook listener");
     assert_ne!(hooks, info.api);
     wait_pins(&info.api, 1).await;
 
@@ -252,7 +264,10 @@ async fn a_hook_sent_to_a_follower_triggers_the_leaders_fetch() {
         1,
         "{leader_log}"
     );
-    assert!(!leader_log.contains(HOOK_SECRET), "the secret is never logged");
+    assert!(
+        !leader_log.contains(HOOK_SECRET),
+        "the secret is never logged"
+    );
 
     for c in &mut daemons.0 {
         stop_daemon(c);

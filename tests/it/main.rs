@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod api;
+mod bounded;
 mod cli;
 mod cluster;
 mod conditional_writes;
