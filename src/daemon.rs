@@ -57,6 +57,10 @@ pub struct RunInfo {
     /// absent with other backends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipfs: Option<String>,
+    /// Base URL of the webhook listener (`controller.webhook_listen`);
+    /// absent when the hooks are on the REST API or there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 /// Why the daemon could not run.
@@ -176,6 +180,35 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             source,
         })?;
     let api_url = format!("http://{api_addr}");
+    // The webhook receivers' own listener, when configured (and there are
+    // receivers to serve on it).
+    let webhook_listener = match config.controller.webhook_listen {
+        Some(addr) if !config.controller.webhooks.is_empty() => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })?,
+        ),
+        Some(_) => {
+            tracing::warn!(
+                "controller.webhook_listen is set but controller.webhooks is empty: not listening"
+            );
+            None
+        }
+        None => None,
+    };
+    let webhook_url = match &webhook_listener {
+        Some(l) => Some(format!(
+            "http://{}",
+            l.local_addr().map_err(|source| DaemonError::Listen {
+                addr: format!("{:?}", config.controller.webhook_listen),
+                source,
+            })?
+        )),
+        None => None,
+    };
 
     let mut node_opts = NodeOptions::new(
         dir.clone(),
@@ -246,6 +279,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         api: api_url.clone(),
         p2p: node.node().addrs.clone(),
         ipfs: ipfs_addr,
+        webhook: webhook_url,
     };
     let run_path = dir.join(RUN_FILE);
     write_run_file(&run_path, &info).map_err(|source| DaemonError::RunFile {
@@ -331,9 +365,35 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     state.reconcile_now = Some(started.reconcilers);
     state.upload_dir = dir.join("uploads");
     state.access = access;
+    state.max_body_bytes = config.api.max_pinset_body_bytes;
+    state.max_upload_bytes = config.api.max_upload_bytes;
+    state.read_timeout = config.api.read_timeout;
+    let state = state.with_pinset_writes(config.api.max_concurrent_pinset_writes);
     // Uploads left by a crash mid-`POST /add` are garbage.
     let _ = std::fs::remove_dir_all(&state.upload_dir);
-    let served = serve_with(listener, state, started.hooks, cancel.clone()).await;
+    // With their own listener the hooks are served there only, never on
+    // the REST API.
+    let rest_hooks = match (webhook_listener, started.hooks) {
+        (Some(hook_listener), Some(hooks)) => {
+            if let Ok(addr) = hook_listener.local_addr() {
+                tracing::info!(%addr, "webhooks listening");
+            }
+            let served = crate::api::serve_router(
+                hook_listener,
+                crate::source::webhook::standalone(hooks),
+                config.api.read_timeout,
+                cancel.clone(),
+            );
+            tasks.spawn(async move {
+                if let Err(e) = served.await {
+                    tracing::warn!(error = %e, "webhook listener failed");
+                }
+            });
+            None
+        }
+        (_, hooks) => hooks,
+    };
+    let served = serve_with(listener, state, rest_hooks, cancel.clone()).await;
     cancel.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), tasks.wait())

@@ -123,12 +123,12 @@ impl AccessPolicy {
     }
 
     /// Who `headers` prove to be, or why not (always a 401 answer).
-    async fn identify(&self, headers: &HeaderMap) -> Result<Identity, Response> {
+    async fn identify(&self, headers: &HeaderMap) -> Result<Identity, Refused> {
         if !self.requires_auth() {
             return Ok(Identity::anonymous());
         }
         let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err(unauthorized("unauthorized: no credentials given", true));
+            return Err(Refused::NoCredentials);
         };
         let value = value.to_str().unwrap_or_default();
         if let Some(token) = strip_scheme(value, "Bearer ") {
@@ -140,7 +140,7 @@ impl AccessPolicy {
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok());
             let Some((user, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
-                return Err(bad_credentials());
+                return Err(Refused::Bad);
             };
             let (user, password) = (user.to_owned(), password.to_owned());
             let users = self.users.clone();
@@ -148,7 +148,7 @@ impl AccessPolicy {
                 .verify_slots
                 .acquire()
                 .await
-                .map_err(|_| bad_credentials())?;
+                .map_err(|_| Refused::Bad)?;
             let role = tokio::task::spawn_blocking(move || {
                 users
                     .verify(&user, &password)
@@ -157,12 +157,12 @@ impl AccessPolicy {
             .await
             .ok()
             .flatten();
-            return role.ok_or_else(bad_credentials);
+            return role.ok_or(Refused::Bad);
         }
-        Err(bad_credentials())
+        Err(Refused::Bad)
     }
 
-    fn identify_token(&self, token: &str) -> Result<Identity, Response> {
+    fn identify_token(&self, token: &str) -> Result<Identity, Refused> {
         if token.starts_with(INTERNAL_PREFIX) {
             return if constant_time_eq(token.as_bytes(), self.internal.as_bytes()) {
                 Ok(Identity {
@@ -170,14 +170,14 @@ impl AccessPolicy {
                     role: Role::Admin,
                 })
             } else {
-                Err(bad_credentials())
+                Err(Refused::Bad)
             };
         }
         self.token_key
             .verify(&self.users, token, unix_now())
             .map_err(|e| {
                 tracing::debug!(reason = %e, "api token refused");
-                bad_credentials()
+                Refused::Bad
             })
     }
 
@@ -189,9 +189,7 @@ impl AccessPolicy {
             return true;
         }
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        name == "localhost"
-            || name.ends_with(".localhost")
-            || self.public_names.iter().any(|p| *p == name)
+        name == "localhost" || name.ends_with(".localhost") || self.public_names.contains(&name)
     }
 
     fn origin_allowed(&self, origin: &str) -> bool {
@@ -247,10 +245,23 @@ fn unauthorized(message: &str, offer_both: bool) -> Response {
     resp
 }
 
-/// One answer for an unknown user, a wrong password, a bad or expired
-/// token: nothing tells them apart.
-fn bad_credentials() -> Response {
-    unauthorized("unauthorized: invalid credentials", false)
+/// Why a request proved no identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// No `Authorization` header.
+    NoCredentials,
+    /// An unknown user, a wrong password, a bad or expired token: one
+    /// answer, nothing tells them apart.
+    Bad,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NoCredentials => unauthorized("unauthorized: no credentials given", true),
+            Self::Bad => unauthorized("unauthorized: invalid credentials", false),
+        }
+    }
 }
 
 /// The identity a request proved; handlers read it from the extensions.
@@ -269,7 +280,7 @@ pub(super) async fn require(
     };
     let identity = match policy.identify(req.headers()).await {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err(refused) => return refused.into_response(),
     };
     if req.method() != Method::GET && forces(req.uri().query()) {
         role = Role::Admin;
@@ -296,14 +307,14 @@ fn forces(query: Option<&str>) -> bool {
 }
 
 fn url_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    q.split('&').filter_map(|pair| {
+    q.split('&').map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let dec = |s: &str| {
             percent_encoding::percent_decode_str(&s.replace('+', " "))
                 .decode_utf8_lossy()
                 .into_owned()
         };
-        Some((dec(k), dec(v)))
+        (dec(k), dec(v))
     })
 }
 
@@ -373,7 +384,7 @@ pub(super) async fn guard(
             .and_then(|m| m.to_str().ok())
             .unwrap_or_default()
             .to_ascii_uppercase();
-        if !cors.methods.iter().any(|m| *m == asked) {
+        if !cors.methods.contains(&asked) {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(

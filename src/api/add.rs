@@ -5,7 +5,10 @@
 //! blocks from this peer.
 //!
 //! The body is received into a temporary directory (never held in memory)
-//! and removed afterwards. The answer follows IPFS Cluster: one
+//! and removed afterwards, however the request ends. A body over
+//! `max_upload_bytes` is refused with 413 (before reading it when its
+//! `Content-Length` says so), one that stalls for `read_timeout` with 408:
+//! then nothing is imported or pinned. The answer follows IPFS Cluster: one
 //! `AddedOutput` per file and directory as NDJSON (`stream-channels`, the
 //! default), or one JSON array with `stream-channels=false`; the root comes
 //! last, with its allocations. `no-pin=true` (IPFS Cluster's spelling) or
@@ -16,8 +19,9 @@ use std::path::{Component, Path, PathBuf};
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::io::AsyncWriteExt;
 
@@ -129,14 +133,38 @@ impl Drop for Upload {
     }
 }
 
+/// 413 for an upload over `cap` bytes.
+fn too_large(cap: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the upload is larger than the limit of {cap} bytes (api.max_upload_bytes)"),
+    )
+}
+
+/// A multipart error as an answer: 413 when the body went over the route's
+/// limit (see `router`), else 400 with `what`.
+fn multipart_error(e: MultipartError, cap: u64, what: &str) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large(cap)
+    } else {
+        ApiError::bad_request(format!("{what}: {e}"))
+    }
+}
+
 /// Receives the multipart body under `dir`; returns the top-level entries
-/// in the order they arrived.
-async fn receive(mut form: Multipart, dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
+/// in the order they arrived. The body is cut off (413) past `cap` bytes
+/// and (408) when nothing arrives for `idle`.
+async fn receive(
+    mut form: Multipart,
+    dir: &Path,
+    cap: u64,
+    idle: std::time::Duration,
+) -> Result<Vec<PathBuf>, ApiError> {
     let mut top: Vec<PathBuf> = Vec::new();
-    while let Some(mut field) = form
-        .next_field()
+    while let Some(mut field) = tokio::time::timeout(idle, form.next_field())
         .await
-        .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?
+        .map_err(|_| super::body_timeout(idle))?
+        .map_err(|e| multipart_error(e, cap, "invalid multipart body"))?
     {
         let Some(name) = field.file_name().map(str::to_string) else {
             return Err(ApiError::bad_request(
@@ -171,10 +199,10 @@ async fn receive(mut form: Multipart, dir: &Path) -> Result<Vec<PathBuf>, ApiErr
             tokio::fs::create_dir_all(parent).await.map_err(io)?;
         }
         let mut file = tokio::fs::File::create(&target).await.map_err(io)?;
-        while let Some(chunk) = field
-            .chunk()
+        while let Some(chunk) = tokio::time::timeout(idle, field.chunk())
             .await
-            .map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?
+            .map_err(|_| super::body_timeout(idle))?
+            .map_err(|e| multipart_error(e, cap, "the upload broke off"))?
         {
             file.write_all(&chunk).await.map_err(io)?;
         }
@@ -187,8 +215,19 @@ async fn receive(mut form: Multipart, dir: &Path) -> Result<Vec<PathBuf>, ApiErr
 pub(super) async fn add(
     State(state): State<ApiState>,
     query: RawParams,
+    headers: HeaderMap,
     form: Multipart,
 ) -> Result<Response, ApiError> {
+    // A declared length over the cap is refused before anything is read
+    // or stored; a body that grows past it is cut off by the route's limit.
+    let cap = state.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap) {
+        return Err(too_large(cap));
+    }
     let params = Params::from_query(query)?;
     let import = import_options(&params)?;
     let wrap = params.flag("wrap-with-directory")?;
@@ -224,7 +263,7 @@ pub(super) async fn add(
         .await
         .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
     let _cleanup = Upload(dir.clone());
-    let top = receive(form, &dir).await?;
+    let top = receive(form, &dir, cap, state.read_timeout).await?;
     let input = match (top.as_slice(), wrap) {
         ([], _) => {
             return Err(ApiError::bad_request(

@@ -22,8 +22,6 @@ mod status;
 mod stream;
 mod token;
 
-use std::future::IntoFuture;
-
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
@@ -37,10 +35,28 @@ use crate::manifest::Limits;
 
 pub use access::{Access, AccessPolicy, Caller};
 pub use error::ApiError;
-pub use routes::{Route, routes};
+pub use routes::{Bound, Route, routes};
 
 /// Largest PinSet document `PUT /pinsets/{ns}/{name}` accepts by default.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 30;
+
+/// Largest `POST /add` upload accepted by default (1 GiB).
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
+
+/// Largest `PUT /pinsets/{ns}/{name}/conditions` body (64 KiB): a handful
+/// of conditions, never a document.
+pub const MAX_CONDITIONS_BODY_BYTES: u64 = 64 * 1024;
+
+/// Default number of `PUT`/`PATCH /pinsets/{ns}/{name}` served at once.
+pub const DEFAULT_MAX_CONCURRENT_PINSET_WRITES: usize = 2;
+
+/// How long a `PUT`/`PATCH /pinsets/{ns}/{name}` waits for a free slot
+/// before it is answered 503 by default.
+pub const DEFAULT_PINSET_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Default of how long a client may take to send its headers, and between
+/// two pieces of a request body.
+pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Header added to reads answered while no leader is known: the local state
 /// may be behind the cluster's.
@@ -73,6 +89,16 @@ pub struct ApiState {
     pub metrics: std::sync::Arc<metrics::MetricsCache>,
     /// Who may call which route (`[api]` users, host names, CORS).
     pub access: AccessPolicy,
+    /// Largest `POST /add` upload (413 beyond, nothing kept).
+    pub max_upload_bytes: u64,
+    /// Longest wait for the next piece of a request body (408 beyond);
+    /// also the server's header read timeout (see [`serve_router`]).
+    pub read_timeout: std::time::Duration,
+    /// Slots for `PUT`/`PATCH /pinsets/{ns}/{name}` (large bodies, parsed
+    /// in memory): see [`ApiState::with_pinset_writes`].
+    pub pinset_writes: std::sync::Arc<tokio::sync::Semaphore>,
+    /// How long such a write waits for a slot before 503.
+    pub pinset_write_wait: std::time::Duration,
 }
 
 impl ApiState {
@@ -90,7 +116,20 @@ impl ApiState {
             upload_dir: std::env::temp_dir(),
             metrics: std::sync::Arc::default(),
             access: AccessPolicy::default(),
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            pinset_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                DEFAULT_MAX_CONCURRENT_PINSET_WRITES,
+            )),
+            pinset_write_wait: DEFAULT_PINSET_WRITE_WAIT,
         }
+    }
+
+    /// At most `n` (at least 1) `PUT`/`PATCH /pinsets/{ns}/{name}` served
+    /// at once; the others wait up to `pinset_write_wait`, then get 503.
+    pub fn with_pinset_writes(mut self, n: usize) -> Self {
+        self.pinset_writes = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
     }
 }
 
@@ -124,9 +163,23 @@ impl std::fmt::Debug for dyn ReconcileNow {
 pub fn router(state: ApiState) -> Router {
     let mut router = Router::new();
     for r in routes() {
+        let endpoint = match r.bound {
+            Bound::Default => r.endpoint,
+            Bound::PinSetWrite => r.endpoint.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                limit_pinset_writes,
+            )),
+            // Uploads stream to disk: their cap is max_upload_bytes, not
+            // the default 2 MB (the handler maps going over it to 413).
+            Bound::Upload => r.endpoint.layer(axum::extract::DefaultBodyLimit::max(
+                usize::try_from(state.max_upload_bytes).unwrap_or(usize::MAX),
+            )),
+        };
+        // The role check wraps the bounds: a refused request takes no
+        // write slot and sends no body.
         let check =
             axum::middleware::from_fn_with_state((state.access.clone(), r.access), access::require);
-        router = router.route(r.path, r.endpoint.layer(check));
+        router = router.route(r.path, endpoint.layer(check));
     }
     router
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -177,29 +230,110 @@ pub async fn serve_with(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "rest api listening");
     }
-    let server = axum::serve(listener, router_with(state, extra))
-        .with_graceful_shutdown(cancel.clone().cancelled_owned())
-        .into_future();
+    let read_timeout = state.read_timeout;
+    serve_router(listener, router_with(state, extra), read_timeout, cancel).await
+}
+
+/// Serves `router` on `listener` (HTTP/1.1) until `cancel` fires, then lets
+/// requests in flight finish for [`SHUTDOWN_GRACE`]. The one serve path of
+/// every listener (REST API, webhooks).
+///
+/// A client gets `header_read_timeout` to send each request's headers (a
+/// trickling client is disconnected); nothing bounds how long an answer
+/// takes to stream out.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: std::time::Duration,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, as
+                    // axum::serve does, instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
+                    }
+                }
+            },
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let stop = cancel.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let conn = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                served = conn.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!(error = %e, "connection ended");
+                    }
+                }
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
     // Requests in flight get SHUTDOWN_GRACE to finish; a stalled upload or
     // a long wait must not keep the process alive after Ctrl-C.
-    let deadline = async {
-        cancel.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        served = server => served,
-        () = deadline => {
-            tracing::warn!(
-                grace = ?SHUTDOWN_GRACE,
-                "requests still in flight after shutdown began: dropped"
-            );
-            Ok(())
-        }
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "requests still in flight after shutdown began: dropped"
+        );
     }
+    Ok(())
 }
 
 /// How long requests in flight may run once shutdown begins.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `PUT`/`PATCH /pinsets/{ns}/{name}` take a slot of
+/// [`ApiState::pinset_writes`] for the whole request: when none frees up
+/// within `pinset_write_wait` the answer is 503 with `Retry-After`, so
+/// large bodies never queue without bound.
+async fn limit_pinset_writes(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    if !matches!(*req.method(), Method::PUT | Method::PATCH) {
+        return next.run(req).await;
+    }
+    let permit = tokio::time::timeout(
+        state.pinset_write_wait,
+        std::sync::Arc::clone(&state.pinset_writes).acquire_owned(),
+    )
+    .await;
+    match permit {
+        Ok(Ok(_permit)) => next.run(req).await,
+        _ => {
+            let mut resp = ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "too many pinset writes in progress: retry later",
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp
+        }
+    }
+}
 
 /// Reads are served from the local state; without a leader that state may
 /// lag the cluster, and clients deserve to know.
@@ -244,6 +378,14 @@ fn lower_first(s: &str) -> String {
         Some(c) => c.to_lowercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// 408: a request body stalled for longer than `idle`.
+pub(crate) fn body_timeout(idle: std::time::Duration) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        format!("the request body stalled: nothing arrived for {idle:?}"),
+    )
 }
 
 /// Runs a blocking storage read off the runtime.

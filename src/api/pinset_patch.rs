@@ -38,7 +38,7 @@ pub(super) async fn patch(
     let guard = guard(&params)?;
     let dry_run = params.flag("dryRun")?;
     let source = params.get("source").unwrap_or("api").to_string();
-    let bytes = read_capped(&headers, body, state.max_body_bytes).await?;
+    let bytes = read_capped(&headers, body, state.max_body_bytes, state.read_timeout).await?;
     let doc: PatchDocument = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid patch body: {e}")))?;
     let options: Vec<Arc<PinOptions>> = doc

@@ -85,7 +85,7 @@ pub(super) async fn put(
     let params = Params::from_query(query)?;
     let guard = guard(&params)?;
     let dry_run = params.flag("dryRun")?;
-    let bytes = read_capped(&headers, body, state.max_body_bytes).await?;
+    let bytes = read_capped(&headers, body, state.max_body_bytes, state.read_timeout).await?;
     let revision = match params.get("revision") {
         Some(r) => r.to_string(),
         None => format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
@@ -148,6 +148,7 @@ pub(super) async fn remove(
 
 /// `PUT /pinsets/{namespace}/{name}/conditions`: records the conditions a
 /// controller computed for a PinSet (applied or not); 204 when committed.
+/// The body is small (at most [`super::MAX_CONDITIONS_BODY_BYTES`]).
 pub(super) async fn put_conditions(
     State(state): State<ApiState>,
     Path((namespace, name)): Path<(String, String)>,
@@ -155,7 +156,13 @@ pub(super) async fn put_conditions(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let id = pinset_id(namespace, name)?;
-    let bytes = read_capped(&headers, body, state.max_body_bytes).await?;
+    let bytes = read_capped(
+        &headers,
+        body,
+        super::MAX_CONDITIONS_BODY_BYTES,
+        state.read_timeout,
+    )
+    .await?;
     let report: ConditionsReport = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid conditions body: {e}")))?;
     for c in &report.conditions {
@@ -213,11 +220,13 @@ pub(super) fn report_response(report: ApplyReport) -> Response {
     (status, Json(report)).into_response()
 }
 
-/// Reads the whole body, refusing it (413) as soon as it exceeds `cap`.
+/// Reads the whole body, refusing it (413) as soon as it exceeds `cap`,
+/// and giving up (408) when no piece of it arrives for `idle`.
 pub(super) async fn read_capped(
     headers: &HeaderMap,
     body: Body,
     cap: u64,
+    idle: std::time::Duration,
 ) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -234,7 +243,10 @@ pub(super) async fn read_capped(
     }
     let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(64 << 20) as usize);
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    while let Some(chunk) = tokio::time::timeout(idle, stream.next())
+        .await
+        .map_err(|_| super::body_timeout(idle))?
+    {
         let chunk = chunk
             .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
         if (buf.len() + chunk.len()) as u64 > cap {

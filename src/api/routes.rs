@@ -25,7 +25,21 @@ pub struct Route {
     pub path: &'static str,
     /// Who may call it.
     pub access: Access,
+    /// Which limit on its input applies beyond the defaults.
+    pub bound: Bound,
     pub(super) endpoint: MethodRouter<ApiState>,
+}
+
+/// Limits on a route's input beyond axum's default 2 MB body cap and the
+/// server's read timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// The defaults.
+    Default,
+    /// A PinSet write: takes one of `max_concurrent_pinset_writes` slots.
+    PinSetWrite,
+    /// An upload: `max_upload_bytes` instead of the default cap.
+    Upload,
 }
 
 fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
@@ -41,6 +55,7 @@ where
         method,
         path,
         access,
+        bound: Bound::Default,
         endpoint: on(filter, handler),
     }
 }
@@ -124,10 +139,8 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/state/export", Role(Reader), pins::export),
         route(Method::GET, "/metrics", Role(Reader), metrics::get),
         route(Method::POST, "/ipfs/gc", Role(Admin), gc::gc),
-        // Uploads stream to disk, so the default 2 MB body cap does not apply.
         Route {
-            endpoint: axum::routing::post(add::add)
-                .layer(axum::extract::DefaultBodyLimit::disable()),
+            bound: Bound::Upload,
             ..route(Method::POST, "/add", Role(Writer), add::add)
         },
         route(Method::POST, "/token", Role(Reader), token::post),

@@ -211,6 +211,24 @@ impl Codec for SocketAddress {
     }
 }
 
+/// `ip:port`, or an empty string for none.
+pub(super) struct OptionalSocketAddress;
+
+impl Codec for OptionalSocketAddress {
+    type Field = Option<SocketAddr>;
+
+    fn read(value: &Value) -> Result<Option<SocketAddr>, String> {
+        if as_str(value)?.trim().is_empty() {
+            return Ok(None);
+        }
+        SocketAddress::read(value).map(Some)
+    }
+
+    fn write(field: &Option<SocketAddr>) -> Value {
+        Value::String(field.map(|a| a.to_string()).unwrap_or_default())
+    }
+}
+
 /// An `http` or `https` base URL with a host and no query or fragment,
 /// read without its trailing `/`.
 pub(super) struct KuboUrl;

@@ -145,6 +145,22 @@ const DOCS: &[SectionDoc] = &[
                 "cors_max_age",
                 "How long a browser may cache a preflight answer.",
             ),
+            (
+                "max_upload_bytes",
+                "Largest POST /add upload in bytes (at least 1; larger uploads get 413 and leave nothing behind).",
+            ),
+            (
+                "max_pinset_body_bytes",
+                "Largest PUT or PATCH /pinsets/NS/NAME body in bytes (at least 1; larger bodies get 413).",
+            ),
+            (
+                "max_concurrent_pinset_writes",
+                "Most PUT or PATCH /pinsets/NS/NAME requests served at once (at least 1); others wait up to a second, then get 503 with Retry-After.",
+            ),
+            (
+                "read_timeout",
+                "How long a client may take to send its request headers, and between two pieces of an upload or PinSet body (then 408); responses are never cut.",
+            ),
         ],
     ),
     (
@@ -196,6 +212,10 @@ const DOCS: &[SectionDoc] = &[
             (
                 "webhooks",
                 "Webhook receivers \"KIND:NAME\" (github, gitlab, generic) at POST /hooks/NAME; secret from PINFLEET_WEBHOOK_SECRET.",
+            ),
+            (
+                "webhook_listen",
+                "Socket address (ip:port) of a listener serving only the webhook receivers, so the REST API need not be exposed; empty: they are served on the REST listener.",
             ),
         ],
     ),
@@ -470,6 +490,12 @@ mod tests {
             (ReceiverKind::Generic, "b-c_d".into()),
             (ReceiverKind::GitHub, "e".into()),
         ];
+        c.webhook_listen = Some("127.0.0.1:9095".parse().unwrap());
+        let a = &mut cfg.api;
+        a.max_upload_bytes = 5;
+        a.max_pinset_body_bytes = 6;
+        a.max_concurrent_pinset_writes = 7;
+        a.read_timeout = Duration::from_secs(8);
         cfg
     }
 

@@ -26,8 +26,9 @@ use toml::Value;
 
 use super::access;
 use super::codec::{
-    Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, RaftTiming, ReceiverKind,
-    SocketAddress, Sources, Tags, Text, Webhooks, as_str, unknown_message,
+    Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, OptionalSocketAddress,
+    RaftTiming, ReceiverKind, SocketAddress, Sources, Tags, Text, Webhooks, as_str,
+    unknown_message,
 };
 
 /// The 32-byte private network key (libp2p pnet) all peers share.
@@ -269,6 +270,21 @@ pub struct ApiConfig {
     /// How long a browser may cache a preflight answer.
     #[serde(with = "Interval")]
     pub cors_max_age: Duration,
+    /// Largest `POST /add` upload, in bytes; at least 1 (there is always a
+    /// cap).
+    #[serde(with = "AtLeastOne::<u64>")]
+    pub max_upload_bytes: u64,
+    /// Largest `PUT`/`PATCH /pinsets/{ns}/{name}` body, in bytes; at least 1.
+    #[serde(with = "AtLeastOne::<u64>")]
+    pub max_pinset_body_bytes: u64,
+    /// Most `PUT`/`PATCH /pinsets/{ns}/{name}` requests served at once; at
+    /// least 1 (others wait briefly, then get 503).
+    #[serde(with = "AtLeastOne::<usize>")]
+    pub max_concurrent_pinset_writes: usize,
+    /// How long a client may take to send its request headers, and to send
+    /// the next piece of an upload or document body.
+    #[serde(with = "Interval")]
+    pub read_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -285,6 +301,10 @@ impl Default for ApiConfig {
                 .to_vec(),
             cors_allow_credentials: false,
             cors_max_age: Duration::from_secs(600),
+            max_upload_bytes: 1 << 30,
+            max_pinset_body_bytes: 1 << 30,
+            max_concurrent_pinset_writes: 2,
+            read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -402,6 +422,10 @@ pub struct ControllerConfig {
     /// secret comes from `PINFLEET_WEBHOOK_SECRET` when the daemon starts.
     #[serde(with = "Webhooks")]
     pub webhooks: Vec<(ReceiverKind, String)>,
+    /// Where the webhook receivers listen, apart from the REST API (which
+    /// then serves no `/hooks/…`); `None`: on the REST listener.
+    #[serde(with = "OptionalSocketAddress")]
+    pub webhook_listen: Option<SocketAddr>,
 }
 
 impl Default for ControllerConfig {
@@ -412,6 +436,7 @@ impl Default for ControllerConfig {
             force: false,
             git_cache: PathBuf::from("git-cache"),
             webhooks: Vec::new(),
+            webhook_listen: None,
         }
     }
 }

@@ -6,11 +6,12 @@
 //! own REST API, like `pinfleet controller --host`.
 //!
 //! Webhooks: each receiver `KIND:NAME` of `controller.webhooks` is served at
-//! `POST /hooks/NAME` on the REST listener; a valid hook triggers an
-//! immediate fetch of **every** git source of this peer (receivers are not
-//! tied to one source). A hook received by a follower is accepted and
-//! dropped: the leader's own poll (or a hook sent to the leader) picks the
-//! change up.
+//! `POST /hooks/NAME` (on the REST listener, or on `controller.webhook_listen`
+//! alone, as the daemon decides); a valid hook triggers an immediate fetch
+//! of **every** git source of the leader (receivers are not tied to one
+//! source). A follower verifies the hook itself, then forwards it to the
+//! leader over the cluster RPC ([`ForwardHook`]) and answers `202` once the
+//! leader took it, `503` when there is no leader or it cannot be reached.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use axum::Router;
+use futures::future::BoxFuture;
+use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,10 +31,10 @@ use super::{
 };
 use crate::client::{Client, ClientError};
 use crate::config::ControllerConfig;
-use crate::consensus::ClusterNode;
+use crate::consensus::{ClusterNode, Method};
 use crate::manifest::Limits;
 use crate::source::git::{Credentials, GitSpecError, redact};
-use crate::source::webhook::{self, Receiver};
+use crate::source::webhook::{self, Delivery, HookSink, Receiver};
 use crate::source::{DirSource, GitSource};
 
 /// How often a supervisor checks whether this peer leads.
@@ -39,6 +42,93 @@ pub const LEADER_POLL: Duration = Duration::from_millis(500);
 
 /// How long a supervisor waits before restarting a source loop that failed.
 const RETRY: Duration = Duration::from_secs(5);
+
+/// How long a follower waits for the leader to take a forwarded hook.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A valid hook a follower received, forwarded to the leader: the
+/// receiver's name; the leader fetches its git sources now. Only cluster
+/// peers (holding the network secret) can call it.
+#[derive(Debug)]
+pub struct ForwardHook;
+
+impl Method for ForwardHook {
+    const NAME: &'static str = "controller.hook";
+    type Request = String;
+    type Reply = ();
+}
+
+/// Where this peer's valid hooks go: the local controller when this peer
+/// leads, else the leader's, through [`ForwardHook`].
+struct LeaderSink {
+    node: ClusterNode,
+    local: mpsc::Sender<String>,
+}
+
+impl HookSink for LeaderSink {
+    fn deliver<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Delivery> {
+        Box::pin(async move {
+            if self.node.is_leader() {
+                return webhook::try_trigger(&self.local, name);
+            }
+            let Some(leader) = self.node.leader() else {
+                return Delivery::Unavailable(
+                    "no raft leader to forward the hook to: retry later".into(),
+                );
+            };
+            let Some(peer) = self
+                .node
+                .members()
+                .into_iter()
+                .find(|(id, _)| *id == leader)
+                .and_then(|(_, n)| n.peer_id.parse::<PeerId>().ok())
+            else {
+                return Delivery::Unavailable(
+                    "the raft leader is not a known member: retry later".into(),
+                );
+            };
+            let request = name.to_string();
+            match tokio::time::timeout(
+                FORWARD_TIMEOUT,
+                self.node.call::<ForwardHook>(peer, &request),
+            )
+            .await
+            {
+                Ok(Ok(())) => {
+                    tracing::info!(receiver = %name, leader = %peer, "webhook forwarded to the leader");
+                    Delivery::Triggered
+                }
+                Ok(Err(e)) => {
+                    Delivery::Unavailable(format!("cannot forward the hook to the leader: {e}"))
+                }
+                Err(_) => Delivery::Unavailable(
+                    "cannot forward the hook to the leader: it did not answer in time".into(),
+                ),
+            }
+        })
+    }
+}
+
+/// Serves [`ForwardHook`] on `node`: while this peer leads, a forwarded hook
+/// goes on `local` like one received here.
+fn serve_forwarded(node: &ClusterNode, local: mpsc::Sender<String>) {
+    let me = node.clone();
+    node.serve::<ForwardHook, _, _>(move |name: String| {
+        let (me, local) = (me.clone(), local.clone());
+        async move {
+            if !me.is_leader() {
+                return Err("not the leader".to_string());
+            }
+            match webhook::try_trigger(&local, &name) {
+                Delivery::Unavailable(why) => Err(why),
+                _ => {
+                    tracing::info!(receiver = %name, "webhook forwarded by a follower: accepted");
+                    Ok(())
+                }
+            }
+        }
+    });
+}
 
 /// Environment variable holding the webhooks' shared secret.
 pub const WEBHOOK_SECRET_ENV: &str = "PINFLEET_WEBHOOK_SECRET";
@@ -172,7 +262,12 @@ pub fn spawn(
                 }
             }
         });
-        Some(webhook::router(receivers, hook_tx))
+        serve_forwarded(&node, hook_tx.clone());
+        let sink = LeaderSink {
+            node: node.clone(),
+            local: hook_tx,
+        };
+        Some(webhook::router_to(receivers, std::sync::Arc::new(sink)))
     };
     let mut reconcilers = std::collections::BTreeMap::new();
     for source in sources {
@@ -208,7 +303,8 @@ async fn supervise(
 ) {
     let name = opts.source.clone();
     loop {
-        // Wait for leadership; hooks received meanwhile are dropped.
+        // Wait for leadership; hooks received meanwhile (none are sent
+        // here while a follower: they are forwarded) are dropped.
         while !node.is_leader() {
             tokio::select! {
                 _ = cancel.cancelled() => return,

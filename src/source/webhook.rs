@@ -10,12 +10,13 @@
 //! - [`ReceiverKind::Generic`]: `X-Signature-256: sha256=<hex>`, the same
 //!   HMAC-SHA256 as GitHub's, for any other sender (`curl`, CI jobs).
 //!
-//! A valid hook is answered `202 Accepted` and sends the receiver's name on
-//! the trigger channel with `try_send`: when the channel is full a fetch is
-//! already pending, so a burst of hooks coalesces into one fetch. A missing
+//! A valid hook is handed to a [`HookSink`] (by default the trigger channel,
+//! with `try_send`: when the channel is full a fetch is already pending, so
+//! a burst of hooks coalesces into one fetch) and answered `202 Accepted`
+//! once delivered. A missing
 //! or wrong signature or token is answered `401` and triggers nothing; an
-//! unknown receiver `404`; a body over 1 MiB `413`; a closed trigger channel (no
-//! controller running) `503`. Secrets, signatures and
+//! unknown receiver `404`; a body over 1 MiB `413`; a sink that cannot act
+//! (no controller running, no leader to forward to) `503`. Secrets, signatures and
 //! tokens are never logged. A receiver with an empty secret refuses every
 //! hook.
 
@@ -193,28 +194,81 @@ fn verify_token(secret: &[u8], token: &[u8]) -> bool {
     given.verify_slice(&expected).is_ok()
 }
 
+/// What became of a valid hook handed to a [`HookSink`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// A fetch was triggered.
+    Triggered,
+    /// A fetch was already pending: this hook coalesced into it.
+    Pending,
+    /// Nobody can act on it now (no controller, no leader, forwarding
+    /// failed): answered `503` with this message so the sender retries.
+    Unavailable(String),
+}
+
+/// Where valid hooks go: the receiver's name is handed over, and the
+/// answer depends on what became of it.
+pub trait HookSink: Send + Sync + 'static {
+    /// Asks for a fetch on behalf of receiver `name`.
+    fn deliver<'a>(&'a self, name: &'a str) -> futures::future::BoxFuture<'a, Delivery>;
+}
+
+/// The trigger channel itself: `try_send`, so a full channel (a fetch is
+/// already pending) coalesces and a closed one (no controller) is
+/// unavailable.
+impl HookSink for mpsc::Sender<String> {
+    fn deliver<'a>(&'a self, name: &'a str) -> futures::future::BoxFuture<'a, Delivery> {
+        Box::pin(async move { try_trigger(self, name) })
+    }
+}
+
+/// Sends `name` on `trigger` without waiting (see [`HookSink`] for the
+/// channel).
+pub fn try_trigger(trigger: &mpsc::Sender<String>, name: &str) -> Delivery {
+    match trigger.try_send(name.to_string()) {
+        Ok(()) => Delivery::Triggered,
+        Err(mpsc::error::TrySendError::Full(_)) => Delivery::Pending,
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            Delivery::Unavailable("controller not running".into())
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Hooks {
     receivers: Arc<HashMap<String, Receiver>>,
-    trigger: mpsc::Sender<String>,
+    sink: Arc<dyn HookSink>,
 }
 
 /// The router serving `POST /hooks/{name}` for `receivers`; a valid hook
 /// sends the receiver's name on `trigger` (without waiting: a full channel
 /// means a fetch is already pending).
 pub fn router(receivers: Vec<Receiver>, trigger: mpsc::Sender<String>) -> Router {
+    router_to(receivers, Arc::new(trigger))
+}
+
+/// The router serving `POST /hooks/{name}` for `receivers`; a valid hook is
+/// handed to `sink` and answered after it: `202` once delivered, `503` when
+/// the sink says nobody can act on it.
+pub fn router_to(receivers: Vec<Receiver>, sink: Arc<dyn HookSink>) -> Router {
     let receivers = receivers
         .into_iter()
         .map(|r| (r.name.clone(), r))
         .collect::<HashMap<_, _>>();
     let state = Hooks {
         receivers: Arc::new(receivers),
-        trigger,
+        sink,
     };
     Router::new()
         .route("/hooks/{name}", post(hook))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// `hooks` (from [`router`] or [`router_to`]) as the whole of a listener:
+/// every other path is `404`.
+pub fn standalone(hooks: Router) -> Router {
+    hooks.fallback(|| async { answer(StatusCode::NOT_FOUND, "no such route") })
 }
 
 fn answer(status: StatusCode, message: &str) -> Response {
@@ -239,14 +293,16 @@ async fn hook(
         tracing::info!(receiver = %name, "webhook ping");
         return answer(StatusCode::OK, "pong");
     }
-    match hooks.trigger.try_send(name.clone()) {
-        Ok(()) => tracing::info!(receiver = %name, "webhook accepted: fetch triggered"),
-        Err(mpsc::error::TrySendError::Full(_)) => {
+    match hooks.sink.deliver(&name).await {
+        Delivery::Triggered => {
+            tracing::info!(receiver = %name, "webhook accepted: fetch triggered")
+        }
+        Delivery::Pending => {
             tracing::debug!(receiver = %name, "webhook accepted: a fetch is already pending")
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            tracing::warn!(receiver = %name, "webhook refused: the controller is not running");
-            return answer(StatusCode::SERVICE_UNAVAILABLE, "controller not running");
+        Delivery::Unavailable(why) => {
+            tracing::warn!(receiver = %name, reason = %why, "webhook refused: cannot act on it now");
+            return answer(StatusCode::SERVICE_UNAVAILABLE, &why);
         }
     }
     answer(StatusCode::ACCEPTED, "accepted")

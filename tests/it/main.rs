@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod api;
+mod bounded;
 mod cli;
 mod cluster;
 mod conditional_writes;
@@ -12,6 +13,7 @@ mod controller_git;
 mod crash;
 mod crd;
 mod embedded;
+mod hooks_daemon;
 mod ipfs;
 mod manifest;
 mod patch;
