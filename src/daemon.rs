@@ -74,6 +74,9 @@ pub enum DaemonError {
     /// Config invalid.
     #[error("invalid configuration")]
     Config(#[source] crate::config::ConfigError),
+    /// A TLS certificate, key or CA file cannot be used.
+    #[error("invalid tls files")]
+    Tls(#[source] crate::tls::TlsError),
     /// The API port could not be bound.
     #[error("cannot listen on {addr}")]
     Listen {
@@ -163,6 +166,17 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             source,
         })?;
     let config = ServiceConfig::load(&dir.join(SERVICE_FILE)).map_err(DaemonError::Config)?;
+    // Relative TLS paths are under the peer directory; a file that cannot
+    // be used refuses the start.
+    let server_tls = match (&config.api.tls_cert_file, &config.api.tls_key_file) {
+        (Some(cert), Some(key)) => Some(
+            crate::tls::ServerTls::load(&dir.join(cert), &dir.join(key))
+                .map_err(DaemonError::Tls)?,
+        ),
+        _ => None,
+    };
+    let tls_ca = config.tls.ca_file.as_ref().map(|p| dir.join(p));
+    let _ = crate::tls::client(tls_ca.as_deref()).map_err(DaemonError::Tls)?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -175,7 +189,12 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             addr: config.api.listen.to_string(),
             source,
         })?;
-    let api_url = format!("http://{api_addr}");
+    let scheme = if server_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let api_url = format!("{scheme}://{api_addr}");
 
     let mut node_opts = NodeOptions::new(
         dir.clone(),
@@ -201,8 +220,12 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     let backend: std::sync::Arc<dyn crate::ipfs::IpfsBackend> = match config.ipfs.backend {
         crate::config::IpfsBackendKind::None => std::sync::Arc::new(crate::ipfs::NoBackend),
         crate::config::IpfsBackendKind::Kubo => std::sync::Arc::new(
-            crate::ipfs::KuboClient::new(&config.ipfs.kubo_url, Duration::from_secs(60))
-                .map_err(DaemonError::Ipfs)?,
+            crate::ipfs::KuboClient::with_ca(
+                &config.ipfs.kubo_url,
+                Duration::from_secs(60),
+                tls_ca.as_deref(),
+            )
+            .map_err(DaemonError::Ipfs)?,
         ),
         crate::config::IpfsBackendKind::Embedded => {
             let mut ipfs_config =
@@ -298,6 +321,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     let started = match crate::controller::daemon::spawn(
         node.clone(),
         &api_url,
+        tls_ca.as_deref(),
         &config.controller,
         dir,
         &cancel,
@@ -328,9 +352,10 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     state.ipfs = Some(std::sync::Arc::clone(&backend));
     state.reconcile_now = Some(started.reconcilers);
     state.upload_dir = dir.join("uploads");
+    state.tls_ca = tls_ca;
     // Uploads left by a crash mid-`POST /add` are garbage.
     let _ = std::fs::remove_dir_all(&state.upload_dir);
-    let served = serve_with(listener, state, started.hooks, cancel.clone()).await;
+    let served = serve_with(listener, state, started.hooks, server_tls, cancel.clone()).await;
     cancel.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), tasks.wait())

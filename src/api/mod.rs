@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consensus::ClusterNode;
 use crate::manifest::Limits;
+use crate::tls::{ServerTls, TlsListener};
 
 pub use error::ApiError;
 
@@ -67,6 +68,9 @@ pub struct ApiState {
     pub upload_dir: std::path::PathBuf,
     /// The last count of this peer's statuses for `GET /metrics`.
     pub metrics: std::sync::Arc<metrics::MetricsCache>,
+    /// Extra CA file trusted when forwarding to another peer's API (the
+    /// daemon's `[tls] ca_file`).
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl ApiState {
@@ -83,6 +87,7 @@ impl ApiState {
             reconcile_now: None,
             upload_dir: std::env::temp_dir(),
             metrics: std::sync::Arc::default(),
+            tls_ca: None,
         }
     }
 }
@@ -191,20 +196,57 @@ pub async fn serve(
     state: ApiState,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_with(listener, state, None, cancel).await
+    serve_with(listener, state, None, None, cancel).await
 }
 
-/// [`serve`] with `extra` routes merged in (see [`router_with`]).
+/// [`serve`] with `extra` routes merged in (see [`router_with`]), over TLS
+/// when `tls` is given.
 pub async fn serve_with(
     listener: TcpListener,
     state: ApiState,
     extra: Option<Router>,
+    tls: Option<ServerTls>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "rest api listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, "rest api listening");
     }
-    let server = axum::serve(listener, router_with(state, extra))
+    serve_router(listener, router_with(state, extra), tls, cancel).await
+}
+
+/// Serves `router` on `listener` (over TLS when `tls` is given, reloading
+/// its certificate on SIGHUP or file change while serving) until `cancel`
+/// fires, then lets requests in flight finish for up to
+/// [`SHUTDOWN_GRACE`]. The one serving path of every HTTP listener.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<ServerTls>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    match tls {
+        None => graceful(axum::serve(listener, router), cancel).await,
+        Some(tls) => {
+            let stop = cancel.child_token();
+            // The reload watch ends with this listener.
+            let _stop = stop.clone().drop_guard();
+            tls.watch(stop);
+            let listener = TlsListener::new(listener, tls)?;
+            graceful(axum::serve(listener, router), cancel).await
+        }
+    }
+}
+
+async fn graceful<L>(
+    serve: axum::serve::Serve<L, Router, Router>,
+    cancel: CancellationToken,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let server = serve
         .with_graceful_shutdown(cancel.clone().cancelled_owned())
         .into_future();
     // Requests in flight get SHUTDOWN_GRACE to finish; a stalled upload or

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use pinfleet::client::Client;
 use pinfleet::controller::reporter::{Forge, Reporter, sha_of_revision};
 use pinfleet::controller::{
     Controller, ControllerOptions, ReconcileOutcome, ReconcileRequests, Reconcilers, poll,
@@ -96,7 +95,13 @@ fn reporter(args: &ControllerArgs) -> anyhow::Result<Option<Arc<Reporter>>> {
         .context("--report needs the forge token in PINFLEET_REPORT_TOKEN")?;
     let api = args.report_api.clone().unwrap_or_default();
     let repo = args.report_repo.clone().unwrap_or_default();
-    Ok(Some(Arc::new(Reporter::new(forge, api, &repo, token)?)))
+    Ok(Some(Arc::new(Reporter::with_ca(
+        forge,
+        api,
+        &repo,
+        token,
+        args.host.ca_file.as_deref(),
+    )?)))
 }
 
 /// Prints an outcome and, with a reporter, posts it as the commit's status
@@ -161,7 +166,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         Source::Dir(d) => d.name(),
         Source::Git(g) => g.name(),
     };
-    let client = Client::new(&args.host.host)?;
+    let client = args.host.client()?;
     let requests = ReconcileRequests::default();
     let reconcilers: Reconcilers = Arc::new(std::collections::BTreeMap::from([(
         name.clone(),

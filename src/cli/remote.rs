@@ -2,6 +2,7 @@
 //! client, and a runtime to drive it.
 
 use std::future::Future;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
@@ -17,12 +18,16 @@ pub struct HostArgs {
     /// URL of a pinfleet peer's REST API.
     #[arg(long, value_name = "URL", env = "PINFLEET_HOST", default_value = DEFAULT_HOST)]
     pub host: String,
+    /// PEM file of CA certificates to trust for an https:// --host, besides
+    /// the public web's root CAs.
+    #[arg(long, value_name = "PATH", env = "PINFLEET_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl HostArgs {
     /// A client of `--host`.
     pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.host)?)
+        Ok(Client::with_ca(&self.host, self.ca_file.as_deref())?)
     }
 }
 

@@ -125,9 +125,9 @@ pub enum Ended {
 /// every allocation is pinned or `until` passes. On a terminal the line is
 /// rewritten in place; otherwise a line is printed each time it changes.
 pub async fn watch(apis: &[String], until: Option<Duration>, cancel: &CancellationToken) -> Ended {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
+    let http = pinfleet::tls::client(None)
+        .ok()
+        .and_then(|b| b.timeout(Duration::from_secs(5)).build().ok())
         .unwrap_or_default();
     let tty = std::io::stdout().is_terminal();
     let deadline = until.map(|d| tokio::time::Instant::now() + d);

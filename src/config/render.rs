@@ -110,10 +110,20 @@ const DOCS: &[SectionDoc] = &[
     (
         "api",
         "REST API (IPFS Cluster compatible).",
-        &[(
-            "listen",
-            "Socket address the REST API listens on (ip:port; port 0 picks a free port).",
-        )],
+        &[
+            (
+                "listen",
+                "Socket address the REST API listens on (ip:port; port 0 picks a free port).",
+            ),
+            (
+                "tls_cert_file",
+                "PEM certificate chain (leaf first) to serve HTTPS with; empty serves plain HTTP. Set together with tls_key_file; a relative path is under the peer directory. Reloaded on SIGHUP and when the file changes.",
+            ),
+            (
+                "tls_key_file",
+                "PEM private key (PKCS#8, RSA or SEC1) of tls_cert_file.",
+            ),
+        ],
     ),
     (
         "ipfs",
@@ -166,6 +176,14 @@ const DOCS: &[SectionDoc] = &[
                 "Webhook receivers \"KIND:NAME\" (github, gitlab, generic) at POST /hooks/NAME; secret from PINFLEET_WEBHOOK_SECRET.",
             ),
         ],
+    ),
+    (
+        "tls",
+        "Trust for this peer's outgoing HTTPS (Kubo, forges, other peers' APIs): the public web's root CAs plus ca_file.",
+        &[(
+            "ca_file",
+            "PEM file of extra CA certificates to trust (a private CA, or the one that signed [api] tls_cert_file); empty adds none. A relative path is under the peer directory.",
+        )],
     ),
 ];
 
@@ -403,6 +421,9 @@ mod tests {
         k.append_max_bytes = 1;
         k.append_max_entries = 1;
         cfg.api.listen = "[::]:65535".parse().unwrap();
+        cfg.api.tls_cert_file = Some("tls/cert chain.pem".into());
+        cfg.api.tls_key_file = Some("/etc/pinfleet/key.pem".into());
+        cfg.tls.ca_file = Some("ca.pem".into());
         cfg.ipfs.backend = IpfsBackendKind::None;
         cfg.ipfs.kubo_url = "https://k.example:5001/a/b".into();
         cfg.ipfs.embedded_listen = vec!["/ip4/0.0.0.0/tcp/4001".parse().unwrap()];

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use toml::Value;
 
 use super::codec::{
-    Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, RaftTiming, ReceiverKind,
-    SocketAddress, Sources, Tags, Text, Webhooks, as_str, unknown_message,
+    Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, OptionalPath, RaftTiming,
+    ReceiverKind, SocketAddress, Sources, Tags, Text, Webhooks, as_str, unknown_message,
 };
 
 /// The 32-byte private network key (libp2p pnet) all peers share.
@@ -110,6 +110,8 @@ pub struct ServiceConfig {
     pub informer: InformerConfig,
     /// `[controller]`: the GitOps controller run by the Raft leader.
     pub controller: ControllerConfig,
+    /// `[tls]`: what the daemon's outgoing HTTPS clients trust.
+    pub tls: TlsConfig,
 }
 
 impl ServiceConfig {
@@ -122,6 +124,7 @@ impl ServiceConfig {
             ipfs: IpfsConfig::default(),
             informer: InformerConfig::default(),
             controller: ControllerConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 
@@ -241,12 +244,21 @@ pub struct ApiConfig {
     /// Where the REST API listens; port 0 picks a free port.
     #[serde(with = "SocketAddress")]
     pub listen: SocketAddr,
+    /// PEM certificate chain served over TLS; none serves plain HTTP. Set
+    /// together with `tls_key_file`; relative to the peer directory.
+    #[serde(with = "OptionalPath")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`; relative to the peer directory.
+    #[serde(with = "OptionalPath")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9094)),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -376,4 +388,14 @@ impl Default for ControllerConfig {
             webhooks: Vec::new(),
         }
     }
+}
+
+/// `[tls]`: trust for the daemon's outgoing HTTPS (Kubo, forges, other
+/// peers' APIs): the webpki roots, plus `ca_file`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// Extra PEM CA certificates to trust; relative to the peer directory.
+    #[serde(with = "OptionalPath")]
+    pub ca_file: Option<PathBuf>,
 }

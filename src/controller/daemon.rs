@@ -102,11 +102,12 @@ pub struct Started {
 
 /// Starts the controller of `config` on this peer: one supervised task per
 /// source on `tasks`, all stopped by `cancel`. `api_url` is this peer's REST
-/// API; `peer_dir` anchors a relative `git_cache`. Nothing is started when
-/// `config.sources` is empty.
+/// API (trusting `api_ca` too when it is https); `peer_dir` anchors a
+/// relative `git_cache`. Nothing is started when `config.sources` is empty.
 pub fn spawn(
     node: ClusterNode,
     api_url: &str,
+    api_ca: Option<&Path>,
     config: &ControllerConfig,
     peer_dir: &Path,
     cancel: &CancellationToken,
@@ -115,7 +116,7 @@ pub fn spawn(
     if config.sources.is_empty() {
         return Ok(Started::default());
     }
-    let client = Client::new(api_url).map_err(StartError::Client)?;
+    let client = Client::with_ca(api_url, api_ca).map_err(StartError::Client)?;
     let limits = Limits::default();
     let cache = peer_dir.join(&config.git_cache);
     let mut sources = Vec::new();

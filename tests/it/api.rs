@@ -86,7 +86,7 @@ fn url(path: &str) -> String {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::new()
+    crate::support::http()
 }
 
 async fn json_of(resp: reqwest::Response) -> Value {

@@ -104,7 +104,7 @@ async fn controller_conditions_are_visible_through_the_cluster() {
     tokio::spawn(serve(listener, state, cancel.clone()));
 
     // A bad body is refused.
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .put(format!("{url}/pinsets/cond/x/conditions"))
         .body("{\"conditions\": 3}")
         .send()

@@ -389,7 +389,7 @@ async fn rest_routes() {
     let api = Rest {
         fleet: &fleet,
         scrub: &scrub,
-        http: reqwest::Client::new(),
+        http: crate::support::http(),
     };
 
     // Identity and membership.
@@ -1039,7 +1039,7 @@ async fn add_and_gc_on_an_embedded_node() {
     scrub.peer(peer.peer.node.peer_id().to_string(), "[PEER0]");
     scrub.peer(peer.ipfs_id.clone(), "[IPFS0]");
     scrub.literal(peer.url.clone(), "[API]");
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let hello = [("hello.txt", "hello, snapshots\n")];
     let two = [("a.txt", "first file\n"), ("b.txt", "second file\n")];
     let adds: [(&str, &str, &[File]); 5] = [

@@ -319,3 +319,14 @@ pub fn kill_daemon(child: &mut std::process::Child) {
     );
     assert_eq!(status.signal(), Some(9), "killed by SIGKILL, got {status}");
 }
+
+/// A plain HTTP client (`pinfleet::tls::client`, which installs the crypto
+/// provider every reqwest client needs).
+pub fn http() -> reqwest::Client {
+    http_builder().build().unwrap()
+}
+
+/// [`http`]'s builder, for timeouts and the like.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    pinfleet::tls::client(None).unwrap()
+}
