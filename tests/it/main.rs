@@ -19,5 +19,6 @@ mod snapshots;
 mod status;
 mod support;
 mod testbed;
+mod tls;
 mod tracker;
 mod webhook;
