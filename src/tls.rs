@@ -153,10 +153,10 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
             path: path.to_path_buf(),
         },
-        // Other pem errors carry no key material, only positions and kinds.
-        other => TlsError::Invalid {
+        // No detail: it could quote a line of the key file.
+        _ => TlsError::Invalid {
             path: path.to_path_buf(),
-            reason: format!("invalid pem: {other}"),
+            reason: "invalid pem".into(),
         },
     })
 }
@@ -234,11 +234,30 @@ impl ServerTls {
                 _ => PathBuf::from("."),
             })
             .collect();
+        // Only events about the files themselves count (the directory may
+        // be a busy peer directory), and `..`-names: Kubernetes swaps a
+        // mounted secret's files through a `..data` symlink.
+        let names: Vec<std::ffi::OsString> = [&self.cert, &self.key]
+            .into_iter()
+            .filter_map(|p| p.file_name().map(ToOwned::to_owned))
+            .collect();
+        let concerns_us = move |path: &Path| {
+            path.file_name().is_some_and(|n| {
+                names.iter().any(|m| m == n) || n.to_string_lossy().starts_with("..")
+            })
+        };
         let debouncer = notify_debouncer_full::new_debouncer(
             RELOAD_DEBOUNCE,
             None,
             move |res: notify_debouncer_full::DebounceEventResult| {
-                if !matches!(&res, Ok(events) if events.is_empty()) {
+                let due = match &res {
+                    Ok(events) => events
+                        .iter()
+                        .any(|e| e.paths.iter().any(|p| concerns_us(p))),
+                    // A watch error: reread to be safe.
+                    Err(_) => true,
+                };
+                if due {
                     // Full means a reload is already due.
                     let _ = tx.try_send(());
                 }

@@ -40,7 +40,9 @@ fn condition<'a>(st: &'a PinSetStatus, type_: &str) -> &'a pinfleet::manifest::m
 }
 
 async fn status(url: &str, name: &str) -> (StatusCode, String) {
-    let resp = reqwest::get(format!("{url}/pinsets/cond/{name}/status"))
+    let resp = crate::support::http()
+        .get(format!("{url}/pinsets/cond/{name}/status"))
+        .send()
         .await
         .unwrap();
     (resp.status(), resp.text().await.unwrap())

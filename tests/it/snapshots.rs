@@ -1003,7 +1003,11 @@ impl EmbeddedPeer {
     /// Waits until every pin of the state is pinned here.
     async fn all_pinned(&self, n: usize) {
         eventually("every added root pinned", || async {
-            let resp = reqwest::get(format!("{}/pins", self.url)).await.unwrap();
+            let resp = crate::support::http()
+                .get(format!("{}/pins", self.url))
+                .send()
+                .await
+                .unwrap();
             let body = resp.text().await.unwrap();
             let pinned = body
                 .lines()
@@ -1100,7 +1104,11 @@ async fn add_and_gc_on_an_embedded_node() {
             .unwrap();
         scrub.check(name, &format!("POST {path}\n{}", show(resp).await));
     }
-    let resp = reqwest::get(format!("{}/id", peer.url)).await.unwrap();
+    let resp = crate::support::http()
+        .get(format!("{}/id", peer.url))
+        .send()
+        .await
+        .unwrap();
     scrub.check("get_id_embedded", &format!("GET /id\n{}", show(resp).await));
     peer.stop().await;
 }

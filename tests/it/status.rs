@@ -117,7 +117,11 @@ impl Fleet {
     }
 
     pub(crate) async fn get(&self, path: &str) -> (StatusCode, String) {
-        let resp = reqwest::get(format!("{}{path}", self.url)).await.unwrap();
+        let resp = crate::support::http()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
         (resp.status(), resp.text().await.unwrap())
     }
 

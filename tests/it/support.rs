@@ -94,7 +94,9 @@ pub fn pinset_yaml(ns: &str, name: &str, cids: &[String]) -> String {
 /// Owners of a pin in the shared state of the peer at `base`, or `None`
 /// when it is not there.
 pub async fn owners_at(base: &str, cid: &str) -> Option<Vec<String>> {
-    let resp = reqwest::get(format!("{base}/allocations/{cid}"))
+    let resp = crate::support::http()
+        .get(format!("{base}/allocations/{cid}"))
+        .send()
         .await
         .unwrap();
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
@@ -107,7 +109,11 @@ pub async fn owners_at(base: &str, cid: &str) -> Option<Vec<String>> {
 
 /// The PinSet `ns/name` recorded by the peer at `base` (`GET /pinsets`).
 pub async fn recorded_at(base: &str, ns: &str, name: &str) -> Option<serde_json::Value> {
-    let resp = reqwest::get(format!("{base}/pinsets")).await.unwrap();
+    let resp = crate::support::http()
+        .get(format!("{base}/pinsets"))
+        .send()
+        .await
+        .unwrap();
     if resp.status() == reqwest::StatusCode::NO_CONTENT {
         return None;
     }

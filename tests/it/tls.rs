@@ -186,20 +186,12 @@ fn daemon_serves_https_to_the_cli_with_the_ca_and_reloads_its_certificate_on_sig
     stop_daemon(&mut child);
 }
 
-#[test]
-fn daemon_refuses_to_start_with_a_missing_certificate_naming_the_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
-    init_peer(d);
-    let (_, _, key) = Pki::new("k").write(d, "");
-    let mut child = spawn_daemon(
-        d,
-        &[
-            ("PINFLEET_IPFS_BACKEND", "none"),
-            ("PINFLEET_API_TLS_CERT_FILE", "no-such-cert.pem"),
-            ("PINFLEET_API_TLS_KEY_FILE", key.to_str().unwrap()),
-        ],
-    );
+/// Starts a daemon in `d` with `env` that must refuse to start; returns
+/// its stderr.
+fn refused(d: &Path, env: &[(&str, &str)]) -> String {
+    let mut env = env.to_vec();
+    env.push(("PINFLEET_IPFS_BACKEND", "none"));
+    let mut child = spawn_daemon(d, &env);
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -217,8 +209,43 @@ fn daemon_refuses_to_start_with_a_missing_certificate_naming_the_file() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    assert!(stderr.contains("no-such-cert.pem"), "{stderr}");
     assert!(pinfleet::daemon::read_run_file(d).is_none());
+    stderr
+}
+
+#[test]
+fn daemon_refuses_to_start_with_an_unusable_certificate_key_or_ca_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    init_peer(d);
+    let (_, cert, key) = Pki::new("k").write(d, "");
+    let key_text = key.to_str().unwrap();
+    let stderr = refused(
+        d,
+        &[
+            ("PINFLEET_API_TLS_CERT_FILE", "no-such-cert.pem"),
+            ("PINFLEET_API_TLS_KEY_FILE", key_text),
+        ],
+    );
+    assert!(stderr.contains("no-such-cert.pem"), "{stderr}");
+    // The key file given as the certificate: no certificate in it.
+    let stderr = refused(
+        d,
+        &[
+            ("PINFLEET_API_TLS_CERT_FILE", key_text),
+            ("PINFLEET_API_TLS_KEY_FILE", key_text),
+        ],
+    );
+    assert!(stderr.contains("key.pem: no pem certificate"), "{stderr}");
+    assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+    let stderr = refused(d, &[("PINFLEET_TLS_CA_FILE", "missing-ca.pem")]);
+    assert!(stderr.contains("missing-ca.pem"), "{stderr}");
+    // Only one of the pair: a config error naming both keys.
+    let stderr = refused(d, &[("PINFLEET_API_TLS_CERT_FILE", cert.to_str().unwrap())]);
+    assert!(
+        stderr.contains("api.tls_key_file") && stderr.contains("tls_cert_file"),
+        "{stderr}"
+    );
 }
 
 /// Serves `router` over TLS with `tls` on a free loopback port; returns its
