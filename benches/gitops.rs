@@ -256,6 +256,7 @@ async fn main() {
         listener,
         state,
         Some(hooks),
+        None,
         cancel.clone(),
     ));
 
@@ -322,7 +323,10 @@ async fn main() {
 
     // 1% changes, webhook → committed. Three in a row: the first one
     // follows the initial ingest while the peers' disks still flush it.
-    let http = reqwest::Client::new();
+    let http = pinfleet::tls::client(None)
+        .expect("http client")
+        .build()
+        .expect("http client");
     let mut rev = 0;
     for _ in 0..3 {
         rev += 1;

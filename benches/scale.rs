@@ -297,7 +297,8 @@ impl Http {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let client = reqwest::Client::builder()
+        let client = pinfleet::tls::client(None)
+            .map_err(|e| e.to_string())?
             .no_proxy()
             .build()
             .map_err(|e| e.to_string())?;

@@ -132,7 +132,10 @@ async fn queued_status(sizes: &[u64]) {
     tasks.spawn(async move {
         let _ = serve(listener, state, c).await;
     });
-    let client = reqwest::Client::new();
+    let client = pinfleet::tls::client(None)
+        .expect("http client")
+        .build()
+        .expect("http client");
     let mut from = 0;
     for &size in sizes {
         for k in &kubos[..2] {
@@ -341,7 +344,10 @@ async fn pinning_and_status() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let client = reqwest::Client::new();
+    let client = pinfleet::tls::client(None)
+        .expect("http client")
+        .build()
+        .expect("http client");
     let t = Instant::now();
     let resp = client
         .get(format!("http://{addr}/pins"))

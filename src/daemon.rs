@@ -78,6 +78,9 @@ pub enum DaemonError {
     /// Config invalid.
     #[error("invalid configuration")]
     Config(#[source] crate::config::ConfigError),
+    /// A TLS certificate, key or CA file cannot be used.
+    #[error("invalid tls files")]
+    Tls(#[source] crate::tls::TlsError),
     /// The API port could not be bound.
     #[error("cannot listen on {addr}")]
     Listen {
@@ -167,6 +170,17 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             source,
         })?;
     let config = ServiceConfig::load(&dir.join(SERVICE_FILE)).map_err(DaemonError::Config)?;
+    // Relative TLS paths are under the peer directory; a file that cannot
+    // be used refuses the start.
+    let server_tls = match (&config.api.tls_cert_file, &config.api.tls_key_file) {
+        (Some(cert), Some(key)) => Some(
+            crate::tls::ServerTls::load(&dir.join(cert), &dir.join(key))
+                .map_err(DaemonError::Tls)?,
+        ),
+        _ => None,
+    };
+    let tls_ca = config.tls.ca_file.as_ref().map(|p| dir.join(p));
+    let _ = crate::tls::client(tls_ca.as_deref()).map_err(DaemonError::Tls)?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -179,7 +193,12 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             addr: config.api.listen.to_string(),
             source,
         })?;
-    let api_url = format!("http://{api_addr}");
+    let scheme = if server_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let api_url = format!("{scheme}://{api_addr}");
     // The webhook receivers' own listener, when configured (and there are
     // receivers to serve on it).
     let webhook_listener = match config.controller.webhook_listen {
@@ -199,9 +218,11 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         }
         None => None,
     };
+    // The webhook listener serves https with the API's certificate.
+    let webhook_tls = server_tls.clone();
     let webhook_url = match &webhook_listener {
         Some(l) => Some(format!(
-            "http://{}",
+            "{scheme}://{}",
             l.local_addr().map_err(|source| DaemonError::Listen {
                 addr: format!("{:?}", config.controller.webhook_listen),
                 source,
@@ -234,8 +255,12 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     let backend: std::sync::Arc<dyn crate::ipfs::IpfsBackend> = match config.ipfs.backend {
         crate::config::IpfsBackendKind::None => std::sync::Arc::new(crate::ipfs::NoBackend),
         crate::config::IpfsBackendKind::Kubo => std::sync::Arc::new(
-            crate::ipfs::KuboClient::new(&config.ipfs.kubo_url, Duration::from_secs(60))
-                .map_err(DaemonError::Ipfs)?,
+            crate::ipfs::KuboClient::with_ca(
+                &config.ipfs.kubo_url,
+                Duration::from_secs(60),
+                tls_ca.as_deref(),
+            )
+            .map_err(DaemonError::Ipfs)?,
         ),
         crate::config::IpfsBackendKind::Embedded => {
             let mut ipfs_config =
@@ -330,15 +355,23 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     // The controller reaches the cluster through this peer's API (bound
     // above, served below); only the Raft leader's acts.
     let access = crate::api::AccessPolicy::from_config(&config.api, &config.cluster.secret);
-    let started = match crate::controller::daemon::spawn(
-        node.clone(),
-        &api_url,
-        access.internal_token(),
-        &config.controller,
-        dir,
-        &cancel,
-        &tasks,
-    ) {
+    let own_api = crate::client::Client::with_ca(&api_url, tls_ca.as_deref())
+        .map(|c| {
+            c.with_auth(Some(crate::client::Auth::Bearer(
+                access.internal_token().to_owned(),
+            )))
+        })
+        .map_err(crate::controller::daemon::StartError::Client);
+    let started = match own_api.and_then(|api| {
+        crate::controller::daemon::spawn(
+            node.clone(),
+            api,
+            &config.controller,
+            dir,
+            &cancel,
+            &tasks,
+        )
+    }) {
         Ok(h) => h,
         Err(e) => {
             cancel.cancel();
@@ -365,6 +398,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     state.reconcile_now = Some(started.reconcilers);
     state.upload_dir = dir.join("uploads");
     state.access = access;
+    state.tls_ca = tls_ca;
     state.max_body_bytes = config.api.max_pinset_body_bytes;
     state.max_upload_bytes = config.api.max_upload_bytes;
     state.read_timeout = config.api.read_timeout;
@@ -381,6 +415,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             let served = crate::api::serve_router(
                 hook_listener,
                 crate::source::webhook::standalone(hooks),
+                webhook_tls,
                 config.api.read_timeout,
                 cancel.clone(),
             );
@@ -393,7 +428,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         }
         (_, hooks) => hooks,
     };
-    let served = serve_with(listener, state, rest_hooks, cancel.clone()).await;
+    let served = serve_with(listener, state, rest_hooks, server_tls, cancel.clone()).await;
     cancel.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), tasks.wait())

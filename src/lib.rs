@@ -22,5 +22,6 @@ pub mod state;
 pub mod testbed;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod tls;
 pub mod tracker;
 pub mod wire;

@@ -16,6 +16,7 @@ mod cli;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    pinfleet::tls::install_crypto_provider();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,

@@ -401,7 +401,11 @@ impl Testbed {
         deadline: tokio::time::Instant,
         timeout: Duration,
     ) -> Result<(), TestbedError> {
-        let client = reqwest::Client::new();
+        // The testbed's peers serve plain http on loopback.
+        let client = crate::tls::client(None)
+            .ok()
+            .and_then(|b| b.build().ok())
+            .unwrap_or_default();
         let admin = self
             .file
             .credentials("admin")

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consensus::ClusterNode;
 use crate::manifest::Limits;
+use crate::tls::{ServerTls, TlsListener};
 
 pub use access::{Access, AccessPolicy, Caller};
 pub use error::ApiError;
@@ -99,6 +100,9 @@ pub struct ApiState {
     pub pinset_writes: std::sync::Arc<tokio::sync::Semaphore>,
     /// How long such a write waits for a slot before 503.
     pub pinset_write_wait: std::time::Duration,
+    /// Extra CA file trusted when forwarding to another peer's API (the
+    /// daemon's `[tls] ca_file`).
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl ApiState {
@@ -122,6 +126,7 @@ impl ApiState {
                 DEFAULT_MAX_CONCURRENT_PINSET_WRITES,
             )),
             pinset_write_wait: DEFAULT_PINSET_WRITE_WAIT,
+            tls_ca: None,
         }
     }
 
@@ -217,32 +222,66 @@ pub async fn serve(
     state: ApiState,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_with(listener, state, None, cancel).await
+    serve_with(listener, state, None, None, cancel).await
 }
 
-/// [`serve`] with `extra` routes merged in (see [`router_with`]).
+/// [`serve`] with `extra` routes merged in (see [`router_with`]), over TLS
+/// when `tls` is given.
 pub async fn serve_with(
     listener: TcpListener,
     state: ApiState,
     extra: Option<Router>,
+    tls: Option<ServerTls>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "rest api listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, "rest api listening");
     }
     let read_timeout = state.read_timeout;
-    serve_router(listener, router_with(state, extra), read_timeout, cancel).await
+    serve_router(
+        listener,
+        router_with(state, extra),
+        tls,
+        read_timeout,
+        cancel,
+    )
+    .await
 }
 
-/// Serves `router` on `listener` (HTTP/1.1) until `cancel` fires, then lets
-/// requests in flight finish for [`SHUTDOWN_GRACE`]. The one serve path of
-/// every listener (REST API, webhooks).
+/// Serves `router` on `listener` (over TLS when `tls` is given, reloading
+/// its certificate on SIGHUP or file change while serving) until `cancel`
+/// fires, then lets requests in flight finish for up to
+/// [`SHUTDOWN_GRACE`]. The one serve path of every HTTP listener (REST
+/// API, webhooks).
 ///
 /// A client gets `header_read_timeout` to send each request's headers (a
 /// trickling client is disconnected); nothing bounds how long an answer
 /// takes to stream out.
 pub async fn serve_router(
     listener: TcpListener,
+    router: Router,
+    tls: Option<ServerTls>,
+    header_read_timeout: std::time::Duration,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    match tls {
+        None => serve_connections(listener, router, header_read_timeout, cancel).await,
+        Some(tls) => {
+            let stop = cancel.child_token();
+            // The reload watch ends with this listener.
+            let _stop = stop.clone().drop_guard();
+            tls.watch(stop);
+            let listener = TlsListener::new(listener, tls)?;
+            serve_connections(listener, router, header_read_timeout, cancel).await
+        }
+    }
+}
+
+/// HTTP/1.1 over each connection `listener` accepts (axum's `Listener`
+/// backs off on accept errors such as running out of file descriptors).
+async fn serve_connections<L: axum::serve::Listener>(
+    mut listener: L,
     router: Router,
     header_read_timeout: std::time::Duration,
     cancel: CancellationToken,
@@ -251,18 +290,7 @@ pub async fn serve_router(
     loop {
         let (stream, _) = tokio::select! {
             () = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, as
-                    // axum::serve does, instead of spinning.
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::select! {
-                        () = cancel.cancelled() => break,
-                        () = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
-                    }
-                }
-            },
+            accepted = listener.accept() => accepted,
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let stop = cancel.clone();

@@ -88,12 +88,15 @@ async fn forward(
         url.push('?');
         url.push_str(q);
     }
-    let client = match reqwest::Client::builder()
-        .timeout(MAX_WAIT + Duration::from_secs(30))
-        .build()
-    {
+    let client = match crate::tls::client(state.tls_ca.as_deref())
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            b.timeout(MAX_WAIT + Duration::from_secs(30))
+                .build()
+                .map_err(|e| e.to_string())
+        }) {
         Ok(c) => c,
-        Err(e) => return ApiError::internal(e.to_string()).into_response(),
+        Err(e) => return ApiError::internal(e).into_response(),
     };
     let mut request = client.post(&url).header(FORWARDED_HEADER, "1");
     if let Some(auth) = auth {

@@ -95,7 +95,13 @@ fn reporter(args: &ControllerArgs) -> anyhow::Result<Option<Arc<Reporter>>> {
         .context("--report needs the forge token in PINFLEET_REPORT_TOKEN")?;
     let api = args.report_api.clone().unwrap_or_default();
     let repo = args.report_repo.clone().unwrap_or_default();
-    Ok(Some(Arc::new(Reporter::new(forge, api, &repo, token)?)))
+    Ok(Some(Arc::new(Reporter::with_ca(
+        forge,
+        api,
+        &repo,
+        token,
+        args.host.ca_file.as_deref(),
+    )?)))
 }
 
 /// Prints an outcome and, with a reporter, posts it as the commit's status

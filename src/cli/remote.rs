@@ -2,6 +2,7 @@
 //! client, and a runtime to drive it.
 
 use std::future::Future;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
@@ -35,12 +36,16 @@ pub struct HostArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// PEM file of CA certificates to trust for an https:// --host, besides
+    /// the public web's root CAs.
+    #[arg(long, value_name = "PATH", env = "PINFLEET_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl HostArgs {
     /// A client of `--host` with the given credentials.
     pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.host)?.with_auth(self.auth()?))
+        Ok(Client::with_ca(&self.host, self.ca_file.as_deref())?.with_auth(self.auth()?))
     }
 
     /// The credentials given, if any.

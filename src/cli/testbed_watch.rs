@@ -134,9 +134,9 @@ pub async fn watch(
     until: Option<Duration>,
     cancel: &CancellationToken,
 ) -> Ended {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
+    let http = pinfleet::tls::client(None)
+        .ok()
+        .and_then(|b| b.timeout(Duration::from_secs(5)).build().ok())
         .unwrap_or_default();
     let tty = std::io::stdout().is_terminal();
     let deadline = until.map(|d| tokio::time::Instant::now() + d);

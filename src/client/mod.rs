@@ -23,6 +23,9 @@ use crate::wire::{
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The extra CA file could not be used.
+    #[error("invalid tls settings")]
+    Tls(#[source] crate::tls::TlsError),
     /// Nothing answers at the URL.
     #[error("cannot reach pinfleet at {url}")]
     Unreachable {
@@ -191,15 +194,25 @@ impl Client {
     /// A client of the API at `base_url` (`http://host:port`, optionally with
     /// a path prefix).
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        Self::with_ca(base_url, None)
+    }
+
+    /// [`Client::new`], trusting the CA certificates in the PEM file
+    /// `extra_ca` too (for an `https://` API with a private CA).
+    pub fn with_ca(
+        base_url: &str,
+        extra_ca: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
         let bad = |reason: String| ClientError::BadUrl {
             url: base_url.to_string(),
             reason,
         };
         let base = Url::parse(base_url).map_err(|e| bad(e.to_string()))?;
         if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
-            return Err(bad("expected an http:// url".into()));
+            return Err(bad("expected an http:// or https:// url".into()));
         }
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client(extra_ca)
+            .map_err(ClientError::Tls)?
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| bad(e.to_string()))?;

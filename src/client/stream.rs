@@ -168,7 +168,14 @@ mod tests {
     }
 
     async fn get(url: &str) -> reqwest::Response {
-        reqwest::get(url).await.unwrap()
+        crate::tls::client(None)
+            .unwrap()
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
     }
 
     #[tokio::test]

@@ -373,6 +373,28 @@ impl Codec for CacheDir {
     }
 }
 
+/// A file path where an empty string means none (`[api] tls_cert_file`,
+/// `[tls] ca_file`).
+pub(super) struct OptionalPath;
+
+impl Codec for OptionalPath {
+    type Field = Option<PathBuf>;
+
+    fn read(value: &Value) -> Result<Option<PathBuf>, String> {
+        let text = as_str(value)?;
+        Ok((!text.trim().is_empty()).then(|| PathBuf::from(text)))
+    }
+
+    fn write(field: &Option<PathBuf>) -> Value {
+        Value::String(
+            field
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )
+    }
+}
+
 /// Webhook receivers, each `KIND:NAME`: KIND one of github, gitlab,
 /// generic; NAME of letters, digits, `-` and `_`.
 pub(super) struct Webhooks;

@@ -326,6 +326,18 @@ impl Report {
             );
             self.problem("consensus", "election_timeout_max", true, p);
         }
+        let a = &config.api;
+        if !self.failed("api", &["tls_cert_file", "tls_key_file"])
+            && a.tls_cert_file.is_some() != a.tls_key_file.is_some()
+        {
+            let (set, unset) = if a.tls_cert_file.is_some() {
+                ("tls_cert_file", "tls_key_file")
+            } else {
+                ("tls_key_file", "tls_cert_file")
+            };
+            let p = format!("set together with {set}: https needs both a certificate and its key");
+            self.problem("api", unset, true, p);
+        }
     }
 
     /// Unknown names, then variables, then values and rules in file order.
@@ -648,6 +660,28 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_certificate_without_its_key_or_a_key_without_its_certificate_is_refused() {
+        let text = format!("{}[api]\ntls_cert_file = \"cert.pem\"\n", minimal());
+        assert_eq!(
+            problems(&text, &[]),
+            ["api.tls_key_file: set together with tls_cert_file: \
+              https needs both a certificate and its key"]
+        );
+        assert_eq!(
+            problems(&minimal(), &[("PINFLEET_API_TLS_KEY_FILE", "key.pem")]),
+            ["api.tls_cert_file: set together with tls_key_file: \
+              https needs both a certificate and its key"]
+        );
+        let both = format!(
+            "{}[api]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n[tls]\nca_file = \"\"\n",
+            minimal()
+        );
+        let cfg = parse(&both).unwrap();
+        assert_eq!(cfg.api.tls_cert_file, Some(PathBuf::from("c.pem")));
+        assert_eq!(cfg.tls.ca_file, None, "an empty path is none");
+    }
+
+    #[test]
     fn unknown_keys_are_found_at_any_depth_and_values_are_still_read() {
         let text = format!(
             "{}[api.tls]\ncert = \"x\"\n[informer]\ntags = {{ zone = {{ a = 1 }} }}\n\
@@ -660,7 +694,8 @@ mod tests {
                 "api.tls: unknown key \"tls\", expected one of: listen, basic_auth_credentials, \
                  token_ttl, allow_unauthenticated_remote, public_names, cors_allowed_origins, \
                  cors_allowed_methods, cors_allow_credentials, cors_max_age, max_upload_bytes, \
-                 max_pinset_body_bytes, max_concurrent_pinset_writes, read_timeout",
+                 max_pinset_body_bytes, max_concurrent_pinset_writes, read_timeout, \
+                 tls_cert_file, tls_key_file",
                 "consensus.extra: unknown key \"extra\", expected one of: heartbeat_interval, \
                  election_timeout_min, election_timeout_max, snapshot_logs_since_last, \
                  max_in_snapshot_log_to_keep, write_timeout, batch_max_pins, append_max_bytes, \

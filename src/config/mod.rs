@@ -29,7 +29,7 @@ pub use identity::{Identity, IdentityError};
 pub use load::ConfigError;
 pub use types::{
     ApiConfig, ClusterConfig, ClusterSecret, ConsensusConfig, ControllerConfig, InformerConfig,
-    IpfsBackendKind, IpfsConfig, ServiceConfig,
+    IpfsBackendKind, IpfsConfig, ServiceConfig, TlsConfig,
 };
 
 /// File name of a peer's identity inside its config directory.

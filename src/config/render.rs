@@ -161,6 +161,14 @@ const DOCS: &[SectionDoc] = &[
                 "read_timeout",
                 "How long a client may take to send its request headers, and between two pieces of an upload or PinSet body (then 408); responses are never cut.",
             ),
+            (
+                "tls_cert_file",
+                "PEM certificate chain (leaf first) to serve HTTPS with; empty serves plain HTTP. Set together with tls_key_file; a relative path is under the peer directory. Reloaded on SIGHUP and when the file changes.",
+            ),
+            (
+                "tls_key_file",
+                "PEM private key (PKCS#8, RSA or SEC1) of tls_cert_file.",
+            ),
         ],
     ),
     (
@@ -218,6 +226,14 @@ const DOCS: &[SectionDoc] = &[
                 "Socket address (ip:port) of a listener serving only the webhook receivers, so the REST API need not be exposed; empty: they are served on the REST listener.",
             ),
         ],
+    ),
+    (
+        "tls",
+        "Trust for this peer's outgoing HTTPS (Kubo, forges, other peers' APIs): the public web's root CAs plus ca_file.",
+        &[(
+            "ca_file",
+            "PEM file of extra CA certificates to trust (a private CA, or the one that signed [api] tls_cert_file); empty adds none. A relative path is under the peer directory.",
+        )],
     ),
 ];
 
@@ -470,6 +486,9 @@ mod tests {
         cfg.api.cors_allowed_methods = vec!["GET".into()];
         cfg.api.cors_allow_credentials = true;
         cfg.api.cors_max_age = Duration::from_secs(5);
+        cfg.api.tls_cert_file = Some("tls/cert chain.pem".into());
+        cfg.api.tls_key_file = Some("/etc/pinfleet/key.pem".into());
+        cfg.tls.ca_file = Some("ca.pem".into());
         cfg.ipfs.backend = IpfsBackendKind::None;
         cfg.ipfs.kubo_url = "https://k.example:5001/a/b".into();
         cfg.ipfs.embedded_listen = vec!["/ip4/0.0.0.0/tcp/4001".parse().unwrap()];

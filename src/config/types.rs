@@ -26,9 +26,9 @@ use toml::Value;
 
 use super::access;
 use super::codec::{
-    Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, OptionalSocketAddress,
-    RaftTiming, ReceiverKind, SocketAddress, Sources, Tags, Text, Webhooks, as_str,
-    unknown_message,
+    Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, OptionalPath,
+    OptionalSocketAddress, RaftTiming, ReceiverKind, SocketAddress, Sources, Tags, Text, Webhooks,
+    as_str, unknown_message,
 };
 
 /// The 32-byte private network key (libp2p pnet) all peers share.
@@ -112,6 +112,8 @@ pub struct ServiceConfig {
     pub informer: InformerConfig,
     /// `[controller]`: the GitOps controller run by the Raft leader.
     pub controller: ControllerConfig,
+    /// `[tls]`: what the daemon's outgoing HTTPS clients trust.
+    pub tls: TlsConfig,
 }
 
 impl ServiceConfig {
@@ -124,6 +126,7 @@ impl ServiceConfig {
             ipfs: IpfsConfig::default(),
             informer: InformerConfig::default(),
             controller: ControllerConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 
@@ -285,6 +288,13 @@ pub struct ApiConfig {
     /// the next piece of an upload or document body.
     #[serde(with = "Interval")]
     pub read_timeout: Duration,
+    /// PEM certificate chain served over TLS; none serves plain HTTP. Set
+    /// together with `tls_key_file`; relative to the peer directory.
+    #[serde(with = "OptionalPath")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`; relative to the peer directory.
+    #[serde(with = "OptionalPath")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -305,6 +315,8 @@ impl Default for ApiConfig {
             max_pinset_body_bytes: 1 << 30,
             max_concurrent_pinset_writes: 2,
             read_timeout: Duration::from_secs(60),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -439,4 +451,14 @@ impl Default for ControllerConfig {
             webhook_listen: None,
         }
     }
+}
+
+/// `[tls]`: trust for the daemon's outgoing HTTPS (Kubo, forges, other
+/// peers' APIs): the webpki roots, plus `ca_file`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// Extra PEM CA certificates to trust; relative to the peer directory.
+    #[serde(with = "OptionalPath")]
+    pub ca_file: Option<PathBuf>,
 }

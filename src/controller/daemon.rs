@@ -191,13 +191,13 @@ pub struct Started {
 }
 
 /// Starts the controller of `config` on this peer: one supervised task per
-/// source on `tasks`, all stopped by `cancel`. `api_url` is this peer's REST
-/// API and `api_token` the bearer token it takes from this peer; `peer_dir` anchors a relative `git_cache`. Nothing is started when
-/// `config.sources` is empty.
+/// source on `tasks`, all stopped by `cancel`. `api` is a client of this
+/// peer's REST API (with its CA and the credentials this peer takes from
+/// its own controller); `peer_dir` anchors a relative `git_cache`. Nothing
+/// is started when `config.sources` is empty.
 pub fn spawn(
     node: ClusterNode,
-    api_url: &str,
-    api_token: &str,
+    api: Client,
     config: &ControllerConfig,
     peer_dir: &Path,
     cancel: &CancellationToken,
@@ -206,9 +206,7 @@ pub fn spawn(
     if config.sources.is_empty() {
         return Ok(Started::default());
     }
-    let client = Client::new(api_url)
-        .map_err(StartError::Client)?
-        .with_auth(Some(crate::client::Auth::Bearer(api_token.to_owned())));
+    let client = api;
     let limits = Limits::default();
     let cache = peer_dir.join(&config.git_cache);
     let mut sources = Vec::new();

@@ -62,6 +62,9 @@ pub enum ReporterError {
     /// The HTTP client could not be built.
     #[error("cannot build the http client")]
     Client(#[source] reqwest::Error),
+    /// The extra CA file could not be used.
+    #[error("invalid tls settings")]
+    Tls(#[source] crate::tls::TlsError),
     /// The forge could not be reached, or the request broke off.
     #[error("cannot reach the forge at {url}")]
     Unreachable {
@@ -122,11 +125,24 @@ impl Reporter {
         repo: &str,
         token: impl Into<String>,
     ) -> Result<Self, ReporterError> {
+        Self::with_ca(kind, api_base, repo, token, None)
+    }
+
+    /// [`Reporter::new`], trusting the CA certificates in the PEM file
+    /// `extra_ca` too (a self-hosted forge with a private CA).
+    pub fn with_ca(
+        kind: Forge,
+        api_base: impl Into<String>,
+        repo: &str,
+        token: impl Into<String>,
+        extra_ca: Option<&std::path::Path>,
+    ) -> Result<Self, ReporterError> {
         let (owner, name) = repo
             .split_once('/')
             .filter(|(o, n)| valid_segment(o) && valid_segment(n))
             .ok_or_else(|| ReporterError::BadRepo(repo.to_string()))?;
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client(extra_ca)
+            .map_err(ReporterError::Tls)?
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("pinfleet/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -62,7 +62,11 @@ fn peer() -> &'static Peer {
                 let mut state = ApiState::new(node, "0.0.0-it", "it-peer");
                 state.max_body_bytes = MAX_BODY;
                 let server = tokio::spawn(serve(listener, state, cancel.clone()));
-                let resp = reqwest::get(format!("{url}/allocations")).await.unwrap();
+                let resp = crate::support::http()
+                    .get(format!("{url}/allocations"))
+                    .send()
+                    .await
+                    .unwrap();
                 let status = resp.status();
                 let ctype = header(&resp, "content-type");
                 let trailer = header(&resp, "trailer");
@@ -86,7 +90,7 @@ fn url(path: &str) -> String {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::new()
+    crate::support::http()
 }
 
 async fn json_of(resp: reqwest::Response) -> Value {

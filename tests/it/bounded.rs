@@ -92,7 +92,9 @@ impl Api {
 
     /// Pins in the cluster state.
     async fn allocations(&self) -> usize {
-        let text = reqwest::get(format!("{}/allocations", self.url))
+        let text = crate::support::http()
+            .get(format!("{}/allocations", self.url))
+            .send()
             .await
             .unwrap()
             .text()
@@ -113,7 +115,7 @@ impl Api {
     }
 
     async fn healthy(&self) -> bool {
-        reqwest::Client::new()
+        crate::support::http()
             .get(format!("{}/health", self.url))
             .timeout(Duration::from_secs(5))
             .send()
@@ -140,7 +142,7 @@ async fn an_upload_over_the_cap_is_413_and_leaves_nothing_behind() {
         s
     })
     .await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let pins_before = api.allocations().await;
     let size_before = api.ipfs_size().await;
 
@@ -256,7 +258,7 @@ fn slow_put(
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
-    let request = reqwest::Client::new()
+    let request = crate::support::http()
         .put(format!("{url}/pinsets/bounded/{name}"))
         .body(reqwest::Body::wrap_stream(stream));
     (
@@ -290,7 +292,7 @@ async fn pinset_writes_beyond_the_slots_get_503_with_retry_after() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     for method in [reqwest::Method::PUT, reqwest::Method::PATCH] {
         let busy = http
             .request(method.clone(), format!("{}/pinsets/bounded/third", api.url))
@@ -337,7 +339,7 @@ async fn pinset_writes_beyond_the_slots_get_503_with_retry_after() {
 async fn conditions_bodies_are_capped_small() {
     let tmp = tempfile::tempdir().unwrap();
     let api = Api::start(tmp.path(), false, |s| s).await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let url = format!("{}/pinsets/bounded/cond/conditions", api.url);
     let condition = serde_json::json!({
         "type": "Ready", "status": "True", "reason": "Applied", "message": "x".repeat(1000),
@@ -409,7 +411,7 @@ async fn a_trickling_client_is_cut_and_a_slow_answer_is_not() {
 
     // An answer that takes longer than read_timeout is not cut: a
     // reconcile-now that waits 2 s for a controller that never comes.
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let put = http
         .put(format!(
             "{}/pinsets/bounded/slow?source={}",

@@ -539,7 +539,7 @@ async fn reconcile_now_sent_to_a_follower_reaches_the_leader() {
         requests.push(r);
         tokio::spawn(serve(listener, state, cancel.clone()));
     }
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let put = http
         .put(
             reqwest::Url::parse_with_params(

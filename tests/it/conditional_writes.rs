@@ -248,7 +248,7 @@ async fn a_conflicting_put_is_answered_409_with_the_error_body() {
         serve_api(&peers[leader].node, &cancel).await,
         serve_api(&peers[(leader + 1) % 3].node, &cancel).await,
     ];
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let put = |url: &str, ps: &DesiredPinSet, revision: &str| {
         http.put(format!(
             "{url}/pinsets/default/race?force=true&revision={revision}"

@@ -40,7 +40,9 @@ fn condition<'a>(st: &'a PinSetStatus, type_: &str) -> &'a pinfleet::manifest::m
 }
 
 async fn status(url: &str, name: &str) -> (StatusCode, String) {
-    let resp = reqwest::get(format!("{url}/pinsets/cond/{name}/status"))
+    let resp = crate::support::http()
+        .get(format!("{url}/pinsets/cond/{name}/status"))
+        .send()
         .await
         .unwrap();
     (resp.status(), resp.text().await.unwrap())
@@ -104,7 +106,7 @@ async fn controller_conditions_are_visible_through_the_cluster() {
     tokio::spawn(serve(listener, state, cancel.clone()));
 
     // A bad body is refused.
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .put(format!("{url}/pinsets/cond/x/conditions"))
         .body("{\"conditions\": 3}")
         .send()

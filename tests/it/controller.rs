@@ -293,7 +293,7 @@ async fn manual_pins_are_never_touched() {
     let dir = tempfile::tempdir().unwrap();
     let cids = seeds("manual", 2);
     let by_hand = cid_v1("ctl-manual-by-hand");
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     for c in [&cids[0], &by_hand] {
         let resp = http.post(url(&format!("/pins/{c}"))).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);

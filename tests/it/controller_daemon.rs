@@ -28,7 +28,7 @@ fn manifest(cids: &[String]) -> String {
 /// Waits until the PinSet `daemon/mirror` is listed from `source` with
 /// `pins` pins and every CID of `cids` is allocated.
 async fn wait_applied(api: &str, source: &str, pins: u64, cids: &[String]) {
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let start = Instant::now();
     loop {
         let listed = match http.get(format!("{api}/pinsets")).send().await {
@@ -129,7 +129,7 @@ async fn daemon_serves_webhooks_on_its_api_listener() {
         ],
     );
     let info = wait_running(&d, &mut child);
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let bad = http
         .post(format!("{}/hooks/main", info.api))
         .header("x-signature-256", "sha256=00")
@@ -178,7 +178,7 @@ async fn reconcile_now_repairs_drift_at_once_and_names_what_it_cannot_reconcile(
 
     // Drift: another writer replaces the PinSet under the same source; the
     // directory did not change and the interval is an hour away.
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let drifted = http
         .put(
             reqwest::Url::parse_with_params(

@@ -585,7 +585,7 @@ async fn cli_webhook_triggers_a_fetch_and_the_commit_status_is_reported() {
     let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
     mac.update(body);
     let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(&hooks)
         .header("X-Hub-Signature-256", sig)
         .header("X-GitHub-Event", "push")
@@ -627,7 +627,7 @@ async fn cli_webhook_triggers_a_fetch_and_the_commit_status_is_reported() {
 
     // The same listener serves reconcile-now for the standalone controller.
     let base = hooks.trim_end_matches("/hooks/main");
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let done: serde_json::Value = http
         .post(format!("{base}/pinsets/git/hook/reconcile?wait=true"))
         .send()
@@ -848,7 +848,7 @@ async fn a_reconcile_request_repairs_drift_of_an_unchanged_commit() {
 
     // Drift: the PinSet replaced behind the controller's back, same
     // source and revision.
-    let drifted = reqwest::Client::new()
+    let drifted = crate::support::http()
         .put(
             reqwest::Url::parse_with_params(
                 &format!("{}/pinsets/git/ldrift", peer()),

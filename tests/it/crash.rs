@@ -116,7 +116,10 @@ impl Fleet {
             root: tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap(),
             env,
             members: Vec::new(),
-            http: reqwest::Client::builder().timeout(LIMIT).build().unwrap(),
+            http: crate::support::http_builder()
+                .timeout(LIMIT)
+                .build()
+                .unwrap(),
         };
         for _ in 0..n {
             fleet.add();
@@ -578,7 +581,10 @@ async fn client(
     first: usize,
     progress: tokio::sync::watch::Sender<Progress>,
 ) {
-    let http = reqwest::Client::builder().timeout(LIMIT).build().unwrap();
+    let http = crate::support::http_builder()
+        .timeout(LIMIT)
+        .build()
+        .unwrap();
     let mut peer = first;
     for (j, (revision, range)) in revisions.iter().enumerate() {
         let body = pinset("mirror", range.clone());

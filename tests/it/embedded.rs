@@ -356,7 +356,7 @@ async fn content_added_on_peer_0_is_pinned_by_all_three_daemons() {
         assert!(p.ipfs.contains("/p2p/"), "{}", p.ipfs);
     }
     let api = testbed.file.peers[0].api.clone();
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     // `GET /id` shows the embedded node as IPFS Cluster shows Kubo.
     let id: serde_json::Value = client
         .get(format!("{api}/id"))
@@ -581,7 +581,7 @@ async fn pinfleet_add_imports_on_one_peer_and_every_peer_pins_it() {
     assert_eq!(lines.last().unwrap()["cid"], root.as_str());
     assert_eq!(lines[1]["bytes"], 600 * 1024);
 
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     wait_pinned_on_three(&client, &api, &root).await;
     // The pin is the API's, named after the directory, reported as written.
     let pin: serde_json::Value = client
@@ -712,7 +712,7 @@ async fn unpinned_content_is_gone_from_every_peer_after_gc() {
     .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), root);
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     wait_pinned_on_three(&client, &api, &root).await;
 
     let resp = client

@@ -80,7 +80,7 @@ fn seeds(test: &str, n: usize) -> Vec<String> {
 
 /// Waits until `hooks/mirror` is listed at `api` with `pins` pins.
 async fn wait_pins(api: &str, pins: u64) {
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let start = Instant::now();
     loop {
         let listed = match http.get(format!("{api}/pinsets")).send().await {
@@ -105,7 +105,7 @@ async fn wait_pins(api: &str, pins: u64) {
 /// A signed generic hook for receiver `main` at `base`.
 async fn signed_hook(base: &str, secret: &str) -> reqwest::Response {
     let body = r#"{"ref":"refs/heads/main"}"#;
-    reqwest::Client::new()
+    crate::support::http()
         .post(format!("{base}/hooks/main"))
         .header("x-signature-256", sign(secret.as_bytes(), body.as_bytes()))
         .body(body)
@@ -160,7 +160,7 @@ async fn webhook_listen_serves_only_the_hooks_and_the_rest_api_none() {
     // The hook is not on the REST API, and the API is not on the hook port.
     let on_rest = signed_hook(&info.api, HOOK_SECRET).await;
     assert_eq!(on_rest.status().as_u16(), 404);
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     for path in ["/id", "/pinsets", "/health"] {
         let r = http.get(format!("{hooks}{path}")).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 404, "{path} on the webhook port");
@@ -182,7 +182,7 @@ async fn webhook_listen_serves_only_the_hooks_and_the_rest_api_none() {
 /// Waits until every peer's `/metrics` counts `n` members and exactly one
 /// says it leads; returns the leader's index.
 async fn wait_leader(apis: &[String], n: usize) -> usize {
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let start = Instant::now();
     loop {
         let mut leaders = Vec::new();

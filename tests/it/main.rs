@@ -21,5 +21,6 @@ mod snapshots;
 mod status;
 mod support;
 mod testbed;
+mod tls;
 mod tracker;
 mod webhook;

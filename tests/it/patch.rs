@@ -22,7 +22,7 @@ fn seeds(test: &str, n: usize) -> Vec<String> {
 
 /// `PUT`s `cids` as `patch/name` at revision `r1`.
 async fn put(name: &str, cids: &[String]) {
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .put(format!(
             "{}/pinsets/patch/{name}?revision=r1&source=it",
             peer()
@@ -35,7 +35,7 @@ async fn put(name: &str, cids: &[String]) {
 }
 
 async fn patch(name: &str, query: &str, body: Value) -> (StatusCode, Value) {
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .patch(format!("{}/pinsets/patch/{name}?source=it{query}", peer()))
         .json(&body)
         .send()
@@ -153,7 +153,7 @@ async fn a_patch_never_touches_pins_its_pinset_does_not_own() {
     let cids = seeds("owner", 3);
     put("owner", &cids[..2]).await;
     let manual = &cids[2];
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(format!("{}/pins/{manual}", peer()))
         .send()
         .await

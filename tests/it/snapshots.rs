@@ -389,7 +389,7 @@ async fn rest_routes() {
     let api = Rest {
         fleet: &fleet,
         scrub: &scrub,
-        http: reqwest::Client::new(),
+        http: crate::support::http(),
     };
 
     // Identity and membership.
@@ -1003,7 +1003,11 @@ impl EmbeddedPeer {
     /// Waits until every pin of the state is pinned here.
     async fn all_pinned(&self, n: usize) {
         eventually("every added root pinned", || async {
-            let resp = reqwest::get(format!("{}/pins", self.url)).await.unwrap();
+            let resp = crate::support::http()
+                .get(format!("{}/pins", self.url))
+                .send()
+                .await
+                .unwrap();
             let body = resp.text().await.unwrap();
             let pinned = body
                 .lines()
@@ -1039,7 +1043,7 @@ async fn add_and_gc_on_an_embedded_node() {
     scrub.peer(peer.peer.node.peer_id().to_string(), "[PEER0]");
     scrub.peer(peer.ipfs_id.clone(), "[IPFS0]");
     scrub.literal(peer.url.clone(), "[API]");
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let hello = [("hello.txt", "hello, snapshots\n")];
     let two = [("a.txt", "first file\n"), ("b.txt", "second file\n")];
     let adds: [(&str, &str, &[File]); 5] = [
@@ -1100,7 +1104,11 @@ async fn add_and_gc_on_an_embedded_node() {
             .unwrap();
         scrub.check(name, &format!("POST {path}\n{}", show(resp).await));
     }
-    let resp = reqwest::get(format!("{}/id", peer.url)).await.unwrap();
+    let resp = crate::support::http()
+        .get(format!("{}/id", peer.url))
+        .send()
+        .await
+        .unwrap();
     scrub.check("get_id_embedded", &format!("GET /id\n{}", show(resp).await));
     peer.stop().await;
 }

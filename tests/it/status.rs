@@ -104,7 +104,7 @@ impl Fleet {
         state.ipfs = first_ipfs;
         configure(&mut state);
         let api_cancel = CancellationToken::new();
-        tokio::spawn(serve_with(listener, state, extra, api_cancel.clone()));
+        tokio::spawn(serve_with(listener, state, extra, None, api_cancel.clone()));
         Fleet {
             nodes,
             url,
@@ -117,7 +117,11 @@ impl Fleet {
     }
 
     pub(crate) async fn get(&self, path: &str) -> (StatusCode, String) {
-        let resp = reqwest::get(format!("{}{path}", self.url)).await.unwrap();
+        let resp = crate::support::http()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
         (resp.status(), resp.text().await.unwrap())
     }
 
@@ -353,7 +357,7 @@ async fn ipfs_down_lists_errors_by_peer_until_recovered() {
     assert_eq!(ndjson(&String::from_utf8_lossy(&o.stdout)).len(), 3);
 
     fleet.nodes[1].kubo.set_down(false);
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(format!("{}/pins/recover", fleet.url))
         .send()
         .await
@@ -375,7 +379,7 @@ async fn a_v0_pin_is_reported_as_written() {
     let root = tempfile::tempdir().unwrap();
     let fleet = Fleet::start(1, root.path(), Duration::from_millis(200)).await;
     let v0 = cid_v0("status-v0");
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(format!("{}/pins/{v0}", fleet.url))
         .send()
         .await
@@ -541,7 +545,7 @@ async fn metrics_count_this_peers_statuses_per_pinset() {
             "message": "refused", "lastTransitionTime": "2026-11-25T00:00:00Z"
         }],
     });
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .put(format!(
             "{}/pinsets/default/metric-ok/conditions",
             fleet.url

@@ -94,7 +94,9 @@ pub fn pinset_yaml(ns: &str, name: &str, cids: &[String]) -> String {
 /// Owners of a pin in the shared state of the peer at `base`, or `None`
 /// when it is not there.
 pub async fn owners_at(base: &str, cid: &str) -> Option<Vec<String>> {
-    let resp = reqwest::get(format!("{base}/allocations/{cid}"))
+    let resp = crate::support::http()
+        .get(format!("{base}/allocations/{cid}"))
+        .send()
         .await
         .unwrap();
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
@@ -107,7 +109,11 @@ pub async fn owners_at(base: &str, cid: &str) -> Option<Vec<String>> {
 
 /// The PinSet `ns/name` recorded by the peer at `base` (`GET /pinsets`).
 pub async fn recorded_at(base: &str, ns: &str, name: &str) -> Option<serde_json::Value> {
-    let resp = reqwest::get(format!("{base}/pinsets")).await.unwrap();
+    let resp = crate::support::http()
+        .get(format!("{base}/pinsets"))
+        .send()
+        .await
+        .unwrap();
     if resp.status() == reqwest::StatusCode::NO_CONTENT {
         return None;
     }
@@ -318,4 +324,15 @@ pub fn kill_daemon(child: &mut std::process::Child) {
         "daemon survived SIGKILL",
     );
     assert_eq!(status.signal(), Some(9), "killed by SIGKILL, got {status}");
+}
+
+/// A plain HTTP client (`pinfleet::tls::client`, which installs the crypto
+/// provider every reqwest client needs).
+pub fn http() -> reqwest::Client {
+    http_builder().build().unwrap()
+}
+
+/// [`http`]'s builder, for timeouts and the like.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    pinfleet::tls::client(None).unwrap()
 }

@@ -684,7 +684,7 @@ async fn crash_a_peer_killed_while_its_pinset_was_deleted_unpins_it_after_restar
     .await
     .unwrap();
     let peers = tb.file.peers.clone();
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
 
     // The leader takes the writes; a follower is the victim.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -54,7 +54,7 @@ async fn post_hook(
     headers: &[(&str, &str)],
     body: impl Into<reqwest::Body>,
 ) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::support::http()
         .post(format!("{base}/hooks/{name}"))
         .header("content-type", "application/json")
         .body(body);

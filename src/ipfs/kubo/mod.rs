@@ -69,6 +69,16 @@ impl KuboClient {
     /// tolerated inside a streamed listing. Pins are bounded by progress
     /// instead ([`PinOpts::progress_timeout`]).
     pub fn new(base_url: &str, call_timeout: Duration) -> Result<Self, IpfsError> {
+        Self::with_ca(base_url, call_timeout, None)
+    }
+
+    /// [`KuboClient::new`], trusting the CA certificates in the PEM file
+    /// `extra_ca` too (an `https://` API behind a proxy with a private CA).
+    pub fn with_ca(
+        base_url: &str,
+        call_timeout: Duration,
+        extra_ca: Option<&std::path::Path>,
+    ) -> Result<Self, IpfsError> {
         let text = base_url.trim();
         let invalid = |reason: String| IpfsError::InvalidUrl {
             url: text.to_string(),
@@ -81,15 +91,12 @@ impl KuboClient {
         };
         let mut base = reqwest::Url::parse(&url_text).map_err(|e| invalid(e.to_string()))?;
         match base.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(invalid(
-                    "https is not supported (this build has no tls); \
-                     reach kubo's api over a local http address"
-                        .into(),
-                ));
+            "http" | "https" => {}
+            other => {
+                return Err(invalid(format!(
+                    "unsupported scheme {other:?}, want http or https"
+                )));
             }
-            other => return Err(invalid(format!("unsupported scheme {other:?}, want http"))),
         }
         if base.host_str().is_none_or(str::is_empty) {
             return Err(invalid("no host".into()));
@@ -102,7 +109,8 @@ impl KuboClient {
             base.set_path(&path);
         }
         let shown = base.as_str().trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client(extra_ca)
+            .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(call_timeout)
             // The RPC API is admin access to a local daemon: never via a proxy.
             .no_proxy()
