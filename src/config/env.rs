@@ -225,6 +225,30 @@ mod tests {
     }
 
     #[test]
+    fn users_come_from_the_environment_separated_by_semicolons() {
+        let hash = crate::auth::hash_password("pw").unwrap();
+        let vars = [(
+            "PINFLEET_API_BASIC_AUTH_CREDENTIALS",
+            format!("ann=admin:{hash}; bob=reader:{hash}"),
+        )];
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let cfg = ServiceConfig::from_toml_str(&minimal(), file(), &env(&vars)).unwrap();
+        let users = &cfg.api.basic_auth_credentials;
+        assert_eq!(users.len(), 2, "{users:?}");
+        assert_eq!(users["ann"].role, crate::auth::Role::Admin);
+        assert_eq!(users["bob"].role, crate::auth::Role::Reader);
+        let bad = problems(
+            &minimal(),
+            &[("PINFLEET_API_BASIC_AUTH_CREDENTIALS", "eve=admin:plain")],
+        );
+        assert!(
+            bad.iter().any(|p| p.contains("eve") && p.contains("not an argon2 hash")
+                && !p.contains("plain")),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
     fn env_var_names() {
         assert_eq!(
             env_var_name("cluster", "replication_factor_min"),

@@ -580,6 +580,34 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_listen_address_needs_users_or_an_explicit_opt_out() {
+        let remote = |extra: &str| format!("{}[api]\nlisten = \"0.0.0.0:9094\"\n{extra}", minimal());
+        let p = problems(&remote(""), &[]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("api.listen: 0.0.0.0:9094 is not a loopback address")
+                && p[0].contains("basic_auth_credentials"),
+            "{p:?}"
+        );
+        assert!(parse(&remote("allow_unauthenticated_remote = true\n")).is_ok());
+        let hash = crate::auth::hash_password("pw").unwrap();
+        let users = format!("basic_auth_credentials = {{ ann = \"admin:{hash}\" }}\n");
+        assert!(parse(&remote(&users)).is_ok());
+        for loopback in ["127.0.0.1:0", "[::1]:9094"] {
+            let text = format!("{}[api]\nlisten = \"{loopback}\"\n", minimal());
+            assert!(parse(&text).is_ok(), "{loopback}");
+        }
+        let any_with_credentials = format!(
+            "{}[api]\ncors_allowed_origins = [\"*\"]\ncors_allow_credentials = true\n",
+            minimal()
+        );
+        assert_eq!(
+            problems(&any_with_credentials, &[]),
+            ["api.cors_allow_credentials: cannot be true with cors_allowed_origins = [\"*\"]: list the origins"]
+        );
+    }
+
+    #[test]
     fn cross_key_rules() {
         let text = format!(
             "{}replication_factor_min = 3\nreplication_factor_max = 2\n\

@@ -1,6 +1,7 @@
 //! pinfleet integration tests: one binary, one module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
+mod access;
 mod api;
 mod bounded;
 mod cli;

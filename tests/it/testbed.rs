@@ -345,3 +345,98 @@ fn a_stalled_request_does_not_block_shutdown() {
     stop_daemon(&mut child);
     drop(stalled);
 }
+
+/// Issue 13's "done when": a 3-peer testbed with `--auth` runs the
+/// quickstart (add, apply, wait) as its writer; without credentials the
+/// CLI is refused with a hint, a reader cannot apply, a writer and a
+/// writer's token can.
+#[test]
+fn a_testbed_with_auth_serves_the_quickstart_to_its_writer() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let tb_dir = dir.path().join("tb");
+    let mut child = Command::new(exe())
+        .current_dir(repo())
+        .args(["testbed", "up", "--peers", "3", "--auth", "--dir"])
+        .arg(&tb_dir)
+        .args(["--add", "examples/quickstart/content"])
+        .args(["--apply", "examples/quickstart", "--wait", "90s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("every pin is pinned") => break,
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the quickstart did not finish: {seen:#?}");
+            }
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("default/quickstart")),
+        "{seen:#?}"
+    );
+
+    let path = tb_dir.join("testbed.json");
+    let file: TestbedFile = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "testbed.json holds passwords: {mode:o}");
+    }
+    let (admin, writer, reader) = (
+        file.credentials("admin").unwrap().to_owned(),
+        file.credentials("writer").unwrap().to_owned(),
+        file.credentials("reader").unwrap().to_owned(),
+    );
+    assert!(admin.starts_with("admin:") && writer.starts_with("writer:"));
+    let api = file.peers[1].api.clone();
+    let cli = |args: &[&str], auth: Option<(&str, &str)>| {
+        let mut cmd = Command::new(exe());
+        cmd.current_dir(repo())
+            .args(args)
+            .args(["--host", &api])
+            .env_remove("PINFLEET_BASIC_AUTH")
+            .env_remove("PINFLEET_TOKEN");
+        if let Some((k, v)) = auth {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let status = ["status", "pinset/default/quickstart"];
+    let anonymous = cli(&status, None);
+    assert_eq!(anonymous.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(stderr.contains("http 401") && stderr.contains("--basic-auth"), "{stderr}");
+    let as_reader = cli(&status, Some(("PINFLEET_BASIC_AUTH", &reader)));
+    assert!(as_reader.status.success(), "{as_reader:?}");
+    let apply = ["apply", "examples/quickstart"];
+    let reader_apply = cli(&apply, Some(("PINFLEET_BASIC_AUTH", &reader)));
+    assert_eq!(reader_apply.status.code(), Some(2), "{reader_apply:?}");
+    assert!(String::from_utf8_lossy(&reader_apply.stderr).contains("http 403"));
+    let writer_apply = cli(&apply, Some(("PINFLEET_BASIC_AUTH", &writer)));
+    assert!(writer_apply.status.success(), "{writer_apply:?}");
+    assert!(String::from_utf8_lossy(&writer_apply.stdout).contains("unchanged"));
+    let token = cli(&["token"], Some(("PINFLEET_BASIC_AUTH", &writer)));
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8(token.stdout).unwrap();
+    let with_token = cli(&apply, Some(("PINFLEET_TOKEN", token.trim())));
+    assert!(with_token.status.success(), "{with_token:?}");
+    stop_daemon(&mut child);
+}
