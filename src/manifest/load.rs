@@ -256,7 +256,13 @@ pub fn load_str(
 /// and its target.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) -> std::io::Result<()> {
     let root = fs::canonicalize(dir)?;
-    walk_dir(&root, dir, out, diags, &mut std::collections::BTreeSet::new())
+    walk_dir(
+        &root,
+        dir,
+        out,
+        diags,
+        &mut std::collections::BTreeSet::new(),
+    )
 }
 
 /// `visited` holds the real path of every directory walked so far: each one

@@ -71,10 +71,7 @@ pub fn check_tree(repo: &Repository, tree: &Tree<'_>, prefix: &[u8]) -> Result<(
         }
         path.extend_from_slice(name);
         if let Some(why) = refuse_name(name) {
-            return Err(format!(
-                "refused tree entry \"{}\": {why}",
-                escape(&path)
-            ));
+            return Err(format!("refused tree entry \"{}\": {why}", escape(&path)));
         }
         if entry.kind() == Some(ObjectType::Tree) {
             let sub = repo

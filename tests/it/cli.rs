@@ -410,3 +410,29 @@ fn init_refuses_a_bad_secret_source_without_showing_its_content() {
     assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
     assert_eq!(secret, None);
 }
+
+#[test]
+fn credentials_in_the_host_url_are_never_printed() {
+    let host = "http://user:s3cr3t-pass@127.0.0.1:1";
+    for args in [
+        &["status", "--host", host][..],
+        &[
+            "controller",
+            "--source",
+            "dir:examples",
+            "--once",
+            "--host",
+            host,
+        ],
+        &["status", "--host", "http://user:s3cr3t-pass@[::1"],
+    ] {
+        let o = pinfleet(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let text = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(
+            text.contains("127.0.0.1:1") || text.contains("[::1"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cr3t"), "{args:?}: {text}");
+    }
+}

@@ -136,7 +136,11 @@ fn crafted_trees_with_hostile_names_are_refused_and_nothing_is_written() {
         (b".GIT", false, "\".GIT\""),
         (b".git. ", false, "\".git. \""),
         (b"a/../../escaped.yaml", false, "\"a/../../escaped.yaml\""),
-        (b"/tmp/pinfleet-abs.yaml", false, "\"/tmp/pinfleet-abs.yaml\""),
+        (
+            b"/tmp/pinfleet-abs.yaml",
+            false,
+            "\"/tmp/pinfleet-abs.yaml\"",
+        ),
         (b"x\\..\\y.yaml", false, "\"x\\\\..\\\\y.yaml\""),
         (b"..", true, "\"pins/..\""),
         (b".Git", true, "\"pins/.Git\""),
@@ -176,10 +180,7 @@ fn crafted_trees_with_hostile_names_are_refused_and_nothing_is_written() {
             // Only the cache repository: no revision directory, no
             // temporary checkout, nothing next to the cache.
             let cache = files_under(&src.cache_dir);
-            assert!(
-                cache.iter().all(|p| p.starts_with("repo.git")),
-                "{cache:?}"
-            );
+            assert!(cache.iter().all(|p| p.starts_with("repo.git")), "{cache:?}");
             let top: Vec<_> = std::fs::read_dir(remote.dir.path())
                 .unwrap()
                 .map(|e| e.unwrap().file_name())
@@ -298,7 +299,10 @@ fn dir_source_refuses_links_out_of_its_root_and_follows_links_within() {
     // A directory link out of the root: refused, naming link and target.
     symlink(outside.path().join("sets"), root.join("escape")).unwrap();
     let msg = invalid(dir_load(&root));
-    assert!(msg.contains(&root.join("escape").display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&root.join("escape").display().to_string()),
+        "{msg}"
+    );
     assert!(msg.contains("leaves the source directory"), "{msg}");
     assert!(
         msg.contains(&outside.path().join("sets").display().to_string()),
@@ -382,4 +386,22 @@ fn a_token_in_a_git_url_never_reaches_an_error_or_debug_output() {
         assert!(!text.contains("s3cr3t"), "{text}");
         assert!(text.contains("127.0.0.1:1/x.git"), "{text}");
     }
+}
+
+#[test]
+fn controller_config_debug_hides_a_token_in_a_source_url() {
+    let config = pinfleet::config::ControllerConfig {
+        sources: vec![
+            "git:https://x-access-token:s3cr3t-t0ken@git.example/r.git#ref=main".into(),
+            "dir:/srv/pins".into(),
+        ],
+        ..Default::default()
+    };
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(
+        shown.contains("git:https://git.example/r.git#ref=main"),
+        "{shown}"
+    );
+    assert!(shown.contains("dir:/srv/pins"), "{shown}");
 }
