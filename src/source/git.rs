@@ -6,6 +6,15 @@
 //! `tag` > `branch`; without any, the remote's default branch. The revision
 //! is `<ref>@sha1:<sha>` (`main@sha1:…`, `v1.2.0@sha1:…`; `sha1:…` for a bare
 //! commit).
+//!
+//! The checkout is this module's own (not libgit2's): every entry name of
+//! the tree it writes is checked first ([`super::tree_names`]: no `..`,
+//! `.`, `.git` in any case, `/`, `\`, NUL or empty name), so a crafted
+//! commit is a source error and writes nothing. Only regular files and
+//! directories are written: symbolic links (mode `120000`) and submodules
+//! are left out, so no manifest or list is ever read through a link. User
+//! info in the URL (`https://user:token@…`) never reaches a name, an error
+//! or `Debug` output.
 
 use std::collections::BTreeMap;
 use std::fmt;
