@@ -209,7 +209,7 @@ impl Client {
             }
         } else {
             ClientError::Http {
-                url: shown(&url),
+                url: shown(url),
                 source,
             }
         }
