@@ -194,7 +194,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         client
             .pinsets()
             .await
-            .with_context(|| format!("cannot talk to the cluster at {}", args.host.host))?;
+            .with_context(|| format!("cannot talk to the cluster at {}", client.base_shown()))?;
         if args.once {
             let mut controller = controller;
             let out = match &source {

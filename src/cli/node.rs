@@ -20,25 +20,79 @@ pub struct InitArgs {
     /// Replace existing files.
     #[arg(long)]
     force: bool,
-    /// Cluster secret (64 hex characters); generated when absent. Every peer
-    /// of a cluster needs the same one.
-    #[arg(
-        long,
-        value_name = "HEX",
-        env = "PINFLEET_SECRET",
-        hide_env_values = true
-    )]
+    /// Cluster secret (64 hex characters), or `-` to read it from standard
+    /// input (one line); generated when absent (and when PINFLEET_SECRET is
+    /// not set either). Every peer of a cluster needs the same one. Given
+    /// here it is visible to other users of the machine (`ps`): prefer
+    /// --secret-file, `-` or PINFLEET_SECRET.
+    #[arg(long, value_name = "HEX|-", conflicts_with = "secret_file")]
     secret: Option<String>,
+    /// File holding the cluster secret (64 hex characters; surrounding
+    /// whitespace, such as a trailing newline, is ignored).
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
     /// Human-readable peer name.
     #[arg(long)]
     peername: Option<String>,
 }
 
+/// Environment variable that may hold the cluster secret for `init`.
+const SECRET_ENV: &str = "PINFLEET_SECRET";
+
+/// Longest secret file or stdin line read: 64 hex characters and some
+/// whitespace fit, a wrong file (or `/dev/zero`) is not read to its end.
+const SECRET_READ_LIMIT: u64 = 1024;
+
+/// The secret for `init`, from `--secret-file`, `--secret -` (stdin),
+/// `--secret HEX` (with a warning: argv is public) or PINFLEET_SECRET, in
+/// that order; `None` for a fresh one. A secret read from a file or stdin
+/// is checked here so the error can say where it came from; no error
+/// repeats it.
+fn init_secret(args: &InitArgs) -> anyhow::Result<Option<String>> {
+    use std::io::{BufRead, Read};
+    let checked = |text: String, from: &str| -> anyhow::Result<Option<String>> {
+        config::ClusterSecret::parse_hex(&text)
+            .map_err(|reason| anyhow::anyhow!("invalid secret {from}: {reason}"))?;
+        Ok(Some(text.trim().to_owned()))
+    };
+    if let Some(path) = &args.secret_file {
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(SECRET_READ_LIMIT).read_to_string(&mut text))
+            .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+        return checked(text, &format!("in {}", path.display()));
+    }
+    match args.secret.as_deref() {
+        Some("-") => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .take(SECRET_READ_LIMIT)
+                .read_line(&mut line)
+                .context("cannot read the secret from standard input")?;
+            if line.trim().is_empty() {
+                anyhow::bail!("--secret -: no secret on standard input");
+            }
+            checked(line, "on standard input")
+        }
+        Some(hex) => {
+            eprintln!(
+                "warning: a secret given as --secret on the command line is visible to other \
+                 users of this machine (ps, /proc); use --secret-file PATH, --secret - \
+                 (standard input) or {SECRET_ENV} instead"
+            );
+            Ok(Some(hex.to_owned()))
+        }
+        None => Ok(std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty())),
+    }
+}
+
 pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    let secret = init_secret(&args)?;
     let report = config::init(
         &args.dir,
         args.force,
-        args.secret.as_deref(),
+        secret.as_deref(),
         args.peername.as_deref(),
     )
     .with_context(|| format!("cannot initialise {}", args.dir.display()))?;

@@ -73,7 +73,11 @@ pub fn run_health(args: HealthArgs) -> anyhow::Result<ExitCode> {
         client.health().await?;
         client.version().await
     })??;
-    println!("ok: pinfleet {} at {}", version.version, client.base());
+    println!(
+        "ok: pinfleet {} at {}",
+        version.version,
+        client.base_shown()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

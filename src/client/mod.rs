@@ -145,8 +145,9 @@ pub struct StatusQuery {
     pub recover: bool,
 }
 
-/// A client of one peer's REST API. Cheap to clone.
-#[derive(Clone, Debug)]
+/// A client of one peer's REST API. Cheap to clone. `Debug` shows the base
+/// URL without user-info.
+#[derive(Clone)]
 pub struct Client {
     base: Url,
     http: reqwest::Client,
@@ -190,6 +191,14 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &shown(&self.base))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
     /// A client of the API at `base_url` (`http://host:port`, optionally with
     /// a path prefix).
@@ -204,7 +213,7 @@ impl Client {
         extra_ca: Option<&std::path::Path>,
     ) -> Result<Self, ClientError> {
         let bad = |reason: String| ClientError::BadUrl {
-            url: base_url.to_string(),
+            url: redact_text(base_url),
             reason,
         };
         let base = Url::parse(base_url).map_err(|e| bad(e.to_string()))?;
@@ -237,9 +246,14 @@ impl Client {
         }
     }
 
-    /// The base URL.
+    /// The base URL (with its user-info, if it has one).
     pub fn base(&self) -> &Url {
         &self.base
+    }
+
+    /// The base URL as it may be printed: without user-info.
+    pub fn base_shown(&self) -> String {
+        shown(&self.base)
     }
 
     fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
@@ -259,12 +273,12 @@ impl Client {
     fn transport_error(&self, url: &Url, source: reqwest::Error) -> ClientError {
         if source.is_connect() {
             ClientError::Unreachable {
-                url: self.base.to_string(),
+                url: shown(&self.base),
                 source,
             }
         } else {
             ClientError::Http {
-                url: url.to_string(),
+                url: shown(url),
                 source,
             }
         }
@@ -381,7 +395,7 @@ impl Client {
         url: Url,
     ) -> Result<Lines<T>, ClientError> {
         let resp = self.exchange(method, &url, None, &[]).await?;
-        Ok(Lines::new(url.to_string(), resp))
+        Ok(Lines::new(shown(&url), resp))
     }
 
     /// `POST /token[?role=&ttl=&user=]`: a token for the caller (or, for an
@@ -543,7 +557,7 @@ impl Client {
         }
         let url = self.url(&["pinsets", &id.namespace, &id.name], &query);
         let body = serde_json::to_vec(document).map_err(|source| ClientError::Decode {
-            url: url.to_string(),
+            url: shown(&url),
             source,
         })?;
         match self.pinset_write(Method::PATCH, url, Some(body)).await {
@@ -589,7 +603,7 @@ impl Client {
             conditions: conditions.to_vec(),
         };
         let body = serde_json::to_vec(&report).map_err(|source| ClientError::Decode {
-            url: url.to_string(),
+            url: shown(&url),
             source,
         })?;
         self.no_content(Method::PUT, url, Some(body)).await
@@ -625,7 +639,7 @@ impl Client {
     pub async fn statuses_raw(&self, query: &StatusQuery) -> Result<RawStream, ClientError> {
         let (method, url) = self.status_request(query);
         let resp = self.exchange(method, &url, None, &[]).await?;
-        Ok(RawStream::new(url.to_string(), resp))
+        Ok(RawStream::new(shown(&url), resp))
     }
 
     /// `GET /pins?filter=&local=` (or `POST /pins/recover` when `recover`):
@@ -682,7 +696,7 @@ impl Client {
             .await
             .map_err(|source| self.transport_error(&url, source))?;
         let resp = Self::check(resp, &[]).await?;
-        let mut lines = Lines::new(url.to_string(), resp);
+        let mut lines = Lines::new(shown(&url), resp);
         let mut added = Vec::new();
         while let Some(entry) = lines.next().await {
             added.push(entry?);
@@ -694,14 +708,36 @@ impl Client {
     pub async fn export(&self) -> Result<RawStream, ClientError> {
         let url = self.url(&["state", "export"], &[]);
         let resp = self.exchange(Method::GET, &url, None, &[]).await?;
-        Ok(RawStream::new(url.to_string(), resp))
+        Ok(RawStream::new(shown(&url), resp))
     }
 }
 
 /// Decodes a JSON answer from `url`.
 fn decode<T: DeserializeOwned>(url: &Url, bytes: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(bytes).map_err(|source| ClientError::Decode {
-        url: url.to_string(),
+        url: shown(url),
         source,
     })
+}
+
+/// `url` as errors show it: without a user name or password (a `--host`
+/// of `https://user:pass@host` authenticates, but is never printed so).
+fn shown(url: &Url) -> String {
+    let mut u = url.clone();
+    // Fails only for URLs that cannot have user-info, which then have none.
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// `text`, a URL that did not parse, with anything before an `@` in its
+/// authority replaced by `***`.
+fn redact_text(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
+    match rest.rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => text.to_string(),
+    }
 }

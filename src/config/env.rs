@@ -242,7 +242,8 @@ mod tests {
             &[("PINFLEET_API_BASIC_AUTH_CREDENTIALS", "eve=admin:plain")],
         );
         assert!(
-            bad.iter().any(|p| p.contains("eve") && p.contains("not an argon2 hash")
+            bad.iter().any(|p| p.contains("eve")
+                && p.contains("not an argon2 hash")
                 && !p.contains("plain")),
             "{bad:?}"
         );

@@ -581,7 +581,8 @@ mod tests {
 
     #[test]
     fn a_remote_listen_address_needs_users_or_an_explicit_opt_out() {
-        let remote = |extra: &str| format!("{}[api]\nlisten = \"0.0.0.0:9094\"\n{extra}", minimal());
+        let remote =
+            |extra: &str| format!("{}[api]\nlisten = \"0.0.0.0:9094\"\n{extra}", minimal());
         let p = problems(&remote(""), &[]);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
@@ -603,7 +604,9 @@ mod tests {
         );
         assert_eq!(
             problems(&any_with_credentials, &[]),
-            ["api.cors_allow_credentials: cannot be true with cors_allowed_origins = [\"*\"]: list the origins"]
+            [
+                "api.cors_allow_credentials: cannot be true with cors_allowed_origins = [\"*\"]: list the origins"
+            ]
         );
     }
 

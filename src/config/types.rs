@@ -414,7 +414,8 @@ pub struct InformerConfig {
 
 /// `[controller]`: the GitOps controller inside the daemon. With no
 /// `sources` no controller runs; otherwise only the Raft leader's acts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` shows the sources without URL user-info (a git token).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ControllerConfig {
     /// Sources, each `dir:PATH` or `git:URL[#ref=REF&path=SUBDIR]` (checked).
@@ -438,6 +439,23 @@ pub struct ControllerConfig {
     /// then serves no `/hooks/…`); `None`: on the REST listener.
     #[serde(with = "OptionalSocketAddress")]
     pub webhook_listen: Option<SocketAddr>,
+}
+
+impl fmt::Debug for ControllerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sources: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| crate::source::redact(s))
+            .collect();
+        f.debug_struct("ControllerConfig")
+            .field("sources", &sources)
+            .field("interval", &self.interval)
+            .field("force", &self.force)
+            .field("git_cache", &self.git_cache)
+            .field("webhooks", &self.webhooks)
+            .finish()
+    }
 }
 
 impl Default for ControllerConfig {

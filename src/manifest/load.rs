@@ -117,6 +117,9 @@ pub enum LoadError {
 /// Directories are walked recursively in name order, reading `*.yaml` and
 /// `*.yml` and skipping entries whose name starts with `.` (so `.github/`
 /// workflows in a manifest repository are not mistaken for PinSets).
+/// Symbolic links are followed only while they stay inside the directory
+/// given: a link to a directory or manifest outside it is a diagnostic, as
+/// is a link that loops.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Result<Loaded, LoadError> {
     load_with(paths, limits, Lists::Parse)
 }
@@ -145,6 +148,7 @@ fn load_with<P: AsRef<Path>>(
     lists: Lists,
 ) -> Result<Loaded, LoadError> {
     let mut files: Vec<(PathBuf, PathBuf)> = Vec::new(); // (root, file)
+    let mut walk_diags = Vec::new();
     for p in paths {
         let p = p.as_ref();
         let meta = fs::metadata(p).map_err(|source| LoadError::Io {
@@ -153,7 +157,7 @@ fn load_with<P: AsRef<Path>>(
         })?;
         if meta.is_dir() {
             let mut found = Vec::new();
-            walk(p, &mut found).map_err(|source| LoadError::Io {
+            walk(p, &mut found, &mut walk_diags).map_err(|source| LoadError::Io {
                 path: p.to_path_buf(),
                 source,
             })?;
@@ -169,6 +173,7 @@ fn load_with<P: AsRef<Path>>(
 
     let mut loader = Loader::new(limits);
     loader.lists_mode = lists;
+    loader.diags = walk_diags;
     let mut pinsets: BTreeMap<_, DesiredPinSet> = BTreeMap::new();
     for (root, file) in &files {
         for ps in loader.load_file(root, file) {
@@ -244,16 +249,30 @@ pub fn load_str(
     }
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    walk_dir(dir, out, &mut std::collections::BTreeSet::new())
+/// Collects the manifest files under `dir`. A symbolic link to a directory
+/// or a manifest file is followed only when its target resolves inside
+/// `dir`: one that leads out of the source, or any link that cannot be
+/// resolved because it loops, is refused with a diagnostic naming the link
+/// and its target.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) -> std::io::Result<()> {
+    let root = fs::canonicalize(dir)?;
+    walk_dir(
+        &root,
+        dir,
+        out,
+        diags,
+        &mut std::collections::BTreeSet::new(),
+    )
 }
 
 /// `visited` holds the real path of every directory walked so far: each one
 /// is read once, so symlink cycles (`a -> .`) end instead of recursing until
 /// ELOOP, which takes exponential time with two or more such links.
 fn walk_dir(
+    root: &Path,
     dir: &Path,
     out: &mut Vec<PathBuf>,
+    diags: &mut Vec<Diagnostic>,
     visited: &mut std::collections::BTreeSet<PathBuf>,
 ) -> std::io::Result<()> {
     if !visited.insert(fs::canonicalize(dir)?) {
@@ -268,13 +287,48 @@ fn walk_dir(
         }
         let path = e.path();
         let ft = e.file_type()?;
-        let is_dir = ft.is_dir() || (ft.is_symlink() && path.is_dir());
-        if is_dir {
-            walk_dir(&path, out, visited)?;
-        } else if matches!(
+        let manifest = matches!(
             path.extension().and_then(|x| x.to_str()),
             Some("yaml" | "yml")
-        ) {
+        );
+        let is_dir = if ft.is_symlink() {
+            let target = fs::read_link(&path).unwrap_or_default();
+            match fs::canonicalize(&path) {
+                Ok(real) if real.starts_with(root) => real.is_dir(),
+                // Outside, but neither a directory nor a manifest: not read.
+                Ok(real) if !manifest && !real.is_dir() => continue,
+                Ok(real) => {
+                    diags.push(Diagnostic::file(
+                        &path,
+                        format!(
+                            "symbolic link to {} leaves the source directory {} (resolves to {})",
+                            target.display(),
+                            root.display(),
+                            real.display()
+                        ),
+                    ));
+                    continue;
+                }
+                // Dangling: a manifest name is reported when read; anything
+                // else is not part of the load.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+                Err(err) => {
+                    diags.push(Diagnostic::file(
+                        &path,
+                        format!(
+                            "cannot resolve symbolic link to {}: {err}",
+                            target.display()
+                        ),
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            ft.is_dir()
+        };
+        if is_dir {
+            walk_dir(root, &path, out, diags, visited)?;
+        } else if manifest {
             out.push(path);
         }
     }

@@ -6,6 +6,15 @@
 //! `tag` > `branch`; without any, the remote's default branch. The revision
 //! is `<ref>@sha1:<sha>` (`main@sha1:…`, `v1.2.0@sha1:…`; `sha1:…` for a bare
 //! commit).
+//!
+//! The checkout is this module's own (not libgit2's): every entry name of
+//! the tree it writes is checked first ([`super::tree_names`]: no `..`,
+//! `.`, `.git` in any case, `/`, `\`, NUL or empty name), so a crafted
+//! commit is a source error and writes nothing. Only regular files and
+//! directories are written: symbolic links (mode `120000`) and submodules
+//! are left out, so no manifest or list is ever read through a link. User
+//! info in the URL (`https://user:token@…`) never reaches a name, an error
+//! or `Debug` output.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +28,7 @@ use crate::manifest::incremental::{
     LineIndex, ListChange, MAX_INDEXED_BYTES, PinSetChanges, apply_change, check_change, diff_lines,
 };
 use crate::manifest::{Limits, LoadError, Loaded, PinOptions, PinSetId, load_paths};
+use crate::source::tree_names::{check_tree, escape, refuse_name};
 
 /// Environment variable holding an HTTPS token.
 pub const TOKEN_ENV: &str = "PINFLEET_GIT_TOKEN";
@@ -82,8 +92,9 @@ pub struct GitSpecError {
     why: String,
 }
 
-/// A git repository of manifests.
-#[derive(Clone, Debug)]
+/// A git repository of manifests. `Debug` shows the URL without its
+/// user-info (`https://user:token@host/…` is shown as `https://host/…`).
+#[derive(Clone)]
 pub struct GitSource {
     /// The remote's URL (`file://`, `https://`, `ssh://`).
     pub url: String,
@@ -105,6 +116,18 @@ pub struct GitSource {
     /// What the last full or incremental load read, for the next
     /// incremental one (shared by clones).
     memo: Arc<Mutex<Option<Memo>>>,
+}
+
+impl fmt::Debug for GitSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitSource")
+            .field("url", &redact(&self.url))
+            .field("reference", &self.reference)
+            .field("path", &self.path)
+            .field("cache_dir", &self.cache_dir)
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The last load of a git source: its commit and the `pinsFrom` lists it
@@ -304,6 +327,10 @@ impl GitSource {
                 .map_err(|_| Fallback("commit not found"))
         };
         let (old_tree, new_tree) = (tree(&memo.sha)?, tree(&fetched.sha)?);
+        if self.refused(&repo, &new_tree) {
+            // The full load reports it (and writes nothing).
+            return Err(Fallback("a tree entry name is refused"));
+        }
         let diff = repo
             .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)
             .map_err(|_| Fallback("cannot diff the trees"))?;
@@ -411,6 +438,22 @@ impl GitSource {
         Ok(prev)
     }
 
+    /// True when the part of `tree` a load reads (`path`, or all of it)
+    /// holds a name [`check_tree`] refuses, or cannot be read.
+    fn refused(&self, repo: &Repository, tree: &git2::Tree<'_>) -> bool {
+        let Some(p) = &self.path else {
+            return check_tree(repo, tree, b"").is_err();
+        };
+        match tree
+            .get_path(p)
+            .and_then(|e| e.to_object(repo))
+            .and_then(|o| o.peel_to_tree())
+        {
+            Ok(sub) => check_tree(repo, &sub, p.to_string_lossy().as_bytes()).is_err(),
+            Err(_) => true,
+        }
+    }
+
     /// Remembers the lists a full load of `fetched` (checked out at `root`)
     /// read; nothing is remembered when a list's path goes through a link
     /// (a change of the file would not show under that path).
@@ -457,10 +500,12 @@ impl GitSource {
         }
     }
 
+    /// A source error naming the URL without its user-info; the message is
+    /// scrubbed of it too (libgit2 may quote the URL it was given).
     fn source_error(&self, what: &str, e: impl fmt::Display) -> LoadError {
         LoadError::Io {
             path: PathBuf::from(redact(&self.url)),
-            source: std::io::Error::other(format!("{what}: {e}")),
+            source: std::io::Error::other(scrub(&format!("{what}: {e}"), &self.url)),
         }
     }
 
@@ -673,7 +718,10 @@ impl GitSource {
         if !root.exists() {
             let tmp = self.cache_dir.join(format!(".rev-{}.tmp", fetched.sha));
             let _ = std::fs::remove_dir_all(&tmp);
-            self.checkout(&fetched.sha, &tmp)?;
+            if let Err(e) = self.checkout(&fetched.sha, &tmp) {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
             std::fs::rename(&tmp, &root)
                 .map_err(|e| self.source_error("cannot store the checkout", e))?;
         }
@@ -711,6 +759,15 @@ impl GitSource {
             }
             None => (tree, dest.to_path_buf()),
         };
+        // Every name is checked before anything is written: a refused tree
+        // leaves no file behind, not even inside the cache.
+        let prefix = self
+            .path
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        check_tree(&repo, &tree, prefix.as_bytes())
+            .map_err(|e| self.source_error("unsafe commit", e))?;
         write_tree(&repo, &tree, &base).map_err(|e| self.source_error("checkout failed", e))
     }
 
@@ -735,6 +792,14 @@ fn write_tree(repo: &Repository, tree: &git2::Tree<'_>, dir: &Path) -> std::io::
     std::fs::create_dir_all(dir)?;
     for entry in tree.iter() {
         let Ok(name) = entry.name() else { continue };
+        // Checked by `check_tree` already; again here so that no caller
+        // can write a name that leaves `dir`.
+        if let Some(why) = refuse_name(entry.name_bytes()) {
+            return Err(std::io::Error::other(format!(
+                "refused tree entry \"{}\": {why}",
+                escape(entry.name_bytes())
+            )));
+        }
         let path = dir.join(name);
         match entry.kind() {
             Some(git2::ObjectType::Tree) => {
@@ -767,6 +832,26 @@ async fn join<T>(
             source: std::io::Error::other(e.to_string()),
         }),
     }
+}
+
+/// `text` with the user-info of `url` (and its password, when it is long
+/// enough not to match by chance) replaced by `***`.
+fn scrub(text: &str, url: &str) -> String {
+    let Some((_, rest)) = url.split_once("://") else {
+        return text.to_string();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return text.to_string();
+    };
+    let userinfo = &rest[..at];
+    let mut out = text.replace(userinfo, "***");
+    if let Some((_, password)) = userinfo.split_once(':')
+        && password.len() >= 4
+    {
+        out = out.replace(password, "***");
+    }
+    out
 }
 
 /// `url` without the user-info part (`https://user:token@host` → `https://host`).

@@ -9,6 +9,7 @@
 
 pub mod dir;
 pub mod git;
+pub mod tree_names;
 pub mod webhook;
 
 pub use dir::{DirSource, DirWatch};

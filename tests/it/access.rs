@@ -84,7 +84,8 @@ fn peer() -> &'static str {
                 drop(dir);
             });
         });
-        rx.recv_timeout(DEADLINE * 2).expect("the peer did not start")
+        rx.recv_timeout(DEADLINE * 2)
+            .expect("the peer did not start")
     })
 }
 
@@ -142,7 +143,10 @@ fn body(method: &Method, pattern: &str) -> Option<String> {
 }
 
 async fn export(who: Who) -> String {
-    let resp = request(Method::GET, "/state/export", who).send().await.unwrap();
+    let resp = request(Method::GET, "/state/export", who)
+        .send()
+        .await
+        .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
     resp.text().await.unwrap()
 }
@@ -257,13 +261,17 @@ async fn tokens_from_post_token_stand_in_for_passwords_with_at_most_the_callers_
 
     // A writer mints a reader token: it reads, it cannot write.
     let reader = token_of(
-        request(Method::POST, "/token?role=reader&ttl=1m", Who::As(Role::Writer))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap(),
+        request(
+            Method::POST,
+            "/token?role=reader&ttl=1m",
+            Who::As(Role::Writer),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap(),
     );
     let got = bearer(Method::GET, &format!("/pins/{cid}"), &reader)
         .send()
@@ -342,9 +350,8 @@ async fn force_lifts_the_prune_guard_for_admins_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_hosts_and_origins_are_refused_and_allowed_origins_get_cors() {
-    let id = |host: &str| {
-        request(Method::GET, "/health", Who::Nobody).header("host", host.to_owned())
-    };
+    let id =
+        |host: &str| request(Method::GET, "/health", Who::Nobody).header("host", host.to_owned());
     // DNS rebinding: a name that is not ours.
     let rebound = id("evil.example:9094").send().await.unwrap();
     assert_eq!(rebound.status(), StatusCode::FORBIDDEN);
@@ -362,10 +369,14 @@ async fn foreign_hosts_and_origins_are_refused_and_allowed_origins_get_cors() {
         .await
         .unwrap();
     assert_eq!(csrf.status(), StatusCode::FORBIDDEN);
-    let absent = request(Method::GET, &format!("/allocations/{cid}"), Who::As(Role::Reader))
-        .send()
-        .await
-        .unwrap();
+    let absent = request(
+        Method::GET,
+        &format!("/allocations/{cid}"),
+        Who::As(Role::Reader),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(absent.status(), StatusCode::NOT_FOUND);
 
     // The allowed origin: preflight answered, the answer carries CORS.
@@ -383,7 +394,10 @@ async fn foreign_hosts_and_origins_are_refused_and_allowed_origins_get_cors() {
         h["access-control-allow-origin"].to_str().unwrap(),
         "https://dash.example.org"
     );
-    assert_eq!(h["access-control-allow-methods"].to_str().unwrap(), "GET, POST");
+    assert_eq!(
+        h["access-control-allow-methods"].to_str().unwrap(),
+        "GET, POST"
+    );
     assert!(
         h["access-control-allow-headers"]
             .to_str()

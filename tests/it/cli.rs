@@ -282,3 +282,157 @@ fn quickstart_pinset_names_the_cids_of_its_content() {
         .collect();
     assert_eq!(got, want, "update examples/quickstart/pinset.yaml");
 }
+
+const SECRET_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// `pinfleet init --dir <tmp>/peer ARGS` with `stdin` fed in and
+/// PINFLEET_SECRET unset; the output and the secret written to service.toml
+/// (when init succeeded).
+fn init_with(args: &[&str], stdin: &[u8]) -> (Output, Option<String>) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let peer = dir.path().join("peer");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pinfleet"))
+        .arg("init")
+        .arg("--dir")
+        .arg(&peer)
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("PINFLEET_SECRET")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let secret = std::fs::read_to_string(peer.join("service.toml"))
+        .ok()
+        .and_then(|toml| {
+            let v: toml::Value = toml::from_str(&toml).unwrap();
+            v["cluster"]["secret"].as_str().map(str::to_owned)
+        });
+    (out, secret)
+}
+
+#[test]
+fn init_reads_the_secret_from_a_file_or_stdin_without_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, format!("{SECRET_HEX}\n")).unwrap();
+    let (o, secret) = init_with(&["--secret-file", file.to_str().unwrap()], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(secret.as_deref(), Some(SECRET_HEX));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+
+    let (o, secret) = init_with(&["--secret", "-"], format!("{SECRET_HEX}\n").as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(secret.as_deref(), Some(SECRET_HEX));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    // PINFLEET_SECRET, without any flag: used, no warning.
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_pinfleet"))
+        .args(["init", "--dir"])
+        .arg(dir.path().join("peer"))
+        .env("PINFLEET_SECRET", SECRET_HEX)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let toml = std::fs::read_to_string(dir.path().join("peer/service.toml")).unwrap();
+    assert!(toml.contains(SECRET_HEX));
+    // Only the first line of stdin is the secret.
+    let (o, secret) = init_with(
+        &["--secret", "-"],
+        format!("{SECRET_HEX}\nsomething else\n").as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(secret.as_deref(), Some(SECRET_HEX));
+}
+
+#[test]
+fn init_with_the_secret_on_argv_works_but_warns() {
+    let (o, secret) = init_with(&["--secret", SECRET_HEX], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(secret.as_deref(), Some(SECRET_HEX));
+    let err = stderr(&o);
+    assert!(err.contains("warning:"), "{err}");
+    assert!(err.contains("visible to other users"), "{err}");
+    assert!(err.contains("--secret-file"), "{err}");
+    assert!(!err.contains(SECRET_HEX), "{err}");
+}
+
+#[test]
+fn init_refuses_a_bad_secret_source_without_showing_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    // 64 characters, not hex: the content must not be echoed.
+    let wrong = "zz-not-the-secret-zz".repeat(4)[..64].to_string();
+    let file = dir.path().join("wrong");
+    std::fs::write(&file, format!("{wrong}\n")).unwrap();
+    let (o, secret) = init_with(&["--secret-file", file.to_str().unwrap()], b"");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(secret, None);
+    let err = stderr(&o);
+    assert!(err.contains("invalid secret in"), "{err}");
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+    assert!(err.contains("non-hex"), "{err}");
+    assert!(!err.contains("not-the-secret"), "{err}");
+
+    // A short secret (a truncated copy) on stdin: its length, not its text.
+    let (o, secret) = init_with(&["--secret", "-"], b"00112233\n");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(secret, None);
+    let err = stderr(&o);
+    assert!(err.contains("on standard input"), "{err}");
+    assert!(err.contains("found 8 characters"), "{err}");
+    assert!(!err.contains("00112233"), "{err}");
+
+    let (o, _) = init_with(&["--secret", "-"], b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no secret on standard input"));
+
+    let (o, _) = init_with(&["--secret-file", "/does/not/exist"], b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot read the secret file /does/not/exist"),
+        "{}",
+        stderr(&o)
+    );
+
+    // --secret and --secret-file together: a usage error, nothing written.
+    let (o, secret) = init_with(
+        &["--secret", "-", "--secret-file", file.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+    assert_eq!(secret, None);
+}
+
+#[test]
+fn credentials_in_the_host_url_are_never_printed() {
+    let host = "http://user:s3cr3t-pass@127.0.0.1:1";
+    for args in [
+        &["status", "--host", host][..],
+        &[
+            "controller",
+            "--source",
+            "dir:examples",
+            "--once",
+            "--host",
+            host,
+        ],
+        &["status", "--host", "http://user:s3cr3t-pass@[::1"],
+    ] {
+        let o = pinfleet(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let text = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(
+            text.contains("127.0.0.1:1") || text.contains("[::1"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cr3t"), "{args:?}: {text}");
+    }
+}

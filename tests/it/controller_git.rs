@@ -920,3 +920,63 @@ async fn a_list_shared_by_two_pinsets_updates_both() {
     assert!(owners(&cids[0]).await.is_none(), "released by both");
     assert_eq!(owners(&cids[10]).await.unwrap().len(), 2, "owned by both");
 }
+
+#[tokio::test]
+async fn a_commit_with_a_hostile_tree_name_stalls_and_keeps_the_applied_revision() {
+    let remote = Remote::new();
+    let cids = seeds("hostile", 2);
+    let sha = remote.commit(&[("h.yaml", &pinset_yaml("git", "hostile", &cids))], &[]);
+    let src = remote.source("ref=main");
+    let mut ctl = controller(&src, false);
+    let mut last = None;
+    assert!(poll(&mut ctl, &src, &mut last).await.healthy());
+
+    // A commit written straight into the remote: the good tree plus an
+    // entry `..` (a tree holding a manifest) that `git add` cannot make.
+    let bare = Repository::open_bare(remote.dir.path().join("remote.git")).unwrap();
+    let head = bare
+        .find_reference("refs/heads/main")
+        .unwrap()
+        .peel_to_commit()
+        .unwrap();
+    let evil = bare
+        .blob(pinset_yaml("git", "escaped", &seeds("hostile-x", 1)).as_bytes())
+        .unwrap();
+    let mut sub = b"100644 m.yaml\0".to_vec();
+    sub.extend_from_slice(evil.as_bytes());
+    let odb = bare.odb().unwrap();
+    let sub = odb.write(git2::ObjectType::Tree, &sub).unwrap();
+    let h = head.tree().unwrap().get_name("h.yaml").unwrap().id();
+    let mut root = b"40000 ..\0".to_vec();
+    root.extend_from_slice(sub.as_bytes());
+    root.extend_from_slice(b"100644 h.yaml\0");
+    root.extend_from_slice(h.as_bytes());
+    let root = bare
+        .find_tree(odb.write(git2::ObjectType::Tree, &root).unwrap())
+        .unwrap();
+    let sig = Signature::now("it", "it@example.org").unwrap();
+    let bad_sha = bare
+        .commit(Some("refs/heads/main"), &sig, &sig, "evil", &root, &[&head])
+        .unwrap();
+
+    let out = poll(&mut ctl, &src, &mut last).await;
+    assert!(!out.healthy());
+    assert_eq!(
+        out.revision.as_deref(),
+        Some(format!("main@sha1:{bad_sha}").as_str())
+    );
+    let err = out.source_error.clone().unwrap();
+    assert!(err.contains(r#"refused tree entry "..""#), "{err}");
+    // The applied revision stays, with its pins; nothing of the bad commit
+    // was written next to the cache.
+    assert_eq!(
+        recorded("git", "hostile").await.unwrap()["revision"],
+        format!("main@sha1:{sha}").as_str()
+    );
+    assert!(recorded("git", "escaped").await.is_none());
+    for c in &cids {
+        assert!(owners(c).await.is_some());
+    }
+    assert!(!src.cache_dir.join("m.yaml").exists());
+    assert!(!src.cache_dir.join(format!("rev-{bad_sha}")).exists());
+}

@@ -19,6 +19,7 @@ mod ipfs;
 mod manifest;
 mod patch;
 mod snapshots;
+mod source_safety;
 mod status;
 mod support;
 mod testbed;

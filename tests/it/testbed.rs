@@ -423,7 +423,10 @@ fn a_testbed_with_auth_serves_the_quickstart_to_its_writer() {
     let anonymous = cli(&status, None);
     assert_eq!(anonymous.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&anonymous.stderr);
-    assert!(stderr.contains("http 401") && stderr.contains("--basic-auth"), "{stderr}");
+    assert!(
+        stderr.contains("http 401") && stderr.contains("--basic-auth"),
+        "{stderr}"
+    );
     let as_reader = cli(&status, Some(("PINFLEET_BASIC_AUTH", &reader)));
     assert!(as_reader.status.success(), "{as_reader:?}");
     let apply = ["apply", "examples/quickstart"];

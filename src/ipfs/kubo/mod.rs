@@ -49,8 +49,9 @@ use wire::{
 /// Kubo's `StorageMax` when no limit is configured (Go's `math.MaxUint64`).
 const NO_STORAGE_LIMIT: u64 = u64::MAX;
 
-/// A client for one Kubo node's RPC API. Cheap to clone.
-#[derive(Debug, Clone)]
+/// A client for one Kubo node's RPC API. Cheap to clone. `Debug` shows the
+/// URL without user-info.
+#[derive(Clone)]
 pub struct KuboClient {
     http: reqwest::Client,
     base: reqwest::Url,
@@ -58,6 +59,15 @@ pub struct KuboClient {
     call_timeout: Duration,
     stream_idle: Duration,
     gc_idle: Duration,
+}
+
+impl std::fmt::Debug for KuboClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KuboClient")
+            .field("url", &self.shown)
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KuboClient {
@@ -81,7 +91,7 @@ impl KuboClient {
     ) -> Result<Self, IpfsError> {
         let text = base_url.trim();
         let invalid = |reason: String| IpfsError::InvalidUrl {
-            url: text.to_string(),
+            url: without_userinfo(text),
             reason,
         };
         let url_text = if text.starts_with('/') {
@@ -108,7 +118,12 @@ impl KuboClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let shown = base.as_str().trim_end_matches('/').to_string();
+        // Shown in messages and logs: without user-info (a password).
+        let shown = {
+            let mut u = base.clone();
+            let _ = (u.set_username(""), u.set_password(None));
+            u.as_str().trim_end_matches('/').to_string()
+        };
         let http = crate::tls::client(extra_ca)
             .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(call_timeout)
@@ -606,4 +621,17 @@ fn multiaddr_to_url(addr: &str) -> Result<String, String> {
 
 fn valid_tail(rest: &[&str]) -> bool {
     matches!(rest, [] | ["http"])
+}
+
+/// `text` with anything before an `@` in a URL's authority replaced by
+/// `***`, for errors about a URL that may not parse.
+fn without_userinfo(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => text.to_string(),
+    }
 }
