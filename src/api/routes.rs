@@ -100,18 +100,24 @@ pub fn routes() -> Vec<Route> {
             Role(Reader),
             pinsets::get_one,
         ),
-        route(
-            Method::PUT,
-            "/pinsets/{namespace}/{name}",
-            Role(Writer),
-            pinsets::put,
-        ),
-        route(
-            Method::PATCH,
-            "/pinsets/{namespace}/{name}",
-            Role(Writer),
-            pinset_patch::patch,
-        ),
+        Route {
+            bound: Bound::PinSetWrite,
+            ..route(
+                Method::PUT,
+                "/pinsets/{namespace}/{name}",
+                Role(Writer),
+                pinsets::put,
+            )
+        },
+        Route {
+            bound: Bound::PinSetWrite,
+            ..route(
+                Method::PATCH,
+                "/pinsets/{namespace}/{name}",
+                Role(Writer),
+                pinset_patch::patch,
+            )
+        },
         route(
             Method::DELETE,
             "/pinsets/{namespace}/{name}",

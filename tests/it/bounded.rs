@@ -198,7 +198,7 @@ async fn raw_upload(addr: std::net::SocketAddr, size: usize, chunked: bool) -> S
             format!("Content-Length: {}", part.len() + size + end.len())
         };
         let head = format!(
-            "POST /add HTTP/1.1\r\nHost: x\r\n{framing}\r\n\
+            "POST /add HTTP/1.1\r\nHost: localhost\r\n{framing}\r\n\
              Content-Type: multipart/form-data; boundary=b0undary\r\n\r\n"
         );
         let frame = |data: &[u8]| -> Vec<u8> {
@@ -388,13 +388,13 @@ async fn a_trickling_client_is_cut_and_a_slow_answer_is_not() {
     // Headers that never end: the connection is closed.
     let mut headers = tokio::net::TcpStream::connect(api.addr).await.unwrap();
     headers
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         .await
         .unwrap();
     // A body that stops halfway: 408, then closed.
     let mut body = tokio::net::TcpStream::connect(api.addr).await.unwrap();
     body.write_all(
-        b"PUT /pinsets/bounded/trickle HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\napiVersion: pinfl",
+        b"PUT /pinsets/bounded/trickle HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\napiVersion: pinfl",
     )
     .await
     .unwrap();
