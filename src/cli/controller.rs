@@ -226,7 +226,18 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         let (trigger, rx) = tokio::sync::mpsc::channel(1);
         let mut idle_trigger = Some(trigger);
         if let Some(addr) = webhook_listen {
-            let mut app = requests::router(client.clone(), reconcilers);
+            // Reconcile-now has no authentication of its own: it is served
+            // on loopback only. Hooks carry their own signatures, so a
+            // forge may reach them on any address.
+            let mut app = if addr.ip().is_loopback() {
+                requests::router(client.clone(), reconcilers)
+            } else {
+                eprintln!(
+                    "note: {addr} is not a loopback address: reconcile-now (unauthenticated) \
+                     is not served there, only webhooks"
+                );
+                axum::Router::new()
+            };
             if !webhooks.is_empty() {
                 let secret = std::env::var("PINFLEET_WEBHOOK_SECRET")
                     .context("--webhook needs the shared secret in PINFLEET_WEBHOOK_SECRET")?;
@@ -250,16 +261,20 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let local = listener.local_addr()?;
-            eprintln!("reconcile-now on http://{local}/pinsets/{{ns}}/{{name}}/reconcile");
+            if addr.ip().is_loopback() {
+                eprintln!("reconcile-now on http://{local}/pinsets/{{ns}}/{{name}}/reconcile");
+            }
             if !webhooks.is_empty() {
                 eprintln!("webhooks on http://{local}/hooks/{{name}}");
             }
             let stop = cancel.clone();
-            tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-            });
+            tokio::spawn(pinfleet::api::serve_router(
+                listener,
+                app,
+                None,
+                pinfleet::api::DEFAULT_READ_TIMEOUT,
+                stop,
+            ));
         }
         match source {
             Source::Dir(d) => {
