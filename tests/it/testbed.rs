@@ -429,17 +429,19 @@ fn a_testbed_with_auth_serves_the_quickstart_to_its_writer() {
     );
     let as_reader = cli(&status, Some(("PINFLEET_BASIC_AUTH", &reader)));
     assert!(as_reader.status.success(), "{as_reader:?}");
+    let cid = crate::support::cid_v1("testbed-auth");
+    let pin = ["pin", "add", cid.as_str()];
+    let reader_pin = cli(&pin, Some(("PINFLEET_BASIC_AUTH", &reader)));
+    assert_eq!(reader_pin.status.code(), Some(2), "{reader_pin:?}");
+    assert!(String::from_utf8_lossy(&reader_pin.stderr).contains("http 403"));
     let apply = ["apply", "examples/quickstart"];
-    let reader_apply = cli(&apply, Some(("PINFLEET_BASIC_AUTH", &reader)));
-    assert_eq!(reader_apply.status.code(), Some(2), "{reader_apply:?}");
-    assert!(String::from_utf8_lossy(&reader_apply.stderr).contains("http 403"));
     let writer_apply = cli(&apply, Some(("PINFLEET_BASIC_AUTH", &writer)));
     assert!(writer_apply.status.success(), "{writer_apply:?}");
     assert!(String::from_utf8_lossy(&writer_apply.stdout).contains("unchanged"));
     let token = cli(&["token"], Some(("PINFLEET_BASIC_AUTH", &writer)));
     assert!(token.status.success(), "{token:?}");
     let token = String::from_utf8(token.stdout).unwrap();
-    let with_token = cli(&apply, Some(("PINFLEET_TOKEN", token.trim())));
+    let with_token = cli(&pin, Some(("PINFLEET_TOKEN", token.trim())));
     assert!(with_token.status.success(), "{with_token:?}");
     stop_daemon(&mut child);
 }
