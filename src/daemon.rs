@@ -402,6 +402,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     state.max_body_bytes = config.api.max_pinset_body_bytes;
     state.max_upload_bytes = config.api.max_upload_bytes;
     state.read_timeout = config.api.read_timeout;
+    state.max_connections = config.api.max_connections;
     let state = state.with_pinset_writes(config.api.max_concurrent_pinset_writes);
     // Uploads left by a crash mid-`POST /add` are garbage.
     let _ = std::fs::remove_dir_all(&state.upload_dir);
@@ -412,11 +413,15 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             if let Ok(addr) = hook_listener.local_addr() {
                 tracing::info!(%addr, "webhooks listening");
             }
-            let served = crate::api::serve_router(
+            let limits = crate::api::ConnectionLimits {
+                header_read_timeout: config.api.read_timeout,
+                max_connections: config.api.max_connections,
+            };
+            let served = crate::api::serve_router_limited(
                 hook_listener,
                 crate::source::webhook::standalone(hooks),
                 webhook_tls,
-                config.api.read_timeout,
+                limits,
                 cancel.clone(),
             );
             tasks.spawn(async move {

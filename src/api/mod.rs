@@ -59,6 +59,45 @@ pub const DEFAULT_PINSET_WRITE_WAIT: std::time::Duration = std::time::Duration::
 /// two pieces of a request body.
 pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Default of how many connections one listener serves at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// How long a connection over the limit waits for a free one before it is
+/// answered 503 and closed.
+pub const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Longest time spent refusing one connection (writing the 503, then
+/// reading what the client sent meanwhile so that closing does not reset
+/// the connection before the client reads the answer).
+const REFUSE_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Most bytes read from a refused connection before it is closed.
+const REFUSE_DRAIN_BYTES: usize = 64 * 1024;
+
+/// How often, at most, reaching the connection limit is logged.
+const FULL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How one listener bounds its connections (see [`serve_router_limited`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long a client may take to send a request's headers, and how
+    /// long a kept-alive connection may stay idle between two requests;
+    /// then the connection is closed.
+    pub header_read_timeout: std::time::Duration,
+    /// Most connections served at once (at least 1).
+    pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    /// `header_read_timeout` and [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn new(header_read_timeout: std::time::Duration) -> Self {
+        Self {
+            header_read_timeout,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
 /// Header added to reads answered while no leader is known: the local state
 /// may be behind the cluster's.
 pub const STALE_HEADER: &str = "x-pinfleet-stale";
@@ -100,6 +139,8 @@ pub struct ApiState {
     pub pinset_writes: std::sync::Arc<tokio::sync::Semaphore>,
     /// How long such a write waits for a slot before 503.
     pub pinset_write_wait: std::time::Duration,
+    /// Most connections served at once (see [`serve_router_limited`]).
+    pub max_connections: usize,
     /// Extra CA file trusted when forwarding to another peer's API (the
     /// daemon's `[tls] ca_file`).
     pub tls_ca: Option<std::path::PathBuf>,
@@ -126,6 +167,7 @@ impl ApiState {
                 DEFAULT_MAX_CONCURRENT_PINSET_WRITES,
             )),
             pinset_write_wait: DEFAULT_PINSET_WRITE_WAIT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             tls_ca: None,
         }
     }
@@ -238,15 +280,11 @@ pub async fn serve_with(
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, "rest api listening");
     }
-    let read_timeout = state.read_timeout;
-    serve_router(
-        listener,
-        router_with(state, extra),
-        tls,
-        read_timeout,
-        cancel,
-    )
-    .await
+    let limits = ConnectionLimits {
+        header_read_timeout: state.read_timeout,
+        max_connections: state.max_connections,
+    };
+    serve_router_limited(listener, router_with(state, extra), tls, limits, cancel).await
 }
 
 /// Serves `router` on `listener` (over TLS when `tls` is given, reloading
@@ -256,8 +294,10 @@ pub async fn serve_with(
 /// API, webhooks).
 ///
 /// A client gets `header_read_timeout` to send each request's headers (a
-/// trickling client is disconnected); nothing bounds how long an answer
-/// takes to stream out.
+/// trickling client is disconnected), and a kept-alive connection may stay
+/// idle that long between requests; nothing bounds how long an answer
+/// takes to stream out. At most [`DEFAULT_MAX_CONNECTIONS`] connections
+/// are served at once (see [`serve_router_limited`]).
 pub async fn serve_router(
     listener: TcpListener,
     router: Router,
@@ -265,54 +305,82 @@ pub async fn serve_router(
     header_read_timeout: std::time::Duration,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    let limits = ConnectionLimits::new(header_read_timeout);
+    serve_router_limited(listener, router, tls, limits, cancel).await
+}
+
+/// [`serve_router`] with its connection limits given. A connection
+/// accepted while `limits.max_connections` are served waits up to
+/// [`CONNECTION_WAIT`] for one of them to end; if none does it is answered
+/// `503` (JSON body, `Retry-After: 1`) and closed. As many connections as
+/// are served may wait so; one more is closed at once without an answer,
+/// so a flood holds at most twice `max_connections` sockets.
+pub async fn serve_router_limited(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<ServerTls>,
+    limits: ConnectionLimits,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     match tls {
-        None => serve_connections(listener, router, header_read_timeout, cancel).await,
+        None => serve_connections(listener, router, limits, cancel).await,
         Some(tls) => {
             let stop = cancel.child_token();
             // The reload watch ends with this listener.
             let _stop = stop.clone().drop_guard();
             tls.watch(stop);
             let listener = TlsListener::new(listener, tls)?;
-            serve_connections(listener, router, header_read_timeout, cancel).await
+            serve_connections(listener, router, limits, cancel).await
         }
     }
 }
 
-/// HTTP/1.1 over each connection `listener` accepts (axum's `Listener`
-/// backs off on accept errors such as running out of file descriptors).
+/// HTTP/1.1 over each connection `listener` accepts, at most
+/// `limits.max_connections` at once (axum's `Listener` backs off on accept
+/// errors such as running out of file descriptors).
 async fn serve_connections<L: axum::serve::Listener>(
     mut listener: L,
     router: Router,
-    header_read_timeout: std::time::Duration,
+    limits: ConnectionLimits,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
     let connections = tokio_util::task::TaskTracker::new();
+    let max = limits.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(max));
+    let waiting = Arc::new(Semaphore::new(max));
+    let mut logged_full: Option<tokio::time::Instant> = None;
     loop {
         let (stream, _) = tokio::select! {
             () = cancel.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let stop = cancel.clone();
+        let (router, stop) = (router.clone(), cancel.clone());
+        let timeout = limits.header_read_timeout;
+        if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+            connections.spawn(serve_connection(stream, router, timeout, stop, slot));
+            continue;
+        }
+        if logged_full.is_none_or(|at| at.elapsed() >= FULL_LOG_EVERY) {
+            logged_full = Some(tokio::time::Instant::now());
+            tracing::warn!(
+                max_connections = max,
+                "connection limit reached: new connections wait briefly, then get 503 \
+                 (api.max_connections)"
+            );
+        }
+        let Ok(waiter) = Arc::clone(&waiting).try_acquire_owned() else {
+            tracing::debug!("too many connections waiting: closed at once");
+            continue;
+        };
+        let slots = Arc::clone(&slots);
         connections.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_read_timeout);
-            let conn = builder
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                served = conn.as_mut() => {
-                    if let Err(e) = served {
-                        tracing::debug!(error = %e, "connection ended");
-                    }
-                }
-                () = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            let slot = tokio::time::timeout(CONNECTION_WAIT, slots.acquire_owned()).await;
+            drop(waiter);
+            match slot {
+                Ok(Ok(slot)) => serve_connection(stream, router, timeout, stop, slot).await,
+                _ => refuse(stream).await,
             }
         });
     }
@@ -330,6 +398,73 @@ async fn serve_connections<L: axum::serve::Listener>(
         );
     }
     Ok(())
+}
+
+/// HTTP/1.1 over one connection, holding `_slot` until it ends or, once
+/// `stop` fires, its request in flight is answered.
+async fn serve_connection<S>(
+    stream: S,
+    router: Router,
+    header_read_timeout: std::time::Duration,
+    stop: CancellationToken,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // hyper restarts the header timer whenever a kept-alive connection
+    // goes idle: it also bounds the wait for the next request.
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let conn = builder
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        served = conn.as_mut() => {
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        }
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Answers a connection over the limit with 503 and closes it, within
+/// [`REFUSE_TIME`].
+async fn refuse<S>(mut stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: &str =
+        r#"{"code":503,"message":"too many connections: retry later (api.max_connections)"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let refused = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut read = 0;
+        while read < REFUSE_DRAIN_BYTES {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(REFUSE_TIME, refused).await {
+        tracing::debug!(error = %e, "refused connection ended");
+    }
 }
 
 /// How long requests in flight may run once shutdown begins.

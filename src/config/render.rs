@@ -159,7 +159,11 @@ const DOCS: &[SectionDoc] = &[
             ),
             (
                 "read_timeout",
-                "How long a client may take to send its request headers, and between two pieces of an upload or PinSet body (then 408); responses are never cut.",
+                "How long a client may take to send its request headers, and between two pieces of an upload or PinSet body (then 408); responses are never cut. Also how long a kept-alive connection may stay idle between requests.",
+            ),
+            (
+                "max_connections",
+                "Most connections served at once (at least 1; keep it below the process's open-file limit). One more waits up to 250 ms for a free one, then gets 503 with Retry-After and is closed.",
             ),
             (
                 "tls_cert_file",
@@ -515,6 +519,7 @@ mod tests {
         a.max_pinset_body_bytes = 6;
         a.max_concurrent_pinset_writes = 7;
         a.read_timeout = Duration::from_secs(8);
+        a.max_connections = 9;
         cfg
     }
 

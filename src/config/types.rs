@@ -288,6 +288,10 @@ pub struct ApiConfig {
     /// the next piece of an upload or document body.
     #[serde(with = "Interval")]
     pub read_timeout: Duration,
+    /// Most connections served at once per listener; at least 1 (one over
+    /// it waits briefly for a free one, then gets 503 and is closed).
+    #[serde(with = "AtLeastOne::<usize>")]
+    pub max_connections: usize,
     /// PEM certificate chain served over TLS; none serves plain HTTP. Set
     /// together with `tls_key_file`; relative to the peer directory.
     #[serde(with = "OptionalPath")]
@@ -315,6 +319,7 @@ impl Default for ApiConfig {
             max_pinset_body_bytes: 1 << 30,
             max_concurrent_pinset_writes: 2,
             read_timeout: Duration::from_secs(60),
+            max_connections: 1024,
             tls_cert_file: None,
             tls_key_file: None,
         }
