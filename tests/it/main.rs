@@ -16,6 +16,7 @@ mod crd;
 mod embedded;
 mod hooks_daemon;
 mod ipfs;
+mod limits;
 mod manifest;
 mod patch;
 mod snapshots;
