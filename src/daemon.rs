@@ -161,6 +161,38 @@ pub struct DaemonOptions {
     pub bootstrap: Vec<Multiaddr>,
 }
 
+/// File descriptors a peer needs besides its API connections: storage,
+/// libp2p, the IPFS node, outgoing clients.
+const OTHER_FILES: u64 = 1024;
+
+/// Raises the soft open-file limit towards the hard one, so that the API's
+/// `max_connections` (twice that, counting connections waiting to be
+/// refused; the REST and webhook listeners each) and everything else fit
+/// under it: the usual soft limit of 1024 would stop accepting first. A
+/// limit that cannot be raised is logged, not fatal.
+fn raise_open_file_limit(max_connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let want = (max_connections as u64)
+        .saturating_mul(4)
+        .saturating_add(OTHER_FILES);
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < want => {
+            let target = want.min(hard);
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+                tracing::warn!(error = %e, soft, "cannot raise the open-file limit");
+            } else if target < want {
+                tracing::warn!(
+                    limit = target,
+                    wanted = want,
+                    "the open-file hard limit is below what api.max_connections needs"
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
 /// Runs a peer until `cancel` fires.
 pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), DaemonError> {
     let dir = &opts.dir;
@@ -170,6 +202,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             source,
         })?;
     let config = ServiceConfig::load(&dir.join(SERVICE_FILE)).map_err(DaemonError::Config)?;
+    raise_open_file_limit(config.api.max_connections);
     // Relative TLS paths are under the peer directory; a file that cannot
     // be used refuses the start.
     let server_tls = match (&config.api.tls_cert_file, &config.api.tls_key_file) {

@@ -723,3 +723,44 @@ async fn a_flood_of_100_000_small_requests_neither_fails_nor_grows_memory() {
         "RSS grew from {rss_before} KiB to {rss_after} KiB"
     );
 }
+
+/// A daemon started under the common soft open-file limit raises it so
+/// that `max_connections` fits (four times it plus 1024, up to the hard
+/// limit): otherwise the kernel, not the cap, would refuse connections.
+#[test]
+fn a_daemon_raises_its_soft_open_file_limit_to_fit_max_connections() {
+    use nix::sys::resource::{Resource, getrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if hard <= 256 {
+        eprintln!("hard open-file limit {hard}: nothing to raise; not run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::init_peer(dir.path());
+    let mut child = std::process::Command::new("prlimit")
+        .arg(format!("--nofile=256:{hard}"))
+        .arg(env!("CARGO_BIN_EXE_pinfleet"))
+        .args(["daemon", "--dir"])
+        .arg(dir.path())
+        .env("PINFLEET_API_LISTEN", "127.0.0.1:0")
+        .env(
+            "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
+            "/ip4/127.0.0.1/tcp/0",
+        )
+        .env("PINFLEET_IPFS_BACKEND", "none")
+        .env("PINFLEET_API_MAX_CONNECTIONS", "1000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let info = crate::support::wait_running(dir.path(), &mut child);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", info.pid)).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{limits}"));
+    assert_eq!(soft, (4 * 1000 + 1024).min(hard), "{limits}");
+    crate::support::stop_daemon(&mut child);
+}
