@@ -259,23 +259,24 @@ async fn a_pin_that_never_progresses_times_out_after_the_progress_timeout() {
 async fn steady_progress_is_never_a_stall() {
     let (mock, client) = kubo().await;
     let cid = key("slow");
-    // 10 steps, 100ms apart: 1s in all, over three times the 300ms limit.
-    mock.slow_progress(cid, 10, Duration::from_millis(100));
+    // 20 steps, 100ms apart: 2s in all, twice the 1s limit (which leaves a
+    // loaded machine 900ms of slack between two steps).
+    mock.slow_progress(cid, 20, Duration::from_millis(100));
     let (tx, mut rx) = mpsc::channel(64);
     let started = Instant::now();
     bounded(
         "pin",
-        client.pin(cid, opts(Duration::from_millis(300)), Some(tx)),
+        client.pin(cid, opts(Duration::from_secs(1)), Some(tx)),
     )
     .await
     .unwrap();
-    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(started.elapsed() >= Duration::from_secs(2));
     assert_eq!(mock.pinned(cid), Some(PinKind::Recursive));
     let mut seen = Vec::new();
     while let Ok(n) = rx.try_recv() {
         seen.push(n);
     }
-    assert_eq!(seen, (1..=10).collect::<Vec<u64>>());
+    assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
 }
 
 #[tokio::test]
