@@ -46,6 +46,8 @@ use self::wire::{
 use super::store::BlockStore;
 
 mod wire;
+#[cfg(test)]
+mod fuzz_tests;
 
 pub(crate) use self::wire::digest;
 
