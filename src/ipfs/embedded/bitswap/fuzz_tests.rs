@@ -13,21 +13,33 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use prost::Message as _;
 
-use super::answer;
 use super::BlockStore;
+use super::answer;
 use super::wire::tests::raw_cid;
 use super::wire::{
-    Block, BlockPresence, Message, Presence, WantEntry, Wantlist, block_cid, cid_prefix,
-    read_frame,
+    Block, BlockPresence, Message, Presence, WantEntry, Wantlist, block_cid, cid_prefix, read_frame,
 };
 use crate::testkit::fuzz::{bytes, mutated};
 
 /// Tags and varints of the message: `wantlist` 1, `payload` 3,
 /// `blockPresences` 4, their inner fields, and overlong or huge lengths.
 const TOKENS: &[&[u8]] = &[
-    b"\x0a", b"\x1a", b"\x22", b"\x08", b"\x10", b"\x12", b"\x18", b"\x20", b"\x28", b"\x80",
-    b"\xff\xff\xff\xff\x0f", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", b"\x00", b"\x4b",
-    b"\x01\x55\x12\x20", b"\x0f",
+    b"\x0a",
+    b"\x1a",
+    b"\x22",
+    b"\x08",
+    b"\x10",
+    b"\x12",
+    b"\x18",
+    b"\x20",
+    b"\x28",
+    b"\x80",
+    b"\xff\xff\xff\xff\x0f",
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+    b"\x00",
+    b"\x4b",
+    b"\x01\x55\x12\x20",
+    b"\x0f",
 ];
 
 /// Valid framed messages: a wantlist, blocks, presences, and all three.
@@ -35,7 +47,10 @@ fn corpus() -> Vec<Vec<u8>> {
     let (a, b) = (raw_cid(b"a"), raw_cid(b"bb"));
     let wants = Message {
         wantlist: Some(Wantlist {
-            entries: vec![WantEntry::new(&a, false, true), WantEntry::new(&b, true, false)],
+            entries: vec![
+                WantEntry::new(&a, false, true),
+                WantEntry::new(&b, true, false),
+            ],
             full: true,
         }),
         ..Message::default()
@@ -84,7 +99,10 @@ fn receive(store: &BlockStore, stream: &[u8]) {
         };
         frames += 1;
         assert!(frames <= stream.len(), "more frames than bytes");
-        assert!(frame.len() <= stream.len(), "a frame larger than the stream");
+        assert!(
+            frame.len() <= stream.len(),
+            "a frame larger than the stream"
+        );
         let len = frame.len();
         let Ok(msg) = Message::decode(Bytes::from(frame)) else {
             continue;

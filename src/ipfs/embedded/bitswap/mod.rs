@@ -45,9 +45,9 @@ use self::wire::{
 };
 use super::store::BlockStore;
 
-mod wire;
 #[cfg(test)]
 mod fuzz_tests;
+mod wire;
 
 pub(crate) use self::wire::digest;
 
