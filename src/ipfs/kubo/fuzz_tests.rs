@@ -210,6 +210,9 @@ fn a_long_value_from_kubo_is_cut_in_the_error() {
         check_line(line.as_bytes());
     }
     let e = http_error(reqwest::StatusCode::BAD_REQUEST, lines[0].as_bytes());
-    assert!(e.to_string().starts_with("kubo answered 400: 9nj9nj"), "{e}");
+    assert!(
+        e.to_string().starts_with("kubo answered 400: 9nj9nj"),
+        "{e}"
+    );
     assert!(e.to_string().ends_with('…'));
 }
