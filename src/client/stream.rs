@@ -293,7 +293,7 @@ mod fuzz_tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
         #[test]
         fn stream_reader_answers_any_body_with_its_items_then_at_most_one_error(

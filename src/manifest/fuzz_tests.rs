@@ -142,7 +142,7 @@ fn laughs(levels: usize, width: usize) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
     fn manifest_loader_answers_arbitrary_bytes_with_a_value_or_diagnostics(
@@ -186,7 +186,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn deep_nesting_is_a_located_error_not_a_stack_overflow(
@@ -294,7 +294,7 @@ fn check_list_answer(list: &[u8], r: &Result<Loaded, LoadError>, limits: &Limits
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn list_reader_answers_arbitrary_bytes_with_pins_or_few_short_diagnostics(
@@ -323,6 +323,30 @@ proptest! {
 
 // ---- incremental reload ----
 
+/// A list as a sync job rewrites it: CIDs added and dropped, lines
+/// reordered, renamed, respelled (case, CRLF, blanks), one maybe doubled.
+fn rewritten_list() -> impl Strategy<Value = Vec<u8>> {
+    (
+        proptest::sample::subsequence((0u64..40).collect::<Vec<_>>(), 0..20),
+        any::<u8>(),
+        proptest::option::of(any::<proptest::sample::Index>()),
+        proptest::option::of(any::<proptest::sample::Index>()),
+    )
+        .prop_map(|(ids, style, dup, swap)| {
+            let list = valid_list(&ids, style);
+            let mut lines: Vec<&[u8]> = list.split_inclusive(|b| *b == b'\n').collect();
+            if let Some(i) = dup {
+                let l = *i.get(&lines);
+                lines.push(l);
+            }
+            if let Some(i) = swap {
+                let j = i.index(lines.len());
+                lines.swap(0, j);
+            }
+            lines.concat()
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -336,7 +360,7 @@ proptest! {
         (old, new) in (proptest::sample::subsequence((0u64..40).collect::<Vec<_>>(), 0..20), any::<u8>())
             .prop_flat_map(|(ids, style)| {
                 let old = valid_list(&ids, style);
-                (Just(old.clone()), mutated(vec![old], LIST_TOKENS, 4))
+                (Just(old.clone()), prop_oneof![mutated(vec![old], LIST_TOKENS, 4), rewritten_list()])
             }),
     ) {
         let dir = source_dir();

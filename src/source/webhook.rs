@@ -390,7 +390,7 @@ mod fuzz_tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
         #[test]
         fn a_hook_goes_through_exactly_with_the_receivers_signature(

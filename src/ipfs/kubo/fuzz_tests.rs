@@ -146,7 +146,7 @@ fn read_lines(body: &[u8], cuts: &[usize]) -> Result<Vec<String>, String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
     fn kubo_lines_of_any_shape_decode_or_fail_with_a_short_error(line in shaped_line()) {

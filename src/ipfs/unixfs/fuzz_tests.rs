@@ -145,7 +145,7 @@ fn check_read(root: Vec<u8>, codec: u64, store: &Blocks) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
     #[test]
     fn dag_pb_decoder_answers_mutated_blocks_with_a_node_or_an_error(
@@ -173,7 +173,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     /// A hostile root over an honest DAG: the root node of an import,
     /// mutated and stored under the CID of its new bytes.

@@ -92,11 +92,7 @@ fn corpus() -> Vec<Vec<u8>> {
 fn receive(store: &BlockStore, stream: &[u8]) {
     let mut cursor = futures::io::Cursor::new(stream);
     let mut frames = 0usize;
-    loop {
-        let frame = match futures::executor::block_on(read_frame(&mut cursor)) {
-            Ok(Some(f)) => f,
-            Ok(None) | Err(_) => break,
-        };
+    while let Ok(Some(frame)) = futures::executor::block_on(read_frame(&mut cursor)) {
         frames += 1;
         assert!(frames <= stream.len(), "more frames than bytes");
         assert!(
@@ -151,18 +147,18 @@ fn run(cases: u32, strategy: impl Strategy<Value = Vec<u8>>) {
 
 #[test]
 fn receive_path_answers_arbitrary_streams_without_panicking() {
-    run(512, bytes(2048));
+    run(2048, bytes(2048));
 }
 
 #[test]
 fn receive_path_answers_mutated_messages_without_panicking() {
     let stream = proptest::collection::vec(mutated(corpus(), TOKENS, 6), 1..4)
         .prop_map(|frames| frames.concat());
-    run(512, stream);
+    run(2048, stream);
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
     #[test]
     fn block_check_answers_any_prefix_with_a_cid_or_an_error(
