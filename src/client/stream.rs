@@ -126,12 +126,14 @@ impl<T: DeserializeOwned> Lines<T> {
             if line.trim().is_empty() {
                 continue;
             }
-            return Some(
-                serde_json::from_str(&line).map_err(|source| ClientError::Decode {
-                    url: self.url.clone(),
-                    source,
-                }),
-            );
+            let item = serde_json::from_str(&line).map_err(|source| ClientError::Decode {
+                url: self.url.clone(),
+                source,
+            });
+            // An item that does not decode ends the stream too, as documented:
+            // what follows it cannot be trusted to be the rest of the answer.
+            self.failed = item.is_err();
+            return Some(item);
         }
     }
 }
@@ -207,6 +209,146 @@ mod tests {
         match lines.next().await.unwrap() {
             Err(ClientError::LineTooLong { max: 16, .. }) => {}
             other => panic!("expected LineTooLong, got {other:?}"),
+        }
+    }
+}
+
+/// Property tests: any body, cut into any chunks, read by [`Lines`] gives
+/// the items of its lines in order, then ends, or ends with one error after
+/// the items before it; never a panic, never an item from nothing.
+#[cfg(test)]
+mod fuzz_tests {
+    use std::error::Error as _;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::testkit::fuzz::{bytes, mutated};
+
+    const ITEMS: &[&str] = &[
+        r#"{"cid":"bafkreicj6mqa3onajnsmzfzv45kqfyodqttzmg35se3rtytspfrcgpeoky","peer_map":{}}"#,
+        r#"{"a":[1,2,{"b":null}],"c":"d"}"#,
+        "{}",
+        "[1,2,3]",
+    ];
+    const TOKENS: &[&[u8]] = &[
+        b"\n", b"\r\n", b"{", b"}", b"[", b"]", b"\"", b",", b":", b"null", b"\xff", b" ",
+    ];
+
+    /// What [`Lines`] answers for `body` delivered in chunks cut at `cuts`:
+    /// the items read, and the error that ended them, if any.
+    fn read<T: DeserializeOwned>(
+        body: &[u8],
+        cuts: &[usize],
+        max: usize,
+    ) -> (Vec<T>, Option<ClientError>) {
+        let mut chunks = Vec::new();
+        let mut rest = body;
+        for c in cuts {
+            let (a, b) = rest.split_at((*c).min(rest.len()));
+            chunks.push(Ok::<_, std::io::Error>(Bytes::copy_from_slice(a)));
+            rest = b;
+        }
+        chunks.push(Ok(Bytes::copy_from_slice(rest)));
+        let resp =
+            axum::http::Response::new(reqwest::Body::wrap_stream(futures::stream::iter(chunks)));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut lines = Lines::<T>::with_max_line("http://h/pins".into(), resp.into(), max);
+            let mut items = Vec::new();
+            while let Some(item) = lines.next().await {
+                match item {
+                    Ok(v) => items.push(v),
+                    Err(e) => {
+                        assert!(lines.next().await.is_none(), "nothing after an error");
+                        return (items, Some(e));
+                    }
+                }
+            }
+            (items, None)
+        })
+    }
+
+    /// Found by `stream_reader_refuses_mistyped_items_with_an_error`: after
+    /// an item that did not decode, the reader went on with the next lines
+    /// although `next` promises `None` after an error.
+    #[test]
+    fn a_line_that_does_not_decode_ends_the_stream() {
+        let (items, err) = read::<Vec<u8>>(b"[1]\n{\"a\":1}\n[2]\n", &[3], MAX_LINE_BYTES);
+        assert_eq!(items, vec![vec![1u8]]);
+        assert!(matches!(err, Some(ClientError::Decode { .. })), "{err:?}");
+    }
+
+    /// The error and its causes, as the CLI prints them.
+    fn chain(e: &ClientError) -> String {
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text.push_str(&format!("\n  caused by: {c}"));
+            cause = c.source();
+        }
+        text
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        #[test]
+        fn stream_reader_answers_any_body_with_its_items_then_at_most_one_error(
+            body in prop_oneof![
+                bytes(2048),
+                proptest::collection::vec(
+                    mutated(ITEMS.iter().map(|l| format!("{l}\n").into_bytes()).collect(), TOKENS, 3),
+                    0..6,
+                )
+                .prop_map(|l| l.concat()),
+            ],
+            cuts in proptest::collection::vec(0usize..64, 0..8),
+            short in any::<bool>(),
+        ) {
+            let max = if short { 48 } else { MAX_LINE_BYTES };
+            let (items, err) = read::<serde_json::Value>(&body, &cuts, max);
+            let lines = body.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()).count();
+            prop_assert!(items.len() <= lines, "{} items from {} lines", items.len(), lines);
+            match err {
+                None => {
+                    // Read to the end: every non-blank line was an item.
+                    prop_assert_eq!(items.len(), lines);
+                    let want: Vec<serde_json::Value> = std::str::from_utf8(&body)
+                        .unwrap()
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(|l| serde_json::from_str(l).unwrap())
+                        .collect();
+                    prop_assert_eq!(items, want);
+                }
+                Some(e) => {
+                    let text = chain(&e);
+                    prop_assert!(text.len() <= 6 * body.len() + 512, "{}", text);
+                    if let ClientError::LineTooLong { max: m, .. } = e {
+                        prop_assert!(short && m == 48);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn stream_reader_refuses_mistyped_items_with_an_error(
+            body in mutated(
+                ITEMS.iter().map(|l| format!("{l}\n").into_bytes()).collect(),
+                TOKENS,
+                4,
+            ),
+        ) {
+            let (items, err) =
+                read::<crate::wire::GlobalPinInfo>(&body, &[], MAX_LINE_BYTES);
+            let lines = body.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()).count();
+            prop_assert!(items.len() <= lines);
+            if let Some(e) = err {
+                prop_assert!(chain(&e).len() <= 6 * body.len() + 512);
+            }
         }
     }
 }

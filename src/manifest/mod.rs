@@ -7,6 +7,8 @@ mod cidkey;
 mod desired;
 mod diag;
 pub mod duration;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod incremental;
 mod load;
 mod located;

@@ -307,3 +307,155 @@ async fn hook(
     }
     answer(StatusCode::ACCEPTED, "accepted")
 }
+
+/// Property tests: hooks with any body and any (or a mutated valid)
+/// signature, token or receiver spec. A hook is let through exactly when it
+/// carries the receiver's own signature or token; every answer is a small
+/// JSON body whose code is the status; nothing panics.
+#[cfg(test)]
+mod fuzz_tests {
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::testkit::fuzz::{Edit, apply, bytes, edit};
+
+    const SECRET: &[u8] = b"s3cr3t-hook-key";
+    const TOKENS: &[&[u8]] = &[
+        b"sha256=", b"SHA256=", b" ", b"\t", b"0", b"f", b"F", b"g", b"=",
+    ];
+
+    struct Accept;
+
+    impl HookSink for Accept {
+        fn deliver<'a>(&'a self, _: &'a str) -> futures::future::BoxFuture<'a, Delivery> {
+            Box::pin(async { Delivery::Triggered })
+        }
+    }
+
+    fn hmac_of(body: &[u8]) -> Vec<u8> {
+        let mut mac = HmacSha256::new_from_slice(SECRET).unwrap();
+        mac.update(body);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// The header a receiver of `kind` reads, and its valid value for `body`.
+    fn valid(kind: ReceiverKind, body: &[u8]) -> (&'static str, Vec<u8>) {
+        match kind {
+            ReceiverKind::GitHub => (
+                GITHUB_SIGNATURE,
+                format!("sha256={}", hex::encode(hmac_of(body))).into_bytes(),
+            ),
+            ReceiverKind::Generic => (
+                GENERIC_SIGNATURE,
+                format!("sha256={}", hex::encode(hmac_of(body))).into_bytes(),
+            ),
+            ReceiverKind::GitLab => (GITLAB_TOKEN, SECRET.to_vec()),
+        }
+    }
+
+    /// Whether `value` (as sent) says what [`valid`] says: the same MAC
+    /// (hex in any case, `sha256=` prefix, surrounding blanks), or the
+    /// very token.
+    fn equivalent(kind: ReceiverKind, value: &str, body: &[u8]) -> bool {
+        match kind {
+            ReceiverKind::GitLab => value.as_bytes() == SECRET,
+            _ => value
+                .trim()
+                .strip_prefix("sha256=")
+                .and_then(|h| hex::decode(h).ok())
+                .is_some_and(|sig| sig == hmac_of(body)),
+        }
+    }
+
+    fn kind() -> impl Strategy<Value = ReceiverKind> {
+        proptest::sample::select(ReceiverKind::ALL.map(|(_, k)| k).to_vec())
+    }
+
+    fn call(kind: ReceiverKind, name: &str, headers: HeaderMap, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let receivers = [Receiver::new("hook", kind, SECRET)];
+        let hooks = Hooks {
+            receivers: Arc::new(receivers.into_iter().map(|r| (r.name.clone(), r)).collect()),
+            sink: Arc::new(Accept),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let resp = hook(State(hooks), Path(name.to_string()), headers, body.into()).await;
+            let status = resp.status().as_u16();
+            let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+            (status, body.to_vec())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_hook_goes_through_exactly_with_the_receivers_signature(
+            kind in kind(),
+            body in bytes(512),
+            signature in prop_oneof![
+                Just(None),
+                Just(Some(vec![])),
+                proptest::collection::vec(edit(TOKENS), 0..4).prop_map(Some),
+            ],
+            garbage in proptest::option::of(bytes(80)),
+            ping in any::<bool>(),
+            named in any::<bool>(),
+        ) {
+            let (name, good) = valid(kind, &body);
+            let mut headers = HeaderMap::new();
+            // No edits: the valid value; edits: a mutation of it; or bytes.
+            let value: Option<Vec<u8>> = match (&signature, garbage) {
+                (None, _) => None,
+                (Some(_), Some(g)) => Some(g),
+                (Some(edits), None) => Some(apply(&good, edits)),
+            };
+            let sent = value
+                .and_then(|v| HeaderValue::from_bytes(&v).ok())
+                .inspect(|v| {
+                    headers.insert(name, v.clone());
+                });
+            if ping {
+                headers.insert(GITHUB_EVENT, HeaderValue::from_static("ping"));
+            }
+            let target = if named { "hook" } else { "other" };
+            let (status, answer) = call(kind, target, headers, body.clone());
+            let accepted = sent
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| equivalent(kind, v, &body));
+            let want = match (named, accepted) {
+                (false, _) => 404,
+                (true, false) => 401,
+                (true, true) if ping && kind == ReceiverKind::GitHub => 200,
+                (true, true) => 202,
+            };
+            prop_assert_eq!(status, want);
+            let json: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+            prop_assert_eq!(json["code"].as_u64(), Some(u64::from(status)));
+            prop_assert!(answer.len() < 256);
+            // The answer never shows the secret or what was sent.
+            let text = String::from_utf8_lossy(&answer);
+            prop_assert!(!text.contains(std::str::from_utf8(SECRET).unwrap()));
+        }
+
+        #[test]
+        fn receiver_specs_parse_or_fail_naming_the_input(
+            spec in prop_oneof![
+                ".{0,40}",
+                proptest::collection::vec(edit(&[b":", b"-", b"_", b"/", b" "]), 1..4)
+                    .prop_map(|e: Vec<Edit>| String::from_utf8_lossy(&apply(b"github:mirror-1", &e)).into_owned()),
+            ],
+        ) {
+            match parse_receiver_spec(&spec) {
+                Ok((kind, name)) => {
+                    prop_assert_eq!(format!("{}:{name}", kind.name()), spec);
+                }
+                Err(e) => prop_assert!(e.to_string().len() <= 6 * spec.len() + 80),
+            }
+        }
+    }
+}

@@ -7,6 +7,8 @@
 //! so the `pinfleet` binary, does not contain it. The product must not use
 //! anything here.
 
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub mod mock_kubo;
 
 pub use mock_kubo::{MockCall, MockKubo};

@@ -35,6 +35,8 @@ use tokio::time::{Instant, timeout_at};
 use super::{GcReport, IpfsBackend, IpfsError, IpfsId, PinLsFilter, PinOpts, PinnedCid, RepoStat};
 use crate::manifest::CidKey;
 
+#[cfg(test)]
+mod fuzz_tests;
 mod lines;
 #[cfg(test)]
 mod tests;
@@ -327,7 +329,10 @@ impl KuboClient {
                     .any(|p| CidKey::parse(p).is_ok_and(|k| k == cid))
                 {
                     return Err(IpfsError::Garbage {
-                        what: format!("pin/add of {cid} confirmed other pins: {pins:?}"),
+                        what: format!(
+                            "pin/add of {cid} confirmed other pins: {}",
+                            wire::truncate(&format!("{pins:?}"), wire::MAX_MESSAGE_CHARS)
+                        ),
                     });
                 }
                 confirmed = true;

@@ -20,14 +20,19 @@ pub(super) fn parse_ls_line(line: &[u8]) -> Result<Vec<PinnedCid>, IpfsError> {
     if out.kind.as_deref() == Some("error")
         && let Some(message) = out.message
     {
-        return Err(IpfsError::Aborted { message });
+        return Err(IpfsError::Aborted {
+            message: truncate(&message, MAX_MESSAGE_CHARS),
+        });
     }
     let one = |cid: &str, kind: &str| -> Result<PinnedCid, IpfsError> {
         let cid = CidKey::parse(cid).map_err(|e| IpfsError::Garbage {
             what: format!("pin/ls: {e}"),
         })?;
         let kind = PinKind::parse(kind).ok_or_else(|| IpfsError::Garbage {
-            what: format!("pin/ls: unknown pin type {kind:?}"),
+            what: format!(
+                "pin/ls: unknown pin type {:?}",
+                truncate(kind, MAX_MESSAGE_CHARS)
+            ),
         })?;
         Ok(PinnedCid { cid, kind })
     };
@@ -53,7 +58,7 @@ struct KuboErrorBody {
 
 pub(super) fn http_error(status: reqwest::StatusCode, body: &[u8]) -> IpfsError {
     let (message, code) = match serde_json::from_slice::<KuboErrorBody>(body) {
-        Ok(e) => (e.message, e.code),
+        Ok(e) => (truncate(&e.message, MAX_MESSAGE_CHARS), e.code),
         Err(_) => {
             let text = String::from_utf8_lossy(body);
             let text = text.trim();
@@ -63,7 +68,7 @@ pub(super) fn http_error(status: reqwest::StatusCode, body: &[u8]) -> IpfsError 
                     .unwrap_or("no message")
                     .to_lowercase()
             } else {
-                truncate(text, 300)
+                truncate(text, MAX_MESSAGE_CHARS)
             };
             (message, None)
         }
@@ -88,7 +93,12 @@ pub(super) fn says_not_pinned(e: &IpfsError) -> bool {
 
 pub(super) fn decode<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, IpfsError> {
     serde_json::from_slice(body).map_err(|e| IpfsError::Garbage {
-        what: format!("{endpoint}: {e} in {}", preview(body)),
+        // serde echoes a mistyped string whole: keep the start of it.
+        what: format!(
+            "{endpoint}: {} in {}",
+            truncate(&e.to_string(), MAX_MESSAGE_CHARS),
+            preview(body)
+        ),
     })
 }
 
@@ -102,7 +112,12 @@ fn preview(body: &[u8]) -> String {
     shown
 }
 
-fn truncate(text: &str, max_chars: usize) -> String {
+/// Most characters of a message Kubo sent (or of a value it sent that an
+/// error quotes) kept in an [`IpfsError`]: a line may be a megabyte.
+pub(super) const MAX_MESSAGE_CHARS: usize = 300;
+
+/// `text` cut to `max_chars` characters, with `…` when cut.
+pub(super) fn truncate(text: &str, max_chars: usize) -> String {
     if text.chars().count() <= max_chars {
         return text.to_string();
     }
@@ -186,13 +201,14 @@ impl GcLine {
         self.error
             .clone()
             .filter(|e| !e.is_empty())
+            .map(|e| truncate(&e, MAX_MESSAGE_CHARS))
             .or_else(|| error_object(self.kind.as_deref(), self.message.as_deref()))
     }
 }
 
 fn error_object(kind: Option<&str>, message: Option<&str>) -> Option<String> {
     match (kind, message) {
-        (Some("error"), Some(m)) => Some(m.to_string()),
+        (Some("error"), Some(m)) => Some(truncate(m, MAX_MESSAGE_CHARS)),
         _ => None,
     }
 }

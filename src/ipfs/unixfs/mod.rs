@@ -43,6 +43,8 @@ use cid::{Cid, Version};
 use super::dagpb::DagPbError;
 
 mod data;
+#[cfg(test)]
+mod fuzz_tests;
 mod import;
 mod read;
 #[cfg(test)]

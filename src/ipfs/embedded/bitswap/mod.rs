@@ -45,6 +45,8 @@ use self::wire::{
 };
 use super::store::BlockStore;
 
+#[cfg(test)]
+mod fuzz_tests;
 mod wire;
 
 pub(crate) use self::wire::digest;
