@@ -22,7 +22,7 @@ use axum::http::StatusCode;
 use super::pins::storage;
 use super::{ApiError, ApiState, blocking};
 use crate::manifest::model::{Condition, PinErrorStatus, StatusSummary};
-use crate::manifest::{CidKey, Owner, PinSetId, PinSetStatus, ReplicationFactors};
+use crate::manifest::{CidKey, Owner, PinSetId, PinSetStatus, ReplicationFactors, plural};
 use crate::state::{StatePin, format_time};
 use crate::tracker::{StatusService, global::PAGE};
 use crate::wire::{GlobalPinInfo, TrackerStatus};
@@ -198,7 +198,7 @@ impl StatusTally {
                 "Ready",
                 true,
                 "Succeeded",
-                format!("all {} pins pinned", s.total),
+                format!("all {} pinned", plural(s.total, "pin")),
             )
         } else if s.error > 0 {
             let first = self
@@ -211,8 +211,10 @@ impl StatusTally {
                 false,
                 "PinErrors",
                 format!(
-                    "{} of {} pins pinned; {} with errors{first}",
-                    s.pinned, s.total, s.error
+                    "{} of {} pinned; {} with errors{first}",
+                    s.pinned,
+                    plural(s.total, "pin"),
+                    s.error
                 ),
             )
         } else {
@@ -220,7 +222,7 @@ impl StatusTally {
                 "Ready",
                 false,
                 "Progressing",
-                format!("{} of {} pins pinned", s.pinned, s.total),
+                format!("{} of {} pinned", s.pinned, plural(s.total, "pin")),
             )
         };
         let reconciling = if suspended {
@@ -244,8 +246,8 @@ impl StatusTally {
                 true,
                 "Progressing",
                 format!(
-                    "{} pins not pinned yet (failed pins are retried)",
-                    s.total - s.pinned
+                    "{} not pinned yet (failed pins are retried)",
+                    plural(s.total - s.pinned, "pin")
                 ),
             )
         };

@@ -247,13 +247,14 @@ pub fn run_delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
         println!("refused: {why}");
     } else if args.dry_run {
         println!(
-            "would delete pinset {id}, releasing {} pins",
-            report.release
+            "would delete pinset {id}, releasing {}",
+            pinfleet::manifest::plural(report.release, "pin")
         );
     } else {
         println!(
-            "deleted pinset {id}: released {} pins, {} left the cluster",
-            report.release, report.removed
+            "deleted pinset {id}: released {}, {} left the cluster",
+            pinfleet::manifest::plural(report.release, "pin"),
+            report.removed
         );
     }
     Ok(if refused {
@@ -292,7 +293,10 @@ fn load_with(
         Ok(l) => Ok(Some(l)),
         Err(LoadError::Invalid(diags)) => {
             println!("{diags}");
-            eprintln!("invalid: {} problems; nothing sent", diags.0.len());
+            eprintln!(
+                "invalid: {}; nothing sent",
+                pinfleet::manifest::plural(diags.0.len(), "problem")
+            );
             Ok(None)
         }
         Err(e) => Err(e).context("cannot load manifests"),
