@@ -22,7 +22,10 @@ use axum::http::StatusCode;
 use super::pins::storage;
 use super::{ApiError, ApiState, blocking};
 use crate::manifest::model::{Condition, PinErrorStatus, StatusSummary};
-use crate::manifest::{CidKey, Owner, PinSetId, PinSetStatus, ReplicationFactors, plural};
+use crate::manifest::{
+    CidKey, MAX_STORED_MESSAGE_BYTES, Owner, PinSetId, PinSetStatus, ReplicationFactors, capped,
+    plural,
+};
 use crate::state::{StatePin, format_time};
 use crate::tracker::{StatusService, global::PAGE};
 use crate::wire::{GlobalPinInfo, TrackerStatus};
@@ -172,7 +175,7 @@ impl StatusTally {
                     error: if s.error.is_empty() {
                         s.status.as_str().to_string()
                     } else {
-                        s.error.clone()
+                        capped(s.error.clone(), MAX_STORED_MESSAGE_BYTES)
                     },
                 });
             }
@@ -188,7 +191,7 @@ impl StatusTally {
             type_: type_.to_string(),
             status: if status { "True" } else { "False" }.to_string(),
             reason: reason.to_string(),
-            message,
+            message: capped(message, MAX_STORED_MESSAGE_BYTES),
             last_transition_time: now.to_string(),
             observed_generation: None,
         };

@@ -139,8 +139,7 @@ impl Row {
 
 /// Runs `pinfleet apply`.
 pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
-    let timeout = parse_duration(&args.timeout)
-        .map_err(|e| anyhow::anyhow!("--timeout {:?}: {e}", args.timeout))?;
+    let timeout = parse_duration(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
     let client = args.host.client()?;
     let opts = args.guard.options(args.dry_run)?;
     let Some((loaded, rows)) = block_on(apply_changed(&client, &args.paths, &opts))?? else {
@@ -419,14 +418,24 @@ pub(super) fn parse_target(target: &str) -> anyhow::Result<PinSetId> {
     let rest = target
         .strip_prefix("pinset/")
         .or_else(|| target.strip_prefix("pinsets/"))
-        .with_context(|| format!("{target:?}: expected pinset/NAMESPACE/NAME or pinset/NAME"))?;
+        .with_context(|| {
+            format!(
+                "{}: expected pinset/NAMESPACE/NAME or pinset/NAME",
+                pinfleet::manifest::shown(&target)
+            )
+        })?;
     let (ns, name) = match rest.split_once('/') {
         Some((ns, name)) => (ns, name),
         None => (DEFAULT_NAMESPACE, rest),
     };
     for part in [ns, name] {
-        pinfleet::manifest::check_dns_label(part)
-            .map_err(|e| anyhow::anyhow!("{target:?}: {part:?} {e}"))?;
+        pinfleet::manifest::check_dns_label(part).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {} {e}",
+                pinfleet::manifest::shown(&target),
+                pinfleet::manifest::shown(&part)
+            )
+        })?;
     }
     Ok(PinSetId::new(ns, name))
 }
