@@ -153,7 +153,7 @@ fn json_words(e: &serde_json::Error) -> String {
         .and_then(|t| t.rsplit_once(", expected "))
     {
         Some((found, expected)) => format!("expected {expected}, found {found}"),
-        None if text == "expected value" => "not JSON".into(),
+        None if matches!(text.as_str(), "expected value" | "expected ident") => "not JSON".into(),
         None => text,
     }
 }
@@ -232,7 +232,7 @@ mod tests {
             msg("{"),
             "invalid body at line 1, column 1: the body ends too early"
         );
-        assert_eq!(msg("nope"), "invalid body at line 1, column 1: not JSON");
+        assert_eq!(msg("nope"), "invalid body at line 1, column 2: not JSON");
         let long = format!(r#"{{"conditions": [{{"type": "{}"}}]}}"#, "t".repeat(5000));
         let m = msg(&long);
         assert!(m.len() < 300, "{m}");
