@@ -201,7 +201,11 @@ impl StatusTally {
                 "Ready",
                 true,
                 "Succeeded",
-                format!("all {} pinned", plural(s.total, "pin")),
+                if s.total == 1 {
+                    "1 pin pinned".to_string()
+                } else {
+                    format!("all {} pins pinned", s.total)
+                },
             )
         } else if s.error > 0 {
             let first = self
