@@ -45,7 +45,7 @@ pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
         Some(v) => {
             return Err(bad(format!(
                 "invalid cid-version {}: expected 0 or 1",
-                shown(&v)
+                shown(v)
             )));
         }
     }
@@ -73,7 +73,7 @@ pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
                 .filter(|n| (1..=MAX_CHUNK_SIZE).contains(n))
                 .ok_or_else(|| {
                     bad(format!(
-                        "unsupported chunker {}: only size-N (1 to {MAX_CHUNK_SIZE}; default size-{DEFAULT_CHUNK_SIZE})", shown(&c)
+                        "unsupported chunker {}: only size-N (1 to {MAX_CHUNK_SIZE}; default size-{DEFAULT_CHUNK_SIZE})", shown(c)
                     ))
                 })?;
             opts.chunk_size = size;
@@ -84,7 +84,7 @@ pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
         Some(l) => {
             return Err(bad(format!(
                 "unsupported layout {}: only balanced",
-                shown(&l)
+                shown(l)
             )));
         }
     }
@@ -94,10 +94,7 @@ pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
     match p.get("hash") {
         None | Some("sha2-256") => {}
         Some(h) => {
-            return Err(bad(format!(
-                "unsupported hash {}: only sha2-256",
-                shown(&h)
-            )));
+            return Err(bad(format!("unsupported hash {}: only sha2-256", shown(h))));
         }
     }
     if p.flag("shard")? {
@@ -119,7 +116,7 @@ fn entry_path(filename: &str) -> Result<PathBuf, ApiError> {
             _ => {
                 return Err(ApiError::bad_request(format!(
                     "invalid file name {}: must be a relative path without `..`",
-                    shown(&filename)
+                    shown(filename)
                 )));
             }
         }
@@ -127,7 +124,7 @@ fn entry_path(filename: &str) -> Result<PathBuf, ApiError> {
     if out.as_os_str().is_empty() {
         return Err(ApiError::bad_request(format!(
             "invalid file name {}: empty",
-            shown(&filename)
+            shown(filename)
         )));
     }
     Ok(out)

@@ -51,7 +51,7 @@ impl Params {
             Some("false" | "0") => Ok(false),
             Some(v) => Err(ApiError::bad_request(format!(
                 "invalid {key} {}: expected true or false",
-                shown(&v)
+                shown(v)
             ))),
         }
     }
@@ -106,7 +106,7 @@ fn filter_includes_data_pins(filter: Option<&str>) -> Result<bool, ApiError> {
             other => {
                 return Err(ApiError::bad_request(format!(
                     "invalid filter value {}: expected pin, meta-pin, clusterdag-pin, shard-pin or all",
-                    shown(&other)
+                    shown(other)
                 )));
             }
         }
@@ -218,7 +218,7 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
         Some(other) => {
             return Err(bad(format!(
                 "invalid mode {}: expected recursive or direct",
-                shown(&other)
+                shown(other)
             )));
         }
     };
@@ -227,7 +227,7 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
             None => Ok(0),
             Some(v) => v
                 .parse::<i32>()
-                .map_err(|_| bad(format!("invalid {key} {}: expected an integer", shown(&v)))),
+                .map_err(|_| bad(format!("invalid {key} {}: expected an integer", shown(v)))),
         }
     };
     let (min, max) = if p.get("replication").is_some() {
@@ -242,7 +242,7 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
         v.parse::<u64>().map_err(|_| {
             bad(format!(
                 "invalid shard-size {}: expected an integer",
-                shown(&v)
+                shown(v)
             ))
         })?;
     }
@@ -250,7 +250,7 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
         s.parse::<PeerId>().map(|id| id.to_string()).map_err(|e| {
             bad(format!(
                 "invalid user-allocations peer id {}: {e}",
-                shown(&s)
+                shown(s)
             ))
         })
     })?;
@@ -260,7 +260,7 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
                 .map_err(|e| {
                     bad(format!(
                         "invalid expire-at {}: {e} (expected RFC 3339)",
-                        shown(&at)
+                        shown(at)
                     ))
                 })?
                 .timestamp_millis(),
@@ -278,7 +278,7 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
     let origins = comma_list(p.get("origins"), |s| {
         s.parse::<Multiaddr>()
             .map(|_| s.to_string())
-            .map_err(|e| bad(format!("invalid origins multiaddress {}: {e}", shown(&s))))
+            .map_err(|e| bad(format!("invalid origins multiaddress {}: {e}", shown(s))))
     })?;
     let mut metadata = BTreeMap::new();
     for (k, v) in &p.0 {

@@ -208,7 +208,7 @@ pub(super) fn guard(params: &Params) -> Result<PruneGuard, ApiError> {
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "invalid maxPruneFraction {}: expected a number between 0 and 1",
-                    shown(&v)
+                    shown(v)
                 ))
             })?,
     };

@@ -35,7 +35,7 @@ fn filters(p: &Params) -> Result<Vec<TrackerStatus>, ApiError> {
             TrackerStatus::parse(s).ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "invalid filter value {}: not a pin status",
-                    shown(&s)
+                    shown(s)
                 ))
             })
         })

@@ -73,7 +73,7 @@ pub(super) async fn post(
             let r = Role::parse(r).ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "invalid role {}: expected reader, writer or admin",
-                    shown(&r)
+                    shown(r)
                 ))
             })?;
             if r > ceiling {

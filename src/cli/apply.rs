@@ -421,7 +421,7 @@ pub(super) fn parse_target(target: &str) -> anyhow::Result<PinSetId> {
         .with_context(|| {
             format!(
                 "{}: expected pinset/NAMESPACE/NAME or pinset/NAME",
-                pinfleet::manifest::shown(&target)
+                pinfleet::manifest::shown(target)
             )
         })?;
     let (ns, name) = match rest.split_once('/') {
@@ -432,8 +432,8 @@ pub(super) fn parse_target(target: &str) -> anyhow::Result<PinSetId> {
         pinfleet::manifest::check_dns_label(part).map_err(|e| {
             anyhow::anyhow!(
                 "{}: {} {e}",
-                pinfleet::manifest::shown(&target),
-                pinfleet::manifest::shown(&part)
+                pinfleet::manifest::shown(target),
+                pinfleet::manifest::shown(part)
             )
         })?;
     }

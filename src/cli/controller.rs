@@ -84,7 +84,7 @@ fn parse_forge(s: &str) -> Result<Forge, String> {
         "gitea" | "forgejo" => Ok(Forge::Gitea),
         other => Err(format!(
             "unknown forge {}: expected github or gitea",
-            pinfleet::manifest::shown(&other)
+            pinfleet::manifest::shown(other)
         )),
     }
 }

@@ -162,13 +162,13 @@ fn add(args: PinAddArgs) -> anyhow::Result<ExitCode> {
         let Some((k, v)) = kv.split_once('=') else {
             anyhow::bail!(
                 "--metadata {}: expected KEY=VALUE",
-                pinfleet::manifest::shown(&kv)
+                pinfleet::manifest::shown(kv)
             );
         };
         if k.is_empty() {
             anyhow::bail!(
                 "--metadata {}: the key is empty",
-                pinfleet::manifest::shown(&kv)
+                pinfleet::manifest::shown(kv)
             );
         }
         meta_keys.push((format!("meta-{k}"), v.to_string()));

@@ -141,7 +141,7 @@ pub async fn request(
             .map_err(|e| {
                 refusal(
                     StatusCode::BAD_REQUEST,
-                    format!("timeout {}: {e}", crate::manifest::shown(&t)),
+                    format!("timeout {}: {e}", crate::manifest::shown(t)),
                 )
             })?
             .min(MAX_WAIT),

@@ -211,9 +211,7 @@ async fn put_pinset(name: &str, body: String) -> (StatusCode, Value, usize) {
 #[tokio::test]
 async fn put_pinsets_answers_json_and_yaml_mistakes_located_in_our_words() {
     let cid = cid_v1("diag-api");
-    let yaml_dup = format!(
-        "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: d\n  namespace: diag\n  name: d\nspec:\n  pins: []\n"
-    );
+    let yaml_dup = "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: d\n  namespace: diag\n  name: d\nspec:\n  pins: []\n".to_string();
     let json_dup = format!(
         r#"{{"apiVersion": "pinfleet.io/v1alpha1", "kind": "PinSet", "metadata": {{"name": "d", "namespace": "diag", "name": "d"}}, "spec": {{"pins": [{{"cid": "{cid}"}}]}}}}"#
     );
