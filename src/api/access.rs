@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use super::ApiError;
 use crate::auth::{Identity, Role, TokenKey, Users};
 use crate::config::{ApiConfig, ClusterSecret};
+use crate::manifest::shown;
 
 /// What a route asks of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,8 +344,8 @@ pub(super) async fn guard(
         return ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
-                "host {:?} is not served here: add it to api.public_names",
-                host_name(host)
+                "host {} is not served here: add it to api.public_names",
+                shown(host_name(host))
             ),
         )
         .into_response();
@@ -368,7 +369,10 @@ pub(super) async fn guard(
     if !policy.origin_allowed(&origin) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
-            format!("cross-origin request from {origin:?} refused (see api.cors_allowed_origins)"),
+            format!(
+                "cross-origin request from {} refused (see api.cors_allowed_origins)",
+                shown(&origin)
+            ),
         )
         .into_response();
     }

@@ -29,6 +29,7 @@ use super::pins::{Params, RawParams, catch_up, get_pin, pin_spec};
 use super::{ApiError, ApiState};
 use crate::ipfs::unixfs::{AddOptions, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 use crate::ipfs::{AddInput, AddOpts};
+use crate::manifest::shown;
 use crate::manifest::{CidKey, written_as_of};
 use crate::wire::AddedOutput;
 
@@ -41,7 +42,12 @@ pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
     match p.get("cid-version") {
         None | Some("0") => {}
         Some("1") => opts.cid_version = cid::Version::V1,
-        Some(v) => return Err(bad(format!("invalid cid-version {v:?}: expected 0 or 1"))),
+        Some(v) => {
+            return Err(bad(format!(
+                "invalid cid-version {}: expected 0 or 1",
+                shown(v)
+            )));
+        }
     }
     if p.get("raw-leaves").is_some() {
         opts.raw_leaves = Some(p.flag("raw-leaves")?);
@@ -67,7 +73,7 @@ pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
                 .filter(|n| (1..=MAX_CHUNK_SIZE).contains(n))
                 .ok_or_else(|| {
                     bad(format!(
-                        "unsupported chunker {c:?}: only size-N (1 to {MAX_CHUNK_SIZE}; default size-{DEFAULT_CHUNK_SIZE})"
+                        "unsupported chunker {}: only size-N (1 to {MAX_CHUNK_SIZE}; default size-{DEFAULT_CHUNK_SIZE})", shown(c)
                     ))
                 })?;
             opts.chunk_size = size;
@@ -75,14 +81,21 @@ pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
     }
     match p.get("layout") {
         None | Some("balanced") => {}
-        Some(l) => return Err(bad(format!("unsupported layout {l:?}: only balanced"))),
+        Some(l) => {
+            return Err(bad(format!(
+                "unsupported layout {}: only balanced",
+                shown(l)
+            )));
+        }
     }
     if p.flag("trickle")? {
         return Err(bad("unsupported layout trickle: only balanced".into()));
     }
     match p.get("hash") {
         None | Some("sha2-256") => {}
-        Some(h) => return Err(bad(format!("unsupported hash {h:?}: only sha2-256"))),
+        Some(h) => {
+            return Err(bad(format!("unsupported hash {}: only sha2-256", shown(h))));
+        }
     }
     if p.flag("shard")? {
         return Err(bad("sharded adds are not supported yet".into()));
@@ -102,14 +115,16 @@ fn entry_path(filename: &str) -> Result<PathBuf, ApiError> {
             Component::CurDir => {}
             _ => {
                 return Err(ApiError::bad_request(format!(
-                    "invalid file name {filename:?}: must be a relative path without `..`"
+                    "invalid file name {}: must be a relative path without `..`",
+                    shown(filename)
                 )));
             }
         }
     }
     if out.as_os_str().is_empty() {
         return Err(ApiError::bad_request(format!(
-            "invalid file name {filename:?}: empty"
+            "invalid file name {}: empty",
+            shown(filename)
         )));
     }
     Ok(out)

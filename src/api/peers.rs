@@ -9,6 +9,7 @@ use libp2p::PeerId;
 
 use super::{ApiError, ApiState, stream};
 use crate::consensus::{PeerNode, node_id};
+use crate::manifest::shown;
 use crate::wire::{IpfsInfo, PeerInfo, VersionInfo};
 
 /// Why `/id` has no IPFS identity: the peer runs without an IPFS node.
@@ -59,7 +60,7 @@ pub(super) async fn remove(
 ) -> Result<Response, ApiError> {
     let pid: PeerId = peer
         .parse()
-        .map_err(|e| ApiError::bad_request(format!("invalid peer id {peer:?}: {e}")))?;
+        .map_err(|e| ApiError::bad_request(format!("invalid peer id {}: {e}", shown(&peer))))?;
     let id = node_id(&pid);
     if !state.node.members().iter().any(|(n, _)| *n == id) {
         return Err(ApiError::not_found(format!(

@@ -15,6 +15,7 @@ use libp2p::{Multiaddr, PeerId};
 use super::{ApiError, ApiState, blocking, stream};
 use crate::consensus::ClusterNode;
 use crate::manifest::duration::parse_duration;
+use crate::manifest::shown;
 use crate::manifest::{
     CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors, written_as_of,
 };
@@ -49,7 +50,8 @@ impl Params {
             Some("true" | "1") => Ok(true),
             Some("false" | "0") => Ok(false),
             Some(v) => Err(ApiError::bad_request(format!(
-                "invalid {key} {v:?}: expected true or false"
+                "invalid {key} {}: expected true or false",
+                shown(v)
             ))),
         }
     }
@@ -103,7 +105,8 @@ fn filter_includes_data_pins(filter: Option<&str>) -> Result<bool, ApiError> {
             "meta-pin" | "clusterdag-pin" | "shard-pin" => {}
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "invalid filter value {other:?}: expected pin, meta-pin, clusterdag-pin, shard-pin or all"
+                    "invalid filter value {}: expected pin, meta-pin, clusterdag-pin, shard-pin or all",
+                    shown(other)
                 )));
             }
         }
@@ -214,7 +217,8 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
         Some("direct") => PinMode::Direct,
         Some(other) => {
             return Err(bad(format!(
-                "invalid mode {other:?}: expected recursive or direct"
+                "invalid mode {}: expected recursive or direct",
+                shown(other)
             )));
         }
     };
@@ -223,7 +227,7 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
             None => Ok(0),
             Some(v) => v
                 .parse::<i32>()
-                .map_err(|_| bad(format!("invalid {key} {v:?}: expected an integer"))),
+                .map_err(|_| bad(format!("invalid {key} {}: expected an integer", shown(v)))),
         }
     };
     let (min, max) = if p.get("replication").is_some() {
@@ -235,18 +239,30 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
     check_replication(min, max).map_err(bad)?;
     if let Some(v) = p.get("shard-size") {
         // Accepted for compatibility; pinfleet does not shard.
-        v.parse::<u64>()
-            .map_err(|_| bad(format!("invalid shard-size {v:?}: expected an integer")))?;
+        v.parse::<u64>().map_err(|_| {
+            bad(format!(
+                "invalid shard-size {}: expected an integer",
+                shown(v)
+            ))
+        })?;
     }
     let user_allocations = comma_list(p.get("user-allocations"), |s| {
-        s.parse::<PeerId>()
-            .map(|id| id.to_string())
-            .map_err(|e| bad(format!("invalid user-allocations peer id {s:?}: {e}")))
+        s.parse::<PeerId>().map(|id| id.to_string()).map_err(|e| {
+            bad(format!(
+                "invalid user-allocations peer id {}: {e}",
+                shown(s)
+            ))
+        })
     })?;
     let expire_at_ms = match (p.get("expire-at"), p.get("expire-in")) {
         (Some(at), _) => Some(
             chrono::DateTime::parse_from_rfc3339(at)
-                .map_err(|e| bad(format!("invalid expire-at {at:?}: {e} (expected RFC 3339)")))?
+                .map_err(|e| {
+                    bad(format!(
+                        "invalid expire-at {}: {e} (expected RFC 3339)",
+                        shown(at)
+                    ))
+                })?
                 .timestamp_millis(),
         ),
         (None, Some(d)) => {
@@ -262,7 +278,7 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
     let origins = comma_list(p.get("origins"), |s| {
         s.parse::<Multiaddr>()
             .map(|_| s.to_string())
-            .map_err(|e| bad(format!("invalid origins multiaddress {s:?}: {e}")))
+            .map_err(|e| bad(format!("invalid origins multiaddress {}: {e}", shown(s))))
     })?;
     let mut metadata = BTreeMap::new();
     for (k, v) in &p.0 {

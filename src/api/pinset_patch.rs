@@ -39,8 +39,8 @@ pub(super) async fn patch(
     let dry_run = params.flag("dryRun")?;
     let source = params.get("source").unwrap_or("api").to_string();
     let bytes = read_capped(&headers, body, state.max_body_bytes, state.read_timeout).await?;
-    let doc: PatchDocument = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid patch body: {e}")))?;
+    let doc: PatchDocument =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::json_body("patch body", &e))?;
     let options: Vec<Arc<PinOptions>> = doc
         .options
         .into_iter()
@@ -61,8 +61,9 @@ pub(super) async fn patch(
             && CidKey::parse(w).ok() != Some(p.cid)
         {
             return Err(ApiError::bad_request(format!(
-                "pin {}: writtenAs {w:?} is not the same CID",
-                p.cid
+                "pin {}: writtenAs {} is not the same CID",
+                p.cid,
+                crate::manifest::shown(w)
             )));
         }
         let spec = PinSpec {

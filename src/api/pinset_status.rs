@@ -22,7 +22,10 @@ use axum::http::StatusCode;
 use super::pins::storage;
 use super::{ApiError, ApiState, blocking};
 use crate::manifest::model::{Condition, PinErrorStatus, StatusSummary};
-use crate::manifest::{CidKey, Owner, PinSetId, PinSetStatus, ReplicationFactors};
+use crate::manifest::{
+    CidKey, MAX_STORED_MESSAGE_BYTES, Owner, PinSetId, PinSetStatus, ReplicationFactors, capped,
+    plural,
+};
 use crate::state::{StatePin, format_time};
 use crate::tracker::{StatusService, global::PAGE};
 use crate::wire::{GlobalPinInfo, TrackerStatus};
@@ -172,7 +175,7 @@ impl StatusTally {
                     error: if s.error.is_empty() {
                         s.status.as_str().to_string()
                     } else {
-                        s.error.clone()
+                        capped(s.error.clone(), MAX_STORED_MESSAGE_BYTES)
                     },
                 });
             }
@@ -188,7 +191,7 @@ impl StatusTally {
             type_: type_.to_string(),
             status: if status { "True" } else { "False" }.to_string(),
             reason: reason.to_string(),
-            message,
+            message: capped(message, MAX_STORED_MESSAGE_BYTES),
             last_transition_time: now.to_string(),
             observed_generation: None,
         };
@@ -198,7 +201,11 @@ impl StatusTally {
                 "Ready",
                 true,
                 "Succeeded",
-                format!("all {} pins pinned", s.total),
+                if s.total == 1 {
+                    "1 pin pinned".to_string()
+                } else {
+                    format!("all {} pins pinned", s.total)
+                },
             )
         } else if s.error > 0 {
             let first = self
@@ -211,8 +218,10 @@ impl StatusTally {
                 false,
                 "PinErrors",
                 format!(
-                    "{} of {} pins pinned; {} with errors{first}",
-                    s.pinned, s.total, s.error
+                    "{} of {} pinned; {} with errors{first}",
+                    s.pinned,
+                    plural(s.total, "pin"),
+                    s.error
                 ),
             )
         } else {
@@ -220,7 +229,7 @@ impl StatusTally {
                 "Ready",
                 false,
                 "Progressing",
-                format!("{} of {} pins pinned", s.pinned, s.total),
+                format!("{} of {} pinned", s.pinned, plural(s.total, "pin")),
             )
         };
         let reconciling = if suspended {
@@ -244,8 +253,8 @@ impl StatusTally {
                 true,
                 "Progressing",
                 format!(
-                    "{} pins not pinned yet (failed pins are retried)",
-                    s.total - s.pinned
+                    "{} not pinned yet (failed pins are retried)",
+                    plural(s.total - s.pinned, "pin")
                 ),
             )
         };

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::pins::{Params, RawParams, storage};
 use super::{ApiError, ApiState, blocking};
+use crate::manifest::{MAX_STORED_MESSAGE_BYTES, capped, shown};
 use crate::manifest::{Owner, PinSetId, load_str};
 use crate::pinsets::{self, PinSetApply};
 use crate::plan::{DEFAULT_MAX_PRUNE_FRACTION, PruneGuard};
@@ -163,15 +164,21 @@ pub(super) async fn put_conditions(
         state.read_timeout,
     )
     .await?;
-    let report: ConditionsReport = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid conditions body: {e}")))?;
+    let mut report: ConditionsReport =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::json_body("conditions body", &e))?;
     for c in &report.conditions {
         if !matches!(c.status.as_str(), "True" | "False" | "Unknown") || c.type_.is_empty() {
             return Err(ApiError::bad_request(format!(
-                "invalid condition {:?}: type must be set and status True, False or Unknown",
-                c.type_
+                "invalid condition {}: type must be set and status True, False or Unknown",
+                shown(&c.type_)
             )));
         }
+    }
+    // Conditions are stored in the cluster state: each text is capped, so
+    // an error echoed whole cannot grow it.
+    for c in &mut report.conditions {
+        c.message = capped(std::mem::take(&mut c.message), MAX_STORED_MESSAGE_BYTES);
+        c.reason = capped(std::mem::take(&mut c.reason), MAX_STORED_MESSAGE_BYTES);
     }
     state
         .node
@@ -200,7 +207,8 @@ pub(super) fn guard(params: &Params) -> Result<PruneGuard, ApiError> {
             .filter(|f| (0.0..=1.0).contains(f))
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "invalid maxPruneFraction {v:?}: expected a number between 0 and 1"
+                    "invalid maxPruneFraction {}: expected a number between 0 and 1",
+                    shown(v)
                 ))
             })?,
     };

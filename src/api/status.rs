@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::pins::{Params, RawParams, parse_cid, storage};
 use super::{ApiError, ApiState, stream};
+use crate::manifest::shown;
 use crate::state::StatePin;
 use crate::tracker::{StatusService, global::PAGE};
 use crate::wire::{GlobalPinInfo, TrackerStatus};
@@ -32,7 +33,10 @@ fn filters(p: &Params) -> Result<Vec<TrackerStatus>, ApiError> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             TrackerStatus::parse(s).ok_or_else(|| {
-                ApiError::bad_request(format!("invalid filter value {s:?}: not a pin status"))
+                ApiError::bad_request(format!(
+                    "invalid filter value {}: not a pin status",
+                    shown(s)
+                ))
             })
         })
         .collect()

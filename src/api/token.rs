@@ -16,6 +16,7 @@ use super::access::Caller;
 use super::{ApiError, ApiState};
 use crate::auth::{Role, TokenError};
 use crate::manifest::duration::parse_duration;
+use crate::manifest::shown;
 
 /// The query of `POST /token`.
 #[derive(Debug, Default, Deserialize)]
@@ -56,7 +57,8 @@ pub(super) async fn post(
     };
     let Some(cred) = policy.users().get(&user) else {
         return Err(ApiError::bad_request(format!(
-            "{user:?} is not a user of api.basic_auth_credentials"
+            "{} is not a user of api.basic_auth_credentials",
+            shown(&user)
         )));
     };
     // A caller never gets more than it has, nor more than the user has.
@@ -70,7 +72,8 @@ pub(super) async fn post(
         Some(r) => {
             let r = Role::parse(r).ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "invalid role {r:?}: expected reader, writer or admin"
+                    "invalid role {}: expected reader, writer or admin",
+                    shown(r)
                 ))
             })?;
             if r > ceiling {

@@ -139,8 +139,7 @@ impl Row {
 
 /// Runs `pinfleet apply`.
 pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
-    let timeout = parse_duration(&args.timeout)
-        .map_err(|e| anyhow::anyhow!("--timeout {:?}: {e}", args.timeout))?;
+    let timeout = parse_duration(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
     let client = args.host.client()?;
     let opts = args.guard.options(args.dry_run)?;
     let Some((loaded, rows)) = block_on(apply_changed(&client, &args.paths, &opts))?? else {
@@ -247,13 +246,14 @@ pub fn run_delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
         println!("refused: {why}");
     } else if args.dry_run {
         println!(
-            "would delete pinset {id}, releasing {} pins",
-            report.release
+            "would delete pinset {id}, releasing {}",
+            pinfleet::manifest::plural(report.release, "pin")
         );
     } else {
         println!(
-            "deleted pinset {id}: released {} pins, {} left the cluster",
-            report.release, report.removed
+            "deleted pinset {id}: released {}, {} left the cluster",
+            pinfleet::manifest::plural(report.release, "pin"),
+            report.removed
         );
     }
     Ok(if refused {
@@ -292,7 +292,10 @@ fn load_with(
         Ok(l) => Ok(Some(l)),
         Err(LoadError::Invalid(diags)) => {
             println!("{diags}");
-            eprintln!("invalid: {} problems; nothing sent", diags.0.len());
+            eprintln!(
+                "invalid: {}; nothing sent",
+                pinfleet::manifest::plural(diags.0.len(), "problem")
+            );
             Ok(None)
         }
         Err(e) => Err(e).context("cannot load manifests"),
@@ -415,14 +418,24 @@ pub(super) fn parse_target(target: &str) -> anyhow::Result<PinSetId> {
     let rest = target
         .strip_prefix("pinset/")
         .or_else(|| target.strip_prefix("pinsets/"))
-        .with_context(|| format!("{target:?}: expected pinset/NAMESPACE/NAME or pinset/NAME"))?;
+        .with_context(|| {
+            format!(
+                "{}: expected pinset/NAMESPACE/NAME or pinset/NAME",
+                pinfleet::manifest::shown(target)
+            )
+        })?;
     let (ns, name) = match rest.split_once('/') {
         Some((ns, name)) => (ns, name),
         None => (DEFAULT_NAMESPACE, rest),
     };
     for part in [ns, name] {
-        pinfleet::manifest::check_dns_label(part)
-            .map_err(|e| anyhow::anyhow!("{target:?}: {part:?} {e}"))?;
+        pinfleet::manifest::check_dns_label(part).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {} {e}",
+                pinfleet::manifest::shown(target),
+                pinfleet::manifest::shown(part)
+            )
+        })?;
     }
     Ok(PinSetId::new(ns, name))
 }

@@ -36,7 +36,10 @@ pub fn passwd(args: PasswdArgs) -> anyhow::Result<ExitCode> {
     if let Some(user) = &args.user
         && (user.is_empty() || user.contains(':') || user.contains('"'))
     {
-        bail!("invalid --user {user:?}: a user name is not empty and holds no ':' or '\"'");
+        bail!(
+            "invalid --user {}: a user name is not empty and holds no ':' or '\"'",
+            pinfleet::manifest::shown(user)
+        );
     }
     let password = if std::io::stdin().is_terminal() {
         let first = prompt("password: ")?;

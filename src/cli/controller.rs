@@ -82,7 +82,10 @@ fn parse_forge(s: &str) -> Result<Forge, String> {
     match s {
         "github" => Ok(Forge::GitHub),
         "gitea" | "forgejo" => Ok(Forge::Gitea),
-        other => Err(format!("unknown forge {other:?}: expected github or gitea")),
+        other => Err(format!(
+            "unknown forge {}: expected github or gitea",
+            pinfleet::manifest::shown(other)
+        )),
     }
 }
 

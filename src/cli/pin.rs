@@ -160,10 +160,16 @@ fn add(args: PinAddArgs) -> anyhow::Result<ExitCode> {
     let mut meta_keys = Vec::new();
     for kv in &args.metadata {
         let Some((k, v)) = kv.split_once('=') else {
-            anyhow::bail!("--metadata {kv:?}: expected KEY=VALUE");
+            anyhow::bail!(
+                "--metadata {}: expected KEY=VALUE",
+                pinfleet::manifest::shown(kv)
+            );
         };
         if k.is_empty() {
-            anyhow::bail!("--metadata {kv:?}: the key is empty");
+            anyhow::bail!(
+                "--metadata {}: the key is empty",
+                pinfleet::manifest::shown(kv)
+            );
         }
         meta_keys.push((format!("meta-{k}"), v.to_string()));
     }

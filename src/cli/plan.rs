@@ -46,7 +46,10 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         Ok(l) => l,
         Err(LoadError::Invalid(diags)) => {
             println!("{diags}");
-            eprintln!("invalid: {} problems; nothing planned", diags.0.len());
+            eprintln!(
+                "invalid: {}; nothing planned",
+                pinfleet::manifest::plural(diags.0.len(), "problem")
+            );
             return Ok(ExitCode::from(NO));
         }
         Err(e) => return Err(e).context("cannot load manifests"),

@@ -23,7 +23,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use pinfleet::manifest::{DesiredPin, DesiredPinSet, Owner, PinSpec, Pos, SourceRef};
+use pinfleet::manifest::{DesiredPin, DesiredPinSet, Owner, PinSpec, Pos, SourceRef, plural};
 use pinfleet::state::{StatePin, read_state};
 use pinfleet::wire::ManifestDocument;
 
@@ -210,9 +210,9 @@ async fn import_pins(
         done?;
     }
     if args.dry_run {
-        eprintln!("would pin {manual} pins by hand (owner api)");
+        eprintln!("would pin {} by hand (owner api)", plural(manual, "pin"));
     } else {
-        eprintln!("pinned {manual} pins by hand (owner api)");
+        eprintln!("pinned {} by hand (owner api)", plural(manual, "pin"));
     }
     let opts = ApplyOptions {
         dry_run: args.dry_run,
@@ -232,12 +232,18 @@ async fn import_pins(
                 eprintln!("pinset {}: refused: {why}", set.id);
             }
             None if args.dry_run => eprintln!(
-                "pinset {}: would add {} pins and update {}; {} unchanged",
-                set.id, report.add, report.update, report.unchanged
+                "pinset {}: would add {} and update {}; {} unchanged",
+                set.id,
+                plural(report.add, "pin"),
+                report.update,
+                report.unchanged
             ),
             None => eprintln!(
-                "pinset {}: added {} pins, updated {}; {} unchanged",
-                set.id, report.add, report.update, report.unchanged
+                "pinset {}: added {}, updated {}; {} unchanged",
+                set.id,
+                plural(report.add, "pin"),
+                report.update,
+                report.unchanged
             ),
         }
     }

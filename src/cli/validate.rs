@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use pinfleet::manifest::{LoadError, load_paths};
+use pinfleet::manifest::{LoadError, load_paths, plural};
 use serde_json::json;
 
 use super::{NO, PathArgs};
@@ -46,13 +46,13 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                 );
             } else {
                 for p in &loaded.pinsets {
-                    println!("ok {} ({} pins) {}", p.id, p.pins.len(), p.source);
+                    println!("ok {} ({}) {}", p.id, plural(p.pins.len(), "pin"), p.source);
                 }
                 println!(
-                    "valid: {} PinSets, {} pins in {} files",
-                    loaded.pinsets.len(),
-                    loaded.pin_count(),
-                    loaded.manifest_files
+                    "valid: {}, {} in {}",
+                    plural(loaded.pinsets.len(), "PinSet"),
+                    plural(loaded.pin_count(), "pin"),
+                    plural(loaded.manifest_files, "file")
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -65,7 +65,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                 );
             } else {
                 println!("{diags}");
-                eprintln!("invalid: {} problems", diags.0.len());
+                eprintln!("invalid: {}", plural(diags.0.len(), "problem"));
             }
             Ok(ExitCode::from(NO))
         }

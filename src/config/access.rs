@@ -12,6 +12,7 @@ use toml::Value;
 
 use super::codec::{Codec, describe, each_string};
 use crate::auth::Credential;
+use crate::manifest::shown;
 
 /// `basic_auth_credentials`: a table of `user = "role:hash"`; every bad
 /// entry is named by user, never by value.
@@ -31,7 +32,7 @@ impl Codec for Users {
         let mut bad = Vec::new();
         for (user, v) in table {
             if let Err(e) = check_user_name(user) {
-                bad.push(format!("{user:?}: {e}"));
+                bad.push(format!("{}: {e}", shown(user)));
                 continue;
             }
             match v.as_str().map(Credential::parse) {
@@ -88,7 +89,8 @@ impl Codec for HostNames {
                 Ok(name.to_ascii_lowercase())
             } else {
                 Err(format!(
-                    "invalid host name {name:?}: expected a DNS name like \"pins.example.org\" (no scheme, no port)"
+                    "invalid host name {}: expected a DNS name like \"pins.example.org\" (no scheme, no port)",
+                    shown(name)
                 ))
             }
         })
@@ -119,7 +121,8 @@ impl Codec for Origins {
                 Ok(origin.to_ascii_lowercase())
             } else {
                 Err(format!(
-                    "invalid origin {origin:?}: expected \"*\" or scheme://host[:port] like \"https://dash.example.org\""
+                    "invalid origin {}: expected \"*\" or scheme://host[:port] like \"https://dash.example.org\"",
+                    shown(origin)
                 ))
             }
         })

@@ -26,7 +26,7 @@ pub(super) use crate::source::webhook::ReceiverKind;
 use crate::source::webhook::{ReceiverSpecError, parse_receiver_spec};
 
 use crate::manifest::duration::{format_duration, parse_duration};
-use crate::manifest::{Limits, suggest};
+use crate::manifest::{Limits, SHOWN_CHARS, capped, shown, suggest};
 
 /// How one key's value is read from the file and written back. A field
 /// says `#[serde(with = "SomeCodec")]`; the provided `serialize` and
@@ -180,7 +180,7 @@ impl<const MIN: usize> Codec for Addrs<MIN> {
     fn read(value: &Value) -> Result<Vec<Multiaddr>, String> {
         let addrs = each_string(value, "multiaddr strings", |text| {
             text.parse::<Multiaddr>()
-                .map_err(|e| format!("invalid multiaddr {text:?}: {e}"))
+                .map_err(|e| format!("invalid multiaddr {}: {e}", shown(text)))
         })?;
         if addrs.len() < MIN {
             return Err("must list at least one address".into());
@@ -202,7 +202,10 @@ impl Codec for SocketAddress {
     fn read(value: &Value) -> Result<SocketAddr, String> {
         let text = as_str(value)?;
         text.trim().parse().map_err(|_| {
-            format!("invalid socket address {text:?}: expected ip:port, e.g. 127.0.0.1:9094")
+            format!(
+                "invalid socket address {}: expected ip:port, e.g. 127.0.0.1:9094",
+                shown(text)
+            )
         })
     }
 
@@ -238,16 +241,18 @@ impl Codec for KuboUrl {
 
     fn read(value: &Value) -> Result<String, String> {
         let text = as_str(value)?;
-        let url =
-            reqwest::Url::parse(text.trim()).map_err(|e| format!("invalid url {text:?}: {e}"))?;
+        let url = reqwest::Url::parse(text.trim())
+            .map_err(|e| format!("invalid url {}: {e}", shown(text)))?;
         if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
             return Err(format!(
-                "invalid url {text:?}: expected http://host:port or https://host:port"
+                "invalid url {}: expected http://host:port or https://host:port",
+                shown(text)
             ));
         }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(format!(
-                "invalid url {text:?}: a base url has no query or fragment"
+                "invalid url {}: a base url has no query or fragment",
+                shown(text)
             ));
         }
         Ok(url.as_str().trim_end_matches('/').to_owned())
@@ -278,7 +283,11 @@ impl Codec for Tags {
                 Some(s) => {
                     tags.insert(k.clone(), s.to_owned());
                 }
-                None => bad.push(format!("{k}: expected a string, found {}", describe(v))),
+                None => bad.push(format!(
+                    "{}: expected a string, found {}",
+                    capped(k.clone(), SHOWN_CHARS),
+                    describe(v)
+                )),
             }
         }
         if bad.is_empty() {
@@ -330,8 +339,8 @@ fn check_source(text: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     } else {
         return Err(format!(
-            "unsupported source {:?}: expected dir:PATH or git:URL[#ref=REF&path=SUBDIR]",
-            redact(text)
+            "unsupported source {}: expected dir:PATH or git:URL[#ref=REF&path=SUBDIR]",
+            shown(&redact(text))
         ));
     }
     Ok(text.to_owned())
@@ -429,9 +438,10 @@ fn parse_webhook(text: &str) -> Result<(ReceiverKind, String), String> {
 /// `unknown WHAT "got", did you mean "…"?` or the list of what is known.
 pub(super) fn unknown_message(what: &str, got: &str, expected: &[&str]) -> String {
     match suggest(got, expected) {
-        Some(s) => format!("unknown {what} {got:?}, did you mean {s:?}?"),
+        Some(s) => format!("unknown {what} {}, did you mean {s:?}?", shown(got)),
         None => format!(
-            "unknown {what} {got:?}, expected one of: {}",
+            "unknown {what} {}, expected one of: {}",
+            shown(got),
             expected.join(", ")
         ),
     }
@@ -440,7 +450,7 @@ pub(super) fn unknown_message(what: &str, got: &str, expected: &[&str]) -> Strin
 /// The type of a value, and the value itself when it is short and scalar.
 pub(super) fn describe(v: &Value) -> String {
     match v {
-        Value::String(s) => format!("string {s:?}"),
+        Value::String(s) => format!("string {}", shown(s)),
         Value::Integer(i) => format!("integer {i}"),
         Value::Float(f) => format!("float {f}"),
         Value::Boolean(b) => format!("boolean {b}"),

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use toml::{Table, Value};
 
 use super::render::{Kind, schema};
-use crate::manifest::suggest;
+use crate::manifest::{shown, suggest};
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "PINFLEET_";
@@ -82,7 +82,8 @@ pub(super) fn apply(table: &mut Table, env: &[(String, String)]) -> Overrides {
                 ),
             };
             out.problems.push(format!(
-                "{var}: unknown key {key:?} in [{}]{hint}",
+                "{var}: unknown key {} in [{}]{hint}",
+                shown(&key),
                 section.name
             ));
             continue;
@@ -139,7 +140,9 @@ fn value(kind: Kind, text: &str) -> Result<Value, String> {
                     Some((k, v)) if !k.trim().is_empty() => {
                         table.insert(k.trim().to_owned(), Value::String(v.trim().to_owned()));
                     }
-                    _ => return Err(format!("invalid tag {item:?}: expected key=value")),
+                    _ => {
+                        return Err(format!("invalid tag {}: expected key=value", shown(item)));
+                    }
                 }
             }
             Value::Table(table)

@@ -24,6 +24,7 @@ use super::env::{self, process_env};
 use super::render::schema;
 use super::types::ServiceConfig;
 use crate::manifest::duration::format_duration;
+use crate::manifest::{MAX_DIAGNOSTIC_BYTES, SHOWN_CHARS, capped};
 
 /// Every problem found while loading a service config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,6 +200,8 @@ impl Report {
     /// of a section.
     fn unknown_name(&mut self, table: &Table, path: Vec<String>) {
         let sections: Vec<&str> = schema().iter().map(|s| s.name.as_str()).collect();
+        // An unknown name is the user's: its label is cut like a quoted value.
+        let cut = |s: &str| capped(s.to_string(), SHOWN_CHARS);
         let message = match path.as_slice() {
             [name] => {
                 // A key written above every section header lands at the top.
@@ -208,7 +211,11 @@ impl Report {
                         "{name}: keys belong in a section, did you mean {}.{name} (under [{}])?",
                         s.name, s.name
                     ),
-                    _ => format!("{name}: {}", unknown_message("section", name, &sections)),
+                    _ => format!(
+                        "{}: {}",
+                        cut(name),
+                        unknown_message("section", name, &sections)
+                    ),
                 }
             }
             [section, key, ..] => {
@@ -217,7 +224,12 @@ impl Report {
                     .find(|s| s.name == *section)
                     .map(|s| s.key_names())
                     .unwrap_or_default();
-                format!("{section}.{key}: {}", unknown_message("key", key, &keys))
+                format!(
+                    "{}.{}: {}",
+                    cut(section),
+                    cut(key),
+                    unknown_message("key", key, &keys)
+                )
             }
             [] => return,
         };
@@ -431,7 +443,7 @@ fn replication_problem(min: i32, max: i32) -> Option<String> {
 }
 
 fn toml_problem(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim().replace('\n', "; ");
+    let message = capped(e.message().trim().replace('\n', "; "), MAX_DIAGNOSTIC_BYTES);
     match e.span() {
         Some(span) => {
             let before = text.get(..span.start).unwrap_or(text);

@@ -152,7 +152,10 @@ pub enum StartError {
     #[error("cannot read the git credentials")]
     Credentials(#[source] std::io::Error),
     /// A source is neither `dir:` nor `git:`.
-    #[error("unsupported source {0:?}: expected dir:PATH or git:URL[#ref=REF&path=SUBDIR]")]
+    #[error(
+        "unsupported source {}: expected dir:PATH or git:URL[#ref=REF&path=SUBDIR]",
+        crate::manifest::shown(.0)
+    )]
     Unsupported(String),
     /// Webhooks are listed but the secret is not set.
     #[error("controller.webhooks needs the shared secret in {WEBHOOK_SECRET_ENV}")]

@@ -29,6 +29,7 @@ use crate::manifest::model::Condition;
 use crate::manifest::{
     DEFAULT_NAMESPACE, Diagnostics, LoadError, Loaded, PinSetId, check_dns_label,
 };
+use crate::manifest::{MAX_STORED_MESSAGE_BYTES, capped};
 use crate::wire::ApplyReport;
 
 /// Kind of the condition a PinSet is in (Kubernetes conventions).
@@ -122,8 +123,10 @@ impl PinSetOutcome {
         self
     }
 
+    /// The detail, capped at [`MAX_STORED_MESSAGE_BYTES`]: it becomes a
+    /// condition stored in the cluster state.
     fn with_message(mut self, m: impl Into<String>) -> Self {
-        self.message = m.into();
+        self.message = capped(m.into(), MAX_STORED_MESSAGE_BYTES);
         self
     }
 
@@ -575,7 +578,7 @@ pub fn conditions_of(
             type_: type_.to_string(),
             status: status.to_string(),
             reason,
-            message,
+            message: capped(message, MAX_STORED_MESSAGE_BYTES),
             last_transition_time: since,
             observed_generation: None,
         }

@@ -54,10 +54,10 @@ pub enum State {
 #[derive(Debug, thiserror::Error)]
 pub enum ReporterError {
     /// `repo` is not `owner/name`.
-    #[error("invalid repository {0:?}: expected owner/name")]
+    #[error("invalid repository {}: expected owner/name", crate::manifest::shown(.0))]
     BadRepo(String),
     /// The sha is not a hex commit id.
-    #[error("invalid commit sha {0:?}")]
+    #[error("invalid commit sha {}", crate::manifest::shown(.0))]
     BadSha(String),
     /// The HTTP client could not be built.
     #[error("cannot build the http client")]

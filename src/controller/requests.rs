@@ -138,7 +138,12 @@ pub async fn request(
     let timeout = match &query.timeout {
         None => DEFAULT_WAIT,
         Some(t) => crate::manifest::duration::parse_duration(t)
-            .map_err(|e| refusal(StatusCode::BAD_REQUEST, format!("timeout {t:?}: {e}")))?
+            .map_err(|e| {
+                refusal(
+                    StatusCode::BAD_REQUEST,
+                    format!("timeout {}: {e}", crate::manifest::shown(t)),
+                )
+            })?
             .min(MAX_WAIT),
     };
     let requests = reconcilers

@@ -13,8 +13,9 @@ pub struct CidKey(Cid);
 
 /// Why a string is not a CID.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid CID {input:?}: {reason}")]
+#[error("invalid CID {input}: {reason}")]
 pub struct CidError {
+    /// The input as [`shown`](super::shown) quotes it.
     input: String,
     reason: String,
 }
@@ -23,7 +24,7 @@ impl CidKey {
     /// Parses a v0 (`Qm…`) or v1 CID string.
     pub fn parse(s: &str) -> Result<Self, CidError> {
         let err = |reason: String| CidError {
-            input: truncate(s),
+            input: super::shown(s).to_string(),
             reason,
         };
         if s.is_empty() {
@@ -55,17 +56,6 @@ impl CidKey {
             return None;
         }
         Cid::new_v0(*mh).ok().map(|c| c.to_string())
-    }
-}
-
-fn truncate(s: &str) -> String {
-    const MAX: usize = 80;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(MAX).collect();
-        t.push('…');
-        t
     }
 }
 

@@ -67,7 +67,7 @@ impl fmt::Display for Owner {
 
 /// Why a string is not an owner.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid owner {0:?}: expected \"api\" or \"pinset:<namespace>/<name>\"")]
+#[error("invalid owner {0}: expected \"api\" or \"pinset:<namespace>/<name>\"")]
 pub struct OwnerParseError(String);
 
 impl FromStr for Owner {
@@ -76,7 +76,7 @@ impl FromStr for Owner {
         if s == "api" {
             return Ok(Owner::Api);
         }
-        let bad = || OwnerParseError(s.to_string());
+        let bad = || OwnerParseError(super::shown(s).to_string());
         let rest = s.strip_prefix("pinset:").ok_or_else(bad)?;
         let (ns, name) = rest.split_once('/').ok_or_else(bad)?;
         if ns.is_empty() || name.is_empty() || name.contains('/') {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::diag::shown;
+
 /// Parses a Go duration string. Units: `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`;
 /// one or more `<number><unit>` terms, decimals allowed (`1.5h`). A bare `0` is
 /// zero. Negative durations are rejected.
@@ -14,7 +16,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     if s.starts_with('-') {
-        return Err(format!("negative duration {input:?}"));
+        return Err(format!("negative duration {}", shown(input)));
     }
     let mut rest = s.strip_prefix('+').unwrap_or(s);
     let mut total = 0f64;
@@ -23,12 +25,19 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!("invalid duration {input:?}: expected a number"));
+            return Err(format!(
+                "invalid duration {}: expected a number",
+                shown(input)
+            ));
         }
         let (num, tail) = rest.split_at(num_len);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {input:?}: bad number {num:?}"))?;
+        let value: f64 = num.parse().map_err(|_| {
+            format!(
+                "invalid duration {}: bad number {}",
+                shown(input),
+                shown(num)
+            )
+        })?;
         let unit_len = tail
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(tail.len());
@@ -42,12 +51,15 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
             "h" => 3600e9,
             "" => {
                 return Err(format!(
-                    "invalid duration {input:?}: missing unit (h, m, s, ms)"
+                    "invalid duration {}: missing unit (h, m, s, ms)",
+                    shown(input)
                 ));
             }
             other => {
                 return Err(format!(
-                    "invalid duration {input:?}: unknown unit {other:?} (use h, m, s, ms, us, ns)"
+                    "invalid duration {}: unknown unit {} (use h, m, s, ms, us, ns)",
+                    shown(input),
+                    shown(other)
                 ));
             }
         };
@@ -56,7 +68,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     }
     // 2^63 ns is Go's limit too (about 292 years).
     if total >= 9.2e18 {
-        return Err(format!("duration {input:?} is too long"));
+        return Err(format!("duration {} is too long", shown(input)));
     }
     Ok(Duration::from_nanos(total as u64))
 }

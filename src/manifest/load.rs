@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::cidkey::CidKey;
 use super::desired::{DesiredPin, DesiredPinSet, PinOptions, PinSetId, PinSpec};
-use super::diag::{Diagnostic, Diagnostics, suggest};
+use super::diag::{Diagnostic, Diagnostics, shown, yaml_message};
 use super::incremental::PinSetChanges;
 use super::located::Pos;
 use super::model::PinSetDocument;
@@ -583,8 +583,8 @@ impl<'a> Loader<'a> {
             self.diags.push(Diagnostic::file(
                 &path,
                 format!(
-                    "{} more errors in this file not shown",
-                    errors - self.limits.max_errors_per_file
+                    "{} in this file not shown",
+                    super::diag::plural(errors - self.limits.max_errors_per_file, "more error")
                 ),
             ));
         }
@@ -618,14 +618,15 @@ impl<'a> Loader<'a> {
             self.diags.push(Diagnostic::at(
                 manifest,
                 pos,
-                format!("pinsFrom path {rel:?} must be a relative path"),
+                format!("pinsFrom path {} must be a relative path", shown(rel)),
             ));
             return None;
         }
         let dir = manifest.parent().unwrap_or(Path::new(""));
         let leaves = || {
             format!(
-                "pinsFrom path {rel:?} leaves the source directory {}",
+                "pinsFrom path {} leaves the source directory {}",
+                shown(rel),
                 root.display()
             )
         };
@@ -756,31 +757,7 @@ fn yaml_diagnostic(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
             )
         })
         .unwrap_or_default();
-    let message = match inner {
-        serde_saphyr::Error::SerdeUnknownField {
-            field, expected, ..
-        } => unknown_message("field", field, expected),
-        serde_saphyr::Error::SerdeUnknownVariant {
-            variant, expected, ..
-        } => unknown_message("value", variant, expected),
-        other => {
-            let text = other.to_string();
-            let suffix = format!(" at line {}, column {}", pos.line, pos.col);
-            text.strip_suffix(&suffix).unwrap_or(&text).to_string()
-        }
-    };
-    Diagnostic::at(file, pos, message)
-}
-
-fn unknown_message(what: &str, got: &str, expected: &[&str]) -> String {
-    match suggest(got, expected) {
-        Some(s) => format!("unknown {what} {got:?}, did you mean {s:?}?"),
-        None if expected.is_empty() => format!("unknown {what} {got:?}"),
-        None => format!(
-            "unknown {what} {got:?}, expected one of: {}",
-            expected.join(", ")
-        ),
-    }
+    Diagnostic::at(file, pos, yaml_message(inner, pos))
 }
 
 #[cfg(test)]

@@ -20,7 +20,10 @@ pub use desired::{
     DesiredPin, DesiredPinSet, OwnedPins, Owner, OwnerParseError, PinOptions, PinSetId, PinSpec,
     ReplicationFactors, SourceRef,
 };
-pub use diag::{Diagnostic, Diagnostics, suggest};
+pub use diag::{
+    Diagnostic, Diagnostics, MAX_DIAGNOSTIC_BYTES, MAX_STORED_MESSAGE_BYTES, SHOWN_CHARS, Shown,
+    capped, plural, shown, suggest,
+};
 pub use load::written_as as written_as_of;
 pub use load::{Limits, ListFile, LoadError, Loaded, load_paths, load_str, scan_paths};
 pub use located::{Located, Pos};

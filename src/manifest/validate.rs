@@ -11,7 +11,7 @@ use super::cidkey::CidKey;
 use super::desired::{
     DesiredPin, DesiredPinSet, PinOptions, PinSetId, PinSpec, ReplicationFactors, SourceRef,
 };
-use super::diag::Diagnostic;
+use super::diag::{Diagnostic, shown};
 use super::duration::parse_duration;
 use super::load::written_as;
 use super::located::{Located, Pos};
@@ -99,8 +99,8 @@ impl<'a> DocumentChecker<'a> {
             self.err(
                 doc.api_version.pos,
                 format!(
-                    "apiVersion {:?} is not supported, expected {API_VERSION:?}",
-                    doc.api_version.value
+                    "apiVersion {} is not supported, expected {API_VERSION:?}",
+                    shown(&doc.api_version.value)
                 ),
             );
         }
@@ -108,8 +108,8 @@ impl<'a> DocumentChecker<'a> {
             self.err(
                 doc.kind.pos,
                 format!(
-                    "kind {:?} is not supported, expected {KIND:?}",
-                    doc.kind.value
+                    "kind {} is not supported, expected {KIND:?}",
+                    shown(&doc.kind.value)
                 ),
             );
             return None;
@@ -126,12 +126,12 @@ impl<'a> DocumentChecker<'a> {
         }
         for (k, v) in &meta.labels {
             if let Err(e) = check_label_key(k).and_then(|()| check_label_value(v)) {
-                self.err(doc.metadata.pos, format!("label {k:?}: {e}"));
+                self.err(doc.metadata.pos, format!("label {}: {e}", shown(k)));
             }
         }
         for k in meta.annotations.keys() {
             if let Err(e) = check_label_key(k) {
-                self.err(doc.metadata.pos, format!("annotation {k:?}: {e}"));
+                self.err(doc.metadata.pos, format!("annotation {}: {e}", shown(k)));
             }
         }
 
@@ -252,7 +252,7 @@ impl<'a> DocumentChecker<'a> {
                     Ok(_) => origins.push(o.value.clone()),
                     Err(e) => self.err(
                         o.pos,
-                        format!("invalid origin multiaddress {:?}: {e}", o.value),
+                        format!("invalid origin multiaddress {}: {e}", shown(&o.value)),
                     ),
                 }
             }
@@ -312,7 +312,7 @@ impl<'a> DocumentChecker<'a> {
         match check_dns_label(&v.value) {
             Ok(()) => true,
             Err(e) => {
-                self.err(v.pos, format!("{what} {:?}: {e}", v.value));
+                self.err(v.pos, format!("{what} {}: {e}", shown(&v.value)));
                 false
             }
         }
@@ -323,8 +323,8 @@ impl<'a> DocumentChecker<'a> {
 /// Kubernetes object), each part checked as a DNS-1123 label; the message
 /// names the part that is wrong.
 pub fn pinset_id(namespace: String, name: String) -> Result<PinSetId, String> {
-    check_dns_label(&namespace).map_err(|e| format!("namespace {namespace:?}: {e}"))?;
-    check_dns_label(&name).map_err(|e| format!("name {name:?}: {e}"))?;
+    check_dns_label(&namespace).map_err(|e| format!("namespace {}: {e}", shown(&namespace)))?;
+    check_dns_label(&name).map_err(|e| format!("name {}: {e}", shown(&name)))?;
     Ok(PinSetId::new(namespace, name))
 }
 

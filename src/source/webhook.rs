@@ -31,6 +31,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hmac::{Hmac, Mac};
+
+use crate::manifest::shown;
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
@@ -81,13 +83,13 @@ impl ReceiverKind {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReceiverSpecError {
     /// No `:`.
-    #[error("expected KIND:NAME, got {0:?}")]
+    #[error("expected KIND:NAME, got {}", shown(.0))]
     Shape(String),
     /// KIND is not a known kind.
-    #[error("unknown webhook kind {0:?}: expected github, gitlab or generic")]
+    #[error("unknown webhook kind {}: expected github, gitlab or generic", shown(.0))]
     UnknownKind(String),
     /// NAME is empty or has other characters.
-    #[error("invalid webhook name {0:?}: letters, digits, '-' and '_'")]
+    #[error("invalid webhook name {}: letters, digits, '-' and '_'", shown(.0))]
     Name(String),
 }
 

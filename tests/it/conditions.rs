@@ -9,7 +9,7 @@ use pinfleet::api::{ApiState, serve};
 use pinfleet::client::Client;
 use pinfleet::controller::{Controller, ControllerOptions};
 use pinfleet::ipfs::KuboClient;
-use pinfleet::manifest::{Limits, PinSetStatus, ReplicationFactors};
+use pinfleet::manifest::{Limits, MAX_STORED_MESSAGE_BYTES, PinSetStatus, ReplicationFactors};
 use pinfleet::source::DirSource;
 use pinfleet::testkit::MockKubo;
 use pinfleet::tracker::TrackerConfig;
@@ -114,6 +114,40 @@ async fn controller_conditions_are_visible_through_the_cluster() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(status(&url, "x").await.0, StatusCode::NOT_FOUND);
+
+    // A condition's text is stored capped: an error echoed whole cannot
+    // grow the cluster state.
+    let huge = serde_json::json!({
+        "source": "it",
+        "conditions": [{
+            "type": "Stalled",
+            "status": "True",
+            "reason": "ManifestInvalid",
+            "message": "é".repeat(20_000),
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }],
+    });
+    let resp = crate::support::http()
+        .put(format!("{url}/pinsets/cond/huge/conditions"))
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let st = wait_status(&url, "huge", |s| {
+        s.conditions.iter().any(|c| c.type_ == "Stalled")
+    })
+    .await;
+    let message = &condition(&st, "Stalled").message;
+    assert!(
+        message.len() <= MAX_STORED_MESSAGE_BYTES,
+        "{} bytes",
+        message.len()
+    );
+    assert!(
+        message.starts_with("éé") && message.ends_with('…'),
+        "{message}"
+    );
 
     // A manifest that never loaded: known only through the controller.
     let dir = tempfile::tempdir().unwrap();

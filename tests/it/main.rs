@@ -13,6 +13,7 @@ mod controller_daemon;
 mod controller_git;
 mod crash;
 mod crd;
+mod diagnostics;
 mod embedded;
 mod hooks_daemon;
 mod ipfs;

@@ -377,7 +377,10 @@ fn bad_yaml_syntax() {
 #[test]
 fn wrong_type() {
     // `min: two` where an integer is expected; the column is the value's.
-    assert_fixture("wrong-type.yaml", &[(None, 8, 26, "invalid i32")]);
+    assert_fixture(
+        "wrong-type.yaml",
+        &[(None, 8, 26, "expected a whole number")],
+    );
 }
 
 #[test]
