@@ -49,7 +49,8 @@ pub struct RunInfo {
     pub id: String,
     /// Process id.
     pub pid: u32,
-    /// REST API base URL.
+    /// REST API base URL (on loopback when the API listens on every
+    /// address).
     pub api: String,
     /// p2p addresses (with `/p2p/<id>`).
     pub p2p: Vec<String>,
@@ -193,6 +194,20 @@ fn raise_open_file_limit(max_connections: usize) {
     }
 }
 
+/// Where this peer reaches its own API listening on `addr`: loopback of
+/// the same family when `addr` is every address (`0.0.0.0`, `[::]`).
+fn self_address(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if !addr.ip().is_unspecified() {
+        return addr;
+    }
+    let loopback: std::net::IpAddr = if addr.is_ipv4() {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    };
+    std::net::SocketAddr::new(loopback, addr.port())
+}
+
 /// Runs a peer until `cancel` fires.
 pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), DaemonError> {
     let dir = &opts.dir;
@@ -232,6 +247,10 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         "http"
     };
     let api_url = format!("{scheme}://{api_addr}");
+    // This peer's own calls (its controller, run.json for local tools) go
+    // to loopback when the API listens on every address: `0.0.0.0` names
+    // no host a certificate can match.
+    let self_url = format!("{scheme}://{}", self_address(api_addr));
     // The webhook receivers' own listener, when configured (and there are
     // receivers to serve on it).
     let webhook_listener = match config.controller.webhook_listen {
@@ -334,7 +353,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     let info = RunInfo {
         id: node.peer_id().to_string(),
         pid: std::process::id(),
-        api: api_url.clone(),
+        api: self_url.clone(),
         p2p: node.node().addrs.clone(),
         ipfs: ipfs_addr,
         webhook: webhook_url,
@@ -388,7 +407,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     // The controller reaches the cluster through this peer's API (bound
     // above, served below); only the Raft leader's acts.
     let access = crate::api::AccessPolicy::from_config(&config.api, &config.cluster.secret);
-    let own_api = crate::client::Client::with_ca(&api_url, tls_ca.as_deref())
+    let own_api = crate::client::Client::with_ca(&self_url, tls_ca.as_deref())
         .map(|c| {
             c.with_auth(Some(crate::client::Auth::Bearer(
                 access.internal_token().to_owned(),
@@ -516,5 +535,24 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_listening_everywhere_calls_itself_on_loopback() {
+        let cases = [
+            ("0.0.0.0:9094", "127.0.0.1:9094"),
+            ("[::]:9094", "[::1]:9094"),
+            ("10.0.0.5:9094", "10.0.0.5:9094"),
+            ("127.0.0.1:0", "127.0.0.1:0"),
+        ];
+        for (listen, own) in cases {
+            let got = self_address(listen.parse().unwrap());
+            assert_eq!(got, own.parse().unwrap(), "{listen}");
+        }
     }
 }
