@@ -380,8 +380,8 @@ impl Codec for Backend {
     }
 }
 
-/// `[ipfs]`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `[ipfs]`. `Debug` shows `kubo_url` without its user-info (a password).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IpfsConfig {
     /// Which backend to use.
@@ -403,6 +403,16 @@ impl Default for IpfsConfig {
             kubo_url: DEFAULT_KUBO_URL.to_owned(),
             embedded_listen: vec![crate::ipfs::embedded::default_listen()],
         }
+    }
+}
+
+impl fmt::Debug for IpfsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpfsConfig")
+            .field("backend", &self.backend)
+            .field("kubo_url", &crate::source::git::redact(&self.kubo_url))
+            .field("embedded_listen", &self.embedded_listen)
+            .finish()
     }
 }
 
@@ -484,4 +494,20 @@ pub struct TlsConfig {
     /// Extra PEM CA certificates to trust; relative to the peer directory.
     #[serde(with = "OptionalPath")]
     pub ca_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_password_in_the_kubo_url() {
+        let ipfs = IpfsConfig {
+            kubo_url: "https://pinner:s3cr3t@kubo.example:5001".into(),
+            ..IpfsConfig::default()
+        };
+        let shown = format!("{ipfs:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("kubo.example:5001"), "{shown}");
+    }
 }

@@ -86,7 +86,7 @@ impl Credentials {
 
 /// Why a `git:` source specification is not valid.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid git source {spec:?}: {why}")]
+#[error("invalid git source {}: {why}", crate::manifest::shown(spec))]
 pub struct GitSpecError {
     spec: String,
     why: String,
@@ -195,7 +195,10 @@ impl GitSource {
         let mut path = None;
         for part in query.split('&').filter(|p| !p.is_empty()) {
             let Some((k, v)) = part.split_once('=') else {
-                return Err(err(format!("expected key=value, got {part:?}")));
+                return Err(err(format!(
+                    "expected key=value, got {}",
+                    crate::manifest::shown(part)
+                )));
             };
             if v.is_empty() {
                 return Err(err(format!("{k} is empty")));
@@ -205,8 +208,9 @@ impl GitSource {
                 "ref" | "branch" => reference.branch = Some(v),
                 "tag" => reference.tag = Some(v),
                 "semver" => {
-                    semver::VersionReq::parse(&v)
-                        .map_err(|e| err(format!("semver range {v:?}: {e}")))?;
+                    semver::VersionReq::parse(&v).map_err(|e| {
+                        err(format!("semver range {}: {e}", crate::manifest::shown(&v)))
+                    })?;
                     reference.semver = Some(v);
                 }
                 "commit" => {
@@ -232,7 +236,8 @@ impl GitSource {
                 }
                 other => {
                     return Err(err(format!(
-                        "unknown key {other:?} (expected ref, branch, tag, semver, commit, name, path)"
+                        "unknown key {} (expected ref, branch, tag, semver, commit, name, path)",
+                        crate::manifest::shown(other)
                     )));
                 }
             }

@@ -44,9 +44,24 @@ pub fn read_file_to<E, W: Write + ?Sized>(
 ) -> Result<u64, UnixfsError<E>> {
     let mut stack = vec![*root];
     let mut written = 0u64;
-    let mut expected = None;
+    let mut expected: Option<u64> = None;
     let mut is_root = true;
+    let mut visited = 0u64;
     while let Some(cid) = stack.pop() {
+        // A file of n bytes has at most n leaves and fewer inner nodes, so
+        // a DAG that needs more blocks (or more bytes) than its root's
+        // filesize says repeats itself: stop it before it costs more.
+        visited += 1;
+        if let Some(e) = expected
+            && (written > e || visited > e.saturating_mul(2).saturating_add(64))
+        {
+            return Err(UnixfsError::Malformed {
+                cid: *root,
+                reason: format!(
+                    "filesize says {e} bytes, the DAG goes on past it ({visited} blocks, {written} bytes so far)"
+                ),
+            });
+        }
         let block = fetch(&cid, get)?;
         let root_node = std::mem::replace(&mut is_root, false);
         let bytes: &[u8] = match cid.codec() {

@@ -746,3 +746,57 @@ proptest! {
         }
     }
 }
+
+/// A root that links one leaf over and over (valid hashes, consistent
+/// blocksizes) but says the file is 2 bytes: reading stops as soon as the
+/// DAG goes past that, instead of walking every repetition.
+#[test]
+fn a_dag_that_repeats_past_its_filesize_is_refused_early() {
+    let leaf = PbNode {
+        links: Vec::new(),
+        data: Some(
+            UnixfsData {
+                kind: DataType::File,
+                data: Some(bytes::Bytes::from_static(b"a")),
+                filesize: Some(1),
+                blocksizes: Vec::new(),
+            }
+            .encode(),
+        ),
+    };
+    let leaf_block = dagpb::encode(&leaf);
+    let leaf_cid = block_cid(Version::V0, DAG_PB, &leaf_block);
+    let repeats = 100_000;
+    let root = PbNode {
+        links: (0..repeats)
+            .map(|_| PbLink {
+                hash: leaf_cid,
+                name: Some(String::new()),
+                tsize: Some(leaf_block.len() as u64),
+            })
+            .collect(),
+        data: Some(
+            UnixfsData {
+                kind: DataType::File,
+                data: None,
+                filesize: Some(2),
+                blocksizes: vec![1; repeats],
+            }
+            .encode(),
+        ),
+    };
+    let root_block = dagpb::encode(&root);
+    let root_cid = block_cid(Version::V0, DAG_PB, &root_block);
+    let mut fetched = 0usize;
+    let err = read_file(&root_cid, &mut |cid: &Cid| {
+        fetched += 1;
+        if *cid == root_cid {
+            Ok::<_, Infallible>(root_block.clone())
+        } else {
+            Ok(leaf_block.clone())
+        }
+    })
+    .unwrap_err();
+    assert!(fetched < 10, "{fetched} blocks fetched");
+    assert!(err.to_string().contains("filesize says 2 bytes"), "{err}");
+}
