@@ -20,6 +20,7 @@ mod ipfs;
 mod limits;
 mod manifest;
 mod patch;
+mod rest_fuzz;
 mod snapshots;
 mod source_safety;
 mod status;
