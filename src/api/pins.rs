@@ -1,4 +1,5 @@
-//! Pins by hand and pin listings: `POST`/`DELETE /pins/{cid}` (owner `api`),
+//! Pins by hand and pin listings: `POST`/`DELETE /pins/{cid}` (owner `api`;
+//! an unpin of a CID a PinSet also owns is refused unless forced by an admin),
 //! `/allocations[/{cid}]` and `/state/export`, in IPFS Cluster's Pin JSON
 //! plus pinfleet's `owners`.
 
@@ -19,7 +20,7 @@ use crate::manifest::shown;
 use crate::manifest::{
     CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors, written_as_of,
 };
-use crate::state::{StatePin, write_pin_record};
+use crate::state::{StatePin, unpin_refusal, write_pin_record};
 use crate::wire::PinRecord;
 
 /// Query parameters in the order sent; the first of repeated keys wins, as
@@ -159,28 +160,48 @@ pub(super) async fn pin(
     Ok(Json(record_as_sent(&pin, cid)))
 }
 
-/// `DELETE /pins/{cid}`: releases owner `api`. The pin stays while a PinSet
-/// owns it; the answer shows the pin with its remaining owners.
+/// `DELETE /pins/{cid}[?force=true]`: releases owner `api`. While a PinSet
+/// also owns the pin: 409 naming the PinSets, nothing written; with `force`
+/// (admin, enforced by `access`) the pin leaves the state, every owner
+/// released. The answer shows the pin as it now stands (no owners once gone).
 pub(super) async fn unpin(
     State(state): State<ApiState>,
     Path(cid): Path<String>,
+    query: RawParams,
 ) -> Result<Json<PinRecord>, ApiError> {
     let key = parse_cid(&cid)?;
+    let force = Params::from_query(query)?.flag("force")?;
     // A follower may not have applied a recent pin yet: not-found must be true.
     catch_up(&state.node).await;
     let Some(before) = get_pin(&state.node, key).await? else {
         return Err(ApiError::not_found("cid not found"));
     };
-    let out = state.node.unpin(key).await?;
+    // Refused here without a log entry; the state machine checks again at
+    // apply, for a PinSet that takes the CID in between.
+    if !force && let Some(why) = unpin_refusal(&cid, &before) {
+        return Err(ApiError::new(StatusCode::CONFLICT, why));
+    }
+    let out = state.node.unpin(key, force).await?;
     if let Some(r) = out.refused {
         return Err(ApiError::new(StatusCode::CONFLICT, r));
+    }
+    if force {
+        let pinsets: Vec<String> = before
+            .owners
+            .keys()
+            .filter(|o| **o != Owner::Api)
+            .map(ToString::to_string)
+            .collect();
+        if !pinsets.is_empty() {
+            tracing::info!(cid = %key, owners = ?pinsets, "forced unpin released pinsets");
+        }
     }
     catch_up(&state.node).await;
     let pin = match get_pin(&state.node, key).await? {
         Some(p) => p,
         None => {
             let mut gone = before;
-            gone.owners.remove(&Owner::Api);
+            gone.owners.clear();
             gone
         }
     };

@@ -717,13 +717,12 @@ impl ClusterNode {
         .await
     }
 
-    /// Drops the `api` owner of a pin; the pin stays if a PinSet owns it.
-    pub async fn unpin(&self, cid: CidKey) -> Result<Outcome, ClusterError> {
-        self.write(Command::Apply {
-            owner: Owner::Api,
-            ops: vec![Op::Release { cid }],
-        })
-        .await
+    /// Unpins by hand: drops the `api` owner when it is the only one; while
+    /// a PinSet also owns the pin the outcome is refused (nothing changed)
+    /// unless `force`, which removes the pin from every owner
+    /// (`Command::Unpin`).
+    pub async fn unpin(&self, cid: CidKey, force: bool) -> Result<Outcome, ClusterError> {
+        self.write(Command::Unpin { cid, force }).await
     }
 }
 

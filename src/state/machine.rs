@@ -159,6 +159,19 @@ pub enum Command {
         /// The conditions.
         conditions: Vec<Condition>,
     },
+    /// `DELETE /pins/{cid}`: releases owner `api` when it is the pin's
+    /// only owner. While a PinSet also owns the pin the command is refused
+    /// (nothing changes) unless `force`, which removes the pin from every
+    /// owner at once and counts up each PinSet's generation, so a plan made
+    /// before is refused. A PinSet that still declares the CID pins it again
+    /// on its next apply. Checked here, at apply, so a PinSet that took the
+    /// CID after the caller looked cannot be released silently.
+    Unpin {
+        /// The pin.
+        cid: CidKey,
+        /// Remove it from every owner, PinSets included.
+        force: bool,
+    },
     /// Drops the staged chunks of an abandoned revision.
     Abort {
         /// Who acted.
@@ -339,11 +352,75 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
             store.set_conditions(owner, record.as_ref())?;
             out.changed += 1;
         }
+        Command::Unpin { cid, force } => {
+            if let Some(before) = store.get(cid)? {
+                let pinsets: Vec<Owner> = before
+                    .owners
+                    .keys()
+                    .filter(|o| **o != Owner::Api)
+                    .cloned()
+                    .collect();
+                if pinsets.is_empty() {
+                    let release = [Op::Release { cid: *cid }];
+                    apply_ops(store, &Owner::Api, &release, req.now_ms, &mut out)?;
+                } else if !force {
+                    out.refused = unpin_refusal(&cid.to_string(), &before);
+                } else {
+                    store.remove(&before)?;
+                    out.removed += 1;
+                    for owner in &pinsets {
+                        let mut head = store.commits(owner)?.unwrap_or_default();
+                        head.generation += 1;
+                        store.set_commits(owner, &head)?;
+                    }
+                }
+            }
+        }
         Command::Abort { owner, revision } => {
             store.take_staged(owner, *revision)?;
         }
     }
     Ok(out)
+}
+
+/// PinSets an unpin refusal names before it says "and N more".
+const UNPIN_OWNERS_SHOWN: usize = 5;
+
+/// Why `DELETE /pins/{cid}` without `force` must leave `pin` alone: the
+/// PinSets that own it, or `None` when only owner `api` does. `cid` is the
+/// CID as the caller wrote it.
+pub fn unpin_refusal(cid: &str, pin: &StatePin) -> Option<String> {
+    let pinsets: Vec<String> = pin
+        .owners
+        .keys()
+        .filter_map(|o| match o {
+            Owner::PinSet(id) => Some(id.to_string()),
+            Owner::Api => None,
+        })
+        .collect();
+    if pinsets.is_empty() {
+        return None;
+    }
+    let also = if pin.owners.contains_key(&Owner::Api) {
+        "also "
+    } else {
+        ""
+    };
+    let mut names = pinsets
+        .iter()
+        .take(UNPIN_OWNERS_SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if pinsets.len() > UNPIN_OWNERS_SHOWN {
+        names.push_str(&format!(" and {} more", pinsets.len() - UNPIN_OWNERS_SHOWN));
+    }
+    Some(format!(
+        "{} is {also}owned by pinset {names}: it stays pinned; remove it from those PinSets, \
+         or unpin with force=true as an admin (force removes it from every owner; a PinSet \
+         that still declares it pins it again on its next apply)",
+        crate::manifest::shown(cid)
+    ))
 }
 
 /// True when `revision` is the attempt `owner` committed last.
@@ -695,5 +772,107 @@ mod tests {
         );
         assert_eq!((a.generation(&site), a.generation(&other)), (2, 2));
         assert_eq!(a.generation(&Owner::Api), 0, "REST pins never commit");
+    }
+
+    fn apply_as(owner: &Owner, ops: Vec<Op>) -> Request {
+        Request {
+            now_ms: 20,
+            command: Command::Apply {
+                owner: owner.clone(),
+                ops,
+            },
+        }
+    }
+
+    fn unpin(i: u64, force: bool) -> Request {
+        Request {
+            now_ms: 30,
+            command: Command::Unpin {
+                cid: crate::testkit::seq_cid(i),
+                force,
+            },
+        }
+    }
+
+    #[test]
+    fn unpin_of_a_pin_a_pinset_also_owns_is_refused_naming_it_and_changes_nothing() {
+        let site = Owner::pinset(PinSetId::new("ns", "site"));
+        let mut s = PinState::new();
+        s.apply_request(&apply_as(&Owner::Api, vec![set_op(1, "api")]));
+        s.apply_request(&commit(&site, 1, 0, 0, vec![set_op(1, "site")]));
+        let before = s.clone();
+        let out = s.apply_request(&unpin(1, false));
+        let msg = out.refused.unwrap();
+        let cid = crate::testkit::seq_cid(1).to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "\"{cid}\" is also owned by pinset ns/site: it stays pinned"
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("force=true as an admin"), "{msg}");
+        assert_eq!((out.created, out.changed, out.removed), (0, 0, 0));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn forced_unpin_removes_the_pin_from_every_owner_and_stales_their_plans() {
+        let a = Owner::pinset(PinSetId::new("ns", "a"));
+        let b = Owner::pinset(PinSetId::new("ns", "b"));
+        let mut s = PinState::new();
+        s.apply_request(&apply_as(&Owner::Api, vec![set_op(1, "api")]));
+        s.apply_request(&commit(&a, 1, 0, 0, vec![set_op(1, "a"), set_op(2, "a")]));
+        s.apply_request(&commit(&b, 2, 0, 0, vec![set_op(1, "b")]));
+        let out = s.apply_request(&unpin(1, true));
+        assert_eq!((out.removed, out.refused), (1, None));
+        assert!(s.get(&crate::testkit::seq_cid(1)).is_none());
+        assert!(
+            s.get(&crate::testkit::seq_cid(2)).is_some(),
+            "other pins stay"
+        );
+        assert_eq!((s.generation(&a), s.generation(&b)), (2, 2));
+        // A plan made before the forced unpin is refused.
+        let stale = s.apply_request(&commit(&a, 3, 1, 0, vec![set_op(3, "a")]));
+        assert!(stale.refused.is_some());
+    }
+
+    #[test]
+    fn unpin_of_an_api_only_pin_releases_it_and_of_an_unknown_cid_does_nothing() {
+        let mut s = PinState::new();
+        s.apply_request(&apply_as(&Owner::Api, vec![set_op(1, "api")]));
+        let out = s.apply_request(&unpin(1, false));
+        assert_eq!((out.removed, out.refused), (1, None));
+        assert!(s.is_empty());
+        assert_eq!(s.apply_request(&unpin(1, false)), Outcome::default());
+    }
+
+    #[test]
+    fn unpin_refusal_caps_the_owners_it_names() {
+        let mut pin = StatePin {
+            cid: crate::testkit::seq_cid(1),
+            written_as: None,
+            owners: BTreeMap::new(),
+            allocations: Vec::new(),
+            timestamp_ms: 0,
+        };
+        let spec = PinSpec {
+            name: String::new(),
+            options: std::sync::Arc::new(crate::manifest::PinOptions::default()),
+        };
+        assert_eq!(unpin_refusal("x", &pin), None);
+        pin.owners.insert(Owner::Api, spec.clone());
+        assert_eq!(unpin_refusal("x", &pin), None);
+        pin.owners.remove(&Owner::Api);
+        for i in 0..8 {
+            let id = PinSetId::new("ns", format!("p{i}"));
+            pin.owners.insert(Owner::pinset(id), spec.clone());
+        }
+        let msg = unpin_refusal("x", &pin).unwrap();
+        assert!(
+            msg.starts_with(
+                "\"x\" is owned by pinset ns/p0, ns/p1, ns/p2, ns/p3, ns/p4 and 3 more: it stays pinned"
+            ),
+            "{msg}"
+        );
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub use file::{StateFileError, format_time, parse_time, read_state, write_pin_record};
 pub use machine::{
     Command, CommitRecord, ConditionsRecord, Op, Outcome, PinSetRecord, PinStore, Request,
-    STAGING_TTL_MS, apply, plan_ops,
+    STAGING_TTL_MS, apply, plan_ops, unpin_refusal,
 };
 
 use crate::manifest::{CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors};

@@ -364,6 +364,68 @@ async fn force_lifts_the_prune_guard_for_admins_only() {
     assert!(as_admin.status().is_success(), "{}", as_admin.status());
 }
 
+/// The owners `GET /allocations/{cid}` shows, or `None` when not pinned.
+async fn owners(cid: &str) -> Option<Vec<String>> {
+    let resp = request(
+        Method::GET,
+        &format!("/allocations/{cid}"),
+        Who::As(Role::Reader),
+    )
+    .send()
+    .await
+    .unwrap();
+    if resp.status() == StatusCode::NOT_FOUND {
+        return None;
+    }
+    let pin: Value = resp.json().await.unwrap();
+    Some(pin["owners"].as_object().unwrap().keys().cloned().collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_unpin_of_a_pinset_owned_cid_is_for_admins_only() {
+    let cid = cid_v1("access-forced-unpin");
+    let put = request(Method::PUT, "/pinsets/access/unpin", Who::As(Role::Writer))
+        .body(pinset_yaml("access", "unpin", std::slice::from_ref(&cid)))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let pin = request(Method::POST, &format!("/pins/{cid}"), Who::As(Role::Writer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pin.status(), StatusCode::OK);
+    let both = ["api", "pinset:access/unpin"];
+
+    let plain = request(
+        Method::DELETE,
+        &format!("/pins/{cid}"),
+        Who::As(Role::Writer),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(plain.status(), StatusCode::CONFLICT);
+    let forced = format!("/pins/{cid}?force=true");
+    let as_writer = request(Method::DELETE, &forced, Who::As(Role::Writer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_writer.status(), StatusCode::FORBIDDEN);
+    assert_eq!(owners(&cid).await.unwrap(), both, "a refused unpin wrote");
+
+    let as_admin = request(Method::DELETE, &forced, Who::As(Role::Admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_admin.status(), StatusCode::OK);
+    assert_eq!(
+        owners(&cid).await,
+        None,
+        "still pinned after a forced unpin"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_hosts_and_origins_are_refused_and_allowed_origins_get_cors() {
     let id =

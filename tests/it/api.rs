@@ -503,41 +503,63 @@ async fn pinset_documents_are_checked_before_anything_is_written() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn unpinning_by_hand_keeps_a_pin_a_pinset_owns() {
-    let cid = cid_v1("shared");
-    let resp = put_pinset(
-        "it",
-        "shared",
-        "",
-        pinset_yaml("it", "shared", std::slice::from_ref(&cid)),
-    )
-    .await;
+async fn owners_of(cid: &str) -> Option<Vec<String>> {
+    let resp = http()
+        .get(url(&format!("/allocations/{cid}")))
+        .send()
+        .await
+        .unwrap();
+    if resp.status() == StatusCode::NOT_FOUND {
+        return None;
+    }
     assert_eq!(resp.status(), StatusCode::OK);
+    let pin = json_of(resp).await;
+    Some(pin["owners"].as_object().unwrap().keys().cloned().collect())
+}
+
+#[tokio::test]
+async fn unpin_of_a_cid_pinsets_also_own_is_a_409_naming_them_and_unpins_nothing() {
+    let cid = cid_v1("shared");
+    for name in ["shared", "shared-too"] {
+        let yaml = pinset_yaml("it", name, std::slice::from_ref(&cid));
+        let resp = put_pinset("it", name, "", yaml).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
     let resp = http()
         .post(url(&format!("/pins/{cid}?name=by-hand")))
         .send()
         .await
         .unwrap();
-    let pin = json_of(resp).await;
-    let owners: Vec<&String> = pin["owners"].as_object().unwrap().keys().collect();
-    assert_eq!(owners, ["api", "pinset:it/shared"]);
+    assert_eq!(resp.status(), StatusCode::OK);
+    let all = ["api", "pinset:it/shared", "pinset:it/shared-too"];
+    assert_eq!(owners_of(&cid).await.unwrap(), all);
 
     let resp = http()
         .delete(url(&format!("/pins/{cid}")))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let pin = json_of(resp).await;
-    let owners: Vec<&String> = pin["owners"].as_object().unwrap().keys().collect();
-    assert_eq!(owners, ["pinset:it/shared"]);
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let err = json_of(resp).await;
+    assert_eq!(err["code"], 409);
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(&format!(
+            "\"{cid}\" is also owned by pinset it/shared, it/shared-too: it stays pinned; \
+             remove it from those PinSets, or unpin with force=true as an admin"
+        )),
+        "{msg}"
+    );
+    // Nothing written: every owner, the api one included, still holds it.
+    assert_eq!(owners_of(&cid).await.unwrap(), all);
+
+    // `force=false` is no force.
     let resp = http()
-        .get(url(&format!("/allocations/{cid}")))
+        .delete(url(&format!("/pins/{cid}?force=false")))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
 
     // A pin nobody holds is not found.
     let resp = http()
@@ -546,6 +568,85 @@ async fn unpinning_by_hand_keeps_a_pin_a_pinset_owns() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn unpin_of_a_cid_only_a_pinset_owns_is_a_409_too() {
+    let cid = cid_v1("pinset-only");
+    let yaml = pinset_yaml("it", "only", std::slice::from_ref(&cid));
+    assert_eq!(
+        put_pinset("it", "only", "", yaml).await.status(),
+        StatusCode::OK
+    );
+    let resp = http()
+        .delete(url(&format!("/pins/{cid}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let msg = json_of(resp).await["message"].as_str().unwrap().to_owned();
+    assert!(
+        msg.starts_with(&format!(
+            "\"{cid}\" is owned by pinset it/only: it stays pinned"
+        )),
+        "{msg}"
+    );
+    assert_eq!(owners_of(&cid).await.unwrap(), ["pinset:it/only"]);
+}
+
+#[tokio::test]
+async fn forced_unpin_removes_the_pin_from_every_owner_until_the_pinset_applies_again() {
+    let cid = cid_v1("forced");
+    let yaml = pinset_yaml("it", "forced", std::slice::from_ref(&cid));
+    assert_eq!(
+        put_pinset("it", "forced", "", yaml.clone()).await.status(),
+        StatusCode::OK
+    );
+    let resp = http()
+        .post(url(&format!("/pins/{cid}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // This peer has no users: every caller is admin.
+    let resp = http()
+        .delete(url(&format!("/pins/{cid}?force=true")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let pin = json_of(resp).await;
+    assert_eq!(pin["cid"], cid.as_str());
+    assert_eq!(pin["owners"], json!({}), "no owner left");
+    assert_eq!(owners_of(&cid).await, None, "the pin left the state");
+
+    // The PinSet still declares it: its next apply pins it again.
+    assert_eq!(
+        put_pinset("it", "forced", "", yaml).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(owners_of(&cid).await.unwrap(), ["pinset:it/forced"]);
+}
+
+#[tokio::test]
+async fn unpin_of_a_pin_only_the_api_owns_still_unpins_it() {
+    let cid = cid_v1("api-only");
+    let resp = http()
+        .post(url(&format!("/pins/{cid}?name=by-hand")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = http()
+        .delete(url(&format!("/pins/{cid}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let pin = json_of(resp).await;
+    assert_eq!(pin["cid"], cid.as_str());
+    assert_eq!(owners_of(&cid).await, None);
 }
 
 #[tokio::test]
