@@ -237,6 +237,7 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(stream::remember_te))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             mark_stale_reads,

@@ -2,13 +2,26 @@
 //! application/json`, `Trailer: X-Stream-Error`, one JSON value per line,
 //! and `204 No Content` without a body when there is nothing to send.
 //!
+//! A stream that started ends with the `X-Stream-Error` trailer: empty when
+//! every item was sent, the error when it failed halfway. hyper sends
+//! trailers only to a client that asked for them (`TE: trailers`); to any
+//! other client a failed stream is cut (no last chunk), never ended as if
+//! it were complete. This module owns the body and its trailer; it must not
+//! know what the items are.
+//!
 //! Lines are produced on a blocking thread (storage reads are blocking) into
 //! a bounded channel, so a million-pin answer starts at once, is never held
 //! in memory, and stops being produced when the client goes away.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyper::body::Frame;
 use tokio::sync::mpsc;
 
 use super::ApiError;
@@ -18,6 +31,32 @@ use super::ApiError;
 const CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks in flight between the producer and the connection.
 const CHANNEL_CHUNKS: usize = 8;
+/// The trailer that ends every stream that started.
+const STREAM_ERROR: HeaderName = HeaderName::from_static("x-stream-error");
+/// Longest error message sent in the trailer (clients cap header sizes).
+const MAX_ERROR_BYTES: usize = 1024;
+
+tokio::task_local! {
+    /// Whether the request being answered accepts trailers (`TE: trailers`).
+    static ACCEPTS_TRAILERS: bool;
+}
+
+/// Middleware: remembers whether the request accepts trailers, for the
+/// stream answers built while handling it.
+pub(crate) async fn remember_te(req: Request, next: Next) -> Response {
+    let accepts = req
+        .headers()
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    ACCEPTS_TRAILERS.scope(accepts, next.run(req)).await
+}
 
 enum Msg {
     Data(Bytes),
@@ -90,8 +129,10 @@ impl LineSink {
 /// Answers with the lines `produce` writes, run on a blocking thread.
 ///
 /// An error before the first line becomes an ordinary error answer. An error
-/// after it (or a producer that dies) aborts the body, so a client can never
-/// take a truncated stream for a complete one.
+/// after it (or a producer that dies) ends the body with the error in the
+/// `X-Stream-Error` trailer when the client accepts trailers, and otherwise
+/// aborts it, so a client can never take a truncated stream for a complete
+/// one.
 pub(crate) async fn ndjson<F>(produce: F) -> Response
 where
     F: FnOnce(&mut LineSink) -> Result<(), ApiError> + Send + 'static,
@@ -118,27 +159,85 @@ where
         Some(Msg::Failed(m)) => return ApiError::internal(m).into_response(),
         None => return ApiError::internal("stream producer stopped").into_response(),
     };
-    let rest = futures::stream::unfold((rx, false), |(mut rx, done)| async move {
-        if done {
-            return None;
-        }
-        match rx.recv().await {
-            Some(Msg::Data(b)) => Some((Ok(b), (rx, false))),
-            Some(Msg::Done) => None,
-            Some(Msg::Failed(m)) => Some((Err(StreamError(m)), (rx, true))),
-            None => Some((
-                Err(StreamError("stream producer stopped".into())),
-                (rx, true),
-            )),
-        }
-    });
-    let body = futures::StreamExt::chain(
-        futures::stream::once(async move { Ok::<_, StreamError>(first) }),
-        rest,
-    );
-    let mut resp = Response::new(Body::from_stream(body));
+    let body = NdjsonBody {
+        first: Some(first),
+        rx,
+        trailers_sent: false,
+        cut_on_error: !ACCEPTS_TRAILERS.try_with(|t| *t).unwrap_or(false),
+    };
+    let mut resp = Response::new(Body::new(body));
     stream_headers(&mut resp);
     resp
+}
+
+/// The body of a stream that started: its chunks, then the trailer.
+struct NdjsonBody {
+    first: Option<Bytes>,
+    rx: mpsc::Receiver<Msg>,
+    trailers_sent: bool,
+    /// The client does not take trailers: a failure aborts the body.
+    cut_on_error: bool,
+}
+
+impl NdjsonBody {
+    fn end(&mut self, error: Option<String>) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        self.trailers_sent = true;
+        self.rx.close();
+        let value = match error {
+            None => HeaderValue::from_static(""),
+            Some(m) => {
+                tracing::warn!(error = %m, "stream answer failed halfway");
+                if self.cut_on_error {
+                    return Poll::Ready(Some(Err(StreamError(m))));
+                }
+                trailer_value(&m)
+            }
+        };
+        let mut trailers = HeaderMap::new();
+        trailers.insert(STREAM_ERROR, value);
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+    }
+}
+
+impl hyper::body::Body for NdjsonBody {
+    type Data = Bytes;
+    type Error = StreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if this.trailers_sent {
+            return Poll::Ready(None);
+        }
+        match std::task::ready!(this.rx.poll_recv(cx)) {
+            Some(Msg::Data(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Some(Msg::Done) => this.end(None),
+            Some(Msg::Failed(m)) => this.end(Some(m)),
+            None => this.end(Some("stream producer stopped".into())),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.trailers_sent && self.first.is_none()
+    }
+}
+
+/// `message` as a header value: control characters (a line break would end
+/// the trailer) become spaces, and it is cut to [`MAX_ERROR_BYTES`].
+fn trailer_value(message: &str) -> HeaderValue {
+    let mut text = String::with_capacity(message.len().min(MAX_ERROR_BYTES));
+    for c in message.chars() {
+        if text.len() + c.len_utf8() > MAX_ERROR_BYTES {
+            break;
+        }
+        text.push(if c.is_control() { ' ' } else { c });
+    }
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("stream failed"))
 }
 
 /// Streams every item of an in-memory list (small collections such as the
@@ -177,3 +276,23 @@ fn stream_headers(resp: &mut Response) {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct StreamError(String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailer_values_keep_one_line_and_a_bounded_length() {
+        let v = trailer_value("bad\r\nX-Injected: 1\tthen\u{7f}é");
+        assert_eq!(v.to_str().ok(), None, "non-ASCII is kept as bytes");
+        assert_eq!(v.as_bytes(), "bad  X-Injected: 1 then é".as_bytes());
+        let long = "é".repeat(MAX_ERROR_BYTES);
+        let v = trailer_value(&long);
+        assert!(v.len() <= MAX_ERROR_BYTES && v.len() >= MAX_ERROR_BYTES - 1);
+        assert!(
+            std::str::from_utf8(v.as_bytes()).is_ok(),
+            "cut on a char boundary"
+        );
+        assert_eq!(trailer_value("").as_bytes(), b"");
+    }
+}

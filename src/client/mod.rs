@@ -63,6 +63,15 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// A stream answer ended with an error in its `X-Stream-Error` trailer:
+    /// the server failed after it had sent some items.
+    #[error("the answer from {url} failed halfway: {message}")]
+    StreamFailed {
+        /// The URL asked.
+        url: String,
+        /// The server's error.
+        message: String,
+    },
     /// The answer is not what the route sends.
     #[error("invalid answer from {url}")]
     Decode {
@@ -291,7 +300,10 @@ impl Client {
         url: Url,
         body: Option<Vec<u8>>,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut req = self.authorize(self.http.request(method, url.clone()));
+        let mut req = self
+            .authorize(self.http.request(method, url.clone()))
+            // Stream answers then end with their `X-Stream-Error` trailer.
+            .header(reqwest::header::TE, "trailers");
         if let Some(b) = body {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -691,6 +703,7 @@ impl Client {
         let url = self.url(&["add"], query);
         let resp = self
             .authorize(self.http.post(url.clone()))
+            .header(reqwest::header::TE, "trailers")
             .multipart(form)
             .send()
             .await

@@ -1,12 +1,14 @@
 //! Stream answers (`GET /pins`, `/peers`, `/allocations`, `/state/export`,
 //! `POST /add`): NDJSON bodies read as they arrive, never whole. An empty
 //! collection may be answered 204 with no body; an answer that breaks off
-//! is an error, never a silent end.
+//! is an error, never a silent end, and so is one whose `X-Stream-Error`
+//! trailer carries an error (the server failed halfway).
 
 use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
+use hyper::body::Body as _;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
@@ -18,13 +20,77 @@ use super::ClientError;
 /// every peer stays far below it).
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+/// Why a stream answer's body stopped short.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    /// The transfer failed.
+    #[error(transparent)]
+    Http(reqwest::Error),
+    /// The server ended the body with an `X-Stream-Error` trailer.
+    #[error("the server failed halfway: {0}")]
+    Server(String),
+}
 
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>> + Send>>;
+
+/// The data of a stream answer, then an error if its `X-Stream-Error`
+/// trailer (sent when the request said `TE: trailers`) is not empty.
 fn body(resp: reqwest::Response) -> ByteStream {
     if resp.status() == StatusCode::NO_CONTENT {
-        Box::pin(futures::stream::empty())
-    } else {
-        Box::pin(resp.bytes_stream())
+        return Box::pin(futures::stream::empty());
+    }
+    let mut body = Some(axum::http::Response::<reqwest::Body>::from(resp).into_body());
+    Box::pin(futures::stream::poll_fn(move |cx| {
+        loop {
+            let Some(b) = body.as_mut() else {
+                return std::task::Poll::Ready(None);
+            };
+            let frame = match std::task::ready!(Pin::new(b).poll_frame(cx)) {
+                None => {
+                    body = None;
+                    return std::task::Poll::Ready(None);
+                }
+                Some(Err(e)) => {
+                    body = None;
+                    return std::task::Poll::Ready(Some(Err(BodyError::Http(e))));
+                }
+                Some(Ok(frame)) => frame,
+            };
+            let trailers = match frame.into_data() {
+                Ok(data) if data.is_empty() => continue,
+                Ok(data) => return std::task::Poll::Ready(Some(Ok(data))),
+                Err(frame) => match frame.into_trailers() {
+                    Ok(t) => t,
+                    Err(_) => continue,
+                },
+            };
+            body = None;
+            let errors: Vec<String> = trailers
+                .get_all("x-stream-error")
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect();
+            return std::task::Poll::Ready(if errors.is_empty() {
+                None
+            } else {
+                Some(Err(BodyError::Server(errors.join("; "))))
+            });
+        }
+    }))
+}
+
+/// The client error for a body that stopped short.
+fn body_error(url: &str, e: BodyError) -> ClientError {
+    match e {
+        BodyError::Http(source) => ClientError::Http {
+            url: url.to_string(),
+            source,
+        },
+        BodyError::Server(message) => ClientError::StreamFailed {
+            url: url.to_string(),
+            message,
+        },
     }
 }
 
@@ -51,12 +117,10 @@ impl RawStream {
     /// The next chunk, `None` at the end.
     pub async fn next(&mut self) -> Option<Result<Bytes, ClientError>> {
         let url = &self.url;
-        self.inner.next().await.map(|r| {
-            r.map_err(|source| ClientError::Http {
-                url: url.clone(),
-                source,
-            })
-        })
+        self.inner
+            .next()
+            .await
+            .map(|r| r.map_err(|e| body_error(url, e)))
     }
 }
 
@@ -116,10 +180,18 @@ impl<T: DeserializeOwned> Lines<T> {
                             url: self.url.clone(),
                             max: self.max,
                         },
-                        LinesCodecError::Io(source) => ClientError::BrokenOff {
-                            url: self.url.clone(),
-                            source,
-                        },
+                        LinesCodecError::Io(source) => {
+                            match source.get_ref().and_then(|e| e.downcast_ref::<BodyError>()) {
+                                Some(BodyError::Server(message)) => ClientError::StreamFailed {
+                                    url: self.url.clone(),
+                                    message: message.clone(),
+                                },
+                                _ => ClientError::BrokenOff {
+                                    url: self.url.clone(),
+                                    source,
+                                },
+                            }
+                        }
                     }));
                 }
             };
@@ -148,6 +220,12 @@ mod tests {
     /// closes the connection (`finish` false: without the last chunk, as a
     /// server that died mid-answer).
     async fn serve_once(chunks: Vec<&'static str>, finish: bool) -> String {
+        serve_ending(chunks, finish.then_some("0\r\n\r\n")).await
+    }
+
+    /// Serves one chunked answer (declaring the `X-Stream-Error` trailer)
+    /// that ends with `end` (the last chunk and trailers), or is cut.
+    async fn serve_ending(chunks: Vec<&'static str>, end: Option<&'static str>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/pins", listener.local_addr().unwrap());
         tokio::spawn(async move {
@@ -155,13 +233,13 @@ mod tests {
             let mut buf = [0u8; 4096];
             let _ = conn.read(&mut buf).await.unwrap();
             let mut out = String::from(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntrailer: X-Stream-Error\r\ntransfer-encoding: chunked\r\n\r\n",
             );
             for c in chunks {
                 out.push_str(&format!("{:x}\r\n{c}\r\n", c.len()));
             }
-            if finish {
-                out.push_str("0\r\n\r\n");
+            if let Some(end) = end {
+                out.push_str(end);
             }
             conn.write_all(out.as_bytes()).await.unwrap();
             conn.shutdown().await.unwrap();
@@ -199,6 +277,41 @@ mod tests {
         let err = lines.next().await.unwrap().unwrap_err();
         assert!(err.is_unavailable(), "{err:?}");
         assert!(lines.next().await.is_none(), "nothing after the error");
+    }
+
+    #[tokio::test]
+    async fn an_error_in_the_stream_error_trailer_ends_the_items_with_it() {
+        let end = "0\r\nX-Stream-Error: cannot read the state\r\n\r\n";
+        let url = serve_ending(vec!["{\"a\":1}\n{\"a\":2}\n"], Some(end)).await;
+        let mut lines = Lines::<serde_json::Value>::new(url.clone(), get(&url).await);
+        assert_eq!(lines.next().await.unwrap().unwrap()["a"], 1);
+        assert_eq!(lines.next().await.unwrap().unwrap()["a"], 2);
+        match lines.next().await.unwrap() {
+            Err(ClientError::StreamFailed { message, .. }) => {
+                assert_eq!(message, "cannot read the state")
+            }
+            other => panic!("expected StreamFailed, got {other:?}"),
+        }
+        assert!(lines.next().await.is_none(), "nothing after the error");
+
+        let url = serve_ending(vec!["{\"a\":1}\n"], Some(end)).await;
+        let mut raw = RawStream::new(url.clone(), get(&url).await);
+        assert_eq!(raw.next().await.unwrap().unwrap(), "{\"a\":1}\n");
+        let err = raw.next().await.unwrap().unwrap_err();
+        assert!(matches!(err, ClientError::StreamFailed { .. }), "{err:?}");
+        assert!(
+            !err.is_unavailable(),
+            "a server failure is not worth a retry"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_stream_error_trailer_is_a_complete_answer() {
+        let end = "0\r\nX-Stream-Error: \r\n\r\n";
+        let url = serve_ending(vec!["{\"a\":1}\n"], Some(end)).await;
+        let mut lines = Lines::<serde_json::Value>::new(url.clone(), get(&url).await);
+        assert_eq!(lines.next().await.unwrap().unwrap()["a"], 1);
+        assert!(lines.next().await.is_none());
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ mod rest_fuzz;
 mod snapshots;
 mod source_safety;
 mod status;
+mod stream_errors;
 mod support;
 mod testbed;
 mod tls;

@@ -349,6 +349,21 @@ impl StateStore {
         Ok(pin)
     }
 
+    /// Overwrites the stored record of `cid` with bytes that do not decode,
+    /// to simulate a damaged state in tests (readers then fail on it). Only
+    /// with the `testkit` feature.
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn corrupt_pin_for_tests(&self, cid: &CidKey) -> Result<(), StorageError<NodeId>> {
+        let txn = self.db.begin_write().map_err(write_err)?;
+        {
+            let mut pins = txn.open_table(PINS).map_err(write_err)?;
+            let key = cid.cid().to_bytes();
+            pins.insert(key.as_slice(), b"\xff\xfenot a record".as_slice())
+                .map_err(write_err)?;
+        }
+        txn.commit().map_err(write_err)
+    }
+
     /// Number of pins.
     pub fn pin_count(&self) -> Result<u64, StorageError<NodeId>> {
         let txn = self.db.begin_read().map_err(read_err)?;
