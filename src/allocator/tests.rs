@@ -120,6 +120,7 @@ fn matches_ipfs_cluster_balanced_order() {
         partitionable: part,
         expire_ms: LATER,
         valid: true,
+        received_ms: 0,
     };
     let m: PeerMetrics = [
         mk("abc", "a", 0, "p1", true),
