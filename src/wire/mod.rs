@@ -22,7 +22,7 @@ mod status;
 
 pub use document::{ManifestDocument, to_manifest_json};
 pub use error::{ErrorBody, Problem};
-pub use ipfs::{AddedOutput, GlobalRepoGc, RepoGc};
+pub use ipfs::{AddedOutput, CidLink, GlobalRepoGc, RepoGc, RepoGcKey};
 pub use monitor::MonitorMetric;
 pub use patch::{PatchDocument, PatchPin};
 pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
