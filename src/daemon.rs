@@ -395,7 +395,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     };
     let mut informer = crate::allocator::informer::InformerConfig::new(default);
     informer.tags = config.informer.tags.clone();
-    crate::allocator::informer::spawn(
+    let monitor = crate::allocator::informer::spawn(
         node.clone(),
         std::sync::Arc::clone(&backend),
         status.tracker().clone(),
@@ -451,6 +451,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     state.upload_dir = dir.join("uploads");
     state.access = access;
     state.tls_ca = tls_ca;
+    state.monitor = Some(monitor);
     state.max_body_bytes = config.api.max_pinset_body_bytes;
     state.max_upload_bytes = config.api.max_upload_bytes;
     state.read_timeout = config.api.read_timeout;

@@ -84,10 +84,12 @@ pub fn spawn(
             return;
         };
         // Expiry is counted on the receiver's clock: clocks differ.
-        let expire = chrono::Utc::now().timestamp_millis() + ttl.as_millis() as i64;
+        let now = chrono::Utc::now().timestamp_millis();
+        let expire = now + ttl.as_millis() as i64;
         let mut m = lock(&sink_metrics);
         for mut metric in list.into_iter().filter(|x| x.peer == peer.to_string()) {
             metric.expire_ms = expire;
+            metric.received_ms = now;
             m.insert(metric);
         }
     }));
@@ -138,7 +140,10 @@ async fn publish_loop(
         {
             let mut m = lock(&metrics);
             for metric in &list {
-                m.insert(metric.clone());
+                m.insert(Metric {
+                    received_ms: now,
+                    ..metric.clone()
+                });
             }
         }
         if let Ok(bytes) = serde_json::to_vec(&list) {

@@ -44,6 +44,10 @@ pub struct Metric {
     /// False when the informer could not take the reading (IPFS down) or
     /// the peer must not receive pins (disk full).
     pub valid: bool,
+    /// Unix milliseconds when this peer took or received the reading (0
+    /// until then); set by the receiver, never gossiped.
+    #[serde(default, skip_serializing)]
+    pub received_ms: i64,
 }
 
 impl Metric {
@@ -58,6 +62,7 @@ impl Metric {
             partitionable: false,
             expire_ms,
             valid: free_bytes > 0,
+            received_ms: 0,
         }
     }
 
@@ -71,6 +76,7 @@ impl Metric {
             partitionable: false,
             expire_ms,
             valid: true,
+            received_ms: 0,
         }
     }
 
@@ -84,6 +90,7 @@ impl Metric {
             partitionable: false,
             expire_ms,
             valid: true,
+            received_ms: 0,
         }
     }
 
@@ -103,6 +110,7 @@ impl Metric {
             partitionable: true,
             expire_ms,
             valid: true,
+            received_ms: 0,
         }
     }
 
@@ -120,13 +128,14 @@ impl Metric {
 
     /// A total order used only to make `PeerMetrics::insert` independent
     /// of arrival order when two readings expire at the same instant.
-    fn rank(&self) -> (i64, bool, i64, &str, bool) {
+    fn rank(&self) -> (i64, bool, i64, &str, bool, i64) {
         (
             self.expire_ms,
             self.valid,
             self.weight,
             &self.value,
             self.partitionable,
+            self.received_ms,
         )
     }
 }

@@ -114,12 +114,10 @@ fn untagged_peers_form_a_group_of_their_own() {
 fn matches_ipfs_cluster_balanced_order() {
     let mk = |name: &str, value: &str, weight: i64, peer: &str, part: bool| Metric {
         name: name.into(),
-        peer: peer.into(),
         value: value.into(),
         weight,
         partitionable: part,
-        expire_ms: LATER,
-        valid: true,
+        ..Metric::numpin(peer, 0, LATER)
     };
     let m: PeerMetrics = [
         mk("abc", "a", 0, "p1", true),

@@ -2,9 +2,10 @@
 //! node (or only this peer's), answered in IPFS Cluster's `GlobalRepoGC`
 //! shape: `{"peer_map": {peer id: {"peer", "peername", "keys", "error"}}}`.
 //!
-//! pinfleet's backends report how many blocks they removed, not which, so
-//! `keys` is empty and the count is in the extra field `removed`. A member
-//! that cannot be reached or has no IPFS node answers with its `error`.
+//! `keys` lists the removed blocks as IPFS Cluster does (`{"key": {"/":
+//! cid}}`, CIDv1 `raw` of each block's multihash, as Kubo names them); the
+//! count is also in the extra field `removed`. A member that cannot be
+//! reached or has no IPFS node answers with its `error`.
 
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use axum::extract::State;
 
 use super::pins::{Params, RawParams};
 use super::{ApiError, ApiState};
-use crate::wire::{GlobalRepoGc, RepoGc};
+use crate::ipfs::rpc::GcReply;
+use crate::wire::{GlobalRepoGc, RepoGc, RepoGcKey};
 
 /// How long one member's gc may take.
 const GC_TIMEOUT: Duration = Duration::from_secs(600);
@@ -28,21 +30,21 @@ pub(super) async fn gc(
     let node = &state.node;
     let me = node.peer_id();
     let mut out = GlobalRepoGc::default();
-    let entry = |peer: String, peername: String, r: Result<u64, String>| {
-        let (removed, error) = match r {
-            Ok(n) => (n, String::new()),
-            Err(e) => (0, e),
+    let entry = |peer: String, peername: String, r: Result<GcReply, String>| {
+        let (reply, error) = match r {
+            Ok(reply) => (reply, String::new()),
+            Err(e) => (GcReply::default(), e),
         };
         RepoGc {
             peer,
             peername,
-            keys: Vec::new(),
-            removed,
+            keys: reply.keys.into_iter().map(RepoGcKey::new).collect(),
+            removed: reply.removed,
             error,
         }
     };
     let mine = match state.ipfs.as_ref().filter(|b| b.kind() != "none") {
-        Some(b) => b.gc().await.map(|r| r.removed).map_err(|e| e.to_string()),
+        Some(b) => b.gc().await.map(GcReply::from).map_err(|e| e.to_string()),
         None => Err(crate::ipfs::rpc::NO_IPFS_NODE.to_string()),
     };
     out.peer_map.insert(

@@ -11,6 +11,7 @@ mod add;
 mod error;
 mod gc;
 mod metrics;
+mod monitor;
 mod peers;
 mod pins;
 mod pinset_patch;
@@ -36,6 +37,7 @@ use crate::tls::{ServerTls, TlsListener};
 
 pub use access::{Access, AccessPolicy, Caller};
 pub use error::ApiError;
+pub use monitor::MonitorView;
 pub use routes::{Bound, Route, routes};
 
 /// Largest PinSet document `PUT /pinsets/{ns}/{name}` accepts by default.
@@ -144,6 +146,9 @@ pub struct ApiState {
     /// Extra CA file trusted when forwarding to another peer's API (the
     /// daemon's `[tls] ca_file`).
     pub tls_ca: Option<std::path::PathBuf>,
+    /// The informer's metrics of every peer, for `GET /monitor/metrics`
+    /// (absent on a peer without an informer: those routes 503).
+    pub monitor: Option<MonitorView>,
 }
 
 impl ApiState {
@@ -169,6 +174,7 @@ impl ApiState {
             pinset_write_wait: DEFAULT_PINSET_WRITE_WAIT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls_ca: None,
+            monitor: None,
         }
     }
 
@@ -209,7 +215,9 @@ impl std::fmt::Debug for dyn ReconcileNow {
 /// [`routes`] declares, all behind the `Host` and CORS checks.
 pub fn router(state: ApiState) -> Router {
     let mut router = Router::new();
-    for r in routes() {
+    let table = routes();
+    let paths: std::sync::Arc<[&'static str]> = table.iter().map(|r| r.path).collect();
+    for r in table {
         let endpoint = match r.bound {
             Bound::Default => r.endpoint,
             Bound::PinSetWrite => r.endpoint.layer(axum::middleware::from_fn_with_state(
@@ -229,7 +237,10 @@ pub fn router(state: ApiState) -> Router {
         router = router.route(r.path, endpoint.layer(check));
     }
     router
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(move |req: Request| {
+            let paths = std::sync::Arc::clone(&paths);
+            async move { unknown_route(&paths, &req) }
+        })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,
@@ -247,6 +258,52 @@ pub fn router(state: ApiState) -> Router {
             access::guard,
         ))
         .with_state(state)
+}
+
+/// A request to no route: a known route's path with a trailing slash is
+/// answered 307 to the path without it (query kept; unlike a 301, clients
+/// repeat the method and body, as IPFS Cluster's `strictSlashHandler`),
+/// anything else 404.
+fn unknown_route(paths: &[&'static str], req: &Request) -> Response {
+    let uri = req.uri();
+    let Some(bare) = uri.path().strip_suffix('/').filter(|p| !p.is_empty()) else {
+        return ApiError::not_found("no such route").into_response();
+    };
+    if !paths.iter().any(|p| route_matches(p, bare)) {
+        return ApiError::not_found("no such route").into_response();
+    }
+    let location = match uri.query() {
+        Some(q) => format!("{bare}?{q}"),
+        None => bare.to_owned(),
+    };
+    match HeaderValue::from_str(&location) {
+        Ok(v) => (
+            axum::http::StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, v)],
+        )
+            .into_response(),
+        Err(_) => ApiError::not_found("no such route").into_response(),
+    }
+}
+
+/// Whether `path` (already percent-encoded, as received) is one `pattern`
+/// of the route table serves: literal segments equal, `{x}` any non-empty
+/// segment.
+fn route_matches(pattern: &str, path: &str) -> bool {
+    let mut want = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return true,
+            (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') => {
+                if g.is_empty() {
+                    return false;
+                }
+            }
+            (Some(w), Some(g)) if w == g => {}
+            _ => return false,
+        }
+    }
 }
 
 /// Every route of the API plus `extra`'s (e.g. the controller's webhook
@@ -561,4 +618,21 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("storage task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_matches;
+
+    #[test]
+    fn route_patterns_match_whole_segments_only() {
+        assert!(route_matches("/pins", "/pins"));
+        assert!(route_matches("/pins/{cid}", "/pins/bafy"));
+        assert!(route_matches("/pins/{cid}/recover", "/pins/bafy/recover"));
+        assert!(!route_matches("/pins/{cid}", "/pins/"));
+        assert!(!route_matches("/pins/{cid}", "/pins"));
+        assert!(!route_matches("/pins/{cid}", "/pins/a/b"));
+        assert!(!route_matches("/pins", "/pinsx"));
+        assert!(!route_matches("/peers", "/"));
+    }
 }

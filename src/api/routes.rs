@@ -11,8 +11,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::access::Access;
 use super::{
-    ApiState, add, gc, metrics, peers, pins, pinset_patch, pinset_status, pinsets, reconcile,
-    status, token,
+    ApiState, add, gc, metrics, monitor, peers, pins, pinset_patch, pinset_status, pinsets,
+    reconcile, status, token,
 };
 use crate::auth::Role::{Admin, Reader, Writer};
 
@@ -144,6 +144,18 @@ pub fn routes() -> Vec<Route> {
         ),
         route(Method::GET, "/state/export", Role(Reader), pins::export),
         route(Method::GET, "/metrics", Role(Reader), metrics::get),
+        route(
+            Method::GET,
+            "/monitor/metrics",
+            Role(Reader),
+            monitor::names,
+        ),
+        route(
+            Method::GET,
+            "/monitor/metrics/{name}",
+            Role(Reader),
+            monitor::get,
+        ),
         route(Method::POST, "/ipfs/gc", Role(Admin), gc::gc),
         Route {
             bound: Bound::Upload,

@@ -290,10 +290,14 @@ pub struct RepoStat {
 }
 
 /// What a garbage collection run did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GcReport {
     /// Blocks removed.
     pub removed: u64,
+    /// The removed blocks, as their backend names them (Kubo and the
+    /// embedded node: CIDv1 `raw` of each block's multihash, since blocks
+    /// are stored by multihash).
+    pub keys: Vec<String>,
 }
 
 /// Why a call to an IPFS node failed.

@@ -26,9 +26,29 @@ impl Method for Id {
 pub struct Gc;
 
 impl Method for Gc {
-    const NAME: &'static str = "ipfs.gc";
+    // Renamed when the reply gained `keys`: a peer of an older version
+    // answers "unknown method" rather than a reply that does not decode.
+    const NAME: &'static str = "ipfs.gc.keys";
     type Request = ();
-    type Reply = u64;
+    type Reply = GcReply;
+}
+
+/// What a member's gc did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GcReply {
+    /// Blocks removed.
+    pub removed: u64,
+    /// The removed blocks' CIDs (see [`super::GcReport::keys`]).
+    pub keys: Vec<String>,
+}
+
+impl From<super::GcReport> for GcReply {
+    fn from(r: super::GcReport) -> Self {
+        Self {
+            removed: r.removed,
+            keys: r.keys,
+        }
+    }
 }
 
 /// Why a peer cannot run gc.
@@ -53,7 +73,7 @@ pub fn serve(node: &ClusterNode, backend: Arc<dyn IpfsBackend>) {
             if b.kind() == "none" {
                 return Err(NO_IPFS_NODE.to_string());
             }
-            b.gc().await.map(|r| r.removed).map_err(|e| e.to_string())
+            b.gc().await.map(GcReply::from).map_err(|e| e.to_string())
         }
     });
 }

@@ -37,12 +37,41 @@ pub struct RepoGc {
     pub peer: String,
     /// Peer name (empty for other members: it is not in the membership).
     pub peername: String,
-    /// Removed keys (not reported by pinfleet's backends: always empty).
-    pub keys: Vec<serde_json::Value>,
+    /// The removed blocks.
+    pub keys: Vec<RepoGcKey>,
     /// Blocks removed.
     pub removed: u64,
     /// Why it failed, or empty.
     pub error: String,
+}
+
+/// One removed block (IPFS Cluster's `IPFSRepoGC`): `{"key": {"/": cid}}`,
+/// with `error` only when set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoGcKey {
+    /// The block's CID as a link.
+    pub key: CidLink,
+    /// Why it could not be removed (IPFS Cluster omits it when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+impl RepoGcKey {
+    /// The removed block `cid`.
+    pub fn new(cid: String) -> Self {
+        Self {
+            key: CidLink { cid },
+            error: String::new(),
+        }
+    }
+}
+
+/// A CID in IPLD's JSON link form, `{"/": "bafy…"}` (IPFS Cluster's `Cid`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CidLink {
+    /// The CID's text.
+    #[serde(rename = "/")]
+    pub cid: String,
 }
 
 /// Every peer's gc (IPFS Cluster's `GlobalRepoGC`).

@@ -12,6 +12,7 @@
 mod document;
 mod error;
 mod ipfs;
+mod monitor;
 mod patch;
 mod peers;
 mod pin;
@@ -21,7 +22,8 @@ mod status;
 
 pub use document::{ManifestDocument, to_manifest_json};
 pub use error::{ErrorBody, Problem};
-pub use ipfs::{AddedOutput, GlobalRepoGc, RepoGc};
+pub use ipfs::{AddedOutput, CidLink, GlobalRepoGc, RepoGc, RepoGcKey};
+pub use monitor::MonitorMetric;
 pub use patch::{PatchDocument, PatchPin};
 pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
 pub use pin::{OwnerRecord, PinRecord, ZERO_TIME};

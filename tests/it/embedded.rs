@@ -207,7 +207,14 @@ async fn unpinned_blocks_are_removed_by_gc_and_pinned_ones_kept() {
         a.node.unpin(key(&gone), true).await,
         Err(IpfsError::NotPinned { .. })
     ));
-    assert_eq!(a.node.gc().await.unwrap().removed, 13);
+    let report = a.node.gc().await.unwrap();
+    assert_eq!(report.removed, 13);
+    // Named as Kubo's gc names them: CIDv1 raw of each block's multihash.
+    let mut keys = report.keys.clone();
+    keys.sort();
+    let mut want: Vec<String> = gone_blocks.iter().map(|(c, _)| raw_cid(c)).collect();
+    want.sort();
+    assert_eq!(keys, want);
     for (cid, _) in &gone_blocks {
         assert!(a.node.get_block(cid).await.unwrap().is_none());
     }
@@ -762,6 +769,14 @@ async fn unpinned_content_is_gone_from_every_peer_after_gc() {
             r["removed"].as_u64().unwrap() >= blocks.len() as u64,
             "{id}: {r}"
         );
+        // IPFS Cluster's `keys`: `{"key": {"/": cid}}` per removed block,
+        // from the asked peer and from the others (over the cluster RPC).
+        let keys = r["keys"].as_array().unwrap();
+        assert_eq!(keys.len() as u64, r["removed"].as_u64().unwrap(), "{id}");
+        for (c, _) in &blocks {
+            let want = serde_json::json!({"key": {"/": raw_cid(c)}});
+            assert!(keys.contains(&want), "{id}: {c} not in keys {r}");
+        }
     }
     testbed.stop().await;
     for i in 0..3 {
@@ -775,4 +790,10 @@ async fn unpinned_content_is_gone_from_every_peer_after_gc() {
         }
         node.stop().await;
     }
+}
+
+/// The CID Kubo's and the embedded node's gc name a removed block by: CIDv1
+/// `raw` of its multihash.
+fn raw_cid(c: &cid::Cid) -> String {
+    cid::Cid::new_v1(0x55, *c.hash()).to_string()
 }

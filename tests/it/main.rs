@@ -6,6 +6,7 @@ mod api;
 mod bounded;
 mod cli;
 mod cluster;
+mod compat_monitor;
 mod conditional_writes;
 mod conditions;
 mod controller;

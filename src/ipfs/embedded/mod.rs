@@ -571,7 +571,17 @@ impl EmbeddedNode {
                 s.sweep(|mh| live.contains(mh) || protected.contains_key(mh))
             })
             .await?;
-        Ok(GcReport { removed })
+        // Blocks are kept by multihash: name each as Kubo's gc does, a
+        // CIDv1 `raw` of it.
+        let keys: Vec<String> = removed
+            .iter()
+            .filter_map(|mh| cid::multihash::Multihash::<64>::from_bytes(mh).ok())
+            .map(|mh| Cid::new_v1(crate::ipfs::dagpb::RAW, mh).to_string())
+            .collect();
+        Ok(GcReport {
+            removed: removed.len() as u64,
+            keys,
+        })
     }
 
     fn indirect_pins(store: &BlockStore) -> Result<Vec<PinnedCid>, StoreError> {

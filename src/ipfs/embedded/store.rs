@@ -179,10 +179,13 @@ impl BlockStore {
     }
 
     /// Removes every block whose multihash `keep` rejects, in one
-    /// transaction; returns how many were removed.
-    pub(crate) fn sweep(&self, mut keep: impl FnMut(&[u8]) -> bool) -> Result<u64, StoreError> {
+    /// transaction; returns the multihashes removed.
+    pub(crate) fn sweep(
+        &self,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let tx = self.db.begin_write()?;
-        let mut removed = 0u64;
+        let mut removed = Vec::new();
         {
             let mut t = tx.open_table(BLOCKS)?;
             let mut freed = 0u64;
@@ -190,7 +193,7 @@ impl BlockStore {
                 if keep(mh) {
                     true
                 } else {
-                    removed += 1;
+                    removed.push(mh.to_vec());
                     freed += data.len() as u64;
                     false
                 }
@@ -238,7 +241,7 @@ mod tests {
         let rest = s.pins_page(Some(&page[0].0), 10).unwrap();
         assert_eq!(rest.len(), 1);
         assert!(s.unpin(b"x", true).unwrap());
-        assert_eq!(s.sweep(|mh| mh == b"a").unwrap(), 1);
+        assert_eq!(s.sweep(|mh| mh == b"a").unwrap(), vec![b"b".to_vec()]);
         assert_eq!(s.stat().unwrap(), (10, 1));
     }
 }

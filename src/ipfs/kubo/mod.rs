@@ -398,8 +398,12 @@ impl KuboClient {
             if let Some(message) = event.error_message() {
                 return Err(IpfsError::Aborted { message });
             }
-            if event.key.is_some() {
+            if let Some(key) = event.key {
                 report.removed += 1;
+                // `{"/": "bafk…"}`; anything else is counted, not named.
+                if let Some(cid) = key.get("/").and_then(serde_json::Value::as_str) {
+                    report.keys.push(cid.to_owned());
+                }
             }
         }
         Ok(report)
