@@ -6,20 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use pinfleet::api::{Access, AccessPolicy, ApiState, routes, serve};
+use pinfleet::api::{Access, AccessPolicy, routes};
 use pinfleet::auth::{Credential, Role, hash_password};
 use pinfleet::config::{ApiConfig, ClusterSecret};
-use pinfleet::consensus::{ClusterNode, NodeOptions};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::support::{cid_v1, http, pinset_yaml};
-
-const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The three users of the secured peer: (user, password, role).
 const USERS: [(&str, &str, Role); 3] = [
@@ -47,45 +41,20 @@ fn secured_api() -> ApiConfig {
     }
 }
 
+/// The cluster secret of the secured peer (tokens are keyed by it).
+const SECRET: u8 = 31;
+
 /// A one-peer cluster serving [`secured_api`], started once on a runtime
 /// of its own; its URL.
 fn peer() -> &'static str {
     static PEER: OnceLock<String> = OnceLock::new();
     PEER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-                let tasks = TaskTracker::new();
-                let cancel = CancellationToken::new();
-                let secret = ClusterSecret::random();
-                let opts = NodeOptions::new(
-                    dir.path().to_path_buf(),
-                    libp2p::identity::Keypair::generate_ed25519(),
-                    secret.bytes(),
-                );
-                let node = ClusterNode::start(opts, cancel.clone(), &tasks)
-                    .await
-                    .unwrap();
-                node.wait_ready(DEADLINE).await.unwrap();
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let url = format!("http://{}", listener.local_addr().unwrap());
-                let mut state = ApiState::new(node, "0.0.0-it", "secured");
-                state.access = AccessPolicy::from_config(&secured_api(), &secret);
-                state.upload_dir = dir.path().join("uploads");
-                let server = tokio::spawn(serve(listener, state, cancel.clone()));
-                tx.send(url).unwrap();
-                server.await.unwrap().unwrap();
-                drop(dir);
-            });
-        });
-        rx.recv_timeout(DEADLINE * 2)
-            .expect("the peer did not start")
+        crate::support::spawn_api_peer_with("secured", SECRET, |mut state, dir| {
+            let secret = ClusterSecret::from_bytes([SECRET; 32]);
+            state.access = AccessPolicy::from_config(&secured_api(), &secret);
+            state.upload_dir = dir.join("uploads");
+            state
+        })
     })
 }
 

@@ -7,101 +7,16 @@
 //! on time.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use pinfleet::api::ApiState;
-use pinfleet::ipfs::IpfsBackend;
-use pinfleet::ipfs::embedded::{EmbeddedConfig, EmbeddedNode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// One in-process peer serving the API with `state` adjusted by `tune`.
-struct Api {
-    peer: crate::cluster::Peer,
-    url: String,
-    addr: SocketAddr,
-    uploads: PathBuf,
-    ipfs: Option<Arc<dyn IpfsBackend>>,
-    cancel: CancellationToken,
-    tasks: TaskTracker,
-}
-
-impl Api {
-    async fn start(root: &Path, embedded: bool, tune: impl FnOnce(ApiState) -> ApiState) -> Api {
-        let peer = crate::cluster::cluster(1, root, 10_000).await.remove(0);
-        let cancel = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let mut state = ApiState::new(peer.node.clone(), "0.0.0-it", "p0");
-        let mut ipfs = None;
-        if embedded {
-            let node = EmbeddedNode::start(
-                EmbeddedConfig::new(&root.join("ipfs"), [7; 32]),
-                cancel.clone(),
-                &tasks,
-            )
-            .await
-            .unwrap();
-            let backend: Arc<dyn IpfsBackend> = Arc::new(node);
-            state.ipfs = Some(Arc::clone(&backend));
-            ipfs = Some(backend);
-        }
-        let uploads = root.join("uploads");
-        state.upload_dir = uploads.clone();
-        let state = tune(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tasks.spawn(pinfleet::api::serve(listener, state, cancel.clone()));
-        Api {
-            peer,
-            url: format!("http://{addr}"),
-            addr,
-            uploads,
-            ipfs,
-            cancel,
-            tasks,
-        }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
-        self.peer.stop().await;
-    }
-
-    /// Everything under the upload directory.
-    fn uploads_left(&self) -> Vec<PathBuf> {
-        match std::fs::read_dir(&self.uploads) {
-            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// Pins in the cluster state (NDJSON, one a line).
-    async fn allocations(&self) -> usize {
-        let text = crate::support::http()
-            .get(format!("{}/allocations", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines().filter(|l| !l.trim().is_empty()).count()
-    }
-
-    async fn ipfs_size(&self) -> u64 {
-        let ipfs = self.ipfs.as_ref().unwrap();
-        ipfs.repo_stat().await.unwrap().repo_size
-    }
-}
+use crate::inproc::Api;
 
 /// `GET /health` answered 200 within 5 s; returns how long it took.
 async fn served_promptly(url: &str) -> Duration {

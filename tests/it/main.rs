@@ -17,6 +17,7 @@ mod crd;
 mod diagnostics;
 mod embedded;
 mod hooks_daemon;
+mod inproc;
 mod ipfs;
 mod limits;
 mod manifest;

@@ -8,18 +8,14 @@
 //! `PINFLEET_FUZZ_SEED` and `PINFLEET_FUZZ_CASES` replay or widen a run;
 //! CI uses the defaults.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pinfleet::api::{ApiState, routes};
-use pinfleet::ipfs::IpfsBackend;
-use pinfleet::ipfs::embedded::{EmbeddedConfig, EmbeddedNode};
+use pinfleet::api::routes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::inproc::Api;
 use crate::support::{cid_v0, cid_v1, pinset_yaml};
 
 const DEFAULT_SEED: u64 = 23;
@@ -174,27 +170,13 @@ async fn random_requests_on_every_route_get_no_5xx_and_json_errors() {
     let seed = env_or("PINFLEET_FUZZ_SEED", DEFAULT_SEED);
     let cases = env_or("PINFLEET_FUZZ_CASES", DEFAULT_CASES);
     let tmp = tempfile::tempdir().unwrap();
-    let peer = crate::cluster::cluster(1, tmp.path(), 10_000)
-        .await
-        .remove(0);
-    let cancel = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let node = EmbeddedNode::start(
-        EmbeddedConfig::new(&tmp.path().join("ipfs"), [9; 32]),
-        cancel.clone(),
-        &tasks,
-    )
-    .await
-    .unwrap();
-    let backend: Arc<dyn IpfsBackend> = Arc::new(node);
-    let mut state = ApiState::new(peer.node.clone(), "0.0.0-it", "fuzz");
-    state.ipfs = Some(backend);
-    state.upload_dir = tmp.path().join("uploads");
-    state.max_upload_bytes = 1 << 20;
-    state.max_body_bytes = 1 << 20;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tasks.spawn(pinfleet::api::serve(listener, state, cancel.clone()));
+    let api = Api::start(tmp.path(), true, |mut s| {
+        s.max_upload_bytes = 1 << 20;
+        s.max_body_bytes = 1 << 20;
+        s
+    })
+    .await;
+    let url = api.url.clone();
 
     let http = crate::support::http_builder()
         .timeout(PER_REQUEST)
@@ -246,10 +228,7 @@ async fn random_requests_on_every_route_get_no_5xx_and_json_errors() {
     assert!(health.status().is_success());
     let id = http.get(format!("{url}/id")).send().await.unwrap();
     assert!(id.status().is_success());
-    cancel.cancel();
-    tasks.close();
-    tasks.wait().await;
-    peer.stop().await;
+    api.stop().await;
 }
 
 fn cut(s: &str) -> String {

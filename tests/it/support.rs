@@ -42,6 +42,16 @@ pub fn cid_v0(seed: &str) -> String {
 /// URL. The peer's directory is under target/ (the process never drops a
 /// peer kept in a `static`).
 pub fn spawn_api_peer(peername: &'static str, secret: u8) -> String {
+    spawn_api_peer_with(peername, secret, |state, _| state)
+}
+
+/// [`spawn_api_peer`] with the API's state adjusted by `tune` (given the
+/// peer's directory) before it serves.
+pub fn spawn_api_peer_with(
+    peername: &'static str,
+    secret: u8,
+    tune: impl FnOnce(pinfleet::api::ApiState, &Path) -> pinfleet::api::ApiState + Send + 'static,
+) -> String {
     use pinfleet::api::{ApiState, serve};
     use pinfleet::consensus::{ClusterNode, NodeOptions};
     let deadline = std::time::Duration::from_secs(30);
@@ -64,7 +74,7 @@ pub fn spawn_api_peer(peername: &'static str, secret: u8) -> String {
             node.wait_ready(deadline).await.unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
-            let state = ApiState::new(node, "0.0.0-it", peername);
+            let state = tune(ApiState::new(node, "0.0.0-it", peername), dir.path());
             let server = tokio::spawn(serve(listener, state, cancel.clone()));
             tx.send(url).unwrap();
             server.await.unwrap().unwrap();
