@@ -173,9 +173,16 @@ async fn a_stream_ends_with_an_empty_trailer_and_one_failing_halfway_carries_the
     );
     assert!(trailer.ends_with("\r\n\r\n") && trailer.matches("\r\n").count() == 2);
 
-    // Without `TE: trailers` the failed body is cut: no last chunk.
+    // Without `TE: trailers` the failed body is cut: no last chunk. hyper
+    // drops the connection on the body's error, and items it had not yet
+    // flushed are lost with it (seen in CI under load), so what arrives is
+    // an intact prefix of the listing, never the failed item or an end.
     let cut = raw_get(&addr, "/allocations", false).await;
-    assert_eq!(cids_of(&cut.body), listed[..PINS - 1]);
+    let arrived = cids_of(&cut.body);
+    assert!(
+        arrived.len() < PINS && arrived[..] == listed[..arrived.len()],
+        "{arrived:?}"
+    );
     assert!(
         cut.trailer.is_none(),
         "a failed stream must not look complete"
