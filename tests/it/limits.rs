@@ -399,36 +399,65 @@ fn idle_connection_budget() -> Option<usize> {
     (count >= 1000).then_some(count)
 }
 
-/// Connections waiting in the accept queue of the loopback listener on
-/// `port` (`rx_queue` of its LISTEN line in /proc/net/tcp, which lists
-/// listening sockets first: the read stops there).
-fn accept_queue(port: u16) -> usize {
+/// The loopback listener on `port`'s pending connections, from
+/// /proc/net/tcp: those waiting in its accept queue (`rx_queue` of its
+/// LISTEN line) plus those still half open (SYN_RECV: the client counts
+/// them established, but the server dropped their last ACK because the
+/// accept queue was full, and waits to resend its SYN-ACK).
+fn pending(port: u16) -> usize {
     use std::io::BufRead;
     let table = std::io::BufReader::new(std::fs::File::open("/proc/net/tcp").unwrap());
     let local = format!(":{port:04X}");
+    let mut count = 0;
     for line in table.lines().skip(1) {
         let line = line.unwrap();
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() > 4 && f[1].ends_with(&local) && f[3] == "0A" {
-            let queue = f[4].split(':').nth(1).unwrap_or("0");
-            return usize::from_str_radix(queue, 16).unwrap_or(0);
+        if f.len() <= 4 || !f[1].ends_with(&local) {
+            continue;
+        }
+        match f[3] {
+            "0A" => {
+                let queue = f[4].split(':').nth(1).unwrap_or("0");
+                count += usize::from_str_radix(queue, 16).unwrap_or(0);
+            }
+            "03" => count += 1,
+            _ => {}
         }
     }
-    0
+    count
 }
 
-/// Opens `count` connections to `addr`, 256 at a time, each batch taken
-/// from the accept queue by the server before the next (a full queue
-/// would leave connections half open on the server's side).
+/// How many connections to open at once: half the kernel's cap on a
+/// listener's accept queue (`somaxconn`, 128 on older kernels) and at
+/// most 256, so a batch never overflows the queue.
+fn connect_batch() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .map_or(64, |cap| (cap / 2).clamp(16, 256))
+}
+
+/// Opens `count` connections to `addr`, a [`connect_batch`] at a time,
+/// each batch taken from the accept queue by the server before the next
+/// (a full queue would leave connections half open on the server's side
+/// for seconds of SYN-ACK retries).
 async fn open_idle(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    let step = connect_batch();
     let mut conns = Vec::with_capacity(count);
     while conns.len() < count {
-        let batch = (count - conns.len()).min(256);
+        let batch = (count - conns.len()).min(step);
         let opened = futures::future::join_all((0..batch).map(|_| TcpStream::connect(addr))).await;
         conns.extend(opened.into_iter().map(Result::unwrap));
         let start = Instant::now();
-        while accept_queue(addr.port()) > 0 {
-            assert!(start.elapsed() < DEADLINE, "the server stopped accepting");
+        loop {
+            let left = pending(addr.port());
+            if left == 0 {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the server stopped accepting: {left} connections pending"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -473,8 +502,9 @@ async fn ten_thousand_idle_connections_neither_stop_serving_nor_exhaust_memory()
     while daemon.fds() + 4 < fds_before + count {
         assert!(
             start.elapsed() < DEADLINE,
-            "the daemon accepted {} of {count}",
-            daemon.fds().saturating_sub(fds_before)
+            "the daemon accepted {} of {count} ({} still pending)",
+            daemon.fds().saturating_sub(fds_before),
+            pending(daemon.addr.port())
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
