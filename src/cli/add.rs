@@ -10,7 +10,9 @@ use clap::Args;
 use futures::TryStreamExt;
 use reqwest::multipart::{Form, Part};
 
+use super::pin::PinOptionArgs;
 use super::remote::{HostArgs, block_on};
+use super::wait::{Goal, WaitArgs};
 
 /// Arguments of `pinfleet add`.
 #[derive(Debug, Args)]
@@ -18,18 +20,13 @@ pub struct AddArgs {
     /// Files or directories to add (directories recursively).
     #[arg(required = true, value_name = "FILE|DIR")]
     paths: Vec<PathBuf>,
-    /// Pin name (default: the file or directory name).
-    #[arg(long)]
-    name: Option<String>,
-    /// Peers that must and may pin it (-1: every peer); sets both factors.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, conflicts_with_all = ["replication_min", "replication_max"])]
-    replication: Option<i32>,
-    /// Fewest peers that must pin it (-1: every peer; 0: cluster default).
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    replication_min: Option<i32>,
-    /// Most peers that may pin it (-1: every peer; 0: cluster default).
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    replication_max: Option<i32>,
+    /// The pin's options (its name defaults to the file or directory name).
+    #[command(flatten)]
+    options: PinOptionArgs,
+    /// Directories are always added recursively; accepted for
+    /// ipfs-cluster-ctl's `add -r`.
+    #[arg(long, short = 'r', hide = true)]
+    recursive: bool,
     /// Wrap everything in a directory and pin that (needed for several paths).
     #[arg(long, short = 'w')]
     wrap_with_directory: bool,
@@ -55,6 +52,8 @@ pub struct AddArgs {
     /// One JSON object per added entry (IPFS Cluster's `AddedOutput`).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    wait: WaitArgs,
     #[command(flatten)]
     host: HostArgs,
 }
@@ -140,46 +139,38 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
     if args.paths.len() > 1 && !args.wrap_with_directory {
         bail!("several paths: add them in one directory with --wrap-with-directory");
     }
+    if args.no_pin && args.wait.wait {
+        bail!("--wait waits for the pin: it does not go with --no-pin");
+    }
     let client = args.host.client()?;
-    let mut query: Vec<(&str, String)> = vec![
-        ("cid-version", args.cid_version.to_string()),
-        ("stream-channels", "true".into()),
+    let mut query: Vec<(String, String)> = vec![
+        ("cid-version".into(), args.cid_version.to_string()),
+        ("stream-channels".into(), "true".into()),
     ];
-    let name = match &args.name {
-        Some(n) => n.clone(),
-        None => args.paths[0]
+    if args.options.name.is_none() {
+        let name = args.paths[0]
             .file_name()
             .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string(),
-    };
-    if !name.is_empty() {
-        query.push(("name", name));
+            .unwrap_or_default();
+        if !name.is_empty() {
+            query.push(("name".into(), name.to_string()));
+        }
     }
-    if let Some(r) = args.replication {
-        query.push(("replication-min", r.to_string()));
-        query.push(("replication-max", r.to_string()));
-    }
-    if let Some(r) = args.replication_min {
-        query.push(("replication-min", r.to_string()));
-    }
-    if let Some(r) = args.replication_max {
-        query.push(("replication-max", r.to_string()));
-    }
+    query.extend(args.options.query()?);
     if args.wrap_with_directory {
-        query.push(("wrap-with-directory", "true".into()));
+        query.push(("wrap-with-directory".into(), "true".into()));
     }
     if args.raw_leaves {
-        query.push(("raw-leaves", "true".into()));
+        query.push(("raw-leaves".into(), "true".into()));
     }
     if args.hidden {
-        query.push(("hidden", "true".into()));
+        query.push(("hidden".into(), "true".into()));
     }
     if args.no_pin {
-        query.push(("pin", "false".into()));
+        query.push(("pin".into(), "false".into()));
     }
     if let Some(c) = &args.chunker {
-        query.push(("chunker", c.clone()));
+        query.push(("chunker".into(), c.clone()));
     }
     let outputs = block_on(async {
         let mut form = Form::new();
@@ -193,6 +184,8 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
             };
             form = push(form, p, &n, args.hidden).await?;
         }
+        let query: Vec<(&str, String)> =
+            query.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         client
             .add(form, &query)
             .await
@@ -215,7 +208,18 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
             println!("pinned on {}", root.allocations.join(", "));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    if args.no_pin {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let root_cid = root.cid.clone();
+    super::pin::finish_wait(
+        &client,
+        &root_cid,
+        Goal::Pinned,
+        None,
+        &args.wait,
+        args.json || args.quiet,
+    )
 }
 
 #[cfg(test)]

@@ -55,12 +55,12 @@ pub struct ApplyArgs {
     #[arg(long)]
     json: bool,
     /// After applying, wait until every applied PinSet is Ready (all its
-    /// pins pinned); exit 1 if one is not by --timeout.
+    /// pins pinned); exit 1 if one is not by --wait-timeout.
     #[arg(long, conflicts_with = "dry_run")]
     wait: bool,
     /// How long --wait waits (Go duration: 90s, 5m, 1h).
     #[arg(long, value_name = "DURATION", default_value = "5m", requires = "wait")]
-    timeout: String,
+    wait_timeout: String,
 }
 
 /// Arguments of `pinfleet diff`.
@@ -139,7 +139,8 @@ impl Row {
 
 /// Runs `pinfleet apply`.
 pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
-    let timeout = parse_duration(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    let timeout =
+        parse_duration(&args.wait_timeout).map_err(|e| anyhow::anyhow!("--wait-timeout: {e}"))?;
     let client = args.host.client()?;
     let opts = args.guard.options(args.dry_run)?;
     let Some((loaded, rows)) = block_on(apply_changed(&client, &args.paths, &opts))?? else {

@@ -5,6 +5,7 @@ mod add;
 mod apply;
 mod auth;
 mod controller;
+mod monitor;
 mod node;
 mod peers;
 mod pin;
@@ -15,6 +16,7 @@ mod state;
 mod status;
 mod testbed_watch;
 mod validate;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,8 +75,14 @@ enum Command {
     Delete(apply::DeleteArgs),
     /// Show the peer's identity (IPFS Cluster's ID).
     Id(peers::IdArgs),
-    /// Check that a peer's REST API answers.
-    Health(peers::HealthArgs),
+    /// Check that a peer's REST API answers; `health metrics` shows the
+    /// cluster's metrics.
+    Health(monitor::HealthArgs),
+    /// Show the peer's version.
+    Version(monitor::VersionArgs),
+    /// Manage the peers' IPFS nodes.
+    #[command(subcommand)]
+    Ipfs(monitor::IpfsCommand),
     /// List or remove cluster peers.
     #[command(subcommand)]
     Peers(peers::PeersCommand),
@@ -178,7 +186,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff(a) => apply::run_diff(a),
         Command::Delete(a) => apply::run_delete(a),
         Command::Id(a) => peers::run_id(a),
-        Command::Health(a) => peers::run_health(a),
+        Command::Health(a) => monitor::run_health(a),
+        Command::Version(a) => monitor::run_version(a),
+        Command::Ipfs(c) => monitor::run_ipfs(c),
         Command::Peers(c) => peers::run(c),
         Command::Add(a) => add::run(a),
         Command::Pin(c) => pin::run(c),

@@ -18,13 +18,6 @@ pub struct IdArgs {
     json: bool,
 }
 
-/// Arguments of `pinfleet health`.
-#[derive(Debug, Args)]
-pub struct HealthArgs {
-    #[command(flatten)]
-    host: HostArgs,
-}
-
 /// Cluster membership commands.
 #[derive(Debug, Subcommand)]
 pub enum PeersCommand {
@@ -63,21 +56,6 @@ pub fn run_id(args: IdArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", peer_text(&id));
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Runs `pinfleet health`: the peer answers, and with which version.
-pub fn run_health(args: HealthArgs) -> anyhow::Result<ExitCode> {
-    let client = args.host.client()?;
-    let version = block_on(async {
-        client.health().await?;
-        client.version().await
-    })??;
-    println!(
-        "ok: pinfleet {} at {}",
-        version.version,
-        client.base_shown()
-    );
     Ok(ExitCode::SUCCESS)
 }
 

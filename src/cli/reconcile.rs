@@ -25,7 +25,7 @@ pub struct ReconcileArgs {
     no_wait: bool,
     /// How long to wait for the reconcile (e.g. 30s, 2m; at most 10m).
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_timeout)]
-    timeout: Duration,
+    wait_timeout: Duration,
     #[command(flatten)]
     host: HostArgs,
     /// JSON on stdout: the request's answer, then (when waiting) the
@@ -46,7 +46,7 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let client = args.host.client()?;
     let id = parse_target(&args.target)?;
-    let wait = (!args.no_wait).then_some(args.timeout);
+    let wait = (!args.no_wait).then_some(args.wait_timeout);
     let answer = match block_on(client.reconcile(&id, wait))? {
         Ok(a) => a,
         Err(ClientError::Api {

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -15,9 +16,15 @@ pub const DEFAULT_HOST: &str = "http://127.0.0.1:9094";
 /// Where the peer's REST API is, and how to prove who we are to it.
 #[derive(Debug, Args)]
 pub struct HostArgs {
-    /// URL of a pinfleet peer's REST API.
-    #[arg(long, value_name = "URL", env = "PINFLEET_HOST", default_value = DEFAULT_HOST)]
+    /// A pinfleet peer's REST API: a URL (`http://127.0.0.1:9094`) or, as
+    /// ipfs-cluster-ctl takes it, a multiaddress (`/ip4/127.0.0.1/tcp/9094`,
+    /// `/dns/host/tcp/9094/https`).
+    #[arg(long, short = 'l', value_name = "URL|MULTIADDR", env = "PINFLEET_HOST", default_value = DEFAULT_HOST)]
     pub host: String,
+    /// Give up on a request after this long (seconds, or a duration such
+    /// as 90s, 5m); none by default. Connecting alone gives up after 10 s.
+    #[arg(long, short = 't', value_name = "DURATION", env = "PINFLEET_TIMEOUT", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
     /// Basic auth credentials for an API with users (prefer the environment
     /// variable: a command line is visible to other users in `ps`).
     #[arg(
@@ -45,7 +52,10 @@ pub struct HostArgs {
 impl HostArgs {
     /// A client of `--host` with the given credentials.
     pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::with_ca(&self.host, self.ca_file.as_deref())?.with_auth(self.auth()?))
+        let url = host_url(&self.host)?;
+        Ok(Client::with_ca(&url, self.ca_file.as_deref())?
+            .with_auth(self.auth()?)
+            .with_timeout(self.timeout))
     }
 
     /// The credentials given, if any.
@@ -59,6 +69,52 @@ impl HostArgs {
                 .map(Some)
                 .map_err(|e| anyhow::anyhow!("invalid --basic-auth: {e}")),
         }
+    }
+}
+
+/// `--timeout`: whole seconds as ipfs-cluster-ctl takes them (`30`), or a
+/// duration (`90s`, `5m`); `0` means none.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let d = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => pinfleet::manifest::duration::parse_duration(text)?,
+    };
+    Ok(d)
+}
+
+/// The REST API URL `--host` names: a URL as it is, or a multiaddress
+/// (`/ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT`, optionally ending in `/http`,
+/// `/https` or `/tls/http`) turned into one.
+pub fn host_url(host: &str) -> anyhow::Result<String> {
+    if !host.starts_with('/') {
+        return Ok(host.to_string());
+    }
+    use multiaddr::Protocol;
+    let shown = pinfleet::manifest::shown(host);
+    let addr: multiaddr::Multiaddr = host
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--host {shown}: not a multiaddress: {e}"))?;
+    let mut name = None;
+    let mut port = None;
+    let mut scheme = "http";
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(ip) => name = Some(ip.to_string()),
+            Protocol::Ip6(ip) => name = Some(format!("[{ip}]")),
+            Protocol::Dns(h) | Protocol::Dns4(h) | Protocol::Dns6(h) => name = Some(h.to_string()),
+            Protocol::Tcp(p) => port = Some(p),
+            Protocol::Http => {}
+            Protocol::Https | Protocol::Tls => scheme = "https",
+            other => anyhow::bail!(
+                "--host {shown}: {} is not supported: give /ip4|ip6|dns/HOST/tcp/PORT[/https]",
+                other.tag()
+            ),
+        }
+    }
+    match (name, port) {
+        (Some(name), Some(port)) => Ok(format!("{scheme}://{name}:{port}")),
+        _ => anyhow::bail!("--host {shown}: expected /ip4|ip6|dns/HOST/tcp/PORT"),
     }
 }
 
@@ -124,5 +180,48 @@ impl Out {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiaddress_hosts_become_urls() {
+        assert_eq!(
+            host_url("/ip4/127.0.0.1/tcp/9094").unwrap(),
+            "http://127.0.0.1:9094"
+        );
+        assert_eq!(host_url("/ip6/::1/tcp/9094").unwrap(), "http://[::1]:9094");
+        assert_eq!(
+            host_url("/dns/cluster.example/tcp/443/https").unwrap(),
+            "https://cluster.example:443"
+        );
+        assert_eq!(
+            host_url("/dns4/cluster.example/tcp/9094/tls/http").unwrap(),
+            "https://cluster.example:9094"
+        );
+        assert_eq!(
+            host_url("http://127.0.0.1:9094").unwrap(),
+            "http://127.0.0.1:9094"
+        );
+    }
+
+    #[test]
+    fn unusable_multiaddresses_are_named() {
+        let e = host_url("/ip4/127.0.0.1").unwrap_err().to_string();
+        assert!(e.contains("expected /ip4|ip6|dns/HOST/tcp/PORT"), "{e}");
+        let e = host_url("/ip4/127.0.0.1/udp/9094").unwrap_err().to_string();
+        assert!(e.contains("udp is not supported"), "{e}");
+        let e = host_url("/nonsense").unwrap_err().to_string();
+        assert!(e.contains("not a multiaddress"), "{e}");
+    }
+
+    #[test]
+    fn timeouts_take_seconds_or_durations() {
+        assert_eq!(parse_timeout("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_timeout("soon").is_err());
     }
 }

@@ -24,10 +24,10 @@ use pinfleet::client::{Client, ClientError, StatusQuery};
 /// Arguments of `pinfleet status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// A CID (shown as written), `pinset/NAMESPACE/NAME` or `pinset/NAME`
-    /// (namespace `default`); none: every pin of the cluster.
-    #[arg(value_name = "CID|pinset/NS/NAME")]
-    target: Option<String>,
+    /// CIDs (shown as written), or one `pinset/NAMESPACE/NAME` or
+    /// `pinset/NAME` (namespace `default`); none: every pin of the cluster.
+    #[arg(value_name = "CID…|pinset/NS/NAME")]
+    targets: Vec<String>,
     /// Only pins that some peer reports in one of these statuses
     /// (comma-separated: pinned, pinning, pin_queued, pin_error, unpinned,
     /// cluster_error, …, or the aliases error and queued).
@@ -63,7 +63,25 @@ pub struct RecoverArgs {
 /// Runs `pinfleet status`.
 pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let client = args.host.client()?;
-    let target = args.target.as_deref();
+    let is_pinset = |t: &String| t.starts_with("pinset/") || t.starts_with("pinsets/");
+    if args.targets.len() > 1 {
+        if args.targets.iter().any(is_pinset) {
+            anyhow::bail!("give one pinset/NS/NAME, or CIDs only");
+        }
+        let query = StatusQuery {
+            filter: args.filter.clone(),
+            local: args.local,
+            cids: args.targets.clone(),
+            recover: false,
+        };
+        let shown = block_on(list(&client, &query, args.json))??;
+        if shown == 0 {
+            eprintln!("no matching status");
+            return Ok(ExitCode::from(NO));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let target = args.targets.first().map(String::as_str);
     if let Some(t) = target.filter(|t| t.starts_with("pinset/") || t.starts_with("pinsets/")) {
         if args.filter.is_some() || args.local {
             anyhow::bail!("--filter and --local select pin statuses; a pinset status has neither");
@@ -179,7 +197,7 @@ async fn list(client: &Client, query: &StatusQuery, json: bool) -> anyhow::Resul
 
 /// One pin: `CID | name`, then one line per peer, as `ipfs-cluster-ctl
 /// status` prints it.
-fn pin_block(info: &GlobalPinInfo) -> String {
+pub(super) fn pin_block(info: &GlobalPinInfo) -> String {
     let mut s = if info.name.is_empty() {
         format!("{}:\n", info.cid)
     } else {

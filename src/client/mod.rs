@@ -16,8 +16,9 @@ pub use stream::{Lines, MAX_LINE_BYTES, RawStream};
 
 use crate::manifest::PinSetId;
 use crate::wire::{
-    AddedOutput, ApplyReport, Condition, ConditionsReport, ErrorBody, GlobalPinInfo, PatchDocument,
-    PeerInfo, PinRecord, PinSetInfo, PinSetStatus, Problem, ReconcileAnswer, VersionInfo,
+    AddedOutput, ApplyReport, Condition, ConditionsReport, ErrorBody, GlobalPinInfo, GlobalRepoGc,
+    MonitorMetric, PatchDocument, PeerInfo, PinRecord, PinSetInfo, PinSetStatus, Problem,
+    ReconcileAnswer, VersionInfo,
 };
 
 /// Why a call failed.
@@ -72,6 +73,14 @@ pub enum ClientError {
         /// The server's error.
         message: String,
     },
+    /// No answer within the client's timeout (`--timeout`).
+    #[error("no answer from {url} within {after:?} (--timeout)")]
+    TimedOut {
+        /// The URL asked.
+        url: String,
+        /// The timeout.
+        after: std::time::Duration,
+    },
     /// The answer is not what the route sends.
     #[error("invalid answer from {url}")]
     Decode {
@@ -112,7 +121,10 @@ impl ClientError {
     /// or the server said it is unavailable (502, 503, 504): worth a retry.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Self::Unreachable { .. } | Self::Http { .. } | Self::BrokenOff { .. } => true,
+            Self::Unreachable { .. }
+            | Self::Http { .. }
+            | Self::BrokenOff { .. }
+            | Self::TimedOut { .. } => true,
             Self::Api { status, .. } => matches!(*status, 502..=504),
             _ => false,
         }
@@ -161,6 +173,7 @@ pub struct Client {
     base: Url,
     http: reqwest::Client,
     auth: Option<Auth>,
+    timeout: Option<std::time::Duration>,
 }
 
 /// How a client proves who it is (`[api] basic_auth_credentials` users).
@@ -238,6 +251,7 @@ impl Client {
             base,
             http,
             auth: None,
+            timeout: None,
         })
     }
 
@@ -247,7 +261,20 @@ impl Client {
         self
     }
 
+    /// This client, giving up on each request (answer included) after
+    /// `timeout`; `None` or zero: never.
+    pub fn with_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
+    /// `req` with this client's credentials and timeout: every request
+    /// is built through here.
     fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = match self.timeout {
+            Some(t) => req.timeout(t),
+            None => req,
+        };
         match &self.auth {
             None => req,
             Some(Auth::Basic { user, password }) => req.basic_auth(user, Some(password)),
@@ -280,6 +307,12 @@ impl Client {
     }
 
     fn transport_error(&self, url: &Url, source: reqwest::Error) -> ClientError {
+        if let (true, Some(after)) = (source.is_timeout(), self.timeout) {
+            return ClientError::TimedOut {
+                url: shown(url),
+                after,
+            };
+        }
         if source.is_connect() {
             ClientError::Unreachable {
                 url: shown(&self.base),
@@ -471,13 +504,19 @@ impl Client {
             .iter()
             .map(|(k, v)| (k.as_ref(), v.clone()))
             .collect();
-        self.json(Method::POST, self.url(&["pins", cid], &query), None, &[])
+        self.json(Method::POST, pin_url(self, cid, &query), None, &[])
             .await
     }
 
-    /// `DELETE /pins/{cid}`: releases owner `api`.
-    pub async fn unpin(&self, cid: &str) -> Result<PinRecord, ClientError> {
-        self.json(Method::DELETE, self.url(&["pins", cid], &[]), None, &[])
+    /// `DELETE /pins/{cid}[?force=true]`: releases owner `api`; with
+    /// `force` (admin) every owner, PinSets included.
+    pub async fn unpin(&self, cid: &str, force: bool) -> Result<PinRecord, ClientError> {
+        let query = if force {
+            vec![("force", "true".to_string())]
+        } else {
+            Vec::new()
+        };
+        self.json(Method::DELETE, pin_url(self, cid, &query), None, &[])
             .await
     }
 
@@ -717,12 +756,51 @@ impl Client {
         Ok(added)
     }
 
+    /// `GET /monitor/metrics`: the names of the metrics the peer holds.
+    pub async fn metric_names(&self) -> Result<Vec<String>, ClientError> {
+        let url = self.url(&["monitor", "metrics"], &[]);
+        self.json(Method::GET, url, None, &[]).await
+    }
+
+    /// `GET /monitor/metrics/{name}`: the latest metric `name` of every peer.
+    pub async fn metrics(&self, name: &str) -> Result<Vec<MonitorMetric>, ClientError> {
+        let url = self.url(&["monitor", "metrics", name], &[]);
+        self.json(Method::GET, url, None, &[]).await
+    }
+
+    /// `POST /ipfs/gc[?local=true]`: runs the IPFS nodes' garbage
+    /// collection (every peer's, or only the asked one's).
+    pub async fn ipfs_gc(&self, local: bool) -> Result<GlobalRepoGc, ClientError> {
+        let query = if local {
+            vec![("local", "true".to_string())]
+        } else {
+            Vec::new()
+        };
+        let url = self.url(&["ipfs", "gc"], &query);
+        self.json(Method::POST, url, None, &[]).await
+    }
+
     /// `GET /state/export` as raw NDJSON chunks (empty for an empty state).
     pub async fn export(&self) -> Result<RawStream, ClientError> {
         let url = self.url(&["state", "export"], &[]);
         let resp = self.exchange(Method::GET, &url, None, &[]).await?;
         Ok(RawStream::new(shown(&url), resp))
     }
+}
+
+/// `/pins/{cid}`, or for an IPFS path (`/ipfs/CID/a/b`, `/ipns/NAME`,
+/// `/ipld/…`) `/pins/ipfs/CID/a/b`: each path segment its own.
+fn pin_url(client: &Client, cid: &str, query: &[(&str, String)]) -> Url {
+    let mut segments = vec!["pins"];
+    if ["/ipfs/", "/ipns/", "/ipld/"]
+        .iter()
+        .any(|p| cid.starts_with(p))
+    {
+        segments.extend(cid.split('/').filter(|s| !s.is_empty()));
+    } else {
+        segments.push(cid);
+    }
+    client.url(&segments, query)
 }
 
 /// Decodes a JSON answer from `url`.

@@ -7,15 +7,15 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// A `pinfleet daemon` with the tag `region=eu`, killed when dropped.
-struct Peer {
+pub(crate) struct Peer {
     child: std::process::Child,
     _dir: tempfile::TempDir,
-    url: String,
-    id: String,
+    pub(crate) url: String,
+    pub(crate) id: String,
 }
 
 impl Peer {
-    fn start() -> Peer {
+    pub(crate) fn start() -> Peer {
         let dir = tempfile::tempdir().unwrap();
         crate::support::init_peer(dir.path());
         let log = dir.path().join("daemon.log");

@@ -5,6 +5,7 @@ mod access;
 mod api;
 mod bounded;
 mod cli;
+mod cli_ctl;
 mod cluster;
 mod compat_monitor;
 mod conditional_writes;

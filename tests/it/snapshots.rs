@@ -822,7 +822,7 @@ async fn cli_tables() {
     cli.run("cli_diff_changed", &["diff", "manifests"]).await;
     cli.run("cli_diff_changed_json", &["diff", "manifests", "--json"])
         .await;
-    let wait = ["apply", "manifests", "--wait", "--timeout", "30s"];
+    let wait = ["apply", "manifests", "--wait", "--wait-timeout", "30s"];
     cli.run("cli_apply_wait", &wait).await;
     all_pinned(&fleet, 5).await;
     cli.run("cli_apply_json", &["apply", "manifests", "--json"])

@@ -44,7 +44,7 @@ pub(crate) struct Fleet {
 impl Fleet {
     /// `n` peers; failed pins are retried after `retry` (make it long to
     /// see that only a recover brings them back).
-    async fn start(n: usize, root: &std::path::Path, retry: Duration) -> Fleet {
+    pub(crate) async fn start(n: usize, root: &std::path::Path, retry: Duration) -> Fleet {
         Self::start_with(n, root, retry, |_| {}, None).await
     }
 
@@ -422,7 +422,7 @@ async fn apply_wait_exits_0_when_pinned_and_1_on_timeout() {
     );
     let dir = manifests.path().to_str().unwrap();
     let o = fleet
-        .cli(&["apply", dir, "--wait", "--timeout", "60s"])
+        .cli(&["apply", dir, "--wait", "--wait-timeout", "60s"])
         .await;
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     let text = String::from_utf8_lossy(&o.stdout);
@@ -444,7 +444,7 @@ async fn apply_wait_exits_0_when_pinned_and_1_on_timeout() {
             "apply",
             stuck.path().to_str().unwrap(),
             "--wait",
-            "--timeout",
+            "--wait-timeout",
             "3s",
             "--json",
         ])
@@ -466,7 +466,7 @@ async fn apply_wait_exits_0_when_pinned_and_1_on_timeout() {
             "apply",
             stuck.path().to_str().unwrap(),
             "--wait",
-            "--timeout",
+            "--wait-timeout",
             "1s",
         ])
         .await;
