@@ -235,6 +235,7 @@ async fn ctl_commands_against_a_daemon_print_its_answers() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let gc: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(gc["peer_map"][&peer.id].is_object(), "{gc}");
+    crate::compat_shapes::check(&gc, &crate::compat_shapes::GLOBAL_REPO_GC, "ipfs gc --json");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
