@@ -12,6 +12,7 @@ mod error;
 mod gc;
 mod metrics;
 mod monitor;
+mod paths;
 mod peers;
 mod pins;
 mod pinset_patch;

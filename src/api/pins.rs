@@ -136,7 +136,18 @@ pub(super) async fn pin(
 ) -> Result<Json<PinRecord>, ApiError> {
     let key = parse_cid(&cid)?;
     let params = Params::from_query(query)?;
-    let spec = pin_spec(&params, chrono::Utc::now().timestamp_millis())?;
+    pin_key(&state, key, cid, &params).await
+}
+
+/// Pins `key` (written `cid` by the client) for owner `api` with the
+/// options in `params`; answers the pin as it now stands.
+pub(super) async fn pin_key(
+    state: &ApiState,
+    key: CidKey,
+    cid: String,
+    params: &Params,
+) -> Result<Json<PinRecord>, ApiError> {
+    let spec = pin_spec(params, chrono::Utc::now().timestamp_millis())?;
     let written_as = written_as_of(&key, &cid);
     let out = state
         .node
@@ -171,6 +182,17 @@ pub(super) async fn unpin(
 ) -> Result<Json<PinRecord>, ApiError> {
     let key = parse_cid(&cid)?;
     let force = Params::from_query(query)?.flag("force")?;
+    unpin_key(&state, key, cid, force).await
+}
+
+/// Releases owner `api` of `key` (written `cid` by the client), every
+/// owner with `force`; answers the pin as it now stands.
+pub(super) async fn unpin_key(
+    state: &ApiState,
+    key: CidKey,
+    cid: String,
+    force: bool,
+) -> Result<Json<PinRecord>, ApiError> {
     // A follower may not have applied a recent pin yet: not-found must be true.
     catch_up(&state.node).await;
     let Some(before) = get_pin(&state.node, key).await? else {

@@ -11,7 +11,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::access::Access;
 use super::{
-    ApiState, add, gc, metrics, monitor, peers, pins, pinset_patch, pinset_status, pinsets,
+    ApiState, add, gc, metrics, monitor, paths, peers, pins, pinset_patch, pinset_status, pinsets,
     reconcile, status, token,
 };
 use crate::auth::Role::{Admin, Reader, Writer};
@@ -87,6 +87,27 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/pins/{cid}", Role(Reader), status::get),
         route(Method::POST, "/pins/{cid}", Role(Writer), pins::pin),
         route(Method::DELETE, "/pins/{cid}", Role(Writer), pins::unpin),
+        route(Method::POST, "/pins/ipfs/{*path}", Role(Writer), paths::pin),
+        route(
+            Method::DELETE,
+            "/pins/ipfs/{*path}",
+            Role(Writer),
+            paths::unpin,
+        ),
+        route(Method::POST, "/pins/ipns/{*path}", Role(Writer), paths::pin),
+        route(
+            Method::DELETE,
+            "/pins/ipns/{*path}",
+            Role(Writer),
+            paths::unpin,
+        ),
+        route(Method::POST, "/pins/ipld/{*path}", Role(Writer), paths::pin),
+        route(
+            Method::DELETE,
+            "/pins/ipld/{*path}",
+            Role(Writer),
+            paths::unpin,
+        ),
         route(
             Method::POST,
             "/pins/{cid}/recover",

@@ -7,6 +7,7 @@ mod bounded;
 mod cli;
 mod cluster;
 mod compat_monitor;
+mod compat_routes;
 mod conditional_writes;
 mod conditions;
 mod controller;
