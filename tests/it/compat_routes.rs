@@ -249,3 +249,142 @@ async fn path_pins_resolve_through_kubo_resolve_on_the_kubo_backend() {
     assert_eq!(status, StatusCode::OK, "{pin}");
     fleet.stop().await;
 }
+
+/// IPFS Cluster's `api.GlobalPinInfo` JSON.
+const GLOBAL_PIN_INFO_FIELDS: [(&str, &str); 7] = [
+    ("cid", "string"),
+    ("name", "string"),
+    ("allocations", "array|null"),
+    ("origins", "array|null"),
+    ("created", "string"),
+    ("metadata", "object|null"),
+    ("peer_map", "object"),
+];
+
+/// IPFS Cluster's `api.PinInfoShort` JSON (`ipfs_peer_id` and
+/// `ipfs_peer_addresses` are `omitempty` there; pinfleet names every
+/// member, so they are present).
+const PIN_INFO_SHORT_FIELDS: [(&str, &str); 8] = [
+    ("peername", "string"),
+    ("ipfs_peer_id", "string"),
+    ("ipfs_peer_addresses", "array"),
+    ("status", "string"),
+    ("timestamp", "string"),
+    ("error", "string"),
+    ("attempt_count", "integer"),
+    ("priority_pin", "bool"),
+];
+
+/// Every member of `fleet` is in `info`'s peer map, named by its peer name
+/// and its (mock) IPFS node's ID and addresses, with status `want`.
+fn assert_every_member(fleet: &Fleet, info: &Value, members: &[usize], want: &str) {
+    assert_shape(info, &GLOBAL_PIN_INFO_FIELDS);
+    let map = info["peer_map"].as_object().unwrap();
+    assert_eq!(map.len(), members.len(), "{info}");
+    for i in members {
+        let entry = &map[&fleet.id(*i)];
+        assert_shape(entry, &PIN_INFO_SHORT_FIELDS);
+        assert_eq!(entry["status"], want, "{info}");
+        assert_eq!(entry["peername"], format!("p{i}"), "{info}");
+        let ipfs = entry["ipfs_peer_id"].as_str().unwrap();
+        assert!(!ipfs.is_empty(), "{info}");
+        let addrs = entry["ipfs_peer_addresses"].as_array().unwrap();
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.as_str().unwrap().ends_with(&format!("/p2p/{ipfs}"))),
+            "{info}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_cids_are_unpinned_on_every_member_and_local_asks_this_peer_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::start_with(3, dir.path(), Duration::from_secs(60), |_| {}, None).await;
+    let unknown = cid_v1("compat-status-unknown");
+    // Not in the pinset: 200, unpinned on each of the 3 members (not 404).
+    let (status, info) = send(
+        reqwest::Method::GET,
+        format!("{}/pins/{unknown}", fleet.url),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["cid"], unknown);
+    assert_eq!(info["name"], "");
+    assert_every_member(&fleet, &info, &[0, 1, 2], "unpinned");
+    // local=true: this peer only.
+    let (status, info) = send(
+        reqwest::Method::GET,
+        format!("{}/pins/{unknown}?local=true", fleet.url),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_every_member(&fleet, &info, &[0], "unpinned");
+
+    // A known pin (every member) by `cids=`, with an unknown one, in order.
+    let known = cid_v1("compat-status-known");
+    let (status, pin) = send(
+        reqwest::Method::POST,
+        format!("{}/pins/{known}?replication=-1", fleet.url),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{pin}");
+    let lines = crate::status::eventually("the known pin pinned on every member", || {
+        let url = format!("{}/pins?cids={known},{unknown}", fleet.url);
+        async move {
+            let text = http().get(url).send().await.ok()?.text().await.ok()?;
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let pinned = lines.first()?["peer_map"]
+                .as_object()?
+                .values()
+                .all(|e| e["status"] == "pinned");
+            (pinned && lines.len() == 2).then_some(lines)
+        }
+    })
+    .await;
+    assert_eq!(lines[0]["cid"], known);
+    assert_every_member(&fleet, &lines[0], &[0, 1, 2], "pinned");
+    assert_eq!(lines[1]["cid"], unknown);
+    assert_every_member(&fleet, &lines[1], &[0, 1, 2], "unpinned");
+    // `local=true` with `cids=`: this peer's entry only.
+    let (status, text) = fleet.get(&format!("/pins?cids={known}&local=true")).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let line: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_every_member(&fleet, &line, &[0], "pinned");
+    // A malformed CID in the list: 400, as IPFS Cluster's statusCidsHandler.
+    let (status, body) = send(
+        reqwest::Method::GET,
+        format!("{}/pins?cids={known},nope", fleet.url),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST);
+
+    // Nothing failed: recover re-queues nothing and streams nothing.
+    let resp = http()
+        .post(format!("{}/pins/recover", fleet.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(resp.text().await.unwrap().trim(), "");
+    // Recover of one CID with local=true answers this peer's status only.
+    let (status, info) = send(
+        reqwest::Method::POST,
+        format!("{}/pins/{known}/recover?local=true", fleet.url),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_every_member(&fleet, &info, &[0], "pinned");
+    let (status, info) = send(
+        reqwest::Method::POST,
+        format!("{}/pins/{known}/recover", fleet.url),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_every_member(&fleet, &info, &[0, 1, 2], "pinned");
+    fleet.stop().await;
+}
