@@ -388,3 +388,73 @@ async fn unknown_cids_are_unpinned_on_every_member_and_local_asks_this_peer_only
     assert_every_member(&fleet, &info, &[0, 1, 2], "pinned");
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_update_copies_the_old_pins_options_and_unknown_modes_pin_recursively() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path(), false, |s| s).await;
+    let base = &api.url;
+    let (old, new) = (cid_v1("compat-update-old"), cid_v1("compat-update-new"));
+    let (status, pin) = send(
+        reqwest::Method::POST,
+        format!("{base}/pins/{old}?name=v1&mode=direct&replication=1&meta-team=web"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{pin}");
+    // The Go client's `PinUpdate` / `ipfs-cluster-ctl pin update OLD NEW`.
+    let (status, pin) = send(
+        reqwest::Method::POST,
+        format!("{base}/pins/{new}?pin-update={old}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{pin}");
+    assert_shape(&pin, &PIN_FIELDS);
+    assert_eq!(pin["cid"], new);
+    assert_eq!(pin["pin_update"], old, "{pin}");
+    assert_eq!(pin["name"], "v1", "the old name when none is given");
+    assert_eq!(pin["mode"], "direct");
+    assert_eq!(pin["replication_factor_min"], 1);
+    assert_eq!(pin["metadata"]["team"], "web");
+    // A name in the query wins.
+    let newer = cid_v1("compat-update-newer");
+    let (status, pin) = send(
+        reqwest::Method::POST,
+        format!("{base}/pins/{newer}?pin-update={new}&name=v3"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{pin}");
+    assert_eq!(pin["name"], "v3");
+    assert_eq!(pin["mode"], "direct");
+    // From a CID that is not pinned: 404 and nothing pinned.
+    let orphan = cid_v1("compat-update-orphan");
+    let (status, body) = send(
+        reqwest::Method::POST,
+        format!(
+            "{base}/pins/{orphan}?pin-update={}",
+            cid_v1("compat-update-none")
+        ),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND);
+    let (status, _) = send(reqwest::Method::GET, format!("{base}/allocations/{orphan}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A pin-update from a malformed CID: 400.
+    let (status, body) = send(
+        reqwest::Method::POST,
+        format!("{base}/pins/{orphan}?pin-update=nope"),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST);
+    // Plain pins never carry pin_update (omitempty).
+    let (status, pin) = send(
+        reqwest::Method::POST,
+        format!("{base}/pins/{orphan}?mode=sideways"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{pin}");
+    assert!(pin.get("pin_update").is_none(), "{pin}");
+    // IPFS Cluster reads an unknown mode as recursive.
+    assert_eq!(pin["mode"], "recursive");
+    assert_eq!(pin["max_depth"], -1);
+    api.stop().await;
+}
