@@ -10,6 +10,7 @@ mod access;
 mod add;
 mod error;
 mod gc;
+mod health;
 mod metrics;
 mod monitor;
 mod paths;

@@ -30,6 +30,13 @@ pub struct PeerIdentity {
     pub ipfs_peer_id: String,
     /// Its IPFS node's addresses.
     pub ipfs_peer_addresses: Vec<String>,
+    /// Its pinfleet version.
+    #[serde(default)]
+    pub version: String,
+    /// The members its cluster swarm is connected to (for
+    /// `/health/graph`).
+    #[serde(default)]
+    pub connected: Vec<String>,
 }
 
 /// Identities of the members, asked for when stale.
@@ -67,8 +74,24 @@ impl Identities {
         if let Some(id) = self.cached(&me, false) {
             return id;
         }
+        let members: std::collections::HashSet<String> = self
+            .node
+            .members()
+            .into_iter()
+            .map(|(_, n)| n.peer_id)
+            .collect();
+        let connected = match self.node.p2p().connected_peers().await {
+            Ok(peers) => peers
+                .iter()
+                .map(ToString::to_string)
+                .filter(|p| members.contains(p))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         let mut id = PeerIdentity {
             peername: self.peername.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            connected,
             ..PeerIdentity::default()
         };
         if let Some(ipfs) = self.ipfs.as_ref().filter(|b| b.kind() != "none")
@@ -111,6 +134,23 @@ impl Identities {
             .collect();
         out.insert(me.to_string(), own);
         out
+    }
+
+    /// Asks `peer` who it is now (this peer answers for itself), keeping
+    /// the answer; the reason when it does not answer.
+    pub async fn ask(&self, peer: libp2p::PeerId) -> Result<PeerIdentity, String> {
+        if peer == self.node.peer_id() {
+            return Ok(self.own().await);
+        }
+        let call = self.node.call::<super::rpc::Identity>(peer, &());
+        match tokio::time::timeout(ASK_TIMEOUT, call).await {
+            Ok(Ok(id)) => {
+                self.store(peer.to_string(), id.clone());
+                Ok(id)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {ASK_TIMEOUT:?}")),
+        }
     }
 
     fn cached(&self, peer: &str, stale_ok: bool) -> Option<PeerIdentity> {

@@ -458,3 +458,233 @@ async fn pin_update_copies_the_old_pins_options_and_unknown_modes_pin_recursivel
     assert_eq!(pin["max_depth"], -1);
     api.stop().await;
 }
+
+/// IPFS Cluster's `api.Metric` JSON, and `api.Alert` (it embeds Metric).
+const ALERT_FIELDS: [(&str, &str); 9] = [
+    ("name", "string"),
+    ("peer", "string"),
+    ("value", "string"),
+    ("expire", "integer"),
+    ("valid", "bool"),
+    ("weight", "integer"),
+    ("partitionable", "bool"),
+    ("received_at", "integer"),
+    ("triggered_at", "string"),
+];
+
+/// IPFS Cluster's `api.ID` JSON.
+const ID_FIELDS: [(&str, &str); 10] = [
+    ("id", "string"),
+    ("addresses", "array"),
+    ("cluster_peers", "array"),
+    ("cluster_peers_addresses", "array"),
+    ("version", "string"),
+    ("commit", "string"),
+    ("rpc_protocol_version", "string"),
+    ("error", "string"),
+    ("ipfs", "object"),
+    ("peername", "string"),
+];
+
+fn ndjson(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_graph_alerts_bandwidth_and_peers_describe_every_member_even_a_silent_one() {
+    use pinfleet::allocator::{Metric, PeerMetrics};
+    let dir = tempfile::tempdir().unwrap();
+    let view: pinfleet::api::MonitorView =
+        std::sync::Arc::new(std::sync::Mutex::new(PeerMetrics::new()));
+    let monitor = view.clone();
+    let mut fleet = Fleet::start_with(
+        3,
+        dir.path(),
+        Duration::from_secs(60),
+        move |s| s.monitor = Some(monitor),
+        None,
+    )
+    .await;
+    let ids: Vec<String> = (0..3).map(|i| fleet.id(i)).collect();
+    // The graph: every member, its name, its IPFS node, trusted, and
+    // connected to the two others.
+    let (status, g) = send(reqwest::Method::GET, format!("{}/health/graph", fleet.url)).await;
+    assert_eq!(status, StatusCode::OK, "{g}");
+    assert_shape(
+        &g,
+        &[
+            ("cluster_id", "string"),
+            ("id_to_peername", "object"),
+            ("ipfs_links", "object"),
+            ("cluster_links", "object"),
+            ("cluster_to_ipfs", "object"),
+            ("cluster_trust_links", "object"),
+        ],
+    );
+    assert_eq!(g["cluster_id"], ids[0]);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(g["id_to_peername"][id], format!("p{i}"), "{g}");
+        assert_eq!(g["cluster_trust_links"][id], true, "{g}");
+        let ipfs = g["cluster_to_ipfs"][id].as_str().unwrap();
+        assert!(g["ipfs_links"][ipfs].is_array(), "{g}");
+        // Links only to other members, both ways (a libp2p connection).
+        for other in g["cluster_links"][id].as_array().unwrap() {
+            let other = other.as_str().unwrap();
+            assert!(ids.iter().any(|m| m == other) && other != id, "{g}");
+            assert!(
+                g["cluster_links"][other]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|b| b == id.as_str()),
+                "{g}"
+            );
+        }
+    }
+    // The first peer is everyone's bootstrap: connected to both others.
+    assert_eq!(
+        g["cluster_links"][&ids[0]].as_array().unwrap().len(),
+        2,
+        "{g}"
+    );
+
+    // Bandwidth: a map by protocol (empty: pinfleet counts none).
+    let (status, bw) = send(
+        reqwest::Method::GET,
+        format!("{}/health/bandwidth", fleet.url),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{bw}");
+    assert!(bw.as_object().is_some(), "{bw}");
+
+    // Alerts: only the expired readings of members, newest first.
+    let now = chrono::Utc::now().timestamp_millis();
+    {
+        let mut m = view.lock().unwrap();
+        m.insert(Metric::freespace(ids[1].clone(), 10, now - 60_000));
+        m.insert(Metric::numpin(ids[2].clone(), 3, now - 1_000));
+        m.insert(Metric::numpin(ids[0].clone(), 3, now + 60_000));
+        m.insert(Metric::numpin(
+            "12D3KooWNotAMemberNotAMemberNotAMember",
+            1,
+            now - 5,
+        ));
+    }
+    let (status, alerts) = send(reqwest::Method::GET, format!("{}/health/alerts", fleet.url)).await;
+    assert_eq!(status, StatusCode::OK, "{alerts}");
+    let alerts = alerts.as_array().unwrap().clone();
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    for a in &alerts {
+        assert_shape(a, &ALERT_FIELDS);
+    }
+    assert_eq!(
+        (&alerts[0]["peer"], &alerts[0]["name"]),
+        (&ids[2].clone().into(), &"numpin".into())
+    );
+    assert_eq!(alerts[1]["peer"], ids[1]);
+    assert_eq!(alerts[1]["name"], "freespace");
+
+    // Every member in /peers, asked; then one stops answering.
+    let (status, text) = fleet.get("/peers").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let peers = ndjson(&text);
+    assert_eq!(peers.len(), 3, "{text}");
+    assert_eq!(peers[0]["id"], ids[0], "this peer first");
+    for p in &peers {
+        let i = ids.iter().position(|id| p["id"] == id.as_str()).unwrap();
+        assert_shape(p, &ID_FIELDS);
+        assert_eq!(p["error"], "", "{p}");
+        assert_eq!(p["peername"], format!("p{i}"), "{p}");
+        assert!(
+            p["ipfs"]["id"].as_str().is_some_and(|s| !s.is_empty()),
+            "{p}"
+        );
+        assert_eq!(p["cluster_peers"].as_array().unwrap().len(), 3, "{p}");
+        assert!(!p["version"].as_str().unwrap().is_empty(), "{p}");
+    }
+    fleet.stop_node(2).await;
+    let (status, text) = fleet.get("/peers").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let peers = ndjson(&text);
+    assert_eq!(peers.len(), 3, "a silent member is still listed: {text}");
+    let silent = peers.iter().find(|p| p["id"] == ids[2]).unwrap();
+    assert_shape(silent, &ID_FIELDS);
+    assert!(!silent["error"].as_str().unwrap().is_empty(), "{silent}");
+    assert!(
+        !silent["addresses"].as_array().unwrap().is_empty(),
+        "{silent}"
+    );
+    // The graph keeps it, without links.
+    let (_, g) = send(reqwest::Method::GET, format!("{}/health/graph", fleet.url)).await;
+    assert_eq!(g["cluster_links"][&ids[2]], serde_json::json!([]), "{g}");
+    assert!(g["cluster_to_ipfs"].get(&ids[2]).is_none(), "{g}");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn post_peers_adds_a_waiting_peer_as_a_member_and_refuses_bad_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::start_with(2, dir.path(), Duration::from_secs(60), |_| {}, None).await;
+    let url = format!("{}/peers", fleet.url);
+    let post = |body: String| {
+        let url = url.clone();
+        async move {
+            let resp = http().post(url).body(body).send().await.unwrap();
+            let status = resp.status();
+            let text = resp.text().await.unwrap();
+            (status, serde_json::from_str::<Value>(&text).unwrap())
+        }
+    };
+    // IPFS Cluster's refusals.
+    let (status, body) = post("{not json".into()).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST);
+    assert_eq!(body["message"], "error decoding request body");
+    let (status, body) = post(r#"{"peer_id":"nobody"}"#.into()).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST);
+    assert_eq!(body["message"], "error decoding peer_id");
+
+    // A peer that waits to join (its bootstrap address answers nothing).
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let nowhere: libp2p::Multiaddr =
+        format!("/ip4/127.0.0.1/tcp/1/p2p/{}", libp2p::PeerId::random())
+            .parse()
+            .unwrap();
+    let newcomer = crate::cluster::Peer::start(
+        &dir.path().join("newcomer"),
+        key,
+        crate::cluster::SECRET,
+        vec![nowhere],
+        10_000,
+    )
+    .await
+    .unwrap();
+    let pid = newcomer.node.peer_id().to_string();
+    // Without an address there is no way to reach it.
+    let (status, body) = post(format!(r#"{{"peer_id":"{pid}"}}"#)).await;
+    assert_error(status, &body, StatusCode::INTERNAL_SERVER_ERROR);
+    let addr = newcomer.addr().to_string();
+    let (status, id) = post(format!(r#"{{"peer_id":"{pid}","addresses":["{addr}"]}}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{id}");
+    assert_shape(&id, &ID_FIELDS);
+    assert_eq!(id["id"], pid);
+    newcomer
+        .node
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (_, text) = fleet.get("/peers").await;
+    let listed: Vec<String> = ndjson(&text)
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(listed.contains(&pid), "{text}");
+    // Adding a member again answers it, changing nothing.
+    let (status, again) = post(format!(r#"{{"peer_id":"{pid}","addresses":["{addr}"]}}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(fleet.nodes[0].peer.node.members().len(), 3);
+    newcomer.stop().await;
+    fleet.stop().await;
+}

@@ -148,6 +148,16 @@ impl Fleet {
             .unwrap()
     }
 
+    /// Stops member `i` (its tracker and its peer): it stays in the
+    /// membership but answers nothing.
+    pub(crate) async fn stop_node(&mut self, i: usize) {
+        let n = self.nodes.remove(i);
+        n.cancel.cancel();
+        n.tasks.close();
+        n.tasks.wait().await;
+        n.peer.stop().await;
+    }
+
     pub(crate) async fn stop(self) {
         self.api_cancel.cancel();
         for n in self.nodes {
