@@ -63,7 +63,8 @@ fn parse(matched: &MatchedPath, rest: &str) -> Result<IpfsPath, ApiError> {
 
 /// The CID `path` leads to, and how to show it: as the client wrote the
 /// root when the path is only a root, else canonical. Failing to resolve
-/// answers 500, as IPFS Cluster does for every resolve error.
+/// answers 500 (`cannot resolve <path>: <why>`), as IPFS Cluster does for
+/// every resolve error.
 async fn resolve(state: &ApiState, path: IpfsPath) -> Result<(CidKey, String), ApiError> {
     if path.segments().is_empty()
         && let Some(root) = path.root_cid()
@@ -72,13 +73,17 @@ async fn resolve(state: &ApiState, path: IpfsPath) -> Result<(CidKey, String), A
         let written = written.rsplit('/').next().unwrap_or_default().to_string();
         return Ok((root, written));
     }
-    let Some(backend) = state.ipfs.clone() else {
-        return Err(ApiError::internal(IpfsError::NotConfigured.to_string()));
-    };
     let what = path.to_string();
+    let Some(backend) = state.ipfs.clone() else {
+        return Err(ApiError::internal(format!(
+            "cannot resolve {what}: {}",
+            IpfsError::NotConfigured
+        )));
+    };
     match tokio::time::timeout(RESOLVE_TIMEOUT, backend.resolve(path)).await {
         Ok(Ok(key)) => Ok((key, key.to_string())),
-        Ok(Err(e)) => Err(ApiError::internal(e.to_string())),
+        Ok(Err(e @ IpfsError::Resolve { .. })) => Err(ApiError::internal(e.to_string())),
+        Ok(Err(e)) => Err(ApiError::internal(format!("cannot resolve {what}: {e}"))),
         Err(_) => Err(ApiError::internal(format!(
             "cannot resolve {what}: no answer from the ipfs node within {RESOLVE_TIMEOUT:?}"
         ))),
