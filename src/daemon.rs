@@ -137,18 +137,16 @@ pub fn start_tracking(
     let tracker = crate::tracker::spawn(
         node.peer_id().to_string(),
         node.store().clone(),
-        backend,
+        std::sync::Arc::clone(&backend),
         config,
         node.applied_watch(),
         cancel.clone(),
         tasks,
     )?;
-    let status = std::sync::Arc::new(crate::tracker::StatusService::new(
-        node.clone(),
-        tracker,
-        default,
-        peername,
-    ));
+    let status = std::sync::Arc::new(
+        crate::tracker::StatusService::new(node.clone(), tracker, default, peername)
+            .with_ipfs(backend),
+    );
     crate::tracker::rpc::serve(node, std::sync::Arc::clone(&status));
     Ok(status)
 }

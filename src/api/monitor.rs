@@ -29,7 +29,7 @@ fn nanos(ms: i64) -> i64 {
     ms.saturating_mul(NANOS_PER_MILLI)
 }
 
-fn to_wire(m: &Metric) -> MonitorMetric {
+pub(super) fn to_wire(m: &Metric) -> MonitorMetric {
     MonitorMetric {
         name: m.name.clone(),
         peer: m.peer.clone(),

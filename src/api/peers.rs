@@ -1,5 +1,6 @@
-//! `/id`, `/version`, `/health` and `/peers`: who this peer is and who its
-//! fellow members are, in IPFS Cluster's `ID` JSON.
+//! `/id`, `/version`, `/health` and `/peers` (`GET`, `POST` to add a
+//! member, `DELETE`): who this peer is and who its fellow members are, in
+//! IPFS Cluster's `ID` JSON.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -35,22 +36,159 @@ pub(super) async fn health() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-/// `GET /peers`: this peer with everything it knows, then every other member
-/// with what the membership records (id and addresses).
+/// `GET /peers`: this peer with everything it knows, then every other
+/// member as it describes itself (asked at once); a member that does not
+/// answer is listed with its id, addresses and why in `error`, as IPFS
+/// Cluster does.
 pub(super) async fn list(State(state): State<ApiState>) -> Response {
     let me = self_info(&state).await;
+    let members = state.node.members();
+    let others: Vec<PeerNode> = members
+        .iter()
+        .filter(|(_, n)| n.peer_id != me.id)
+        .map(|(_, n)| n.clone())
+        .collect();
+    let asks = others
+        .iter()
+        .map(|n| member_info(&state, n, &me.cluster_peers));
     let mut items = vec![me.clone()];
-    for (_, node) in state.node.members() {
-        if node.peer_id == me.id {
-            continue;
-        }
-        items.push(PeerInfo {
-            addresses: p2p_addrs(&node),
-            id: node.peer_id,
-            ..PeerInfo::default()
-        });
-    }
+    items.extend(futures::future::join_all(asks).await);
     stream::ndjson_items(items).await
+}
+
+/// What `/peers` shows of another member: what it says of itself, or why
+/// it could not be asked.
+async fn member_info(state: &ApiState, node: &PeerNode, cluster_peers: &[String]) -> PeerInfo {
+    let mut info = PeerInfo {
+        addresses: p2p_addrs(node),
+        id: node.peer_id.clone(),
+        ..PeerInfo::default()
+    };
+    let answer = match (&state.status, node.peer_id.parse::<PeerId>()) {
+        (Some(status), Ok(pid)) => status.identities().ask(pid).await,
+        (None, _) => Err("not asked: this peer runs no pin tracker".to_string()),
+        (_, Err(e)) => Err(format!("invalid peer id: {e}")),
+    };
+    match answer {
+        Ok(id) => {
+            info.cluster_peers = cluster_peers.to_vec();
+            info.cluster_peers_addresses = state
+                .node
+                .members()
+                .iter()
+                .filter(|(_, n)| n.peer_id != node.peer_id)
+                .flat_map(|(_, n)| p2p_addrs(n))
+                .collect();
+            info.version = id.version;
+            info.rpc_protocol_version = crate::p2p::DEFAULT_PROTOCOL.to_string();
+            info.peername = id.peername;
+            info.ipfs = if id.ipfs_peer_id.is_empty() {
+                IpfsInfo {
+                    error: "its ipfs node did not answer".into(),
+                    ..IpfsInfo::default()
+                }
+            } else {
+                IpfsInfo {
+                    id: id.ipfs_peer_id,
+                    addresses: id.ipfs_peer_addresses,
+                    error: String::new(),
+                }
+            };
+        }
+        Err(e) => info.error = e,
+    }
+    info
+}
+
+/// `POST /peers` body: IPFS Cluster's `peerAddBody` plus pinfleet's
+/// optional `addresses` (where to reach the peer).
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct PeerAddBody {
+    /// The peer to add.
+    peer_id: String,
+    /// Its p2p addresses (`/ip4/…/tcp/…`, with or without `/p2p/<id>`).
+    #[serde(default)]
+    addresses: Vec<String>,
+}
+
+/// `POST /peers`: adds a peer as a member (IPFS Cluster's `PeerAdd`) and
+/// answers its `ID`. The peer must be started with a bootstrap address (so
+/// that it waits to be added rather than founding its own cluster) and be
+/// reachable at one of `addresses`.
+pub(super) async fn add(
+    State(state): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<Json<PeerInfo>, ApiError> {
+    let body: PeerAddBody = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::bad_request("error decoding request body"))?;
+    let pid: PeerId = body
+        .peer_id
+        .parse()
+        .map_err(|_| ApiError::bad_request("error decoding peer_id"))?;
+    let suffix = format!("/p2p/{pid}");
+    let mut addrs = Vec::new();
+    for a in &body.addresses {
+        let bare = a.strip_suffix(&suffix).unwrap_or(a);
+        let ma: libp2p::Multiaddr = bare
+            .parse()
+            .map_err(|e| ApiError::bad_request(format!("invalid address {}: {e}", shown(a))))?;
+        addrs.push(ma);
+    }
+    let member = |state: &ApiState| {
+        state
+            .node
+            .members()
+            .into_iter()
+            .find(|(_, n)| n.peer_id == body.peer_id)
+    };
+    if member(&state).is_none() {
+        if addrs.is_empty() {
+            return Err(ApiError::internal(format!(
+                "cannot add peer {pid}: no address to reach it (give \"addresses\")"
+            )));
+        }
+        let mut reached = None;
+        for a in &addrs {
+            let dial = a.clone().with(libp2p::multiaddr::Protocol::P2p(pid));
+            match state.node.p2p().dial(dial).await {
+                Ok(got) if got == pid => {
+                    reached = Some(());
+                    break;
+                }
+                Ok(got) => tracing::debug!(%a, %got, "another peer answered there"),
+                Err(e) => tracing::debug!(%a, error = %e, "cannot dial the peer to add"),
+            }
+        }
+        if reached.is_none() {
+            return Err(ApiError::internal(format!(
+                "cannot add peer {pid}: not reachable at any of its addresses"
+            )));
+        }
+        state
+            .node
+            .add_peer(PeerNode {
+                peer_id: pid.to_string(),
+                addrs: addrs.iter().map(ToString::to_string).collect(),
+                api: String::new(),
+            })
+            .await?;
+        super::pins::catch_up(&state.node).await;
+    }
+    let node = member(&state).map_or_else(
+        || PeerNode {
+            peer_id: pid.to_string(),
+            addrs: addrs.iter().map(ToString::to_string).collect(),
+            api: String::new(),
+        },
+        |(_, n)| n,
+    );
+    let cluster_peers: Vec<String> = state
+        .node
+        .members()
+        .into_iter()
+        .map(|(_, n)| n.peer_id)
+        .collect();
+    Ok(Json(member_info(&state, &node, &cluster_peers).await))
 }
 
 /// `DELETE /peers/{peer}`: removes a member from the cluster.

@@ -136,7 +136,34 @@ pub(super) async fn pin(
 ) -> Result<Json<PinRecord>, ApiError> {
     let key = parse_cid(&cid)?;
     let params = Params::from_query(query)?;
-    let spec = pin_spec(&params, chrono::Utc::now().timestamp_millis())?;
+    pin_key(&state, key, cid, &params).await
+}
+
+/// Pins `key` (written `cid` by the client) for owner `api` with the
+/// options in `params`; answers the pin as it now stands.
+pub(super) async fn pin_key(
+    state: &ApiState,
+    key: CidKey,
+    cid: String,
+    params: &Params,
+) -> Result<Json<PinRecord>, ApiError> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut spec = pin_spec(params, now_ms)?;
+    // `pin-update=OLD`: the new pin takes the old one's options and
+    // allocations, as IPFS Cluster's `PinUpdate`.
+    let update_from = match params.get("pin-update") {
+        Some(v) => Some((parse_cid(v)?, v.to_string())).filter(|(from, _)| *from != key),
+        None => None,
+    };
+    if let Some((from, shown_from)) = &update_from {
+        let old = get_pin(&state.node, *from).await?.ok_or_else(|| {
+            ApiError::not_found(format!(
+                "cannot update from {}: not in the pinset",
+                shown(shown_from)
+            ))
+        })?;
+        spec = updated_spec(&old, spec, params, now_ms);
+    }
     let written_as = written_as_of(&key, &cid);
     let out = state
         .node
@@ -157,7 +184,31 @@ pub(super) async fn pin(
             timestamp_ms: chrono::Utc::now().timestamp_millis(),
         },
     };
-    Ok(Json(record_as_sent(&pin, cid)))
+    let mut rec = record_as_sent(&pin, cid);
+    rec.pin_update = update_from.map(|(_, shown_from)| shown_from);
+    Ok(Json(rec))
+}
+
+/// The spec of a pin that replaces `old`: `old`'s options, its allocations
+/// as user allocations (unless some were given), the name and a future
+/// expiry from `asked` when the query set them.
+fn updated_spec(old: &StatePin, asked: PinSpec, params: &Params, now_ms: i64) -> PinSpec {
+    let eff = old.effective();
+    let mut options = (*eff.options).clone();
+    if options.user_allocations.is_empty() {
+        options.user_allocations = old.allocations.clone();
+    }
+    if let Some(at) = asked.options.expire_at_ms.filter(|at| *at > now_ms) {
+        options.expire_at_ms = Some(at);
+    }
+    let name = match params.get("name") {
+        Some(_) => asked.name,
+        None => eff.name.clone(),
+    };
+    PinSpec {
+        name,
+        options: Arc::new(options),
+    }
 }
 
 /// `DELETE /pins/{cid}[?force=true]`: releases owner `api`. While a PinSet
@@ -171,6 +222,17 @@ pub(super) async fn unpin(
 ) -> Result<Json<PinRecord>, ApiError> {
     let key = parse_cid(&cid)?;
     let force = Params::from_query(query)?.flag("force")?;
+    unpin_key(&state, key, cid, force).await
+}
+
+/// Releases owner `api` of `key` (written `cid` by the client), every
+/// owner with `force`; answers the pin as it now stands.
+pub(super) async fn unpin_key(
+    state: &ApiState,
+    key: CidKey,
+    cid: String,
+    force: bool,
+) -> Result<Json<PinRecord>, ApiError> {
     // A follower may not have applied a recent pin yet: not-found must be true.
     catch_up(&state.node).await;
     let Some(before) = get_pin(&state.node, key).await? else {
@@ -233,14 +295,14 @@ fn record_as_sent(pin: &StatePin, cid: String) -> PinRecord {
 /// anchors `expire-in`.
 pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
     let bad = ApiError::bad_request;
+    // An unknown mode pins recursively, as IPFS Cluster's
+    // `PinModeFromString` (which logs a warning and defaults).
     let mode = match p.get("mode") {
         None | Some("recursive") => PinMode::Recursive,
         Some("direct") => PinMode::Direct,
         Some(other) => {
-            return Err(bad(format!(
-                "invalid mode {}: expected recursive or direct",
-                shown(other)
-            )));
+            tracing::warn!(mode = %shown(other), "unknown pin mode: pinning recursively");
+            PinMode::Recursive
         }
     };
     let int = |key: &str| -> Result<i32, ApiError> {
@@ -419,7 +481,6 @@ mod tests {
         for bad in [
             ("replication-min", "x"),
             ("replication-min", "-2"),
-            ("mode", "sideways"),
             ("shard-size", "-1"),
             ("expire-at", "tomorrow"),
             ("expire-in", "10ms"),
@@ -432,6 +493,12 @@ mod tests {
         assert!(pin_spec(&p, 0).is_err());
         let p = params(&[("replication-min", "-1"), ("replication-max", "2")]);
         assert!(pin_spec(&p, 0).is_err());
+    }
+
+    #[test]
+    fn an_unknown_mode_pins_recursively_as_ipfs_cluster() {
+        let spec = pin_spec(&params(&[("mode", "sideways")]), 0).unwrap();
+        assert_eq!(spec.options.mode, PinMode::Recursive);
     }
 
     #[test]

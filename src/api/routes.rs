@@ -11,8 +11,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::access::Access;
 use super::{
-    ApiState, add, gc, metrics, monitor, peers, pins, pinset_patch, pinset_status, pinsets,
-    reconcile, status, token,
+    ApiState, add, gc, health, metrics, monitor, paths, peers, pins, pinset_patch, pinset_status,
+    pinsets, reconcile, status, token,
 };
 use crate::auth::Role::{Admin, Reader, Writer};
 
@@ -68,7 +68,16 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/health", Open, peers::health),
         route(Method::GET, "/id", Role(Reader), peers::id),
         route(Method::GET, "/version", Role(Reader), peers::version),
+        route(Method::GET, "/health/graph", Role(Reader), health::graph),
+        route(Method::GET, "/health/alerts", Role(Reader), health::alerts),
+        route(
+            Method::GET,
+            "/health/bandwidth",
+            Role(Reader),
+            health::bandwidth,
+        ),
         route(Method::GET, "/peers", Role(Reader), peers::list),
+        route(Method::POST, "/peers", Role(Admin), peers::add),
         route(Method::DELETE, "/peers/{peer}", Role(Admin), peers::remove),
         route(Method::GET, "/allocations", Role(Reader), pins::allocations),
         route(
@@ -87,6 +96,27 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/pins/{cid}", Role(Reader), status::get),
         route(Method::POST, "/pins/{cid}", Role(Writer), pins::pin),
         route(Method::DELETE, "/pins/{cid}", Role(Writer), pins::unpin),
+        route(Method::POST, "/pins/ipfs/{*path}", Role(Writer), paths::pin),
+        route(
+            Method::DELETE,
+            "/pins/ipfs/{*path}",
+            Role(Writer),
+            paths::unpin,
+        ),
+        route(Method::POST, "/pins/ipns/{*path}", Role(Writer), paths::pin),
+        route(
+            Method::DELETE,
+            "/pins/ipns/{*path}",
+            Role(Writer),
+            paths::unpin,
+        ),
+        route(Method::POST, "/pins/ipld/{*path}", Role(Writer), paths::pin),
+        route(
+            Method::DELETE,
+            "/pins/ipld/{*path}",
+            Role(Writer),
+            paths::unpin,
+        ),
         route(
             Method::POST,
             "/pins/{cid}/recover",

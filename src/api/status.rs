@@ -1,6 +1,7 @@
 //! Pin status routes (IPFS Cluster): `GET /pins` (stream of
 //! `GlobalPinInfo`; `filter=`, `local=`, `cids=`), `GET /pins/{cid}`,
-//! `POST /pins/recover`, `POST /pins/{cid}/recover`.
+//! `POST /pins/recover`, `POST /pins/{cid}/recover` (each with `local=`).
+//! A CID not in the pinset is `unpinned` on every member, never 404.
 
 use std::sync::Arc;
 
@@ -59,16 +60,15 @@ pub(super) async fn list(
     let svc = service(&state)?;
     let filters = filters(&p)?;
     let local = p.flag("local")?;
-    let cids = match p.get("cids") {
-        Some(list) => Some(
-            list.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(parse_cid)
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        None => None,
-    };
+    if let Some(list) = p.get("cids") {
+        let cids = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|c| parse_cid(c).map(|k| (k, c.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        return by_cids(&state, svc, cids, local, filters).await;
+    }
     let store = state.node.store().clone();
     let handle = tokio::runtime::Handle::current();
     // Three stages so that a large answer keeps every core busy: a blocking
@@ -81,27 +81,16 @@ pub(super) async fn list(
     let reader = tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
         let mut page: Vec<StatePin> = Vec::with_capacity(PAGE);
         let mut alive = true;
-        match cids {
-            Some(cids) => {
-                for c in cids {
-                    if let Some(pin) = store.get(&c).map_err(storage)? {
-                        page.push(pin);
-                    }
+        store
+            .for_each_pin(|pin| {
+                page.push(pin);
+                if page.len() >= PAGE {
+                    let full = std::mem::replace(&mut page, Vec::with_capacity(PAGE));
+                    alive = page_tx.blocking_send(full).is_ok();
                 }
-            }
-            None => {
-                store
-                    .for_each_pin(|pin| {
-                        page.push(pin);
-                        if page.len() >= PAGE {
-                            let full = std::mem::replace(&mut page, Vec::with_capacity(PAGE));
-                            alive = page_tx.blocking_send(full).is_ok();
-                        }
-                        alive
-                    })
-                    .map_err(storage)?;
-            }
-        }
+                alive
+            })
+            .map_err(storage)?;
         if alive && !page.is_empty() {
             let _ = page_tx.blocking_send(page);
         }
@@ -148,51 +137,158 @@ pub(super) async fn list(
     .await)
 }
 
-async fn one(state: &ApiState, cid: &str) -> Result<GlobalPinInfo, ApiError> {
+/// `GET /pins?cids=a,b`: each CID's status in the order given, a CID not
+/// in the pinset `unpinned` on every member (the list is as long as a
+/// query string, so it is answered from memory).
+async fn by_cids(
+    state: &ApiState,
+    svc: Arc<StatusService>,
+    cids: Vec<(crate::manifest::CidKey, String)>,
+    local: bool,
+    filters: Vec<TrackerStatus>,
+) -> Result<Response, ApiError> {
+    let store = state.node.store().clone();
+    let keys: Vec<_> = cids.iter().map(|(k, _)| *k).collect();
+    let found = super::blocking(move || {
+        keys.iter()
+            .map(|k| store.get(k).map_err(storage))
+            .collect::<Result<Vec<Option<StatePin>>, _>>()
+    })
+    .await?;
+    let pins: Vec<StatePin> = found.iter().flatten().cloned().collect();
+    let infos = if local {
+        svc.local_infos(&pins).await
+    } else {
+        svc.global(&pins).await
+    }
+    .map_err(ApiError::internal)?;
+    let mut infos = infos.into_iter();
+    let mut items = Vec::with_capacity(cids.len());
+    for ((_, written), pin) in cids.iter().zip(&found) {
+        let info = match pin {
+            Some(_) => infos.next(),
+            None => Some(svc.unknown(written, local).await),
+        };
+        if let Some(info) = info.filter(|i| keep(i, &filters)) {
+            items.push(info);
+        }
+    }
+    Ok(stream::ndjson_items(items).await)
+}
+
+async fn one(state: &ApiState, cid: &str, local: bool) -> Result<GlobalPinInfo, ApiError> {
     let svc = service(state)?;
     let key = parse_cid(cid)?;
     let store = state.node.store().clone();
     let pin = tokio::task::spawn_blocking(move || store.get(&key).map_err(|e| e.to_string()))
         .await
         .map_err(storage)?
-        .map_err(storage)?
-        .ok_or_else(|| ApiError::not_found("cid not found"))?;
-    let mut infos = svc
-        .global(std::slice::from_ref(&pin))
-        .await
-        .map_err(ApiError::internal)?;
+        .map_err(storage)?;
+    // Not in the pinset: unpinned everywhere, as IPFS Cluster answers.
+    let Some(pin) = pin else {
+        return Ok(svc.unknown(cid, local).await);
+    };
+    let pins = std::slice::from_ref(&pin);
+    let mut infos = if local {
+        svc.local_infos(pins).await
+    } else {
+        svc.global(pins).await
+    }
+    .map_err(ApiError::internal)?;
     let mut info = infos.pop().ok_or_else(|| ApiError::internal("no status"))?;
     // Echo the CID as the client wrote it.
     info.cid = cid.to_string();
     Ok(info)
 }
 
-/// `GET /pins/{cid}`.
+/// `GET /pins/{cid}[?local=true]`: a CID not in the pinset answers 200,
+/// `unpinned` on every member.
 pub(super) async fn get(
     State(state): State<ApiState>,
     Path(cid): Path<String>,
+    query: RawParams,
 ) -> Result<Response, ApiError> {
-    Ok(Json(one(&state, &cid).await?).into_response())
+    let local = Params::from_query(query)?.flag("local")?;
+    Ok(Json(one(&state, &cid, local).await?).into_response())
 }
 
-/// `POST /pins/{cid}/recover`: retry this CID's failed operations on every peer.
+/// `POST /pins/{cid}/recover[?local=true]`: retry this CID's failed
+/// operations on every member (this peer only with `local`), then answer
+/// its status.
 pub(super) async fn recover_one(
     State(state): State<ApiState>,
     Path(cid): Path<String>,
+    query: RawParams,
 ) -> Result<Response, ApiError> {
+    let local = Params::from_query(query)?.flag("local")?;
     let svc = service(&state)?;
     let key = parse_cid(&cid)?;
-    svc.recover(Some(key)).await;
-    Ok(Json(one(&state, &cid).await?).into_response())
+    svc.recover(Some(key), local).await;
+    Ok(Json(one(&state, &cid, local).await?).into_response())
 }
 
-/// `POST /pins/recover`: retry every failed operation on every peer, then
-/// answer like `GET /pins`.
+/// `POST /pins/recover[?local=true]`: retry every failed operation on
+/// every member (this peer only with `local`), then stream the status of
+/// what was re-queued, and only that: each pin with the members that
+/// re-queued it, as IPFS Cluster's `RecoverAll`.
 pub(super) async fn recover_all(
     State(state): State<ApiState>,
     query: RawParams,
 ) -> Result<Response, ApiError> {
+    let local = Params::from_query(query)?.flag("local")?;
     let svc = service(&state)?;
-    svc.recover(None).await;
-    list(State(state), query).await
+    let requeued: Vec<(crate::manifest::CidKey, std::collections::BTreeSet<String>)> =
+        svc.recover(None, local).await.into_iter().collect();
+    let store = state.node.store().clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<GlobalPinInfo>, ApiError>>(2);
+    tokio::spawn(async move {
+        for page in requeued.chunks(PAGE) {
+            let cids: Vec<_> = page.iter().map(|(c, _)| *c).collect();
+            let store = store.clone();
+            let pins = super::blocking(move || {
+                let mut out = Vec::with_capacity(cids.len());
+                for c in cids {
+                    // Unpinned since: nothing left to show.
+                    if let Some(p) = store.get(&c).map_err(storage)? {
+                        out.push(p);
+                    }
+                }
+                Ok(out)
+            })
+            .await;
+            let infos = match pins {
+                Ok(pins) => if local {
+                    svc.local_infos(&pins).await
+                } else {
+                    svc.global(&pins).await
+                }
+                .map_err(ApiError::internal)
+                .map(|mut infos| {
+                    let peers: std::collections::HashMap<_, _> = page.iter().cloned().collect();
+                    for (pin, info) in pins.iter().zip(&mut infos) {
+                        if let Some(who) = peers.get(&pin.cid) {
+                            info.peer_map.retain(|p, _| who.contains(p));
+                        }
+                    }
+                    infos
+                }),
+                Err(e) => Err(e),
+            };
+            let failed = infos.is_err();
+            if tx.send(infos).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    Ok(stream::ndjson(move |sink| {
+        while let Some(page) = rx.blocking_recv() {
+            for info in page? {
+                if !sink.json(&info) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    })
+    .await)
 }

@@ -161,6 +161,13 @@ impl ClusterNode {
         }
     }
 
+    /// Adds `node` as a voter (on the leader; a follower forwards it there).
+    /// The peer must be reachable at one of `node.addrs` and must not have
+    /// bootstrapped a cluster of its own.
+    pub async fn add_peer(&self, node: PeerNode) -> Result<(), ClusterError> {
+        self.join_local(node).await.map_err(Into::into)
+    }
+
     /// Removes a peer from the membership (on the leader).
     pub async fn remove_peer(&self, id: NodeId) -> Result<(), ClusterError> {
         self.remove_local(id).await.map_err(Into::into)

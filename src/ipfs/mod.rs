@@ -1,7 +1,7 @@
 //! IPFS backends: the one place pinfleet talks to an IPFS node.
 //!
 //! This module owns the [`IpfsBackend`] trait (pin, unpin, list, stat, gc,
-//! connect, add), its error type, and the implementations:
+//! connect, add, resolve), its error type, and the implementations:
 //! [`kubo::KuboClient`] (Kubo's HTTP RPC API), [`embedded::EmbeddedNode`]
 //! (an IPFS node inside the peer) and [`NoBackend`] (a peer that runs
 //! consensus only). A scripted Kubo server for tests and benchmarks is
@@ -13,6 +13,7 @@
 pub mod dagpb;
 pub mod embedded;
 pub mod kubo;
+pub mod path;
 pub mod rpc;
 pub mod unixfs;
 
@@ -92,6 +93,11 @@ pub trait IpfsBackend: Send + Sync + 'static {
 
     /// Connects the node to a peer (`/ip4/…/tcp/…/p2p/<peer id>`).
     fn swarm_connect(&self, addr: String) -> BoxFuture<'_, Result<(), IpfsError>>;
+
+    /// The CID `path` leads to (`/ipfs/<cid>/a/b` → the CID of `b`),
+    /// fetching blocks on the way as the node does. Fails with
+    /// [`IpfsError::Resolve`] when there is no such link or name.
+    fn resolve(&self, path: path::IpfsPath) -> BoxFuture<'_, Result<CidKey, IpfsError>>;
 
     /// The size in bytes of the block `cid`, when the node holds it locally.
     /// Never fetches from the network: fails with [`IpfsError::NotFound`].
@@ -412,6 +418,16 @@ pub enum IpfsError {
         /// Why.
         reason: String,
     },
+
+    /// A path does not lead to a CID (a missing link, a codec the backend
+    /// cannot walk, a name that does not resolve).
+    #[error("cannot resolve {path}: {reason}")]
+    Resolve {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl IpfsError {
@@ -432,6 +448,7 @@ impl IpfsError {
             | IpfsError::Garbage { .. }
             | IpfsError::NotPinned { .. }
             | IpfsError::NotFound { .. }
+            | IpfsError::Resolve { .. }
             | IpfsError::Unsupported { .. } => false,
         }
     }
@@ -498,6 +515,10 @@ impl IpfsBackend for NoBackend {
     }
 
     fn block_stat(&self, _cid: CidKey) -> BoxFuture<'_, Result<u64, IpfsError>> {
+        Self::refuse()
+    }
+
+    fn resolve(&self, _path: path::IpfsPath) -> BoxFuture<'_, Result<CidKey, IpfsError>> {
         Self::refuse()
     }
 }

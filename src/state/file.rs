@@ -27,6 +27,7 @@ impl PinRecord {
             user_allocations: (!o.user_allocations.is_empty()).then(|| o.user_allocations.clone()),
             expire_at: format_time(pin.expire_at_ms().unwrap_or(0)),
             metadata: o.metadata.clone(),
+            pin_update: None,
             origins: o.origins.clone(),
             cid: pin.display_cid(),
             type_: "pin".to_string(),

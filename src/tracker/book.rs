@@ -243,9 +243,9 @@ impl Book {
         }
     }
 
-    /// Makes failed operations (one CID's, or all) due now; returns how
-    /// many.
-    pub(super) fn recover(&mut self, cid: Option<CidKey>, now: i64) -> usize {
+    /// Makes failed operations (one CID's, or all) due now; returns their
+    /// CIDs.
+    pub(super) fn recover(&mut self, cid: Option<CidKey>, now: i64) -> Vec<CidKey> {
         let mut due = Vec::new();
         let mut retry = |c: CidKey, op: &mut Op| {
             if let Phase::Failed { next_at_ms, .. } = &mut op.phase {
@@ -265,12 +265,11 @@ impl Book {
                 }
             }
         }
-        let n = due.len();
-        for c in due {
-            self.retries.push(Reverse((now, c)));
+        for c in &due {
+            self.retries.push(Reverse((now, *c)));
         }
         self.requeue_due(now);
-        n
+        due
     }
 
     /// The next queued operation to start (pins and unpins first, retries
@@ -393,7 +392,15 @@ impl Book {
         }
         let missing = self.unexpected.contains(&q.cid);
         if managed && !missing {
-            base(TrackerStatus::Pinned)
+            // The node could not list its pins: what it holds is unknown,
+            // so the last known list is not reported as pinned.
+            match backend_error {
+                Some(e) => LocalStatus {
+                    error: e.to_string(),
+                    ..base(TrackerStatus::ClusterError)
+                },
+                None => base(TrackerStatus::Pinned),
+            }
         } else if missing {
             base(TrackerStatus::UnexpectedlyUnpinned)
         } else if let Some(e) = backend_error {

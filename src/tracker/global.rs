@@ -3,11 +3,13 @@
 //! CIDs), merging per CID into IPFS Cluster's `GlobalPinInfo`. A member that
 //! does not answer shows as `cluster_error`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
 
+use super::identity::{Identities, PeerIdentity};
 use super::rpc::{self, PeerPinStatus, RangeRequest, RangeStatus};
 use super::{LocalStatus, StatusQuery, TrackerHandle, TrackerStatus};
 use crate::consensus::{CallError, ClusterNode};
@@ -26,6 +28,7 @@ pub struct StatusService {
     default: ReplicationFactors,
     peername: String,
     timeout: Duration,
+    identities: Identities,
 }
 
 impl StatusService {
@@ -36,13 +39,86 @@ impl StatusService {
         default: ReplicationFactors,
         peername: String,
     ) -> Self {
+        let identities = Identities::new(node.clone(), peername.clone(), None);
         Self {
             node,
             tracker,
             default,
             peername,
             timeout: Duration::from_secs(10),
+            identities,
         }
+    }
+
+    /// The same service, naming this peer's IPFS node `ipfs` in statuses.
+    pub fn with_ipfs(mut self, ipfs: Arc<dyn crate::ipfs::IpfsBackend>) -> Self {
+        self.identities = Identities::new(self.node.clone(), self.peername.clone(), Some(ipfs));
+        self
+    }
+
+    /// Who the members are, for statuses.
+    pub fn identities(&self) -> &Identities {
+        &self.identities
+    }
+
+    /// Names every entry of each info's `peer_map` by its member's
+    /// identity (when known).
+    fn dress(infos: &mut [GlobalPinInfo], ids: &HashMap<String, PeerIdentity>) {
+        for info in infos {
+            for (peer, short) in &mut info.peer_map {
+                if let Some(id) = ids.get(peer) {
+                    short.peername.clone_from(&id.peername);
+                    short.ipfs_peer_id.clone_from(&id.ipfs_peer_id);
+                    short
+                        .ipfs_peer_addresses
+                        .clone_from(&id.ipfs_peer_addresses);
+                }
+            }
+        }
+    }
+
+    /// The status of `cid` (written `written` by the client) when it is not
+    /// in the state: `unpinned` on every member (only this peer with
+    /// `local`), as IPFS Cluster answers.
+    pub async fn unknown(&self, written: &str, local: bool) -> GlobalPinInfo {
+        let now = format_time(chrono::Utc::now().timestamp_millis());
+        let ids = if local {
+            HashMap::from([(self.node.peer_id().to_string(), self.identities.own().await)])
+        } else {
+            self.identities.members().await
+        };
+        let mut members: Vec<String> = vec![self.node.peer_id().to_string()];
+        if !local {
+            members.extend(self.node.other_members().iter().map(ToString::to_string));
+        }
+        let peer_map = members
+            .into_iter()
+            .map(|p| {
+                let short = PinInfoShort {
+                    peername: String::new(),
+                    ipfs_peer_id: String::new(),
+                    ipfs_peer_addresses: Vec::new(),
+                    status: TrackerStatus::Unpinned,
+                    timestamp: now.clone(),
+                    error: String::new(),
+                    attempt_count: 0,
+                    priority_pin: false,
+                };
+                (p, short)
+            })
+            .collect();
+        let mut info = [GlobalPinInfo {
+            cid: written.to_string(),
+            name: String::new(),
+            allocations: Vec::new(),
+            origins: Vec::new(),
+            created: now.clone(),
+            metadata: BTreeMap::new(),
+            peer_map,
+        }];
+        Self::dress(&mut info, &ids);
+        let [info] = info;
+        info
     }
 
     /// The cluster's default replication (what 0/0 means).
@@ -98,9 +174,10 @@ impl StatusService {
 
     /// Status of these pins on this peer only, as `GlobalPinInfo`.
     pub async fn local_infos(&self, pins: &[StatePin]) -> Result<Vec<GlobalPinInfo>, String> {
-        let local = self.local(pins).await?;
+        let (local, own) = tokio::join!(self.local(pins), self.identities.own());
+        let local = local?;
         let me = self.node.peer_id().to_string();
-        Ok(pins
+        let mut infos: Vec<GlobalPinInfo> = pins
             .iter()
             .zip(local)
             .map(|(p, s)| {
@@ -109,7 +186,9 @@ impl StatusService {
                     BTreeMap::from([(me.clone(), self.short(&s, &self.peername))]),
                 )
             })
-            .collect())
+            .collect();
+        Self::dress(&mut infos, &HashMap::from([(me, own)]));
+        Ok(infos)
     }
 
     /// Status of these pins on every member.
@@ -126,7 +205,11 @@ impl StatusService {
             let cids = cids.clone();
             async move { (*peer, self.ask_peer(*peer, cids, ordered).await) }
         });
-        let (local, remote) = tokio::join!(self.local(pins), futures::future::join_all(asks));
+        let (local, remote, ids) = tokio::join!(
+            self.local(pins),
+            futures::future::join_all(asks),
+            self.identities.members()
+        );
         let local = local?;
         let me_key = me.to_string();
         let mut maps: Vec<BTreeMap<String, PinInfoShort>> = local
@@ -184,11 +267,13 @@ impl StatusService {
                 }
             }
         }
-        Ok(pins
+        let mut infos: Vec<GlobalPinInfo> = pins
             .iter()
             .zip(maps)
             .map(|(p, m)| Self::info(p, m))
-            .collect())
+            .collect();
+        Self::dress(&mut infos, &ids);
+        Ok(infos)
     }
 
     /// One member's statuses for a page: by range when the page is
@@ -297,19 +382,39 @@ impl StatusService {
         }
     }
 
-    /// Retries failed operations on every member; returns how many were
-    /// re-queued in all.
-    pub async fn recover(&self, cid: Option<CidKey>) -> u64 {
-        let mut n = self.tracker.recover(cid).await.unwrap_or(0) as u64;
+    /// Retries failed operations on every member (only this peer with
+    /// `local`); returns each CID re-queued with the members that re-queued
+    /// it.
+    pub async fn recover(
+        &self,
+        cid: Option<CidKey>,
+        local: bool,
+    ) -> BTreeMap<CidKey, BTreeSet<String>> {
+        let mut out: BTreeMap<CidKey, BTreeSet<String>> = BTreeMap::new();
+        let me = self.node.peer_id().to_string();
+        for c in self.tracker.recover(cid).await.unwrap_or_default() {
+            out.entry(c).or_default().insert(me.clone());
+        }
+        if local {
+            return out;
+        }
         let others = self.node.other_members();
-        for peer in others {
-            if let Ok(Ok(k)) =
-                tokio::time::timeout(self.timeout, self.node.call::<rpc::Recover>(peer, &cid)).await
-            {
-                n += k;
+        let asks = others.iter().map(|peer| async move {
+            let call = self.node.call::<rpc::RecoverCids>(*peer, &cid);
+            (*peer, tokio::time::timeout(self.timeout, call).await)
+        });
+        for (peer, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(Ok(cids)) => {
+                    for c in cids {
+                        out.entry(c).or_default().insert(peer.to_string());
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "recover on a member failed"),
+                Err(_) => tracing::debug!(%peer, "recover on a member timed out"),
             }
         }
-        n
+        out
     }
 }
 

@@ -30,6 +30,7 @@
 
 mod book;
 pub mod global;
+pub mod identity;
 mod jobs;
 mod managed;
 pub mod rpc;
@@ -194,7 +195,7 @@ enum Command {
     },
     Recover {
         cid: Option<CidKey>,
-        reply: oneshot::Sender<usize>,
+        reply: oneshot::Sender<Vec<CidKey>>,
     },
     Sync,
 }
@@ -237,8 +238,9 @@ impl TrackerHandle {
         self.ask(|reply| Command::Statuses { queries, reply }).await
     }
 
-    /// Retries failed operations now (one CID, or all); returns how many.
-    pub async fn recover(&self, cid: Option<CidKey>) -> Result<usize, TrackerStopped> {
+    /// Retries failed operations now (one CID, or all); returns the CIDs
+    /// re-queued.
+    pub async fn recover(&self, cid: Option<CidKey>) -> Result<Vec<CidKey>, TrackerStopped> {
         self.ask(|reply| Command::Recover { cid, reply }).await
     }
 

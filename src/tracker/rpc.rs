@@ -1,6 +1,6 @@
 //! The tracker's service methods on the cluster RPC: other peers ask this
 //! peer for its pin statuses (by CID, or by a page of the state in store
-//! order) and to retry its failed operations. Served by [`serve`] once the
+//! order), who it is, and to retry its failed operations. Served by [`serve`] once the
 //! tracker runs; called by the status fan-out ([`super::StatusService`]).
 
 use std::sync::Arc;
@@ -42,6 +42,27 @@ impl Method for Recover {
     const NAME: &'static str = "tracker.recover";
     type Request = Option<CidKey>;
     type Reply = u64;
+}
+
+/// Retry this peer's failed pin operations (one CID or all); answers the
+/// CIDs re-queued.
+#[derive(Debug)]
+pub struct RecoverCids;
+
+impl Method for RecoverCids {
+    const NAME: &'static str = "tracker.recover_cids";
+    type Request = Option<CidKey>;
+    type Reply = Vec<CidKey>;
+}
+
+/// This peer's name and IPFS identity, for the `peer_map` of statuses.
+#[derive(Debug)]
+pub struct Identity;
+
+impl Method for Identity {
+    const NAME: &'static str = "tracker.identity";
+    type Request = ();
+    type Reply = super::identity::PeerIdentity;
 }
 
 /// A status page: the asker's first and last CID and how many pins it has
@@ -96,7 +117,8 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// Serves [`Status`], [`StatusRange`] and [`Recover`] from `service`.
+/// Serves [`Status`], [`StatusRange`], [`Recover`], [`RecoverCids`] and
+/// [`Identity`] from `service`.
 /// The handlers hold it weakly: the service holds the node, whose registry
 /// holds the handlers, and that cycle would keep a stopped peer's state
 /// open. Once every other holder dropped the service, they answer that the
@@ -114,14 +136,24 @@ pub fn serve(node: &ClusterNode, service: Arc<StatusService>) {
         let s = g();
         async move { s?.range_statuses(r.first, r.last, r.count).await }
     });
+    let g = get.clone();
     node.serve::<Recover, _, _>(move |cid| {
-        let s = get();
+        let s = g();
         async move {
             s?.tracker()
                 .recover(cid)
                 .await
-                .map(|n| n as u64)
+                .map(|n| n.len() as u64)
                 .map_err(|e| e.to_string())
         }
+    });
+    let g = get.clone();
+    node.serve::<RecoverCids, _, _>(move |cid| {
+        let s = g();
+        async move { s?.tracker().recover(cid).await.map_err(|e| e.to_string()) }
+    });
+    node.serve::<Identity, _, _>(move |()| {
+        let s = get();
+        async move { Ok(s?.identities().own().await) }
     });
 }

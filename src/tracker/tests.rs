@@ -329,7 +329,13 @@ impl Old {
             };
         }
         if self.pinned.contains(&q.cid) {
-            base(TrackerStatus::Pinned)
+            match &self.backend_error {
+                Some(e) => LocalStatus {
+                    error: e.clone(),
+                    ..base(TrackerStatus::ClusterError)
+                },
+                None => base(TrackerStatus::Pinned),
+            }
         } else if self.unexpected.contains(&q.cid) {
             base(TrackerStatus::UnexpectedlyUnpinned)
         } else if let Some(e) = &self.backend_error {
@@ -541,9 +547,9 @@ fn failed_operations_retry_with_backoff_and_recover_makes_them_due() {
         book.queue_retry.is_empty(),
         "second delay doubles to 200 ms"
     );
-    assert_eq!(book.recover(Some(cid), NOW + 150), 1);
+    assert_eq!(book.recover(Some(cid), NOW + 150), [cid]);
     assert_eq!(book.next_to_start(NOW + 150).map(|(c, _)| c), Some(cid));
     book.finished(cid, OpKind::Pin, None, retry, NOW + 160);
     assert!(book.ops.is_empty());
-    assert_eq!(book.recover(None, NOW + 170), 0);
+    assert!(book.recover(None, NOW + 170).is_empty());
 }

@@ -11,6 +11,7 @@
 
 mod document;
 mod error;
+mod health;
 mod ipfs;
 mod monitor;
 mod patch;
@@ -22,6 +23,7 @@ mod status;
 
 pub use document::{ManifestDocument, to_manifest_json};
 pub use error::{ErrorBody, Problem};
+pub use health::{Alert, Bandwidth, ConnectGraph};
 pub use ipfs::{AddedOutput, CidLink, GlobalRepoGc, RepoGc, RepoGcKey};
 pub use monitor::MonitorMetric;
 pub use patch::{PatchDocument, PatchPin};

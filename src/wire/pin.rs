@@ -39,6 +39,10 @@ pub struct PinRecord {
     /// Effective metadata.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The CID this pin replaced (`POST /pins/{cid}?pin-update=…`); only in
+    /// that answer, as IPFS Cluster's `omitempty`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_update: Option<String>,
     /// Effective origins.
     #[serde(default)]
     pub origins: Vec<String>,

@@ -91,6 +91,7 @@ fn request(method: Method, path: &str, who: Who) -> reqwest::RequestBuilder {
 fn concrete(pattern: &str) -> String {
     pattern
         .replace("{cid}", &cid_v1("access-walk"))
+        .replace("{*path}", &format!("{}/walk", cid_v1("access-walk")))
         .replace("{peer}", &libp2p::PeerId::random().to_string())
         .replace("{namespace}", "access")
         .replace("{name}", "walk")

@@ -286,7 +286,6 @@ async fn malformed_requests_are_400_and_write_nothing() {
     for query in [
         "replication-min=x",
         "replication-min=3&replication-max=2",
-        "mode=sideways",
         "expire-at=tomorrow",
         "origins=nope",
     ] {

@@ -9,6 +9,7 @@ mod cli_ctl;
 mod cluster;
 mod compat_clients;
 mod compat_monitor;
+mod compat_routes;
 mod compat_shapes;
 mod conditional_writes;
 mod conditions;

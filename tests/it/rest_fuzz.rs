@@ -207,8 +207,19 @@ async fn random_requests_on_every_route_get_no_5xx_and_json_errors() {
             .text()
             .await
             .unwrap_or_else(|e| panic!("{what}: body: {e}"));
+        // A path pin whose path does not resolve is IPFS Cluster's 500.
+        let path_pin = ["/pins/ipfs/", "/pins/ipns/", "/pins/ipld/"]
+            .iter()
+            .any(|p| path.starts_with(p));
+        let unresolved = path_pin
+            && status == 500
+            && serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("cannot resolve "))
+            });
         assert!(
-            status < 500 || status == 503,
+            status < 500 || status == 503 || unresolved,
             "{what}: {status} {}",
             cut(&text)
         );

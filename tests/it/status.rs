@@ -148,6 +148,16 @@ impl Fleet {
             .unwrap()
     }
 
+    /// Stops member `i` (its tracker and its peer): it stays in the
+    /// membership but answers nothing.
+    pub(crate) async fn stop_node(&mut self, i: usize) {
+        let n = self.nodes.remove(i);
+        n.cancel.cancel();
+        n.tasks.close();
+        n.tasks.wait().await;
+        n.peer.stop().await;
+    }
+
     pub(crate) async fn stop(self) {
         self.api_cancel.cancel();
         for n in self.nodes {
@@ -337,11 +347,21 @@ async fn ipfs_down_lists_errors_by_peer_until_recovered() {
     let want: BTreeSet<String> = (10..13).map(|i| cid(i).to_string()).collect();
     assert_eq!(errored, want);
     assert_eq!(st.peers[&down].error, 3);
-    // Pins pinned before the outage stay pinned.
-    assert_eq!(
-        condition(&fleet.pinset_status("fine").await, "Ready").0,
-        "True"
-    );
+    // Pins pinned before the outage are not reported pinned from the last
+    // list once the node cannot list them: `cluster_error` with the cause.
+    let fine = cid(0).to_string();
+    let info: GlobalPinInfo = eventually("the down peer's pinned pins in cluster_error", || {
+        let fine = fine.clone();
+        let (fleet, down) = (&fleet, &down);
+        async move {
+            let (_, body) = fleet.get(&format!("/pins/{fine}")).await;
+            let info: GlobalPinInfo = serde_json::from_str(&body).ok()?;
+            (info.peer_map[down].status == TrackerStatus::ClusterError).then_some(info)
+        }
+    })
+    .await;
+    assert!(!info.peer_map[&down].error.is_empty(), "{info:?}");
+    assert_eq!(info.peer_map[&up].status, TrackerStatus::Pinned);
 
     // `filter=pin_error` answers the erroring pins and only them.
     let (code, body) = fleet.get("/pins?filter=pin_error").await;
@@ -354,7 +374,9 @@ async fn ipfs_down_lists_errors_by_peer_until_recovered() {
     }
     let o = fleet.cli(&["status", "--filter", "error", "--json"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
-    assert_eq!(ndjson(&String::from_utf8_lossy(&o.stdout)).len(), 3);
+    // `error` matches pin_error and cluster_error: the 3 failed pins and
+    // the 2 the down node cannot list.
+    assert_eq!(ndjson(&String::from_utf8_lossy(&o.stdout)).len(), 5);
 
     fleet.nodes[1].kubo.set_down(false);
     let resp = crate::support::http()
@@ -363,10 +385,21 @@ async fn ipfs_down_lists_errors_by_peer_until_recovered() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(ndjson(&resp.text().await.unwrap()).len(), 5);
+    // Only what was re-queued, and only on the peer that re-queued it.
+    let recovered = ndjson(&resp.text().await.unwrap());
+    let cids: BTreeSet<String> = recovered.iter().map(|i| i.cid.clone()).collect();
+    assert_eq!(cids, want);
+    for info in &recovered {
+        assert_eq!(
+            info.peer_map.keys().collect::<Vec<_>>(),
+            [&down],
+            "{info:?}"
+        );
+    }
+    // Until the node lists its pins again, its pins show its last error.
     let st = eventually("recovered", || async {
         let st = fleet.pinset_status("down").await;
-        (st.summary.pinned == 3).then_some(st)
+        (st.summary.pinned == 3 && st.errors.is_empty()).then_some(st)
     })
     .await;
     assert_eq!(condition(&st, "Ready"), ("True", "Succeeded"));
@@ -513,16 +546,20 @@ async fn metrics_count_this_peers_statuses_per_pinset() {
         .unwrap();
     let err =
         r#"pinfleet_pinset_local_pins{namespace="default",name="metric-down",status="error"}"#;
-    let body = eventually("2 pins in error here", || async {
+    // The pins it held are not reported pinned while the node cannot list
+    // them: they count as errors too (cluster_error) once it tried.
+    let ok_err =
+        r#"pinfleet_pinset_local_pins{namespace="default",name="metric-ok",status="error"}"#;
+    let body = eventually("2 pins in error here, and the 3 it cannot list", || async {
         let (_, body) = fleet.get("/metrics").await;
-        (sample(&body, err) == Some(2.0)).then_some(body)
+        (sample(&body, err) == Some(2.0) && sample(&body, ok_err) == Some(3.0)).then_some(body)
     })
     .await;
-    assert_eq!(sample(&body, ok), Some(3.0), "{body}");
+    assert_eq!(sample(&body, ok), Some(0.0), "{body}");
     assert_eq!(sample(&body, "pinfleet_pins"), Some(5.0), "{body}");
     assert_eq!(
-        sample(&body, r#"pinfleet_local_pins{status="pinned"}"#),
-        Some(3.0),
+        sample(&body, r#"pinfleet_local_pins{status="error"}"#),
+        Some(5.0),
         "{body}"
     );
     assert_eq!(sample(&body, "pinfleet_peers"), Some(2.0), "{body}");

@@ -220,6 +220,9 @@ fn load_or_create_identity(path: &Path) -> Result<identity::Keypair, EmbeddedErr
     }
 }
 
+/// How long resolving a path waits for one block it does not hold.
+const RESOLVE_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn storage(e: impl std::error::Error + Send + Sync + 'static) -> IpfsError {
     IpfsError::Storage(Box::new(e))
 }
@@ -801,6 +804,33 @@ impl IpfsBackend for EmbeddedNode {
             self.blocking(move |s| s.size(&mh))
                 .await?
                 .ok_or(IpfsError::NotFound { cid })
+        })
+    }
+
+    fn resolve(
+        &self,
+        path: crate::ipfs::path::IpfsPath,
+    ) -> BoxFuture<'_, Result<CidKey, IpfsError>> {
+        Box::pin(async move {
+            let Some(root) = path.root_cid() else {
+                return Err(IpfsError::Unsupported {
+                    what: format!("resolving {path} (ipns) on the embedded node"),
+                });
+            };
+            let mut at = *root.cid();
+            for name in path.segments() {
+                let (_, block, _) = tokio::time::timeout(RESOLVE_FETCH_TIMEOUT, self.obtain(at))
+                    .await
+                    .map_err(|_| IpfsError::Timeout {
+                        operation: format!("fetch of {at} to resolve {path}"),
+                        stalled_for: RESOLVE_FETCH_TIMEOUT,
+                    })??;
+                at = crate::ipfs::path::child_by_name(&path, &at, &block, name)?;
+            }
+            CidKey::from_cid(at).map_err(|e| IpfsError::Resolve {
+                path: path.to_string(),
+                reason: e.to_string(),
+            })
         })
     }
 

@@ -44,7 +44,7 @@ mod wire;
 
 use lines::{LineError, LineReader, MAX_LINE};
 use wire::{
-    AddPinLine, BlockStatOut, GcLine, IdOut, PinsOut, RepoStatOut, decode, http_error,
+    AddPinLine, BlockStatOut, GcLine, IdOut, PinsOut, RepoStatOut, ResolveOut, decode, http_error,
     parse_ls_line, says_not_pinned,
 };
 
@@ -509,6 +509,37 @@ impl IpfsBackend for KuboClient {
 
     fn swarm_connect(&self, addr: String) -> BoxFuture<'_, Result<(), IpfsError>> {
         Box::pin(async move { self.swarm_connect_inner(&addr).await })
+    }
+
+    fn resolve(
+        &self,
+        path: crate::ipfs::path::IpfsPath,
+    ) -> BoxFuture<'_, Result<CidKey, IpfsError>> {
+        Box::pin(async move {
+            let arg = path.to_string();
+            let params = [("arg", arg.as_str()), ("recursive", "true")];
+            let out: ResolveOut = match self.call("resolve", &params, self.call_timeout).await {
+                Ok(out) => out,
+                // Kubo refuses a path it cannot follow with 400 or 500 and
+                // its reason ("no link named …").
+                Err(IpfsError::Http {
+                    status: 400 | 500,
+                    message,
+                    ..
+                }) => {
+                    return Err(IpfsError::Resolve {
+                        path: arg,
+                        reason: message,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            let resolved = out.path.strip_prefix("/ipfs/").unwrap_or(&out.path);
+            CidKey::parse(resolved).map_err(|e| IpfsError::Resolve {
+                path: arg.clone(),
+                reason: format!("kubo resolved it to {}, not a cid: {e}", out.path),
+            })
+        })
     }
 
     fn block_stat(&self, cid: CidKey) -> BoxFuture<'_, Result<u64, IpfsError>> {

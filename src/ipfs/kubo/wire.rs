@@ -226,3 +226,9 @@ pub(super) struct BlockStatOut {
     #[serde(rename = "Size")]
     pub(super) size: u64,
 }
+
+#[derive(Deserialize)]
+pub(super) struct ResolveOut {
+    #[serde(rename = "Path")]
+    pub(super) path: String,
+}

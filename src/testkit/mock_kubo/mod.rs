@@ -87,6 +87,8 @@ struct MockState {
     storage_max: u64,
     num_objects: u64,
     peer_id: String,
+    /// Named links for `resolve`: (parent, name) → child.
+    links: HashMap<(CidKey, String), Cid>,
 }
 
 impl MockKubo {
@@ -114,6 +116,7 @@ impl MockKubo {
             storage_max: 10_000_000_000, // Kubo's default Datastore.StorageMax, 10GB
             num_objects: 0,
             peer_id: mock_peer_id(addr.port()),
+            links: HashMap::new(),
         };
         let shared = Arc::new(Shared {
             addr,
@@ -265,6 +268,12 @@ impl MockKubo {
     /// Sets the size `block/stat` reports for `cid` (and makes it local).
     pub fn put_block(&self, cid: CidKey, size: u64) {
         self.state().block_sizes.insert(cid, size);
+    }
+
+    /// Adds a named link `parent/name → child` that `resolve` follows (a
+    /// directory entry, without the blocks).
+    pub fn put_link(&self, parent: CidKey, name: &str, child: Cid) {
+        self.state().links.insert((parent, name.to_string()), child);
     }
 
     /// Sets `RepoSize` and `StorageMax` (`u64::MAX` is Kubo's "no limit").

@@ -117,6 +117,7 @@ pub(super) async fn dispatch(State(ctx): State<Ctx>, method: Method, uri: Uri) -
         "repo/gc" => Ok(repo_gc(&ctx)),
         "swarm/connect" => swarm_connect(&ctx, &req),
         "block/stat" => block_stat(&ctx, &req),
+        "resolve" => resolve(&ctx, &req),
         _ => Ok(text(StatusCode::NOT_FOUND, "404 page not found\n")),
     };
     result.unwrap_or_else(IntoResponse::into_response)
@@ -599,4 +600,37 @@ fn block_stat(ctx: &Ctx, req: &Req) -> Result<Response, Refusal> {
             &format!("block was not found locally (offline): ipld: could not find {cid}"),
         )),
     }
+}
+
+/// `resolve /ipfs/<cid>/a/b`: follows the links set with `put_link`, and
+/// answers Kubo's `{"Path": "/ipfs/<cid>"}` or its 500 for a missing link.
+fn resolve(ctx: &Ctx, req: &Req) -> Result<Response, Refusal> {
+    let Some(arg) = req.args().into_iter().next() else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            1,
+            "argument \"name\" is required",
+        ));
+    };
+    let bad = |m: String| refuse(StatusCode::INTERNAL_SERVER_ERROR, 0, &m);
+    let rest = arg
+        .strip_prefix("/ipfs/")
+        .or_else(|| arg.strip_prefix("/ipld/"))
+        .ok_or_else(|| {
+            bad(format!(
+                "could not resolve name: {arg:?} is not a valid path"
+            ))
+        })?;
+    let mut parts = rest.split('/').filter(|p| !p.is_empty());
+    let root = parts.next().unwrap_or_default();
+    let mut at = Cid::try_from(root).map_err(|e| bad(format!("invalid path {arg:?}: {e}")))?;
+    let state = ctx.state();
+    for name in parts {
+        let key = CidKey::from_cid(at).map_err(|e| bad(e.to_string()))?;
+        at = *state
+            .links
+            .get(&(key, name.to_string()))
+            .ok_or_else(|| bad(format!("no link named {name:?} under {at}")))?;
+    }
+    Ok(json_ok(&json!({ "Path": format!("/ipfs/{at}") })))
 }
