@@ -164,10 +164,10 @@ async fn by_cids(
     .map_err(ApiError::internal)?;
     let mut infos = infos.into_iter();
     let mut items = Vec::with_capacity(cids.len());
-    for ((_, written), pin) in cids.iter().zip(&found) {
+    for ((key, written), pin) in cids.iter().zip(&found) {
         let info = match pin {
             Some(_) => infos.next(),
-            None => Some(svc.unknown(written, local).await),
+            None => Some(svc.unknown(*key, written, local).await),
         };
         if let Some(info) = info.filter(|i| keep(i, &filters)) {
             items.push(info);
@@ -186,7 +186,7 @@ async fn one(state: &ApiState, cid: &str, local: bool) -> Result<GlobalPinInfo, 
         .map_err(storage)?;
     // Not in the pinset: unpinned everywhere, as IPFS Cluster answers.
     let Some(pin) = pin else {
-        return Ok(svc.unknown(cid, local).await);
+        return Ok(svc.unknown(key, cid, local).await);
     };
     let pins = std::slice::from_ref(&pin);
     let mut infos = if local {

@@ -171,6 +171,7 @@ async fn a_peer_without_ipfs_queues_nothing_and_reports_why() {
             cid: seq_cid(i),
             here: true,
             expired: false,
+            gone: false,
         })
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

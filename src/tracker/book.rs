@@ -384,6 +384,14 @@ impl Book {
                 priority_pin: op.priority,
             };
         }
+        if q.gone {
+            // Still on the node: its unpin is about to be queued.
+            return base(if managed {
+                TrackerStatus::UnpinQueued
+            } else {
+                TrackerStatus::Unpinned
+            });
+        }
         if q.expired {
             return base(TrackerStatus::Unpinned);
         }

@@ -78,33 +78,47 @@ impl StatusService {
     }
 
     /// The status of `cid` (written `written` by the client) when it is not
-    /// in the state: `unpinned` on every member (only this peer with
-    /// `local`), as IPFS Cluster answers.
-    pub async fn unknown(&self, written: &str, local: bool) -> GlobalPinInfo {
-        let now = format_time(chrono::Utc::now().timestamp_millis());
-        let ids = if local {
-            HashMap::from([(self.node.peer_id().to_string(), self.identities.own().await)])
+    /// in this peer's state, as IPFS Cluster answers it: each member's own
+    /// (only this peer's with `local`), `unpinned` where nothing is left,
+    /// an unpin still queued or running where the node holds it yet, and a
+    /// member that lags reports the pin it still has.
+    pub async fn unknown(&self, cid: CidKey, written: &str, local: bool) -> GlobalPinInfo {
+        let me = self.node.peer_id();
+        let others = if local {
+            Vec::new()
         } else {
-            self.identities.members().await
+            self.node.other_members()
         };
-        let mut members: Vec<String> = vec![self.node.peer_id().to_string()];
-        if !local {
-            members.extend(self.node.other_members().iter().map(ToString::to_string));
-        }
-        let peer_map = members
-            .into_iter()
-            .map(|p| {
-                let short = PinInfoShort {
-                    peername: String::new(),
-                    ipfs_peer_id: String::new(),
-                    ipfs_peer_addresses: Vec::new(),
-                    status: TrackerStatus::Unpinned,
-                    timestamp: now.clone(),
-                    error: String::new(),
-                    attempt_count: 0,
-                    priority_pin: false,
-                };
-                (p, short)
+        let asks = others.iter().map(|peer| async move {
+            let call = self.node.call::<rpc::StatusAny>(*peer, &cid);
+            (
+                *peer,
+                self.timed(tokio::time::timeout(self.timeout, call).await),
+            )
+        });
+        let ids = async {
+            if local {
+                HashMap::from([(me.to_string(), self.identities.own().await)])
+            } else {
+                self.identities.members().await
+            }
+        };
+        let (own, remote, ids) =
+            tokio::join!(self.status_any(cid), futures::future::join_all(asks), ids);
+        let now = chrono::Utc::now().timestamp_millis();
+        let failed = |e: String| PeerPinStatus {
+            cid,
+            status: TrackerStatus::ClusterError.as_str().to_string(),
+            error: e,
+            attempt_count: 0,
+            timestamp_ms: now,
+            priority_pin: false,
+        };
+        let peer_map = std::iter::once((me, own))
+            .chain(remote)
+            .map(|(peer, s)| {
+                let s = s.unwrap_or_else(failed);
+                (peer.to_string(), wire_to_short(&s))
             })
             .collect();
         let mut info = [GlobalPinInfo {
@@ -112,13 +126,38 @@ impl StatusService {
             name: String::new(),
             allocations: Vec::new(),
             origins: Vec::new(),
-            created: now.clone(),
+            created: format_time(now),
             metadata: BTreeMap::new(),
             peer_map,
         }];
         Self::dress(&mut info, &ids);
         let [info] = info;
         info
+    }
+
+    /// This peer's status for `cid` whether or not it is in its state (what
+    /// a member whose state lacks `cid` asks with [`rpc::StatusAny`]): as
+    /// [`Self::statuses`] when it is, else as a released pin
+    /// ([`StatusQuery::gone`]).
+    pub async fn status_any(&self, cid: CidKey) -> Result<PeerPinStatus, String> {
+        if let Some(known) = self.statuses(vec![cid]).await?.pop() {
+            return Ok(known);
+        }
+        let s = self
+            .tracker
+            .statuses(vec![StatusQuery::gone(cid)])
+            .await
+            .map_err(|e| e.to_string())?
+            .pop()
+            .ok_or_else(|| "the tracker gave no status".to_string())?;
+        Ok(PeerPinStatus {
+            cid,
+            status: s.status.as_str().to_string(),
+            error: s.error,
+            attempt_count: s.attempt_count,
+            timestamp_ms: s.timestamp_ms,
+            priority_pin: s.priority_pin,
+        })
     }
 
     /// The cluster's default replication (what 0/0 means).

@@ -138,6 +138,9 @@ pub struct StatusQuery {
     pub here: bool,
     /// Its expiry has passed.
     pub expired: bool,
+    /// Not in the state at all (released, or never pinned): `unpinned`,
+    /// unless this peer's node still holds it for an unpin to come.
+    pub gone: bool,
 }
 
 impl StatusQuery {
@@ -147,6 +150,17 @@ impl StatusQuery {
             cid: pin.cid,
             here: allocated_here(pin, me, default),
             expired: pin.expire_at_ms().is_some_and(|at| at <= now_ms),
+            gone: false,
+        }
+    }
+
+    /// The query for `cid`, which is not in the state.
+    pub fn gone(cid: CidKey) -> Self {
+        Self {
+            cid,
+            here: false,
+            expired: false,
+            gone: true,
         }
     }
 }
@@ -464,7 +478,9 @@ impl Tracker {
 
     fn statuses(&self, queries: &[StatusQuery]) -> Vec<LocalStatus> {
         // Only pins wanted here without an operation need the managed set.
-        let asks = |q: &StatusQuery| q.here && !q.expired && !self.book.ops.contains_key(&q.cid);
+        let asks = |q: &StatusQuery| {
+            (q.gone || q.here && !q.expired) && !self.book.ops.contains_key(&q.cid)
+        };
         let managed = self
             .managed
             .contains_all(queries.iter().filter(|q| asks(q)).map(|q| &q.cid))

@@ -21,6 +21,18 @@ impl Method for Status {
     type Reply = Vec<PeerPinStatus>;
 }
 
+/// This peer's status for one CID whether or not it is in its state: a
+/// member whose state lacks it asks (a released pin still being unpinned,
+/// or one this member has not yet seen released).
+#[derive(Debug)]
+pub struct StatusAny;
+
+impl Method for StatusAny {
+    const NAME: &'static str = "tracker.status_any";
+    type Request = CidKey;
+    type Reply = PeerPinStatus;
+}
+
 /// This peer's status for the `count` pins from `first` to `last` in store
 /// order (a status page), answered in that order without CIDs; `None` when
 /// this peer does not hold exactly `count` pins there (it lags): ask by CID.
@@ -117,7 +129,7 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// Serves [`Status`], [`StatusRange`], [`Recover`], [`RecoverCids`] and
+/// Serves [`Status`], [`StatusAny`], [`StatusRange`], [`Recover`], [`RecoverCids`] and
 /// [`Identity`] from `service`.
 /// The handlers hold it weakly: the service holds the node, whose registry
 /// holds the handlers, and that cycle would keep a stopped peer's state
@@ -130,6 +142,11 @@ pub fn serve(node: &ClusterNode, service: Arc<StatusService>) {
     node.serve::<Status, _, _>(move |cids| {
         let s = g();
         async move { s?.statuses(cids).await }
+    });
+    let g = get.clone();
+    node.serve::<StatusAny, _, _>(move |cid| {
+        let s = g();
+        async move { s?.status_any(cid).await }
     });
     let g = get.clone();
     node.serve::<StatusRange, _, _>(move |r: RangeRequest| {

@@ -60,6 +60,7 @@ impl Case {
             cid: seq_cid(i as u64),
             here,
             expired,
+            gone: false,
         }
     }
 
