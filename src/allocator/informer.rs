@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    AllocationRequest, AllocatorConfig, Metric, PeerMetrics, PeerState, peer_states, reallocate,
+    AllocError, AllocationRequest, AllocatorConfig, Metric, PeerMetrics, PeerState, peer_states,
+    reallocate,
 };
-use crate::consensus::{ClusterNode, MAX_ENTRY_BYTES, StateStore, entry_bytes};
+use crate::consensus::{ClusterNode, MAX_ENTRY_BYTES, PinAllocator, StateStore, entry_bytes};
 use crate::ipfs::IpfsBackend;
 use crate::manifest::CidKey;
 use crate::manifest::ReplicationFactors;
@@ -101,8 +102,31 @@ pub fn spawn(
         Arc::clone(&metrics),
         cancel.clone(),
     ));
+    node.set_pin_allocator(pin_allocator(config.clone(), Arc::clone(&metrics)));
     tasks.spawn(allocation_loop(node, config, Arc::clone(&metrics), cancel));
     metrics
+}
+
+/// The write path's allocator (allocation at pin time): places the pins a
+/// leader's write creates or re-places with the metrics this peer has now.
+/// With fewer usable peers than a pin's minimum it takes every one there
+/// is (the pin is never refused for it; the allocation loop completes it
+/// when more peers report).
+fn pin_allocator(config: InformerConfig, metrics: Arc<Mutex<PeerMetrics>>) -> PinAllocator {
+    Arc::new(move |pins: &[StatePin], members: &[String]| {
+        let mut round = Round {
+            view: lock(&metrics).clone(),
+            members: members.to_vec(),
+            config: config.allocator.clone(),
+            now: chrono::Utc::now().timestamp_millis(),
+            grace_ms: config.grace.as_millis() as i64,
+        };
+        let mut changes = Vec::new();
+        for pin in pins {
+            round.place(pin, &mut changes);
+        }
+        changes
+    })
 }
 
 async fn publish_loop(
@@ -356,24 +380,8 @@ impl Round {
 
     /// Adds `pin`'s new allocation to `changes` when it should move.
     fn examine(&mut self, pin: &StatePin, changes: &mut Changes) {
-        let eff = pin.effective();
-        let r = eff.options.replication;
-        let (min, max) = if r.min == 0 && r.max == 0 {
-            (self.config.default_min, self.config.default_max)
-        } else {
-            (r.min, r.max)
-        };
-        if min == -1 {
-            return; // every peer pins it; nothing to allocate
-        }
-        let req = AllocationRequest {
-            cid: pin.cid.to_string(),
-            replication_min: min,
-            replication_max: max,
-            current: pin.allocations.clone(),
-            user_allocations: eff.options.user_allocations.clone(),
-            allocate_tags: eff.options.allocate_tags.clone(),
-            now_ms: self.now,
+        let Some(req) = self.request(pin) else {
+            return;
         };
         match reallocate(&req, &self.view, &self.members, &self.config, self.grace_ms) {
             Ok(Some(a)) if a.peers != pin.allocations => {
@@ -383,6 +391,56 @@ impl Round {
             Ok(_) => {}
             Err(e) => tracing::debug!(cid = %pin.cid, error = %e, "cannot allocate yet"),
         }
+    }
+
+    /// As [`Round::examine`], for a pin being written: short of peers for
+    /// its minimum, it goes to every usable peer there is.
+    fn place(&mut self, pin: &StatePin, changes: &mut Changes) {
+        let Some(mut req) = self.request(pin) else {
+            return;
+        };
+        let mut chosen = reallocate(&req, &self.view, &self.members, &self.config, self.grace_ms);
+        if let Err(AllocError::NotEnoughPeers { available, .. }) = chosen
+            && available > 0
+        {
+            req.replication_min = i32::try_from(available).unwrap_or(i32::MAX);
+            if req.replication_max != -1 && req.replication_max < req.replication_min {
+                req.replication_max = req.replication_min;
+            }
+            chosen = reallocate(&req, &self.view, &self.members, &self.config, self.grace_ms);
+        }
+        match chosen {
+            Ok(Some(a)) if a.peers != pin.allocations => {
+                self.view.charge_pinqueue(&a.peers);
+                changes.push((pin.cid, a.peers));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(cid = %pin.cid, error = %e, "cannot allocate at pin time"),
+        }
+    }
+
+    /// The allocator's question for `pin`; `None` for an every-peer pin
+    /// (nothing to allocate).
+    fn request(&self, pin: &StatePin) -> Option<AllocationRequest> {
+        let eff = pin.effective();
+        let r = eff.options.replication;
+        let (min, max) = if r.min == 0 && r.max == 0 {
+            (self.config.default_min, self.config.default_max)
+        } else {
+            (r.min, r.max)
+        };
+        if min == -1 {
+            return None; // every peer pins it; nothing to allocate
+        }
+        Some(AllocationRequest {
+            cid: pin.cid.to_string(),
+            replication_min: min,
+            replication_max: max,
+            current: pin.allocations.clone(),
+            user_allocations: eff.options.user_allocations.clone(),
+            allocate_tags: eff.options.allocate_tags.clone(),
+            now_ms: self.now,
+        })
     }
 }
 

@@ -14,6 +14,7 @@
 // it at every call would only add noise.
 #![allow(clippy::result_large_err)]
 
+mod batcher;
 mod log_store;
 mod membership;
 mod network;
@@ -28,6 +29,7 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use batcher::PinAllocator;
 pub use log_store::LogStore;
 pub use node::{ClusterError, ClusterNode, GossipSink, NodeOptions};
 pub use rpc::{CallError, Method, RemoteFailure, Rpc, RpcReply};

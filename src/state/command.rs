@@ -168,6 +168,28 @@ pub enum Command {
         /// The attempt id.
         revision: u64,
     },
+    /// Several commands in one log entry (the leader's group commit):
+    /// applied in order, each exactly as if it had its own entry, in one
+    /// store transaction. The outcome lists each member's own outcome
+    /// ([`Outcome::members`]). Members are never batches themselves.
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// Pin ops this command carries (what `consensus.batch_max_pins`
+    /// bounds): the ops of `Apply`/`Stage`/`Commit`, the CIDs of
+    /// `Allocate`, one for an `Unpin`, the sum for a `Batch`.
+    pub fn op_count(&self) -> usize {
+        match self {
+            Command::Apply { ops, .. }
+            | Command::Stage { ops, .. }
+            | Command::Commit { ops, .. } => ops.len(),
+            Command::Allocate { allocations } => allocations.len(),
+            Command::Unpin { .. } => 1,
+            Command::SetConditions { .. } | Command::Abort { .. } => 0,
+            Command::Batch(members) => members.iter().map(Command::op_count).sum(),
+        }
+    }
 }
 
 /// A log entry's payload: the command and the proposer's clock.
@@ -192,4 +214,8 @@ pub struct Outcome {
     pub staged: u64,
     /// The command was refused; nothing changed.
     pub refused: Option<String>,
+    /// For a `Batch`: each member's own outcome, in order (the counts
+    /// above are their sums). Empty for any other command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Outcome>,
 }

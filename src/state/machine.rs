@@ -72,10 +72,18 @@ pub trait PinStore {
 /// `Apply` twice changes nothing the second time, and a `Commit` (or
 /// `Stage`) repeated after its commit answers the first outcome.
 pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Error> {
+    apply_command(store, req.now_ms, &req.command)
+}
+
+fn apply_command<S: PinStore>(
+    store: &mut S,
+    now_ms: i64,
+    command: &Command,
+) -> Result<Outcome, S::Error> {
     let mut out = Outcome::default();
-    match &req.command {
+    match command {
         Command::Apply { owner, ops } => {
-            apply_ops(store, owner, ops, req.now_ms, &mut out)?;
+            apply_ops(store, owner, ops, now_ms, &mut out)?;
             // A PinSet's pins changed outside a commit: plans made before
             // are stale too. (The `api` owner never commits: no record.)
             if matches!(owner, Owner::PinSet(_)) {
@@ -92,7 +100,7 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
         } => {
             // A retried chunk of the revision committed last: already in.
             if !committed_last(store, owner, *revision)? {
-                store.stage(owner, *revision, *seq, req.now_ms, ops)?;
+                store.stage(owner, *revision, *seq, now_ms, ops)?;
             }
             out.staged = ops.len() as u64;
         }
@@ -129,14 +137,14 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
                 return Ok(out);
             }
             for chunk in &chunks {
-                apply_ops(store, owner, chunk, req.now_ms, &mut out)?;
+                apply_ops(store, owner, chunk, now_ms, &mut out)?;
             }
-            apply_ops(store, owner, ops, req.now_ms, &mut out)?;
+            apply_ops(store, owner, ops, now_ms, &mut out)?;
             store.set_pinset(owner, record.as_ref())?;
             if record.is_none() {
                 store.set_conditions(owner, None)?;
             }
-            store.expire_staged(req.now_ms - STAGING_TTL_MS)?;
+            store.expire_staged(now_ms - STAGING_TTL_MS)?;
             head.generation += 1;
             head.last_attempt = Some(*revision);
             head.last_outcome = out.clone();
@@ -166,7 +174,7 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
                 source: source.clone(),
                 revision: revision.clone(),
                 conditions: conditions.clone(),
-                reported_at_ms: req.now_ms,
+                reported_at_ms: now_ms,
             });
             store.set_conditions(owner, record.as_ref())?;
             out.changed += 1;
@@ -181,7 +189,7 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
                     .collect();
                 if pinsets.is_empty() {
                     let release = [Op::Release { cid: *cid }];
-                    apply_ops(store, &Owner::Api, &release, req.now_ms, &mut out)?;
+                    apply_ops(store, &Owner::Api, &release, now_ms, &mut out)?;
                 } else if !force {
                     out.refused = unpin_refusal(&cid.to_string(), &before);
                 } else {
@@ -197,6 +205,16 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
         }
         Command::Abort { owner, revision } => {
             store.take_staged(owner, *revision)?;
+        }
+        Command::Batch(members) => {
+            for command in members {
+                let one = apply_command(store, now_ms, command)?;
+                out.created += one.created;
+                out.changed += one.changed;
+                out.removed += one.removed;
+                out.staged += one.staged;
+                out.members.push(one);
+            }
         }
     }
     Ok(out)
@@ -695,5 +713,56 @@ mod tests {
             ),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_batch_answers_each_member_as_if_it_were_written_alone() {
+        let site = Owner::pinset(PinSetId::new("ns", "site"));
+        let members = vec![
+            apply_as(&Owner::Api, vec![set_op(1, "api")]).command,
+            apply_as(&Owner::Api, vec![set_op(1, "api")]).command,
+            apply_as(&Owner::Api, vec![set_op(2, "api")]).command,
+            unpin(2, false).command,
+            unpin(3, false).command,
+            apply_as(&Owner::Api, vec![set_op(3, "renamed")]).command,
+        ];
+        let mut alone = PinState::new();
+        alone.apply_request(&commit(&site, 1, 0, 0, vec![set_op(3, "site")]));
+        let mut batched = alone.clone();
+        let expected: Vec<Outcome> = members
+            .iter()
+            .map(|c| {
+                alone.apply_request(&Request {
+                    now_ms: 40,
+                    command: c.clone(),
+                })
+            })
+            .collect();
+        let out = batched.apply_request(&Request {
+            now_ms: 40,
+            command: Command::Batch(members),
+        });
+        assert_eq!(out.members, expected);
+        assert!(expected[3].removed == 1 && expected[4].refused.is_some());
+        assert_eq!(
+            expected[1],
+            Outcome::default(),
+            "a repeated pin changes nothing"
+        );
+        assert_eq!((out.created, out.changed, out.removed), (2, 1, 1));
+        assert_eq!(out.refused, None, "one member's refusal is its own");
+        assert_eq!(batched, alone);
+    }
+
+    #[test]
+    fn outcomes_written_before_batches_still_decode() {
+        let old = serde_json::json!({
+            "created": 1, "changed": 0, "removed": 0, "staged": 0, "refused": null
+        });
+        let out: Outcome = serde_json::from_value(old).unwrap();
+        assert_eq!(out.created, 1);
+        assert!(out.members.is_empty());
+        let json = serde_json::to_value(&out).unwrap();
+        assert!(json.get("members").is_none(), "{json}");
     }
 }
