@@ -79,6 +79,12 @@ pub fn spawn(
 ) -> Arc<Mutex<PeerMetrics>> {
     let metrics = Arc::new(Mutex::new(PeerMetrics::new()));
     let sink_metrics = Arc::clone(&metrics);
+    // A peer heard from for the first time (or again after its metrics
+    // expired) may have missed ours, published before it subscribed:
+    // publish again at once rather than an interval later, so a fresh
+    // cluster's leader soon knows every peer (allocation at pin time).
+    let newcomer = Arc::new(tokio::sync::Notify::new());
+    let sink_newcomer = Arc::clone(&newcomer);
     let ttl = config.interval * 2;
     node.set_gossip_sink(Arc::new(move |peer, data| {
         let Ok(list) = serde_json::from_slice::<Vec<Metric>>(&data) else {
@@ -88,10 +94,17 @@ pub fn spawn(
         let now = chrono::Utc::now().timestamp_millis();
         let expire = now + ttl.as_millis() as i64;
         let mut m = lock(&sink_metrics);
-        for mut metric in list.into_iter().filter(|x| x.peer == peer.to_string()) {
+        let key = peer.to_string();
+        let known = m
+            .peer(&key)
+            .is_some_and(|all| all.values().any(|x| !x.is_expired(now)));
+        for mut metric in list.into_iter().filter(|x| x.peer == key) {
             metric.expire_ms = expire;
             metric.received_ms = now;
             m.insert(metric);
+        }
+        if !known {
+            sink_newcomer.notify_one();
         }
     }));
     tasks.spawn(publish_loop(
@@ -100,6 +113,7 @@ pub fn spawn(
         tracker,
         config.clone(),
         Arc::clone(&metrics),
+        newcomer,
         cancel.clone(),
     ));
     node.set_pin_allocator(pin_allocator(config.clone(), Arc::clone(&metrics)));
@@ -135,6 +149,7 @@ async fn publish_loop(
     tracker: TrackerHandle,
     config: InformerConfig,
     metrics: Arc<Mutex<PeerMetrics>>,
+    newcomer: Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
 ) {
     let me = node.peer_id().to_string();
@@ -177,6 +192,7 @@ async fn publish_loop(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(config.interval) => {}
+            _ = newcomer.notified() => {}
         }
     }
 }

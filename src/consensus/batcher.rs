@@ -408,8 +408,16 @@ mod tests {
                 })
                 .collect(),
         };
-        assert!(entry_bytes(&big) > MAX_ENTRY_BYTES / 2, "{}", entry_bytes(&big));
-        assert!(entry_bytes(&big) < MAX_ENTRY_BYTES - 1000, "{}", entry_bytes(&big));
+        assert!(
+            entry_bytes(&big) > MAX_ENTRY_BYTES / 2,
+            "{}",
+            entry_bytes(&big)
+        );
+        assert!(
+            entry_bytes(&big) < MAX_ENTRY_BYTES - 1000,
+            "{}",
+            entry_bytes(&big)
+        );
         let mut g = Gather::new(&big, 1_000_000);
         assert!(!g.admit(&big), "two would not fit one entry");
         assert!(g.admit(&pin(1, 1, 1)), "a small pin still does");
