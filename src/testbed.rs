@@ -442,9 +442,10 @@ impl Testbed {
         }
     }
 
-    /// True when every peer lists a live `freespace` metric of all `n`
-    /// peers (`GET /monitor/metrics/freespace`): whichever leads can then
-    /// allocate a pin with replication `n` as it is written.
+    /// True when every peer lists all `n` peers as live (`GET
+    /// /monitor/metrics/ping`: it holds unexpired metrics of each, what
+    /// the allocator needs): whichever leads can then allocate a pin with
+    /// replication `n` as it is written.
     async fn metrics_of_all(
         &self,
         client: &reqwest::Client,
@@ -452,7 +453,7 @@ impl Testbed {
         n: usize,
     ) -> bool {
         for p in &self.file.peers {
-            let mut request = client.get(format!("{}/monitor/metrics/freespace", p.api));
+            let mut request = client.get(format!("{}/monitor/metrics/ping", p.api));
             if let Some((user, password)) = admin {
                 request = request.basic_auth(user, Some(password));
             }

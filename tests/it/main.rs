@@ -32,3 +32,4 @@ mod testbed;
 mod tls;
 mod tracker;
 mod webhook;
+mod write_path;
