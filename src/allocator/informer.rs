@@ -1,4 +1,5 @@
-//! Informers and the allocation loop (DESIGN §9, docs/design/allocation.md).
+//! Informers, the allocation loop and the write-time allocator (DESIGN §9,
+//! docs/design/allocation.md).
 //!
 //! Every peer publishes its metrics (free space, pin queue length, number of
 //! pins, configured tags) over gossip with a TTL, and keeps everyone's latest
@@ -7,7 +8,10 @@
 //! its decisions into the log (`Command::Allocate`); followers apply the
 //! recorded result and never recompute. A round reads only the pins changed
 //! since the last one (the state's change feed) unless what the allocator
-//! knows of the peers changed ([`Rounds`]).
+//! knows of the peers changed ([`Rounds`]). The leader also allocates at pin
+//! time: the informer registers a [`PinAllocator`] on the node, which the
+//! group commit calls with the pins a batch creates or re-places, so their
+//! allocations travel in the same log entry.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

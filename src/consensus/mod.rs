@@ -3,7 +3,9 @@
 //! (`membership.rs`), the RPC transport between peers (`rpc.rs`: Raft's
 //! messages plus named service methods other layers register), and
 //! `ClusterNode`, the handle the daemon and API use to write (forwarded to
-//! the leader) and read (with a read barrier when asked).
+//! the leader, where concurrent single-pin writes share one log entry and
+//! new pins are allocated before they are proposed: `batcher.rs`) and read
+//! (with a read barrier when asked).
 //!
 //! It must not decide *what* to pin: plans come from `plan` through the
 //! apply service (`pinsets`), the effect of a command from `state`. It
