@@ -394,7 +394,9 @@ impl Testbed {
         }
     }
 
-    /// Waits until every peer's `/id` lists all peers as cluster members.
+    /// Waits until every peer's `/id` lists all peers as cluster members
+    /// and every peer has live metrics of all of them, so a pin with
+    /// replication = number of peers is allocated as it is written.
     async fn wait_formed(
         &self,
         n: usize,
@@ -430,7 +432,7 @@ impl Testbed {
                     ready += 1;
                 }
             }
-            if ready == n {
+            if ready == n && self.metrics_of_all(&client, admin, n).await {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
@@ -438,6 +440,37 @@ impl Testbed {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// True when every peer lists all `n` peers as live (`GET
+    /// /monitor/metrics/ping`: it holds unexpired metrics of each, what
+    /// the allocator needs): whichever leads can then allocate a pin with
+    /// replication `n` as it is written.
+    async fn metrics_of_all(
+        &self,
+        client: &reqwest::Client,
+        admin: Option<(&str, &str)>,
+        n: usize,
+    ) -> bool {
+        for p in &self.file.peers {
+            let mut request = client.get(format!("{}/monitor/metrics/ping", p.api));
+            if let Some((user, password)) = admin {
+                request = request.basic_auth(user, Some(password));
+            }
+            let listed = match request.send().await {
+                Ok(r) if r.status().is_success() => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v.as_array().map(Vec::len))
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            if listed < n {
+                return false;
+            }
+        }
+        true
     }
 
     /// Sends SIGTERM to every peer and waits for them (SIGKILL after 15 s).

@@ -1,4 +1,5 @@
-//! Informers and the allocation loop (DESIGN §9, docs/design/allocation.md).
+//! Informers, the allocation loop and the write-time allocator (DESIGN §9,
+//! docs/design/allocation.md).
 //!
 //! Every peer publishes its metrics (free space, pin queue length, number of
 //! pins, configured tags) over gossip with a TTL, and keeps everyone's latest
@@ -7,7 +8,10 @@
 //! its decisions into the log (`Command::Allocate`); followers apply the
 //! recorded result and never recompute. A round reads only the pins changed
 //! since the last one (the state's change feed) unless what the allocator
-//! knows of the peers changed ([`Rounds`]).
+//! knows of the peers changed ([`Rounds`]). The leader also allocates at pin
+//! time: the informer registers a [`PinAllocator`] on the node, which the
+//! group commit calls with the pins a batch creates or re-places, so their
+//! allocations travel in the same log entry.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    AllocationRequest, AllocatorConfig, Metric, PeerMetrics, PeerState, peer_states, reallocate,
+    AllocError, AllocationRequest, AllocatorConfig, Metric, PeerMetrics, PeerState, peer_states,
+    reallocate,
 };
-use crate::consensus::{ClusterNode, MAX_ENTRY_BYTES, StateStore, entry_bytes};
+use crate::consensus::{ClusterNode, MAX_ENTRY_BYTES, PinAllocator, StateStore, entry_bytes};
 use crate::ipfs::IpfsBackend;
 use crate::manifest::CidKey;
 use crate::manifest::ReplicationFactors;
@@ -78,6 +83,12 @@ pub fn spawn(
 ) -> Arc<Mutex<PeerMetrics>> {
     let metrics = Arc::new(Mutex::new(PeerMetrics::new()));
     let sink_metrics = Arc::clone(&metrics);
+    // A peer heard from for the first time (or again after its metrics
+    // expired) may have missed ours, published before it subscribed:
+    // publish again at once rather than an interval later, so a fresh
+    // cluster's leader soon knows every peer (allocation at pin time).
+    let newcomer = Arc::new(tokio::sync::Notify::new());
+    let sink_newcomer = Arc::clone(&newcomer);
     let ttl = config.interval * 2;
     node.set_gossip_sink(Arc::new(move |peer, data| {
         let Ok(list) = serde_json::from_slice::<Vec<Metric>>(&data) else {
@@ -87,10 +98,17 @@ pub fn spawn(
         let now = chrono::Utc::now().timestamp_millis();
         let expire = now + ttl.as_millis() as i64;
         let mut m = lock(&sink_metrics);
-        for mut metric in list.into_iter().filter(|x| x.peer == peer.to_string()) {
+        let key = peer.to_string();
+        let known = m
+            .peer(&key)
+            .is_some_and(|all| all.values().any(|x| !x.is_expired(now)));
+        for mut metric in list.into_iter().filter(|x| x.peer == key) {
             metric.expire_ms = expire;
             metric.received_ms = now;
             m.insert(metric);
+        }
+        if !known {
+            sink_newcomer.notify_one();
         }
     }));
     tasks.spawn(publish_loop(
@@ -99,10 +117,34 @@ pub fn spawn(
         tracker,
         config.clone(),
         Arc::clone(&metrics),
+        newcomer,
         cancel.clone(),
     ));
+    node.set_pin_allocator(pin_allocator(config.clone(), Arc::clone(&metrics)));
     tasks.spawn(allocation_loop(node, config, Arc::clone(&metrics), cancel));
     metrics
+}
+
+/// The write path's allocator (allocation at pin time): places the pins a
+/// leader's write creates or re-places with the metrics this peer has now.
+/// With fewer usable peers than a pin's minimum it takes every one there
+/// is (the pin is never refused for it; the allocation loop completes it
+/// when more peers report).
+fn pin_allocator(config: InformerConfig, metrics: Arc<Mutex<PeerMetrics>>) -> PinAllocator {
+    Arc::new(move |pins: &[StatePin], members: &[String]| {
+        let mut round = Round {
+            view: lock(&metrics).clone(),
+            members: members.to_vec(),
+            config: config.allocator.clone(),
+            now: chrono::Utc::now().timestamp_millis(),
+            grace_ms: config.grace.as_millis() as i64,
+        };
+        let mut changes = Vec::new();
+        for pin in pins {
+            round.place(pin, &mut changes);
+        }
+        changes
+    })
 }
 
 async fn publish_loop(
@@ -111,6 +153,7 @@ async fn publish_loop(
     tracker: TrackerHandle,
     config: InformerConfig,
     metrics: Arc<Mutex<PeerMetrics>>,
+    newcomer: Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
 ) {
     let me = node.peer_id().to_string();
@@ -153,6 +196,7 @@ async fn publish_loop(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(config.interval) => {}
+            _ = newcomer.notified() => {}
         }
     }
 }
@@ -356,24 +400,8 @@ impl Round {
 
     /// Adds `pin`'s new allocation to `changes` when it should move.
     fn examine(&mut self, pin: &StatePin, changes: &mut Changes) {
-        let eff = pin.effective();
-        let r = eff.options.replication;
-        let (min, max) = if r.min == 0 && r.max == 0 {
-            (self.config.default_min, self.config.default_max)
-        } else {
-            (r.min, r.max)
-        };
-        if min == -1 {
-            return; // every peer pins it; nothing to allocate
-        }
-        let req = AllocationRequest {
-            cid: pin.cid.to_string(),
-            replication_min: min,
-            replication_max: max,
-            current: pin.allocations.clone(),
-            user_allocations: eff.options.user_allocations.clone(),
-            allocate_tags: eff.options.allocate_tags.clone(),
-            now_ms: self.now,
+        let Some(req) = self.request(pin) else {
+            return;
         };
         match reallocate(&req, &self.view, &self.members, &self.config, self.grace_ms) {
             Ok(Some(a)) if a.peers != pin.allocations => {
@@ -383,6 +411,56 @@ impl Round {
             Ok(_) => {}
             Err(e) => tracing::debug!(cid = %pin.cid, error = %e, "cannot allocate yet"),
         }
+    }
+
+    /// As [`Round::examine`], for a pin being written: short of peers for
+    /// its minimum, it goes to every usable peer there is.
+    fn place(&mut self, pin: &StatePin, changes: &mut Changes) {
+        let Some(mut req) = self.request(pin) else {
+            return;
+        };
+        let mut chosen = reallocate(&req, &self.view, &self.members, &self.config, self.grace_ms);
+        if let Err(AllocError::NotEnoughPeers { available, .. }) = chosen
+            && available > 0
+        {
+            req.replication_min = i32::try_from(available).unwrap_or(i32::MAX);
+            if req.replication_max != -1 && req.replication_max < req.replication_min {
+                req.replication_max = req.replication_min;
+            }
+            chosen = reallocate(&req, &self.view, &self.members, &self.config, self.grace_ms);
+        }
+        match chosen {
+            Ok(Some(a)) if a.peers != pin.allocations => {
+                self.view.charge_pinqueue(&a.peers);
+                changes.push((pin.cid, a.peers));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(cid = %pin.cid, error = %e, "cannot allocate at pin time"),
+        }
+    }
+
+    /// The allocator's question for `pin`; `None` for an every-peer pin
+    /// (nothing to allocate).
+    fn request(&self, pin: &StatePin) -> Option<AllocationRequest> {
+        let eff = pin.effective();
+        let r = eff.options.replication;
+        let (min, max) = if r.min == 0 && r.max == 0 {
+            (self.config.default_min, self.config.default_max)
+        } else {
+            (r.min, r.max)
+        };
+        if min == -1 {
+            return None; // every peer pins it; nothing to allocate
+        }
+        Some(AllocationRequest {
+            cid: pin.cid.to_string(),
+            replication_min: min,
+            replication_max: max,
+            current: pin.allocations.clone(),
+            user_allocations: eff.options.user_allocations.clone(),
+            allocate_tags: eff.options.allocate_tags.clone(),
+            now_ms: self.now,
+        })
     }
 }
 

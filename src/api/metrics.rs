@@ -198,6 +198,7 @@ pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiEr
     };
     let members = node.members().len();
     let leader = node.is_leader();
+    let log_index = node.metrics().last_log_index.unwrap_or(0);
     let body = blocking(move || {
         let records = store.pinsets().map_err(storage)?;
         let mut conditions = Vec::new();
@@ -230,6 +231,12 @@ pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiEr
             "leader",
             "1 when this peer is the Raft leader",
             i64::from(leader),
+        );
+        gauge(
+            &mut registry,
+            "raft_last_log_index",
+            "Index of the last entry in this peer's Raft log (entries written so far: a group commit writes many pins in one)",
+            i64::try_from(log_index).unwrap_or(i64::MAX),
         );
         gauge(
             &mut registry,

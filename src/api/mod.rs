@@ -8,6 +8,7 @@
 
 mod access;
 mod add;
+mod batch;
 mod error;
 mod gc;
 mod health;
@@ -231,6 +232,14 @@ pub fn router(state: ApiState) -> Router {
             Bound::Upload => r.endpoint.layer(axum::extract::DefaultBodyLimit::max(
                 usize::try_from(state.max_upload_bytes).unwrap_or(usize::MAX),
             )),
+            Bound::PinBatch => {
+                let slot: axum::routing::MethodRouter<ApiState> = r.endpoint.layer(
+                    axum::middleware::from_fn_with_state(state.clone(), limit_pinset_writes),
+                );
+                slot.layer(axum::extract::DefaultBodyLimit::max(
+                    batch::MAX_BATCH_BODY_BYTES,
+                ))
+            }
         };
         // The role check wraps the bounds: a refused request takes no
         // write slot and sends no body.
@@ -530,12 +539,12 @@ where
 /// How long requests in flight may run once shutdown begins.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// `PUT`/`PATCH /pinsets/{ns}/{name}` take a slot of
+/// `PUT`/`PATCH /pinsets/{ns}/{name}` and `POST /pins/batch` take a slot of
 /// [`ApiState::pinset_writes`] for the whole request: when none frees up
 /// within `pinset_write_wait` the answer is 503 with `Retry-After`, so
 /// large bodies never queue without bound.
 async fn limit_pinset_writes(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    if !matches!(*req.method(), Method::PUT | Method::PATCH) {
+    if !matches!(*req.method(), Method::PUT | Method::PATCH | Method::POST) {
         return next.run(req).await;
     }
     let permit = tokio::time::timeout(

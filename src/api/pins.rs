@@ -387,7 +387,7 @@ pub(super) fn pin_spec(p: &Params, now_ms: i64) -> Result<PinSpec, ApiError> {
 }
 
 /// IPFS Cluster's rules, where 0 means "the cluster's default".
-fn check_replication(min: i32, max: i32) -> Result<(), String> {
+pub(super) fn check_replication(min: i32, max: i32) -> Result<(), String> {
     if min < -1 || max < -1 {
         return Err(format!(
             "invalid replication factors {min}/{max}: each must be -1 (every peer), 0 (default) or positive"

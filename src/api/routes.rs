@@ -11,8 +11,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::access::Access;
 use super::{
-    ApiState, add, gc, health, metrics, monitor, paths, peers, pins, pinset_patch, pinset_status,
-    pinsets, reconcile, status, token,
+    ApiState, add, batch, gc, health, metrics, monitor, paths, peers, pins, pinset_patch,
+    pinset_status, pinsets, reconcile, status, token,
 };
 use crate::auth::Role::{Admin, Reader, Writer};
 
@@ -40,6 +40,10 @@ pub enum Bound {
     PinSetWrite,
     /// An upload: `max_upload_bytes` instead of the default cap.
     Upload,
+    /// A batch of pins: a body of up to
+    /// [`MAX_BATCH_BODY_BYTES`](super::batch::MAX_BATCH_BODY_BYTES), and
+    /// one of the `max_concurrent_pinset_writes` slots.
+    PinBatch,
 }
 
 fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
@@ -93,6 +97,10 @@ pub fn routes() -> Vec<Route> {
             Role(Writer),
             status::recover_all,
         ),
+        Route {
+            bound: Bound::PinBatch,
+            ..route(Method::POST, "/pins/batch", Role(Writer), batch::post)
+        },
         route(Method::GET, "/pins/{cid}", Role(Reader), status::get),
         route(Method::POST, "/pins/{cid}", Role(Writer), pins::pin),
         route(Method::DELETE, "/pins/{cid}", Role(Writer), pins::unpin),

@@ -1,21 +1,28 @@
 //! `pinfleet state export|import`: the shared state as a state file (NDJSON,
 //! one `PinRecord` per line).
 //!
+//! Import reads two formats, told apart by the first record: pinfleet's
+//! own (`state export`: IPFS Cluster's Pin JSON plus `owners`) and IPFS
+//! Cluster's (`ipfs-cluster-service state export`: Pin JSON, one per line,
+//! no `owners`; CIDs as strings or, before 1.0, as `{"/": …}`). The whole
+//! file is checked first: a bad line stops the import with `FILE:LINE` and
+//! nothing is written. Lines that are not data pins (sharding metadata) are
+//! skipped and counted.
+//!
 //! Import is additive and goes through the ordinary write paths, so it obeys
 //! the same rules as any other write:
-//! - an owner `api` holds its pins through `POST /pins/{cid}` (with the
-//!   owner's name, mode, replication, metadata, origins, user allocations and
-//!   expiry; allocation tags have no REST parameter and are dropped);
+//! - owner `api`'s pins (every pin of an IPFS Cluster export) go in batches
+//!   to `POST /pins/batch` (name, mode, replication, metadata, origins, user
+//!   allocations and expiry; allocation tags have no IPFS Cluster field and
+//!   are dropped), written in large log entries;
 //! - the pins of each `pinset:<ns>/<name>` owner are grouped and sent as one
 //!   PinSet document to `PUT /pinsets/{ns}/{name}` with `prune: false`, so
 //!   an import adds to a PinSet and never releases anything. Every pin of a
 //!   PinSet is held in memory until it is sent.
-//!
-//! A line without `owners` (an IPFS Cluster export) is owned by `api`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -23,9 +30,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use pinfleet::manifest::{DesiredPin, DesiredPinSet, Owner, PinSpec, Pos, SourceRef, plural};
-use pinfleet::state::{StatePin, read_state};
-use pinfleet::wire::ManifestDocument;
+use pinfleet::manifest::{DesiredPin, DesiredPinSet, Owner, Pos, SourceRef, plural};
+use pinfleet::state::StatePin;
+use pinfleet::wire::{ManifestDocument, PinRecord};
 
 use super::NO;
 use super::remote::{HostArgs, Out, block_on};
@@ -63,8 +70,9 @@ pub struct ImportArgs {
     /// Only show what the PinSets would gain; pin nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Manual pins sent at once.
-    #[arg(long, value_name = "N", default_value_t = 16)]
+    /// Batches of manual pins (`POST /pins/batch`) sent at once; a peer
+    /// writes `api.max_concurrent_pinset_writes` (default 2) at a time.
+    #[arg(long, value_name = "N", default_value_t = 2)]
     concurrency: usize,
     #[command(flatten)]
     host: HostArgs,
@@ -134,11 +142,34 @@ fn tmp_path(path: &Path) -> PathBuf {
 }
 
 fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let file = File::open(&args.file)
-        .with_context(|| format!("cannot open state file {}", args.file.display()))?;
+    let path = args.file.display().to_string();
+    let open = || File::open(&args.file).with_context(|| format!("cannot open state file {path}"));
+    // Every line is checked before anything is written.
+    let checked = check_file(BufReader::new(open()?), &path)?;
+    match checked.format {
+        Format::Cluster => eprintln!(
+            "{path}: IPFS Cluster state export, {}",
+            plural(checked.pins, "pin")
+        ),
+        Format::Pinfleet => eprintln!(
+            "{path}: pinfleet state file, {}",
+            plural(checked.pins, "pin")
+        ),
+    }
+    if checked.skipped > 0 {
+        eprintln!(
+            "skipping {} that are not data pins (sharding metadata is not imported)",
+            plural(checked.skipped, "line")
+        );
+    }
     let client = args.host.client()?;
-    let source = format!("import:{}", args.file.display());
-    let refused = block_on(import_pins(&client, BufReader::new(file), &args, &source))??;
+    let source = format!("import:{path}");
+    let refused = block_on(import_pins(
+        &client,
+        BufReader::new(open()?),
+        &args,
+        &source,
+    ))??;
     Ok(if refused > 0 {
         ExitCode::from(NO)
     } else {
@@ -146,9 +177,92 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Pins `api` pins as they are read (at most `concurrency` in flight) and
-/// sends each PinSet owner's pins at the end. Returns the number of PinSets
-/// refused.
+/// Which kind of state file an import reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// `pinfleet state export`: records with `owners`.
+    Pinfleet,
+    /// `ipfs-cluster-service state export`: IPFS Cluster `Pin` JSON, one
+    /// per line, no `owners`.
+    Cluster,
+}
+
+/// What the check of a state file found.
+#[derive(Debug)]
+struct Checked {
+    format: Format,
+    pins: u64,
+    skipped: u64,
+}
+
+/// One line of a state file: a pin (its record, and whether it came as
+/// IPFS Cluster's own JSON), or a pin that is not a data pin (skipped).
+enum Line {
+    Pin(Box<PinRecord>, bool),
+    NotData,
+}
+
+fn parse_line(line: &str) -> Result<Line, String> {
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let cluster = value.get("owners").is_none();
+    let record = if cluster {
+        PinRecord::from_cluster_json(value)?
+    } else {
+        serde_json::from_value(value).map_err(|e| e.to_string())?
+    };
+    if record.type_ != "pin" {
+        return Ok(Line::NotData);
+    }
+    pinfleet::manifest::CidKey::parse(&record.cid).map_err(|e| {
+        format!(
+            "invalid cid {}: {e}",
+            pinfleet::manifest::shown(&record.cid)
+        )
+    })?;
+    Ok(Line::Pin(Box::new(record), cluster))
+}
+
+/// Reads the whole file: every line must be a pin record; the format is
+/// the first record's.
+fn check_file(reader: impl BufRead, path: &str) -> anyhow::Result<Checked> {
+    let mut checked = Checked {
+        format: Format::Pinfleet,
+        pins: 0,
+        skipped: 0,
+    };
+    let mut first = true;
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {path}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(&line) {
+            Ok(Line::Pin(_, cluster)) => {
+                if first {
+                    checked.format = if cluster {
+                        Format::Cluster
+                    } else {
+                        Format::Pinfleet
+                    };
+                    first = false;
+                }
+                checked.pins += 1;
+            }
+            Ok(Line::NotData) => checked.skipped += 1,
+            Err(e) => anyhow::bail!("{path}:{}: {e}; nothing imported", i + 1),
+        }
+    }
+    Ok(checked)
+}
+
+/// Pins of owner `api` per `POST /pins/batch` request.
+const BATCH_PINS: usize = 10_000;
+/// Body bytes per `POST /pins/batch` request (the route takes 16 MiB).
+const BATCH_BYTES: usize = 8 << 20;
+
+/// Sends `api` pins in batches (`POST /pins/batch`, at most
+/// `--concurrency` at once) as they are read, and each PinSet
+/// owner's pins at the end. Returns the number of PinSets refused.
 async fn import_pins(
     client: &Client,
     reader: BufReader<File>,
@@ -159,60 +273,101 @@ async fn import_pins(
     let mut sets: BTreeMap<Owner, DesiredPinSet> = BTreeMap::new();
     let mut in_flight = FuturesUnordered::new();
     let mut manual = 0u64;
-    for pin in read_state(reader) {
-        let pin = pin.with_context(|| format!("invalid state file {path}"))?;
-        for (owner, spec) in &pin.owners {
-            match owner {
-                Owner::Api => {
-                    manual += 1;
-                    if args.dry_run {
-                        continue;
+    let mut created = 0u64;
+    let mut body: Vec<u8> = Vec::new();
+    let mut in_body = 0usize;
+    let send = |body: Vec<u8>| async move {
+        client
+            .pin_batch(body)
+            .await
+            .context("cannot import the pins of owner api")
+    };
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {path}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (record, cluster) = match parse_line(&line) {
+            Ok(Line::Pin(r, cluster)) => (r, cluster),
+            Ok(Line::NotData) => continue,
+            Err(e) => anyhow::bail!("{path}:{}: {e}", i + 1),
+        };
+        if cluster {
+            manual += 1;
+            if !args.dry_run {
+                body.extend_from_slice(line.as_bytes());
+                body.push(b'\n');
+                in_body += 1;
+            }
+        } else {
+            let pin = record
+                .into_pin()
+                .map_err(|e| anyhow::anyhow!("{path}:{}: {e}", i + 1))?;
+            for (owner, spec) in &pin.owners {
+                match owner {
+                    Owner::Api => {
+                        manual += 1;
+                        if args.dry_run {
+                            continue;
+                        }
+                        let only = StatePin {
+                            owners: BTreeMap::from([(Owner::Api, spec.clone())]),
+                            ..pin.clone()
+                        };
+                        let mut rec = PinRecord::from_pin(&only);
+                        rec.owners.clear();
+                        rec.allocations.clear();
+                        serde_json::to_writer(&mut body, &rec)?;
+                        body.push(b'\n');
+                        in_body += 1;
                     }
-                    let cid = pin.display_cid();
-                    let query = pin_query(&pin, spec);
-                    in_flight.push(async move {
-                        client
-                            .pin(&cid, &query)
-                            .await
-                            .with_context(|| format!("cannot pin {cid}"))
-                    });
-                    if in_flight.len() >= args.concurrency.max(1)
-                        && let Some(done) = in_flight.next().await
-                    {
-                        done?;
+                    Owner::PinSet(id) => {
+                        let set = sets.entry(owner.clone()).or_insert_with(|| DesiredPinSet {
+                            id: (**id).clone(),
+                            labels: BTreeMap::new(),
+                            annotations: BTreeMap::new(),
+                            suspend: false,
+                            prune: false,
+                            source: SourceRef {
+                                file: args.file.clone(),
+                                pos: Pos::default(),
+                            },
+                            pins: BTreeMap::new(),
+                        });
+                        set.pins.insert(
+                            pin.cid,
+                            DesiredPin {
+                                spec: spec.clone(),
+                                written_as: pin.written_as.clone(),
+                            },
+                        );
                     }
-                }
-                Owner::PinSet(id) => {
-                    let set = sets.entry(owner.clone()).or_insert_with(|| DesiredPinSet {
-                        id: (**id).clone(),
-                        labels: BTreeMap::new(),
-                        annotations: BTreeMap::new(),
-                        suspend: false,
-                        prune: false,
-                        source: SourceRef {
-                            file: args.file.clone(),
-                            pos: Pos::default(),
-                        },
-                        pins: BTreeMap::new(),
-                    });
-                    set.pins.insert(
-                        pin.cid,
-                        DesiredPin {
-                            spec: spec.clone(),
-                            written_as: pin.written_as.clone(),
-                        },
-                    );
                 }
             }
         }
+        if in_body >= BATCH_PINS || body.len() >= BATCH_BYTES {
+            in_flight.push(send(std::mem::take(&mut body)));
+            in_body = 0;
+            if in_flight.len() >= args.concurrency.max(1)
+                && let Some(done) = in_flight.next().await
+            {
+                created += done?.created;
+            }
+        }
+    }
+    if in_body > 0 {
+        in_flight.push(send(std::mem::take(&mut body)));
     }
     while let Some(done) = in_flight.next().await {
-        done?;
+        created += done?.created;
     }
     if args.dry_run {
         eprintln!("would pin {} by hand (owner api)", plural(manual, "pin"));
     } else {
-        eprintln!("pinned {} by hand (owner api)", plural(manual, "pin"));
+        eprintln!(
+            "pinned {} by hand (owner api), {created} new",
+            plural(manual, "pin")
+        );
     }
     let opts = ApplyOptions {
         dry_run: args.dry_run,
@@ -248,46 +403,4 @@ async fn import_pins(
         }
     }
     Ok(refused)
-}
-
-/// IPFS Cluster's pin query parameters for what one owner asked for. A
-/// relative expiry counts from when the pin entered the state.
-fn pin_query(pin: &StatePin, spec: &PinSpec) -> Vec<(String, String)> {
-    let o = &spec.options;
-    let mut q: Vec<(String, String)> = Vec::new();
-    let mut push = |k: &str, v: String| q.push((k.to_string(), v));
-    push("mode", o.mode.as_str().to_string());
-    if !spec.name.is_empty() {
-        push("name", spec.name.clone());
-    }
-    if o.replication.min != 0 {
-        push("replication-min", o.replication.min.to_string());
-    }
-    if o.replication.max != 0 {
-        push("replication-max", o.replication.max.to_string());
-    }
-    if !o.user_allocations.is_empty() {
-        push("user-allocations", o.user_allocations.join(","));
-    }
-    if !o.origins.is_empty() {
-        push("origins", o.origins.join(","));
-    }
-    let expire_at = o.expire_at_ms.or_else(|| {
-        o.expire_after.map(|d| {
-            pin.timestamp_ms
-                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        })
-    });
-    if let Some(ms) = expire_at
-        && let Some(t) = chrono::DateTime::from_timestamp_millis(ms)
-    {
-        push(
-            "expire-at",
-            t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-        );
-    }
-    for (k, v) in &o.metadata {
-        push(&format!("meta-{k}"), v.clone());
-    }
-    q
 }

@@ -16,9 +16,9 @@ pub use stream::{Lines, MAX_LINE_BYTES, RawStream};
 
 use crate::manifest::PinSetId;
 use crate::wire::{
-    AddedOutput, ApplyReport, Condition, ConditionsReport, ErrorBody, GlobalPinInfo, GlobalRepoGc,
-    MonitorMetric, PatchDocument, PeerInfo, PinRecord, PinSetInfo, PinSetStatus, Problem,
-    ReconcileAnswer, VersionInfo,
+    AddedOutput, ApplyReport, BatchPinReport, Condition, ConditionsReport, ErrorBody,
+    GlobalPinInfo, GlobalRepoGc, MonitorMetric, PatchDocument, PeerInfo, PinRecord, PinSetInfo,
+    PinSetStatus, Problem, ReconcileAnswer, VersionInfo,
 };
 
 /// Why a call failed.
@@ -506,6 +506,18 @@ impl Client {
             .collect();
         self.json(Method::POST, pin_url(self, cid, &query), None, &[])
             .await
+    }
+
+    /// `POST /pins/batch`: pins every IPFS Cluster `Pin` JSON object of
+    /// `ndjson` (one per line) for owner `api`, in few log entries.
+    pub async fn pin_batch(&self, ndjson: Vec<u8>) -> Result<BatchPinReport, ClientError> {
+        self.json(
+            Method::POST,
+            self.url(&["pins", "batch"], &[]),
+            Some(ndjson),
+            &[],
+        )
+        .await
     }
 
     /// `DELETE /pins/{cid}[?force=true]`: releases owner `api`; with

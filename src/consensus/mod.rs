@@ -3,7 +3,9 @@
 //! (`membership.rs`), the RPC transport between peers (`rpc.rs`: Raft's
 //! messages plus named service methods other layers register), and
 //! `ClusterNode`, the handle the daemon and API use to write (forwarded to
-//! the leader) and read (with a read barrier when asked).
+//! the leader, where concurrent single-pin writes share one log entry and
+//! new pins are allocated before they are proposed: `batcher.rs`) and read
+//! (with a read barrier when asked).
 //!
 //! It must not decide *what* to pin: plans come from `plan` through the
 //! apply service (`pinsets`), the effect of a command from `state`. It
@@ -14,6 +16,7 @@
 // it at every call would only add noise.
 #![allow(clippy::result_large_err)]
 
+mod batcher;
 mod log_store;
 mod membership;
 mod network;
@@ -28,6 +31,7 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use batcher::PinAllocator;
 pub use log_store::LogStore;
 pub use node::{ClusterError, ClusterNode, GossipSink, NodeOptions};
 pub use rpc::{CallError, Method, RemoteFailure, Rpc, RpcReply};

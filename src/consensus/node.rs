@@ -23,7 +23,7 @@ use super::{
 };
 use crate::manifest::{CidKey, Owner, PinSpec};
 use crate::p2p::{self, InboundRequest, P2pConfig, P2pHandle};
-use crate::state::{Command, Op, Outcome, Request};
+use crate::state::{Command, Op, Outcome};
 
 /// Longest openraft lets one snapshot chunk (with the install after the
 /// last one) take; the network's size-based timeouts end it first.
@@ -167,6 +167,11 @@ pub(super) struct Inner {
     /// The snapshot this peer installs or last installed (its id) and the
     /// outcome, once there is one.
     pub(super) installing: std::sync::Mutex<Option<(String, InstallOutcome)>>,
+    /// Writes accepted while leading, for the group-commit proposer
+    /// (`batcher.rs`).
+    pub(super) queue: mpsc::Sender<super::batcher::Pending>,
+    /// The write-time allocation hook, once registered.
+    pub(super) pin_allocator: std::sync::OnceLock<super::batcher::PinAllocator>,
 }
 
 /// What installing a snapshot answered, once it has.
@@ -272,6 +277,7 @@ impl ClusterNode {
                 }
             }
         });
+        let (queue, queued) = mpsc::channel(super::batcher::QUEUE);
         let this = ClusterNode {
             inner: Arc::new(Inner {
                 gossip_sink: Arc::new(std::sync::OnceLock::new()),
@@ -287,8 +293,11 @@ impl ClusterNode {
                 batch_max_pins: opts.batch_max_pins.max(1),
                 tasks: tasks.clone(),
                 installing: std::sync::Mutex::new(None),
+                queue,
+                pin_allocator: std::sync::OnceLock::new(),
             }),
         };
+        tasks.spawn(super::batcher::run(this.clone(), queued, cancel.clone()));
 
         tasks.spawn(
             this.clone()
@@ -643,18 +652,24 @@ impl ClusterNode {
                 "no quorum: last acknowledged by a majority {since} ms ago"
             )));
         }
-        let req = Request {
-            now_ms: chrono::Utc::now().timestamp_millis(),
-            command,
-        };
-        match tokio::time::timeout(self.inner.write_timeout, self.inner.raft.client_write(req))
+        // Proposed by the group-commit task, in arrival order, possibly
+        // in one entry with other writes (`batcher.rs`).
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pending = super::batcher::Pending { command, reply };
+        let stopped = || RemoteFailure::Unavailable("the peer is shutting down".into());
+        self.inner
+            .queue
+            .send(pending)
             .await
-        {
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(e)) => Err(write_failure(e)),
+            .map_err(|_| stopped())?;
+        // The proposer bounds the commit by `write_timeout`; the queue
+        // wait comes on top.
+        match tokio::time::timeout(self.inner.write_timeout * 2, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(stopped()),
             Err(_) => Err(RemoteFailure::Unavailable(format!(
                 "write not committed within {:?} (no quorum?)",
-                self.inner.write_timeout
+                self.inner.write_timeout * 2
             ))),
         }
     }

@@ -15,6 +15,12 @@ use libp2p::{
 
 use super::{MAX_GOSSIP_BYTES, METRICS_TOPIC, P2pConfig, P2pError, RpcMessage};
 
+/// RPC streams open at once per connection (libp2p's default is 100). A
+/// follower forwards each client's write and read barrier to the leader
+/// as its own request, so a few dozen concurrent clients on one follower
+/// already take a hundred; a stream over the limit is reset. Yamux allows
+/// 512 streams per connection.
+const MAX_CONCURRENT_RPC_STREAMS: usize = 512;
 /// Peers stay connected: consensus heartbeats and gossip are frequent, and a
 /// reconnect costs three handshakes.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -81,7 +87,9 @@ pub(super) fn build<Req: RpcMessage, Resp: RpcMessage>(
             let rpc = request_response::Behaviour::with_codec(
                 codec,
                 [(protocol, ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(request_timeout),
+                request_response::Config::default()
+                    .with_request_timeout(request_timeout)
+                    .with_max_concurrent_streams(MAX_CONCURRENT_RPC_STREAMS),
             );
 
             // Clusters are small (a handful to a few dozen peers): flood

@@ -54,29 +54,36 @@ impl PinRecord {
         }
     }
 
+    /// What an IPFS Cluster pin (a record without `owners`) asks for, as
+    /// owner `api`: name, mode, replication, user allocations, expiry,
+    /// metadata and origins.
+    pub fn api_spec(&self) -> PinSpec {
+        let expire = parse_time(&self.expire_at);
+        let options = PinOptions {
+            mode: self.mode,
+            replication: ReplicationFactors {
+                min: self.replication_factor_min,
+                max: self.replication_factor_max,
+            },
+            metadata: self.metadata.clone(),
+            origins: self.origins.clone(),
+            user_allocations: self.user_allocations.clone().unwrap_or_default(),
+            expire_at_ms: (expire != 0).then_some(expire),
+            ..PinOptions::default()
+        };
+        PinSpec {
+            name: self.name.clone(),
+            options: Arc::new(options),
+        }
+    }
+
     /// The state pin this record describes.
     pub fn into_pin(self) -> Result<StatePin, String> {
         let cid = CidKey::parse(&self.cid).map_err(|e| e.to_string())?;
         let written_as = crate::manifest::written_as_of(&cid, &self.cid);
         let owners = if self.owners.is_empty() {
             // An IPFS Cluster export: the pin was made by hand.
-            let options = PinOptions {
-                mode: self.mode,
-                replication: ReplicationFactors {
-                    min: self.replication_factor_min,
-                    max: self.replication_factor_max,
-                },
-                metadata: self.metadata,
-                origins: self.origins,
-                ..PinOptions::default()
-            };
-            BTreeMap::from([(
-                Owner::Api,
-                PinSpec {
-                    name: self.name,
-                    options: Arc::new(options),
-                },
-            )])
+            BTreeMap::from([(Owner::Api, self.api_spec())])
         } else {
             self.owners
                 .into_iter()

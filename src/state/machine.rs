@@ -18,192 +18,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use super::StatePin;
-use crate::manifest::model::Condition;
-use crate::manifest::{CidKey, Owner, PinSpec};
-
-/// One change to one owner's hold on one pin.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    /// The owner wants this pin with this spec (add or update).
-    Set {
-        /// The pin.
-        cid: CidKey,
-        /// The CID as written, when not canonical.
-        written_as: Option<Box<str>>,
-        /// Name and options.
-        spec: PinSpec,
-    },
-    /// The owner no longer wants this pin.
-    Release {
-        /// The pin.
-        cid: CidKey,
-    },
-}
-
-/// What the state remembers about an applied PinSet.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PinSetRecord {
-    /// `namespace/name`.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// Revision applied (content digest or git revision).
-    pub revision: String,
-    /// Labels of the manifest.
-    pub labels: BTreeMap<String, String>,
-    /// Where it came from (file:line:col, git URL, `api`).
-    pub source: String,
-    /// Pins the PinSet declared in that revision.
-    pub pins: u64,
-    /// Prune enabled.
-    pub prune: bool,
-    /// Reconciling suspended.
-    pub suspend: bool,
-    /// When the revision was committed (Unix ms).
-    pub applied_at_ms: i64,
-}
-
-/// The conditions a controller last reported for one PinSet (stored even
-/// when the PinSet was never applied, e.g. an invalid manifest).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConditionsRecord {
-    /// Where the controller read the PinSet (file:line:col, git URL).
-    pub source: String,
-    /// The revision the controller looked at, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-    /// `Ready`, `Reconciling`, `Stalled` as the controller computed them.
-    pub conditions: Vec<Condition>,
-    /// When the report was committed (Unix ms).
-    pub reported_at_ms: i64,
-}
-
-/// What the state remembers about an owner's commits (one record per
-/// owner that ever committed). It outlives the PinSet: after a delete the
-/// generation stays, so a plan made before the delete is refused after it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommitRecord {
-    /// Commits applied for this owner so far: the base a plan names.
-    pub generation: u64,
-    /// Attempt id of the last commit applied (`Commit::revision`).
-    pub last_attempt: Option<u64>,
-    /// What that commit did, answered again to a retry of it.
-    pub last_outcome: Outcome,
-}
-
-// Conditions hold only strings and integers: equality is total.
-impl Eq for Condition {}
-
-/// A state machine command.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// Ops for `owner` outside any revision (REST pins, `owner = api`).
-    Apply {
-        /// Who acts.
-        owner: Owner,
-        /// What changes.
-        #[serde(with = "super::codec::ops")]
-        ops: Vec<Op>,
-    },
-    /// A chunk of a revision; invisible until its `Commit`.
-    Stage {
-        /// Who acts.
-        owner: Owner,
-        /// Proposer-chosen id of this revision attempt.
-        revision: u64,
-        /// Chunk number, from 0.
-        seq: u32,
-        /// What changes.
-        #[serde(with = "super::codec::ops")]
-        ops: Vec<Op>,
-    },
-    /// Applies every staged chunk of `revision` plus `ops` at once, if the
-    /// owner is still at generation `base`.
-    Commit {
-        /// Who acts.
-        owner: Owner,
-        /// The attempt id used by its `Stage` chunks.
-        revision: u64,
-        /// The owner's generation the ops were planned against; the commit
-        /// is refused (nothing applied) when it changed. `None` commits
-        /// unconditionally, as entries written before generations existed.
-        #[serde(default)]
-        base: Option<u64>,
-        /// How many chunks were staged; a commit missing chunks is refused.
-        staged: u32,
-        /// Last ops.
-        #[serde(with = "super::codec::ops")]
-        ops: Vec<Op>,
-        /// The PinSet's record after this revision (None: the PinSet is gone).
-        record: Option<PinSetRecord>,
-    },
-    /// Records which peers pin which CIDs (chosen by the leader's
-    /// allocator; followers apply the result, never recompute it). CIDs no
-    /// longer in the state are skipped.
-    Allocate {
-        /// CID and its peers, priority order.
-        allocations: Vec<(CidKey, Vec<String>)>,
-    },
-    /// Records the conditions a controller computed for a PinSet (replacing
-    /// any earlier report; an empty list forgets the report).
-    SetConditions {
-        /// The PinSet.
-        owner: Owner,
-        /// Where the controller read it.
-        source: String,
-        /// The revision it looked at.
-        revision: Option<String>,
-        /// The conditions.
-        conditions: Vec<Condition>,
-    },
-    /// `DELETE /pins/{cid}`: releases owner `api` when it is the pin's
-    /// only owner. While a PinSet also owns the pin the command is refused
-    /// (nothing changes) unless `force`, which removes the pin from every
-    /// owner at once and counts up each PinSet's generation, so a plan made
-    /// before is refused. A PinSet that still declares the CID pins it again
-    /// on its next apply. Checked here, at apply, so a PinSet that took the
-    /// CID after the caller looked cannot be released silently.
-    Unpin {
-        /// The pin.
-        cid: CidKey,
-        /// Remove it from every owner, PinSets included.
-        force: bool,
-    },
-    /// Drops the staged chunks of an abandoned revision.
-    Abort {
-        /// Who acted.
-        owner: Owner,
-        /// The attempt id.
-        revision: u64,
-    },
-}
-
-/// A log entry's payload: the command and the proposer's clock.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    /// Unix milliseconds when the leader accepted the command.
-    pub now_ms: i64,
-    /// What to do.
-    pub command: Command,
-}
-
-/// What applying a command did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// Pins that did not exist before.
-    pub created: u64,
-    /// Pins whose owners or specs changed but that stay.
-    pub changed: u64,
-    /// Pins that lost their last owner.
-    pub removed: u64,
-    /// Ops staged (for `Stage`).
-    pub staged: u64,
-    /// The command was refused; nothing changed.
-    pub refused: Option<String>,
-}
+pub use super::command::{
+    Command, CommitRecord, ConditionsRecord, Op, Outcome, PinSetRecord, Request,
+};
+use crate::manifest::{CidKey, Owner};
 
 /// Staged chunks older than this are dropped when any later revision commits.
 pub const STAGING_TTL_MS: i64 = 60 * 60 * 1000;
@@ -253,10 +72,18 @@ pub trait PinStore {
 /// `Apply` twice changes nothing the second time, and a `Commit` (or
 /// `Stage`) repeated after its commit answers the first outcome.
 pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Error> {
+    apply_command(store, req.now_ms, &req.command)
+}
+
+fn apply_command<S: PinStore>(
+    store: &mut S,
+    now_ms: i64,
+    command: &Command,
+) -> Result<Outcome, S::Error> {
     let mut out = Outcome::default();
-    match &req.command {
+    match command {
         Command::Apply { owner, ops } => {
-            apply_ops(store, owner, ops, req.now_ms, &mut out)?;
+            apply_ops(store, owner, ops, now_ms, &mut out)?;
             // A PinSet's pins changed outside a commit: plans made before
             // are stale too. (The `api` owner never commits: no record.)
             if matches!(owner, Owner::PinSet(_)) {
@@ -273,7 +100,7 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
         } => {
             // A retried chunk of the revision committed last: already in.
             if !committed_last(store, owner, *revision)? {
-                store.stage(owner, *revision, *seq, req.now_ms, ops)?;
+                store.stage(owner, *revision, *seq, now_ms, ops)?;
             }
             out.staged = ops.len() as u64;
         }
@@ -310,14 +137,14 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
                 return Ok(out);
             }
             for chunk in &chunks {
-                apply_ops(store, owner, chunk, req.now_ms, &mut out)?;
+                apply_ops(store, owner, chunk, now_ms, &mut out)?;
             }
-            apply_ops(store, owner, ops, req.now_ms, &mut out)?;
+            apply_ops(store, owner, ops, now_ms, &mut out)?;
             store.set_pinset(owner, record.as_ref())?;
             if record.is_none() {
                 store.set_conditions(owner, None)?;
             }
-            store.expire_staged(req.now_ms - STAGING_TTL_MS)?;
+            store.expire_staged(now_ms - STAGING_TTL_MS)?;
             head.generation += 1;
             head.last_attempt = Some(*revision);
             head.last_outcome = out.clone();
@@ -347,7 +174,7 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
                 source: source.clone(),
                 revision: revision.clone(),
                 conditions: conditions.clone(),
-                reported_at_ms: req.now_ms,
+                reported_at_ms: now_ms,
             });
             store.set_conditions(owner, record.as_ref())?;
             out.changed += 1;
@@ -362,7 +189,7 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
                     .collect();
                 if pinsets.is_empty() {
                     let release = [Op::Release { cid: *cid }];
-                    apply_ops(store, &Owner::Api, &release, req.now_ms, &mut out)?;
+                    apply_ops(store, &Owner::Api, &release, now_ms, &mut out)?;
                 } else if !force {
                     out.refused = unpin_refusal(&cid.to_string(), &before);
                 } else {
@@ -378,6 +205,16 @@ pub fn apply<S: PinStore>(store: &mut S, req: &Request) -> Result<Outcome, S::Er
         }
         Command::Abort { owner, revision } => {
             store.take_staged(owner, *revision)?;
+        }
+        Command::Batch(members) => {
+            for command in members {
+                let one = apply_command(store, now_ms, command)?;
+                out.created += one.created;
+                out.changed += one.changed;
+                out.removed += one.removed;
+                out.staged += one.staged;
+                out.members.push(one);
+            }
         }
     }
     Ok(out)
@@ -522,6 +359,8 @@ pub fn plan_ops(plan: &crate::plan::Plan) -> Vec<Op> {
 mod tests {
     use super::*;
     use crate::manifest::PinSetId;
+    use crate::manifest::PinSpec;
+    use crate::manifest::model::Condition;
     use crate::state::PinState;
 
     fn stalled(reason: &str) -> Condition {
@@ -874,5 +713,56 @@ mod tests {
             ),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_batch_answers_each_member_as_if_it_were_written_alone() {
+        let site = Owner::pinset(PinSetId::new("ns", "site"));
+        let members = vec![
+            apply_as(&Owner::Api, vec![set_op(1, "api")]).command,
+            apply_as(&Owner::Api, vec![set_op(1, "api")]).command,
+            apply_as(&Owner::Api, vec![set_op(2, "api")]).command,
+            unpin(2, false).command,
+            unpin(3, false).command,
+            apply_as(&Owner::Api, vec![set_op(3, "renamed")]).command,
+        ];
+        let mut alone = PinState::new();
+        alone.apply_request(&commit(&site, 1, 0, 0, vec![set_op(3, "site")]));
+        let mut batched = alone.clone();
+        let expected: Vec<Outcome> = members
+            .iter()
+            .map(|c| {
+                alone.apply_request(&Request {
+                    now_ms: 40,
+                    command: c.clone(),
+                })
+            })
+            .collect();
+        let out = batched.apply_request(&Request {
+            now_ms: 40,
+            command: Command::Batch(members),
+        });
+        assert_eq!(out.members, expected);
+        assert!(expected[3].removed == 1 && expected[4].refused.is_some());
+        assert_eq!(
+            expected[1],
+            Outcome::default(),
+            "a repeated pin changes nothing"
+        );
+        assert_eq!((out.created, out.changed, out.removed), (2, 1, 1));
+        assert_eq!(out.refused, None, "one member's refusal is its own");
+        assert_eq!(batched, alone);
+    }
+
+    #[test]
+    fn outcomes_written_before_batches_still_decode() {
+        let old = serde_json::json!({
+            "created": 1, "changed": 0, "removed": 0, "staged": 0, "refused": null
+        });
+        let out: Outcome = serde_json::from_value(old).unwrap();
+        assert_eq!(out.created, 1);
+        assert!(out.members.is_empty());
+        let json = serde_json::to_value(&out).unwrap();
+        assert!(json.get("members").is_none(), "{json}");
     }
 }

@@ -5,6 +5,7 @@
 //! computes. The NDJSON export format lives in `file`.
 
 pub mod codec;
+mod command;
 mod file;
 mod machine;
 

@@ -79,6 +79,57 @@ pub struct OwnerRecord {
     pub options: PinOptions,
 }
 
+/// What `POST /pins/batch` answers: how many pins the body held and what
+/// writing them did (pins already there with the same options count in
+/// neither `created` nor `changed`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPinReport {
+    /// Pins in the request.
+    pub pins: u64,
+    /// Pins that did not exist before.
+    pub created: u64,
+    /// Pins that existed with other options (or other owners).
+    pub changed: u64,
+}
+
+impl PinRecord {
+    /// Reads one IPFS Cluster `Pin` JSON object as IPFS Cluster writes it
+    /// (`ipfs-cluster-service state export`, the REST API): the CID as a
+    /// string or as `{"/": "..."}` (before 1.0), the type as a name or as
+    /// its number (2 = `pin`), `null` for empty maps and lists, unknown
+    /// fields (`pin_update`) ignored.
+    pub fn from_cluster_json(mut value: serde_json::Value) -> Result<Self, String> {
+        let Some(obj) = value.as_object_mut() else {
+            return Err("not a JSON object".to_string());
+        };
+        if let Some(serde_json::Value::Object(link)) = obj.get("cid")
+            && let Some(serde_json::Value::String(s)) = link.get("/")
+        {
+            let s = s.clone();
+            obj.insert("cid".into(), serde_json::Value::String(s));
+        }
+        if let Some(n) = obj.get("type").and_then(serde_json::Value::as_u64) {
+            let name = match n {
+                2 => "pin",
+                4 => "meta-pin",
+                8 => "clusterdag-pin",
+                16 => "shard-pin",
+                _ => "bad-type",
+            };
+            obj.insert("type".into(), serde_json::Value::String(name.into()));
+        }
+        for key in ["metadata", "origins", "allocations"] {
+            if obj.get(key).is_some_and(serde_json::Value::is_null) {
+                obj.remove(key);
+            }
+        }
+        if !obj.contains_key("cid") {
+            return Err("missing field `cid`".to_string());
+        }
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+}
+
 fn zero_time() -> String {
     ZERO_TIME.to_string()
 }

@@ -36,3 +36,4 @@ mod testbed;
 mod tls;
 mod tracker;
 mod webhook;
+mod write_path;

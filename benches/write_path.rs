@@ -1,0 +1,372 @@
+//! The write path on real processes (issue 14, Benchmark):
+//! `cargo bench --bench write_path`.
+//!
+//! Starts the 3-peer testbed (`pinfleet testbed up --ipfs none`, the binary
+//! cargo builds for this bench, on 127.0.0.1) and measures:
+//!
+//! 1. sustained `POST /pins/{cid}`: C concurrent clients (default 64),
+//!    spread over the three peers' APIs, pin N new CIDs (default 100,000)
+//!    with replication 2; prints pins/s, latency percentiles and the log
+//!    entries the leader wrote for them (group commit: far fewer than N);
+//! 2. `pinfleet state import` of M pins (default 1,000,000) from a file in
+//!    IPFS Cluster's own `state export` format; prints the time until the
+//!    command returns and until every peer's state holds all M pins.
+//!
+//! Speed is never asserted; a wrong answer (a pin refused, a count short)
+//! or a failing command makes the bench exit 1. Every wait has a deadline.
+//! The testbed is stopped (SIGINT, then SIGKILL) on every exit path of the
+//! bench, and everything lives in one temporary directory removed at the
+//! end.
+//!
+//! Environment: `PINFLEET_WRITE_PINS` (N, 0 skips part 1),
+//! `PINFLEET_WRITE_CLIENTS` (C), `PINFLEET_WRITE_IMPORT` (M, 0 skips part
+//! 2), `PINFLEET_WRITE_TIMEOUT_SECS` (each wait, default 900),
+//! `PINFLEET_WRITE_DIR` (where the temporary directory goes).
+//! `PINFLEET_<SECTION>_<KEY>` variables reach the daemons (the testbed
+//! passes its environment on) as config overrides.
+
+use std::fmt::Display;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// The daemon and CLI under test, built by cargo for this bench.
+const EXE: &str = env!("CARGO_BIN_EXE_pinfleet");
+/// How often waits poll.
+const POLL: Duration = Duration::from_millis(100);
+
+type Res<T> = Result<T, String>;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    let Ok(v) = std::env::var(name) else {
+        return default;
+    };
+    let digits: String = v.chars().filter(|c| !matches!(c, '_' | ',')).collect();
+    digits.trim().parse().unwrap_or_else(|_| {
+        eprintln!("{name}={v:?} is not a number; using {default}");
+        default
+    })
+}
+
+/// One figure: `  what: value`.
+fn fig(what: impl Display, value: impl Display) {
+    println!("  {what}: {value}");
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// CID `i`: CIDv1, raw codec, sha2-256 of `i` (little-endian u64), with a
+/// salt so the two parts never share a CID.
+fn cid(salt: u8, i: u64) -> String {
+    let mut h = Sha256::new();
+    h.update([salt]);
+    h.update(i.to_le_bytes());
+    let digest = h.finalize();
+    match multihash::Multihash::<64>::wrap(0x12, &digest) {
+        Ok(mh) => cid::Cid::new_v1(0x55, mh).to_string(),
+        // A 32-byte digest always fits a 64-byte multihash.
+        Err(e) => unreachable!("sha2-256 multihash: {e}"),
+    }
+}
+
+/// `pinfleet testbed up`, stopped on drop (SIGINT so it stops its peers;
+/// SIGKILL after 30 s).
+struct Testbed {
+    child: Child,
+    apis: Vec<String>,
+}
+
+impl Testbed {
+    fn up(dir: &Path, timeout: Duration) -> Res<Self> {
+        let out = dir.join("testbed.out");
+        let log = File::create(&out).map_err(|e| e.to_string())?;
+        let child = Command::new(EXE)
+            .args(["testbed", "up", "--ipfs", "none", "--peers", "3", "--dir"])
+            .arg(dir.join("tb"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {EXE}: {e}"))?;
+        let mut tb = Testbed {
+            child,
+            apis: Vec::new(),
+        };
+        let t = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if text.contains("cluster formed") {
+                break;
+            }
+            if let Ok(Some(status)) = tb.child.try_wait() {
+                return Err(format!("testbed up exited: {status}: {text}"));
+            }
+            if t.elapsed() > timeout {
+                return Err("the testbed did not form in time".into());
+            }
+            std::thread::sleep(POLL);
+        }
+        fig("testbed ready (3 peers, no IPFS)", secs(t.elapsed()));
+        let file: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join("tb").join("testbed.json")).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        tb.apis = file["peers"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p["api"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if tb.apis.len() != 3 {
+            return Err(format!("testbed.json lists {} peers", tb.apis.len()));
+        }
+        Ok(tb)
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A gauge from a peer's `/metrics`.
+async fn gauge(client: &reqwest::Client, api: &str, name: &str) -> Res<u64> {
+    let text = client
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("{api}/metrics has no {name}"))
+}
+
+async fn leader(client: &reqwest::Client, apis: &[String]) -> Res<String> {
+    for api in apis {
+        if gauge(client, api, "pinfleet_leader").await? == 1 {
+            return Ok(api.clone());
+        }
+    }
+    Err("no leader".into())
+}
+
+/// Part 1: `clients` concurrent clients pin `n` CIDs.
+async fn pins(client: &reqwest::Client, apis: &[String], n: u64, clients: u64) -> Res<()> {
+    let leader = leader(client, apis).await?;
+    let before = gauge(client, &leader, "pinfleet_raft_last_log_index").await?;
+    let next = Arc::new(AtomicU64::new(0));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, next) = (client.clone(), Arc::clone(&next));
+        let api = apis[(c as usize) % apis.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, String>(latencies);
+                }
+                let started = Instant::now();
+                let url = format!(
+                    "{api}/pins/{}?replication-min=2&replication-max=2",
+                    cid(1, i)
+                );
+                let resp = client.post(&url).send().await.map_err(|e| e.to_string())?;
+                if !resp.status().is_success() {
+                    let status = resp.status();
+                    return Err(format!(
+                        "pin {i}: {status} {}",
+                        resp.text().await.unwrap_or_default()
+                    ));
+                }
+                let _ = resp.bytes().await;
+                latencies.push(started.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    let took = t.elapsed();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p) as usize)
+            .map_or_else(
+                || "-".into(),
+                |d| format!("{:.1} ms", d.as_secs_f64() * 1e3),
+            )
+    };
+    let after = gauge(client, &leader, "pinfleet_raft_last_log_index").await?;
+    fig(
+        format!("{n} pins, {clients} clients over 3 peers"),
+        format!(
+            "{} ({:.0} pins/s)",
+            secs(took),
+            n as f64 / took.as_secs_f64()
+        ),
+    );
+    fig(
+        "latency p50 / p99 / max",
+        format!("{} / {} / {}", pct(0.5), pct(0.99), pct(1.0)),
+    );
+    fig(
+        "log entries written meanwhile",
+        format!(
+            "{} ({:.1} pins per entry)",
+            after - before,
+            n as f64 / (after - before).max(1) as f64
+        ),
+    );
+    Ok(())
+}
+
+/// Writes `m` pins in IPFS Cluster's `state export` format.
+fn write_export(path: &Path, m: u64) -> Res<()> {
+    let t = Instant::now();
+    let f = File::create(path).map_err(|e| e.to_string())?;
+    let mut w = BufWriter::new(f);
+    for i in 0..m {
+        writeln!(
+            w,
+            r#"{{"replication_factor_min":2,"replication_factor_max":2,"name":"p{i}","mode":"recursive","shard_size":0,"user_allocations":null,"expire_at":"0001-01-01T00:00:00Z","metadata":null,"pin_update":null,"origins":[],"cid":"{}","type":"pin","allocations":[],"max_depth":-1,"reference":null,"timestamp":"2024-01-01T00:00:00Z"}}"#,
+            cid(2, i)
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    w.flush().map_err(|e| e.to_string())?;
+    let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+    fig(
+        format!("(setup) export file of {m} pins"),
+        format!("{:.1} MB in {}", bytes as f64 / 1e6, secs(t.elapsed())),
+    );
+    Ok(())
+}
+
+/// Part 2: `state import` of `m` pins; waits until every peer holds them.
+async fn import(
+    client: &reqwest::Client,
+    apis: &[String],
+    file: &Path,
+    m: u64,
+    already: u64,
+    timeout: Duration,
+) -> Res<()> {
+    let t = Instant::now();
+    let out = tokio::process::Command::new(EXE)
+        .args(["state", "import", "--host", &apis[0]])
+        .arg(file)
+        .env_remove("PINFLEET_HOST")
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "state import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    fig(
+        format!("state import of {m} pins returned"),
+        secs(t.elapsed()),
+    );
+    for api in apis {
+        loop {
+            let have = gauge(client, api, "pinfleet_pins").await?;
+            if have >= already + m {
+                break;
+            }
+            if t.elapsed() > timeout {
+                return Err(format!("{api} holds {have} pins after {}", secs(timeout)));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    fig("every peer holds them", secs(t.elapsed()));
+    Ok(())
+}
+
+fn run(dir: &Path) -> Res<()> {
+    let n = env_u64("PINFLEET_WRITE_PINS", 100_000);
+    let clients = env_u64("PINFLEET_WRITE_CLIENTS", 64).max(1);
+    let m = env_u64("PINFLEET_WRITE_IMPORT", 1_000_000);
+    let timeout = Duration::from_secs(env_u64("PINFLEET_WRITE_TIMEOUT_SECS", 900));
+    let tb = Testbed::up(dir, timeout)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client = pinfleet::tls::client(None)
+            .map_err(|e| e.to_string())?
+            .pool_max_idle_per_host(clients as usize)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| e.to_string())?;
+        if n > 0 {
+            println!("\n== POST /pins/{{cid}}");
+            pins(&client, &tb.apis, n, clients).await?;
+        }
+        if m > 0 {
+            println!("\n== state import (IPFS Cluster export format)");
+            let file = dir.join("export.json");
+            write_export(&file, m)?;
+            let already = gauge(&client, &tb.apis[0], "pinfleet_pins").await?;
+            import(&client, &tb.apis, &file, m, already, timeout).await?;
+        }
+        Ok::<_, String>(())
+    })?;
+    drop(tb);
+    Ok(())
+}
+
+fn main() {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("pinfleet write path bench: {cores} cores");
+    let base =
+        std::env::var_os("PINFLEET_WRITE_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let tmp = match tempfile::Builder::new()
+        .prefix("pinfleet-write-")
+        .tempdir_in(&base)
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot create a directory under {}: {e}", base.display());
+            std::process::exit(2);
+        }
+    };
+    println!("data under {} (removed at the end)", tmp.path().display());
+    let result = run(tmp.path());
+    drop(tmp);
+    if let Err(e) = result {
+        println!("FAILED: {e}");
+        std::process::exit(1);
+    }
+}

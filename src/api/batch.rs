@@ -1,0 +1,212 @@
+//! `POST /pins/batch`: many pins by hand (owner `api`) in few log entries,
+//! what `pinfleet state import` sends. The body is IPFS Cluster `Pin` JSON
+//! objects (as `ipfs-cluster-service state export` writes them, or as the
+//! REST API answers them), either newline-delimited or as one JSON array.
+//!
+//! The whole body is read and checked before anything is written: a bad
+//! object answers 400 naming its line (NDJSON) or its position (array) and
+//! nothing changes. The pins are then written as `Apply` entries as large as
+//! a log entry takes, each allocated on the write path like a single pin.
+//! This module must not decide allocations or what a pin's options mean
+//! beyond IPFS Cluster's own rules (shared with `POST /pins/{cid}`).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use libp2p::PeerId;
+
+use super::pins::check_replication;
+use super::{ApiError, ApiState};
+use crate::consensus::{MAX_ENTRY_BYTES, entry_bytes};
+use crate::manifest::{CidKey, Owner, shown, written_as_of};
+use crate::state::{Command, Op};
+use crate::wire::{BatchPinReport, PinRecord};
+
+/// Largest body `POST /pins/batch` reads (the route's bound).
+pub const MAX_BATCH_BODY_BYTES: usize = 16 << 20;
+
+/// `POST /pins/batch`: pins every object of the body for owner `api`.
+pub(super) async fn post(
+    State(state): State<ApiState>,
+    body: Bytes,
+) -> Result<Json<BatchPinReport>, ApiError> {
+    let ops = super::blocking(move || parse_body(&body).map_err(ApiError::bad_request)).await?;
+    let mut report = BatchPinReport {
+        pins: ops.len() as u64,
+        ..BatchPinReport::default()
+    };
+    for command in entries(ops, state.node.batch_max_pins()) {
+        let out = state.node.write(command).await?;
+        if let Some(why) = out.refused {
+            return Err(ApiError::new(axum::http::StatusCode::CONFLICT, why));
+        }
+        report.created += out.created;
+        report.changed += out.changed;
+    }
+    Ok(Json(report))
+}
+
+/// The body's pins as ops, or the first bad object: `line N: …` for
+/// NDJSON, `pin N: …` for an array (both 1-based).
+pub(super) fn parse_body(body: &[u8]) -> Result<Vec<Op>, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
+    let mut ops = Vec::new();
+    if text.trim_start().starts_with('[') {
+        let values: Vec<serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| format!("invalid JSON array: {e}"))?;
+        for (i, v) in values.into_iter().enumerate() {
+            ops.push(op_of(v).map_err(|e| format!("pin {}: {e}", i + 1))?);
+        }
+    } else {
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+            ops.push(op_of(v).map_err(|e| format!("line {}: {e}", i + 1))?);
+        }
+    }
+    Ok(ops)
+}
+
+/// One IPFS Cluster pin as owner `api`'s op, checked as `POST /pins/{cid}`
+/// checks its parameters.
+fn op_of(value: serde_json::Value) -> Result<Op, String> {
+    let record = PinRecord::from_cluster_json(value)?;
+    if record.type_ != "pin" {
+        return Err(format!(
+            "pin type {} is not supported (only data pins, type \"pin\")",
+            shown(&record.type_)
+        ));
+    }
+    let cid = CidKey::parse(&record.cid)
+        .map_err(|e| format!("invalid cid {}: {e}", shown(&record.cid)))?;
+    check_replication(record.replication_factor_min, record.replication_factor_max)?;
+    for peer in record.user_allocations.iter().flatten() {
+        peer.parse::<PeerId>()
+            .map_err(|e| format!("invalid user_allocations peer id {}: {e}", shown(peer)))?;
+    }
+    Ok(Op::Set {
+        cid,
+        written_as: written_as_of(&cid, &record.cid),
+        spec: record.api_spec(),
+    })
+}
+
+/// `ops` as `Apply` commands of at most `max_ops` ops that each fit one
+/// log entry, in order.
+pub(super) fn entries(ops: Vec<Op>, max_ops: usize) -> Vec<Command> {
+    let mut out = Vec::new();
+    let mut todo: Vec<Vec<Op>> = Vec::new();
+    let mut rest = ops;
+    let max_ops = max_ops.max(1);
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(max_ops));
+        todo.push(rest);
+        rest = tail;
+    }
+    todo.reverse();
+    while let Some(mut ops) = todo.pop() {
+        let n = ops.len();
+        let command = Command::Apply {
+            owner: Owner::Api,
+            ops,
+        };
+        if n > 1 && entry_bytes(&command) > MAX_ENTRY_BYTES {
+            if let Command::Apply { ops: all, .. } = command {
+                ops = all;
+                let back = ops.split_off(n / 2);
+                todo.push(back);
+                todo.push(ops);
+            }
+        } else {
+            out.push(command);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CID: &str = "QmUaFyXjZUNaUwYF8rBtbJc7fEJ46aJXvgV8z2HHs6jvmJ";
+
+    #[test]
+    fn reads_current_and_pre_1_0_ipfs_cluster_pins_in_both_body_forms() {
+        let old = format!(
+            r#"{{"replication_factor_min":-1,"replication_factor_max":-1,"name":"","mode":"direct","shard_size":0,"user_allocations":null,"expire_at":"0001-01-01T00:00:00Z","metadata":null,"pin_update":null,"cid":{{"/":"{CID}"}},"type":2,"allocations":[],"max_depth":0,"reference":null}}"#
+        );
+        let new = r#"{"replication_factor_min":2,"replication_factor_max":3,"name":"n","mode":"recursive","shard_size":0,"user_allocations":null,"expire_at":"2030-01-01T00:00:00Z","metadata":{"k":"v"},"pin_update":null,"origins":null,"cid":"bafkqaaa","type":"pin","allocations":null,"max_depth":-1,"reference":null,"timestamp":"2024-01-01T00:00:00Z"}"#;
+        let ndjson = format!("{old}\n\n{new}\n");
+        let ops = parse_body(ndjson.as_bytes()).unwrap();
+        assert_eq!(ops.len(), 2);
+        let Op::Set {
+            spec, written_as, ..
+        } = &ops[1]
+        else {
+            panic!("not a set");
+        };
+        assert_eq!(written_as, &None);
+        assert_eq!(spec.name, "n");
+        assert_eq!(
+            (spec.options.replication.min, spec.options.replication.max),
+            (2, 3)
+        );
+        assert_eq!(
+            spec.options.metadata.get("k").map(String::as_str),
+            Some("v")
+        );
+        assert!(spec.options.expire_at_ms.is_some());
+        let Op::Set { written_as, .. } = &ops[0] else {
+            panic!("not a set");
+        };
+        assert_eq!(written_as.as_deref(), Some(CID), "the v0 spelling is kept");
+        let array = format!("[{old},{new}]");
+        assert_eq!(parse_body(array.as_bytes()).unwrap(), ops);
+    }
+
+    #[test]
+    fn a_bad_object_is_named_by_its_line_or_position() {
+        let good = r#"{"cid":"bafkqaaa","type":"pin"}"#;
+        let body = format!("{good}\n{{\"cid\":\"nope\"}}\n");
+        let e = parse_body(body.as_bytes()).unwrap_err();
+        assert!(e.starts_with("line 2: invalid cid \"nope\""), "{e}");
+        let e = parse_body(format!("[{good},{good},{{}}]").as_bytes()).unwrap_err();
+        assert!(e.starts_with("pin 3: missing field `cid`"), "{e}");
+        let e = parse_body(br#"{"cid":"bafkqaaa","type":"meta-pin"}"#).unwrap_err();
+        assert!(e.contains("not supported"), "{e}");
+        let e = parse_body(
+            br#"{"cid":"bafkqaaa","replication_factor_min":3,"replication_factor_max":2}"#,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("line 1: replication-min 3"), "{e}");
+    }
+
+    #[test]
+    fn ops_are_split_into_entries_by_count_and_size_in_order() {
+        let ops: Vec<Op> = (0..25)
+            .map(|i| Op::Set {
+                cid: crate::testkit::seq_cid(i),
+                written_as: None,
+                spec: crate::manifest::PinSpec {
+                    name: format!("{i:06}{}", "x".repeat(150_000)),
+                    options: std::sync::Arc::new(crate::manifest::PinOptions::default()),
+                },
+            })
+            .collect();
+        let commands = entries(ops.clone(), 10);
+        let mut back = Vec::new();
+        for c in &commands {
+            assert!(entry_bytes(c) <= MAX_ENTRY_BYTES);
+            assert!(c.op_count() <= 10);
+            let Command::Apply { ops, .. } = c else {
+                panic!("not an apply");
+            };
+            back.extend(ops.iter().cloned());
+        }
+        assert!(commands.len() >= 4, "{}", commands.len());
+        assert_eq!(back, ops);
+    }
+}

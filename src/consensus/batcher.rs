@@ -1,0 +1,471 @@
+//! Group commit on the leader. Every write the leader accepts (its own and
+//! those followers forward) queues here; one task proposes them in order,
+//! one log entry at a time. Single-pin writes (`Apply`, `Unpin`) that queued
+//! while the previous entry was in flight go into ONE entry
+//! (`Command::Batch`), each caller answered with its own member's outcome,
+//! exactly as if written alone. There is no timer: an idle leader proposes
+//! a write as soon as it arrives; under load a batch is whatever queued
+//! meanwhile, bounded by `consensus.batch_max_pins` ops and
+//! [`MAX_ENTRY_BYTES`].
+//!
+//! Allocation at pin time: before proposing, the batch's pins that are new
+//! or whose placement options changed are given to the registered
+//! [`PinAllocator`] (the informer's, with the leader's current metrics) and
+//! its choice travels in the same entry (an `Allocate` member), so a pin is
+//! answered with its allocations.
+//!
+//! It must not decide *where* a pin goes (that is the allocator's hook) nor
+//! what a command does (that is `state`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::node::write_failure;
+use super::{ClusterNode, MAX_ENTRY_BYTES, RemoteFailure, entry_bytes};
+use crate::manifest::CidKey;
+use crate::state::{Command, Op, Outcome, Request, StatePin};
+
+/// Chooses allocations at write time: given pins as they will stand after a
+/// batch (new, or with changed placement options) and the members' peer
+/// ids, answers the peers each should go to (pins it leaves out keep their
+/// allocation; the allocation loop looks at them later). Registered by the
+/// allocator's informer with [`ClusterNode::set_pin_allocator`].
+pub type PinAllocator =
+    Arc<dyn Fn(&[StatePin], &[String]) -> Vec<(CidKey, Vec<String>)> + Send + Sync>;
+
+/// Writes waiting for the leader's next entry (a full queue makes callers
+/// wait: backpressure).
+pub(super) const QUEUE: usize = 8192;
+
+/// Most members one batch holds.
+const MAX_MEMBERS: usize = 8192;
+
+/// Room kept in a batch's entry for the `Batch` envelope.
+const BATCH_ENVELOPE: usize = 64;
+
+/// One accepted write and whom to answer.
+pub(super) struct Pending {
+    pub(super) command: Command,
+    pub(super) reply: oneshot::Sender<Result<Outcome, RemoteFailure>>,
+}
+
+/// A batch being gathered: what it holds so far, against its bounds.
+#[derive(Debug)]
+pub(super) struct Gather {
+    max_ops: usize,
+    members: usize,
+    ops: usize,
+    bytes: usize,
+}
+
+impl Gather {
+    /// A batch that starts with `first` (always admitted: a write alone is
+    /// bounded by `write`).
+    pub(super) fn new(first: &Command, max_ops: usize) -> Self {
+        Self {
+            max_ops: max_ops.max(1),
+            members: 1,
+            ops: first.op_count(),
+            bytes: entry_bytes(first).saturating_add(BATCH_ENVELOPE),
+        }
+    }
+
+    /// True when `first` may be joined by others at all.
+    pub(super) fn groupable(command: &Command) -> bool {
+        matches!(command, Command::Apply { .. } | Command::Unpin { .. })
+    }
+
+    /// Adds `next` when it may share the entry: groupable, and the batch
+    /// stays within its ops, bytes and members bounds.
+    pub(super) fn admit(&mut self, next: &Command) -> bool {
+        if !Self::groupable(next) || self.members >= MAX_MEMBERS {
+            return false;
+        }
+        let ops = self.ops.saturating_add(next.op_count());
+        // A member's own envelope (log id, clock) is not repeated.
+        let bytes = self.bytes.saturating_add(super::size::encoded_len(next));
+        if ops > self.max_ops || bytes > MAX_ENTRY_BYTES {
+            return false;
+        }
+        self.members += 1;
+        self.ops = ops;
+        self.bytes = bytes;
+        true
+    }
+}
+
+/// The leader's proposer: takes writes off `queue` in order and proposes
+/// them, grouped, until `cancel`.
+pub(super) async fn run(
+    node: ClusterNode,
+    mut queue: mpsc::Receiver<Pending>,
+    cancel: CancellationToken,
+) {
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                _ = cancel.cancelled() => return,
+                p = queue.recv() => match p {
+                    Some(p) => p,
+                    None => return,
+                },
+            },
+        };
+        let mut batch = Vec::new();
+        if Gather::groupable(&first.command) {
+            let mut gather = Gather::new(&first.command, node.inner.batch_max_pins);
+            batch.push(first);
+            while let Ok(next) = queue.try_recv() {
+                if gather.admit(&next.command) {
+                    batch.push(next);
+                } else {
+                    carry = Some(next);
+                    break;
+                }
+            }
+        } else {
+            batch.push(first);
+        }
+        node.propose(batch).await;
+    }
+}
+
+impl ClusterNode {
+    /// Registers the hook that allocates pins at write time (once; later
+    /// calls are ignored).
+    pub fn set_pin_allocator(&self, allocator: PinAllocator) {
+        let _ = self.inner.pin_allocator.set(allocator);
+    }
+
+    /// Proposes one batch as one log entry and answers each member.
+    async fn propose(&self, batch: Vec<Pending>) {
+        let (commands, replies): (Vec<Command>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let (commands, allocations) = self.allocate_at_write(commands).await;
+        let single = commands.len() == 1 && allocations.is_empty();
+        let mut later = Vec::new();
+        let command = if single {
+            let mut commands = commands;
+            match commands.pop() {
+                Some(c) => c,
+                None => return,
+            }
+        } else {
+            let mut members = commands;
+            if !allocations.is_empty() {
+                let allocate = Command::Allocate { allocations };
+                // Rare (many new pins, many peers each): the choice goes
+                // in entries of its own right after.
+                let fits = members.iter().map(super::size::encoded_len).sum::<usize>()
+                    + super::size::encoded_len(&allocate)
+                    + BATCH_ENVELOPE
+                    + 256
+                    <= MAX_ENTRY_BYTES;
+                if fits {
+                    members.push(allocate);
+                } else if let Command::Allocate { allocations } = allocate {
+                    later = allocations;
+                }
+            }
+            Command::Batch(members)
+        };
+        let result = self.client_write(command).await;
+        match result {
+            Ok(out) => {
+                let outcomes = if single { vec![out] } else { out.members };
+                let mut outcomes = outcomes.into_iter();
+                for reply in replies {
+                    // The caller may have given up waiting.
+                    let _ = reply.send(Ok(outcomes.next().unwrap_or_default()));
+                }
+            }
+            Err(f) => {
+                for reply in replies {
+                    let _ = reply.send(Err(f.clone()));
+                }
+            }
+        }
+        for chunk in split_allocations(later) {
+            if let Err(e) = self.client_write(chunk).await {
+                tracing::debug!(error = %e, "write-time allocation not recorded; the allocation loop retries");
+            }
+        }
+    }
+
+    /// Commits one command on this (leader) peer.
+    async fn client_write(&self, command: Command) -> Result<Outcome, RemoteFailure> {
+        let req = Request {
+            now_ms: chrono::Utc::now().timestamp_millis(),
+            command,
+        };
+        match tokio::time::timeout(self.inner.write_timeout, self.inner.raft.client_write(req))
+            .await
+        {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(e)) => Err(write_failure(e)),
+            Err(_) => Err(RemoteFailure::Unavailable(format!(
+                "write not committed within {:?} (no quorum?)",
+                self.inner.write_timeout
+            ))),
+        }
+    }
+
+    /// The allocations the registered [`PinAllocator`] chooses for the
+    /// batch's new or re-placed pins (none without one, or when the state
+    /// cannot be read: the allocation loop catches up).
+    async fn allocate_at_write(
+        &self,
+        commands: Vec<Command>,
+    ) -> (Vec<Command>, Vec<(CidKey, Vec<String>)>) {
+        let Some(allocator) = self.inner.pin_allocator.get().cloned() else {
+            return (commands, Vec::new());
+        };
+        if !commands.iter().any(|c| matches!(c, Command::Apply { ops, .. } if ops.iter().any(|o| matches!(o, Op::Set { .. })))) {
+            return (commands, Vec::new());
+        }
+        let members: Vec<String> = self.members().into_iter().map(|(_, n)| n.peer_id).collect();
+        let store = self.inner.store.clone();
+        let shared = Arc::new(commands);
+        let task = {
+            let shared = Arc::clone(&shared);
+            tokio::task::spawn_blocking(move || {
+                match prospective(|cid| store.get(cid).map_err(|e| e.to_string()), &shared) {
+                    Ok(pins) if !pins.is_empty() => allocator(&pins, &members),
+                    Ok(_) => Vec::new(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot read pins to allocate at write time");
+                        Vec::new()
+                    }
+                }
+            })
+        };
+        let allocations = task.await.unwrap_or_default();
+        // The task is done: this is the only reference left.
+        let commands = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
+        (commands, allocations)
+    }
+}
+
+/// True when the options that decide where a pin goes differ.
+fn placement_changed(before: &StatePin, after: &StatePin) -> bool {
+    let (b, a) = (before.effective(), after.effective());
+    let (b, a) = (&b.options, &a.options);
+    b.replication != a.replication
+        || b.user_allocations != a.user_allocations
+        || b.allocate_tags != a.allocate_tags
+}
+
+/// The pins `commands` create or re-place, as they will stand once applied
+/// (in first-touched order). A CID an `Unpin` touches is left to the
+/// allocation loop.
+pub(super) fn prospective(
+    get: impl Fn(&CidKey) -> Result<Option<StatePin>, String>,
+    commands: &[Command],
+) -> Result<Vec<StatePin>, String> {
+    let mut after: HashMap<CidKey, Option<StatePin>> = HashMap::new();
+    let mut order: Vec<CidKey> = Vec::new();
+    let mut wanted: HashSet<CidKey> = HashSet::new();
+    let mut skipped: HashSet<CidKey> = HashSet::new();
+    let current = |cid: &CidKey, after: &HashMap<CidKey, Option<StatePin>>| match after.get(cid) {
+        Some(p) => Ok(p.clone()),
+        None => get(cid),
+    };
+    for command in commands {
+        match command {
+            Command::Apply { owner, ops } => {
+                for op in ops {
+                    match op {
+                        Op::Set {
+                            cid,
+                            written_as,
+                            spec,
+                        } => {
+                            let before = current(cid, &after)?;
+                            let mut pin = before.clone().unwrap_or_else(|| StatePin {
+                                cid: *cid,
+                                written_as: written_as.clone(),
+                                owners: Default::default(),
+                                allocations: Vec::new(),
+                                timestamp_ms: 0,
+                            });
+                            pin.owners.insert(owner.clone(), spec.clone());
+                            let moved = before.as_ref().is_none_or(|b| placement_changed(b, &pin));
+                            if moved && !skipped.contains(cid) && wanted.insert(*cid) {
+                                order.push(*cid);
+                            }
+                            after.insert(*cid, Some(pin));
+                        }
+                        Op::Release { cid } => {
+                            if let Some(mut pin) = current(cid, &after)? {
+                                pin.owners.remove(owner);
+                                after.insert(*cid, (!pin.owners.is_empty()).then_some(pin));
+                            }
+                        }
+                    }
+                }
+            }
+            Command::Unpin { cid, .. } => {
+                skipped.insert(*cid);
+                wanted.remove(cid);
+            }
+            _ => {}
+        }
+    }
+    Ok(order
+        .into_iter()
+        .filter(|cid| wanted.contains(cid))
+        .filter_map(|cid| after.remove(&cid).flatten())
+        .collect())
+}
+
+/// `allocations` as `Allocate` commands that each fit an entry, in order.
+fn split_allocations(allocations: Vec<(CidKey, Vec<String>)>) -> Vec<Command> {
+    let mut out = Vec::new();
+    let mut todo = vec![allocations];
+    while let Some(mut allocations) = todo.pop() {
+        if allocations.is_empty() {
+            continue;
+        }
+        let n = allocations.len();
+        let command = Command::Allocate { allocations };
+        if n > 1 && entry_bytes(&command) > MAX_ENTRY_BYTES {
+            if let Command::Allocate { allocations: all } = command {
+                allocations = all;
+                let back = allocations.split_off(n / 2);
+                todo.push(back);
+                todo.push(allocations);
+            }
+        } else {
+            out.push(command);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Owner, PinOptions, PinSpec, ReplicationFactors};
+    use crate::state::PinState;
+    use crate::testkit::seq_cid;
+
+    fn spec(min: i32, max: i32) -> PinSpec {
+        PinSpec {
+            name: String::new(),
+            options: Arc::new(PinOptions {
+                replication: ReplicationFactors { min, max },
+                ..PinOptions::default()
+            }),
+        }
+    }
+
+    fn pin(i: u64, min: i32, max: i32) -> Command {
+        Command::Apply {
+            owner: Owner::Api,
+            ops: vec![Op::Set {
+                cid: seq_cid(i),
+                written_as: None,
+                spec: spec(min, max),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_batch_takes_pins_and_unpins_up_to_its_op_bound_and_nothing_else() {
+        let mut g = Gather::new(&pin(0, 2, 2), 3);
+        assert!(g.admit(&Command::Unpin {
+            cid: seq_cid(0),
+            force: false
+        }));
+        assert!(g.admit(&pin(1, 2, 2)));
+        assert!(!g.admit(&pin(2, 2, 2)), "a fourth op is over the bound");
+        let mut g = Gather::new(&pin(0, 2, 2), 100);
+        let abort = Command::Abort {
+            owner: Owner::Api,
+            revision: 1,
+        };
+        assert!(!g.admit(&abort), "only single-pin writes share an entry");
+        assert!(!Gather::groupable(&abort));
+    }
+
+    #[test]
+    fn a_batch_stays_within_one_log_entry() {
+        let big = Command::Apply {
+            owner: Owner::Api,
+            ops: (0..10_000)
+                .map(|i| Op::Set {
+                    cid: seq_cid(i),
+                    written_as: None,
+                    spec: PinSpec {
+                        name: format!("{i:0>40}"),
+                        options: Arc::new(PinOptions::default()),
+                    },
+                })
+                .collect(),
+        };
+        assert!(
+            entry_bytes(&big) > MAX_ENTRY_BYTES / 2,
+            "{}",
+            entry_bytes(&big)
+        );
+        assert!(
+            entry_bytes(&big) < MAX_ENTRY_BYTES - 1000,
+            "{}",
+            entry_bytes(&big)
+        );
+        let mut g = Gather::new(&big, 1_000_000);
+        assert!(!g.admit(&big), "two would not fit one entry");
+        assert!(g.admit(&pin(1, 1, 1)), "a small pin still does");
+    }
+
+    #[test]
+    fn new_pins_and_changed_placement_are_allocated_unpinned_ones_are_not() {
+        let mut state = PinState::new();
+        state.apply_request(&Request {
+            now_ms: 1,
+            command: pin(1, 2, 2),
+        });
+        state.apply_request(&Request {
+            now_ms: 1,
+            command: pin(2, 2, 2),
+        });
+        let batch = vec![
+            pin(1, 2, 2), // unchanged: keeps its allocation
+            pin(2, 3, 3), // re-placed
+            pin(3, 2, 2), // new
+            pin(4, 2, 2),
+            Command::Unpin {
+                cid: seq_cid(4),
+                force: false,
+            },
+            pin(3, 2, 2), // same again: once
+        ];
+        let pins = prospective(|cid| Ok(state.get(cid).cloned()), &batch).unwrap();
+        let cids: Vec<CidKey> = pins.iter().map(|p| p.cid).collect();
+        assert_eq!(cids, vec![seq_cid(2), seq_cid(3)]);
+        assert_eq!(pins[0].effective().options.replication.min, 3);
+    }
+
+    #[test]
+    fn allocations_too_large_for_one_entry_are_split_in_order() {
+        let peers: Vec<String> = (0..20).map(|p| format!("12D3KooW{p:044}")).collect();
+        let all: Vec<(CidKey, Vec<String>)> =
+            (0..10_000).map(|i| (seq_cid(i), peers.clone())).collect();
+        let entries = split_allocations(all.clone());
+        assert!(entries.len() > 1);
+        let mut back = Vec::new();
+        for e in entries {
+            assert!(entry_bytes(&e) <= MAX_ENTRY_BYTES);
+            let Command::Allocate { allocations } = e else {
+                panic!("not an allocation");
+            };
+            back.extend(allocations);
+        }
+        assert_eq!(back, all);
+    }
+}
