@@ -144,6 +144,9 @@ pub struct ApiState {
     pub pinset_writes: std::sync::Arc<tokio::sync::Semaphore>,
     /// How long such a write waits for a slot before 503.
     pub pinset_write_wait: std::time::Duration,
+    /// How long a path pin (`/pins/ipfs/…`) waits for the IPFS node to
+    /// resolve its path (fetching the blocks it walks) before answering 500.
+    pub resolve_timeout: std::time::Duration,
     /// Most connections served at once (see [`serve_router_limited`]).
     pub max_connections: usize,
     /// Extra CA file trusted when forwarding to another peer's API (the
@@ -175,6 +178,7 @@ impl ApiState {
                 DEFAULT_MAX_CONCURRENT_PINSET_WRITES,
             )),
             pinset_write_wait: DEFAULT_PINSET_WRITE_WAIT,
+            resolve_timeout: paths::RESOLVE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls_ca: None,
             monitor: None,

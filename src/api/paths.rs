@@ -17,7 +17,7 @@ use crate::manifest::CidKey;
 use crate::wire::PinRecord;
 
 /// How long resolving a path may take before the request fails.
-const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+pub(super) const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// `POST /pins/{ipfs|ipns|ipld}/{path…}`: pins the CID the path leads to.
 pub(super) async fn pin(
@@ -80,12 +80,13 @@ async fn resolve(state: &ApiState, path: IpfsPath) -> Result<(CidKey, String), A
             IpfsError::NotConfigured
         )));
     };
-    match tokio::time::timeout(RESOLVE_TIMEOUT, backend.resolve(path)).await {
+    let wait = state.resolve_timeout;
+    match tokio::time::timeout(wait, backend.resolve(path)).await {
         Ok(Ok(key)) => Ok((key, key.to_string())),
         Ok(Err(e @ IpfsError::Resolve { .. })) => Err(ApiError::internal(e.to_string())),
         Ok(Err(e)) => Err(ApiError::internal(format!("cannot resolve {what}: {e}"))),
         Err(_) => Err(ApiError::internal(format!(
-            "cannot resolve {what}: no answer from the ipfs node within {RESOLVE_TIMEOUT:?}"
+            "cannot resolve {what}: no answer from the ipfs node within {wait:?}"
         ))),
     }
 }

@@ -45,7 +45,15 @@ async fn raw_get(addr: &str, path: &str, te: bool) -> Raw {
         .expect("the server did not close the connection")
         .unwrap();
     let text = String::from_utf8(bytes).unwrap();
-    let (head, mut rest) = text.split_once("\r\n\r\n").expect("no header end");
+    // A stream that fails before its first flush may be dropped before
+    // even its head went out: nothing arrived, nothing looks complete.
+    let Some((head, mut rest)) = text.split_once("\r\n\r\n") else {
+        return Raw {
+            head: text,
+            body: String::new(),
+            trailer: None,
+        };
+    };
     assert!(
         head.to_ascii_lowercase()
             .contains("transfer-encoding: chunked"),
@@ -175,8 +183,9 @@ async fn a_stream_ends_with_an_empty_trailer_and_one_failing_halfway_carries_the
 
     // Without `TE: trailers` the failed body is cut: no last chunk. hyper
     // drops the connection on the body's error, and items it had not yet
-    // flushed are lost with it (seen in CI under load), so what arrives is
-    // an intact prefix of the listing, never the failed item or an end.
+    // flushed are lost with it (seen in CI under load; at times the head
+    // too), so what arrives is an intact prefix of the listing, possibly
+    // empty, never the failed item or an end.
     let cut = raw_get(&addr, "/allocations", false).await;
     let arrived = cids_of(&cut.body);
     assert!(
