@@ -12,6 +12,7 @@ mod error;
 mod gc;
 mod metrics;
 mod monitor;
+mod openapi;
 mod peers;
 mod pins;
 mod pinset_patch;
@@ -38,6 +39,9 @@ use crate::tls::{ServerTls, TlsListener};
 pub use access::{Access, AccessPolicy, Caller};
 pub use error::ApiError;
 pub use monitor::MonitorView;
+pub use openapi::{
+    document as openapi_document, openapi_json, openapi_markdown, undocumented_routes,
+};
 pub use routes::{Bound, Route, routes};
 
 /// Largest PinSet document `PUT /pinsets/{ns}/{name}` accepts by default.

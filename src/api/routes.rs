@@ -11,8 +11,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::access::Access;
 use super::{
-    ApiState, add, gc, metrics, monitor, peers, pins, pinset_patch, pinset_status, pinsets,
-    reconcile, status, token,
+    ApiState, add, gc, metrics, monitor, openapi, peers, pins, pinset_patch, pinset_status,
+    pinsets, reconcile, status, token,
 };
 use crate::auth::Role::{Admin, Reader, Writer};
 
@@ -66,6 +66,7 @@ pub fn routes() -> Vec<Route> {
     use Access::{Open, Role};
     vec![
         route(Method::GET, "/health", Open, peers::health),
+        route(Method::GET, "/openapi.json", Open, openapi::get),
         route(Method::GET, "/id", Role(Reader), peers::id),
         route(Method::GET, "/version", Role(Reader), peers::version),
         route(Method::GET, "/peers", Role(Reader), peers::list),

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::model::Condition;
 
 /// A PinSet as the shared state records it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PinSetInfo {
     /// Namespace.
@@ -34,7 +35,7 @@ pub struct PinSetInfo {
 }
 
 /// What an apply (or delete) did or would do.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplyReport {
     /// `namespace/name`.
@@ -67,7 +68,7 @@ pub struct ApplyReport {
 }
 
 /// The body of `PUT /pinsets/{namespace}/{name}/conditions`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConditionsReport {
     /// Where the controller read the PinSet.
