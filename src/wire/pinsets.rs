@@ -67,6 +67,20 @@ pub struct ApplyReport {
     pub sample: BTreeMap<String, Vec<String>>,
 }
 
+/// The answer of a PinSet write the prune guard refused (409): an error
+/// answer like every other (`code`, and the refusal as `message`) that also
+/// carries the report of what the write would have done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RefusedApply {
+    /// 409.
+    pub code: u16,
+    /// Why the prune guard refused (the report's `refused`).
+    pub message: String,
+    /// What the write would have done; nothing was written.
+    #[serde(flatten)]
+    pub report: ApplyReport,
+}
+
 /// The body of `PUT /pinsets/{namespace}/{name}/conditions`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

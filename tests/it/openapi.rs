@@ -71,11 +71,16 @@ fn document_is_openapi_3_1_with_every_route_method_and_role() {
             }
         }
     }
-    let table: BTreeSet<(String, String)> = routes()
+    let mut table: BTreeSet<(String, String)> = routes()
         .iter()
         .map(|r| (r.method.to_string(), r.path.to_string()))
         .collect();
+    // The webhook receivers, served beside the table, are documented too.
+    table.insert(("POST".into(), "/hooks/{name}".into()));
     assert_eq!(documented, table);
+    let hook = &doc["paths"]["/hooks/{name}"]["post"];
+    assert_eq!(hook["x-pinfleet-role"], "signature");
+    assert_eq!(hook["security"], json!([]));
     for r in routes() {
         let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
         match r.access {

@@ -21,7 +21,8 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
 use super::access::Access;
-use super::routes::{Route, routes};
+use super::routes::routes;
+use axum::http::Method;
 use table::{Body, Content, Param, RouteDoc, Ty};
 
 pub(crate) use table::docs;
@@ -92,16 +93,25 @@ pub fn document() -> Value {
     let error = table::schema::<crate::wire::ErrorBody>(&mut out).to_value();
     let docs = docs();
     let mut paths = Map::new();
-    for route in routes() {
+    let table = routes().into_iter().map(|r| {
         let doc = docs
             .iter()
-            .find(|d| d.method == route.method && d.path == route.path);
-        let op = operation(&route, doc, &mut out, &mut inp, &error);
+            .find(|d| d.method == r.method && d.path == r.path);
+        (r.method, r.path, Who::Table(r.access), doc.cloned())
+    });
+    // The webhook receivers are merged beside the table (they check their
+    // own signatures); documented here so that clients and the fuzzer know
+    // them.
+    let beside = table::beside()
+        .into_iter()
+        .map(|d| (d.method.clone(), d.path, Who::Signature, Some(d)));
+    for (method, path, who, doc) in table.chain(beside) {
+        let op = operation(&method, path, who, doc.as_ref(), &mut out, &mut inp, &error);
         let item = paths
-            .entry(route.path.to_string())
+            .entry(path.to_string())
             .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(item) = item {
-            item.insert(route.method.as_str().to_ascii_lowercase(), op);
+            item.insert(method.as_str().to_ascii_lowercase(), op);
         }
     }
     let mut schemas = out.take_definitions(true);
@@ -115,7 +125,8 @@ pub fn document() -> Value {
             "description": "IPFS Cluster's REST API (same routes, query parameters and JSON) plus \
                 pinfleet's `/pinsets`. Streams are NDJSON: `Content-Type: application/json`, one \
                 JSON value per line (its schema in `x-stream-item`), ended by the \
-                `X-Stream-Error` trailer. Every error answer is `{\"code\", \"message\"}`. \
+                `X-Stream-Error` trailer. Every error answer is `{\"code\", \"message\"}`. A query \
+                parameter with an empty value counts as absent, as in IPFS Cluster. \
                 Generated from the code by `pinfleet openapi`; do not edit.",
             "license": {"name": "MIT OR Apache-2.0", "identifier": "MIT OR Apache-2.0"}
         },
@@ -139,39 +150,54 @@ pub fn document() -> Value {
     })
 }
 
+/// Who may call a route.
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    /// As the route table says.
+    Table(Access),
+    /// Whoever signs the request with the receiver's secret.
+    Signature,
+}
+
 fn operation(
-    route: &Route,
+    method: &Method,
+    path: &str,
+    who: Who,
     doc: Option<&RouteDoc>,
     out: &mut SchemaGenerator,
     inp: &mut SchemaGenerator,
     error: &Value,
 ) -> Value {
-    let role = match route.access {
-        Access::Open => "open",
-        Access::Role(r) => r.as_str(),
+    let role = match who {
+        Who::Table(Access::Open) => "open",
+        Who::Table(Access::Role(r)) => r.as_str(),
+        Who::Signature => "signature",
     };
     let mut op = Map::new();
-    op.insert("operationId".into(), json!(operation_id(route)));
+    op.insert("operationId".into(), json!(operation_id(method, path)));
     let summary = doc.map_or("Undocumented.", |d| d.summary);
     op.insert("summary".into(), json!(summary));
     let mut description = doc.map_or("", |d| d.description).to_string();
     if !description.is_empty() {
         description.push_str("\n\n");
     }
-    description.push_str(&match route.access {
-        Access::Open => "Open to anyone who reaches the API.".to_string(),
-        Access::Role(r) => format!("Needs the `{}` role.", r.as_str()),
+    description.push_str(&match who {
+        Who::Table(Access::Open) => "Open to anyone who reaches the API.".to_string(),
+        Who::Table(Access::Role(r)) => format!("Needs the `{}` role.", r.as_str()),
+        Who::Signature => {
+            "Authenticated by the receiver's signature or token, not by a role.".into()
+        }
     });
     op.insert("description".into(), json!(description));
     op.insert("x-pinfleet-role".into(), json!(role));
-    let security = match route.access {
-        Access::Open => json!([]),
-        Access::Role(_) => json!([{"basic": []}, {"bearer": []}]),
+    let security = match who {
+        Who::Table(Access::Role(_)) => json!([{"basic": []}, {"bearer": []}]),
+        Who::Table(Access::Open) | Who::Signature => json!([]),
     };
     op.insert("security".into(), security);
-    let mut params: Vec<Value> = path_params(route.path)
+    let mut params: Vec<Value> = path_params(path)
         .into_iter()
-        .map(|name| path_param(route.path, name))
+        .map(|name| path_param(path, name))
         .collect();
     params.extend(doc.iter().flat_map(|d| d.params.iter()).map(query_param));
     let takes_input = !params.is_empty() || doc.is_some_and(|d| d.body.is_some());
@@ -214,7 +240,7 @@ fn operation(
             .entry("400")
             .or_insert_with(|| err("Malformed request: a bad parameter or body; nothing done."));
     }
-    if let Access::Role(_) = route.access {
+    if let Who::Table(Access::Role(_)) = who {
         let mut unauthorized = err("No credentials, or bad ones.");
         unauthorized["headers"] = json!({
             "WWW-Authenticate": {
@@ -235,9 +261,9 @@ fn operation(
     Value::Object(op)
 }
 
-fn operation_id(route: &Route) -> String {
-    let mut id = route.method.as_str().to_ascii_lowercase();
-    for part in route.path.split(['/', '.', '{', '}', '-']) {
+fn operation_id(method: &Method, path: &str) -> String {
+    let mut id = method.as_str().to_ascii_lowercase();
+    for part in path.split(['/', '.', '{', '}', '-']) {
         if !part.is_empty() {
             id.push('_');
             id.push_str(part);
@@ -273,6 +299,10 @@ fn path_param(path: &str, name: &str) -> Value {
                 "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
             }),
         ),
+        "name" if path.starts_with("/hooks/") => (
+            "A receiver's name (`[controller] webhooks`).",
+            json!({"type": "string", "minLength": 1}),
+        ),
         _ => ("", json!({"type": "string", "minLength": 1})),
     };
     json!({
@@ -294,13 +324,18 @@ fn query_param(p: &Param) -> Value {
         Ty::Duration => json!({"type": "string", "examples": ["30s", "2m", "1h30m"]}),
         Ty::Time => json!({"type": "string", "format": "date-time"}),
     };
-    json!({
+    let mut param = json!({
         "name": p.name,
-        "in": "query",
+        "in": p.location,
         "required": false,
         "description": p.description,
         "schema": schema
-    })
+    });
+    if p.location == "query" {
+        // As in IPFS Cluster, an empty value counts as absent.
+        param["allowEmptyValue"] = json!(true);
+    }
+    param
 }
 
 /// A PinSet manifest document as `PUT /pinsets/{ns}/{name}` reads it.
@@ -347,6 +382,12 @@ fn request_body(body: Body, inp: &mut SchemaGenerator) -> Value {
                 }
             })
         }
+        Body::AnyJson => json!({
+            "required": false,
+            "content": {"application/json": {"schema": {
+                "description": "The forge's event (read as bytes, at most 1 MiB)."
+            }}}
+        }),
         Body::Multipart => json!({
             "required": true,
             "content": {"multipart/form-data": {"schema": {

@@ -14,8 +14,9 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 use super::super::token::TokenAnswer;
 use crate::wire::{
-    AddedOutput, ApplyReport, ConditionsReport, GlobalPinInfo, GlobalRepoGc, MonitorMetric,
-    PatchDocument, PeerInfo, PinRecord, PinSetInfo, PinSetStatus, ReconcileAnswer, VersionInfo,
+    AddedOutput, ApplyReport, ConditionsReport, ErrorBody, GlobalPinInfo, GlobalRepoGc,
+    MonitorMetric, PatchDocument, PeerInfo, PinRecord, PinSetInfo, PinSetStatus, ReconcileAnswer,
+    RefusedApply, VersionInfo,
 };
 
 /// A schema of a Rust type, generated when the document is built.
@@ -47,11 +48,13 @@ pub(crate) enum Ty {
     List,
 }
 
-/// One query parameter.
+/// One query parameter (or request header).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Param {
-    /// Its name in the query string.
+    /// Its name in the query string (or the header's name).
     pub name: &'static str,
+    /// `query` or `header`.
+    pub location: &'static str,
     /// Its type.
     pub ty: Ty,
     /// What it does.
@@ -62,7 +65,18 @@ pub(crate) struct Param {
 const fn q(name: &'static str, ty: Ty, description: &'static str) -> Param {
     Param {
         name,
+        location: "query",
         ty,
+        description,
+    }
+}
+
+/// An optional request header.
+const fn h(name: &'static str, description: &'static str) -> Param {
+    Param {
+        name,
+        location: "header",
+        ty: Ty::Str,
         description,
     }
 }
@@ -101,6 +115,8 @@ pub(crate) enum Body {
     Manifest,
     /// `multipart/form-data` files, as `ipfs add` sends them.
     Multipart,
+    /// Any JSON (a forge's event), read as bytes.
+    AnyJson,
 }
 
 /// The documentation of one route.
@@ -140,7 +156,7 @@ impl RouteDoc {
         self.description = description;
         self
     }
-    fn query(mut self, params: &[Param]) -> Self {
+    fn params(mut self, params: &[Param]) -> Self {
         self.params.extend_from_slice(params);
         self
     }
@@ -262,7 +278,7 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
             .error(404, "Not a cluster member.")
             .error(503, "No quorum: the membership change cannot be committed."),
         doc(Method::GET, "/allocations", "Every pin of the shared state.")
-            .query(&[q(
+            .params(&[q(
                 "filter",
                 Ty::List,
                 "Pin types separated by commas: `pin`, `meta-pin`, `clusterdag-pin`, `shard-pin`, `all` (pinfleet has data pins only).",
@@ -273,24 +289,23 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
             .reply(200, "IPFS Cluster's `Pin`.", Json(schema::<PinRecord>))
             .error(404, "The CID is not pinned."),
         doc(Method::GET, "/pins", "Every pin's status on every peer.")
-            .query(STATUS_QUERY)
+            .params(STATUS_QUERY)
             .reply(200, "One `GlobalPinInfo` per line.", Stream(schema::<GlobalPinInfo>))
             .reply(204, "No pin.", Empty)
             .error(503, NO_TRACKER),
         doc(Method::POST, "/pins/recover", "Retries every failed operation on every peer.")
             .about("Answers like `GET /pins` with what was re-queued.")
-            .query(STATUS_QUERY)
+            .params(STATUS_QUERY)
             .reply(200, "One `GlobalPinInfo` per line.", Stream(schema::<GlobalPinInfo>))
             .reply(204, "Nothing to recover.", Empty)
             .error(503, NO_TRACKER),
         doc(Method::GET, "/pins/{cid}", "One pin's status on every peer.")
-            .query(&[q("local", Ty::Bool, "Only this peer's status.")])
             .reply(200, "IPFS Cluster's `GlobalPinInfo`.", Json(schema::<GlobalPinInfo>))
             .error(404, "The CID is not pinned.")
             .error(503, NO_TRACKER),
         doc(Method::POST, "/pins/{cid}", "Pins a CID (owner `api`).")
             .about("Query parameters as IPFS Cluster's; `meta-KEY=VALUE` adds metadata.")
-            .query(PIN_OPTIONS)
+            .params(PIN_OPTIONS)
             .reply(200, "The pin as now recorded.", Json(schema::<PinRecord>))
             .error(409, "Refused: the CID is pinned with other options by a PinSet.")
             .error(503, "No quorum: the pin cannot be committed."),
@@ -299,7 +314,7 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
                 "While a PinSet also owns the CID the answer is 409 naming the PinSets and nothing is written; \
                  `force=true` (admin) removes it with every owner.",
             )
-            .query(&[q(
+            .params(&[q(
                 "force",
                 Ty::Bool,
                 "Unpin even while PinSets own the CID (needs the admin role).",
@@ -322,31 +337,31 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
                 "The body is one PinSet document (YAML or JSON, `pinsFrom` resolved) whose name and \
                  namespace match the path; it is applied atomically.",
             )
-            .query(GUARD)
-            .query(&[
+            .params(GUARD)
+            .params(&[
                 q("source", Ty::Str, "Label of where the revision came from (default `api`)."),
                 q("revision", Ty::Str, "Label of the revision (default: the body's SHA-256)."),
             ])
             .body(Body::Manifest)
             .reply(200, "What the apply did (or would do).", Json(schema::<ApplyReport>))
-            .reply(409, "Refused by the prune guard; nothing written.", Json(schema::<ApplyReport>))
+            .reply(409, "Refused by the prune guard; nothing written.", Json(schema::<RefusedApply>))
             .error(413, "The body is larger than `api.max_body_bytes`.")
             .error(422, "The document is invalid (located problems in `errors`).")
             .error(503, "No write slot free or no quorum; retry."),
         doc(Method::PATCH, "/pinsets/{namespace}/{name}", "Applies a new revision as a diff.")
             .about("Only the pins that differ from the revision the cluster holds (`baseRevision`).")
-            .query(GUARD)
-            .query(&[q("source", Ty::Str, "Label of where the revision came from (default `api`).")])
+            .params(GUARD)
+            .params(&[q("source", Ty::Str, "Label of where the revision came from (default `api`).")])
             .body(Body::Json(schema::<PatchDocument>))
             .reply(200, "What the apply did (or would do).", Json(schema::<ApplyReport>))
-            .reply(409, "Refused by the prune guard; nothing written.", Json(schema::<ApplyReport>))
+            .reply(409, "Refused by the prune guard; nothing written.", Json(schema::<RefusedApply>))
             .error(412, "The cluster holds another revision than `baseRevision`.")
             .error(413, "The body is larger than `api.max_body_bytes`.")
             .error(503, "No write slot free or no quorum; retry."),
         doc(Method::DELETE, "/pinsets/{namespace}/{name}", "Deletes a PinSet: releases its pins.")
-            .query(GUARD)
+            .params(GUARD)
             .reply(200, "What the delete did (or would do).", Json(schema::<ApplyReport>))
-            .reply(409, "Refused by the prune guard; nothing written.", Json(schema::<ApplyReport>))
+            .reply(409, "Refused by the prune guard; nothing written.", Json(schema::<RefusedApply>))
             .error(404, "No such PinSet.")
             .error(503, "No quorum: the delete cannot be committed."),
         doc(
@@ -367,7 +382,7 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
             "/pinsets/{namespace}/{name}/reconcile",
             "Asks the PinSet's controller to reconcile now.",
         )
-        .query(&[
+        .params(&[
             q("wait", Ty::Bool, "Answer when the reconcile is done, not when it is queued."),
             q("timeout", Ty::Duration, "How long to wait (default 2m, at most 10m)."),
         ])
@@ -392,15 +407,15 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
             .reply(200, "IPFS Cluster's `Metric`s (`[]` for an unknown name).", Json(schema::<Vec<MonitorMetric>>))
             .error(503, "This peer runs no monitor."),
         doc(Method::POST, "/ipfs/gc", "Garbage-collects the IPFS nodes.")
-            .query(&[q("local", Ty::Bool, "Only this peer's node.")])
+            .params(&[q("local", Ty::Bool, "Only this peer's node.")])
             .reply(200, "IPFS Cluster's `GlobalRepoGC`.", Json(schema::<GlobalRepoGc>)),
         doc(Method::POST, "/add", "Imports files into IPFS and pins the root.")
             .about(
                 "IPFS Cluster's adder: a multipart body of files; `AddedOutput` per entry, the root last \
                  with its allocations.",
             )
-            .query(PIN_OPTIONS)
-            .query(&[
+            .params(PIN_OPTIONS)
+            .params(&[
                 q("stream-channels", Ty::Bool, "NDJSON (default) or, with `false`, one JSON array."),
                 q("wrap-with-directory", Ty::Bool, "Wrap the files in a directory."),
                 q("no-pin", Ty::Bool, "Only import."),
@@ -424,11 +439,40 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
             .error(502, "The IPFS node failed.")
             .error(503, "This peer has no IPFS node."),
         doc(Method::POST, "/token", "A bearer token for the caller.")
-            .query(&[
+            .params(&[
                 q("user", Ty::Str, "A token for this user instead (needs the admin role)."),
                 q("role", Ty::OneOf(&["reader", "writer", "admin"]), "A role no higher than the caller's."),
                 q("ttl", Ty::Duration, "A life no longer than `api.token_ttl`."),
             ])
             .reply(200, "The token, as IPFS Cluster answers it.", Json(schema::<TokenAnswer>)),
+    ]
+}
+
+/// Routes served beside the table: the webhook receivers (`[controller]
+/// webhooks`), which authenticate with their own signatures. Served on the
+/// REST listener only when receivers are configured there.
+pub(crate) fn beside() -> Vec<RouteDoc> {
+    use Content::Json;
+    vec![
+        doc(Method::POST, "/hooks/{name}", "A git webhook: fetch the receiver's source now.")
+            .about(
+                "One header authenticates, by the receiver's kind: GitHub `X-Hub-Signature-256`, \
+                 generic `X-Signature-256` (`sha256=` and the hex HMAC-SHA256 of the body keyed with \
+                 `PINFLEET_WEBHOOK_SECRET`), GitLab `X-Gitlab-Token` (the secret). Served only when \
+                 `[controller] webhooks` names receivers (see docs/gitops.md).",
+            )
+            .params(&[
+                h("X-Hub-Signature-256", "GitHub's signature."),
+                h("X-Signature-256", "The generic receiver's signature."),
+                h("X-Gitlab-Token", "GitLab's token."),
+                h("X-GitHub-Event", "GitHub's event; a signed `ping` is answered 200."),
+            ])
+            .body(Body::AnyJson)
+            .reply(200, "A signed GitHub ping: nothing triggered.", Json(schema::<ErrorBody>))
+            .reply(202, "Accepted: a fetch is triggered or already pending.", Json(schema::<ErrorBody>))
+            .error(401, "No valid signature or token; nothing triggered.")
+            .error(404, "No such receiver.")
+            .error(413, "The body is larger than 1 MiB.")
+            .error(503, "No controller can act on it now."),
     ]
 }
