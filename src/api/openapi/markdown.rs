@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value, json};
 
 /// Most nesting followed when making up an example.
-const MAX_DEPTH: usize = 6;
+const MAX_DEPTH: usize = 12;
 
 /// The reference of `doc`.
 pub(super) fn render(doc: &Value) -> String {
@@ -195,20 +195,32 @@ fn type_of(s: &Value) -> String {
     if let Some(c) = s.get("const") {
         return format!("`{}`", text(c));
     }
-    let ty = match &s["type"] {
-        Value::String(t) => t.clone(),
-        Value::Array(ts) => ts.iter().map(text).collect::<Vec<_>>().join(" or "),
+    let (ty, nullable) = match &s["type"] {
+        Value::String(t) => (t.as_str(), false),
+        Value::Array(ts) => {
+            let names: Vec<&str> = ts.iter().filter_map(Value::as_str).collect();
+            let null = names.contains(&"null");
+            match names.iter().find(|t| **t != "null") {
+                Some(t) if names.len() <= 2 => (*t, null),
+                _ => return names.join(" or "),
+            }
+        }
         _ => return "any".into(),
     };
-    if ty.starts_with("array") {
-        return format!("array of {}", type_of(&s["items"]));
-    }
-    if ty.starts_with("object") && s["additionalProperties"].is_object() {
-        return format!("map of {}", type_of(&s["additionalProperties"]));
-    }
-    match s["format"].as_str() {
-        Some(f) => format!("{ty} ({f})"),
-        None => ty,
+    let shown = if ty == "array" {
+        format!("array of {}", type_of(&s["items"]))
+    } else if ty == "object" && s["additionalProperties"].is_object() {
+        format!("map of {}", type_of(&s["additionalProperties"]))
+    } else {
+        match s["format"].as_str() {
+            Some(f) => format!("{ty} ({f})"),
+            None => ty.to_string(),
+        }
+    };
+    if nullable {
+        format!("{shown} or null")
+    } else {
+        shown
     }
 }
 
@@ -232,6 +244,7 @@ fn example(schema: &Value, schemas: &Map<String, Value>, field: &str, depth: usi
     }
     if let Some(first) = schema["anyOf"]
         .as_array()
+        .or_else(|| schema["oneOf"].as_array())
         .and_then(|a| a.iter().find(|s| s["type"] != "null").or_else(|| a.first()))
     {
         return example(first, schemas, field, depth + 1);

@@ -126,8 +126,7 @@ pub fn document() -> Value {
                 pinfleet's `/pinsets`. Streams are NDJSON: `Content-Type: application/json`, one \
                 JSON value per line (its schema in `x-stream-item`), ended by the \
                 `X-Stream-Error` trailer. Every error answer is `{\"code\", \"message\"}`. A query \
-                parameter with an empty value counts as absent, as in IPFS Cluster. \
-                Generated from the code by `pinfleet openapi`; do not edit.",
+                parameter with an empty value counts as absent, as in IPFS Cluster.",
             "license": {"name": "MIT OR Apache-2.0", "identifier": "MIT OR Apache-2.0"}
         },
         "paths": paths,
