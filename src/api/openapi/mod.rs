@@ -108,7 +108,7 @@ pub fn document() -> Value {
     for (method, path, who, doc) in table.chain(beside) {
         let op = operation(&method, path, who, doc.as_ref(), &mut out, &mut inp, &error);
         let item = paths
-            .entry(path.to_string())
+            .entry(openapi_path(path))
             .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(item) = item {
             item.insert(method.as_str().to_ascii_lowercase(), op);
@@ -262,7 +262,7 @@ fn operation(
 
 fn operation_id(method: &Method, path: &str) -> String {
     let mut id = method.as_str().to_ascii_lowercase();
-    for part in path.split(['/', '.', '{', '}', '-']) {
+    for part in path.split(['/', '.', '{', '}', '-', '*']) {
         if !part.is_empty() {
             id.push('_');
             id.push_str(part);
@@ -271,10 +271,17 @@ fn operation_id(method: &Method, path: &str) -> String {
     id
 }
 
-/// The `{name}`s of a path, in order.
+/// A route table path as OpenAPI writes it: axum's catch-all `{*rest}`
+/// (one parameter over several segments) becomes `{rest}`.
+pub(crate) fn openapi_path(path: &str) -> String {
+    path.replace("{*", "{")
+}
+
+/// The `{name}`s (and catch-all `{*name}`s) of a path, in order.
 fn path_params(path: &str) -> Vec<&str> {
     path.split('/')
         .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|s| s.trim_start_matches('*'))
         .collect()
 }
 
@@ -300,6 +307,10 @@ fn path_param(path: &str, name: &str) -> Value {
         ),
         "name" if path.starts_with("/hooks/") => (
             "A receiver's name (`[controller] webhooks`).",
+            json!({"type": "string", "minLength": 1}),
+        ),
+        _ if path.contains(&format!("{{*{name}}}")) => (
+            "The rest of the path (it may hold `/`).",
             json!({"type": "string", "minLength": 1}),
         ),
         _ => ("", json!({"type": "string", "minLength": 1})),
@@ -395,5 +406,26 @@ fn request_body(body: Body, inp: &mut SchemaGenerator) -> Value {
                 "additionalProperties": {"type": "string", "contentMediaType": "application/octet-stream"}
             }}}
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catch_all_segment_becomes_one_openapi_path_parameter() {
+        assert_eq!(
+            openapi_path("/pins/ipfs/{*path}"),
+            "/pins/ipfs/{path}".to_string()
+        );
+        assert_eq!(path_params("/pins/{cid}/x/{*path}"), vec!["cid", "path"]);
+        let p = path_param("/pins/ipfs/{*path}", "path");
+        assert_eq!(p["name"], "path");
+        assert!(p["description"].as_str().unwrap_or("").contains('/'));
+        assert_eq!(
+            operation_id(&Method::POST, "/pins/ipfs/{*path}"),
+            "post_pins_ipfs_path"
+        );
     }
 }
