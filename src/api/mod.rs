@@ -14,6 +14,7 @@ mod gc;
 mod health;
 mod metrics;
 mod monitor;
+mod openapi;
 mod paths;
 mod peers;
 mod pins;
@@ -41,6 +42,9 @@ use crate::tls::{ServerTls, TlsListener};
 pub use access::{Access, AccessPolicy, Caller};
 pub use error::ApiError;
 pub use monitor::MonitorView;
+pub use openapi::{
+    document as openapi_document, openapi_json, openapi_markdown, undocumented_routes,
+};
 pub use routes::{Bound, Route, routes};
 
 /// Largest PinSet document `PUT /pinsets/{ns}/{name}` accepts by default.

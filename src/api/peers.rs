@@ -102,8 +102,8 @@ async fn member_info(state: &ApiState, node: &PeerNode, cluster_peers: &[String]
 
 /// `POST /peers` body: IPFS Cluster's `peerAddBody` plus pinfleet's
 /// optional `addresses` (where to reach the peer).
-#[derive(Debug, serde::Deserialize)]
-pub(super) struct PeerAddBody {
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub(crate) struct PeerAddBody {
     /// The peer to add.
     peer_id: String,
     /// Its p2p addresses (`/ip4/…/tcp/…`, with or without `/p2p/<id>`).

@@ -19,7 +19,7 @@ use crate::pinsets::{self, PinSetApply};
 use crate::plan::{DEFAULT_MAX_PRUNE_FRACTION, PruneGuard};
 use crate::state::format_time as rfc3339;
 use crate::state::{Command, PinSetRecord};
-use crate::wire::{ApplyReport, ConditionsReport, PinSetInfo};
+use crate::wire::{ApplyReport, ConditionsReport, PinSetInfo, RefusedApply};
 
 impl From<PinSetRecord> for PinSetInfo {
     fn from(r: PinSetRecord) -> Self {
@@ -218,14 +218,21 @@ pub(super) fn guard(params: &Params) -> Result<PruneGuard, ApiError> {
     })
 }
 
-/// 200 with the report, or 409 with it when the prune guard refused.
+/// 200 with the report, or, when the prune guard refused, 409 with an
+/// error answer (`code`, `message`) that carries the report.
 pub(super) fn report_response(report: ApplyReport) -> Response {
-    let status = if report.refused.is_some() {
-        StatusCode::CONFLICT
-    } else {
-        StatusCode::OK
-    };
-    (status, Json(report)).into_response()
+    match report.refused.clone() {
+        Some(message) => (
+            StatusCode::CONFLICT,
+            Json(RefusedApply {
+                code: StatusCode::CONFLICT.as_u16(),
+                message: capped(message, super::error::MAX_MESSAGE_BYTES),
+                report,
+            }),
+        )
+            .into_response(),
+        None => (StatusCode::OK, Json(report)).into_response(),
+    }
 }
 
 /// Reads the whole body, refusing it (413) as soon as it exceeds `cap`,

@@ -11,7 +11,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::access::Access;
 use super::{
-    ApiState, add, batch, gc, health, metrics, monitor, paths, peers, pins, pinset_patch,
+    ApiState, add, batch, gc, health, metrics, monitor, openapi, paths, peers, pins, pinset_patch,
     pinset_status, pinsets, reconcile, status, token,
 };
 use crate::auth::Role::{Admin, Reader, Writer};
@@ -70,6 +70,7 @@ pub fn routes() -> Vec<Route> {
     use Access::{Open, Role};
     vec![
         route(Method::GET, "/health", Open, peers::health),
+        route(Method::GET, "/openapi.json", Open, openapi::get),
         route(Method::GET, "/id", Role(Reader), peers::id),
         route(Method::GET, "/version", Role(Reader), peers::version),
         route(Method::GET, "/health/graph", Role(Reader), health::graph),

@@ -27,8 +27,9 @@ pub(super) struct TokenQuery {
 }
 
 /// The answer, as IPFS Cluster's.
-#[derive(Debug, serde::Serialize)]
-struct TokenAnswer {
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub(super) struct TokenAnswer {
+    /// An HS256 token: send it as `Authorization: Bearer <token>`.
     token: String,
 }
 

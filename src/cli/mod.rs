@@ -55,6 +55,13 @@ enum Command {
     Crd,
     /// Print the JSON schema of a PinSet's spec.
     Schema,
+    /// Print the REST API's OpenAPI 3.1 document (as `docs/openapi.json`
+    /// and `GET /openapi.json`).
+    Openapi {
+        /// Print it as the Markdown reference instead (`docs/api.md`).
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Apply PinSet manifests to a running cluster.
     ///
     /// `pinsFrom` lists are read locally; each PinSet is sent whole and
@@ -180,6 +187,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}",
                 serde_json::to_string_pretty(&pinfleet::manifest::spec_schema())?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Openapi { markdown } => {
+            if markdown {
+                print!("{}", pinfleet::api::openapi_markdown());
+            } else {
+                print!("{}", pinfleet::api::openapi_json());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Apply(a) => apply::run_apply(a),

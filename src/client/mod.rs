@@ -400,8 +400,9 @@ impl Client {
     }
 
     /// A PinSet write (`PUT`, `PATCH`, `DELETE /pinsets/{ns}/{name}`): its
-    /// report, also on 409 when the prune guard refused (`refused` set). A
-    /// 409 that carries an error body instead is a conflict.
+    /// report, also on 409 when the prune guard refused (an error body that
+    /// carries the report, `refused` set). A 409 with a plain error body is
+    /// a conflict.
     async fn pinset_write(
         &self,
         method: Method,
@@ -416,10 +417,15 @@ impl Client {
             .bytes()
             .await
             .map_err(|source| self.transport_error(&url, source))?;
-        if status == StatusCode::CONFLICT
-            && let Ok(e) = serde_json::from_slice::<ErrorBody>(&bytes)
-        {
-            return Err(ClientError::Conflict { message: e.message });
+        if status == StatusCode::CONFLICT {
+            if let Ok(r) = serde_json::from_slice::<ApplyReport>(&bytes)
+                && r.refused.is_some()
+            {
+                return Ok(r);
+            }
+            if let Ok(e) = serde_json::from_slice::<ErrorBody>(&bytes) {
+                return Err(ClientError::Conflict { message: e.message });
+            }
         }
         decode(&url, &bytes)
     }

@@ -101,7 +101,9 @@ impl<'de> Deserialize<'de> for Owner {
 
 /// Replication factors after validation. `0/0` means "the cluster's
 /// default", as in IPFS Cluster; `-1/-1` means every peer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct ReplicationFactors {
     /// Fewest peers.
     pub min: i32,
@@ -112,7 +114,9 @@ pub struct ReplicationFactors {
 /// Everything about a pin except its CID and name. Many pins share one
 /// `Arc<PinOptions>` (every CID of a list file gets its PinSet's defaults), so
 /// a million-pin set costs one copy of the options.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct PinOptions {
     /// Recursive or direct.
     pub mode: PinMode,
@@ -127,6 +131,7 @@ pub struct PinOptions {
         skip_serializing_if = "Option::is_none",
         with = "duration_secs_opt"
     )]
+    #[schemars(with = "Option<String>")]
     pub expire_after: Option<Duration>,
     /// User key/values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -261,8 +261,17 @@ pub fn router_to(receivers: Vec<Receiver>, sink: Arc<dyn HookSink>) -> Router {
         receivers: Arc::new(receivers),
         sink,
     };
+    // Other methods get the API's JSON 405 (with `Allow`), not an empty one.
+    let other_methods = || async {
+        let mut resp = answer(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        resp.headers_mut().insert(
+            axum::http::header::ALLOW,
+            axum::http::HeaderValue::from_static("POST"),
+        );
+        resp
+    };
     Router::new()
-        .route("/hooks/{name}", post(hook))
+        .route("/hooks/{name}", post(hook).fallback(other_methods))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

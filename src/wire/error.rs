@@ -1,10 +1,11 @@
 //! Error answers: `{"code": <http>, "message": "..."}` everywhere, as IPFS
 //! Cluster sends them; an invalid manifest adds its located problems.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One located problem of an invalid manifest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Problem {
     /// Name the document was parsed as.
     pub file: String,
@@ -17,7 +18,7 @@ pub struct Problem {
 }
 
 /// The JSON body of an error answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     /// The HTTP status code.
     pub code: u16,

@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::MonitorMetric;
 
 /// IPFS Cluster's `ConnectGraph`: who is connected to whom.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ConnectGraph {
     /// The peer that drew the graph.
     pub cluster_id: String,
@@ -30,7 +31,7 @@ pub struct ConnectGraph {
 }
 
 /// IPFS Cluster's `Alert`: a metric that expired, and when.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Alert {
     /// The expired metric (Go embeds `Metric`: its fields are inline).
     #[serde(flatten)]
@@ -40,7 +41,7 @@ pub struct Alert {
 }
 
 /// IPFS Cluster's `Bandwidth` of one libp2p protocol.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Bandwidth {
     /// Bytes received.
     pub total_in: i64,

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One added file or directory (IPFS Cluster's `AddedOutput`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AddedOutput {
     /// Path of the entry as sent (the root of a wrapped add is `""`).
     pub name: String,
@@ -31,7 +32,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// One peer's gc (IPFS Cluster's `RepoGC`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RepoGc {
     /// Peer id.
     pub peer: String,
@@ -47,7 +48,7 @@ pub struct RepoGc {
 
 /// One removed block (IPFS Cluster's `IPFSRepoGC`): `{"key": {"/": cid}}`,
 /// with `error` only when set.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RepoGcKey {
     /// The block's CID as a link.
     pub key: CidLink,
@@ -67,7 +68,7 @@ impl RepoGcKey {
 }
 
 /// A CID in IPLD's JSON link form, `{"/": "bafy…"}` (IPFS Cluster's `Cid`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CidLink {
     /// The CID's text.
     #[serde(rename = "/")]
@@ -75,7 +76,7 @@ pub struct CidLink {
 }
 
 /// Every peer's gc (IPFS Cluster's `GlobalRepoGC`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GlobalRepoGc {
     /// By peer id.
     pub peer_map: BTreeMap<String, RepoGc>,

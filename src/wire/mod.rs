@@ -29,7 +29,7 @@ pub use monitor::MonitorMetric;
 pub use patch::{PatchDocument, PatchPin};
 pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
 pub use pin::{BatchPinReport, OwnerRecord, PinRecord, ZERO_TIME};
-pub use pinsets::{ApplyReport, ConditionsReport, PinSetInfo};
+pub use pinsets::{ApplyReport, ConditionsReport, PinSetInfo, RefusedApply};
 pub use reconcile::{
     DEFAULT_WAIT, Handled, MAX_WAIT, ReconcileAnswer, ReconcileQuery, not_run_here,
 };

@@ -1,10 +1,11 @@
 //! What `GET /monitor/metrics/{name}` answers: IPFS Cluster's `api.Metric`
 //! JSON, one per peer.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One peer's latest reading of one metric (IPFS Cluster's `Metric`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MonitorMetric {
     /// `freespace`, `ping`, `pinqueue`, `numpin` or `tag:<key>`.
     pub name: String,

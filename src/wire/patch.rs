@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{CidKey, DesiredPin, DesiredPinSet, PinOptions};
 
 /// The body of `PATCH /pinsets/{namespace}/{name}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchDocument {
     /// The revision the cluster must hold (else `412`).
@@ -36,14 +37,16 @@ pub struct PatchDocument {
     pub set: Vec<PatchPin>,
     /// Pins that left the PinSet.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub release: Vec<CidKey>,
 }
 
 /// One pin to add or change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchPin {
     /// The CID (any spelling; normalised).
+    #[schemars(with = "String")]
     pub cid: CidKey,
     /// Pin name.
     #[serde(default, skip_serializing_if = "String::is_empty")]

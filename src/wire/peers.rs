@@ -1,13 +1,14 @@
 //! `/id`, `/version`, `/peers`: IPFS Cluster's `ID`, `IPFSID` and
 //! `Version` objects.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// IPFS Cluster's `ID` object: a peer and what it knows of the cluster.
 ///
 /// Arrays are sent as `[]` when empty where Go would send `null`; clients
 /// decode both.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PeerInfo {
     /// libp2p peer id.
     pub id: String,
@@ -41,7 +42,7 @@ pub struct PeerInfo {
 }
 
 /// IPFS Cluster's `IPFSID`: the IPFS daemon behind a peer.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IpfsInfo {
     /// IPFS peer id (omitted when unknown, as Go's `omitempty` does).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -55,7 +56,7 @@ pub struct IpfsInfo {
 }
 
 /// IPFS Cluster's `Version` object.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VersionInfo {
     /// Software version.
     pub version: String,

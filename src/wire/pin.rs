@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Owner, PinMode, PinOptions};
@@ -13,7 +14,7 @@ use crate::manifest::{Owner, PinMode, PinOptions};
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// One line of the state file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PinRecord {
     /// Effective minimum replication.
     #[serde(default)]
@@ -65,11 +66,12 @@ pub struct PinRecord {
     pub timestamp: String,
     /// pinfleet: who wants this pin and what each asked for.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, OwnerRecord>")]
     pub owners: BTreeMap<Owner, OwnerRecord>,
 }
 
 /// What one owner asked for.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OwnerRecord {
     /// Pin name.
     #[serde(default)]
@@ -82,7 +84,7 @@ pub struct OwnerRecord {
 /// What `POST /pins/batch` answers: how many pins the body held and what
 /// writing them did (pins already there with the same options count in
 /// neither `created` nor `changed`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BatchPinReport {
     /// Pins in the request.
     pub pins: u64,

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::model::Condition;
 
 /// A PinSet as the shared state records it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PinSetInfo {
     /// Namespace.
@@ -34,7 +35,7 @@ pub struct PinSetInfo {
 }
 
 /// What an apply (or delete) did or would do.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplyReport {
     /// `namespace/name`.
@@ -66,8 +67,22 @@ pub struct ApplyReport {
     pub sample: BTreeMap<String, Vec<String>>,
 }
 
+/// The answer of a PinSet write the prune guard refused (409): an error
+/// answer like every other (`code`, and the refusal as `message`) that also
+/// carries the report of what the write would have done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RefusedApply {
+    /// 409.
+    pub code: u16,
+    /// Why the prune guard refused (the report's `refused`).
+    pub message: String,
+    /// What the write would have done; nothing was written.
+    #[serde(flatten)]
+    pub report: ApplyReport,
+}
+
 /// The body of `PUT /pinsets/{namespace}/{name}/conditions`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConditionsReport {
     /// Where the controller read the PinSet.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ErrorBody;
@@ -13,7 +14,7 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(120);
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// How the reconcile that handled a request ended.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Handled {
     /// The source loaded and every PinSet is Ready (none stalled, none
     /// left reconciling by a conflicting writer).
@@ -37,7 +38,7 @@ pub struct ReconcileQuery {
 }
 
 /// The answer of `POST /pinsets/{ns}/{name}/reconcile`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReconcileAnswer {
     /// Namespace of the PinSet.
     pub namespace: String,

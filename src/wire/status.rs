@@ -4,10 +4,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// What one peer knows about one pin.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TrackerStatus {
     /// Pinned on this peer's IPFS node.
@@ -116,7 +119,7 @@ impl fmt::Display for TrackerStatus {
 }
 
 /// One peer's status for one pin (IPFS Cluster's `PinInfoShort`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PinInfoShort {
     /// Peer name.
     #[serde(default)]
@@ -143,7 +146,7 @@ pub struct PinInfoShort {
 }
 
 /// Every peer's status for one pin (IPFS Cluster's `GlobalPinInfo`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GlobalPinInfo {
     /// The CID as users wrote it.
     pub cid: String,

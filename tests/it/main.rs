@@ -25,6 +25,7 @@ mod inproc;
 mod ipfs;
 mod limits;
 mod manifest;
+mod openapi;
 mod patch;
 mod rest_fuzz;
 mod snapshots;

@@ -198,6 +198,28 @@ async fn unknown_receiver_is_404() {
 }
 
 #[tokio::test]
+async fn other_methods_get_a_json_405_with_allow() {
+    let (base, mut rx) = hooks().await;
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
+        let resp = crate::support::http()
+            .request(method.clone(), format!("{base}/hooks/gh"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method}");
+        assert_eq!(resp.headers()["allow"], "POST", "{method}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], 405, "{method}");
+        assert_eq!(body["message"], "method not allowed", "{method}");
+    }
+    assert_no_trigger(&mut rx);
+}
+
+#[tokio::test]
 async fn oversized_body_is_413() {
     let (base, mut rx) = hooks().await;
     let big = vec![b'x'; 1024 * 1024 + 1];
