@@ -51,7 +51,7 @@ mod read;
 mod tests;
 
 pub use data::{UnixfsData, UnixfsDataError};
-pub use import::{add_path, add_reader};
+pub use import::{Events, PROGRESS_INCREMENT, add_path, add_path_with, add_reader};
 pub use read::{read_file, read_file_to};
 
 /// Kubo's default chunk size (`size-262144`).
@@ -109,6 +109,20 @@ pub struct Added {
     /// File bytes: the file's length, the total of the files beneath a
     /// directory, 0 for a symlink.
     pub bytes: u64,
+}
+
+/// What [`add_path_with`] reports while it imports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportEvent {
+    /// An entry (file, symlink or directory) was imported.
+    Added(Added),
+    /// `bytes` of the file `name` have been read so far.
+    Progress {
+        /// The file, named as in [`Added::name`].
+        name: String,
+        /// Bytes read so far.
+        bytes: u64,
+    },
 }
 
 /// Why importing or reading failed. `E` is the error type of the caller's
