@@ -422,11 +422,11 @@ impl Job {
                     })
                 }
             };
-            if let Some(line) = line {
-                if !out(line) {
-                    task.abort();
-                    return Ok(None);
-                }
+            if let Some(line) = line
+                && !out(line)
+            {
+                task.abort();
+                return Ok(None);
             }
         }
         let added = match self.handle.block_on(task) {

@@ -259,7 +259,9 @@ mod tests {
     use super::*;
     use crate::ipfs::unixfs::{AddOptions, add_reader};
 
-    fn blocks() -> (Cid, Vec<(Cid, Vec<u8>)>) {
+    type Blocks = Vec<(Cid, Vec<u8>)>;
+
+    fn blocks() -> (Cid, Blocks) {
         let mut out = Vec::new();
         let opts = AddOptions {
             chunk_size: 4,
@@ -273,7 +275,7 @@ mod tests {
         (added.cid, out)
     }
 
-    fn read_all(car: &[u8]) -> Result<(CarSummary, Vec<(Cid, Vec<u8>)>), String> {
+    fn read_all(car: &[u8]) -> Result<(CarSummary, Blocks), String> {
         let mut got = Vec::new();
         read(car, &mut |c, d| {
             got.push((c, d));

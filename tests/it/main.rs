@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod access;
+mod add_compat;
 mod api;
 mod bounded;
 mod cli;

@@ -14,6 +14,7 @@
 //! ([`MockKubo::fail_midstream`]) ends with Kubo's older in-band error object
 //! rather than the `X-Stream-Error` trailer current Kubo sends.
 
+mod add;
 mod routes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -87,6 +88,7 @@ struct MockState {
     storage_max: u64,
     num_objects: u64,
     peer_id: String,
+    added: Vec<String>,
 }
 
 impl MockKubo {
@@ -114,6 +116,7 @@ impl MockKubo {
             storage_max: 10_000_000_000, // Kubo's default Datastore.StorageMax, 10GB
             num_objects: 0,
             peer_id: mock_peer_id(addr.port()),
+            added: Vec::new(),
         };
         let shared = Arc::new(Shared {
             addr,
@@ -301,6 +304,11 @@ impl MockKubo {
             .iter()
             .filter(|c| c.endpoint == endpoint)
             .count()
+    }
+
+    /// The roots `add` and `dag/import` produced, in order.
+    pub fn added(&self) -> Vec<String> {
+        self.state().added.clone()
     }
 
     /// Forgets the call log.
