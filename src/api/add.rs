@@ -1,19 +1,26 @@
 //! `POST /add`: IPFS Cluster's adder. A multipart body of files (and
-//! directories, as `ipfs add -r` sends them) is imported as UnixFS into
-//! this peer's IPFS node, then the root is pinned in the cluster (owner
-//! `api`) with the query's pin options; the cluster's allocations fetch the
-//! blocks from this peer.
+//! directories, as `ipfs add -r` sends them) is imported into this peer's
+//! IPFS node (UnixFS on the embedded node, proxied to Kubo's `add` on a
+//! Kubo peer; `format=car`: a CAR's blocks), then the root is pinned in the
+//! cluster (owner `api`) with the query's pin options; the cluster's
+//! allocations fetch the blocks from this peer.
 //!
-//! The body is received into a temporary directory (never held in memory)
-//! and removed afterwards, however the request ends. A body over
-//! `max_upload_bytes` is refused with 413 (before reading it when its
-//! `Content-Length` says so), one that stalls for `read_timeout` with 408:
-//! then nothing is imported or pinned. The answer follows IPFS Cluster: one
-//! `AddedOutput` per file and directory as NDJSON (`stream-channels`, the
-//! default), or one JSON array with `stream-channels=false`; the root comes
-//! last, with its allocations. `no-pin=true` (IPFS Cluster's spelling) or
-//! `pin=false` (Kubo's) only imports. This module must not decide what to pin
-//! beyond the root the client asked for.
+//! The body is received into a temporary directory (never held in memory),
+//! removed afterwards however the request ends. Each top-level entry is
+//! imported as soon as its last part arrived, while the rest still
+//! uploads, and several top-level entries without `wrap-with-directory` are
+//! added one after another with only the last root pinned (IPFS Cluster's
+//! behaviour). A body over `max_upload_bytes` is refused with 413 (before
+//! reading it when its `Content-Length` says so), one that stalls for
+//! `read_timeout` with 408. The answer follows IPFS Cluster: one
+//! `AddedOutput` per file and directory as NDJSON, each sent as soon as it
+//! is imported (`stream-channels`, the default), or one JSON array with
+//! `stream-channels=false`; with `progress=true` also progress objects; the
+//! pinned root comes last, with its allocations. An error after the first
+//! entry ends the stream with the `X-Stream-Error` trailer and pins
+//! nothing. `no-pin=true` (IPFS Cluster's spelling) or `pin=false` (Kubo's)
+//! only imports. This module must not decide what to pin beyond the root
+//! the client asked for.
 
 use std::path::{Component, Path, PathBuf};
 
