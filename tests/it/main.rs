@@ -18,6 +18,7 @@ mod crash;
 mod crd;
 mod diagnostics;
 mod embedded;
+mod hamt_vectors;
 mod hooks_daemon;
 mod inproc;
 mod ipfs;

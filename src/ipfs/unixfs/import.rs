@@ -14,6 +14,7 @@ use cid::{Cid, Version};
 use multihash::Multihash;
 use sha2::{Digest, Sha256};
 
+use super::hamt;
 use super::{
     AddOptions, Added, DataType, ImportEvent, MAX_CHUNK_SIZE, MAX_LINKS, Sink, UnixfsData,
     UnixfsError,
@@ -435,20 +436,33 @@ impl<E> Walk<'_, '_, '_, '_, E> {
                 tsize: Some(size),
             });
         }
-        let data = UnixfsData {
-            kind: DataType::Directory,
-            data: None,
-            filesize: None,
-            blocksizes: Vec::new(),
+        let entries: Vec<hamt::Entry> = links
+            .iter()
+            .map(|l| hamt::Entry {
+                name: l.name.clone().unwrap_or_default(),
+                cid: l.hash,
+                tsize: l.tsize.unwrap_or(0),
+            })
+            .collect();
+        let (cid, size) = if hamt::estimated_size(&entries) >= hamt::SHARDING_THRESHOLD {
+            hamt::build(entries, self.cfg.version, self.sink)?
+        } else {
+            let data = UnixfsData {
+                kind: DataType::Directory,
+                data: None,
+                filesize: None,
+                blocksizes: Vec::new(),
+            };
+            let children: u64 = links.iter().filter_map(|l| l.tsize).sum();
+            let block = dagpb::encode(&PbNode {
+                links,
+                data: Some(data.encode()),
+            });
+            let cid = block_cid(self.cfg.version, DAG_PB, &block);
+            let size = block.len() as u64 + children;
+            emit(self.sink, cid, block)?;
+            (cid, size)
         };
-        let children: u64 = links.iter().filter_map(|l| l.tsize).sum();
-        let block = dagpb::encode(&PbNode {
-            links,
-            data: Some(data.encode()),
-        });
-        let cid = block_cid(self.cfg.version, DAG_PB, &block);
-        let size = block.len() as u64 + children;
-        emit(self.sink, cid, block)?;
         Ok(Added {
             cid,
             size,
