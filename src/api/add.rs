@@ -559,10 +559,18 @@ pub(super) async fn add(
         state,
     };
     if stream {
-        return Ok(super::stream::ndjson_answer(move |sink| {
+        let mut resp = super::stream::ndjson_answer(move |sink| {
             job.run(arrived, &mut |line| sink.json(&line) && sink.flush_now())
         })
-        .await);
+        .await;
+        if resp.status() == StatusCode::OK {
+            // As IPFS Cluster's and Kubo's streamed adds.
+            resp.headers_mut().insert(
+                header::HeaderName::from_static("x-chunked-output"),
+                header::HeaderValue::from_static("1"),
+            );
+        }
+        return Ok(resp);
     }
     let outputs = tokio::task::spawn_blocking(move || {
         let mut all = Vec::new();

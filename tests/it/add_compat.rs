@@ -180,6 +180,9 @@ async fn the_first_entry_arrives_while_the_second_file_is_still_uploading() {
     let mut add = RawAdd::start(&api, "", &first).await;
     add.read_until("\"name\":\"a\"").await;
     assert!(add.got.starts_with(b"HTTP/1.1 200"));
+    let head = String::from_utf8_lossy(&add.got).to_lowercase();
+    assert!(head.contains("x-chunked-output: 1"), "{head}");
+    assert!(head.contains("trailer: x-stream-error"), "{head}");
     assert!(
         !String::from_utf8_lossy(&add.got).contains("\"name\":\"b\""),
         "b is not complete yet"
