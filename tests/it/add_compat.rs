@@ -436,6 +436,34 @@ async fn on_the_kubo_backend_the_upload_goes_to_kubo_and_kubos_root_is_pinned() 
     assert_eq!(kubo.added(), vec![root.to_string()], "the root is kubo's");
     assert!(pinned(&api, root).await);
 
+    // Without wrapping: a directory and a file, as two top-level entries;
+    // only the last root (kubo's) is pinned.
+    let (status, lines, text) = post_add(
+        &api,
+        "",
+        &[
+            ("dir%2Fx", b"x\n".to_vec()),
+            ("dir%2Fy", b"y\n".to_vec()),
+            ("z", b"z\n".to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let names: Vec<&str> = lines.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["dir/x", "dir/y", "dir", "z"]);
+    let added = kubo.added();
+    assert_eq!(added.len(), 3, "one kubo add per top-level entry");
+    assert_eq!(lines[2]["cid"], added[1].as_str());
+    assert_eq!(lines[3]["cid"], added[2].as_str());
+    assert!(!pinned(&api, &added[1]).await);
+    assert!(pinned(&api, &added[2]).await);
+
+    // A bad CAR is refused before kubo sees it.
+    let (status, _, text) = post_add(&api, "?format=car", &[("x.car", b"junk".to_vec())]).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("invalid car"), "{text}");
+    assert_eq!(kubo.count_calls("dag/import"), 0);
+
     // A CAR goes to dag/import, its root not pinned by kubo itself.
     let (car_root, blocks) = blocks_of(&noise(7, 2000));
     let (status, lines, text) = post_add(
