@@ -1,36 +1,45 @@
 //! `POST /add`: IPFS Cluster's adder. A multipart body of files (and
-//! directories, as `ipfs add -r` sends them) is imported as UnixFS into
-//! this peer's IPFS node, then the root is pinned in the cluster (owner
-//! `api`) with the query's pin options; the cluster's allocations fetch the
-//! blocks from this peer.
+//! directories, as `ipfs add -r` sends them) is imported into this peer's
+//! IPFS node (UnixFS on the embedded node, proxied to Kubo's `add` on a
+//! Kubo peer; `format=car`: a CAR's blocks), then the root is pinned in the
+//! cluster (owner `api`) with the query's pin options; the cluster's
+//! allocations fetch the blocks from this peer.
 //!
-//! The body is received into a temporary directory (never held in memory)
-//! and removed afterwards, however the request ends. A body over
-//! `max_upload_bytes` is refused with 413 (before reading it when its
-//! `Content-Length` says so), one that stalls for `read_timeout` with 408:
-//! then nothing is imported or pinned. The answer follows IPFS Cluster: one
-//! `AddedOutput` per file and directory as NDJSON (`stream-channels`, the
-//! default), or one JSON array with `stream-channels=false`; the root comes
-//! last, with its allocations. `no-pin=true` (IPFS Cluster's spelling) or
-//! `pin=false` (Kubo's) only imports. This module must not decide what to pin
-//! beyond the root the client asked for.
+//! The body is received into a temporary directory (never held in memory),
+//! removed afterwards however the request ends. Each top-level entry is
+//! imported as soon as its last part arrived, while the rest still
+//! uploads, and several top-level entries without `wrap-with-directory` are
+//! added one after another with only the last root pinned (IPFS Cluster's
+//! behaviour). A body over `max_upload_bytes` is refused with 413 (before
+//! reading it when its `Content-Length` says so), one that stalls for
+//! `read_timeout` with 408. The answer follows IPFS Cluster: one
+//! `AddedOutput` per file and directory as NDJSON, each sent as soon as it
+//! is imported (`stream-channels`, the default), or one JSON array with
+//! `stream-channels=false`; with `progress=true` also progress objects; the
+//! pinned root comes last, with its allocations. An error after the first
+//! entry ends the stream with the `X-Stream-Error` trailer and pins
+//! nothing. `no-pin=true` (IPFS Cluster's spelling) or `pin=false` (Kubo's)
+//! only imports. This module must not decide what to pin beyond the root
+//! the client asked for.
 
 use std::path::{Component, Path, PathBuf};
 
+use std::sync::Arc;
+
 use axum::Json;
-use axum::body::Body;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 
 use super::pins::{Params, RawParams, catch_up, get_pin, pin_spec};
 use super::{ApiError, ApiState};
 use crate::ipfs::unixfs::{AddOptions, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
-use crate::ipfs::{AddInput, AddOpts};
+use crate::ipfs::{AddEvent, AddInput, AddOpts, IpfsBackend, IpfsError};
 use crate::manifest::shown;
-use crate::manifest::{CidKey, written_as_of};
+use crate::manifest::{CidKey, PinSpec, written_as_of};
 use crate::wire::AddedOutput;
 
 /// The import options of a query (`cid-version`, `raw-leaves`, `chunker`,
@@ -56,10 +65,14 @@ pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
     // whatever was sent is imported.
     let _ = p.flag("hidden")?;
     opts.hidden = true;
-    if p.get("format").is_some_and(|f| f != "unixfs") {
-        return Err(bad(
-            "unsupported format: only unixfs (CAR imports are not supported yet)".into(),
-        ));
+    match p.get("format") {
+        None | Some("unixfs" | "car") => {}
+        Some(f) => {
+            return Err(bad(format!(
+                "unsupported format {}: unixfs or car",
+                shown(f)
+            )));
+        }
     }
     if p.flag("nocopy")? {
         return Err(bad("nocopy (filestore) is not supported".into()));
@@ -166,16 +179,34 @@ fn multipart_error(e: MultipartError, cap: u64, what: &str) -> ApiError {
     }
 }
 
-/// Receives the multipart body under `dir`; returns the top-level entries
-/// in the order they arrived. The body is cut off (413) past `cap` bytes
-/// and (408) when nothing arrives for `idle`.
+/// Receives the multipart body under `dir`, sending each top-level entry
+/// on `done` as soon as it is complete (when a part of another entry
+/// starts: sent with `true`, more follows; or at the end: `false`), so it
+/// can be imported while the rest arrives.
+/// The body is cut off (413) past `cap` bytes and (408) when nothing
+/// arrives for `idle`; a failure is sent on `done` too. Stops when `done`
+/// is closed (the import gave up).
 async fn receive(
+    form: Multipart,
+    dir: &Path,
+    cap: u64,
+    idle: std::time::Duration,
+    done: &mpsc::Sender<Result<(PathBuf, bool), ApiError>>,
+) {
+    if let Err(e) = receive_parts(form, dir, cap, idle, done).await {
+        let _ = done.send(Err(e)).await;
+    }
+}
+
+async fn receive_parts(
     mut form: Multipart,
     dir: &Path,
     cap: u64,
     idle: std::time::Duration,
-) -> Result<Vec<PathBuf>, ApiError> {
-    let mut top: Vec<PathBuf> = Vec::new();
+    done: &mpsc::Sender<Result<(PathBuf, bool), ApiError>>,
+) -> Result<(), ApiError> {
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let gone = || ApiError::internal("the import stopped");
     while let Some(mut field) = tokio::time::timeout(idle, form.next_field())
         .await
         .map_err(|_| super::body_timeout(idle))?
@@ -189,8 +220,19 @@ async fn receive(
         let rel = entry_path(&name)?;
         if let Some(Component::Normal(first)) = rel.components().next() {
             let first = PathBuf::from(first);
-            if !top.contains(&first) {
-                top.push(first);
+            if seen.last() != Some(&first) {
+                if seen.contains(&first) {
+                    return Err(ApiError::bad_request(format!(
+                        "{}: the parts of a directory must be sent together",
+                        shown(&first.to_string_lossy())
+                    )));
+                }
+                if let Some(previous) = seen.last() {
+                    done.send(Ok((previous.clone(), true)))
+                        .await
+                        .map_err(|_| gone())?;
+                }
+                seen.push(first);
             }
         }
         let target = dir.join(&rel);
@@ -199,7 +241,8 @@ async fn receive(
             .is_some_and(|t| t.starts_with("application/symlink"))
         {
             return Err(ApiError::bad_request(format!(
-                "{name}: symbolic links are not supported by /add yet"
+                "{}: symbolic links are not supported by /add yet",
+                shown(&name)
             )));
         }
         let is_dir = field
@@ -219,11 +262,220 @@ async fn receive(
             .map_err(|_| super::body_timeout(idle))?
             .map_err(|e| multipart_error(e, cap, "the upload broke off"))?
         {
+            if done.is_closed() {
+                return Err(gone());
+            }
             file.write_all(&chunk).await.map_err(io)?;
         }
         file.flush().await.map_err(io)?;
     }
-    Ok(top)
+    if let Some(last) = seen.pop() {
+        done.send(Ok((last, false))).await.map_err(|_| gone())?;
+    }
+    Ok(())
+}
+
+/// One add, run on a blocking thread while the body is still arriving.
+struct Job {
+    state: ApiState,
+    backend: Arc<dyn IpfsBackend>,
+    handle: tokio::runtime::Handle,
+    dir: PathBuf,
+    import: AddOptions,
+    wrap: bool,
+    car: bool,
+    progress: bool,
+    cluster_pin: bool,
+    spec: PinSpec,
+    /// Keeps the upload directory until the job and the receiver are done.
+    _upload: Arc<Upload>,
+}
+
+/// One object of the answer: an entry, or a file's read progress (IPFS
+/// Cluster's `AddedOutput` with only `name` and `bytes`; its undefined
+/// `cid` is `null`).
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+enum Line {
+    Entry(AddedOutput),
+    Progress {
+        name: String,
+        cid: Option<String>,
+        bytes: u64,
+    },
+}
+
+/// What the job writes; false when the client has gone.
+type Out<'a> = dyn FnMut(Line) -> bool + 'a;
+
+fn entry_json(o: &AddedOutput) -> Line {
+    Line::Entry(o.clone())
+}
+
+impl Job {
+    /// Imports each top-level entry as it arrives (all of them at the end
+    /// when wrapping), writing entries as they are imported; pins the last
+    /// root. Returns without pinning when the client goes away.
+    fn run(
+        self,
+        mut arrived: mpsc::Receiver<Result<(PathBuf, bool), ApiError>>,
+        out: &mut Out<'_>,
+    ) -> Result<(), ApiError> {
+        // The last input's root is written after the pin, with its
+        // allocations; the others' as soon as they are imported.
+        let mut pending: Option<AddedOutput> = None;
+        let mut root: Option<CidKey> = None;
+        let mut tops = 0usize;
+        while let Some(top) = self.handle.block_on(arrived.recv()) {
+            let (top, more) = top?;
+            tops += 1;
+            if self.wrap || (self.car && tops > 1) {
+                // A wrapped add imports everything at the end; IPFS Cluster
+                // adds only the first part of a CAR upload.
+                continue;
+            }
+            let path = self.dir.join(&top);
+            let input = if self.car {
+                if path.is_dir() {
+                    return Err(ApiError::bad_request(
+                        "expected CAR file is not of type file",
+                    ));
+                }
+                AddInput::Car(path)
+            } else {
+                AddInput::Path(path)
+            };
+            let Some((key, mut last)) = self.import(input, false, out)? else {
+                return Ok(());
+            };
+            if self.car {
+                last.name = top.to_string_lossy().into_owned();
+            }
+            if more && !self.car {
+                if !out(entry_json(&last)) {
+                    return Ok(());
+                }
+            } else {
+                root = Some(key);
+                pending = Some(last);
+            }
+        }
+        if self.wrap && tops > 0 {
+            match self.import(AddInput::Path(self.dir.clone()), true, out)? {
+                Some((key, last)) => {
+                    root = Some(key);
+                    pending = Some(last);
+                }
+                None => return Ok(()),
+            }
+        }
+        let (Some(key), Some(mut last)) = (root, pending) else {
+            return Err(ApiError::bad_request(
+                "nothing to add: the body has no file",
+            ));
+        };
+        if self.cluster_pin {
+            last.allocations = self.handle.block_on(self.pin(key, &last.cid))?;
+        }
+        out(entry_json(&last));
+        Ok(())
+    }
+
+    /// Imports one input, writing every entry but the last (its root),
+    /// which is returned; `None` when the client has gone.
+    fn import(
+        &self,
+        input: AddInput,
+        wrap: bool,
+        out: &mut Out<'_>,
+    ) -> Result<Option<(CidKey, AddedOutput)>, ApiError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let opts = AddOpts {
+            pin: false,
+            import: self.import.clone(),
+            wrap,
+            progress: self.progress,
+            events: Some(tx),
+        };
+        let backend = Arc::clone(&self.backend);
+        let task = self
+            .handle
+            .spawn(async move { backend.add(input, opts).await });
+        let mut held: Option<AddedOutput> = None;
+        // Ends when the add ends (it drops the sender).
+        for event in rx {
+            let line = match event {
+                AddEvent::Added(a) => held
+                    .replace(AddedOutput {
+                        name: a.name,
+                        cid: a.cid.to_string(),
+                        bytes: a.bytes,
+                        size: a.size,
+                        allocations: Vec::new(),
+                    })
+                    .map(Line::Entry),
+                AddEvent::Progress { name, bytes } => {
+                    // Anything after a held entry means it was not the root.
+                    if let Some(h) = held.take()
+                        && !out(entry_json(&h))
+                    {
+                        task.abort();
+                        return Ok(None);
+                    }
+                    Some(Line::Progress {
+                        name,
+                        cid: None,
+                        bytes,
+                    })
+                }
+            };
+            if let Some(line) = line
+                && !out(line)
+            {
+                task.abort();
+                return Ok(None);
+            }
+        }
+        let added = match self.handle.block_on(task) {
+            Ok(Ok(added)) => added,
+            Ok(Err(IpfsError::InvalidInput { what })) => {
+                return Err(ApiError::bad_request(what));
+            }
+            Ok(Err(e)) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("add failed: {e}"),
+                ));
+            }
+            Err(e) => return Err(ApiError::internal(format!("add failed: {e}"))),
+        };
+        let last = held.unwrap_or_else(|| AddedOutput {
+            name: String::new(),
+            cid: added.root.to_string(),
+            bytes: 0,
+            size: 0,
+            allocations: Vec::new(),
+        });
+        Ok(Some((added.root, last)))
+    }
+
+    /// Pins `key` in the cluster (echoing it as the importer wrote it);
+    /// returns its allocations.
+    async fn pin(&self, key: CidKey, text: &str) -> Result<Vec<String>, ApiError> {
+        let out = self
+            .state
+            .node
+            .pin(key, written_as_of(&key, text), self.spec.clone())
+            .await?;
+        if let Some(r) = out.refused {
+            return Err(ApiError::new(StatusCode::CONFLICT, r));
+        }
+        catch_up(&self.state.node).await;
+        Ok(get_pin(&self.state.node, key)
+            .await?
+            .map(|p| p.allocations)
+            .unwrap_or_default())
+    }
 }
 
 /// `POST /add`.
@@ -246,6 +498,14 @@ pub(super) async fn add(
     let params = Params::from_query(query)?;
     let import = import_options(&params)?;
     let wrap = params.flag("wrap-with-directory")?;
+    let car = params.get("format") == Some("car");
+    if car && wrap {
+        return Err(ApiError::bad_request("cannot wrap a CAR file upload"));
+    }
+    let progress = params.flag("progress")?;
+    // IPFS Cluster's `local`: add to this peer's node only, then pin
+    // normally. pinfleet's add always imports into this peer's node only.
+    let _ = params.flag("local")?;
     let stream = params.get("stream-channels") != Some("false");
     // Kubo's `pin=false`: import only, into this peer's node (unpinned
     // there, so its gc may remove it); nothing is pinned in the cluster.
@@ -264,10 +524,7 @@ pub(super) async fn add(
     if !backend.can_add() {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "the {} backend cannot import content: add through a peer with the embedded backend",
-                backend.kind()
-            ),
+            format!("the {} backend cannot import content", backend.kind()),
         ));
     }
 
@@ -277,101 +534,55 @@ pub(super) async fn add(
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
-    let _cleanup = Upload(dir.clone());
-    let top = receive(form, &dir, cap, state.read_timeout).await?;
-    let input = match (top.as_slice(), wrap) {
-        ([], _) => {
-            return Err(ApiError::bad_request(
-                "nothing to add: the body has no file",
-            ));
-        }
-        ([one], false) => dir.join(one),
-        (_, false) => {
-            return Err(ApiError::bad_request(
-                "several files or directories: add them with wrap-with-directory=true",
-            ));
-        }
-        (_, true) => dir.clone(),
-    };
-    let added = backend
-        .add(AddInput::Path(input), AddOpts { pin: false, import })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("add failed: {e}")))?;
-
-    // Pin the root in the cluster, echoing it as the importer wrote it.
-    let key: CidKey = added.root;
-    let root_text = added
-        .entries
-        .last()
-        .map_or_else(|| key.to_string(), |e| e.cid.to_string());
-    let mut allocations = Vec::new();
-    if cluster_pin {
-        let out = state
-            .node
-            .pin(key, written_as_of(&key, &root_text), spec)
-            .await?;
-        if let Some(r) = out.refused {
-            return Err(ApiError::new(StatusCode::CONFLICT, r));
-        }
-        catch_up(&state.node).await;
-        allocations = get_pin(&state.node, key)
-            .await?
-            .map(|p| p.allocations)
-            .unwrap_or_default();
+    let upload = Arc::new(Upload(dir.clone()));
+    let (done, arrived) = mpsc::channel(16);
+    {
+        let (dir, upload) = (dir.clone(), Arc::clone(&upload));
+        let idle = state.read_timeout;
+        // Not tracked: it ends with the body (or when the job gives up).
+        tokio::spawn(async move {
+            receive(form, &dir, cap, idle, &done).await;
+            drop(upload);
+        });
     }
-
-    // A wrapped add imports the upload directory itself: its name is the
-    // root's (empty, as in IPFS Cluster), not a prefix of every entry.
-    let wrapper = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .filter(|_| wrap);
-    let display = |name: &str| match &wrapper {
-        Some(w) if name == w => String::new(),
-        Some(w) => name
-            .strip_prefix(w.as_str())
-            .and_then(|n| n.strip_prefix('/'))
-            .unwrap_or(name)
-            .to_string(),
-        None => name.to_string(),
+    let job = Job {
+        backend,
+        handle: tokio::runtime::Handle::current(),
+        dir,
+        import,
+        wrap,
+        car,
+        progress,
+        cluster_pin,
+        spec,
+        _upload: upload,
+        state,
     };
-    let mut outputs: Vec<AddedOutput> = added
-        .entries
-        .iter()
-        .map(|e| AddedOutput {
-            name: display(&e.name),
-            cid: e.cid.to_string(),
-            bytes: e.bytes,
-            size: e.size,
-            allocations: Vec::new(),
+    if stream {
+        let mut resp = super::stream::ndjson_answer(move |sink| {
+            job.run(arrived, &mut |line| sink.json(&line) && sink.flush_now())
         })
-        .collect();
-    match outputs.last_mut() {
-        Some(last) if last.cid == root_text => last.allocations = allocations,
-        _ => outputs.push(AddedOutput {
-            name: String::new(),
-            cid: root_text,
-            bytes: 0,
-            size: 0,
-            allocations,
-        }),
+        .await;
+        if resp.status() == StatusCode::OK {
+            // As IPFS Cluster's and Kubo's streamed adds.
+            resp.headers_mut().insert(
+                header::HeaderName::from_static("x-chunked-output"),
+                header::HeaderValue::from_static("1"),
+            );
+        }
+        return Ok(resp);
     }
-    if !stream {
-        return Ok(Json(outputs).into_response());
-    }
-    let mut body = String::new();
-    for o in &outputs {
-        body.push_str(&serde_json::to_string(o).map_err(|e| ApiError::internal(e.to_string()))?);
-        body.push('\n');
-    }
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::HeaderName::from_static("x-chunked-output"), "1"),
-        ],
-        Body::from(body),
-    )
-        .into_response())
+    let outputs = tokio::task::spawn_blocking(move || {
+        let mut all = Vec::new();
+        job.run(arrived, &mut |line| {
+            all.push(line);
+            true
+        })
+        .map(|()| all)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("add failed: {e}")))??;
+    Ok(Json(outputs).into_response())
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ pub(crate) async fn remember_te(req: Request, next: Next) -> Response {
 enum Msg {
     Data(Bytes),
     Done,
-    Failed(String),
+    Failed(ApiError),
 }
 
 /// Where a producer writes its lines.
@@ -82,7 +82,7 @@ impl LineSink {
         let start = self.buf.len();
         if let Err(e) = write(&mut self.buf) {
             self.buf.truncate(start);
-            self.fail(format!("cannot encode an item: {e}"));
+            self.fail(ApiError::internal(format!("cannot encode an item: {e}")));
             return false;
         }
         if self.buf.len() == start || self.buf.last() != Some(&b'\n') {
@@ -92,6 +92,14 @@ impl LineSink {
             self.sent_any = true;
             self.flush();
         }
+        !self.closed
+    }
+
+    /// Sends the lines written so far at once, as their own chunk (an
+    /// answer whose items arrive slowly, such as `/add`'s entries).
+    pub fn flush_now(&mut self) -> bool {
+        self.sent_any = true;
+        self.flush();
         !self.closed
     }
 
@@ -110,7 +118,7 @@ impl LineSink {
         }
     }
 
-    fn fail(&mut self, message: String) {
+    fn fail(&mut self, message: ApiError) {
         if !self.closed {
             self.flush();
             let _ = self.tx.blocking_send(Msg::Failed(message));
@@ -137,6 +145,22 @@ pub(crate) async fn ndjson<F>(produce: F) -> Response
 where
     F: FnOnce(&mut LineSink) -> Result<(), ApiError> + Send + 'static,
 {
+    ndjson_inner(produce, false).await
+}
+
+/// [`ndjson`], except that an error before the first line is answered with
+/// its own status (a 400 stays a 400) rather than as a 500.
+pub(crate) async fn ndjson_answer<F>(produce: F) -> Response
+where
+    F: FnOnce(&mut LineSink) -> Result<(), ApiError> + Send + 'static,
+{
+    ndjson_inner(produce, true).await
+}
+
+async fn ndjson_inner<F>(produce: F, keep_status: bool) -> Response
+where
+    F: FnOnce(&mut LineSink) -> Result<(), ApiError> + Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
     // Not tracked: it ends on its own when the items run out or when the
     // receiver (the response body) is dropped, and its failures travel
@@ -150,13 +174,14 @@ where
         };
         match produce(&mut sink) {
             Ok(()) => sink.finish(),
-            Err(e) => sink.fail(e.to_string()),
+            Err(e) => sink.fail(e),
         }
     });
     let first = match rx.recv().await {
         Some(Msg::Data(b)) => b,
         Some(Msg::Done) => return no_content(),
-        Some(Msg::Failed(m)) => return ApiError::internal(m).into_response(),
+        Some(Msg::Failed(e)) if keep_status => return e.into_response(),
+        Some(Msg::Failed(e)) => return ApiError::internal(e.to_string()).into_response(),
         None => return ApiError::internal("stream producer stopped").into_response(),
     };
     let body = NdjsonBody {
@@ -217,7 +242,7 @@ impl hyper::body::Body for NdjsonBody {
         match std::task::ready!(this.rx.poll_recv(cx)) {
             Some(Msg::Data(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
             Some(Msg::Done) => this.end(None),
-            Some(Msg::Failed(m)) => this.end(Some(m)),
+            Some(Msg::Failed(e)) => this.end(Some(e.to_string())),
             None => this.end(Some("stream producer stopped".into())),
         }
     }

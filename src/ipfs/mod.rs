@@ -10,6 +10,7 @@
 //! It must not decide *what* to pin, retry, or keep state: callers (the pin
 //! tracker) own policy; a backend reports what the node said, precisely.
 
+pub mod car;
 pub mod dagpb;
 pub mod embedded;
 pub mod kubo;
@@ -103,15 +104,16 @@ pub trait IpfsBackend: Send + Sync + 'static {
     /// Never fetches from the network: fails with [`IpfsError::NotFound`].
     fn block_stat(&self, cid: CidKey) -> BoxFuture<'_, Result<u64, IpfsError>>;
 
-    /// Imports `input` as UnixFS, storing its blocks on the node (and
-    /// pinning the root when `opts.pin`). Backends that cannot add keep
-    /// this default, which fails with [`IpfsError::Unsupported`].
     /// Whether [`add`](IpfsBackend::add) imports content (false: it
     /// answers `Unsupported`), so a caller can refuse before receiving it.
     fn can_add(&self) -> bool {
         false
     }
 
+    /// Imports `input` as UnixFS (or a CAR's blocks), storing its blocks on
+    /// the node (and pinning the root when `opts.pin`), reporting each entry
+    /// on `opts.events` as it is imported. Backends that cannot add keep
+    /// this default, which fails with [`IpfsError::Unsupported`].
     fn add(
         &self,
         input: AddInput,
@@ -129,6 +131,10 @@ pub enum AddInput {
     Path(std::path::PathBuf),
     /// A byte stream (one file), read on a blocking thread.
     Reader(Box<dyn std::io::Read + Send>),
+    /// A CAR v1 file with exactly one root: its blocks are stored as they
+    /// are (each verified against its CID); the root is reported as one
+    /// entry named `""`.
+    Car(std::path::PathBuf),
 }
 
 impl fmt::Debug for AddInput {
@@ -136,18 +142,33 @@ impl fmt::Debug for AddInput {
         match self {
             AddInput::Path(p) => f.debug_tuple("Path").field(p).finish(),
             AddInput::Reader(_) => f.write_str("Reader(..)"),
+            AddInput::Car(p) => f.debug_tuple("Car").field(p).finish(),
         }
     }
 }
 
+/// What an add reports while it runs: each imported entry, and (with
+/// [`AddOpts::progress`]) the bytes of a file read so far.
+pub type AddEvent = unixfs::ImportEvent;
+
 /// How to add.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AddOpts {
     /// Pin the root recursively once every block is stored (Kubo's default).
     pub pin: bool,
     /// How to import (CID version, leaves, chunk size, hidden files);
     /// the default gives `ipfs add`'s CIDs.
     pub import: unixfs::AddOptions,
+    /// `wrap-with-directory`: the [`AddInput::Path`] is a directory whose
+    /// entries are added inside one new directory; entries are named
+    /// relative to it and the wrapping root is named `""`.
+    pub wrap: bool,
+    /// Report files' read progress on `events` too.
+    pub progress: bool,
+    /// Where entries (and progress) are reported as they are imported, in
+    /// the order of [`AddedContent::entries`]; the sender is dropped when
+    /// the add ends.
+    pub events: Option<std::sync::mpsc::Sender<AddEvent>>,
 }
 
 impl Default for AddOpts {
@@ -155,8 +176,19 @@ impl Default for AddOpts {
         Self {
             pin: true,
             import: unixfs::AddOptions::default(),
+            wrap: false,
+            progress: false,
+            events: None,
         }
     }
+}
+
+/// The name of an entry of a wrapped add ([`AddOpts::wrap`]): `name`
+/// without its first component (the wrapped directory), `""` for that
+/// directory itself.
+pub fn unwrapped_name(name: &str) -> String {
+    name.split_once('/')
+        .map_or_else(String::new, |(_, rest)| rest.to_string())
 }
 
 /// What an add stored.
@@ -402,6 +434,14 @@ pub enum IpfsError {
         what: String,
     },
 
+    /// The content to add is invalid (a malformed CAR, a CAR with several
+    /// roots): the same input will be refused again.
+    #[error("{what}")]
+    InvalidInput {
+        /// What is wrong with it.
+        what: String,
+    },
+
     /// The embedded node's blockstore failed.
     #[error("the embedded node's blockstore failed")]
     Storage(#[source] BoxError),
@@ -449,6 +489,7 @@ impl IpfsError {
             | IpfsError::NotPinned { .. }
             | IpfsError::NotFound { .. }
             | IpfsError::Resolve { .. }
+            | IpfsError::InvalidInput { .. }
             | IpfsError::Unsupported { .. } => false,
         }
     }

@@ -639,30 +639,40 @@ async fn pinfleet_add_imports_on_one_peer_and_every_peer_pins_it() {
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404, "--no-pin pins nothing");
 
-    // Several top-level parts need wrap-with-directory.
+    // Several top-level parts without wrap-with-directory: each is added
+    // and listed, only the last root is pinned (IPFS Cluster's adder).
     let two = reqwest::multipart::Form::new()
         .part(
             "file",
-            reqwest::multipart::Part::bytes(b"a".to_vec()).file_name("a"),
+            reqwest::multipart::Part::bytes(b"first top".to_vec()).file_name("a"),
         )
         .part(
             "file",
-            reqwest::multipart::Part::bytes(b"b".to_vec()).file_name("b"),
+            reqwest::multipart::Part::bytes(b"second top".to_vec()).file_name("b"),
         );
-    let refused = client
-        .post(format!("{api}/add"))
+    let resp = client
+        .post(format!("{api}/add?stream-channels=false"))
         .multipart(two)
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status().as_u16(), 400);
-    assert!(
-        refused
-            .text()
-            .await
-            .unwrap()
-            .contains("wrap-with-directory")
+    assert_eq!(resp.status().as_u16(), 200);
+    let both: Vec<serde_json::Value> = resp.json().await.unwrap();
+    let names: Vec<&str> = both.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(both[0].get("allocations").is_none());
+    let (first, last) = (
+        both[0]["cid"].as_str().unwrap(),
+        both[1]["cid"].as_str().unwrap(),
     );
+    for (cid, status) in [(first, 404), (last, 200)] {
+        let got = client
+            .get(format!("{api}/allocations/{cid}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status().as_u16(), status, "{cid}");
+    }
     // A path escaping the upload is refused.
     let evil = reqwest::multipart::Form::new().part(
         "file",

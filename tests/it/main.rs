@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod access;
+mod add_compat;
 mod api;
 mod bounded;
 mod cli;
@@ -20,6 +21,7 @@ mod crash;
 mod crd;
 mod diagnostics;
 mod embedded;
+mod hamt_vectors;
 mod hooks_daemon;
 mod inproc;
 mod ipfs;

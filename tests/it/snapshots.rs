@@ -1062,7 +1062,7 @@ async fn add_and_gc_on_an_embedded_node() {
             &[("chunks.txt", "0123456789abcdef")],
         ),
         ("post_add_bad_chunker_400", "?chunker=rabin", &hello),
-        ("post_add_two_without_wrap_400", "", &two),
+        ("post_add_two_without_wrap", "", &two),
     ];
     for (name, query, files) in adds {
         let resp = http
@@ -1073,7 +1073,7 @@ async fn add_and_gc_on_an_embedded_node() {
             .unwrap();
         scrub.check(name, &format!("POST /add{query}\n{}", show(resp).await));
     }
-    peer.all_pinned(2).await;
+    peer.all_pinned(3).await;
 
     // The CLI's adds: a directory tree, quiet, JSON.
     for (name, args) in [
@@ -1093,7 +1093,7 @@ async fn add_and_gc_on_an_embedded_node() {
             .unwrap();
         scrub.check(name, &show_cli(args, &o));
     }
-    peer.all_pinned(5).await;
+    peer.all_pinned(6).await;
 
     // gc removes the blocks nothing pins: those of the no-pin add.
     for (name, path) in [

@@ -458,8 +458,11 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
             .reply(200, "IPFS Cluster's `GlobalRepoGC`.", Json(schema::<GlobalRepoGc>)),
         doc(Method::POST, "/add", "Imports files into IPFS and pins the root.")
             .about(
-                "IPFS Cluster's adder: a multipart body of files; `AddedOutput` per entry, the root last \
-                 with its allocations.",
+                "IPFS Cluster's adder: a multipart body of files; `AddedOutput` per entry, streamed as \
+                 each top-level entry is imported, the root last with its allocations. Several top-level \
+                 entries without `wrap-with-directory` are each added; only the last root is pinned. An \
+                 error after the first entry ends the stream with its `X-Stream-Error` trailer, and \
+                 nothing is pinned.",
             )
             .params(PIN_OPTIONS)
             .params(&[
@@ -472,7 +475,13 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
                 q("chunker", Ty::Str, "`size-N` (default `size-262144`)."),
                 q("hash", Ty::OneOf(&["sha2-256"]), "Hash function."),
                 q("layout", Ty::OneOf(&["balanced"]), "DAG layout."),
-                q("format", Ty::OneOf(&["unixfs"]), "Import format."),
+                q(
+                    "format",
+                    Ty::OneOf(&["unixfs", "car"]),
+                    "Import format: `car` imports one CAR v1 file with exactly one root (no wrap).",
+                ),
+                q("progress", Ty::Bool, "Also stream `{\"name\",\"cid\":null,\"bytes\"}` progress objects."),
+                q("local", Ty::Bool, "Accepted: pinfleet always imports on the receiving peer only."),
                 q("hidden", Ty::Bool, "Accepted for compatibility."),
                 q("trickle", Ty::Bool, "Refused: pinfleet builds balanced DAGs only."),
                 q("shard", Ty::Bool, "Refused: pinfleet does not shard."),

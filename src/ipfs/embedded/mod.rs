@@ -8,6 +8,7 @@
 //! and gc. It must not know about the cluster: the daemon tells it whom to
 //! connect to.
 
+mod add;
 mod bitswap;
 pub mod peering;
 mod store;
@@ -843,47 +844,6 @@ impl IpfsBackend for EmbeddedNode {
         input: AddInput,
         opts: AddOpts,
     ) -> BoxFuture<'_, Result<AddedContent, IpfsError>> {
-        Box::pin(async move {
-            // The importer runs on `import`'s blocking thread; its entries
-            // come back through this slot.
-            let entries = Arc::new(std::sync::Mutex::new(Vec::new()));
-            let slot = Arc::clone(&entries);
-            let import = opts.import.clone();
-            let mut added = self
-                .import(opts.pin, move |sink| {
-                    let fail = |e: crate::ipfs::unixfs::UnixfsError<IpfsError>| match e {
-                        crate::ipfs::unixfs::UnixfsError::Sink { source, .. } => source,
-                        other => IpfsError::Unsupported {
-                            what: format!("add: {other}"),
-                        },
-                    };
-                    let list = match input {
-                        AddInput::Path(path) => {
-                            crate::ipfs::unixfs::add_path(&path, &import, sink).map_err(fail)?
-                        }
-                        AddInput::Reader(reader) => {
-                            vec![
-                                crate::ipfs::unixfs::add_reader(reader, &import, sink)
-                                    .map_err(fail)?,
-                            ]
-                        }
-                    };
-                    let root =
-                        list.last()
-                            .map(|a| a.cid)
-                            .ok_or_else(|| IpfsError::Unsupported {
-                                what: "add: nothing to import".into(),
-                            })?;
-                    if let Ok(mut e) = slot.lock() {
-                        *e = list;
-                    }
-                    Ok(root)
-                })
-                .await?;
-            if let Ok(mut e) = entries.lock() {
-                added.entries = std::mem::take(&mut *e);
-            }
-            Ok(added)
-        })
+        Box::pin(self.add_input(input, opts))
     }
 }

@@ -32,9 +32,13 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
-use super::{GcReport, IpfsBackend, IpfsError, IpfsId, PinLsFilter, PinOpts, PinnedCid, RepoStat};
+use super::{
+    AddInput, AddOpts, AddedContent, GcReport, IpfsBackend, IpfsError, IpfsId, PinLsFilter,
+    PinOpts, PinnedCid, RepoStat,
+};
 use crate::manifest::CidKey;
 
+mod add;
 #[cfg(test)]
 mod fuzz_tests;
 mod lines;
@@ -425,6 +429,18 @@ impl KuboClient {
 impl IpfsBackend for KuboClient {
     fn kind(&self) -> &'static str {
         "kubo"
+    }
+
+    fn can_add(&self) -> bool {
+        true
+    }
+
+    fn add(
+        &self,
+        input: AddInput,
+        opts: AddOpts,
+    ) -> BoxFuture<'_, Result<AddedContent, IpfsError>> {
+        Box::pin(self.add_input(input, opts))
     }
 
     fn id(&self) -> BoxFuture<'_, Result<IpfsId, IpfsError>> {

@@ -14,8 +14,10 @@ use cid::{Cid, Version};
 use multihash::Multihash;
 use sha2::{Digest, Sha256};
 
+use super::hamt;
 use super::{
-    AddOptions, Added, DataType, MAX_CHUNK_SIZE, MAX_LINKS, Sink, UnixfsData, UnixfsError,
+    AddOptions, Added, DataType, ImportEvent, MAX_CHUNK_SIZE, MAX_LINKS, Sink, UnixfsData,
+    UnixfsError,
 };
 use crate::ipfs::dagpb::{self, DAG_PB, PbLink, PbNode, RAW, SHA2_256};
 
@@ -194,10 +196,21 @@ fn read_chunk(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// How often a file's read progress is reported: every this many bytes
+/// (IPFS Cluster's and Kubo's increment), and once at its end.
+pub const PROGRESS_INCREMENT: u64 = 256 * 1024;
+
+/// Where read progress of a file goes: its name and the callback.
+type Progress<'p, 'e> = Option<(&'p str, &'p mut Events<'e>)>;
+
+/// The caller's event callback.
+pub type Events<'e> = dyn FnMut(ImportEvent) + 'e;
+
 fn import_file<R: Read, E>(
     mut reader: R,
     cfg: Config,
     sink: &mut Sink<'_, E>,
+    mut progress: Progress<'_, '_>,
 ) -> Result<(Child, u64), UnixfsError<E>> {
     let mut builder = FileBuilder {
         cfg,
@@ -206,6 +219,7 @@ fn import_file<R: Read, E>(
     };
     let mut buf = vec![0u8; cfg.chunk_size];
     let mut total = 0u64;
+    let mut reported = 0u64;
     loop {
         let n = read_chunk(&mut reader, &mut buf).map_err(UnixfsError::Read)?;
         if n == 0 {
@@ -216,6 +230,21 @@ fn import_file<R: Read, E>(
         if n < buf.len() {
             break;
         }
+        if let Some((name, events)) = progress.as_mut()
+            && total - reported >= PROGRESS_INCREMENT
+        {
+            reported = total;
+            events(ImportEvent::Progress {
+                name: (*name).to_string(),
+                bytes: total,
+            });
+        }
+    }
+    if let Some((name, events)) = progress {
+        events(ImportEvent::Progress {
+            name: name.to_string(),
+            bytes: total,
+        });
     }
     if total == 0 {
         builder.leaf(&[])?;
@@ -236,7 +265,7 @@ pub fn add_reader<R: Read, E>(
     sink: &mut Sink<'_, E>,
 ) -> Result<Added, UnixfsError<E>> {
     let cfg = Config::new(opts)?;
-    let (root, bytes) = import_file(reader, cfg, sink)?;
+    let (root, bytes) = import_file(reader, cfg, sink, None)?;
     Ok(Added {
         cid: root.cid,
         size: root.tsize,
@@ -258,6 +287,20 @@ pub fn add_path<E>(
     opts: &AddOptions,
     sink: &mut Sink<'_, E>,
 ) -> Result<Vec<Added>, UnixfsError<E>> {
+    add_path_with(path, opts, sink, false, &mut |_| {})
+}
+
+/// [`add_path`], reporting each entry to `events` as soon as it is
+/// imported (files and symlinks as they finish, directories at the end,
+/// in the order of the returned list) and, when `progress`, each file's
+/// bytes read so far every [`PROGRESS_INCREMENT`] bytes and at its end.
+pub fn add_path_with<E>(
+    path: &Path,
+    opts: &AddOptions,
+    sink: &mut Sink<'_, E>,
+    progress: bool,
+    events: &mut Events<'_>,
+) -> Result<Vec<Added>, UnixfsError<E>> {
     let cfg = Config::new(opts)?;
     let name = match path.file_name() {
         Some(n) => n
@@ -274,21 +317,28 @@ pub fn add_path<E>(
         sink,
         files: Vec::new(),
         dirs: Vec::new(),
+        progress,
+        events,
     };
     walk.entry(path, name)?;
+    for dir in &walk.dirs {
+        (walk.events)(ImportEvent::Added(dir.clone()));
+    }
     let mut out = walk.files;
     out.append(&mut walk.dirs);
     Ok(out)
 }
 
-struct Walk<'s, 'a, E> {
+struct Walk<'s, 'a, 'v, 'e, E> {
     cfg: Config,
     sink: &'s mut Sink<'a, E>,
     files: Vec<Added>,
     dirs: Vec<Added>,
+    progress: bool,
+    events: &'v mut Events<'e>,
 }
 
-impl<E> Walk<'_, '_, E> {
+impl<E> Walk<'_, '_, '_, '_, E> {
     /// Adds one entry; returns (cid, cumulative size, file bytes).
     fn entry(&mut self, path: &Path, name: String) -> Result<(Cid, u64, u64), UnixfsError<E>> {
         let fs_err = |source| UnixfsError::Fs {
@@ -323,11 +373,14 @@ impl<E> Walk<'_, '_, E> {
             (&mut self.files, added)
         } else if kind.is_file() {
             let file = std::fs::File::open(path).map_err(fs_err)?;
-            let (root, bytes) = import_file(io::BufReader::new(file), self.cfg, self.sink)
-                .map_err(|e| match e {
-                    UnixfsError::Read(source) => fs_err(source),
-                    other => other,
-                })?;
+            let progress = self.progress.then_some((name.as_str(), &mut *self.events));
+            let (root, bytes) =
+                import_file(io::BufReader::new(file), self.cfg, self.sink, progress).map_err(
+                    |e| match e {
+                        UnixfsError::Read(source) => fs_err(source),
+                        other => other,
+                    },
+                )?;
             let added = Added {
                 cid: root.cid,
                 size: root.tsize,
@@ -344,6 +397,9 @@ impl<E> Walk<'_, '_, E> {
             });
         };
         let result = (added.cid, added.size, added.bytes);
+        if !kind.is_dir() {
+            (self.events)(ImportEvent::Added(added.clone()));
+        }
         list.push(added);
         Ok(result)
     }
@@ -380,20 +436,33 @@ impl<E> Walk<'_, '_, E> {
                 tsize: Some(size),
             });
         }
-        let data = UnixfsData {
-            kind: DataType::Directory,
-            data: None,
-            filesize: None,
-            blocksizes: Vec::new(),
+        let entries: Vec<hamt::Entry> = links
+            .iter()
+            .map(|l| hamt::Entry {
+                name: l.name.clone().unwrap_or_default(),
+                cid: l.hash,
+                tsize: l.tsize.unwrap_or(0),
+            })
+            .collect();
+        let (cid, size) = if hamt::estimated_size(&entries) >= hamt::SHARDING_THRESHOLD {
+            hamt::build(entries, self.cfg.version, self.sink)?
+        } else {
+            let data = UnixfsData {
+                kind: DataType::Directory,
+                data: None,
+                filesize: None,
+                blocksizes: Vec::new(),
+            };
+            let children: u64 = links.iter().filter_map(|l| l.tsize).sum();
+            let block = dagpb::encode(&PbNode {
+                links,
+                data: Some(data.encode()),
+            });
+            let cid = block_cid(self.cfg.version, DAG_PB, &block);
+            let size = block.len() as u64 + children;
+            emit(self.sink, cid, block)?;
+            (cid, size)
         };
-        let children: u64 = links.iter().filter_map(|l| l.tsize).sum();
-        let block = dagpb::encode(&PbNode {
-            links,
-            data: Some(data.encode()),
-        });
-        let cid = block_cid(self.cfg.version, DAG_PB, &block);
-        let size = block.len() as u64 + children;
-        emit(self.sink, cid, block)?;
         Ok(Added {
             cid,
             size,

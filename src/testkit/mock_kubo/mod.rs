@@ -14,6 +14,7 @@
 //! ([`MockKubo::fail_midstream`]) ends with Kubo's older in-band error object
 //! rather than the `X-Stream-Error` trailer current Kubo sends.
 
+mod add;
 mod routes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -89,6 +90,7 @@ struct MockState {
     peer_id: String,
     /// Named links for `resolve`: (parent, name) → child.
     links: HashMap<(CidKey, String), Cid>,
+    added: Vec<String>,
 }
 
 impl MockKubo {
@@ -117,6 +119,7 @@ impl MockKubo {
             num_objects: 0,
             peer_id: mock_peer_id(addr.port()),
             links: HashMap::new(),
+            added: Vec::new(),
         };
         let shared = Arc::new(Shared {
             addr,
@@ -310,6 +313,11 @@ impl MockKubo {
             .iter()
             .filter(|c| c.endpoint == endpoint)
             .count()
+    }
+
+    /// The roots `add` and `dag/import` produced, in order.
+    pub fn added(&self) -> Vec<String> {
+        self.state().added.clone()
     }
 
     /// Forgets the call log.

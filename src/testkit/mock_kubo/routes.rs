@@ -62,7 +62,8 @@ impl Req {
     }
 }
 
-pub(super) async fn dispatch(State(ctx): State<Ctx>, method: Method, uri: Uri) -> Response {
+pub(super) async fn dispatch(State(ctx): State<Ctx>, request: axum::extract::Request) -> Response {
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let Some(endpoint) = uri.path().strip_prefix("/api/v0/") else {
         return text(StatusCode::NOT_FOUND, "404 page not found\n");
     };
@@ -118,6 +119,8 @@ pub(super) async fn dispatch(State(ctx): State<Ctx>, method: Method, uri: Uri) -
         "swarm/connect" => swarm_connect(&ctx, &req),
         "block/stat" => block_stat(&ctx, &req),
         "resolve" => resolve(&ctx, &req),
+        "add" => Ok(super::add::add(&ctx, &req.query, request).await),
+        "dag/import" => Ok(super::add::dag_import(&ctx, &req.query, request).await),
         _ => Ok(text(StatusCode::NOT_FOUND, "404 page not found\n")),
     };
     result.unwrap_or_else(IntoResponse::into_response)
@@ -171,7 +174,7 @@ impl IntoResponse for Refusal {
 }
 
 /// Kubo's error answer: `{"Message":…,"Code":…,"Type":"error"}`.
-fn kubo_error(status: StatusCode, code: u32, message: &str) -> Response {
+pub(super) fn kubo_error(status: StatusCode, code: u32, message: &str) -> Response {
     json_response(
         status,
         &json!({"Message": message, "Code": code, "Type": "error"}),
@@ -188,7 +191,7 @@ fn json_ok(value: &serde_json::Value) -> Response {
     json_response(StatusCode::OK, value)
 }
 
-fn line(value: &serde_json::Value) -> Bytes {
+pub(super) fn line(value: &serde_json::Value) -> Bytes {
     let mut s = value.to_string();
     s.push('\n');
     Bytes::from(s)
@@ -196,7 +199,7 @@ fn line(value: &serde_json::Value) -> Bytes {
 
 /// A streamed (channel) answer, headers as go-ipfs-cmds sets them. Ends
 /// with an error, breaking the connection, when the mock is stopped.
-fn streamed<S>(ctx: &Ctx, lines: S) -> Response
+pub(super) fn streamed<S>(ctx: &Ctx, lines: S) -> Response
 where
     S: Stream<Item = Bytes> + Send + 'static,
 {

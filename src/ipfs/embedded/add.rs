@@ -1,0 +1,110 @@
+//! The embedded node's `add`: runs the UnixFS importer (or the CAR reader)
+//! on `import`'s blocking thread, reporting entries as they are imported.
+//! It must not pin beyond what `AddOpts::pin` asks, nor decide names
+//! beyond Kubo's (and the wrapped add's) naming.
+
+use std::sync::{Arc, Mutex};
+
+use super::EmbeddedNode;
+use crate::ipfs::unixfs::{self, UnixfsError};
+use crate::ipfs::{AddEvent, AddInput, AddOpts, AddedContent, IpfsError, car, unwrapped_name};
+
+impl EmbeddedNode {
+    /// [`IpfsBackend::add`](crate::ipfs::IpfsBackend::add) for this node.
+    pub(super) async fn add_input(
+        &self,
+        input: AddInput,
+        opts: AddOpts,
+    ) -> Result<AddedContent, IpfsError> {
+        // The importer runs on `import`'s blocking thread; its entries
+        // come back through this slot.
+        let entries = Arc::new(Mutex::new(Vec::new()));
+        let slot = Arc::clone(&entries);
+        let AddOpts {
+            pin,
+            import,
+            wrap,
+            progress,
+            events,
+        } = opts;
+        let mut added = self
+            .import(pin, move |sink| {
+                let fail = |e: UnixfsError<IpfsError>| match e {
+                    UnixfsError::Sink { source, .. } => source,
+                    other => IpfsError::Unsupported {
+                        what: format!("add: {other}"),
+                    },
+                };
+                let mut report = |event: AddEvent| {
+                    let event = match event {
+                        AddEvent::Added(mut a) if wrap => {
+                            a.name = unwrapped_name(&a.name);
+                            AddEvent::Added(a)
+                        }
+                        AddEvent::Progress { name, bytes } if wrap => AddEvent::Progress {
+                            name: unwrapped_name(&name),
+                            bytes,
+                        },
+                        other => other,
+                    };
+                    if let Some(tx) = &events {
+                        // A receiver that went away wants no more events.
+                        let _ = tx.send(event);
+                    }
+                };
+                let list = match input {
+                    AddInput::Path(path) => {
+                        let mut list =
+                            unixfs::add_path_with(&path, &import, sink, progress, &mut report)
+                                .map_err(fail)?;
+                        if wrap {
+                            for a in &mut list {
+                                a.name = unwrapped_name(&a.name);
+                            }
+                        }
+                        list
+                    }
+                    AddInput::Reader(reader) => {
+                        let a = unixfs::add_reader(reader, &import, sink).map_err(fail)?;
+                        report(AddEvent::Added(a.clone()));
+                        vec![a]
+                    }
+                    AddInput::Car(path) => {
+                        let file =
+                            std::fs::File::open(&path).map_err(|e| IpfsError::InvalidInput {
+                                what: format!("cannot read the car: {e}"),
+                            })?;
+                        let summary = car::read(file, sink).map_err(|e| match e {
+                            car::CarError::Sink { source, .. } => source,
+                            other => IpfsError::InvalidInput {
+                                what: other.to_string(),
+                            },
+                        })?;
+                        let a = unixfs::Added {
+                            cid: summary.root,
+                            size: summary.size,
+                            name: String::new(),
+                            bytes: summary.bytes,
+                        };
+                        report(AddEvent::Added(a.clone()));
+                        vec![a]
+                    }
+                };
+                let root = list
+                    .last()
+                    .map(|a| a.cid)
+                    .ok_or_else(|| IpfsError::Unsupported {
+                        what: "add: nothing to import".into(),
+                    })?;
+                if let Ok(mut e) = slot.lock() {
+                    *e = list;
+                }
+                Ok(root)
+            })
+            .await?;
+        if let Ok(mut e) = entries.lock() {
+            added.entries = std::mem::take(&mut *e);
+        }
+        Ok(added)
+    }
+}
