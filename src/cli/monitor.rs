@@ -1,11 +1,12 @@
-//! `pinfleet health [metrics]`, `pinfleet version` and `pinfleet ipfs gc`:
+//! `pinfleet health [graph|metrics|alerts|bandwidth]`, `pinfleet version`
+//! and `pinfleet ipfs gc`:
 //! ipfs-cluster-ctl's monitoring commands, in its text layout (or the
 //! server's JSON with `--json`).
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use pinfleet::wire::{GlobalRepoGc, MonitorMetric};
+use pinfleet::wire::{ConnectGraph, GlobalRepoGc, MonitorMetric};
 
 use super::remote::{HostArgs, Out, block_on};
 
@@ -22,9 +23,42 @@ pub struct HealthArgs {
 /// What `pinfleet health` shows beyond "the peer answers".
 #[derive(Debug, Subcommand)]
 pub enum HealthCommand {
+    /// Draw who is connected to whom as a Graphviz DOT graph (render it
+    /// with `dot -Tsvg`).
+    Graph(GraphArgs),
     /// List the metric names this peer holds, or with a NAME the latest
     /// value of that metric from every peer (freespace, ping, tags…).
     Metrics(MetricsArgs),
+    /// List the members whose metrics expired (they stopped reporting).
+    Alerts(JsonHostArgs),
+    /// List libp2p bandwidth by protocol.
+    Bandwidth(JsonHostArgs),
+}
+
+/// Arguments of `pinfleet health graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Write the graph to this file instead of stdout.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    file: Option<std::path::PathBuf>,
+    /// Also draw IPFS peers that are not a member's node.
+    #[arg(long)]
+    all_ipfs_peers: bool,
+    #[command(flatten)]
+    host: HostArgs,
+    /// The server's `ConnectGraph` JSON instead of DOT.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A peer to ask, and whether to print its JSON.
+#[derive(Debug, Args)]
+pub struct JsonHostArgs {
+    #[command(flatten)]
+    host: HostArgs,
+    /// The server's JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `pinfleet health metrics`.
@@ -88,7 +122,161 @@ pub fn run_health(args: HealthArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(HealthCommand::Metrics(m)) => metrics(m),
+        Some(HealthCommand::Graph(g)) => graph(g),
+        Some(HealthCommand::Alerts(a)) => {
+            let alerts = block_on(a.host.client()?.alerts())??;
+            if a.json {
+                println!("{}", serde_json::to_string(&alerts)?);
+            } else if alerts.is_empty() {
+                println!("no alerts: every member reports its metrics");
+            } else {
+                for al in &alerts {
+                    println!(
+                        "{}: {} expired at {} (alert raised {})",
+                        al.metric.peer,
+                        al.metric.name,
+                        time_of_ns(al.metric.expire),
+                        al.triggered_at
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(HealthCommand::Bandwidth(a)) => {
+            let bw = block_on(a.host.client()?.bandwidth())??;
+            if a.json {
+                println!("{}", serde_json::to_string(&bw)?);
+            } else if bw.is_empty() {
+                println!(
+                    "no bandwidth figures: pinfleet does not count libp2p traffic by protocol"
+                );
+            } else {
+                for (proto, b) in &bw {
+                    println!(
+                        "{proto:>25}: In: {:>8}. Out: {:>8}. RateIn: {:.2}B/s. RateOut: {:.2}B/s",
+                        bytes(u64::try_from(b.total_in).unwrap_or(0)),
+                        bytes(u64::try_from(b.total_out).unwrap_or(0)),
+                        b.rate_in,
+                        b.rate_out
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Unix nanoseconds as RFC 3339.
+fn time_of_ns(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn graph(args: GraphArgs) -> anyhow::Result<ExitCode> {
+    let g = block_on(args.host.client()?.health_graph())??;
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&g)?)
+    } else {
+        dot(&g, args.all_ipfs_peers)
+    };
+    match &args.file {
+        Some(f) => std::fs::write(f, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `id` shortened as IPFS Cluster draws it: two first characters, `*`,
+/// six last.
+fn short_id(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() <= 8 {
+        return id.to_string();
+    }
+    let head: String = chars[..2].iter().collect();
+    let tail: String = chars[chars.len() - 6..].iter().collect();
+    format!("{head}*{tail}")
+}
+
+/// `lines` as one quoted DOT label, one line each.
+fn label(lines: &[&str]) -> String {
+    let escaped: Vec<String> = lines
+        .iter()
+        .map(|l| l.replace('\\', "\\\\").replace('"', "\\\""))
+        .collect();
+    format!("\"{}\"", escaped.join("\\n"))
+}
+
+/// The graph in Graphviz DOT: members as boxes (this peer's doubled),
+/// their IPFS nodes as cylinders, cluster links solid, a member to its
+/// node dotted, IPFS links dashed. With `all_ipfs`, IPFS peers that are no
+/// member's node are drawn too.
+pub fn dot(g: &ConnectGraph, all_ipfs: bool) -> String {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::fmt::Write;
+    let mut members: BTreeSet<&str> = g.cluster_links.keys().map(String::as_str).collect();
+    members.extend(g.id_to_peername.keys().map(String::as_str));
+    members.insert(g.cluster_id.as_str());
+    let member_nodes: BTreeSet<&str> = g.cluster_to_ipfs.values().map(String::as_str).collect();
+    let mut ipfs: BTreeSet<&str> = member_nodes.clone();
+    if all_ipfs {
+        for (from, to) in &g.ipfs_links {
+            ipfs.insert(from);
+            ipfs.extend(to.iter().map(String::as_str));
+        }
+    }
+    let mut ids: BTreeMap<&str, String> = BTreeMap::new();
+    let mut s = String::from("digraph cluster {\n");
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        s,
+        "  node [fontname=\"Arial\" style=\"filled\" fontcolor=\"black\"]"
+    );
+    for (i, m) in members.iter().enumerate() {
+        let id = format!("C{i}");
+        let name = g.id_to_peername.get(*m).map_or("", String::as_str);
+        let extra = if *m == g.cluster_id {
+            " peripheries=2"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "  {id} [label={} shape=box3d color=\"orange\"{extra}]",
+            label(&[name, &short_id(m)])
+        );
+        ids.insert(m, id);
+    }
+    for (i, n) in ipfs.iter().enumerate() {
+        let id = format!("I{i}");
+        let _ = writeln!(
+            s,
+            "  {id} [label={} shape=cylinder color=\"turquoise3\"]",
+            label(&["IPFS", &short_id(n)])
+        );
+        ids.insert(n, id);
+    }
+    for (from, tos) in &g.cluster_links {
+        for to in tos {
+            if let (Some(a), Some(b)) = (ids.get(from.as_str()), ids.get(to.as_str())) {
+                let _ = writeln!(s, "  {a} -> {b}");
+            }
+        }
+    }
+    for (member, node) in &g.cluster_to_ipfs {
+        if let (Some(a), Some(b)) = (ids.get(member.as_str()), ids.get(node.as_str())) {
+            let _ = writeln!(s, "  {a} -> {b} [style=dotted]");
+        }
+    }
+    for (from, tos) in &g.ipfs_links {
+        for to in tos {
+            if let (Some(a), Some(b)) = (ids.get(from.as_str()), ids.get(to.as_str())) {
+                let _ = writeln!(s, "  {a} -> {b} [style=dashed]");
+            }
+        }
+    }
+    s.push_str("}\n");
+    s
 }
 
 fn metrics(args: MetricsArgs) -> anyhow::Result<ExitCode> {
@@ -226,6 +414,44 @@ fn gc_text(gc: &GlobalRepoGc) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_graph_draws_members_their_nodes_and_links_in_dot() {
+        let g: ConnectGraph = serde_json::from_value(serde_json::json!({
+            "cluster_id": "12D3KooWAAAAAAAAself",
+            "id_to_peername": {"12D3KooWAAAAAAAAself": "p0", "12D3KooWBBBBBBBBpeer1": "p1"},
+            "ipfs_links": {"QmNode0aaaaaaaa": ["QmNode1bbbbbbbb", "QmStrangercccc"]},
+            "cluster_links": {
+                "12D3KooWAAAAAAAAself": ["12D3KooWBBBBBBBBpeer1"],
+                "12D3KooWBBBBBBBBpeer1": ["12D3KooWAAAAAAAAself"]
+            },
+            "cluster_to_ipfs": {
+                "12D3KooWAAAAAAAAself": "QmNode0aaaaaaaa",
+                "12D3KooWBBBBBBBBpeer1": "QmNode1bbbbbbbb"
+            },
+            "cluster_trust_links": {}
+        }))
+        .unwrap();
+        let d = dot(&g, false);
+        assert!(
+            d.starts_with("digraph cluster {\n") && d.ends_with("}\n"),
+            "{d}"
+        );
+        assert!(
+            d.contains("C0 [label=\"p0\\n12*AAself\" shape=box3d color=\"orange\" peripheries=2]"),
+            "{d}"
+        );
+        assert!(d.contains("C0 -> C1\n") && d.contains("C1 -> C0\n"), "{d}");
+        assert!(d.contains("C0 -> I0 [style=dotted]"), "{d}");
+        assert!(d.contains("I0 -> I1 [style=dashed]"), "{d}");
+        // A swarm peer that is no member's node only with --all-ipfs-peers.
+        assert!(!d.contains("Stranger") && !d.contains("I2"), "{d}");
+        assert!(
+            dot(&g, true).contains("I2 [label=\"IPFS\\nQm*ercccc\""),
+            "{}",
+            dot(&g, true)
+        );
+    }
 
     #[test]
     fn freespace_reads_in_decimal_units() {

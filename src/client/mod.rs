@@ -16,9 +16,9 @@ pub use stream::{Lines, MAX_LINE_BYTES, RawStream};
 
 use crate::manifest::PinSetId;
 use crate::wire::{
-    AddedOutput, ApplyReport, BatchPinReport, Condition, ConditionsReport, ErrorBody,
-    GlobalPinInfo, GlobalRepoGc, MonitorMetric, PatchDocument, PeerInfo, PinRecord, PinSetInfo,
-    PinSetStatus, Problem, ReconcileAnswer, VersionInfo,
+    AddedOutput, Alert, ApplyReport, Bandwidth, BatchPinReport, Condition, ConditionsReport,
+    ConnectGraph, ErrorBody, GlobalPinInfo, GlobalRepoGc, MonitorMetric, PatchDocument, PeerInfo,
+    PinRecord, PinSetInfo, PinSetStatus, Problem, ReconcileAnswer, VersionInfo,
 };
 
 /// Why a call failed.
@@ -783,6 +783,26 @@ impl Client {
     /// `GET /monitor/metrics/{name}`: the latest metric `name` of every peer.
     pub async fn metrics(&self, name: &str) -> Result<Vec<MonitorMetric>, ClientError> {
         let url = self.url(&["monitor", "metrics", name], &[]);
+        self.json(Method::GET, url, None, &[]).await
+    }
+
+    /// `GET /health/graph`: who is connected to whom.
+    pub async fn health_graph(&self) -> Result<ConnectGraph, ClientError> {
+        let url = self.url(&["health", "graph"], &[]);
+        self.json(Method::GET, url, None, &[]).await
+    }
+
+    /// `GET /health/alerts`: members whose metrics expired.
+    pub async fn alerts(&self) -> Result<Vec<Alert>, ClientError> {
+        let url = self.url(&["health", "alerts"], &[]);
+        self.json(Method::GET, url, None, &[]).await
+    }
+
+    /// `GET /health/bandwidth`: libp2p bandwidth by protocol.
+    pub async fn bandwidth(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Bandwidth>, ClientError> {
+        let url = self.url(&["health", "bandwidth"], &[]);
         self.json(Method::GET, url, None, &[]).await
     }
 

@@ -44,7 +44,18 @@ async fn pin_add_wait_returns_once_every_peer_pinned_and_rm_wait_once_every_peer
         .kubo
         .slow_progress(cid(7001), 6, Duration::from_millis(250));
     let o = fleet
-        .cli(&["pin", "add", &c, "--wait", "--wait-timeout", "60s"])
+        .cli(&[
+            "pin",
+            "add",
+            &c,
+            "--name",
+            "first",
+            "--metadata",
+            "team=arch",
+            "--wait",
+            "--wait-timeout",
+            "60s",
+        ])
         .await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // Back only once every node has it (replication -1: everywhere).
@@ -53,6 +64,31 @@ async fn pin_add_wait_returns_once_every_peer_pinned_and_rm_wait_once_every_peer
     }
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(out.matches(": PINNED |").count(), 3, "{out}");
+
+    // `pin update FROM TO`: the new pin takes FROM's options; FROM stays.
+    // TO is given as an IPFS path (a bare root: nothing to resolve).
+    let next = cid(7004).to_string();
+    let o = fleet
+        .cli(&[
+            "pin",
+            "update",
+            &c,
+            &format!("/ipfs/{next}"),
+            "--wait",
+            "--wait-timeout",
+            "60s",
+            "--json",
+        ])
+        .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let updated: PinRecord = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(updated.cid, next);
+    assert_eq!(updated.name, "first");
+    assert_eq!(updated.metadata["team"], "arch");
+    for n in &fleet.nodes {
+        assert!(n.kubo.pinned(cid(7004)).is_some(), "{}", text(&o));
+        assert!(n.kubo.pinned(cid(7001)).is_some(), "{}", text(&o));
+    }
 
     let o = fleet
         .cli(&["pin", "rm", &c, "--wait", "--wait-timeout", "60s"])
@@ -224,6 +260,35 @@ async fn ctl_commands_against_a_daemon_print_its_answers() {
         infos
             .iter()
             .all(|i| i.peer_map[&peer.id].status == TrackerStatus::Pinned)
+    );
+
+    // `health graph` (DOT, this peer drawn doubled), `alerts`, `bandwidth`.
+    let o = pinfleet(&[&["health", "graph"][..], &host].concat()).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let dot = String::from_utf8_lossy(&o.stdout);
+    assert!(dot.starts_with("digraph cluster {"), "{dot}");
+    assert!(dot.contains("peripheries=2"), "{dot}");
+    let o = pinfleet(&[&["health", "graph", "--json"][..], &host].concat()).await;
+    let g: Value = serde_json::from_slice(&o.stdout).unwrap();
+    crate::compat_shapes::check(
+        &g,
+        &crate::compat_shapes::CONNECT_GRAPH,
+        "health graph --json",
+    );
+    assert_eq!(g["cluster_id"], peer.id.as_str());
+    let o = pinfleet(&[&["health", "alerts"][..], &host].concat()).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("no alerts"),
+        "{}",
+        text(&o)
+    );
+    let o = pinfleet(&[&["health", "bandwidth", "--json"][..], &host].concat()).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        serde_json::from_slice::<Value>(&o.stdout)
+            .unwrap()
+            .is_object()
     );
 
     // `ipfs gc`: the peer's line; what it removed is listed below it.

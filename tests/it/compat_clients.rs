@@ -152,6 +152,73 @@ async fn go_client_and_ctl_requests_get_ipfs_cluster_shapes() {
     fleet.stop().await;
 }
 
+/// `POST /add` with one file part named as the Go client and the JS
+/// client name it (`file`, the file name as filename).
+async fn add(fleet: &Fleet, query: &str, name: &str, content: &str) -> Answer {
+    let part = reqwest::multipart::Part::bytes(content.as_bytes().to_vec())
+        .file_name(name.to_string())
+        .mime_str("application/octet-stream")
+        .unwrap();
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let resp = crate::support::http()
+        .post(format!("{}/add?{query}", fleet.url))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.text().await.unwrap();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn go_and_javascript_adds_get_ipfs_cluster_added_outputs() {
+    let root = tempfile::tempdir().unwrap();
+    let fleet = Fleet::start(3, root.path(), Duration::from_secs(60)).await;
+    // The Go client's `Add` with `DefaultAddParams()`: every key present,
+    // empty `layout` and `user-allocations` (url.Values.Encode: sorted).
+    let go = "chunker=size-262144&cid-version=0&format=unixfs&hash=sha2-256&hidden=false&layout=\
+              &local=false&mode=recursive&name=&no-pin=false&nocopy=false&progress=false\
+              &raw-leaves=false&recursive=false&replication-max=0&replication-min=0&shard=false\
+              &shard-size=104857600&stream-channels=true&user-allocations=&wrap-with-directory=false";
+    let a = add(&fleet, go, "go.txt", "added by the Go client").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.headers["content-type"], "application/json");
+    let out = check_lines(&a.body, &shapes::ADDED_OUTPUT, "go add");
+    let root_cid = out.last().unwrap()["cid"].as_str().unwrap().to_string();
+    assert!(root_cid.starts_with("Qm"), "CIDv0 by default: {}", a.body);
+    let a = send(&fleet, Method::GET, &format!("/allocations/{root_cid}")).await;
+    assert_eq!(a.status, 200, "the root is pinned: {}", a.body);
+
+    // @nftstorage/ipfs-cluster's `add(file)`: `stream-channels=false`, CIDv1
+    // raw leaves; it reads `result[0]`.
+    let a = add(
+        &fleet,
+        "stream-channels=false&raw-leaves=true&cid-version=1",
+        "js.txt",
+        "added by the JS client",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let list = a.json();
+    let list = list
+        .as_array()
+        .unwrap_or_else(|| panic!("an array: {}", a.body));
+    assert_eq!(list.len(), 1, "{}", a.body);
+    check(&list[0], &shapes::ADDED_OUTPUT, "js add");
+    assert!(
+        list[0]["cid"].as_str().unwrap().starts_with("bafk"),
+        "{}",
+        a.body
+    );
+    fleet.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn javascript_and_python_client_requests_get_ipfs_cluster_shapes() {
     let root = tempfile::tempdir().unwrap();

@@ -12,53 +12,10 @@ use pinfleet::ipfs::{AddInput, AddOpts};
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::compat_shapes::{self as shapes, check};
 use crate::inproc::Api;
 use crate::status::Fleet;
 use crate::support::{cid_v1, http, write_tree};
-
-/// IPFS Cluster's `api.Pin` JSON (PinOptions embedded): every field and
-/// the JSON type Go encodes it as (`pin_update` is `omitempty`).
-const PIN_FIELDS: [(&str, &str); 15] = [
-    ("replication_factor_min", "integer"),
-    ("replication_factor_max", "integer"),
-    ("name", "string"),
-    ("mode", "string"),
-    ("shard_size", "integer"),
-    ("user_allocations", "array|null"),
-    ("expire_at", "string"),
-    ("metadata", "object|null"),
-    ("origins", "array|null"),
-    ("cid", "string"),
-    ("type", "string"),
-    ("allocations", "array|null"),
-    ("max_depth", "integer"),
-    ("reference", "string|null"),
-    ("timestamp", "string"),
-];
-
-pub(crate) fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "float",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-/// Every field of `fields` is in `v` with one of its allowed JSON types.
-pub(crate) fn assert_shape(v: &Value, fields: &[(&str, &str)]) {
-    for (name, types) in fields {
-        let got = v.get(*name).unwrap_or_else(|| panic!("no {name} in {v}"));
-        assert!(
-            types.split('|').any(|t| t == json_type(got)),
-            "{name}: {} is not {types} in {v}",
-            json_type(got)
-        );
-    }
-}
 
 async fn send(method: reqwest::Method, url: String) -> (StatusCode, Value) {
     let resp = http().request(method, url).send().await.unwrap();
@@ -110,7 +67,7 @@ async fn path_pins_resolve_through_the_embedded_node_and_answer_the_resolved_pin
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{pin}");
-    assert_shape(&pin, &PIN_FIELDS);
+    check(&pin, &shapes::PIN, "pin");
     assert_eq!(
         pin["cid"],
         file.to_string(),
@@ -250,40 +207,14 @@ async fn path_pins_resolve_through_kubo_resolve_on_the_kubo_backend() {
     fleet.stop().await;
 }
 
-/// IPFS Cluster's `api.GlobalPinInfo` JSON.
-const GLOBAL_PIN_INFO_FIELDS: [(&str, &str); 7] = [
-    ("cid", "string"),
-    ("name", "string"),
-    ("allocations", "array|null"),
-    ("origins", "array|null"),
-    ("created", "string"),
-    ("metadata", "object|null"),
-    ("peer_map", "object"),
-];
-
-/// IPFS Cluster's `api.PinInfoShort` JSON (`ipfs_peer_id` and
-/// `ipfs_peer_addresses` are `omitempty` there; pinfleet names every
-/// member, so they are present).
-const PIN_INFO_SHORT_FIELDS: [(&str, &str); 8] = [
-    ("peername", "string"),
-    ("ipfs_peer_id", "string"),
-    ("ipfs_peer_addresses", "array"),
-    ("status", "string"),
-    ("timestamp", "string"),
-    ("error", "string"),
-    ("attempt_count", "integer"),
-    ("priority_pin", "bool"),
-];
-
 /// Every member of `fleet` is in `info`'s peer map, named by its peer name
 /// and its (mock) IPFS node's ID and addresses, with status `want`.
 fn assert_every_member(fleet: &Fleet, info: &Value, members: &[usize], want: &str) {
-    assert_shape(info, &GLOBAL_PIN_INFO_FIELDS);
+    check(info, &shapes::GLOBAL_PIN_INFO, "status");
     let map = info["peer_map"].as_object().unwrap();
     assert_eq!(map.len(), members.len(), "{info}");
     for i in members {
         let entry = &map[&fleet.id(*i)];
-        assert_shape(entry, &PIN_INFO_SHORT_FIELDS);
         assert_eq!(entry["status"], want, "{info}");
         assert_eq!(entry["peername"], format!("p{i}"), "{info}");
         let ipfs = entry["ipfs_peer_id"].as_str().unwrap();
@@ -408,7 +339,7 @@ async fn pin_update_copies_the_old_pins_options_and_unknown_modes_pin_recursivel
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{pin}");
-    assert_shape(&pin, &PIN_FIELDS);
+    check(&pin, &shapes::PIN, "pin");
     assert_eq!(pin["cid"], new);
     assert_eq!(pin["pin_update"], old, "{pin}");
     assert_eq!(pin["name"], "v1", "the old name when none is given");
@@ -459,33 +390,6 @@ async fn pin_update_copies_the_old_pins_options_and_unknown_modes_pin_recursivel
     api.stop().await;
 }
 
-/// IPFS Cluster's `api.Metric` JSON, and `api.Alert` (it embeds Metric).
-const ALERT_FIELDS: [(&str, &str); 9] = [
-    ("name", "string"),
-    ("peer", "string"),
-    ("value", "string"),
-    ("expire", "integer"),
-    ("valid", "bool"),
-    ("weight", "integer"),
-    ("partitionable", "bool"),
-    ("received_at", "integer"),
-    ("triggered_at", "string"),
-];
-
-/// IPFS Cluster's `api.ID` JSON.
-const ID_FIELDS: [(&str, &str); 10] = [
-    ("id", "string"),
-    ("addresses", "array"),
-    ("cluster_peers", "array"),
-    ("cluster_peers_addresses", "array"),
-    ("version", "string"),
-    ("commit", "string"),
-    ("rpc_protocol_version", "string"),
-    ("error", "string"),
-    ("ipfs", "object"),
-    ("peername", "string"),
-];
-
 fn ndjson(text: &str) -> Vec<Value> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -513,17 +417,7 @@ async fn health_graph_alerts_bandwidth_and_peers_describe_every_member_even_a_si
     // connected to the two others.
     let (status, g) = send(reqwest::Method::GET, format!("{}/health/graph", fleet.url)).await;
     assert_eq!(status, StatusCode::OK, "{g}");
-    assert_shape(
-        &g,
-        &[
-            ("cluster_id", "string"),
-            ("id_to_peername", "object"),
-            ("ipfs_links", "object"),
-            ("cluster_links", "object"),
-            ("cluster_to_ipfs", "object"),
-            ("cluster_trust_links", "object"),
-        ],
-    );
+    check(&g, &shapes::CONNECT_GRAPH, "health/graph");
     assert_eq!(g["cluster_id"], ids[0]);
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(g["id_to_peername"][id], format!("p{i}"), "{g}");
@@ -578,7 +472,7 @@ async fn health_graph_alerts_bandwidth_and_peers_describe_every_member_even_a_si
     let alerts = alerts.as_array().unwrap().clone();
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     for a in &alerts {
-        assert_shape(a, &ALERT_FIELDS);
+        check(a, &shapes::ALERT, "alert");
     }
     assert_eq!(
         (&alerts[0]["peer"], &alerts[0]["name"]),
@@ -595,7 +489,7 @@ async fn health_graph_alerts_bandwidth_and_peers_describe_every_member_even_a_si
     assert_eq!(peers[0]["id"], ids[0], "this peer first");
     for p in &peers {
         let i = ids.iter().position(|id| p["id"] == id.as_str()).unwrap();
-        assert_shape(p, &ID_FIELDS);
+        check(p, &shapes::ID, "peer");
         assert_eq!(p["error"], "", "{p}");
         assert_eq!(p["peername"], format!("p{i}"), "{p}");
         assert!(
@@ -611,7 +505,7 @@ async fn health_graph_alerts_bandwidth_and_peers_describe_every_member_even_a_si
     let peers = ndjson(&text);
     assert_eq!(peers.len(), 3, "a silent member is still listed: {text}");
     let silent = peers.iter().find(|p| p["id"] == ids[2]).unwrap();
-    assert_shape(silent, &ID_FIELDS);
+    check(silent, &shapes::ID, "silent peer");
     assert!(!silent["error"].as_str().unwrap().is_empty(), "{silent}");
     assert!(
         !silent["addresses"].as_array().unwrap().is_empty(),
@@ -668,7 +562,7 @@ async fn post_peers_adds_a_waiting_peer_as_a_member_and_refuses_bad_bodies() {
     let addr = newcomer.addr().to_string();
     let (status, id) = post(format!(r#"{{"peer_id":"{pid}","addresses":["{addr}"]}}"#)).await;
     assert_eq!(status, StatusCode::OK, "{id}");
-    assert_shape(&id, &ID_FIELDS);
+    check(&id, &shapes::ID, "id");
     assert_eq!(id["id"], pid);
     newcomer
         .node
