@@ -7,7 +7,7 @@
 //! expired; pinfleet counts no libp2p bandwidth, so that map is empty. This
 //! module reads only: it must not change the monitor or the membership.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
@@ -66,25 +66,8 @@ pub(super) async fn graph(State(state): State<ApiState>) -> Json<ConnectGraph> {
 /// `GET /health/alerts`: each member's metrics whose last reading expired,
 /// newest first, `triggered_at` being when it expired.
 pub(super) async fn alerts(State(state): State<ApiState>) -> Result<Json<Vec<Alert>>, ApiError> {
-    let Some(view) = &state.monitor else {
-        return Err(ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "this peer runs no monitor",
-        ));
-    };
-    let members: BTreeSet<String> = state
-        .node
-        .members()
-        .into_iter()
-        .map(|(_, n)| n.peer_id)
-        .collect();
-    let now = chrono::Utc::now().timestamp_millis();
-    let mut out: Vec<(i64, Alert)> = Vec::new();
-    {
-        // A panic while holding this lock leaves plain data behind.
-        let m = view
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut out = super::monitor::with_view(&state, |m, members, now| {
+        let mut out: Vec<(i64, Alert)> = Vec::new();
         for peer in m.peers().filter(|p| members.contains(*p)) {
             for metric in m.peer(peer).into_iter().flat_map(|names| names.values()) {
                 if metric.is_expired(now) {
@@ -98,7 +81,8 @@ pub(super) async fn alerts(State(state): State<ApiState>) -> Result<Json<Vec<Ale
                 }
             }
         }
-    }
+        out
+    })?;
     out.sort_by_key(|a| std::cmp::Reverse(a.0));
     Ok(Json(out.into_iter().map(|(_, a)| a).collect()))
 }

@@ -68,8 +68,12 @@ fn latest(metrics: &PeerMetrics, members: &BTreeSet<String>, now_ms: i64) -> Vec
     out
 }
 
-/// Every current metric known to this peer, by name.
-fn by_name(state: &ApiState) -> Result<BTreeMap<String, Vec<MonitorMetric>>, ApiError> {
+/// `read` of this peer's monitor view, the current members' peer ids and
+/// the time now (Unix ms); 503 when this peer runs no monitor.
+pub(super) fn with_view<T>(
+    state: &ApiState,
+    read: impl FnOnce(&PeerMetrics, &BTreeSet<String>, i64) -> T,
+) -> Result<T, ApiError> {
     let Some(view) = &state.monitor else {
         return Err(ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -83,13 +87,16 @@ fn by_name(state: &ApiState) -> Result<BTreeMap<String, Vec<MonitorMetric>>, Api
         .map(|(_, n)| n.peer_id)
         .collect();
     let now = chrono::Utc::now().timestamp_millis();
-    let list = {
-        // A panic while holding this lock leaves plain data behind.
-        let m = view
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        latest(&m, &members, now)
-    };
+    // A panic while holding this lock leaves plain data behind.
+    let m = view
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok(read(&m, &members, now))
+}
+
+/// Every current metric known to this peer, by name.
+fn by_name(state: &ApiState) -> Result<BTreeMap<String, Vec<MonitorMetric>>, ApiError> {
+    let list = with_view(state, latest)?;
     let mut out: BTreeMap<String, Vec<MonitorMetric>> = BTreeMap::new();
     for m in list {
         out.entry(m.name.clone()).or_default().push(m);

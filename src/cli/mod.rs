@@ -104,10 +104,12 @@ enum Command {
     /// Export or import the shared state (NDJSON, one pin per line).
     #[command(subcommand)]
     State(state::StateCommand),
-    /// Show pin statuses: one CID, a PinSet's summary, or every pin.
+    /// Show pin statuses: CIDs, a PinSet's summary, or every pin.
     ///
     /// `status pinset/NS/NAME` shows the PinSet's conditions, counts per
-    /// peer and first errors. Exit 1 when the CID or PinSet is unknown.
+    /// peer and first errors. Exit 1 when the PinSet is unknown; a CID not
+    /// in the pinset shows each peer's own status (unpinned), as
+    /// ipfs-cluster-ctl does.
     Status(status::StatusArgs),
     /// Retry failed pin and unpin operations now (one CID, or all).
     Recover(status::RecoverArgs),

@@ -24,6 +24,17 @@ struct Answer {
 }
 
 impl Answer {
+    async fn read(resp: reqwest::Response) -> Answer {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.unwrap();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
     fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
@@ -35,14 +46,7 @@ async fn send(fleet: &Fleet, method: Method, path_and_query: &str) -> Answer {
         .send()
         .await
         .unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.text().await.unwrap();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer::read(resp).await
 }
 
 /// The Go client's `PinOptions.ToQuery()` for default options plus `name`
@@ -166,14 +170,7 @@ async fn add(fleet: &Fleet, query: &str, name: &str, content: &str) -> Answer {
         .send()
         .await
         .unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.text().await.unwrap();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer::read(resp).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

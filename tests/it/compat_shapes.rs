@@ -65,6 +65,8 @@ const fn omit(name: &'static str, json: Json) -> Field {
 /// A Go type's JSON shape.
 pub struct Shape {
     pub name: &'static str,
+    /// A struct it embeds (Go inlines the embedded struct's fields).
+    pub embeds: Option<&'static Shape>,
     pub fields: &'static [Field],
     /// Fields pinfleet sends beyond IPFS Cluster's (see docs/compat.md).
     pub extras: &'static [&'static str],
@@ -82,6 +84,7 @@ const NUM: Json = Json(4 | 8);
 
 /// `api.ID` (`GET /id`, `GET /peers` items).
 pub const ID: Shape = Shape {
+    embeds: None,
     name: "ID",
     fields: &[
         f("id", STRING),
@@ -101,6 +104,7 @@ pub const ID: Shape = Shape {
 
 /// `api.IPFSID` (`ID.ipfs`).
 pub const IPFS_ID: Shape = Shape {
+    embeds: None,
     name: "IPFSID",
     fields: &[omit("id", STRING), f("addresses", LIST), f("error", STRING)],
     extras: &[],
@@ -108,6 +112,7 @@ pub const IPFS_ID: Shape = Shape {
 
 /// `api.Version`.
 pub const VERSION: Shape = Shape {
+    embeds: None,
     name: "Version",
     fields: &[f("version", STRING)],
     extras: &[],
@@ -115,6 +120,7 @@ pub const VERSION: Shape = Shape {
 
 /// `api.Pin` (`POST`/`DELETE /pins/…`, `/allocations`).
 pub const PIN: Shape = Shape {
+    embeds: None,
     name: "Pin",
     fields: &[
         f("replication_factor_min", INT),
@@ -139,6 +145,7 @@ pub const PIN: Shape = Shape {
 
 /// `api.GlobalPinInfo` (`GET /pins[/{cid}]`, recover).
 pub const GLOBAL_PIN_INFO: Shape = Shape {
+    embeds: None,
     name: "GlobalPinInfo",
     fields: &[
         f("cid", CID),
@@ -154,6 +161,7 @@ pub const GLOBAL_PIN_INFO: Shape = Shape {
 
 /// `api.PinInfoShort` (`GlobalPinInfo.peer_map` values).
 pub const PIN_INFO_SHORT: Shape = Shape {
+    embeds: None,
     name: "PinInfoShort",
     fields: &[
         f("peername", STRING),
@@ -170,6 +178,7 @@ pub const PIN_INFO_SHORT: Shape = Shape {
 
 /// `api.Metric` (`GET /monitor/metrics/{name}`).
 pub const METRIC: Shape = Shape {
+    embeds: None,
     name: "Metric",
     fields: &[
         f("name", STRING),
@@ -186,23 +195,15 @@ pub const METRIC: Shape = Shape {
 
 /// `api.Alert` (`GET /health/alerts`): a Metric plus when it fired.
 pub const ALERT: Shape = Shape {
+    embeds: Some(&METRIC),
     name: "Alert",
-    fields: &[
-        f("name", STRING),
-        f("peer", STRING),
-        f("value", STRING),
-        f("expire", INT),
-        f("valid", BOOL),
-        f("weight", INT),
-        f("partitionable", BOOL),
-        f("received_at", INT),
-        f("triggered_at", TIME),
-    ],
+    fields: &[f("triggered_at", TIME)],
     extras: &[],
 };
 
 /// `api.ConnectGraph` (`GET /health/graph`).
 pub const CONNECT_GRAPH: Shape = Shape {
+    embeds: None,
     name: "ConnectGraph",
     fields: &[
         f("cluster_id", STRING),
@@ -219,6 +220,7 @@ pub const CONNECT_GRAPH: Shape = Shape {
 /// (pinfleet answers an empty map: nothing to hold against it yet.)
 #[allow(dead_code)]
 pub const BANDWIDTH: Shape = Shape {
+    embeds: None,
     name: "Bandwidth",
     fields: &[
         f("total_in", INT),
@@ -231,6 +233,7 @@ pub const BANDWIDTH: Shape = Shape {
 
 /// `api.AddedOutput` (`POST /add` items).
 pub const ADDED_OUTPUT: Shape = Shape {
+    embeds: None,
     name: "AddedOutput",
     fields: &[
         f("name", STRING),
@@ -244,6 +247,7 @@ pub const ADDED_OUTPUT: Shape = Shape {
 
 /// `api.GlobalRepoGC` (`POST /ipfs/gc`).
 pub const GLOBAL_REPO_GC: Shape = Shape {
+    embeds: None,
     name: "GlobalRepoGC",
     fields: &[f("peer_map", MAP)],
     extras: &[],
@@ -251,6 +255,7 @@ pub const GLOBAL_REPO_GC: Shape = Shape {
 
 /// `api.RepoGC` (`GlobalRepoGC.peer_map` values).
 pub const REPO_GC: Shape = Shape {
+    embeds: None,
     name: "RepoGC",
     fields: &[
         f("peer", STRING),
@@ -263,6 +268,7 @@ pub const REPO_GC: Shape = Shape {
 
 /// `api.Error`: every error answer's body.
 pub const ERROR: Shape = Shape {
+    embeds: None,
     name: "Error",
     fields: &[f("code", INT), f("message", STRING)],
     extras: &["errors"],
@@ -270,6 +276,7 @@ pub const ERROR: Shape = Shape {
 
 /// `POST /token`'s answer.
 pub const TOKEN: Shape = Shape {
+    embeds: None,
     name: "Token",
     fields: &[f("token", STRING)],
     extras: &[],
@@ -281,7 +288,13 @@ pub fn check(v: &Value, shape: &Shape, at: &str) {
     let Value::Object(obj) = v else {
         panic!("{at}: a {} is a JSON object, got {v}", shape.name);
     };
-    for field in shape.fields {
+    let fields = || {
+        shape
+            .fields
+            .iter()
+            .chain(shape.embeds.into_iter().flat_map(|e| e.fields))
+    };
+    for field in fields() {
         match obj.get(field.name) {
             None => assert!(
                 field.optional,
@@ -298,7 +311,7 @@ pub fn check(v: &Value, shape: &Shape, at: &str) {
     }
     for key in obj.keys() {
         assert!(
-            shape.fields.iter().any(|f| f.name == key) || shape.extras.contains(&key.as_str()),
+            fields().any(|f| f.name == key) || shape.extras.contains(&key.as_str()),
             "{at}: {}.{key} is not IPFS Cluster's, nor a declared pinfleet extra: {v}",
             shape.name
         );
