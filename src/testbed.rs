@@ -227,6 +227,19 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Testbed
     move |source| TestbedError::Io { what, path, source }
 }
 
+/// How often a peer is started on fresh ports when its own were taken.
+const PORT_ATTEMPTS: usize = 3;
+/// What a bind error says (the OS's text).
+const ADDRESS_IN_USE: &str = "Address already in use";
+
+/// The last `n` non-empty lines of the log at `path`, joined by ` | `
+/// (what a peer said before it exited).
+fn last_lines(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
 fn free_port() -> std::io::Result<u16> {
     // The port is released before the daemon binds it; a collision in that
     // window is possible but rare, and shows up as a clear bind error.
@@ -245,20 +258,37 @@ fn prepare_peer(index: usize, dir: &Path, secret: &ClusterSecret) -> Result<(), 
     let prep = |message: String| TestbedError::Prepare { index, message };
     let mut config = ServiceConfig::new(*secret);
     config.cluster.peername = format!("peer-{index}");
-    let p2p_port = free_port().map_err(|e| prep(e.to_string()))?;
-    let api_port = free_port().map_err(|e| prep(e.to_string()))?;
-    config.cluster.listen_multiaddress = vec![
-        format!("/ip4/127.0.0.1/tcp/{p2p_port}")
-            .parse()
-            .map_err(|e: libp2p::multiaddr::Error| prep(e.to_string()))?,
-    ];
-    config.api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, api_port));
+    fresh_ports(&mut config).map_err(prep)?;
     crate::config::write_private_file(&service, config.to_toml().as_bytes(), true)
         .map_err(io("cannot write", &service))?;
     Identity::generate()
         .save(&identity, true)
         .map_err(|e| prep(e.to_string()))?;
     Ok(())
+}
+
+/// Free loopback ports for `config`'s cluster and API listeners.
+fn fresh_ports(config: &mut ServiceConfig) -> Result<(), String> {
+    let p2p_port = free_port().map_err(|e| e.to_string())?;
+    let api_port = free_port().map_err(|e| e.to_string())?;
+    config.cluster.listen_multiaddress = vec![
+        format!("/ip4/127.0.0.1/tcp/{p2p_port}")
+            .parse()
+            .map_err(|e: libp2p::multiaddr::Error| e.to_string())?,
+    ];
+    config.api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, api_port));
+    Ok(())
+}
+
+/// Gives the peer in `dir` fresh ports (its own were taken by another
+/// process before it could bind them).
+fn repick_ports(index: usize, dir: &Path) -> Result<(), TestbedError> {
+    let path = dir.join(SERVICE_FILE);
+    let prep = |message: String| TestbedError::Prepare { index, message };
+    let mut config = ServiceConfig::load_with_env(&path, &[]).map_err(|e| prep(e.to_string()))?;
+    fresh_ports(&mut config).map_err(prep)?;
+    crate::config::write_private_file(&path, config.to_toml().as_bytes(), true)
+        .map_err(io("cannot write", &path))
 }
 
 /// The secret shared by the testbed's peers: peer 0's, or a new one.
@@ -311,21 +341,37 @@ impl Testbed {
                 args.push("--bootstrap".into());
                 args.push(b.clone());
             }
-            let _ = std::fs::remove_file(d.join(crate::daemon::RUN_FILE)); // stale from a crash
             let log_path = d.join("daemon.log");
-            let log = std::fs::File::create(&log_path).map_err(io("cannot create", &log_path))?;
-            let err_log = log.try_clone().map_err(io("cannot open", &log_path))?;
-            let child = Command::new(&opts.exe)
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(err_log)
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(io("cannot start", &opts.exe))?;
-            let pid = child.id().unwrap_or_default();
-            tb.children.push(child);
-            let info = tb.wait_run_file(i, d, pid, &log_path, deadline).await?;
+            // A free port is released before the daemon binds it: another
+            // process may take it meanwhile. Then new ports, and again.
+            let mut attempt = 0;
+            let (pid, info) = loop {
+                attempt += 1;
+                let _ = std::fs::remove_file(d.join(crate::daemon::RUN_FILE)); // stale from a crash
+                let log =
+                    std::fs::File::create(&log_path).map_err(io("cannot create", &log_path))?;
+                let err_log = log.try_clone().map_err(io("cannot open", &log_path))?;
+                let child = Command::new(&opts.exe)
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(log)
+                    .stderr(err_log)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(io("cannot start", &opts.exe))?;
+                let pid = child.id().unwrap_or_default();
+                tb.children.push(child);
+                match tb.wait_run_file(i, d, pid, &log_path, deadline).await {
+                    Ok(info) => break (pid, info),
+                    Err(TestbedError::PeerFailed { reason, .. })
+                        if attempt < PORT_ATTEMPTS && reason.contains(ADDRESS_IN_USE) =>
+                    {
+                        tb.children.pop();
+                        repick_ports(i, d)?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             if bootstrap.is_empty() {
                 bootstrap = info.p2p.clone();
             }
@@ -377,9 +423,10 @@ impl Testbed {
             if let Some(child) = self.children.last_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
+                let said = last_lines(log, 5);
                 return Err(TestbedError::PeerFailed {
                     index,
-                    reason: format!("exited with {status}"),
+                    reason: format!("exited with {status}: {said}"),
                     log: log.to_path_buf(),
                 });
             }

@@ -1,12 +1,13 @@
 //! Group commit on the leader. Every write the leader accepts (its own and
-//! those followers forward) queues here; one task proposes them in order,
-//! one log entry at a time. Single-pin writes (`Apply`, `Unpin`) that queued
-//! while the previous entry was in flight go into ONE entry
-//! (`Command::Batch`), each caller answered with its own member's outcome,
-//! exactly as if written alone. There is no timer: an idle leader proposes
-//! a write as soon as it arrives; under load a batch is whatever queued
-//! meanwhile, bounded by `consensus.batch_max_pins` ops and
-//! [`MAX_ENTRY_BYTES`].
+//! those followers forward) queues here; one task proposes them in order.
+//! Up to [`IN_FLIGHT`] log entries are in flight at once (submitted to Raft
+//! in queue order, so the log keeps that order, and committed while the
+//! next are gathered). Single-pin writes (`Apply`, `Unpin`) that queued
+//! while every slot was busy go into ONE entry (`Command::Batch`), each
+//! caller answered with its own member's outcome, exactly as if written
+//! alone. There is no timer: an idle leader proposes a write as soon as it
+//! arrives; under load a batch is whatever queued meanwhile, bounded by
+//! `consensus.batch_max_pins` ops and [`MAX_ENTRY_BYTES`].
 //!
 //! Allocation at pin time: before proposing, the batch's pins that are new
 //! or whose placement options changed are given to the registered
@@ -20,10 +21,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::node::write_failure;
 use super::{ClusterNode, MAX_ENTRY_BYTES, RemoteFailure, entry_bytes};
 use crate::manifest::CidKey;
 use crate::state::{Command, Op, Outcome, Request, StatePin};
@@ -42,6 +42,11 @@ pub(super) const QUEUE: usize = 8192;
 
 /// Most members one batch holds.
 const MAX_MEMBERS: usize = 8192;
+
+/// Log entries proposed and not yet committed at once. One at a time left
+/// the peers idle most of a write's life (a round of fsyncs per entry);
+/// a few overlap those waits while keeping batches large under load.
+pub(super) const IN_FLIGHT: usize = 4;
 
 /// Room kept in a batch's entry for the `Batch` envelope.
 const BATCH_ENVELOPE: usize = 64;
@@ -105,7 +110,18 @@ pub(super) async fn run(
     cancel: CancellationToken,
 ) {
     let mut carry: Option<Pending> = None;
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
+        // A slot first: while all are taken, writes queue and the next
+        // batch grows.
+        let slot = tokio::select! {
+            _ = cancel.cancelled() => return,
+            s = Arc::clone(&slots).acquire_owned() => match s {
+                Ok(s) => s,
+                // Never closed while this task holds it.
+                Err(_) => return,
+            },
+        };
         let first = match carry.take() {
             Some(p) => p,
             None => tokio::select! {
@@ -131,7 +147,7 @@ pub(super) async fn run(
         } else {
             batch.push(first);
         }
-        node.propose(batch).await;
+        node.propose(batch, slot).await;
     }
 }
 
@@ -142,8 +158,10 @@ impl ClusterNode {
         let _ = self.inner.pin_allocator.set(allocator);
     }
 
-    /// Proposes one batch as one log entry and answers each member.
-    async fn propose(&self, batch: Vec<Pending>) {
+    /// Submits one batch as one log entry (in order: it returns once Raft
+    /// has it) and answers each member when it is committed; `slot` is
+    /// freed then.
+    async fn propose(&self, batch: Vec<Pending>, slot: OwnedSemaphorePermit) {
         let (commands, replies): (Vec<Command>, Vec<_>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let (commands, allocations) = self.allocate_at_write(commands).await;
@@ -174,45 +192,62 @@ impl ClusterNode {
             }
             Command::Batch(members)
         };
-        let result = self.client_write(command).await;
-        match result {
-            Ok(out) => {
-                let outcomes = if single { vec![out] } else { out.members };
-                let mut outcomes = outcomes.into_iter();
-                for reply in replies {
-                    // The caller may have given up waiting.
-                    let _ = reply.send(Ok(outcomes.next().unwrap_or_default()));
-                }
-            }
-            Err(f) => {
-                for reply in replies {
-                    let _ = reply.send(Err(f.clone()));
+        let submitted = self.submit(command).await;
+        // The allocations that did not fit go right after, in order.
+        let mut extra = Vec::new();
+        if submitted.is_ok() {
+            for chunk in split_allocations(later) {
+                match self.submit(chunk).await {
+                    Ok(rx) => extra.push(rx),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "write-time allocation not recorded; the allocation loop retries");
+                    }
                 }
             }
         }
-        for chunk in split_allocations(later) {
-            if let Err(e) = self.client_write(chunk).await {
-                tracing::debug!(error = %e, "write-time allocation not recorded; the allocation loop retries");
+        let timeout = self.inner.write_timeout;
+        tokio::spawn(async move {
+            let result = match submitted {
+                Ok(rx) => committed(rx, timeout).await,
+                Err(f) => Err(f),
+            };
+            match result {
+                Ok(out) => {
+                    let outcomes = if single { vec![out] } else { out.members };
+                    let mut outcomes = outcomes.into_iter();
+                    for reply in replies {
+                        // The caller may have given up waiting.
+                        let _ = reply.send(Ok(outcomes.next().unwrap_or_default()));
+                    }
+                }
+                Err(f) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(f.clone()));
+                    }
+                }
             }
-        }
+            for rx in extra {
+                if let Err(e) = committed(rx, timeout).await {
+                    tracing::debug!(error = %e, "write-time allocation not recorded; the allocation loop retries");
+                }
+            }
+            drop(slot);
+        });
     }
 
-    /// Commits one command on this (leader) peer.
-    async fn client_write(&self, command: Command) -> Result<Outcome, RemoteFailure> {
+    /// Hands one command to Raft on this (leader) peer; the receiver
+    /// answers once it is committed and applied. Raft appends in the order
+    /// of these calls.
+    async fn submit(&self, command: Command) -> Result<Committed, RemoteFailure> {
         let req = Request {
             now_ms: chrono::Utc::now().timestamp_millis(),
             command,
         };
-        match tokio::time::timeout(self.inner.write_timeout, self.inner.raft.client_write(req))
+        self.inner
+            .raft
+            .client_write_ff(req)
             .await
-        {
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(e)) => Err(write_failure(e)),
-            Err(_) => Err(RemoteFailure::Unavailable(format!(
-                "write not committed within {:?} (no quorum?)",
-                self.inner.write_timeout
-            ))),
-        }
+            .map_err(|e| RemoteFailure::Unavailable(format!("raft stopped: {e}")))
     }
 
     /// The allocations the registered [`PinAllocator`] chooses for the
@@ -248,6 +283,27 @@ impl ClusterNode {
         // The task is done: this is the only reference left.
         let commands = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
         (commands, allocations)
+    }
+}
+
+/// What [`ClusterNode::submit`] hands back: the commit's answer to come.
+type Committed = <<super::TypeConfig as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<super::TypeConfig>>::Receiver;
+
+/// The outcome of a submitted command once committed, within `timeout`.
+async fn committed(rx: Committed, timeout: std::time::Duration) -> Result<Outcome, RemoteFailure> {
+    use openraft::error::ClientWriteError;
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(Ok(resp))) => Ok(resp.data),
+        Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(RemoteFailure::NotLeader(f.leader_id))
+        }
+        Ok(Ok(Err(e))) => Err(RemoteFailure::Other(e.to_string())),
+        Ok(Err(_)) => Err(RemoteFailure::Unavailable(
+            "raft dropped the write (shutting down?)".into(),
+        )),
+        Err(_) => Err(RemoteFailure::Unavailable(format!(
+            "write not committed within {timeout:?} (no quorum?)"
+        ))),
     }
 }
 

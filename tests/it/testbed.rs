@@ -445,3 +445,33 @@ fn a_testbed_with_auth_serves_the_quickstart_to_its_writer() {
     assert!(with_token.status.success(), "{with_token:?}");
     stop_daemon(&mut child);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_testbed_peer_whose_port_was_taken_starts_on_fresh_ports() {
+    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = TestbedOptions {
+        exe: exe().into(),
+        peers: 1,
+        dir: dir.path().join("tb"),
+        timeout: Duration::from_secs(60),
+        ipfs: TestbedIpfs::None,
+        auth: false,
+    };
+    let tb = Testbed::up(&opts).await.unwrap();
+    let first = tb.file.peers[0].api.clone();
+    tb.stop().await;
+    // Another process holds the API port the peer's config names.
+    let addr = first.trim_start_matches("http://").trim_end_matches('/');
+    let _holder = std::net::TcpListener::bind(addr).unwrap();
+    let tb = Testbed::up(&opts).await.unwrap();
+    let again = tb.file.peers[0].api.clone();
+    assert_ne!(again, first, "the peer moved to a free port");
+    let resp = crate::support::http()
+        .get(format!("{}/health", again.trim_end_matches('/')))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    tb.stop().await;
+}
