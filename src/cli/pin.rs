@@ -95,10 +95,7 @@ impl PinOptionArgs {
             push("expire-at", t.clone());
         }
         if let Some(d) = &self.expire_in {
-            pinfleet::manifest::duration::parse_duration(d).map_err(|e| {
-                anyhow::anyhow!("--expire-in {}: {e}", pinfleet::manifest::shown(d))
-            })?;
-            push("expire-in", d.clone());
+            push("expire-in", expire_in(d)?);
         }
         for kv in &self.metadata {
             let shown = pinfleet::manifest::shown(kv);
@@ -112,6 +109,13 @@ impl PinOptionArgs {
         }
         Ok(q)
     }
+}
+
+/// `--expire-in`'s value, checked to be a duration before it is sent.
+fn expire_in(d: &str) -> anyhow::Result<String> {
+    pinfleet::manifest::duration::parse_duration(d)
+        .map_err(|e| anyhow::anyhow!("--expire-in {}: {e}", pinfleet::manifest::shown(d)))?;
+    Ok(d.to_string())
 }
 
 /// Arguments of `pinfleet pin add`.
@@ -275,9 +279,7 @@ fn update(args: PinUpdateArgs) -> anyhow::Result<ExitCode> {
         query.push(("name".into(), n.clone()));
     }
     if let Some(d) = &args.expire_in {
-        pinfleet::manifest::duration::parse_duration(d)
-            .map_err(|e| anyhow::anyhow!("--expire-in {}: {e}", pinfleet::manifest::shown(d)))?;
-        query.push(("expire-in".into(), d.clone()));
+        query.push(("expire-in".into(), expire_in(d)?));
     }
     let client = args.host.client()?;
     let pin = block_on(client.pin(&args.to, &query))??;

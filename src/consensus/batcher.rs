@@ -303,13 +303,9 @@ type Committed = <<super::TypeConfig as openraft::RaftTypeConfig>::Responder as 
 
 /// The outcome of a submitted command once committed, within `timeout`.
 async fn committed(rx: Committed, timeout: std::time::Duration) -> Result<Outcome, RemoteFailure> {
-    use openraft::error::ClientWriteError;
     match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(Ok(resp))) => Ok(resp.data),
-        Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => {
-            Err(RemoteFailure::NotLeader(f.leader_id))
-        }
-        Ok(Ok(Err(e))) => Err(RemoteFailure::Other(e.to_string())),
+        Ok(Ok(Err(e))) => Err(super::node::client_write_failure(e)),
         Ok(Err(_)) => Err(RemoteFailure::Unavailable(
             "raft dropped the write (shutting down?)".into(),
         )),

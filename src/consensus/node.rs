@@ -745,9 +745,16 @@ pub(super) fn write_failure(
     e: RaftError<NodeId, ClientWriteError<NodeId, PeerNode>>,
 ) -> RemoteFailure {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            RemoteFailure::NotLeader(f.leader_id)
-        }
+        RaftError::APIError(e) => client_write_failure(e),
+        other => RemoteFailure::Other(other.to_string()),
+    }
+}
+
+/// A refused client write as the callers see it: not the leader (retry
+/// there), or why.
+pub(super) fn client_write_failure(e: ClientWriteError<NodeId, PeerNode>) -> RemoteFailure {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => RemoteFailure::NotLeader(f.leader_id),
         other => RemoteFailure::Other(other.to_string()),
     }
 }
