@@ -21,7 +21,8 @@
 //! Environment: `PINFLEET_WRITE_PINS` (N, 0 skips part 1),
 //! `PINFLEET_WRITE_CLIENTS` (C), `PINFLEET_WRITE_IMPORT` (M, 0 skips part
 //! 2), `PINFLEET_WRITE_TIMEOUT_SECS` (each wait, default 900),
-//! `PINFLEET_WRITE_DIR` (where the temporary directory goes).
+//! `PINFLEET_WRITE_DIR` (where the temporary directory goes),
+//! `PINFLEET_WRITE_EXE` (another `pinfleet` build to measure instead).
 //! `PINFLEET_<SECTION>_<KEY>` variables reach the daemons (the testbed
 //! passes its environment on) as config overrides.
 
@@ -36,8 +37,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// The daemon and CLI under test, built by cargo for this bench.
-const EXE: &str = env!("CARGO_BIN_EXE_pinfleet");
+/// The daemon and CLI under test, built by cargo for this bench
+/// (`PINFLEET_WRITE_EXE` names another build, to compare two versions).
+fn exe() -> String {
+    std::env::var("PINFLEET_WRITE_EXE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pinfleet").into())
+}
 /// How often waits poll.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -88,14 +92,14 @@ impl Testbed {
     fn up(dir: &Path, timeout: Duration) -> Res<Self> {
         let out = dir.join("testbed.out");
         let log = File::create(&out).map_err(|e| e.to_string())?;
-        let child = Command::new(EXE)
+        let child = Command::new(exe())
             .args(["testbed", "up", "--ipfs", "none", "--peers", "3", "--dir"])
             .arg(dir.join("tb"))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start {EXE}: {e}"))?;
+            .map_err(|e| format!("cannot start {}: {e}", exe()))?;
         let mut tb = Testbed {
             child,
             apis: Vec::new(),
@@ -280,7 +284,7 @@ async fn import(
     timeout: Duration,
 ) -> Res<()> {
     let t = Instant::now();
-    let out = tokio::process::Command::new(EXE)
+    let out = tokio::process::Command::new(exe())
         .args(["state", "import", "--host", &apis[0]])
         .arg(file)
         .env_remove("PINFLEET_HOST")

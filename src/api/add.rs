@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::pins::{Params, RawParams, catch_up, get_pin, pin_spec};
+use super::pins::{Params, RawParams, get_pin, pin_spec};
 use super::{ApiError, ApiState};
 use crate::ipfs::unixfs::{AddOptions, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 use crate::ipfs::{AddEvent, AddInput, AddOpts, IpfsBackend, IpfsError};
@@ -470,7 +470,6 @@ impl Job {
         if let Some(r) = out.refused {
             return Err(ApiError::new(StatusCode::CONFLICT, r));
         }
-        catch_up(&self.state.node).await;
         Ok(get_pin(&self.state.node, key)
             .await?
             .map(|p| p.allocations)

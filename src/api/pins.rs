@@ -172,7 +172,7 @@ pub(super) async fn pin_key(
     if let Some(r) = out.refused {
         return Err(ApiError::new(StatusCode::CONFLICT, r));
     }
-    catch_up(&state.node).await;
+    // `write` returns once this peer applied the write too.
     let pin = match get_pin(&state.node, key).await? {
         Some(p) => p,
         // Unpinned again in between: answer what was pinned.
@@ -258,7 +258,6 @@ pub(super) async fn unpin_key(
             tracing::info!(cid = %key, owners = ?pinsets, "forced unpin released pinsets");
         }
     }
-    catch_up(&state.node).await;
     let pin = match get_pin(&state.node, key).await? {
         Some(p) => p,
         None => {

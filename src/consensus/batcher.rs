@@ -225,11 +225,14 @@ impl ClusterNode {
             };
             match result {
                 Ok(out) => {
+                    let index = out.log_index;
                     let outcomes = if single { vec![out] } else { out.members };
                     let mut outcomes = outcomes.into_iter();
                     for reply in replies {
+                        let mut own = outcomes.next().unwrap_or_default();
+                        own.log_index = index;
                         // The caller may have given up waiting.
-                        let _ = reply.send(Ok(outcomes.next().unwrap_or_default()));
+                        let _ = reply.send(Ok(own));
                     }
                 }
                 Err(f) => {
@@ -304,7 +307,11 @@ type Committed = <<super::TypeConfig as openraft::RaftTypeConfig>::Responder as 
 /// The outcome of a submitted command once committed, within `timeout`.
 async fn committed(rx: Committed, timeout: std::time::Duration) -> Result<Outcome, RemoteFailure> {
     match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(Ok(resp))) => Ok(resp.data),
+        Ok(Ok(Ok(resp))) => {
+            let mut out = resp.data;
+            out.log_index = Some(resp.log_id.index);
+            Ok(out)
+        }
         Ok(Ok(Err(e))) => Err(super::node::client_write_failure(e)),
         Ok(Err(_)) => Err(RemoteFailure::Unavailable(
             "raft dropped the write (shutting down?)".into(),

@@ -17,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 mod batcher;
+mod forward;
 mod log_store;
 mod membership;
 mod network;

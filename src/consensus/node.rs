@@ -170,6 +170,8 @@ pub(super) struct Inner {
     /// Writes accepted while leading, for the group-commit proposer
     /// (`batcher.rs`).
     pub(super) queue: mpsc::Sender<super::batcher::Pending>,
+    /// Writes accepted while following, for the leader (`forward.rs`).
+    pub(super) forwards: mpsc::Sender<super::forward::Forward>,
     /// The write-time allocation hook, once registered.
     pub(super) pin_allocator: std::sync::OnceLock<super::batcher::PinAllocator>,
 }
@@ -278,6 +280,7 @@ impl ClusterNode {
             }
         });
         let (queue, queued) = mpsc::channel(super::batcher::QUEUE);
+        let (forwards, to_forward) = mpsc::channel(super::forward::QUEUE);
         let this = ClusterNode {
             inner: Arc::new(Inner {
                 gossip_sink: Arc::new(std::sync::OnceLock::new()),
@@ -294,10 +297,16 @@ impl ClusterNode {
                 tasks: tasks.clone(),
                 installing: std::sync::Mutex::new(None),
                 queue,
+                forwards,
                 pin_allocator: std::sync::OnceLock::new(),
             }),
         };
         tasks.spawn(super::batcher::run(this.clone(), queued, cancel.clone()));
+        tasks.spawn(super::forward::run(
+            this.clone(),
+            to_forward,
+            cancel.clone(),
+        ));
 
         tasks.spawn(
             this.clone()
@@ -514,6 +523,7 @@ impl ClusterNode {
             Rpc::InstallSnapshot(r) if r.done => self.install_last_chunk(r).await,
             Rpc::InstallSnapshot(r) => RpcReply::InstallSnapshot(raft.install_snapshot(r).await),
             Rpc::Write(cmd) => RpcReply::Write(self.write_local(cmd).await),
+            Rpc::WriteBatch(cmds) => RpcReply::WriteBatch(self.write_local_group(cmds).await),
             Rpc::Join(node) => RpcReply::Membership(self.join_local(node).await),
             Rpc::Remove(id) => RpcReply::Membership(self.remove_local(id).await),
             Rpc::Call { method, body } => RpcReply::Call(
@@ -620,17 +630,19 @@ impl ClusterNode {
             if self.leader().is_none() {
                 return Err(ClusterError::NoLeader);
             }
-            let result = if self.is_leader() {
-                self.write_local(command.clone()).await
+            let forwarded = !self.is_leader();
+            let result = if forwarded {
+                self.forward(command.clone()).await
             } else {
-                match self.send_to_leader(Rpc::Write(command.clone())).await {
-                    Ok(RpcReply::Write(r)) => r,
-                    Ok(_) => Err(RemoteFailure::Other("unexpected reply".into())),
-                    Err(e) => Err(e),
-                }
+                self.write_local(command.clone()).await
             };
             match result {
-                Ok(out) => return Ok(out),
+                Ok(out) => {
+                    if forwarded {
+                        self.applied_through(out.log_index, deadline).await;
+                    }
+                    return Ok(out);
+                }
                 // Leadership moved while we asked: try the new leader.
                 Err(RemoteFailure::NotLeader(_)) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -640,7 +652,20 @@ impl ClusterNode {
         }
     }
 
-    async fn write_local(&self, command: Command) -> Result<Outcome, RemoteFailure> {
+    /// Waits (until `deadline` at most) until this peer has applied the
+    /// log through `index`, so what it answers next shows a write the
+    /// leader committed there. Past the deadline it answers from what it
+    /// has, as a read barrier that fails does.
+    async fn applied_through(&self, index: Option<u64>, deadline: tokio::time::Instant) {
+        let Some(index) = index else { return };
+        let mut applied = self.inner.applied.clone();
+        let caught_up = tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= index));
+        if !matches!(caught_up.await, Ok(Ok(_))) {
+            tracing::debug!(index, "a forwarded write is not applied here yet");
+        }
+    }
+
+    pub(super) async fn write_local(&self, command: Command) -> Result<Outcome, RemoteFailure> {
         let m = self.metrics();
         if m.current_leader != Some(self.inner.id) {
             return Err(RemoteFailure::NotLeader(m.current_leader));

@@ -40,6 +40,9 @@ pub enum Rpc {
     InstallSnapshot(#[serde(with = "snapshot_chunk")] InstallSnapshotRequest<TypeConfig>),
     /// A state machine command forwarded to the leader.
     Write(Command),
+    /// Commands forwarded to the leader together, in order (a follower's
+    /// writes that queued while its previous request was on its way).
+    WriteBatch(Vec<Command>),
     /// A new peer asks to become a voter.
     Join(PeerNode),
     /// Remove a peer from the membership (sent to the leader).
@@ -69,6 +72,8 @@ pub enum RpcReply {
     ),
     /// To `Write`.
     Write(Result<Outcome, RemoteFailure>),
+    /// To `WriteBatch`: each command's answer, in order.
+    WriteBatch(Vec<Result<Outcome, RemoteFailure>>),
     /// To `Join` and `Remove`.
     Membership(Result<(), RemoteFailure>),
     /// To `ReadIndex`: the index the reader must have applied.

@@ -218,4 +218,10 @@ pub struct Outcome {
     /// above are their sums). Empty for any other command.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<Outcome>,
+    /// The index of the log entry that carried the command, set by
+    /// consensus once it is committed (applying leaves it `None`): a
+    /// follower that forwarded the write waits until it has applied this
+    /// far before answering, so its own reads show the write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<u64>,
 }

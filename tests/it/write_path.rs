@@ -173,7 +173,9 @@ async fn pins_are_answered_allocated_and_concurrent_pins_share_log_entries() {
     assert_eq!(allocations(&shown), chosen);
 
     // 200 concurrent pins, half through the leader and half through a
-    // follower: each answered with its own CID and its allocations.
+    // follower (which sends them to the leader in groups): each answered
+    // with its own CID and its allocations, and each readable at once on
+    // the peer that answered it (read your writes).
     const N: usize = 200;
     let before = log_index(&api(leader)).await;
     let mut calls = FuturesUnordered::new();
@@ -182,6 +184,8 @@ async fn pins_are_answered_allocated_and_concurrent_pins_share_log_entries() {
         let cid = cid_v1(&format!("write-path-many-{i}"));
         calls.push(async move {
             let v = pin(&base, &cid, "replication-min=2&replication-max=2").await;
+            let shown = get_json(&format!("{base}/allocations/{cid}")).await;
+            assert_eq!(shown["cid"], cid.as_str(), "{shown}");
             (cid, v)
         });
     }
