@@ -27,6 +27,7 @@ mod inproc;
 mod ipfs;
 mod limits;
 mod manifest;
+mod manifests;
 mod openapi;
 mod patch;
 mod rest_fuzz;
