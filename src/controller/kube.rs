@@ -234,10 +234,16 @@ async fn apply(
     }
     entry.engine.set_force(ctx.opts.force);
     let out = entry.engine.reconcile(loaded, drift).await;
+    // A skipped reconcile (unchanged and healthy) keeps the last outcome.
     let outcome = out
         .pinsets
         .iter()
         .find(|o| o.id() == *id)
+        .or_else(|| {
+            out.skipped
+                .then(|| entry.engine.state().statuses.get(id))
+                .flatten()
+        })
         .cloned()
         .or_else(|| {
             out.source_error.as_ref().map(|m| {
@@ -249,7 +255,7 @@ async fn apply(
                 )
             })
         });
-    if let Some(o) = &outcome {
+    if let Some(o) = outcome.as_ref().filter(|_| !out.skipped) {
         log(o);
     }
     finish(obj, id, ctx, outcome).await

@@ -31,6 +31,21 @@ pub const FIELD_MANAGER: &str = "pinfleet";
 /// configuration) would only bloat the record.
 const ANNOTATION_PREFIX: &str = "pinfleet.io/";
 
+/// Reads a source spec: `kube` (every namespace) or `kube:NAMESPACE`.
+/// `None` when `text` is not a kube source; an error for a namespace that
+/// is not a DNS label.
+pub fn parse_spec(text: &str) -> Option<Result<Option<String>, String>> {
+    if text == "kube" {
+        return Some(Ok(None));
+    }
+    let ns = text.strip_prefix("kube:")?;
+    Some(
+        crate::manifest::check_dns_label(ns)
+            .map(|()| Some(ns.to_string()))
+            .map_err(|e| format!("kube: source namespace: {e}")),
+    )
+}
+
 /// `namespace/name` of an object (`default` when it has no namespace).
 pub fn id_of(ps: &PinSet) -> PinSetId {
     PinSetId::new(
@@ -322,6 +337,15 @@ mod tests {
     }
 
     const GOOD: &str = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi";
+
+    #[test]
+    fn kube_sources_name_every_namespace_or_one() {
+        assert_eq!(parse_spec("kube"), Some(Ok(None)));
+        assert_eq!(parse_spec("kube:mirrors"), Some(Ok(Some("mirrors".into()))));
+        assert!(matches!(parse_spec("kube:Not_A_Label"), Some(Err(_))));
+        assert_eq!(parse_spec("dir:/x"), None);
+        assert_eq!(parse_spec("kubectl"), None);
+    }
 
     #[test]
     fn an_object_loads_as_one_pinset_with_a_stable_revision() {

@@ -1,0 +1,488 @@
+//! The kube source end to end: `run_kube` watching an in-process fake
+//! Kubernetes API server (`fake_kube`) and applying PinSet objects to a real
+//! one-peer cluster with a tracker and a mock Kubo (`status::Fleet`). Each
+//! test owns its fake server, cluster and namespaces; every wait has a
+//! deadline.
+
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use pinfleet::client::Client;
+use pinfleet::controller::{KubeOptions, run_kube};
+use pinfleet::manifest::{CidKey, PinSet};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::fake_kube::FakeKube;
+use crate::status::{Fleet, eventually};
+use crate::support::{cid_v1, owners_at, recorded_at};
+
+struct Rig {
+    fake: FakeKube,
+    fleet: Fleet,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+fn options() -> KubeOptions {
+    KubeOptions {
+        refresh: Duration::from_millis(200),
+        interval: Duration::from_secs(60),
+        backoff_min: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(2),
+        ..KubeOptions::default()
+    }
+}
+
+impl Rig {
+    /// A cluster, a fake API server and the kube source between them; the
+    /// controller reaches the cluster at `via` when given (a proxy).
+    async fn start_with(opts: KubeOptions, via: Option<&dyn Fn(&str) -> String>) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = Fleet::start(1, dir.path(), Duration::from_millis(200)).await;
+        let fake = FakeKube::start().await;
+        let cancel = CancellationToken::new();
+        let url = via.map_or_else(|| fleet.url.clone(), |v| v(&fleet.url));
+        tokio::spawn(run_kube(
+            Client::new(&url).unwrap(),
+            fake.client(),
+            opts,
+            cancel.clone(),
+        ));
+        Rig {
+            fake,
+            fleet,
+            cancel,
+            _dir: dir,
+        }
+    }
+
+    async fn start() -> Rig {
+        Self::start_with(options(), None).await
+    }
+
+    fn api(&self, ns: &str) -> Api<PinSet> {
+        Api::namespaced(self.fake.client(), ns)
+    }
+
+    async fn create(&self, ns: &str, name: &str, spec: Value, annotations: Value) {
+        let ps: PinSet = serde_json::from_value(json!({
+            "apiVersion": "pinfleet.io/v1alpha1",
+            "kind": "PinSet",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+            "spec": spec,
+        }))
+        .unwrap();
+        self.api(ns)
+            .create(&PostParams::default(), &ps)
+            .await
+            .unwrap();
+    }
+
+    async fn merge(&self, ns: &str, name: &str, patch: Value) {
+        self.api(ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    async fn delete(&self, ns: &str, name: &str) {
+        self.api(ns)
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the object's condition `type_` has `status` and
+    /// `reason` for generation `generation`; returns the object.
+    async fn until_condition(
+        &self,
+        ns: &str,
+        name: &str,
+        generation: i64,
+        type_: &str,
+        want: (&str, &str),
+    ) -> Value {
+        eventually(&format!("{ns}/{name}: {type_} {want:?} at generation {generation}"), || async {
+            let o = self.fake.object(ns, name)?;
+            let st = &o["status"];
+            (st["observedGeneration"] == generation
+                && condition(st, type_) == Some((want.0.to_string(), want.1.to_string())))
+            .then_some(o)
+        })
+        .await
+    }
+
+    async fn owners(&self, cid: &str) -> Option<Vec<String>> {
+        owners_at(&self.fleet.url, cid).await
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.fleet.stop().await;
+    }
+}
+
+/// `(status, reason)` of condition `type_` in a status.
+fn condition(status: &Value, type_: &str) -> Option<(String, String)> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+fn message(status: &Value, type_: &str) -> String {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn seeds(test: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| cid_v1(&format!("kube-{test}-{i}"))).collect()
+}
+
+fn pins(cids: &[String]) -> Value {
+    json!({"pins": cids.iter().map(|c| json!({"cid": c})).collect::<Vec<_>>()})
+}
+
+fn finalizers(o: &Value) -> Vec<String> {
+    o["metadata"]["finalizers"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_created_pinset_is_reconciling_then_ready_with_its_generation() {
+    let rig = Rig::start().await;
+    let cids = seeds("create", 3);
+    // One pin takes a while, so the PinSet is seen still reconciling.
+    rig.fleet.nodes[0].kubo.slow_progress(
+        CidKey::parse(&cids[0]).unwrap(),
+        10,
+        Duration::from_millis(100),
+    );
+    rig.create("team-a", "web", pins(&cids), json!({})).await;
+    let o = rig
+        .until_condition("team-a", "web", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    assert_eq!(finalizers(&o), ["pinfleet.io/cleanup"]);
+    let st = &o["status"];
+    assert_eq!(st["summary"]["total"], 3);
+    assert_eq!(st["summary"]["pinned"], 3);
+    assert_eq!(condition(st, "Reconciling").unwrap().0, "False");
+    assert_eq!(condition(st, "Stalled").unwrap().0, "False");
+    for c in st["conditions"].as_array().unwrap() {
+        assert_eq!(c["observedGeneration"], 1, "{c}");
+    }
+    assert_eq!(st["peers"].as_object().unwrap().len(), 1, "{st}");
+    // Before Ready, the status said the pins were still progressing.
+    let history = rig.fake.statuses("team-a", "web");
+    assert!(
+        history
+            .iter()
+            .any(|s| condition(s, "Reconciling") == Some(("True".into(), "Progressing".into()))),
+        "{history:#?}"
+    );
+    for c in &cids {
+        assert_eq!(
+            rig.owners(c).await.unwrap(),
+            ["pinset:team-a/web"],
+            "owner of {c}"
+        );
+    }
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_spec_change_is_a_new_generation_and_only_the_difference_is_applied() {
+    let rig = Rig::start().await;
+    let cids = seeds("change", 4);
+    rig.create("team-a", "web", pins(&cids[..3]), json!({})).await;
+    rig.until_condition("team-a", "web", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    let kubo = &rig.fleet.nodes[0].kubo;
+    let adds = |cid: &str| {
+        kubo.calls()
+            .iter()
+            .filter(|c| c.endpoint == "pin/add" && c.args.first().map(String::as_str) == Some(cid))
+            .count()
+    };
+    assert_eq!(adds(&cids[1]), 1);
+
+    // a, b, c → b, c, d (prune on: a's ownership goes).
+    rig.merge("team-a", "web", json!({"spec": pins(&cids[1..])}))
+        .await;
+    let o = rig
+        .until_condition("team-a", "web", 2, "Ready", ("True", "Succeeded"))
+        .await;
+    assert_eq!(o["status"]["summary"]["total"], 3);
+    assert!(rig.owners(&cids[0]).await.is_none(), "a stays pinned");
+    assert!(rig.owners(&cids[3]).await.is_some(), "d is not pinned");
+    // b and c were not pinned again.
+    assert_eq!(adds(&cids[1]), 1);
+    assert_eq!(adds(&cids[2]), 1);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_pinset_releases_its_pins_then_its_finalizer() {
+    let rig = Rig::start().await;
+    let cids = seeds("delete", 2);
+    rig.create(
+        "team-a",
+        "gone",
+        pins(&cids),
+        json!({"pinfleet.io/force-prune": "true"}),
+    )
+    .await;
+    rig.until_condition("team-a", "gone", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    rig.delete("team-a", "gone").await;
+    eventually("the object to be gone", || async {
+        rig.fake.object("team-a", "gone").is_none().then_some(())
+    })
+    .await;
+    for c in &cids {
+        assert!(rig.owners(c).await.is_none(), "{c} is still pinned");
+    }
+    assert!(recorded_at(&rig.fleet.url, "team-a", "gone").await.is_none());
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_guarded_delete_stalls_and_keeps_the_finalizer_until_forced() {
+    let rig = Rig::start().await;
+    let cids = seeds("guarded", 2);
+    rig.create("team-a", "kept", pins(&cids), json!({})).await;
+    rig.until_condition("team-a", "kept", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    rig.delete("team-a", "kept").await;
+    let o = rig
+        .until_condition("team-a", "kept", 1, "Stalled", ("True", "PruneGuard"))
+        .await;
+    assert!(o["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(finalizers(&o), ["pinfleet.io/cleanup"]);
+    assert_eq!(
+        condition(&o["status"], "Ready"),
+        Some(("False".into(), "PruneGuard".into()))
+    );
+    assert!(
+        message(&o["status"], "Stalled").contains("refused"),
+        "{}",
+        o["status"]
+    );
+    for c in &cids {
+        assert!(rig.owners(c).await.is_some(), "the guard let {c} go");
+    }
+    // The annotation forces the release; then the object goes.
+    rig.merge(
+        "team-a",
+        "kept",
+        json!({"metadata": {"annotations": {"pinfleet.io/force-prune": "true"}}}),
+    )
+    .await;
+    eventually("the object to be gone", || async {
+        rig.fake.object("team-a", "kept").is_none().then_some(())
+    })
+    .await;
+    for c in &cids {
+        assert!(rig.owners(c).await.is_none(), "{c} is still pinned");
+    }
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_spec_stalls_with_its_field_path_and_applies_nothing() {
+    let rig = Rig::start().await;
+    let cids = seeds("invalid", 3);
+    rig.create("team-a", "good", pins(&cids[..2]), json!({})).await;
+    rig.until_condition("team-a", "good", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    // A CID the schema takes (a string) but pinfleet does not.
+    let mut bad = cids.clone();
+    bad.push("not-a-cid".into());
+    rig.merge("team-a", "good", json!({"spec": pins(&bad)}))
+        .await;
+    let o = rig
+        .until_condition("team-a", "good", 2, "Stalled", ("True", "ManifestInvalid"))
+        .await;
+    let m = message(&o["status"], "Stalled");
+    assert!(m.contains("spec.pins[3].cid"), "{m}");
+    assert_eq!(
+        condition(&o["status"], "Ready"),
+        Some(("False".into(), "ManifestInvalid".into()))
+    );
+    // The last good generation's pins stay; the new one is not applied.
+    for c in &cids[..2] {
+        assert_eq!(rig.owners(c).await.unwrap(), ["pinset:team-a/good"]);
+    }
+    assert!(rig.owners(&cids[2]).await.is_none());
+
+    // Never valid: nothing reaches the cluster.
+    rig.create("team-a", "never", pins(&["bafy-nope".to_string()]), json!({}))
+        .await;
+    let o = rig
+        .until_condition("team-a", "never", 1, "Stalled", ("True", "ManifestInvalid"))
+        .await;
+    assert!(message(&o["status"], "Stalled").contains("spec.pins[0].cid"));
+    assert!(recorded_at(&rig.fleet.url, "team-a", "never").await.is_none());
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_suspended_pinset_applies_nothing() {
+    let rig = Rig::start().await;
+    let cids = seeds("suspended", 2);
+    let mut spec = pins(&cids);
+    spec["suspend"] = json!(true);
+    rig.create("team-a", "paused", spec, json!({})).await;
+    let o = rig
+        .until_condition("team-a", "paused", 1, "Ready", ("True", "Suspended"))
+        .await;
+    assert!(message(&o["status"], "Ready").contains("suspend"));
+    assert!(recorded_at(&rig.fleet.url, "team-a", "paused").await.is_none());
+    for c in &cids {
+        assert!(rig.owners(c).await.is_none());
+    }
+    rig.stop().await;
+}
+
+/// A TCP forwarder to `upstream` that refuses connections while down.
+struct Proxy {
+    url: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", std_listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = up.clone();
+        tokio::spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(conn);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut conn, &mut out).await;
+                    }
+                });
+            }
+        });
+        Proxy { url, up }
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_cluster_unavailable_and_retried() {
+    let proxy = std::sync::Mutex::new(None::<Proxy>);
+    let via = |upstream: &str| {
+        let p = Proxy::start(upstream);
+        let url = p.url.clone();
+        *proxy.lock().unwrap() = Some(p);
+        url
+    };
+    let rig = Rig::start_with(options(), Some(&via)).await;
+    let proxy = proxy.lock().unwrap().take().unwrap();
+    let cids = seeds("unreachable", 2);
+    rig.create("team-a", "later", pins(&cids), json!({})).await;
+    let o = rig
+        .until_condition("team-a", "later", 1, "Stalled", ("True", "ClusterUnavailable"))
+        .await;
+    assert_eq!(finalizers(&o), ["pinfleet.io/cleanup"]);
+    assert!(rig.owners(&cids[0]).await.is_none());
+    // Retried on its own (backoff), without any change to the object.
+    proxy.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    rig.until_condition("team-a", "later", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    for c in &cids {
+        assert!(rig.owners(c).await.is_some());
+    }
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn pinsets_of_two_namespaces_never_touch_each_others_pins() {
+    let rig = Rig::start().await;
+    let cids = seeds("tenants", 3);
+    // Same name in both namespaces; one CID shared.
+    rig.create("tenant-a", "site", pins(&cids[..2]), json!({"pinfleet.io/force-prune": "true"}))
+        .await;
+    rig.create("tenant-b", "site", pins(&cids[1..]), json!({}))
+        .await;
+    rig.until_condition("tenant-a", "site", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    let b = rig
+        .until_condition("tenant-b", "site", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    assert_eq!(b["status"]["summary"]["total"], 2);
+    assert_eq!(
+        rig.owners(&cids[1]).await.unwrap(),
+        ["pinset:tenant-a/site", "pinset:tenant-b/site"]
+    );
+    // Deleting tenant-a's PinSet leaves tenant-b's pins.
+    rig.delete("tenant-a", "site").await;
+    eventually("tenant-a's object to be gone", || async {
+        rig.fake.object("tenant-a", "site").is_none().then_some(())
+    })
+    .await;
+    assert!(rig.owners(&cids[0]).await.is_none());
+    assert_eq!(rig.owners(&cids[1]).await.unwrap(), ["pinset:tenant-b/site"]);
+    assert_eq!(rig.owners(&cids[2]).await.unwrap(), ["pinset:tenant-b/site"]);
+    let b = rig.fake.object("tenant-b", "site").unwrap();
+    assert_eq!(
+        condition(&b["status"], "Ready"),
+        Some(("True".into(), "Succeeded".into()))
+    );
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_watch_restart_after_410_gone_loses_no_event() {
+    let rig = Rig::start().await;
+    let cids = seeds("gone", 3);
+    rig.create("team-a", "first", pins(&cids[..1]), json!({})).await;
+    rig.until_condition("team-a", "first", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    let (lists, _) = rig.fake.requests();
+    // The watch ends with 410 and its resourceVersion is stale; the changes
+    // made meanwhile must still be seen (relist, then watch again).
+    rig.fake.expire_watches();
+    rig.merge("team-a", "first", json!({"spec": pins(&cids[..2])}))
+        .await;
+    rig.create("team-a", "second", pins(&cids[2..]), json!({})).await;
+    rig.until_condition("team-a", "first", 2, "Ready", ("True", "Succeeded"))
+        .await;
+    rig.until_condition("team-a", "second", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    assert!(rig.fake.requests().0 > lists, "no relist after 410");
+    for c in &cids {
+        assert!(rig.owners(c).await.is_some(), "{c} is not pinned");
+    }
+    // Watching goes on after the restart.
+    rig.create("team-a", "third", pins(&cids[..1]), json!({})).await;
+    rig.until_condition("team-a", "third", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    rig.stop().await;
+}
