@@ -152,7 +152,10 @@ enum Source {
 /// Runs the kube source: a kube-runtime controller over PinSet objects,
 /// until a shutdown signal.
 fn run_kube(args: ControllerArgs, namespace: Option<String>) -> anyhow::Result<ExitCode> {
-    if args.once || !args.webhook.is_empty() || args.webhook_listen.is_some() || args.report.is_some()
+    if args.once
+        || !args.webhook.is_empty()
+        || args.webhook_listen.is_some()
+        || args.report.is_some()
     {
         bail!("--once, --listen, --webhook and --report are not for the kube source");
     }

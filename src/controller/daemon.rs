@@ -231,9 +231,9 @@ pub fn spawn(
             git_triggers.push(tx);
             sources.push(Source::Git(Box::new(git), rx));
         } else if let Some(kube) = crate::source::kube::parse_spec(text) {
-            sources.push(Source::Kube(kube.map_err(|_| {
-                StartError::Unsupported(text.clone())
-            })?));
+            sources.push(Source::Kube(
+                kube.map_err(|_| StartError::Unsupported(text.clone()))?,
+            ));
         } else {
             return Err(StartError::Unsupported(redact(text)));
         }

@@ -19,11 +19,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use ::kube::api::Api;
 use ::kube::runtime::controller::{Action, Controller as KubeController};
 use ::kube::runtime::watcher;
 use ::kube::{Resource, ResourceExt};
+use futures::StreamExt;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -129,18 +129,22 @@ impl Context {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = failures.entry(id.clone()).or_default();
         *n = n.saturating_add(1);
-        let exp = self
-            .opts
-            .backoff_min
-            .saturating_mul(1u32 << (*n - 1).min(20));
-        let base = exp.min(self.opts.backoff_max);
-        base.mul_f64(rand::rng().random_range(0.8..=1.0))
+        let jitter = rand::rng().random_range(0.8..=1.0);
+        backoff_delay(*n, self.opts.backoff_min, self.opts.backoff_max, jitter)
     }
 
     fn succeeded(&self, id: &PinSetId) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         failures.remove(id);
     }
+}
+
+/// The delay after the `failures`-th failure in a row: `min` doubled each
+/// time, at most `max`, scaled by `jitter` (0.8 to 1: retries of many
+/// objects spread out instead of hitting the cluster together).
+fn backoff_delay(failures: u32, min: Duration, max: Duration, jitter: f64) -> Duration {
+    let doubled = min.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    doubled.min(max).mul_f64(jitter)
 }
 
 /// Runs the kube source until `cancel`: watches PinSet objects through
@@ -313,7 +317,12 @@ fn reason_of(e: &ClientError) -> Reason {
     }
 }
 
-fn outcome(id: &PinSetId, condition: ConditionType, reason: Reason, message: String) -> PinSetOutcome {
+fn outcome(
+    id: &PinSetId,
+    condition: ConditionType,
+    reason: Reason,
+    message: String,
+) -> PinSetOutcome {
     PinSetOutcome {
         namespace: id.namespace.clone(),
         name: id.name.clone(),
@@ -358,7 +367,10 @@ async fn finish(
             Ok(s) => s,
             Err(ClientError::Api { status: 404, .. }) => PinSetStatus::default(),
             Err(e) => {
-                if outcome.as_ref().is_none_or(|o| o.condition != ConditionType::Stalled) {
+                if outcome
+                    .as_ref()
+                    .is_none_or(|o| o.condition != ConditionType::Stalled)
+                {
                     outcome = Some(self::outcome(
                         id,
                         ConditionType::Stalled,
@@ -416,5 +428,23 @@ fn keep_transition_time(c: &mut Condition, previous: &[Condition]) {
         .find(|p| p.type_ == c.type_ && p.status == c.status && p.reason == c.reason)
     {
         c.last_transition_time = p.last_transition_time.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_the_bound() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(300));
+        let d = |n| backoff_delay(n, min, max, 1.0);
+        assert_eq!(d(1), Duration::from_secs(1));
+        assert_eq!(d(2), Duration::from_secs(2));
+        assert_eq!(d(5), Duration::from_secs(16));
+        assert_eq!(d(9), Duration::from_secs(256));
+        assert_eq!(d(10), max);
+        assert_eq!(d(u32::MAX), max);
+        assert_eq!(backoff_delay(10, min, max, 0.8), max.mul_f64(0.8));
     }
 }

@@ -23,8 +23,8 @@ use std::fmt;
 
 use serde::Serialize;
 
-pub use requests::{ReconcileRequests, Reconcilers};
 pub use self::kube::{KubeError, KubeOptions, run_kube};
+pub use requests::{ReconcileRequests, Reconcilers};
 pub use run::{DRIFT_POLLS, poll, run_dir, run_git};
 
 use crate::client::{Client, ClientError};

@@ -306,8 +306,8 @@ pub async fn apply_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::model::{PinEntry, PinSetSpec};
     use crate::manifest::Located;
+    use crate::manifest::model::{PinEntry, PinSetSpec};
 
     fn object(cids: &[&str]) -> PinSet {
         let mut ps = PinSet::new(
@@ -361,7 +361,11 @@ mod tests {
 
     #[test]
     fn a_bad_cid_is_reported_at_its_field_path() {
-        let e = load(&object(&[GOOD, GOOD, GOOD, "not-a-cid"]), &Limits::default()).unwrap_err();
+        let e = load(
+            &object(&[GOOD, GOOD, GOOD, "not-a-cid"]),
+            &Limits::default(),
+        )
+        .unwrap_err();
         let text = e.to_string();
         assert!(text.starts_with("spec.pins[3].cid: "), "{text}");
     }

@@ -328,7 +328,10 @@ async fn create(
     axum::Json(mut obj): axum::Json<Value>,
 ) -> Response {
     let mut st = s.store.lock().unwrap();
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if st.objects.contains_key(&(ns.clone(), name.clone())) {
         return status(StatusCode::CONFLICT, "AlreadyExists", "already exists");
     }
@@ -377,10 +380,14 @@ async fn patch_one(
     let Some(old) = st.objects.get(&(ns, name)).cloned() else {
         return status(StatusCode::NOT_FOUND, "NotFound", "not found");
     };
-    if let Some(rv) = p["metadata"]["resourceVersion"].as_str() {
-        if Some(rv) != old["metadata"]["resourceVersion"].as_str() {
-            return status(StatusCode::CONFLICT, "Conflict", "the object has been modified");
-        }
+    if let Some(rv) = p["metadata"]["resourceVersion"].as_str()
+        && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+    {
+        return status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "the object has been modified",
+        );
     }
     if let Some(m) = p.get_mut("metadata").and_then(Value::as_object_mut) {
         for k in ["resourceVersion", "generation", "uid", "namespace", "name"] {
@@ -422,7 +429,11 @@ async fn patch_status(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if kind != "application/apply-patch+yaml" {
-        return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", kind);
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            kind,
+        );
     }
     let Ok(p) = serde_json::from_slice::<Value>(&body) else {
         return status(StatusCode::BAD_REQUEST, "BadRequest", "not json");
@@ -434,7 +445,10 @@ async fn patch_status(
     };
     let mut new = old.clone();
     merge(&mut new["status"], &p["status"]);
-    st.statuses.entry(key).or_default().push(new["status"].clone());
+    st.statuses
+        .entry(key)
+        .or_default()
+        .push(new["status"].clone());
     if new == old {
         return axum::Json(old).into_response();
     }
@@ -442,10 +456,7 @@ async fn patch_status(
     axum::Json(out).into_response()
 }
 
-async fn delete_one(
-    State(s): State<Shared>,
-    Path((ns, name)): Path<(String, String)>,
-) -> Response {
+async fn delete_one(State(s): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Response {
     let mut st = s.store.lock().unwrap();
     let Some(mut obj) = st.objects.get(&(ns, name)).cloned() else {
         return status(StatusCode::NOT_FOUND, "NotFound", "not found");

@@ -103,13 +103,16 @@ impl Rig {
         type_: &str,
         want: (&str, &str),
     ) -> Value {
-        eventually(&format!("{ns}/{name}: {type_} {want:?} at generation {generation}"), || async {
-            let o = self.fake.object(ns, name)?;
-            let st = &o["status"];
-            (st["observedGeneration"] == generation
-                && condition(st, type_) == Some((want.0.to_string(), want.1.to_string())))
-            .then_some(o)
-        })
+        eventually(
+            &format!("{ns}/{name}: {type_} {want:?} at generation {generation}"),
+            || async {
+                let o = self.fake.object(ns, name)?;
+                let st = &o["status"];
+                (st["observedGeneration"] == generation
+                    && condition(st, type_) == Some((want.0.to_string(), want.1.to_string())))
+                .then_some(o)
+            },
+        )
         .await
     }
 
@@ -147,7 +150,9 @@ fn message(status: &Value, type_: &str) -> String {
 }
 
 fn seeds(test: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| cid_v1(&format!("kube-{test}-{i}"))).collect()
+    (0..n)
+        .map(|i| cid_v1(&format!("kube-{test}-{i}")))
+        .collect()
 }
 
 fn pins(cids: &[String]) -> Value {
@@ -157,7 +162,11 @@ fn pins(cids: &[String]) -> Value {
 fn finalizers(o: &Value) -> Vec<String> {
     o["metadata"]["finalizers"]
         .as_array()
-        .map(|f| f.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|f| {
+            f.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -207,7 +216,8 @@ async fn a_created_pinset_is_reconciling_then_ready_with_its_generation() {
 async fn a_spec_change_is_a_new_generation_and_only_the_difference_is_applied() {
     let rig = Rig::start().await;
     let cids = seeds("change", 4);
-    rig.create("team-a", "web", pins(&cids[..3]), json!({})).await;
+    rig.create("team-a", "web", pins(&cids[..3]), json!({}))
+        .await;
     rig.until_condition("team-a", "web", 1, "Ready", ("True", "Succeeded"))
         .await;
     let kubo = &rig.fleet.nodes[0].kubo;
@@ -255,7 +265,11 @@ async fn a_deleted_pinset_releases_its_pins_then_its_finalizer() {
     for c in &cids {
         assert!(rig.owners(c).await.is_none(), "{c} is still pinned");
     }
-    assert!(recorded_at(&rig.fleet.url, "team-a", "gone").await.is_none());
+    assert!(
+        recorded_at(&rig.fleet.url, "team-a", "gone")
+            .await
+            .is_none()
+    );
     rig.stop().await;
 }
 
@@ -305,7 +319,8 @@ async fn a_guarded_delete_stalls_and_keeps_the_finalizer_until_forced() {
 async fn an_invalid_spec_stalls_with_its_field_path_and_applies_nothing() {
     let rig = Rig::start().await;
     let cids = seeds("invalid", 3);
-    rig.create("team-a", "good", pins(&cids[..2]), json!({})).await;
+    rig.create("team-a", "good", pins(&cids[..2]), json!({}))
+        .await;
     rig.until_condition("team-a", "good", 1, "Ready", ("True", "Succeeded"))
         .await;
     // A CID the schema takes (a string) but pinfleet does not.
@@ -329,13 +344,22 @@ async fn an_invalid_spec_stalls_with_its_field_path_and_applies_nothing() {
     assert!(rig.owners(&cids[2]).await.is_none());
 
     // Never valid: nothing reaches the cluster.
-    rig.create("team-a", "never", pins(&["bafy-nope".to_string()]), json!({}))
-        .await;
+    rig.create(
+        "team-a",
+        "never",
+        pins(&["bafy-nope".to_string()]),
+        json!({}),
+    )
+    .await;
     let o = rig
         .until_condition("team-a", "never", 1, "Stalled", ("True", "ManifestInvalid"))
         .await;
     assert!(message(&o["status"], "Stalled").contains("spec.pins[0].cid"));
-    assert!(recorded_at(&rig.fleet.url, "team-a", "never").await.is_none());
+    assert!(
+        recorded_at(&rig.fleet.url, "team-a", "never")
+            .await
+            .is_none()
+    );
     rig.stop().await;
 }
 
@@ -350,7 +374,11 @@ async fn a_suspended_pinset_applies_nothing() {
         .until_condition("team-a", "paused", 1, "Ready", ("True", "Suspended"))
         .await;
     assert!(message(&o["status"], "Ready").contains("suspend"));
-    assert!(recorded_at(&rig.fleet.url, "team-a", "paused").await.is_none());
+    assert!(
+        recorded_at(&rig.fleet.url, "team-a", "paused")
+            .await
+            .is_none()
+    );
     for c in &cids {
         assert!(rig.owners(c).await.is_none());
     }
@@ -408,7 +436,13 @@ async fn an_unreachable_cluster_is_cluster_unavailable_and_retried() {
     let cids = seeds("unreachable", 2);
     rig.create("team-a", "later", pins(&cids), json!({})).await;
     let o = rig
-        .until_condition("team-a", "later", 1, "Stalled", ("True", "ClusterUnavailable"))
+        .until_condition(
+            "team-a",
+            "later",
+            1,
+            "Stalled",
+            ("True", "ClusterUnavailable"),
+        )
         .await;
     assert_eq!(finalizers(&o), ["pinfleet.io/cleanup"]);
     assert!(rig.owners(&cids[0]).await.is_none());
@@ -427,8 +461,13 @@ async fn pinsets_of_two_namespaces_never_touch_each_others_pins() {
     let rig = Rig::start().await;
     let cids = seeds("tenants", 3);
     // Same name in both namespaces; one CID shared.
-    rig.create("tenant-a", "site", pins(&cids[..2]), json!({"pinfleet.io/force-prune": "true"}))
-        .await;
+    rig.create(
+        "tenant-a",
+        "site",
+        pins(&cids[..2]),
+        json!({"pinfleet.io/force-prune": "true"}),
+    )
+    .await;
     rig.create("tenant-b", "site", pins(&cids[1..]), json!({}))
         .await;
     rig.until_condition("tenant-a", "site", 1, "Ready", ("True", "Succeeded"))
@@ -448,8 +487,14 @@ async fn pinsets_of_two_namespaces_never_touch_each_others_pins() {
     })
     .await;
     assert!(rig.owners(&cids[0]).await.is_none());
-    assert_eq!(rig.owners(&cids[1]).await.unwrap(), ["pinset:tenant-b/site"]);
-    assert_eq!(rig.owners(&cids[2]).await.unwrap(), ["pinset:tenant-b/site"]);
+    assert_eq!(
+        rig.owners(&cids[1]).await.unwrap(),
+        ["pinset:tenant-b/site"]
+    );
+    assert_eq!(
+        rig.owners(&cids[2]).await.unwrap(),
+        ["pinset:tenant-b/site"]
+    );
     let b = rig.fake.object("tenant-b", "site").unwrap();
     assert_eq!(
         condition(&b["status"], "Ready"),
@@ -462,7 +507,8 @@ async fn pinsets_of_two_namespaces_never_touch_each_others_pins() {
 async fn a_watch_restart_after_410_gone_loses_no_event() {
     let rig = Rig::start().await;
     let cids = seeds("gone", 3);
-    rig.create("team-a", "first", pins(&cids[..1]), json!({})).await;
+    rig.create("team-a", "first", pins(&cids[..1]), json!({}))
+        .await;
     rig.until_condition("team-a", "first", 1, "Ready", ("True", "Succeeded"))
         .await;
     let (lists, _) = rig.fake.requests();
@@ -471,7 +517,8 @@ async fn a_watch_restart_after_410_gone_loses_no_event() {
     rig.fake.expire_watches();
     rig.merge("team-a", "first", json!({"spec": pins(&cids[..2])}))
         .await;
-    rig.create("team-a", "second", pins(&cids[2..]), json!({})).await;
+    rig.create("team-a", "second", pins(&cids[2..]), json!({}))
+        .await;
     rig.until_condition("team-a", "first", 2, "Ready", ("True", "Succeeded"))
         .await;
     rig.until_condition("team-a", "second", 1, "Ready", ("True", "Succeeded"))
@@ -481,7 +528,8 @@ async fn a_watch_restart_after_410_gone_loses_no_event() {
         assert!(rig.owners(c).await.is_some(), "{c} is not pinned");
     }
     // Watching goes on after the restart.
-    rig.create("team-a", "third", pins(&cids[..1]), json!({})).await;
+    rig.create("team-a", "third", pins(&cids[..1]), json!({}))
+        .await;
     rig.until_condition("team-a", "third", 1, "Ready", ("True", "Succeeded"))
         .await;
     rig.stop().await;
