@@ -168,14 +168,14 @@ fn run_kube(args: ControllerArgs, namespace: Option<String>) -> anyhow::Result<E
         ..Default::default()
     };
     block_on(async move {
+        // In-cluster configuration, else the kubeconfig.
+        let kube = kube::Client::try_default()
+            .await
+            .context("cannot build a kubernetes client (in-cluster or kubeconfig)")?;
         client
             .pinsets()
             .await
             .with_context(|| format!("cannot talk to the cluster at {}", client.base_shown()))?;
-        // In-cluster configuration, else the kubeconfig.
-        let kube = kube::Client::try_default()
-            .await
-            .context("cannot build a kubernetes client")?;
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         tokio::spawn(async move {

@@ -534,3 +534,39 @@ async fn a_watch_restart_after_410_gone_loses_no_event() {
         .await;
     rig.stop().await;
 }
+
+fn controller_cli(args: &[&str], kubeconfig: &std::path::Path) -> (Option<i32>, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"))
+        .arg("controller")
+        .args(args)
+        .args(["--host", "http://127.0.0.1:9"])
+        .env_remove("PINFLEET_HOST")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("run pinfleet");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_takes_the_kube_source_and_says_what_it_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-kubeconfig");
+    let (code, err) = controller_cli(&["--source", "kube", "--once"], &missing);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not for the kube source"), "{err}");
+    let (code, err) = controller_cli(&["--source", "kube:Not_A_Label"], &missing);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("namespace"), "{err}");
+    let source = format!("dir:{}", dir.path().display());
+    let (code, err) = controller_cli(&["--source", &source, "--namespace", "a"], &missing);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--namespace is for the kube source"), "{err}");
+    // No in-cluster configuration and no kubeconfig: said before anything runs.
+    let (code, err) = controller_cli(&["--source", "kube", "--namespace", "a"], &missing);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot build a kubernetes client"), "{err}");
+}
