@@ -570,3 +570,65 @@ fn the_cli_takes_the_kube_source_and_says_what_it_lacks() {
     assert_eq!(code, Some(2));
     assert!(err.contains("cannot build a kubernetes client"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_runs_the_kube_source_from_its_config() {
+    let fake = FakeKube::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: nobody\n\
+             current-context: fake\nusers:\n- name: nobody\n  user: {{}}\n",
+            fake.url
+        ),
+    )
+    .unwrap();
+    let d = tmp.path().join("peer");
+    crate::support::init_peer(&d);
+    let mut child = crate::support::spawn_daemon(
+        &d,
+        &[
+            ("PINFLEET_CONTROLLER_SOURCES", "kube:daemon"),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ],
+    );
+    let info = crate::support::wait_running(&d, &mut child);
+    let cids = seeds("daemon", 2);
+    let api: Api<PinSet> = Api::namespaced(fake.client(), "daemon");
+    for (ns, name) in [("daemon", "watched"), ("elsewhere", "ignored")] {
+        let ps: PinSet = serde_json::from_value(json!({
+            "apiVersion": "pinfleet.io/v1alpha1", "kind": "PinSet",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": pins(&cids),
+        }))
+        .unwrap();
+        Api::<PinSet>::namespaced(fake.client(), ns)
+            .create(&PostParams::default(), &ps)
+            .await
+            .unwrap();
+    }
+    let recorded = eventually("the daemon to apply daemon/watched", || async {
+        recorded_at(&info.api, "daemon", "watched").await
+    })
+    .await;
+    assert_eq!(recorded["source"], "kube:daemon/watched");
+    let o = eventually("the status of daemon/watched", || async {
+        let o = fake.object("daemon", "watched")?;
+        (o["status"]["observedGeneration"] == 1).then_some(o)
+    })
+    .await;
+    assert_eq!(finalizers(&o), ["pinfleet.io/cleanup"]);
+    assert!(api.get("watched").await.is_ok());
+    // Only its namespace is watched.
+    let other = fake.object("elsewhere", "ignored").unwrap();
+    assert!(other["status"].is_null() && finalizers(&other).is_empty());
+    assert!(
+        recorded_at(&info.api, "elsewhere", "ignored")
+            .await
+            .is_none()
+    );
+    crate::support::stop_daemon(&mut child);
+}
