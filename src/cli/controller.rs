@@ -33,6 +33,15 @@ pub struct ControllerArgs {
     /// namespace).
     #[arg(long, value_name = "NAMESPACE")]
     namespace: Option<String>,
+    /// With `--source kube`: act only while holding the Lease
+    /// `pinfleet-controller` (coordination.k8s.io/v1), so that of several
+    /// replicas one acts at a time.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of that Lease (default: --namespace, else POD_NAMESPACE,
+    /// else `default`).
+    #[arg(long, value_name = "NAMESPACE", requires = "leader_elect")]
+    lease_namespace: Option<String>,
     /// Cache directory of git sources (cache repository and checkouts).
     #[arg(long, value_name = "DIR", default_value = ".pinfleet-git")]
     cache: PathBuf,
@@ -160,7 +169,21 @@ fn run_kube(args: ControllerArgs, namespace: Option<String>) -> anyhow::Result<E
         bail!("--once, --listen, --webhook and --report are not for the kube source");
     }
     let client = args.host.client()?;
+    let lease = args.leader_elect.then(|| {
+        let ns = args
+            .lease_namespace
+            .clone()
+            .or_else(|| namespace.clone())
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| "default".to_string());
+        pinfleet::controller::LeaseOptions::new(ns)
+    });
     let opts = pinfleet::controller::KubeOptions {
+        lease,
         namespace,
         force: args.force,
         interval: args.interval,
@@ -201,8 +224,8 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         let namespace = namespace.or_else(|| args.namespace.clone());
         return run_kube(args, namespace);
     }
-    if args.namespace.is_some() {
-        bail!("--namespace is for the kube source");
+    if args.namespace.is_some() || args.leader_elect {
+        bail!("--namespace and --leader-elect are for the kube source");
     }
     let source = if let Some(path) = args.source.strip_prefix("dir:") {
         Source::Dir(

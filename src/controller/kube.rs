@@ -27,6 +27,7 @@ use futures::StreamExt;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use super::lease::{Elector, LeaseOptions};
 use super::{
     ConditionType, Controller, ControllerOptions, PinSetOutcome, Reason, ReconcileRequests,
     conditions_of, error_chain,
@@ -54,6 +55,9 @@ pub struct KubeOptions {
     pub backoff_max: Duration,
     /// Bounds on what one object may load.
     pub limits: Limits,
+    /// Act only while holding this Lease (several replicas); `None`: act
+    /// at once (a single replica, or the daemon, whose Raft leader acts).
+    pub lease: Option<LeaseOptions>,
 }
 
 impl Default for KubeOptions {
@@ -66,6 +70,7 @@ impl Default for KubeOptions {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             limits: Limits::default(),
+            lease: None,
         }
     }
 }
@@ -148,8 +153,47 @@ fn backoff_delay(failures: u32, min: Duration, max: Duration, jitter: f64) -> Du
 }
 
 /// Runs the kube source until `cancel`: watches PinSet objects through
-/// `kube` and applies them to the cluster behind `client`.
+/// `kube` and applies them to the cluster behind `client`. With
+/// [`KubeOptions::lease`], only while this replica holds the lease: a lost
+/// lease stops the controller (reconciles under way are given up to one
+/// renew period to finish), and it waits to take the lease again.
 pub async fn run_kube(
+    client: Client,
+    kube: ::kube::Client,
+    opts: KubeOptions,
+    cancel: CancellationToken,
+) {
+    let Some(lease) = opts.lease.clone() else {
+        return run_controller(client, kube, opts, cancel).await;
+    };
+    let grace = lease.renew;
+    let mut elector = Elector::new(kube.clone(), lease);
+    loop {
+        if !elector.acquire(&cancel).await {
+            return;
+        }
+        tracing::info!(identity = %elector.identity(), "kube: lease taken: controller starting");
+        let term = cancel.child_token();
+        let run = run_controller(client.clone(), kube.clone(), opts.clone(), term.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            () = &mut run => {}
+            () = elector.hold(&cancel) => {
+                if !cancel.is_cancelled() {
+                    tracing::warn!(identity = %elector.identity(), "kube: lease lost: controller stopping");
+                }
+                term.cancel();
+                let _ = tokio::time::timeout(grace, run).await;
+            }
+        }
+        if cancel.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// The kube-runtime controller, until `cancel`.
+async fn run_controller(
     client: Client,
     kube: ::kube::Client,
     opts: KubeOptions,

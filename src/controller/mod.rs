@@ -13,6 +13,7 @@
 
 pub mod daemon;
 pub mod kube;
+pub mod lease;
 mod patch;
 pub mod reporter;
 pub mod requests;
@@ -24,6 +25,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub use self::kube::{KubeError, KubeOptions, run_kube};
+pub use lease::{Elector, LeaseOptions};
 pub use requests::{ReconcileRequests, Reconcilers};
 pub use run::{DRIFT_POLLS, poll, run_dir, run_git};
 

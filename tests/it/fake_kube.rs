@@ -5,7 +5,9 @@
 //! patch of `/status` (merged), delete with finalizers (deletionTimestamp
 //! first, gone once the finalizers are empty). [`FakeKube::expire_watches`]
 //! ends every watch with `410 Gone` and makes older resourceVersions stale,
-//! as an API server whose watch cache moved on.
+//! as an API server whose watch cache moved on. Leases
+//! (`coordination.k8s.io/v1`): get, create, replace with a
+//! resourceVersion precondition (`409 Conflict`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,8 @@ struct Store {
     statuses: HashMap<String, Vec<Value>>,
     lists: usize,
     watches: usize,
+    leases: BTreeMap<(String, String), Value>,
+    lease_reads: usize,
 }
 
 /// A running fake API server.
@@ -141,6 +145,14 @@ impl FakeKube {
                 &format!("{PREFIX}/namespaces/{{ns}}/pinsets/{{name}}/status"),
                 patch(patch_status),
             )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+                axum::routing::post(create_lease),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
+                get(get_lease).put(replace_lease),
+            )
             .with_state(shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -200,6 +212,30 @@ impl FakeKube {
     pub fn requests(&self) -> (usize, usize) {
         let st = self.store.lock().unwrap();
         (st.lists, st.watches)
+    }
+
+    /// The Lease `ns/name`, as stored.
+    pub fn lease(&self, ns: &str, name: &str) -> Option<Value> {
+        let st = self.store.lock().unwrap();
+        st.leases.get(&(ns.into(), name.into())).cloned()
+    }
+
+    /// How many times a Lease was read.
+    pub fn lease_reads(&self) -> usize {
+        self.store.lock().unwrap().lease_reads
+    }
+
+    /// Gives the Lease `ns/name` to `holder`, renewed now (another
+    /// replica's write).
+    pub fn renew_lease_as(&self, ns: &str, name: &str, holder: &str) {
+        let mut st = self.store.lock().unwrap();
+        st.rv += 1;
+        let rv = st.rv.to_string();
+        let lease = st.leases.get_mut(&(ns.into(), name.into())).unwrap();
+        lease["spec"]["holderIdentity"] = json!(holder);
+        lease["spec"]["renewTime"] =
+            json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        lease["metadata"]["resourceVersion"] = json!(rv);
     }
 
     /// Ends every open watch with `410 Gone` and makes every
@@ -474,4 +510,56 @@ async fn delete_one(State(s): State<Shared>, Path((ns, name)): Path<(String, Str
     obj["metadata"]["deletionTimestamp"] = json!(now());
     let out = st.change(&s.tx, "MODIFIED", obj);
     axum::Json(out).into_response()
+}
+
+async fn create_lease(
+    State(s): State<Shared>,
+    Path(ns): Path<String>,
+    axum::Json(mut obj): axum::Json<Value>,
+) -> Response {
+    let mut st = s.store.lock().unwrap();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if st.leases.contains_key(&(ns.clone(), name.clone())) {
+        return status(StatusCode::CONFLICT, "AlreadyExists", "already exists");
+    }
+    st.rv += 1;
+    obj["metadata"]["namespace"] = json!(ns);
+    obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+    st.leases.insert((ns, name), obj.clone());
+    (StatusCode::CREATED, axum::Json(obj)).into_response()
+}
+
+async fn get_lease(State(s): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Response {
+    let mut st = s.store.lock().unwrap();
+    st.lease_reads += 1;
+    match st.leases.get(&(ns, name)) {
+        Some(o) => axum::Json(o.clone()).into_response(),
+        None => status(StatusCode::NOT_FOUND, "NotFound", "not found"),
+    }
+}
+
+async fn replace_lease(
+    State(s): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    axum::Json(mut obj): axum::Json<Value>,
+) -> Response {
+    let mut st = s.store.lock().unwrap();
+    let key = (ns, name);
+    let Some(old) = st.leases.get(&key) else {
+        return status(StatusCode::NOT_FOUND, "NotFound", "not found");
+    };
+    if obj["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
+        return status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "the object has been modified",
+        );
+    }
+    st.rv += 1;
+    obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+    st.leases.insert(key, obj.clone());
+    axum::Json(obj).into_response()
 }

@@ -385,10 +385,12 @@ async fn a_suspended_pinset_applies_nothing() {
     rig.stop().await;
 }
 
-/// A TCP forwarder to `upstream` that refuses connections while down.
+/// A TCP forwarder to `upstream` that refuses connections while down, and
+/// counts the connections it forwarded.
 struct Proxy {
     url: String,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    forwarded: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Proxy {
@@ -399,7 +401,8 @@ impl Proxy {
         let url = format!("http://{}", std_listener.local_addr().unwrap());
         let upstream = upstream.trim_start_matches("http://").to_string();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = up.clone();
+        let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (flag, count) = (up.clone(), forwarded.clone());
         tokio::spawn(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
             loop {
@@ -410,6 +413,7 @@ impl Proxy {
                     drop(conn);
                     continue;
                 }
+                count.fetch_add(1, Ordering::SeqCst);
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
                     if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
@@ -418,7 +422,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy { url, up }
+        Proxy { url, up, forwarded }
     }
 }
 
@@ -564,7 +568,7 @@ fn the_cli_takes_the_kube_source_and_says_what_it_lacks() {
     let source = format!("dir:{}", dir.path().display());
     let (code, err) = controller_cli(&["--source", &source, "--namespace", "a"], &missing);
     assert_eq!(code, Some(2));
-    assert!(err.contains("--namespace is for the kube source"), "{err}");
+    assert!(err.contains("are for the kube source"), "{err}");
     // No in-cluster configuration and no kubeconfig: said before anything runs.
     let (code, err) = controller_cli(&["--source", "kube", "--namespace", "a"], &missing);
     assert_eq!(code, Some(2));
@@ -631,4 +635,134 @@ async fn the_daemon_runs_the_kube_source_from_its_config() {
             .is_none()
     );
     crate::support::stop_daemon(&mut child);
+}
+
+fn replica(identity: &str) -> KubeOptions {
+    KubeOptions {
+        lease: Some(pinfleet::controller::LeaseOptions {
+            namespace: "pinfleet-system".into(),
+            name: "pinfleet-controller".into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(2),
+            renew: Duration::from_millis(200),
+            renew_deadline: Duration::from_secs(1),
+            retry: Duration::from_millis(200),
+        }),
+        ..options()
+    }
+}
+
+/// Runs `f` while another holder, `intruder`, renews the lease every 100 ms.
+async fn while_intruding<T>(fake: &FakeKube, f: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(f);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            out = &mut f => return out,
+            _ = tick.tick() => {
+                fake.renew_lease_as("pinfleet-system", "pinfleet-controller", "intruder");
+            }
+        }
+    }
+}
+
+/// Waits until the fake served `n` more Lease reads than `since`.
+async fn lease_reads_after(fake: &FakeKube, since: usize, n: usize) {
+    eventually(&format!("{n} lease reads"), || async {
+        (fake.lease_reads() >= since + n).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_replica_acts_while_it_holds_the_lease_and_stops_when_it_is_lost() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::start(1, dir.path(), Duration::from_millis(200)).await;
+    let fake = FakeKube::start().await;
+    let cancel = CancellationToken::new();
+    let holder = || async {
+        fake.lease("pinfleet-system", "pinfleet-controller")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+    };
+    let mut proxies = Vec::new();
+    for id in ["replica-a", "replica-b"] {
+        let proxy = Proxy::start(&fleet.url);
+        proxy.up.store(true, Ordering::SeqCst);
+        tokio::spawn(run_kube(
+            Client::new(&proxy.url).unwrap(),
+            fake.client(),
+            replica(id),
+            cancel.clone(),
+        ));
+        proxies.push(proxy);
+        if id == "replica-a" {
+            eventually("replica-a to take the lease", || async {
+                (holder().await? == "replica-a").then_some(())
+            })
+            .await;
+        }
+    }
+    let cids = seeds("lease", 2);
+    let api: Api<PinSet> = Api::namespaced(fake.client(), "team-a");
+    let create = |name: &'static str| {
+        let ps: PinSet = serde_json::from_value(json!({
+            "apiVersion": "pinfleet.io/v1alpha1", "kind": "PinSet",
+            "metadata": {"name": name, "namespace": "team-a"},
+            "spec": pins(&cids),
+        }))
+        .unwrap();
+        let api = api.clone();
+        async move { api.create(&PostParams::default(), &ps).await.unwrap() }
+    };
+    create("first").await;
+    let ready = |name: &'static str| {
+        let fake = &fake;
+        async move {
+            eventually(&format!("{name} to be Ready"), || async {
+                let o = fake.object("team-a", name)?;
+                (condition(&o["status"], "Ready")? == ("True".into(), "Succeeded".into()))
+                    .then_some(())
+            })
+            .await
+        }
+    };
+    ready("first").await;
+    // Replica b has looked at the lease many times meanwhile and never
+    // reached the cluster.
+    lease_reads_after(&fake, fake.lease_reads(), 10).await;
+    assert_eq!(holder().await.unwrap(), "replica-a");
+    assert!(proxies[0].forwarded.load(Ordering::SeqCst) > 0);
+    assert_eq!(proxies[1].forwarded.load(Ordering::SeqCst), 0);
+
+    // Another holder renews the lease: replica a stops acting, b does not
+    // start; a PinSet created meanwhile is left alone.
+    while_intruding(&fake, async {
+        lease_reads_after(&fake, fake.lease_reads(), 15).await;
+        create("late").await;
+        lease_reads_after(&fake, fake.lease_reads(), 15).await;
+    })
+    .await;
+    let late = fake.object("team-a", "late").unwrap();
+    assert!(
+        finalizers(&late).is_empty() && late["status"].is_null(),
+        "{late}"
+    );
+    assert!(recorded_at(&fleet.url, "team-a", "late").await.is_none());
+
+    // The intruder goes quiet: its lease expires and a replica takes over.
+    ready("late").await;
+    let lease = fake
+        .lease("pinfleet-system", "pinfleet-controller")
+        .unwrap();
+    assert!(
+        ["replica-a", "replica-b"].contains(&lease["spec"]["holderIdentity"].as_str().unwrap()),
+        "{lease}"
+    );
+    assert!(
+        lease["spec"]["leaseTransitions"].as_i64().unwrap() >= 1,
+        "{lease}"
+    );
+    cancel.cancel();
+    fleet.stop().await;
 }
