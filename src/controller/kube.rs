@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use ::kube::api::Api;
 use ::kube::runtime::controller::{Action, Controller as KubeController};
+use ::kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use ::kube::runtime::watcher;
 use ::kube::{Resource, ResourceExt};
 use futures::StreamExt;
@@ -34,7 +35,7 @@ use super::{
 };
 use crate::client::{Client, ClientError};
 use crate::manifest::model::{Condition, PinSet, PinSetStatus};
-use crate::manifest::{Limits, Loaded, PinSetId};
+use crate::manifest::{Limits, Loaded, PinSetId, plural};
 use crate::source::kube::{self as source, KubeWriteError};
 
 /// Settings of the kube source.
@@ -105,6 +106,7 @@ struct Context {
     opts: KubeOptions,
     entries: Mutex<HashMap<PinSetId, Arc<tokio::sync::Mutex<Entry>>>>,
     failures: Mutex<HashMap<PinSetId, u32>>,
+    recorder: Recorder,
 }
 
 impl Context {
@@ -203,12 +205,24 @@ async fn run_controller(
         Some(ns) => Api::namespaced(kube.clone(), ns),
         None => Api::all(kube.clone()),
     };
+    let recorder = Recorder::new(
+        kube.clone(),
+        Reporter {
+            controller: "pinfleet".to_string(),
+            instance: opts
+                .lease
+                .as_ref()
+                .map(|l| l.identity.clone())
+                .or_else(|| std::env::var("POD_NAME").ok()),
+        },
+    );
     let ctx = Arc::new(Context {
         client,
         kube,
         opts,
         entries: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
+        recorder,
     });
     KubeController::new(api, watcher::Config::default())
         .graceful_shutdown_on(cancel.cancelled_owned())
@@ -303,10 +317,11 @@ async fn apply(
                 )
             })
         });
-    if let Some(o) = outcome.as_ref().filter(|_| !out.skipped) {
+    let fresh = !out.skipped;
+    if let Some(o) = outcome.as_ref().filter(|_| fresh) {
         log(o);
     }
-    finish(obj, id, ctx, outcome).await
+    finish(obj, id, ctx, outcome, fresh).await
 }
 
 /// Releases a deleted object's PinSet under the prune guard, then lets
@@ -325,7 +340,7 @@ async fn cleanup(
         Err(e) => {
             let o = outcome(id, ConditionType::Stalled, reason_of(&e), error_chain(&e));
             log(&o);
-            return finish(obj, id, ctx, Some(o)).await;
+            return finish(obj, id, ctx, Some(o), true).await;
         }
     };
     if ours {
@@ -343,11 +358,22 @@ async fn cleanup(
         };
         let out = entry.engine.reconcile(Ok(deleted), false).await;
         let o = out.pinsets.into_iter().find(|o| o.id() == *id);
-        if let Some(o) = o.filter(|o| o.reason != Reason::Released) {
-            log(&o);
-            return finish(obj, id, ctx, Some(o)).await;
+        match o {
+            Some(o) if o.reason != Reason::Released => {
+                log(&o);
+                return finish(obj, id, ctx, Some(o), true).await;
+            }
+            released => {
+                tracing::info!(pinset = %id, "kube: pinset deleted: its pins are released");
+                let note = released.map_or_else(String::new, |o| {
+                    format!(
+                        "the PinSet was deleted: {} released",
+                        plural(o.release, "pin")
+                    )
+                });
+                publish(ctx, obj, EventType::Normal, "Released", note).await;
+            }
         }
-        tracing::info!(pinset = %id, "kube: pinset deleted: its pins are released");
     }
     source::remove_finalizer(&ctx.kube, obj).await?;
     Ok(Next::Gone)
@@ -397,6 +423,7 @@ async fn finish(
     id: &PinSetId,
     ctx: &Context,
     mut outcome: Option<PinSetOutcome>,
+    fresh: bool,
 ) -> Result<Next, KubeError> {
     let previous = obj.status.clone().unwrap_or_default();
     let now = crate::state::format_time(chrono::Utc::now().timestamp_millis());
@@ -441,6 +468,13 @@ async fn finish(
         c.observed_generation = generation;
         keep_transition_time(c, &previous.conditions);
     }
+    if let Some((type_, reason, note)) = outcome
+        .as_ref()
+        .filter(|_| fresh)
+        .and_then(|o| event_of(o, &previous))
+    {
+        publish(ctx, obj, type_, reason, note).await;
+    }
     if obj.status.as_ref() != Some(&status) {
         source::apply_status(&ctx.kube, obj, &status).await?;
     }
@@ -462,6 +496,69 @@ async fn finish(
     } else {
         ctx.opts.refresh
     })))
+}
+
+/// The Event an outcome is worth: an apply that changed pins, or a
+/// transition to another reason (guarded, invalid, unavailable, failed,
+/// suspended). A reason the status already shows is not repeated.
+fn event_of(
+    o: &PinSetOutcome,
+    previous: &PinSetStatus,
+) -> Option<(EventType, &'static str, String)> {
+    let shown = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled" && c.status == "True")
+        .or_else(|| previous.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.reason.as_str());
+    let reason = match o.reason {
+        Reason::Succeeded => {
+            return (o.add + o.update + o.release > 0).then(|| {
+                (
+                    EventType::Normal,
+                    "Applied",
+                    format!(
+                        "applied revision {}: +{} ~{} -{} pins",
+                        o.revision, o.add, o.update, o.release
+                    ),
+                )
+            });
+        }
+        Reason::Progressing | Reason::Conflict | Reason::Released => return None,
+        r => r,
+    };
+    let name = match reason {
+        Reason::PruneGuard => "PruneGuard",
+        Reason::ManifestInvalid => "ManifestInvalid",
+        Reason::ClusterUnavailable => "ClusterUnavailable",
+        Reason::ApplyFailed => "ApplyFailed",
+        Reason::SourceUnavailable => "SourceUnavailable",
+        _ => "Suspended",
+    };
+    if shown == Some(name) {
+        return None;
+    }
+    let type_ = if o.condition == ConditionType::Stalled {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    Some((type_, name, o.message.clone()))
+}
+
+/// Publishes an Event about `obj` (best effort: a refusal is logged).
+async fn publish(ctx: &Context, obj: &PinSet, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        // Events hold at most 1 kB of note.
+        note: (!note.is_empty()).then(|| crate::manifest::capped(note, 1000)),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::debug!(pinset = %source::id_of(obj), error = %error_chain(&e), "kube: cannot publish an event");
+    }
 }
 
 /// A condition whose status and reason did not change keeps the time it

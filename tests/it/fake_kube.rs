@@ -7,7 +7,8 @@
 //! ends every watch with `410 Gone` and makes older resourceVersions stale,
 //! as an API server whose watch cache moved on. Leases
 //! (`coordination.k8s.io/v1`): get, create, replace with a
-//! resourceVersion precondition (`409 Conflict`).
+//! resourceVersion precondition (`409 Conflict`). Events
+//! (`events.k8s.io/v1`): create, merge patch (a series), kept in order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,7 @@ struct Store {
     watches: usize,
     leases: BTreeMap<(String, String), Value>,
     lease_reads: usize,
+    events: Vec<Value>,
 }
 
 /// A running fake API server.
@@ -153,6 +155,14 @@ impl FakeKube {
                 "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
                 get(get_lease).put(replace_lease),
             )
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+                axum::routing::post(create_event),
+            )
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}",
+                patch(patch_event),
+            )
             .with_state(shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -212,6 +222,24 @@ impl FakeKube {
     pub fn requests(&self) -> (usize, usize) {
         let st = self.store.lock().unwrap();
         (st.lists, st.watches)
+    }
+
+    /// `(type, reason, note)` of every Event about PinSet `ns/name`, oldest
+    /// first.
+    pub fn events(&self, ns: &str, name: &str) -> Vec<(String, String, String)> {
+        let st = self.store.lock().unwrap();
+        st.events
+            .iter()
+            .filter(|e| {
+                e["regarding"]["namespace"] == ns
+                    && e["regarding"]["name"] == name
+                    && e["regarding"]["kind"] == "PinSet"
+            })
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (s("type"), s("reason"), s("note"))
+            })
+            .collect()
     }
 
     /// The Lease `ns/name`, as stored.
@@ -562,4 +590,32 @@ async fn replace_lease(
     obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
     st.leases.insert(key, obj.clone());
     axum::Json(obj).into_response()
+}
+
+async fn create_event(
+    State(s): State<Shared>,
+    Path(ns): Path<String>,
+    axum::Json(mut obj): axum::Json<Value>,
+) -> Response {
+    let mut st = s.store.lock().unwrap();
+    st.rv += 1;
+    obj["metadata"]["namespace"] = json!(ns);
+    obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+    st.events.push(obj.clone());
+    (StatusCode::CREATED, axum::Json(obj)).into_response()
+}
+
+async fn patch_event(
+    State(s): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    axum::Json(p): axum::Json<Value>,
+) -> Response {
+    let mut st = s.store.lock().unwrap();
+    let Some(e) = st.events.iter_mut().find(|e| {
+        e["metadata"]["namespace"] == ns.as_str() && e["metadata"]["name"] == name.as_str()
+    }) else {
+        return status(StatusCode::NOT_FOUND, "NotFound", "not found");
+    };
+    merge(e, &p);
+    axum::Json(e.clone()).into_response()
 }

@@ -209,6 +209,14 @@ async fn a_created_pinset_is_reconciling_then_ready_with_its_generation() {
             "owner of {c}"
         );
     }
+    // One Event for the apply, however often the status was refreshed.
+    let events = rig.fake.events("team-a", "web");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].0.as_str(), events[0].1.as_str()),
+        ("Normal", "Applied")
+    );
+    assert!(events[0].2.contains("+3"), "{events:?}");
     rig.stop().await;
 }
 
@@ -298,6 +306,15 @@ async fn a_guarded_delete_stalls_and_keeps_the_finalizer_until_forced() {
     for c in &cids {
         assert!(rig.owners(c).await.is_some(), "the guard let {c} go");
     }
+    let reasons = |evs: Vec<(String, String, String)>| {
+        evs.into_iter()
+            .map(|e| format!("{}/{}", e.0, e.1))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        reasons(rig.fake.events("team-a", "kept")),
+        ["Normal/Applied", "Warning/PruneGuard"]
+    );
     // The annotation forces the release; then the object goes.
     rig.merge(
         "team-a",
@@ -312,6 +329,10 @@ async fn a_guarded_delete_stalls_and_keeps_the_finalizer_until_forced() {
     for c in &cids {
         assert!(rig.owners(c).await.is_none(), "{c} is still pinned");
     }
+    assert_eq!(
+        reasons(rig.fake.events("team-a", "kept")),
+        ["Normal/Applied", "Warning/PruneGuard", "Normal/Released"]
+    );
     rig.stop().await;
 }
 
@@ -342,6 +363,13 @@ async fn an_invalid_spec_stalls_with_its_field_path_and_applies_nothing() {
         assert_eq!(rig.owners(c).await.unwrap(), ["pinset:team-a/good"]);
     }
     assert!(rig.owners(&cids[2]).await.is_none());
+    let events = rig.fake.events("team-a", "good");
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.0.as_str(), last.1.as_str()),
+        ("Warning", "ManifestInvalid")
+    );
+    assert!(last.2.contains("spec.pins[3].cid"), "{last:?}");
 
     // Never valid: nothing reaches the cluster.
     rig.create(
@@ -450,6 +478,14 @@ async fn an_unreachable_cluster_is_cluster_unavailable_and_retried() {
         .await;
     assert_eq!(finalizers(&o), ["pinfleet.io/cleanup"]);
     assert!(rig.owners(&cids[0]).await.is_none());
+    eventually("a ClusterUnavailable event", || async {
+        rig.fake
+            .events("team-a", "later")
+            .iter()
+            .any(|e| e.0 == "Warning" && e.1 == "ClusterUnavailable")
+            .then_some(())
+    })
+    .await;
     // Retried on its own (backoff), without any change to the object.
     proxy.up.store(true, std::sync::atomic::Ordering::SeqCst);
     rig.until_condition("team-a", "later", 1, "Ready", ("True", "Succeeded"))
