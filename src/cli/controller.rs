@@ -23,10 +23,25 @@ use super::remote::{HostArgs, block_on};
 /// Arguments of `pinfleet controller`.
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
-    /// Where manifests come from: `dir:PATH` or
-    /// `git:URL[#ref=BRANCH|tag=T|semver=RANGE|commit=SHA|name=REF][&path=SUBDIR]`.
+    /// Where manifests come from: `dir:PATH`,
+    /// `git:URL[#ref=BRANCH|tag=T|semver=RANGE|commit=SHA|name=REF][&path=SUBDIR]`
+    /// or `kube` (PinSet objects of Kubernetes, in-cluster or kubeconfig
+    /// credentials).
     #[arg(long, value_name = "SOURCE")]
     source: String,
+    /// With `--source kube`: watch this namespace only (default: every
+    /// namespace).
+    #[arg(long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// With `--source kube`: act only while holding the Lease
+    /// `pinfleet-controller` (coordination.k8s.io/v1), so that of several
+    /// replicas one acts at a time.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of that Lease (default: --namespace, else POD_NAMESPACE,
+    /// else `default`).
+    #[arg(long, value_name = "NAMESPACE", requires = "leader_elect")]
+    lease_namespace: Option<String>,
     /// Cache directory of git sources (cache repository and checkouts).
     #[arg(long, value_name = "DIR", default_value = ".pinfleet-git")]
     cache: PathBuf,
@@ -143,8 +158,75 @@ enum Source {
     Git(Box<GitSource>),
 }
 
+/// Runs the kube source: a kube-runtime controller over PinSet objects,
+/// until a shutdown signal.
+fn run_kube(args: ControllerArgs, namespace: Option<String>) -> anyhow::Result<ExitCode> {
+    if args.once
+        || !args.webhook.is_empty()
+        || args.webhook_listen.is_some()
+        || args.report.is_some()
+    {
+        bail!("--once, --listen, --webhook and --report are not for the kube source");
+    }
+    let client = args.host.client()?;
+    let lease = args.leader_elect.then(|| {
+        let ns = args
+            .lease_namespace
+            .clone()
+            .or_else(|| namespace.clone())
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| "default".to_string());
+        pinfleet::controller::LeaseOptions::new(ns)
+    });
+    let opts = pinfleet::controller::KubeOptions {
+        lease,
+        namespace,
+        force: args.force,
+        interval: args.interval,
+        limits: args.limits.limits(),
+        ..Default::default()
+    };
+    block_on(async move {
+        // In-cluster configuration, else the kubeconfig.
+        let kube = kube::Client::try_default()
+            .await
+            .context("cannot build a kubernetes client (in-cluster or kubeconfig)")?;
+        client
+            .pinsets()
+            .await
+            .with_context(|| format!("cannot talk to the cluster at {}", client.base_shown()))?;
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            pinfleet::daemon::shutdown_signal().await;
+            stop.cancel();
+        });
+        pinfleet::controller::run_kube(client, kube, opts, cancel).await;
+        Ok(ExitCode::SUCCESS)
+    })?
+}
+
 /// Runs the controller.
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    if let Some(kube) = pinfleet::source::kube::parse_spec(&args.source) {
+        let namespace = kube.map_err(|e| anyhow::anyhow!(e))?;
+        if namespace.is_some() && args.namespace.is_some() {
+            bail!("give the namespace once: --source kube:NAMESPACE or --namespace");
+        }
+        if let Some(ns) = &args.namespace {
+            pinfleet::manifest::check_dns_label(ns)
+                .map_err(|e| anyhow::anyhow!("--namespace: {e}"))?;
+        }
+        let namespace = namespace.or_else(|| args.namespace.clone());
+        return run_kube(args, namespace);
+    }
+    if args.namespace.is_some() || args.leader_elect {
+        bail!("--namespace and --leader-elect are for the kube source");
+    }
     let source = if let Some(path) = args.source.strip_prefix("dir:") {
         Source::Dir(
             DirSource::new(&PathBuf::from(path), args.limits.limits())
@@ -161,7 +243,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         )?))
     } else {
         bail!(
-            "unsupported source {:?}: expected dir:PATH or git:URL[#ref=REF&path=SUBDIR]",
+            "unsupported source {:?}: expected dir:PATH, git:URL[#ref=REF&path=SUBDIR] or kube",
             pinfleet::source::git::redact(&args.source)
         );
     };

@@ -307,8 +307,8 @@ impl Codec for Tags {
     }
 }
 
-/// Controller sources, each `dir:PATH` (non-empty) or `git:SPEC` (parsed
-/// as the controller does, so that a bad query key is caught at load).
+/// Controller sources, each `dir:PATH` (non-empty), `git:SPEC` (parsed
+/// as the controller does) or `kube[:NAMESPACE]` (a DNS label, so that a bad query key is caught at load).
 /// Credentials never reach a message.
 pub(super) struct Sources;
 
@@ -337,9 +337,11 @@ fn check_source(text: &str) -> Result<String, String> {
             Limits::default(),
         )
         .map_err(|e| e.to_string())?;
+    } else if let Some(kube) = crate::source::kube::parse_spec(text) {
+        kube?;
     } else {
         return Err(format!(
-            "unsupported source {}: expected dir:PATH or git:URL[#ref=REF&path=SUBDIR]",
+            "unsupported source {}: expected dir:PATH, git:URL[#ref=REF&path=SUBDIR] or kube[:NAMESPACE]",
             shown(&redact(text))
         ));
     }

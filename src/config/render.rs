@@ -207,7 +207,7 @@ const DOCS: &[SectionDoc] = &[
         &[
             (
                 "sources",
-                "Manifest sources: \"dir:PATH\" or \"git:URL#ref=REF&path=SUBDIR\"; empty runs no controller.",
+                "Manifest sources: \"dir:PATH\", \"git:URL#ref=REF&path=SUBDIR\" or \"kube[:NAMESPACE]\"; empty runs no controller.",
             ),
             (
                 "interval",

@@ -433,7 +433,8 @@ pub struct InformerConfig {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ControllerConfig {
-    /// Sources, each `dir:PATH` or `git:URL[#ref=REF&path=SUBDIR]` (checked).
+    /// Sources, each `dir:PATH`, `git:URL[#ref=REF&path=SUBDIR]` or
+    /// `kube[:NAMESPACE]` (PinSet objects of Kubernetes) (checked).
     #[serde(with = "Sources")]
     pub sources: Vec<String>,
     /// How often each source is re-reconciled (drift repair, git polls).

@@ -1,6 +1,6 @@
 //! The controller inside `pinfleet daemon` (`[controller]` in
 //! `service.toml`): every source runs under a supervisor that starts the
-//! source's loop ([`run_dir`] / [`run_git`]) only while this peer is the Raft
+//! source's loop ([`run_dir`] / [`run_git`] / [`run_kube`]) only while this peer is the Raft
 //! leader, and stops it when leadership is lost, so exactly one controller in
 //! the cluster acts. The controller talks to the cluster through this peer's
 //! own REST API, like `pinfleet controller --host`.
@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    ConditionType, Controller, ControllerOptions, ReconcileOutcome, ReconcileRequests, Reconcilers,
-    run_dir, run_git,
+    ConditionType, Controller, ControllerOptions, KubeOptions, ReconcileOutcome, ReconcileRequests,
+    Reconcilers, run_dir, run_git, run_kube,
 };
 use crate::client::{Client, ClientError};
 use crate::config::ControllerConfig;
@@ -151,9 +151,9 @@ pub enum StartError {
     /// The git credentials cannot be read.
     #[error("cannot read the git credentials")]
     Credentials(#[source] std::io::Error),
-    /// A source is neither `dir:` nor `git:`.
+    /// A source is neither `dir:`, `git:` nor `kube[:NAMESPACE]`.
     #[error(
-        "unsupported source {}: expected dir:PATH or git:URL[#ref=REF&path=SUBDIR]",
+        "unsupported source {}: expected dir:PATH, git:URL[#ref=REF&path=SUBDIR] or kube[:NAMESPACE]",
         crate::manifest::shown(.0)
     )]
     Unsupported(String),
@@ -171,6 +171,8 @@ pub enum StartError {
 enum Source {
     Dir(DirSource),
     Git(Box<GitSource>, mpsc::Receiver<()>),
+    /// PinSet objects of Kubernetes (in one namespace, or all).
+    Kube(Option<String>),
 }
 
 impl Source {
@@ -178,6 +180,8 @@ impl Source {
         match self {
             Self::Dir(d) => d.name(),
             Self::Git(g, _) => g.name(),
+            Self::Kube(None) => "kube".to_string(),
+            Self::Kube(Some(ns)) => format!("kube:{ns}"),
         }
     }
 }
@@ -226,6 +230,10 @@ pub fn spawn(
             let (tx, rx) = mpsc::channel(1);
             git_triggers.push(tx);
             sources.push(Source::Git(Box::new(git), rx));
+        } else if let Some(kube) = crate::source::kube::parse_spec(text) {
+            sources.push(Source::Kube(
+                kube.map_err(|_| StartError::Unsupported(text.clone()))?,
+            ));
         } else {
             return Err(StartError::Unsupported(redact(text)));
         }
@@ -350,6 +358,32 @@ async fn supervise(
                         true
                     }),
                     Some(hooks),
+                )
+            }
+            Source::Kube(namespace) => {
+                let opts = KubeOptions {
+                    namespace: namespace.clone(),
+                    force: opts.force,
+                    interval,
+                    ..KubeOptions::default()
+                };
+                let (client, term, name) = (client.clone(), term.clone(), name.clone());
+                drop(controller);
+                (
+                    Box::pin(async move {
+                        // In-cluster configuration, else the kubeconfig.
+                        match ::kube::Client::try_default().await {
+                            Ok(kube) => {
+                                run_kube(client, kube, opts, term).await;
+                                true
+                            }
+                            Err(e) => {
+                                tracing::warn!(source = %name, error = %super::error_chain(&e), "cannot build a kubernetes client");
+                                false
+                            }
+                        }
+                    }),
+                    None,
                 )
             }
         };

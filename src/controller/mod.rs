@@ -3,14 +3,17 @@
 //! through its REST API, releases the PinSets that left the source (under the
 //! prune guard) and keeps a status per PinSet.
 //!
-//! Sources ([`crate::source`]): a directory, watched with `notify`, and a
-//! git repository, polled and triggered by webhooks; [`run_dir`] and
-//! [`run_git`] drive the engine for each. The engine's
+//! Sources ([`crate::source`]): a directory, watched with `notify`, a
+//! git repository, polled and triggered by webhooks, and Kubernetes PinSet
+//! objects, one engine per object; [`run_dir`], [`run_git`] and
+//! [`run_kube`] drive the engine for each. The engine's
 //! state lives in memory ([`ControllerState`]); which PinSets belong to a
 //! source is read back from the cluster (`GET /pinsets`, the `source` each
 //! PinSet was applied with).
 
 pub mod daemon;
+pub mod kube;
+pub mod lease;
 mod patch;
 pub mod reporter;
 pub mod requests;
@@ -21,6 +24,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub use self::kube::{KubeError, KubeOptions, run_kube};
+pub use lease::{Elector, LeaseOptions};
 pub use requests::{ReconcileRequests, Reconcilers};
 pub use run::{DRIFT_POLLS, poll, run_dir, run_git};
 
@@ -261,6 +266,13 @@ impl Controller {
     /// The last load applied healthily (kept with [`keep_loads`](Self::keep_loads)).
     pub fn take_previous(&mut self) -> Option<Loaded> {
         self.previous.take()
+    }
+
+    /// Lifts (or restores) the prune guard for the next reconciles: a
+    /// source whose objects say so one by one (the kube source's
+    /// `pinfleet.io/force-prune` on a deleted PinSet) sets it per reconcile.
+    pub fn set_force(&mut self, force: bool) {
+        self.opts.force = force;
     }
 
     /// The engine's state.

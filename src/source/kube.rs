@@ -1,0 +1,372 @@
+//! The Kubernetes source (DESIGN §11): PinSet objects of the
+//! `pinsets.pinfleet.io` custom resource. This module owns what is specific
+//! to reading them: turning one object into a [`Loaded`] revision (checked
+//! by the same loader as a file, with problems named by their field path,
+//! `spec.pins[3].cid`), and the few writes the object itself needs (the
+//! finalizer, the status subresource).
+//!
+//! It must not decide what to apply nor talk to the pinfleet cluster: the
+//! reconcile engine (`crate::controller`, its kube driver) does both.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use ::kube::api::{Api, Patch, PatchParams};
+use ::kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::model::{API_VERSION, KIND, PinSet, PinSetStatus};
+use crate::manifest::{Diagnostic, Diagnostics, Limits, LoadError, Loaded, PinSetId, load_str};
+
+/// The finalizer that holds a deleted PinSet until its pins are released.
+pub const FINALIZER: &str = "pinfleet.io/cleanup";
+
+/// The field manager of every write this source makes.
+pub const FIELD_MANAGER: &str = "pinfleet";
+
+/// Annotations carried from the object into the loaded PinSet: pinfleet's
+/// own (`pinfleet.io/force-prune`); others (kubectl's last applied
+/// configuration) would only bloat the record.
+const ANNOTATION_PREFIX: &str = "pinfleet.io/";
+
+/// Reads a source spec: `kube` (every namespace) or `kube:NAMESPACE`.
+/// `None` when `text` is not a kube source; an error for a namespace that
+/// is not a DNS label.
+pub fn parse_spec(text: &str) -> Option<Result<Option<String>, String>> {
+    if text == "kube" {
+        return Some(Ok(None));
+    }
+    let ns = text.strip_prefix("kube:")?;
+    Some(
+        crate::manifest::check_dns_label(ns)
+            .map(|()| Some(ns.to_string()))
+            .map_err(|e| format!("kube: source namespace: {e}")),
+    )
+}
+
+/// `namespace/name` of an object (`default` when it has no namespace).
+pub fn id_of(ps: &PinSet) -> PinSetId {
+    PinSetId::new(
+        ps.namespace()
+            .unwrap_or_else(|| crate::manifest::DEFAULT_NAMESPACE.to_string()),
+        ps.name_any(),
+    )
+}
+
+/// The source name recorded with the PinSet of object `id`:
+/// `kube:<namespace>/<name>`. One per object, so that what one object
+/// owns in the cluster is never taken for another's.
+pub fn source_name(id: &PinSetId) -> String {
+    format!("kube:{}/{}", id.namespace, id.name)
+}
+
+/// True when `pinfleet.io/force-prune: "true"` is set on the object.
+pub fn force_prune(ps: &PinSet) -> bool {
+    ps.annotations()
+        .get(crate::manifest::model::FORCE_PRUNE_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
+/// True when the object carries [`FINALIZER`].
+pub fn has_finalizer(ps: &PinSet) -> bool {
+    ps.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Loads one PinSet object as a revision holding that PinSet alone. The
+/// revision is a digest of what is applied (name, labels, pinfleet
+/// annotations, spec), so an unchanged object is the same revision. A
+/// problem is reported at its field path (`spec.pins[3].cid: …`).
+pub fn load(ps: &PinSet, limits: &Limits) -> Result<Loaded, LoadError> {
+    let id = id_of(ps);
+    let annotations: BTreeMap<&String, &String> = ps
+        .annotations()
+        .iter()
+        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+        .collect();
+    let spec = serde_json::to_value(&ps.spec).map_err(|e| invalid(&id, "spec", &e.to_string()))?;
+    let doc = json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": id.name,
+            "namespace": id.namespace,
+            "labels": ps.labels(),
+            "annotations": annotations,
+        },
+        "spec": spec,
+    });
+    let (text, paths) = render(&doc);
+    let name = PathBuf::from(source_name(&id));
+    match load_str(&name, &text, limits) {
+        Ok(pinsets) => {
+            let digest = format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())));
+            Ok(Loaded {
+                source_digests: pinsets
+                    .iter()
+                    .map(|p| (p.id.clone(), digest.clone()))
+                    .collect(),
+                pinsets,
+                digest,
+                manifest_files: 1,
+                lists: Vec::new(),
+                duplicates: 0,
+                changes: None,
+            })
+        }
+        Err(d) => Err(LoadError::Invalid(Diagnostics(
+            d.0.into_iter()
+                .map(|d| {
+                    let path = usize::try_from(d.line)
+                        .ok()
+                        .and_then(|l| l.checked_sub(1))
+                        .and_then(|l| paths.get(l))
+                        .filter(|p| !p.is_empty())
+                        .map_or("spec", String::as_str);
+                    Diagnostic::file(Path::new(path), d.message)
+                })
+                .collect(),
+        ))),
+    }
+}
+
+fn invalid(id: &PinSetId, path: &str, message: &str) -> LoadError {
+    LoadError::Invalid(Diagnostics(vec![Diagnostic::file(
+        Path::new(path),
+        format!("pinset {id}: {message}"),
+    )]))
+}
+
+/// `value` as indented JSON (which YAML reads too, with line numbers), and
+/// per line the field path of what starts on it (`spec.pins[3].cid`).
+fn render(value: &Value) -> (String, Vec<String>) {
+    let mut out = Renderer::default();
+    out.value(value, "", 0);
+    out.text.push('\n');
+    (out.text, out.paths)
+}
+
+#[derive(Default)]
+struct Renderer {
+    text: String,
+    paths: Vec<String>,
+}
+
+impl Renderer {
+    fn newline(&mut self, path: &str, depth: usize) {
+        if !self.paths.is_empty() {
+            self.text.push('\n');
+        }
+        self.paths.push(path.to_string());
+        for _ in 0..depth {
+            self.text.push_str("  ");
+        }
+    }
+
+    fn value(&mut self, v: &Value, path: &str, depth: usize) {
+        if self.paths.is_empty() {
+            self.newline(path, depth);
+        }
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                self.text.push('{');
+                let last = m.len() - 1;
+                for (i, (k, v)) in m.iter().enumerate() {
+                    let child = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    self.newline(&child, depth + 1);
+                    self.text.push_str(&Value::String(k.clone()).to_string());
+                    self.text.push_str(": ");
+                    self.value(v, &child, depth + 1);
+                    if i != last {
+                        self.text.push(',');
+                    }
+                }
+                self.newline(path, depth);
+                self.text.push('}');
+            }
+            Value::Array(a) if !a.is_empty() => {
+                self.text.push('[');
+                let last = a.len() - 1;
+                for (i, v) in a.iter().enumerate() {
+                    let child = format!("{path}[{i}]");
+                    self.newline(&child, depth + 1);
+                    self.value(v, &child, depth + 1);
+                    if i != last {
+                        self.text.push(',');
+                    }
+                }
+                self.newline(path, depth);
+                self.text.push(']');
+            }
+            scalar => {
+                let _ = write!(self.text, "{scalar}");
+            }
+        }
+    }
+}
+
+/// Why a write to the Kubernetes API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeWriteError {
+    /// The API server refused or could not be reached.
+    #[error("cannot {what} pinset {id} in kubernetes")]
+    Api {
+        /// What was written.
+        what: &'static str,
+        /// The object.
+        id: PinSetId,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn api_for(client: &kube::Client, id: &PinSetId) -> Api<PinSet> {
+    Api::namespaced(client.clone(), &id.namespace)
+}
+
+/// Adds [`FINALIZER`] to the object (a merge patch carrying the object's
+/// `resourceVersion`, so a concurrent change is a conflict, not a loss).
+pub async fn add_finalizer(client: &kube::Client, ps: &PinSet) -> Result<(), KubeWriteError> {
+    let mut finalizers = ps.finalizers().to_vec();
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        finalizers.push(FINALIZER.to_string());
+    }
+    patch_finalizers(client, ps, finalizers, "add the finalizer to").await
+}
+
+/// Removes [`FINALIZER`] from the object; the API server then deletes it.
+pub async fn remove_finalizer(client: &kube::Client, ps: &PinSet) -> Result<(), KubeWriteError> {
+    let finalizers: Vec<String> = ps
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    patch_finalizers(client, ps, finalizers, "remove the finalizer from").await
+}
+
+async fn patch_finalizers(
+    client: &kube::Client,
+    ps: &PinSet,
+    finalizers: Vec<String>,
+    what: &'static str,
+) -> Result<(), KubeWriteError> {
+    let id = id_of(ps);
+    let patch = json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": ps.resource_version(),
+        }
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    api_for(client, &id)
+        .patch(&id.name, &params, &Patch::Merge(&patch))
+        .await
+        .map(drop)
+        .map_err(|source| KubeWriteError::Api { what, id, source })
+}
+
+/// Writes `status` with a server-side apply patch on the status
+/// subresource (field manager [`FIELD_MANAGER`], forced).
+pub async fn apply_status(
+    client: &kube::Client,
+    ps: &PinSet,
+    status: &PinSetStatus,
+) -> Result<(), KubeWriteError> {
+    let id = id_of(ps);
+    let patch = json!({
+        "apiVersion": PinSet::api_version(&()),
+        "kind": PinSet::kind(&()),
+        "status": status,
+    });
+    api_for(client, &id)
+        .patch_status(
+            &id.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(drop)
+        .map_err(|source| KubeWriteError::Api {
+            what: "write the status of",
+            id,
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Located;
+    use crate::manifest::model::{PinEntry, PinSetSpec};
+
+    fn object(cids: &[&str]) -> PinSet {
+        let mut ps = PinSet::new(
+            "a",
+            PinSetSpec {
+                suspend: false,
+                prune: true,
+                defaults: None,
+                pins: cids
+                    .iter()
+                    .map(|c| PinEntry {
+                        cid: Located::unlocated(c.to_string()),
+                        name: None,
+                        replication: None,
+                        allocate: None,
+                        mode: None,
+                        expire_after: None,
+                        metadata: BTreeMap::new(),
+                        origins: Vec::new(),
+                    })
+                    .collect(),
+                pins_from: Vec::new(),
+            },
+        );
+        ps.metadata.namespace = Some("ns".into());
+        ps
+    }
+
+    const GOOD: &str = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi";
+
+    #[test]
+    fn kube_sources_name_every_namespace_or_one() {
+        assert_eq!(parse_spec("kube"), Some(Ok(None)));
+        assert_eq!(parse_spec("kube:mirrors"), Some(Ok(Some("mirrors".into()))));
+        assert!(matches!(parse_spec("kube:Not_A_Label"), Some(Err(_))));
+        assert_eq!(parse_spec("dir:/x"), None);
+        assert_eq!(parse_spec("kubectl"), None);
+    }
+
+    #[test]
+    fn an_object_loads_as_one_pinset_with_a_stable_revision() {
+        let a = load(&object(&[GOOD]), &Limits::default()).unwrap();
+        assert_eq!(a.pinsets.len(), 1);
+        assert_eq!(a.pinsets[0].id, PinSetId::new("ns", "a"));
+        assert_eq!(a.pinsets[0].pins.len(), 1);
+        let again = load(&object(&[GOOD]), &Limits::default()).unwrap();
+        assert_eq!(a.digest, again.digest);
+        let other = load(&object(&[]), &Limits::default()).unwrap();
+        assert_ne!(a.digest, other.digest);
+    }
+
+    #[test]
+    fn a_bad_cid_is_reported_at_its_field_path() {
+        let e = load(
+            &object(&[GOOD, GOOD, GOOD, "not-a-cid"]),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("spec.pins[3].cid: "), "{text}");
+    }
+}
