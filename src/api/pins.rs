@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use libp2p::{Multiaddr, PeerId};
 
-use super::{ApiError, ApiState, blocking, stream};
+use super::{ApiError, ApiState, stream};
 use crate::consensus::ClusterNode;
 use crate::manifest::duration::parse_duration;
 use crate::manifest::shown;
@@ -270,8 +270,10 @@ pub(super) async fn unpin_key(
 }
 
 pub(super) async fn get_pin(node: &ClusterNode, key: CidKey) -> Result<Option<StatePin>, ApiError> {
-    let store = node.store().clone();
-    blocking(move || store.get(&key).map_err(storage)).await
+    // One key: a few B-tree pages, mostly cached; microseconds, so read
+    // here rather than pay a hand-off to a blocking thread and back on
+    // every pin answered.
+    node.store().get(&key).map_err(storage)
 }
 
 /// A write committed on the leader may not be applied here yet; wait so the

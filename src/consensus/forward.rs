@@ -1,9 +1,10 @@
 //! Writes a follower sends to the leader. Every write a follower accepts
 //! queues here; one task sends them in order, grouped: up to
-//! [`IN_FLIGHT`] requests are on their way at once, and the writes that
-//! queue meanwhile go together in the next one (`Rpc::WriteBatch`), each
-//! caller answered with its own outcome, exactly as if sent alone. There
-//! is no timer: an idle follower sends a write as soon as it arrives.
+//! [`IN_FLIGHT`] requests are on their way at once, and the pins and
+//! unpins that queue meanwhile go together in the next one
+//! (`Rpc::WriteBatch`), each caller answered with its own outcome, exactly
+//! as if sent alone (other commands go alone). There is no timer: an idle
+//! follower sends a write as soon as it arrives.
 //!
 //! Under load this turns one request and one reply per pin into one per
 //! group, which is most of what a forwarded pin costs (the leader's
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::batcher::Gather;
 use super::{ClusterNode, MAX_ENTRY_BYTES, RemoteFailure, Rpc, RpcReply};
 use crate::state::{Command, Outcome};
 
@@ -67,12 +69,13 @@ pub(super) async fn run(
                 },
             },
         };
+        let groupable = Gather::groupable(&first.command);
         let mut bytes = super::size::encoded_len(&first.command);
         let mut group = vec![first];
-        while group.len() < MAX_WRITES {
+        while groupable && group.len() < MAX_WRITES {
             let Ok(next) = queue.try_recv() else { break };
             let more = super::size::encoded_len(&next.command);
-            if bytes.saturating_add(more) > MAX_ENTRY_BYTES {
+            if !Gather::groupable(&next.command) || bytes.saturating_add(more) > MAX_ENTRY_BYTES {
                 carry = Some(next);
                 break;
             }
@@ -108,20 +111,36 @@ impl ClusterNode {
         let n = commands.len();
         let unexpected = || Err(RemoteFailure::Other("unexpected reply".into()));
         let answers: Vec<Answer> = match <[Command; 1]>::try_from(commands) {
-            Ok([command]) => match self.send_to_leader(Rpc::Write(command)).await {
-                Ok(RpcReply::Write(r)) => vec![r],
-                Ok(_) => vec![unexpected()],
-                Err(e) => vec![Err(e)],
-            },
-            Err(commands) => match self.send_to_leader(Rpc::WriteBatch(commands)).await {
-                Ok(RpcReply::WriteBatch(r)) if r.len() == n => r,
-                Ok(_) => vec![unexpected(); n],
-                Err(e) => vec![Err(e); n],
-            },
+            Ok([command]) => vec![self.send_one(command).await],
+            Err(commands) => {
+                // Kept to send one by one if the group fails: a leader of
+                // an older version does not know `WriteBatch` (and a
+                // leader that is really gone fails those too). Only pins
+                // and unpins are grouped, and writing one again is
+                // harmless (the same spec, or nothing left to unpin).
+                let again = commands.clone();
+                match self.send_to_leader(Rpc::WriteBatch(commands)).await {
+                    Ok(RpcReply::WriteBatch(r)) if r.len() == n => r,
+                    Ok(_) => vec![unexpected(); n],
+                    Err(e) => {
+                        tracing::debug!(error = %e, writes = n, "a group of writes failed; sending them one by one");
+                        futures::future::join_all(again.into_iter().map(|c| self.send_one(c))).await
+                    }
+                }
+            }
         };
         for (reply, answer) in replies.into_iter().zip(answers) {
             // The caller may have given up waiting.
             let _ = reply.send(answer);
+        }
+    }
+
+    /// Sends one write to the leader as a plain `Write`.
+    async fn send_one(&self, command: Command) -> Answer {
+        match self.send_to_leader(Rpc::Write(command)).await {
+            Ok(RpcReply::Write(r)) => r,
+            Ok(_) => Err(RemoteFailure::Other("unexpected reply".into())),
+            Err(e) => Err(e),
         }
     }
 
