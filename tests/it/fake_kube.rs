@@ -64,6 +64,8 @@ struct Store {
     statuses: HashMap<String, Vec<Value>>,
     lists: usize,
     watches: usize,
+    /// The namespace of every ConfigMap list or watch (`None`: all).
+    config_map_scopes: Vec<Option<String>>,
     leases: BTreeMap<(String, String), Value>,
     lease_reads: usize,
     events: Vec<Value>,
@@ -269,6 +271,29 @@ impl FakeKube {
         st.change_of(&self.tx, CONFIGMAPS, kind, obj);
     }
 
+    /// Creates or replaces ConfigMap `ns/name` without telling open
+    /// watches (as if the event were lost): only a read finds it.
+    pub fn put_config_map_unwatched(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
+        let mut st = self.store.lock().unwrap();
+        st.rv += 1;
+        let obj = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": name, "namespace": ns, "uid": format!("cm-{ns}-{name}"),
+                "resourceVersion": st.rv.to_string(), "creationTimestamp": now(),
+            },
+            "data": data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        });
+        st.objects
+            .insert((CONFIGMAPS, ns.to_string(), name.to_string()), obj);
+    }
+
+    /// The namespace of every ConfigMap list and watch served (`None`:
+    /// every namespace).
+    pub fn config_map_scopes(&self) -> Vec<Option<String>> {
+        self.store.lock().unwrap().config_map_scopes.clone()
+    }
+
     /// Deletes ConfigMap `ns/name` (a watch sees DELETED).
     pub fn delete_config_map(&self, ns: &str, name: &str) {
         let mut st = self.store.lock().unwrap();
@@ -410,6 +435,9 @@ fn list_or_watch(s: Shared, res: &'static str, ns: Option<String>, q: ListQuery)
     let watching = q.watch.as_deref().is_some_and(|w| w == "true" || w == "1");
     let (api_version, kind) = type_of(res);
     let mut st = s.store.lock().unwrap();
+    if res == CONFIGMAPS {
+        st.config_map_scopes.push(ns.clone());
+    }
     if !watching {
         if res == PINSETS {
             st.lists += 1;

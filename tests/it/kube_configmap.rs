@@ -8,7 +8,9 @@
 
 use serde_json::{Value, json};
 
-use crate::kube_source::{Rig, condition, message, seeds};
+use pinfleet::controller::KubeOptions;
+
+use crate::kube_source::{Rig, condition, message, options, seeds};
 use crate::status::eventually;
 use crate::support::recorded_at;
 
@@ -213,5 +215,56 @@ async fn a_bad_cid_in_a_configmap_names_the_key_and_line_and_applies_nothing() {
     for c in &cids {
         assert_eq!(rig.owners(c).await.unwrap(), ["pinset:team-a/web"]);
     }
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_configmap_is_read_again_with_backoff_even_when_its_event_is_lost() {
+    let rig = Rig::start().await;
+    let cids = seeds("cm-backoff", 2);
+    rig.create(
+        "team-a",
+        "web",
+        from_config_map("lists", "main", &[]),
+        json!({}),
+    )
+    .await;
+    rig.until_condition("team-a", "web", 1, "Stalled", ("True", "ManifestInvalid"))
+        .await;
+    // No watch event: only the retry (backoff at most 2 s here) finds it.
+    rig.fake
+        .put_config_map_unwatched("team-a", "lists", &[("main", &list(&cids))]);
+    let o = rig
+        .until_condition("team-a", "web", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    assert_eq!(o["status"]["summary"]["total"], 2);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_controller_of_one_namespace_watches_only_that_namespaces_configmaps() {
+    let opts = KubeOptions {
+        namespace: Some("team-a".into()),
+        ..options()
+    };
+    let rig = Rig::start_with(opts, None).await;
+    let cids = seeds("cm-scope", 2);
+    rig.fake
+        .put_config_map("team-a", "lists", &[("main", &list(&cids))]);
+    rig.create(
+        "team-a",
+        "web",
+        from_config_map("lists", "main", &[]),
+        json!({}),
+    )
+    .await;
+    rig.until_condition("team-a", "web", 1, "Ready", ("True", "Succeeded"))
+        .await;
+    let scopes = rig.fake.config_map_scopes();
+    assert!(!scopes.is_empty(), "configmaps are not watched");
+    assert!(
+        scopes.iter().all(|s| s.as_deref() == Some("team-a")),
+        "{scopes:?}"
+    );
     rig.stop().await;
 }

@@ -24,7 +24,7 @@ pub(crate) struct Rig {
     _dir: tempfile::TempDir,
 }
 
-fn options() -> KubeOptions {
+pub(crate) fn options() -> KubeOptions {
     KubeOptions {
         refresh: Duration::from_millis(200),
         interval: Duration::from_secs(60),
@@ -37,7 +37,7 @@ fn options() -> KubeOptions {
 impl Rig {
     /// A cluster, a fake API server and the kube source between them; the
     /// controller reaches the cluster at `via` when given (a proxy).
-    async fn start_with(opts: KubeOptions, via: Option<&dyn Fn(&str) -> String>) -> Rig {
+    pub(crate) async fn start_with(opts: KubeOptions, via: Option<&dyn Fn(&str) -> String>) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let fleet = Fleet::start(1, dir.path(), Duration::from_millis(200)).await;
         let fake = FakeKube::start().await;
