@@ -5,6 +5,10 @@
 //! (`kube:<namespace>/<name>`, owner `pinset:<namespace>/<name>`), so an
 //! object only ever applies and releases its own PinSet.
 //!
+//! An object's `pinsFrom` may name ConfigMap keys of its namespace: they are
+//! read with the object, and ConfigMaps are watched (in the watched
+//! namespaces) so that a change to one reconciles the objects naming it.
+//!
 //! Per object: the finalizer `pinfleet.io/cleanup` is added before the first
 //! apply; a deleted object's PinSet is released under the prune guard (as a
 //! removed file's), the finalizer removed once released; the status
@@ -22,9 +26,11 @@ use std::time::{Duration, Instant};
 use ::kube::api::Api;
 use ::kube::runtime::controller::{Action, Controller as KubeController};
 use ::kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use ::kube::runtime::reflector::ObjectRef;
 use ::kube::runtime::watcher;
 use ::kube::{Resource, ResourceExt};
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -224,7 +230,29 @@ async fn run_controller(
         failures: Mutex::new(HashMap::new()),
         recorder,
     });
-    KubeController::new(api, watcher::Config::default())
+    let config_maps: Api<ConfigMap> = match &ctx.opts.namespace {
+        Some(ns) => Api::namespaced(ctx.kube.clone(), ns),
+        None => Api::all(ctx.kube.clone()),
+    };
+    let controller = KubeController::new(api, watcher::Config::default());
+    // A ConfigMap change (or its deletion) reconciles the PinSets of its
+    // namespace whose `pinsFrom` names it, as the PinSet cache holds them.
+    // (The controller's trigger backoff covers this watch too.)
+    let pinsets = controller.store();
+    controller
+        .watches(
+            config_maps,
+            watcher::Config::default(),
+            move |cm: ConfigMap| {
+                let (ns, name) = (cm.namespace().unwrap_or_default(), cm.name_any());
+                pinsets
+                    .state()
+                    .into_iter()
+                    .filter(|ps| source::references(ps, &ns, &name))
+                    .map(|ps| ObjectRef::from_obj(&*ps))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(cancel.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
@@ -284,7 +312,10 @@ async fn apply(
     if !source::has_finalizer(obj) {
         source::add_finalizer(&ctx.kube, obj).await?;
     }
-    let loaded = source::load(obj, &ctx.opts.limits);
+    let loaded = source::load(&ctx.kube, obj, &ctx.opts.limits).await;
+    // A list from a ConfigMap that cannot be read (or does not load) is
+    // retried with backoff, besides the reconcile a change of it triggers.
+    let list_failed = loaded.is_err() && !source::config_map_names(obj).is_empty();
     // The first reconcile of an object trusts what the cluster holds
     // (the engine sends nothing for a revision it already has); a
     // drift repair re-applies it whole every `interval`.
@@ -321,7 +352,16 @@ async fn apply(
     if let Some(o) = outcome.as_ref().filter(|_| fresh) {
         log(o);
     }
-    finish(obj, id, ctx, outcome, fresh).await
+    let failed = list_failed.then(|| outcome.clone()).flatten();
+    let next = finish(obj, id, ctx, outcome, fresh).await?;
+    match failed {
+        Some(o) => Err(KubeError::Stalled {
+            id: id.clone(),
+            reason: o.reason,
+            message: o.message,
+        }),
+        None => Ok(next),
+    }
 }
 
 /// Releases a deleted object's PinSet under the prune guard, then lets

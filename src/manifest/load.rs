@@ -19,7 +19,7 @@ use super::diag::{Diagnostic, Diagnostics, shown, yaml_message};
 use super::incremental::PinSetChanges;
 use super::located::Pos;
 use super::model::PinSetDocument;
-use super::validate::{DocumentChecker, PinSource};
+use super::validate::{DocumentChecker, ListTarget, PinSource};
 
 /// Leads every source digest: a change of what is hashed changes the tag.
 const SOURCE_DIGEST_TAG: &[u8] = b"pinfleet-source-v1\0";
@@ -215,12 +215,29 @@ fn load_with<P: AsRef<Path>>(
     })
 }
 
+/// `pinsFrom` ConfigMap keys a caller has read (the kube source), by
+/// `(configmap name, key)` in the namespace of the PinSet being loaded:
+/// the key's text, or why it cannot be had (`configmap ns/x not found`).
+pub type ConfigMapLists = BTreeMap<(String, String), Result<String, String>>;
+
 /// Parses manifests held in memory (for example a request body), as if read
 /// from `name`. `pinsFrom` is refused: the caller must resolve lists first.
 pub fn load_str(
     name: &Path,
     text: &str,
     limits: &Limits,
+) -> Result<Vec<DesiredPinSet>, Diagnostics> {
+    load_str_with(name, text, limits, None)
+}
+
+/// [`load_str`] whose `pinsFrom` may name ConfigMap keys, read from
+/// `config_maps` (a key it does not hold is an error); a list's problems
+/// are reported in `configmap <ns>/<name> key <key>` at line:col.
+pub fn load_str_with(
+    name: &Path,
+    text: &str,
+    limits: &Limits,
+    config_maps: Option<&ConfigMapLists>,
 ) -> Result<Vec<DesiredPinSet>, Diagnostics> {
     // A JSON body (what the CLI and the controller send) is parsed by
     // serde_json, many times faster than the YAML parser on a large PinSet.
@@ -230,12 +247,14 @@ pub fn load_str(
         && let Ok(doc) = serde_json::from_str::<PinSetDocument>(text)
     {
         let mut loader = Loader::new(limits);
+        loader.config_maps = config_maps;
         let sets = loader.check_documents(None, name, vec![doc]);
         if loader.diags.is_empty() {
             return Ok(sets);
         }
     }
     let mut loader = Loader::new(limits);
+    loader.config_maps = config_maps;
     let sets = loader.parse_documents(None, name, text);
     if loader.diags.is_empty() {
         Ok(sets)
@@ -345,6 +364,7 @@ struct Loader<'a> {
     duplicates: usize,
     lists_mode: Lists,
     source_digests: BTreeMap<PinSetId, String>,
+    config_maps: Option<&'a ConfigMapLists>,
 }
 
 impl<'a> Loader<'a> {
@@ -359,6 +379,7 @@ impl<'a> Loader<'a> {
             duplicates: 0,
             lists_mode: Lists::Parse,
             source_digests: BTreeMap::new(),
+            config_maps: None,
         }
     }
 
@@ -460,34 +481,50 @@ impl<'a> Loader<'a> {
             };
             let mut source = from_disk.as_ref().map(|(_, s)| s.clone());
             for list in std::mem::take(&mut checked.lists) {
-                match (&from_disk, source.as_mut()) {
-                    (Some((root, _)), Some(source)) => {
-                        let Some(path) = self.resolve_list_path(root, file, &list.path, list.pos)
-                        else {
-                            continue;
-                        };
-                        let Some(bytes) = self.read_limited_at(file, list.pos, &path) else {
-                            continue;
-                        };
-                        source.update((list.path.len() as u64).to_le_bytes());
-                        source.update(list.path.as_bytes());
-                        source.update((bytes.len() as u64).to_le_bytes());
-                        source.update(&bytes);
-                        if self.lists_mode == Lists::Parse {
-                            self.read_list(&path, &bytes, &mut checked);
-                        }
-                        self.lists.push(ListFile {
-                            pinset: checked.pinset.id.clone(),
-                            path,
-                            options: Arc::clone(&checked.list_options),
-                        });
+                let target = (list.target, &from_disk, source.as_mut(), self.config_maps);
+                let (rel, root, source) = match target {
+                    (ListTarget::Path(rel), Some((root, _)), Some(source), _) => {
+                        (rel, *root, source)
                     }
-                    _ => self.diags.push(Diagnostic::at(
-                        file,
-                        list.pos,
-                        "pinsFrom must be resolved before the manifest is sent",
-                    )),
+                    (ListTarget::ConfigMap(name, key), None, _, Some(maps)) => {
+                        self.read_config_map(file, list.pos, maps, (name, key), &mut checked);
+                        continue;
+                    }
+                    (ListTarget::ConfigMap(..), Some(_), _, _) => {
+                        self.diags.push(Diagnostic::at(
+                            file,
+                            list.pos,
+                            "pinsFrom configMapKeyRef is read by the kube source only; a file lists CIDs with path",
+                        ));
+                        continue;
+                    }
+                    _ => {
+                        self.diags.push(Diagnostic::at(
+                            file,
+                            list.pos,
+                            "pinsFrom must be resolved before the manifest is sent",
+                        ));
+                        continue;
+                    }
+                };
+                let Some(path) = self.resolve_list_path(root, file, &rel, list.pos) else {
+                    continue;
+                };
+                let Some(bytes) = self.read_limited_at(file, list.pos, &path) else {
+                    continue;
+                };
+                source.update((rel.len() as u64).to_le_bytes());
+                source.update(rel.as_bytes());
+                source.update((bytes.len() as u64).to_le_bytes());
+                source.update(&bytes);
+                if self.lists_mode == Lists::Parse {
+                    self.read_list(&path, &bytes, &mut checked);
                 }
+                self.lists.push(ListFile {
+                    pinset: checked.pinset.id.clone(),
+                    path,
+                    options: Arc::clone(&checked.list_options),
+                });
             }
             if let Some(source) = source {
                 self.source_digests.insert(
@@ -588,6 +625,33 @@ impl<'a> Loader<'a> {
                 ),
             ));
         }
+    }
+
+    /// Adds the CIDs of ConfigMap key `(name, key)` of the PinSet's
+    /// namespace, as `maps` holds it, to `checked`.
+    fn read_config_map(
+        &mut self,
+        manifest: &Path,
+        pos: Pos,
+        maps: &ConfigMapLists,
+        (name, key): (String, String),
+        checked: &mut super::validate::CheckedDocument,
+    ) {
+        let ns = &checked.pinset.id.namespace;
+        let list = PathBuf::from(format!("configmap {ns}/{name} key {key}"));
+        let problem = match maps.get(&(name, key)) {
+            Some(Ok(text)) if text.len() as u64 <= self.limits.max_list_bytes => {
+                return self.read_list(&list, text.as_bytes(), checked);
+            }
+            Some(Ok(_)) => format!(
+                "larger than the limit of {} bytes",
+                self.limits.max_list_bytes
+            ),
+            Some(Err(why)) => why.clone(),
+            None => "not read".to_string(),
+        };
+        let message = format!("pinsFrom {}: {problem}", list.display());
+        self.diags.push(Diagnostic::at(manifest, pos, message));
     }
 
     fn read_limited_at(&mut self, manifest: &Path, pos: Pos, path: &Path) -> Option<Vec<u8>> {

@@ -25,7 +25,10 @@ pub use diag::{
     capped, plural, shown, suggest,
 };
 pub use load::written_as as written_as_of;
-pub use load::{Limits, ListFile, LoadError, Loaded, load_paths, load_str, scan_paths};
+pub use load::{
+    ConfigMapLists, Limits, ListFile, LoadError, Loaded, load_paths, load_str, load_str_with,
+    scan_paths,
+};
 pub use located::{Located, Pos};
 pub use model::{PinMode, PinSet, PinSetSpec, PinSetStatus};
 pub use validate::{DEFAULT_NAMESPACE, check_dns_label, pinset_id};

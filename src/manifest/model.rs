@@ -68,10 +68,10 @@ pub struct PinSetSpec {
     /// Pins listed inline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pins: Vec<PinEntry>,
-    /// Files listing one CID per line (optionally followed by a name), relative
-    /// to the manifest.
+    /// Lists of one CID per line (optionally followed by a name): files
+    /// relative to the manifest, or (kube source) ConfigMap keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pins_from: Vec<PinsFrom>,
+    pub pins_from: Vec<Located<PinsFrom>>,
 }
 
 fn default_true() -> bool {
@@ -128,12 +128,28 @@ pub struct PinEntry {
     pub origins: Vec<Located<String>>,
 }
 
-/// A file listing CIDs, one per line.
+/// A list of CIDs, one per line: a file (`path`) or a ConfigMap key
+/// (`configMapKeyRef`); exactly one of the two.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PinsFrom {
-    /// Path relative to the manifest file; it may not leave the source root.
-    pub path: Located<String>,
+    /// Path relative to the manifest file; it may not leave the source root
+    /// (dir and git sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<Located<String>>,
+    /// A key of a ConfigMap in the PinSet's namespace (kube source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<ConfigMapKeyRef>,
+}
+
+/// A key of a ConfigMap in the PinSet's namespace, holding a CID list.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap.
+    pub name: Located<String>,
+    /// Key in its `data` (or `binaryData`).
+    pub key: Located<String>,
 }
 
 /// Replication factors, IPFS Cluster semantics: -1/-1 pins on every peer.

@@ -16,7 +16,7 @@ use super::duration::parse_duration;
 use super::load::written_as;
 use super::located::{Located, Pos};
 use super::model::{
-    API_VERSION, Allocate, KIND, PinDefaults, PinEntry, PinSetDocument, Replication,
+    API_VERSION, Allocate, KIND, PinDefaults, PinEntry, PinSetDocument, PinsFrom, Replication,
 };
 
 /// Longest pin name accepted.
@@ -32,8 +32,16 @@ pub(crate) struct PinSource<'a> {
 
 /// A `pinsFrom` entry still to be read.
 pub(crate) struct ListRef {
-    pub path: String,
+    pub target: ListTarget,
     pub pos: Pos,
+}
+
+/// What a `pinsFrom` entry names.
+pub(crate) enum ListTarget {
+    /// A file, relative to the manifest.
+    Path(String),
+    /// A ConfigMap key in the PinSet's namespace: `(name, key)`.
+    ConfigMap(String, String),
 }
 
 /// A document that passed its own checks; its lists are not read yet.
@@ -153,21 +161,70 @@ impl<'a> DocumentChecker<'a> {
                 },
                 pins: BTreeMap::new(),
             },
-            lists: spec
-                .pins_from
-                .into_iter()
-                .map(|l| ListRef {
-                    path: l.path.value,
-                    pos: l.path.pos,
-                })
-                .collect(),
+            lists: Vec::new(),
             list_options: Arc::clone(&list_options),
             duplicates: 0,
         };
         for entry in spec.pins {
             self.pin(entry, &defaults, &list_options, &mut checked);
         }
+        for list in spec.pins_from {
+            if let Some(l) = self.list_ref(list) {
+                checked.lists.push(l);
+            }
+        }
         Some(checked)
+    }
+
+    /// A `pinsFrom` entry: a `path` or a `configMapKeyRef`, not both.
+    fn list_ref(&mut self, list: Located<PinsFrom>) -> Option<ListRef> {
+        match (list.value.path, list.value.config_map_key_ref) {
+            (Some(path), None) => Some(ListRef {
+                target: ListTarget::Path(path.value),
+                pos: path.pos,
+            }),
+            (None, Some(r)) => {
+                let key_ok = !r.key.value.is_empty()
+                    && r.key.value.len() <= 253
+                    && r.key
+                        .value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !key_ok {
+                    self.err(
+                        r.key.pos,
+                        format!(
+                            "configMapKeyRef key {}: must be 1 to 253 letters, digits, '-', '_' or '.'",
+                            shown(&r.key.value)
+                        ),
+                    );
+                }
+                let name_ok = !r.name.value.is_empty()
+                    && r.name.value.len() <= 253
+                    && r.name.value.split('.').all(|p| check_dns_label(p).is_ok());
+                if !name_ok {
+                    self.err(
+                        r.name.pos,
+                        format!(
+                            "configMapKeyRef name {}: must be a DNS-1123 subdomain",
+                            shown(&r.name.value)
+                        ),
+                    );
+                }
+                let pos = r.name.pos;
+                (key_ok && name_ok).then_some(ListRef {
+                    target: ListTarget::ConfigMap(r.name.value, r.key.value),
+                    pos,
+                })
+            }
+            _ => {
+                self.err(
+                    list.pos,
+                    "a pinsFrom entry names exactly one of path and configMapKeyRef",
+                );
+                None
+            }
+        }
     }
 
     fn pin(
@@ -388,6 +445,68 @@ fn check_label_value(v: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::load::{ConfigMapLists, Limits, load_paths, load_str, load_str_with};
+    use std::fs;
+
+    const LIST_DOC: &str = "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: m\n  namespace: ns\nspec:\n  pinsFrom:\n";
+    const CID: &str = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi";
+
+    #[test]
+    fn a_configmap_key_list_loads_from_memory_and_names_its_lines() {
+        let doc = format!("{LIST_DOC}    - configMapKeyRef: {{name: lists, key: a.txt}}\n");
+        let key = ("lists".to_string(), "a.txt".to_string());
+        let mut maps = ConfigMapLists::new();
+        maps.insert(key.clone(), Ok(format!("# c\n{CID} first\n")));
+        let name = Path::new("obj");
+        let sets = load_str_with(name, &doc, &Limits::default(), Some(&maps)).unwrap();
+        assert_eq!(sets[0].pins.len(), 1);
+        maps.insert(key.clone(), Ok(format!("{CID}\n\n  nope\n")));
+        let e = load_str_with(name, &doc, &Limits::default(), Some(&maps)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("configmap ns/lists key a.txt:3:3: "),
+            "{e}"
+        );
+        maps.insert(key, Err("the configmap does not exist".into()));
+        let e = load_str_with(name, &doc, &Limits::default(), Some(&maps)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "obj:8:31: pinsFrom configmap ns/lists key a.txt: the configmap does not exist"
+        );
+        // Without ConfigMaps (a request body), the list is not resolved.
+        let e = load_str(name, &doc, &Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("must be resolved"), "{e}");
+    }
+
+    #[test]
+    fn a_file_manifest_names_exactly_one_list_and_no_configmap() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.yaml");
+        let cases = [
+            (
+                "- configMapKeyRef: {name: lists, key: a}",
+                "read by the kube source only",
+            ),
+            (
+                "- {path: a.txt, configMapKeyRef: {name: l, key: a}}",
+                "exactly one of",
+            ),
+            ("- {}", "exactly one of"),
+            (
+                "- configMapKeyRef: {name: Lists_, key: 'a b'}",
+                "configMapKeyRef name",
+            ),
+        ];
+        for (entry, want) in cases {
+            fs::write(&file, format!("{LIST_DOC}    {entry}\n")).unwrap();
+            let e = load_paths(&[&file], &Limits::default()).unwrap_err();
+            assert!(e.to_string().contains(want), "{entry}: {e}");
+        }
+        fs::write(dir.path().join("a.txt"), format!("{CID}\n")).unwrap();
+        fs::write(&file, format!("{LIST_DOC}    - path: a.txt\n")).unwrap();
+        let loaded = load_paths(&[&file], &Limits::default()).unwrap();
+        assert_eq!(loaded.pin_count(), 1);
+    }
 
     #[test]
     fn dns_labels() {

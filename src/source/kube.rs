@@ -2,23 +2,27 @@
 //! `pinsets.pinfleet.io` custom resource. This module owns what is specific
 //! to reading them: turning one object into a [`Loaded`] revision (checked
 //! by the same loader as a file, with problems named by their field path,
-//! `spec.pins[3].cid`), and the few writes the object itself needs (the
+//! `spec.pins[3].cid`), with the ConfigMap keys its `pinsFrom` names read
+//! from its namespace; and the few writes the object itself needs (the
 //! finalizer, the status subresource).
 //!
 //! It must not decide what to apply nor talk to the pinfleet cluster: the
 //! reconcile engine (`crate::controller`, its kube driver) does both.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use ::kube::api::{Api, Patch, PatchParams};
 use ::kube::{Resource, ResourceExt};
+use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::manifest::model::{API_VERSION, KIND, PinSet, PinSetStatus};
-use crate::manifest::{Diagnostic, Diagnostics, Limits, LoadError, Loaded, PinSetId, load_str};
+use crate::manifest::{
+    ConfigMapLists, Diagnostic, Diagnostics, Limits, LoadError, Loaded, PinSetId, load_str_with,
+};
 
 /// The finalizer that holds a deleted PinSet until its pins are released.
 pub const FINALIZER: &str = "pinfleet.io/cleanup";
@@ -74,11 +78,80 @@ pub fn has_finalizer(ps: &PinSet) -> bool {
     ps.finalizers().iter().any(|f| f == FINALIZER)
 }
 
-/// Loads one PinSet object as a revision holding that PinSet alone. The
-/// revision is a digest of what is applied (name, labels, pinfleet
-/// annotations, spec), so an unchanged object is the same revision. A
-/// problem is reported at its field path (`spec.pins[3].cid: …`).
-pub fn load(ps: &PinSet, limits: &Limits) -> Result<Loaded, LoadError> {
+/// The ConfigMaps an object's `pinsFrom` names (in its namespace), each once.
+pub fn config_map_names(ps: &PinSet) -> BTreeSet<&str> {
+    ps.spec
+        .pins_from
+        .iter()
+        .filter_map(|l| l.value.config_map_key_ref.as_ref())
+        .map(|r| r.name.value.as_str())
+        .collect()
+}
+
+/// True when `ps` takes a `pinsFrom` list from ConfigMap `namespace/name`.
+pub fn references(ps: &PinSet, namespace: &str, name: &str) -> bool {
+    id_of(ps).namespace == namespace && config_map_names(ps).contains(name)
+}
+
+/// Reads the ConfigMap keys an object's `pinsFrom` names, then loads it
+/// ([`load_from`]). A missing ConfigMap or key is a problem of the object
+/// (`ManifestInvalid`); an API server that cannot be read is
+/// [`LoadError::Io`] (`SourceUnavailable`).
+pub async fn load(
+    client: &kube::Client,
+    ps: &PinSet,
+    limits: &Limits,
+) -> Result<Loaded, LoadError> {
+    let id = id_of(ps);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &id.namespace);
+    let mut maps = ConfigMapLists::new();
+    for name in config_map_names(ps) {
+        let cm = api.get_opt(name).await.map_err(|e| LoadError::Io {
+            path: PathBuf::from(format!("configmap {}/{name}", id.namespace)),
+            source: std::io::Error::other(e),
+        })?;
+        let refs = ps.spec.pins_from.iter();
+        for r in refs.filter_map(|l| l.value.config_map_key_ref.as_ref()) {
+            if r.name.value != name {
+                continue;
+            }
+            let key = &r.key.value;
+            let text = match &cm {
+                None => Err("the configmap does not exist".to_string()),
+                Some(cm) => config_map_text(cm, key),
+            };
+            maps.insert((name.to_string(), key.clone()), text);
+        }
+    }
+    load_from(ps, limits, &maps)
+}
+
+/// The text of `key` in `cm` (`data`, else UTF-8 `binaryData`).
+fn config_map_text(cm: &ConfigMap, key: &str) -> Result<String, String> {
+    if let Some(text) = cm.data.as_ref().and_then(|d| d.get(key)) {
+        return Ok(text.clone());
+    }
+    match cm.binary_data.as_ref().and_then(|d| d.get(key)) {
+        Some(bytes) => String::from_utf8(bytes.0.clone())
+            .map_err(|_| "the configmap's binaryData key is not UTF-8 text".to_string()),
+        None => Err(format!(
+            "the configmap has no key {}",
+            crate::manifest::shown(key)
+        )),
+    }
+}
+
+/// Loads one PinSet object as a revision holding that PinSet alone, its
+/// `pinsFrom` ConfigMap keys taken from `config_maps`. The revision is a
+/// digest of what is applied (name, labels, pinfleet annotations, spec,
+/// the ConfigMap keys' text), so an unchanged object is the same revision.
+/// A problem is reported at its field path (`spec.pins[3].cid: …`), or in
+/// its list (`configmap ns/name key k:3:1: …`).
+pub fn load_from(
+    ps: &PinSet,
+    limits: &Limits,
+    config_maps: &ConfigMapLists,
+) -> Result<Loaded, LoadError> {
     let id = id_of(ps);
     let annotations: BTreeMap<&String, &String> = ps
         .annotations()
@@ -99,9 +172,18 @@ pub fn load(ps: &PinSet, limits: &Limits) -> Result<Loaded, LoadError> {
     });
     let (text, paths) = render(&doc);
     let name = PathBuf::from(source_name(&id));
-    match load_str(&name, &text, limits) {
+    match load_str_with(&name, &text, limits, Some(config_maps)) {
         Ok(pinsets) => {
-            let digest = format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())));
+            let mut hasher = Sha256::new();
+            hasher.update(text.as_bytes());
+            for ((cm, key), list) in config_maps {
+                let list = list.as_deref().unwrap_or_default();
+                for part in [cm.as_str(), key.as_str(), list] {
+                    hasher.update((part.len() as u64).to_le_bytes());
+                    hasher.update(part.as_bytes());
+                }
+            }
+            let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
             Ok(Loaded {
                 source_digests: pinsets
                     .iter()
@@ -118,6 +200,9 @@ pub fn load(ps: &PinSet, limits: &Limits) -> Result<Loaded, LoadError> {
         Err(d) => Err(LoadError::Invalid(Diagnostics(
             d.0.into_iter()
                 .map(|d| {
+                    if d.file != name {
+                        return d; // in a ConfigMap's list
+                    }
                     let path = usize::try_from(d.line)
                         .ok()
                         .and_then(|l| l.checked_sub(1))
@@ -349,21 +434,61 @@ mod tests {
 
     #[test]
     fn an_object_loads_as_one_pinset_with_a_stable_revision() {
-        let a = load(&object(&[GOOD]), &Limits::default()).unwrap();
+        let a = load_from(&object(&[GOOD]), &Limits::default(), &ConfigMapLists::new()).unwrap();
         assert_eq!(a.pinsets.len(), 1);
         assert_eq!(a.pinsets[0].id, PinSetId::new("ns", "a"));
         assert_eq!(a.pinsets[0].pins.len(), 1);
-        let again = load(&object(&[GOOD]), &Limits::default()).unwrap();
+        let again =
+            load_from(&object(&[GOOD]), &Limits::default(), &ConfigMapLists::new()).unwrap();
         assert_eq!(a.digest, again.digest);
-        let other = load(&object(&[]), &Limits::default()).unwrap();
+        let other = load_from(&object(&[]), &Limits::default(), &ConfigMapLists::new()).unwrap();
         assert_ne!(a.digest, other.digest);
     }
 
     #[test]
+    fn a_configmap_list_is_part_of_the_revision_and_keeps_its_own_lines() {
+        let mut ps = object(&[]);
+        ps.spec.pins_from = vec![Located::unlocated(crate::manifest::model::PinsFrom {
+            path: None,
+            config_map_key_ref: Some(crate::manifest::model::ConfigMapKeyRef {
+                name: Located::unlocated("lists".into()),
+                key: Located::unlocated("k".into()),
+            }),
+        })];
+        assert_eq!(
+            config_map_names(&ps).into_iter().collect::<Vec<_>>(),
+            ["lists"]
+        );
+        assert!(references(&ps, "ns", "lists"));
+        assert!(!references(&ps, "other", "lists"));
+        let key = ("lists".to_string(), "k".to_string());
+        let mut maps = ConfigMapLists::new();
+        maps.insert(key.clone(), Ok(format!("{GOOD}\n")));
+        let a = load_from(&ps, &Limits::default(), &maps).unwrap();
+        assert_eq!(a.pinsets[0].pins.len(), 1);
+        maps.insert(key.clone(), Ok(format!("# the same pins\n{GOOD}\n")));
+        let b = load_from(&ps, &Limits::default(), &maps).unwrap();
+        assert_ne!(a.digest, b.digest, "a ConfigMap edit is a new revision");
+        maps.insert(key.clone(), Ok(format!("{GOOD}\nbad\n")));
+        let e = load_from(&ps, &Limits::default(), &maps).unwrap_err();
+        assert!(
+            e.to_string().starts_with("configmap ns/lists key k:2:1: "),
+            "{e}"
+        );
+        maps.insert(key, Err("the configmap does not exist".into()));
+        let e = load_from(&ps, &Limits::default(), &maps).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "spec.pinsFrom[0].configMapKeyRef.name: pinsFrom configmap ns/lists key k: the configmap does not exist"
+        );
+    }
+
+    #[test]
     fn a_bad_cid_is_reported_at_its_field_path() {
-        let e = load(
+        let e = load_from(
             &object(&[GOOD, GOOD, GOOD, "not-a-cid"]),
             &Limits::default(),
+            &ConfigMapLists::new(),
         )
         .unwrap_err();
         let text = e.to_string();

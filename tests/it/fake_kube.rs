@@ -9,6 +9,8 @@
 //! (`coordination.k8s.io/v1`): get, create, replace with a
 //! resourceVersion precondition (`409 Conflict`). Events
 //! (`events.k8s.io/v1`): create, merge patch (a series), kept in order.
+//! ConfigMaps (`v1`): list, watch and get like PinSets, written by the test
+//! itself ([`FakeKube::put_config_map`], [`FakeKube::delete_config_map`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -26,11 +28,25 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 const PREFIX: &str = "/apis/pinfleet.io/v1alpha1";
+/// The resources that are listed and watched.
+const PINSETS: &str = "pinsets";
+const CONFIGMAPS: &str = "configmaps";
+
+/// `(apiVersion, kind)` of a resource's objects.
+fn type_of(resource: &str) -> (&'static str, &'static str) {
+    if resource == CONFIGMAPS {
+        ("v1", "ConfigMap")
+    } else {
+        ("pinfleet.io/v1alpha1", "PinSet")
+    }
+}
+
+type Key = (&'static str, String, String);
 
 #[derive(Clone, Debug)]
 enum Ev {
-    /// `rv`, type, object.
-    Change(u64, &'static str, Value),
+    /// `rv`, resource, type, object.
+    Change(u64, &'static str, &'static str, Value),
     Bookmark(u64),
     Expire,
 }
@@ -39,14 +55,17 @@ enum Ev {
 struct Store {
     rv: u64,
     uid: u64,
-    objects: BTreeMap<(String, String), Value>,
-    log: Vec<(u64, &'static str, Value)>,
+    objects: BTreeMap<Key, Value>,
+    /// `rv`, resource, type, object.
+    log: Vec<(u64, &'static str, &'static str, Value)>,
     /// Watches from a resourceVersion below this are `410 Gone`.
     gone_before: u64,
     /// Every status written, per `ns/name`, in order.
     statuses: HashMap<String, Vec<Value>>,
     lists: usize,
     watches: usize,
+    /// The namespace of every ConfigMap list or watch (`None`: all).
+    config_map_scopes: Vec<Option<String>>,
     leases: BTreeMap<(String, String), Value>,
     lease_reads: usize,
     events: Vec<Value>,
@@ -107,10 +126,21 @@ fn now() -> String {
 impl Store {
     /// Records a change: bumps the resourceVersion, stamps the object,
     /// logs and broadcasts the event.
-    fn change(&mut self, tx: &broadcast::Sender<Ev>, kind: &'static str, mut obj: Value) -> Value {
+    fn change(&mut self, tx: &broadcast::Sender<Ev>, kind: &'static str, obj: Value) -> Value {
+        self.change_of(tx, PINSETS, kind, obj)
+    }
+
+    fn change_of(
+        &mut self,
+        tx: &broadcast::Sender<Ev>,
+        res: &'static str,
+        kind: &'static str,
+        mut obj: Value,
+    ) -> Value {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let key = (
+            res,
             obj["metadata"]["namespace"].as_str().unwrap().to_string(),
             obj["metadata"]["name"].as_str().unwrap().to_string(),
         );
@@ -119,8 +149,8 @@ impl Store {
         } else {
             self.objects.insert(key, obj.clone());
         }
-        self.log.push((self.rv, kind, obj.clone()));
-        let _ = tx.send(Ev::Change(self.rv, kind, obj.clone()));
+        self.log.push((self.rv, res, kind, obj.clone()));
+        let _ = tx.send(Ev::Change(self.rv, res, kind, obj.clone()));
         obj
     }
 }
@@ -146,6 +176,15 @@ impl FakeKube {
             .route(
                 &format!("{PREFIX}/namespaces/{{ns}}/pinsets/{{name}}/status"),
                 patch(patch_status),
+            )
+            .route("/api/v1/configmaps", get(list_all_config_maps))
+            .route(
+                "/api/v1/namespaces/{ns}/configmaps",
+                get(list_ns_config_maps),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/configmaps/{name}",
+                get(get_config_map),
             )
             .route(
                 "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
@@ -206,7 +245,62 @@ impl FakeKube {
     /// The object `ns/name`, as stored.
     pub fn object(&self, ns: &str, name: &str) -> Option<Value> {
         let st = self.store.lock().unwrap();
-        st.objects.get(&(ns.into(), name.into())).cloned()
+        st.objects.get(&(PINSETS, ns.into(), name.into())).cloned()
+    }
+
+    /// Creates or replaces ConfigMap `ns/name` holding `data` (a watch
+    /// sees ADDED or MODIFIED).
+    pub fn put_config_map(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
+        let mut st = self.store.lock().unwrap();
+        let key = (CONFIGMAPS, ns.to_string(), name.to_string());
+        let old = st.objects.get(&key).cloned();
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let obj = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": name, "namespace": ns,
+                "uid": old.as_ref().map_or_else(|| format!("cm-{ns}-{name}"), |o| o["metadata"]["uid"].as_str().unwrap().to_string()),
+                "creationTimestamp": now(),
+            },
+            "data": data,
+        });
+        let kind = if old.is_some() { "MODIFIED" } else { "ADDED" };
+        st.change_of(&self.tx, CONFIGMAPS, kind, obj);
+    }
+
+    /// Creates or replaces ConfigMap `ns/name` without telling open
+    /// watches (as if the event were lost): only a read finds it.
+    pub fn put_config_map_unwatched(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
+        let mut st = self.store.lock().unwrap();
+        st.rv += 1;
+        let obj = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": name, "namespace": ns, "uid": format!("cm-{ns}-{name}"),
+                "resourceVersion": st.rv.to_string(), "creationTimestamp": now(),
+            },
+            "data": data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        });
+        st.objects
+            .insert((CONFIGMAPS, ns.to_string(), name.to_string()), obj);
+    }
+
+    /// The namespace of every ConfigMap list and watch served (`None`:
+    /// every namespace).
+    pub fn config_map_scopes(&self) -> Vec<Option<String>> {
+        self.store.lock().unwrap().config_map_scopes.clone()
+    }
+
+    /// Deletes ConfigMap `ns/name` (a watch sees DELETED).
+    pub fn delete_config_map(&self, ns: &str, name: &str) {
+        let mut st = self.store.lock().unwrap();
+        let key = (CONFIGMAPS, ns.to_string(), name.to_string());
+        if let Some(obj) = st.objects.get(&key).cloned() {
+            st.change_of(&self.tx, CONFIGMAPS, "DELETED", obj);
+        }
     }
 
     /// Every status written to `ns/name`, oldest first.
@@ -285,7 +379,7 @@ struct ListQuery {
 }
 
 async fn list_all(State(s): State<Shared>, Query(q): Query<ListQuery>) -> Response {
-    list_or_watch(s, None, q)
+    list_or_watch(s, PINSETS, None, q)
 }
 
 async fn list_ns(
@@ -293,7 +387,30 @@ async fn list_ns(
     Path(ns): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    list_or_watch(s, Some(ns), q)
+    list_or_watch(s, PINSETS, Some(ns), q)
+}
+
+async fn list_all_config_maps(State(s): State<Shared>, Query(q): Query<ListQuery>) -> Response {
+    list_or_watch(s, CONFIGMAPS, None, q)
+}
+
+async fn list_ns_config_maps(
+    State(s): State<Shared>,
+    Path(ns): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    list_or_watch(s, CONFIGMAPS, Some(ns), q)
+}
+
+async fn get_config_map(
+    State(s): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let st = s.store.lock().unwrap();
+    match st.objects.get(&(CONFIGMAPS, ns, name)) {
+        Some(o) => axum::Json(o.clone()).into_response(),
+        None => status(StatusCode::NOT_FOUND, "NotFound", "not found"),
+    }
 }
 
 fn in_ns(obj: &Value, ns: &Option<String>) -> bool {
@@ -314,25 +431,33 @@ fn gone() -> Value {
     })
 }
 
-fn list_or_watch(s: Shared, ns: Option<String>, q: ListQuery) -> Response {
+fn list_or_watch(s: Shared, res: &'static str, ns: Option<String>, q: ListQuery) -> Response {
     let watching = q.watch.as_deref().is_some_and(|w| w == "true" || w == "1");
+    let (api_version, kind) = type_of(res);
     let mut st = s.store.lock().unwrap();
+    if res == CONFIGMAPS {
+        st.config_map_scopes.push(ns.clone());
+    }
     if !watching {
-        st.lists += 1;
+        if res == PINSETS {
+            st.lists += 1;
+        }
         let items: Vec<Value> = st
             .objects
-            .values()
-            .filter(|o| in_ns(o, &ns))
-            .cloned()
+            .iter()
+            .filter(|(k, o)| k.0 == res && in_ns(o, &ns))
+            .map(|(_, o)| o.clone())
             .collect();
         let body = json!({
-            "apiVersion": "pinfleet.io/v1alpha1", "kind": "PinSetList",
+            "apiVersion": api_version, "kind": format!("{kind}List"),
             "metadata": {"resourceVersion": st.rv.to_string()},
             "items": items,
         });
         return axum::Json(body).into_response();
     }
-    st.watches += 1;
+    if res == PINSETS {
+        st.watches += 1;
+    }
     let since: u64 = q
         .resource_version
         .as_deref()
@@ -345,8 +470,8 @@ fn list_or_watch(s: Shared, ns: Option<String>, q: ListQuery) -> Response {
     let replay: Vec<Bytes> = st
         .log
         .iter()
-        .filter(|(rv, _, o)| *rv > since && in_ns(o, &ns))
-        .map(|(_, k, o)| line(k, o))
+        .filter(|(rv, r, _, o)| *rv > since && *r == res && in_ns(o, &ns))
+        .map(|(_, _, k, o)| line(k, o))
         .collect();
     let rx = s.tx.subscribe();
     drop(st);
@@ -359,12 +484,14 @@ fn list_or_watch(s: Shared, ns: Option<String>, q: ListQuery) -> Response {
             }
             loop {
                 match rx.recv().await {
-                    Ok(Ev::Change(rv, kind, obj)) if rv > since && in_ns(&obj, &ns) => {
+                    Ok(Ev::Change(rv, r, kind, obj))
+                        if rv > since && r == res && in_ns(&obj, &ns) =>
+                    {
                         return Some((line(kind, &obj), (rx, false)));
                     }
                     Ok(Ev::Bookmark(rv)) if bookmarks && rv > since => {
                         let mark = json!({
-                            "apiVersion": "pinfleet.io/v1alpha1", "kind": "PinSet",
+                            "apiVersion": api_version, "kind": kind,
                             "metadata": {"resourceVersion": rv.to_string()},
                         });
                         return Some((line("BOOKMARK", &mark), (rx, false)));
@@ -396,7 +523,10 @@ async fn create(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    if st.objects.contains_key(&(ns.clone(), name.clone())) {
+    if st
+        .objects
+        .contains_key(&(PINSETS, ns.clone(), name.clone()))
+    {
         return status(StatusCode::CONFLICT, "AlreadyExists", "already exists");
     }
     st.uid += 1;
@@ -414,7 +544,7 @@ async fn create(
 
 async fn get_one(State(s): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Response {
     let st = s.store.lock().unwrap();
-    match st.objects.get(&(ns, name)) {
+    match st.objects.get(&(PINSETS, ns, name)) {
         Some(o) => axum::Json(o.clone()).into_response(),
         None => status(StatusCode::NOT_FOUND, "NotFound", "not found"),
     }
@@ -441,7 +571,7 @@ async fn patch_one(
         return status(StatusCode::BAD_REQUEST, "BadRequest", "not json");
     };
     let mut st = s.store.lock().unwrap();
-    let Some(old) = st.objects.get(&(ns, name)).cloned() else {
+    let Some(old) = st.objects.get(&(PINSETS, ns, name)).cloned() else {
         return status(StatusCode::NOT_FOUND, "NotFound", "not found");
     };
     if let Some(rv) = p["metadata"]["resourceVersion"].as_str()
@@ -504,7 +634,7 @@ async fn patch_status(
     };
     let mut st = s.store.lock().unwrap();
     let key = format!("{ns}/{name}");
-    let Some(old) = st.objects.get(&(ns, name)).cloned() else {
+    let Some(old) = st.objects.get(&(PINSETS, ns, name)).cloned() else {
         return status(StatusCode::NOT_FOUND, "NotFound", "not found");
     };
     let mut new = old.clone();
@@ -522,7 +652,7 @@ async fn patch_status(
 
 async fn delete_one(State(s): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Response {
     let mut st = s.store.lock().unwrap();
-    let Some(mut obj) = st.objects.get(&(ns, name)).cloned() else {
+    let Some(mut obj) = st.objects.get(&(PINSETS, ns, name)).cloned() else {
         return status(StatusCode::NOT_FOUND, "NotFound", "not found");
     };
     let finalized = obj["metadata"]["finalizers"]

@@ -17,14 +17,14 @@ use crate::fake_kube::FakeKube;
 use crate::status::{Fleet, eventually};
 use crate::support::{cid_v1, owners_at, recorded_at};
 
-struct Rig {
-    fake: FakeKube,
-    fleet: Fleet,
+pub(crate) struct Rig {
+    pub(crate) fake: FakeKube,
+    pub(crate) fleet: Fleet,
     cancel: CancellationToken,
     _dir: tempfile::TempDir,
 }
 
-fn options() -> KubeOptions {
+pub(crate) fn options() -> KubeOptions {
     KubeOptions {
         refresh: Duration::from_millis(200),
         interval: Duration::from_secs(60),
@@ -37,7 +37,7 @@ fn options() -> KubeOptions {
 impl Rig {
     /// A cluster, a fake API server and the kube source between them; the
     /// controller reaches the cluster at `via` when given (a proxy).
-    async fn start_with(opts: KubeOptions, via: Option<&dyn Fn(&str) -> String>) -> Rig {
+    pub(crate) async fn start_with(opts: KubeOptions, via: Option<&dyn Fn(&str) -> String>) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let fleet = Fleet::start(1, dir.path(), Duration::from_millis(200)).await;
         let fake = FakeKube::start().await;
@@ -57,7 +57,7 @@ impl Rig {
         }
     }
 
-    async fn start() -> Rig {
+    pub(crate) async fn start() -> Rig {
         Self::start_with(options(), None).await
     }
 
@@ -65,7 +65,7 @@ impl Rig {
         Api::namespaced(self.fake.client(), ns)
     }
 
-    async fn create(&self, ns: &str, name: &str, spec: Value, annotations: Value) {
+    pub(crate) async fn create(&self, ns: &str, name: &str, spec: Value, annotations: Value) {
         let ps: PinSet = serde_json::from_value(json!({
             "apiVersion": "pinfleet.io/v1alpha1",
             "kind": "PinSet",
@@ -79,7 +79,7 @@ impl Rig {
             .unwrap();
     }
 
-    async fn merge(&self, ns: &str, name: &str, patch: Value) {
+    pub(crate) async fn merge(&self, ns: &str, name: &str, patch: Value) {
         self.api(ns)
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -95,7 +95,7 @@ impl Rig {
 
     /// Waits until the object's condition `type_` has `status` and
     /// `reason` for generation `generation`; returns the object.
-    async fn until_condition(
+    pub(crate) async fn until_condition(
         &self,
         ns: &str,
         name: &str,
@@ -116,18 +116,18 @@ impl Rig {
         .await
     }
 
-    async fn owners(&self, cid: &str) -> Option<Vec<String>> {
+    pub(crate) async fn owners(&self, cid: &str) -> Option<Vec<String>> {
         owners_at(&self.fleet.url, cid).await
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.cancel.cancel();
         self.fleet.stop().await;
     }
 }
 
 /// `(status, reason)` of condition `type_` in a status.
-fn condition(status: &Value, type_: &str) -> Option<(String, String)> {
+pub(crate) fn condition(status: &Value, type_: &str) -> Option<(String, String)> {
     status["conditions"]
         .as_array()?
         .iter()
@@ -140,7 +140,7 @@ fn condition(status: &Value, type_: &str) -> Option<(String, String)> {
         })
 }
 
-fn message(status: &Value, type_: &str) -> String {
+pub(crate) fn message(status: &Value, type_: &str) -> String {
     status["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
@@ -149,7 +149,7 @@ fn message(status: &Value, type_: &str) -> String {
         .to_string()
 }
 
-fn seeds(test: &str, n: usize) -> Vec<String> {
+pub(crate) fn seeds(test: &str, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| cid_v1(&format!("kube-{test}-{i}")))
         .collect()

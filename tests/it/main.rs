@@ -26,6 +26,7 @@ mod hamt_vectors;
 mod hooks_daemon;
 mod inproc;
 mod ipfs;
+mod kube_configmap;
 mod kube_source;
 mod limits;
 mod manifest;
