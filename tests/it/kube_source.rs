@@ -40,7 +40,7 @@ impl Rig {
     async fn start_with(opts: KubeOptions, via: Option<&dyn Fn(&str) -> String>) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let fleet = Fleet::start(1, dir.path(), Duration::from_millis(200)).await;
-        let fake = FakeKube::start().await;
+        let fake = FakeKube::start().await.unwrap();
         let cancel = CancellationToken::new();
         let url = via.map_or_else(|| fleet.url.clone(), |v| v(&fleet.url));
         tokio::spawn(run_kube(
@@ -613,7 +613,7 @@ fn the_cli_takes_the_kube_source_and_says_what_it_lacks() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_daemon_runs_the_kube_source_from_its_config() {
-    let fake = FakeKube::start().await;
+    let fake = FakeKube::start().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let kubeconfig = tmp.path().join("kubeconfig");
     std::fs::write(
@@ -715,7 +715,7 @@ async fn one_replica_acts_while_it_holds_the_lease_and_stops_when_it_is_lost() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::start(1, dir.path(), Duration::from_millis(200)).await;
-    let fake = FakeKube::start().await;
+    let fake = FakeKube::start().await.unwrap();
     let cancel = CancellationToken::new();
     let holder = || async {
         fake.lease("pinfleet-system", "pinfleet-controller")
