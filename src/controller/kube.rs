@@ -121,7 +121,8 @@ impl Context {
                         force: self.opts.force,
                         requests: ReconcileRequests::default(),
                     },
-                ),
+                )
+                .holding_only(id.clone()),
                 last_drift: None,
             }))
         }))

@@ -35,7 +35,7 @@ use crate::manifest::{
     DEFAULT_NAMESPACE, Diagnostics, LoadError, Loaded, PinSetId, check_dns_label,
 };
 use crate::manifest::{MAX_STORED_MESSAGE_BYTES, capped};
-use crate::wire::ApplyReport;
+use crate::wire::{ApplyReport, PinSetInfo};
 
 /// Kind of the condition a PinSet is in (Kubernetes conventions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -233,6 +233,9 @@ pub struct Controller {
     /// The newest reconcile-now ticket when the source started reading the
     /// revision being reconciled (see [`Controller::begin`]).
     begun: Option<u64>,
+    /// The one PinSet this engine's source can hold (see
+    /// [`Controller::holding_only`]).
+    only: Option<PinSetId>,
 }
 
 impl Controller {
@@ -246,7 +249,45 @@ impl Controller {
             keep_loads: false,
             previous: None,
             begun: None,
+            only: None,
         }
+    }
+
+    /// Declares that this engine's source holds at most the PinSet `id`
+    /// (the kube source: one engine per object, its source named after
+    /// it): the engine then reads the cluster's record of just that PinSet
+    /// (and of any other it loads or remembers) instead of listing every
+    /// PinSet, which with many objects would be one full list per object.
+    pub fn holding_only(mut self, id: PinSetId) -> Self {
+        self.only = Some(id);
+        self
+    }
+
+    /// The cluster's records of the PinSets this source may hold: every
+    /// PinSet (`GET /pinsets`), or with [`holding_only`](Self::holding_only)
+    /// the ones it names, loads or remembers, one `GET` each.
+    async fn recorded(&self, loaded: &Loaded) -> Result<Vec<PinSetInfo>, ClientError> {
+        let Some(only) = &self.only else {
+            return self.client.pinsets().await;
+        };
+        let mut ids: Vec<&PinSetId> = vec![only];
+        for id in loaded
+            .pinsets
+            .iter()
+            .map(|p| &p.id)
+            .chain(self.state.statuses.keys())
+        {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(info) = self.client.pinset(id).await? {
+                out.push(info);
+            }
+        }
+        Ok(out)
     }
 
     /// Marks the start of a cycle, before the source fetches or loads: the
@@ -436,7 +477,7 @@ impl Controller {
             ..ReconcileOutcome::default()
         };
         // Which PinSets this source applied before, as the cluster records.
-        let recorded = match self.client.pinsets().await {
+        let recorded = match self.recorded(&loaded).await {
             Ok(r) => r,
             Err(e) => {
                 let msg = error_chain(&e);
