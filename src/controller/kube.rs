@@ -159,7 +159,8 @@ fn backoff_delay(failures: u32, min: Duration, max: Duration, jitter: f64) -> Du
 /// `kube` and applies them to the cluster behind `client`. With
 /// [`KubeOptions::lease`], only while this replica holds the lease: a lost
 /// lease stops the controller (reconciles under way are given up to one
-/// renew period to finish), and it waits to take the lease again.
+/// renew period to finish), and it waits to take the lease again; on
+/// `cancel` it stops acting, then releases the lease for the next replica.
 pub async fn run_kube(
     client: Client,
     kube: ::kube::Client,
@@ -190,6 +191,18 @@ pub async fn run_kube(
             }
         }
         if cancel.is_cancelled() {
+            // Clean shutdown: this replica stopped acting; hand over now.
+            match tokio::time::timeout(grace, elector.release()).await {
+                Ok(Ok(())) => {
+                    tracing::info!(identity = %elector.identity(), "kube: lease released");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(identity = %elector.identity(), error = %error_chain(&e), "kube: cannot release the lease");
+                }
+                Err(_) => {
+                    tracing::warn!(identity = %elector.identity(), "kube: the lease was not released in time");
+                }
+            }
             return;
         }
     }

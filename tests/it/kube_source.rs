@@ -802,3 +802,62 @@ async fn one_replica_acts_while_it_holds_the_lease_and_stops_when_it_is_lost() {
     cancel.cancel();
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn a_replica_that_shuts_down_releases_the_lease_to_the_next_at_once() {
+    let fake = FakeKube::start().await.unwrap();
+    let holder = || {
+        fake.lease("pinfleet-system", "pinfleet-controller")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+    };
+    // A lease far longer than the test: b may only take it if a gives it up.
+    let long = |id: &str| {
+        let mut o = replica(id);
+        if let Some(l) = o.lease.as_mut() {
+            l.duration = Duration::from_secs(120);
+            l.renew_deadline = Duration::from_secs(60);
+        }
+        o
+    };
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    // No PinSets: the replicas never reach the cluster.
+    let a = tokio::spawn(run_kube(
+        Client::new("http://127.0.0.1:9").unwrap(),
+        fake.client(),
+        long("replica-a"),
+        stop_a.clone(),
+    ));
+    eventually("replica-a to take the lease", || async {
+        (holder()? == "replica-a").then_some(())
+    })
+    .await;
+    tokio::spawn(run_kube(
+        Client::new("http://127.0.0.1:9").unwrap(),
+        fake.client(),
+        long("replica-b"),
+        stop_b.clone(),
+    ));
+    lease_reads_after(&fake, fake.lease_reads(), 5).await;
+    assert_eq!(holder().unwrap(), "replica-a", "b waits while a holds it");
+
+    let asked = std::time::Instant::now();
+    stop_a.cancel();
+    tokio::time::timeout(Duration::from_secs(10), a)
+        .await
+        .expect("replica-a stops")
+        .unwrap();
+    eventually("replica-b to take the released lease", || async {
+        (holder()? == "replica-b").then_some(())
+    })
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "taken long before the 120 s lease expired: {:?}",
+        asked.elapsed()
+    );
+    let lease = fake
+        .lease("pinfleet-system", "pinfleet-controller")
+        .unwrap();
+    assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
+    stop_b.cancel();
+}
