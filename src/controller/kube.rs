@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use ::kube::api::Api;
 use ::kube::runtime::controller::{Action, Controller as KubeController};
 use ::kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use ::kube::runtime::reflector::ObjectRef;
 use ::kube::runtime::watcher;
 use ::kube::{Resource, ResourceExt};
 use futures::StreamExt;
@@ -59,6 +60,10 @@ pub struct KubeOptions {
     /// Act only while holding this Lease (several replicas); `None`: act
     /// at once (a single replica, or the daemon, whose Raft leader acts).
     pub lease: Option<LeaseOptions>,
+    /// Reconcile-now requests for this source's objects
+    /// ([`ReconcileRequests::object`]): a requested object is reconciled at
+    /// once and its revision re-applied whole.
+    pub requests: ReconcileRequests,
 }
 
 impl Default for KubeOptions {
@@ -72,6 +77,7 @@ impl Default for KubeOptions {
             backoff_max: Duration::from_secs(300),
             limits: Limits::default(),
             lease: None,
+            requests: ReconcileRequests::default(),
         }
     }
 }
@@ -119,7 +125,7 @@ impl Context {
                     ControllerOptions {
                         source: source::source_name(id),
                         force: self.opts.force,
-                        requests: ReconcileRequests::default(),
+                        requests: self.opts.requests.object(id),
                     },
                 )
                 .holding_only(id.clone()),
@@ -131,6 +137,7 @@ impl Context {
     fn forget(&self, id: &PinSetId) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.remove(id);
+        self.opts.requests.forget_object(id);
     }
 
     fn backoff(&self, id: &PinSetId) -> Duration {
@@ -238,7 +245,16 @@ async fn run_controller(
         failures: Mutex::new(HashMap::new()),
         recorder,
     });
+    // Reconcile-now: the objects requested, as they are asked for.
+    let requested = futures::stream::unfold(ctx.opts.requests.clone(), |r| async move {
+        r.wait_pending().await;
+        let ids = r.pending_objects();
+        Some((futures::stream::iter(ids), r))
+    })
+    .flatten()
+    .map(|id: PinSetId| ObjectRef::new(&id.name).within(&id.namespace));
     KubeController::new(api, watcher::Config::default())
+        .reconcile_on(requested)
         .graceful_shutdown_on(cancel.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {

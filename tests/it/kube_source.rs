@@ -861,3 +861,61 @@ async fn a_replica_that_shuts_down_releases_the_lease_to_the_next_at_once() {
     assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
     stop_b.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_now_reaches_a_kube_pinset_through_the_daemon() {
+    let fake = FakeKube::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: nobody\n\
+             current-context: fake\nusers:\n- name: nobody\n  user: {{}}\n",
+            fake.url
+        ),
+    )
+    .unwrap();
+    let d = tmp.path().join("peer");
+    crate::support::init_peer(&d);
+    let mut child = crate::support::spawn_daemon(
+        &d,
+        &[
+            ("PINFLEET_CONTROLLER_SOURCES", "kube:now"),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ],
+    );
+    let info = crate::support::wait_running(&d, &mut child);
+    let ps: PinSet = serde_json::from_value(json!({
+        "apiVersion": "pinfleet.io/v1alpha1", "kind": "PinSet",
+        "metadata": {"name": "web", "namespace": "now"},
+        "spec": pins(&seeds("now", 2)),
+    }))
+    .unwrap();
+    Api::<PinSet>::namespaced(fake.client(), "now")
+        .create(&PostParams::default(), &ps)
+        .await
+        .unwrap();
+    eventually("the daemon to apply now/web", || async {
+        recorded_at(&info.api, "now", "web").await
+    })
+    .await;
+    let client = Client::new(&info.api).unwrap();
+    let id = pinfleet::manifest::PinSetId::new("now", "web");
+    let answer = client
+        .reconcile(&id, Some(Duration::from_secs(20)))
+        .await
+        .expect("the kube source takes the request");
+    assert_eq!(answer.source, "kube:now/web");
+    assert!(answer.handled, "{answer:?}");
+    let outcome = answer.outcome.expect("an outcome");
+    assert!(outcome.healthy, "{outcome:?}");
+    // A second request is served too (a new ticket, handled again).
+    let again = client
+        .reconcile(&id, Some(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(again.handled && again.ticket > answer.ticket, "{again:?}");
+    crate::support::stop_daemon(&mut child);
+}
