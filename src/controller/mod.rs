@@ -819,4 +819,62 @@ mod tests {
             ("True", "t2")
         );
     }
+
+    #[tokio::test]
+    async fn an_engine_holding_one_pinset_reads_its_record_instead_of_listing_all() {
+        use std::sync::{Arc, Mutex};
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let log = Arc::clone(&log);
+            async move {
+                let line = format!("{} {}", req.method(), req.uri().path());
+                log.lock().unwrap().push(line.clone());
+                if line == "GET /pinsets" {
+                    return (axum::http::StatusCode::OK, "[]");
+                }
+                (
+                    axum::http::StatusCode::NOT_FOUND,
+                    r#"{"code":404,"message":"no"}"#,
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        // A suspended PinSet: the engine reads what it owns, sends nothing.
+        let mut ps = crate::testkit::seq_pinset("ns", "a", 0..2);
+        ps.suspend = true;
+        let loaded = || Loaded {
+            pinsets: vec![ps.clone()],
+            digest: "r1".into(),
+            manifest_files: 1,
+            lists: Vec::new(),
+            duplicates: 0,
+            changes: None,
+            source_digests: BTreeMap::new(),
+        };
+        let engine = |source: &str| {
+            let opts = ControllerOptions {
+                source: source.into(),
+                force: false,
+                requests: ReconcileRequests::default(),
+            };
+            Controller::new(Client::new(&url).unwrap(), opts)
+        };
+        let reads = |seen: &Mutex<Vec<String>>| -> Vec<String> {
+            let mut s = seen.lock().unwrap();
+            let out = s.iter().filter(|l| l.starts_with("GET")).cloned().collect();
+            s.clear();
+            out
+        };
+        let mut one = engine("kube:ns/a").holding_only(PinSetId::new("ns", "a"));
+        let out = one.reconcile(Ok(loaded()), true).await;
+        assert_eq!(out.pinsets[0].reason, Reason::Suspended, "{out:?}");
+        assert_eq!(reads(&seen), ["GET /pinsets/ns/a"]);
+        // Any other source lists every PinSet, as before.
+        let mut dir = engine("dir:/srv");
+        dir.reconcile(Ok(loaded()), true).await;
+        assert_eq!(reads(&seen), ["GET /pinsets"]);
+    }
 }
