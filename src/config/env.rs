@@ -88,7 +88,7 @@ pub(super) fn apply(table: &mut Table, env: &[(String, String)]) -> Overrides {
             ));
             continue;
         };
-        let value = match value(kind, text) {
+        let value = match value(kind, text, SEMICOLON_TABLES.contains(&path.as_str())) {
             Ok(v) => v,
             Err(e) => {
                 out.problems.push(format!("{var}: {e}"));
@@ -108,10 +108,16 @@ pub(super) fn apply(table: &mut Table, env: &[(String, String)]) -> Overrides {
     out
 }
 
+/// Tables whose entries are always separated by `;`: their values hold
+/// commas (an argon2 hash's parameters, `m=19456,t=2,p=1`) and never `;`,
+/// so a lone entry with no `;` is still one entry.
+const SEMICOLON_TABLES: &[&str] = &["api.basic_auth_credentials"];
+
 /// The TOML value a variable's text stands for, by the kind of the key.
 /// Text that is not of the kind (`lots` for an integer) stays a string, to
-/// be reported as the wrong type with the key's own message.
-fn value(kind: Kind, text: &str) -> Result<Value, String> {
+/// be reported as the wrong type with the key's own message. `semicolons`:
+/// a table's entries are separated by `;` only (see [`SEMICOLON_TABLES`]).
+fn value(kind: Kind, text: &str, semicolons: bool) -> Result<Value, String> {
     let items = || {
         text.split(',')
             .map(str::trim)
@@ -133,7 +139,11 @@ fn value(kind: Kind, text: &str) -> Result<Value, String> {
         Kind::Tags => {
             // `;` separates entries when a value holds commas (an argon2
             // hash's parameters do).
-            let sep = if text.contains(';') { ';' } else { ',' };
+            let sep = if semicolons || text.contains(';') {
+                ';'
+            } else {
+                ','
+            };
             let mut table = Table::new();
             for item in text.split(sep).map(str::trim).filter(|s| !s.is_empty()) {
                 match item.split_once('=') {
@@ -250,6 +260,21 @@ mod tests {
                 && !p.contains("plain")),
             "{bad:?}"
         );
+    }
+
+    #[test]
+    fn a_single_user_needs_no_trailing_semicolon() {
+        let hash = crate::auth::hash_password("pw").unwrap();
+        assert!(hash.contains(','), "the hash holds commas: {hash}");
+        for text in [format!("ann=admin:{hash}"), format!("ann=admin:{hash};")] {
+            let vars = [("PINFLEET_API_BASIC_AUTH_CREDENTIALS", text.as_str())];
+            let cfg = ServiceConfig::from_toml_str(&minimal(), file(), &env(&vars)).unwrap();
+            let users = &cfg.api.basic_auth_credentials;
+            assert_eq!(users.len(), 1, "{text}: {users:?}");
+            assert_eq!(users["ann"].role, crate::auth::Role::Admin);
+            let users = crate::auth::Users::new(users.clone());
+            assert_eq!(users.verify("ann", "pw"), Some(crate::auth::Role::Admin));
+        }
     }
 
     #[test]

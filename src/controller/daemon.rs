@@ -365,6 +365,7 @@ async fn supervise(
                     namespace: namespace.clone(),
                     force: opts.force,
                     interval,
+                    requests: opts.requests.clone(),
                     ..KubeOptions::default()
                 };
                 let (client, term, name) = (client.clone(), term.clone(), name.clone());

@@ -65,6 +65,10 @@ pub struct KubeOptions {
     /// Act only while holding this Lease (several replicas); `None`: act
     /// at once (a single replica, or the daemon, whose Raft leader acts).
     pub lease: Option<LeaseOptions>,
+    /// Reconcile-now requests for this source's objects
+    /// ([`ReconcileRequests::object`]): a requested object is reconciled at
+    /// once and its revision re-applied whole.
+    pub requests: ReconcileRequests,
 }
 
 impl Default for KubeOptions {
@@ -78,6 +82,7 @@ impl Default for KubeOptions {
             backoff_max: Duration::from_secs(300),
             limits: Limits::default(),
             lease: None,
+            requests: ReconcileRequests::default(),
         }
     }
 }
@@ -125,9 +130,10 @@ impl Context {
                     ControllerOptions {
                         source: source::source_name(id),
                         force: self.opts.force,
-                        requests: ReconcileRequests::default(),
+                        requests: self.opts.requests.object(id),
                     },
-                ),
+                )
+                .holding_only(id.clone()),
                 last_drift: None,
             }))
         }))
@@ -136,6 +142,7 @@ impl Context {
     fn forget(&self, id: &PinSetId) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.remove(id);
+        self.opts.requests.forget_object(id);
     }
 
     fn backoff(&self, id: &PinSetId) -> Duration {
@@ -164,7 +171,8 @@ fn backoff_delay(failures: u32, min: Duration, max: Duration, jitter: f64) -> Du
 /// `kube` and applies them to the cluster behind `client`. With
 /// [`KubeOptions::lease`], only while this replica holds the lease: a lost
 /// lease stops the controller (reconciles under way are given up to one
-/// renew period to finish), and it waits to take the lease again.
+/// renew period to finish), and it waits to take the lease again; on
+/// `cancel` it stops acting, then releases the lease for the next replica.
 pub async fn run_kube(
     client: Client,
     kube: ::kube::Client,
@@ -195,6 +203,18 @@ pub async fn run_kube(
             }
         }
         if cancel.is_cancelled() {
+            // Clean shutdown: this replica stopped acting; hand over now.
+            match tokio::time::timeout(grace, elector.release()).await {
+                Ok(Ok(())) => {
+                    tracing::info!(identity = %elector.identity(), "kube: lease released");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(identity = %elector.identity(), error = %error_chain(&e), "kube: cannot release the lease");
+                }
+                Err(_) => {
+                    tracing::warn!(identity = %elector.identity(), "kube: the lease was not released in time");
+                }
+            }
             return;
         }
     }
@@ -230,6 +250,14 @@ async fn run_controller(
         failures: Mutex::new(HashMap::new()),
         recorder,
     });
+    // Reconcile-now: the objects requested, as they are asked for.
+    let requested = futures::stream::unfold(ctx.opts.requests.clone(), |r| async move {
+        r.wait_pending().await;
+        let ids = r.pending_objects();
+        Some((futures::stream::iter(ids), r))
+    })
+    .flatten()
+    .map(|id: PinSetId| ObjectRef::new(&id.name).within(&id.namespace));
     let config_maps: Api<ConfigMap> = match &ctx.opts.namespace {
         Some(ns) => Api::namespaced(ctx.kube.clone(), ns),
         None => Api::all(ctx.kube.clone()),
@@ -253,6 +281,7 @@ async fn run_controller(
                     .collect::<Vec<_>>()
             },
         )
+        .reconcile_on(requested)
         .graceful_shutdown_on(cancel.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {

@@ -5,7 +5,9 @@
 //! changed for its duration (measured on the taker's own clock, so clocks
 //! need not agree); a holder that cannot renew within
 //! [`LeaseOptions::renew_deadline`] stops acting, before anyone may take it
-//! over.
+//! over. A replica that shuts down cleanly releases the lease
+//! ([`Elector::release`]), so another takes it at once rather than after
+//! its duration.
 //!
 //! Owns the lease record and its timing only: what is done while leading
 //! is the caller's (`super::kube`).
@@ -185,6 +187,35 @@ impl Elector {
                 _ = cancel.cancelled() => return false,
                 _ = tokio::time::sleep(self.opts.retry) => {}
             }
+        }
+    }
+
+    /// Gives the lease up if this replica holds it (clean shutdown, once it
+    /// stopped acting): the holder is cleared, which every replica reads as
+    /// expired, so the next one to try takes it at once. A lease another
+    /// replica holds, or one changed meanwhile (409), is left alone.
+    pub async fn release(&mut self) -> Result<(), ::kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.opts.name).await? else {
+            return Ok(());
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.opts.identity.as_str()) {
+            return Ok(());
+        }
+        lease.spec = Some(LeaseSpec {
+            holder_identity: None,
+            lease_duration_seconds: Some(1),
+            renew_time: Some(MicroTime(Timestamp::now())),
+            ..spec
+        });
+        match self
+            .api
+            .replace(&self.opts.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(::kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

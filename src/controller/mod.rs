@@ -35,7 +35,7 @@ use crate::manifest::{
     DEFAULT_NAMESPACE, Diagnostics, LoadError, Loaded, PinSetId, check_dns_label,
 };
 use crate::manifest::{MAX_STORED_MESSAGE_BYTES, capped};
-use crate::wire::ApplyReport;
+use crate::wire::{ApplyReport, PinSetInfo};
 
 /// Kind of the condition a PinSet is in (Kubernetes conventions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -233,6 +233,9 @@ pub struct Controller {
     /// The newest reconcile-now ticket when the source started reading the
     /// revision being reconciled (see [`Controller::begin`]).
     begun: Option<u64>,
+    /// The one PinSet this engine's source can hold (see
+    /// [`Controller::holding_only`]).
+    only: Option<PinSetId>,
 }
 
 impl Controller {
@@ -246,7 +249,45 @@ impl Controller {
             keep_loads: false,
             previous: None,
             begun: None,
+            only: None,
         }
+    }
+
+    /// Declares that this engine's source holds at most the PinSet `id`
+    /// (the kube source: one engine per object, its source named after
+    /// it): the engine then reads the cluster's record of just that PinSet
+    /// (and of any other it loads or remembers) instead of listing every
+    /// PinSet, which with many objects would be one full list per object.
+    pub fn holding_only(mut self, id: PinSetId) -> Self {
+        self.only = Some(id);
+        self
+    }
+
+    /// The cluster's records of the PinSets this source may hold: every
+    /// PinSet (`GET /pinsets`), or with [`holding_only`](Self::holding_only)
+    /// the ones it names, loads or remembers, one `GET` each.
+    async fn recorded(&self, loaded: &Loaded) -> Result<Vec<PinSetInfo>, ClientError> {
+        let Some(only) = &self.only else {
+            return self.client.pinsets().await;
+        };
+        let mut ids: Vec<&PinSetId> = vec![only];
+        for id in loaded
+            .pinsets
+            .iter()
+            .map(|p| &p.id)
+            .chain(self.state.statuses.keys())
+        {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(info) = self.client.pinset(id).await? {
+                out.push(info);
+            }
+        }
+        Ok(out)
     }
 
     /// Marks the start of a cycle, before the source fetches or loads: the
@@ -436,7 +477,7 @@ impl Controller {
             ..ReconcileOutcome::default()
         };
         // Which PinSets this source applied before, as the cluster records.
-        let recorded = match self.client.pinsets().await {
+        let recorded = match self.recorded(&loaded).await {
             Ok(r) => r,
             Err(e) => {
                 let msg = error_chain(&e);
@@ -777,5 +818,63 @@ mod tests {
             (ready.status.as_str(), ready.last_transition_time.as_str()),
             ("True", "t2")
         );
+    }
+
+    #[tokio::test]
+    async fn an_engine_holding_one_pinset_reads_its_record_instead_of_listing_all() {
+        use std::sync::{Arc, Mutex};
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let log = Arc::clone(&log);
+            async move {
+                let line = format!("{} {}", req.method(), req.uri().path());
+                log.lock().unwrap().push(line.clone());
+                if line == "GET /pinsets" {
+                    return (axum::http::StatusCode::OK, "[]");
+                }
+                (
+                    axum::http::StatusCode::NOT_FOUND,
+                    r#"{"code":404,"message":"no"}"#,
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        // A suspended PinSet: the engine reads what it owns, sends nothing.
+        let mut ps = crate::testkit::seq_pinset("ns", "a", 0..2);
+        ps.suspend = true;
+        let loaded = || Loaded {
+            pinsets: vec![ps.clone()],
+            digest: "r1".into(),
+            manifest_files: 1,
+            lists: Vec::new(),
+            duplicates: 0,
+            changes: None,
+            source_digests: BTreeMap::new(),
+        };
+        let engine = |source: &str| {
+            let opts = ControllerOptions {
+                source: source.into(),
+                force: false,
+                requests: ReconcileRequests::default(),
+            };
+            Controller::new(Client::new(&url).unwrap(), opts)
+        };
+        let reads = |seen: &Mutex<Vec<String>>| -> Vec<String> {
+            let mut s = seen.lock().unwrap();
+            let out = s.iter().filter(|l| l.starts_with("GET")).cloned().collect();
+            s.clear();
+            out
+        };
+        let mut one = engine("kube:ns/a").holding_only(PinSetId::new("ns", "a"));
+        let out = one.reconcile(Ok(loaded()), true).await;
+        assert_eq!(out.pinsets[0].reason, Reason::Suspended, "{out:?}");
+        assert_eq!(reads(&seen), ["GET /pinsets/ns/a"]);
+        // Any other source lists every PinSet, as before.
+        let mut dir = engine("dir:/srv");
+        dir.reconcile(Ok(loaded()), true).await;
+        assert_eq!(reads(&seen), ["GET /pinsets"]);
     }
 }

@@ -9,7 +9,11 @@
 //! wait for *its* request to be done) and the route's core shared by the
 //! daemon's API and the standalone controller's listener. It must not
 //! reconcile anything itself: the source loops ([`run_dir`](super::run_dir),
-//! [`run_git`](super::run_git)) wake on a request and run the engine.
+//! [`run_git`](super::run_git)) wake on a request and run the engine. The
+//! kube source records each PinSet under its own source name
+//! (`kube:NS/NAME`) and runs one engine per object: its requests are kept
+//! per object ([`ReconcileRequests::object`]) under the kube source's
+//! entry (`kube` or `kube:NS`), which [`request`] finds for such a name.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,6 +41,11 @@ pub struct ReconcileRequests {
     requested: Arc<watch::Sender<u64>>,
     handled: Arc<watch::Sender<u64>>,
     last: Arc<std::sync::Mutex<Option<Handled>>>,
+    /// Requests per object of a source with one engine per object.
+    objects: Arc<std::sync::Mutex<BTreeMap<PinSetId, ReconcileRequests>>>,
+    /// For an object's requests: the source's `requested`, bumped with
+    /// each request so the source's loop wakes.
+    parent: Option<Arc<watch::Sender<u64>>>,
 }
 
 impl Default for ReconcileRequests {
@@ -45,6 +54,8 @@ impl Default for ReconcileRequests {
             requested: Arc::new(watch::Sender::new(0)),
             handled: Arc::new(watch::Sender::new(0)),
             last: Arc::new(std::sync::Mutex::new(None)),
+            objects: Arc::default(),
+            parent: None,
         }
     }
 }
@@ -57,7 +68,50 @@ impl ReconcileRequests {
             *v += 1;
             ticket = *v;
         });
+        // After the object's own counter: a source loop woken by this
+        // finds the object pending.
+        if let Some(parent) = &self.parent {
+            parent.send_modify(|v| *v += 1);
+        }
         ticket
+    }
+
+    /// The requests of object `id` of this source (created on first use):
+    /// a request for it also wakes [`wait_pending`](Self::wait_pending) on
+    /// the source's requests, and [`pending_objects`](Self::pending_objects)
+    /// then names it.
+    pub fn object(&self, id: &PinSetId) -> ReconcileRequests {
+        let mut objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        objects
+            .entry(id.clone())
+            .or_insert_with(|| ReconcileRequests {
+                parent: Some(Arc::clone(&self.requested)),
+                ..ReconcileRequests::default()
+            })
+            .clone()
+    }
+
+    /// Drops the requests of object `id` (the object is gone).
+    pub fn forget_object(&self, id: &PinSetId) {
+        let mut objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        objects.remove(id);
+    }
+
+    /// The objects with a pending request, and marks the source's own
+    /// wake-ups up to now handled. Each object's request stays pending
+    /// until its engine reconciles it.
+    pub fn pending_objects(&self) -> Vec<PinSetId> {
+        let woken = self.latest();
+        let pending = {
+            let objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+            objects
+                .iter()
+                .filter(|(_, r)| r.pending())
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        self.mark_handled(woken);
+        pending
     }
 
     /// The newest ticket handed out (0 when none).
@@ -118,8 +172,29 @@ impl ReconcileRequests {
 }
 
 /// The sources a controller runs, by the name recorded with their PinSets
-/// (`dir:/abs/path`, `git:URL#ref=…`), with their request counters.
+/// (`dir:/abs/path`, `git:URL#ref=…`; the kube source by its own name,
+/// `kube` or `kube:NS`), with their request counters.
 pub type Reconcilers = Arc<BTreeMap<String, ReconcileRequests>>;
+
+/// The requests of the source named `source` that PinSet `id` was applied
+/// from: that source's, or for a kube object (`kube:NS/NAME`) the
+/// object's requests under the kube source watching its namespace.
+fn requests_for(
+    reconcilers: &BTreeMap<String, ReconcileRequests>,
+    id: &PinSetId,
+    source: &str,
+) -> Option<ReconcileRequests> {
+    if let Some(r) = reconcilers.get(source) {
+        return Some(r.clone());
+    }
+    if source != crate::source::kube::source_name(id) {
+        return None;
+    }
+    reconcilers
+        .get(&format!("kube:{}", id.namespace))
+        .or_else(|| reconcilers.get("kube"))
+        .map(|kube| kube.object(id))
+}
 
 /// An error answer of the route: its HTTP status and `{"code", "message"}`.
 fn refusal(status: StatusCode, message: impl Into<String>) -> ErrorBody {
@@ -146,8 +221,7 @@ pub async fn request(
             })?
             .min(MAX_WAIT),
     };
-    let requests = reconcilers
-        .get(source)
+    let requests = requests_for(reconcilers, id, source)
         .ok_or_else(|| crate::wire::not_run_here(id, source))?;
     let ticket = requests.request();
     tracing::info!(pinset = %id, source, ticket, "reconcile requested");
@@ -297,5 +371,46 @@ mod tests {
         assert_eq!(answer.ticket, 1);
         assert!(!answer.handled);
         assert!(reconcilers["dir:/srv/a"].pending());
+    }
+
+    #[tokio::test]
+    async fn a_kube_object_is_reconciled_by_the_kube_source_of_its_namespace() {
+        let kube = ReconcileRequests::default();
+        let reconcilers: Reconcilers = Arc::new(BTreeMap::from([
+            ("kube:team-a".to_string(), kube.clone()),
+            ("dir:/srv/a".to_string(), ReconcileRequests::default()),
+        ]));
+        let id = PinSetId::new("team-a", "web");
+        let waker = {
+            let kube = kube.clone();
+            tokio::spawn(async move { kube.wait_pending().await })
+        };
+        let (status, answer) = request(
+            &reconcilers,
+            &id,
+            "kube:team-a/web",
+            &ReconcileQuery::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((status, answer.ticket), (StatusCode::ACCEPTED, 1));
+        tokio::time::timeout(Duration::from_secs(5), waker)
+            .await
+            .expect("the kube source's loop wakes")
+            .expect("task");
+        assert_eq!(kube.pending_objects(), std::slice::from_ref(&id));
+        assert!(!kube.pending(), "the wake-up is taken");
+        let object = kube.object(&id);
+        assert!(object.pending(), "until the object's engine reconciles it");
+        object.mark_handled(1);
+        assert!(kube.pending_objects().is_empty());
+        // Another namespace's object, or a name that is not the object's.
+        let other = PinSetId::new("team-b", "web");
+        for (id, source) in [(&other, "kube:team-b/web"), (&id, "kube:team-a/api")] {
+            let err = request(&reconcilers, id, source, &ReconcileQuery::default())
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, StatusCode::CONFLICT.as_u16(), "{source}");
+        }
     }
 }

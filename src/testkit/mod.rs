@@ -1,16 +1,19 @@
 //! Test support shared by unit tests, integration tests and benchmarks:
 //! deterministic data (CIDs numbered 0, 1, 2… and PinSets over ranges of
-//! them), in-process clusters, and a scripted Kubo ([`MockKubo`]).
+//! them), in-process clusters, a scripted Kubo ([`MockKubo`]) and a fake
+//! Kubernetes API server serving PinSets ([`FakeKube`]).
 //!
 //! Compiled only with the `testkit` feature (which `[dev-dependencies]`
 //! turns on for tests and benches) or in unit tests: the default build, and
 //! so the `pinfleet` binary, does not contain it. The product must not use
 //! anything here.
 
+pub mod fake_kube;
 #[cfg(test)]
 pub(crate) mod fuzz;
 pub mod mock_kubo;
 
+pub use fake_kube::FakeKube;
 pub use mock_kubo::{MockCall, MockKubo};
 
 use std::collections::BTreeMap;

@@ -40,7 +40,7 @@ impl Rig {
     pub(crate) async fn start_with(opts: KubeOptions, via: Option<&dyn Fn(&str) -> String>) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let fleet = Fleet::start(1, dir.path(), Duration::from_millis(200)).await;
-        let fake = FakeKube::start().await;
+        let fake = FakeKube::start().await.unwrap();
         let cancel = CancellationToken::new();
         let url = via.map_or_else(|| fleet.url.clone(), |v| v(&fleet.url));
         tokio::spawn(run_kube(
@@ -613,7 +613,7 @@ fn the_cli_takes_the_kube_source_and_says_what_it_lacks() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_daemon_runs_the_kube_source_from_its_config() {
-    let fake = FakeKube::start().await;
+    let fake = FakeKube::start().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let kubeconfig = tmp.path().join("kubeconfig");
     std::fs::write(
@@ -715,7 +715,7 @@ async fn one_replica_acts_while_it_holds_the_lease_and_stops_when_it_is_lost() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::start(1, dir.path(), Duration::from_millis(200)).await;
-    let fake = FakeKube::start().await;
+    let fake = FakeKube::start().await.unwrap();
     let cancel = CancellationToken::new();
     let holder = || async {
         fake.lease("pinfleet-system", "pinfleet-controller")
@@ -801,4 +801,121 @@ async fn one_replica_acts_while_it_holds_the_lease_and_stops_when_it_is_lost() {
     );
     cancel.cancel();
     fleet.stop().await;
+}
+
+#[tokio::test]
+async fn a_replica_that_shuts_down_releases_the_lease_to_the_next_at_once() {
+    let fake = FakeKube::start().await.unwrap();
+    let holder = || {
+        fake.lease("pinfleet-system", "pinfleet-controller")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+    };
+    // A lease far longer than the test: b may only take it if a gives it up.
+    let long = |id: &str| {
+        let mut o = replica(id);
+        if let Some(l) = o.lease.as_mut() {
+            l.duration = Duration::from_secs(120);
+            l.renew_deadline = Duration::from_secs(60);
+        }
+        o
+    };
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    // No PinSets: the replicas never reach the cluster.
+    let a = tokio::spawn(run_kube(
+        Client::new("http://127.0.0.1:9").unwrap(),
+        fake.client(),
+        long("replica-a"),
+        stop_a.clone(),
+    ));
+    eventually("replica-a to take the lease", || async {
+        (holder()? == "replica-a").then_some(())
+    })
+    .await;
+    tokio::spawn(run_kube(
+        Client::new("http://127.0.0.1:9").unwrap(),
+        fake.client(),
+        long("replica-b"),
+        stop_b.clone(),
+    ));
+    lease_reads_after(&fake, fake.lease_reads(), 5).await;
+    assert_eq!(holder().unwrap(), "replica-a", "b waits while a holds it");
+
+    let asked = std::time::Instant::now();
+    stop_a.cancel();
+    tokio::time::timeout(Duration::from_secs(10), a)
+        .await
+        .expect("replica-a stops")
+        .unwrap();
+    eventually("replica-b to take the released lease", || async {
+        (holder()? == "replica-b").then_some(())
+    })
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "taken long before the 120 s lease expired: {:?}",
+        asked.elapsed()
+    );
+    let lease = fake
+        .lease("pinfleet-system", "pinfleet-controller")
+        .unwrap();
+    assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
+    stop_b.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_now_reaches_a_kube_pinset_through_the_daemon() {
+    let fake = FakeKube::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: nobody\n\
+             current-context: fake\nusers:\n- name: nobody\n  user: {{}}\n",
+            fake.url
+        ),
+    )
+    .unwrap();
+    let d = tmp.path().join("peer");
+    crate::support::init_peer(&d);
+    let mut child = crate::support::spawn_daemon(
+        &d,
+        &[
+            ("PINFLEET_CONTROLLER_SOURCES", "kube:now"),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ],
+    );
+    let info = crate::support::wait_running(&d, &mut child);
+    let ps: PinSet = serde_json::from_value(json!({
+        "apiVersion": "pinfleet.io/v1alpha1", "kind": "PinSet",
+        "metadata": {"name": "web", "namespace": "now"},
+        "spec": pins(&seeds("now", 2)),
+    }))
+    .unwrap();
+    Api::<PinSet>::namespaced(fake.client(), "now")
+        .create(&PostParams::default(), &ps)
+        .await
+        .unwrap();
+    eventually("the daemon to apply now/web", || async {
+        recorded_at(&info.api, "now", "web").await
+    })
+    .await;
+    let client = Client::new(&info.api).unwrap();
+    let id = pinfleet::manifest::PinSetId::new("now", "web");
+    let answer = client
+        .reconcile(&id, Some(Duration::from_secs(20)))
+        .await
+        .expect("the kube source takes the request");
+    assert_eq!(answer.source, "kube:now/web");
+    assert!(answer.handled, "{answer:?}");
+    let outcome = answer.outcome.expect("an outcome");
+    assert!(outcome.healthy, "{outcome:?}");
+    // A second request is served too (a new ticket, handled again).
+    let again = client
+        .reconcile(&id, Some(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(again.handled && again.ticket > answer.ticket, "{again:?}");
+    crate::support::stop_daemon(&mut child);
 }
