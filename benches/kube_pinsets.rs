@@ -221,18 +221,6 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn kubeconfig(path: &Path, server: &str) -> Res<()> {
-    std::fs::write(
-        path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: nobody\n\
-             current-context: fake\nusers:\n- name: nobody\n  user: {{}}\n"
-        ),
-    )
-    .map_err(|e| e.to_string())
-}
-
 async fn run(dir: &Path) -> Res<()> {
     let p = env_u64("PINFLEET_KUBE_PINSETS", 1_000);
     let c = env_u64("PINFLEET_KUBE_CIDS", 1_000);
@@ -262,7 +250,7 @@ async fn run(dir: &Path) -> Res<()> {
         secs(t.elapsed()),
     );
     let config = dir.join("kubeconfig");
-    kubeconfig(&config, &fake.url)?;
+    std::fs::write(&config, fake.kubeconfig()).map_err(|e| e.to_string())?;
     let log = File::create(dir.join("controller.log")).map_err(|e| e.to_string())?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
     let t = Instant::now();

@@ -280,6 +280,17 @@ impl FakeKube {
     }
 
     /// A kube client of this server (no authentication).
+    /// A kubeconfig (YAML) whose one context points at this server with
+    /// no credentials, for `KUBECONFIG` of a process under test.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: nobody\n\
+             current-context: fake\nusers:\n- name: nobody\n  user: {{}}\n",
+            self.url
+        )
+    }
+
     pub fn client(&self) -> kube::Client {
         self.client.clone()
     }

@@ -614,28 +614,7 @@ fn the_cli_takes_the_kube_source_and_says_what_it_lacks() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_daemon_runs_the_kube_source_from_its_config() {
     let fake = FakeKube::start().await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: nobody\n\
-             current-context: fake\nusers:\n- name: nobody\n  user: {{}}\n",
-            fake.url
-        ),
-    )
-    .unwrap();
-    let d = tmp.path().join("peer");
-    crate::support::init_peer(&d);
-    let mut child = crate::support::spawn_daemon(
-        &d,
-        &[
-            ("PINFLEET_CONTROLLER_SOURCES", "kube:daemon"),
-            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ],
-    );
-    let info = crate::support::wait_running(&d, &mut child);
+    let (_tmp, mut child, info) = daemon_with_kube_source(&fake, "kube:daemon");
     let cids = seeds("daemon", 2);
     let api: Api<PinSet> = Api::namespaced(fake.client(), "daemon");
     for (ns, name) in [("daemon", "watched"), ("elsewhere", "ignored")] {
@@ -865,28 +844,7 @@ async fn a_replica_that_shuts_down_releases_the_lease_to_the_next_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reconcile_now_reaches_a_kube_pinset_through_the_daemon() {
     let fake = FakeKube::start().await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: nobody\n\
-             current-context: fake\nusers:\n- name: nobody\n  user: {{}}\n",
-            fake.url
-        ),
-    )
-    .unwrap();
-    let d = tmp.path().join("peer");
-    crate::support::init_peer(&d);
-    let mut child = crate::support::spawn_daemon(
-        &d,
-        &[
-            ("PINFLEET_CONTROLLER_SOURCES", "kube:now"),
-            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ],
-    );
-    let info = crate::support::wait_running(&d, &mut child);
+    let (_tmp, mut child, info) = daemon_with_kube_source(&fake, "kube:now");
     let ps: PinSet = serde_json::from_value(json!({
         "apiVersion": "pinfleet.io/v1alpha1", "kind": "PinSet",
         "metadata": {"name": "web", "namespace": "now"},
@@ -918,4 +876,31 @@ async fn reconcile_now_reaches_a_kube_pinset_through_the_daemon() {
         .unwrap();
     assert!(again.handled && again.ticket > answer.ticket, "{again:?}");
     crate::support::stop_daemon(&mut child);
+}
+
+/// A daemon whose `[controller] sources` is `source`, with `KUBECONFIG`
+/// pointing at `fake`; running when this returns (its directory lives as
+/// long as the returned temporary directory).
+fn daemon_with_kube_source(
+    fake: &FakeKube,
+    source: &str,
+) -> (
+    tempfile::TempDir,
+    std::process::Child,
+    pinfleet::daemon::RunInfo,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    let d = tmp.path().join("peer");
+    crate::support::init_peer(&d);
+    let mut child = crate::support::spawn_daemon(
+        &d,
+        &[
+            ("PINFLEET_CONTROLLER_SOURCES", source),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ],
+    );
+    let info = crate::support::wait_running(&d, &mut child);
+    (tmp, child, info)
 }
