@@ -116,27 +116,9 @@ pub(super) async fn run(
 ) {
     let mut carry: Option<Pending> = None;
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    loop {
-        // A slot first: while all are taken, writes queue and the next
-        // batch grows.
-        let slot = tokio::select! {
-            _ = cancel.cancelled() => return,
-            s = Arc::clone(&slots).acquire_owned() => match s {
-                Ok(s) => s,
-                // Never closed while this task holds it.
-                Err(_) => return,
-            },
-        };
-        let first = match carry.take() {
-            Some(p) => p,
-            None => tokio::select! {
-                _ = cancel.cancelled() => return,
-                p = queue.recv() => match p {
-                    Some(p) => p,
-                    None => return,
-                },
-            },
-        };
+    // A slot first: while all are taken, writes queue and the next batch
+    // grows.
+    while let Some((slot, first)) = next_round(&slots, &mut carry, &mut queue, &cancel).await {
         let mut batch = Vec::new();
         if Gather::groupable(&first.command) {
             let mut gather = Gather::new(&first.command, node.inner.batch_max_pins);
@@ -161,6 +143,31 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+/// What a grouping loop (this proposer, a follower's sender) waits for
+/// at the start of each round: one of `slots`, then the next write
+/// (`carry`, the one the last round left out, first). `None` once `cancel`
+/// fires or the queue closes.
+pub(super) async fn next_round<T>(
+    slots: &Arc<Semaphore>,
+    carry: &mut Option<T>,
+    queue: &mut mpsc::Receiver<T>,
+    cancel: &CancellationToken,
+) -> Option<(OwnedSemaphorePermit, T)> {
+    let slot = tokio::select! {
+        _ = cancel.cancelled() => return None,
+        // Never closed while the loop holds it.
+        s = Arc::clone(slots).acquire_owned() => s.ok()?,
+    };
+    let first = match carry.take() {
+        Some(p) => p,
+        None => tokio::select! {
+            _ = cancel.cancelled() => return None,
+            p = queue.recv() => p?,
+        },
+    };
+    Some((slot, first))
 }
 
 impl ClusterNode {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::batcher::Gather;
+use super::batcher::{Gather, next_round};
 use super::{ClusterNode, MAX_ENTRY_BYTES, RemoteFailure, Rpc, RpcReply};
 use crate::state::{Command, Outcome};
 
@@ -50,25 +50,7 @@ pub(super) async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut carry: Option<Forward> = None;
-    loop {
-        let slot = tokio::select! {
-            _ = cancel.cancelled() => return,
-            s = Arc::clone(&slots).acquire_owned() => match s {
-                Ok(s) => s,
-                // Never closed while this task holds it.
-                Err(_) => return,
-            },
-        };
-        let first = match carry.take() {
-            Some(f) => f,
-            None => tokio::select! {
-                _ = cancel.cancelled() => return,
-                f = queue.recv() => match f {
-                    Some(f) => f,
-                    None => return,
-                },
-            },
-        };
+    while let Some((slot, first)) = next_round(&slots, &mut carry, &mut queue, &cancel).await {
         let groupable = Gather::groupable(&first.command);
         let mut bytes = super::size::encoded_len(&first.command);
         let mut group = vec![first];
