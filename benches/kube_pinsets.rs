@@ -32,12 +32,14 @@
 //! `PINFLEET_<SECTION>_<KEY>` variables reach the daemons (the testbed
 //! passes its environment on) as config overrides.
 
-use std::fmt::Display;
+mod common;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{env_u64, fig, secs};
 use pinfleet::testkit::{FakeKube, MockKubo, seq_cid};
 use serde_json::{Value, json};
 
@@ -51,26 +53,6 @@ const POLL: Duration = Duration::from_millis(250);
 const NAMESPACE: &str = "bench";
 
 type Res<T> = Result<T, String>;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    let Ok(v) = std::env::var(name) else {
-        return default;
-    };
-    let digits: String = v.chars().filter(|c| !matches!(c, '_' | ',')).collect();
-    digits.trim().parse().unwrap_or_else(|_| {
-        eprintln!("{name}={v:?} is not a number; using {default}");
-        default
-    })
-}
-
-/// One figure: `  what: value`.
-fn fig(what: impl Display, value: impl Display) {
-    println!("  {what}: {value}");
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.2} s", d.as_secs_f64())
-}
 
 /// A child process stopped on drop: `signal`, then SIGKILL after 30 s.
 struct Stopped {

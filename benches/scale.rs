@@ -44,6 +44,8 @@
 //! `PINFLEET_<SECTION>_<KEY>` variables reach the daemons as config
 //! overrides and are printed in the header.
 
+mod common;
+
 use std::fmt::Display;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -51,6 +53,8 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{env_u64, fig, secs};
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -104,17 +108,6 @@ struct Cfg {
     idle: Duration,
 }
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    let Ok(v) = std::env::var(name) else {
-        return default;
-    };
-    let digits: String = v.chars().filter(|c| !matches!(c, '_' | ',')).collect();
-    digits.trim().parse().unwrap_or_else(|_| {
-        eprintln!("{name}={v:?} is not a number; using {default}");
-        default
-    })
-}
-
 impl Cfg {
     fn from_env() -> Self {
         Self {
@@ -129,10 +122,6 @@ impl Cfg {
 
 // ---------------------------------------------------------------- printing
 
-fn secs(d: Duration) -> String {
-    format!("{:.2} s", d.as_secs_f64())
-}
-
 /// Memory from /proc (KiB) in MiB.
 fn mib(kb: u64) -> String {
     format!("{:.0} MiB", kb as f64 / 1024.0)
@@ -141,11 +130,6 @@ fn mib(kb: u64) -> String {
 /// Disk and file sizes in MB (10^6 bytes), as `B/pin` figures are decimal.
 fn mb(b: u64) -> String {
     format!("{:.1} MB", b as f64 / 1e6)
-}
-
-/// One figure: `  what: value`.
-fn fig(what: impl Display, value: impl Display) {
-    println!("  {what}: {value}");
 }
 
 fn load_average() -> String {

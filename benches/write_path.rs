@@ -26,7 +26,8 @@
 //! `PINFLEET_<SECTION>_<KEY>` variables reach the daemons (the testbed
 //! passes its environment on) as config overrides.
 
-use std::fmt::Display;
+mod common;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use common::{env_u64, fig, secs};
 
 use sha2::{Digest, Sha256};
 
@@ -46,26 +49,6 @@ fn exe() -> String {
 const POLL: Duration = Duration::from_millis(100);
 
 type Res<T> = Result<T, String>;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    let Ok(v) = std::env::var(name) else {
-        return default;
-    };
-    let digits: String = v.chars().filter(|c| !matches!(c, '_' | ',')).collect();
-    digits.trim().parse().unwrap_or_else(|_| {
-        eprintln!("{name}={v:?} is not a number; using {default}");
-        default
-    })
-}
-
-/// One figure: `  what: value`.
-fn fig(what: impl Display, value: impl Display) {
-    println!("  {what}: {value}");
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.2} s", d.as_secs_f64())
-}
 
 /// CID `i`: CIDv1, raw codec, sha2-256 of `i` (little-endian u64), with a
 /// salt so the two parts never share a CID.
