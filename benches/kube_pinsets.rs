@@ -91,9 +91,51 @@ impl Drop for Stopped {
     }
 }
 
+/// The testbed process and its peers: stopped on drop (SIGINT to
+/// `testbed up`), then any peer it left running (it was killed, or a peer
+/// hung) is killed from the pids in `testbed.json`.
+struct Testbed {
+    up: Stopped,
+    file: PathBuf,
+}
+
+impl Testbed {
+    /// The peers' pids, from `testbed.json`.
+    fn pids(&self) -> Vec<u32> {
+        let file = std::fs::read(&self.file)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<Value>(&t).ok());
+        file.as_ref()
+            .and_then(|f| f["peers"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        self.up.stop();
+        for pid in self.pids() {
+            // Only a pinfleet daemon still running under that pid.
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("daemon"));
+            if ours {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// `pinfleet testbed up --peers 3` on the given Kubo URLs; returns it and
 /// the peers' API URLs.
-fn testbed(dir: &Path, kubos: &[String], timeout: Duration) -> Res<(Stopped, Vec<String>)> {
+fn testbed(dir: &Path, kubos: &[String], timeout: Duration) -> Res<(Testbed, Vec<String>)> {
     let out = dir.join("testbed.out");
     let log = File::create(&out).map_err(|e| e.to_string())?;
     let child = Command::new(exe())
@@ -106,9 +148,12 @@ fn testbed(dir: &Path, kubos: &[String], timeout: Duration) -> Res<(Stopped, Vec
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", exe()))?;
-    let mut tb = Stopped {
-        child,
-        signal: nix::sys::signal::Signal::SIGINT,
+    let mut tb = Testbed {
+        up: Stopped {
+            child,
+            signal: nix::sys::signal::Signal::SIGINT,
+        },
+        file: dir.join("tb").join("testbed.json"),
     };
     let t = Instant::now();
     loop {
@@ -116,7 +161,7 @@ fn testbed(dir: &Path, kubos: &[String], timeout: Duration) -> Res<(Stopped, Vec
         if text.contains("cluster formed") {
             break;
         }
-        if let Ok(Some(status)) = tb.child.try_wait() {
+        if let Ok(Some(status)) = tb.up.child.try_wait() {
             return Err(format!("testbed up exited: {status}: {text}"));
         }
         if t.elapsed() > timeout {
@@ -125,10 +170,8 @@ fn testbed(dir: &Path, kubos: &[String], timeout: Duration) -> Res<(Stopped, Vec
         std::thread::sleep(POLL);
     }
     fig("testbed ready (3 peers on mock Kubo)", secs(t.elapsed()));
-    let file: Value = serde_json::from_slice(
-        &std::fs::read(dir.join("tb").join("testbed.json")).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let file: Value = serde_json::from_slice(&std::fs::read(&tb.file).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
     let apis: Vec<String> = file["peers"]
         .as_array()
         .map(|ps| {
@@ -302,6 +345,15 @@ async fn run(dir: &Path) -> Res<()> {
     }
     rss = rss.max(peak_rss_mib(controller.pid()).unwrap_or(0.0));
     fig("controller peak RSS (VmHWM)", format!("{rss:.0} MiB"));
+    let peers: Vec<String> = tb
+        .pids()
+        .into_iter()
+        .map(|pid| format!("{:.0}", peak_rss_mib(pid).unwrap_or(0.0)))
+        .collect();
+    fig(
+        "peers' peak RSS (VmHWM)",
+        format!("{} MiB", peers.join(" / ")),
+    );
     let (lists, watches) = fake.requests();
     let writes: usize = (0..p)
         .map(|i| fake.statuses(NAMESPACE, &format!("ps-{i:05}")).len())

@@ -42,6 +42,10 @@ pub struct ControllerArgs {
     /// else `default`).
     #[arg(long, value_name = "NAMESPACE", requires = "leader_elect")]
     lease_namespace: Option<String>,
+    /// With `--source kube`: most PinSet objects reconciled at once
+    /// (default 16).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: Option<u16>,
     /// Cache directory of git sources (cache repository and checkouts).
     #[arg(long, value_name = "DIR", default_value = ".pinfleet-git")]
     cache: PathBuf,
@@ -161,14 +165,11 @@ enum Source {
 /// Runs the kube source: a kube-runtime controller over PinSet objects,
 /// until a shutdown signal.
 fn run_kube(args: ControllerArgs, namespace: Option<String>) -> anyhow::Result<ExitCode> {
-    if args.once
-        || !args.webhook.is_empty()
-        || args.webhook_listen.is_some()
-        || args.report.is_some()
-    {
-        bail!("--once, --listen, --webhook and --report are not for the kube source");
+    if args.once || !args.webhook.is_empty() || args.report.is_some() {
+        bail!("--once, --webhook and --report are not for the kube source");
     }
     let client = args.host.client()?;
+    let requests = ReconcileRequests::default();
     let lease = args.leader_elect.then(|| {
         let ns = args
             .lease_namespace
@@ -188,8 +189,13 @@ fn run_kube(args: ControllerArgs, namespace: Option<String>) -> anyhow::Result<E
         force: args.force,
         interval: args.interval,
         limits: args.limits.limits(),
+        concurrency: args
+            .concurrency
+            .unwrap_or(pinfleet::controller::DEFAULT_CONCURRENCY),
+        requests: requests.clone(),
         ..Default::default()
     };
+    let listen = args.webhook_listen;
     block_on(async move {
         // In-cluster configuration, else the kubeconfig.
         let kube = kube::Client::try_default()
@@ -205,6 +211,34 @@ fn run_kube(args: ControllerArgs, namespace: Option<String>) -> anyhow::Result<E
             pinfleet::daemon::shutdown_signal().await;
             stop.cancel();
         });
+        if let Some(addr) = listen {
+            // Reconcile-now of a PinSet object, on loopback only (it has no
+            // authentication); elsewhere the port only answers connects (a
+            // liveness probe).
+            let app = if addr.ip().is_loopback() {
+                let reconcilers: Reconcilers = Arc::new(std::collections::BTreeMap::from([(
+                    "kube".to_string(),
+                    requests,
+                )]));
+                requests::router(client.clone(), reconcilers)
+            } else {
+                axum::Router::new()
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            if addr.ip().is_loopback() {
+                eprintln!("reconcile-now on http://{local}/pinsets/{{ns}}/{{name}}/reconcile");
+            }
+            tokio::spawn(pinfleet::api::serve_router(
+                listener,
+                app,
+                None,
+                pinfleet::api::DEFAULT_READ_TIMEOUT,
+                cancel.clone(),
+            ));
+        }
         pinfleet::controller::run_kube(client, kube, opts, cancel).await;
         Ok(ExitCode::SUCCESS)
     })?
@@ -224,8 +258,8 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         let namespace = namespace.or_else(|| args.namespace.clone());
         return run_kube(args, namespace);
     }
-    if args.namespace.is_some() || args.leader_elect {
-        bail!("--namespace and --leader-elect are for the kube source");
+    if args.namespace.is_some() || args.leader_elect || args.concurrency.is_some() {
+        bail!("--namespace, --leader-elect and --concurrency are for the kube source");
     }
     let source = if let Some(path) = args.source.strip_prefix("dir:") {
         Source::Dir(

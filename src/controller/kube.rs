@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ::kube::api::Api;
-use ::kube::runtime::controller::{Action, Controller as KubeController};
+use ::kube::runtime::controller::{
+    Action, Config as ControllerConfig, Controller as KubeController,
+};
 use ::kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use ::kube::runtime::reflector::ObjectRef;
 use ::kube::runtime::watcher;
@@ -44,6 +46,10 @@ use crate::manifest::model::{Condition, PinSet, PinSetStatus};
 use crate::manifest::{Limits, Loaded, PinSetId, plural};
 use crate::source::kube::{self as source, KubeWriteError};
 
+/// Objects reconciled at once unless [`KubeOptions::concurrency`] says
+/// otherwise.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+
 /// Settings of the kube source.
 #[derive(Clone, Debug)]
 pub struct KubeOptions {
@@ -62,6 +68,10 @@ pub struct KubeOptions {
     pub backoff_max: Duration,
     /// Bounds on what one object may load.
     pub limits: Limits,
+    /// Most objects reconciled at once. Each reconcile may send a whole
+    /// PinSet and computes its status across the cluster; without a bound,
+    /// a thousand PinSets created together would all ask at once.
+    pub concurrency: u16,
     /// Act only while holding this Lease (several replicas); `None`: act
     /// at once (a single replica, or the daemon, whose Raft leader acts).
     pub lease: Option<LeaseOptions>,
@@ -81,6 +91,7 @@ impl Default for KubeOptions {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             limits: Limits::default(),
+            concurrency: DEFAULT_CONCURRENCY,
             lease: None,
             requests: ReconcileRequests::default(),
         }
@@ -262,7 +273,8 @@ async fn run_controller(
         Some(ns) => Api::namespaced(ctx.kube.clone(), ns),
         None => Api::all(ctx.kube.clone()),
     };
-    let controller = KubeController::new(api, watcher::Config::default());
+    let controller = KubeController::new(api, watcher::Config::default())
+        .with_config(ControllerConfig::default().concurrency(ctx.opts.concurrency.max(1)));
     // A ConfigMap change (or its deletion) reconciles the PinSets of its
     // namespace whose `pinsFrom` names it, as the PinSet cache holds them.
     // (The controller's trigger backoff covers this watch too.)

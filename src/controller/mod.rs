@@ -24,7 +24,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-pub use self::kube::{KubeError, KubeOptions, run_kube};
+pub use self::kube::{DEFAULT_CONCURRENCY, KubeError, KubeOptions, run_kube};
 pub use lease::{Elector, LeaseOptions};
 pub use requests::{ReconcileRequests, Reconcilers};
 pub use run::{DRIFT_POLLS, poll, run_dir, run_git};

@@ -395,9 +395,12 @@ impl StatusService {
     ) -> Result<Option<Vec<RangeStatus>>, String> {
         {
             let store = self.node.store().clone();
+            // One more than asked: enough to tell a range that holds
+            // other pins too, without reading all of them.
+            let limit = (count as usize).saturating_add(1);
             let pins = tokio::task::spawn_blocking(move || {
                 store
-                    .pins_in_range(&first, &last)
+                    .pins_in_range(&first, &last, limit)
                     .map_err(|e| e.to_string())
             })
             .await

@@ -878,6 +878,77 @@ async fn reconcile_now_reaches_a_kube_pinset_through_the_daemon() {
     crate::support::stop_daemon(&mut child);
 }
 
+/// The shipped Deployment runs `controller --source kube --listen ADDR`
+/// (its probe port): the standalone kube controller takes `--listen`,
+/// applies PinSet objects, and on loopback serves reconcile-now for them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_standalone_kube_controller_listens_and_serves_reconcile_now() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::start(1, dir.path(), Duration::from_millis(200)).await;
+    let fake = FakeKube::start().await.unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"))
+        .args(["controller", "--source", "kube", "--namespace", "solo"])
+        .args(["--listen", "127.0.0.1:0", "--concurrency", "4"])
+        .args(["--host", &fleet.url])
+        .env_remove("PINFLEET_HOST")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails before it is stopped.
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Guard(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.strip_prefix("reconcile-now on ")
+                    .and_then(|u| u.split("/pinsets/").next().map(str::to_owned))
+            })
+    })
+    .await
+    .unwrap()
+    .expect("the reconcile-now address on stderr");
+    let cids = seeds("solo", 2);
+    let ps: PinSet = serde_json::from_value(json!({
+        "apiVersion": "pinfleet.io/v1alpha1", "kind": "PinSet",
+        "metadata": {"name": "web", "namespace": "solo"},
+        "spec": pins(&cids),
+    }))
+    .unwrap();
+    Api::<PinSet>::namespaced(fake.client(), "solo")
+        .create(&PostParams::default(), &ps)
+        .await
+        .unwrap();
+    eventually("the controller to apply solo/web", || async {
+        recorded_at(&fleet.url, "solo", "web").await
+    })
+    .await;
+    let id = pinfleet::manifest::PinSetId::new("solo", "web");
+    let answer = Client::new(&url)
+        .unwrap()
+        .reconcile(&id, Some(Duration::from_secs(20)))
+        .await
+        .expect("the controller takes the request");
+    assert_eq!(answer.source, "kube:solo/web");
+    assert!(answer.handled, "{answer:?}");
+    assert!(answer.outcome.expect("an outcome").healthy);
+    crate::support::stop_daemon(&mut child.0);
+}
+
 /// A daemon whose `[controller] sources` is `source`, with `KUBECONFIG`
 /// pointing at `fake`; running when this returns (its directory lives as
 /// long as the returned temporary directory).

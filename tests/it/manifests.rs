@@ -785,6 +785,29 @@ fn every_command_flag_and_variable_used_is_one_pinfleet_has() {
     }
 }
 
+/// The Deployment's exact argument list is one the controller accepts for
+/// the kube source: run with it (and no Kubernetes credentials), it gets
+/// as far as building its Kubernetes client, past every argument check.
+#[test]
+fn the_controller_deployment_args_start_the_kube_controller() {
+    let args = controller_container(&deployment()).args.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"))
+        .args(&args)
+        .env("PINFLEET_HOST", "http://127.0.0.1:9")
+        .env("KUBECONFIG", dir.path().join("none"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("PINFLEET_BASIC_AUTH")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot build a kubernetes client"),
+        "pinfleet {}: {err}",
+        args.join(" ")
+    );
+}
+
 /// `resources`, `components` and patch paths of a kustomization.
 fn listed(k: &Value) -> Vec<String> {
     let mut out = Vec::new();

@@ -394,11 +394,14 @@ impl StateStore {
     /// The pins whose CIDs sort between `first` and `last` (inclusive, in
     /// the store's order: by CID bytes), from one read transaction. Status
     /// pages are such ranges, so a peer can answer for a page without one
-    /// lookup per CID.
+    /// lookup per CID. At most `limit` pins are read: a page of one
+    /// owner's pins may span the whole state (its CIDs interleave with
+    /// other owners'), and the caller only needs to know it is not a range.
     pub fn pins_in_range(
         &self,
         first: &CidKey,
         last: &CidKey,
+        limit: usize,
     ) -> Result<Vec<StatePin>, StorageError<NodeId>> {
         let txn = self.db.begin_read().map_err(read_err)?;
         let mut view = View::open(self, &txn)?;
@@ -408,6 +411,7 @@ impl StateStore {
         for item in pins
             .range(lo.as_slice()..=hi.as_slice())
             .map_err(read_err)?
+            .take(limit)
         {
             let (k, v) = item.map_err(read_err)?;
             let cid = cid_of(k.value()).map_err(read_err)?;

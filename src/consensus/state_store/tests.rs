@@ -384,6 +384,41 @@ fn the_state_pages_in_cid_order() {
     assert_eq!(seen, want);
 }
 
+/// A status range reads no more than it is asked for: one owner's page
+/// whose CIDs interleave with the rest of the state stops at `limit`
+/// (a peer answering it must not load the whole state), and a range
+/// that is exactly the page comes back whole, in order.
+#[test]
+fn a_pin_range_reads_at_most_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(&dir.path().join("s.redb"), &dir.path().join("snap")).unwrap();
+    let (a, b) = (
+        Owner::pinset(PinSetId::new("ns", "a")),
+        Owner::pinset(PinSetId::new("ns", "b")),
+    );
+    let o = options(1);
+    for cid in 0..40 {
+        apply_one(&store, &set(if cid % 4 == 0 { &a } else { &b }, cid, &o));
+    }
+    let page = store.owned_pins_after(&a, None, 100).unwrap();
+    assert_eq!(page.len(), 10);
+    let (first, last) = (page[0].cid, page[9].cid);
+    let between = store.pins_in_range(&first, &last, usize::MAX).unwrap();
+    assert!(between.len() > 11, "the page spans other owners' pins");
+    let bounded = store.pins_in_range(&first, &last, 11).unwrap();
+    assert_eq!(bounded.len(), 11);
+    assert_eq!(
+        bounded.iter().map(|p| p.cid).collect::<Vec<_>>(),
+        between[..11].iter().map(|p| p.cid).collect::<Vec<_>>()
+    );
+    let all = store.pins_after(None, 100).unwrap();
+    let exact = store.pins_in_range(&all[3].cid, &all[8].cid, 7).unwrap();
+    assert_eq!(
+        exact.iter().map(|p| p.cid).collect::<Vec<_>>(),
+        all[3..=8].iter().map(|p| p.cid).collect::<Vec<_>>()
+    );
+}
+
 /// Receive files do not pile up: a stream the leader abandoned is removed
 /// when the next one is installed, and one left by a stopped peer when
 /// the store opens again.
