@@ -34,23 +34,25 @@ impl Peer {
         bootstrap: Vec<Multiaddr>,
         batch: usize,
     ) -> Result<Peer, ClusterError> {
-        Self::start_on(dir, keypair, secret, bootstrap, batch, None).await
-    }
-
-    /// Starts a peer listening on `listen` (a fixed port, as a restarted
-    /// daemon would), or on a free port.
-    pub async fn start_on(
-        dir: &Path,
-        keypair: Keypair,
-        secret: [u8; 32],
-        bootstrap: Vec<Multiaddr>,
-        batch: usize,
-        listen: Option<Multiaddr>,
-    ) -> Result<Peer, ClusterError> {
-        Self::start_with(dir, keypair, secret, bootstrap, listen, |o| {
+        Self::start_with(dir, keypair, secret, bootstrap, None, |o| {
             o.batch_max_pins = batch;
         })
         .await
+    }
+
+    /// Starts a stopped peer again from `dir` with its identity, on a
+    /// fresh port (the one it had may have been taken while it was down),
+    /// dialing `members` (running peers) as it starts: they learn its new
+    /// address from that connection, and the leader replicates to it over
+    /// it. Its Raft state is kept, so this is no join.
+    pub async fn restart(
+        dir: &Path,
+        keypair: Keypair,
+        members: &[&Peer],
+        batch: usize,
+    ) -> Result<Peer, ClusterError> {
+        let via = members.iter().map(|p| p.addr()).collect();
+        Self::start(dir, keypair, SECRET, via, batch).await
     }
 
     /// Starts a peer with the test settings, then `configure`d.
@@ -363,12 +365,6 @@ async fn losing_the_leader_elects_another_and_a_restarted_peer_catches_up() {
     }
     let old = peers.remove(leader_index(&peers));
     let (old_dir, old_key, old_id) = (old.dir.clone(), old.keypair.clone(), old.node.id());
-    let old_listen: Multiaddr = old.node.node().addrs[0]
-        .parse::<Multiaddr>()
-        .unwrap()
-        .into_iter()
-        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        .collect();
     old.stop().await;
     wait_for("a new leader", || {
         peers[0].node.leader().is_some_and(|l| l != old_id)
@@ -386,8 +382,9 @@ async fn losing_the_leader_elects_another_and_a_restarted_peer_catches_up() {
         .unwrap();
     }
     // The old leader restarts from its directory and catches up (by snapshot).
-    // Same directory, same identity, same port: as a restarted daemon.
-    let back = Peer::start_on(&old_dir, old_key, SECRET, vec![], 10_000, Some(old_listen))
+    // Same directory, same identity: as a restarted daemon.
+    let members: Vec<&Peer> = peers.iter().collect();
+    let back = Peer::restart(&old_dir, old_key, &members, 10_000)
         .await
         .unwrap();
     assert_eq!(back.node.id(), old_id);

@@ -7,8 +7,9 @@
 //! ingest catches up from the log; a peer that joins a cluster whose log
 //! was compacted installs the snapshot.
 //!
-//! A peer first listens on port 0; a restart reuses the ports it got, as
-//! a daemon's fixed configuration would (the others know it by them).
+//! A peer listens on port 0; a restart does too (the ports it had may
+//! have been taken while it was down) and dials the running peers, which
+//! learn its new address from that connection.
 //! Tests run one at a time (each starts three or four daemons that ingest
 //! hundreds of thousands of pins). Every wait has a deadline; none is a
 //! fixed sleep.
@@ -22,7 +23,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::StatusCode;
 
-use crate::support::{init_peer, kill_daemon, spawn_daemon_logged, stop_daemon, wait_running};
+use crate::support::{
+    init_peer, kill_daemon, restart_daemon, spawn_daemon_logged, stop_daemon, wait_running_logged,
+};
 
 /// Pins of the crash and catch-up ingests (the 300k).
 const INGEST_PINS: u64 = 300_000;
@@ -57,8 +60,8 @@ const TEST_ENV: &[(&str, &str)] = &[
 /// daemons each: one at a time, so they do not starve each other.
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// One peer of a fleet: its directory, and once started, the addresses it
-/// keeps across restarts.
+/// One peer of a fleet: its directory, and once started, its addresses
+/// (new ones after each restart).
 struct Member {
     dir: PathBuf,
     log: PathBuf,
@@ -150,24 +153,32 @@ impl Fleet {
         i
     }
 
-    /// Starts peer `i` on its addresses (port 0 the first time) and
-    /// records the ports it got.
-    fn spawn(&mut self, i: usize, bootstrap: Option<String>) {
-        let m = &self.members[i];
+    /// The settings every peer starts with.
+    fn env(&self) -> Vec<(&str, &str)> {
         let mut env: Vec<(&str, &str)> = vec![
             ("PINFLEET_CLUSTER_SECRET", SECRET),
             ("PINFLEET_CLUSTER_PEERNAME", "crash"),
-            ("PINFLEET_API_LISTEN", &m.api),
-            ("PINFLEET_CLUSTER_LISTEN_MULTIADDRESS", &m.p2p),
             ("PINFLEET_IPFS_BACKEND", "none"),
         ];
         env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        env
+    }
+
+    /// Starts new peer `i` on port 0 and records the ports it got.
+    fn spawn(&mut self, i: usize, bootstrap: Option<String>) {
+        let m = &self.members[i];
+        let env = self.env();
         let args: Vec<&str> = match &bootstrap {
             Some(b) => vec!["--bootstrap", b],
             None => Vec::new(),
         };
         let mut child = spawn_daemon_logged(&m.dir, &args, &env, &m.log);
-        let info = wait_running(&m.dir, &mut child);
+        let info = wait_running_logged(&m.dir, &mut child, &m.log);
+        self.record(i, child, info);
+    }
+
+    /// Records peer `i`'s process and the addresses its `run.json` gives.
+    fn record(&mut self, i: usize, child: Child, info: pinfleet::daemon::RunInfo) {
         let m = &mut self.members[i];
         m.api = info.api.trim_start_matches("http://").to_string();
         let p2p = info
@@ -180,12 +191,18 @@ impl Fleet {
         m.child = Some(child);
     }
 
-    /// Restarts a stopped peer from its directory, on its addresses.
+    /// Restarts a stopped peer from its directory, on fresh ports, dialing
+    /// the running peers (see [`restart_daemon`]).
     fn restart(&mut self, i: usize) {
         assert!(self.members[i].child.is_none(), "peer {i} is running");
-        // A killed daemon leaves its run.json behind.
-        let _ = std::fs::remove_file(self.members[i].dir.join(pinfleet::daemon::RUN_FILE));
-        self.spawn(i, None);
+        let running: Vec<String> = self
+            .running()
+            .into_iter()
+            .map(|j| format!("{}/p2p/{}", self.members[j].p2p, self.members[j].id))
+            .collect();
+        let m = &self.members[i];
+        let (child, info) = restart_daemon(&m.dir, &[], &self.env(), &m.log, &running);
+        self.record(i, child, info);
     }
 
     /// SIGKILL.

@@ -254,17 +254,100 @@ fn daemon_command(d: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process
 /// Waits (30 s at most) until the daemon `child` in `d` has written its
 /// `run.json`.
 pub fn wait_running(d: &Path, child: &mut std::process::Child) -> pinfleet::daemon::RunInfo {
+    wait_run_file(d, child, None)
+}
+
+/// [`wait_running`] for a daemon whose output goes to `log`: when it exits
+/// or does not start in time, the failure quotes the log's last lines.
+pub fn wait_running_logged(
+    d: &Path,
+    child: &mut std::process::Child,
+    log: &Path,
+) -> pinfleet::daemon::RunInfo {
+    wait_run_file(d, child, Some(log))
+}
+
+fn wait_run_file(
+    d: &Path,
+    child: &mut std::process::Child,
+    log: Option<&Path>,
+) -> pinfleet::daemon::RunInfo {
+    let said = || log.map(|l| log_tail(l, 20)).unwrap_or_default();
     let start = std::time::Instant::now();
     loop {
         if let Some(i) = pinfleet::daemon::read_run_file(d).filter(|i| i.pid == child.id()) {
             return i;
         }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("daemon exited early ({status}){}", said());
+        }
         assert!(
             start.elapsed() < std::time::Duration::from_secs(30),
-            "daemon did not start"
+            "daemon did not start{}",
+            said()
         );
-        assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The last `n` lines of the log at `path`, introduced by a line naming
+/// it (for failure messages).
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(n);
+    format!(
+        "\n--- last lines of {}:\n{}",
+        path.display(),
+        lines[from..].join("\n")
+    )
+}
+
+/// Starts the daemon of directory `d` again (after a SIGKILL or a stop):
+/// the same identity and state, `args` and `env`, output appended to
+/// `log`, but on fresh loopback ports. The ports it had were free when it
+/// got them, not since: another process may have taken one while it was
+/// down, and a daemon that cannot bind exits. So the API and p2p
+/// listeners are on port 0 (whatever `env` says), and the daemon dials
+/// `members` (running peers' p2p addresses, with `/p2p/<id>`) as it
+/// starts: they learn its new address from that connection (identify),
+/// and the leader replicates to it over it. Its Raft state is kept, so
+/// this is no join. Fails at once, quoting the log, if it exits before it
+/// runs; returns the child and its `run.json` (the new ports).
+pub fn restart_daemon(
+    d: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+    members: &[String],
+) -> (std::process::Child, pinfleet::daemon::RunInfo) {
+    // A killed daemon leaves its run.json behind.
+    let _ = std::fs::remove_file(d.join(pinfleet::daemon::RUN_FILE));
+    let mut args = args.to_vec();
+    for m in members {
+        args.extend(["--bootstrap", m.as_str()]);
+    }
+    let mut env = env.to_vec();
+    env.extend([
+        ("PINFLEET_API_LISTEN", "127.0.0.1:0"),
+        (
+            "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
+            "/ip4/127.0.0.1/tcp/0",
+        ),
+    ]);
+    let mut child = spawn_daemon_logged(d, &args, &env, log);
+    let info = wait_running_logged(d, &mut child, log);
+    (child, info)
+}
+
+/// A daemon process that is SIGKILLed and reaped if dropped (a failed
+/// test leaves no process behind).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

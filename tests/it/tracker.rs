@@ -16,7 +16,7 @@ use pinfleet::wire::{GlobalPinInfo, TrackerStatus};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::{Peer, SECRET, apply, cid, cluster, pinset, wait_for};
+use crate::cluster::{Peer, apply, cid, cluster, pinset, wait_for};
 
 struct Node {
     peer: Peer,
@@ -553,12 +553,6 @@ async fn a_pin_released_while_a_peer_was_down_is_unpinned_when_it_restarts() {
     tasks.close();
     tasks.wait().await;
     let (dir, keypair) = (peer.dir.clone(), peer.keypair.clone());
-    let listen: libp2p::Multiaddr = peer.node.node().addrs[0]
-        .parse::<libp2p::Multiaddr>()
-        .unwrap()
-        .into_iter()
-        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        .collect();
     peer.stop().await;
 
     // Release 2 of 5 through another peer while it is down.
@@ -574,8 +568,9 @@ async fn a_pin_released_while_a_peer_was_down_is_unpinned_when_it_restarts() {
     assert!(kubo.pinned(cid(90)).is_some() && kubo.pinned(cid(91)).is_some());
     assert_eq!(kubo.count_calls("pin/rm"), 0);
 
-    // Same directory, identity and port, a fresh process's tracker.
-    let back = Peer::start_on(&dir, keypair, SECRET, vec![], 10_000, Some(listen))
+    // Same directory and identity, a fresh process's tracker.
+    let members: Vec<&Peer> = nodes.iter().map(|n| &n.peer).collect();
+    let back = Peer::restart(&dir, keypair, &members, 10_000)
         .await
         .unwrap();
     // The tracker starts once the peer has caught up: the state it reads
@@ -740,38 +735,24 @@ async fn crash_a_peer_killed_while_its_pinset_was_deleted_unpins_it_after_restar
     assert!(pins.iter().all(|c| kubo.pinned(*c).is_some()));
     assert_eq!(kubo.count_calls("pin/rm"), 0);
 
-    // The same command again, on the same directory and ports, its Kubo
-    // down until it has caught up: by then its state no longer has the
-    // pins, so only its record of what it pinned says they are its own.
+    // The same peer again (its directory, on fresh ports: see
+    // `restart_daemon`), its Kubo down until it has caught up: by then its
+    // state no longer has the pins, so only its record of what it pinned
+    // says they are its own.
     kubo.set_down(true);
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(down.dir.join("daemon.log"))
-        .unwrap();
-    let mut back = tokio::process::Command::new(&down.cmd[0])
-        .args(&down.cmd[1..])
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = back.id().unwrap();
-    let info = tokio::task::spawn_blocking({
+    let members: Vec<String> = peers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .flat_map(|(_, p)| pinfleet::daemon::read_run_file(&p.dir).unwrap().p2p)
+        .collect();
+    let (child, info) = tokio::task::spawn_blocking({
         let dir = down.dir.clone();
-        move || {
-            let start = std::time::Instant::now();
-            loop {
-                if let Some(i) = pinfleet::daemon::read_run_file(&dir).filter(|i| i.pid == pid) {
-                    return i;
-                }
-                assert!(start.elapsed() < Duration::from_secs(60), "no run.json");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        move || crate::support::restart_daemon(&dir, &[], &[], &dir.join("daemon.log"), &members)
     })
     .await
     .unwrap();
+    let back = crate::support::KillOnDrop(child);
     for name in &names {
         until("the restarted peer caught up", || async {
             crate::support::owners_at(&info.api, name).await.is_none()
@@ -785,15 +766,11 @@ async fn crash_a_peer_killed_while_its_pinset_was_deleted_unpins_it_after_restar
     .await;
     assert_eq!(kubo.pin_count(), 0, "nothing else was pinned or left");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
+    tokio::task::spawn_blocking(move || {
+        let mut back = back;
+        crate::support::stop_daemon(&mut back.0);
+    })
+    .await
     .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), back.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status}");
     tb.stop().await;
 }
