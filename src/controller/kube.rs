@@ -28,8 +28,8 @@ use ::kube::runtime::controller::{
     Action, Config as ControllerConfig, Controller as KubeController,
 };
 use ::kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use ::kube::runtime::reflector::ObjectRef;
-use ::kube::runtime::watcher;
+use ::kube::runtime::reflector::{self, ObjectRef};
+use ::kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use ::kube::{Resource, ResourceExt};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -57,8 +57,13 @@ pub struct KubeOptions {
     pub namespace: Option<String>,
     /// Lift the prune guard for every apply and release.
     pub force: bool,
-    /// How often a PinSet that is not Ready has its status refreshed.
+    /// How soon a PinSet that is not Ready has its status refreshed; the
+    /// delay doubles on each refresh that finds it still not Ready, up to
+    /// `refresh_max` (a thousand PinSets pinning at once are not all asked
+    /// for their status every few seconds).
     pub refresh: Duration,
+    /// Longest delay between refreshes of a PinSet that is not Ready.
+    pub refresh_max: Duration,
     /// How often a Ready PinSet is reconciled again (its status refreshed,
     /// and its revision re-applied whole to repair drift).
     pub interval: Duration,
@@ -87,6 +92,7 @@ impl Default for KubeOptions {
             namespace: None,
             force: false,
             refresh: Duration::from_secs(5),
+            refresh_max: Duration::from_secs(30),
             interval: Duration::from_secs(300),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
@@ -120,6 +126,11 @@ pub enum KubeError {
 struct Entry {
     engine: Controller,
     last_drift: Option<Instant>,
+    /// Refreshes in a row that found the PinSet not Ready (since its
+    /// last new generation).
+    refreshes: u32,
+    /// The generation those refreshes are about.
+    generation: Option<i64>,
 }
 
 struct Context {
@@ -146,6 +157,8 @@ impl Context {
                 )
                 .holding_only(id.clone()),
                 last_drift: None,
+                refreshes: 0,
+                generation: None,
             }))
         }))
     }
@@ -273,7 +286,15 @@ async fn run_controller(
         Some(ns) => Api::namespaced(ctx.kube.clone(), ns),
         None => Api::all(ctx.kube.clone()),
     };
-    let controller = KubeController::new(api, watcher::Config::default())
+    // Only a change worth acting on triggers a reconcile: not the status
+    // writes (ours included: each would trigger another status
+    // computation at once), nor the finalizer the controller adds. The
+    // refresh requeue brings a PinSet's status up to date.
+    let (reader, writer) = reflector::store();
+    let objects = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .applied_objects()
+        .predicate_filter(acted_on, PredicateConfig::default());
+    let controller = KubeController::for_stream(objects, reader)
         .with_config(ControllerConfig::default().concurrency(ctx.opts.concurrency.max(1)));
     // A ConfigMap change (or its deletion) reconciles the PinSets of its
     // namespace whose `pinsFrom` names it, as the PinSet cache holds them.
@@ -305,6 +326,20 @@ async fn run_controller(
         .await;
 }
 
+/// What a reconcile acts on: the spec (its generation), deletion, and
+/// the annotations (the forced-delete one); a status or finalizer change
+/// alone hashes the same.
+fn acted_on(obj: &PinSet) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut h);
+    meta.generation.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    meta.annotations.hash(&mut h);
+    Some(h.finish())
+}
+
 fn error_policy(obj: Arc<PinSet>, err: &KubeError, ctx: Arc<Context>) -> Action {
     let id = source::id_of(&obj);
     let delay = ctx.backoff(&id);
@@ -316,11 +351,27 @@ async fn reconcile(obj: Arc<PinSet>, ctx: Arc<Context>) -> Result<Action, KubeEr
     let id = source::id_of(&obj);
     let entry = ctx.entry(&id);
     let mut entry = entry.lock().await;
+    // A new generation is followed closely again.
+    if entry.generation != obj.meta().generation {
+        entry.generation = obj.meta().generation;
+        entry.refreshes = 0;
+    }
     let result = if obj.meta().deletion_timestamp.is_some() {
         cleanup(&obj, &id, &ctx, &mut entry).await
     } else {
         apply(&obj, &id, &ctx, &mut entry).await
     };
+    let result = result.map(|next| match next {
+        Next::Progressing => {
+            let after = refresh_delay(entry.refreshes, ctx.opts.refresh, ctx.opts.refresh_max);
+            entry.refreshes = entry.refreshes.saturating_add(1);
+            Next::Requeue(Some(after))
+        }
+        other => {
+            entry.refreshes = 0;
+            other
+        }
+    });
     drop(entry);
     match result? {
         Next::Requeue(after) => {
@@ -332,7 +383,18 @@ async fn reconcile(obj: Arc<PinSet>, ctx: Arc<Context>) -> Result<Action, KubeEr
             ctx.forget(&id);
             Ok(Action::await_change())
         }
+        // Mapped to a delay above.
+        Next::Progressing => Ok(Action::requeue(ctx.opts.refresh)),
     }
+}
+
+/// The delay before the next status refresh of a PinSet that `refreshes`
+/// refreshes in a row found not Ready: `refresh`, doubled each time, at
+/// most `max`.
+fn refresh_delay(refreshes: u32, refresh: Duration, max: Duration) -> Duration {
+    refresh
+        .saturating_mul(1u32.checked_shl(refreshes.min(16)).unwrap_or(u32::MAX))
+        .min(max.max(refresh))
 }
 
 /// What a reconcile wants next.
@@ -341,6 +403,8 @@ enum Next {
     Requeue(Option<Duration>),
     /// The object is let go (its finalizer removed).
     Gone,
+    /// Not Ready yet: refresh its status later.
+    Progressing,
 }
 
 /// Applies a live object: finalizer first, then the engine, then status.
@@ -572,11 +636,11 @@ async fn finish(
             message: o.message,
         });
     }
-    Ok(Next::Requeue(Some(if ready || stalled {
-        ctx.opts.interval
+    Ok(if ready || stalled {
+        Next::Requeue(Some(ctx.opts.interval))
     } else {
-        ctx.opts.refresh
-    })))
+        Next::Progressing
+    })
 }
 
 /// The Event an outcome is worth: an apply that changed pins, or a
@@ -656,6 +720,19 @@ fn keep_transition_time(c: &mut Condition, previous: &[Condition]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pinset_not_ready_is_refreshed_less_often_up_to_the_bound() {
+        let (refresh, max) = (Duration::from_secs(5), Duration::from_secs(30));
+        let d = |n| refresh_delay(n, refresh, max);
+        assert_eq!(d(0), Duration::from_secs(5));
+        assert_eq!(d(1), Duration::from_secs(10));
+        assert_eq!(d(2), Duration::from_secs(20));
+        assert_eq!(d(3), max);
+        assert_eq!(d(u32::MAX), max);
+        // A bound below the first delay does not shorten it.
+        assert_eq!(refresh_delay(4, refresh, Duration::from_secs(1)), refresh);
+    }
 
     #[test]
     fn failures_back_off_exponentially_up_to_the_bound() {

@@ -27,6 +27,7 @@ pub(crate) struct Rig {
 pub(crate) fn options() -> KubeOptions {
     KubeOptions {
         refresh: Duration::from_millis(200),
+        refresh_max: Duration::from_secs(1),
         interval: Duration::from_secs(60),
         backoff_min: Duration::from_millis(200),
         backoff_max: Duration::from_secs(2),
@@ -901,14 +902,7 @@ async fn the_standalone_kube_controller_listens_and_serves_reconcile_now() {
         .spawn()
         .unwrap();
     // Killed if the test fails before it is stopped.
-    struct Guard(std::process::Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Guard(child);
+    let mut child = crate::support::KillOnDrop(child);
     let stderr = child.0.stderr.take().unwrap();
     let url = tokio::task::spawn_blocking(move || {
         BufReader::new(stderr)
