@@ -236,18 +236,21 @@ async fn allocation_loop(
             continue;
         }
         let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
-        // A new leader first hears everyone's metrics before moving pins;
-        // what woke it is served once that warm-up is over.
+        // A new leader first hears everyone's metrics before moving pins
+        // (for one publish interval, or until every member has reported,
+        // as on a freshly formed cluster); what woke it is served after.
         let warm = since + config.interval;
-        if tokio::time::Instant::now() < warm {
+        let mut waited = false;
+        while tokio::time::Instant::now() < warm && !all_reported(&node, &metrics) {
+            waited = true;
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(warm) => {}
+                _ = tokio::time::sleep(WARM_POLL.min(warm - tokio::time::Instant::now())) => {}
             }
-            if !node.is_leader() {
-                leading_since = None;
-                continue;
-            }
+        }
+        if waited && !node.is_leader() {
+            leading_since = None;
+            continue;
         }
         let started = tokio::time::Instant::now();
         if let Err(e) = rounds.run(&node, &config, &metrics).await {
@@ -256,6 +259,20 @@ async fn allocation_loop(
         }
         gap = MIN_ROUND_GAP.max(started.elapsed() * 2);
     }
+}
+
+/// How often a new leader's warm-up looks whether every member reported.
+const WARM_POLL: Duration = Duration::from_millis(100);
+
+/// True when every member of the cluster has a metric here that has not
+/// expired: a new leader then knows every peer and may allocate.
+fn all_reported(node: &ClusterNode, metrics: &Mutex<PeerMetrics>) -> bool {
+    let now = chrono::Utc::now().timestamp_millis();
+    let m = lock(metrics);
+    node.members().iter().all(|(_, member)| {
+        m.peer(&member.peer_id)
+            .is_some_and(|all| all.values().any(|x| !x.is_expired(now)))
+    })
 }
 
 /// The shortest pause between two allocation rounds woken by new entries.
