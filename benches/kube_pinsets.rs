@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{env_u64, fig, secs};
+use common::{Res, Testbed, env_u64, fig, gauge, peak_rss_mib, secs};
 use pinfleet::testkit::{FakeKube, MockKubo, seq_cid};
 use serde_json::{Value, json};
 
@@ -51,8 +51,6 @@ fn exe() -> String {
 const POLL: Duration = Duration::from_millis(250);
 /// The namespace of the PinSets.
 const NAMESPACE: &str = "bench";
-
-type Res<T> = Result<T, String>;
 
 /// A child process stopped on drop: `signal`, then SIGKILL after 30 s.
 struct Stopped {
@@ -91,115 +89,18 @@ impl Drop for Stopped {
     }
 }
 
-/// The testbed process and its peers: stopped on drop (SIGINT to
-/// `testbed up`), then any peer it left running (it was killed, or a peer
-/// hung) is killed from the pids in `testbed.json`.
-struct Testbed {
-    up: Stopped,
-    file: PathBuf,
-}
-
-impl Testbed {
-    /// The peers' pids, from `testbed.json`.
-    fn pids(&self) -> Vec<u32> {
-        let file = std::fs::read(&self.file)
-            .ok()
-            .and_then(|t| serde_json::from_slice::<Value>(&t).ok());
-        file.as_ref()
-            .and_then(|f| f["peers"].as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
-            .collect()
-    }
-
-    fn stop(&mut self) {
-        self.up.stop();
-        for pid in self.pids() {
-            // Only a pinfleet daemon still running under that pid.
-            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("daemon"));
-            if ours {
-                let pid = nix::unistd::Pid::from_raw(pid as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            }
-        }
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// `pinfleet testbed up --peers 3` on the given Kubo URLs; returns it and
-/// the peers' API URLs.
+/// `pinfleet testbed up --peers 3` on the given Kubo URLs and its peers'
+/// API URLs.
 fn testbed(dir: &Path, kubos: &[String], timeout: Duration) -> Res<(Testbed, Vec<String>)> {
-    let out = dir.join("testbed.out");
-    let log = File::create(&out).map_err(|e| e.to_string())?;
-    let child = Command::new(exe())
-        .args(["testbed", "up", "--peers", "3", "--ipfs"])
-        .arg(format!("kubo={}", kubos.join(",")))
-        .arg("--dir")
-        .arg(dir.join("tb"))
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", exe()))?;
-    let mut tb = Testbed {
-        up: Stopped {
-            child,
-            signal: nix::sys::signal::Signal::SIGINT,
-        },
-        file: dir.join("tb").join("testbed.json"),
-    };
-    let t = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        if text.contains("cluster formed") {
-            break;
-        }
-        if let Ok(Some(status)) = tb.up.child.try_wait() {
-            return Err(format!("testbed up exited: {status}: {text}"));
-        }
-        if t.elapsed() > timeout {
-            return Err("the testbed did not form in time".into());
-        }
-        std::thread::sleep(POLL);
-    }
-    fig("testbed ready (3 peers on mock Kubo)", secs(t.elapsed()));
-    let file: Value = serde_json::from_slice(&std::fs::read(&tb.file).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    let apis: Vec<String> = file["peers"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .filter_map(|p| p["api"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    if apis.len() != 3 {
-        return Err(format!("testbed.json lists {} peers", apis.len()));
-    }
+    let tb = Testbed::up(
+        &exe(),
+        dir,
+        &["--ipfs".into(), format!("kubo={}", kubos.join(","))],
+        "3 peers on mock Kubo",
+        timeout,
+    )?;
+    let apis = tb.peers("api");
     Ok((tb, apis))
-}
-
-/// A gauge from a peer's `/metrics`.
-async fn gauge(client: &reqwest::Client, api: &str, name: &str) -> Res<u64> {
-    let text = client
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .text()
-        .await
-        .map_err(|e| e.to_string())?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("{api}/metrics has no {name}"))
 }
 
 /// PinSet `p` of `cids` CIDs, numbered after every earlier PinSet's.
@@ -230,20 +131,6 @@ fn ready(o: &Value) -> bool {
                     && c["observedGeneration"] == *generation
             })
         })
-}
-
-/// Peak RSS (`VmHWM`) of `pid`, in MiB.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
 }
 
 async fn run(dir: &Path) -> Res<()> {

@@ -31,12 +31,11 @@ mod common;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{env_u64, fig, secs};
+use common::{Res, Testbed, env_u64, fig, gauge, secs};
 
 use sha2::{Digest, Sha256};
 
@@ -47,8 +46,6 @@ fn exe() -> String {
 }
 /// How often waits poll.
 const POLL: Duration = Duration::from_millis(100);
-
-type Res<T> = Result<T, String>;
 
 /// CID `i`: CIDv1, raw codec, sha2-256 of `i` (little-endian u64), with a
 /// salt so the two parts never share a CID.
@@ -62,95 +59,6 @@ fn cid(salt: u8, i: u64) -> String {
         // A 32-byte digest always fits a 64-byte multihash.
         Err(e) => unreachable!("sha2-256 multihash: {e}"),
     }
-}
-
-/// `pinfleet testbed up`, stopped on drop (SIGINT so it stops its peers;
-/// SIGKILL after 30 s).
-struct Testbed {
-    child: Child,
-    apis: Vec<String>,
-}
-
-impl Testbed {
-    fn up(dir: &Path, timeout: Duration) -> Res<Self> {
-        let out = dir.join("testbed.out");
-        let log = File::create(&out).map_err(|e| e.to_string())?;
-        let child = Command::new(exe())
-            .args(["testbed", "up", "--ipfs", "none", "--peers", "3", "--dir"])
-            .arg(dir.join("tb"))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", exe()))?;
-        let mut tb = Testbed {
-            child,
-            apis: Vec::new(),
-        };
-        let t = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
-            if text.contains("cluster formed") {
-                break;
-            }
-            if let Ok(Some(status)) = tb.child.try_wait() {
-                return Err(format!("testbed up exited: {status}: {text}"));
-            }
-            if t.elapsed() > timeout {
-                return Err("the testbed did not form in time".into());
-            }
-            std::thread::sleep(POLL);
-        }
-        fig("testbed ready (3 peers, no IPFS)", secs(t.elapsed()));
-        let file: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.join("tb").join("testbed.json")).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
-        tb.apis = file["peers"]
-            .as_array()
-            .map(|ps| {
-                ps.iter()
-                    .filter_map(|p| p["api"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if tb.apis.len() != 3 {
-            return Err(format!("testbed.json lists {} peers", tb.apis.len()));
-        }
-        Ok(tb)
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(POLL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A gauge from a peer's `/metrics`.
-async fn gauge(client: &reqwest::Client, api: &str, name: &str) -> Res<u64> {
-    let text = client
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .text()
-        .await
-        .map_err(|e| e.to_string())?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("{api}/metrics has no {name}"))
 }
 
 async fn leader(client: &reqwest::Client, apis: &[String]) -> Res<String> {
@@ -305,7 +213,14 @@ fn run(dir: &Path) -> Res<()> {
     let clients = env_u64("PINFLEET_WRITE_CLIENTS", 64).max(1);
     let m = env_u64("PINFLEET_WRITE_IMPORT", 1_000_000);
     let timeout = Duration::from_secs(env_u64("PINFLEET_WRITE_TIMEOUT_SECS", 900));
-    let tb = Testbed::up(dir, timeout)?;
+    let tb = Testbed::up(
+        &exe(),
+        dir,
+        &["--ipfs".into(), "none".into()],
+        "3 peers, no IPFS",
+        timeout,
+    )?;
+    let apis = tb.peers("api");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -319,14 +234,14 @@ fn run(dir: &Path) -> Res<()> {
             .map_err(|e| e.to_string())?;
         if n > 0 {
             println!("\n== POST /pins/{{cid}}");
-            pins(&client, &tb.apis, n, clients).await?;
+            pins(&client, &apis, n, clients).await?;
         }
         if m > 0 {
             println!("\n== state import (IPFS Cluster export format)");
             let file = dir.join("export.json");
             write_export(&file, m)?;
-            let already = gauge(&client, &tb.apis[0], "pinfleet_pins").await?;
-            import(&client, &tb.apis, &file, m, already, timeout).await?;
+            let already = gauge(&client, &apis[0], "pinfleet_pins").await?;
+            import(&client, &apis, &file, m, already, timeout).await?;
         }
         Ok::<_, String>(())
     })?;

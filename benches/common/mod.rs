@@ -1,5 +1,7 @@
 //! What every process benchmark prints and reads the same way: numbers
-//! from the environment and figures. Each bench declares `mod common;`.
+//! from the environment and figures, the testbed they run on, gauges and
+//! peak RSS. Each bench declares `mod common;` and uses what it needs.
+#![allow(dead_code)]
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -25,4 +27,155 @@ pub fn fig(what: impl Display, value: impl Display) {
 /// A duration as seconds with two decimals.
 pub fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
+}
+
+/// What the process benches return on failure: a message.
+pub type Res<T> = Result<T, String>;
+
+/// `pinfleet testbed up` (on 127.0.0.1), stopped on drop: SIGINT (it stops
+/// its peers), SIGKILL after 30 s, then any peer still running under a pid
+/// of `testbed.json` (the testbed was killed, or a peer hung) is killed.
+pub struct Testbed {
+    child: std::process::Child,
+    path: std::path::PathBuf,
+    /// `testbed.json` as it was when the cluster formed.
+    pub file: serde_json::Value,
+}
+
+impl Testbed {
+    /// `EXE testbed up --peers 3 --dir DIR/tb ARGS…`, once it says the
+    /// cluster formed (its output goes to `DIR/testbed.out`); prints the
+    /// time it took as `testbed ready (WHAT)`.
+    pub fn up(
+        exe: &str,
+        dir: &std::path::Path,
+        args: &[String],
+        what: &str,
+        timeout: Duration,
+    ) -> Res<Testbed> {
+        let out = dir.join("testbed.out");
+        let log = std::fs::File::create(&out).map_err(|e| e.to_string())?;
+        let child = std::process::Command::new(exe)
+            .args(["testbed", "up", "--peers", "3", "--dir"])
+            .arg(dir.join("tb"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {exe}: {e}"))?;
+        let mut tb = Testbed {
+            child,
+            path: dir.join("tb").join("testbed.json"),
+            file: serde_json::Value::Null,
+        };
+        let t = std::time::Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if text.contains("cluster formed") {
+                break;
+            }
+            if let Ok(Some(status)) = tb.child.try_wait() {
+                return Err(format!("testbed up exited: {status}: {text}"));
+            }
+            if t.elapsed() > timeout {
+                return Err("the testbed did not form in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        fig(format!("testbed ready ({what})"), secs(t.elapsed()));
+        tb.file = serde_json::from_slice(&std::fs::read(&tb.path).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        if tb.peers("api").len() != 3 {
+            return Err(format!(
+                "testbed.json lists {} peers",
+                tb.peers("api").len()
+            ));
+        }
+        Ok(tb)
+    }
+
+    /// Each peer's string field `key` (`api`, `pinsvc`, …), in order.
+    pub fn peers(&self, key: &str) -> Vec<String> {
+        self.file["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p[key].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The peers' pids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.file["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+            .collect()
+    }
+
+    /// The exit status of `testbed up` if it has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Stops the testbed and whatever it left running.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        if self.exited().is_none() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let t = std::time::Instant::now();
+            while self.exited().is_none() && t.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for pid in self.pids() {
+            // Only a pinfleet daemon still running under that pid.
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("daemon"));
+            if ours {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Peak RSS (`VmHWM`) of `pid`, in MiB.
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A gauge from a peer's `/metrics`.
+pub async fn gauge(client: &reqwest::Client, api: &str, name: &str) -> Res<u64> {
+    let text = client
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("{api}/metrics has no {name}"))
 }

@@ -1,0 +1,331 @@
+//! The Pinning Service API on real processes (issue 15, Benchmark):
+//! `cargo bench --bench pinsvc`.
+//!
+//! Starts the 3-peer testbed (`pinfleet testbed up --ipfs none`, the binary
+//! cargo builds for this bench, on 127.0.0.1), whose `testbed.json` names
+//! each peer's Pinning Service listener (`peers[].pinsvc`) and a usable
+//! token (`pinsvc_token`), and measures:
+//!
+//! 1. `POST /pins`: C concurrent clients (default 16), spread over the three
+//!    peers, create N pin requests (default 100,000; distinct CIDv1 raw
+//!    CIDs, each with a name and one `meta` pair); prints requests/s and
+//!    latency percentiles;
+//! 2. `GET /pins?limit=1000` with N requests recorded: the first page, a
+//!    walk of pages with `before` (the newest first, as clients page), and
+//!    filtered listings (`name` partial match, `status` list, `cid`,
+//!    `meta`); prints each one's latency (median of R runs, default 5) and
+//!    checks `count` against what was created.
+//!
+//! Speed is never asserted; a wrong answer (a refused request, a wrong
+//! count, a page out of order) makes the bench exit 1. Every wait has a
+//! deadline. The testbed is stopped on every exit path, and everything
+//! lives in one temporary directory removed at the end.
+//!
+//! Environment: `PINFLEET_PINSVC_REQUESTS` (N), `PINFLEET_PINSVC_CLIENTS`
+//! (C), `PINFLEET_PINSVC_RUNS` (R), `PINFLEET_PINSVC_PAGES` (pages walked
+//! with `before`, default 20), `PINFLEET_PINSVC_TIMEOUT_SECS` (each wait,
+//! default 900), `PINFLEET_PINSVC_DIR` (where the temporary directory
+//! goes), `PINFLEET_PINSVC_EXE` (another `pinfleet` build to measure
+//! instead).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Res, Testbed, env_u64, fig, secs};
+use pinfleet::testkit::seq_cid;
+use serde_json::{Value, json};
+
+/// The daemon under test.
+fn exe() -> String {
+    std::env::var("PINFLEET_PINSVC_EXE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pinfleet").into())
+}
+
+/// Latency percentile `p` (0–1) of sorted `d`, in ms.
+fn pct(d: &[Duration], p: f64) -> String {
+    d.get(((d.len() as f64 - 1.0) * p) as usize).map_or_else(
+        || "-".into(),
+        |d| format!("{:.1} ms", d.as_secs_f64() * 1e3),
+    )
+}
+
+/// Part 1: `clients` clients create `n` requests.
+async fn create(
+    client: &reqwest::Client,
+    svcs: &[String],
+    token: &str,
+    n: u64,
+    clients: u64,
+) -> Res<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, next, token) = (client.clone(), Arc::clone(&next), token.to_owned());
+        let svc = svcs[(c as usize) % svcs.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, String>(latencies);
+                }
+                let started = Instant::now();
+                let body = json!({
+                    "cid": seq_cid(i).to_string(),
+                    "name": format!("req-{i:07}"),
+                    "meta": {"batch": format!("b{}", i % 10)},
+                });
+                let resp = client
+                    .post(format!("{svc}/pins"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                if status.as_u16() != 202 {
+                    return Err(format!("request {i}: {status} {text}"));
+                }
+                latencies.push(started.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    let took = t.elapsed();
+    latencies.sort();
+    fig(
+        format!("{n} POST /pins, {clients} clients over 3 peers"),
+        format!(
+            "{} ({:.0} requests/s)",
+            secs(took),
+            n as f64 / took.as_secs_f64()
+        ),
+    );
+    fig(
+        "latency p50 / p99 / max",
+        format!(
+            "{} / {} / {}",
+            pct(&latencies, 0.5),
+            pct(&latencies, 0.99),
+            pct(&latencies, 1.0)
+        ),
+    );
+    Ok(())
+}
+
+/// One `GET /pins?QUERY`: its latency, `count` and results.
+async fn list(
+    client: &reqwest::Client,
+    svc: &str,
+    token: &str,
+    query: &str,
+) -> Res<(Duration, u64, Vec<Value>)> {
+    let t = Instant::now();
+    let resp = client
+        .get(format!("{svc}/pins?{query}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body: Value = resp.json().await.map_err(|e| e.to_string())?;
+    let took = t.elapsed();
+    if status.as_u16() != 200 {
+        return Err(format!("GET /pins?{query}: {status} {body}"));
+    }
+    let count = body["count"].as_u64().ok_or("no count")?;
+    let results = body["results"].as_array().cloned().unwrap_or_default();
+    Ok((took, count, results))
+}
+
+/// Part 2: listings of `n` requests, each the median of `runs`, once
+/// `svc`'s peer has applied all of them.
+async fn listings(
+    client: &reqwest::Client,
+    svc: &str,
+    token: &str,
+    n: u64,
+    runs: u64,
+    pages: u64,
+    timeout: Duration,
+) -> Res<()> {
+    let every = "status=queued,pinning,pinned,failed";
+    let t = Instant::now();
+    loop {
+        let (_, count, _) = list(client, svc, token, &format!("limit=1&{every}")).await?;
+        if count == n {
+            break;
+        }
+        if t.elapsed() > timeout {
+            return Err(format!("the peer lists {count} of {n} requests"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cases: Vec<(String, String, u64)> = vec![
+        ("first page".into(), format!("limit=1000&{every}"), n),
+        (
+            "name partial match (req-000…: up to 10,000 of them)".into(),
+            format!("limit=1000&{every}&name=req-000&match=partial"),
+            n.min(10_000),
+        ),
+        (
+            "meta filter (1/10 of them)".into(),
+            format!(
+                "limit=1000&{every}&meta={}",
+                urlencode(&json!({"batch": "b3"}).to_string())
+            ),
+            (0..n).filter(|i| i % 10 == 3).count() as u64,
+        ),
+        (
+            "cid filter (10 CIDs)".into(),
+            format!(
+                "limit=1000&{every}&cid={}",
+                (0..10.min(n))
+                    .map(|i| seq_cid(i * (n / 10).max(1)).to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            10.min(n),
+        ),
+    ];
+    for (what, query, want) in cases {
+        let mut times = Vec::new();
+        for _ in 0..runs.max(1) {
+            let (took, count, _) = list(client, svc, token, &query).await?;
+            if count != want {
+                return Err(format!("{what}: count {count}, want {want}"));
+            }
+            times.push(took);
+        }
+        times.sort();
+        fig(
+            format!("GET /pins?limit=1000, {what}"),
+            format!("{} (median of {})", pct(&times, 0.5), times.len()),
+        );
+    }
+    // A walk with `before`, as a client pages newest first.
+    let t = Instant::now();
+    let mut before: Option<String> = None;
+    let mut seen = 0u64;
+    let mut last_created: Option<chrono::DateTime<chrono::FixedOffset>> = None;
+    for _ in 0..pages {
+        let query = match &before {
+            Some(b) => format!("limit=1000&{every}&before={}", urlencode(b)),
+            None => format!("limit=1000&{every}"),
+        };
+        let (_, _, results) = list(client, svc, token, &query).await?;
+        let Some(last) = results.last() else { break };
+        for r in &results {
+            let text = r["created"].as_str().unwrap_or_default();
+            let created = chrono::DateTime::parse_from_rfc3339(text)
+                .map_err(|e| format!("created {text:?}: {e}"))?;
+            if last_created.is_some_and(|l| created >= l) {
+                return Err(format!("page out of order at {text}"));
+            }
+            last_created = Some(created);
+        }
+        seen += results.len() as u64;
+        before = last["created"].as_str().map(str::to_owned);
+    }
+    let took = t.elapsed();
+    fig(
+        format!(
+            "{} pages walked with before (limit=1000)",
+            seen.div_ceil(1000)
+        ),
+        format!(
+            "{} ({:.1} ms per page, {seen} requests)",
+            secs(took),
+            took.as_secs_f64() * 1e3 / seen.div_ceil(1000).max(1) as f64
+        ),
+    );
+    Ok(())
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn run(dir: &Path) -> Res<()> {
+    let n = env_u64("PINFLEET_PINSVC_REQUESTS", 100_000);
+    let clients = env_u64("PINFLEET_PINSVC_CLIENTS", 16).max(1);
+    let runs = env_u64("PINFLEET_PINSVC_RUNS", 5);
+    let pages = env_u64("PINFLEET_PINSVC_PAGES", 20);
+    let timeout = Duration::from_secs(env_u64("PINFLEET_PINSVC_TIMEOUT_SECS", 900));
+    let tb = Testbed::up(
+        &exe(),
+        dir,
+        &["--ipfs".into(), "none".into()],
+        "3 peers, no IPFS",
+        timeout,
+    )?;
+    let svcs = tb.peers("pinsvc");
+    let token = tb.file["pinsvc_token"]
+        .as_str()
+        .ok_or("testbed.json has no pinsvc_token")?
+        .to_owned();
+    if svcs.len() != 3 {
+        return Err(format!(
+            "testbed.json names {} pinsvc listeners",
+            svcs.len()
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client = pinfleet::tls::client(None)
+            .map_err(|e| e.to_string())?
+            .pool_max_idle_per_host(clients as usize)
+            .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        println!("\n== POST /pins");
+        create(&client, &svcs, &token, n, clients).await?;
+        println!("\n== GET /pins with {n} requests recorded (on the peer the first client used)");
+        listings(&client, &svcs[0], &token, n, runs, pages, timeout).await
+    })?;
+    drop(tb);
+    Ok(())
+}
+
+fn main() {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("pinfleet Pinning Service API bench: {cores} cores");
+    let base =
+        std::env::var_os("PINFLEET_PINSVC_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let tmp = match tempfile::Builder::new()
+        .prefix("pinfleet-pinsvc-")
+        .tempdir_in(&base)
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot create a directory under {}: {e}", base.display());
+            std::process::exit(2);
+        }
+    };
+    println!("data under {} (removed at the end)", tmp.path().display());
+    let result = run(tmp.path());
+    drop(tmp);
+    if let Err(e) = result {
+        println!("FAILED: {e}");
+        std::process::exit(1);
+    }
+}
