@@ -20,6 +20,7 @@ mod peers;
 mod pins;
 mod pinset_patch;
 mod pinset_status;
+pub mod pinsvc;
 mod pinsets;
 mod reconcile;
 mod routes;
