@@ -636,7 +636,8 @@ mod tests {
 
     #[test]
     fn a_remote_pinsvc_listen_address_needs_tokens() {
-        let remote = |extra: &str| format!("{}[pinsvc]\nlisten = \"0.0.0.0:9097\"\n{extra}", minimal());
+        let remote =
+            |extra: &str| format!("{}[pinsvc]\nlisten = \"0.0.0.0:9097\"\n{extra}", minimal());
         let p = problems(&remote(""), &[]);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
@@ -648,7 +649,10 @@ mod tests {
         assert_eq!(cfg.pinsvc.tokens["kubo"].secret, "0123456789abcdef");
         assert!(parse(&format!("{}[pinsvc]\nlisten = \"\"\n", minimal())).is_ok());
         let env = problems(&minimal(), &[("PINFLEET_PINSVC_LISTEN", "0.0.0.0:1")]);
-        assert!(env[0].starts_with("pinsvc.listen (from PINFLEET_PINSVC_LISTEN)"), "{env:?}");
+        assert!(
+            env[0].starts_with("pinsvc.listen (from PINFLEET_PINSVC_LISTEN)"),
+            "{env:?}"
+        );
     }
 
     #[test]

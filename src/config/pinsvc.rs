@@ -157,9 +157,15 @@ mod tests {
     #[test]
     fn a_token_takes_an_optional_role_prefix_and_defaults_to_writer() {
         let t = PinSvcToken::parse("reader:0123456789abcdef").unwrap();
-        assert_eq!((t.role, t.secret.as_str()), (Role::Reader, "0123456789abcdef"));
+        assert_eq!(
+            (t.role, t.secret.as_str()),
+            (Role::Reader, "0123456789abcdef")
+        );
         let t = PinSvcToken::parse("x:0123456789abcdef").unwrap();
-        assert_eq!((t.role, t.secret.as_str()), (Role::Writer, "x:0123456789abcdef"));
+        assert_eq!(
+            (t.role, t.secret.as_str()),
+            (Role::Writer, "x:0123456789abcdef")
+        );
         assert!(PinSvcToken::parse("admin:short").is_err());
         assert!(PinSvcToken::parse("0123456789 abcdef").is_err());
     }
@@ -174,6 +180,9 @@ mod tests {
         let dup: Value =
             toml::from_str("a = \"0123456789abcdef\"\nb = \"reader:0123456789abcdef\"").unwrap();
         let e = Tokens::read(&dup).unwrap_err();
-        assert!(e.contains("cannot share") && !e.contains("0123456789abcdef"), "{e}");
+        assert!(
+            e.contains("cannot share") && !e.contains("0123456789abcdef"),
+            "{e}"
+        );
     }
 }

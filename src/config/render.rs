@@ -535,10 +535,13 @@ mod tests {
         a.read_timeout = Duration::from_secs(8);
         a.max_connections = 9;
         cfg.pinsvc.listen = None;
-        cfg.pinsvc.tokens = [("kubo", "reader:0123456789abcdef"), ("app x", "zyxwvutsrqponmlk")]
-            .into_iter()
-            .map(|(n, t)| (n.to_owned(), crate::config::PinSvcToken::parse(t).unwrap()))
-            .collect();
+        cfg.pinsvc.tokens = [
+            ("kubo", "reader:0123456789abcdef"),
+            ("app x", "zyxwvutsrqponmlk"),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_owned(), crate::config::PinSvcToken::parse(t).unwrap()))
+        .collect();
         cfg
     }
 

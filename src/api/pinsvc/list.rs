@@ -313,7 +313,8 @@ mod tests {
         let f = parse_filters(None).unwrap();
         assert_eq!(f.limit, DEFAULT_LIMIT);
         assert_eq!(f.statuses, BTreeSet::from(["pinned"]));
-        let f = parse_filters(Some("name=a+b&match=ipartial&meta=%7B%22k%22%3A%22v%22%7D")).unwrap();
+        let f =
+            parse_filters(Some("name=a+b&match=ipartial&meta=%7B%22k%22%3A%22v%22%7D")).unwrap();
         assert_eq!(f.name.as_deref(), Some("a b"));
         assert_eq!(f.mode, Match::IPartial);
         assert_eq!(f.meta["k"], "v");

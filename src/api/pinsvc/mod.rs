@@ -51,7 +51,7 @@ pub const MAX_ORIGINS: usize = 20;
 #[derive(Clone)]
 pub struct PinSvcState {
     node: ClusterNode,
-    status: StatusService,
+    status: Arc<StatusService>,
     tokens: Arc<Vec<TokenEntry>>,
 }
 
@@ -59,7 +59,9 @@ pub struct PinSvcState {
 impl std::fmt::Debug for PinSvcState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.tokens.iter().map(|t| &*t.name).collect();
-        f.debug_struct("PinSvcState").field("tokens", &names).finish()
+        f.debug_struct("PinSvcState")
+            .field("tokens", &names)
+            .finish()
     }
 }
 
@@ -75,7 +77,7 @@ impl PinSvcState {
     /// configured tokens.
     pub fn new(
         node: ClusterNode,
-        status: StatusService,
+        status: Arc<StatusService>,
         tokens: &BTreeMap<String, PinSvcToken>,
     ) -> Self {
         let tokens = tokens
@@ -139,9 +141,7 @@ pub fn router(state: PinSvcState) -> Router {
             "/pins/{requestid}",
             get(get_one).post(replace).delete(remove),
         )
-        .fallback(|| async {
-            Failure::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
-        })
+        .fallback(|| async { Failure::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
         .method_not_allowed_fallback(|| async {
             Failure::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -149,7 +149,10 @@ pub fn router(state: PinSvcState) -> Router {
                 "method not allowed on this route",
             )
         })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .with_state(state)
 }
 

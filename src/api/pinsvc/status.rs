@@ -103,7 +103,12 @@ fn summary(bucket: Bucket, gpi: &GlobalPinInfo) -> (&'static str, BTreeMap<Strin
         // Not yet placed, or waiting in a tracker's queue.
         Bucket::Queued | Bucket::Unpinned => "queued",
         Bucket::Error => {
-            if let Some(e) = gpi.peer_map.values().map(|s| &s.error).find(|e| !e.is_empty()) {
+            if let Some(e) = gpi
+                .peer_map
+                .values()
+                .map(|s| &s.error)
+                .find(|e| !e.is_empty())
+            {
                 info.insert("status_details".into(), e.clone());
             }
             "failed"
