@@ -487,8 +487,9 @@ async fn replace(
 ) -> Result<Response, Failure> {
     let caller = caller_of(&req)?;
     let old = path_id(path)?;
-    caller.may_write()?;
+    // Another token's request is 404 even to a reader: none is shown.
     own_request(&state, &caller, &old)?;
+    caller.may_write()?;
     let (headers, body) = body_of(req).await?;
     let request = request_of(&caller, parse_pin(&headers, &body)?)?;
     let id = request.requestid.clone();
@@ -504,8 +505,8 @@ async fn remove(
 ) -> Result<Response, Failure> {
     let caller = caller_of(&req)?;
     let id = path_id(path)?;
-    caller.may_write()?;
     own_request(&state, &caller, &id)?;
+    caller.may_write()?;
     commit(
         &state,
         PinSvcChange::Remove {
