@@ -372,7 +372,7 @@ async fn the_pinning_service_api_answers_every_point_of_the_spec() {
 
     // Without a status filter only pinned requests are listed.
     let default = svc.list(ALICE, "").await;
-    assert_eq!(ids(&default), [first.clone()]);
+    assert_eq!(ids(&default), [first.as_str()]);
     assert_eq!(default["count"], 1);
     let pending = svc.list(ALICE, "status=queued,pinning").await;
     assert_eq!(pending["count"], 3, "{pending:#}");
@@ -467,7 +467,7 @@ async fn the_pinning_service_api_answers_every_point_of_the_spec() {
             &format!("{ALL}&meta={}", enc(r#"{"app":"a","v":"1"}"#)),
         )
         .await;
-    assert_eq!(ids(&both), [first.clone()]);
+    assert_eq!(ids(&both), [first.as_str()]);
     let none = svc
         .list(
             ALICE,
@@ -817,7 +817,7 @@ async fn a_testbed_takes_requests_on_followers_and_pins_them_on_its_nodes() {
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(
         ids(&peers[follower].list(&token, ALL).await),
-        [id.clone()],
+        [id.as_str()],
         "listed on the peer that took it"
     );
 

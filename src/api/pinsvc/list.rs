@@ -251,10 +251,14 @@ pub(super) async fn list(
             let store = store.clone();
             let token = token.clone();
             let cids = f.cids.clone();
-            tokio::task::spawn_blocking(move || store.pinsvc_page(&token, &cids, range, CHUNK))
-                .await
-                .map_err(|e| Failure::internal(e.to_string()))?
-                .map_err(storage)?
+            tokio::task::spawn_blocking(move || {
+                store
+                    .pinsvc_page(&token, &cids, range, CHUNK)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| Failure::internal(e.to_string()))?
+            .map_err(storage)?
         };
         let done = chunk.len() < CHUNK;
         if let Some(last) = chunk.last() {

@@ -217,7 +217,7 @@ impl StateStore {
                     taken += 1;
                 }
             }
-            ids.sort_by(|a, b| b.0.cmp(&a.0));
+            ids.sort_by_key(|b| std::cmp::Reverse(b.0));
             ids.dedup_by(|a, b| a.1 == b.1);
             ids.truncate(max);
         }
