@@ -7,8 +7,6 @@
 //! Owns the tables and their snapshot frames; it must not decide what a
 //! command does (that is `state::pinsvc`).
 
-use std::ops::Bound;
-
 use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::txn::TxnError;
@@ -144,15 +142,17 @@ pub struct CreatedRange {
 }
 
 impl CreatedRange {
-    fn bounds(&self) -> (Bound<i64>, Bound<i64>) {
-        (
-            self.after.map_or(Bound::Unbounded, Bound::Excluded),
-            self.before.map_or(Bound::Unbounded, Bound::Excluded),
-        )
-    }
-
-    fn contains(&self, at: i64) -> bool {
-        self.after.is_none_or(|a| at > a) && self.before.is_none_or(|b| at < b)
+    /// The inclusive `created_ns` bounds, or `None` when nothing fits.
+    fn inclusive(&self) -> Option<(i64, i64)> {
+        let lo = match self.after {
+            Some(a) => a.checked_add(1)?,
+            None => i64::MIN,
+        };
+        let hi = match self.before {
+            Some(b) => b.checked_sub(1)?,
+            None => i64::MAX,
+        };
+        (lo <= hi).then_some((lo, hi))
     }
 }
 
@@ -179,16 +179,16 @@ impl StateStore {
     ) -> StoreResult<Vec<PinSvcRequest>> {
         let txn = self.db.begin_read().map_err(read_err)?;
         let mut ids: Vec<(i64, String)> = Vec::new();
+        let Some((lo, hi)) = range.inclusive() else {
+            return Ok(Vec::new());
+        };
         if cids.is_empty() {
             let t = txn.open_table(BY_TOKEN).map_err(read_err)?;
-            let (lo, hi) = range.bounds();
-            let lo = map_bound(lo, |c| (token, c), (token, i64::MIN));
-            let hi = map_bound(hi, |c| (token, c), (token, i64::MAX));
-            for item in t.range::<(&str, i64)>((lo, hi)).map_err(read_err)?.rev() {
-                let (k, v) = item.map_err(read_err)?;
+            for item in t.range((token, lo)..=(token, hi)).map_err(read_err)?.rev() {
                 if ids.len() >= max {
                     break;
                 }
+                let (k, v) = item.map_err(read_err)?;
                 ids.push((k.value().1, v.value().to_string()));
             }
         } else {
@@ -196,25 +196,10 @@ impl StateStore {
             for cid in cids {
                 let bytes = cid.cid().to_bytes();
                 let b = bytes.as_slice();
-                let mut taken = 0;
-                for item in t
-                    .range((token, b, i64::MIN)..=(token, b, i64::MAX))
-                    .map_err(read_err)?
-                    .rev()
-                {
+                let scan = t.range((token, b, lo)..=(token, b, hi)).map_err(read_err)?;
+                for item in scan.rev().take(max) {
                     let (k, v) = item.map_err(read_err)?;
-                    let at = k.value().2;
-                    if !range.contains(at) {
-                        if range.after.is_some_and(|a| at <= a) {
-                            break;
-                        }
-                        continue;
-                    }
-                    if taken >= max {
-                        break;
-                    }
-                    ids.push((at, v.value().to_string()));
-                    taken += 1;
+                    ids.push((k.value().2, v.value().to_string()));
                 }
             }
             ids.sort_by_key(|b| std::cmp::Reverse(b.0));
@@ -233,30 +218,16 @@ impl StateStore {
 
     /// How many of `token`'s requests are within `range` (index keys only).
     pub fn pinsvc_count(&self, token: &str, range: CreatedRange) -> StoreResult<u64> {
+        let Some((lo, hi)) = range.inclusive() else {
+            return Ok(0);
+        };
         let txn = self.db.begin_read().map_err(read_err)?;
         let t = txn.open_table(BY_TOKEN).map_err(read_err)?;
-        let (lo, hi) = range.bounds();
-        let lo = map_bound(lo, |c| (token, c), (token, i64::MIN));
-        let hi = map_bound(hi, |c| (token, c), (token, i64::MAX));
         let mut n = 0u64;
-        for item in t.range::<(&str, i64)>((lo, hi)).map_err(read_err)? {
+        for item in t.range((token, lo)..=(token, hi)).map_err(read_err)? {
             item.map_err(read_err)?;
             n += 1;
         }
         Ok(n)
-    }
-}
-
-/// A bound on `created` as a bound on the index key; unbounded stays
-/// within the token's keys (`edge`).
-fn map_bound<'a>(
-    b: Bound<i64>,
-    key: impl Fn(i64) -> (&'a str, i64),
-    edge: (&'a str, i64),
-) -> Bound<(&'a str, i64)> {
-    match b {
-        Bound::Excluded(c) => Bound::Excluded(key(c)),
-        Bound::Included(c) => Bound::Included(key(c)),
-        Bound::Unbounded => Bound::Included(edge),
     }
 }
