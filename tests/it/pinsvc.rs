@@ -685,6 +685,42 @@ async fn the_pinning_service_api_answers_every_point_of_the_spec() {
     assert_eq!(owners(&api, &content).await, ["pinsvc:alice"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_no_node_can_take_reports_failed_with_the_reason_in_info() {
+    // Without an IPFS node every pin attempt errors.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    init_peer(dir.path());
+    let mut child = spawn_daemon(
+        dir.path(),
+        &[
+            ("PINFLEET_PINSVC_LISTEN", "127.0.0.1:0"),
+            ("PINFLEET_PINSVC_TOKENS", &format!("alice={ALICE}")),
+            ("PINFLEET_IPFS_BACKEND", "none"),
+        ],
+    );
+    let info = wait_running(dir.path(), &mut child);
+    let d = Daemon {
+        child,
+        info,
+        _dir: dir,
+    };
+    let svc = Svc::new(d.info.pinsvc.as_deref().unwrap());
+    let made = svc
+        .create(ALICE, &json!({"cid": cid_v1("pinsvc-failed")}))
+        .await;
+    let id = made["requestid"].as_str().unwrap();
+    let failed = svc.wait_status(ALICE, id, "failed").await;
+    let details = failed["info"]["status_details"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!details.is_empty(), "{failed:#}");
+    // Delegates are never empty, even without an IPFS node to name.
+    assert!(!failed["delegates"].as_array().unwrap().is_empty());
+    let listed = svc.list(ALICE, "status=failed").await;
+    assert_eq!(ids(&listed), [id]);
+    assert_eq!(svc.list(ALICE, "").await["count"], 0, "not pinned");
+}
+
 /// Every request of `token` walked with `before` in pages of `limits`
 /// (cycled), newest first.
 async fn walk(svc: &Svc, token: &str, filter: &str, limits: &[usize]) -> Vec<(String, i64)> {
