@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! file  = header-line frame* end
-//! header-line = JSON {"format":"pinfleet-snapshot","version":3,"meta":…} "\n"
+//! header-line = JSON {"format":"pinfleet-snapshot","version":4,"meta":…} "\n"
 //! frame = tag(u8) varint(len) payload
 //! ```
 //!
@@ -33,9 +33,11 @@ use crate::manifest::{CidKey, Owner, PinSpec};
 use crate::state::{CommitRecord, ConditionsRecord, Op, PinSetRecord, PinStore, StatePin};
 
 /// Snapshot file format version; bump on any incompatible change.
-/// Version 3 is binary frames of raw rows; versions 1 (JSON lines) and 2
-/// (JSON lines with commit records) are still read.
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// Version 3 is binary frames of raw rows; version 4 adds Pinning Service
+/// request frames (a version 3 file is installed as is, it has none);
+/// versions 1 (JSON lines) and 2 (JSON lines with commit records) are
+/// still read.
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 const FRAME_DICT: u8 = 1;
 const FRAME_PIN: u8 = 2;
