@@ -62,6 +62,10 @@ pub struct RunInfo {
     /// absent when the hooks are on the REST API or there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+    /// Base URL of the Pinning Service API (`[pinsvc]`); absent when it is
+    /// not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinsvc: Option<String>,
 }
 
 /// Why the daemon could not run.
@@ -280,6 +284,28 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         )),
         None => None,
     };
+    // The Pinning Service API's listener: only with tokens (nothing could
+    // authenticate without), https with the API's certificate.
+    let pinsvc_listener = match config.pinsvc.listen {
+        Some(addr) if !config.pinsvc.tokens.is_empty() => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            let bound = l.local_addr().map_err(|source| DaemonError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+            Some((l, format!("{scheme}://{}", self_address(bound))))
+        }
+        Some(_) => {
+            tracing::info!("pinsvc.tokens is empty: the pinning service api is not served");
+            None
+        }
+        None => None,
+    };
 
     let mut node_opts = NodeOptions::new(
         dir.clone(),
@@ -355,6 +381,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         p2p: node.node().addrs.clone(),
         ipfs: ipfs_addr,
         webhook: webhook_url,
+        pinsvc: pinsvc_listener.as_ref().map(|(_, url)| url.clone()),
     };
     let run_path = dir.join(RUN_FILE);
     write_run_file(&run_path, &info).map_err(|source| DaemonError::RunFile {
@@ -438,6 +465,30 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         );
     }
 
+    if let Some((listener, url)) = pinsvc_listener {
+        tracing::info!(%url, "pinning service api listening");
+        let router = crate::api::pinsvc::router(crate::api::pinsvc::PinSvcState::new(
+            node.clone(),
+            status.clone(),
+            &config.pinsvc.tokens,
+        ));
+        let limits = crate::api::ConnectionLimits {
+            header_read_timeout: config.api.read_timeout,
+            max_connections: config.api.max_connections,
+        };
+        let served = crate::api::serve_router_limited(
+            listener,
+            router,
+            server_tls.clone(),
+            limits,
+            cancel.clone(),
+        );
+        tasks.spawn(async move {
+            if let Err(e) = served.await {
+                tracing::warn!(error = %e, "pinning service listener failed");
+            }
+        });
+    }
     let mut state = ApiState::new(
         node,
         env!("CARGO_PKG_VERSION"),

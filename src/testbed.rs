@@ -38,6 +38,9 @@ pub struct TestbedPeer {
     /// The peer's IPFS node: the embedded node's swarm multiaddr (with
     /// `/p2p/<id>`), the Kubo RPC URL, or `none`.
     pub ipfs: String,
+    /// Base URL of the peer's Pinning Service API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinsvc: Option<String>,
 }
 
 /// `testbed.json`.
@@ -50,6 +53,10 @@ pub struct TestbedFile {
     /// readable by its owner only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BTreeMap<String, String>>,
+    /// A bearer token (role writer, named `testbed`) of every peer's
+    /// Pinning Service API (the file is then readable by its owner only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinsvc_token: Option<String>,
 }
 
 impl TestbedFile {
@@ -89,6 +96,24 @@ fn testbed_users(dir: &Path) -> Result<BTreeMap<String, String>, TestbedError> {
     })?;
     crate::config::write_private_file(&path, &json, true).map_err(io("cannot write", &path))?;
     Ok(users)
+}
+
+/// Name of the testbed's Pinning Service token in `[pinsvc] tokens`.
+pub const PINSVC_TOKEN_NAME: &str = "testbed";
+
+/// The testbed's Pinning Service token: peer 0's from an earlier run, or a
+/// new random one.
+fn testbed_pinsvc_token(dir: &Path) -> String {
+    let first = dir.join("peer-0").join(SERVICE_FILE);
+    if let Ok(c) = ServiceConfig::load_with_env(&first, &[])
+        && let Some(t) = c.pinsvc.tokens.get(PINSVC_TOKEN_NAME)
+    {
+        return t.secret.clone();
+    }
+    rand::Rng::sample_iter(rand::rng(), &rand::distr::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
 }
 
 /// The testbed's users: one per role, named after it.
@@ -162,6 +187,7 @@ fn set_peer_config(
     dir: &Path,
     ipfs: &TestbedIpfs,
     users: &BTreeMap<String, Credential>,
+    pinsvc_token: &str,
 ) -> Result<(), TestbedError> {
     let path = dir.join(SERVICE_FILE);
     let prep = |message: String| TestbedError::Prepare { index, message };
@@ -172,6 +198,18 @@ fn set_peer_config(
         config.ipfs.kubo_url = url.trim_end_matches('/').to_string();
     }
     config.api.basic_auth_credentials = users.clone();
+    let token =
+        crate::config::PinSvcToken::parse(&format!("writer:{pinsvc_token}")).map_err(prep)?;
+    config.pinsvc.tokens = BTreeMap::from([(PINSVC_TOKEN_NAME.to_string(), token)]);
+    // A peer prepared before the testbed served the Pinning Service API has
+    // the default port, the same for every peer.
+    let default_port = crate::config::PinSvcConfig::default()
+        .listen
+        .map(|a| a.port());
+    if config.pinsvc.listen.map(|a| a.port()) == default_port || config.pinsvc.listen.is_none() {
+        let port = free_port().map_err(|e| prep(e.to_string()))?;
+        config.pinsvc.listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
     crate::config::write_private_file(&path, config.to_toml().as_bytes(), true)
         .map_err(io("cannot write", &path))
 }
@@ -271,12 +309,14 @@ fn prepare_peer(index: usize, dir: &Path, secret: &ClusterSecret) -> Result<(), 
 fn fresh_ports(config: &mut ServiceConfig) -> Result<(), String> {
     let p2p_port = free_port().map_err(|e| e.to_string())?;
     let api_port = free_port().map_err(|e| e.to_string())?;
+    let pinsvc_port = free_port().map_err(|e| e.to_string())?;
     config.cluster.listen_multiaddress = vec![
         format!("/ip4/127.0.0.1/tcp/{p2p_port}")
             .parse()
             .map_err(|e: libp2p::multiaddr::Error| e.to_string())?,
     ];
     config.api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, api_port));
+    config.pinsvc.listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, pinsvc_port)));
     Ok(())
 }
 
@@ -317,14 +357,16 @@ impl Testbed {
                 .map_err(|message| TestbedError::Prepare { index: 0, message })?,
             None => BTreeMap::new(),
         };
+        let pinsvc_token = testbed_pinsvc_token(&opts.dir);
         for (i, d) in dirs.iter().enumerate() {
             prepare_peer(i, d, &secret)?;
-            set_peer_config(i, d, &opts.ipfs, &users)?;
+            set_peer_config(i, d, &opts.ipfs, &users, &pinsvc_token)?;
         }
         let mut tb = Testbed {
             file: TestbedFile {
                 peers: Vec::new(),
                 basic_auth,
+                pinsvc_token: Some(pinsvc_token),
             },
             children: Vec::new(),
         };
@@ -390,6 +432,7 @@ impl Testbed {
                     }
                     _ => "none".into(),
                 },
+                pinsvc: info.pinsvc.clone(),
             });
         }
         tb.wait_formed(opts.peers, deadline, opts.timeout).await?;
@@ -399,7 +442,7 @@ impl Testbed {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        if tb.file.basic_auth.is_some() {
+        if tb.file.basic_auth.is_some() || tb.file.pinsvc_token.is_some() {
             crate::config::write_private_file(&path, &json, true)
                 .map_err(io("cannot write", &path))?;
         } else {

@@ -21,6 +21,7 @@ mod pins;
 mod pinset_patch;
 mod pinset_status;
 mod pinsets;
+pub mod pinsvc;
 mod reconcile;
 mod routes;
 mod status;

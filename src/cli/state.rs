@@ -305,6 +305,9 @@ async fn import_pins(
                 .map_err(|e| anyhow::anyhow!("{path}:{}: {e}", i + 1))?;
             for (owner, spec) in &pin.owners {
                 match owner {
+                    // Pinning Service requests are not in the export (only
+                    // their pins): nothing to import for them.
+                    Owner::PinSvc(_) => {}
                     Owner::Api => {
                         manual += 1;
                         if args.dry_run {

@@ -90,6 +90,14 @@ pub(super) fn apply(table: &mut Table, env: &[(String, String)]) -> Overrides {
         };
         let value = match value(kind, text, SEMICOLON_TABLES.contains(&path.as_str())) {
             Ok(v) => v,
+            // A malformed entry of a table of secrets is not repeated.
+            Err(_) if SECRET_TABLES.contains(&path.as_str()) => {
+                out.problems.push(format!(
+                    "{var}: an entry is not name=value (entries not shown: they hold secrets)"
+                ));
+                out.failed.insert(path);
+                continue;
+            }
             Err(e) => {
                 out.problems.push(format!("{var}: {e}"));
                 out.failed.insert(path);
@@ -112,6 +120,9 @@ pub(super) fn apply(table: &mut Table, env: &[(String, String)]) -> Overrides {
 /// commas (an argon2 hash's parameters, `m=19456,t=2,p=1`) and never `;`,
 /// so a lone entry with no `;` is still one entry.
 const SEMICOLON_TABLES: &[&str] = &["api.basic_auth_credentials"];
+
+/// Tables whose values are secrets: an error never shows an entry.
+const SECRET_TABLES: &[&str] = &["pinsvc.tokens"];
 
 /// The TOML value a variable's text stands for, by the kind of the key.
 /// Text that is not of the kind (`lots` for an integer) stays a string, to

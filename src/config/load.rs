@@ -304,6 +304,18 @@ impl Report {
             );
             self.problem("api", "listen", true, p);
         }
+        let ps = &config.pinsvc;
+        if !self.failed("pinsvc", &["listen", "tokens"])
+            && let Some(listen) = ps.listen
+            && !listen.ip().is_loopback()
+            && ps.tokens.is_empty()
+        {
+            let p = format!(
+                "{listen} is not a loopback address and the Pinning Service API has no tokens: \
+                 add pinsvc.tokens, listen on 127.0.0.1, or set listen = \"\" to disable it"
+            );
+            self.problem("pinsvc", "listen", true, p);
+        }
         if !self.failed("api", &["cors_allowed_origins", "cors_allow_credentials"])
             && a.cors_allow_credentials
             && a.cors_allowed_origins.iter().any(|o| o == "*")
@@ -619,6 +631,27 @@ mod tests {
             [
                 "api.cors_allow_credentials: cannot be true with cors_allowed_origins = [\"*\"]: list the origins"
             ]
+        );
+    }
+
+    #[test]
+    fn a_remote_pinsvc_listen_address_needs_tokens() {
+        let remote =
+            |extra: &str| format!("{}[pinsvc]\nlisten = \"0.0.0.0:9097\"\n{extra}", minimal());
+        let p = problems(&remote(""), &[]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("pinsvc.listen: 0.0.0.0:9097 is not a loopback address"),
+            "{p:?}"
+        );
+        let tokens = "tokens = { kubo = \"writer:0123456789abcdef\" }\n";
+        let cfg = parse(&remote(tokens)).unwrap();
+        assert_eq!(cfg.pinsvc.tokens["kubo"].secret, "0123456789abcdef");
+        assert!(parse(&format!("{}[pinsvc]\nlisten = \"\"\n", minimal())).is_ok());
+        let env = problems(&minimal(), &[("PINFLEET_PINSVC_LISTEN", "0.0.0.0:1")]);
+        assert!(
+            env[0].starts_with("pinsvc.listen (from PINFLEET_PINSVC_LISTEN)"),
+            "{env:?}"
         );
     }
 

@@ -15,6 +15,7 @@ mod codec;
 mod env;
 mod identity;
 mod load;
+mod pinsvc;
 mod render;
 mod types;
 
@@ -27,6 +28,7 @@ use libp2p::PeerId;
 pub use env::{ENV_PREFIX, env_var_name, process_env};
 pub use identity::{Identity, IdentityError};
 pub use load::ConfigError;
+pub use pinsvc::{MIN_TOKEN_CHARS, PinSvcConfig, PinSvcToken};
 pub use types::{
     ApiConfig, ClusterConfig, ClusterSecret, ConsensusConfig, ControllerConfig, InformerConfig,
     IpfsBackendKind, IpfsConfig, ServiceConfig, TlsConfig,

@@ -176,6 +176,20 @@ const DOCS: &[SectionDoc] = &[
         ],
     ),
     (
+        "pinsvc",
+        "The IPFS Pinning Service API (GET/POST /pins, /pins/REQUESTID), served with [api]'s TLS certificate when set.",
+        &[
+            (
+                "listen",
+                "Socket address (ip:port) it listens on; empty disables it. Served only when tokens are set; a non-loopback address needs tokens.",
+            ),
+            (
+                "tokens",
+                "Bearer tokens: { NAME = \"[ROLE:]TOKEN\" }, at least 16 characters each; ROLE reader (list and read only), writer (the default) or admin. A token sees and changes only its own requests, whose pins are owned by pinsvc:NAME. Env: PINFLEET_PINSVC_TOKENS=\"kubo=writer:TOKEN,app=reader:TOKEN2\".",
+            ),
+        ],
+    ),
+    (
         "ipfs",
         "The IPFS node this peer pins on.",
         &[
@@ -520,6 +534,14 @@ mod tests {
         a.max_concurrent_pinset_writes = 7;
         a.read_timeout = Duration::from_secs(8);
         a.max_connections = 9;
+        cfg.pinsvc.listen = None;
+        cfg.pinsvc.tokens = [
+            ("kubo", "reader:0123456789abcdef"),
+            ("app x", "zyxwvutsrqponmlk"),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_owned(), crate::config::PinSvcToken::parse(t).unwrap()))
+        .collect();
         cfg
     }
 

@@ -106,6 +106,8 @@ pub struct ServiceConfig {
     pub consensus: ConsensusConfig,
     /// `[api]`: the REST API.
     pub api: ApiConfig,
+    /// `[pinsvc]`: the IPFS Pinning Service API.
+    pub pinsvc: super::pinsvc::PinSvcConfig,
     /// `[ipfs]`: the IPFS node this peer pins on.
     pub ipfs: IpfsConfig,
     /// `[informer]`: metrics reported for allocation.
@@ -123,6 +125,7 @@ impl ServiceConfig {
             cluster: ClusterConfig::new(secret),
             consensus: ConsensusConfig::default(),
             api: ApiConfig::default(),
+            pinsvc: super::pinsvc::PinSvcConfig::default(),
             ipfs: IpfsConfig::default(),
             informer: InformerConfig::default(),
             controller: ControllerConfig::default(),

@@ -85,7 +85,10 @@ impl Gather {
 
     /// True when `first` may be joined by others at all.
     pub(super) fn groupable(command: &Command) -> bool {
-        matches!(command, Command::Apply { .. } | Command::Unpin { .. })
+        matches!(
+            command,
+            Command::Apply { .. } | Command::Unpin { .. } | Command::PinSvc(_)
+        )
     }
 
     /// Adds `next` when it may share the entry: groupable, and the batch
@@ -282,7 +285,7 @@ impl ClusterNode {
         let Some(allocator) = self.inner.pin_allocator.get().cloned() else {
             return (commands, Vec::new());
         };
-        if !commands.iter().any(|c| matches!(c, Command::Apply { ops, .. } if ops.iter().any(|o| matches!(o, Op::Set { .. })))) {
+        if !commands.iter().any(|c| matches!(c, Command::Apply { ops, .. } if ops.iter().any(|o| matches!(o, Op::Set { .. }))) || matches!(c, Command::PinSvc(ch) if ch.created().is_some())) {
             return (commands, Vec::new());
         }
         let members: Vec<String> = self.members().into_iter().map(|(_, n)| n.peer_id).collect();
@@ -354,8 +357,18 @@ pub(super) fn prospective(
         None => get(cid),
     };
     for command in commands {
-        match command {
-            Command::Apply { owner, ops } => {
+        // A Pinning Service request is placed as the pin its owner sets.
+        let pinsvc = match command {
+            Command::PinSvc(change) => change.created().map(|r| (r.owner(), [r.set_op()])),
+            _ => None,
+        };
+        let apply = match (command, &pinsvc) {
+            (Command::Apply { owner, ops }, _) => Some((owner, ops.as_slice())),
+            (_, Some((owner, ops))) => Some((owner, ops.as_slice())),
+            _ => None,
+        };
+        match (command, apply) {
+            (_, Some((owner, ops))) => {
                 for op in ops {
                     match op {
                         Op::Set {
@@ -387,7 +400,7 @@ pub(super) fn prospective(
                     }
                 }
             }
-            Command::Unpin { cid, .. } => {
+            (Command::Unpin { cid, .. }, _) => {
                 skipped.insert(*cid);
                 wanted.remove(cid);
             }

@@ -38,7 +38,7 @@ pub use node::{ClusterError, ClusterNode, GossipSink, NodeOptions};
 pub use rpc::{CallError, Method, RemoteFailure, Rpc, RpcReply};
 pub use size::{MAX_ENTRY_BYTES, entry_bytes};
 
-pub use state_store::{CHANGES_KEPT, ChangePage, SNAPSHOT_VERSION, StateStore};
+pub use state_store::{CHANGES_KEPT, ChangePage, CreatedRange, SNAPSHOT_VERSION, StateStore};
 
 use crate::state::{Outcome, Request};
 

@@ -47,6 +47,9 @@ pub enum Owner {
     Api,
     /// Declared by a PinSet manifest. Shared: every pin of a set names it.
     PinSet(Arc<PinSetId>),
+    /// Requested through the Pinning Service API with the `[pinsvc]` token
+    /// of this name (`pinsvc:<name>`).
+    PinSvc(Arc<str>),
 }
 
 impl Owner {
@@ -61,13 +64,16 @@ impl fmt::Display for Owner {
         match self {
             Owner::Api => f.write_str("api"),
             Owner::PinSet(id) => write!(f, "pinset:{id}"),
+            Owner::PinSvc(token) => write!(f, "pinsvc:{token}"),
         }
     }
 }
 
 /// Why a string is not an owner.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid owner {0}: expected \"api\" or \"pinset:<namespace>/<name>\"")]
+#[error(
+    "invalid owner {0}: expected \"api\", \"pinset:<namespace>/<name>\" or \"pinsvc:<token name>\""
+)]
 pub struct OwnerParseError(String);
 
 impl FromStr for Owner {
@@ -77,6 +83,12 @@ impl FromStr for Owner {
             return Ok(Owner::Api);
         }
         let bad = || OwnerParseError(super::shown(s).to_string());
+        if let Some(token) = s.strip_prefix("pinsvc:") {
+            if token.is_empty() {
+                return Err(bad());
+            }
+            return Ok(Owner::PinSvc(Arc::from(token)));
+        }
         let rest = s.strip_prefix("pinset:").ok_or_else(bad)?;
         let (ns, name) = rest.split_once('/').ok_or_else(bad)?;
         if ns.is_empty() || name.is_empty() || name.contains('/') {
@@ -257,7 +269,7 @@ mod tests {
 
     #[test]
     fn owner_round_trips_through_its_string_form() {
-        for s in ["api", "pinset:mirrors/arch-core"] {
+        for s in ["api", "pinset:mirrors/arch-core", "pinsvc:kubo"] {
             assert_eq!(s.parse::<Owner>().unwrap().to_string(), s);
         }
         for bad in [
@@ -266,6 +278,7 @@ mod tests {
             "pinset:a",
             "pinset:/b",
             "pinset:a/b/c",
+            "pinsvc:",
             "user",
         ] {
             assert!(bad.parse::<Owner>().is_err(), "{bad}");

@@ -270,7 +270,7 @@ pub async fn delete(
     let mut report = ApplyReport {
         pinset: match &owner {
             Owner::PinSet(id) => id.to_string(),
-            Owner::Api => "api".into(),
+            other => other.to_string(),
         },
         dry_run,
         ..ApplyReport::default()

@@ -173,6 +173,9 @@ pub enum Command {
     /// store transaction. The outcome lists each member's own outcome
     /// ([`Outcome::members`]). Members are never batches themselves.
     Batch(Vec<Command>),
+    /// A Pinning Service API request created, replaced or removed, with
+    /// its pin's ownership (`pinsvc:<token>`), in one step.
+    PinSvc(super::pinsvc::PinSvcChange),
 }
 
 impl Command {
@@ -188,6 +191,7 @@ impl Command {
             Command::Unpin { .. } => 1,
             Command::SetConditions { .. } | Command::Abort { .. } => 0,
             Command::Batch(members) => members.iter().map(Command::op_count).sum(),
+            Command::PinSvc(change) => change.op_count(),
         }
     }
 }

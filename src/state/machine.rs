@@ -22,6 +22,7 @@ use super::StatePin;
 pub use super::command::{
     Command, CommitRecord, ConditionsRecord, Op, Outcome, PinSetRecord, Request,
 };
+use super::pinsvc::PinSvcRequest;
 use crate::manifest::{CidKey, Owner};
 
 /// Staged chunks older than this are dropped when any later revision commits.
@@ -66,6 +67,17 @@ pub trait PinStore {
     fn commits(&self, owner: &Owner) -> Result<Option<CommitRecord>, Self::Error>;
     /// Replaces the owner's commit record.
     fn set_commits(&mut self, owner: &Owner, record: &CommitRecord) -> Result<(), Self::Error>;
+    /// A Pinning Service request by id.
+    fn pinsvc_get(&self, requestid: &str) -> Result<Option<PinSvcRequest>, Self::Error>;
+    /// Stores a new Pinning Service request (its id and `created_ns` are
+    /// not in use).
+    fn pinsvc_put(&mut self, request: &PinSvcRequest) -> Result<(), Self::Error>;
+    /// Forgets a stored Pinning Service request.
+    fn pinsvc_remove(&mut self, request: &PinSvcRequest) -> Result<(), Self::Error>;
+    /// Whether any request of `token` is for `cid`.
+    fn pinsvc_holds(&self, token: &str, cid: &CidKey) -> Result<bool, Self::Error>;
+    /// The latest `created_ns` of any stored request (0 when none).
+    fn pinsvc_last_created(&self) -> Result<i64, Self::Error>;
 }
 
 /// Applies one request to a store. Deterministic; applying the same
@@ -206,6 +218,9 @@ fn apply_command<S: PinStore>(
         Command::Abort { owner, revision } => {
             store.take_staged(owner, *revision)?;
         }
+        Command::PinSvc(change) => {
+            super::pinsvc::apply_change(store, now_ms, change, &mut out, apply_ops::<S>)?;
+        }
         Command::Batch(members) => {
             for command in members {
                 let one = apply_command(store, now_ms, command)?;
@@ -232,6 +247,7 @@ pub fn unpin_refusal(cid: &str, pin: &StatePin) -> Option<String> {
         .keys()
         .filter_map(|o| match o {
             Owner::PinSet(id) => Some(id.to_string()),
+            Owner::PinSvc(token) => Some(format!("pinsvc:{token}")),
             Owner::Api => None,
         })
         .collect();
@@ -252,8 +268,14 @@ pub fn unpin_refusal(cid: &str, pin: &StatePin) -> Option<String> {
     if pinsets.len() > UNPIN_OWNERS_SHOWN {
         names.push_str(&format!(" and {} more", pinsets.len() - UNPIN_OWNERS_SHOWN));
     }
+    // Pinning Service requests are named `pinsvc:<token>`, PinSets by id.
+    let (kind, those) = if pin.owners.keys().any(|o| matches!(o, Owner::PinSvc(_))) {
+        ("owners", "owners")
+    } else {
+        ("pinset", "PinSets")
+    };
     Some(format!(
-        "{} is {also}owned by pinset {names}: it stays pinned; remove it from those PinSets, \
+        "{} is {also}owned by {kind} {names}: it stays pinned; remove it from those {those}, \
          or unpin with force=true as an admin (force removes it from every owner; a PinSet \
          that still declares it pins it again on its next apply)",
         crate::manifest::shown(cid)
@@ -272,6 +294,7 @@ fn describe(owner: &Owner) -> String {
     match owner {
         Owner::PinSet(id) => format!("pinset {id}"),
         Owner::Api => "owner api".to_string(),
+        Owner::PinSvc(token) => format!("owner pinsvc:{token}"),
     }
 }
 

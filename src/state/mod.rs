@@ -8,6 +8,7 @@ pub mod codec;
 mod command;
 mod file;
 mod machine;
+pub mod pinsvc;
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -142,6 +143,7 @@ pub struct PinState {
     pinsets: BTreeMap<Owner, PinSetRecord>,
     conditions: BTreeMap<Owner, ConditionsRecord>,
     commits: BTreeMap<Owner, CommitRecord>,
+    pinsvc: BTreeMap<String, pinsvc::PinSvcRequest>,
 }
 
 impl PinState {
@@ -322,9 +324,45 @@ impl PinStore for PinState {
         self.commits.insert(owner.clone(), record.clone());
         Ok(())
     }
+
+    fn pinsvc_get(&self, requestid: &str) -> Result<Option<pinsvc::PinSvcRequest>, Infallible> {
+        Ok(self.pinsvc.get(requestid).cloned())
+    }
+
+    fn pinsvc_put(&mut self, request: &pinsvc::PinSvcRequest) -> Result<(), Infallible> {
+        self.pinsvc
+            .insert(request.requestid.clone(), request.clone());
+        Ok(())
+    }
+
+    fn pinsvc_remove(&mut self, request: &pinsvc::PinSvcRequest) -> Result<(), Infallible> {
+        self.pinsvc.remove(&request.requestid);
+        Ok(())
+    }
+
+    fn pinsvc_holds(&self, token: &str, cid: &CidKey) -> Result<bool, Infallible> {
+        Ok(self
+            .pinsvc
+            .values()
+            .any(|r| r.token == token && r.cid == *cid))
+    }
+
+    fn pinsvc_last_created(&self) -> Result<i64, Infallible> {
+        Ok(self
+            .pinsvc
+            .values()
+            .map(|r| r.created_ns)
+            .max()
+            .unwrap_or(0))
+    }
 }
 
 impl PinState {
+    /// A Pinning Service request by id.
+    pub fn pinsvc_request(&self, requestid: &str) -> Option<&pinsvc::PinSvcRequest> {
+        self.pinsvc.get(requestid)
+    }
+
     fn unindex(&mut self, owner: &Owner, cid: &CidKey) {
         if let Entry::Occupied(mut e) = self.by_owner.entry(owner.clone()) {
             e.get_mut().remove(cid);

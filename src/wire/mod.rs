@@ -18,6 +18,7 @@ mod patch;
 mod peers;
 mod pin;
 mod pinsets;
+mod pinsvc;
 mod reconcile;
 mod status;
 
@@ -30,6 +31,7 @@ pub use patch::{PatchDocument, PatchPin};
 pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
 pub use pin::{BatchPinReport, OwnerRecord, PinRecord, ZERO_TIME};
 pub use pinsets::{ApplyReport, ConditionsReport, PinSetInfo, RefusedApply};
+pub use pinsvc::{PinSvcError, PinSvcFailure, PinSvcPin, PinSvcResults, PinSvcStatus};
 pub use reconcile::{
     DEFAULT_WAIT, Handled, MAX_WAIT, ReconcileAnswer, ReconcileQuery, not_run_here,
 };

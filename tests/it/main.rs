@@ -33,6 +33,7 @@ mod manifest;
 mod manifests;
 mod openapi;
 mod patch;
+mod pinsvc;
 mod rest_fuzz;
 mod snapshots;
 mod source_safety;

@@ -456,3 +456,55 @@ async fn the_kubo_connector_works_over_https_with_the_extra_ca_and_fails_without
     );
     mock.stop().await;
 }
+
+/// The Pinning Service API is served over https with the REST API's
+/// certificate, on its own listener, and still wants its token.
+#[test]
+fn the_pinning_service_api_is_served_with_the_api_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    init_peer(d);
+    let pki = Pki::new("pinsvc");
+    let (ca, _, _) = pki.write(d, "");
+    let mut child = spawn_daemon(
+        d,
+        &[
+            ("PINFLEET_IPFS_BACKEND", "none"),
+            ("PINFLEET_API_TLS_CERT_FILE", "cert.pem"),
+            ("PINFLEET_API_TLS_KEY_FILE", "key.pem"),
+            ("PINFLEET_PINSVC_LISTEN", "127.0.0.1:0"),
+            ("PINFLEET_PINSVC_TOKENS", "it=reader:0123456789abcdef"),
+        ],
+    );
+    let info = wait_running(d, &mut child);
+    let url = info.pinsvc.clone().expect("the pinning service is served");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    assert_ne!(url, info.api, "a listener of its own");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let trusted = client(Some(&ca));
+        let listed = trusted
+            .get(format!("{url}/pins"))
+            .bearer_auth("0123456789abcdef")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(listed.status().as_u16(), 200);
+        let body: serde_json::Value = listed.json().await.unwrap();
+        assert_eq!(body["count"], 0, "{body}");
+        let anonymous = trusted.get(format!("{url}/pins")).send().await.unwrap();
+        assert_eq!(anonymous.status().as_u16(), 401);
+        let plain = url.replacen("https://", "http://", 1);
+        assert!(
+            client(None)
+                .get(format!("{plain}/pins"))
+                .send()
+                .await
+                .is_err()
+        );
+    });
+    stop_daemon(&mut child);
+}

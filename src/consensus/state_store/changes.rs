@@ -20,6 +20,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{NodeId, PinStore, StateStore, StorageError, TxnError, read_err};
 use crate::manifest::{CidKey, Owner};
+use crate::state::pinsvc::PinSvcRequest;
 use crate::state::{CommitRecord, ConditionsRecord, Op, PinSetRecord, StatePin};
 
 /// Sequence number of a row's first change → the row: up to [`ROW_CIDS`]
@@ -254,6 +255,26 @@ impl<S: PinStore<Error = TxnError>> PinStore for Recording<S> {
 
     fn set_commits(&mut self, owner: &Owner, record: &CommitRecord) -> Result<(), TxnError> {
         self.store.set_commits(owner, record)
+    }
+
+    fn pinsvc_get(&self, requestid: &str) -> Result<Option<PinSvcRequest>, TxnError> {
+        self.store.pinsvc_get(requestid)
+    }
+
+    fn pinsvc_put(&mut self, request: &PinSvcRequest) -> Result<(), TxnError> {
+        self.store.pinsvc_put(request)
+    }
+
+    fn pinsvc_remove(&mut self, request: &PinSvcRequest) -> Result<(), TxnError> {
+        self.store.pinsvc_remove(request)
+    }
+
+    fn pinsvc_holds(&self, token: &str, cid: &CidKey) -> Result<bool, TxnError> {
+        self.store.pinsvc_holds(token, cid)
+    }
+
+    fn pinsvc_last_created(&self) -> Result<i64, TxnError> {
+        self.store.pinsvc_last_created()
     }
 }
 

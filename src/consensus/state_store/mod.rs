@@ -28,11 +28,13 @@ use crate::state::{
 };
 
 mod changes;
+mod pinsvc;
 mod records;
 mod snapshot;
 mod txn;
 
 pub use changes::{CHANGES_KEPT, ChangePage};
+pub use pinsvc::CreatedRange;
 pub use snapshot::SNAPSHOT_VERSION;
 
 use records::{DICT, DICT_BY_VALUE, Dict, Learnt, LegacyPin, OWNER, Resolver, SharedDict, cid_of};
@@ -259,6 +261,7 @@ impl StateStore {
         txn.open_table(CONDITIONS)?;
         txn.open_table(COMMITS)?;
         changes::create(&txn)?;
+        pinsvc::create(&txn)?;
         if format.is_none() {
             let migrated = store
                 .migrate(&txn)

@@ -3,12 +3,13 @@
 //!
 //! ```text
 //! file  = header-line frame* end
-//! header-line = JSON {"format":"pinfleet-snapshot","version":3,"meta":…} "\n"
+//! header-line = JSON {"format":"pinfleet-snapshot","version":4,"meta":…} "\n"
 //! frame = tag(u8) varint(len) payload
 //! ```
 //!
 //! Frames carry the tables' raw rows — dictionaries, pin records, staged
-//! chunks, PinSet, condition and commit records — so installing one is a
+//! chunks, PinSet, condition and commit records, Pinning Service requests
+//! — so installing one is a
 //! copy, not a re-encoding: the owner index is rebuilt from the records.
 //! The `end` frame counts the pins, so a file cut short is refused.
 //! Durability: the file is fsync'd, renamed into place and its directory
@@ -32,9 +33,11 @@ use crate::manifest::{CidKey, Owner, PinSpec};
 use crate::state::{CommitRecord, ConditionsRecord, Op, PinSetRecord, PinStore, StatePin};
 
 /// Snapshot file format version; bump on any incompatible change.
-/// Version 3 is binary frames of raw rows; versions 1 (JSON lines) and 2
-/// (JSON lines with commit records) are still read.
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// Version 3 is binary frames of raw rows; version 4 adds Pinning Service
+/// request frames (a version 3 file is installed as is, it has none);
+/// versions 1 (JSON lines) and 2 (JSON lines with commit records) are
+/// still read.
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 const FRAME_DICT: u8 = 1;
 const FRAME_PIN: u8 = 2;
@@ -42,6 +45,8 @@ const FRAME_STAGED: u8 = 3;
 const FRAME_PINSET: u8 = 4;
 const FRAME_CONDITIONS: u8 = 5;
 const FRAME_COMMITS: u8 = 6;
+/// A Pinning Service request record (its indexes are rebuilt).
+const FRAME_PINSVC: u8 = 7;
 const FRAME_END: u8 = 0xff;
 
 /// Largest frame accepted when installing (a pin record, a staged chunk
@@ -197,6 +202,7 @@ impl StateStore {
                     .map_err(write_err)?;
             }
         }
+        super::pinsvc::each_record(&txn, |v| frame(&mut w, FRAME_PINSVC, &[v]))?;
         frame(&mut w, FRAME_END, &[&count.to_le_bytes()]).map_err(write_err)?;
         let file = w.into_inner().map_err(|e| write_err(e.into_error()))?;
         file.sync_all().map_err(write_err)?;
@@ -256,6 +262,7 @@ impl StateStore {
         }
         txn.delete_table(OWNER_INDEX).map_err(write_err)?;
         txn.delete_table(STAGING).map_err(write_err)?;
+        super::pinsvc::clear(&txn).map_err(write_err)?;
         txn.delete_table(DICT).map_err(write_err)?;
         txn.delete_table(DICT_BY_VALUE).map_err(write_err)?;
         if header.version >= 3 {
@@ -305,6 +312,7 @@ fn install_frames(txn: &redb::WriteTransaction, r: &mut impl Read) -> StoreResul
     let mut pinsets = txn.open_table(PINSETS).map_err(write_err)?;
     let mut conditions = txn.open_table(CONDITIONS).map_err(write_err)?;
     let mut commits = txn.open_table(COMMITS).map_err(write_err)?;
+    let mut pinsvc = super::pinsvc::Tables::open(txn).map_err(write_err)?;
     let bad = |m: &str| read_err(std::io::Error::other(format!("snapshot: {m}")));
     let mut pins_seen = 0u64;
     let mut buf = Vec::new();
@@ -372,6 +380,9 @@ fn install_frames(txn: &redb::WriteTransaction, r: &mut impl Read) -> StoreResul
                     _ => &mut commits,
                 };
                 table.insert(owner, p.0).map_err(write_err)?;
+            }
+            FRAME_PINSVC => {
+                pinsvc.install(p.0).map_err(write_err)?;
             }
             FRAME_END => {
                 let n = p.take(8).map_err(read_err)?;

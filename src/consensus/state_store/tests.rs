@@ -456,3 +456,81 @@ async fn abandoned_snapshot_receive_files_are_removed() {
     StateStore::open(&dir.path().join("b.redb"), &b_dir).unwrap();
     assert_eq!(recv_files(), 0);
 }
+
+fn pinsvc_add(id: &str, token: &str, cid: u64, now_ms: i64) -> Request {
+    use crate::state::pinsvc::{PinSvcChange, PinSvcRequest};
+    let cid = crate::testkit::seq_cid(cid);
+    Request {
+        now_ms,
+        command: Command::PinSvc(PinSvcChange::Add {
+            request: PinSvcRequest {
+                requestid: id.into(),
+                token: token.into(),
+                created_ns: 0,
+                cid,
+                cid_as_sent: cid.to_string(),
+                name: None,
+                origins: Vec::new(),
+                meta: Default::default(),
+            },
+        }),
+    }
+}
+
+/// Pinning Service requests page newest first from the `(token, created)`
+/// index with strict bounds, filter by CID through their own index, are
+/// counted per token, and travel in snapshots with their indexes rebuilt.
+#[test]
+fn pinsvc_requests_page_from_their_index_and_survive_a_snapshot() {
+    use crate::consensus::CreatedRange;
+    let dir = tempfile::tempdir().unwrap();
+    let a = StateStore::open(&dir.path().join("a.redb"), &dir.path().join("snap-a")).unwrap();
+    // Five in one millisecond for "t", one for "u".
+    for i in 0..5 {
+        apply_one(&a, &pinsvc_add(&format!("r{i}"), "t", i % 2, 7));
+    }
+    apply_one(&a, &pinsvc_add("other", "u", 0, 7));
+    let page = |s: &StateStore, cids: &[CidKey], range: CreatedRange, max: usize| {
+        s.pinsvc_page("t", cids, range, max)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.requestid, r.created_ns))
+            .collect::<Vec<_>>()
+    };
+    let all = page(&a, &[], CreatedRange::default(), 10);
+    let ids: Vec<&str> = all.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["r4", "r3", "r2", "r1", "r0"]);
+    assert!(all.windows(2).all(|w| w[0].1 > w[1].1), "{all:?}");
+    let middle = CreatedRange {
+        after: Some(all[4].1),
+        before: Some(all[0].1),
+    };
+    let ids: Vec<String> = page(&a, &[], middle, 10).into_iter().map(|p| p.0).collect();
+    assert_eq!(ids, ["r3", "r2", "r1"]);
+    assert_eq!(a.pinsvc_count("t", middle).unwrap(), 3);
+    assert_eq!(a.pinsvc_count("u", CreatedRange::default()).unwrap(), 1);
+    let odd = [crate::testkit::seq_cid(1)];
+    let ids: Vec<String> = page(&a, &odd, CreatedRange::default(), 10)
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(ids, ["r3", "r1"]);
+    let ids: Vec<String> = page(&a, &odd, middle, 1).into_iter().map(|p| p.0).collect();
+    assert_eq!(ids, ["r3"]);
+
+    let (meta, path) = a.write_snapshot_file().unwrap();
+    let b = StateStore::open(&dir.path().join("b.redb"), &dir.path().join("snap-b")).unwrap();
+    b.install_from(&meta, &path).unwrap();
+    assert_eq!(page(&b, &[], CreatedRange::default(), 10), all);
+    assert_eq!(page(&b, &odd, CreatedRange::default(), 10).len(), 2);
+    assert!(b.pinsvc_request("other").unwrap().is_some());
+    // Created times stay unique after the install: one past the latest
+    // (token u's, at 7 ms + 5), even from a clock behind it.
+    let latest = b.pinsvc_request("other").unwrap().unwrap().created_ns;
+    assert_eq!(latest, 7_000_005);
+    apply_one(&b, &pinsvc_add("r5", "t", 9, 1));
+    assert_eq!(
+        b.pinsvc_request("r5").unwrap().unwrap().created_ns,
+        latest + 1
+    );
+}

@@ -17,6 +17,7 @@ use super::records::{
 use super::{COMMITS, CONDITIONS, OWNER_INDEX, PINS, PINSETS, STAGING};
 use crate::manifest::{CidKey, Owner, PinOptions};
 use crate::state::codec::{decode_ops, encode_ops};
+use crate::state::pinsvc::PinSvcRequest;
 use crate::state::{CommitRecord, ConditionsRecord, Op, PinSetRecord, PinStore, StatePin};
 
 /// Leading byte of a staged chunk in the binary format (`at` as 8 bytes
@@ -99,6 +100,7 @@ pub(super) struct TxnStore<'t> {
     pinsets: Table<'t, &'static str, &'static [u8]>,
     conditions: Table<'t, &'static str, &'static [u8]>,
     commits: Table<'t, &'static str, &'static [u8]>,
+    pinsvc: super::pinsvc::Tables<'t>,
     shared: SharedDict,
     /// Entries resolved or created in this transaction.
     local: RefCell<Dict>,
@@ -130,6 +132,7 @@ impl<'t> TxnStore<'t> {
             pinsets: txn.open_table(PINSETS)?,
             conditions: txn.open_table(CONDITIONS)?,
             commits: txn.open_table(COMMITS)?,
+            pinsvc: super::pinsvc::Tables::open(txn)?,
             shared: Arc::clone(shared),
             local: RefCell::new(Dict::of_epoch(epoch)),
             learnt: RefCell::new(Learnt {
@@ -496,6 +499,26 @@ impl PinStore for TxnStore<'_> {
             serde_json::to_vec(record)?.as_slice(),
         )?;
         Ok(())
+    }
+
+    fn pinsvc_get(&self, requestid: &str) -> Result<Option<PinSvcRequest>, TxnError> {
+        self.pinsvc.get(requestid)
+    }
+
+    fn pinsvc_put(&mut self, request: &PinSvcRequest) -> Result<(), TxnError> {
+        self.pinsvc.put(request)
+    }
+
+    fn pinsvc_remove(&mut self, request: &PinSvcRequest) -> Result<(), TxnError> {
+        self.pinsvc.remove(request)
+    }
+
+    fn pinsvc_holds(&self, token: &str, cid: &CidKey) -> Result<bool, TxnError> {
+        self.pinsvc.holds(token, cid)
+    }
+
+    fn pinsvc_last_created(&self) -> Result<i64, TxnError> {
+        self.pinsvc.last_created()
     }
 
     fn set_pinset(&mut self, owner: &Owner, record: Option<&PinSetRecord>) -> Result<(), TxnError> {
