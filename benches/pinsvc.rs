@@ -1,8 +1,10 @@
 //! The Pinning Service API on real processes (issue 15, Benchmark):
 //! `cargo bench --bench pinsvc`.
 //!
-//! Starts the 3-peer testbed (`pinfleet testbed up --ipfs none`, the binary
-//! cargo builds for this bench, on 127.0.0.1), whose `testbed.json` names
+//! Starts three scripted Kubo nodes in this process (`pinfleet::testkit`'s
+//! `MockKubo`: a pin succeeds at once) and the 3-peer testbed on them
+//! (`pinfleet testbed up --ipfs kubo=URL,URL,URL`, the binary cargo builds
+//! for this bench, on 127.0.0.1), whose `testbed.json` names
 //! each peer's Pinning Service listener (`peers[].pinsvc`) and a usable
 //! token (`pinsvc_token`), and measures:
 //!
@@ -14,7 +16,10 @@
 //!    walk of pages with `before` (the newest first, as clients page), and
 //!    filtered listings (`name` partial match, `status` list, `cid`,
 //!    `meta`); prints each one's latency (median of R runs, default 5) and
-//!    checks `count` against what was created.
+//!    checks `count` against what was created;
+//! 3. once every request is `pinned` (the time it took is printed), the
+//!    default listing (no `status`: `pinned` only, what `ipfs pin remote
+//!    ls` asks), whose `count` needs every matching request's status.
 //!
 //! Speed is never asserted; a wrong answer (a refused request, a wrong
 //! count, a page out of order) makes the bench exit 1. Every wait has a
@@ -36,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Res, Testbed, env_u64, fig, secs};
-use pinfleet::testkit::seq_cid;
+use pinfleet::testkit::{MockKubo, seq_cid};
 use serde_json::{Value, json};
 
 /// The daemon under test.
@@ -250,6 +255,56 @@ async fn listings(
     Ok(())
 }
 
+/// Part 3: waits until every request is pinned, then times the default
+/// listing (`pinned` only) and a name filter on it.
+async fn pinned(
+    client: &reqwest::Client,
+    svc: &str,
+    token: &str,
+    n: u64,
+    runs: u64,
+    timeout: Duration,
+) -> Res<()> {
+    let t = Instant::now();
+    loop {
+        let (_, count, _) = list(client, svc, token, "limit=1").await?;
+        if count == n {
+            break;
+        }
+        if t.elapsed() > timeout {
+            return Err(format!("{count} of {n} requests pinned"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    fig(
+        "every request pinned (after the listings above)",
+        secs(t.elapsed()),
+    );
+    for (what, query, want) in [
+        ("limit=1000", "limit=1000".to_string(), n),
+        (
+            "limit=1000, name partial match",
+            "limit=1000&name=req-000&match=partial".to_string(),
+            n.min(10_000),
+        ),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..runs.max(1) {
+            let (took, count, _) = list(client, svc, token, &query).await?;
+            if count != want {
+                return Err(format!("{what}: count {count}, want {want}"));
+            }
+            times.push(took);
+        }
+        times.sort();
+        fig(
+            format!("GET /pins?{what} (pinned only)"),
+            format!("{} (median of {})", pct(&times, 0.5), times.len()),
+        );
+    }
+    Ok(())
+}
+
 /// Percent-encodes everything but unreserved characters.
 fn urlencode(s: &str) -> String {
     s.bytes()
@@ -268,11 +323,21 @@ fn run(dir: &Path) -> Res<()> {
     let runs = env_u64("PINFLEET_PINSVC_RUNS", 5);
     let pages = env_u64("PINFLEET_PINSVC_PAGES", 20);
     let timeout = Duration::from_secs(env_u64("PINFLEET_PINSVC_TIMEOUT_SECS", 900));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut kubos = Vec::new();
+    for _ in 0..3 {
+        let (k, _) = rt.block_on(MockKubo::start()).map_err(|e| e.to_string())?;
+        kubos.push(k);
+    }
+    let urls: Vec<String> = kubos.iter().map(|k| k.url().to_string()).collect();
     let tb = Testbed::up(
         &exe(),
         dir,
-        &["--ipfs".into(), "none".into()],
-        "3 peers, no IPFS",
+        &["--ipfs".into(), format!("kubo={}", urls.join(","))],
+        "3 peers on mock Kubo",
         timeout,
     )?;
     let svcs = tb.peers("pinsvc");
@@ -286,10 +351,6 @@ fn run(dir: &Path) -> Res<()> {
             svcs.len()
         ));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let client = pinfleet::tls::client(None)
             .map_err(|e| e.to_string())?
@@ -300,9 +361,12 @@ fn run(dir: &Path) -> Res<()> {
         println!("\n== POST /pins");
         create(&client, &svcs, &token, n, clients).await?;
         println!("\n== GET /pins with {n} requests recorded (on the peer the first client used)");
-        listings(&client, &svcs[0], &token, n, runs, pages, timeout).await
+        listings(&client, &svcs[0], &token, n, runs, pages, timeout).await?;
+        println!("\n== GET /pins without status (pinned only), every request pinned");
+        pinned(&client, &svcs[0], &token, n, runs, timeout).await
     })?;
     drop(tb);
+    drop(kubos);
     Ok(())
 }
 
