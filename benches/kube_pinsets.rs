@@ -35,7 +35,7 @@
 mod common;
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -264,30 +264,16 @@ async fn run(dir: &Path) -> Res<()> {
 }
 
 fn main() {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("pinfleet kube PinSets bench: {cores} cores");
-    let base = std::env::var_os("PINFLEET_KUBE_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let tmp = match tempfile::Builder::new()
-        .prefix("pinfleet-kube-")
-        .tempdir_in(&base)
-    {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("cannot create a directory under {}: {e}", base.display());
-            std::process::exit(2);
-        }
-    };
-    println!("data under {} (removed at the end)", tmp.path().display());
-    let result = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(run(tmp.path())),
-        Err(e) => Err(e.to_string()),
-    };
-    drop(tmp);
-    if let Err(e) = result {
-        println!("FAILED: {e}");
-        std::process::exit(1);
-    }
+    common::main_in(
+        "kube PinSets",
+        "PINFLEET_KUBE_DIR",
+        "pinfleet-kube-",
+        |dir| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(run(dir))
+        },
+    );
 }

@@ -35,26 +35,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Res, Testbed, env_u64, fig, secs};
+use common::{Res, Testbed, env_u64, fig, pct, secs};
 use pinfleet::testkit::{MockKubo, seq_cid};
 use serde_json::{Value, json};
 
 /// The daemon under test.
 fn exe() -> String {
     std::env::var("PINFLEET_PINSVC_EXE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pinfleet").into())
-}
-
-/// Latency percentile `p` (0–1) of sorted `d`, in ms.
-fn pct(d: &[Duration], p: f64) -> String {
-    d.get(((d.len() as f64 - 1.0) * p) as usize).map_or_else(
-        || "-".into(),
-        |d| format!("{:.1} ms", d.as_secs_f64() * 1e3),
-    )
 }
 
 /// Part 1: `clients` clients create `n` requests.
@@ -151,6 +143,33 @@ async fn list(
     Ok((took, count, results))
 }
 
+/// `GET /pins?QUERY` `runs` times, each checked for `count == want`;
+/// prints the median latency as `label`.
+async fn timed(
+    client: &reqwest::Client,
+    svc: &str,
+    token: &str,
+    query: &str,
+    want: u64,
+    runs: u64,
+    label: &str,
+) -> Res<()> {
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let (took, count, _) = list(client, svc, token, query).await?;
+        if count != want {
+            return Err(format!("{label}: count {count}, want {want}"));
+        }
+        times.push(took);
+    }
+    times.sort();
+    fig(
+        label,
+        format!("{} (median of {})", pct(&times, 0.5), times.len()),
+    );
+    Ok(())
+}
+
 /// Part 2: listings of `n` requests, each the median of `runs`, once
 /// `svc`'s peer has applied all of them.
 async fn listings(
@@ -202,19 +221,16 @@ async fn listings(
         ),
     ];
     for (what, query, want) in cases {
-        let mut times = Vec::new();
-        for _ in 0..runs.max(1) {
-            let (took, count, _) = list(client, svc, token, &query).await?;
-            if count != want {
-                return Err(format!("{what}: count {count}, want {want}"));
-            }
-            times.push(took);
-        }
-        times.sort();
-        fig(
-            format!("GET /pins?limit=1000, {what}"),
-            format!("{} (median of {})", pct(&times, 0.5), times.len()),
-        );
+        timed(
+            client,
+            svc,
+            token,
+            &query,
+            want,
+            runs,
+            &format!("GET /pins?limit=1000, {what}"),
+        )
+        .await?;
     }
     // A walk with `before`, as a client pages newest first.
     let t = Instant::now();
@@ -288,19 +304,16 @@ async fn pinned(
             n.min(10_000),
         ),
     ] {
-        let mut times = Vec::new();
-        for _ in 0..runs.max(1) {
-            let (took, count, _) = list(client, svc, token, &query).await?;
-            if count != want {
-                return Err(format!("{what}: count {count}, want {want}"));
-            }
-            times.push(took);
-        }
-        times.sort();
-        fig(
-            format!("GET /pins?{what} (pinned only)"),
-            format!("{} (median of {})", pct(&times, 0.5), times.len()),
-        );
+        timed(
+            client,
+            svc,
+            token,
+            &query,
+            want,
+            runs,
+            &format!("GET /pins?{what} (pinned only)"),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -371,25 +384,10 @@ fn run(dir: &Path) -> Res<()> {
 }
 
 fn main() {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("pinfleet Pinning Service API bench: {cores} cores");
-    let base =
-        std::env::var_os("PINFLEET_PINSVC_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let tmp = match tempfile::Builder::new()
-        .prefix("pinfleet-pinsvc-")
-        .tempdir_in(&base)
-    {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("cannot create a directory under {}: {e}", base.display());
-            std::process::exit(2);
-        }
-    };
-    println!("data under {} (removed at the end)", tmp.path().display());
-    let result = run(tmp.path());
-    drop(tmp);
-    if let Err(e) = result {
-        println!("FAILED: {e}");
-        std::process::exit(1);
-    }
+    common::main_in(
+        "Pinning Service API",
+        "PINFLEET_PINSVC_DIR",
+        "pinfleet-pinsvc-",
+        run,
+    );
 }

@@ -30,7 +30,7 @@ mod common;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -111,14 +111,7 @@ async fn pins(client: &reqwest::Client, apis: &[String], n: u64, clients: u64) -
     }
     let took = t.elapsed();
     latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p) as usize)
-            .map_or_else(
-                || "-".into(),
-                |d| format!("{:.1} ms", d.as_secs_f64() * 1e3),
-            )
-    };
+    let pct = |p: f64| common::pct(&latencies, p);
     let after = gauge(client, &leader, "pinfleet_raft_last_log_index").await?;
     fig(
         format!("{n} pins, {clients} clients over 3 peers"),
@@ -250,25 +243,5 @@ fn run(dir: &Path) -> Res<()> {
 }
 
 fn main() {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("pinfleet write path bench: {cores} cores");
-    let base =
-        std::env::var_os("PINFLEET_WRITE_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let tmp = match tempfile::Builder::new()
-        .prefix("pinfleet-write-")
-        .tempdir_in(&base)
-    {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("cannot create a directory under {}: {e}", base.display());
-            std::process::exit(2);
-        }
-    };
-    println!("data under {} (removed at the end)", tmp.path().display());
-    let result = run(tmp.path());
-    drop(tmp);
-    if let Err(e) = result {
-        println!("FAILED: {e}");
-        std::process::exit(1);
-    }
+    common::main_in("write path", "PINFLEET_WRITE_DIR", "pinfleet-write-", run);
 }

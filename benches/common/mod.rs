@@ -179,3 +179,40 @@ pub async fn gauge(client: &reqwest::Client, api: &str, name: &str) -> Res<u64> 
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| format!("{api}/metrics has no {name}"))
 }
+
+/// A bench's `main`: prints `pinfleet NAME bench: N cores`, runs `run` in
+/// a fresh temporary directory (`prefix…`, under `$DIR_VAR` or the
+/// system's), removes it, and exits 1 with `FAILED: …` when `run` fails
+/// (2 when no directory can be made).
+pub fn main_in(
+    name: &str,
+    dir_var: &str,
+    prefix: &str,
+    run: impl FnOnce(&std::path::Path) -> Res<()>,
+) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("pinfleet {name} bench: {cores} cores");
+    let base = std::env::var_os(dir_var).map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+    let tmp = match tempfile::Builder::new().prefix(prefix).tempdir_in(&base) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot create a directory under {}: {e}", base.display());
+            std::process::exit(2);
+        }
+    };
+    println!("data under {} (removed at the end)", tmp.path().display());
+    let result = run(tmp.path());
+    drop(tmp);
+    if let Err(e) = result {
+        println!("FAILED: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Percentile `p` (0–1) of sorted `d`, in ms.
+pub fn pct(d: &[Duration], p: f64) -> String {
+    d.get(((d.len() as f64 - 1.0) * p) as usize).map_or_else(
+        || "-".into(),
+        |d| format!("{:.1} ms", d.as_secs_f64() * 1e3),
+    )
+}

@@ -224,24 +224,40 @@ fn run_kube(args: ControllerArgs, namespace: Option<String>) -> anyhow::Result<E
             } else {
                 axum::Router::new()
             };
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
-            let local = listener.local_addr()?;
-            if addr.ip().is_loopback() {
-                eprintln!("reconcile-now on http://{local}/pinsets/{{ns}}/{{name}}/reconcile");
-            }
-            tokio::spawn(pinfleet::api::serve_router(
-                listener,
-                app,
-                None,
-                pinfleet::api::DEFAULT_READ_TIMEOUT,
-                cancel.clone(),
-            ));
+            serve_listen(addr, app, false, cancel.clone()).await?;
         }
         pinfleet::controller::run_kube(client, kube, opts, cancel).await;
         Ok(ExitCode::SUCCESS)
     })?
+}
+
+/// Serves `app` on `--listen ADDR` until `cancel`, and says on stderr
+/// where reconcile-now (on loopback only) and, with `webhooks`, the hooks
+/// are.
+async fn serve_listen(
+    addr: std::net::SocketAddr,
+    app: axum::Router,
+    webhooks: bool,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    if addr.ip().is_loopback() {
+        eprintln!("reconcile-now on http://{local}/pinsets/{{ns}}/{{name}}/reconcile");
+    }
+    if webhooks {
+        eprintln!("webhooks on http://{local}/hooks/{{name}}");
+    }
+    tokio::spawn(pinfleet::api::serve_router(
+        listener,
+        app,
+        None,
+        pinfleet::api::DEFAULT_READ_TIMEOUT,
+        cancel,
+    ));
+    Ok(())
 }
 
 /// Runs the controller.
@@ -376,24 +392,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                     });
                 }
             }
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
-            let local = listener.local_addr()?;
-            if addr.ip().is_loopback() {
-                eprintln!("reconcile-now on http://{local}/pinsets/{{ns}}/{{name}}/reconcile");
-            }
-            if !webhooks.is_empty() {
-                eprintln!("webhooks on http://{local}/hooks/{{name}}");
-            }
-            let stop = cancel.clone();
-            tokio::spawn(pinfleet::api::serve_router(
-                listener,
-                app,
-                None,
-                pinfleet::api::DEFAULT_READ_TIMEOUT,
-                stop,
-            ));
+            serve_listen(addr, app, !webhooks.is_empty(), cancel.clone()).await?;
         }
         match source {
             Source::Dir(d) => {
