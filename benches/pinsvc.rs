@@ -26,11 +26,11 @@
 //! deadline. The testbed is stopped on every exit path, and everything
 //! lives in one temporary directory removed at the end.
 //!
-//! Environment: `PINFLEET_PINSVC_REQUESTS` (N), `PINFLEET_PINSVC_CLIENTS`
-//! (C), `PINFLEET_PINSVC_RUNS` (R), `PINFLEET_PINSVC_PAGES` (pages walked
-//! with `before`, default 20), `PINFLEET_PINSVC_TIMEOUT_SECS` (each wait,
-//! default 900), `PINFLEET_PINSVC_DIR` (where the temporary directory
-//! goes), `PINFLEET_PINSVC_EXE` (another `pinfleet` build to measure
+//! Environment: `PINFLEET_SVCBENCH_REQUESTS` (N), `PINFLEET_SVCBENCH_CLIENTS`
+//! (C), `PINFLEET_SVCBENCH_RUNS` (R), `PINFLEET_SVCBENCH_PAGES` (pages walked
+//! with `before`, default 20), `PINFLEET_SVCBENCH_TIMEOUT_SECS` (each wait,
+//! default 900), `PINFLEET_SVCBENCH_DIR` (where the temporary directory
+//! goes), `PINFLEET_SVCBENCH_EXE` (another `pinfleet` build to measure
 //! instead).
 
 mod common;
@@ -46,7 +46,7 @@ use serde_json::{Value, json};
 
 /// The daemon under test.
 fn exe() -> String {
-    std::env::var("PINFLEET_PINSVC_EXE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pinfleet").into())
+    std::env::var("PINFLEET_SVCBENCH_EXE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pinfleet").into())
 }
 
 /// Part 1: `clients` clients create `n` requests.
@@ -331,11 +331,11 @@ fn urlencode(s: &str) -> String {
 }
 
 fn run(dir: &Path) -> Res<()> {
-    let n = env_u64("PINFLEET_PINSVC_REQUESTS", 100_000);
-    let clients = env_u64("PINFLEET_PINSVC_CLIENTS", 16).max(1);
-    let runs = env_u64("PINFLEET_PINSVC_RUNS", 5);
-    let pages = env_u64("PINFLEET_PINSVC_PAGES", 20);
-    let timeout = Duration::from_secs(env_u64("PINFLEET_PINSVC_TIMEOUT_SECS", 900));
+    let n = env_u64("PINFLEET_SVCBENCH_REQUESTS", 100_000);
+    let clients = env_u64("PINFLEET_SVCBENCH_CLIENTS", 16).max(1);
+    let runs = env_u64("PINFLEET_SVCBENCH_RUNS", 5);
+    let pages = env_u64("PINFLEET_SVCBENCH_PAGES", 20);
+    let timeout = Duration::from_secs(env_u64("PINFLEET_SVCBENCH_TIMEOUT_SECS", 900));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -386,7 +386,7 @@ fn run(dir: &Path) -> Res<()> {
 fn main() {
     common::main_in(
         "Pinning Service API",
-        "PINFLEET_PINSVC_DIR",
+        "PINFLEET_SVCBENCH_DIR",
         "pinfleet-pinsvc-",
         run,
     );

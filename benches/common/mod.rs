@@ -44,7 +44,7 @@ pub struct Testbed {
 
 impl Testbed {
     /// `EXE testbed up --peers 3 --dir DIR/tb ARGS…`, once it says the
-    /// cluster formed (its output goes to `DIR/testbed.out`); prints the
+    /// cluster formed (its output and errors go to `DIR/testbed.out`); prints the
     /// time it took as `testbed ready (WHAT)`.
     pub fn up(
         exe: &str,
@@ -55,13 +55,14 @@ impl Testbed {
     ) -> Res<Testbed> {
         let out = dir.join("testbed.out");
         let log = std::fs::File::create(&out).map_err(|e| e.to_string())?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
         let child = std::process::Command::new(exe)
             .args(["testbed", "up", "--peers", "3", "--dir"])
             .arg(dir.join("tb"))
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(log)
-            .stderr(std::process::Stdio::null())
+            .stderr(err)
             .spawn()
             .map_err(|e| format!("cannot start {exe}: {e}"))?;
         let mut tb = Testbed {
