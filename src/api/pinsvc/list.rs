@@ -245,6 +245,8 @@ pub(super) async fn list(
     let mut results: Vec<PinSvcStatus> = Vec::new();
     // Local matches of the page whose status is still to be computed.
     let mut pending: Vec<PinSvcRequest> = Vec::new();
+    // The first `limit` matches of a status-filtered listing.
+    let mut matched: Vec<PinSvcRequest> = Vec::new();
     let mut range = f.range;
     loop {
         let chunk = {
@@ -270,11 +272,14 @@ pub(super) async fn list(
             let room = f.limit.saturating_sub(pending.len());
             pending.extend(kept.into_iter().take(room));
         } else if !kept.is_empty() {
-            for s in status::of(&state, kept).await? {
-                if f.statuses.contains(s.status.as_str()) {
+            // Statuses computed lately are reused: a client paging through
+            // this listing does not have every status computed again.
+            let shown = status::statuses(&state, &kept).await?;
+            for (r, s) in kept.into_iter().zip(shown) {
+                if f.statuses.contains(s) {
                     count += 1;
-                    if results.len() < f.limit {
-                        results.push(s);
+                    if matched.len() < f.limit {
+                        matched.push(r);
                     }
                 }
             }
@@ -285,6 +290,14 @@ pub(super) async fn list(
     }
     if !pending.is_empty() {
         results = status::of(&state, pending).await?;
+    }
+    if !matched.is_empty() {
+        // The page is shown as the cluster says now; one whose status
+        // moved since it was last computed leaves the page and the count.
+        results = status::of(&state, matched).await?;
+        let before = results.len();
+        results.retain(|s| f.statuses.contains(s.status.as_str()));
+        count -= (before - results.len()) as u64;
     }
     Ok(axum::Json(PinSvcResults { count, results }).into_response())
 }

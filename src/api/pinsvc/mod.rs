@@ -13,6 +13,7 @@
 //! memory (`list.rs` pages from the store's index).
 
 mod list;
+mod recent;
 mod status;
 
 use std::collections::BTreeMap;
@@ -53,6 +54,8 @@ pub struct PinSvcState {
     node: ClusterNode,
     status: Arc<StatusService>,
     tokens: Arc<Vec<TokenEntry>>,
+    /// Statuses computed lately, for status-filtered listings.
+    recent: Arc<recent::RecentStatuses>,
 }
 
 /// Shows the token names, never their digests.
@@ -92,6 +95,7 @@ impl PinSvcState {
             node,
             status,
             tokens: Arc::new(tokens),
+            recent: Arc::new(recent::RecentStatuses::default()),
         }
     }
 

@@ -4,6 +4,7 @@
 //! hold or will hold the pin (never empty).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use super::{Failure, PinSvcState};
 use crate::api::pinset_status::{Bucket, classify};
@@ -52,7 +53,8 @@ pub(super) async fn of(
     };
     let fallback = fallback_delegates(state).await;
     let default = state.status.default_replication();
-    Ok(records
+    let mut seen = Vec::with_capacity(records.len());
+    let shown: Vec<PinSvcStatus> = records
         .into_iter()
         .map(|r| {
             let found = at.get(&r.cid).map(|i| (&pins[*i], &infos[*i]));
@@ -77,6 +79,7 @@ pub(super) async fn of(
             } else {
                 delegates
             };
+            seen.push((r.cid, status));
             PinSvcStatus {
                 requestid: r.requestid,
                 status: status.to_string(),
@@ -91,7 +94,38 @@ pub(super) async fn of(
                 info,
             }
         })
-        .collect())
+        .collect();
+    state.recent.put(seen, Instant::now());
+    Ok(shown)
+}
+
+/// The status of each record, in order, as [`of`] computes it but reusing
+/// what a recent computation found ([`super::recent`]): one status fan-out
+/// for the records not known lately.
+pub(super) async fn statuses(
+    state: &PinSvcState,
+    records: &[PinSvcRequest],
+) -> Result<Vec<&'static str>, Failure> {
+    let now = Instant::now();
+    let mut out: Vec<Option<&'static str>> = records
+        .iter()
+        .map(|r| state.recent.get(&r.cid, now))
+        .collect();
+    let unknown: Vec<PinSvcRequest> = records
+        .iter()
+        .zip(&out)
+        .filter(|(_, s)| s.is_none())
+        .map(|(r, _)| r.clone())
+        .collect();
+    if !unknown.is_empty() {
+        let mut computed = of(state, unknown).await?.into_iter();
+        for slot in out.iter_mut().filter(|s| s.is_none()) {
+            let status = computed.next().map(|s| s.status);
+            *slot = status.and_then(|s| STATUSES.iter().copied().find(|k| *k == s));
+        }
+    }
+    // Every status computed is one of the spec's four.
+    Ok(out.into_iter().map(|s| s.unwrap_or("failed")).collect())
 }
 
 /// The spec's status for a bucket, and what `info` says about it.
