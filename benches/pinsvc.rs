@@ -19,7 +19,8 @@
 //!    checks `count` against what was created;
 //! 3. once every request is `pinned` (the time it took is printed), the
 //!    default listing (no `status`: `pinned` only, what `ipfs pin remote
-//!    ls` asks), whose `count` needs every matching request's status.
+//!    ls` asks), whose `count` needs every matching request's status, and
+//!    a walk of its pages with `before`.
 //!
 //! Speed is never asserted; a wrong answer (a refused request, a wrong
 //! count, a page out of order) makes the bench exit 1. Every wait has a
@@ -232,15 +233,27 @@ async fn listings(
         )
         .await?;
     }
-    // A walk with `before`, as a client pages newest first.
+    walk(client, svc, token, every, pages, "").await
+}
+
+/// `pages` pages of `GET /pins?limit=1000&FILTER` walked with `before`, as
+/// a client pages newest first; each result strictly older than the last.
+async fn walk(
+    client: &reqwest::Client,
+    svc: &str,
+    token: &str,
+    filter: &str,
+    pages: u64,
+    label: &str,
+) -> Res<()> {
     let t = Instant::now();
     let mut before: Option<String> = None;
     let mut seen = 0u64;
     let mut last_created: Option<chrono::DateTime<chrono::FixedOffset>> = None;
     for _ in 0..pages {
         let query = match &before {
-            Some(b) => format!("limit=1000&{every}&before={}", urlencode(b)),
-            None => format!("limit=1000&{every}"),
+            Some(b) => format!("limit=1000&{filter}&before={}", urlencode(b)),
+            None => format!("limit=1000&{filter}"),
         };
         let (_, _, results) = list(client, svc, token, &query).await?;
         let Some(last) = results.last() else { break };
@@ -257,15 +270,13 @@ async fn listings(
         before = last["created"].as_str().map(str::to_owned);
     }
     let took = t.elapsed();
+    let n = seen.div_ceil(1000);
     fig(
-        format!(
-            "{} pages walked with before (limit=1000)",
-            seen.div_ceil(1000)
-        ),
+        format!("{n} pages walked with before (limit=1000){label}"),
         format!(
             "{} ({:.1} ms per page, {seen} requests)",
             secs(took),
-            took.as_secs_f64() * 1e3 / seen.div_ceil(1000).max(1) as f64
+            took.as_secs_f64() * 1e3 / n.max(1) as f64
         ),
     );
     Ok(())
@@ -279,6 +290,7 @@ async fn pinned(
     token: &str,
     n: u64,
     runs: u64,
+    pages: u64,
     timeout: Duration,
 ) -> Res<()> {
     let t = Instant::now();
@@ -315,7 +327,7 @@ async fn pinned(
         )
         .await?;
     }
-    Ok(())
+    walk(client, svc, token, "status=pinned", pages, ", pinned only").await
 }
 
 /// Percent-encodes everything but unreserved characters.
@@ -376,7 +388,7 @@ fn run(dir: &Path) -> Res<()> {
         println!("\n== GET /pins with {n} requests recorded (on the peer the first client used)");
         listings(&client, &svcs[0], &token, n, runs, pages, timeout).await?;
         println!("\n== GET /pins without status (pinned only), every request pinned");
-        pinned(&client, &svcs[0], &token, n, runs, timeout).await
+        pinned(&client, &svcs[0], &token, n, runs, pages, timeout).await
     })?;
     drop(tb);
     drop(kubos);
