@@ -171,6 +171,28 @@ async fn timed(
     Ok(())
 }
 
+/// Waits until `GET /pins?QUERY` counts `n`; returns how long it took.
+async fn until_count(
+    client: &reqwest::Client,
+    svc: &str,
+    token: &str,
+    query: &str,
+    n: u64,
+    timeout: Duration,
+) -> Res<Duration> {
+    let t = Instant::now();
+    loop {
+        let (_, count, _) = list(client, svc, token, query).await?;
+        if count == n {
+            return Ok(t.elapsed());
+        }
+        if t.elapsed() > timeout {
+            return Err(format!("GET /pins?{query} counts {count} of {n}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Part 2: listings of `n` requests, each the median of `runs`, once
 /// `svc`'s peer has applied all of them.
 async fn listings(
@@ -183,17 +205,7 @@ async fn listings(
     timeout: Duration,
 ) -> Res<()> {
     let every = "status=queued,pinning,pinned,failed";
-    let t = Instant::now();
-    loop {
-        let (_, count, _) = list(client, svc, token, &format!("limit=1&{every}")).await?;
-        if count == n {
-            break;
-        }
-        if t.elapsed() > timeout {
-            return Err(format!("the peer lists {count} of {n} requests"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_count(client, svc, token, &format!("limit=1&{every}"), n, timeout).await?;
     let cases: Vec<(String, String, u64)> = vec![
         ("first page".into(), format!("limit=1000&{every}"), n),
         (
@@ -293,20 +305,10 @@ async fn pinned(
     pages: u64,
     timeout: Duration,
 ) -> Res<()> {
-    let t = Instant::now();
-    loop {
-        let (_, count, _) = list(client, svc, token, "limit=1").await?;
-        if count == n {
-            break;
-        }
-        if t.elapsed() > timeout {
-            return Err(format!("{count} of {n} requests pinned"));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let took = until_count(client, svc, token, "limit=1", n, timeout).await?;
     fig(
         "every request pinned (after the listings above)",
-        secs(t.elapsed()),
+        secs(took),
     );
     for (what, query, want) in [
         ("limit=1000", "limit=1000".to_string(), n),
