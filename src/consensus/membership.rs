@@ -3,7 +3,7 @@
 //! a voter with a leader. Changes run on the leader; other peers forward
 //! them there.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
@@ -36,6 +36,42 @@ impl ClusterNode {
             .await
             .map(|_| ())
             .map_err(|e| ClusterError::Unavailable(e.to_string()))
+    }
+
+    /// After a restart: once a leader is known, makes sure the membership
+    /// records this peer as it runs now (its p2p addresses and API URL may
+    /// have changed, e.g. on new ports), asking the leader to update the
+    /// record when it differs; retried until it matches.
+    pub(super) async fn announce_loop(self, cancel: CancellationToken) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let ready = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.wait_ready(Duration::from_secs(60)) => r.is_ok(),
+            };
+            if ready {
+                let recorded = self
+                    .metrics()
+                    .membership_config
+                    .membership()
+                    .get_node(&self.inner.id)
+                    .cloned();
+                if recorded.as_ref() == Some(&self.inner.node) {
+                    return;
+                }
+                match self.join_local(self.inner.node.clone()).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot update this peer's member record yet")
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
     }
 
     pub(super) async fn join_loop(self, bootstrap: Vec<Multiaddr>, cancel: CancellationToken) {
@@ -95,6 +131,25 @@ impl ClusterNode {
             .voter_ids()
             .collect();
         if voters.contains(&id) {
+            // A member that came back with other addresses or another API
+            // URL: its record is updated, so the others (and whoever
+            // forwards to it as the leader) reach it where it is now.
+            let recorded = self
+                .metrics()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .cloned();
+            if recorded.as_ref() != Some(&node) {
+                self.membership_change(|| {
+                    raft.change_membership(
+                        ChangeMembers::SetNodes(BTreeMap::from([(id, node.clone())])),
+                        false,
+                    )
+                })
+                .await?;
+                tracing::info!(peer = %node, api = %node.api, "member record updated");
+            }
             return Ok(());
         }
         self.membership_change(|| raft.add_learner(id, node.clone(), true))

@@ -361,6 +361,8 @@ impl ClusterNode {
                         .join_loop(opts.bootstrap.clone(), cancel.clone()),
                 );
             }
+        } else {
+            tasks.spawn(this.clone().announce_loop(cancel.clone()));
         }
         Ok(this)
     }

@@ -729,3 +729,38 @@ async fn sigkill_of_the_leader_during_a_300k_pin_ingest_loses_no_acknowledged_re
 async fn sigkill_of_a_follower_during_a_300k_pin_ingest_loses_no_acknowledged_revision() {
     crash_during_ingest(Victim::Follower).await;
 }
+
+/// A peer SIGKILLed and restarted on other ports (its directory, identity
+/// and Raft state kept) is recorded where it runs now: the other members'
+/// `/peers` lists its new p2p address, so they (and forwards to it as the
+/// leader) reach it there, not at the ports it had before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_killed_and_restarted_on_other_ports_is_recorded_at_its_new_addresses() {
+    let mut fleet = Fleet::start(3, &[]).await;
+    let old = format!("{}/p2p/{}", fleet.members[2].p2p, fleet.members[2].id);
+    fleet.kill(2);
+    fleet.restart(2);
+    let new = format!("{}/p2p/{}", fleet.members[2].p2p, fleet.members[2].id);
+    assert_ne!(old, new, "restarted on fresh ports");
+    let id = fleet.members[2].id.clone();
+    let url = format!("{}/peers", fleet.members[0].url());
+    fleet
+        .wait_until("peer 0 to list peer 2 at its new address", || async {
+            let Ok(resp) = fleet.http.get(&url).send().await else {
+                return false;
+            };
+            let text = resp.text().await.unwrap_or_default();
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|p| p["id"] == id.as_str())
+                .any(|p| {
+                    let addrs = p["addresses"].as_array().cloned().unwrap_or_default();
+                    addrs.iter().any(|a| a == new.as_str())
+                        && !addrs.iter().any(|a| a == old.as_str())
+                })
+        })
+        .await;
+    fleet.stop(2);
+    fleet.stop(1);
+    fleet.stop(0);
+}
