@@ -361,31 +361,26 @@ async fn reconcile(obj: Arc<PinSet>, ctx: Arc<Context>) -> Result<Action, KubeEr
     } else {
         apply(&obj, &id, &ctx, &mut entry).await
     };
-    let result = result.map(|next| match next {
+    let after = match result? {
         Next::Progressing => {
             let after = refresh_delay(entry.refreshes, ctx.opts.refresh, ctx.opts.refresh_max);
             entry.refreshes = entry.refreshes.saturating_add(1);
-            Next::Requeue(Some(after))
+            Some(after)
         }
-        other => {
-            entry.refreshes = 0;
-            other
-        }
-    });
-    drop(entry);
-    match result? {
         Next::Requeue(after) => {
-            ctx.succeeded(&id);
-            Ok(after.map_or_else(Action::await_change, Action::requeue))
+            entry.refreshes = 0;
+            after
         }
         Next::Gone => {
+            drop(entry);
             ctx.succeeded(&id);
             ctx.forget(&id);
-            Ok(Action::await_change())
+            return Ok(Action::await_change());
         }
-        // Mapped to a delay above.
-        Next::Progressing => Ok(Action::requeue(ctx.opts.refresh)),
-    }
+    };
+    drop(entry);
+    ctx.succeeded(&id);
+    Ok(after.map_or_else(Action::await_change, Action::requeue))
 }
 
 /// The delay before the next status refresh of a PinSet that `refreshes`

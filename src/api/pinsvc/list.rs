@@ -243,10 +243,8 @@ pub(super) async fn list(
     }
     let mut count = 0u64;
     let mut results: Vec<PinSvcStatus> = Vec::new();
-    // Local matches of the page whose status is still to be computed.
-    let mut pending: Vec<PinSvcRequest> = Vec::new();
-    // The first `limit` matches of a status-filtered listing.
-    let mut matched: Vec<PinSvcRequest> = Vec::new();
+    // The first `limit` matches, shown with the status computed at the end.
+    let mut first: Vec<PinSvcRequest> = Vec::new();
     let mut range = f.range;
     loop {
         let chunk = {
@@ -267,34 +265,30 @@ pub(super) async fn list(
             range.before = Some(last.created_ns);
         }
         let kept: Vec<PinSvcRequest> = chunk.into_iter().filter(|r| f.keeps(r)).collect();
-        if f.every_status() {
-            count += kept.len() as u64;
-            let room = f.limit.saturating_sub(pending.len());
-            pending.extend(kept.into_iter().take(room));
-        } else if !kept.is_empty() {
+        let kept: Vec<PinSvcRequest> = if f.every_status() || kept.is_empty() {
+            kept
+        } else {
             // Statuses computed lately are reused: a client paging through
             // this listing does not have every status computed again.
             let shown = status::statuses(&state, &kept).await?;
-            for (r, s) in kept.into_iter().zip(shown) {
-                if f.statuses.contains(s) {
-                    count += 1;
-                    if matched.len() < f.limit {
-                        matched.push(r);
-                    }
-                }
-            }
-        }
+            kept.into_iter()
+                .zip(shown)
+                .filter(|(_, s)| f.statuses.contains(s))
+                .map(|(r, _)| r)
+                .collect()
+        };
+        count += kept.len() as u64;
+        let room = f.limit.saturating_sub(first.len());
+        first.extend(kept.into_iter().take(room));
         if done {
             break;
         }
     }
-    if !pending.is_empty() {
-        results = status::of(&state, pending).await?;
-    }
-    if !matched.is_empty() {
+    if !first.is_empty() {
         // The page is shown as the cluster says now; one whose status
-        // moved since it was last computed leaves the page and the count.
-        results = status::of(&state, matched).await?;
+        // moved since it was last computed leaves the page and the count
+        // (with every status asked for, none does).
+        results = status::of(&state, first).await?;
         let before = results.len();
         results.retain(|s| f.statuses.contains(s.status.as_str()));
         count -= (before - results.len()) as u64;

@@ -31,6 +31,19 @@ pub(super) async fn of(
     state: &PinSvcState,
     records: Vec<PinSvcRequest>,
 ) -> Result<Vec<PinSvcStatus>, Failure> {
+    Ok(computed(state, records)
+        .await?
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect())
+}
+
+/// [`of`], with each status also as the spec's name; every status is
+/// recorded in [`super::recent`].
+async fn computed(
+    state: &PinSvcState,
+    records: Vec<PinSvcRequest>,
+) -> Result<Vec<(&'static str, PinSvcStatus)>, Failure> {
     let mut pins: Vec<StatePin> = Vec::new();
     let mut at: BTreeMap<crate::manifest::CidKey, usize> = BTreeMap::new();
     for r in &records {
@@ -54,7 +67,7 @@ pub(super) async fn of(
     let fallback = fallback_delegates(state).await;
     let default = state.status.default_replication();
     let mut seen = Vec::with_capacity(records.len());
-    let shown: Vec<PinSvcStatus> = records
+    let shown: Vec<(&'static str, PinSvcStatus)> = records
         .into_iter()
         .map(|r| {
             let found = at.get(&r.cid).map(|i| (&pins[*i], &infos[*i]));
@@ -80,7 +93,7 @@ pub(super) async fn of(
                 delegates
             };
             seen.push((r.cid, status));
-            PinSvcStatus {
+            let shown = PinSvcStatus {
                 requestid: r.requestid,
                 status: status.to_string(),
                 created: format_created(r.created_ns),
@@ -92,7 +105,8 @@ pub(super) async fn of(
                 },
                 delegates,
                 info,
-            }
+            };
+            (status, shown)
         })
         .collect();
     state.recent.put(seen, Instant::now());
@@ -107,7 +121,7 @@ pub(super) async fn statuses(
     records: &[PinSvcRequest],
 ) -> Result<Vec<&'static str>, Failure> {
     let now = Instant::now();
-    let mut out: Vec<Option<&'static str>> = records
+    let out: Vec<Option<&'static str>> = records
         .iter()
         .map(|r| state.recent.get(&r.cid, now))
         .collect();
@@ -117,15 +131,18 @@ pub(super) async fn statuses(
         .filter(|(_, s)| s.is_none())
         .map(|(r, _)| r.clone())
         .collect();
-    if !unknown.is_empty() {
-        let mut computed = of(state, unknown).await?.into_iter();
-        for slot in out.iter_mut().filter(|s| s.is_none()) {
-            let status = computed.next().map(|s| s.status);
-            *slot = status.and_then(|s| STATUSES.iter().copied().find(|k| *k == s));
-        }
+    let mut fresh = if unknown.is_empty() {
+        Vec::new()
+    } else {
+        computed(state, unknown).await?
     }
-    // Every status computed is one of the spec's four.
-    Ok(out.into_iter().map(|s| s.unwrap_or("failed")).collect())
+    .into_iter()
+    .map(|(status, _)| status);
+    // `computed` answers one status per record asked, in order.
+    Ok(out
+        .into_iter()
+        .map(|s| s.or_else(|| fresh.next()).unwrap_or("failed"))
+        .collect())
 }
 
 /// The spec's status for a bucket, and what `info` says about it.
