@@ -37,8 +37,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Res, Testbed, env_u64, fig, pct, secs};
@@ -58,47 +56,32 @@ async fn create(
     n: u64,
     clients: u64,
 ) -> Res<()> {
-    let next = Arc::new(AtomicU64::new(0));
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (client, next, token) = (client.clone(), Arc::clone(&next), token.to_owned());
+    let (client, svcs, token) = (client.clone(), svcs.to_vec(), token.to_owned());
+    let (took, latencies) = common::drive(n, clients, move |c, i| {
+        let (client, token) = (client.clone(), token.clone());
         let svc = svcs[(c as usize) % svcs.len()].clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<_, String>(latencies);
-                }
-                let started = Instant::now();
-                let body = json!({
-                    "cid": seq_cid(i).to_string(),
-                    "name": format!("req-{i:07}"),
-                    "meta": {"batch": format!("b{}", i % 10)},
-                });
-                let resp = client
-                    .post(format!("{svc}/pins"))
-                    .bearer_auth(&token)
-                    .json(&body)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = resp.status();
-                let text = resp.text().await.unwrap_or_default();
-                if status.as_u16() != 202 {
-                    return Err(format!("request {i}: {status} {text}"));
-                }
-                latencies.push(started.elapsed());
+        async move {
+            let body = json!({
+                "cid": seq_cid(i).to_string(),
+                "name": format!("req-{i:07}"),
+                "meta": {"batch": format!("b{}", i % 10)},
+            });
+            let resp = client
+                .post(format!("{svc}/pins"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if status.as_u16() != 202 {
+                return Err(format!("request {i}: {status} {text}"));
             }
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.map_err(|e| e.to_string())??);
-    }
-    let took = t.elapsed();
-    latencies.sort();
+            Ok(())
+        }
+    })
+    .await?;
     fig(
         format!("{n} POST /pins, {clients} clients over 3 peers"),
         format!(
@@ -107,15 +90,7 @@ async fn create(
             n as f64 / took.as_secs_f64()
         ),
     );
-    fig(
-        "latency p50 / p99 / max",
-        format!(
-            "{} / {} / {}",
-            pct(&latencies, 0.5),
-            pct(&latencies, 0.99),
-            pct(&latencies, 1.0)
-        ),
-    );
+    common::latency_fig(&latencies);
     Ok(())
 }
 

@@ -31,8 +31,6 @@ mod common;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Res, Testbed, env_u64, fig, gauge, secs};
@@ -74,44 +72,28 @@ async fn leader(client: &reqwest::Client, apis: &[String]) -> Res<String> {
 async fn pins(client: &reqwest::Client, apis: &[String], n: u64, clients: u64) -> Res<()> {
     let leader = leader(client, apis).await?;
     let before = gauge(client, &leader, "pinfleet_raft_last_log_index").await?;
-    let next = Arc::new(AtomicU64::new(0));
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (client, next) = (client.clone(), Arc::clone(&next));
+    let (http, apis) = (client.clone(), apis.to_vec());
+    let (took, latencies) = common::drive(n, clients, move |c, i| {
+        let client = http.clone();
         let api = apis[(c as usize) % apis.len()].clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<_, String>(latencies);
-                }
-                let started = Instant::now();
-                let url = format!(
-                    "{api}/pins/{}?replication-min=2&replication-max=2",
-                    cid(1, i)
-                );
-                let resp = client.post(&url).send().await.map_err(|e| e.to_string())?;
-                if !resp.status().is_success() {
-                    let status = resp.status();
-                    return Err(format!(
-                        "pin {i}: {status} {}",
-                        resp.text().await.unwrap_or_default()
-                    ));
-                }
-                let _ = resp.bytes().await;
-                latencies.push(started.elapsed());
+        async move {
+            let url = format!(
+                "{api}/pins/{}?replication-min=2&replication-max=2",
+                cid(1, i)
+            );
+            let resp = client.post(&url).send().await.map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                return Err(format!(
+                    "pin {i}: {status} {}",
+                    resp.text().await.unwrap_or_default()
+                ));
             }
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.map_err(|e| e.to_string())??);
-    }
-    let took = t.elapsed();
-    latencies.sort();
-    let pct = |p: f64| common::pct(&latencies, p);
+            let _ = resp.bytes().await;
+            Ok(())
+        }
+    })
+    .await?;
     let after = gauge(client, &leader, "pinfleet_raft_last_log_index").await?;
     fig(
         format!("{n} pins, {clients} clients over 3 peers"),
@@ -121,10 +103,7 @@ async fn pins(client: &reqwest::Client, apis: &[String], n: u64, clients: u64) -
             n as f64 / took.as_secs_f64()
         ),
     );
-    fig(
-        "latency p50 / p99 / max",
-        format!("{} / {} / {}", pct(0.5), pct(0.99), pct(1.0)),
-    );
+    common::latency_fig(&latencies);
     fig(
         "log entries written meanwhile",
         format!(

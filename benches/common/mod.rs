@@ -217,3 +217,52 @@ pub fn pct(d: &[Duration], p: f64) -> String {
         |d| format!("{:.1} ms", d.as_secs_f64() * 1e3),
     )
 }
+
+/// `clients` concurrent tasks make calls `0..n` between them (each takes
+/// the next number); task `c` runs `call(c, i)`. Returns the wall time and
+/// every call's latency, sorted; the first failure ends it.
+pub async fn drive<F, Fut>(n: u64, clients: u64, call: F) -> Res<(Duration, Vec<Duration>)>
+where
+    F: Fn(u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Res<()>> + Send + 'static,
+{
+    let call = std::sync::Arc::new(call);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let t = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (call, next) = (std::sync::Arc::clone(&call), std::sync::Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, String>(latencies);
+                }
+                let started = std::time::Instant::now();
+                call(c, i).await?;
+                latencies.push(started.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    let took = t.elapsed();
+    latencies.sort();
+    Ok((took, latencies))
+}
+
+/// `latency p50 / p99 / max` of sorted `latencies`.
+pub fn latency_fig(latencies: &[Duration]) {
+    fig(
+        "latency p50 / p99 / max",
+        format!(
+            "{} / {} / {}",
+            pct(latencies, 0.5),
+            pct(latencies, 0.99),
+            pct(latencies, 1.0)
+        ),
+    );
+}
