@@ -68,14 +68,8 @@ async fn a_configmap_list_is_pinned_and_its_edits_apply_only_the_difference() {
         );
     }
     // The list's names are the pins' names.
-    let pin: Value = crate::support::http()
-        .get(format!("{}/allocations/{}", rig.fleet.url, cids[2]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pin: Value =
+        crate::support::get_json(&format!("{}/allocations/{}", rig.fleet.url, cids[2])).await;
     assert_eq!(pin["name"], "item-1", "{pin}");
 
     // The list drops cids[1] and gains cids[4] and cids[5]: the object is

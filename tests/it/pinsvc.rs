@@ -318,14 +318,7 @@ async fn the_pinning_service_api_answers_every_point_of_the_spec() {
     assert_eq!(created["pin"]["origins"], json!([origin]));
     assert_eq!(created["pin"]["meta"], json!({"app": "a", "v": "1"}));
     // Origins are passed on to the cluster's pin.
-    let allocation: Value = http()
-        .get(format!("{api}/allocations/{content}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let allocation: Value = crate::support::get_json(&format!("{api}/allocations/{content}")).await;
     assert_eq!(allocation["origins"], json!([origin]), "{allocation:#}");
     assert_eq!(owners(&api, &content).await, ["pinsvc:alice"]);
     // Read-your-writes: the request is there at once.

@@ -419,6 +419,13 @@ pub fn kill_daemon(child: &mut std::process::Child) {
     assert_eq!(status.signal(), Some(9), "killed by SIGKILL, got {status}");
 }
 
+/// `GET url`, which must succeed, as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let resp = http().get(url).send().await.unwrap();
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
 /// A plain HTTP client (`pinfleet::tls::client`, which installs the crypto
 /// provider every reqwest client needs).
 pub fn http() -> reqwest::Client {

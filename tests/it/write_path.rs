@@ -14,7 +14,7 @@ use futures::stream::FuturesUnordered;
 use pinfleet::testbed::TestbedFile;
 use serde_json::Value;
 
-use crate::support::{cid_v0, cid_v1, http, spawn_api_peer};
+use crate::support::{cid_v0, cid_v1, get_json, http, spawn_api_peer};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -79,12 +79,6 @@ impl Drop for Testbed {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn get_json(url: &str) -> Value {
-    let resp = http().get(url).send().await.unwrap();
-    assert!(resp.status().is_success(), "{url}: {}", resp.status());
-    resp.json().await.unwrap()
 }
 
 /// `pinfleet_raft_last_log_index` from a peer's `/metrics`.
