@@ -14,6 +14,7 @@ pub mod controller;
 pub mod daemon;
 pub mod ipfs;
 pub mod manifest;
+pub mod multipart;
 pub mod p2p;
 pub mod pinsets;
 pub mod plan;

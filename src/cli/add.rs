@@ -7,8 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use futures::TryStreamExt;
-use reqwest::multipart::{Form, Part};
+use pinfleet::multipart::Upload;
 
 use super::pin::PinOptionArgs;
 use super::remote::{HostArgs, block_on};
@@ -80,7 +79,7 @@ fn escape(name: &str) -> String {
 
 /// Adds `path` (named `name` in the upload) to `form`: a directory as an
 /// `application/x-directory` part followed by its entries in name order.
-async fn push(mut form: Form, path: &Path, name: &str, with_hidden: bool) -> anyhow::Result<Form> {
+async fn push(form: &mut Upload, path: &Path, name: &str, with_hidden: bool) -> anyhow::Result<()> {
     let meta = tokio::fs::symlink_metadata(path)
         .await
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -91,12 +90,7 @@ async fn push(mut form: Form, path: &Path, name: &str, with_hidden: bool) -> any
         );
     }
     if meta.is_dir() {
-        form = form.part(
-            "file",
-            Part::bytes(Vec::new())
-                .file_name(escape(name))
-                .mime_str("application/x-directory")?,
-        );
+        form.directory(&escape(name));
         let mut entries = Vec::new();
         let mut dir = tokio::fs::read_dir(path)
             .await
@@ -112,23 +106,14 @@ async fn push(mut form: Form, path: &Path, name: &str, with_hidden: bool) -> any
             let Some(child) = e.file_name().and_then(|n| n.to_str()) else {
                 bail!("{}: file names must be UTF-8", e.display());
             };
-            form = Box::pin(push(form, &e, &format!("{name}/{child}"), with_hidden)).await?;
+            Box::pin(push(form, &e, &format!("{name}/{child}"), with_hidden)).await?;
         }
-        Ok(form)
+        Ok(())
     } else if meta.is_file() {
-        // Opened when the form reaches this part, so a directory of many
+        // Opened when the body reaches this part, so a directory of many
         // files holds one descriptor at a time.
-        let p = path.to_path_buf();
-        let stream = futures::stream::once(async move { tokio::fs::File::open(p).await })
-            .map_ok(tokio_util::io::ReaderStream::new)
-            .try_flatten();
-        let body = reqwest::Body::wrap_stream(stream);
-        Ok(form.part(
-            "file",
-            Part::stream_with_length(body, meta.len())
-                .file_name(escape(name))
-                .mime_str("application/octet-stream")?,
-        ))
+        form.file(&escape(name), path.to_path_buf(), meta.len());
+        Ok(())
     } else {
         bail!("{}: not a file or directory", path.display())
     }
@@ -173,7 +158,7 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
         query.push(("chunker".into(), c.clone()));
     }
     let outputs = block_on(async {
-        let mut form = Form::new();
+        let mut form = Upload::new();
         for p in &args.paths {
             let Some(n) = p
                 .canonicalize()
@@ -182,7 +167,7 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
             else {
                 bail!("{}: cannot name it (no file name)", p.display());
             };
-            form = push(form, p, &n, args.hidden).await?;
+            push(&mut form, p, &n, args.hidden).await?;
         }
         let query: Vec<(&str, String)> =
             query.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();

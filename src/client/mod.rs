@@ -750,18 +750,20 @@ impl Client {
         self.json(Method::POST, url, None, &[]).await
     }
 
-    /// `POST /add` with a multipart `form`; the added entries (NDJSON),
+    /// `POST /add` with a multipart `upload`; the added entries (NDJSON),
     /// root last.
     pub async fn add(
         &self,
-        form: reqwest::multipart::Form,
+        upload: crate::multipart::Upload,
         query: &[(&str, String)],
     ) -> Result<Vec<AddedOutput>, ClientError> {
         let url = self.url(&["add"], query);
         let resp = self
             .authorize(self.http.post(url.clone()))
             .header(reqwest::header::TE, "trailers")
-            .multipart(form)
+            .header(reqwest::header::CONTENT_TYPE, upload.content_type())
+            .header(reqwest::header::CONTENT_LENGTH, upload.content_length())
+            .body(upload.into_body())
             .send()
             .await
             .map_err(|source| self.transport_error(&url, source))?;

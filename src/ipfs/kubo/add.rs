@@ -80,32 +80,20 @@ enum Kind {
     File(u64),
 }
 
-async fn form(parts: Vec<(String, PathBuf, Kind)>) -> Result<reqwest::multipart::Form, IpfsError> {
-    let mut form = reqwest::multipart::Form::new();
+/// The multipart body of `parts`, one flat stream (each file opened when
+/// the body reaches it).
+fn form(parts: Vec<(String, PathBuf, Kind)>) -> Result<crate::multipart::Upload, IpfsError> {
+    let mut form = crate::multipart::Upload::new();
     for (name, path, kind) in parts {
         let escaped = utf8_percent_encode(&name, NAME_ESCAPES).to_string();
-        let bad_mime = |e: reqwest::Error| garbage(format!("multipart: {e}"));
-        let part = match kind {
-            Kind::Dir => reqwest::multipart::Part::bytes(Vec::new())
-                .mime_str("application/x-directory")
-                .map_err(bad_mime)?,
+        match kind {
+            Kind::Dir => form.directory(&escaped),
             Kind::Symlink => {
                 let target = std::fs::read_link(&path).map_err(|e| io_error(&path, &e))?;
-                reqwest::multipart::Part::text(target.to_string_lossy().into_owned())
-                    .mime_str("application/symlink")
-                    .map_err(bad_mime)?
+                form.symlink(&escaped, &target.to_string_lossy());
             }
-            Kind::File(len) => {
-                let file = tokio::fs::File::open(&path)
-                    .await
-                    .map_err(|e| io_error(&path, &e))?;
-                let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-                reqwest::multipart::Part::stream_with_length(body, len)
-                    .mime_str("application/octet-stream")
-                    .map_err(bad_mime)?
-            }
-        };
-        form = form.part("file", part.file_name(escaped));
+            Kind::File(len) => form.file(&escaped, path, len),
+        }
     }
     Ok(form)
 }
@@ -153,7 +141,7 @@ impl KuboClient {
                 .unwrap_or_default();
             parts(path, &name, &mut list)?;
         }
-        let form = form(list).await?;
+        let form = form(list)?;
         let import = &opts.import;
         let version = if import.cid_version == cid::Version::V1 {
             "1"
@@ -179,7 +167,9 @@ impl KuboClient {
         let limit = self.stream_idle;
         let resp = self
             .post("add", &params)
-            .multipart(form)
+            .header(reqwest::header::CONTENT_TYPE, form.content_type())
+            .header(reqwest::header::CONTENT_LENGTH, form.content_length())
+            .body(form.into_body())
             .send()
             .await
             .map_err(|e| self.transport(&operation, e, limit))?;
