@@ -28,7 +28,7 @@ impl EmbeddedNode {
             events,
         } = opts;
         let mut added = self
-            .import(pin, move |sink| {
+            .import_trusted(pin, move |sink| {
                 let fail = |e: UnixfsError<IpfsError>| match e {
                     UnixfsError::Sink { source, .. } => source,
                     other => IpfsError::Unsupported {

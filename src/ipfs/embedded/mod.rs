@@ -13,19 +13,19 @@ mod bitswap;
 pub mod peering;
 mod store;
 mod swarm;
+mod walk;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cid::Cid;
 use futures::future::BoxFuture;
-use futures::stream::{BoxStream, FuturesUnordered};
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use libp2p::{Multiaddr, PeerId, identity};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,9 +46,7 @@ pub const IDENTITY_FILE: &str = "identity.key";
 /// Blocks and pins, inside [`IPFS_DIR`].
 pub const BLOCKS_FILE: &str = "blocks.redb";
 
-/// Blocks requested at once by one pin.
-const FETCH_CONCURRENCY: usize = 32;
-/// Fetched blocks written per redb transaction (and the byte bound).
+/// Blocks written per redb transaction (and the byte bound).
 const WRITE_BATCH_BLOCKS: usize = 64;
 const WRITE_BATCH_BYTES: usize = 8 << 20;
 /// Pins listed per read transaction by `pin_ls`.
@@ -331,9 +329,38 @@ impl EmbeddedNode {
 
     /// Stores the blocks `produce` emits through its sink (each verified
     /// against its CID, written in batches of `WRITE_BATCH_BLOCKS` per
-    /// transaction) and, when `pin`, pins the root it returns recursively.
-    /// The importer (`ipfs::unixfs`) runs on a blocking thread.
+    /// transaction, durable when this returns) and, when `pin`, pins the
+    /// root it returns recursively. `produce` runs on a blocking thread.
     pub async fn import<F>(&self, pin: bool, produce: F) -> Result<AddedContent, IpfsError>
+    where
+        F: FnOnce(&mut dyn FnMut(Cid, Vec<u8>) -> Result<(), IpfsError>) -> Result<Cid, IpfsError>
+            + Send
+            + 'static,
+    {
+        self.import_blocks(pin, true, produce).await
+    }
+
+    /// [`Self::import`] of blocks known to hash to their CIDs (the UnixFS
+    /// importer computed them, the CAR reader checked them): hashed once.
+    pub(super) async fn import_trusted<F>(
+        &self,
+        pin: bool,
+        produce: F,
+    ) -> Result<AddedContent, IpfsError>
+    where
+        F: FnOnce(&mut dyn FnMut(Cid, Vec<u8>) -> Result<(), IpfsError>) -> Result<Cid, IpfsError>
+            + Send
+            + 'static,
+    {
+        self.import_blocks(pin, false, produce).await
+    }
+
+    async fn import_blocks<F>(
+        &self,
+        pin: bool,
+        verify: bool,
+        produce: F,
+    ) -> Result<AddedContent, IpfsError>
     where
         F: FnOnce(&mut dyn FnMut(Cid, Vec<u8>) -> Result<(), IpfsError>) -> Result<Cid, IpfsError>
             + Send
@@ -346,17 +373,21 @@ impl EmbeddedNode {
             let (mut blocks, mut bytes, mut batch_bytes) = (0u64, 0u64, 0usize);
             let root = {
                 let mut sink = |cid: Cid, data: Vec<u8>| -> Result<(), IpfsError> {
-                    match bitswap::digest(cid.hash().code(), &data) {
-                        Ok(d) if d == cid.hash().digest() => {}
-                        Ok(_) => {
-                            return Err(IpfsError::Unsupported {
-                                what: format!("storing block {cid}: its bytes do not hash to it"),
-                            });
-                        }
-                        Err(e) => {
-                            return Err(IpfsError::Unsupported {
-                                what: format!("storing block {cid}: {e}"),
-                            });
+                    if verify {
+                        match bitswap::digest(cid.hash().code(), &data) {
+                            Ok(d) if d == cid.hash().digest() => {}
+                            Ok(_) => {
+                                return Err(IpfsError::Unsupported {
+                                    what: format!(
+                                        "storing block {cid}: its bytes do not hash to it"
+                                    ),
+                                });
+                            }
+                            Err(e) => {
+                                return Err(IpfsError::Unsupported {
+                                    what: format!("storing block {cid}: {e}"),
+                                });
+                            }
                         }
                     }
                     if cid.hash().code() == 0 {
@@ -369,7 +400,7 @@ impl EmbeddedNode {
                     batch_bytes += data.len();
                     batch.push((mh, data));
                     if batch.len() >= WRITE_BATCH_BLOCKS || batch_bytes >= WRITE_BATCH_BYTES {
-                        store.put_many(&batch).map_err(storage)?;
+                        store.put_many_lazy(&batch).map_err(storage)?;
                         batch.clear();
                         batch_bytes = 0;
                     }
@@ -377,7 +408,12 @@ impl EmbeddedNode {
                 };
                 produce(&mut sink)?
             };
-            store.put_many(&batch).map_err(storage)?;
+            // Durable before the add answers (the pin's or an empty
+            // commit): the batches above were written without an fsync.
+            store.put_many_lazy(&batch).map_err(storage)?;
+            if !pin {
+                store.sync().map_err(storage)?;
+            }
             if pin {
                 store
                     .pin(
@@ -430,109 +466,6 @@ impl EmbeddedNode {
             Some(data) => Ok((cid, data, true)),
             None => Err(IpfsError::Stopped),
         }
-    }
-
-    async fn flush(&self, batch: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), IpfsError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let blocks = std::mem::take(batch);
-        self.blocking(move |s| s.put_many(&blocks)).await
-    }
-
-    async fn pin_dag(
-        &self,
-        root: CidKey,
-        opts: PinOpts,
-        progress: Option<mpsc::Sender<u64>>,
-    ) -> Result<(), IpfsError> {
-        let root_cid = *root.cid();
-        let key = root_cid.to_bytes();
-        let kind = if opts.recursive {
-            PinKind::Recursive
-        } else {
-            PinKind::Direct
-        };
-        let k = key.clone();
-        let current = self.blocking(move |s| s.pin_kind(&k)).await?;
-        if current == Some(PinKind::Recursive) || current == Some(kind) {
-            return Ok(());
-        }
-        // Best effort, all at once: an unreachable origin costs at most
-        // one dial timeout, and the content may come from elsewhere.
-        let dials = opts
-            .origins
-            .iter()
-            .filter_map(|o| o.parse::<Multiaddr>().ok())
-            .map(|addr| tokio::time::timeout(ORIGIN_DIAL_TIMEOUT, self.connect(addr)));
-        futures::future::join_all(dials).await;
-        let mut protection = self.protection();
-        let mut seen: HashSet<Vec<u8>> = HashSet::from([mh_of(&root_cid)]);
-        let mut queue = VecDeque::from([root_cid]);
-        let mut inflight = FuturesUnordered::new();
-        let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut batch_bytes = 0usize;
-        let mut count = 0u64;
-        let mut last = Instant::now();
-        loop {
-            while inflight.len() < FETCH_CONCURRENCY {
-                let Some(cid) = queue.pop_front() else { break };
-                // Protected before it is read or written: gc must not sweep
-                // it between our read and our pin.
-                protection.add(mh_of(&cid));
-                inflight.push(self.obtain(cid));
-            }
-            if inflight.is_empty() {
-                break;
-            }
-            let next = tokio::select! {
-                r = inflight.next() => r,
-                _ = tokio::time::sleep_until(last + opts.progress_timeout) => {
-                    // Keep what arrived: a retry need not fetch it again.
-                    let _ = self.flush(&mut batch).await;
-                    return Err(IpfsError::Timeout {
-                        operation: format!("pin of {root}"),
-                        stalled_for: opts.progress_timeout,
-                    });
-                }
-            };
-            let Some(result) = next else { continue };
-            let (cid, data, fetched) = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = self.flush(&mut batch).await;
-                    return Err(e);
-                }
-            };
-            last = Instant::now();
-            count += 1;
-            if let Some(p) = &progress {
-                let _ = p.try_send(count);
-            }
-            if opts.recursive {
-                let children =
-                    crate::ipfs::dagpb::links(&cid, &data).map_err(|e| IpfsError::Unsupported {
-                        what: format!("pinning {root}: block {cid}: {e}"),
-                    })?;
-                for child in children {
-                    if seen.insert(mh_of(&child)) {
-                        queue.push_back(child);
-                    }
-                }
-            }
-            if fetched && cid.hash().code() != 0 {
-                batch_bytes += data.len();
-                batch.push((mh_of(&cid), data));
-                if batch.len() >= WRITE_BATCH_BLOCKS || batch_bytes >= WRITE_BATCH_BYTES {
-                    self.flush(&mut batch).await?;
-                    batch_bytes = 0;
-                }
-            }
-        }
-        self.flush(&mut batch).await?;
-        self.blocking(move |s| s.pin(&key, kind)).await?;
-        drop(protection);
-        Ok(())
     }
 
     /// Marks every block reachable from a pin, then sweeps the rest.

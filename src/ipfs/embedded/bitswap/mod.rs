@@ -43,7 +43,7 @@ use tokio_util::task::TaskTracker;
 use self::wire::{
     Block, BlockPresence, Message, Presence, WantEntry, Wantlist, block_cid, cid_prefix, read_frame,
 };
-use super::store::BlockStore;
+use super::store::{BlockStore, Held};
 
 #[cfg(test)]
 mod fuzz_tests;
@@ -83,12 +83,59 @@ impl Want {
     }
 }
 
-/// A connected peer's queues.
+impl State {
+    /// `peer` was sent a `want-block`.
+    fn asked(&mut self, peer: &PeerId) {
+        if let Some(q) = self.peers.get_mut(peer) {
+            q.outstanding += 1;
+        }
+    }
+
+    /// `peer` answered a `want-block` (with the block or `DontHave`), or
+    /// the want is gone.
+    fn answered(&mut self, peer: &PeerId) {
+        if let Some(q) = self.peers.get_mut(peer) {
+            q.outstanding = q.outstanding.saturating_sub(1);
+        }
+    }
+
+    /// A want is closed: its unanswered asks no longer count.
+    fn closed(&mut self, want: &Want) {
+        for p in &want.asked {
+            if !want.dont_have.contains(p) {
+                self.answered(p);
+            }
+        }
+    }
+}
+
+/// A connected peer's queues and how it served us lately.
 struct PeerQueues {
     /// Messages to send it.
     out: mpsc::Sender<Message>,
     /// Its wants, to serve.
     serve: mpsc::Sender<Vec<WantEntry>>,
+    /// `want-block`s sent to it and not answered yet.
+    outstanding: usize,
+    /// When it last sent us a block we wanted.
+    delivered: Option<Instant>,
+}
+
+/// A peer that sent a wanted block this recently counts as a source.
+const SOURCE_FRESH: Duration = Duration::from_secs(2);
+/// How many more unanswered `want-block`s a source may have than a peer
+/// that is not one before the latter is asked instead (it may have the
+/// block from elsewhere; if not, its `DontHave` sends the ask on).
+const SOURCE_BIAS: usize = 16;
+
+impl PeerQueues {
+    /// Lower is a better peer to ask for a block.
+    fn load(&self, now: Instant) -> usize {
+        let source = self
+            .delivered
+            .is_some_and(|t| now.duration_since(t) < SOURCE_FRESH);
+        self.outstanding + if source { 0 } else { SOURCE_BIAS }
+    }
 }
 
 #[derive(Default)]
@@ -160,6 +207,8 @@ impl Bitswap {
             let queues = PeerQueues {
                 out: tx.clone(),
                 serve: serve_tx,
+                outstanding: 0,
+                delivered: None,
             };
             s.peers.insert(peer, queues);
             s.wants.values().map(|w| w.cid).collect::<Vec<_>>()
@@ -206,12 +255,31 @@ impl Bitswap {
             });
             want.waiters.push(tx);
             // A new want goes out now; a joined one keeps its schedule.
-            if want.sent.is_none() {
+            let new = want.sent.is_none();
+            if new {
                 want.sent = Some(Instant::now());
-                // Spread first asks over the peers.
-                let pick = (!peers.is_empty()).then(|| rand::random_range(0..peers.len()));
-                if let Some((p, _)) = pick.and_then(|i| peers.get(i)) {
-                    want.asked.insert(*p);
+            }
+            if new {
+                // The block from the least loaded peer (a recent source
+                // first, see `PeerQueues::load`; ties broken at random so
+                // that first asks spread), `Have`s from the others.
+                let now = Instant::now();
+                let tie = rand::random::<u32>() as usize;
+                let pick = peers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (p, _))| {
+                        let q = s.peers.get(p)?;
+                        Some((q.load(now), (i + tie) % peers.len(), i))
+                    })
+                    .min()
+                    .map(|(_, _, i)| i);
+                let picked = pick.and_then(|i| peers.get(i)).map(|(p, _)| *p);
+                if let Some(p) = picked {
+                    if let Some(w) = s.wants.get_mut(&mh) {
+                        w.asked.insert(p);
+                    }
+                    s.asked(&p);
                 }
                 Some(
                     peers
@@ -287,10 +355,18 @@ impl Bitswap {
 
     fn receive_blocks(&self, peer: &PeerId, blocks: Vec<Block>) {
         for Block { prefix, data } in blocks {
-            let waiters = block_cid(&prefix, &data)
-                .ok()
-                .and_then(|cid| self.lock().wants.remove(&cid.hash().to_bytes()));
-            match waiters {
+            // Hashed outside the lock.
+            let mh = block_cid(&prefix, &data).ok().map(|c| c.hash().to_bytes());
+            let want = mh.and_then(|mh| {
+                let mut s = self.lock();
+                let want = s.wants.remove(&mh)?;
+                s.closed(&want);
+                if let Some(q) = s.peers.get_mut(peer) {
+                    q.delivered = Some(Instant::now());
+                }
+                Some(want)
+            });
+            match want {
                 Some(want) => {
                     for w in want.waiters {
                         let _ = w.send(data.to_vec());
@@ -312,6 +388,8 @@ impl Bitswap {
             return;
         }
         let mut asks: HashMap<PeerId, Vec<Cid>> = HashMap::new();
+        // `want-block`s of ours that `peer` just answered with `DontHave`.
+        let mut refused = 0usize;
         let outs = {
             let mut s = self.lock();
             for p in presences {
@@ -326,7 +404,9 @@ impl Bitswap {
                     Presence::Have if !w.haves.contains(&peer) => w.haves.push(peer),
                     Presence::Have => {}
                     Presence::DontHave => {
-                        w.dont_have.insert(peer);
+                        if w.dont_have.insert(peer) && w.asked.contains(&peer) {
+                            refused += 1;
+                        }
                     }
                 }
                 if w.block_outstanding() {
@@ -340,6 +420,14 @@ impl Bitswap {
                 if let Some(p) = next {
                     w.asked.insert(p);
                     asks.entry(p).or_default().push(w.cid);
+                }
+            }
+            if let Some(q) = s.peers.get_mut(&peer) {
+                q.outstanding = q.outstanding.saturating_sub(refused);
+            }
+            for (p, cids) in &asks {
+                if let Some(q) = s.peers.get_mut(p) {
+                    q.outstanding += cids.len();
                 }
             }
             asks.keys()
@@ -367,12 +455,25 @@ impl Bitswap {
                 let peers: Vec<(PeerId, mpsc::Sender<Message>)> =
                     s.peers.iter().map(|(p, q)| (*p, q.out.clone())).collect();
                 let mut due = Vec::new();
+                // Unanswered `want-block`s per peer, before and after.
+                let mut delta: HashMap<PeerId, isize> = HashMap::new();
                 for w in s.wants.values_mut() {
                     if w.sent.is_none_or(|t| now.duration_since(t) >= REBROADCAST) {
+                        for p in w.asked.iter().filter(|p| !w.dont_have.contains(p)) {
+                            *delta.entry(*p).or_default() -= 1;
+                        }
                         w.sent = Some(now);
                         w.asked.extend(peers.iter().map(|(p, _)| *p));
                         w.dont_have.clear();
+                        for p in &w.asked {
+                            *delta.entry(*p).or_default() += 1;
+                        }
                         due.push(w.cid);
+                    }
+                }
+                for (p, d) in delta {
+                    if let Some(q) = s.peers.get_mut(&p) {
+                        q.outstanding = q.outstanding.saturating_add_signed(d);
                     }
                 }
                 (
@@ -392,7 +493,11 @@ impl Bitswap {
     }
 }
 
-/// Answers one peer's wants, in order, until the peer disconnects.
+/// Wants answered per store read, at most.
+const SERVE_BATCH: usize = 1024;
+
+/// Answers one peer's wants, in order, until the peer disconnects; wants
+/// that queued meanwhile are answered together (one store read).
 async fn serve_loop(
     store: BlockStore,
     mut wants: mpsc::Receiver<Vec<WantEntry>>,
@@ -400,10 +505,16 @@ async fn serve_loop(
     cancel: CancellationToken,
 ) {
     loop {
-        let batch = tokio::select! {
+        let mut batch = tokio::select! {
             _ = cancel.cancelled() => return,
             w = wants.recv() => match w { Some(w) => w, None => return },
         };
+        while batch.len() < SERVE_BATCH {
+            match wants.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
         let store = store.clone();
         let answers = tokio::task::spawn_blocking(move || answer(&store, batch))
             .await
@@ -419,20 +530,28 @@ async fn serve_loop(
 /// The messages that answer `wants`: blocks, then presences, split so that
 /// no message carries much more than [`RESPONSE_BLOCK_BYTES`] of blocks.
 fn answer(store: &BlockStore, wants: Vec<WantEntry>) -> Vec<Message> {
+    let wants: Vec<(WantEntry, Cid)> = wants
+        .into_iter()
+        .filter_map(|w| Cid::try_from(w.cid.as_slice()).ok().map(|c| (w, c)))
+        .collect();
+    let keys: Vec<(Vec<u8>, bool)> = wants
+        .iter()
+        .map(|(w, c)| (c.hash().to_bytes(), !w.want_have()))
+        .collect();
+    let Ok(held) = store.lookup_many(&keys) else {
+        return Vec::new();
+    };
     let mut msgs = vec![Message::default()];
     let mut bytes = 0usize;
-    for w in wants {
-        let Ok(cid) = Cid::try_from(w.cid.as_slice()) else {
-            continue;
-        };
-        let found = if cid.hash().code() == 0 {
-            Some(cid.hash().digest().to_vec())
-        } else {
-            store.get(&cid.hash().to_bytes()).ok().flatten()
+    for ((w, cid), held) in wants.into_iter().zip(held) {
+        let held = match held {
+            _ if cid.hash().code() == 0 && w.want_have() => Held::Present,
+            _ if cid.hash().code() == 0 => Held::Data(cid.hash().digest().to_vec()),
+            h => h,
         };
         let Some(m) = msgs.last_mut() else { break };
-        match found {
-            Some(data) if !w.want_have() => {
+        match held {
+            Held::Data(data) => {
                 bytes += data.len();
                 m.payload.push(Block {
                     prefix: cid_prefix(&cid),
@@ -443,13 +562,13 @@ fn answer(store: &BlockStore, wants: Vec<WantEntry>) -> Vec<Message> {
                     msgs.push(Message::default());
                 }
             }
-            Some(_) => m
+            Held::Present => m
                 .block_presences
                 .push(BlockPresence::new(w.cid, Presence::Have)),
-            None if w.send_dont_have => m
+            Held::Missing if w.send_dont_have => m
                 .block_presences
                 .push(BlockPresence::new(w.cid, Presence::DontHave)),
-            None => {}
+            Held::Missing => {}
         }
     }
     msgs.retain(|m| !m.payload.is_empty() || !m.block_presences.is_empty());
@@ -481,12 +600,17 @@ impl Drop for Ticket<'_> {
         let mut s = self.bitswap.lock();
         if let Some(w) = s.wants.get_mut(&self.mh) {
             w.waiters.retain(|t| !t.is_closed());
-            if w.waiters.is_empty() {
-                s.wants.remove(&self.mh);
+            if w.waiters.is_empty()
+                && let Some(w) = s.wants.remove(&self.mh)
+            {
+                s.closed(&w);
             }
         }
     }
 }
+
+/// Queued messages written to a stream at once, up to about this many bytes.
+const COALESCE_BYTES: usize = 1 << 20;
 
 async fn send_loop(
     mut control: libp2p_stream::Control,
@@ -500,8 +624,19 @@ async fn send_loop(
             _ = cancel.cancelled() => break,
             m = rx.recv() => match m { Some(m) => m, None => break },
         };
-        // A uvarint length, then the message.
-        let frame = msg.encode_length_delimited_to_vec();
+        // A uvarint length, then the message; messages that queued
+        // meanwhile go in the same write.
+        let mut frame = msg.encode_length_delimited_to_vec();
+        while frame.len() < COALESCE_BYTES {
+            match rx.try_recv() {
+                Ok(more) => {
+                    if more.encode_length_delimited(&mut frame).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
         // One retry on a fresh stream: the old one may have been reset.
         for _ in 0..2 {
             if stream.is_none() {

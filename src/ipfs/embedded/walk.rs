@@ -1,0 +1,229 @@
+//! The embedded node's pin: a breadth-first walk of the DAG under a root,
+//! reading the blocks it holds in batches (one read transaction per
+//! [`LOCAL_BATCH`] blocks) and fetching the others through Bitswap with a
+//! window of blocks in flight sized by the blocks seen so far (many small
+//! blocks, or fewer large ones: about [`WINDOW_BYTES`] in flight), writing
+//! fetched blocks in batches without an fsync each, and recording the pin
+//! in a durable transaction at the end (which makes the blocks durable
+//! too). Children are visited from a random offset, so two peers pinning
+//! the same DAG at once fetch different parts first and can serve each
+//! other. It must not decide what to pin or whom to ask (Bitswap does).
+
+use std::collections::{HashSet, VecDeque};
+
+use cid::Cid;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::Multiaddr;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{EmbeddedNode, ORIGIN_DIAL_TIMEOUT, WRITE_BATCH_BLOCKS, WRITE_BATCH_BYTES, mh_of};
+use crate::ipfs::{IpfsError, PinKind, PinOpts};
+use crate::manifest::CidKey;
+
+/// Blocks in flight from peers at once, per pin: between these bounds, as
+/// many as make about [`WINDOW_BYTES`] at the average block size so far.
+const WINDOW_MIN: usize = 32;
+const WINDOW_MAX: usize = 512;
+const WINDOW_BYTES: u64 = 16 << 20;
+/// Blocks looked up in the store per read transaction.
+const LOCAL_BATCH: usize = 256;
+
+/// One walk's progress.
+struct Walk<'a> {
+    root: &'a CidKey,
+    recursive: bool,
+    seen: HashSet<Vec<u8>>,
+    queue: VecDeque<Cid>,
+    /// Fetched blocks not written yet, and their bytes.
+    batch: Vec<(Vec<u8>, Vec<u8>)>,
+    batch_bytes: usize,
+    /// Blocks walked, and the bytes of those.
+    count: u64,
+    bytes: u64,
+    /// Where each node's children start (see the module docs).
+    offset: usize,
+    progress: Option<mpsc::Sender<u64>>,
+}
+
+impl Walk<'_> {
+    fn window(&self) -> usize {
+        let avg = self.bytes.checked_div(self.count).unwrap_or(0).max(1);
+        usize::try_from(WINDOW_BYTES / avg)
+            .unwrap_or(WINDOW_MAX)
+            .clamp(WINDOW_MIN, WINDOW_MAX)
+    }
+
+    /// Takes one block: queues its children, keeps it for writing when it
+    /// was fetched.
+    fn take(&mut self, cid: Cid, data: Vec<u8>, fetched: bool) -> Result<(), IpfsError> {
+        self.count += 1;
+        self.bytes += data.len() as u64;
+        if let Some(p) = &self.progress {
+            let _ = p.try_send(self.count);
+        }
+        if self.recursive {
+            let mut children =
+                crate::ipfs::dagpb::links(&cid, &data).map_err(|e| IpfsError::Unsupported {
+                    what: format!("pinning {}: block {cid}: {e}", self.root),
+                })?;
+            if !children.is_empty() {
+                let at = self.offset % children.len();
+                children.rotate_left(at);
+            }
+            for child in children {
+                if self.seen.insert(mh_of(&child)) {
+                    self.queue.push_back(child);
+                }
+            }
+        }
+        if fetched && cid.hash().code() != 0 {
+            self.batch_bytes += data.len();
+            self.batch.push((mh_of(&cid), data));
+        }
+        Ok(())
+    }
+
+    fn batch_full(&self) -> bool {
+        self.batch.len() >= WRITE_BATCH_BLOCKS || self.batch_bytes >= WRITE_BATCH_BYTES
+    }
+}
+
+impl EmbeddedNode {
+    /// Writes the fetched blocks of `walk` (not durable yet: the pin's
+    /// commit makes them so).
+    async fn flush(&self, walk: &mut Walk<'_>) -> Result<(), IpfsError> {
+        if walk.batch.is_empty() {
+            return Ok(());
+        }
+        let blocks = std::mem::take(&mut walk.batch);
+        walk.batch_bytes = 0;
+        self.blocking(move |s| s.put_many_lazy(&blocks)).await
+    }
+
+    /// The block `cid` from peers.
+    async fn fetch(&self, cid: Cid) -> Result<(Cid, Vec<u8>), IpfsError> {
+        match self.inner.bitswap.fetch(cid).await {
+            Some(data) => Ok((cid, data)),
+            None => Err(IpfsError::Stopped),
+        }
+    }
+
+    /// Pins `root` (recursively: every block under it), fetching what is
+    /// missing; fails when no block arrives for `opts.progress_timeout`.
+    pub(super) async fn pin_dag(
+        &self,
+        root: CidKey,
+        opts: PinOpts,
+        progress: Option<mpsc::Sender<u64>>,
+    ) -> Result<(), IpfsError> {
+        let root_cid = *root.cid();
+        let key = root_cid.to_bytes();
+        let kind = if opts.recursive {
+            PinKind::Recursive
+        } else {
+            PinKind::Direct
+        };
+        let k = key.clone();
+        let current = self.blocking(move |s| s.pin_kind(&k)).await?;
+        if current == Some(PinKind::Recursive) || current == Some(kind) {
+            return Ok(());
+        }
+        // Best effort, all at once: an unreachable origin costs at most
+        // one dial timeout, and the content may come from elsewhere.
+        let dials = opts
+            .origins
+            .iter()
+            .filter_map(|o| o.parse::<Multiaddr>().ok())
+            .map(|addr| tokio::time::timeout(ORIGIN_DIAL_TIMEOUT, self.connect(addr)));
+        futures::future::join_all(dials).await;
+        let mut protection = self.protection();
+        let mut walk = Walk {
+            root: &root,
+            recursive: opts.recursive,
+            seen: HashSet::from([mh_of(&root_cid)]),
+            queue: VecDeque::from([root_cid]),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            count: 0,
+            bytes: 0,
+            offset: rand::random::<u32>() as usize,
+            progress,
+        };
+        let mut inflight = FuturesUnordered::new();
+        let started = Instant::now();
+        let mut last = started;
+        loop {
+            // Held blocks need no window; fetches do.
+            while inflight.len() < walk.window() && !walk.queue.is_empty() {
+                let n = walk
+                    .queue
+                    .len()
+                    .min(LOCAL_BATCH)
+                    .min(walk.window() - inflight.len());
+                let cids: Vec<Cid> = walk.queue.drain(..n).collect();
+                let mhs: Vec<Vec<u8>> = cids.iter().map(mh_of).collect();
+                // Protected before they are read or written: gc must not
+                // sweep them between our read and our pin.
+                for mh in &mhs {
+                    protection.add(mh.clone());
+                }
+                let held = self.blocking(move |s| s.get_many(&mhs)).await?;
+                for (cid, data) in cids.into_iter().zip(held) {
+                    let data = match data {
+                        _ if cid.hash().code() == 0 => Some(cid.hash().digest().to_vec()),
+                        d => d,
+                    };
+                    match data {
+                        Some(d) => {
+                            last = Instant::now();
+                            walk.take(cid, d, false)?;
+                        }
+                        None => inflight.push(self.fetch(cid)),
+                    }
+                }
+            }
+            if inflight.is_empty() {
+                break;
+            }
+            let next = tokio::select! {
+                r = inflight.next() => r,
+                _ = tokio::time::sleep_until(last + opts.progress_timeout) => {
+                    // Keep what arrived: a retry need not fetch it again.
+                    let _ = self.flush(&mut walk).await;
+                    return Err(IpfsError::Timeout {
+                        operation: format!("pin of {root}"),
+                        stalled_for: opts.progress_timeout,
+                    });
+                }
+            };
+            let Some(result) = next else { continue };
+            let (cid, data) = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = self.flush(&mut walk).await;
+                    return Err(e);
+                }
+            };
+            last = Instant::now();
+            walk.take(cid, data, true)?;
+            if walk.batch_full() {
+                self.flush(&mut walk).await?;
+            }
+        }
+        self.flush(&mut walk).await?;
+        // Durable: the blocks written lazily above become durable with it.
+        self.blocking(move |s| s.pin(&key, kind)).await?;
+        drop(protection);
+        tracing::debug!(
+            %root,
+            blocks = walk.count,
+            bytes = walk.bytes,
+            secs = started.elapsed().as_secs_f64(),
+            unwanted_blocks_so_far = self.rejected_blocks(),
+            "pinned"
+        );
+        Ok(())
+    }
+}
