@@ -57,12 +57,21 @@ pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1
 const RESPONSE_BLOCK_BYTES: usize = 2 << 20;
 /// How often open wants are sent again.
 pub(crate) const REBROADCAST: Duration = Duration::from_secs(1);
-/// Messages queued per peer before new wants to it are dropped (the
-/// rebroadcast sends them again).
-const OUTBOX: usize = 64;
+/// Want messages queued per peer before new ones to it are dropped (the
+/// rebroadcast sends them again). Small messages: a pin walk keeps up to
+/// 512 wants open, each its own message, and a dropped want costs a
+/// rebroadcast period.
+const OUTBOX: usize = 4096;
+/// Answers (blocks, up to [`RESPONSE_BLOCK_BYTES`] each) queued per peer:
+/// the serving side waits for room, so memory stays bounded.
+const ANSWERS: usize = 4;
 /// A peer's wantlists queued for serving before new ones are dropped (the
 /// peer rebroadcasts them).
-const SERVE_QUEUE: usize = 256;
+const SERVE_QUEUE: usize = 4096;
+/// Wants still unanswered by every peer asked are sent again to all after
+/// [`REBROADCAST`]; wants a peer is still expected to answer only after
+/// this long (lost on a reset stream).
+const REASK: Duration = Duration::from_secs(10);
 
 struct Want {
     cid: Cid,
@@ -123,18 +132,15 @@ struct PeerQueues {
 
 /// A peer that sent a wanted block this recently counts as a source.
 const SOURCE_FRESH: Duration = Duration::from_secs(2);
-/// How many more unanswered `want-block`s a source may have than a peer
-/// that is not one before the latter is asked instead (it may have the
-/// block from elsewhere; if not, its `DontHave` sends the ask on).
-const SOURCE_BIAS: usize = 16;
 
 impl PeerQueues {
-    /// Lower is a better peer to ask for a block.
-    fn load(&self, now: Instant) -> usize {
+    /// Lower is a better peer to ask for a block: recent sources first,
+    /// the one with the fewest unanswered `want-block`s among them.
+    fn load(&self, now: Instant) -> (bool, usize) {
         let source = self
             .delivered
             .is_some_and(|t| now.duration_since(t) < SOURCE_FRESH);
-        self.outstanding + if source { 0 } else { SOURCE_BIAS }
+        (!source, self.outstanding)
     }
 }
 
@@ -201,6 +207,7 @@ impl Bitswap {
     /// A connection to `peer` opened: start its queue and send it our wants.
     pub(crate) fn peer_connected(self: &Arc<Self>, peer: PeerId) {
         let (tx, rx) = mpsc::channel(OUTBOX);
+        let (answers_tx, answers_rx) = mpsc::channel(ANSWERS);
         let (serve_tx, serve_rx) = mpsc::channel(SERVE_QUEUE);
         let wants = {
             let mut s = self.lock();
@@ -217,12 +224,13 @@ impl Bitswap {
             self.control.clone(),
             peer,
             rx,
+            answers_rx,
             self.cancel.clone(),
         ));
         self.tasks.spawn(serve_loop(
             self.store.clone(),
             serve_rx,
-            tx.clone(),
+            answers_tx,
             self.cancel.clone(),
         ));
         if !wants.is_empty() {
@@ -458,7 +466,13 @@ impl Bitswap {
                 // Unanswered `want-block`s per peer, before and after.
                 let mut delta: HashMap<PeerId, isize> = HashMap::new();
                 for w in s.wants.values_mut() {
-                    if w.sent.is_none_or(|t| now.duration_since(t) >= REBROADCAST) {
+                    let waited = w.sent.map(|t| now.duration_since(t));
+                    let is_due = match waited {
+                        None => true,
+                        Some(d) if w.block_outstanding() => d >= REASK,
+                        Some(d) => d >= REBROADCAST,
+                    };
+                    if is_due {
                         for p in w.asked.iter().filter(|p| !w.dont_have.contains(p)) {
                             *delta.entry(*p).or_default() -= 1;
                         }
@@ -612,29 +626,32 @@ impl Drop for Ticket<'_> {
 /// Queued messages written to a stream at once, up to about this many bytes.
 const COALESCE_BYTES: usize = 1 << 20;
 
+/// Sends our wants (first: they are small and keep the peer busy) and our
+/// answers to `peer` on one stream.
 async fn send_loop(
     mut control: libp2p_stream::Control,
     peer: PeerId,
-    mut rx: mpsc::Receiver<Message>,
+    mut wants: mpsc::Receiver<Message>,
+    mut answers: mpsc::Receiver<Message>,
     cancel: CancellationToken,
 ) {
     let mut stream: Option<Stream> = None;
     loop {
         let msg = tokio::select! {
+            biased;
             _ = cancel.cancelled() => break,
-            m = rx.recv() => match m { Some(m) => m, None => break },
+            m = wants.recv() => match m { Some(m) => m, None => break },
+            m = answers.recv() => match m { Some(m) => m, None => break },
         };
         // A uvarint length, then the message; messages that queued
         // meanwhile go in the same write.
         let mut frame = msg.encode_length_delimited_to_vec();
         while frame.len() < COALESCE_BYTES {
-            match rx.try_recv() {
-                Ok(more) => {
-                    if more.encode_length_delimited(&mut frame).is_err() {
-                        break;
-                    }
-                }
-                Err(_) => break,
+            let Ok(more) = wants.try_recv().or_else(|_| answers.try_recv()) else {
+                break;
+            };
+            if more.encode_length_delimited(&mut frame).is_err() {
+                break;
             }
         }
         // One retry on a fresh stream: the old one may have been reset.
