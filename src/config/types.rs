@@ -318,7 +318,7 @@ impl Default for ApiConfig {
                 .to_vec(),
             cors_allow_credentials: false,
             cors_max_age: Duration::from_secs(600),
-            max_upload_bytes: 1 << 30,
+            max_upload_bytes: 16 << 30,
             max_pinset_body_bytes: 1 << 30,
             max_concurrent_pinset_writes: 2,
             read_timeout: Duration::from_secs(60),
