@@ -138,7 +138,9 @@ def main():
                 raise RuntimeError(f"node B could not connect to {addr}")
             t1 = time.monotonic()
             if lib.PinCID(b.encode(), cid.encode()) != 0:
-                raise RuntimeError(f"node B could not pin {cid}")
+                raise RuntimeError(
+                    f"node B could not pin {cid} ({size} bytes): PinCID failed "
+                    f"after {time.monotonic() - t1:.1f} s (see kubo.log)")
             t2 = time.monotonic()
             lib.CleanupNode(b.encode())
             mib = size / (1 << 20)

@@ -148,6 +148,49 @@ async fn a_dag_added_on_one_node_is_fetched_and_pinned_by_two_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_split_across_two_peers_is_fetched_from_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let b = Running::start(&dir.path().join("b")).await;
+    let c = Running::start(&dir.path().join("c")).await;
+    let (root, blocks) = test_dag("split", 4);
+    // Each holder has the root and every other block: neither has all.
+    for (holder, parity) in [(&a, 0), (&b, 1)] {
+        let part: Vec<_> = blocks
+            .iter()
+            .enumerate()
+            .filter(|(i, (c, _))| i % 2 == parity || *c == root)
+            .map(|(_, b)| b.clone())
+            .collect();
+        holder
+            .node
+            .import(false, move |sink| {
+                for (c, d) in part {
+                    sink(c, d)?;
+                }
+                Ok(root)
+            })
+            .await
+            .unwrap();
+    }
+    c.connect_to(&a).await;
+    c.connect_to(&b).await;
+    c.node.pin(key(&root), opts(DEADLINE), None).await.unwrap();
+    for (cid, data) in &blocks {
+        assert_eq!(c.node.get_block(cid).await.unwrap().as_ref(), Some(data));
+    }
+    assert_eq!(recursive_pins(&c.node).await, vec![key(&root)]);
+    assert!(
+        c.node.rejected_blocks() <= 3,
+        "{} duplicate blocks",
+        c.node.rejected_blocks()
+    );
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_pin_fetches_the_root_block_only() {
     let dir = tempfile::tempdir().unwrap();
     let a = Running::start(&dir.path().join("a")).await;

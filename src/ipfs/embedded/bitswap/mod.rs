@@ -6,18 +6,27 @@
 //!
 //! Fetching: [`Bitswap::fetch`] registers a want and sends `want-block` to
 //! one connected peer and `want-have` to the others (all with
-//! `sendDontHave`). A `Have` from a peer when no `want-block` is still
+//! `sendDontHave`). The peer asked for the block is the least loaded
+//! recent source: among peers that sent us a wanted block in the last
+//! [`SOURCE_FRESH`], the one with the fewest unanswered `want-block`s
+//! (else any, at random), so a DAG held by several peers is fetched from
+//! all of them. A `Have` from a peer when no `want-block` is still
 //! outstanding (every peer asked for the block said `DontHave`) turns into
 //! a `want-block` to that peer, so one copy of each block travels in the
-//! common case. Wants still open after [`REBROADCAST`] go to every peer as
-//! `want-block` (lost messages, peers that got the block since), and a
-//! newly connected peer gets every open want as `want-have`. A block
+//! common case. A want that every asked peer refused goes to every peer as
+//! `want-block` after [`REBROADCAST`]; one a peer still owes, only after
+//! [`REASK`] (a slow peer is not a lost message, and asking everyone again
+//! would send the block twice). A newly connected peer gets every open
+//! want as `want-have`. A block
 //! is accepted only if the multihash computed here from its bytes (with the
 //! hash function its prefix names) is one we want: a peer cannot make us
-//! store bytes under a CID they do not hash to.
+//! store bytes under a CID they do not hash to. Our wants and our answers
+//! to a peer queue separately (wants first); queued messages go out in one
+//! write.
 //!
 //! Serving: every want-block for a block we hold is answered with it,
-//! want-have with `Have`, anything else (when asked) with `DontHave`. No
+//! want-have with `Have`, anything else (when asked) with `DontHave`; the
+//! wants that queued meanwhile are looked up in one store read. No
 //! per-peer ledger is kept: requesters rebroadcast. A stream's reader never
 //! waits for serving (wants go to a per-peer serve task through a bounded
 //! queue, dropped when full), so two peers fetching from each other cannot
