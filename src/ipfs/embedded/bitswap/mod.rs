@@ -40,7 +40,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use cid::Cid;
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -50,7 +49,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::wire::{
-    Block, BlockPresence, Message, Presence, WantEntry, Wantlist, block_cid, cid_prefix, read_frame,
+    Block, BlockPresence, Message, Presence, WantEntry, Wantlist, block_cid, cid_prefix,
+    read_frame_into,
 };
 use super::store::{BlockStore, Held};
 
@@ -335,14 +335,19 @@ impl Bitswap {
     }
 
     async fn read_loop(self: Arc<Self>, peer: PeerId, mut stream: Stream) {
+        // One buffer per stream: no fresh zeroed allocation per message.
+        let mut buf = Vec::new();
         loop {
             let frame = tokio::select! {
                 _ = self.cancel.cancelled() => return,
-                f = read_frame(&mut stream) => f,
+                f = read_frame_into(&mut stream, &mut buf) => f,
             };
-            let msg = match frame
-                .and_then(|f| Ok(f.map(|b| Message::decode(Bytes::from(b))).transpose()?))
-            {
+            // Decoding from the buffer copies each block out once (into a
+            // `Bytes` of its own, moved on to the walk).
+            let msg = match frame.and_then(|f| {
+                Ok(f.map(|n| Message::decode(buf.get(..n).unwrap_or_default()))
+                    .transpose()?)
+            }) {
                 Ok(Some(m)) => m,
                 Ok(None) => return,
                 Err(e) => {
@@ -385,8 +390,15 @@ impl Bitswap {
             });
             match want {
                 Some(want) => {
-                    for w in want.waiters {
+                    // Usually one waiter: the last gets the bytes without a
+                    // copy (a `Bytes` of its own from decoding).
+                    let mut waiters = want.waiters;
+                    let last = waiters.pop();
+                    for w in waiters {
                         let _ = w.send(data.to_vec());
+                    }
+                    if let Some(w) = last {
+                        let _ = w.send(Vec::from(data));
                     }
                 }
                 None => {
@@ -715,7 +727,7 @@ mod tests {
             msgs[0].payload,
             vec![Block {
                 prefix: cid_prefix(&held),
-                data: Bytes::from_static(b"held")
+                data: bytes::Bytes::from_static(b"held")
             }]
         );
         assert_eq!(

@@ -217,9 +217,13 @@ fn verify(cid: &Cid, data: &[u8]) -> bool {
     block_cid(&cid_prefix(cid), data).is_ok_and(|c| c.hash() == cid.hash())
 }
 
-pub(super) async fn read_frame(
+/// Reads one uvarint-length-prefixed frame into `buf` (grown as needed,
+/// never shrunk or zeroed again: a stream reuses one buffer); its length,
+/// or `None` at a clean end of the stream.
+pub(super) async fn read_frame_into(
     stream: &mut (impl futures::AsyncRead + Unpin),
-) -> Result<Option<Vec<u8>>, BitswapError> {
+    buf: &mut Vec<u8>,
+) -> Result<Option<usize>, BitswapError> {
     let mut len = 0u64;
     for i in 0..10 {
         let mut b = [0u8; 1];
@@ -235,12 +239,26 @@ pub(super) async fn read_frame(
                 .ok()
                 .filter(|&n| n <= MAX_MESSAGE_BYTES)
                 .ok_or(BitswapError::TooLarge(len))?;
-            let mut buf = vec![0u8; len];
-            stream.read_exact(&mut buf).await?;
-            return Ok(Some(buf));
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            stream.read_exact(&mut buf[..len]).await?;
+            return Ok(Some(len));
         }
     }
     Err(BitswapError::LengthPrefix)
+}
+
+/// [`read_frame_into`] a fresh buffer: the frame's bytes.
+#[cfg(test)]
+pub(super) async fn read_frame(
+    stream: &mut (impl futures::AsyncRead + Unpin),
+) -> Result<Option<Vec<u8>>, BitswapError> {
+    let mut buf = Vec::new();
+    Ok(read_frame_into(stream, &mut buf).await?.map(|n| {
+        buf.truncate(n);
+        buf
+    }))
 }
 
 #[cfg(test)]
