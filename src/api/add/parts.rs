@@ -188,6 +188,10 @@ async fn receive_parts(
             .map_err(timed_out)?
             .map_err(|e| Stop::Failed(multipart_error(e, cap, "the upload broke off")))?
         {
+            if units.is_closed() {
+                // The job gave up (the client went away or it failed).
+                return Err(Stop::Gone);
+            }
             if let Some(body) = &open.body {
                 body.send(Ok(chunk)).await.map_err(|_| Stop::Gone)?;
             }
