@@ -16,13 +16,12 @@ use std::path::{Component, PathBuf};
 use std::time::Duration;
 
 use axum::extract::Multipart;
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{entry_path, multipart_error};
 use crate::api::ApiError;
 use crate::ipfs::AddInput;
-use crate::ipfs::parts::{AddPart, ChunkReader};
+use crate::ipfs::parts::{AddPart, ChunkReader, ChunkSender};
 use crate::manifest::shown;
 
 /// Entries in flight between the receiver and an import.
@@ -59,7 +58,7 @@ pub(super) struct Grouping {
 #[derive(Default)]
 struct Open {
     parts: Option<mpsc::Sender<io::Result<AddPart>>>,
-    body: Option<mpsc::Sender<io::Result<Bytes>>>,
+    body: Option<ChunkSender>,
 }
 
 /// Why receiving stopped early.
@@ -86,7 +85,7 @@ pub(super) async fn receive(
     {
         let _ = units.send(Err(e)).await;
         if let Some(body) = open.body.take() {
-            let _ = body.send(Err(io::Error::other(BROKE_OFF))).await;
+            let _ = body.fail(io::Error::other(BROKE_OFF)).await;
         }
         if let Some(parts) = open.parts.take() {
             let _ = parts.send(Err(io::Error::other(BROKE_OFF))).await;
@@ -193,13 +192,23 @@ async fn receive_parts(
                 return Err(Stop::Gone);
             }
             if let Some(body) = &open.body {
-                body.send(Ok(chunk)).await.map_err(|_| Stop::Gone)?;
+                body.send(chunk).await.map_err(|_| Stop::Gone)?;
             }
         }
-        // The end of the file.
-        open.body = None;
+        if let Some(body) = open.body.take() {
+            body.finish().await.map_err(|_| Stop::Gone)?;
+        }
     }
-    Ok(())
+    end_parts(open).await
+}
+
+/// Ends the entries of the open import (a sender dropped without it
+/// makes the import fail).
+async fn end_parts(open: &mut Open) -> Result<(), Stop> {
+    match open.parts.take() {
+        Some(parts) => parts.send(Ok(AddPart::End)).await.map_err(|_| Stop::Gone),
+        None => Ok(()),
+    }
 }
 
 /// Starts the import of the `nth` top-level entry `top` (1-based) when
@@ -234,8 +243,7 @@ async fn start(
     if grouping.wrap && open.parts.is_some() {
         return Ok(());
     }
-    // Dropping the sender ends the previous import's entries.
-    open.parts = None;
+    end_parts(open).await?;
     let (tx, rx) = mpsc::channel(PARTS_IN_FLIGHT);
     let input = AddInput::Parts(rx);
     units.send(Ok(Unit { input, top })).await.map_err(gone)?;

@@ -106,13 +106,18 @@ impl EmbeddedNode {
                         let mut tree =
                             unixfs::TreeImport::new(&import, wrap, sink, progress, &mut report)
                                 .map_err(fail)?;
-                        while let Some(part) = parts.blocking_recv() {
-                            let part = part.map_err(|e| IpfsError::InvalidInput {
-                                what: format!("the upload broke off: {e}"),
-                            })?;
+                        let broke_off = |e: std::io::Error| IpfsError::InvalidInput {
+                            what: format!("the upload broke off: {e}"),
+                        };
+                        loop {
+                            let part = parts
+                                .blocking_recv()
+                                .ok_or_else(|| broke_off(std::io::ErrorKind::UnexpectedEof.into()))?
+                                .map_err(broke_off)?;
                             match part {
                                 AddPart::Dir(path) => tree.dir(&path),
                                 AddPart::File { path, body } => tree.file(&path, body),
+                                AddPart::End => break,
                             }
                             .map_err(refused)?;
                         }
