@@ -16,10 +16,9 @@
 //! rest still uploads (streamed: from its first part; spooled: once its
 //! last part arrived), and several top-level entries without
 //! `wrap-with-directory` are added one after another with only the last
-//! root pinned (IPFS Cluster's
-//! behaviour). A body over `max_upload_bytes` is refused with 413 (before
-//! reading it when its `Content-Length` says so), one that stalls for
-//! `read_timeout` with 408. The answer follows IPFS Cluster: one
+//! root pinned (IPFS Cluster's behaviour). A body over `max_upload_bytes`
+//! is refused with 413 (before reading it when its `Content-Length` says
+//! so), one that stalls for `read_timeout` with 408. The answer follows IPFS Cluster: one
 //! `AddedOutput` per file and directory as NDJSON, each sent as soon as it
 //! is imported (`stream-channels`, the default), or one JSON array with
 //! `stream-channels=false`; with `progress=true` also progress objects; the
