@@ -5,14 +5,20 @@
 //! cluster (owner `api`) with the query's pin options; the cluster's
 //! allocations fetch the blocks from this peer.
 //!
-//! The body is received into a temporary directory (never held in memory),
-//! removed afterwards however the request ends. Each top-level entry is
-//! imported as soon as its last part arrived, while the rest still
-//! uploads, and several top-level entries without `wrap-with-directory` are
-//! added one after another with only the last root pinned (IPFS Cluster's
-//! behaviour). A body over `max_upload_bytes` is refused with 413 (before
-//! reading it when its `Content-Length` says so), one that stalls for
-//! `read_timeout` with 408. The answer follows IPFS Cluster: one
+//! On a backend that streams the import
+//! ([`IpfsBackend::streams_add`]: the embedded node) the body goes straight
+//! into the importer as it arrives (`parts`): no temporary directory, no
+//! file on disk, and the bounded hand-over slows the upload down to the
+//! import's pace instead of buffering it. On the Kubo backend, which
+//! re-uploads to Kubo from files, the body is received into a temporary
+//! directory (never held in memory), removed afterwards however the
+//! request ends. Either way each top-level entry is imported while the
+//! rest still uploads (streamed: from its first part; spooled: once its
+//! last part arrived), and several top-level entries without
+//! `wrap-with-directory` are added one after another with only the last
+//! root pinned (IPFS Cluster's behaviour). A body over `max_upload_bytes`
+//! is refused with 413 (before reading it when its `Content-Length` says
+//! so), one that stalls for `read_timeout` with 408. The answer follows IPFS Cluster: one
 //! `AddedOutput` per file and directory as NDJSON, each sent as soon as it
 //! is imported (`stream-channels`, the default), or one JSON array with
 //! `stream-channels=false`; with `progress=true` also progress objects; the
@@ -33,6 +39,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+
+mod parts;
 
 use super::pins::{Params, RawParams, get_pin, pin_spec};
 use super::{ApiError, ApiState};
@@ -275,20 +283,32 @@ async fn receive_parts(
     Ok(())
 }
 
+/// How the body reaches the job.
+enum Arrivals {
+    /// Spooled (a backend that imports from disk): each top-level entry
+    /// under `dir` once its last part arrived, with whether more follow.
+    Spooled {
+        dir: PathBuf,
+        arrived: mpsc::Receiver<Result<(PathBuf, bool), ApiError>>,
+        /// Keeps the upload directory until the job and the receiver are
+        /// done.
+        _upload: Arc<Upload>,
+    },
+    /// Streamed: each import as soon as its first part arrives.
+    Streamed(parts::Units),
+}
+
 /// One add, run on a blocking thread while the body is still arriving.
 struct Job {
     state: ApiState,
     backend: Arc<dyn IpfsBackend>,
     handle: tokio::runtime::Handle,
-    dir: PathBuf,
     import: AddOptions,
     wrap: bool,
     car: bool,
     progress: bool,
     cluster_pin: bool,
     spec: PinSpec,
-    /// Keeps the upload directory until the job and the receiver are done.
-    _upload: Arc<Upload>,
 }
 
 /// One object of the answer: an entry, or a file's read progress (IPFS
@@ -313,11 +333,78 @@ fn entry_json(o: &AddedOutput) -> Line {
 }
 
 impl Job {
-    /// Imports each top-level entry as it arrives (all of them at the end
-    /// when wrapping), writing entries as they are imported; pins the last
-    /// root. Returns without pinning when the client goes away.
-    fn run(
+    /// Imports the upload as it arrives, writing entries as they are
+    /// imported; pins the last root. Returns without pinning when the
+    /// client goes away.
+    fn run(self, arrivals: Arrivals, out: &mut Out<'_>) -> Result<(), ApiError> {
+        match arrivals {
+            Arrivals::Spooled {
+                dir,
+                arrived,
+                _upload,
+            } => self.run_spooled(&dir, arrived, out),
+            Arrivals::Streamed(units) => self.run_streamed(units, out),
+        }
+    }
+
+    /// Imports each import of a streamed upload while its parts arrive.
+    /// An entry is written once the next import begins (the last one's
+    /// after the pin, as the root); a failed import answers why the
+    /// upload failed when it did, else the import's error.
+    fn run_streamed(self, mut units: parts::Units, out: &mut Out<'_>) -> Result<(), ApiError> {
+        let mut last: Option<(CidKey, AddedOutput)> = None;
+        let mut next = self.handle.block_on(units.recv());
+        while let Some(unit) = next.take() {
+            let parts::Unit { input, top } = unit?;
+            let (key, mut entry) = match self.import(input, self.wrap, out) {
+                Ok(Some(imported)) => imported,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    while let Ok(queued) = units.try_recv() {
+                        queued?;
+                    }
+                    return Err(e);
+                }
+            };
+            if self.car {
+                entry.name = top;
+            }
+            next = self.handle.block_on(units.recv());
+            if matches!(next, Some(Ok(_))) {
+                if !out(entry_json(&entry)) {
+                    return Ok(());
+                }
+            } else {
+                last = Some((key, entry));
+            }
+        }
+        self.finish(last, out)
+    }
+
+    /// Pins the root `last` (when asked) and writes it with its
+    /// allocations.
+    fn finish(
+        &self,
+        last: Option<(CidKey, AddedOutput)>,
+        out: &mut Out<'_>,
+    ) -> Result<(), ApiError> {
+        let Some((key, mut last)) = last else {
+            return Err(ApiError::bad_request(
+                "nothing to add: the body has no file",
+            ));
+        };
+        if self.cluster_pin {
+            last.allocations = self.handle.block_on(self.pin(key, &last.cid))?;
+        }
+        out(entry_json(&last));
+        Ok(())
+    }
+
+    /// Imports each top-level entry of a spooled upload as it arrives
+    /// (all of them at the end when wrapping).
+    fn run_spooled(
         self,
+        dir: &Path,
         mut arrived: mpsc::Receiver<Result<(PathBuf, bool), ApiError>>,
         out: &mut Out<'_>,
     ) -> Result<(), ApiError> {
@@ -334,7 +421,7 @@ impl Job {
                 // adds only the first part of a CAR upload.
                 continue;
             }
-            let path = self.dir.join(&top);
+            let path = dir.join(&top);
             let input = if self.car {
                 if path.is_dir() {
                     return Err(ApiError::bad_request(
@@ -361,7 +448,7 @@ impl Job {
             }
         }
         if self.wrap && tops > 0 {
-            match self.import(AddInput::Path(self.dir.clone()), true, out)? {
+            match self.import(AddInput::Path(dir.to_path_buf()), true, out)? {
                 Some((key, last)) => {
                     root = Some(key);
                     pending = Some(last);
@@ -369,16 +456,7 @@ impl Job {
                 None => return Ok(()),
             }
         }
-        let (Some(key), Some(mut last)) = (root, pending) else {
-            return Err(ApiError::bad_request(
-                "nothing to add: the body has no file",
-            ));
-        };
-        if self.cluster_pin {
-            last.allocations = self.handle.block_on(self.pin(key, &last.cid))?;
-        }
-        out(entry_json(&last));
-        Ok(())
+        self.finish(root.zip(pending), out)
     }
 
     /// Imports one input, writing every entry but the last (its root),
@@ -527,39 +605,50 @@ pub(super) async fn add(
         ));
     }
 
-    let dir = state
-        .upload_dir
-        .join(format!("add-{:016x}", rand::random::<u64>()));
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
-    let upload = Arc::new(Upload(dir.clone()));
-    let (done, arrived) = mpsc::channel(16);
-    {
-        let (dir, upload) = (dir.clone(), Arc::clone(&upload));
-        let idle = state.read_timeout;
+    let idle = state.read_timeout;
+    let arrivals = if backend.streams_add() {
+        let (units_tx, units) = mpsc::channel(16);
+        let grouping = parts::Grouping { wrap, car };
         // Not tracked: it ends with the body (or when the job gives up).
-        tokio::spawn(async move {
-            receive(form, &dir, cap, idle, &done).await;
-            drop(upload);
-        });
-    }
+        tokio::spawn(parts::receive(form, cap, idle, grouping, units_tx));
+        Arrivals::Streamed(units)
+    } else {
+        let dir = state
+            .upload_dir
+            .join(format!("add-{:016x}", rand::random::<u64>()));
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
+        let upload = Arc::new(Upload(dir.clone()));
+        let (done, arrived) = mpsc::channel(16);
+        {
+            let (dir, upload) = (dir.clone(), Arc::clone(&upload));
+            // Not tracked: it ends with the body (or when the job gives up).
+            tokio::spawn(async move {
+                receive(form, &dir, cap, idle, &done).await;
+                drop(upload);
+            });
+        }
+        Arrivals::Spooled {
+            dir,
+            arrived,
+            _upload: upload,
+        }
+    };
     let job = Job {
         backend,
         handle: tokio::runtime::Handle::current(),
-        dir,
         import,
         wrap,
         car,
         progress,
         cluster_pin,
         spec,
-        _upload: upload,
         state,
     };
     if stream {
         let mut resp = super::stream::ndjson_answer(move |sink| {
-            job.run(arrived, &mut |line| sink.json(&line) && sink.flush_now())
+            job.run(arrivals, &mut |line| sink.json(&line) && sink.flush_now())
         })
         .await;
         if resp.status() == StatusCode::OK {
@@ -573,7 +662,7 @@ pub(super) async fn add(
     }
     let outputs = tokio::task::spawn_blocking(move || {
         let mut all = Vec::new();
-        job.run(arrived, &mut |line| {
+        job.run(arrivals, &mut |line| {
             all.push(line);
             true
         })

@@ -133,7 +133,8 @@ pub struct ApiState {
     /// The controller that runs on this peer, for `POST
     /// /pinsets/{ns}/{name}/reconcile`; `None` without a controller.
     pub reconcile_now: Option<std::sync::Arc<dyn ReconcileNow>>,
-    /// Where `POST /add` keeps an upload while importing it (removed after).
+    /// Where `POST /add` keeps an upload while importing it (removed
+    /// after), on a backend that does not stream it (Kubo).
     pub upload_dir: std::path::PathBuf,
     /// The last count of this peer's statuses for `GET /metrics`.
     pub metrics: std::sync::Arc<metrics::MetricsCache>,

@@ -14,6 +14,7 @@ pub mod car;
 pub mod dagpb;
 pub mod embedded;
 pub mod kubo;
+pub mod parts;
 pub mod path;
 pub mod rpc;
 pub mod unixfs;
@@ -110,6 +111,13 @@ pub trait IpfsBackend: Send + Sync + 'static {
         false
     }
 
+    /// Whether [`add`](IpfsBackend::add) takes an upload as it arrives
+    /// ([`AddInput::Parts`], [`AddInput::CarReader`]); false: it needs it
+    /// on disk first ([`AddInput::Path`], [`AddInput::Car`]).
+    fn streams_add(&self) -> bool {
+        false
+    }
+
     /// Imports `input` as UnixFS (or a CAR's blocks), storing its blocks on
     /// the node (and pinning the root when `opts.pin`), reporting each entry
     /// on `opts.events` as it is imported. Backends that cannot add keep
@@ -135,6 +143,15 @@ pub enum AddInput {
     /// are (each verified against its CID); the root is reported as one
     /// entry named `""`.
     Car(std::path::PathBuf),
+    /// The entries of an upload as they arrive (files streamed into the
+    /// importer, directories built at the end, as
+    /// [`unixfs::TreeImport`]): one top-level entry, or with
+    /// [`AddOpts::wrap`] any number, wrapped in a directory named `""`.
+    /// Only where [`IpfsBackend::streams_add`].
+    Parts(parts::Parts),
+    /// A CAR v1 byte stream, as [`AddInput::Car`], read as it arrives.
+    /// Only where [`IpfsBackend::streams_add`].
+    CarReader(Box<dyn std::io::Read + Send>),
 }
 
 impl fmt::Debug for AddInput {
@@ -143,6 +160,8 @@ impl fmt::Debug for AddInput {
             AddInput::Path(p) => f.debug_tuple("Path").field(p).finish(),
             AddInput::Reader(_) => f.write_str("Reader(..)"),
             AddInput::Car(p) => f.debug_tuple("Car").field(p).finish(),
+            AddInput::Parts(_) => f.write_str("Parts(..)"),
+            AddInput::CarReader(_) => f.write_str("CarReader(..)"),
         }
     }
 }
@@ -160,8 +179,9 @@ pub struct AddOpts {
     /// the default gives `ipfs add`'s CIDs.
     pub import: unixfs::AddOptions,
     /// `wrap-with-directory`: the [`AddInput::Path`] is a directory whose
-    /// entries are added inside one new directory; entries are named
-    /// relative to it and the wrapping root is named `""`.
+    /// entries are added inside one new directory (the top-level entries
+    /// of [`AddInput::Parts`] are); entries are named relative to it and
+    /// the wrapping root is named `""`.
     pub wrap: bool,
     /// Report files' read progress on `events` too.
     pub progress: bool,

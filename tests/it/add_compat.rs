@@ -3,7 +3,10 @@
 //! root pinned), `progress=true`, `format=car` (embedded and Kubo), the Kubo
 //! backend (the upload proxied to Kubo's `add` with the same parameters),
 //! `local`, and a failure after the first entry (`X-Stream-Error`, nothing
-//! pinned).
+//! pinned). On the embedded node the upload streams into the importer:
+//! a file is imported while it uploads, with nothing on disk, to the CIDs
+//! the importer gives the same bytes or tree; an import that fails midway
+//! answers why and pins nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -485,5 +488,124 @@ async fn on_the_kubo_backend_the_upload_goes_to_kubo_and_kubos_root_is_pinned() 
             .contains(&("pin-roots".to_string(), "false".to_string()))
     );
     assert!(pinned(&api, &car_root.to_string()).await);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_add_imports_a_file_while_it_uploads_with_nothing_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path(), true, |s| s).await;
+    let data = noise(7, 700 * 1024);
+    let (root, _) = blocks_of(&data);
+    // 600 KiB of the file sent, the rest not: the importer has read past
+    // its first 256 KiB (progress says so) while the upload is open, and
+    // nothing of it was written under the upload directory.
+    let mut first = part_head("big.bin").into_bytes();
+    first.extend_from_slice(&data[..600 * 1024]);
+    let mut add = RawAdd::start(&api, "?progress=true", &first).await;
+    add.read_until("\"bytes\":524288").await;
+    assert!(api.uploads_left().is_empty(), "{:?}", api.uploads_left());
+    add.send(&data[600 * 1024..]).await;
+    add.finish().await;
+    let lines = objects(&add.rest().await);
+    let last = lines.last().unwrap();
+    assert_eq!(last["name"], "big.bin");
+    assert_eq!(last["cid"], root.to_string());
+    assert!(pinned(&api, &root.to_string()).await);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_20_mib_file_added_through_the_api_has_the_cid_add_reader_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path(), true, |s| s).await;
+    let data = noise(8, 20 << 20);
+    let expected = add_reader(&data[..], &AddOptions::default(), &mut |_, _| {
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap();
+    let (status, lines, text) = post_add(&api, "", &[("twenty.bin", data)]).await;
+    assert_eq!(status, 200, "{text}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["cid"], expected.cid.to_string());
+    assert_eq!(last["size"], expected.size);
+    assert_eq!(last["bytes"], 20 << 20);
+    assert!(pinned(&api, &expected.cid.to_string()).await);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapped_tree_with_implicit_parents_gets_the_cids_of_the_same_tree_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(&dir.path().join("api"), true, |s| s).await;
+    let parts: [(&str, Vec<u8>); 4] = [
+        ("d%2Fa", b"a\n".to_vec()),
+        ("d%2Fsub%2Fb", noise(9, 300 * 1024)),
+        ("d%2Fsub%2Fempty", Vec::new()),
+        ("e", b"e\n".to_vec()),
+    ];
+    let tree = dir.path().join("upload");
+    for (name, data) in &parts {
+        let path = tree.join(name.replace("%2F", "/"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    }
+    let on_disk = pinfleet::ipfs::unixfs::add_path(&tree, &AddOptions::default(), &mut |_, _| {
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap();
+    let expected: Vec<(String, String)> = on_disk
+        .iter()
+        .map(|a| {
+            let name = a.name.split_once('/').map_or("", |(_, rest)| rest);
+            (name.to_string(), a.cid.to_string())
+        })
+        .collect();
+    let (status, lines, text) = post_add(&api, "?wrap-with-directory=true", &parts).await;
+    assert_eq!(status, 200, "{text}");
+    let got: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().into(),
+                l["cid"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert!(pinned(&api, &expected.last().unwrap().1).await);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_that_fails_midway_answers_why_and_pins_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path(), true, |s| s).await;
+    // A CAR whose last block (after 2 MiB of good ones) is corrupt: the
+    // blocks before it are read and stored, then the import fails.
+    let (root, blocks) = blocks_of(&noise(10, 2 << 20));
+    let mut tampered = blocks.clone();
+    let last = tampered.len() - 1;
+    tampered[last - 1].1[5] ^= 0xff;
+    let (status, _, text) = post_add(
+        &api,
+        "?format=car",
+        &[("x.car", car::write(&[root], &tampered))],
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("does not match its hash"), "{text}");
+    // A file, then a part inside it: the file is imported, the tree
+    // cannot be built.
+    let (status, _, text) = post_add(
+        &api,
+        "",
+        &[("d", b"a file".to_vec()), ("d%2Fx", b"inside".to_vec())],
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("conflicts with a file"), "{text}");
+    assert!(!pinned(&api, &root.to_string()).await);
+    assert_eq!(api.allocations().await, 0, "nothing is pinned");
     api.stop().await;
 }

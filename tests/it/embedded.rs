@@ -850,3 +850,91 @@ async fn unpinned_content_is_gone_from_every_peer_after_gc() {
 fn raw_cid(c: &cid::Cid) -> String {
     cid::Cid::new_v1(0x55, *c.hash()).to_string()
 }
+
+/// `AddInput::Parts` on the embedded node: entries given as they arrive
+/// (the bytes of a file in chunks) are imported and pinned as
+/// `add_path` imports the same tree; parts that stop without their end
+/// (the upload broke off) fail the add and pin nothing, never a
+/// truncated file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_streamed_as_parts_is_added_and_one_that_breaks_off_pins_nothing() {
+    use pinfleet::ipfs::AddInput;
+    use pinfleet::ipfs::parts::{AddPart, ChunkReader};
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let big: Vec<u8> = (0..600 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/big"), &big).unwrap();
+    std::fs::write(tree.join("small"), b"small").unwrap();
+    let expected = pinfleet::ipfs::unixfs::add_path(&tree, &Default::default(), &mut |_, _| {
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap();
+
+    for cut in ["file", "entries", "none"] {
+        let (parts_tx, parts) = tokio::sync::mpsc::channel(4);
+        let add = {
+            let node = a.node.clone();
+            tokio::spawn(async move { node.add(AddInput::Parts(parts), Default::default()).await })
+        };
+        // In the order `ipfs add -r` walks (names sorted): "small", then
+        // "sub/big".
+        let (small, reader) = ChunkReader::channel(2);
+        let file = AddPart::File {
+            path: "tree/small".into(),
+            body: Box::new(reader),
+        };
+        parts_tx.send(Ok(file)).await.unwrap();
+        small
+            .send(bytes::Bytes::from_static(b"small"))
+            .await
+            .unwrap();
+        small.finish().await.unwrap();
+        let (body, reader) = ChunkReader::channel(2);
+        let file = AddPart::File {
+            path: "tree/sub/big".into(),
+            body: Box::new(reader),
+        };
+        parts_tx.send(Ok(file)).await.unwrap();
+        for piece in big.chunks(10_000) {
+            body.send(bytes::Bytes::copy_from_slice(piece))
+                .await
+                .unwrap();
+        }
+        if cut != "none" {
+            if cut == "file" {
+                // The file's sender gone without its end, the entries
+                // ended: still not a (truncated) file.
+                drop(body);
+                parts_tx.send(Ok(AddPart::End)).await.unwrap();
+            } else {
+                // Gone before the file's end and the entries' end.
+                drop((body, parts_tx));
+            }
+            let err = tokio::time::timeout(DEADLINE, add).await.unwrap().unwrap();
+            assert!(
+                matches!(err, Err(IpfsError::InvalidInput { .. })),
+                "{err:?}"
+            );
+            continue;
+        }
+        body.finish().await.unwrap();
+        parts_tx.send(Ok(AddPart::End)).await.unwrap();
+        let added = tokio::time::timeout(DEADLINE, add)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(added.entries, expected);
+        let root = CidKey::from_cid(expected.last().unwrap().cid).unwrap();
+        assert_eq!(added.root, root);
+    }
+    let root = CidKey::from_cid(expected.last().unwrap().cid).unwrap();
+    assert_eq!(
+        recursive_pins(&a.node).await,
+        vec![root],
+        "only the complete one"
+    );
+    a.stop().await;
+}

@@ -324,22 +324,27 @@ fn a_stalled_request_does_not_block_shutdown() {
     let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
     write!(
         stalled,
-        "POST /add HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000\r\n\r\n--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big\"\r\n\r\npartial"
+        "POST /add?progress=true HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000\r\n\r\n--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big\"\r\n\r\n"
     )
     .unwrap();
+    stalled.write_all(&[7u8; 300 * 1024]).unwrap();
     stalled.flush().unwrap();
-    // The daemon is reading that body (its upload directory exists) when
-    // the signal comes.
-    let start = Instant::now();
-    while !std::fs::read_dir(d.join("uploads"))
-        .map(|mut r| r.next().is_some())
-        .unwrap_or(false)
-    {
+    // The daemon is reading that body (it imported the first 256 KiB and
+    // says so while the rest has not come) when the signal comes.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\"bytes\":262144") {
+        use std::io::Read;
+        let n = stalled.read(&mut buf).expect("upload not started");
         assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "upload not started"
+            n > 0,
+            "upload not started: {}",
+            String::from_utf8_lossy(&answer)
         );
-        std::thread::sleep(Duration::from_millis(20));
+        answer.extend_from_slice(&buf[..n]);
     }
     // SIGTERM must end it within the grace, not wait for the upload.
     stop_daemon(&mut child);

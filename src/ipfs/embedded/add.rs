@@ -1,11 +1,15 @@
 //! The embedded node's `add`: runs the UnixFS importer (or the CAR reader)
-//! on `import`'s blocking thread, reporting entries as they are imported.
+//! on `import`'s blocking thread, reporting entries as they are imported:
+//! a path from disk, or an upload's parts as they arrive
+//! ([`AddInput::Parts`] into [`unixfs::TreeImport`], [`AddInput::CarReader`]
+//! into the CAR reader), read on that thread.
 //! It must not pin beyond what `AddOpts::pin` asks, nor decide names
 //! beyond Kubo's (and the wrapped add's) naming.
 
 use std::sync::{Arc, Mutex};
 
 use super::EmbeddedNode;
+use crate::ipfs::parts::AddPart;
 use crate::ipfs::unixfs::{self, UnixfsError};
 use crate::ipfs::{AddEvent, AddInput, AddOpts, AddedContent, IpfsError, car, unwrapped_name};
 
@@ -35,13 +39,17 @@ impl EmbeddedNode {
                         what: format!("add: {other}"),
                     },
                 };
+                // The parts of an upload are named relative to the wrapping
+                // directory already; a path's names start with the
+                // directory that is wrapped.
+                let unwrap = wrap && matches!(input, AddInput::Path(_));
                 let mut report = |event: AddEvent| {
                     let event = match event {
-                        AddEvent::Added(mut a) if wrap => {
+                        AddEvent::Added(mut a) if unwrap => {
                             a.name = unwrapped_name(&a.name);
                             AddEvent::Added(a)
                         }
-                        AddEvent::Progress { name, bytes } if wrap => AddEvent::Progress {
+                        AddEvent::Progress { name, bytes } if unwrap => AddEvent::Progress {
                             name: unwrapped_name(&name),
                             bytes,
                         },
@@ -74,20 +82,46 @@ impl EmbeddedNode {
                             std::fs::File::open(&path).map_err(|e| IpfsError::InvalidInput {
                                 what: format!("cannot read the car: {e}"),
                             })?;
-                        let summary = car::read(file, sink).map_err(|e| match e {
-                            car::CarError::Sink { source, .. } => source,
-                            other => IpfsError::InvalidInput {
-                                what: other.to_string(),
-                            },
-                        })?;
-                        let a = unixfs::Added {
-                            cid: summary.root,
-                            size: summary.size,
-                            name: String::new(),
-                            bytes: summary.bytes,
-                        };
+                        let a = read_car(file, sink)?;
                         report(AddEvent::Added(a.clone()));
                         vec![a]
+                    }
+                    AddInput::CarReader(reader) => {
+                        let a = read_car(reader, sink)?;
+                        report(AddEvent::Added(a.clone()));
+                        vec![a]
+                    }
+                    AddInput::Parts(mut parts) => {
+                        // What the upload sent that cannot be imported is
+                        // the client's error.
+                        let refused = |e: UnixfsError<IpfsError>| match e {
+                            UnixfsError::Sink { source, .. } => source,
+                            e @ (UnixfsError::Entry { .. } | UnixfsError::Read(_)) => {
+                                IpfsError::InvalidInput {
+                                    what: e.to_string(),
+                                }
+                            }
+                            other => fail(other),
+                        };
+                        let mut tree =
+                            unixfs::TreeImport::new(&import, wrap, sink, progress, &mut report)
+                                .map_err(fail)?;
+                        let broke_off = |e: std::io::Error| IpfsError::InvalidInput {
+                            what: format!("the upload broke off: {e}"),
+                        };
+                        loop {
+                            let part = parts
+                                .blocking_recv()
+                                .ok_or_else(|| broke_off(std::io::ErrorKind::UnexpectedEof.into()))?
+                                .map_err(broke_off)?;
+                            match part {
+                                AddPart::Dir(path) => tree.dir(&path),
+                                AddPart::File { path, body } => tree.file(&path, body),
+                                AddPart::End => break,
+                            }
+                            .map_err(refused)?;
+                        }
+                        tree.finish().map_err(refused)?
                     }
                 };
                 let root = list
@@ -107,4 +141,24 @@ impl EmbeddedNode {
         }
         Ok(added)
     }
+}
+
+/// Stores the blocks of the CAR read from `input`; its root as an entry
+/// named `""`.
+fn read_car(
+    input: impl std::io::Read,
+    sink: &mut dyn FnMut(cid::Cid, Vec<u8>) -> Result<(), IpfsError>,
+) -> Result<unixfs::Added, IpfsError> {
+    let summary = car::read(input, sink).map_err(|e| match e {
+        car::CarError::Sink { source, .. } => source,
+        other => IpfsError::InvalidInput {
+            what: other.to_string(),
+        },
+    })?;
+    Ok(unixfs::Added {
+        cid: summary.root,
+        size: summary.size,
+        name: String::new(),
+        bytes: summary.bytes,
+    })
 }

@@ -772,6 +772,10 @@ impl IpfsBackend for EmbeddedNode {
         true
     }
 
+    fn streams_add(&self) -> bool {
+        true
+    }
+
     fn add(
         &self,
         input: AddInput,

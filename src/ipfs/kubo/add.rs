@@ -116,9 +116,11 @@ impl KuboClient {
         match input {
             AddInput::Path(path) => self.add_path(&path, opts).await,
             AddInput::Car(path) => self.import_car(path, opts).await,
-            AddInput::Reader(_) => Err(IpfsError::Unsupported {
-                what: "add of a byte stream on the kubo backend".into(),
-            }),
+            AddInput::Reader(_) | AddInput::Parts(_) | AddInput::CarReader(_) => {
+                Err(IpfsError::Unsupported {
+                    what: "add of a byte stream on the kubo backend".into(),
+                })
+            }
         }
     }
 

@@ -23,7 +23,7 @@ use crate::ipfs::dagpb::{self, DAG_PB, PbLink, PbNode, RAW, SHA2_256};
 
 /// Validated options.
 #[derive(Debug, Clone, Copy)]
-struct Config {
+pub(super) struct Config {
     version: Version,
     raw_leaves: bool,
     chunk_size: usize,
@@ -31,7 +31,7 @@ struct Config {
 }
 
 impl Config {
-    fn new<E>(opts: &AddOptions) -> Result<Self, UnixfsError<E>> {
+    pub(super) fn new<E>(opts: &AddOptions) -> Result<Self, UnixfsError<E>> {
         if opts.chunk_size == 0 || opts.chunk_size > MAX_CHUNK_SIZE {
             return Err(UnixfsError::InvalidOptions(format!(
                 "chunk_size {} is outside 1..={MAX_CHUNK_SIZE}",
@@ -44,6 +44,12 @@ impl Config {
             chunk_size: opts.chunk_size,
             hidden: opts.hidden,
         })
+    }
+
+    /// Whether a directory entry called `name` is imported (hidden names,
+    /// starting with `.`, only with [`AddOptions::hidden`]).
+    pub(super) fn includes(&self, name: &str) -> bool {
+        self.hidden || !name.starts_with('.')
     }
 }
 
@@ -63,12 +69,12 @@ pub(super) fn block_cid(version: Version, codec: u64, block: &[u8]) -> Cid {
 
 /// A finished subtree, as its parent links to it.
 #[derive(Debug, Clone, Copy)]
-struct Child {
-    cid: Cid,
+pub(super) struct Child {
+    pub(super) cid: Cid,
     /// Cumulative size (Tsize).
-    tsize: u64,
+    pub(super) tsize: u64,
     /// File bytes under it.
-    filesize: u64,
+    pub(super) filesize: u64,
 }
 
 fn emit<E>(sink: &mut Sink<'_, E>, cid: Cid, block: Vec<u8>) -> Result<(), UnixfsError<E>> {
@@ -201,12 +207,14 @@ fn read_chunk(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 pub const PROGRESS_INCREMENT: u64 = 256 * 1024;
 
 /// Where read progress of a file goes: its name and the callback.
-type Progress<'p, 'e> = Option<(&'p str, &'p mut Events<'e>)>;
+pub(super) type Progress<'p, 'e> = Option<(&'p str, &'p mut Events<'e>)>;
 
 /// The caller's event callback.
 pub type Events<'e> = dyn FnMut(ImportEvent) + 'e;
 
-fn import_file<R: Read, E>(
+/// Imports one file from `reader` (one chunk in memory plus the pending
+/// links), reporting its read progress; returns its root and its length.
+pub(super) fn import_file<R: Read, E>(
     mut reader: R,
     cfg: Config,
     sink: &mut Sink<'_, E>,
@@ -418,7 +426,7 @@ impl<E> Walk<'_, '_, '_, '_, E> {
                     path: path.join(&entry_name),
                 })?
                 .to_owned();
-            if self.cfg.hidden || !entry_name.starts_with('.') {
+            if self.cfg.includes(&entry_name) {
                 names.push(entry_name);
             }
         }
@@ -436,33 +444,7 @@ impl<E> Walk<'_, '_, '_, '_, E> {
                 tsize: Some(size),
             });
         }
-        let entries: Vec<hamt::Entry> = links
-            .iter()
-            .map(|l| hamt::Entry {
-                name: l.name.clone().unwrap_or_default(),
-                cid: l.hash,
-                tsize: l.tsize.unwrap_or(0),
-            })
-            .collect();
-        let (cid, size) = if hamt::estimated_size(&entries) >= hamt::SHARDING_THRESHOLD {
-            hamt::build(entries, self.cfg.version, self.sink)?
-        } else {
-            let data = UnixfsData {
-                kind: DataType::Directory,
-                data: None,
-                filesize: None,
-                blocksizes: Vec::new(),
-            };
-            let children: u64 = links.iter().filter_map(|l| l.tsize).sum();
-            let block = dagpb::encode(&PbNode {
-                links,
-                data: Some(data.encode()),
-            });
-            let cid = block_cid(self.cfg.version, DAG_PB, &block);
-            let size = block.len() as u64 + children;
-            emit(self.sink, cid, block)?;
-            (cid, size)
-        };
+        let (cid, size) = dir_node(self.cfg, self.sink, links)?;
         Ok(Added {
             cid,
             size,
@@ -470,4 +452,40 @@ impl<E> Walk<'_, '_, '_, '_, E> {
             bytes,
         })
     }
+}
+
+/// Encodes and emits the directory over `links` (sorted by name bytes): a
+/// basic directory, or a HAMT shard tree once its estimated size reaches
+/// the sharding threshold. Returns its CID and cumulative size.
+pub(super) fn dir_node<E>(
+    cfg: Config,
+    sink: &mut Sink<'_, E>,
+    links: Vec<PbLink>,
+) -> Result<(Cid, u64), UnixfsError<E>> {
+    let entries: Vec<hamt::Entry> = links
+        .iter()
+        .map(|l| hamt::Entry {
+            name: l.name.clone().unwrap_or_default(),
+            cid: l.hash,
+            tsize: l.tsize.unwrap_or(0),
+        })
+        .collect();
+    if hamt::estimated_size(&entries) >= hamt::SHARDING_THRESHOLD {
+        return hamt::build(entries, cfg.version, sink);
+    }
+    let data = UnixfsData {
+        kind: DataType::Directory,
+        data: None,
+        filesize: None,
+        blocksizes: Vec::new(),
+    };
+    let children: u64 = links.iter().filter_map(|l| l.tsize).sum();
+    let block = dagpb::encode(&PbNode {
+        links,
+        data: Some(data.encode()),
+    });
+    let cid = block_cid(cfg.version, DAG_PB, &block);
+    let size = block.len() as u64 + children;
+    emit(sink, cid, block)?;
+    Ok((cid, size))
 }

@@ -33,8 +33,9 @@
 //!
 //! Layout: this file holds the options, results, errors and node types;
 //! `data` the UnixFS `Data` protobuf message, `import` the importer
-//! ([`add_reader`], [`add_path`]) and `read` the reader ([`read_file_to`],
-//! [`read_file`]).
+//! ([`add_reader`], [`add_path`]), `tree` the importer of entries in
+//! arrival order ([`TreeImport`], an upload's parts) and `read` the reader
+//! ([`read_file_to`], [`read_file`]).
 
 use std::io;
 use std::path::PathBuf;
@@ -51,10 +52,14 @@ mod import;
 mod read;
 #[cfg(test)]
 mod tests;
+mod tree;
+#[cfg(test)]
+mod tree_tests;
 
 pub use data::{UnixfsData, UnixfsDataError};
 pub use import::{Events, PROGRESS_INCREMENT, add_path, add_path_with, add_reader};
 pub use read::{read_file, read_file_to};
+pub use tree::TreeImport;
 
 /// Kubo's default chunk size (`size-262144`).
 pub const DEFAULT_CHUNK_SIZE: usize = 262_144;
@@ -113,7 +118,7 @@ pub struct Added {
     pub bytes: u64,
 }
 
-/// What [`add_path_with`] reports while it imports.
+/// What [`add_path_with`] (and [`TreeImport`]) report while importing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImportEvent {
     /// An entry (file, symlink or directory) was imported.
@@ -176,6 +181,15 @@ pub enum UnixfsError<E> {
         /// The getter's error.
         #[source]
         source: E,
+    },
+    /// An entry given to [`TreeImport`] that does not fit the tree (a bad
+    /// path, a file sent twice, an entry under a file).
+    #[error("invalid entry {path:?}: {reason}")]
+    Entry {
+        /// The entry's path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// Writing the file's bytes out failed ([`read_file_to`]).
     #[error("writing the file out failed: {0}")]
