@@ -17,6 +17,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     pinfleet::tls::install_crypto_provider();
+    // No transparent huge pages for this process: mimalloc returns freed
+    // pages to the system and touches them again later, and with THP each
+    // touch made the kernel zero a whole 2 MiB page. Measured on the
+    // 3-peer replication of 512 MiB (docs/benchmarks.md): 20% of all CPU
+    // went to that zeroing, and the transfer took a third longer. Best
+    // effort: a kernel without the setting runs as before.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,
