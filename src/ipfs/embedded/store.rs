@@ -8,6 +8,15 @@
 //! `spawn_blocking`. It must not hash, fetch or decide what to keep: the
 //! node verifies blocks before they get here and computes the live set for
 //! gc.
+//!
+//! Layout: redb gives a leaf holding one large value a power-of-two number
+//! of 4 KiB pages, so a 256 KiB chunk of a file (262,158 bytes with its
+//! dag-pb framing) took 512 KiB of disk, and was written twice over.
+//! Blocks that fit one page stay whole in `blocks` (as every block did
+//! before); larger ones are cut into pieces that each fill their pages
+//! (see [`pieces`]) in `block_chunks`, keyed by multihash and a 2-byte
+//! index: a 256 KiB chunk takes 65 pages instead of 128. Readers look in
+//! both tables, so stores written before this layout keep working.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +26,79 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use crate::ipfs::PinKind;
 
 const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
+/// Pieces of blocks larger than [`SMALL`]: multihash ++ index (u16, big
+/// endian) → bytes.
+const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("block_chunks");
+/// Blocks stored in [`CHUNKS`] (`stat` counts them without a scan).
+const CHUNKED_KEY: &str = "chunked_blocks";
+/// A piece that fills 16 pages with its key and redb's leaf header.
+const BIG: usize = 16 * 4096 - 64;
+/// A piece that fills one page likewise; blocks up to this size are kept
+/// whole.
+const SMALL: usize = 4096 - 64;
+
+/// Where the pieces of a block of `len` bytes (over [`SMALL`]) start and
+/// end: [`BIG`] ones while they fit, then [`SMALL`] ones, then the rest, so
+/// that no piece leaves more than a page of its pages unused.
+pub(super) fn pieces(len: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while len - at >= BIG {
+        out.push((at, at + BIG));
+        at += BIG;
+    }
+    while len - at > SMALL {
+        out.push((at, at + SMALL));
+        at += SMALL;
+    }
+    if at < len || out.is_empty() {
+        out.push((at, len));
+    }
+    out
+}
+
+fn chunk_key(mh: &[u8], index: u16) -> Vec<u8> {
+    let mut k = Vec::with_capacity(mh.len() + 2);
+    k.extend_from_slice(mh);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// The pieces of `mh` in `chunks`, in order.
+fn chunk_range<'t, T: ReadableTable<&'static [u8], &'static [u8]>>(
+    chunks: &'t T,
+    mh: &[u8],
+) -> Result<redb::Range<'t, &'static [u8], &'static [u8]>, StoreError> {
+    let (first, last) = (chunk_key(mh, 0), chunk_key(mh, u16::MAX));
+    Ok(chunks.range::<&[u8]>(first.as_slice()..=last.as_slice())?)
+}
+
+/// What is stored of `mh`: its bytes when `data`, else only whether (as
+/// [`Held::Present`]).
+fn read_block<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    blocks: &T,
+    chunks: &T,
+    mh: &[u8],
+    data: bool,
+) -> Result<Held, StoreError> {
+    if let Some(v) = blocks.get(mh)? {
+        return Ok(if data {
+            Held::Data(v.value().to_vec())
+        } else {
+            Held::Present
+        });
+    }
+    let mut out: Option<Vec<u8>> = None;
+    for entry in chunk_range(chunks, mh)? {
+        let (_, v) = entry?;
+        if !data {
+            return Ok(Held::Present);
+        }
+        out.get_or_insert_with(Vec::new)
+            .extend_from_slice(v.value());
+    }
+    Ok(out.map_or(Held::Missing, Held::Data))
+}
 const PINS: TableDefinition<&[u8], u8> = TableDefinition::new("pins");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BYTES_KEY: &str = "bytes";
@@ -73,6 +155,7 @@ impl BlockStore {
             .create(path)?;
         let tx = db.begin_write()?;
         tx.open_table(BLOCKS)?;
+        tx.open_table(CHUNKS)?;
         tx.open_table(PINS)?;
         tx.open_table(META)?;
         tx.commit()?;
@@ -81,24 +164,35 @@ impl BlockStore {
 
     /// The block with multihash `mh`, if stored.
     pub(crate) fn get(&self, mh: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(BLOCKS)?;
-        Ok(t.get(mh)?.map(|v| v.value().to_vec()))
+        Ok(self.get_many(&[mh.to_vec()])?.pop().flatten())
     }
 
     /// The size of the block with multihash `mh`, if stored.
     pub(crate) fn size(&self, mh: &[u8]) -> Result<Option<u64>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(BLOCKS)?;
-        Ok(t.get(mh)?.map(|v| v.value().len() as u64))
+        if let Some(v) = t.get(mh)? {
+            return Ok(Some(v.value().len() as u64));
+        }
+        let chunks = tx.open_table(CHUNKS)?;
+        let mut total = None;
+        for entry in chunk_range(&chunks, mh)? {
+            *total.get_or_insert(0) += entry?.1.value().len() as u64;
+        }
+        Ok(total)
     }
 
     /// The blocks with multihashes `mhs`, in order, read in one transaction.
     pub(crate) fn get_many(&self, mhs: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let tx = self.db.begin_read()?;
-        let t = tx.open_table(BLOCKS)?;
+        let (blocks, chunks) = (tx.open_table(BLOCKS)?, tx.open_table(CHUNKS)?);
         mhs.iter()
-            .map(|mh| Ok(t.get(mh.as_slice())?.map(|v| v.value().to_vec())))
+            .map(|mh| {
+                Ok(match read_block(&blocks, &chunks, mh, true)? {
+                    Held::Data(d) => Some(d),
+                    Held::Missing | Held::Present => None,
+                })
+            })
             .collect()
     }
 
@@ -106,15 +200,9 @@ impl BlockStore {
     /// else whether it is held; one read transaction for all.
     pub(crate) fn lookup_many(&self, keys: &[(Vec<u8>, bool)]) -> Result<Vec<Held>, StoreError> {
         let tx = self.db.begin_read()?;
-        let t = tx.open_table(BLOCKS)?;
+        let (blocks, chunks) = (tx.open_table(BLOCKS)?, tx.open_table(CHUNKS)?);
         keys.iter()
-            .map(|(mh, data)| {
-                Ok(match t.get(mh.as_slice())? {
-                    None => Held::Missing,
-                    Some(v) if *data => Held::Data(v.value().to_vec()),
-                    Some(_) => Held::Present,
-                })
-            })
+            .map(|(mh, data)| read_block(&blocks, &chunks, mh, *data))
             .collect()
     }
 
@@ -152,16 +240,32 @@ impl BlockStore {
         tx.set_durability(durability)?;
         {
             let mut t = tx.open_table(BLOCKS)?;
-            let mut added = 0u64;
+            let mut c = tx.open_table(CHUNKS)?;
+            let (mut added, mut chunked) = (0u64, 0u64);
             for (mh, data) in blocks {
-                if t.get(mh.as_slice())?.is_none() {
+                if read_block(&t, &c, mh, false)? != Held::Missing {
+                    continue;
+                }
+                added += data.len() as u64;
+                if data.len() <= SMALL {
                     t.insert(mh.as_slice(), data.as_slice())?;
-                    added += data.len() as u64;
+                    continue;
+                }
+                chunked += 1;
+                for (i, (start, end)) in pieces(data.len()).into_iter().enumerate() {
+                    // A block is at most `MAX_BLOCK` bytes: far fewer than
+                    // 65,536 pieces.
+                    let i = u16::try_from(i).map_err(|_| {
+                        redb::Error::Io(std::io::Error::other("block too large to store"))
+                    })?;
+                    c.insert(chunk_key(mh, i).as_slice(), &data[start..end])?;
                 }
             }
             let mut m = tx.open_table(META)?;
             let total = m.get(BYTES_KEY)?.map_or(0, |v| v.value());
             m.insert(BYTES_KEY, total + added)?;
+            let n = m.get(CHUNKED_KEY)?.map_or(0, |v| v.value());
+            m.insert(CHUNKED_KEY, n + chunked)?;
         }
         tx.commit()?;
         Ok(())
@@ -235,7 +339,8 @@ impl BlockStore {
         let tx = self.db.begin_read()?;
         let m = tx.open_table(META)?;
         let bytes = m.get(BYTES_KEY)?.map_or(0, |v| v.value());
-        let count = tx.open_table(BLOCKS)?.len()?;
+        let chunked = m.get(CHUNKED_KEY)?.map_or(0, |v| v.value());
+        let count = tx.open_table(BLOCKS)?.len()? + chunked;
         Ok((bytes, count))
     }
 
@@ -259,12 +364,47 @@ impl BlockStore {
                     false
                 }
             })?;
+            // Pieces come in key order: one decision per block.
+            let mut c = tx.open_table(CHUNKS)?;
+            let mut last: Option<(Vec<u8>, bool)> = None;
+            let mut dropped = 0u64;
+            c.retain(|key, data| {
+                let mh = key.get(..key.len().saturating_sub(2)).unwrap_or_default();
+                let kept = match &last {
+                    Some((m, k)) if m.as_slice() == mh => *k,
+                    _ => {
+                        let k = keep(mh);
+                        if !k {
+                            removed.push(mh.to_vec());
+                            dropped += 1;
+                        }
+                        last = Some((mh.to_vec(), k));
+                        k
+                    }
+                };
+                if !kept {
+                    freed += data.len() as u64;
+                }
+                kept
+            })?;
             let mut m = tx.open_table(META)?;
             let total = m.get(BYTES_KEY)?.map_or(0, |v| v.value());
             m.insert(BYTES_KEY, total.saturating_sub(freed))?;
+            let n = m.get(CHUNKED_KEY)?.map_or(0, |v| v.value());
+            m.insert(CHUNKED_KEY, n.saturating_sub(dropped))?;
         }
         tx.commit()?;
         Ok(removed)
+    }
+
+    /// Bytes of the pages the blocks and everything else occupy.
+    #[cfg(test)]
+    pub(crate) fn allocated_bytes(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write()?;
+        let stats = tx.stats()?;
+        let bytes = stats.allocated_pages() * stats.page_size() as u64;
+        tx.abort()?;
+        Ok(bytes)
     }
 
     /// Overwrites a block without any check: simulates disk corruption in
@@ -272,7 +412,12 @@ impl BlockStore {
     #[cfg(any(test, feature = "testkit"))]
     pub(crate) fn put_unchecked(&self, mh: &[u8], data: &[u8]) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(BLOCKS)?.insert(mh, data)?;
+        {
+            let mut c = tx.open_table(CHUNKS)?;
+            let (first, last) = (chunk_key(mh, 0), chunk_key(mh, u16::MAX));
+            c.retain_in::<&[u8], _>(first.as_slice()..=last.as_slice(), |_, _| false)?;
+            tx.open_table(BLOCKS)?.insert(mh, data)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -281,6 +426,78 @@ impl BlockStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_cover_a_block_and_each_fills_its_pages() {
+        for len in [
+            SMALL + 1,
+            4110,
+            65_000,
+            BIG,
+            BIG + 1,
+            262_158,
+            1 << 20,
+            2 << 20,
+        ] {
+            let p = pieces(len);
+            assert_eq!(p[0].0, 0);
+            assert_eq!(p.last().unwrap().1, len);
+            assert!(p.windows(2).all(|w| w[0].1 == w[1].0), "{len}: contiguous");
+            for (a, b) in &p {
+                let n = b - a;
+                assert!(n > 0 && n <= BIG, "{len}: piece of {n}");
+                // With a 36-byte key and the leaf header: the pages redb
+                // gives it, at most one of them partly unused.
+                let need = n + 36 + 12;
+                let pages = need.div_ceil(4096).next_power_of_two();
+                assert!(
+                    pages * 4096 - need < 4096,
+                    "{len}: piece of {n} wastes a page"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn large_blocks_round_trip_in_pieces_and_take_little_more_disk_than_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.redb");
+        let s = BlockStore::open(&path).unwrap();
+        // 64 chunks of a file as Kubo cuts them (256 KiB + dag-pb framing).
+        let blocks: Vec<(Vec<u8>, Vec<u8>)> = (0..64u8)
+            .map(|i| {
+                (
+                    vec![0x12, 0x20, i],
+                    (0..262_158u32).map(|j| (j as u8) ^ i).collect(),
+                )
+            })
+            .collect();
+        s.put_many(&blocks).unwrap();
+        s.put_many(&blocks[..1]).unwrap(); // already stored: no change
+        let data: u64 = blocks.iter().map(|(_, d)| d.len() as u64).sum();
+        assert_eq!(s.stat().unwrap(), (data, 64));
+        for (mh, d) in &blocks {
+            assert_eq!(s.get(mh).unwrap().as_ref(), Some(d));
+            assert_eq!(s.size(mh).unwrap(), Some(d.len() as u64));
+        }
+        let held = s
+            .lookup_many(&[(blocks[3].0.clone(), false), (vec![0x12, 0x20, 200], false)])
+            .unwrap();
+        assert_eq!(held, vec![Held::Present, Held::Missing]);
+        // Whole, each took 512 KiB (twice its size).
+        let pages = s.allocated_bytes().unwrap();
+        assert!(
+            pages < data + data / 16,
+            "{pages} bytes of pages for {data}"
+        );
+        drop(s);
+        let s = BlockStore::open(&path).unwrap();
+        let removed = s.sweep(|mh| mh[2] % 2 == 0).unwrap();
+        assert_eq!(removed.len(), 32);
+        assert_eq!(s.stat().unwrap(), (data / 2, 32));
+        assert_eq!(s.get(&blocks[1].0).unwrap(), None);
+        assert_eq!(s.get(&blocks[2].0).unwrap().as_ref(), Some(&blocks[2].1));
+    }
 
     #[test]
     fn blocks_pins_stat_and_sweep() {
