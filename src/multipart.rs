@@ -242,24 +242,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a");
         std::fs::write(&file, b"longer than said").unwrap();
-        let mut up = Upload::new();
-        up.file("a", file.clone(), 4);
-        assert!(
-            collect(up)
-                .await
-                .unwrap_err()
-                .to_string()
-                .contains("changed size")
-        );
-        let mut up = Upload::new();
-        up.file("a", file, 400);
-        assert!(
-            collect(up)
-                .await
-                .unwrap_err()
-                .to_string()
-                .contains("changed size")
-        );
+        // Announced shorter, then longer, than the file is.
+        for said in [4, 400] {
+            let mut up = Upload::new();
+            up.file("a", file.clone(), said);
+            let err = collect(up).await.unwrap_err().to_string();
+            assert!(err.contains("changed size"), "{said}: {err}");
+        }
     }
 
     #[tokio::test]

@@ -51,10 +51,15 @@ impl Running {
     }
 
     async fn add(&self, blocks: &[(cid::Cid, Vec<u8>)], root: cid::Cid) {
+        self.store(blocks, root, true).await;
+    }
+
+    /// Stores `blocks` through `import`, pinning `root` when `pin`.
+    async fn store(&self, blocks: &[(cid::Cid, Vec<u8>)], root: cid::Cid, pin: bool) {
         let blocks = blocks.to_vec();
         let added = self
             .node
-            .import(true, move |sink| {
+            .import(pin, move |sink| {
                 for (c, d) in blocks {
                     sink(c, d)?;
                 }
@@ -162,16 +167,7 @@ async fn a_dag_split_across_two_peers_is_fetched_from_both() {
             .filter(|(i, (c, _))| i % 2 == parity || *c == root)
             .map(|(_, b)| b.clone())
             .collect();
-        holder
-            .node
-            .import(false, move |sink| {
-                for (c, d) in part {
-                    sink(c, d)?;
-                }
-                Ok(root)
-            })
-            .await
-            .unwrap();
+        holder.store(&part, root, false).await;
     }
     c.connect_to(&a).await;
     c.connect_to(&b).await;

@@ -32,7 +32,7 @@ impl EmbeddedNode {
             events,
         } = opts;
         let mut added = self
-            .import_trusted(pin, move |sink| {
+            .import_blocks(pin, false, move |sink| {
                 let fail = |e: UnixfsError<IpfsError>| match e {
                     UnixfsError::Sink { source, .. } => source,
                     other => IpfsError::Unsupported {

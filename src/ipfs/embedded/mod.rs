@@ -340,22 +340,10 @@ impl EmbeddedNode {
         self.import_blocks(pin, true, produce).await
     }
 
-    /// [`Self::import`] of blocks known to hash to their CIDs (the UnixFS
-    /// importer computed them, the CAR reader checked them): hashed once.
-    pub(super) async fn import_trusted<F>(
-        &self,
-        pin: bool,
-        produce: F,
-    ) -> Result<AddedContent, IpfsError>
-    where
-        F: FnOnce(&mut dyn FnMut(Cid, Vec<u8>) -> Result<(), IpfsError>) -> Result<Cid, IpfsError>
-            + Send
-            + 'static,
-    {
-        self.import_blocks(pin, false, produce).await
-    }
-
-    async fn import_blocks<F>(
+    /// [`Self::import`], hashing each block only when `verify`: blocks
+    /// known to hash to their CIDs (the UnixFS importer computed them, the
+    /// CAR reader checked them) are hashed once.
+    pub(super) async fn import_blocks<F>(
         &self,
         pin: bool,
         verify: bool,
