@@ -30,9 +30,10 @@ impl EmbeddedNode {
             wrap,
             progress,
             events,
+            push,
         } = opts;
         let mut added = self
-            .import_trusted(pin, move |sink| {
+            .import_trusted(pin, push, move |sink| {
                 let fail = |e: UnixfsError<IpfsError>| match e {
                     UnixfsError::Sink { source, .. } => source,
                     other => IpfsError::Unsupported {
