@@ -194,10 +194,13 @@ impl Push {
     }
 }
 
+/// A block to store: (multihash, bytes).
+type Keyed = (Vec<u8>, Vec<u8>);
+
 /// The blocks of `payload` that hash to the CID their prefix names, as
 /// (multihash, bytes) to store, and how many did not. Identity blocks are
 /// neither stored nor rejected.
-pub(super) fn verified(payload: Vec<Block>) -> (Vec<(Vec<u8>, Vec<u8>)>, u64) {
+fn verified(payload: Vec<Block>) -> (Vec<Keyed>, u64) {
     let mut ok = Vec::with_capacity(payload.len());
     let mut rejected = 0u64;
     for Block { prefix, data } in payload {
