@@ -47,7 +47,7 @@ use super::{ApiError, ApiState};
 use crate::ipfs::unixfs::{AddOptions, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 use crate::ipfs::{AddEvent, AddInput, AddOpts, IpfsBackend, IpfsError};
 use crate::manifest::shown;
-use crate::manifest::{CidKey, PinSpec, written_as_of};
+use crate::manifest::{CidKey, PinMode, PinSpec, written_as_of};
 use crate::wire::AddedOutput;
 
 /// The import options of a query (`cid-version`, `raw-leaves`, `chunker`,
@@ -309,6 +309,9 @@ struct Job {
     progress: bool,
     cluster_pin: bool,
     spec: PinSpec,
+    /// Push the blocks to the other peers while importing
+    /// ([`pushes_to_every_peer`]).
+    push: bool,
 }
 
 /// One object of the answer: an entry, or a file's read progress (IPFS
@@ -474,6 +477,7 @@ impl Job {
             wrap,
             progress: self.progress,
             events: Some(tx),
+            push: self.push,
         };
         let backend = Arc::clone(&self.backend);
         let task = self
@@ -555,6 +559,29 @@ impl Job {
     }
 }
 
+/// Whether an add whose root is then pinned with `spec` pushes its blocks
+/// to the other peers while it imports: only when every one of the
+/// `members` will be allocated the pin (recursive, replication max -1 or at
+/// least `members`, no tags or user allocations to narrow it). Allocations
+/// are decided at pin time: pushing to a peer that is not allocated would
+/// fill its disk for nothing. A max of 0 is the cluster's default
+/// (`default_max`; unknown without a tracker: no push).
+fn pushes_to_every_peer(spec: &PinSpec, default_max: Option<i32>, members: usize) -> bool {
+    let o = &spec.options;
+    if o.mode != PinMode::Recursive || !o.allocate_tags.is_empty() || !o.user_allocations.is_empty()
+    {
+        return false;
+    }
+    let max = match o.replication.max {
+        0 => match default_max {
+            Some(m) => m,
+            None => return false,
+        },
+        m => m,
+    };
+    max == -1 || usize::try_from(max).is_ok_and(|m| m >= members)
+}
+
 /// `POST /add`.
 pub(super) async fn add(
     State(state): State<ApiState>,
@@ -588,6 +615,12 @@ pub(super) async fn add(
     // there, so its gc may remove it); nothing is pinned in the cluster.
     let cluster_pin = params.get("pin") != Some("false") && !params.flag("no-pin")?;
     let spec = pin_spec(&params, chrono::Utc::now().timestamp_millis())?;
+    let push = cluster_pin
+        && pushes_to_every_peer(
+            &spec,
+            state.status.as_ref().map(|s| s.default_replication().max),
+            state.node.members().len(),
+        );
     let backend = state
         .ipfs
         .clone()
@@ -644,6 +677,7 @@ pub(super) async fn add(
         progress,
         cluster_pin,
         spec,
+        push,
         state,
     };
     if stream {
@@ -691,5 +725,48 @@ mod tests {
         // A stray % is kept as is.
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    fn spec(f: impl FnOnce(&mut crate::manifest::PinOptions)) -> PinSpec {
+        let mut o = crate::manifest::PinOptions::default();
+        f(&mut o);
+        PinSpec {
+            name: String::new(),
+            options: Arc::new(o),
+        }
+    }
+
+    fn rmax(max: i32) -> PinSpec {
+        spec(|o| o.replication = crate::manifest::ReplicationFactors { min: 0, max })
+    }
+
+    #[test]
+    fn an_add_pushes_only_when_every_peer_will_be_allocated() {
+        // Every peer, or at least as many as there are members.
+        assert!(pushes_to_every_peer(&rmax(-1), Some(2), 3));
+        assert!(pushes_to_every_peer(&rmax(3), Some(-1), 3));
+        assert!(pushes_to_every_peer(&rmax(5), None, 3));
+        // Fewer than the members: who gets it is decided at pin time.
+        assert!(!pushes_to_every_peer(&rmax(2), Some(-1), 3));
+        // 0 is the cluster's default.
+        assert!(pushes_to_every_peer(&rmax(0), Some(-1), 3));
+        assert!(!pushes_to_every_peer(&rmax(0), Some(2), 3));
+        assert!(!pushes_to_every_peer(&rmax(0), None, 3));
+        // Tags, chosen peers or a direct pin narrow what is needed where.
+        let tagged = spec(|o| {
+            o.replication.max = -1;
+            o.allocate_tags.insert("region".into(), "eu".into());
+        });
+        assert!(!pushes_to_every_peer(&tagged, Some(-1), 3));
+        let chosen = spec(|o| {
+            o.replication.max = -1;
+            o.user_allocations.push("12D3KooWchosen".into());
+        });
+        assert!(!pushes_to_every_peer(&chosen, Some(-1), 3));
+        let direct = spec(|o| {
+            o.replication.max = -1;
+            o.mode = PinMode::Direct;
+        });
+        assert!(!pushes_to_every_peer(&direct, Some(-1), 3));
     }
 }

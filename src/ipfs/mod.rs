@@ -189,6 +189,11 @@ pub struct AddOpts {
     /// the order of [`AddedContent::entries`]; the sender is dropped when
     /// the add ends.
     pub events: Option<std::sync::mpsc::Sender<AddEvent>>,
+    /// Send the blocks to the other nodes of the embedded node's swarm as
+    /// they are imported, so that a pin of the root on every peer finds
+    /// them there (bounded, best effort; see docs/ipfs.md). Other backends
+    /// ignore it.
+    pub push: bool,
 }
 
 impl Default for AddOpts {
@@ -199,6 +204,7 @@ impl Default for AddOpts {
             wrap: false,
             progress: false,
             events: None,
+            push: false,
         }
     }
 }

@@ -936,3 +936,119 @@ async fn an_upload_streamed_as_parts_is_added_and_one_that_breaks_off_pins_nothi
     );
     a.stop().await;
 }
+
+/// Polls `check` until it holds; panics with `what` after [`DEADLINE`].
+async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Bytes that differ everywhere (a linear congruential generator), so that
+/// every chunk is a block of its own.
+fn varied_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
+async fn objects(node: &EmbeddedNode) -> u64 {
+    node.repo_stat().await.unwrap().num_objects.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_with_push_stores_its_blocks_on_connected_nodes_before_any_pin() {
+    use pinfleet::ipfs::{AddInput, AddOpts};
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start(&dir.path().join("a")).await;
+    let b = Running::start(&dir.path().join("b")).await;
+    let c = Running::start(&dir.path().join("c")).await;
+    b.connect_to(&a).await;
+    c.connect_to(&a).await;
+    wait_for("a to see b and c", || async {
+        a.node.connected_peers().await.len() == 2
+    })
+    .await;
+
+    // Without push, nothing is sent: b's pin fetches every block.
+    let plain = a
+        .node
+        .add(
+            AddInput::Reader(Box::new(std::io::Cursor::new(varied_bytes(600_000, 1)))),
+            AddOpts::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plain.blocks, 4, "three leaves and their root");
+    b.node.pin(plain.root, opts(DEADLINE), None).await.unwrap();
+    assert_eq!(b.node.pushed_blocks_received(), 0);
+    assert_eq!(objects(&c.node).await, 0, "c got nothing");
+
+    // With push: 3 MiB, twelve 256 KiB leaves and a root.
+    let before = objects(&a.node).await;
+    let added = a
+        .node
+        .add(
+            AddInput::Reader(Box::new(std::io::Cursor::new(varied_bytes(3 << 20, 2)))),
+            AddOpts {
+                push: true,
+                ..AddOpts::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(added.blocks, 13);
+    assert_eq!(objects(&a.node).await, before + 13);
+    wait_for("every pushed block on b and c", || async {
+        b.node.pushed_blocks_received() == 13 && c.node.pushed_blocks_received() == 13
+    })
+    .await;
+    assert_eq!(objects(&c.node).await, 13, "stored on c, not only counted");
+    for node in [&b.node, &c.node] {
+        assert_eq!(node.pushed_blocks_rejected(), 0);
+        assert_eq!(
+            node.get_block(added.root.cid())
+                .await
+                .unwrap()
+                .map(|d| d.len()),
+            a.node
+                .get_block(added.root.cid())
+                .await
+                .unwrap()
+                .map(|d| d.len())
+        );
+    }
+    assert_eq!(
+        recursive_pins(&c.node).await,
+        Vec::<CidKey>::new(),
+        "pushed, not pinned"
+    );
+    assert_eq!(a.node.push_frames_dropped(), 0);
+
+    // With a and c gone, b's pin can only complete from its own store.
+    let rejected = b.node.rejected_blocks();
+    a.stop().await;
+    c.stop().await;
+    b.node
+        .pin(added.root, opts(Duration::from_secs(10)), None)
+        .await
+        .unwrap();
+    assert_eq!(recursive_pins(&b.node).await.len(), 2);
+    assert_eq!(b.node.rejected_blocks(), rejected);
+    b.stop().await;
+}

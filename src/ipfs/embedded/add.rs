@@ -30,9 +30,10 @@ impl EmbeddedNode {
             wrap,
             progress,
             events,
+            push,
         } = opts;
         let mut added = self
-            .import_blocks(pin, false, move |sink| {
+            .import_blocks(pin, false, push, move |sink| {
                 let fail = |e: UnixfsError<IpfsError>| match e {
                     UnixfsError::Sink { source, .. } => source,
                     other => IpfsError::Unsupported {

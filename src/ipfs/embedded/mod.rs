@@ -11,6 +11,7 @@
 mod add;
 mod bitswap;
 pub mod peering;
+mod push;
 mod store;
 mod swarm;
 mod walk;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::bitswap::Bitswap;
+use self::push::Push;
 use self::store::BlockStore;
 pub use self::store::StoreError;
 use self::swarm::SwarmHandle;
@@ -166,6 +168,7 @@ impl Drop for Protection {
 struct Inner {
     store: BlockStore,
     bitswap: Arc<Bitswap>,
+    push: Arc<Push>,
     swarm: SwarmHandle,
     protected: Arc<Protected>,
     gc: tokio::sync::Mutex<()>,
@@ -254,23 +257,32 @@ impl EmbeddedNode {
             })??;
         let bs_store = store.clone();
         let bs_cancel = cancel.clone();
+        let mut push = None;
         let (swarm, bitswap) = swarm::spawn(
             keypair,
             config.secret,
             &config.listen,
             |control| {
-                Bitswap::start(bs_store, control, bs_cancel, tasks)
-                    .map_err(|e| EmbeddedError::Swarm(e.to_string()))
+                let swarm_err =
+                    |e: libp2p_stream::AlreadyRegistered| EmbeddedError::Swarm(e.to_string());
+                push = Some(
+                    Push::start(bs_store.clone(), control.clone(), bs_cancel.clone(), tasks)
+                        .map_err(swarm_err)?,
+                );
+                Bitswap::start(bs_store, control, bs_cancel, tasks).map_err(swarm_err)
             },
             cancel,
             tasks,
         )
         .await?;
+        // `spawn` calls the closure above before it returns.
+        let push = push.ok_or_else(|| EmbeddedError::Swarm("block push did not start".into()))?;
         tracing::info!(peer = %swarm.peer_id(), "embedded ipfs node running");
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 bitswap,
+                push,
                 swarm,
                 protected: Arc::new(Protected::default()),
                 gc: tokio::sync::Mutex::new(()),
@@ -318,6 +330,25 @@ impl EmbeddedNode {
         self.inner.bitswap.rejected()
     }
 
+    /// Blocks other nodes pushed to this one during their adds that
+    /// verified (stored, or already held).
+    pub fn pushed_blocks_received(&self) -> u64 {
+        self.inner.push.received()
+    }
+
+    /// Pushed blocks dropped because their bytes could not be verified
+    /// against the CID prefix they came with.
+    pub fn pushed_blocks_rejected(&self) -> u64 {
+        self.inner.push.rejected()
+    }
+
+    /// Frames of blocks this node's adds did not queue to a peer (its
+    /// queue was full, or its stream had ended): that peer fetches those
+    /// blocks with Bitswap when the pin arrives.
+    pub fn push_frames_dropped(&self) -> u64 {
+        self.inner.push.dropped()
+    }
+
     /// Overwrites a stored block with `data`, unchecked, to simulate disk
     /// corruption in tests (peers must reject what this node then serves).
     /// Only with the `testkit` feature.
@@ -337,16 +368,19 @@ impl EmbeddedNode {
             + Send
             + 'static,
     {
-        self.import_blocks(pin, true, produce).await
+        self.import_blocks(pin, true, false, produce).await
     }
 
     /// [`Self::import`], hashing each block only when `verify`: blocks
     /// known to hash to their CIDs (the UnixFS importer computed them, the
-    /// CAR reader checked them) are hashed once.
+    /// CAR reader checked them) are hashed once. With `push`, the blocks
+    /// are also pushed to every connected node as they are produced (see
+    /// `push`).
     pub(super) async fn import_blocks<F>(
         &self,
         pin: bool,
         verify: bool,
+        push: bool,
         produce: F,
     ) -> Result<AddedContent, IpfsError>
     where
@@ -356,6 +390,12 @@ impl EmbeddedNode {
     {
         let store = self.inner.store.clone();
         let mut protection = self.protection();
+        let mut session = if push {
+            let peers = self.inner.swarm.peers().await;
+            Some(self.inner.push.session(peers))
+        } else {
+            None
+        };
         let (root, blocks, bytes) = tokio::task::spawn_blocking(move || {
             let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
             let (mut blocks, mut bytes, mut batch_bytes) = (0u64, 0u64, 0usize);
@@ -381,6 +421,9 @@ impl EmbeddedNode {
                     if cid.hash().code() == 0 {
                         return Ok(());
                     }
+                    if let Some(s) = session.as_mut() {
+                        s.offer(&cid, &data);
+                    }
                     let mh = mh_of(&cid);
                     protection.add(mh.clone());
                     blocks += 1;
@@ -396,6 +439,8 @@ impl EmbeddedNode {
                 };
                 produce(&mut sink)?
             };
+            // The last frame goes out now; the streams end once written.
+            drop(session);
             // Durable before the add answers (the pin's or an empty
             // commit): the batches above were written without an fsync.
             store.put_many_lazy(&batch).map_err(storage)?;

@@ -56,7 +56,7 @@ use super::store::{BlockStore, Held};
 
 #[cfg(test)]
 mod fuzz_tests;
-mod wire;
+pub(super) mod wire;
 
 pub(crate) use self::wire::digest;
 

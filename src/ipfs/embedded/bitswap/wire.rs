@@ -220,7 +220,7 @@ fn verify(cid: &Cid, data: &[u8]) -> bool {
 /// Reads one uvarint-length-prefixed frame into `buf` (grown as needed,
 /// never shrunk or zeroed again: a stream reuses one buffer); its length,
 /// or `None` at a clean end of the stream.
-pub(super) async fn read_frame_into(
+pub(crate) async fn read_frame_into(
     stream: &mut (impl futures::AsyncRead + Unpin),
     buf: &mut Vec<u8>,
 ) -> Result<Option<usize>, BitswapError> {
