@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
-use futures::{AsyncWriteExt, StreamExt};
+use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use prost::Message as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::bitswap::wire::{
-    Block, MAX_MESSAGE_BYTES, Message, block_cid, cid_prefix, read_frame_into,
+    Block, MAX_MESSAGE_BYTES, Message, block_cid, cid_prefix, next_message, serve_streams,
 };
 use super::store::{BlockStore, StoreError};
 
@@ -85,11 +85,17 @@ impl Push {
         let this = Arc::new(Push {
             store,
             control,
-            cancel,
+            cancel: cancel.clone(),
             tasks: tasks.clone(),
             counters: Arc::new(Counters::default()),
         });
-        tasks.spawn(Arc::clone(&this).accept_loop(incoming));
+        let served = Arc::clone(&this);
+        tasks.spawn(serve_streams(
+            incoming,
+            cancel,
+            tasks.clone(),
+            move |peer, stream| Arc::clone(&served).read_loop(peer, stream),
+        ));
         Ok(this)
     }
 
@@ -133,39 +139,19 @@ impl Push {
         }
     }
 
-    async fn accept_loop(self: Arc<Self>, mut incoming: libp2p_stream::IncomingStreams) {
-        loop {
-            let next = tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                n = incoming.next() => n,
-            };
-            let Some((peer, stream)) = next else { return };
-            self.tasks.spawn(Arc::clone(&self).read_loop(peer, stream));
-        }
-    }
-
     /// Reads `peer`'s frames one at a time, storing each frame's verified
     /// blocks before reading the next.
     async fn read_loop(self: Arc<Self>, peer: PeerId, mut stream: Stream) {
         let mut buf = Vec::new();
         loop {
-            let frame = tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                f = read_frame_into(&mut stream, &mut buf) => f,
+            let msg = match next_message(&mut stream, &mut buf, &self.cancel).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "block push stream dropped");
+                    return;
+                }
             };
-            let msg =
-                match frame.map(|f| f.map(|n| Message::decode(buf.get(..n).unwrap_or_default()))) {
-                    Ok(Some(Ok(m))) => m,
-                    Ok(None) => return,
-                    Ok(Some(Err(e))) => {
-                        tracing::debug!(%peer, error = %e, "invalid block push frame");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "block push stream dropped");
-                        return;
-                    }
-                };
             let store = self.store.clone();
             let stored =
                 tokio::task::spawn_blocking(move || store_verified(&store, msg.payload)).await;

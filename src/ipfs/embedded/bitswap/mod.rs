@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cid::Cid;
-use futures::{AsyncWriteExt, StreamExt};
+use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
@@ -50,7 +50,7 @@ use tokio_util::task::TaskTracker;
 
 use self::wire::{
     Block, BlockPresence, Message, Presence, WantEntry, Wantlist, block_cid, cid_prefix,
-    read_frame_into,
+    next_message, serve_streams,
 };
 use super::store::{BlockStore, Held};
 
@@ -196,7 +196,13 @@ impl Bitswap {
             tasks: tasks.clone(),
             rejected: std::sync::atomic::AtomicU64::new(0),
         });
-        tasks.spawn(Arc::clone(&this).accept_loop(incoming));
+        let served = Arc::clone(&this);
+        tasks.spawn(serve_streams(
+            incoming,
+            cancel.clone(),
+            tasks.clone(),
+            move |peer, stream| Arc::clone(&served).read_loop(peer, stream),
+        ));
         tasks.spawn(Arc::clone(&this).rebroadcast_loop());
         Ok(this)
     }
@@ -323,31 +329,11 @@ impl Bitswap {
         }
     }
 
-    async fn accept_loop(self: Arc<Self>, mut incoming: libp2p_stream::IncomingStreams) {
-        loop {
-            let next = tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                n = incoming.next() => n,
-            };
-            let Some((peer, stream)) = next else { return };
-            self.tasks.spawn(Arc::clone(&self).read_loop(peer, stream));
-        }
-    }
-
     async fn read_loop(self: Arc<Self>, peer: PeerId, mut stream: Stream) {
         // One buffer per stream: no fresh zeroed allocation per message.
         let mut buf = Vec::new();
         loop {
-            let frame = tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                f = read_frame_into(&mut stream, &mut buf) => f,
-            };
-            // Decoding from the buffer copies each block out once (into a
-            // `Bytes` of its own, moved on to the walk).
-            let msg = match frame.and_then(|f| {
-                Ok(f.map(|n| Message::decode(buf.get(..n).unwrap_or_default()))
-                    .transpose()?)
-            }) {
+            let msg = match next_message(&mut stream, &mut buf, &self.cancel).await {
                 Ok(Some(m)) => m,
                 Ok(None) => return,
                 Err(e) => {

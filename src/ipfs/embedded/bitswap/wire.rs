@@ -249,6 +249,45 @@ pub(crate) async fn read_frame_into(
     Err(BitswapError::LengthPrefix)
 }
 
+/// The next message of `stream`, read into `buf` (reused: decoding copies
+/// each block out once); `None` at a clean end or when `cancel` fires.
+pub(crate) async fn next_message(
+    stream: &mut (impl futures::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Option<Message>, BitswapError> {
+    use prost::Message as _;
+    let frame = tokio::select! {
+        _ = cancel.cancelled() => return Ok(None),
+        f = read_frame_into(stream, buf) => f?,
+    };
+    Ok(frame
+        .map(|n| Message::decode(buf.get(..n).unwrap_or_default()))
+        .transpose()?)
+}
+
+/// Runs `handle` on its own task for each inbound stream of `incoming`,
+/// until `cancel` fires or the swarm goes.
+pub(crate) async fn serve_streams<F, Fut>(
+    mut incoming: libp2p_stream::IncomingStreams,
+    cancel: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+    mut handle: F,
+) where
+    F: FnMut(libp2p::PeerId, libp2p::Stream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use futures::StreamExt;
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return,
+            n = incoming.next() => n,
+        };
+        let Some((peer, stream)) = next else { return };
+        tasks.spawn(handle(peer, stream));
+    }
+}
+
 /// [`read_frame_into`] a fresh buffer: the frame's bytes.
 #[cfg(test)]
 pub(super) async fn read_frame(
