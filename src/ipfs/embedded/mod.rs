@@ -317,9 +317,6 @@ impl EmbeddedNode {
 
     /// The block `cid`, if it is stored locally (never fetches).
     pub async fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, IpfsError> {
-        if cid.hash().code() == 0 {
-            return Ok(Some(cid.hash().digest().to_vec()));
-        }
         let mh = mh_of(cid);
         self.blocking(move |s| s.get(&mh)).await
     }
@@ -763,11 +760,7 @@ impl IpfsBackend for EmbeddedNode {
 
     fn block_stat(&self, cid: CidKey) -> BoxFuture<'_, Result<u64, IpfsError>> {
         Box::pin(async move {
-            let c = *cid.cid();
-            if c.hash().code() == 0 {
-                return Ok(c.hash().digest().len() as u64);
-            }
-            let mh = mh_of(&c);
+            let mh = mh_of(cid.cid());
             self.blocking(move |s| s.size(&mh))
                 .await?
                 .ok_or(IpfsError::NotFound { cid })

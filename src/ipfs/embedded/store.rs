@@ -5,7 +5,9 @@
 //! a CIDv1 of the same dag-pb block share one entry; pins are keyed by the
 //! CIDv1 bytes. A running byte total is kept in the same transactions, so
 //! `repo stat` is O(1). All calls are blocking: async callers use
-//! `spawn_blocking`. It must not hash, fetch or decide what to keep: the
+//! `spawn_blocking`. Identity blocks (multihash code 0) are read as held,
+//! from the multihash itself, and never written. It must not hash, fetch
+//! or decide what to keep: the
 //! node verifies blocks before they get here and computes the live set for
 //! gc.
 //!
@@ -73,14 +75,27 @@ fn chunk_range<'t, T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(chunks.range::<&[u8]>(first.as_slice()..=last.as_slice())?)
 }
 
+/// The bytes of the block an identity multihash (code 0) names: its
+/// digest. Every node holds such a block without storing it.
+fn identity(mh: &[u8]) -> Option<Vec<u8>> {
+    if mh.first() != Some(&0) {
+        return None;
+    }
+    let mh = cid::multihash::Multihash::<64>::from_bytes(mh).ok()?;
+    (mh.code() == 0).then(|| mh.digest().to_vec())
+}
+
 /// What is stored of `mh`: its bytes when `data`, else only whether (as
-/// [`Held::Present`]).
+/// [`Held::Present`]). Identity blocks are always held.
 fn read_block<T: ReadableTable<&'static [u8], &'static [u8]>>(
     blocks: &T,
     chunks: &T,
     mh: &[u8],
     data: bool,
 ) -> Result<Held, StoreError> {
+    if let Some(d) = identity(mh) {
+        return Ok(if data { Held::Data(d) } else { Held::Present });
+    }
     if let Some(v) = blocks.get(mh)? {
         return Ok(if data {
             Held::Data(v.value().to_vec())
@@ -169,6 +184,9 @@ impl BlockStore {
 
     /// The size of the block with multihash `mh`, if stored.
     pub(crate) fn size(&self, mh: &[u8]) -> Result<Option<u64>, StoreError> {
+        if let Some(d) = identity(mh) {
+            return Ok(Some(d.len() as u64));
+        }
         let tx = self.db.begin_read()?;
         let t = tx.open_table(BLOCKS)?;
         if let Some(v) = t.get(mh)? {
@@ -456,6 +474,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn identity_blocks_are_held_without_being_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = BlockStore::open(&dir.path().join("b.redb")).unwrap();
+        let mh = cid::multihash::Multihash::<64>::wrap(0, b"inline")
+            .unwrap()
+            .to_bytes();
+        assert_eq!(s.get(&mh).unwrap(), Some(b"inline".to_vec()));
+        assert_eq!(s.size(&mh).unwrap(), Some(6));
+        assert_eq!(
+            s.lookup_many(&[(mh.clone(), false)]).unwrap(),
+            vec![Held::Present]
+        );
+        s.put_many(&[(mh, b"inline".to_vec())]).unwrap();
+        assert_eq!(s.stat().unwrap(), (0, 0), "nothing stored");
     }
 
     #[test]

@@ -171,10 +171,6 @@ impl EmbeddedNode {
                 }
                 let held = self.blocking(move |s| s.get_many(&mhs)).await?;
                 for (cid, data) in cids.into_iter().zip(held) {
-                    let data = match data {
-                        _ if cid.hash().code() == 0 => Some(cid.hash().digest().to_vec()),
-                        d => d,
-                    };
                     match data {
                         Some(d) => {
                             last = Instant::now();

@@ -278,15 +278,12 @@ impl Bitswap {
             });
             want.waiters.push(tx);
             // A new want goes out now; a joined one keeps its schedule.
-            let new = want.sent.is_none();
-            if new {
-                want.sent = Some(Instant::now());
-            }
-            if new {
+            if want.sent.is_none() {
+                let now = Instant::now();
+                want.sent = Some(now);
                 // The block from the least loaded peer (a recent source
                 // first, see `PeerQueues::load`; ties broken at random so
                 // that first asks spread), `Have`s from the others.
-                let now = Instant::now();
                 let tie = rand::random::<u32>() as usize;
                 let pick = peers
                     .iter()
@@ -565,11 +562,6 @@ fn answer(store: &BlockStore, wants: Vec<WantEntry>) -> Vec<Message> {
     let mut msgs = vec![Message::default()];
     let mut bytes = 0usize;
     for ((w, cid), held) in wants.into_iter().zip(held) {
-        let held = match held {
-            _ if cid.hash().code() == 0 && w.want_have() => Held::Present,
-            _ if cid.hash().code() == 0 => Held::Data(cid.hash().digest().to_vec()),
-            h => h,
-        };
         let Some(m) = msgs.last_mut() else { break };
         match held {
             Held::Data(data) => {
