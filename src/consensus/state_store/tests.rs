@@ -321,20 +321,30 @@ fn a_json_state_is_migrated_when_opened_and_a_newer_one_refused() {
     }
 }
 
+/// A store with pins 0..`n`: every `every`-th owned by PinSet `ns/every`
+/// (returned first), the others by `ns/rest`.
+fn split_store(n: u64, every: u64) -> (tempfile::TempDir, StateStore, Owner, Owner) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(&dir.path().join("s.redb"), &dir.path().join("snap")).unwrap();
+    let (nth, rest) = (
+        Owner::pinset(PinSetId::new("ns", "every")),
+        Owner::pinset(PinSetId::new("ns", "rest")),
+    );
+    let o = options(1);
+    for cid in 0..n {
+        apply_one(
+            &store,
+            &set(if cid % every == 0 { &nth } else { &rest }, cid, &o),
+        );
+    }
+    (dir, store, nth, rest)
+}
+
 /// A PinSet's pins page by page: every pin once, in CID-bytes order,
 /// only the owner's, and a released pin is gone from the pages.
 #[test]
 fn an_owners_pins_page_in_cid_order_without_the_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&dir.path().join("s.redb"), &dir.path().join("snap")).unwrap();
-    let (a, b) = (
-        Owner::pinset(PinSetId::new("ns", "a")),
-        Owner::pinset(PinSetId::new("ns", "b")),
-    );
-    let o = options(1);
-    for cid in 0..25 {
-        apply_one(&store, &set(if cid % 5 == 0 { &b } else { &a }, cid, &o));
-    }
+    let (_dir, store, _, a) = split_store(25, 5);
     apply_one(&store, &release(&a, 7));
     let mut seen = Vec::new();
     let mut after = None;
@@ -390,16 +400,7 @@ fn the_state_pages_in_cid_order() {
 /// that is exactly the page comes back whole, in order.
 #[test]
 fn a_pin_range_reads_at_most_its_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&dir.path().join("s.redb"), &dir.path().join("snap")).unwrap();
-    let (a, b) = (
-        Owner::pinset(PinSetId::new("ns", "a")),
-        Owner::pinset(PinSetId::new("ns", "b")),
-    );
-    let o = options(1);
-    for cid in 0..40 {
-        apply_one(&store, &set(if cid % 4 == 0 { &a } else { &b }, cid, &o));
-    }
+    let (_dir, store, a, _) = split_store(40, 4);
     let page = store.owned_pins_after(&a, None, 100).unwrap();
     assert_eq!(page.len(), 10);
     let (first, last) = (page[0].cid, page[9].cid);
