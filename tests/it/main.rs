@@ -28,6 +28,7 @@ mod inproc;
 mod ipfs;
 mod kube_configmap;
 mod kube_source;
+mod kubo;
 mod limits;
 mod manifest;
 mod manifests;
