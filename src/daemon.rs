@@ -342,6 +342,14 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             let mut ipfs_config =
                 crate::ipfs::embedded::EmbeddedConfig::new(dir, config.cluster.secret.bytes());
             ipfs_config.listen = config.ipfs.embedded_listen.clone();
+            if config.ipfs.swarm == crate::config::SwarmKind::Public {
+                ipfs_config.public = Some(crate::ipfs::embedded::PublicOptions {
+                    bootstrap: config.ipfs.bootstrap.clone(),
+                    relay_client: config.ipfs.relay_client,
+                    max_connections: config.ipfs.max_connections,
+                });
+                ipfs_config.delegated_routing = config.ipfs.delegated_routing.clone();
+            }
             let started = crate::ipfs::EmbeddedNode::start(ipfs_config, cancel.clone(), &tasks)
                 .await
                 .map_err(DaemonError::Embedded)?;

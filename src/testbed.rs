@@ -160,6 +160,10 @@ pub enum TestbedIpfs {
     /// Each peer runs an embedded node; the nodes connect to each other.
     #[default]
     Embedded,
+    /// Embedded nodes in public mode (`[ipfs] swarm = "public"`: any IPFS
+    /// node such as Kubo may connect; DHT), on loopback TCP and QUIC with
+    /// no bootstrap peers.
+    EmbeddedPublic,
     /// Kubo RPC URL per peer, in order; peers beyond the list run without
     /// IPFS.
     Kubo(Vec<String>),
@@ -171,7 +175,7 @@ impl TestbedIpfs {
         use crate::config::IpfsBackendKind as K;
         match self {
             TestbedIpfs::None => (K::None, None),
-            TestbedIpfs::Embedded => (K::Embedded, None),
+            TestbedIpfs::Embedded | TestbedIpfs::EmbeddedPublic => (K::Embedded, None),
             TestbedIpfs::Kubo(urls) => match urls.get(index) {
                 Some(url) => (K::Kubo, Some(url.as_str())),
                 None => (K::None, None),
@@ -196,6 +200,22 @@ fn set_peer_config(
     config.ipfs.backend = kind;
     if let Some(url) = url {
         config.ipfs.kubo_url = url.trim_end_matches('/').to_string();
+    }
+    // Loopback only, never the public bootstrap peers.
+    config.ipfs.bootstrap = Vec::new();
+    let loopback = |a: &str| {
+        a.parse()
+            .map_err(|e: libp2p::multiaddr::Error| prep(e.to_string()))
+    };
+    if *ipfs == TestbedIpfs::EmbeddedPublic {
+        config.ipfs.swarm = crate::config::SwarmKind::Public;
+        config.ipfs.embedded_listen = vec![
+            loopback("/ip4/127.0.0.1/tcp/0")?,
+            loopback("/ip4/127.0.0.1/udp/0/quic-v1")?,
+        ];
+    } else {
+        config.ipfs.swarm = crate::config::SwarmKind::Private;
+        config.ipfs.embedded_listen = vec![loopback("/ip4/127.0.0.1/tcp/0")?];
     }
     config.api.basic_auth_credentials = users.clone();
     let token =

@@ -181,6 +181,11 @@ pub struct TestbedUpArgs {
     /// `kubo=URL1,URL2,...` (one Kubo RPC URL per peer, in order).
     #[arg(long, default_value = "embedded")]
     ipfs: String,
+    /// Run the embedded nodes on the public IPFS network's protocols
+    /// (`[ipfs] swarm = "public"`: Kubo and other IPFS nodes may connect,
+    /// DHT), listening on loopback TCP and QUIC, with no bootstrap peers.
+    #[arg(long)]
+    public_ipfs: bool,
     /// Add these files or directories to peer 0's IPFS node once the
     /// cluster is up, without pinning them (the applied manifests do), so
     /// the other peers fetch them from peer 0. Needs an IPFS backend.
@@ -215,7 +220,9 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
     let TestbedCommand::Up(args) = cmd;
     let ipfs = match args.ipfs.as_str() {
         "none" => TestbedIpfs::None,
+        "embedded" if args.public_ipfs => TestbedIpfs::EmbeddedPublic,
         "embedded" => TestbedIpfs::Embedded,
+        _ if args.public_ipfs => anyhow::bail!("--public-ipfs needs --ipfs embedded"),
         other => match other.strip_prefix("kubo=") {
             Some(list) => TestbedIpfs::Kubo(
                 list.split(',')

@@ -263,6 +263,24 @@ impl Codec for KuboUrl {
     }
 }
 
+/// A [`KuboUrl`]-checked URL, or `""` for none.
+pub(super) struct OptionalUrl;
+
+impl Codec for OptionalUrl {
+    type Field = Option<String>;
+
+    fn read(value: &Value) -> Result<Option<String>, String> {
+        if as_str(value)?.trim().is_empty() {
+            return Ok(None);
+        }
+        KuboUrl::read(value).map(Some)
+    }
+
+    fn write(field: &Option<String>) -> Value {
+        Value::String(field.clone().unwrap_or_default())
+    }
+}
+
 /// A table of strings; every bad value is named.
 pub(super) struct Tags;
 
@@ -597,6 +615,38 @@ mod tests {
             problems(&format!("{}[ipfs]\nembedded_listen = []\n", minimal()), &[]),
             ["ipfs.embedded_listen: must list at least one address"]
         );
+    }
+
+    #[test]
+    fn swarm_defaults_to_private_in_a_file_and_public_bootstrap_addresses_parse() {
+        assert_eq!(
+            parse(&minimal()).unwrap().ipfs.swarm,
+            crate::config::SwarmKind::Private
+        );
+        let cfg = parse(&format!(
+            "{}[ipfs]\nswarm = \"public\"\ndelegated_routing = \"https://r.example/\"\n",
+            minimal()
+        ))
+        .unwrap();
+        assert_eq!(cfg.ipfs.swarm, crate::config::SwarmKind::Public);
+        assert_eq!(
+            cfg.ipfs.delegated_routing.as_deref(),
+            Some("https://r.example")
+        );
+        assert_eq!(
+            problems(&format!("{}[ipfs]\nswarm = \"open\"\n", minimal()), &[]),
+            ["ipfs.swarm: unknown swarm \"open\", expected one of: private, public"]
+        );
+        for addr in crate::config::PUBLIC_BOOTSTRAP {
+            let parsed: Multiaddr = addr.parse().unwrap();
+            assert!(
+                matches!(
+                    parsed.iter().last(),
+                    Some(libp2p::multiaddr::Protocol::P2p(_))
+                ),
+                "{addr}"
+            );
+        }
     }
 
     #[test]

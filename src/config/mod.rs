@@ -31,7 +31,7 @@ pub use load::ConfigError;
 pub use pinsvc::{MIN_TOKEN_CHARS, PinSvcConfig, PinSvcToken};
 pub use types::{
     ApiConfig, ClusterConfig, ClusterSecret, ConsensusConfig, ControllerConfig, InformerConfig,
-    IpfsBackendKind, IpfsConfig, ServiceConfig, TlsConfig,
+    IpfsBackendKind, IpfsConfig, PUBLIC_BOOTSTRAP, ServiceConfig, SwarmKind, TlsConfig,
 };
 
 /// File name of a peer's identity inside its config directory.
@@ -150,6 +150,13 @@ pub fn init(
     })?;
     if write_service {
         let mut config = ServiceConfig::new(secret);
+        // A new cluster's embedded node is on the IPFS network (a file
+        // without the key stays private, as clusters made before it).
+        config.ipfs.swarm = SwarmKind::Public;
+        config.ipfs.bootstrap = PUBLIC_BOOTSTRAP
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
         if let Some(name) = peername {
             config.cluster.peername = name.to_owned();
         }

@@ -203,7 +203,27 @@ const DOCS: &[SectionDoc] = &[
             ),
             (
                 "embedded_listen",
-                "Multiaddrs the embedded node's swarm listens on, used when backend = \"embedded\"; other peers' nodes must reach one (e.g. /ip4/0.0.0.0/tcp/4001 across machines).",
+                "Multiaddrs the embedded node's swarm listens on, used when backend = \"embedded\"; other peers' nodes must reach one (e.g. /ip4/0.0.0.0/tcp/4001 and /ip4/0.0.0.0/udp/4001/quic-v1 across machines).",
+            ),
+            (
+                "swarm",
+                "\"public\": the embedded node is on the IPFS network (fetches from and serves to Kubo and any IPFS node, DHT, origins outside the cluster); \"private\": only cluster members' nodes connect (the cluster secret as pnet key). Cluster RPC stays private either way. A file without it is private; pinfleet init writes public. See docs/ipfs.md.",
+            ),
+            (
+                "bootstrap",
+                "Multiaddrs (with /p2p/) the public node joins the DHT through; pinfleet init writes the public IPFS bootstrap list; empty keeps the node off the DHT beyond the peers it meets.",
+            ),
+            (
+                "delegated_routing",
+                "Optional delegated routing endpoint (HTTP /routing/v1, e.g. https://delegated-ipfs.dev) asked for providers as well as the DHT; empty for none.",
+            ),
+            (
+                "relay_client",
+                "Public node behind NAT: reserve a slot on circuit relays and upgrade to a direct connection by hole punching.",
+            ),
+            (
+                "max_connections",
+                "Most connections the public node holds at once (incoming plus outgoing); further ones are refused.",
             ),
         ],
     ),
@@ -510,6 +530,15 @@ mod tests {
         cfg.ipfs.backend = IpfsBackendKind::None;
         cfg.ipfs.kubo_url = "https://k.example:5001/a/b".into();
         cfg.ipfs.embedded_listen = vec!["/ip4/0.0.0.0/tcp/4001".parse().unwrap()];
+        cfg.ipfs.swarm = crate::config::SwarmKind::Public;
+        cfg.ipfs.bootstrap = vec![
+            "/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWKDohRtJFWPuf8pD93WhZudVaw3h1XATGm4FYmrTp4jFK"
+                .parse()
+                .unwrap(),
+        ];
+        cfg.ipfs.delegated_routing = Some("https://routing.example.org".into());
+        cfg.ipfs.relay_client = true;
+        cfg.ipfs.max_connections = 64;
         cfg.informer.tags = [("a.b", "1"), ("", "empty key"), ("z", "")]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))

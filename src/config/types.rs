@@ -27,8 +27,8 @@ use toml::Value;
 use super::access;
 use super::codec::{
     Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, OptionalPath,
-    OptionalSocketAddress, RaftTiming, ReceiverKind, SocketAddress, Sources, Tags, Text, Webhooks,
-    as_str, unknown_message,
+    OptionalSocketAddress, OptionalUrl, RaftTiming, ReceiverKind, SocketAddress, Sources, Tags,
+    Text, Webhooks, as_str, unknown_message,
 };
 
 /// The 32-byte private network key (libp2p pnet) all peers share.
@@ -397,7 +397,80 @@ pub struct IpfsConfig {
     /// Where the embedded node's swarm listens (at least one address).
     #[serde(with = "Addrs::<1>")]
     pub embedded_listen: Vec<Multiaddr>,
+    /// Whether the embedded node is on the public IPFS network or in the
+    /// cluster's private one. Absent from a file: private (what clusters
+    /// made before it existed run); `pinfleet init` writes public.
+    #[serde(with = "Swarm")]
+    pub swarm: SwarmKind,
+    /// Peers the public node joins the DHT through (`/p2p/` multiaddrs).
+    #[serde(with = "Addrs::<0>")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// A delegated routing endpoint (`/routing/v1`, e.g.
+    /// `https://delegated-ipfs.dev`) asked for providers besides the DHT.
+    #[serde(with = "OptionalUrl")]
+    pub delegated_routing: Option<String>,
+    /// Reserve a slot on relays and accept hole punching (public mode).
+    #[serde(with = "Flag")]
+    pub relay_client: bool,
+    /// Most connections the public node keeps (inbound plus outbound).
+    #[serde(with = "AtLeastOne::<u32>")]
+    pub max_connections: u32,
 }
+
+/// `ipfs.swarm`: which network the embedded node is on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SwarmKind {
+    /// Only cluster members' nodes connect (the cluster secret as pnet
+    /// key); content moves only inside the cluster.
+    #[default]
+    Private,
+    /// The public IPFS network: Kubo and other nodes fetch from and serve
+    /// to it, the DHT finds providers; cluster RPC stays private.
+    Public,
+}
+
+impl SwarmKind {
+    /// Every value, as written in the file.
+    pub const NAMES: [&'static str; 2] = ["private", "public"];
+
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Private => "private",
+            Self::Public => "public",
+        }
+    }
+}
+
+/// `private` or `public`.
+struct Swarm;
+
+impl Codec for Swarm {
+    type Field = SwarmKind;
+
+    fn read(value: &Value) -> Result<SwarmKind, String> {
+        match as_str(value)? {
+            "private" => Ok(SwarmKind::Private),
+            "public" => Ok(SwarmKind::Public),
+            other => Err(unknown_message("swarm", other, &SwarmKind::NAMES)),
+        }
+    }
+
+    fn write(field: &SwarmKind) -> Value {
+        Value::String(field.as_str().to_owned())
+    }
+}
+
+/// The public IPFS bootstrap peers (Kubo's default list), written by
+/// `pinfleet init` for a public node.
+pub const PUBLIC_BOOTSTRAP: [&str; 6] = [
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
+    "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+    "/ip4/104.131.131.82/udp/4001/quic-v1/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+];
 
 impl Default for IpfsConfig {
     fn default() -> Self {
@@ -405,6 +478,11 @@ impl Default for IpfsConfig {
             backend: IpfsBackendKind::default(),
             kubo_url: DEFAULT_KUBO_URL.to_owned(),
             embedded_listen: vec![crate::ipfs::embedded::default_listen()],
+            swarm: SwarmKind::default(),
+            bootstrap: Vec::new(),
+            delegated_routing: None,
+            relay_client: false,
+            max_connections: 1024,
         }
     }
 }
@@ -415,6 +493,17 @@ impl fmt::Debug for IpfsConfig {
             .field("backend", &self.backend)
             .field("kubo_url", &crate::source::git::redact(&self.kubo_url))
             .field("embedded_listen", &self.embedded_listen)
+            .field("swarm", &self.swarm)
+            .field("bootstrap", &self.bootstrap)
+            .field(
+                "delegated_routing",
+                &self
+                    .delegated_routing
+                    .as_deref()
+                    .map(crate::source::git::redact),
+            )
+            .field("relay_client", &self.relay_client)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }

@@ -244,7 +244,11 @@ fn daemon_command(d: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process
             "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
             "/ip4/127.0.0.1/tcp/0",
         )
-        .env_remove("PINFLEET_WEBHOOK_SECRET");
+        .env_remove("PINFLEET_WEBHOOK_SECRET")
+        // `init` writes a public node with the public bootstrap list: tests
+        // stay private and on loopback unless they set these themselves.
+        .env("PINFLEET_IPFS_SWARM", "private")
+        .env("PINFLEET_IPFS_BOOTSTRAP", "");
     for (k, v) in env {
         cmd.env(k, v);
     }

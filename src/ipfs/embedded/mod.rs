@@ -10,8 +10,10 @@
 
 mod add;
 mod bitswap;
+mod dht;
 pub mod peering;
 mod push;
+mod routing;
 mod store;
 mod swarm;
 mod walk;
@@ -34,7 +36,8 @@ use self::bitswap::Bitswap;
 use self::push::Push;
 use self::store::BlockStore;
 pub use self::store::StoreError;
-use self::swarm::SwarmHandle;
+pub use self::swarm::PublicOptions;
+use self::swarm::{SwarmHandle, SwarmOptions};
 use super::{
     AddInput, AddOpts, AddedContent, GcReport, IpfsBackend, IpfsError, IpfsId, PinKind,
     PinLsFilter, PinOpts, PinnedCid, RepoStat,
@@ -70,6 +73,12 @@ pub struct EmbeddedConfig {
     pub secret: [u8; 32],
     /// Where its swarm listens.
     pub listen: Vec<Multiaddr>,
+    /// On the public IPFS network with these options; `None`: the private
+    /// swarm of the cluster's nodes.
+    pub public: Option<PublicOptions>,
+    /// A delegated routing endpoint (`/routing/v1`) asked for providers
+    /// besides the DHT (public mode).
+    pub delegated_routing: Option<String>,
 }
 
 impl EmbeddedConfig {
@@ -79,6 +88,8 @@ impl EmbeddedConfig {
             dir: peer_dir.join(IPFS_DIR),
             secret,
             listen: vec![default_listen()],
+            public: None,
+            delegated_routing: None,
         }
     }
 }
@@ -170,6 +181,7 @@ struct Inner {
     bitswap: Arc<Bitswap>,
     push: Arc<Push>,
     swarm: SwarmHandle,
+    router: routing::Router,
     protected: Arc<Protected>,
     gc: tokio::sync::Mutex<()>,
 }
@@ -258,16 +270,26 @@ impl EmbeddedNode {
         let bs_store = store.clone();
         let bs_cancel = cancel.clone();
         let mut push = None;
+        let public = config.public.is_some();
         let (swarm, bitswap) = swarm::spawn(
             keypair,
-            config.secret,
-            &config.listen,
+            SwarmOptions {
+                secret: config.secret,
+                listen: &config.listen,
+                public: config.public.as_ref(),
+            },
             |control| {
                 let swarm_err =
                     |e: libp2p_stream::AlreadyRegistered| EmbeddedError::Swarm(e.to_string());
                 push = Some(
-                    Push::start(bs_store.clone(), control.clone(), bs_cancel.clone(), tasks)
-                        .map_err(swarm_err)?,
+                    Push::start(
+                        bs_store.clone(),
+                        control.clone(),
+                        public,
+                        bs_cancel.clone(),
+                        tasks,
+                    )
+                    .map_err(swarm_err)?,
                 );
                 Bitswap::start(bs_store, control, bs_cancel, tasks).map_err(swarm_err)
             },
@@ -277,17 +299,73 @@ impl EmbeddedNode {
         .await?;
         // `spawn` calls the closure above before it returns.
         let push = push.ok_or_else(|| EmbeddedError::Swarm("block push did not start".into()))?;
-        tracing::info!(peer = %swarm.peer_id(), "embedded ipfs node running");
-        Ok(Self {
+        let router = routing::Router::new(swarm.clone(), config.delegated_routing)
+            .map_err(EmbeddedError::Swarm)?;
+        tracing::info!(
+            peer = %swarm.peer_id(),
+            swarm = if public { "public" } else { "private" },
+            "embedded ipfs node running"
+        );
+        let node = Self {
             inner: Arc::new(Inner {
                 store,
                 bitswap,
                 push,
                 swarm,
+                router,
                 protected: Arc::new(Protected::default()),
                 gc: tokio::sync::Mutex::new(()),
             }),
-        })
+        };
+        if public {
+            tasks.spawn(node.clone().provide_pinned());
+        }
+        Ok(node)
+    }
+
+    /// Announces the roots of the recursive pins held, on start (at most
+    /// what the DHT's provider store holds; the swarm paces the queries).
+    async fn provide_pinned(self) {
+        let mut after: Option<Vec<u8>> = None;
+        let mut provided = 0usize;
+        while provided < dht::MAX_PROVIDER_KEYS {
+            let from = after.clone();
+            let page = match self
+                .blocking(move |s| s.pins_page(from.as_deref(), PIN_LS_PAGE))
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list pins to announce them");
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { break };
+            after = Some(last.0.clone());
+            for (key, kind) in page {
+                if kind == PinKind::Recursive
+                    && let Ok(cid) = Cid::try_from(key.as_slice())
+                {
+                    self.inner.swarm.provide(&cid).await;
+                    provided += 1;
+                }
+            }
+        }
+    }
+
+    /// Tells the node which peers are the cluster members' nodes: on the
+    /// public network only they push blocks to it or are pushed to.
+    pub fn set_cluster_nodes(&self, peers: HashSet<PeerId>) {
+        self.inner.push.set_members(peers);
+    }
+
+    /// Looks up providers of `cid` (DHT, delegated routing) and dials
+    /// them; how many were found. Nothing in the private swarm.
+    pub async fn find_providers(&self, cid: &Cid) -> usize {
+        if !self.inner.swarm.is_public() {
+            return 0;
+        }
+        self.inner.router.find_and_dial(*cid).await
     }
 
     /// The node's libp2p peer id.
@@ -457,6 +535,9 @@ impl EmbeddedNode {
         })
         .await
         .map_err(storage)??;
+        if pin {
+            self.inner.swarm.provide(&root).await;
+        }
         let root = CidKey::from_cid(root).map_err(|e| IpfsError::Unsupported {
             what: format!("root cid: {e}"),
         })?;
@@ -625,7 +706,11 @@ impl IpfsBackend for EmbeddedNode {
     fn unpin(&self, cid: CidKey, recursive: bool) -> BoxFuture<'_, Result<(), IpfsError>> {
         Box::pin(async move {
             let key = cid.cid().to_bytes();
-            if self.blocking(move |s| s.unpin(&key, recursive)).await? {
+            let k = key.clone();
+            if self.blocking(move |s| s.unpin(&k, recursive)).await? {
+                if self.blocking(move |s| s.pin_kind(&key)).await?.is_none() {
+                    self.inner.swarm.unprovide(cid.cid()).await;
+                }
                 Ok(())
             } else {
                 Err(IpfsError::NotPinned { cid })

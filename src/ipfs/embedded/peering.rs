@@ -146,6 +146,17 @@ async fn round(
             all = false;
         }
     }
+    // The current members' nodes: on the public network only they may
+    // push blocks to ours.
+    let members: HashSet<String> = node.members().into_iter().map(|(_, m)| m.peer_id).collect();
+    known.retain(|peer, _| members.contains(peer));
+    ipfs.set_cluster_nodes(
+        known
+            .values()
+            .flatten()
+            .filter_map(|id| id.id.parse::<PeerId>().ok())
+            .collect(),
+    );
     all
 }
 

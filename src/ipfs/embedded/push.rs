@@ -26,6 +26,7 @@ use cid::Cid;
 use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use prost::Message as _;
+use std::collections::HashSet;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,6 +56,10 @@ pub(crate) struct Push {
     cancel: CancellationToken,
     tasks: TaskTracker,
     counters: Arc<Counters>,
+    /// On the public network, the cluster members' nodes: the only peers
+    /// that may push to us or be pushed to. `None` in the private swarm,
+    /// where only members connect at all.
+    members: Option<std::sync::RwLock<HashSet<PeerId>>>,
 }
 
 #[derive(Default)]
@@ -75,9 +80,12 @@ impl std::fmt::Debug for Push {
 
 impl Push {
     /// Starts serving inbound pushes on `control`'s swarm.
+    /// `public`: only peers named by [`Push::set_members`] push or are
+    /// pushed to.
     pub(crate) fn start(
         store: BlockStore,
         mut control: libp2p_stream::Control,
+        public: bool,
         cancel: CancellationToken,
         tasks: &TaskTracker,
     ) -> Result<Arc<Self>, libp2p_stream::AlreadyRegistered> {
@@ -88,6 +96,7 @@ impl Push {
             cancel: cancel.clone(),
             tasks: tasks.clone(),
             counters: Arc::new(Counters::default()),
+            members: public.then(|| std::sync::RwLock::new(HashSet::new())),
         });
         let served = Arc::clone(&this);
         tasks.spawn(serve_streams(
@@ -97,6 +106,23 @@ impl Push {
             move |peer, stream| Arc::clone(&served).read_loop(peer, stream),
         ));
         Ok(this)
+    }
+
+    /// The cluster members' nodes (public network only; ignored in the
+    /// private swarm).
+    pub(crate) fn set_members(&self, peers: HashSet<PeerId>) {
+        if let Some(m) = &self.members {
+            *m.write().unwrap_or_else(std::sync::PoisonError::into_inner) = peers;
+        }
+    }
+
+    /// Whether `peer` may push to us and be pushed to.
+    pub(crate) fn allowed(&self, peer: &PeerId) -> bool {
+        self.members.as_ref().is_none_or(|m| {
+            m.read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(peer)
+        })
     }
 
     /// Pushed blocks received that verified.
@@ -120,6 +146,7 @@ impl Push {
     pub(crate) fn session(&self, peers: Vec<PeerId>) -> PushSession {
         let outboxes = peers
             .into_iter()
+            .filter(|p| self.allowed(p))
             .map(|peer| {
                 let (outbox, rx) = Outbox::new(QUEUE_BYTES);
                 self.tasks.spawn(send_loop(
@@ -142,6 +169,10 @@ impl Push {
     /// Reads `peer`'s frames one at a time, storing each frame's verified
     /// blocks before reading the next.
     async fn read_loop(self: Arc<Self>, peer: PeerId, mut stream: Stream) {
+        if !self.allowed(&peer) {
+            tracing::debug!(%peer, "refused a block push from a node outside the cluster");
+            return;
+        }
         let mut buf = Vec::new();
         loop {
             let msg = match next_message(&mut stream, &mut buf, &self.cancel).await {

@@ -1,9 +1,15 @@
-//! The embedded node's own libp2p swarm: TCP + pnet (the cluster secret, so
-//! only cluster members' nodes connect: a private IPFS network) + noise +
-//! yamux, identify, and Bitswap streams via `libp2p-stream`.
+//! The embedded node's own libp2p swarm, in one of two modes:
 //!
-//! One task owns the swarm; [`SwarmHandle`] sends it commands. It reports
-//! connections to [`Bitswap`] and must not know about blocks or pins.
+//! - **private**: TCP + pnet (the cluster secret, so only cluster members'
+//!   nodes connect) + noise + yamux;
+//! - **public** (the IPFS network): TCP and QUIC, noise or TLS, yamux, DNS,
+//!   ping, AutoNAT, the dual DHT ([`super::dht`]), optionally a relay
+//!   client with hole punching.
+//!
+//! Both run identify, connection and memory limits, and Bitswap and block
+//! push streams via `libp2p-stream`. One task owns the swarm;
+//! [`SwarmHandle`] sends it commands. It reports connections to
+//! [`Bitswap`] and must not know about blocks or pins.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -12,33 +18,167 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::core::Transport;
 use libp2p::core::upgrade::Version;
+use libp2p::kad::RecordKey;
 use libp2p::multiaddr::Protocol;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, identity, noise, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify, identity,
+    kad, memory_connection_limits, noise, ping, relay, tcp, tls, yamux,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::EmbeddedError;
 use super::bitswap::Bitswap;
+use super::dht::{self, Routing};
 
 /// Connections between cluster members' nodes stay open.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Connections to other IPFS nodes close after this long unused.
+const PUBLIC_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a dial may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Incoming connections still in their handshake, at most.
+const MAX_PENDING_INCOMING: u32 = 128;
+/// Connections to one peer, at most.
+const MAX_PER_PEER: u32 = 8;
+/// No new connection while the process uses more than this share of the
+/// machine's memory.
+const MAX_MEMORY_FRACTION: f64 = 0.9;
 
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
+    limits: connection_limits::Behaviour,
+    memory: memory_connection_limits::Behaviour,
     identify: identify::Behaviour,
+    ping: Toggle<ping::Behaviour>,
+    autonat: Toggle<autonat::Behaviour>,
+    pub(super) wan: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    pub(super) lan: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    relay: Toggle<relay::client::Behaviour>,
+    dcutr: Toggle<dcutr::Behaviour>,
     stream: libp2p_stream::Behaviour,
+}
+
+/// How the public node runs (absent: the private swarm).
+#[derive(Clone, Debug, Default)]
+pub struct PublicOptions {
+    /// DHT bootstrap peers.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Relay client and hole punching.
+    pub relay_client: bool,
+    /// Most connections held at once.
+    pub max_connections: u32,
+}
+
+/// Where and how the swarm runs.
+pub(super) struct SwarmOptions<'a> {
+    pub secret: [u8; 32],
+    pub listen: &'a [Multiaddr],
+    pub public: Option<&'a PublicOptions>,
+}
+
+fn behaviour(
+    keypair: &identity::Keypair,
+    public: Option<&PublicOptions>,
+    relay: Option<relay::client::Behaviour>,
+) -> Behaviour {
+    let me = keypair.public().to_peer_id();
+    let max = public.map_or(1024, |p| p.max_connections.max(1));
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(max))
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+        .with_max_established_per_peer(Some(MAX_PER_PEER));
+    let on = public.is_some();
+    Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        memory: memory_connection_limits::Behaviour::with_max_percentage(MAX_MEMORY_FRACTION),
+        identify: identify::Behaviour::new(
+            identify::Config::new("ipfs/0.1.0".to_owned(), keypair.public())
+                .with_agent_version(super::agent_version()),
+        ),
+        ping: Toggle::from(on.then(|| ping::Behaviour::new(ping::Config::new()))),
+        autonat: Toggle::from(on.then(|| autonat::Behaviour::new(me, autonat::Config::default()))),
+        wan: Toggle::from(on.then(|| dht::behaviour(me, dht::WAN_PROTOCOL))),
+        lan: Toggle::from(on.then(|| dht::behaviour(me, dht::LAN_PROTOCOL))),
+        dcutr: Toggle::from(relay.is_some().then(|| dcutr::Behaviour::new(me))),
+        relay: Toggle::from(relay),
+        stream: libp2p_stream::Behaviour::new(),
+    }
+}
+
+/// The swarm of `opts`' mode.
+fn build(
+    keypair: identity::Keypair,
+    opts: &SwarmOptions<'_>,
+) -> Result<Swarm<Behaviour>, EmbeddedError> {
+    let err = |e: &dyn std::fmt::Display| EmbeddedError::Swarm(e.to_string());
+    let Some(public) = opts.public else {
+        let psk = PreSharedKey::new(opts.secret);
+        return Ok(SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            // pnet wraps the raw TCP stream, before multistream-select.
+            .with_other_transport(|keypair| {
+                let noise = noise::Config::new(keypair)?;
+                let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                    .upgrade(Version::V1)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default());
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
+            })
+            .map_err(|e| err(&e))?
+            .with_behaviour(|keypair| behaviour(keypair, None, None))
+            .map_err(|e| err(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .with_connection_timeout(DIAL_TIMEOUT)
+            .build());
+    };
+    let transports = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            (tls::Config::new, noise::Config::new),
+            yamux::Config::default,
+        )
+        .map_err(|e| err(&e))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| err(&e))?;
+    let swarm = if public.relay_client {
+        transports
+            .with_relay_client(
+                (tls::Config::new, noise::Config::new),
+                yamux::Config::default,
+            )
+            .map_err(|e| err(&e))?
+            .with_behaviour(|keypair, relay| behaviour(keypair, Some(public), Some(relay)))
+            .map_err(|e| err(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(PUBLIC_IDLE_TIMEOUT))
+            .with_connection_timeout(DIAL_TIMEOUT)
+            .build()
+    } else {
+        transports
+            .with_behaviour(|keypair| behaviour(keypair, Some(public), None))
+            .map_err(|e| err(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(PUBLIC_IDLE_TIMEOUT))
+            .with_connection_timeout(DIAL_TIMEOUT)
+            .build()
+    };
+    Ok(swarm)
 }
 
 enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<PeerId, String>>),
     Peers(oneshot::Sender<Vec<PeerId>>),
     Addrs(oneshot::Sender<Vec<Multiaddr>>),
+    Provide(RecordKey),
+    Unprovide(RecordKey),
+    FindProviders(RecordKey, oneshot::Sender<Vec<PeerId>>),
 }
 
 /// Talks to the swarm task.
@@ -46,6 +186,7 @@ enum Command {
 pub(crate) struct SwarmHandle {
     tx: mpsc::Sender<Command>,
     peer_id: PeerId,
+    public: bool,
 }
 
 impl SwarmHandle {
@@ -81,6 +222,44 @@ impl SwarmHandle {
         }
         rx.await.unwrap_or_default()
     }
+
+    /// Whether the node is on the public network (runs the DHT).
+    pub(crate) fn is_public(&self) -> bool {
+        self.public
+    }
+
+    /// Announces (now and at every republish) that this node provides
+    /// `cid`; nothing in the private swarm.
+    pub(crate) async fn provide(&self, cid: &cid::Cid) {
+        if self.public {
+            let _ = self.tx.send(Command::Provide(dht::key_of(cid))).await;
+        }
+    }
+
+    /// Stops announcing `cid`.
+    pub(crate) async fn unprovide(&self, cid: &cid::Cid) {
+        if self.public {
+            let _ = self.tx.send(Command::Unprovide(dht::key_of(cid))).await;
+        }
+    }
+
+    /// Looks up providers of `cid` in the DHT and dials them (Bitswap then
+    /// asks them for what it wants); the providers found.
+    pub(crate) async fn find_providers(&self, cid: &cid::Cid) -> Vec<PeerId> {
+        if !self.public {
+            return Vec::new();
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::FindProviders(dht::key_of(cid), tx))
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
 }
 
 /// Builds the swarm, binds `listen` (waiting for the real ports), lets
@@ -88,38 +267,13 @@ impl SwarmHandle {
 /// the swarm task, which reports connections to that Bitswap.
 pub(super) async fn spawn(
     keypair: identity::Keypair,
-    secret: [u8; 32],
-    listen: &[Multiaddr],
+    opts: SwarmOptions<'_>,
     make_bitswap: impl FnOnce(libp2p_stream::Control) -> Result<Arc<Bitswap>, EmbeddedError>,
     cancel: CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<(SwarmHandle, Arc<Bitswap>), EmbeddedError> {
-    let psk = PreSharedKey::new(secret);
-    let build = |e: &dyn std::fmt::Display| EmbeddedError::Swarm(e.to_string());
-    let mut swarm: Swarm<Behaviour> = SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        // pnet wraps the raw TCP stream, before multistream-select.
-        .with_other_transport(|keypair| {
-            let noise = noise::Config::new(keypair)?;
-            let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
-                .upgrade(Version::V1)
-                .authenticate(noise)
-                .multiplex(yamux::Config::default());
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
-        })
-        .map_err(|e| build(&e))?
-        .with_behaviour(|keypair| Behaviour {
-            identify: identify::Behaviour::new(
-                identify::Config::new("/ipfs/id/1.0.0".to_owned(), keypair.public())
-                    .with_agent_version(super::agent_version()),
-            ),
-            stream: libp2p_stream::Behaviour::new(),
-        })
-        .map_err(|e| build(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-        .with_connection_timeout(DIAL_TIMEOUT)
-        .build();
+    let mut swarm = build(keypair, &opts)?;
+    let listen = opts.listen;
     let control = swarm.behaviour().stream.new_control();
     let mut pending = HashSet::new();
     for addr in listen {
@@ -164,6 +318,10 @@ pub(super) async fn spawn(
         })??;
     let peer_id = *swarm.local_peer_id();
     let bitswap = make_bitswap(control)?;
+    let public = opts.public.is_some();
+    if let Some(p) = opts.public {
+        Routing::bootstrap(&mut swarm, &p.bootstrap);
+    }
     let (tx, rx) = mpsc::channel(64);
     tasks.spawn(
         EventLoop {
@@ -172,10 +330,18 @@ pub(super) async fn spawn(
             addrs,
             bitswap: Arc::clone(&bitswap),
             dials: HashMap::new(),
+            routing: Routing::default(),
         }
         .run(cancel),
     );
-    Ok((SwarmHandle { tx, peer_id }, bitswap))
+    Ok((
+        SwarmHandle {
+            tx,
+            peer_id,
+            public,
+        },
+        bitswap,
+    ))
 }
 
 struct EventLoop {
@@ -184,10 +350,15 @@ struct EventLoop {
     addrs: Vec<Multiaddr>,
     bitswap: Arc<Bitswap>,
     dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
+    routing: Routing,
 }
 
 impl EventLoop {
     async fn run(mut self, cancel: CancellationToken) {
+        let mut reprovide = tokio::time::interval_at(
+            tokio::time::Instant::now() + dht::REPROVIDE_INTERVAL,
+            dht::REPROVIDE_INTERVAL,
+        );
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -196,6 +367,7 @@ impl EventLoop {
                     None => return,
                 },
                 e = self.swarm.select_next_some() => self.event(e),
+                _ = reprovide.tick() => self.routing.reprovide(&mut self.swarm),
             }
         }
     }
@@ -239,6 +411,9 @@ impl EventLoop {
                     .collect();
                 let _ = reply.send(addrs);
             }
+            Command::Provide(key) => self.routing.provide(&mut self.swarm, key),
+            Command::Unprovide(key) => self.routing.unprovide(&mut self.swarm, &key),
+            Command::FindProviders(key, reply) => self.routing.find(&mut self.swarm, key, reply),
         }
     }
 
@@ -277,6 +452,19 @@ impl EventLoop {
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.addrs.retain(|a| *a != address);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => Routing::learn(
+                &mut self.swarm,
+                peer_id,
+                &info.protocols,
+                &info.listen_addrs,
+            ),
+            SwarmEvent::Behaviour(BehaviourEvent::Wan(e) | BehaviourEvent::Lan(e)) => {
+                self.routing.event(&mut self.swarm, e);
             }
             _ => {}
         }

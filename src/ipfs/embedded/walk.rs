@@ -29,6 +29,11 @@ const WINDOW_MAX: usize = 512;
 const WINDOW_BYTES: u64 = 16 << 20;
 /// Blocks looked up in the store per read transaction.
 const LOCAL_BATCH: usize = 256;
+/// A public node's pin that received nothing for this long looks up
+/// providers of its root.
+const LOOKUP_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+/// Between two lookups of one stalled pin.
+const LOOKUP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// One walk's progress.
 struct Walk<'a> {
@@ -154,6 +159,11 @@ impl EmbeddedNode {
         let mut inflight = FuturesUnordered::new();
         let started = Instant::now();
         let mut last = started;
+        // On the public network, a pin that gets nothing from the peers it
+        // is connected to looks its root's providers up, and again while
+        // it stays stalled.
+        let routed = self.inner.swarm.is_public();
+        let mut lookup_at = started + LOOKUP_DELAY;
         loop {
             // Held blocks need no window; fetches do.
             while inflight.len() < walk.window() && !walk.queue.is_empty() {
@@ -185,6 +195,16 @@ impl EmbeddedNode {
             }
             let next = tokio::select! {
                 r = inflight.next() => r,
+                _ = tokio::time::sleep_until(lookup_at), if routed => {
+                    if last.elapsed() >= LOOKUP_DELAY {
+                        let node = self.clone();
+                        tokio::spawn(async move { node.find_providers(&root_cid).await });
+                        lookup_at = Instant::now() + LOOKUP_INTERVAL;
+                    } else {
+                        lookup_at = last + LOOKUP_DELAY;
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep_until(last + opts.progress_timeout) => {
                     // Keep what arrived: a retry need not fetch it again.
                     let _ = self.flush(&mut walk).await;
@@ -212,6 +232,7 @@ impl EmbeddedNode {
         // Durable: the blocks written lazily above become durable with it.
         self.blocking(move |s| s.pin(&key, kind)).await?;
         drop(protection);
+        self.inner.swarm.provide(&root_cid).await;
         tracing::debug!(
             %root,
             blocks = walk.count,
