@@ -25,7 +25,7 @@
 //!    be had, `kubo→kubo: unavailable (reason)` and the rest still runs;
 //! 5. each peer's peak RSS;
 //! 6. Kubo ↔ pinfleet, 64 MiB each way, on a second testbed whose nodes
-//!    join the public swarm (`PINFLEET_IPFS_SWARM=public`, loopback, no
+//!    join the public swarm (`testbed up --public-ipfs`, loopback, no
 //!    bootstrap peers): Kubo adds, a pin on peer 0 with Kubo as its origin
 //!    until all three peers have it (MiB/s of the slowest); `pinfleet add`
 //!    on peer 0, then a fresh Kubo connects to peer 0's node and pins it.
@@ -421,7 +421,7 @@ fn kubo(dir: &Path, files: &[PathBuf], timeout: Duration) -> Res<Vec<(f64, f64, 
 const INTEROP_MIB: u64 = 64;
 
 /// Part 6: Kubo ↔ pinfleet on a second testbed whose embedded nodes join
-/// the public swarm (`PINFLEET_IPFS_SWARM=public`, no bootstrap peers, on
+/// the public swarm (`testbed up --public-ipfs`: no bootstrap peers, on
 /// 127.0.0.1), next to Kubo → Kubo of the same file in this run. Kubo →
 /// pinfleet: Kubo adds a 64 MiB file, `POST /pins/{cid}` on peer 0 with
 /// Kubo as origin and replication 3, until all three peers report
@@ -444,11 +444,10 @@ async fn kubo_pinfleet(client: &reqwest::Client, dir: &Path, timeout: Duration) 
 
     let public = dir.join("public");
     std::fs::create_dir_all(&public).map_err(|e| e.to_string())?;
-    let mut tb = Testbed::up_with_env(
+    let mut tb = Testbed::up(
         &exe(),
         &public,
-        &[],
-        &[("PINFLEET_IPFS_SWARM", "public")],
+        &["--public-ipfs".to_string()],
         "3 peers, embedded IPFS on the public swarm",
         timeout,
     )?;

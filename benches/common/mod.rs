@@ -53,19 +53,6 @@ impl Testbed {
         what: &str,
         timeout: Duration,
     ) -> Res<Testbed> {
-        Self::up_with_env(exe, dir, args, &[], what, timeout)
-    }
-
-    /// [`Testbed::up`] with `env` set for `testbed up` and so its peers
-    /// (`PINFLEET_<SECTION>_<KEY>` config overrides).
-    pub fn up_with_env(
-        exe: &str,
-        dir: &std::path::Path,
-        args: &[String],
-        env: &[(&str, &str)],
-        what: &str,
-        timeout: Duration,
-    ) -> Res<Testbed> {
         let out = dir.join("testbed.out");
         let log = std::fs::File::create(&out).map_err(|e| e.to_string())?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
@@ -73,7 +60,6 @@ impl Testbed {
             .args(["testbed", "up", "--peers", "3", "--dir"])
             .arg(dir.join("tb"))
             .args(args)
-            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(err)

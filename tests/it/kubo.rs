@@ -12,7 +12,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pinfleet::config::{ClusterSecret, IDENTITY_FILE, Identity, SERVICE_FILE, ServiceConfig};
 use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
 use pinfleet::testkit::kubo::{Kubo, KuboOptions, libkubo};
 use rand::RngCore;
@@ -119,53 +118,20 @@ fn kubo_harness_moves_a_file_between_two_kubo_nodes() {
     b.stop();
 }
 
-/// The peer directories of a three-peer testbed in `tb` whose embedded
-/// nodes join the public IPFS swarm (no bootstrap peers), then the testbed.
-/// The config goes through the `PINFLEET_IPFS_SWARM` override, as an
-/// operator would set it.
+/// A three-peer testbed in `tb` whose embedded nodes are on the public
+/// swarm (`[ipfs] swarm = "public"`, loopback TCP and QUIC, no bootstrap
+/// peers).
 async fn public_testbed(tb: &Path) -> Testbed {
-    let secret = ClusterSecret::random();
-    let public = [("PINFLEET_IPFS_SWARM".to_string(), "public".to_string())];
-    for i in 0..3 {
-        let d = tb.join(format!("peer-{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        let mut config = ServiceConfig::new(secret);
-        config.cluster.peername = format!("peer-{i}");
-        config.cluster.listen_multiaddress = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        config.api.listen = "127.0.0.1:0".parse().unwrap();
-        let path = d.join(SERVICE_FILE);
-        let config = ServiceConfig::from_toml_str(&config.to_toml(), &path, &public)
-            .unwrap_or_else(|e| panic!("[ipfs] swarm = \"public\": {e}"));
-        write_private(&path, config.to_toml().as_bytes());
-        Identity::generate()
-            .save(&d.join(IDENTITY_FILE), true)
-            .unwrap();
-    }
     Testbed::up(&TestbedOptions {
         exe: env!("CARGO_BIN_EXE_pinfleet").into(),
         peers: 3,
         dir: tb.to_path_buf(),
         timeout: Duration::from_secs(90),
-        ipfs: TestbedIpfs::Embedded,
+        ipfs: TestbedIpfs::EmbeddedPublic,
         auth: false,
     })
     .await
     .unwrap()
-}
-
-/// Writes `bytes` to `path`, readable by its owner only (the daemon's
-/// rule for a file holding the cluster secret).
-fn write_private(path: &Path, bytes: &[u8]) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(bytes).unwrap();
 }
 
 /// Peer `api`'s embedded node's loopback TCP swarm address (`GET /id`,
