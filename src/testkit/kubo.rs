@@ -299,7 +299,8 @@ impl Kubo {
             .unwrap_or_default())
     }
 
-    /// Stops the node (cleanly if it answers within 30 s, else killed).
+    /// Stops the node: cleanly when the driver answers within 30 s and
+    /// exits 10 s later at most, else it is killed (on drop).
     pub fn stop(mut self) {
         let _ = self.call(serde_json::json!({"cmd": "stop"}), Duration::from_secs(20));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -351,9 +352,12 @@ impl Kubo {
                 )));
             }
             Err(RecvTimeoutError::Disconnected) => {
-                let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                let status = match self.child.try_wait() {
+                    Ok(Some(s)) => s.to_string(),
+                    _ => "still running".into(),
+                };
                 return Err(fail(format!(
-                    "driver exited ({status}); {}",
+                    "driver closed its output ({status}); {}",
                     last_lines(&self.stderr, 5)
                 )));
             }
