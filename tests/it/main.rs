@@ -34,6 +34,7 @@ mod manifests;
 mod openapi;
 mod patch;
 mod pinsvc;
+mod public_ipfs;
 mod rest_fuzz;
 mod snapshots;
 mod source_safety;

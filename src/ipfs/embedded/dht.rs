@@ -46,6 +46,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) fn behaviour(
     me: PeerId,
     protocol: StreamProtocol,
+    server: bool,
 ) -> kad::Behaviour<kad::store::MemoryStore> {
     let store = kad::store::MemoryStore::with_config(
         me,
@@ -64,9 +65,14 @@ pub(super) fn behaviour(
         .set_provider_publication_interval(None)
         .set_replication_factor(NonZeroUsize::new(PROVIDERS_PER_KEY).unwrap_or(NonZeroUsize::MIN));
     let mut kad = kad::Behaviour::with_config(me, store, config);
-    // A cluster's nodes serve the DHT as Kubo's `dhtserver` does: the
-    // node's whole point is to hold and announce content.
-    kad.set_mode(Some(kad::Mode::Server));
+    // A cluster's nodes serve the DHT as Kubo's `dhtserver` does (the
+    // node's whole point is to hold and announce content) unless they
+    // cannot be dialled.
+    kad.set_mode(Some(if server {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    }));
     kad
 }
 
