@@ -147,10 +147,7 @@ async fn public_nodes_exchange_content_over_quic() {
     let root = a.add(1 << 20, 1, false).await;
     let quic = a.addr(true).await;
     assert_eq!(b.node.connect(quic).await.unwrap(), a.node.peer_id());
-    b.node
-        .pin(root, opts(DEADLINE), None)
-        .await
-        .unwrap();
+    b.node.pin(root, opts(DEADLINE), None).await.unwrap();
     assert_eq!(
         b.node.get_block(root.cid()).await.unwrap(),
         a.node.get_block(root.cid()).await.unwrap()
@@ -180,10 +177,7 @@ async fn a_public_node_finds_content_through_the_dht_on_a_node_it_was_never_told
 
     // No origins, no holder connected: the pin stalls, looks the root
     // up (a provides it), dials a and fetches from it.
-    c.node
-        .pin(root, opts(DEADLINE), None)
-        .await
-        .unwrap();
+    c.node.pin(root, opts(DEADLINE), None).await.unwrap();
     assert!(c.node.connected_peers().await.contains(&a.node.peer_id()));
     assert_eq!(
         c.node.get_block(root.cid()).await.unwrap(),
@@ -198,10 +192,7 @@ async fn a_public_node_finds_content_through_the_dht_on_a_node_it_was_never_told
         d.node.connected_peers().await.contains(&b.node.peer_id())
     })
     .await;
-    d.node
-        .pin(root, opts(DEADLINE), None)
-        .await
-        .unwrap();
+    d.node.pin(root, opts(DEADLINE), None).await.unwrap();
     assert!(d.node.connected_peers().await.contains(&c.node.peer_id()));
     for n in [a, b, c, d] {
         n.stop().await;
@@ -239,10 +230,7 @@ async fn a_public_node_pins_content_named_by_a_delegated_routing_endpoint() {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let c = public(&dir.path().join("c"), Vec::new(), Some(url)).await;
-    c.node
-        .pin(root, opts(DEADLINE), None)
-        .await
-        .unwrap();
+    c.node.pin(root, opts(DEADLINE), None).await.unwrap();
     assert!(c.node.connected_peers().await.contains(&a.node.peer_id()));
     let asked = asked.lock().unwrap().clone();
     assert!(
@@ -308,4 +296,78 @@ async fn a_private_node_and_a_public_node_cannot_connect() {
     assert!(a.node.connect(private_addr).await.is_err());
     cancel.cancel();
     a.stop().await;
+}
+
+/// `testbed up --public-ipfs`: the quickstart is pinned on every peer, and
+/// an IPFS node outside the cluster (another secret) connects to a peer's
+/// node, named in `testbed.json` with `/p2p/`, and fetches the content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_testbed_pins_the_quickstart_and_serves_it_to_a_node_outside_the_cluster() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tb = dir.path().join("tb");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"))
+        .current_dir(repo)
+        .args(["testbed", "up", "--public-ipfs", "--dir"])
+        .arg(&tb)
+        .args(["--add", "examples/quickstart/content"])
+        .args(["--apply", "examples/quickstart", "--wait", "60s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.contains("every pin is pinned");
+            seen.push(line);
+            if done {
+                return;
+            }
+        }
+        panic!("the testbed ended before pinning: {seen:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not pinned in time: {seen:?}"));
+    assert!(
+        seen.iter().any(|l| l.contains("3 pins · pinned 9 ·")),
+        "{seen:?}"
+    );
+    let file: pinfleet::testbed::TestbedFile =
+        serde_json::from_slice(&std::fs::read(tb.join("testbed.json")).unwrap()).unwrap();
+    let addr: Multiaddr = file.peers[0].ipfs.parse().unwrap();
+    assert!(
+        matches!(addr.iter().last(), Some(Protocol::P2p(_))),
+        "{addr}"
+    );
+
+    let outsider = public(&dir.path().join("outsider"), Vec::new(), None).await;
+    outsider.node.connect(addr).await.unwrap();
+    let site: cid::Cid = "QmSnuKKp3siNyNhbWiW2fwo53W46HdWrcZ7fSZYWXKGV3c"
+        .parse()
+        .unwrap();
+    outsider
+        .node
+        .pin(
+            pinfleet::manifest::CidKey::from_cid(site).unwrap(),
+            opts(DEADLINE),
+            None,
+        )
+        .await
+        .unwrap();
+    outsider.stop().await;
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
 }
