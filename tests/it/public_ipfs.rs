@@ -371,3 +371,39 @@ async fn a_public_testbed_pins_the_quickstart_and_serves_it_to_a_node_outside_th
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// A CID nobody has fails with the progress timeout, as in the private
+/// swarm, although the pin looks it up in the DHT meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cid_nobody_provides_fails_with_the_progress_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = public(&dir.path().join("b"), Vec::new(), None).await;
+    let c = public(&dir.path().join("c"), vec![b.addr(false).await], None).await;
+    wait_for("c to join the dht through b", || async {
+        c.node.connected_peers().await.contains(&b.node.peer_id())
+    })
+    .await;
+    let nobody = pinfleet::manifest::CidKey::from_cid(
+        "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    let err = c
+        .node
+        .pin(nobody, opts(Duration::from_secs(2)), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, pinfleet::ipfs::IpfsError::Timeout { .. }),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    b.stop().await;
+    c.stop().await;
+}
