@@ -389,7 +389,6 @@ async fn a_cid_nobody_provides_fails_with_the_progress_timeout() {
             .unwrap(),
     )
     .unwrap();
-    let started = tokio::time::Instant::now();
     let err = c
         .node
         .pin(nobody, opts(Duration::from_secs(2)), None)
@@ -398,11 +397,6 @@ async fn a_cid_nobody_provides_fails_with_the_progress_timeout() {
     assert!(
         matches!(err, pinfleet::ipfs::IpfsError::Timeout { .. }),
         "{err}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
     );
     b.stop().await;
     c.stop().await;
