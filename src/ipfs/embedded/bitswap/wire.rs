@@ -687,6 +687,60 @@ pub(super) mod tests {
         }
     }
 
+    /// What each version gets of one message carrying a want-block, a
+    /// want-have, a block and a presence, read back as that version reads.
+    #[test]
+    fn messages_are_encoded_for_the_peers_version() {
+        let (a, b) = (raw_cid(b"a"), raw_cid(b"b"));
+        let block = Block {
+            prefix: cid_prefix(&a),
+            data: Bytes::from_static(b"a"),
+        };
+        let msg = Message {
+            payload: vec![block.clone()],
+            block_presences: vec![BlockPresence::new(b.to_bytes(), Presence::DontHave)],
+            ..wants(
+                vec![
+                    WantEntry::new(&a, false, true),
+                    WantEntry::new(&b, true, true),
+                ],
+                false,
+            )
+        };
+        let read = |v: Version| {
+            let mut out = Vec::new();
+            encode_for(&msg, v, &mut out);
+            let (len, body) = unsigned_varint::decode::usize(&out).unwrap();
+            assert_eq!(len, body.len());
+            decode_for(body, v).unwrap()
+        };
+        assert_eq!(read(Version::V120), msg);
+        let old_wants = Some(Wantlist {
+            entries: vec![WantEntry::new(&a, false, false)],
+            full: false,
+        });
+        let v110 = read(Version::V110);
+        assert_eq!(v110.wantlist, old_wants);
+        assert_eq!(v110.payload, vec![block]);
+        assert!(v110.block_presences.is_empty());
+        let v100 = read(Version::V100);
+        assert_eq!(v100.wantlist, old_wants);
+        assert_eq!(v100.payload[0].prefix, V0_PREFIX);
+        // A 1.0.0 block is checked as the CIDv0 of its bytes: same multihash.
+        let cid = block_cid(&v100.payload[0].prefix, &v100.payload[0].data).unwrap();
+        assert_eq!(cid.hash(), a.hash());
+        assert_eq!(cid.version(), cid::Version::V0);
+
+        // Nothing a 1.1.0 peer can read: nothing sent.
+        let mut out = Vec::new();
+        let presences_only = Message {
+            block_presences: msg.block_presences.clone(),
+            ..wants(vec![WantEntry::new(&b, true, true)], true)
+        };
+        encode_for(&presences_only, Version::V110, &mut out);
+        assert!(out.is_empty());
+    }
+
     #[test]
     fn blocks_are_verified_against_their_cid() {
         let cid = raw_cid(b"hello");
