@@ -598,3 +598,50 @@ async fn old_bitswap_versions_are_served_and_fetched_from() {
     }
     ours.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_keeps_at_most_four_bitswap_streams_to_us_and_those_still_work() {
+    let ours = Node::start().await;
+    let blocks: Vec<(Cid, Vec<u8>)> = (0..6)
+        .map(|i| {
+            let d = varied(2000, 200 + i);
+            (raw_cid(&d), d)
+        })
+        .collect();
+    ours.put_raw(&blocks).await;
+    let (peer, mut incoming) = RawPeer::connect(&ours, &[protocol("1.2.0")]).await;
+    let mut streams = Vec::new();
+    for _ in 0..super::INBOUND_STREAMS {
+        streams.push(peer.open(&ours, protocol("1.2.0")).await);
+    }
+    // Each stream is read: a want on each is answered.
+    for (s, (cid, _)) in streams.iter_mut().zip(&blocks) {
+        send(s, &wants(vec![WantEntry::new(cid, false, true)])).await;
+    }
+    let (_, mut from_ours) = tokio::time::timeout(DEADLINE, incoming[0].next())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < super::INBOUND_STREAMS {
+        got.extend(next(&mut from_ours, Version::V120).await.payload);
+    }
+
+    // One more is closed on arrival.
+    let mut extra = peer.open(&ours, protocol("1.2.0")).await;
+    let end = tokio::time::timeout(DEADLINE, read_frame(&mut extra))
+        .await
+        .expect("the extra stream stayed open");
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    // The first ones still work.
+    let (cid, data) = &blocks[5];
+    send(
+        &mut streams[0],
+        &wants(vec![WantEntry::new(cid, false, true)]),
+    )
+    .await;
+    let msg = next(&mut from_ours, Version::V120).await;
+    assert_eq!(msg.payload[0].data, *data);
+    drop(peer);
+    ours.stop().await;
+}
