@@ -487,6 +487,9 @@ impl Bitswap {
     }
 
     fn receive_blocks(&self, peer: &PeerId, blocks: Vec<Block>) {
+        // Distrust is applied once per message, however many bad blocks it
+        // carries: it walks every open want.
+        let mut bad = false;
         for Block { prefix, data } in blocks {
             // Hashed outside the lock.
             let mh = block_cid(&prefix, &data).ok().map(|c| c.hash().to_bytes());
@@ -504,8 +507,7 @@ impl Bitswap {
                     // A late copy of a block we had: harmless.
                     None if mh.as_ref().is_some_and(|mh| s.recent_set.contains(mh)) => None,
                     None => {
-                        tracing::debug!(%peer, "a bad block: distrusting the peer");
-                        s.distrust(peer, now);
+                        bad = true;
                         None
                     }
                 }
@@ -529,6 +531,10 @@ impl Bitswap {
                     tracing::debug!(%peer, "dropped an unwanted or corrupt block");
                 }
             }
+        }
+        if bad {
+            tracing::debug!(%peer, "a block nobody wanted or that does not hash: distrusting the peer");
+            self.lock().distrust(peer, Instant::now());
         }
     }
 
