@@ -346,6 +346,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
                 ipfs_config.public = Some(crate::ipfs::embedded::PublicOptions {
                     bootstrap: config.ipfs.bootstrap.clone(),
                     relay_client: config.ipfs.relay_client,
+                    dht_client: config.ipfs.dht_client,
                     max_connections: config.ipfs.max_connections,
                 });
                 ipfs_config.delegated_routing = config.ipfs.delegated_routing.clone();

@@ -162,6 +162,10 @@ const DOCS: &[SectionDoc] = &[
                 "How long a client may take to send its request headers, and between two pieces of an upload or PinSet body (then 408); responses are never cut. Also how long a kept-alive connection may stay idle between requests.",
             ),
             (
+                "dht_client",
+                "Only query the DHT, never answer it (Kubo's dhtclient), for a node other IPFS nodes cannot dial; its pinned roots are still announced.",
+            ),
+            (
                 "max_connections",
                 "Most connections served at once (at least 1; keep it below the process's open-file limit). One more waits up to 250 ms for a free one, then gets 503 with Retry-After and is closed.",
             ),
@@ -538,6 +542,7 @@ mod tests {
         ];
         cfg.ipfs.delegated_routing = Some("https://routing.example.org".into());
         cfg.ipfs.relay_client = true;
+        cfg.ipfs.dht_client = true;
         cfg.ipfs.max_connections = 64;
         cfg.informer.tags = [("a.b", "1"), ("", "empty key"), ("z", "")]
             .into_iter()

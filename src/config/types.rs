@@ -412,6 +412,10 @@ pub struct IpfsConfig {
     /// Reserve a slot on relays and accept hole punching (public mode).
     #[serde(with = "Flag")]
     pub relay_client: bool,
+    /// Only query the DHT, never answer it (Kubo's `dhtclient`): for a
+    /// node others cannot dial.
+    #[serde(with = "Flag")]
+    pub dht_client: bool,
     /// Most connections the public node keeps (inbound plus outbound).
     #[serde(with = "AtLeastOne::<u32>")]
     pub max_connections: u32,
@@ -482,6 +486,7 @@ impl Default for IpfsConfig {
             bootstrap: Vec::new(),
             delegated_routing: None,
             relay_client: false,
+            dht_client: false,
             max_connections: 1024,
         }
     }
@@ -503,6 +508,7 @@ impl fmt::Debug for IpfsConfig {
                     .map(crate::source::git::redact),
             )
             .field("relay_client", &self.relay_client)
+            .field("dht_client", &self.dht_client)
             .field("max_connections", &self.max_connections)
             .finish()
     }

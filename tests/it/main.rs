@@ -35,6 +35,7 @@ mod manifests;
 mod openapi;
 mod patch;
 mod pinsvc;
+mod public_ipfs;
 mod rest_fuzz;
 mod snapshots;
 mod source_safety;

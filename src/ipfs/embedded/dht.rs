@@ -46,6 +46,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) fn behaviour(
     me: PeerId,
     protocol: StreamProtocol,
+    server: bool,
 ) -> kad::Behaviour<kad::store::MemoryStore> {
     let store = kad::store::MemoryStore::with_config(
         me,
@@ -64,9 +65,14 @@ pub(super) fn behaviour(
         .set_provider_publication_interval(None)
         .set_replication_factor(NonZeroUsize::new(PROVIDERS_PER_KEY).unwrap_or(NonZeroUsize::MIN));
     let mut kad = kad::Behaviour::with_config(me, store, config);
-    // A cluster's nodes serve the DHT as Kubo's `dhtserver` does: the
-    // node's whole point is to hold and announce content.
-    kad.set_mode(Some(kad::Mode::Server));
+    // A cluster's nodes serve the DHT as Kubo's `dhtserver` does (the
+    // node's whole point is to hold and announce content) unless they
+    // cannot be dialled.
+    kad.set_mode(Some(if server {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    }));
     kad
 }
 
@@ -105,8 +111,9 @@ pub(super) struct Routing {
     providing: HashSet<QueryId>,
     /// Keys we provide (announced again every [`REPROVIDE_INTERVAL`]).
     provided: HashSet<RecordKey>,
-    lookups: Vec<Lookup>,
-    by_query: HashMap<QueryId, usize>,
+    lookups: HashMap<u64, Lookup>,
+    next_lookup: u64,
+    by_query: HashMap<QueryId, u64>,
 }
 
 impl Routing {
@@ -166,6 +173,10 @@ impl Routing {
     /// Queues `key` to be provided (now, and at every republish).
     pub(super) fn provide(&mut self, swarm: &mut Swarm<Behaviour>, key: RecordKey) {
         if !Self::active(swarm) {
+            return;
+        }
+        if self.provided.len() >= MAX_PROVIDER_KEYS && !self.provided.contains(&key) {
+            tracing::debug!("already announcing as many roots as the dht holds; not this one");
             return;
         }
         self.provided.insert(key.clone());
@@ -233,7 +244,8 @@ impl Routing {
         key: RecordKey,
         reply: oneshot::Sender<Vec<PeerId>>,
     ) {
-        let index = self.lookups.len();
+        let index = self.next_lookup;
+        self.next_lookup += 1;
         let mut lookup = Lookup {
             found: Vec::new(),
             running: 0,
@@ -262,7 +274,7 @@ impl Routing {
             }
             return;
         }
-        self.lookups.push(lookup);
+        self.lookups.insert(index, lookup);
     }
 
     fn found(
@@ -311,7 +323,7 @@ impl Routing {
                     return;
                 };
                 if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = r
-                    && let Some(lookup) = self.lookups.get_mut(index)
+                    && let Some(lookup) = self.lookups.get_mut(&index)
                 {
                     for p in providers {
                         Self::found(swarm, lookup, p, Vec::new());
@@ -329,19 +341,17 @@ impl Routing {
         }
     }
 
-    /// One query of lookup `index` ended; answers when it was the last,
-    /// and drops finished lookups once none is running.
-    fn finish(&mut self, index: usize) {
-        if let Some(lookup) = self.lookups.get_mut(index) {
+    /// One query of lookup `index` ended; answers and forgets the lookup
+    /// when it was the last.
+    fn finish(&mut self, index: u64) {
+        if let Some(lookup) = self.lookups.get_mut(&index) {
             lookup.running = lookup.running.saturating_sub(1);
             if lookup.running == 0
-                && let Some(r) = lookup.reply.take()
+                && let Some(mut done) = self.lookups.remove(&index)
+                && let Some(r) = done.reply.take()
             {
-                let _ = r.send(std::mem::take(&mut lookup.found));
+                let _ = r.send(done.found);
             }
-        }
-        if self.by_query.is_empty() {
-            self.lookups.clear();
         }
     }
 }

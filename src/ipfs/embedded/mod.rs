@@ -424,6 +424,12 @@ impl EmbeddedNode {
         self.inner.push.dropped()
     }
 
+    /// Block push streams refused: on the public network, from nodes that
+    /// are not cluster members' (see [`Self::set_cluster_nodes`]).
+    pub fn push_streams_refused(&self) -> u64 {
+        self.inner.push.refused()
+    }
+
     /// Overwrites a stored block with `data`, unchecked, to simulate disk
     /// corruption in tests (peers must reject what this node then serves).
     /// Only with the `testkit` feature.

@@ -70,6 +70,8 @@ struct Counters {
     rejected: AtomicU64,
     /// Frames not queued to a peer (queue full or stream gone).
     dropped: AtomicU64,
+    /// Push streams refused: their node is not a member's (public network).
+    refused: AtomicU64,
 }
 
 impl std::fmt::Debug for Push {
@@ -135,6 +137,11 @@ impl Push {
         self.counters.rejected.load(Ordering::Relaxed)
     }
 
+    /// Push streams refused because their node is not a member's.
+    pub(crate) fn refused(&self) -> u64 {
+        self.counters.refused.load(Ordering::Relaxed)
+    }
+
     /// Frames this node did not queue to a peer.
     pub(crate) fn dropped(&self) -> u64 {
         self.counters.dropped.load(Ordering::Relaxed)
@@ -170,6 +177,7 @@ impl Push {
     /// blocks before reading the next.
     async fn read_loop(self: Arc<Self>, peer: PeerId, mut stream: Stream) {
         if !self.allowed(&peer) {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, "refused a block push from a node outside the cluster");
             return;
         }

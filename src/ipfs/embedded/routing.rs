@@ -22,12 +22,16 @@ const HTTP_MAX_BYTES: usize = 1 << 20;
 const DIAL_MAX: usize = 8;
 /// How long one dial of a provider may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lookups running at once; a stalled pin that finds no free slot tries
+/// again at its next lookup time.
+const LOOKUPS_MAX: usize = 16;
 
 /// Provider lookups for one node.
 #[derive(Debug)]
 pub(super) struct Router {
     swarm: SwarmHandle,
     delegated: Option<(String, reqwest::Client)>,
+    slots: tokio::sync::Semaphore,
 }
 
 /// `{"Providers": [...]}` of `/routing/v1/providers`.
@@ -89,11 +93,20 @@ impl Router {
                 Some((url.trim_end_matches('/').to_owned(), client))
             }
         };
-        Ok(Self { swarm, delegated })
+        Ok(Self {
+            swarm,
+            delegated,
+            slots: tokio::sync::Semaphore::new(LOOKUPS_MAX),
+        })
     }
 
-    /// Finds providers of `cid` and dials them; how many were found.
+    /// Finds providers of `cid` and dials them; how many were found (0
+    /// at once when [`LOOKUPS_MAX`] lookups are running).
     pub(super) async fn find_and_dial(&self, cid: Cid) -> usize {
+        let Ok(_slot) = self.slots.try_acquire() else {
+            tracing::debug!(%cid, "provider lookups are all busy; later");
+            return 0;
+        };
         let dht = self.swarm.find_providers(&cid);
         let delegated = self.delegated(cid);
         let (dht, delegated) = futures::future::join(dht, delegated).await;

@@ -71,6 +71,8 @@ pub struct PublicOptions {
     pub bootstrap: Vec<Multiaddr>,
     /// Relay client and hole punching.
     pub relay_client: bool,
+    /// Query the DHT only, never answer it.
+    pub dht_client: bool,
     /// Most connections held at once.
     pub max_connections: u32,
 }
@@ -94,6 +96,7 @@ fn behaviour(
         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
         .with_max_established_per_peer(Some(MAX_PER_PEER));
     let on = public.is_some();
+    let server = public.is_some_and(|p| !p.dht_client);
     Behaviour {
         limits: connection_limits::Behaviour::new(limits),
         memory: memory_connection_limits::Behaviour::with_max_percentage(MAX_MEMORY_FRACTION),
@@ -103,8 +106,8 @@ fn behaviour(
         ),
         ping: Toggle::from(on.then(|| ping::Behaviour::new(ping::Config::new()))),
         autonat: Toggle::from(on.then(|| autonat::Behaviour::new(me, autonat::Config::default()))),
-        wan: Toggle::from(on.then(|| dht::behaviour(me, dht::WAN_PROTOCOL))),
-        lan: Toggle::from(on.then(|| dht::behaviour(me, dht::LAN_PROTOCOL))),
+        wan: Toggle::from(on.then(|| dht::behaviour(me, dht::WAN_PROTOCOL, server))),
+        lan: Toggle::from(on.then(|| dht::behaviour(me, dht::LAN_PROTOCOL, server))),
         dcutr: Toggle::from(relay.is_some().then(|| dcutr::Behaviour::new(me))),
         relay: Toggle::from(relay),
         stream: libp2p_stream::Behaviour::new(),
@@ -320,6 +323,11 @@ pub(super) async fn spawn(
     let bitswap = make_bitswap(control)?;
     let public = opts.public.is_some();
     if let Some(p) = opts.public {
+        // Announced as they are (provider records, identify), as Kubo
+        // announces its listen addresses.
+        for a in &addrs {
+            swarm.add_external_address(a.clone());
+        }
         Routing::bootstrap(&mut swarm, &p.bootstrap);
     }
     let (tx, rx) = mpsc::channel(64);
@@ -331,6 +339,7 @@ pub(super) async fn spawn(
             bitswap: Arc::clone(&bitswap),
             dials: HashMap::new(),
             routing: Routing::default(),
+            public,
         }
         .run(cancel),
     );
@@ -351,6 +360,7 @@ struct EventLoop {
     bitswap: Arc<Bitswap>,
     dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
     routing: Routing,
+    public: bool,
 }
 
 impl EventLoop {
@@ -448,9 +458,15 @@ impl EventLoop {
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } if !self.addrs.contains(&address) => {
+                if self.public {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.addrs.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
+                if self.public {
+                    self.swarm.remove_external_address(&address);
+                }
                 self.addrs.retain(|a| *a != address);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {

@@ -17,7 +17,8 @@ use super::BlockStore;
 use super::answer;
 use super::wire::tests::raw_cid;
 use super::wire::{
-    Block, BlockPresence, Message, Presence, WantEntry, Wantlist, block_cid, cid_prefix, read_frame,
+    Block, BlockPresence, Message, Presence, Version, WantEntry, Wantlist, block_cid, cid_prefix,
+    decode_for, read_frame,
 };
 use crate::testkit::fuzz::{bytes, mutated};
 
@@ -100,6 +101,10 @@ fn receive(store: &BlockStore, stream: &[u8]) {
             "a frame larger than the stream"
         );
         let len = frame.len();
+        // As a 1.0.0 stream reads it: blocks, each checked as a CIDv0.
+        if let Ok(old) = decode_for(&frame, Version::V100) {
+            assert!(old.payload.iter().all(|b| b.data.len() <= len));
+        }
         let Ok(msg) = Message::decode(Bytes::from(frame)) else {
             continue;
         };

@@ -1,8 +1,13 @@
-//! Bitswap 1.2.0 (`/ipfs/bitswap/1.2.0`) between embedded nodes: the wire
-//! messages, a want manager for fetching, and a responder for serving.
+//! Bitswap (`/ipfs/bitswap/1.2.0`, `1.1.0`, `1.0.0`): the wire messages, a
+//! want manager for fetching, and a responder for serving.
 //!
 //! Wire: each direction of a peer pair uses its own stream (as go-bitswap
 //! does); a stream carries uvarint-length-prefixed protobuf `Message`s.
+//! Inbound streams are accepted in every version; ours to a peer is opened
+//! with the newest it accepts (`send`), and what we send is encoded for
+//! that version: a peer before 1.2.0 never gets `want-have`s or presences
+//! (so it is asked with `want-block` on rebroadcast, and its silence reads
+//! as a `DontHave` once [`REASK`] passes).
 //!
 //! Fetching: [`Bitswap::fetch`] registers a want and sends `want-block` to
 //! one connected peer and `want-have` to the others (all with
@@ -20,48 +25,55 @@
 //! want as `want-have`. A block
 //! is accepted only if the multihash computed here from its bytes (with the
 //! hash function its prefix names) is one we want: a peer cannot make us
-//! store bytes under a CID they do not hash to. Our wants and our answers
-//! to a peer queue separately (wants first); queued messages go out in one
+//! store bytes under a CID they do not hash to. A peer that sends a block
+//! we never wanted (nor recently had) or one that does not hash to its
+//! prefix is distrusted for [`DISTRUST`]: what it still owes us counts as
+//! `DontHave` (so a peer that said `Have` is asked at once) and it is asked
+//! for blocks only when no one else is. Our wants and our answers to a
+//! peer queue separately (wants first); queued messages go out in one
 //! write.
 //!
 //! Serving: every want-block for a block we hold is answered with it,
-//! want-have with `Have`, anything else (when asked) with `DontHave`; the
-//! wants that queued meanwhile are looked up in one store read. No
-//! per-peer ledger is kept: requesters rebroadcast. A stream's reader never
-//! waits for serving (wants go to a per-peer serve task through a bounded
-//! queue, dropped when full), so two peers fetching from each other cannot
-//! deadlock on full stream windows.
+//! want-have with `Have`, anything else (when asked) with `DontHave`. A
+//! peer's wants wait in its `ledger` (at most `PEER_WANTS`, oldest dropped
+//! first, cancels applied), answered oldest first [`SERVE_BATCH`] per
+//! store read by the peer's own serve task into a bounded queue of
+//! answers. A stream's reader never waits for serving, so two peers
+//! fetching from each other cannot deadlock on full stream windows, and a
+//! peer that floods wants or never reads holds up only its own tasks; it
+//! may keep at most [`INBOUND_STREAMS`] streams to us open.
 //!
 //! This module must not write to the store (the pin walk batches writes)
 //! nor decide what to fetch. The wire format (messages, framing, CID
 //! prefixes, block verification) is in `wire`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cid::Cid;
-use futures::AsyncWriteExt;
-use libp2p::{PeerId, Stream, StreamProtocol};
-use prost::Message as _;
-use tokio::sync::{mpsc, oneshot};
+use libp2p::{PeerId, Stream};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::ledger::Ledger;
 use self::wire::{
-    Block, BlockPresence, Message, Presence, WantEntry, Wantlist, block_cid, cid_prefix,
-    next_message, serve_streams,
+    Block, BlockPresence, Message, PROTOCOLS, Presence, Version, WantEntry, Wantlist, block_cid,
+    cid_prefix, decode_for, read_frame_into, serve_streams,
 };
 use super::store::{BlockStore, Held};
 
 #[cfg(test)]
+mod abuse_tests;
+#[cfg(test)]
 mod fuzz_tests;
+mod ledger;
+mod send;
 pub(super) mod wire;
 
 pub(crate) use self::wire::digest;
 
-/// The protocol this node speaks.
-pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
 /// Block bytes per response message before a new one is started.
 const RESPONSE_BLOCK_BYTES: usize = 2 << 20;
 /// How often open wants are sent again.
@@ -74,9 +86,15 @@ const OUTBOX: usize = 4096;
 /// Answers (blocks, up to [`RESPONSE_BLOCK_BYTES`] each) queued per peer:
 /// the serving side waits for room, so memory stays bounded.
 const ANSWERS: usize = 4;
-/// A peer's wantlists queued for serving before new ones are dropped (the
-/// peer rebroadcasts them).
-const SERVE_QUEUE: usize = 4096;
+/// Inbound Bitswap streams one peer may keep open at once (a peer needs
+/// one; each may hold a frame buffer of up to 4 MiB). Further ones are
+/// closed at once.
+const INBOUND_STREAMS: usize = 4;
+/// How long a peer that sent a bad block is asked for blocks last.
+const DISTRUST: Duration = Duration::from_secs(60);
+/// Closed wants remembered, so that a late copy of a block we had wanted
+/// is told from a block nobody asked for.
+const RECENT: usize = 8192;
 /// Wants still unanswered by every peer asked are sent again to all after
 /// [`REBROADCAST`]; wants a peer is still expected to answer only after
 /// this long (lost on a reset stream).
@@ -98,6 +116,25 @@ impl Want {
     /// Whether some peer asked for the block may still send it.
     fn block_outstanding(&self) -> bool {
         self.asked.iter().any(|p| !self.dont_have.contains(p))
+    }
+
+    /// When no peer asked for the block may still send it: the first
+    /// trusted peer that said `Have` and was not asked yet, now asked.
+    fn next_source(&mut self, peers: &HashMap<PeerId, PeerQueues>, now: Instant) -> Option<PeerId> {
+        if self.block_outstanding() {
+            return None;
+        }
+        let next = self
+            .haves
+            .iter()
+            .find(|p| {
+                !self.asked.contains(p)
+                    && !self.dont_have.contains(p)
+                    && peers.get(p).is_some_and(|q| !q.distrusted(now))
+            })
+            .copied()?;
+        self.asked.insert(next);
+        Some(next)
     }
 }
 
@@ -124,6 +161,62 @@ impl State {
                 self.answered(p);
             }
         }
+        let mh = want.cid.hash().to_bytes();
+        if self.recent_set.insert(mh.clone()) {
+            self.recent.push_back(mh);
+            if self.recent.len() > RECENT
+                && let Some(old) = self.recent.pop_front()
+            {
+                self.recent_set.remove(&old);
+            }
+        }
+    }
+
+    /// Sends `want-block`s for `asks` (peer, CIDs), counting them.
+    fn ask(&mut self, asks: HashMap<PeerId, Vec<Cid>>) {
+        for (p, cids) in asks {
+            if let Some(q) = self.peers.get_mut(&p) {
+                q.outstanding += cids.len();
+                let _ = q.out.try_send(want_message(&cids, false, false));
+            }
+        }
+    }
+
+    /// `peer` sent a block nobody wanted or that does not verify: it is
+    /// asked last for a while, and what it owes counts as `DontHave`
+    /// (a peer that said `Have` is asked instead).
+    fn distrust(&mut self, peer: &PeerId, now: Instant) {
+        let Some(q) = self.peers.get_mut(peer) else {
+            return;
+        };
+        q.distrusted = Some(now + DISTRUST);
+        q.outstanding = 0;
+        let mut asks: HashMap<PeerId, Vec<Cid>> = HashMap::new();
+        for w in self.wants.values_mut() {
+            if w.asked.contains(peer)
+                && w.dont_have.insert(*peer)
+                && let Some(next) = w.next_source(&self.peers, now)
+            {
+                asks.entry(next).or_default().push(w.cid);
+            }
+        }
+        self.ask(asks);
+    }
+}
+
+/// A peer's queued wants and the wake-up of the task that serves them.
+#[derive(Default)]
+struct PeerLedger {
+    wants: Mutex<Ledger>,
+    ready: Notify,
+}
+
+impl PeerLedger {
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        // A plain queue: a panic elsewhere leaves it usable.
+        self.wants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -132,24 +225,33 @@ struct PeerQueues {
     /// Messages to send it.
     out: mpsc::Sender<Message>,
     /// Its wants, to serve.
-    serve: mpsc::Sender<Vec<WantEntry>>,
+    ledger: Arc<PeerLedger>,
+    /// Fires when it disconnects: ends its send and serve tasks.
+    gone: CancellationToken,
     /// `want-block`s sent to it and not answered yet.
     outstanding: usize,
     /// When it last sent us a block we wanted.
     delivered: Option<Instant>,
+    /// Until when it is asked for blocks last (it sent a bad block).
+    distrusted: Option<Instant>,
 }
 
 /// A peer that sent a wanted block this recently counts as a source.
 const SOURCE_FRESH: Duration = Duration::from_secs(2);
 
 impl PeerQueues {
-    /// Lower is a better peer to ask for a block: recent sources first,
-    /// the one with the fewest unanswered `want-block`s among them.
-    fn load(&self, now: Instant) -> (bool, usize) {
+    /// Lower is a better peer to ask for a block: trusted peers first,
+    /// then recent sources, then the one with the fewest unanswered
+    /// `want-block`s.
+    fn load(&self, now: Instant) -> (bool, bool, usize) {
         let source = self
             .delivered
             .is_some_and(|t| now.duration_since(t) < SOURCE_FRESH);
-        (!source, self.outstanding)
+        (self.distrusted(now), !source, self.outstanding)
+    }
+
+    fn distrusted(&self, now: Instant) -> bool {
+        self.distrusted.is_some_and(|t| now < t)
     }
 }
 
@@ -159,6 +261,12 @@ struct State {
     wants: HashMap<Vec<u8>, Want>,
     /// Connected peers.
     peers: HashMap<PeerId, PeerQueues>,
+    /// Multihashes of the last [`RECENT`] closed wants, oldest first, and
+    /// as a set.
+    recent: VecDeque<Vec<u8>>,
+    recent_set: HashSet<Vec<u8>>,
+    /// Open inbound streams per peer.
+    inbound: HashMap<PeerId, usize>,
 }
 
 /// The Bitswap engine of one node. Shared (`Arc`) by the swarm loop (which
@@ -187,7 +295,10 @@ impl Bitswap {
         cancel: CancellationToken,
         tasks: &TaskTracker,
     ) -> Result<Arc<Self>, libp2p_stream::AlreadyRegistered> {
-        let incoming = control.accept(PROTOCOL)?;
+        let incoming = PROTOCOLS
+            .iter()
+            .map(|(p, v)| Ok((control.accept(p.clone())?, *v)))
+            .collect::<Result<Vec<_>, _>>()?;
         let this = Arc::new(Bitswap {
             store,
             control,
@@ -196,13 +307,15 @@ impl Bitswap {
             tasks: tasks.clone(),
             rejected: std::sync::atomic::AtomicU64::new(0),
         });
-        let served = Arc::clone(&this);
-        tasks.spawn(serve_streams(
-            incoming,
-            cancel.clone(),
-            tasks.clone(),
-            move |peer, stream| Arc::clone(&served).read_loop(peer, stream),
-        ));
+        for (incoming, version) in incoming {
+            let served = Arc::clone(&this);
+            tasks.spawn(serve_streams(
+                incoming,
+                cancel.clone(),
+                tasks.clone(),
+                move |peer, stream| Arc::clone(&served).read_loop(peer, stream, version),
+            ));
+        }
         tasks.spawn(Arc::clone(&this).rebroadcast_loop());
         Ok(this)
     }
@@ -223,31 +336,32 @@ impl Bitswap {
     pub(crate) fn peer_connected(self: &Arc<Self>, peer: PeerId) {
         let (tx, rx) = mpsc::channel(OUTBOX);
         let (answers_tx, answers_rx) = mpsc::channel(ANSWERS);
-        let (serve_tx, serve_rx) = mpsc::channel(SERVE_QUEUE);
+        let ledger = Arc::new(PeerLedger::default());
+        let gone = self.cancel.child_token();
         let wants = {
             let mut s = self.lock();
             let queues = PeerQueues {
                 out: tx.clone(),
-                serve: serve_tx,
+                ledger: Arc::clone(&ledger),
+                gone: gone.clone(),
                 outstanding: 0,
                 delivered: None,
+                distrusted: None,
             };
-            s.peers.insert(peer, queues);
+            if let Some(old) = s.peers.insert(peer, queues) {
+                old.gone.cancel();
+            }
             s.wants.values().map(|w| w.cid).collect::<Vec<_>>()
         };
-        self.tasks.spawn(send_loop(
+        self.tasks.spawn(send::send_loop(
             self.control.clone(),
             peer,
             rx,
             answers_rx,
-            self.cancel.clone(),
+            gone.clone(),
         ));
-        self.tasks.spawn(serve_loop(
-            self.store.clone(),
-            serve_rx,
-            answers_tx,
-            self.cancel.clone(),
-        ));
+        self.tasks
+            .spawn(serve_loop(self.store.clone(), ledger, answers_tx, gone));
         if !wants.is_empty() {
             let _ = tx.try_send(want_message(&wants, true, true));
         }
@@ -255,7 +369,17 @@ impl Bitswap {
 
     /// The last connection to `peer` closed.
     pub(crate) fn peer_disconnected(&self, peer: &PeerId) {
-        self.lock().peers.remove(peer);
+        if let Some(q) = self.lock().peers.remove(peer) {
+            q.gone.cancel();
+        }
+    }
+
+    /// Wants of `peer` queued for serving, and how many were dropped.
+    #[cfg(test)]
+    fn queued_wants(&self, peer: &PeerId) -> Option<(usize, u64)> {
+        let ledger = self.lock().peers.get(peer).map(|q| Arc::clone(&q.ledger))?;
+        let l = ledger.lock();
+        Some((l.len(), l.dropped()))
     }
 
     /// Fetches the block `cid` from whichever connected peer sends it first;
@@ -326,11 +450,22 @@ impl Bitswap {
         }
     }
 
-    async fn read_loop(self: Arc<Self>, peer: PeerId, mut stream: Stream) {
+    async fn read_loop(self: Arc<Self>, peer: PeerId, mut stream: Stream, version: Version) {
+        let Some(_slot) = InboundSlot::take(&self, peer) else {
+            tracing::debug!(%peer, "too many inbound bitswap streams; closing one");
+            return;
+        };
         // One buffer per stream: no fresh zeroed allocation per message.
         let mut buf = Vec::new();
         loop {
-            let msg = match next_message(&mut stream, &mut buf, &self.cancel).await {
+            let frame = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                f = read_frame_into(&mut stream, &mut buf) => f,
+            };
+            let msg = match frame.and_then(|f| {
+                f.map(|n| decode_for(buf.get(..n).unwrap_or_default(), version))
+                    .transpose()
+            }) {
                 Ok(Some(m)) => m,
                 Ok(None) => return,
                 Err(e) => {
@@ -340,37 +475,43 @@ impl Bitswap {
             };
             self.receive_blocks(&peer, msg.payload);
             self.receive_presences(peer, msg.block_presences);
-            let wants: Vec<WantEntry> = msg
-                .wantlist
-                .map(|wl| wl.entries)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|w| !w.cancel)
-                .collect();
-            if !wants.is_empty() {
-                let queue = self.lock().peers.get(&peer).map(|q| q.serve.clone());
-                if let Some(q) = queue
-                    && q.try_send(wants).is_err()
-                {
-                    tracing::debug!(%peer, "serve queue full; the peer will ask again");
-                }
+            let Some(wantlist) = msg.wantlist else {
+                continue;
+            };
+            let ledger = self.lock().peers.get(&peer).map(|q| Arc::clone(&q.ledger));
+            if let Some(ledger) = ledger {
+                ledger.lock().apply(wantlist, version < Version::V120);
+                ledger.ready.notify_one();
             }
         }
     }
 
     fn receive_blocks(&self, peer: &PeerId, blocks: Vec<Block>) {
+        // Distrust is applied once per message, however many bad blocks it
+        // carries: it walks every open want.
+        let mut bad = false;
         for Block { prefix, data } in blocks {
             // Hashed outside the lock.
             let mh = block_cid(&prefix, &data).ok().map(|c| c.hash().to_bytes());
-            let want = mh.and_then(|mh| {
+            let want = {
                 let mut s = self.lock();
-                let want = s.wants.remove(&mh)?;
-                s.closed(&want);
-                if let Some(q) = s.peers.get_mut(peer) {
-                    q.delivered = Some(Instant::now());
+                let now = Instant::now();
+                match mh.as_ref().and_then(|mh| s.wants.remove(mh)) {
+                    Some(want) => {
+                        s.closed(&want);
+                        if let Some(q) = s.peers.get_mut(peer) {
+                            q.delivered = Some(now);
+                        }
+                        Some(want)
+                    }
+                    // A late copy of a block we had: harmless.
+                    None if mh.as_ref().is_some_and(|mh| s.recent_set.contains(mh)) => None,
+                    None => {
+                        bad = true;
+                        None
+                    }
                 }
-                Some(want)
-            });
+            };
             match want {
                 Some(want) => {
                     // Usually one waiter: the last gets the bytes without a
@@ -391,6 +532,10 @@ impl Bitswap {
                 }
             }
         }
+        if bad {
+            tracing::debug!(%peer, "a block nobody wanted or that does not hash: distrusting the peer");
+            self.lock().distrust(peer, Instant::now());
+        }
     }
 
     /// `Have`/`DontHave` answers: ask a peer that has the block when nobody
@@ -402,55 +547,34 @@ impl Bitswap {
         let mut asks: HashMap<PeerId, Vec<Cid>> = HashMap::new();
         // `want-block`s of ours that `peer` just answered with `DontHave`.
         let mut refused = 0usize;
-        let outs = {
-            let mut s = self.lock();
-            for p in presences {
-                let presence = p.r#type();
-                let Ok(cid) = Cid::try_from(p.cid.as_slice()) else {
-                    continue;
-                };
-                let Some(w) = s.wants.get_mut(&cid.hash().to_bytes()) else {
-                    continue;
-                };
-                match presence {
-                    Presence::Have if !w.haves.contains(&peer) => w.haves.push(peer),
-                    Presence::Have => {}
-                    Presence::DontHave => {
-                        if w.dont_have.insert(peer) && w.asked.contains(&peer) {
-                            refused += 1;
-                        }
+        let mut s = self.lock();
+        let now = Instant::now();
+        let State { wants, peers, .. } = &mut *s;
+        for p in presences {
+            let presence = p.r#type();
+            let Ok(cid) = Cid::try_from(p.cid.as_slice()) else {
+                continue;
+            };
+            let Some(w) = wants.get_mut(&cid.hash().to_bytes()) else {
+                continue;
+            };
+            match presence {
+                Presence::Have if !w.haves.contains(&peer) => w.haves.push(peer),
+                Presence::Have => {}
+                Presence::DontHave => {
+                    if w.dont_have.insert(peer) && w.asked.contains(&peer) {
+                        refused += 1;
                     }
                 }
-                if w.block_outstanding() {
-                    continue;
-                }
-                let next = w
-                    .haves
-                    .iter()
-                    .find(|p| !w.asked.contains(p) && !w.dont_have.contains(p))
-                    .copied();
-                if let Some(p) = next {
-                    w.asked.insert(p);
-                    asks.entry(p).or_default().push(w.cid);
-                }
             }
-            if let Some(q) = s.peers.get_mut(&peer) {
-                q.outstanding = q.outstanding.saturating_sub(refused);
-            }
-            for (p, cids) in &asks {
-                if let Some(q) = s.peers.get_mut(p) {
-                    q.outstanding += cids.len();
-                }
-            }
-            asks.keys()
-                .filter_map(|p| s.peers.get(p).map(|q| (*p, q.out.clone())))
-                .collect::<Vec<_>>()
-        };
-        for (p, out) in outs {
-            if let Some(cids) = asks.get(&p) {
-                let _ = out.try_send(want_message(cids, false, false));
+            if let Some(next) = w.next_source(peers, now) {
+                asks.entry(next).or_default().push(w.cid);
             }
         }
+        if let Some(q) = peers.get_mut(&peer) {
+            q.outstanding = q.outstanding.saturating_sub(refused);
+        }
+        s.ask(asks);
     }
 
     async fn rebroadcast_loop(self: Arc<Self>) {
@@ -511,26 +635,23 @@ impl Bitswap {
     }
 }
 
-/// Wants answered per store read, at most.
-const SERVE_BATCH: usize = 1024;
+/// Wants answered per store read, at most: bounds the block bytes one
+/// read holds (the answers wait in the peer's queue of [`ANSWERS`]).
+const SERVE_BATCH: usize = 32;
 
-/// Answers one peer's wants, in order, until the peer disconnects; wants
-/// that queued meanwhile are answered together (one store read).
+/// Answers one peer's wants, oldest first, until the peer is `gone`.
 async fn serve_loop(
     store: BlockStore,
-    mut wants: mpsc::Receiver<Vec<WantEntry>>,
+    ledger: Arc<PeerLedger>,
     out: mpsc::Sender<Message>,
-    cancel: CancellationToken,
+    gone: CancellationToken,
 ) {
     loop {
-        let mut batch = tokio::select! {
-            _ = cancel.cancelled() => return,
-            w = wants.recv() => match w { Some(w) => w, None => return },
-        };
-        while batch.len() < SERVE_BATCH {
-            match wants.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
+        let batch = ledger.lock().take(SERVE_BATCH);
+        if batch.is_empty() {
+            tokio::select! {
+                _ = gone.cancelled() => return,
+                _ = ledger.ready.notified() => continue,
             }
         }
         let store = store.clone();
@@ -538,8 +659,39 @@ async fn serve_loop(
             .await
             .unwrap_or_default();
         for m in answers {
-            if out.send(m).await.is_err() {
-                return;
+            tokio::select! {
+                _ = gone.cancelled() => return,
+                sent = out.send(m) => if sent.is_err() { return },
+            }
+        }
+    }
+}
+
+/// One of a peer's [`INBOUND_STREAMS`] stream slots, given back on drop.
+struct InboundSlot<'a> {
+    bitswap: &'a Bitswap,
+    peer: PeerId,
+}
+
+impl<'a> InboundSlot<'a> {
+    fn take(bitswap: &'a Bitswap, peer: PeerId) -> Option<Self> {
+        let mut s = bitswap.lock();
+        let n = s.inbound.entry(peer).or_default();
+        if *n >= INBOUND_STREAMS {
+            return None;
+        }
+        *n += 1;
+        Some(InboundSlot { bitswap, peer })
+    }
+}
+
+impl Drop for InboundSlot<'_> {
+    fn drop(&mut self) {
+        let mut s = self.bitswap.lock();
+        if let Some(n) = s.inbound.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                s.inbound.remove(&self.peer);
             }
         }
     }
@@ -619,61 +771,6 @@ impl Drop for Ticket<'_> {
                 s.closed(&w);
             }
         }
-    }
-}
-
-/// Queued messages written to a stream at once, up to about this many bytes.
-const COALESCE_BYTES: usize = 1 << 20;
-
-/// Sends our wants (first: they are small and keep the peer busy) and our
-/// answers to `peer` on one stream.
-async fn send_loop(
-    mut control: libp2p_stream::Control,
-    peer: PeerId,
-    mut wants: mpsc::Receiver<Message>,
-    mut answers: mpsc::Receiver<Message>,
-    cancel: CancellationToken,
-) {
-    let mut stream: Option<Stream> = None;
-    loop {
-        let msg = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            m = wants.recv() => match m { Some(m) => m, None => break },
-            m = answers.recv() => match m { Some(m) => m, None => break },
-        };
-        // A uvarint length, then the message; messages that queued
-        // meanwhile go in the same write.
-        let mut frame = msg.encode_length_delimited_to_vec();
-        while frame.len() < COALESCE_BYTES {
-            let Ok(more) = wants.try_recv().or_else(|_| answers.try_recv()) else {
-                break;
-            };
-            if more.encode_length_delimited(&mut frame).is_err() {
-                break;
-            }
-        }
-        // One retry on a fresh stream: the old one may have been reset.
-        for _ in 0..2 {
-            if stream.is_none() {
-                match control.open_stream(peer, PROTOCOL).await {
-                    Ok(s) => stream = Some(s),
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "cannot open a bitswap stream");
-                        break;
-                    }
-                }
-            }
-            if let Some(s) = stream.as_mut() {
-                match s.write_all(&frame).await {
-                    Ok(()) => break,
-                    Err(_) => stream = None,
-                }
-            }
-        }
-    }
-    if let Some(mut s) = stream {
-        let _ = s.close().await;
     }
 }
 

@@ -1,18 +1,41 @@
-//! The Bitswap 1.2.0 wire format: the messages of go-bitswap's
-//! `message.proto` as prost-derived structs, their uvarint length framing,
-//! CID prefixes, and the check that a block hashes to the CID its prefix
-//! names.
+//! The Bitswap wire format: the protocol versions (1.0.0, 1.1.0, 1.2.0)
+//! and what each can carry, the messages of go-bitswap's `message.proto` as
+//! prost-derived structs, their uvarint length framing, CID prefixes, and
+//! the check that a block hashes to the CID its prefix names.
 //!
 //! It must not hold state, touch the store, or do I/O beyond reading one
 //! frame from a stream the caller owns.
 
 use bytes::Bytes;
-use cid::{Cid, Version};
+use cid::Cid;
 use futures::AsyncReadExt;
+use libp2p::StreamProtocol;
+use prost::Message as _;
 use sha2::Digest;
 
 /// Largest message accepted or sent (go-bitswap's limit).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// A Bitswap protocol version; newer ones carry more (see [`encode_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Version {
+    /// `/ipfs/bitswap/1.0.0` (and `/ipfs/bitswap`): wants, and blocks as
+    /// raw bytes (field 2 `blocks`, a sha2-256 CIDv0 implied).
+    V100,
+    /// `/ipfs/bitswap/1.1.0`: blocks with their CID prefix (`payload`).
+    V110,
+    /// `/ipfs/bitswap/1.2.0`: `want-have`, block presences, `sendDontHave`.
+    V120,
+}
+
+/// The protocols this node speaks, newest first: outbound streams try them
+/// in this order; inbound streams are accepted on all.
+pub(crate) const PROTOCOLS: [(StreamProtocol, Version); 4] = [
+    (StreamProtocol::new("/ipfs/bitswap/1.2.0"), Version::V120),
+    (StreamProtocol::new("/ipfs/bitswap/1.1.0"), Version::V110),
+    (StreamProtocol::new("/ipfs/bitswap/1.0.0"), Version::V100),
+    (StreamProtocol::new("/ipfs/bitswap"), Version::V100),
+];
 
 /// `Message.Wantlist.WantType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -38,8 +61,8 @@ pub(crate) enum Presence {
 // with prost-derive: proto3 fields are written only when not zero, in
 // field-number order. The byte fields are `required` so that they are
 // written even when empty (an empty block's data), as go-bitswap does.
-// Field 2 of `Message` (1.0.0 `blocks`) and 5 (`pendingBytes`) are not
-// declared: decoding skips them.
+// Field 2 of `Message` (1.0.0 `blocks`) is read and written through
+// [`LegacyBlocks`]; 5 (`pendingBytes`) is not declared: decoding skips it.
 
 /// `Message.Wantlist.Entry`.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -144,6 +167,86 @@ pub(crate) struct Message {
     pub block_presences: Vec<BlockPresence>,
 }
 
+/// A 1.0.0 message: the wantlist and field 2 of `Message` (`blocks`: a
+/// block's bytes, its CID the sha2-256 CIDv0 of them).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub(crate) struct LegacyBlocks {
+    /// Wants; absent when the message carries none.
+    #[prost(message, optional, tag = "1")]
+    pub wantlist: Option<Wantlist>,
+    /// Blocks' bytes.
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    pub blocks: Vec<Bytes>,
+}
+
+/// The CID prefix of a 1.0.0 block: CIDv0 (dag-pb, sha2-256, 32 bytes).
+pub(crate) const V0_PREFIX: [u8; 4] = [0x00, 0x70, 0x12, 0x20];
+
+/// Decodes a message read from a stream of `version`: a 1.0.0 message's
+/// blocks (field 2) come back as `payload` with the CIDv0 prefix their
+/// bytes are checked against.
+pub(crate) fn decode_for(frame: &[u8], version: Version) -> Result<Message, BitswapError> {
+    if version > Version::V100 {
+        return Ok(Message::decode(frame)?);
+    }
+    let legacy = LegacyBlocks::decode(frame)?;
+    Ok(Message {
+        wantlist: legacy.wantlist,
+        payload: legacy
+            .blocks
+            .into_iter()
+            .map(|data| Block {
+                prefix: V0_PREFIX.to_vec(),
+                data,
+            })
+            .collect(),
+        block_presences: Vec::new(),
+    })
+}
+
+/// Appends `msg`, length-prefixed, as a peer speaking `version` reads it:
+/// before 1.2.0 without `want-have`s, `sendDontHave` or presences, and in
+/// 1.0.0 with blocks as raw bytes (field 2). Nothing is appended when
+/// nothing is left.
+pub(crate) fn encode_for(msg: &Message, version: Version, out: &mut Vec<u8>) {
+    if version >= Version::V120 {
+        let _ = msg.encode_length_delimited(out);
+        return;
+    }
+    let wantlist = msg.wantlist.as_ref().and_then(|wl| {
+        let entries: Vec<WantEntry> = wl
+            .entries
+            .iter()
+            .filter(|e| !e.want_have())
+            .map(|e| WantEntry {
+                send_dont_have: false,
+                ..e.clone()
+            })
+            .collect();
+        // An emptied full wantlist would mean "I want nothing".
+        let full = wl.full;
+        (!entries.is_empty() || (wl.entries.is_empty() && full))
+            .then_some(Wantlist { entries, full })
+    });
+    if wantlist.is_none() && msg.payload.is_empty() {
+        return;
+    }
+    let _ = if version == Version::V100 {
+        LegacyBlocks {
+            wantlist,
+            blocks: msg.payload.iter().map(|b| b.data.clone()).collect(),
+        }
+        .encode_length_delimited(out)
+    } else {
+        Message {
+            wantlist,
+            payload: msg.payload.clone(),
+            block_presences: Vec::new(),
+        }
+        .encode_length_delimited(out)
+    };
+}
+
 /// Why a message or block was rejected.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BitswapError {
@@ -207,7 +310,7 @@ pub(crate) fn block_cid(prefix: &[u8], data: &[u8]) -> Result<Cid, BitswapError>
         return Err(BitswapError::Prefix);
     }
     let mh = multihash::Multihash::<64>::wrap(code, &digest).map_err(|_| BitswapError::Prefix)?;
-    let version = Version::try_from(version).map_err(|_| BitswapError::Prefix)?;
+    let version = cid::Version::try_from(version).map_err(|_| BitswapError::Prefix)?;
     Cid::new(version, codec, mh).map_err(|_| BitswapError::Prefix)
 }
 
@@ -256,7 +359,6 @@ pub(crate) async fn next_message(
     buf: &mut Vec<u8>,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<Message>, BitswapError> {
-    use prost::Message as _;
     let frame = tokio::select! {
         _ = cancel.cancelled() => return Ok(None),
         f = read_frame_into(stream, buf) => f?,
@@ -304,7 +406,6 @@ pub(super) async fn read_frame(
 pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
-    use prost::Message as _;
 
     /// A CIDv1 raw, sha2-256 of `data`.
     pub(in crate::ipfs::embedded::bitswap) fn raw_cid(data: &[u8]) -> Cid {
@@ -584,6 +685,60 @@ pub(super) mod tests {
                 prop_assert_eq!(again, m);
             }
         }
+    }
+
+    /// What each version gets of one message carrying a want-block, a
+    /// want-have, a block and a presence, read back as that version reads.
+    #[test]
+    fn messages_are_encoded_for_the_peers_version() {
+        let (a, b) = (raw_cid(b"a"), raw_cid(b"b"));
+        let block = Block {
+            prefix: cid_prefix(&a),
+            data: Bytes::from_static(b"a"),
+        };
+        let msg = Message {
+            payload: vec![block.clone()],
+            block_presences: vec![BlockPresence::new(b.to_bytes(), Presence::DontHave)],
+            ..wants(
+                vec![
+                    WantEntry::new(&a, false, true),
+                    WantEntry::new(&b, true, true),
+                ],
+                false,
+            )
+        };
+        let read = |v: Version| {
+            let mut out = Vec::new();
+            encode_for(&msg, v, &mut out);
+            let (len, body) = unsigned_varint::decode::usize(&out).unwrap();
+            assert_eq!(len, body.len());
+            decode_for(body, v).unwrap()
+        };
+        assert_eq!(read(Version::V120), msg);
+        let old_wants = Some(Wantlist {
+            entries: vec![WantEntry::new(&a, false, false)],
+            full: false,
+        });
+        let v110 = read(Version::V110);
+        assert_eq!(v110.wantlist, old_wants);
+        assert_eq!(v110.payload, vec![block]);
+        assert!(v110.block_presences.is_empty());
+        let v100 = read(Version::V100);
+        assert_eq!(v100.wantlist, old_wants);
+        assert_eq!(v100.payload[0].prefix, V0_PREFIX);
+        // A 1.0.0 block is checked as the CIDv0 of its bytes: same multihash.
+        let cid = block_cid(&v100.payload[0].prefix, &v100.payload[0].data).unwrap();
+        assert_eq!(cid.hash(), a.hash());
+        assert_eq!(cid.version(), cid::Version::V0);
+
+        // Nothing a 1.1.0 peer can read: nothing sent.
+        let mut out = Vec::new();
+        let presences_only = Message {
+            block_presences: msg.block_presences.clone(),
+            ..wants(vec![WantEntry::new(&b, true, true)], true)
+        };
+        encode_for(&presences_only, Version::V110, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]
