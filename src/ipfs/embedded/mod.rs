@@ -12,6 +12,7 @@ mod add;
 mod bitswap;
 pub mod peering;
 mod push;
+mod read;
 mod store;
 mod swarm;
 mod walk;
@@ -808,5 +809,21 @@ impl IpfsBackend for EmbeddedNode {
         opts: AddOpts,
     ) -> BoxFuture<'_, Result<AddedContent, IpfsError>> {
         Box::pin(self.add_input(input, opts))
+    }
+
+    fn get(
+        &self,
+        path: crate::ipfs::path::IpfsPath,
+    ) -> BoxFuture<'_, Result<crate::ipfs::content::Content, IpfsError>> {
+        Box::pin(self.get_content(path))
+    }
+
+    fn cat(
+        &self,
+        cid: CidKey,
+        offset: u64,
+        len: u64,
+    ) -> BoxStream<'static, Result<bytes::Bytes, IpfsError>> {
+        self.cat_stream(cid, offset, len)
     }
 }

@@ -258,6 +258,20 @@ impl Bitswap {
         self.lock().peers.remove(peer);
     }
 
+    /// Whether no connected peer can send `cid`: none is connected, or
+    /// every one answered `DontHave` to the open want since it was last
+    /// sent. A reader uses it to tell content nobody has from content on
+    /// its way.
+    pub(crate) fn refused_by_all(&self, cid: &Cid) -> bool {
+        let s = self.lock();
+        if s.peers.is_empty() {
+            return true;
+        }
+        s.wants
+            .get(&cid.hash().to_bytes())
+            .is_some_and(|w| s.peers.keys().all(|p| w.dont_have.contains(p)))
+    }
+
     /// Fetches the block `cid` from whichever connected peer sends it first;
     /// waits until one does (callers bound the wait). The bytes are
     /// verified against `cid`. `None` when the node shuts down.
