@@ -28,16 +28,6 @@ impl EntryKind {
             EntryKind::Symlink => "symlink",
         }
     }
-
-    /// The kind the API name `s` stands for.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "file" => Some(EntryKind::File),
-            "directory" => Some(EntryKind::Directory),
-            "symlink" => Some(EntryKind::Symlink),
-            _ => None,
-        }
-    }
 }
 
 /// One entry of a directory.

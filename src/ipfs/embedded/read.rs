@@ -21,10 +21,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::EmbeddedNode;
+use crate::ipfs::IpfsError;
 use crate::ipfs::content::{Content, DirEntry, EntryKind, split_range};
 use crate::ipfs::path::IpfsPath;
 use crate::ipfs::unixfs::{HamtStep, UnixfsNode, decode_node, hamt_split, hamt_step};
-use crate::ipfs::IpfsError;
 use crate::manifest::{CidKey, shown};
 
 /// How long a read waits for one block no connected node has refused.
@@ -231,7 +231,10 @@ impl EmbeddedNode {
             let root = *cid.cid();
             let end = offset.saturating_add(len);
             let sent = match node.read_block(root).await {
-                Ok(block) => node.send_range(root, block, None, offset, end, 0, &tx).await,
+                Ok(block) => {
+                    node.send_range(root, block, None, offset, end, 0, &tx)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = sent {
@@ -282,15 +285,16 @@ impl EmbeddedNode {
                 let piece = inline.slice(own.start as usize..own.end as usize);
                 tx.send(Ok(piece)).await.map_err(|_| IpfsError::Stopped)?;
             }
-            let mut fetched = futures::stream::iter(parts.into_iter().filter_map(|(i, from, to)| {
-                let (child, bytes) = *children.get(i)?;
-                Some(async move {
-                    self.read_block(child)
-                        .await
-                        .map(|b| (child, b, bytes, from, to))
-                })
-            }))
-            .buffered(PREFETCH);
+            let mut fetched =
+                futures::stream::iter(parts.into_iter().filter_map(|(i, from, to)| {
+                    let (child, bytes) = *children.get(i)?;
+                    Some(async move {
+                        self.read_block(child)
+                            .await
+                            .map(|b| (child, b, bytes, from, to))
+                    })
+                }))
+                .buffered(PREFETCH);
             while let Some(next) = fetched.next().await {
                 let (child, b, bytes, from, to) = next?;
                 self.send_range(child, b, Some(bytes), from, to, depth + 1, tx)

@@ -193,24 +193,29 @@ mod tests {
             UnixfsNode::HamtShard { links } => links,
             other => panic!("not sharded: {other:?}"),
         };
-        for n in names.iter().step_by(97) {
+        let lookup = |n: &str| {
             let (mut links, mut depth) = (top_links.clone(), 0);
-            let found = loop {
+            loop {
                 match hamt_step(&links, n, depth) {
-                    HamtStep::Entry(c) => break c,
+                    HamtStep::Entry(c) => break Some(c),
                     HamtStep::Shard(c) => match decode_node(&c, &blocks[&c]).unwrap() {
                         UnixfsNode::HamtShard { links: l } => (links, depth) = (l, depth + 1),
                         other => panic!("{other:?}"),
                     },
-                    HamtStep::Missing => panic!("{n} not found"),
+                    HamtStep::Missing => break None,
                 }
-            };
+            }
+        };
+        for n in names.iter().step_by(97) {
+            let found = lookup(n).unwrap_or_else(|| panic!("{n} not found"));
             match decode_node(&found, &blocks[&found]).unwrap() {
                 UnixfsNode::File { inline, .. } => assert_eq!(inline, n.as_bytes()),
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(hamt_step(&top_links, "nope", 0), HamtStep::Missing);
+        for absent in ["nope", "", &format!("{:0>99}", 1)] {
+            assert_eq!(lookup(absent), None, "{absent}");
+        }
         // Listing: every name once, over all shard nodes.
         let mut listed = Vec::new();
         let mut todo = vec![top];
