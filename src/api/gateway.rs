@@ -269,7 +269,7 @@ fn read_error(e: IpfsError) -> ApiError {
         IpfsError::NotFound { .. } | IpfsError::Resolve { .. } => StatusCode::NOT_FOUND,
         IpfsError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         IpfsError::NotConfigured | IpfsError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-        IpfsError::Unsupported { .. } => StatusCode::NOT_IMPLEMENTED,
+        IpfsError::Unsupported { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::BAD_GATEWAY,
     };
     let message = match &e {
@@ -349,7 +349,7 @@ mod tests {
         };
         assert_eq!(status(slow), 504);
         let what = "x".to_string();
-        assert_eq!(status(IpfsError::Unsupported { what }), 501);
+        assert_eq!(status(IpfsError::Unsupported { what }), 422);
         let garbage = IpfsError::Garbage { what: "x".into() };
         assert_eq!(status(garbage), 502);
     }

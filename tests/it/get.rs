@@ -79,6 +79,20 @@ async fn range(url: &str, spec: &str) -> reqwest::Response {
     http().get(url).header("Range", spec).send().await.unwrap()
 }
 
+/// `GET url` once it is not 404 (within 30 s): a daemon's node answers
+/// 404 for content on nodes it has not connected to yet (the daemons
+/// connect their nodes once they have exchanged identities).
+async fn first_read(url: &str) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = http().get(url).send().await.unwrap();
+        if resp.status() != StatusCode::NOT_FOUND || Instant::now() > deadline {
+            return resp;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A three-daemon embedded testbed in `tb`.
 async fn embedded_testbed(tb: &Path) -> pinfleet::testbed::Testbed {
     use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
@@ -160,9 +174,11 @@ async fn content_added_on_one_peer_is_read_back_identical_from_another() {
         .collect();
     assert!(pins.is_empty(), "{pins:?}");
 
-    // A whole file, by path, from peer 1.
+    // A whole file, by path, from peer 1: once its node has connected to
+    // peer 0's (the daemons connect them after exchanging identities; a
+    // node that asked everyone connected answers 404 until then).
     let url = format!("{}/ipfs/{root}/big.bin", api[1]);
-    let resp = http().get(&url).send().await.unwrap();
+    let resp = first_read(&url).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let h = resp.headers().clone();
     assert_eq!(h["content-type"], "application/octet-stream");
@@ -204,7 +220,7 @@ async fn content_added_on_one_peer_is_read_back_identical_from_another() {
 
     // A DAG two levels deep, read in ranges that cross its inner nodes.
     let deep_url = format!("{}/ipfs/{deep_cid}", api[2]);
-    let whole = http().get(&deep_url).send().await.unwrap();
+    let whole = first_read(&deep_url).await;
     assert!(whole.bytes().await.unwrap() == deep, "deep.bin differs");
     for (from, to) in [(0, 0), (178_170, 178_200), (100_000, 250_000)] {
         let resp = range(&deep_url, &format!("bytes={from}-{to}")).await;

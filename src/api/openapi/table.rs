@@ -521,7 +521,7 @@ fn read_doc(method: Method, path: &'static str) -> RouteDoc {
              with `ETag: \"<cid>\"` and `Accept-Ranges: bytes`. One `Range: bytes=a-b`, `a-` or \
              `-n` answers 206 with `Content-Range`; several ranges or a malformed header answer \
              the whole file. A directory answers a JSON array of its entries (`pinfleet get` walks \
-             it). Symlinks are not followed (501).",
+             it). Symlinks are not followed (422).",
         )
         .params(&[
             h("Range", "One byte range: `bytes=a-b`, `bytes=a-` or `bytes=-n`."),
@@ -537,7 +537,7 @@ fn read_doc(method: Method, path: &'static str) -> RouteDoc {
         .reply(304, "The file has the ETag of `If-None-Match`.", Empty)
         .error(404, "Neither this node nor a node connected to it has the CID, or a name on the path is missing.")
         .error(416, "The range starts past the file's end (`Content-Range: bytes */<size>`).")
-        .error(501, "Not readable: a symlink, or not UnixFS.")
+        .error(422, "Not readable: a symlink, not UnixFS, or a malformed DAG.")
         .error(502, "The IPFS node failed.")
         .error(503, "This peer has no IPFS node.")
         .error(504, "The IPFS node did not find the content in time.")

@@ -258,18 +258,20 @@ impl Bitswap {
         self.lock().peers.remove(peer);
     }
 
-    /// Whether no connected peer can send `cid`: none is connected, or
-    /// every one answered `DontHave` to the open want since it was last
-    /// sent. A reader uses it to tell content nobody has from content on
-    /// its way.
+    /// Whether peers are connected and every one answered `DontHave` to
+    /// the open want for `cid` since it was last sent. A reader uses it to
+    /// tell content nobody has from content on its way.
     pub(crate) fn refused_by_all(&self, cid: &Cid) -> bool {
         let s = self.lock();
-        if s.peers.is_empty() {
-            return true;
-        }
-        s.wants
-            .get(&cid.hash().to_bytes())
-            .is_some_and(|w| s.peers.keys().all(|p| w.dont_have.contains(p)))
+        !s.peers.is_empty()
+            && s.wants
+                .get(&cid.hash().to_bytes())
+                .is_some_and(|w| s.peers.keys().all(|p| w.dont_have.contains(p)))
+    }
+
+    /// How many peers are connected.
+    pub(crate) fn peer_count(&self) -> usize {
+        self.lock().peers.len()
     }
 
     /// Fetches the block `cid` from whichever connected peer sends it first;
