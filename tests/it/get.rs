@@ -294,6 +294,16 @@ async fn content_added_on_one_peer_is_read_back_identical_from_another() {
         .await
         .unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    // An identity CID holds its bytes: no node needs to have it.
+    let mh = cid::multihash::Multihash::<64>::wrap(0, b"inline bytes").unwrap();
+    let inline = cid::Cid::new_v1(0x55, mh);
+    let resp = http()
+        .get(format!("{}/ipfs/{inline}", api[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.bytes().await.unwrap(), "inline bytes");
 
     // `pinfleet get -o DIR` from peer 2 writes the same tree.
     let out = dir.path().join("out");
@@ -450,4 +460,108 @@ async fn the_kubo_backend_reads_files_ranges_and_directories_for_a_reader_token(
         std::fs::read(dest.join("sub/inner.txt")).unwrap(),
         b"inner\n"
     );
+}
+
+/// An in-process embedded node and what stops it.
+struct Node {
+    node: pinfleet::ipfs::EmbeddedNode,
+    cancel: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Node {
+    async fn start(dir: &Path) -> Node {
+        use pinfleet::ipfs::embedded::{EmbeddedConfig, EmbeddedNode};
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let config = EmbeddedConfig::new(dir, [9; 32]);
+        let node = EmbeddedNode::start(config, cancel.clone(), &tasks)
+            .await
+            .unwrap();
+        Node {
+            node,
+            cancel,
+            tasks,
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        drop(self.node);
+        tokio::time::timeout(Duration::from_secs(30), self.tasks.wait())
+            .await
+            .expect("the node did not stop");
+    }
+}
+
+/// The embedded backend's `cat` streams a file in pieces no larger than
+/// its chunks (never the whole file at once), fetched from the node that
+/// has it and not stored by the reader; a node alone reports a CID it
+/// lacks as not found after its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_node_streams_a_file_from_a_peer_in_chunks_without_storing_it() {
+    use futures::StreamExt;
+    use pinfleet::ipfs::content::Content;
+    use pinfleet::ipfs::path::IpfsPath;
+    use pinfleet::ipfs::unixfs::{AddOptions, add_reader};
+    use pinfleet::ipfs::{IpfsBackend, IpfsError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        Node::start(&dir.path().join("a")).await,
+        Node::start(&dir.path().join("b")).await,
+    );
+    let bytes = varied(5 * 262_144 + 3, 4);
+    let data = bytes.clone();
+    let added = a
+        .node
+        .import(false, move |sink| {
+            let added = add_reader(&data[..], &AddOptions::default(), sink).map_err(|e| {
+                IpfsError::InvalidInput {
+                    what: e.to_string(),
+                }
+            })?;
+            Ok(added.cid)
+        })
+        .await
+        .unwrap();
+
+    // Alone, `b` gives up after its grace: nobody to ask.
+    let started = Instant::now();
+    let path = IpfsPath::parse(&format!("/ipfs/{}", added.root)).unwrap();
+    let alone = b.node.get(path.clone()).await;
+    assert!(
+        matches!(alone, Err(IpfsError::NotFound { .. })),
+        "{alone:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    let addr = a.node.listen_addrs().await.remove(0);
+    b.node.connect(addr).await.unwrap();
+    let content = tokio::time::timeout(Duration::from_secs(30), b.node.get(path))
+        .await
+        .unwrap()
+        .unwrap();
+    let Content::File { size, .. } = content else {
+        panic!("{content:?}")
+    };
+    assert_eq!(size, bytes.len() as u64);
+    let (offset, len) = (100_000u64, 4 * 262_144u64);
+    let mut pieces = b.node.cat(added.root, offset, len);
+    let mut got = Vec::new();
+    while let Some(piece) = tokio::time::timeout(Duration::from_secs(30), pieces.next())
+        .await
+        .unwrap()
+    {
+        let piece = piece.unwrap();
+        assert!(piece.len() <= 262_144, "a piece of {} bytes", piece.len());
+        got.extend_from_slice(&piece);
+    }
+    assert!(got[..] == bytes[offset as usize..(offset + len) as usize]);
+    // Read, not kept: `b` stores none of the blocks it streamed.
+    let root_block = b.node.get_block(added.root.cid()).await.unwrap();
+    assert!(root_block.is_none());
+    a.stop().await;
+    b.stop().await;
 }
