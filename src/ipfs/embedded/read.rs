@@ -7,8 +7,8 @@
 //! Blocks come from the store, or through Bitswap (which verifies them)
 //! when missing; fetched blocks are not stored (a read pins nothing, so gc
 //! would remove them). A block no connected node has is
-//! [`IpfsError::NotFound`] as soon as every connected node said so (or,
-//! with none connected, after a short grace). It
+//! [`IpfsError::NotFound`] as soon as every connected node said so (at
+//! once when none is connected: a node alone has no one to ask). It
 //! must not write to the store nor keep state between reads.
 
 use std::time::Duration;
@@ -30,9 +30,6 @@ use crate::manifest::{CidKey, shown};
 
 /// How long a read waits for one block no connected node has refused.
 const READ_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a read waits for a node to connect to when none is, before
-/// it counts a missing block as not found.
-const ALONE_GRACE: Duration = Duration::from_secs(3);
 /// How often a fetch checks whether every connected node refused it.
 const ABSENT_POLL: Duration = Duration::from_millis(50);
 /// Blocks of a file fetched ahead of the one being sent.
@@ -60,7 +57,7 @@ fn key_of(cid: Cid) -> Result<CidKey, IpfsError> {
 impl EmbeddedNode {
     /// The block `cid` for a read: from the store, else from connected
     /// nodes; [`IpfsError::NotFound`] once every connected node said it
-    /// does not have it (or none connected within [`ALONE_GRACE`]).
+    /// does not have it, or at once when none is connected.
     async fn read_block(&self, cid: Cid) -> Result<Vec<u8>, IpfsError> {
         if let Some(data) = self.get_block(&cid).await? {
             return Ok(data);
@@ -68,8 +65,7 @@ impl EmbeddedNode {
         let bitswap = &self.inner.bitswap;
         let fetch = bitswap.fetch(cid);
         tokio::pin!(fetch);
-        let started = Instant::now();
-        let deadline = started + READ_FETCH_TIMEOUT;
+        let deadline = Instant::now() + READ_FETCH_TIMEOUT;
         let mut poll = tokio::time::interval(ABSENT_POLL);
         loop {
             tokio::select! {
@@ -82,8 +78,7 @@ impl EmbeddedNode {
                     });
                 }
                 _ = poll.tick() => {
-                    let alone = bitswap.peer_count() == 0 && started.elapsed() >= ALONE_GRACE;
-                    if alone || bitswap.refused_by_all(&cid) {
+                    if bitswap.peer_count() == 0 || bitswap.refused_by_all(&cid) {
                         return Err(IpfsError::NotFound { cid: key_of(cid)? });
                     }
                 }
