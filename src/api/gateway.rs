@@ -203,7 +203,7 @@ fn file(
             return resp;
         }
     };
-    let body = Body::from_stream(exactly(backend.cat(key, start, len), key, len));
+    let body = Body::from_stream(exactly(Some(backend.cat(key, start, len)), key, len));
     let mut resp = (status, body).into_response();
     let hs = resp.headers_mut();
     hs.insert(
@@ -228,36 +228,35 @@ fn shown_range(range: Option<&str>) -> String {
 }
 
 /// `stream` cut to `len` bytes, failing when it ends before (the answer
-/// then breaks off: its `Content-Length` says more).
+/// then breaks off: its `Content-Length` says more). Failures are logged:
+/// the client sees only a body that ends early.
 fn exactly(
-    stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, IpfsError>>,
+    stream: Option<futures::stream::BoxStream<'static, Result<bytes::Bytes, IpfsError>>>,
     key: CidKey,
     len: u64,
-) -> impl futures::Stream<Item = Result<bytes::Bytes, IpfsError>> + Send + 'static {
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
     futures::stream::unfold(
         (stream, 0u64, false),
         move |(mut s, sent, done)| async move {
             if done || sent >= len {
                 return None;
             }
-            match s.next().await {
+            let failed = |e: std::io::Error| {
+                tracing::warn!(cid = %key, error = %e, "reading content failed mid-answer");
+                Some((Err(e), (None, sent, true)))
+            };
+            match s.as_mut()?.next().await {
                 Some(Ok(mut b)) => {
                     let room = usize::try_from(len - sent).unwrap_or(usize::MAX);
                     b.truncate(room);
                     let sent = sent + b.len() as u64;
                     Some((Ok(b), (s, sent, false)))
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(cid = %key, error = %e, "reading content failed mid-answer");
-                    Some((Err(e), (s, sent, true)))
-                }
-                None => {
-                    let e = IpfsError::Unsupported {
-                        what: format!("reading {key}: the node sent {sent} of {len} bytes"),
-                    };
-                    tracing::warn!(cid = %key, error = %e, "reading content failed mid-answer");
-                    Some((Err(e), (s, sent, true)))
-                }
+                Some(Err(e)) => failed(std::io::Error::other(e)),
+                None => failed(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the node sent {sent} of {len} bytes of {key}"),
+                )),
             }
         },
     )
@@ -330,6 +329,38 @@ mod tests {
             assert_eq!(wanted(Some(r), 1000), Wanted::Whole, "{r}");
         }
         assert_eq!(wanted(None, 1000), Wanted::Whole);
+    }
+
+    async fn body_of(pieces: &[&'static [u8]], len: u64) -> (Vec<u8>, Option<std::io::Error>) {
+        let items: Vec<Result<bytes::Bytes, IpfsError>> = pieces
+            .iter()
+            .map(|p| Ok(bytes::Bytes::from_static(p)))
+            .collect();
+        let key = CidKey::parse("bafkqaaa").unwrap();
+        let mut s = std::pin::pin!(exactly(
+            Some(futures::stream::iter(items).boxed()),
+            key,
+            len
+        ));
+        let mut out = Vec::new();
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
+    #[tokio::test]
+    async fn a_body_is_cut_to_its_length_and_fails_when_it_ends_short() {
+        let (out, err) = body_of(&[b"abc", b"def"], 4).await;
+        assert_eq!((out.as_slice(), err.is_none()), (&b"abcd"[..], true));
+        let (out, err) = body_of(&[b"abc"], 6).await;
+        assert_eq!(out, b"abc");
+        assert_eq!(err.unwrap().kind(), std::io::ErrorKind::UnexpectedEof);
+        let (out, err) = body_of(&[b"abc"], 3).await;
+        assert_eq!((out.as_slice(), err.is_none()), (&b"abc"[..], true));
     }
 
     #[test]
