@@ -17,7 +17,7 @@ use bytes::Bytes;
 use cid::Cid;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -223,9 +223,10 @@ impl EmbeddedNode {
     ) -> BoxStream<'static, Result<Bytes, IpfsError>> {
         let (tx, rx) = mpsc::channel(CAT_QUEUE);
         let node = self.clone();
-        // Ends when the reader drops the stream (a send fails) or the node
-        // stops (fetches fail).
-        tokio::spawn(async move {
+        // The walk runs as the stream is polled (no task of its own): it
+        // stops when the reader drops the stream, or when the node stops
+        // (fetches fail).
+        let walk = async move {
             if len == 0 {
                 return;
             }
@@ -241,8 +242,11 @@ impl EmbeddedNode {
             if let Err(e) = sent {
                 let _ = tx.send(Err(e)).await;
             }
-        });
-        tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+        };
+        let drive = walk
+            .into_stream()
+            .filter_map(|()| futures::future::ready(None));
+        futures::stream::select(tokio_stream::wrappers::ReceiverStream::new(rx), drive).boxed()
     }
 
     /// Sends bytes `start .. end` (relative to the node) of the file node
