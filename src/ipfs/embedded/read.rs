@@ -32,8 +32,12 @@ use crate::manifest::{CidKey, shown};
 const READ_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a fetch checks whether every connected node refused it.
 const ABSENT_POLL: Duration = Duration::from_millis(50);
-/// Blocks of a file fetched ahead of the one being sent.
-const PREFETCH: usize = 8;
+/// Bytes of a file fetched ahead of the block being sent, about (Bitswap
+/// needs several blocks in flight to keep a connection busy): as many
+/// children of a node as make this much, within the bounds below.
+const PREFETCH_BYTES: u64 = 8 << 20;
+const PREFETCH_MIN: usize = 4;
+const PREFETCH_MAX: usize = 64;
 /// Entries of a directory looked at (their first block) at once.
 const LIST_CONCURRENCY: usize = 16;
 /// The deepest file DAG read (a balanced DAG of 1 TiB is 4 levels).
@@ -284,6 +288,10 @@ impl EmbeddedNode {
                 ));
             }
             let sizes: Vec<u64> = children.iter().map(|c| c.1).collect();
+            let widest = sizes.iter().copied().max().unwrap_or(1).max(1);
+            let ahead = usize::try_from(PREFETCH_BYTES / widest)
+                .unwrap_or(PREFETCH_MAX)
+                .clamp(PREFETCH_MIN, PREFETCH_MAX);
             let (own, parts) = split_range(inline.len() as u64, &sizes, start, end.min(size));
             if !own.is_empty() {
                 // Within `inline`: `split_range` clamps to its length.
@@ -299,7 +307,7 @@ impl EmbeddedNode {
                             .map(|b| (child, b, bytes, from, to))
                     })
                 }))
-                .buffered(PREFETCH);
+                .buffered(ahead);
             while let Some(next) = fetched.next().await {
                 let (child, b, bytes, from, to) = next?;
                 self.send_range(child, b, Some(bytes), from, to, depth + 1, tx)
