@@ -10,6 +10,7 @@ mod access;
 mod add;
 mod batch;
 mod error;
+mod gateway;
 mod gc;
 mod health;
 mod metrics;

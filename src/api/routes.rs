@@ -11,8 +11,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::access::Access;
 use super::{
-    ApiState, add, batch, gc, health, metrics, monitor, openapi, paths, peers, pins, pinset_patch,
-    pinset_status, pinsets, reconcile, status, token,
+    ApiState, add, batch, gateway, gc, health, metrics, monitor, openapi, paths, peers, pins,
+    pinset_patch, pinset_status, pinsets, reconcile, status, token,
 };
 use crate::auth::Role::{Admin, Reader, Writer};
 
@@ -196,6 +196,13 @@ pub fn routes() -> Vec<Route> {
             monitor::get,
         ),
         route(Method::POST, "/ipfs/gc", Role(Admin), gc::gc),
+        route(Method::GET, "/ipfs/{cid}", Role(Reader), gateway::get_root),
+        route(
+            Method::GET,
+            "/ipfs/{cid}/{*path}",
+            Role(Reader),
+            gateway::get_path,
+        ),
         Route {
             bound: Bound::Upload,
             ..route(Method::POST, "/add", Role(Writer), add::add)

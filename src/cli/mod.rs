@@ -5,6 +5,7 @@ mod add;
 mod apply;
 mod auth;
 mod controller;
+mod get;
 mod monitor;
 mod node;
 mod peers;
@@ -98,6 +99,14 @@ enum Command {
     /// The same CIDs as `ipfs add` (CIDv0 by default); the root is pinned in
     /// the cluster (owner `api`) with the given replication.
     Add(add::AddArgs),
+    /// Read content back through a peer's IPFS node: a file, or a
+    /// directory tree.
+    ///
+    /// `CID[/PATH]` is written to -o PATH (default: the path's last name,
+    /// or the CID, in the current directory; `-o -` writes a file to
+    /// stdout). Blocks the peer's node lacks are fetched from the nodes it
+    /// is connected to.
+    Get(get::GetArgs),
     /// Pin, release and list pins by hand (owner `api`).
     #[command(subcommand)]
     Pin(pin::PinCommand),
@@ -208,6 +217,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ipfs(c) => monitor::run_ipfs(c),
         Command::Peers(c) => peers::run(c),
         Command::Add(a) => add::run(a),
+        Command::Get(a) => get::run(a),
         Command::Pin(c) => pin::run(c),
         Command::State(c) => state::run(c),
         Command::Status(a) => status::run_status(a),

@@ -7,11 +7,13 @@
 //! It knows URLs and shapes only: it must not decide what to apply (the
 //! controller does) or how to print an answer (the CLI does).
 
+mod content;
 mod stream;
 
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
+pub use content::{FileBody, IpfsContent};
 pub use stream::{Lines, MAX_LINE_BYTES, RawStream};
 
 use crate::manifest::PinSetId;

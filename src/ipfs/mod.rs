@@ -1,7 +1,7 @@
 //! IPFS backends: the one place pinfleet talks to an IPFS node.
 //!
 //! This module owns the [`IpfsBackend`] trait (pin, unpin, list, stat, gc,
-//! connect, add, resolve), its error type, and the implementations:
+//! connect, add, resolve, get and cat), its error type, and the implementations:
 //! [`kubo::KuboClient`] (Kubo's HTTP RPC API), [`embedded::EmbeddedNode`]
 //! (an IPFS node inside the peer) and [`NoBackend`] (a peer that runs
 //! consensus only). A scripted Kubo server for tests and benchmarks is
@@ -11,6 +11,7 @@
 //! tracker) own policy; a backend reports what the node said, precisely.
 
 pub mod car;
+pub mod content;
 pub mod dagpb;
 pub mod embedded;
 pub mod kubo;
@@ -130,6 +131,36 @@ pub trait IpfsBackend: Send + Sync + 'static {
         let _ = (input, opts);
         let what = format!("add on the {} backend", self.kind());
         Box::pin(futures::future::ready(Err(IpfsError::Unsupported { what })))
+    }
+
+    /// What `path` names: a file and its size, a directory and its
+    /// entries, or a symlink, fetching blocks on the way as the node does.
+    /// Fails with [`IpfsError::NotFound`] when neither the node nor (for
+    /// the embedded node) any node it is connected to has the root, with
+    /// [`IpfsError::Resolve`] when a name is missing on the way. Backends
+    /// that cannot read keep this default ([`IpfsError::Unsupported`]).
+    fn get(&self, path: path::IpfsPath) -> BoxFuture<'_, Result<content::Content, IpfsError>> {
+        let _ = path;
+        let what = format!("reading content on the {} backend", self.kind());
+        Box::pin(futures::future::ready(Err(IpfsError::Unsupported { what })))
+    }
+
+    /// The bytes `offset .. offset + len` of the file `cid` (as
+    /// [`get`](IpfsBackend::get) sized it), streamed as they are read,
+    /// never the whole file in memory. The stream ends after the first
+    /// error; a stream that ends early without one is an error too for
+    /// the caller (it asked for `len` bytes).
+    fn cat(
+        &self,
+        cid: CidKey,
+        offset: u64,
+        len: u64,
+    ) -> BoxStream<'static, Result<bytes::Bytes, IpfsError>> {
+        let _ = (cid, offset, len);
+        let what = format!("reading content on the {} backend", self.kind());
+        Box::pin(futures::stream::once(futures::future::ready(Err(
+            IpfsError::Unsupported { what },
+        ))))
     }
 }
 
@@ -587,5 +618,20 @@ impl IpfsBackend for NoBackend {
 
     fn resolve(&self, _path: path::IpfsPath) -> BoxFuture<'_, Result<CidKey, IpfsError>> {
         Self::refuse()
+    }
+
+    fn get(&self, _path: path::IpfsPath) -> BoxFuture<'_, Result<content::Content, IpfsError>> {
+        Self::refuse()
+    }
+
+    fn cat(
+        &self,
+        _cid: CidKey,
+        _offset: u64,
+        _len: u64,
+    ) -> BoxStream<'static, Result<bytes::Bytes, IpfsError>> {
+        Box::pin(futures::stream::once(futures::future::ready(Err(
+            IpfsError::NotConfigured,
+        ))))
     }
 }

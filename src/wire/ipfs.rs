@@ -1,6 +1,6 @@
 //! What crosses the REST boundary about IPFS content: `POST /add`'s
 //! `AddedOutput` and `POST /ipfs/gc`'s `GlobalRepoGC`, in IPFS Cluster's
-//! shapes.
+//! shapes, and the directory listing of `GET /ipfs/{cid}`.
 
 use std::collections::BTreeMap;
 
@@ -80,4 +80,33 @@ pub struct CidLink {
 pub struct GlobalRepoGc {
     /// By peer id.
     pub peer_map: BTreeMap<String, RepoGc>,
+}
+
+/// One entry of a directory, as `GET /ipfs/{cid}` lists a directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IpfsDirEntry {
+    /// Its name in the directory.
+    pub name: String,
+    /// Its CID, as the directory links it.
+    pub cid: String,
+    /// File bytes for a file; 0 for a directory or a symlink.
+    pub size: u64,
+    /// What it is.
+    #[serde(rename = "type")]
+    pub kind: IpfsEntryType,
+    /// A symlink's target (symlinks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// What a directory entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IpfsEntryType {
+    /// A file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symlink (see `target`).
+    Symlink,
 }

@@ -25,7 +25,9 @@ mod status;
 pub use document::{ManifestDocument, to_manifest_json};
 pub use error::{ErrorBody, Problem};
 pub use health::{Alert, Bandwidth, ConnectGraph};
-pub use ipfs::{AddedOutput, CidLink, GlobalRepoGc, RepoGc, RepoGcKey};
+pub use ipfs::{
+    AddedOutput, CidLink, GlobalRepoGc, IpfsDirEntry, IpfsEntryType, RepoGc, RepoGcKey,
+};
 pub use monitor::MonitorMetric;
 pub use patch::{PatchDocument, PatchPin};
 pub use peers::{IpfsInfo, PeerInfo, VersionInfo};

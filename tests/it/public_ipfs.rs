@@ -168,6 +168,38 @@ async fn a_public_node_finds_content_through_the_dht_on_a_node_it_was_never_told
     })
     .await;
     let root = a.add(600_000, 2, false).await;
+
+    // Read without pinning (what `GET /ipfs/{cid}` does): the only node
+    // connected refuses, a lookup finds a.
+    let reader = public(&dir.path().join("r"), vec![b.addr(false).await], None).await;
+    wait_for("the reader to join the dht through b", || async {
+        reader
+            .node
+            .connected_peers()
+            .await
+            .contains(&b.node.peer_id())
+    })
+    .await;
+    let read: Vec<u8> = {
+        use futures::TryStreamExt;
+        let parts: Vec<bytes::Bytes> = reader
+            .node
+            .cat(root, 0, 600_000)
+            .try_collect()
+            .await
+            .unwrap();
+        parts.concat()
+    };
+    assert!(read == bytes(600_000, 2), "the bytes read differ");
+    assert!(
+        reader
+            .node
+            .connected_peers()
+            .await
+            .contains(&a.node.peer_id())
+    );
+    reader.stop().await;
+
     let c = public(&dir.path().join("c"), vec![b.addr(false).await], None).await;
     wait_for("c to join the dht through b", || async {
         c.node.connected_peers().await.contains(&b.node.peer_id())

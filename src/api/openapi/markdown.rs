@@ -98,15 +98,20 @@ fn operation(md: &mut String, method: &str, path: &str, op: &Value, schemas: &Ma
     for (status, r) in &responses {
         let body = r["content"]
             .as_object()
-            .and_then(|c| c.iter().next())
-            .map(|(mime, media)| {
-                if let Some(item) = media.get("x-stream-item") {
-                    format!("`{mime}`, one {} per line", type_of(item))
-                } else if let Some(s) = media.get("schema") {
-                    format!("`{mime}` {}", type_of(s))
-                } else {
-                    format!("`{mime}`")
-                }
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                c.iter()
+                    .map(|(mime, media)| {
+                        if let Some(item) = media.get("x-stream-item") {
+                            format!("`{mime}`, one {} per line", type_of(item))
+                        } else if let Some(s) = media.get("schema") {
+                            format!("`{mime}` {}", type_of(s))
+                        } else {
+                            format!("`{mime}`")
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             })
             .unwrap_or_else(|| "none".into());
         let _ = writeln!(

@@ -222,6 +222,10 @@ fn operation(
                 "application/json": {"x-stream-item": f(out).to_value()}
             })),
             Content::Text(mime) => Some(json!({ mime: {} })),
+            Content::FileOrJson(f) => Some(json!({
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": f(out).to_value()}
+            })),
         };
         if let Some(c) = content {
             r.insert("content".into(), c);

@@ -16,8 +16,8 @@ use super::super::peers::PeerAddBody;
 use super::super::token::TokenAnswer;
 use crate::wire::{
     AddedOutput, Alert, ApplyReport, Bandwidth, BatchPinReport, ConditionsReport, ConnectGraph,
-    ErrorBody, GlobalPinInfo, GlobalRepoGc, MonitorMetric, PatchDocument, PeerInfo, PinRecord,
-    PinSetInfo, PinSetStatus, ReconcileAnswer, RefusedApply, VersionInfo,
+    ErrorBody, GlobalPinInfo, GlobalRepoGc, IpfsDirEntry, MonitorMetric, PatchDocument, PeerInfo,
+    PinRecord, PinSetInfo, PinSetStatus, ReconcileAnswer, RefusedApply, VersionInfo,
 };
 
 /// A schema of a Rust type, generated when the document is built.
@@ -94,6 +94,9 @@ pub(crate) enum Content {
     Stream(SchemaFn),
     /// Text of this media type (OpenMetrics, a YAML manifest, …).
     Text(&'static str),
+    /// A file's bytes (`application/octet-stream`), or for a directory
+    /// one JSON value of this schema.
+    FileOrJson(SchemaFn),
 }
 
 /// One documented answer.
@@ -456,6 +459,8 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
         doc(Method::POST, "/ipfs/gc", "Garbage-collects the IPFS nodes.")
             .params(&[q("local", Ty::Bool, "Only this peer's node.")])
             .reply(200, "IPFS Cluster's `GlobalRepoGC`.", Json(schema::<GlobalRepoGc>)),
+        read_doc(Method::GET, "/ipfs/{cid}"),
+        read_doc(Method::GET, "/ipfs/{cid}/{*path}"),
         doc(Method::POST, "/add", "Imports files into IPFS and pins the root.")
             .about(
                 "IPFS Cluster's adder: a multipart body of files; `AddedOutput` per entry, streamed as \
@@ -506,6 +511,38 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
 
 /// `POST`/`DELETE /pins/{ipfs|ipns|ipld}/{path…}`: as `/pins/{cid}` for
 /// the CID the path leads to.
+/// `GET /ipfs/{cid}[/{path…}]`: reading content back.
+fn read_doc(method: Method, path: &'static str) -> RouteDoc {
+    use Content::{Empty, FileOrJson, Text};
+    doc(method, path, "Reads a file, or lists a directory, through this peer's IPFS node.")
+        .about(
+            "A file answers its bytes as `application/octet-stream`, streamed as the node reads \
+             them (blocks it lacks are fetched from the nodes it is connected to, not stored), \
+             with `ETag: \"<cid>\"` and `Accept-Ranges: bytes`. One `Range: bytes=a-b`, `a-` or \
+             `-n` answers 206 with `Content-Range`; several ranges or a malformed header answer \
+             the whole file. A directory answers a JSON array of its entries (`pinfleet get` walks \
+             it). Symlinks are not followed (422).",
+        )
+        .params(&[
+            h("Range", "One byte range: `bytes=a-b`, `bytes=a-` or `bytes=-n`."),
+            h("If-Range", "The range applies only if this is the file's ETag."),
+            h("If-None-Match", "304 when it holds the file's ETag."),
+        ])
+        .reply(
+            200,
+            "The file's bytes, or the directory's entries.",
+            FileOrJson(schema::<Vec<IpfsDirEntry>>),
+        )
+        .reply(206, "The range asked for (`Content-Range`).", Text("application/octet-stream"))
+        .reply(304, "The file has the ETag of `If-None-Match`.", Empty)
+        .error(404, "Neither this node nor a node connected to it has the CID, or a name on the path is missing.")
+        .error(416, "The range starts past the file's end (`Content-Range: bytes */<size>`).")
+        .error(422, "Not readable: a symlink, not UnixFS, or a malformed DAG.")
+        .error(502, "The IPFS node failed.")
+        .error(503, "This peer has no IPFS node.")
+        .error(504, "The IPFS node did not find the content in time.")
+}
+
 fn path_pin(method: Method, path: &'static str) -> RouteDoc {
     let pin = method == Method::POST;
     let d = if pin {

@@ -13,6 +13,7 @@ mod bitswap;
 mod dht;
 pub mod peering;
 mod push;
+mod read;
 mod routing;
 mod store;
 mod swarm;
@@ -321,51 +322,6 @@ impl EmbeddedNode {
             tasks.spawn(node.clone().provide_pinned());
         }
         Ok(node)
-    }
-
-    /// Announces the roots of the recursive pins held, on start (at most
-    /// what the DHT's provider store holds; the swarm paces the queries).
-    async fn provide_pinned(self) {
-        let mut after: Option<Vec<u8>> = None;
-        let mut provided = 0usize;
-        while provided < dht::MAX_PROVIDER_KEYS {
-            let from = after.clone();
-            let page = match self
-                .blocking(move |s| s.pins_page(from.as_deref(), PIN_LS_PAGE))
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list pins to announce them");
-                    return;
-                }
-            };
-            let Some(last) = page.last() else { break };
-            after = Some(last.0.clone());
-            for (key, kind) in page {
-                if kind == PinKind::Recursive
-                    && let Ok(cid) = Cid::try_from(key.as_slice())
-                {
-                    self.inner.swarm.provide(&cid).await;
-                    provided += 1;
-                }
-            }
-        }
-    }
-
-    /// Tells the node which peers are the cluster members' nodes: on the
-    /// public network only they push blocks to it or are pushed to.
-    pub fn set_cluster_nodes(&self, peers: HashSet<PeerId>) {
-        self.inner.push.set_members(peers);
-    }
-
-    /// Looks up providers of `cid` (DHT, delegated routing) and dials
-    /// them; how many were found. Nothing in the private swarm.
-    pub async fn find_providers(&self, cid: &Cid) -> usize {
-        if !self.inner.swarm.is_public() {
-            return 0;
-        }
-        self.inner.router.find_and_dial(*cid).await
     }
 
     /// The node's libp2p peer id.
@@ -899,5 +855,21 @@ impl IpfsBackend for EmbeddedNode {
         opts: AddOpts,
     ) -> BoxFuture<'_, Result<AddedContent, IpfsError>> {
         Box::pin(self.add_input(input, opts))
+    }
+
+    fn get(
+        &self,
+        path: crate::ipfs::path::IpfsPath,
+    ) -> BoxFuture<'_, Result<crate::ipfs::content::Content, IpfsError>> {
+        Box::pin(self.get_content(path))
+    }
+
+    fn cat(
+        &self,
+        cid: CidKey,
+        offset: u64,
+        len: u64,
+    ) -> BoxStream<'static, Result<bytes::Bytes, IpfsError>> {
+        self.cat_stream(cid, offset, len)
     }
 }

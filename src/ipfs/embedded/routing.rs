@@ -3,8 +3,11 @@
 //! endpoint over HTTP (`GET /routing/v1/providers/{cid}`, IPIP-337). Found
 //! providers are dialled; Bitswap then sends them its open wants.
 //!
-//! It owns the HTTP client for the endpoint; it must not fetch blocks.
+//! It owns the HTTP client for the endpoint and the node's public-network
+//! hooks (announcing pinned roots on start, the members' node ids for block
+//! push); it must not fetch blocks.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use cid::Cid;
@@ -13,6 +16,8 @@ use libp2p::{Multiaddr, PeerId};
 use serde::Deserialize;
 
 use super::swarm::SwarmHandle;
+use super::{PIN_LS_PAGE, dht};
+use crate::ipfs::PinKind;
 
 /// How long the delegated endpoint may take to answer.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -145,6 +150,53 @@ impl Router {
         });
         futures::future::join_all(dials).await;
         found.len()
+    }
+}
+
+impl super::EmbeddedNode {
+    /// Announces the roots of the recursive pins held, on start (at most
+    /// what the DHT's provider store holds; the swarm paces the queries).
+    pub(super) async fn provide_pinned(self) {
+        let mut after: Option<Vec<u8>> = None;
+        let mut provided = 0usize;
+        while provided < dht::MAX_PROVIDER_KEYS {
+            let from = after.clone();
+            let page = match self
+                .blocking(move |s| s.pins_page(from.as_deref(), PIN_LS_PAGE))
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list pins to announce them");
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { break };
+            after = Some(last.0.clone());
+            for (key, kind) in page {
+                if kind == PinKind::Recursive
+                    && let Ok(cid) = Cid::try_from(key.as_slice())
+                {
+                    self.inner.swarm.provide(&cid).await;
+                    provided += 1;
+                }
+            }
+        }
+    }
+
+    /// Tells the node which peers are the cluster members' nodes: on the
+    /// public network only they push blocks to it or are pushed to.
+    pub fn set_cluster_nodes(&self, peers: HashSet<PeerId>) {
+        self.inner.push.set_members(peers);
+    }
+
+    /// Looks up providers of `cid` (DHT, delegated routing) and dials
+    /// them; how many were found. Nothing in the private swarm.
+    pub async fn find_providers(&self, cid: &Cid) -> usize {
+        if !self.inner.swarm.is_public() {
+            return 0;
+        }
+        self.inner.router.find_and_dial(*cid).await
     }
 }
 

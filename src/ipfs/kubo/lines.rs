@@ -79,11 +79,28 @@ impl LineReader {
     }
 }
 
-/// The data frames of a response body as a byte stream for [`StreamReader`];
-/// keeps the `X-Stream-Error` trailer, which reqwest's own byte stream drops.
-struct BodyData {
+/// The data frames of a response body as a byte stream for [`StreamReader`]
+/// (or a raw body such as `cat`'s); keeps the `X-Stream-Error` trailer,
+/// which reqwest's own byte stream drops.
+pub(super) struct BodyData {
     body: reqwest::Body,
     trailer_error: Option<String>,
+}
+
+impl BodyData {
+    /// The body of `resp`.
+    pub(super) fn new(resp: reqwest::Response) -> Self {
+        let resp: axum::http::Response<reqwest::Body> = resp.into();
+        Self {
+            body: resp.into_body(),
+            trailer_error: None,
+        }
+    }
+
+    /// The `X-Stream-Error` trailer's message, once the body has ended.
+    pub(super) fn take_trailer_error(&mut self) -> Option<String> {
+        self.trailer_error.take()
+    }
 }
 
 impl futures::Stream for BodyData {

@@ -20,7 +20,7 @@
 //!
 //! Layout: this file holds the client and its calls; `lines` reads NDJSON
 //! bodies and their error trailer, `wire` holds Kubo's JSON shapes and
-//! error bodies.
+//! error bodies, `read` reads content back (`files/stat`, `ls`, `cat`).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -42,6 +42,7 @@ mod add;
 #[cfg(test)]
 mod fuzz_tests;
 mod lines;
+mod read;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -575,6 +576,22 @@ impl IpfsBackend for KuboClient {
                 Err(e) => Err(e),
             }
         })
+    }
+
+    fn get(
+        &self,
+        path: crate::ipfs::path::IpfsPath,
+    ) -> BoxFuture<'_, Result<crate::ipfs::content::Content, IpfsError>> {
+        Box::pin(self.get_content(path))
+    }
+
+    fn cat(
+        &self,
+        cid: CidKey,
+        offset: u64,
+        len: u64,
+    ) -> BoxStream<'static, Result<Bytes, IpfsError>> {
+        self.cat_stream(cid, offset, len)
     }
 }
 

@@ -34,8 +34,9 @@
 //! Layout: this file holds the options, results, errors and node types;
 //! `data` the UnixFS `Data` protobuf message, `import` the importer
 //! ([`add_reader`], [`add_path`]), `tree` the importer of entries in
-//! arrival order ([`TreeImport`], an upload's parts) and `read` the reader
-//! ([`read_file_to`], [`read_file`]).
+//! arrival order ([`TreeImport`], an upload's parts), `read` the reader
+//! ([`read_file_to`], [`read_file`]) and `node` single blocks as a reader
+//! walking a DAG sees them ([`decode_node`], [`hamt_step`]).
 
 use std::io;
 use std::path::PathBuf;
@@ -49,6 +50,7 @@ mod data;
 mod fuzz_tests;
 mod hamt;
 mod import;
+mod node;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -58,6 +60,7 @@ mod tree_tests;
 
 pub use data::{UnixfsData, UnixfsDataError};
 pub use import::{Events, PROGRESS_INCREMENT, add_path, add_path_with, add_reader};
+pub use node::{HamtStep, UnixfsNode, decode_node, hamt_split, hamt_step};
 pub use read::{read_file, read_file_to};
 pub use tree::TreeImport;
 

@@ -91,6 +91,10 @@ struct MockState {
     /// Named links for `resolve`: (parent, name) → child.
     links: HashMap<(CidKey, String), Cid>,
     added: Vec<String>,
+    /// Files `cat` and `files/stat` answer.
+    files: HashMap<CidKey, bytes::Bytes>,
+    /// Directories `ls` and `files/stat` answer: their entries in order.
+    dirs: HashMap<CidKey, Vec<(String, Cid)>>,
 }
 
 impl MockKubo {
@@ -120,6 +124,8 @@ impl MockKubo {
             peer_id: mock_peer_id(addr.port()),
             links: HashMap::new(),
             added: Vec::new(),
+            files: HashMap::new(),
+            dirs: HashMap::new(),
         };
         let shared = Arc::new(Shared {
             addr,
@@ -277,6 +283,21 @@ impl MockKubo {
     /// directory entry, without the blocks).
     pub fn put_link(&self, parent: CidKey, name: &str, child: Cid) {
         self.state().links.insert((parent, name.to_string()), child);
+    }
+
+    /// Makes `cid` a file of `bytes` for `files/stat` and `cat`.
+    pub fn put_file(&self, cid: CidKey, bytes: Vec<u8>) {
+        self.state().files.insert(cid, bytes.into());
+    }
+
+    /// Makes `cid` a directory of `entries` (name and CID, each a file or
+    /// directory put here too) for `files/stat`, `ls` and paths through it.
+    pub fn put_dir(&self, cid: CidKey, entries: Vec<(String, Cid)>) {
+        let mut state = self.state();
+        for (name, child) in &entries {
+            state.links.insert((cid, name.clone()), *child);
+        }
+        state.dirs.insert(cid, entries);
     }
 
     /// Sets `RepoSize` and `StorageMax` (`u64::MAX` is Kubo's "no limit").

@@ -119,6 +119,9 @@ pub(super) async fn dispatch(State(ctx): State<Ctx>, request: axum::extract::Req
         "swarm/connect" => swarm_connect(&ctx, &req),
         "block/stat" => block_stat(&ctx, &req),
         "resolve" => resolve(&ctx, &req),
+        "files/stat" => files_stat(&ctx, &req),
+        "ls" => ls(&ctx, &req),
+        "cat" => cat(&ctx, &req),
         "add" => Ok(super::add::add(&ctx, &req.query, request).await),
         "dag/import" => Ok(super::add::dag_import(&ctx, &req.query, request).await),
         _ => Ok(text(StatusCode::NOT_FOUND, "404 page not found\n")),
@@ -636,4 +639,116 @@ fn resolve(ctx: &Ctx, req: &Req) -> Result<Response, Refusal> {
             .ok_or_else(|| bad(format!("no link named {name:?} under {at}")))?;
     }
     Ok(json_ok(&json!({ "Path": format!("/ipfs/{at}") })))
+}
+
+/// The CID `arg` (`/ipfs/<cid>/a/b` or a CID) leads to through the links
+/// set with `put_link`/`put_dir`, or Kubo's 500 for a missing link.
+fn walk(ctx: &Ctx, arg: &str) -> Result<CidKey, Refusal> {
+    let bad = |m: String| refuse(StatusCode::INTERNAL_SERVER_ERROR, 0, &m);
+    let rest = arg.strip_prefix("/ipfs/").unwrap_or(arg);
+    let mut parts = rest.split('/').filter(|p| !p.is_empty());
+    let root = parts.next().unwrap_or_default();
+    let mut at = CidKey::parse(root).map_err(|e| bad(format!("invalid path {arg:?}: {e}")))?;
+    let state = ctx.state();
+    for name in parts {
+        let child = state
+            .links
+            .get(&(at, name.to_string()))
+            .ok_or_else(|| bad(format!("no link named {name:?} under {at}")))?;
+        at = CidKey::from_cid(*child).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(at)
+}
+
+fn first_arg(req: &Req) -> Result<String, Refusal> {
+    req.args().into_iter().next().ok_or_else(|| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            1,
+            "argument \"ipfs-path\" is required",
+        )
+    })
+}
+
+fn not_found(cid: CidKey) -> Refusal {
+    refuse(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        0,
+        &format!("block was not found locally (offline): ipld: could not find {cid}"),
+    )
+}
+
+/// `files/stat`: `{"Hash","Size","CumulativeSize","Blocks","Type"}` of a
+/// file or directory put with `put_file`/`put_dir`.
+fn files_stat(ctx: &Ctx, req: &Req) -> Result<Response, Refusal> {
+    let cid = walk(ctx, &first_arg(req)?)?;
+    let state = ctx.state();
+    let (size, kind) = match (state.files.get(&cid), state.dirs.get(&cid)) {
+        (Some(f), _) => (f.len() as u64, "file"),
+        (None, Some(_)) => (0, "directory"),
+        (None, None) => return Err(not_found(cid)),
+    };
+    Ok(json_ok(&json!({
+        "Hash": cid.to_string(),
+        "Size": size,
+        "CumulativeSize": size,
+        "Blocks": 0,
+        "Type": kind,
+    })))
+}
+
+/// `ls`: `{"Objects":[{"Hash","Links":[{"Name","Hash","Size","Type"}]}]}`
+/// (Type 1 for a directory, 2 for a file).
+fn ls(ctx: &Ctx, req: &Req) -> Result<Response, Refusal> {
+    let cid = walk(ctx, &first_arg(req)?)?;
+    let state = ctx.state();
+    let entries = state.dirs.get(&cid).ok_or_else(|| not_found(cid))?;
+    let links: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(name, child)| {
+            let key = CidKey::from_cid(*child).ok();
+            let file = key.and_then(|k| state.files.get(&k));
+            json!({
+                "Name": name,
+                "Hash": child.to_string(),
+                "Size": file.map_or(0, |f| f.len()),
+                "Type": if file.is_some() { 2 } else { 1 },
+                "Target": "",
+            })
+        })
+        .collect();
+    Ok(json_ok(&json!({
+        "Objects": [{"Hash": cid.to_string(), "Links": links}]
+    })))
+}
+
+/// `cat?offset=&length=`: the bytes of a file put with `put_file`, in
+/// pieces of 64 KiB.
+fn cat(ctx: &Ctx, req: &Req) -> Result<Response, Refusal> {
+    let cid = walk(ctx, &first_arg(req)?)?;
+    let number = |name: &str| -> Result<Option<usize>, Refusal> {
+        req.option(name)
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    refuse(StatusCode::BAD_REQUEST, 1, &format!("invalid {name} {v:?}"))
+                })
+            })
+            .transpose()
+    };
+    let (offset, length) = (number("offset")?, number("length")?);
+    let file = ctx.state().files.get(&cid).cloned();
+    let file = file.ok_or_else(|| not_found(cid))?;
+    let start = offset.unwrap_or(0).min(file.len());
+    let end = length.map_or(file.len(), |l| start.saturating_add(l).min(file.len()));
+    let bytes = file.slice(start..end);
+    let pieces: Vec<io::Result<Bytes>> = (0..bytes.len())
+        .step_by(64 * 1024)
+        .map(|at| Ok(bytes.slice(at..(at + 64 * 1024).min(bytes.len()))))
+        .collect();
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain")],
+        Body::from_stream(futures::stream::iter(pieces)),
+    )
+        .into_response())
 }

@@ -382,6 +382,22 @@ impl Bitswap {
         Some((l.len(), l.dropped()))
     }
 
+    /// Whether peers are connected and every one answered `DontHave` to
+    /// the open want for `cid` since it was last sent. A reader uses it to
+    /// tell content nobody has from content on its way.
+    pub(crate) fn refused_by_all(&self, cid: &Cid) -> bool {
+        let s = self.lock();
+        !s.peers.is_empty()
+            && s.wants
+                .get(&cid.hash().to_bytes())
+                .is_some_and(|w| s.peers.keys().all(|p| w.dont_have.contains(p)))
+    }
+
+    /// How many peers are connected.
+    pub(crate) fn peer_count(&self) -> usize {
+        self.lock().peers.len()
+    }
+
     /// Fetches the block `cid` from whichever connected peer sends it first;
     /// waits until one does (callers bound the wait). The bytes are
     /// verified against `cid`. `None` when the node shuts down.
