@@ -382,3 +382,78 @@ async fn sixty_four_mib_moves_both_ways_between_kubo_and_pinfleet() {
     );
     testbed.stop().await;
 }
+
+/// Kubo on the DHT (`dhtserver`) announces a file it adds to the one DHT
+/// node it knows, `router` (an embedded node outside the cluster, which
+/// never holds the file). The cluster is given the CID with `router` as
+/// its only origin: the peers' nodes meet the DHT through it, find Kubo
+/// as the provider, dial it and pin the file. Nobody gave them Kubo's
+/// address. A fresh Kubo connected to peer 2's node alone downloads it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_held_only_by_kubo_is_found_through_the_dht_and_pinned() {
+    let Some(so) = kubo_library() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let testbed = public_testbed(&dir.path().join("tb")).await;
+    let api = testbed.file.peers[0].api.clone();
+    let router = crate::public_ipfs::public(&dir.path().join("router"), Vec::new(), None).await;
+    let router_addr = router.addr(false).await.to_string();
+    let file = dir.path().join("kubo.bin");
+    let data = random_file(&file, MIB);
+    let (mut kubo, cid) = {
+        let (so, dir, file, boot) = (
+            so.clone(),
+            dir.path().to_path_buf(),
+            file.clone(),
+            router_addr.clone(),
+        );
+        blocking(move || {
+            let mut k = Kubo::start(
+                &so,
+                &dir.join("dht").join("repo"),
+                &KuboOptions {
+                    dht: true,
+                    bootstrap: vec![boot],
+                },
+                STEP,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let cid = k.add(&file, STEP).unwrap();
+            (k, cid)
+        })
+        .await
+    };
+    let kubo_id: libp2p::PeerId = kubo.id.parse().unwrap();
+    crate::public_ipfs::wait_until("kubo to reach the router", || {
+        let router = router.node.clone();
+        async move { router.connected_peers().await.contains(&kubo_id) }
+    })
+    .await;
+    pin_with_origin(&api, &cid, &router_addr).await;
+    wait_pinned_on_three(&api, &cid, Duration::from_secs(120)).await;
+    assert_eq!(
+        router.node.get_block(&cid.parse().unwrap()).await.unwrap(),
+        None,
+        "the router never held the file"
+    );
+    let kubo_peers = blocking(move || {
+        let p = kubo.peers(STEP).unwrap();
+        kubo.stop();
+        p
+    })
+    .await;
+    for p in &testbed.file.peers {
+        let id = crate::support::get_json(&format!("{}/id", p.api)).await;
+        let node = id["ipfs"]["id"].as_str().unwrap().to_string();
+        assert!(
+            kubo_peers.to_string().contains(&node),
+            "peer {} never connected to kubo: {kubo_peers}",
+            p.id
+        );
+    }
+    let node = node_tcp_addr(&testbed.file.peers[2].api).await;
+    let back = dir.path().join("back.bin");
+    fresh_kubo_downloads(&so, dir.path(), "reader", &node, &cid, &back, STEP).await;
+    assert_same_bytes(&back, &data, "the file read back from peer 2's node");
+    router.stop().await;
+    testbed.stop().await;
+}

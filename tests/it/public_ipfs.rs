@@ -15,8 +15,8 @@ use tokio_util::task::TaskTracker;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-struct Node {
-    node: EmbeddedNode,
+pub struct Node {
+    pub node: EmbeddedNode,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -29,7 +29,7 @@ impl Drop for Node {
 
 /// A public node listening on loopback TCP and QUIC, joining the DHT
 /// through `bootstrap`, asking `delegated` for providers when given.
-async fn public(
+pub async fn public(
     dir: &std::path::Path,
     bootstrap: Vec<Multiaddr>,
     delegated: Option<String>,
@@ -69,7 +69,7 @@ async fn node(
 }
 
 impl Node {
-    async fn addr(&self, quic: bool) -> Multiaddr {
+    pub async fn addr(&self, quic: bool) -> Multiaddr {
         self.node
             .listen_addrs()
             .await
@@ -93,7 +93,7 @@ impl Node {
             .root
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.cancel.cancel();
         self.tasks.close();
         let tasks = self.tasks.clone();
@@ -122,6 +122,15 @@ fn opts(timeout: Duration) -> PinOpts {
         progress_timeout: timeout,
         origins: Vec::new(),
     }
+}
+
+/// Waits (30 s at most) until `check` holds.
+pub async fn wait_until<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_for(what, check).await;
 }
 
 async fn wait_for<F, Fut>(what: &str, mut check: F)

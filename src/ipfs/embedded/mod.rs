@@ -11,6 +11,7 @@
 mod add;
 mod bitswap;
 mod dht;
+mod inbound;
 pub mod peering;
 mod push;
 mod read;
@@ -279,7 +280,7 @@ impl EmbeddedNode {
                 listen: &config.listen,
                 public: config.public.as_ref(),
             },
-            |control| {
+            |control, incoming| {
                 let swarm_err =
                     |e: libp2p_stream::AlreadyRegistered| EmbeddedError::Swarm(e.to_string());
                 push = Some(
@@ -292,7 +293,9 @@ impl EmbeddedNode {
                     )
                     .map_err(swarm_err)?,
                 );
-                Bitswap::start(bs_store, control, bs_cancel, tasks).map_err(swarm_err)
+                Ok(Bitswap::start(
+                    bs_store, control, incoming, bs_cancel, tasks,
+                ))
             },
             cancel,
             tasks,

@@ -61,6 +61,7 @@ pub(super) struct Behaviour {
     pub(super) lan: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     relay: Toggle<relay::client::Behaviour>,
     dcutr: Toggle<dcutr::Behaviour>,
+    bitswap: super::inbound::Inbound,
     stream: libp2p_stream::Behaviour,
 }
 
@@ -88,6 +89,7 @@ fn behaviour(
     keypair: &identity::Keypair,
     public: Option<&PublicOptions>,
     relay: Option<relay::client::Behaviour>,
+    bitswap: super::inbound::Inbound,
 ) -> Behaviour {
     let me = keypair.public().to_peer_id();
     let max = public.map_or(1024, |p| p.max_connections.max(1));
@@ -110,6 +112,7 @@ fn behaviour(
         lan: Toggle::from(on.then(|| dht::behaviour(me, dht::LAN_PROTOCOL, server))),
         dcutr: Toggle::from(relay.is_some().then(|| dcutr::Behaviour::new(me))),
         relay: Toggle::from(relay),
+        bitswap,
         stream: libp2p_stream::Behaviour::new(),
     }
 }
@@ -118,6 +121,7 @@ fn behaviour(
 fn build(
     keypair: identity::Keypair,
     opts: &SwarmOptions<'_>,
+    bitswap: super::inbound::Inbound,
 ) -> Result<Swarm<Behaviour>, EmbeddedError> {
     let err = |e: &dyn std::fmt::Display| EmbeddedError::Swarm(e.to_string());
     let Some(public) = opts.public else {
@@ -135,7 +139,7 @@ fn build(
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
             })
             .map_err(|e| err(&e))?
-            .with_behaviour(|keypair| behaviour(keypair, None, None))
+            .with_behaviour(|keypair| behaviour(keypair, None, None, bitswap))
             .map_err(|e| err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
             .with_connection_timeout(DIAL_TIMEOUT)
@@ -159,14 +163,14 @@ fn build(
                 yamux::Config::default,
             )
             .map_err(|e| err(&e))?
-            .with_behaviour(|keypair, relay| behaviour(keypair, Some(public), Some(relay)))
+            .with_behaviour(|keypair, relay| behaviour(keypair, Some(public), Some(relay), bitswap))
             .map_err(|e| err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(PUBLIC_IDLE_TIMEOUT))
             .with_connection_timeout(DIAL_TIMEOUT)
             .build()
     } else {
         transports
-            .with_behaviour(|keypair| behaviour(keypair, Some(public), None))
+            .with_behaviour(|keypair| behaviour(keypair, Some(public), None, bitswap))
             .map_err(|e| err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(PUBLIC_IDLE_TIMEOUT))
             .with_connection_timeout(DIAL_TIMEOUT)
@@ -271,11 +275,20 @@ impl SwarmHandle {
 pub(super) async fn spawn(
     keypair: identity::Keypair,
     opts: SwarmOptions<'_>,
-    make_bitswap: impl FnOnce(libp2p_stream::Control) -> Result<Arc<Bitswap>, EmbeddedError>,
+    make_bitswap: impl FnOnce(
+        libp2p_stream::Control,
+        super::inbound::IncomingRx,
+    ) -> Result<Arc<Bitswap>, EmbeddedError>,
     cancel: CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<(SwarmHandle, Arc<Bitswap>), EmbeddedError> {
-    let mut swarm = build(keypair, &opts)?;
+    let (inbound, incoming) = super::inbound::Inbound::new(
+        super::bitswap::PROTOCOLS
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect(),
+    );
+    let mut swarm = build(keypair, &opts, inbound)?;
     let listen = opts.listen;
     let control = swarm.behaviour().stream.new_control();
     let mut pending = HashSet::new();
@@ -320,7 +333,7 @@ pub(super) async fn spawn(
             reason: "timed out".into(),
         })??;
     let peer_id = *swarm.local_peer_id();
-    let bitswap = make_bitswap(control)?;
+    let bitswap = make_bitswap(control, incoming)?;
     let public = opts.public.is_some();
     if let Some(p) = opts.public {
         // Announced as they are (provider records, identify), as Kubo

@@ -600,11 +600,11 @@ async fn old_bitswap_versions_are_served_and_fetched_from() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_keeps_at_most_four_bitswap_streams_to_us_and_those_still_work() {
+async fn a_peer_keeps_at_most_sixteen_bitswap_streams_to_us_and_those_still_work() {
     let ours = Node::start().await;
-    let blocks: Vec<(Cid, Vec<u8>)> = (0..6)
+    let blocks: Vec<(Cid, Vec<u8>)> = (0..super::INBOUND_STREAMS + 1)
         .map(|i| {
-            let d = varied(2000, 200 + i);
+            let d = varied(2000, 200 + i as u64);
             (raw_cid(&d), d)
         })
         .collect();
@@ -634,7 +634,7 @@ async fn a_peer_keeps_at_most_four_bitswap_streams_to_us_and_those_still_work() 
         .expect("the extra stream stayed open");
     assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
     // The first ones still work.
-    let (cid, data) = &blocks[5];
+    let (cid, data) = &blocks[super::INBOUND_STREAMS];
     send(
         &mut streams[0],
         &wants(vec![WantEntry::new(cid, false, true)]),

@@ -59,8 +59,8 @@ use tokio_util::task::TaskTracker;
 
 use self::ledger::Ledger;
 use self::wire::{
-    Block, BlockPresence, Message, PROTOCOLS, Presence, Version, WantEntry, Wantlist, block_cid,
-    cid_prefix, decode_for, read_frame_into, serve_streams,
+    Block, BlockPresence, Message, Presence, Version, WantEntry, Wantlist, block_cid, cid_prefix,
+    decode_for, read_frame_into,
 };
 use super::store::{BlockStore, Held};
 
@@ -72,7 +72,7 @@ mod ledger;
 mod send;
 pub(super) mod wire;
 
-pub(crate) use self::wire::digest;
+pub(crate) use self::wire::{PROTOCOLS, digest};
 
 /// Block bytes per response message before a new one is started.
 const RESPONSE_BLOCK_BYTES: usize = 2 << 20;
@@ -89,7 +89,7 @@ const ANSWERS: usize = 4;
 /// Inbound Bitswap streams one peer may keep open at once (a peer needs
 /// one; each may hold a frame buffer of up to 4 MiB). Further ones are
 /// closed at once.
-const INBOUND_STREAMS: usize = 4;
+const INBOUND_STREAMS: usize = 16;
 /// How long a peer that sent a bad block is asked for blocks last.
 const DISTRUST: Duration = Duration::from_secs(60);
 /// Closed wants remembered, so that a late copy of a block we had wanted
@@ -289,16 +289,15 @@ impl std::fmt::Debug for Bitswap {
 
 impl Bitswap {
     /// Starts serving inbound Bitswap streams of `control`'s swarm.
+    /// Inbound streams arrive on `incoming` (see `inbound.rs`), on any of
+    /// [`PROTOCOLS`]; outbound ones are opened through `control`.
     pub(crate) fn start(
         store: BlockStore,
-        mut control: libp2p_stream::Control,
+        control: libp2p_stream::Control,
+        mut incoming: super::inbound::IncomingRx,
         cancel: CancellationToken,
         tasks: &TaskTracker,
-    ) -> Result<Arc<Self>, libp2p_stream::AlreadyRegistered> {
-        let incoming = PROTOCOLS
-            .iter()
-            .map(|(p, v)| Ok((control.accept(p.clone())?, *v)))
-            .collect::<Result<Vec<_>, _>>()?;
+    ) -> Arc<Self> {
         let this = Arc::new(Bitswap {
             store,
             control,
@@ -307,17 +306,26 @@ impl Bitswap {
             tasks: tasks.clone(),
             rejected: std::sync::atomic::AtomicU64::new(0),
         });
-        for (incoming, version) in incoming {
-            let served = Arc::clone(&this);
-            tasks.spawn(serve_streams(
-                incoming,
-                cancel.clone(),
-                tasks.clone(),
-                move |peer, stream| Arc::clone(&served).read_loop(peer, stream, version),
-            ));
-        }
+        let served = Arc::clone(&this);
+        let spawner = tasks.clone();
+        tasks.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    n = incoming.recv() => n,
+                };
+                let Some((peer, stream, protocol)) = next else {
+                    return;
+                };
+                let version = PROTOCOLS
+                    .iter()
+                    .find(|(p, _)| *p == protocol)
+                    .map_or(Version::V120, |(_, v)| *v);
+                spawner.spawn(Arc::clone(&served).read_loop(peer, stream, version));
+            }
+        });
         tasks.spawn(Arc::clone(&this).rebroadcast_loop());
-        Ok(this)
+        this
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
