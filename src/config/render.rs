@@ -162,10 +162,6 @@ const DOCS: &[SectionDoc] = &[
                 "How long a client may take to send its request headers, and between two pieces of an upload or PinSet body (then 408); responses are never cut. Also how long a kept-alive connection may stay idle between requests.",
             ),
             (
-                "dht_client",
-                "Only query the DHT, never answer it (Kubo's dhtclient), for a node other IPFS nodes cannot dial; its pinned roots are still announced.",
-            ),
-            (
                 "max_connections",
                 "Most connections served at once (at least 1; keep it below the process's open-file limit). One more waits up to 250 ms for a free one, then gets 503 with Retry-After and is closed.",
             ),
@@ -224,6 +220,10 @@ const DOCS: &[SectionDoc] = &[
             (
                 "relay_client",
                 "Public node behind NAT: reserve a slot on circuit relays and upgrade to a direct connection by hole punching.",
+            ),
+            (
+                "dht_client",
+                "Only query the DHT, never answer it (Kubo's dhtclient), for a node other IPFS nodes cannot dial; its pinned roots are still announced.",
             ),
             (
                 "max_connections",
