@@ -370,21 +370,6 @@ async fn wait_pinned_on_three(client: &reqwest::Client, api: &str, cid: &str) {
     }
 }
 
-/// A three-daemon testbed in `tb` on the embedded backend.
-async fn embedded_testbed(tb: &std::path::Path) -> pinfleet::testbed::Testbed {
-    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
-    Testbed::up(&TestbedOptions {
-        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
-        peers: 3,
-        dir: tb.to_path_buf(),
-        timeout: Duration::from_secs(60),
-        ipfs: TestbedIpfs::Embedded,
-        auth: false,
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_added_on_peer_0_is_pinned_by_all_three_daemons() {
     let dir = tempfile::tempdir().unwrap();
@@ -396,7 +381,7 @@ async fn content_added_on_peer_0_is_pinned_by_all_three_daemons() {
     origin.add(&blocks, root).await;
     origin.stop().await;
 
-    let testbed = embedded_testbed(&tb).await;
+    let testbed = crate::support::embedded_testbed(&tb, false).await;
     for p in &testbed.file.peers {
         assert!(p.ipfs.starts_with("/ip4/127.0.0.1/tcp/"), "{}", p.ipfs);
         assert!(p.ipfs.contains("/p2p/"), "{}", p.ipfs);
@@ -584,7 +569,7 @@ async fn pinfleet_add_imports_on_one_peer_and_every_peer_pins_it() {
     assert!(root.starts_with("Qm"), "{root}");
 
     let tb = dir.path().join("tb");
-    let testbed = embedded_testbed(&tb).await;
+    let testbed = crate::support::embedded_testbed(&tb, false).await;
     let api = testbed.file.peers[0].api.clone();
     let path = content.to_str().unwrap().to_string();
     let out = tokio::task::spawn_blocking({
@@ -758,7 +743,7 @@ async fn unpinned_content_is_gone_from_every_peer_after_gc() {
     let root = added.cid.to_string();
 
     let tb = dir.path().join("tb");
-    let testbed = embedded_testbed(&tb).await;
+    let testbed = crate::support::embedded_testbed(&tb, false).await;
     let api = testbed.file.peers[0].api.clone();
     let out = tokio::task::spawn_blocking({
         let (api, file) = (api.clone(), file.to_str().unwrap().to_string());

@@ -93,21 +93,6 @@ async fn first_read(url: &str) -> reqwest::Response {
     }
 }
 
-/// A three-daemon embedded testbed in `tb`.
-async fn embedded_testbed(tb: &Path) -> pinfleet::testbed::Testbed {
-    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
-    Testbed::up(&TestbedOptions {
-        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
-        peers: 3,
-        dir: tb.to_path_buf(),
-        timeout: Duration::from_secs(60),
-        ipfs: TestbedIpfs::Embedded,
-        auth: false,
-    })
-    .await
-    .unwrap()
-}
-
 /// The round trip on the embedded backend: `pinfleet add
 /// --no-pin` on peer 0 (nothing pinned, nothing pushed), then reads from
 /// peers 1 and 2, whose nodes fetch every block over Bitswap.
@@ -128,7 +113,7 @@ async fn content_added_on_one_peer_is_read_back_identical_from_another() {
     std::fs::write(&deep_path, &deep).unwrap();
 
     let tb = dir.path().join("tb");
-    let testbed = embedded_testbed(&tb).await;
+    let testbed = crate::support::embedded_testbed(&tb, false).await;
     let api: Vec<String> = testbed.file.peers.iter().map(|p| p.api.clone()).collect();
     let added = cli_ok(
         &[

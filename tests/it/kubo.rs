@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
+use pinfleet::testbed::Testbed;
 use pinfleet::testkit::kubo::{Kubo, KuboOptions, libkubo};
 use rand::RngCore;
 
@@ -116,22 +116,6 @@ fn kubo_harness_moves_a_file_between_two_kubo_nodes() {
     assert!(b.peers(STEP).is_ok());
     a.stop();
     b.stop();
-}
-
-/// A three-peer testbed in `tb` whose embedded nodes are on the public
-/// swarm (`[ipfs] swarm = "public"`, loopback TCP and QUIC, no bootstrap
-/// peers).
-async fn public_testbed(tb: &Path) -> Testbed {
-    Testbed::up(&TestbedOptions {
-        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
-        peers: 3,
-        dir: tb.to_path_buf(),
-        timeout: Duration::from_secs(90),
-        ipfs: TestbedIpfs::EmbeddedPublic,
-        auth: false,
-    })
-    .await
-    .unwrap()
 }
 
 /// Peer `api`'s embedded node's loopback TCP swarm address (`GET /id`,
@@ -315,7 +299,7 @@ async fn pinfleet_to_kubo(
 async fn a_file_held_only_by_kubo_is_pinned_through_origins() {
     let Some(so) = kubo_library() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let testbed = public_testbed(&dir.path().join("tb")).await;
+    let testbed = crate::support::embedded_testbed(&dir.path().join("tb"), true).await;
     let file = dir.path().join("kubo.bin");
     let data = random_file(&file, MIB);
     kubo_to_pinfleet(
@@ -334,7 +318,7 @@ async fn a_file_held_only_by_kubo_is_pinned_through_origins() {
 async fn kubo_downloads_byte_identical_content_added_through_pinfleet() {
     let Some(so) = kubo_library() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let testbed = public_testbed(&dir.path().join("tb")).await;
+    let testbed = crate::support::embedded_testbed(&dir.path().join("tb"), true).await;
     let file = dir.path().join("pinfleet.bin");
     let data = random_file(&file, 3 * MIB + 12_345);
     pinfleet_to_kubo(
@@ -353,7 +337,7 @@ async fn kubo_downloads_byte_identical_content_added_through_pinfleet() {
 async fn sixty_four_mib_moves_both_ways_between_kubo_and_pinfleet() {
     let Some(so) = kubo_library() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let testbed = public_testbed(&dir.path().join("tb")).await;
+    let testbed = crate::support::embedded_testbed(&dir.path().join("tb"), true).await;
     let bytes = 64 * MIB;
 
     let file = dir.path().join("to-pinfleet.bin");
@@ -393,7 +377,7 @@ async fn sixty_four_mib_moves_both_ways_between_kubo_and_pinfleet() {
 async fn a_file_held_only_by_kubo_is_found_through_the_dht_and_pinned() {
     let Some(so) = kubo_library() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let testbed = public_testbed(&dir.path().join("tb")).await;
+    let testbed = crate::support::embedded_testbed(&dir.path().join("tb"), true).await;
     let api = testbed.file.peers[0].api.clone();
     let router = crate::public_ipfs::public(&dir.path().join("router"), Vec::new(), None).await;
     let router_addr = router.addr(false).await.to_string();

@@ -440,3 +440,24 @@ pub fn http() -> reqwest::Client {
 pub fn http_builder() -> reqwest::ClientBuilder {
     pinfleet::tls::client(None).unwrap()
 }
+
+/// A three-daemon testbed in `tb` whose peers run embedded IPFS nodes, on
+/// the public swarm's protocols when `public` (`testbed up --public-ipfs`:
+/// loopback TCP and QUIC, no bootstrap peers), without API users.
+pub async fn embedded_testbed(tb: &Path, public: bool) -> pinfleet::testbed::Testbed {
+    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
+    Testbed::up(&TestbedOptions {
+        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
+        peers: 3,
+        dir: tb.to_path_buf(),
+        timeout: std::time::Duration::from_secs(90),
+        ipfs: if public {
+            TestbedIpfs::EmbeddedPublic
+        } else {
+            TestbedIpfs::Embedded
+        },
+        auth: false,
+    })
+    .await
+    .unwrap()
+}
