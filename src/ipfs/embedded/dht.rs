@@ -39,6 +39,8 @@ const PROVIDE_QUEUE_MAX: usize = MAX_PROVIDER_KEYS;
 pub(super) const REPROVIDE_INTERVAL: Duration = Duration::from_secs(12 * 3600);
 /// Providers dialled per lookup.
 const DIAL_PER_LOOKUP: usize = 8;
+/// How often the routing tables are refreshed (kad's default).
+pub(super) const REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// How long one DHT query may run.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -63,6 +65,9 @@ pub(super) fn behaviour(
         // Republishing is ours (bounded): kad's job would start a query
         // per provided key at once.
         .set_provider_publication_interval(None)
+        // So is the periodic refresh ([`Routing::refresh`]): kad's warns
+        // every time the table is empty (a node with no bootstrap peers).
+        .set_periodic_bootstrap_interval(None)
         .set_replication_factor(NonZeroUsize::new(PROVIDERS_PER_KEY).unwrap_or(NonZeroUsize::MIN));
     let mut kad = kad::Behaviour::with_config(me, store, config);
     // A cluster's nodes serve the DHT as Kubo's `dhtserver` does (the
@@ -165,6 +170,13 @@ impl Routing {
                 k.add_address(&peer, addr.clone());
             }
         }
+        Self::refresh(swarm);
+    }
+
+    /// Refreshes each DHT's routing table that has peers (a bootstrap
+    /// query); nothing when it has none.
+    pub(super) fn refresh(swarm: &mut Swarm<Behaviour>) {
+        let b = swarm.behaviour_mut();
         for k in [b.wan.as_mut(), b.lan.as_mut()].into_iter().flatten() {
             let _ = k.bootstrap();
         }

@@ -382,6 +382,10 @@ impl EventLoop {
             tokio::time::Instant::now() + dht::REPROVIDE_INTERVAL,
             dht::REPROVIDE_INTERVAL,
         );
+        let mut refresh = tokio::time::interval_at(
+            tokio::time::Instant::now() + dht::REFRESH_INTERVAL,
+            dht::REFRESH_INTERVAL,
+        );
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -391,6 +395,7 @@ impl EventLoop {
                 },
                 e = self.swarm.select_next_some() => self.event(e),
                 _ = reprovide.tick() => self.routing.reprovide(&mut self.swarm),
+                _ = refresh.tick(), if self.public => Routing::refresh(&mut self.swarm),
             }
         }
     }
