@@ -30,6 +30,9 @@ use crate::manifest::{CidKey, shown};
 
 /// How long a read waits for one block no connected node has refused.
 const READ_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a read waits for a provider lookup (public network) before
+/// answering not found.
+const READ_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a fetch checks whether every connected node refused it.
 const ABSENT_POLL: Duration = Duration::from_millis(50);
 /// Bytes of a file fetched ahead of the block being sent, about (Bitswap
@@ -90,7 +93,12 @@ impl EmbeddedNode {
                         // DHT are dialled and asked before giving up.
                         if !looked_up {
                             looked_up = true;
-                            if self.find_providers(&cid).await > 0 {
+                            let found = tokio::time::timeout(
+                                READ_LOOKUP_TIMEOUT,
+                                self.find_providers(&cid),
+                            )
+                            .await;
+                            if found.is_ok_and(|n| n > 0) {
                                 continue;
                             }
                         }
