@@ -15,34 +15,11 @@ use crate::support::test_dag;
 const SECRET: [u8; 32] = [7; 32];
 const DEADLINE: Duration = Duration::from_secs(30);
 
-struct Running {
-    node: EmbeddedNode,
-    cancel: CancellationToken,
-    tasks: TaskTracker,
-}
+use crate::support::InProcessNode as Running;
 
 impl Running {
     async fn start(dir: &std::path::Path) -> Running {
-        let cancel = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let node = EmbeddedNode::start(EmbeddedConfig::new(dir, SECRET), cancel.clone(), &tasks)
-            .await
-            .unwrap();
-        Running {
-            node,
-            cancel,
-            tasks,
-        }
-    }
-
-    /// Stops the node and waits until its blockstore is closed.
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tasks.close();
-        drop(self.node);
-        tokio::time::timeout(DEADLINE, self.tasks.wait())
-            .await
-            .expect("the node did not stop");
+        Running::start_with(EmbeddedConfig::new(dir, SECRET)).await
     }
 
     async fn connect_to(&self, other: &Running) {

@@ -447,37 +447,10 @@ async fn the_kubo_backend_reads_files_ranges_and_directories_for_a_reader_token(
     );
 }
 
-/// An in-process embedded node and what stops it.
-struct Node {
-    node: pinfleet::ipfs::EmbeddedNode,
-    cancel: tokio_util::sync::CancellationToken,
-    tasks: tokio_util::task::TaskTracker,
-}
-
-impl Node {
-    async fn start(dir: &Path) -> Node {
-        use pinfleet::ipfs::embedded::{EmbeddedConfig, EmbeddedNode};
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let tasks = tokio_util::task::TaskTracker::new();
-        let config = EmbeddedConfig::new(dir, [9; 32]);
-        let node = EmbeddedNode::start(config, cancel.clone(), &tasks)
-            .await
-            .unwrap();
-        Node {
-            node,
-            cancel,
-            tasks,
-        }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tasks.close();
-        drop(self.node);
-        tokio::time::timeout(Duration::from_secs(30), self.tasks.wait())
-            .await
-            .expect("the node did not stop");
-    }
+/// An in-process embedded node in `dir`.
+async fn start_node(dir: &Path) -> crate::support::InProcessNode {
+    let config = pinfleet::ipfs::embedded::EmbeddedConfig::new(dir, [9; 32]);
+    crate::support::InProcessNode::start_with(config).await
 }
 
 /// The embedded backend's `cat` streams a file in pieces no larger than
@@ -494,8 +467,8 @@ async fn the_embedded_node_streams_a_file_from_a_peer_in_chunks_without_storing_
 
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (
-        Node::start(&dir.path().join("a")).await,
-        Node::start(&dir.path().join("b")).await,
+        start_node(&dir.path().join("a")).await,
+        start_node(&dir.path().join("b")).await,
     );
     let bytes = varied(5 * 262_144 + 3, 4);
     let data = bytes.clone();

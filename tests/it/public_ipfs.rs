@@ -15,17 +15,7 @@ use tokio_util::task::TaskTracker;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-pub struct Node {
-    pub node: EmbeddedNode,
-    cancel: CancellationToken,
-    tasks: TaskTracker,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
+pub use crate::support::InProcessNode as Node;
 
 /// A public node listening on loopback TCP and QUIC, joining the DHT
 /// through `bootstrap`, asking `delegated` for providers when given.
@@ -44,8 +34,6 @@ async fn node(
     delegated: Option<String>,
     dht_client: bool,
 ) -> Node {
-    let cancel = CancellationToken::new();
-    let tasks = TaskTracker::new();
     let mut config = EmbeddedConfig::new(dir, [9; 32]);
     config.listen = vec![
         "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
@@ -58,14 +46,7 @@ async fn node(
         max_connections: 64,
     });
     config.delegated_routing = delegated;
-    let node = EmbeddedNode::start(config, cancel.clone(), &tasks)
-        .await
-        .unwrap();
-    Node {
-        node,
-        cancel,
-        tasks,
-    }
+    Node::start_with(config).await
 }
 
 impl Node {
@@ -79,7 +60,7 @@ impl Node {
     }
 
     /// Adds `len` bytes of content (pinned); its root.
-    async fn add(&self, len: usize, seed: u64, push: bool) -> pinfleet::manifest::CidKey {
+    async fn add_bytes(&self, len: usize, seed: u64, push: bool) -> pinfleet::manifest::CidKey {
         self.node
             .add(
                 AddInput::Reader(Box::new(std::io::Cursor::new(bytes(len, seed)))),
@@ -91,16 +72,6 @@ impl Node {
             .await
             .unwrap()
             .root
-    }
-
-    pub async fn stop(self) {
-        self.cancel.cancel();
-        self.tasks.close();
-        let tasks = self.tasks.clone();
-        drop(self);
-        tokio::time::timeout(DEADLINE, tasks.wait())
-            .await
-            .expect("the node did not stop");
     }
 }
 
@@ -153,7 +124,7 @@ async fn public_nodes_exchange_content_over_quic() {
     let dir = tempfile::tempdir().unwrap();
     let a = public(&dir.path().join("a"), Vec::new(), None).await;
     let b = public(&dir.path().join("b"), Vec::new(), None).await;
-    let root = a.add(1 << 20, 1, false).await;
+    let root = a.add_bytes(1 << 20, 1, false).await;
     let quic = a.addr(true).await;
     assert_eq!(b.node.connect(quic).await.unwrap(), a.node.peer_id());
     b.node.pin(root, opts(DEADLINE), None).await.unwrap();
@@ -176,7 +147,7 @@ async fn a_public_node_finds_content_through_the_dht_on_a_node_it_was_never_told
         b.node.connected_peers().await.contains(&a.node.peer_id())
     })
     .await;
-    let root = a.add(600_000, 2, false).await;
+    let root = a.add_bytes(600_000, 2, false).await;
 
     // Read without pinning (what `GET /ipfs/{cid}` does): the only node
     // connected refuses, a lookup finds a.
@@ -244,7 +215,7 @@ async fn a_public_node_finds_content_through_the_dht_on_a_node_it_was_never_told
 async fn a_public_node_pins_content_named_by_a_delegated_routing_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let a = public(&dir.path().join("a"), Vec::new(), None).await;
-    let root = a.add(300_000, 3, false).await;
+    let root = a.add_bytes(300_000, 3, false).await;
     let provider = serde_json::json!({"Providers": [{
         "Schema": "peer",
         "ID": a.node.peer_id().to_string(),
@@ -293,14 +264,14 @@ async fn a_public_node_takes_block_pushes_only_from_cluster_members() {
     b.node.connect(a.addr(false).await).await.unwrap();
     // a counts b as a member and pushes to it; b does not know a yet.
     a.node.set_cluster_nodes(HashSet::from([b.node.peer_id()]));
-    let first = a.add(3 << 20, 4, true).await;
+    let first = a.add_bytes(3 << 20, 4, true).await;
     wait_for("b to refuse a's push", || async {
         b.node.push_streams_refused() == 1
     })
     .await;
     // Once b knows a, a's pushes are stored.
     b.node.set_cluster_nodes(HashSet::from([a.node.peer_id()]));
-    let second = a.add(3 << 20, 5, true).await;
+    let second = a.add_bytes(3 << 20, 5, true).await;
     wait_for("the second add's 13 blocks on b", || async {
         b.node.pushed_blocks_received() >= 13
     })

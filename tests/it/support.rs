@@ -461,3 +461,47 @@ pub async fn embedded_testbed(tb: &Path, public: bool) -> pinfleet::testbed::Tes
     .await
     .unwrap()
 }
+
+/// An embedded IPFS node running in this process. Its tasks are cancelled
+/// when it is dropped (a failing test leaves nothing running);
+/// [`InProcessNode::stop`] also waits until its blockstore is closed.
+pub struct InProcessNode {
+    /// The node.
+    pub node: pinfleet::ipfs::embedded::EmbeddedNode,
+    cancel: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl InProcessNode {
+    /// Starts a node with `config`.
+    pub async fn start_with(config: pinfleet::ipfs::embedded::EmbeddedConfig) -> Self {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let node = pinfleet::ipfs::embedded::EmbeddedNode::start(config, cancel.clone(), &tasks)
+            .await
+            .unwrap();
+        Self {
+            node,
+            cancel,
+            tasks,
+        }
+    }
+
+    /// Stops the node and waits (30 s at most) until its blockstore is
+    /// closed.
+    pub async fn stop(self) {
+        let tasks = self.tasks.clone();
+        self.cancel.cancel();
+        tasks.close();
+        drop(self);
+        tokio::time::timeout(std::time::Duration::from_secs(30), tasks.wait())
+            .await
+            .expect("the node did not stop");
+    }
+}
+
+impl Drop for InProcessNode {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
