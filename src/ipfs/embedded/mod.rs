@@ -673,7 +673,11 @@ impl IpfsBackend for EmbeddedNode {
             let key = cid.cid().to_bytes();
             let k = key.clone();
             if self.blocking(move |s| s.unpin(&k, recursive)).await? {
-                if self.blocking(move |s| s.pin_kind(&key)).await?.is_none() {
+                // Only a public node announces roots: no second read
+                // transaction in the private swarm.
+                if self.inner.swarm.is_public()
+                    && self.blocking(move |s| s.pin_kind(&key)).await?.is_none()
+                {
                     self.inner.swarm.unprovide(cid.cid()).await;
                 }
                 Ok(())
