@@ -325,6 +325,8 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     node_opts.batch_max_pins = config.consensus.batch_max_pins;
     node_opts.append_max_bytes = config.consensus.append_max_bytes;
     node_opts.append_max_entries = config.consensus.append_max_entries;
+    node_opts.cluster_name = config.cluster.name.clone();
+    // MERGE: node_opts.trusted = config.cluster.trusted_peers.clone();
 
     let tasks = TaskTracker::new();
     let mut embedded = None;
@@ -362,7 +364,12 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         Some(e) => e.listen_addrs().await.first().map(ToString::to_string),
         None => None,
     };
-    let node = match ClusterNode::start(node_opts, cancel.clone(), &tasks).await {
+    let started = if config.cluster.follower {
+        ClusterNode::start_follower(node_opts, cancel.clone(), &tasks).await
+    } else {
+        ClusterNode::start(node_opts, cancel.clone(), &tasks).await
+    };
+    let node = match started {
         Ok(node) => node,
         Err(e) => {
             // The embedded node is running: stop it (and close its store).

@@ -273,6 +273,10 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn(stream::remember_te))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            refuse_follower_writes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             mark_stale_reads,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -578,10 +582,33 @@ async fn limit_pinset_writes(State(state): State<ApiState>, req: Request, next: 
     }
 }
 
+/// A follower's API is read-only: every request that could change the
+/// cluster (pins, PinSets, add, peers, gc) answers 403 saying why. Asking
+/// for a token and re-queueing this peer's own failed pins stay allowed.
+async fn refuse_follower_writes(
+    State(state): State<ApiState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let path = req.uri().path();
+    let local = path == "/token" || path == "/pins/recover" || path.ends_with("/recover");
+    if state.node.is_follower() && !read && !local {
+        return ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            crate::consensus::FOLLOWER_WRITE,
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// Reads are served from the local state; without a leader that state may
-/// lag the cluster, and clients deserve to know.
+/// lag the cluster, and clients deserve to know. (A follower never has a
+/// leader: its state is what the feed brought, and says so in `/id`.)
 async fn mark_stale_reads(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let stale = req.method() == Method::GET && state.node.leader().is_none();
+    let stale =
+        req.method() == Method::GET && state.node.leader().is_none() && !state.node.is_follower();
     let mut resp = next.run(req).await;
     if stale {
         resp.headers_mut()

@@ -37,6 +37,14 @@ const DOCS: &[SectionDoc] = &[
         "Cluster membership, transport and replication defaults.",
         &[
             (
+                "name",
+                "The cluster's name; followers refuse a feed signed for another name. Set it once for a collaborative cluster.",
+            ),
+            (
+                "follower",
+                "true: this peer is a follower (docs/collaborative.md): it pins what the trusted peers sign, never takes part in Raft, and refuses every write. Written by pinfleet init --follower.",
+            ),
+            (
                 "peername",
                 "Human-readable name of this peer; per peer, so usually set with PINFLEET_CLUSTER_PEERNAME.",
             ),

@@ -144,6 +144,13 @@ impl ServiceConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default = "ClusterConfig::unset")]
 pub struct ClusterConfig {
+    /// The cluster's name: what the follower feed is signed for.
+    #[serde(with = "Text")]
+    pub name: String,
+    /// Run as a follower: hold and pin the state the trusted peers sign,
+    /// never write.
+    #[serde(with = "Flag")]
+    pub follower: bool,
     /// Human-readable peer name; empty when not set.
     #[serde(with = "Text")]
     pub peername: String,
@@ -171,6 +178,8 @@ impl ClusterConfig {
     /// Defaults, with the one setting that has none.
     pub fn new(secret: ClusterSecret) -> Self {
         Self {
+            name: "pinfleet".to_string(),
+            follower: false,
             peername: String::new(),
             secret,
             listen_multiaddress: vec![default_listen_multiaddress()],

@@ -268,9 +268,10 @@ impl ClusterNode {
             now_ms: chrono::Utc::now().timestamp_millis(),
             command,
         };
-        self.inner
-            .raft
-            .client_write_ff(req)
+        let Some(raft) = &self.inner.raft else {
+            return Err(RemoteFailure::Forbidden(super::node::FOLLOWER_WRITE.into()));
+        };
+        raft.client_write_ff(req)
             .await
             .map_err(|e| RemoteFailure::Unavailable(format!("raft stopped: {e}")))
     }

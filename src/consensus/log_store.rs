@@ -129,6 +129,51 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// Entries `first..=last` for the follower feed, stopping once
+    /// `max_bytes` of encoded entries are read (the first always comes).
+    /// `None` when `first` was purged (it is in a snapshot now).
+    pub async fn feed_range(
+        &self,
+        first: u64,
+        last: u64,
+        max_bytes: usize,
+    ) -> StoreResult<Option<Vec<Entry<TypeConfig>>>> {
+        self.blocking(move |db| {
+            let purged: Option<LogId<NodeId>> = Self::read_meta(db, LAST_PURGED)?;
+            if purged.is_some_and(|p| first <= p.index) {
+                return Ok(None);
+            }
+            let txn = db
+                .begin_read()
+                .map_err(|e| StorageIOError::read_logs(err(e)))?;
+            let table = txn
+                .open_table(LOG)
+                .map_err(|e| StorageIOError::read_logs(err(e)))?;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            for item in table
+                .range(first..=last)
+                .map_err(|e| StorageIOError::read_logs(err(e)))?
+            {
+                let (_, v) = item.map_err(|e| StorageIOError::read_logs(err(e)))?;
+                let raw = v.value();
+                if !out.is_empty() && bytes + raw.len() > max_bytes {
+                    break;
+                }
+                bytes += raw.len();
+                out.push(decode_entry(raw)?);
+            }
+            match out.first() {
+                Some(e) if e.log_id.index == first => Ok(Some(out)),
+                // Purged between the two reads, or never written here.
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,

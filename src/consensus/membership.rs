@@ -20,9 +20,12 @@ impl ClusterNode {
     /// Waits until this peer is a voter of a cluster with a leader.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), ClusterError> {
         let id = self.inner.id;
-        self.inner
-            .raft
-            .wait(Some(timeout))
+        let Some(raft) = &self.inner.raft else {
+            return Err(ClusterError::Forbidden(
+                "this peer is a follower: it never joins the cluster's consensus".into(),
+            ));
+        };
+        raft.wait(Some(timeout))
             .metrics(
                 |m| {
                     m.current_leader.is_some()
@@ -123,7 +126,9 @@ impl ClusterNode {
             .parse()
             .map_err(|_| RemoteFailure::Other(format!("invalid peer id {:?}", node.peer_id)))?;
         let id = node_id(&peer);
-        let raft = &self.inner.raft;
+        let Some(raft) = &self.inner.raft else {
+            return Err(RemoteFailure::Forbidden(super::node::FOLLOWER_WRITE.into()));
+        };
         let voters: BTreeSet<NodeId> = self
             .metrics()
             .membership_config
@@ -196,7 +201,9 @@ impl ClusterNode {
         if !members.nodes().any(|(n, _)| *n == id) {
             return Err(RemoteFailure::Other(format!("node {id} is not a member")));
         }
-        let raft = &self.inner.raft;
+        let Some(raft) = &self.inner.raft else {
+            return Err(RemoteFailure::Forbidden(super::node::FOLLOWER_WRITE.into()));
+        };
         if members.voter_ids().any(|v| v == id) {
             self.membership_change(|| {
                 raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)

@@ -17,6 +17,8 @@
 #![allow(clippy::result_large_err)]
 
 mod batcher;
+pub mod feed;
+mod follower;
 mod forward;
 mod log_store;
 mod membership;
@@ -33,8 +35,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use batcher::PinAllocator;
+pub use feed::serve::FollowerSeen;
+pub use follower::FOLLOW_DIR;
 pub use log_store::LogStore;
-pub use node::{ClusterError, ClusterNode, GossipSink, NodeOptions};
+pub use node::{
+    ClusterError, ClusterNode, DEFAULT_CLUSTER_NAME, FOLLOWER_WRITE, GossipSink, NodeOptions,
+};
 pub use rpc::{CallError, Method, RemoteFailure, Rpc, RpcReply};
 pub use size::{MAX_ENTRY_BYTES, entry_bytes};
 

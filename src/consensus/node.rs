@@ -68,6 +68,12 @@ pub struct NodeOptions {
     pub append_max_bytes: usize,
     /// Most log entries read and sent in one replication message.
     pub append_max_entries: u64,
+    /// The cluster's name (`cluster.name`): what the follower feed is
+    /// signed for.
+    pub cluster_name: String,
+    /// The trusted peers (`cluster.trusted_peers`); empty: every peer
+    /// holding the secret is trusted, and no feed is signed.
+    pub trusted: Vec<PeerId>,
 }
 
 impl NodeOptions {
@@ -89,8 +95,65 @@ impl NodeOptions {
             batch_max_pins: 10_000,
             append_max_bytes: 2 << 20,
             append_max_entries: 32,
+            cluster_name: DEFAULT_CLUSTER_NAME.to_string(),
+            trusted: Vec::new(),
         }
     }
+
+    /// Who signs this cluster's feed.
+    pub(super) fn trust(&self) -> super::feed::Trusted {
+        super::feed::Trusted {
+            cluster: self.cluster_name.clone(),
+            peers: self.trusted.clone(),
+        }
+    }
+}
+
+/// What a write on a follower answers.
+pub const FOLLOWER_WRITE: &str =
+    "this peer is a follower: it cannot change the cluster state; write to a trusted peer";
+
+/// `cluster.name` when a config does not set one.
+pub const DEFAULT_CLUSTER_NAME: &str = "pinfleet";
+
+/// What [`ClusterNode::assemble`] builds a node from.
+pub(super) struct Parts {
+    pub(super) raft: Option<Raft<TypeConfig>>,
+    pub(super) metrics: tokio::sync::watch::Receiver<RaftMetrics<NodeId, PeerNode>>,
+    pub(super) feed: Arc<super::feed::serve::FeedServer>,
+    pub(super) store: StateStore,
+    pub(super) p2p: P2pHandle<Rpc, RpcReply>,
+    pub(super) node: PeerNode,
+    pub(super) id: NodeId,
+}
+
+/// Starts the p2p swarm of a peer and describes it as a [`PeerNode`].
+pub(super) async fn start_p2p(
+    opts: &NodeOptions,
+    cancel: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<
+    (
+        P2pHandle<Rpc, RpcReply>,
+        p2p::P2pEvents<Rpc, RpcReply>,
+        PeerNode,
+    ),
+    ClusterError,
+> {
+    let start = |e: &dyn std::fmt::Display| ClusterError::Start(e.to_string());
+    let mut p2p_config = P2pConfig::new(opts.keypair.clone(), opts.secret);
+    p2p_config.listen = opts.listen.clone();
+    p2p_config.bootstrap = opts.bootstrap.clone();
+    let (p2p, events) = p2p::spawn::<Rpc, RpcReply>(p2p_config, cancel.clone(), tasks)
+        .await
+        .map_err(|e| start(&e))?;
+    let addrs = p2p.listen_addrs().await.map_err(|e| start(&e))?;
+    let node = PeerNode {
+        peer_id: p2p.local_peer_id().to_string(),
+        addrs: addrs.iter().map(ToString::to_string).collect(),
+        api: opts.api_url.clone(),
+    };
+    Ok((p2p, events, node))
 }
 
 fn local_any_port() -> Multiaddr {
@@ -122,6 +185,10 @@ pub enum ClusterError {
     /// Anything else from Raft.
     #[error("raft: {0}")]
     Raft(String),
+    /// The peer or the cluster refused: a follower cannot write, an
+    /// untrusted peer cannot call trusted-only methods.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The change does not fit in one log entry ([`super::MAX_ENTRY_BYTES`]);
     /// nothing was written.
     #[error("too large for one log entry: {0}")]
@@ -143,6 +210,7 @@ impl From<RemoteFailure> for ClusterError {
         match f {
             RemoteFailure::NotLeader(_) => ClusterError::Unavailable("leader changed".into()),
             RemoteFailure::Unavailable(m) => ClusterError::Unavailable(m),
+            RemoteFailure::Forbidden(m) => ClusterError::Forbidden(m),
             RemoteFailure::Other(m) => ClusterError::Raft(m),
         }
     }
@@ -156,7 +224,13 @@ pub(super) struct Inner {
     pub(super) services: Registry,
     pub(super) applied: tokio::sync::watch::Receiver<u64>,
     pub(super) id: NodeId,
-    pub(super) raft: Raft<TypeConfig>,
+    /// This peer's Raft; `None` on a follower, which never joins it.
+    pub(super) raft: Option<Raft<TypeConfig>>,
+    /// Raft's metrics; a follower keeps its own (no leader, the trusted
+    /// peers' membership, what it applied).
+    pub(super) metrics: tokio::sync::watch::Receiver<RaftMetrics<NodeId, PeerNode>>,
+    /// The follower-facing feed of the committed state.
+    pub(super) feed: Arc<super::feed::serve::FeedServer>,
     pub(super) store: StateStore,
     pub(super) p2p: P2pHandle<Rpc, RpcReply>,
     pub(super) node: PeerNode,
@@ -212,20 +286,9 @@ impl ClusterNode {
         let start = |e: &dyn std::fmt::Display| ClusterError::Start(e.to_string());
         let raft_dir = opts.dir.join("raft");
         std::fs::create_dir_all(&raft_dir).map_err(|e| start(&e))?;
-        let mut p2p_config = P2pConfig::new(opts.keypair.clone(), opts.secret);
-        p2p_config.listen = opts.listen.clone();
-        p2p_config.bootstrap = opts.bootstrap.clone();
-        let (p2p, events) = p2p::spawn::<Rpc, RpcReply>(p2p_config, cancel.clone(), tasks)
-            .await
-            .map_err(|e| start(&e))?;
+        let (p2p, events, node) = start_p2p(&opts, &cancel, tasks).await?;
         let peer_id = p2p.local_peer_id();
         let id = node_id(&peer_id);
-        let addrs = p2p.listen_addrs().await.map_err(|e| start(&e))?;
-        let node = PeerNode {
-            peer_id: peer_id.to_string(),
-            addrs: addrs.iter().map(ToString::to_string).collect(),
-            api: opts.api_url.clone(),
-        };
 
         let log = LogStore::open(&raft_dir.join("log.redb")).map_err(|e| start(&e))?;
         let store = StateStore::open(&raft_dir.join("state.redb"), &raft_dir.join("snapshots"))
@@ -256,14 +319,78 @@ impl ClusterNode {
                     append_max_bytes: opts.append_max_bytes.max(1),
                 },
             ),
-            log,
+            log.clone(),
             store.clone(),
         )
         .await
         .map_err(|e| start(&e))?;
 
-        let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
-        let mut metrics = raft.metrics();
+        let feed = Arc::new(super::feed::serve::FeedServer::trusted(
+            opts.trust(),
+            &opts.keypair,
+            log,
+            store.clone(),
+        ));
+        let metrics = raft.metrics();
+        // Trusted peers only announce on the feed topic; they read nothing
+        // from it.
+        let (this, _feed_gossip) = ClusterNode::assemble(
+            Parts {
+                raft: Some(raft.clone()),
+                metrics,
+                feed,
+                store,
+                p2p,
+                node,
+                id,
+            },
+            &opts,
+            events,
+            &cancel,
+            tasks,
+        );
+        if this.inner.feed.signs() {
+            tasks.spawn(super::feed::announce(this.clone(), cancel.clone()));
+        }
+        let shutdown = raft.clone();
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            c.cancelled().await;
+            if let Err(e) = shutdown.shutdown().await {
+                tracing::warn!(error = %e, "raft shutdown failed");
+            }
+        });
+
+        let initialized = raft.is_initialized().await.map_err(|e| start(&e))?;
+        if !initialized {
+            if opts.bootstrap.is_empty() {
+                let members = BTreeMap::from([(id, this.inner.node.clone())]);
+                raft.initialize(members).await.map_err(|e| start(&e))?;
+                tracing::info!(peer = %peer_id, "bootstrapped a new cluster");
+            } else {
+                tasks.spawn(
+                    this.clone()
+                        .join_loop(opts.bootstrap.clone(), cancel.clone()),
+                );
+            }
+        } else {
+            tasks.spawn(this.clone().announce_loop(cancel.clone()));
+        }
+        Ok(this)
+    }
+
+    /// Builds the node around its parts (either role) and starts what
+    /// every peer runs: the write batcher and forwarder, serving inbound
+    /// RPCs, delivering gossip, and the applied-index watch.
+    pub(super) fn assemble(
+        parts: Parts,
+        opts: &NodeOptions,
+        events: p2p::P2pEvents<Rpc, RpcReply>,
+        cancel: &CancellationToken,
+        tasks: &TaskTracker,
+    ) -> (Self, mpsc::Receiver<(PeerId, Vec<u8>)>) {
+        let (applied_tx, applied) = tokio::sync::watch::channel(0u64);
+        let mut metrics = parts.metrics.clone();
         let c = cancel.clone();
         tasks.spawn(async move {
             loop {
@@ -285,12 +412,14 @@ impl ClusterNode {
             inner: Arc::new(Inner {
                 gossip_sink: Arc::new(std::sync::OnceLock::new()),
                 services: Registry::default(),
-                applied: applied_rx,
-                id,
-                raft,
-                store,
-                p2p,
-                node,
+                applied,
+                id: parts.id,
+                raft: parts.raft,
+                metrics: parts.metrics,
+                feed: parts.feed,
+                store: parts.store,
+                p2p: parts.p2p,
+                node: parts.node,
                 write_timeout: opts.write_timeout,
                 quorum_grace: opts.election_timeout_max * 2,
                 batch_max_pins: opts.batch_max_pins.max(1),
@@ -307,7 +436,6 @@ impl ClusterNode {
             to_forward,
             cancel.clone(),
         ));
-
         tasks.spawn(
             this.clone()
                 .serve_inbound(events.inbound, cancel.clone(), tasks.clone()),
@@ -331,40 +459,7 @@ impl ClusterNode {
                 }
             }
         });
-        let raft = this.inner.raft.clone();
-        let c = cancel.clone();
-        tasks.spawn(async move {
-            c.cancelled().await;
-            if let Err(e) = raft.shutdown().await {
-                tracing::warn!(error = %e, "raft shutdown failed");
-            }
-        });
-
-        let initialized = this
-            .inner
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| start(&e))?;
-        if !initialized {
-            if opts.bootstrap.is_empty() {
-                let members = BTreeMap::from([(id, this.inner.node.clone())]);
-                this.inner
-                    .raft
-                    .initialize(members)
-                    .await
-                    .map_err(|e| start(&e))?;
-                tracing::info!(peer = %peer_id, "bootstrapped a new cluster");
-            } else {
-                tasks.spawn(
-                    this.clone()
-                        .join_loop(opts.bootstrap.clone(), cancel.clone()),
-                );
-            }
-        } else {
-            tasks.spawn(this.clone().announce_loop(cancel.clone()));
-        }
-        Ok(this)
+        (this, events.feed)
     }
 
     /// Registers where gossip (informer metrics) goes (once).
@@ -418,7 +513,11 @@ impl ClusterNode {
     }
 
     /// Sends an RPC to one peer.
-    async fn ask(&self, peer: PeerId, rpc: Rpc) -> Result<RpcReply, crate::p2p::P2pError> {
+    pub(super) async fn ask(
+        &self,
+        peer: PeerId,
+        rpc: Rpc,
+    ) -> Result<RpcReply, crate::p2p::P2pError> {
         self.learn_addresses(&peer).await;
         self.inner.p2p.request(peer, rpc).await
     }
@@ -473,18 +572,18 @@ impl ClusterNode {
 
     /// The latest Raft metrics.
     pub fn metrics(&self) -> RaftMetrics<NodeId, PeerNode> {
-        self.inner.raft.metrics().borrow().clone()
+        self.inner.metrics.borrow().clone()
     }
 
     /// Raft metrics as they change (the leader's `replication` map says
     /// which log index each voter holds: what is committed).
     pub fn metrics_watch(&self) -> tokio::sync::watch::Receiver<RaftMetrics<NodeId, PeerNode>> {
-        self.inner.raft.metrics()
+        self.inner.metrics.clone()
     }
 
     /// The current leader's id, if one is known.
     pub fn leader(&self) -> Option<NodeId> {
-        self.inner.raft.metrics().borrow().current_leader
+        self.inner.metrics.borrow().current_leader
     }
 
     /// Members (voters and learners) with their ids.
@@ -510,16 +609,29 @@ impl ClusterNode {
             };
             let this = self.clone();
             tasks.spawn(async move {
-                let reply = this.handle(req.request).await;
+                let reply = this.handle(req.peer, req.request).await;
                 // The requester may have given up; nothing to do then.
                 let _ = req.reply.send(reply);
             });
         }
     }
 
-    async fn handle(&self, rpc: Rpc) -> RpcReply {
-        let raft = &self.inner.raft;
+    async fn handle(&self, peer: PeerId, rpc: Rpc) -> RpcReply {
+        let rpc = match rpc {
+            Rpc::FeedPull(req) => return RpcReply::FeedPull(self.inner.feed.pull(peer, req).await),
+            Rpc::FeedChunk(req) => {
+                return RpcReply::FeedChunk(self.inner.feed.chunk(peer, req).await);
+            }
+            other => other,
+        };
+        let Some(raft) = &self.inner.raft else {
+            return RpcReply::Refused(RemoteFailure::Forbidden(
+                "this peer is a follower: it takes part in no consensus and accepts no writes"
+                    .into(),
+            ));
+        };
         match rpc {
+            Rpc::FeedPull(_) | Rpc::FeedChunk(_) => unreachable!("answered above"),
             Rpc::AppendEntries(r) => RpcReply::AppendEntries(raft.append_entries(r).await),
             Rpc::Vote(r) => RpcReply::Vote(raft.vote(r).await),
             Rpc::InstallSnapshot(r) if r.done => self.install_last_chunk(r).await,
@@ -567,7 +679,9 @@ impl ClusterNode {
                 }
                 _ => {
                     let (tx, rx) = tokio::sync::watch::channel(None);
-                    let raft = self.inner.raft.clone();
+                    let Some(raft) = self.inner.raft.clone() else {
+                        return RpcReply::InstallSnapshot(Err(RaftError::Fatal(Fatal::Stopped)));
+                    };
                     self.inner.tasks.spawn(async move {
                         let _ = tx.send(Some(raft.install_snapshot(req).await));
                     });
@@ -591,6 +705,27 @@ impl ClusterNode {
             Ok(Err(_)) => RpcReply::InstallSnapshot(Err(RaftError::Fatal(Fatal::Stopped))),
             Err(_) => RpcReply::SnapshotInstalling,
         }
+    }
+
+    /// True on a follower: it holds the state it follows, but no Raft.
+    pub fn is_follower(&self) -> bool {
+        self.inner.raft.is_none()
+    }
+
+    /// The followers that pulled the feed from this peer recently.
+    pub fn followers(&self) -> Vec<super::feed::serve::FollowerSeen> {
+        self.inner.feed.followers()
+    }
+
+    /// How many feed pieces this follower refused (forged, replayed, out
+    /// of order, cut short) since it started.
+    pub fn feed_refused(&self) -> u64 {
+        self.inner.feed.refused()
+    }
+
+    /// The snapshot this peer serves to followers (its id), if any.
+    pub fn feed_snapshot(&self) -> Option<String> {
+        self.inner.feed.holds()
     }
 
     /// True when this peer is the Raft leader.
@@ -620,6 +755,9 @@ impl ClusterNode {
     /// A command whose log entry would exceed [`super::MAX_ENTRY_BYTES`] is
     /// refused (`TooLarge`) before it is sent anywhere.
     pub async fn write(&self, command: Command) -> Result<Outcome, ClusterError> {
+        if self.is_follower() {
+            return Err(ClusterError::Forbidden(FOLLOWER_WRITE.into()));
+        }
         let bytes = super::entry_bytes(&command);
         if bytes > super::MAX_ENTRY_BYTES {
             return Err(ClusterError::TooLarge(format!(
@@ -720,6 +858,10 @@ impl ClusterNode {
     /// heartbeats, so a deposed leader that has not noticed yet may serve a
     /// plan one election old — the write that follows is then refused.
     pub async fn read_barrier(&self) -> Result<(), ClusterError> {
+        if self.is_follower() {
+            // Its state is the feed it verified; there is no leader to ask.
+            return Ok(());
+        }
         let index = if self.is_leader() {
             self.leader_read_index()
         } else {
@@ -728,9 +870,10 @@ impl ClusterNode {
                 _ => return Err(ClusterError::Raft("unexpected reply".into())),
             }
         };
-        self.inner
-            .raft
-            .wait(Some(self.inner.write_timeout))
+        let Some(raft) = &self.inner.raft else {
+            return Ok(()); // a follower, answered above
+        };
+        raft.wait(Some(self.inner.write_timeout))
             .applied_index_at_least(Some(index), "read barrier")
             .await
             .map(|_| ())

@@ -49,6 +49,10 @@ pub enum Rpc {
     Remove(NodeId),
     /// The leader's linearizable read position.
     ReadIndex,
+    /// A follower pulls the signed state feed (any peer answers).
+    FeedPull(super::feed::PullRequest),
+    /// A part of a snapshot file, for a follower installing it.
+    FeedChunk(super::feed::ChunkRequest),
     /// A service method another layer registered ([`Method::NAME`]), with
     /// its CBOR-encoded request.
     Call {
@@ -80,6 +84,13 @@ pub enum RpcReply {
     ReadIndex(Result<u64, RemoteFailure>),
     /// To `Call`: the CBOR-encoded reply.
     Call(Result<ByteBuf, RemoteFailure>),
+    /// To `FeedPull`.
+    FeedPull(super::feed::PullReply),
+    /// To `FeedChunk`.
+    FeedChunk(super::feed::ChunkReply),
+    /// The receiver refused the request (a follower asked for a
+    /// trusted-only call, or a follower was asked to take part in Raft).
+    Refused(RemoteFailure),
     /// To the last `InstallSnapshot` chunk: the snapshot is still being
     /// installed; the leader sends the same chunk again to wait longer.
     SnapshotInstalling,
@@ -151,6 +162,9 @@ pub enum RemoteFailure {
     /// No quorum, or the write did not commit in time.
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// The receiver refused the call (see [`RpcReply::Refused`]).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),

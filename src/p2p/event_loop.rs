@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::swarm::{BehaviourEvent, P2pSwarm};
-use super::{Command, InboundRequest, METRICS_TOPIC, P2pError, PeerEvent, RpcMessage};
+use super::{Command, FEED_TOPIC, InboundRequest, METRICS_TOPIC, P2pError, PeerEvent, RpcMessage};
 
 /// Addresses kept per peer; the newest win.
 const MAX_ADDRS_PER_PEER: usize = 8;
@@ -99,8 +99,10 @@ pub(super) struct EventLoop<Req: RpcMessage, Resp: RpcMessage> {
     commands: mpsc::Receiver<Command<Req, Resp>>,
     inbound: mpsc::Sender<InboundRequest<Req, Resp>>,
     gossip: mpsc::Sender<(PeerId, Vec<u8>)>,
+    feed: mpsc::Sender<(PeerId, Vec<u8>)>,
     peer_events: broadcast::Sender<PeerEvent>,
     topic: gossipsub::IdentTopic,
+    feed_topic: gossipsub::IdentTopic,
     pending_dials: HashMap<ConnectionId, PendingDial>,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, P2pError>>>,
     pending_replies: FuturesUnordered<PendingReply<Resp>>,
@@ -115,7 +117,10 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
         swarm: P2pSwarm<Req, Resp>,
         commands: mpsc::Receiver<Command<Req, Resp>>,
         inbound: mpsc::Sender<InboundRequest<Req, Resp>>,
-        gossip: mpsc::Sender<(PeerId, Vec<u8>)>,
+        (gossip, feed): (
+            mpsc::Sender<(PeerId, Vec<u8>)>,
+            mpsc::Sender<(PeerId, Vec<u8>)>,
+        ),
         peer_events: broadcast::Sender<PeerEvent>,
         reply_timeout: Duration,
     ) -> Self {
@@ -124,8 +129,10 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
             commands,
             inbound,
             gossip,
+            feed,
             peer_events,
             topic: gossipsub::IdentTopic::new(METRICS_TOPIC),
+            feed_topic: gossipsub::IdentTopic::new(FEED_TOPIC),
             pending_dials: HashMap::new(),
             pending_requests: HashMap::new(),
             pending_replies: FuturesUnordered::new(),
@@ -200,12 +207,17 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
-            Command::Publish { data, reply } => {
+            Command::Publish { feed, data, reply } => {
+                let topic = if feed {
+                    self.feed_topic.clone()
+                } else {
+                    self.topic.clone()
+                };
                 let result = self
                     .swarm
                     .behaviour_mut()
                     .gossipsub
-                    .publish(self.topic.clone(), data)
+                    .publish(topic, data)
                     .map(|_| ())
                     .map_err(P2pError::Publish);
                 let _ = reply.send(result);
@@ -472,11 +484,15 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
                 message,
                 ..
             } => {
-                if message.topic != self.topic.hash() {
+                let queue = if message.topic == self.topic.hash() {
+                    &self.gossip
+                } else if message.topic == self.feed_topic.hash() {
+                    &self.feed
+                } else {
                     return;
-                }
+                };
                 let author = message.source.unwrap_or(propagation_source);
-                match self.gossip.try_send((author, message.data)) {
+                match queue.try_send((author, message.data)) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => {
                         tracing::debug!(peer = %author, "gossip queue full, dropping message");

@@ -35,6 +35,10 @@ use tokio_util::task::TaskTracker;
 /// The gossipsub topic that carries informer metrics.
 pub const METRICS_TOPIC: &str = "pinfleet/metrics/1";
 
+/// The gossipsub topic on which trusted peers announce the newest state
+/// (the signed feed followers fetch).
+pub const FEED_TOPIC: &str = "pinfleet/feed/1";
+
 /// The RPC protocol name used when a config does not say otherwise.
 pub const DEFAULT_PROTOCOL: &str = "/pinfleet/rpc/1";
 
@@ -228,6 +232,9 @@ pub struct P2pEvents<Req, Resp> {
     /// Gossip on [`METRICS_TOPIC`]: (original author, payload). Shed when
     /// full; metrics are periodic, so the next round replaces a lost one.
     pub gossip: mpsc::Receiver<(PeerId, Vec<u8>)>,
+    /// Gossip on [`FEED_TOPIC`]: (original author, payload). Shed when
+    /// full; announcements repeat.
+    pub feed: mpsc::Receiver<(PeerId, Vec<u8>)>,
 }
 
 /// A command for the event loop; each carries its reply channel.
@@ -253,6 +260,8 @@ enum Command<Req, Resp> {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
     Publish {
+        /// On [`FEED_TOPIC`] rather than [`METRICS_TOPIC`].
+        feed: bool,
         data: Vec<u8>,
         reply: oneshot::Sender<Result<(), P2pError>>,
     },
@@ -353,8 +362,29 @@ impl<Req: RpcMessage, Resp: RpcMessage> P2pHandle<Req, Resp> {
     /// connected peer has subscribed yet; periodic publishers can ignore
     /// that.
     pub async fn publish(&self, data: Vec<u8>) -> Result<(), P2pError> {
-        self.call(|reply| Command::Publish { data, reply }, None)
-            .await?
+        self.call(
+            |reply| Command::Publish {
+                feed: false,
+                data,
+                reply,
+            },
+            None,
+        )
+        .await?
+    }
+
+    /// Publish `data` on [`FEED_TOPIC`], as [`publish`](Self::publish)
+    /// does on the metrics topic.
+    pub async fn publish_feed(&self, data: Vec<u8>) -> Result<(), P2pError> {
+        self.call(
+            |reply| Command::Publish {
+                feed: true,
+                data,
+                reply,
+            },
+            None,
+        )
+        .await?
     }
 
     async fn call<T>(
@@ -402,13 +432,14 @@ pub async fn spawn<Req: RpcMessage, Resp: RpcMessage>(
     let (tx, commands) = mpsc::channel(COMMAND_CAPACITY);
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_CAPACITY);
     let (gossip_tx, gossip) = mpsc::channel(GOSSIP_CAPACITY);
+    let (feed_tx, feed) = mpsc::channel(GOSSIP_CAPACITY);
     let (peer_events, _) = broadcast::channel(PEER_EVENT_CAPACITY);
 
     let event_loop = event_loop::EventLoop::new(
         swarm,
         commands,
         inbound_tx,
-        gossip_tx,
+        (gossip_tx, feed_tx),
         peer_events.clone(),
         config.request_timeout,
     );
@@ -422,5 +453,12 @@ pub async fn spawn<Req: RpcMessage, Resp: RpcMessage>(
         request_timeout: config.request_timeout,
         dial_timeout: config.dial_timeout(),
     };
-    Ok((handle, P2pEvents { inbound, gossip }))
+    Ok((
+        handle,
+        P2pEvents {
+            inbound,
+            gossip,
+            feed,
+        },
+    ))
 }

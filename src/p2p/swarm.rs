@@ -13,7 +13,7 @@ use libp2p::{
     Multiaddr, StreamProtocol, Swarm, SwarmBuilder, gossipsub, identify, noise, tcp, yamux,
 };
 
-use super::{MAX_GOSSIP_BYTES, METRICS_TOPIC, P2pConfig, P2pError, RpcMessage};
+use super::{FEED_TOPIC, MAX_GOSSIP_BYTES, METRICS_TOPIC, P2pConfig, P2pError, RpcMessage};
 
 /// RPC streams open at once per connection (libp2p's default is 100). A
 /// follower forwards each client's write and read barrier to the leader
@@ -109,6 +109,7 @@ pub(super) fn build<Req: RpcMessage, Resp: RpcMessage>(
                 gossip_config,
             )?;
             gossipsub.subscribe(&gossipsub::IdentTopic::new(METRICS_TOPIC))?;
+            gossipsub.subscribe(&gossipsub::IdentTopic::new(FEED_TOPIC))?;
 
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
                 identify,

@@ -22,6 +22,7 @@ mod crd;
 mod diagnostics;
 mod embedded;
 mod fake_kube;
+mod followers;
 mod get;
 mod hamt_vectors;
 mod hooks_daemon;

@@ -617,6 +617,24 @@ impl StateStore {
         }
     }
 
+    /// The membership the state last applied (the trusted peers, on a
+    /// follower).
+    pub fn membership(&self) -> Result<StoredMembership<NodeId, PeerNode>, StorageError<NodeId>> {
+        Ok(self.meta(MEMBERSHIP)?.unwrap_or_default())
+    }
+
+    /// The current snapshot's metadata and file, if there is one on disk.
+    pub fn current_snapshot(
+        &self,
+    ) -> Result<Option<(SnapshotMeta<NodeId, PeerNode>, std::path::PathBuf)>, StorageError<NodeId>>
+    {
+        let Some(meta) = self.meta::<SnapshotMeta<NodeId, PeerNode>>(SNAPSHOT)? else {
+            return Ok(None);
+        };
+        let path = self.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
+        Ok(path.is_file().then_some((meta, path)))
+    }
+
     /// The last log id applied to this state.
     pub fn last_applied(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
         Ok(self.meta::<Option<LogId<NodeId>>>(LAST_APPLIED)?.flatten())

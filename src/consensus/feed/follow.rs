@@ -1,0 +1,394 @@
+//! The follower's loop: learn that the state moved (trusted peers' signed
+//! head announcements, and a poll every few seconds in case gossip was
+//! missed), pull what comes next from a peer that has it — another
+//! follower when one is known, a trusted peer otherwise — verify it, and
+//! apply it to the follower's own state store. A refused piece is logged
+//! with its reason and its sender is avoided for a while; nothing of it is
+//! applied.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+use openraft::storage::RaftStateMachine;
+use rand::seq::IndexedRandom;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::serve::FeedServer;
+use super::{
+    CHUNK_BYTES, ChunkReply, ChunkRequest, FeedError, PullReply, PullRequest, Signed,
+    SnapshotOffer, Source,
+};
+use crate::consensus::{ClusterNode, NodeId, PeerNode, Rpc, RpcReply, StateStore};
+use openraft::{RaftMetrics, ServerState};
+
+/// How often a follower asks even without an announcement.
+const POLL: Duration = Duration::from_secs(2);
+
+/// How long a peer that sent a refused piece, or failed, is avoided.
+const AVOID: Duration = Duration::from_secs(30);
+
+/// Where a follower keeps the signed offer of the snapshot it installed,
+/// so it can serve that snapshot again after a restart.
+pub(crate) const OFFER_FILE: &str = "offer.cbor";
+
+/// Everything the loop needs.
+pub(crate) struct Follow {
+    pub(crate) node: ClusterNode,
+    pub(crate) server: Arc<FeedServer>,
+    pub(crate) store: StateStore,
+    /// The follower's own Raft-like metrics (what it applied, the
+    /// membership it follows).
+    pub(crate) metrics: watch::Sender<RaftMetrics<NodeId, PeerNode>>,
+    /// `<dir>/follow/`: the offer file lives here.
+    pub(crate) dir: PathBuf,
+    /// Trusted peers and where to dial them (from the bootstrap list).
+    pub(crate) trusted_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+}
+
+/// What one pull did.
+enum Step {
+    /// Applied something: pull again at once.
+    Progress,
+    /// This peer has nothing newer.
+    Nothing,
+    /// Asked to go elsewhere (sources learned).
+    Redirected,
+    /// Failed or refused: avoid this peer.
+    Failed,
+}
+
+impl Follow {
+    fn applied_index(&self) -> u64 {
+        self.store
+            .last_applied()
+            .ok()
+            .flatten()
+            .map_or(0, |l| l.index)
+    }
+
+    /// Publishes what the store holds now as this follower's metrics.
+    fn refresh_metrics(&self) {
+        self.metrics
+            .send_replace(metrics_of(self.node.id(), &self.store));
+    }
+
+    /// Runs until `cancel`.
+    pub(crate) async fn run(
+        self,
+        mut heads: mpsc::Receiver<(PeerId, Vec<u8>)>,
+        cancel: CancellationToken,
+    ) {
+        let mut target = 0u64;
+        let mut sources: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        let mut avoid: HashMap<PeerId, Instant> = HashMap::new();
+        // The trusted peers, and the other peers this follower was told
+        // to start from (followers it joins through): asked when no better
+        // source is known.
+        let mut fallback: Vec<PeerId> = self.server.trust().peers.clone();
+        for (peer, addrs) in &self.trusted_addrs {
+            self.learn(*peer, addrs).await;
+            if !fallback.contains(peer) {
+                fallback.push(*peer);
+            }
+        }
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let applied = self.applied_index();
+            avoid.retain(|_, t| t.elapsed() < AVOID);
+            let from_source = sources
+                .keys()
+                .filter(|p| !avoid.contains_key(*p))
+                .copied()
+                .collect::<Vec<_>>();
+            let from_fallback = fallback
+                .iter()
+                .filter(|p| !avoid.contains_key(*p))
+                .copied()
+                .collect::<Vec<_>>();
+            let peer = from_source
+                .choose(&mut rand::rng())
+                .or_else(|| from_fallback.choose(&mut rand::rng()))
+                .or_else(|| fallback.choose(&mut rand::rng()))
+                .copied();
+            let step = match peer {
+                Some(peer) => self.step(peer, applied, &mut sources).await,
+                None => Step::Nothing,
+            };
+            match (step, peer) {
+                (Step::Progress | Step::Redirected, _) => continue,
+                (Step::Failed, Some(p)) => {
+                    sources.remove(&p);
+                    avoid.insert(p, Instant::now());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                (Step::Nothing, Some(p)) if sources.remove(&p).is_some() => continue,
+                _ => {}
+            }
+            // Caught up with what this peer has: wait for news.
+            let applied = self.applied_index();
+            if target > applied && !sources.is_empty() {
+                continue;
+            }
+            let deadline = tokio::time::sleep(POLL);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = &mut deadline => break,
+                    m = heads.recv() => match m {
+                        None => return,
+                        Some((_, data)) => {
+                            if let Some(index) = self.head(&data) {
+                                target = target.max(index);
+                                if index > applied {
+                                    break;
+                                }
+                            }
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// A head announcement's index, if it is genuine.
+    fn head(&self, data: &[u8]) -> Option<u64> {
+        let piece: Signed = cbor4ii::serde::from_slice(data).ok()?;
+        match self.server.trust().accept_head(&piece) {
+            Ok((_, head)) => Some(head.applied),
+            Err(e) => {
+                tracing::debug!(error = %e, "ignored a feed announcement");
+                None
+            }
+        }
+    }
+
+    async fn learn(&self, peer: PeerId, addrs: &[Multiaddr]) {
+        for a in addrs {
+            // Best effort: a bad address is one fewer way to dial.
+            let _ = self.node.p2p().add_address(peer, a.clone()).await;
+        }
+    }
+
+    async fn learn_sources(
+        &self,
+        list: Vec<Source>,
+        sources: &mut HashMap<PeerId, Vec<Multiaddr>>,
+    ) -> usize {
+        let me = self.node.peer_id();
+        let mut learnt = 0;
+        for s in list {
+            let Ok(peer) = s.peer.parse::<PeerId>() else {
+                continue;
+            };
+            if peer == me {
+                continue;
+            }
+            let addrs: Vec<Multiaddr> = s.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+            self.learn(peer, &addrs).await;
+            sources.insert(peer, addrs);
+            learnt += 1;
+        }
+        learnt
+    }
+
+    async fn step(
+        &self,
+        peer: PeerId,
+        applied: u64,
+        sources: &mut HashMap<PeerId, Vec<Multiaddr>>,
+    ) -> Step {
+        let req = PullRequest {
+            cluster: self.server.trust().cluster.clone(),
+            after: applied,
+            holds: self.server.holds(),
+            addrs: self.node.node().addrs.clone(),
+        };
+        let reply = match self.node.ask(peer, Rpc::FeedPull(req)).await {
+            Ok(RpcReply::FeedPull(r)) => r,
+            Ok(other) => {
+                tracing::debug!(%peer, reply = ?std::mem::discriminant(&other), "unexpected feed reply");
+                return Step::Failed;
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "feed pull failed");
+                return Step::Failed;
+            }
+        };
+        match reply {
+            PullReply::Entries(piece) => match self.apply_entries(&piece, applied).await {
+                Ok(()) => Step::Progress,
+                Err(e) => {
+                    self.server.count_refused();
+                    tracing::warn!(%peer, error = %e, "refused a piece of the feed");
+                    Step::Failed
+                }
+            },
+            PullReply::Snapshot {
+                offer,
+                sources: more,
+            } => {
+                let opened = self.server.trust().accept_offer(&offer, applied);
+                let parsed = match opened {
+                    Ok(o) => o,
+                    Err(e) => {
+                        self.server.count_refused();
+                        tracing::warn!(%peer, error = %e, "refused a snapshot offer");
+                        return Step::Failed;
+                    }
+                };
+                let mut holders = vec![peer];
+                let mut learnt = HashMap::new();
+                self.learn_sources(more, &mut learnt).await;
+                holders.extend(learnt.keys().copied());
+                match self.install(&offer, &parsed, holders).await {
+                    Ok(()) => Step::Progress,
+                    Err(e) => {
+                        if e.contains("does not match its offer") {
+                            self.server.count_refused();
+                        }
+                        tracing::warn!(%peer, error = %e, "could not install the offered snapshot");
+                        Step::Failed
+                    }
+                }
+            }
+            PullReply::Busy { sources: more } => {
+                if self.learn_sources(more, sources).await == 0 {
+                    Step::Failed
+                } else {
+                    Step::Redirected
+                }
+            }
+            PullReply::Nothing { .. } => Step::Nothing,
+        }
+    }
+
+    /// Verifies and applies an entries piece, then keeps it to pass on.
+    pub(crate) async fn apply_entries(&self, piece: &Signed, applied: u64) -> Result<(), String> {
+        let entries = self
+            .server
+            .trust()
+            .accept_entries(piece, applied)
+            .map_err(|e| e.to_string())?;
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (first.log_id.index, last.log_id.index);
+        let mut store = self.store.clone();
+        store
+            .apply(entries)
+            .await
+            .map_err(|e| format!("cannot apply the feed: {e}"))?;
+        self.server.keep_piece(first, last, piece.clone());
+        self.refresh_metrics();
+        tracing::debug!(first, last, "applied a piece of the feed");
+        Ok(())
+    }
+
+    /// Fetches the offered snapshot from `holders` (chunk by chunk, from
+    /// whichever answers; busy ones name others), checks its size and
+    /// hash against the offer, and installs it.
+    async fn install(
+        &self,
+        piece: &Signed,
+        offer: &SnapshotOffer,
+        mut holders: Vec<PeerId>,
+    ) -> Result<(), String> {
+        let mut store = self.store.clone();
+        let mut file = store
+            .begin_receiving_snapshot()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut hasher = Sha256::new();
+        let mut offset = 0u64;
+        let mut turn = 0usize;
+        let mut busy_rounds = 0u32;
+        while offset < offer.size {
+            if holders.is_empty() {
+                return Err("no peer could send the snapshot".into());
+            }
+            let holder = holders[turn % holders.len()];
+            turn += 1;
+            let req = ChunkRequest {
+                snapshot_id: offer.meta.snapshot_id.clone(),
+                offset,
+                len: CHUNK_BYTES.min(offer.size - offset),
+            };
+            match self.node.ask(holder, Rpc::FeedChunk(req)).await {
+                Ok(RpcReply::FeedChunk(ChunkReply::Data(bytes))) if !bytes.is_empty() => {
+                    if offset + bytes.len() as u64 > offer.size {
+                        return Err(
+                            FeedError::SnapshotMismatch("longer than offered".into()).to_string()
+                        );
+                    }
+                    hasher.update(&bytes);
+                    file.write_all(&bytes).await.map_err(|e| e.to_string())?;
+                    offset += bytes.len() as u64;
+                    busy_rounds = 0;
+                }
+                Ok(RpcReply::FeedChunk(ChunkReply::Busy { sources })) => {
+                    let mut learnt = HashMap::new();
+                    self.learn_sources(sources, &mut learnt).await;
+                    for p in learnt.into_keys() {
+                        if !holders.contains(&p) {
+                            holders.push(p);
+                        }
+                    }
+                    busy_rounds += 1;
+                    if busy_rounds as usize >= holders.len() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        busy_rounds = 0;
+                    }
+                }
+                _ => {
+                    holders.retain(|p| *p != holder);
+                }
+            }
+        }
+        let sha: [u8; 32] = hasher.finalize().into();
+        if sha != offer.sha256 {
+            return Err(FeedError::SnapshotMismatch("its SHA-256 differs".into()).to_string());
+        }
+        store
+            .install_snapshot(&offer.meta, file)
+            .await
+            .map_err(|e| format!("cannot install the snapshot: {e}"))?;
+        let index = offer.index();
+        self.server
+            .set_offer(offer.meta.snapshot_id.clone(), index, piece.clone());
+        if let Ok(bytes) = cbor4ii::serde::to_vec(Vec::new(), piece) {
+            // Best effort: without it the snapshot is only not served again
+            // after a restart.
+            let _ = std::fs::write(self.dir.join(OFFER_FILE), bytes);
+        }
+        self.refresh_metrics();
+        tracing::info!(
+            index,
+            bytes = offer.size,
+            "installed a snapshot of the cluster state"
+        );
+        Ok(())
+    }
+}
+
+/// A follower's metrics: a learner with no leader, the membership and
+/// last applied index of the state it follows.
+pub(crate) fn metrics_of(id: NodeId, store: &StateStore) -> RaftMetrics<NodeId, PeerNode> {
+    let mut m = RaftMetrics::new_initial(id);
+    m.state = ServerState::Learner;
+    m.last_applied = store.last_applied().ok().flatten();
+    m.last_log_index = m.last_applied.map(|l| l.index);
+    if let Ok(membership) = store.membership() {
+        m.membership_config = Arc::new(membership);
+    }
+    m
+}

@@ -1,0 +1,424 @@
+//! Serving the feed: answers to [`PullRequest`] and [`ChunkRequest`], the
+//! same on trusted peers (which sign what they applied, from their Raft log
+//! and snapshot) and on followers (which pass on the signed pieces they
+//! received and the snapshot they installed).
+//!
+//! A peer serves a few pulls and chunks at a time; past that it answers
+//! `Busy` with other peers known to have what was asked (they told it so
+//! when they pulled from it), so the followers spread the feed among
+//! themselves and the trusted peers are not the bottleneck.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use rand::seq::SliceRandom;
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use super::{
+    CHUNK_BYTES, ChunkReply, ChunkRequest, EntriesBody, MAX_PIECE_BYTES, MAX_PIECE_ENTRIES,
+    MAX_SOURCES, PieceKind, PullReply, PullRequest, Signed, SnapshotOffer, Source, Trusted,
+};
+use crate::consensus::{LogStore, StateStore};
+
+/// Signed entry pieces kept to serve again (a trusted peer signs a piece
+/// once for all the followers that ask for the same index; a follower
+/// passes on what it received).
+const KEPT_PIECES: usize = 64;
+
+/// How long a peer that pulled is named as a source.
+const SOURCE_FRESH: Duration = Duration::from_secs(60);
+
+/// Most peers remembered as sources.
+const MAX_SEEN: usize = 4096;
+
+/// What a peer that pulled from us told us.
+#[derive(Clone, Debug)]
+struct Seen {
+    applied: u64,
+    holds: Option<String>,
+    addrs: Vec<String>,
+    when: Instant,
+}
+
+/// The follower-facing side of one peer.
+pub(crate) struct FeedServer {
+    trusted: Trusted,
+    /// Set on a trusted peer that is in the trusted list: it signs.
+    signer: Option<Keypair>,
+    /// A trusted peer's Raft log.
+    log: Option<LogStore>,
+    store: StateStore,
+    seen: Mutex<HashMap<PeerId, Seen>>,
+    pieces: Mutex<VecDeque<(u64, u64, Signed)>>,
+    /// The signed offer of the snapshot this peer serves (its id and last
+    /// index first).
+    offer: Mutex<Option<(String, u64, Signed)>>,
+    pulls: Semaphore,
+    chunks: Semaphore,
+    /// Pieces this follower refused (bad signature, untrusted signer,
+    /// replay, gap, snapshot not matching its offer).
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for FeedServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedServer")
+            .field("cluster", &self.trusted.cluster)
+            .field("signs", &self.signer.is_some())
+            .finish()
+    }
+}
+
+/// A follower the trusted peers know of: it pulled the feed recently.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowerSeen {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// The last index it had applied when it pulled.
+    pub applied: u64,
+    /// Its p2p addresses.
+    pub addrs: Vec<String>,
+    /// How long ago it pulled.
+    pub ago: Duration,
+}
+
+impl FeedServer {
+    /// A trusted peer's server: it signs with `key` if it is in the
+    /// trusted list.
+    pub(crate) fn trusted(
+        trusted: Trusted,
+        key: &Keypair,
+        log: LogStore,
+        store: StateStore,
+    ) -> Self {
+        let signs = trusted.contains(&key.public().to_peer_id());
+        Self::new(trusted, signs.then(|| key.clone()), Some(log), store, 4, 2)
+    }
+
+    /// A follower's server: it passes on what it received.
+    pub(crate) fn follower(trusted: Trusted, store: StateStore) -> Self {
+        Self::new(trusted, None, None, store, 8, 4)
+    }
+
+    fn new(
+        trusted: Trusted,
+        signer: Option<Keypair>,
+        log: Option<LogStore>,
+        store: StateStore,
+        pulls: usize,
+        chunks: usize,
+    ) -> Self {
+        Self {
+            trusted,
+            signer,
+            log,
+            store,
+            seen: Mutex::new(HashMap::new()),
+            pieces: Mutex::new(VecDeque::new()),
+            offer: Mutex::new(None),
+            pulls: Semaphore::new(pulls),
+            chunks: Semaphore::new(chunks),
+            refused: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Who may sign the feed.
+    pub(crate) fn trust(&self) -> &Trusted {
+        &self.trusted
+    }
+
+    /// A signed announcement of `applied`, if this peer signs.
+    pub(crate) fn sign_head(&self, applied: u64) -> Option<Signed> {
+        let key = self.signer.as_ref()?;
+        let head = super::HeadBody {
+            cluster: self.trusted.cluster.clone(),
+            applied,
+        };
+        Signed::sign(PieceKind::Head, &head, key).ok()
+    }
+
+    /// Counts a refused piece.
+    pub(crate) fn count_refused(&self) {
+        self.refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many pieces this peer refused since it started.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether this peer signs the feed.
+    pub(crate) fn signs(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    fn applied(&self) -> u64 {
+        self.store
+            .last_applied()
+            .ok()
+            .flatten()
+            .map_or(0, |l| l.index)
+    }
+
+    /// The peers that pulled from this one in the last minute (the
+    /// followers, on a trusted peer), newest first.
+    pub fn followers(&self) -> Vec<FollowerSeen> {
+        let now = Instant::now();
+        let mut out: Vec<FollowerSeen> = lock(&self.seen)
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.when) < SOURCE_FRESH)
+            .map(|(p, s)| FollowerSeen {
+                peer: *p,
+                applied: s.applied,
+                addrs: s.addrs.clone(),
+                ago: now.duration_since(s.when),
+            })
+            .collect();
+        out.sort_by_key(|f| f.ago);
+        out
+    }
+
+    fn remember(&self, peer: PeerId, req: &PullRequest) {
+        let mut seen = lock(&self.seen);
+        if seen.len() >= MAX_SEEN && !seen.contains_key(&peer) {
+            let now = Instant::now();
+            seen.retain(|_, s| now.duration_since(s.when) < SOURCE_FRESH);
+            if seen.len() >= MAX_SEEN {
+                return;
+            }
+        }
+        seen.insert(
+            peer,
+            Seen {
+                applied: req.after,
+                holds: req.holds.clone(),
+                addrs: req.addrs.iter().take(8).cloned().collect(),
+                when: Instant::now(),
+            },
+        );
+    }
+
+    /// Peers (not `asker`) that told us they have `wanted`.
+    fn sources(&self, asker: &PeerId, wanted: impl Fn(&Seen) -> bool) -> Vec<Source> {
+        let now = Instant::now();
+        let mut out: Vec<Source> = lock(&self.seen)
+            .iter()
+            .filter(|(p, s)| {
+                *p != asker
+                    && !s.addrs.is_empty()
+                    && now.duration_since(s.when) < SOURCE_FRESH
+                    && wanted(s)
+            })
+            .map(|(p, s)| Source {
+                peer: p.to_string(),
+                addrs: s.addrs.clone(),
+            })
+            .collect();
+        out.shuffle(&mut rand::rng());
+        out.truncate(MAX_SOURCES);
+        out
+    }
+
+    /// Keeps a piece received from the feed, to pass it on.
+    pub(crate) fn keep_piece(&self, first: u64, last: u64, piece: Signed) {
+        let mut pieces = lock(&self.pieces);
+        pieces.push_back((first, last, piece));
+        while pieces.len() > KEPT_PIECES {
+            pieces.pop_front();
+        }
+    }
+
+    /// Serves `offer` (the snapshot just installed from it) from now on.
+    pub(crate) fn set_offer(&self, snapshot_id: String, index: u64, offer: Signed) {
+        *lock(&self.offer) = Some((snapshot_id, index, offer));
+    }
+
+    /// The id of the snapshot this peer serves, if any.
+    pub(crate) fn holds(&self) -> Option<String> {
+        lock(&self.offer).as_ref().map(|(id, _, _)| id.clone())
+    }
+
+    fn kept_piece(&self, next: u64) -> Option<Signed> {
+        lock(&self.pieces)
+            .iter()
+            .rev()
+            .find(|(first, last, _)| *first <= next && next <= *last)
+            .map(|(_, _, p)| p.clone())
+    }
+
+    /// Answers a pull from `peer`.
+    pub(crate) async fn pull(&self, peer: PeerId, req: PullRequest) -> PullReply {
+        let applied = self.applied();
+        if req.cluster != self.trusted.cluster {
+            return PullReply::Nothing { head: 0 };
+        }
+        self.remember(peer, &req);
+        if req.after >= applied {
+            return PullReply::Nothing { head: applied };
+        }
+        let _permit = match self.pulls.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                let sources = self.sources(&peer, |s| s.applied > req.after);
+                if !sources.is_empty() {
+                    return PullReply::Busy { sources };
+                }
+                match self.pulls.acquire().await {
+                    Ok(p) => p,
+                    Err(_) => return PullReply::Nothing { head: applied },
+                }
+            }
+        };
+        let next = req.after + 1;
+        if let Some(piece) = self.kept_piece(next) {
+            return PullReply::Entries(piece);
+        }
+        if self.signer.is_some() {
+            match self.sign_entries(next, applied).await {
+                Ok(Some(piece)) => return PullReply::Entries(piece),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot serve the feed");
+                    return PullReply::Nothing { head: applied };
+                }
+            }
+            if let Err(e) = self.refresh_offer().await {
+                tracing::warn!(error = %e, "cannot offer the snapshot to a follower");
+                return PullReply::Nothing { head: applied };
+            }
+        }
+        let offer = lock(&self.offer).clone();
+        match offer {
+            Some((id, index, offer)) if index > req.after => {
+                let sources = self.sources(&peer, |s| s.holds.as_deref() == Some(id.as_str()));
+                PullReply::Snapshot { offer, sources }
+            }
+            _ => PullReply::Nothing { head: applied },
+        }
+    }
+
+    /// Signs the committed entries from `next` on (up to the limits);
+    /// `None` when they are purged from the log.
+    async fn sign_entries(&self, next: u64, applied: u64) -> Result<Option<Signed>, String> {
+        let (Some(log), Some(key)) = (&self.log, &self.signer) else {
+            return Ok(None);
+        };
+        let last = applied.min(next + MAX_PIECE_ENTRIES - 1);
+        let Some(entries) = log
+            .feed_range(next, last, MAX_PIECE_BYTES)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let last = next + entries.len() as u64 - 1;
+        let body = EntriesBody {
+            cluster: self.trusted.cluster.clone(),
+            first: next,
+            last,
+            entries,
+        };
+        let key = key.clone();
+        let piece =
+            tokio::task::spawn_blocking(move || Signed::sign(PieceKind::Entries, &body, &key))
+                .await
+                .map_err(|e| e.to_string())??;
+        self.keep_piece(next, last, piece.clone());
+        Ok(Some(piece))
+    }
+
+    /// Signs an offer of the current snapshot unless it is the one offered
+    /// already.
+    async fn refresh_offer(&self) -> Result<(), String> {
+        let Some(key) = &self.signer else {
+            return Ok(());
+        };
+        let Some((meta, path)) = self.store.current_snapshot().map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        if self.holds().as_deref() == Some(meta.snapshot_id.as_str()) {
+            return Ok(());
+        }
+        let (size, sha256) = tokio::task::spawn_blocking(move || hash_file(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot read the snapshot: {e}"))?;
+        let offer = SnapshotOffer {
+            cluster: self.trusted.cluster.clone(),
+            meta: meta.clone(),
+            size,
+            sha256,
+        };
+        let piece = Signed::sign(PieceKind::Snapshot, &offer, key)?;
+        self.set_offer(meta.snapshot_id, offer.index(), piece);
+        Ok(())
+    }
+
+    /// Answers a chunk request from `peer`.
+    pub(crate) async fn chunk(&self, peer: PeerId, req: ChunkRequest) -> ChunkReply {
+        let Some(path) = self.snapshot_file(&req.snapshot_id) else {
+            return ChunkReply::Unknown;
+        };
+        let _permit = match self.chunks.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                let id = req.snapshot_id.clone();
+                let sources = self.sources(&peer, |s| s.holds.as_deref() == Some(id.as_str()));
+                if !sources.is_empty() {
+                    return ChunkReply::Busy { sources };
+                }
+                match self.chunks.acquire().await {
+                    Ok(p) => p,
+                    Err(_) => return ChunkReply::Unknown,
+                }
+            }
+        };
+        let len = req.len.min(CHUNK_BYTES);
+        match tokio::task::spawn_blocking(move || read_at(&path, req.offset, len)).await {
+            Ok(Ok(bytes)) => ChunkReply::Data(ByteBuf::from(bytes)),
+            _ => ChunkReply::Unknown,
+        }
+    }
+
+    fn snapshot_file(&self, id: &str) -> Option<PathBuf> {
+        let (meta, path) = self.store.current_snapshot().ok().flatten()?;
+        (meta.snapshot_id == id).then_some(path)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Size and SHA-256 of a file.
+pub(crate) fn hash_file(path: &std::path::Path) -> std::io::Result<(u64, [u8; 32])> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hasher.finalize().into()))
+}
+
+fn read_at(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut out = Vec::with_capacity(len as usize);
+    f.take(len).read_to_end(&mut out)?;
+    Ok(out)
+}

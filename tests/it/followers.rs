@@ -1,0 +1,317 @@
+//! Followers (issue 17): peers that hold and pin the cluster's state
+//! without taking part in Raft. Three trusted in-process peers on
+//! 127.0.0.1 (`cluster.trusted_peers` names them), followers started with
+//! `ClusterNode::start_follower`: they receive the committed state as the
+//! signed feed, from the trusted peers or from each other, verify it, and
+//! can never write.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use pinfleet::consensus::{ClusterError, ClusterNode, NodeOptions};
+use pinfleet::manifest::Owner;
+use pinfleet::pinsets;
+use pinfleet::state::{Command, Op};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::{Peer, SECRET, apply, cid, pinset, trace, wait_for};
+
+const CLUSTER: &str = "mirror";
+
+/// Three trusted peers that name each other in `trusted_peers`; they build
+/// a snapshot every 20 entries and keep 5 behind it, so a follower that
+/// starts late finds the log purged.
+async fn trusted_cluster(root: &Path) -> (Vec<Peer>, Vec<PeerId>) {
+    trace();
+    let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate_ed25519()).collect();
+    let ids: Vec<PeerId> = keys.iter().map(|k| k.public().to_peer_id()).collect();
+    let mut peers: Vec<Peer> = Vec::new();
+    for (i, key) in keys.into_iter().enumerate() {
+        let via = peers.first().map(|p| vec![p.addr()]).unwrap_or_default();
+        let trusted = ids.clone();
+        let peer = Peer::start_with(&root.join(format!("t{i}")), key, SECRET, via, None, |o| {
+            o.trusted = trusted;
+            o.cluster_name = CLUSTER.into();
+            o.batch_max_pins = 100;
+        })
+        .await
+        .unwrap();
+        peers.push(peer);
+    }
+    for p in &peers {
+        p.node
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .expect("trusted peer ready");
+    }
+    (peers, ids)
+}
+
+struct Follower {
+    node: ClusterNode,
+    dir: PathBuf,
+    key: Keypair,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Follower {
+    async fn start(dir: &Path, key: Keypair, trusted: &[PeerId], via: Vec<Multiaddr>) -> Self {
+        let mut opts = NodeOptions::new(dir.to_path_buf(), key.clone(), SECRET);
+        opts.bootstrap = via;
+        opts.trusted = trusted.to_vec();
+        opts.cluster_name = CLUSTER.into();
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let node = ClusterNode::start_follower(opts, cancel.clone(), &tasks)
+            .await
+            .expect("follower starts");
+        Self {
+            node,
+            dir: dir.to_path_buf(),
+            key,
+            cancel,
+            tasks,
+        }
+    }
+
+    fn addr(&self) -> Multiaddr {
+        let a: Multiaddr = self.node.node().addrs[0].parse().unwrap();
+        a.with(libp2p::multiaddr::Protocol::P2p(self.node.peer_id()))
+    }
+
+    fn pins(&self) -> u64 {
+        self.node.store().pin_count().unwrap()
+    }
+
+    fn applied(&self) -> u64 {
+        self.node
+            .store()
+            .last_applied()
+            .unwrap()
+            .map_or(0, |l| l.index)
+    }
+
+    async fn stop(self) -> (PathBuf, Keypair) {
+        self.cancel.cancel();
+        self.tasks.close();
+        tokio::time::timeout(Duration::from_secs(30), self.tasks.wait())
+            .await
+            .expect("follower stops");
+        (self.dir, self.key)
+    }
+}
+
+fn applied(p: &Peer) -> u64 {
+    p.node
+        .store()
+        .last_applied()
+        .unwrap()
+        .map_or(0, |l| l.index)
+}
+
+async fn write_pinset(peers: &[Peer], name: &str, range: std::ops::Range<u64>) {
+    pinsets::apply(&peers[0].node, apply(pinset(name, range), "r1"))
+        .await
+        .expect("the trusted peers write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_holds_the_committed_state_and_every_write_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let (peers, trusted) = trusted_cluster(root.path()).await;
+    let f = Follower::start(
+        &root.path().join("f0"),
+        Keypair::generate_ed25519(),
+        &trusted,
+        peers.iter().map(Peer::addr).collect(),
+    )
+    .await;
+    write_pinset(&peers, "site", 0..250).await;
+    wait_for("the follower holds the 250 pins", || f.pins() == 250).await;
+    wait_for("the follower applied what the leader did", || {
+        f.applied() == applied(&peers[0])
+    })
+    .await;
+    // It follows the trusted peers' membership, but is not in it.
+    let members: Vec<String> = f
+        .node
+        .members()
+        .into_iter()
+        .map(|(_, n)| n.peer_id)
+        .collect();
+    assert_eq!(members.len(), 3);
+    assert!(!members.contains(&f.node.peer_id().to_string()));
+    assert!(f.node.is_follower() && f.node.leader().is_none());
+
+    // Every kind of write is refused, on the follower itself…
+    let err = f
+        .node
+        .write(Command::Apply {
+            owner: Owner::Api,
+            ops: vec![Op::Release { cid: cid(1) }],
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::Forbidden(_)), "{err}");
+    let err = pinsets::apply(&f.node, apply(pinset("evil", 0..3), "r1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("follower"), "{err}");
+    let err = f.node.wait_ready(Duration::from_secs(1)).await.unwrap_err();
+    assert!(matches!(err, ClusterError::Forbidden(_)), "{err}");
+    // …and the trusted peers' state is what they wrote.
+    for p in &peers {
+        assert_eq!(p.node.store().pin_count().unwrap(), 250);
+        assert_eq!(
+            p.node
+                .metrics()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .count(),
+            3
+        );
+    }
+    // The trusted peers list it among their followers.
+    wait_for("the leader lists the follower", || {
+        peers.iter().any(|p| {
+            p.node
+                .followers()
+                .iter()
+                .any(|s| s.peer == f.node.peer_id())
+        })
+    })
+    .await;
+    f.stop().await;
+    for p in peers {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_far_behind_installs_a_signed_snapshot_then_follows_new_entries() {
+    let root = tempfile::tempdir().unwrap();
+    let (peers, trusted) = trusted_cluster(root.path()).await;
+    // 60 PinSets of 100 pins: several snapshots, the log purged behind.
+    for i in 0..60u64 {
+        write_pinset(&peers, &format!("s{i}"), i * 100..(i + 1) * 100).await;
+    }
+    let f = Follower::start(
+        &root.path().join("f0"),
+        Keypair::generate_ed25519(),
+        &trusted,
+        vec![peers[1].addr()],
+    )
+    .await;
+    wait_for("the follower holds the 6,000 pins", || f.pins() == 6000).await;
+    assert!(
+        f.node.feed_snapshot().is_some(),
+        "the follower caught up through a snapshot"
+    );
+    assert!(f.dir.join("follow").join("offer.cbor").is_file());
+    write_pinset(&peers, "more", 10_000..10_050).await;
+    wait_for("the follower follows new entries", || f.pins() == 6050).await;
+    assert_eq!(f.node.feed_refused(), 0);
+    f.stop().await;
+    for p in peers {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_restarted_from_disk_resumes_the_feed_from_its_last_index() {
+    let root = tempfile::tempdir().unwrap();
+    let (peers, trusted) = trusted_cluster(root.path()).await;
+    let via: Vec<Multiaddr> = peers.iter().map(Peer::addr).collect();
+    let f = Follower::start(
+        &root.path().join("f0"),
+        Keypair::generate_ed25519(),
+        &trusted,
+        via.clone(),
+    )
+    .await;
+    write_pinset(&peers, "a", 0..100).await;
+    wait_for("100 pins on the follower", || f.pins() == 100).await;
+    let before = f.applied();
+    let (dir, key) = f.stop().await;
+
+    write_pinset(&peers, "b", 1000..1100).await;
+    let f = Follower::start(&dir, key, &trusted, via).await;
+    // Straight from its own disk, before it hears anything new.
+    assert!(f.applied() >= before, "{} < {before}", f.applied());
+    assert!(f.pins() >= 100);
+    wait_for("the follower caught up", || {
+        f.pins() == 200 && f.applied() == applied(&peers[0])
+    })
+    .await;
+    assert_eq!(f.node.feed_refused(), 0);
+    f.stop().await;
+    for p in peers {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_that_knows_only_another_follower_gets_the_state_from_it() {
+    let root = tempfile::tempdir().unwrap();
+    let (peers, trusted) = trusted_cluster(root.path()).await;
+    write_pinset(&peers, "site", 0..300).await;
+    let a = Follower::start(
+        &root.path().join("fa"),
+        Keypair::generate_ed25519(),
+        &trusted,
+        peers.iter().map(Peer::addr).collect(),
+    )
+    .await;
+    wait_for("follower a holds the state", || a.pins() == 300).await;
+    // b dials only a; what it applies is still signed by the trusted peers.
+    let b = Follower::start(
+        &root.path().join("fb"),
+        Keypair::generate_ed25519(),
+        &trusted,
+        vec![a.addr()],
+    )
+    .await;
+    wait_for("follower b holds the state", || b.pins() == 300).await;
+    assert!(
+        a.node
+            .followers()
+            .iter()
+            .any(|s| s.peer == b.node.peer_id()),
+        "b pulled from a"
+    );
+    assert_eq!(b.node.feed_refused(), 0);
+    b.stop().await;
+    a.stop().await;
+    for p in peers {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_refuses_a_feed_signed_by_peers_it_does_not_trust() {
+    let root = tempfile::tempdir().unwrap();
+    let (peers, _) = trusted_cluster(root.path()).await;
+    write_pinset(&peers, "site", 0..50).await;
+    // It trusts a key nobody in this cluster holds: every piece the real
+    // peers serve is, to it, forged.
+    let stranger = Keypair::generate_ed25519().public().to_peer_id();
+    let f = Follower::start(
+        &root.path().join("f0"),
+        Keypair::generate_ed25519(),
+        &[stranger],
+        peers.iter().map(Peer::addr).collect(),
+    )
+    .await;
+    wait_for("the follower refused pieces", || f.node.feed_refused() >= 2).await;
+    assert_eq!(f.pins(), 0);
+    assert_eq!(f.applied(), 0);
+    f.stop().await;
+    for p in peers {
+        p.stop().await;
+    }
+}
