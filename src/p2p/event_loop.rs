@@ -94,6 +94,9 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     }
 }
 
+/// Where gossip of one topic goes: (original author, payload).
+type GossipQueue = mpsc::Sender<(PeerId, Vec<u8>)>;
+
 pub(super) struct EventLoop<Req: RpcMessage, Resp: RpcMessage> {
     swarm: P2pSwarm<Req, Resp>,
     commands: mpsc::Receiver<Command<Req, Resp>>,
@@ -117,10 +120,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
         swarm: P2pSwarm<Req, Resp>,
         commands: mpsc::Receiver<Command<Req, Resp>>,
         inbound: mpsc::Sender<InboundRequest<Req, Resp>>,
-        (gossip, feed): (
-            mpsc::Sender<(PeerId, Vec<u8>)>,
-            mpsc::Sender<(PeerId, Vec<u8>)>,
-        ),
+        (gossip, feed): (GossipQueue, GossipQueue),
         peer_events: broadcast::Sender<PeerEvent>,
         reply_timeout: Duration,
     ) -> Self {

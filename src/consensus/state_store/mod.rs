@@ -626,8 +626,7 @@ impl StateStore {
     /// The current snapshot's metadata and file, if there is one on disk.
     pub fn current_snapshot(
         &self,
-    ) -> Result<Option<(SnapshotMeta<NodeId, PeerNode>, std::path::PathBuf)>, StorageError<NodeId>>
-    {
+    ) -> StoreResult<Option<(SnapshotMeta<NodeId, PeerNode>, PathBuf)>> {
         let Some(meta) = self.meta::<SnapshotMeta<NodeId, PeerNode>>(SNAPSHOT)? else {
             return Ok(None);
         };
