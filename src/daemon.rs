@@ -436,6 +436,13 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     };
     let mut informer = crate::allocator::informer::InformerConfig::new(default);
     informer.tags = config.informer.tags.clone();
+    if node.is_follower() {
+        // The leader may allocate pins to a follower that says it is one.
+        informer.tags.insert(
+            crate::allocator::informer::FOLLOWER_TAG.to_string(),
+            "true".to_string(),
+        );
+    }
     let monitor = crate::allocator::informer::spawn(
         node.clone(),
         std::sync::Arc::clone(&backend),
