@@ -166,6 +166,8 @@ impl From<ClusterError> for ApiError {
             StatusCode::CONFLICT
         } else if matches!(e, ClusterError::TooLarge(_)) {
             StatusCode::PAYLOAD_TOO_LARGE
+        } else if matches!(e, ClusterError::Forbidden(_)) {
+            StatusCode::FORBIDDEN
         } else {
             StatusCode::INTERNAL_SERVER_ERROR
         };

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::Value;
@@ -190,6 +190,28 @@ impl<const MIN: usize> Codec for Addrs<MIN> {
 
     fn write(field: &Vec<Multiaddr>) -> Value {
         Value::Array(field.iter().map(|a| Value::String(a.to_string())).collect())
+    }
+}
+
+/// libp2p peer ids (`12D3KooW…`), each checked.
+pub(super) struct PeerIds;
+
+impl Codec for PeerIds {
+    type Field = Vec<PeerId>;
+
+    fn read(value: &Value) -> Result<Vec<PeerId>, String> {
+        each_string(value, "peer id strings", |text| {
+            text.parse::<PeerId>().map_err(|_| {
+                format!(
+                    "invalid peer id {}: expected a libp2p peer id such as 12D3KooW…",
+                    shown(text)
+                )
+            })
+        })
+    }
+
+    fn write(field: &Vec<PeerId>) -> Value {
+        Value::Array(field.iter().map(|p| Value::String(p.to_string())).collect())
     }
 }
 

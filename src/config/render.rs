@@ -53,6 +53,10 @@ const DOCS: &[SectionDoc] = &[
                 "Multiaddrs of peers to join on start, usually ending in /p2p/<peer id>.",
             ),
             (
+                "trusted_peers",
+                "Peer ids (12D3KooW...) of the trusted peers: only they write, change the membership, run gc and vote in Raft; a peer not listed that joins is refused. Empty (the default): every peer holding the secret is trusted. Set it for a collaborative cluster; followers require it.",
+            ),
+            (
                 "replication_factor_min",
                 "Default fewest peers that pin each CID: -1 (every peer) or at least 1.",
             ),

@@ -68,6 +68,11 @@ pub struct NodeOptions {
     pub append_max_bytes: usize,
     /// Most log entries read and sent in one replication message.
     pub append_max_entries: u64,
+    /// Trusted peers (`cluster.trusted_peers`): only they may write,
+    /// change the membership, take part in Raft or call trusted-only
+    /// methods here, and only they become voters. Empty: every peer that
+    /// holds the secret is trusted.
+    pub trusted: Vec<PeerId>,
 }
 
 impl NodeOptions {
@@ -89,6 +94,7 @@ impl NodeOptions {
             batch_max_pins: 10_000,
             append_max_bytes: 2 << 20,
             append_max_entries: 32,
+            trusted: Vec::new(),
         }
     }
 }
@@ -126,6 +132,10 @@ pub enum ClusterError {
     /// nothing was written.
     #[error("too large for one log entry: {0}")]
     TooLarge(String),
+    /// A peer refused the request: this peer (or the joiner) is not trusted
+    /// by the cluster. Nothing changed.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl ClusterError {
@@ -143,6 +153,7 @@ impl From<RemoteFailure> for ClusterError {
         match f {
             RemoteFailure::NotLeader(_) => ClusterError::Unavailable("leader changed".into()),
             RemoteFailure::Unavailable(m) => ClusterError::Unavailable(m),
+            RemoteFailure::Forbidden(m) => ClusterError::Forbidden(m),
             RemoteFailure::Other(m) => ClusterError::Raft(m),
         }
     }
@@ -154,6 +165,8 @@ pub type GossipSink = Arc<dyn Fn(PeerId, Vec<u8>) + Send + Sync>;
 pub(super) struct Inner {
     pub(super) gossip_sink: Arc<std::sync::OnceLock<GossipSink>>,
     pub(super) services: Registry,
+    /// Who may ask this peer for what (`permission.rs`).
+    pub(super) trust: super::permission::Trust,
     pub(super) applied: tokio::sync::watch::Receiver<u64>,
     pub(super) id: NodeId,
     pub(super) raft: Raft<TypeConfig>,
@@ -285,6 +298,7 @@ impl ClusterNode {
             inner: Arc::new(Inner {
                 gossip_sink: Arc::new(std::sync::OnceLock::new()),
                 services: Registry::default(),
+                trust: super::permission::Trust::new(peer_id, opts.trusted.iter().copied()),
                 applied: applied_rx,
                 id,
                 raft,
@@ -407,7 +421,7 @@ impl ClusterNode {
         };
         match self.ask(peer, rpc).await? {
             RpcReply::Call(Ok(reply)) => rpc::decode(M::NAME, &reply).map_err(codec),
-            RpcReply::Call(Err(e)) => Err(CallError::Remote(e)),
+            RpcReply::Call(Err(e)) | RpcReply::Refused(e) => Err(CallError::Remote(e)),
             _ => Err(codec("unexpected reply".to_string())),
         }
     }
@@ -510,14 +524,18 @@ impl ClusterNode {
             };
             let this = self.clone();
             tasks.spawn(async move {
-                let reply = this.handle(req.request).await;
+                let reply = this.handle(req.peer, req.request).await;
                 // The requester may have given up; nothing to do then.
                 let _ = req.reply.send(reply);
             });
         }
     }
 
-    async fn handle(&self, rpc: Rpc) -> RpcReply {
+    /// Answers `rpc` from `caller`, once the caller may make it here.
+    async fn handle(&self, caller: PeerId, rpc: Rpc) -> RpcReply {
+        if let Some(refused) = self.refusal(&caller, &rpc) {
+            return refused;
+        }
         let raft = &self.inner.raft;
         match rpc {
             Rpc::AppendEntries(r) => RpcReply::AppendEntries(raft.append_entries(r).await),
@@ -531,7 +549,7 @@ impl ClusterNode {
             Rpc::Call { method, body } => RpcReply::Call(
                 self.inner
                     .services
-                    .dispatch(&method, body.into_vec())
+                    .dispatch(&caller, &self.inner.trust, &method, body.into_vec())
                     .await
                     .map(serde_bytes::ByteBuf::from),
             ),
@@ -609,10 +627,16 @@ impl ClusterNode {
             .and_then(|(_, n)| n.peer_id.parse::<PeerId>().ok())
             .ok_or_else(|| RemoteFailure::Unavailable("leader not in membership".into()))?;
         self.learn_addresses(&peer).await;
-        tokio::time::timeout(self.inner.write_timeout, self.inner.p2p.request(peer, rpc))
-            .await
-            .map_err(|_| RemoteFailure::Unavailable("leader did not answer in time".into()))?
-            .map_err(|e| RemoteFailure::Unavailable(format!("cannot reach the leader: {e}")))
+        let reply =
+            tokio::time::timeout(self.inner.write_timeout, self.inner.p2p.request(peer, rpc))
+                .await
+                .map_err(|_| RemoteFailure::Unavailable("leader did not answer in time".into()))?
+                .map_err(|e| RemoteFailure::Unavailable(format!("cannot reach the leader: {e}")))?;
+        match reply {
+            // The leader does not trust this peer: every caller sees why.
+            RpcReply::Refused(f) => Err(f),
+            other => Ok(other),
+        }
     }
 
     /// Commits a command on the leader (forwarding if needed) and returns
