@@ -415,8 +415,19 @@ mod tests {
 
     #[test]
     fn trusted_peers_parse_from_the_file_and_a_variable_and_a_bad_id_is_named() {
-        let a = libp2p::PeerId::random();
-        let b = libp2p::PeerId::random();
+        let id = || {
+            libp2p::identity::Keypair::generate_ed25519()
+                .public()
+                .to_peer_id()
+        };
+        let (a, b) = (id(), id());
+        // An RSA key's id is the hash of the key (`Qm…`).
+        let rsa = "QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN";
+        let text = format!("{}trusted_peers = [\"{rsa}\"]\n", minimal());
+        assert_eq!(
+            parse(&text).unwrap().cluster.trusted_peers[0].to_string(),
+            rsa
+        );
         assert!(parse(&minimal()).unwrap().cluster.trusted_peers.is_empty());
         let text = format!("{}trusted_peers = [\"{a}\", \" {b} \"]\n", minimal());
         assert_eq!(parse(&text).unwrap().cluster.trusted_peers, [a, b]);

@@ -503,6 +503,13 @@ mod tests {
             "/ip4/127.0.0.1/udp/2/quic-v1".parse().unwrap(),
         ];
         c.bootstrap = vec!["/dns4/a.example/tcp/9096".parse().unwrap()];
+        c.trusted_peers = (0..2)
+            .map(|_| {
+                libp2p::identity::Keypair::generate_ed25519()
+                    .public()
+                    .to_peer_id()
+            })
+            .collect();
         c.replication_factor_min = 2;
         c.replication_factor_max = 5;
         c.state_sync_interval = Duration::from_millis(90_500);

@@ -87,11 +87,11 @@ fn pin_command(i: u64) -> Command {
     }
 }
 
+/// A call of `method` whose request is `()`, as `ClusterNode::call` sends it.
 fn call(method: &str) -> Rpc {
-    // CBOR `null`, the encoding of `()`: refused before it is decoded.
     Rpc::Call {
         method: method.into(),
-        body: ByteBuf::from(vec![0xf6]),
+        body: ByteBuf::from(cbor4ii::serde::to_vec(Vec::new(), &()).unwrap()),
     }
 }
 
