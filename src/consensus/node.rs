@@ -71,8 +71,10 @@ pub struct NodeOptions {
     /// The cluster's name (`cluster.name`): what the follower feed is
     /// signed for.
     pub cluster_name: String,
-    /// The trusted peers (`cluster.trusted_peers`); empty: every peer
-    /// holding the secret is trusted, and no feed is signed.
+    /// Trusted peers (`cluster.trusted_peers`): only they may write,
+    /// change the membership, take part in Raft or call trusted-only
+    /// methods here, and only they become voters. Empty: every peer that
+    /// holds the secret is trusted.
     pub trusted: Vec<PeerId>,
 }
 
@@ -185,14 +187,15 @@ pub enum ClusterError {
     /// Anything else from Raft.
     #[error("raft: {0}")]
     Raft(String),
-    /// The peer or the cluster refused: a follower cannot write, an
-    /// untrusted peer cannot call trusted-only methods.
-    #[error("forbidden: {0}")]
-    Forbidden(String),
     /// The change does not fit in one log entry ([`super::MAX_ENTRY_BYTES`]);
     /// nothing was written.
     #[error("too large for one log entry: {0}")]
     TooLarge(String),
+    /// A peer refused the request: this peer (or the joiner) is not trusted
+    /// by the cluster, or this peer is a follower, which never writes.
+    /// Nothing changed.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl ClusterError {
@@ -222,6 +225,8 @@ pub type GossipSink = Arc<dyn Fn(PeerId, Vec<u8>) + Send + Sync>;
 pub(super) struct Inner {
     pub(super) gossip_sink: Arc<std::sync::OnceLock<GossipSink>>,
     pub(super) services: Registry,
+    /// Who may ask this peer for what (`permission.rs`).
+    pub(super) trust: super::permission::Trust,
     pub(super) applied: tokio::sync::watch::Receiver<u64>,
     pub(super) id: NodeId,
     /// This peer's Raft; `None` on a follower, which never joins it.
@@ -412,6 +417,10 @@ impl ClusterNode {
             inner: Arc::new(Inner {
                 gossip_sink: Arc::new(std::sync::OnceLock::new()),
                 services: Registry::default(),
+                trust: super::permission::Trust::new(
+                    parts.p2p.local_peer_id(),
+                    opts.trusted.iter().copied(),
+                ),
                 applied,
                 id: parts.id,
                 raft: parts.raft,
@@ -502,7 +511,7 @@ impl ClusterNode {
         };
         match self.ask(peer, rpc).await? {
             RpcReply::Call(Ok(reply)) => rpc::decode(M::NAME, &reply).map_err(codec),
-            RpcReply::Call(Err(e)) => Err(CallError::Remote(e)),
+            RpcReply::Call(Err(e)) | RpcReply::Refused(e) => Err(CallError::Remote(e)),
             _ => Err(codec("unexpected reply".to_string())),
         }
     }
@@ -616,11 +625,17 @@ impl ClusterNode {
         }
     }
 
-    async fn handle(&self, peer: PeerId, rpc: Rpc) -> RpcReply {
+    /// Answers `rpc` from `caller`, once the caller may make it here.
+    async fn handle(&self, caller: PeerId, rpc: Rpc) -> RpcReply {
+        if let Some(refused) = self.refusal(&caller, &rpc) {
+            return refused;
+        }
         let rpc = match rpc {
-            Rpc::FeedPull(req) => return RpcReply::FeedPull(self.inner.feed.pull(peer, req).await),
+            Rpc::FeedPull(req) => {
+                return RpcReply::FeedPull(self.inner.feed.pull(caller, req).await);
+            }
             Rpc::FeedChunk(req) => {
-                return RpcReply::FeedChunk(self.inner.feed.chunk(peer, req).await);
+                return RpcReply::FeedChunk(self.inner.feed.chunk(caller, req).await);
             }
             other => other,
         };
@@ -643,7 +658,7 @@ impl ClusterNode {
             Rpc::Call { method, body } => RpcReply::Call(
                 self.inner
                     .services
-                    .dispatch(&method, body.into_vec())
+                    .dispatch(&caller, &self.inner.trust, &method, body.into_vec())
                     .await
                     .map(serde_bytes::ByteBuf::from),
             ),
@@ -744,10 +759,16 @@ impl ClusterNode {
             .and_then(|(_, n)| n.peer_id.parse::<PeerId>().ok())
             .ok_or_else(|| RemoteFailure::Unavailable("leader not in membership".into()))?;
         self.learn_addresses(&peer).await;
-        tokio::time::timeout(self.inner.write_timeout, self.inner.p2p.request(peer, rpc))
-            .await
-            .map_err(|_| RemoteFailure::Unavailable("leader did not answer in time".into()))?
-            .map_err(|e| RemoteFailure::Unavailable(format!("cannot reach the leader: {e}")))
+        let reply =
+            tokio::time::timeout(self.inner.write_timeout, self.inner.p2p.request(peer, rpc))
+                .await
+                .map_err(|_| RemoteFailure::Unavailable("leader did not answer in time".into()))?
+                .map_err(|e| RemoteFailure::Unavailable(format!("cannot reach the leader: {e}")))?;
+        match reply {
+            // The leader does not trust this peer: every caller sees why.
+            RpcReply::Refused(f) => Err(f),
+            other => Ok(other),
+        }
     }
 
     /// Commits a command on the leader (forwarding if needed) and returns
@@ -840,8 +861,13 @@ impl ClusterNode {
     }
 
     /// The libp2p ids of the other members (voters and learners): whom a
-    /// fan-out asks.
+    /// fan-out asks. None on a follower.
     pub fn other_members(&self) -> Vec<PeerId> {
+        if self.is_follower() {
+            // A follower answers for itself only: the trusted peers serve
+            // their status to each other, not to followers.
+            return Vec::new();
+        }
         let me = self.peer_id();
         self.members()
             .into_iter()
