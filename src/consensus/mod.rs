@@ -17,6 +17,7 @@
 // it at every call would only add noise.
 #![allow(clippy::result_large_err)]
 
+mod assemble;
 mod batcher;
 pub mod feed;
 mod follower;
