@@ -612,6 +612,11 @@ impl ClusterNode {
         self.inner.feed.refused()
     }
 
+    /// Feed bytes this peer has (sent, received) since it started.
+    pub fn feed_traffic(&self) -> (u64, u64) {
+        self.inner.feed.traffic()
+    }
+
     /// The snapshot this peer serves to followers (its id), if any.
     pub fn feed_snapshot(&self) -> Option<String> {
         self.inner.feed.holds()

@@ -30,6 +30,9 @@ use openraft::{RaftMetrics, ServerState};
 /// How often a follower asks even without an announcement.
 const POLL: Duration = Duration::from_secs(2);
 
+/// The longest one snapshot download may take (busy peers included).
+const DOWNLOAD_LIMIT: Duration = Duration::from_secs(600);
+
 /// How long a peer that sent a refused piece, or failed, is avoided.
 const AVOID: Duration = Duration::from_secs(30);
 
@@ -246,11 +249,12 @@ impl Follow {
                         return Step::Failed;
                     }
                 };
-                let mut holders = vec![peer];
+                // Other followers first: the peer that offered it (often
+                // a trusted one) serves only when none of them can.
                 let mut learnt = HashMap::new();
                 self.learn_sources(more, &mut learnt).await;
-                holders.extend(learnt.keys().copied());
-                match self.install(&offer, &parsed, holders).await {
+                let holders: Vec<PeerId> = learnt.into_keys().collect();
+                match self.install(&offer, &parsed, holders, peer).await {
                     Ok(()) => Step::Progress,
                     Err(e) => {
                         if e.contains("does not match its offer") {
@@ -288,6 +292,7 @@ impl Follow {
             .apply(entries)
             .await
             .map_err(|e| format!("cannot apply the feed: {e}"))?;
+        self.server.count_received(piece.body.len());
         self.server.keep_piece(first, last, piece.clone());
         self.refresh_metrics();
         tracing::debug!(first, last, "applied a piece of the feed");
@@ -302,6 +307,7 @@ impl Follow {
         piece: &Signed,
         offer: &SnapshotOffer,
         mut holders: Vec<PeerId>,
+        fallback: PeerId,
     ) -> Result<(), String> {
         let mut store = self.store.clone();
         let mut file = store
@@ -312,12 +318,20 @@ impl Follow {
         let mut offset = 0u64;
         let mut turn = 0usize;
         let mut busy_rounds = 0u32;
+        let mut fallback = Some(fallback);
+        let started = std::time::Instant::now();
         while offset < offer.size {
-            if holders.is_empty() {
-                return Err("no peer could send the snapshot".into());
+            if started.elapsed() > DOWNLOAD_LIMIT {
+                return Err("the snapshot did not arrive in time".into());
             }
-            let holder = holders[turn % holders.len()];
-            turn += 1;
+            let holder = match (holders.is_empty(), fallback) {
+                (false, _) => {
+                    turn += 1;
+                    holders[turn % holders.len()]
+                }
+                (true, Some(f)) => f,
+                (true, None) => return Err("no peer could send the snapshot".into()),
+            };
             let req = ChunkRequest {
                 snapshot_id: offer.meta.snapshot_id.clone(),
                 offset,
@@ -331,6 +345,7 @@ impl Follow {
                         );
                     }
                     hasher.update(&bytes);
+                    self.server.count_received(bytes.len());
                     file.write_all(&bytes).await.map_err(|e| e.to_string())?;
                     offset += bytes.len() as u64;
                     busy_rounds = 0;
@@ -339,19 +354,18 @@ impl Follow {
                     let mut learnt = HashMap::new();
                     self.learn_sources(sources, &mut learnt).await;
                     for p in learnt.into_keys() {
-                        if !holders.contains(&p) {
+                        if !holders.contains(&p) && Some(p) != fallback {
                             holders.push(p);
                         }
                     }
                     busy_rounds += 1;
-                    if busy_rounds as usize >= holders.len() {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    if busy_rounds as usize > holders.len() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         busy_rounds = 0;
                     }
                 }
-                _ => {
-                    holders.retain(|p| *p != holder);
-                }
+                _ if Some(holder) == fallback => fallback = None,
+                _ => holders.retain(|p| *p != holder),
             }
         }
         let sha: [u8; 32] = hasher.finalize().into();

@@ -38,6 +38,10 @@ const SOURCE_FRESH: Duration = Duration::from_secs(60);
 /// Most peers remembered as sources.
 const MAX_SEEN: usize = 4096;
 
+/// A download of a snapshot is under way while its follower asked for a
+/// chunk this recently.
+const DOWNLOAD_IDLE: Duration = Duration::from_secs(2);
+
 /// What a peer that pulled from us told us.
 #[derive(Clone, Debug)]
 struct Seen {
@@ -62,9 +66,18 @@ pub(crate) struct FeedServer {
     offer: Mutex<Option<(String, u64, Signed)>>,
     pulls: Semaphore,
     chunks: Semaphore,
+    /// Followers downloading the snapshot from this peer now (last chunk
+    /// asked for at): past `max_downloads`, others are sent elsewhere or
+    /// wait, so the first followers to hold the snapshot serve the rest.
+    downloads: Mutex<HashMap<PeerId, Instant>>,
+    max_downloads: usize,
     /// Pieces this follower refused (bad signature, untrusted signer,
     /// replay, gap, snapshot not matching its offer).
     refused: std::sync::atomic::AtomicU64,
+    /// Feed bytes this peer sent (entry pieces and snapshot chunks).
+    served: std::sync::atomic::AtomicU64,
+    /// Feed bytes this peer received and kept.
+    received: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for FeedServer {
@@ -99,12 +112,20 @@ impl FeedServer {
         store: StateStore,
     ) -> Self {
         let signs = trusted.contains(&key.public().to_peer_id());
-        Self::new(trusted, signs.then(|| key.clone()), Some(log), store, 4, 2)
+        Self::new(
+            trusted,
+            signs.then(|| key.clone()),
+            Some(log),
+            store,
+            4,
+            2,
+            2,
+        )
     }
 
     /// A follower's server: it passes on what it received.
     pub(crate) fn follower(trusted: Trusted, store: StateStore) -> Self {
-        Self::new(trusted, None, None, store, 8, 4)
+        Self::new(trusted, None, None, store, 8, 4, 4)
     }
 
     fn new(
@@ -114,6 +135,7 @@ impl FeedServer {
         store: StateStore,
         pulls: usize,
         chunks: usize,
+        max_downloads: usize,
     ) -> Self {
         Self {
             trusted,
@@ -125,7 +147,11 @@ impl FeedServer {
             offer: Mutex::new(None),
             pulls: Semaphore::new(pulls),
             chunks: Semaphore::new(chunks),
+            downloads: Mutex::new(HashMap::new()),
+            max_downloads,
             refused: std::sync::atomic::AtomicU64::new(0),
+            served: std::sync::atomic::AtomicU64::new(0),
+            received: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -148,6 +174,25 @@ impl FeedServer {
     pub(crate) fn count_refused(&self) {
         self.refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts feed bytes received.
+    pub(crate) fn count_received(&self, bytes: usize) {
+        self.received
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn count_served(&self, bytes: usize) {
+        self.served
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Feed bytes (sent, received) since this peer started.
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.served.load(std::sync::atomic::Ordering::Relaxed),
+            self.received.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// How many pieces this peer refused since it started.
@@ -279,11 +324,15 @@ impl FeedServer {
         };
         let next = req.after + 1;
         if let Some(piece) = self.kept_piece(next) {
+            self.count_served(piece.body.len());
             return PullReply::Entries(piece);
         }
         if self.signer.is_some() {
             match self.sign_entries(next, applied).await {
-                Ok(Some(piece)) => return PullReply::Entries(piece),
+                Ok(Some(piece)) => {
+                    self.count_served(piece.body.len());
+                    return PullReply::Entries(piece);
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot serve the feed");
@@ -362,11 +411,35 @@ impl FeedServer {
         Ok(())
     }
 
+    /// Whether `peer` may download from this peer now: it already is, or
+    /// fewer than `max_downloads` followers are.
+    fn admit_download(&self, peer: PeerId, last_chunk: bool) -> bool {
+        let mut d = lock(&self.downloads);
+        let now = Instant::now();
+        d.retain(|_, at| now.duration_since(*at) < DOWNLOAD_IDLE);
+        if !d.contains_key(&peer) && d.len() >= self.max_downloads {
+            return false;
+        }
+        if last_chunk {
+            d.remove(&peer);
+        } else {
+            d.insert(peer, now);
+        }
+        true
+    }
+
     /// Answers a chunk request from `peer`.
     pub(crate) async fn chunk(&self, peer: PeerId, req: ChunkRequest) -> ChunkReply {
         let Some(path) = self.snapshot_file(&req.snapshot_id) else {
             return ChunkReply::Unknown;
         };
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let last_chunk = req.offset.saturating_add(req.len.min(CHUNK_BYTES)) >= size;
+        if !self.admit_download(peer, last_chunk) {
+            let id = req.snapshot_id.clone();
+            let sources = self.sources(&peer, |s| s.holds.as_deref() == Some(id.as_str()));
+            return ChunkReply::Busy { sources };
+        }
         let _permit = match self.chunks.try_acquire() {
             Ok(p) => p,
             Err(_) => {
@@ -383,7 +456,10 @@ impl FeedServer {
         };
         let len = req.len.min(CHUNK_BYTES);
         match tokio::task::spawn_blocking(move || read_at(&path, req.offset, len)).await {
-            Ok(Ok(bytes)) => ChunkReply::Data(ByteBuf::from(bytes)),
+            Ok(Ok(bytes)) => {
+                self.count_served(bytes.len());
+                ChunkReply::Data(ByteBuf::from(bytes))
+            }
             _ => ChunkReply::Unknown,
         }
     }
