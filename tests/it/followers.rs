@@ -315,3 +315,64 @@ async fn a_follower_refuses_a_feed_signed_by_peers_it_does_not_trust() {
         p.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_followers_write_join_remove_and_gc_requests_are_refused_by_the_trusted_peers() {
+    use pinfleet::consensus::{RemoteFailure, Rpc, RpcReply};
+    let root = tempfile::tempdir().unwrap();
+    let (peers, trusted) = trusted_cluster(root.path()).await;
+    write_pinset(&peers, "site", 0..20).await;
+    let f = Follower::start(
+        &root.path().join("f0"),
+        Keypair::generate_ed25519(),
+        &trusted,
+        peers.iter().map(Peer::addr).collect(),
+    )
+    .await;
+    wait_for("the follower holds the state", || f.pins() == 20).await;
+    let leader = peers
+        .iter()
+        .find(|p| p.node.is_leader())
+        .expect("a leader")
+        .node
+        .peer_id();
+    let applied_before = applied(&peers[0]);
+    let own = f.node.node().clone();
+    let requests = vec![
+        Rpc::Write(Command::Apply {
+            owner: Owner::Api,
+            ops: vec![Op::Release { cid: cid(3) }],
+        }),
+        Rpc::Join(own),
+        Rpc::Remove(peers[1].node.id()),
+    ];
+    for rpc in requests {
+        let what = rpc.name().to_string();
+        let reply = f.node.p2p().request(leader, rpc).await.unwrap();
+        match reply {
+            RpcReply::Refused(RemoteFailure::Forbidden(m)) => {
+                assert!(m.contains(&f.node.peer_id().to_string()), "{what}: {m}")
+            }
+            other => panic!("{what} was not refused: {other:?}"),
+        }
+    }
+    for p in &peers {
+        pinfleet::ipfs::rpc::serve(&p.node, std::sync::Arc::new(pinfleet::ipfs::NoBackend));
+    }
+    let gc = f
+        .node
+        .call::<pinfleet::ipfs::rpc::Gc>(leader, &())
+        .await
+        .unwrap_err();
+    assert!(gc.to_string().contains("trusted"), "{gc}");
+    // Nothing changed: the pins, the membership, the log.
+    for p in &peers {
+        assert_eq!(p.node.store().pin_count().unwrap(), 20);
+        assert_eq!(p.node.members().len(), 3);
+    }
+    assert_eq!(applied(&peers[0]), applied_before);
+    f.stop().await;
+    for p in peers {
+        p.stop().await;
+    }
+}
