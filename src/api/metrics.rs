@@ -199,6 +199,10 @@ pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiEr
     let members = node.members().len();
     let leader = node.is_leader();
     let log_index = node.metrics().last_log_index.unwrap_or(0);
+    let follower = node.is_follower();
+    let followers = node.followers().len();
+    let (feed_sent, feed_received) = node.feed_traffic();
+    let feed_refused = node.feed_refused();
     let body = blocking(move || {
         let records = store.pinsets().map_err(storage)?;
         let mut conditions = Vec::new();
@@ -231,6 +235,36 @@ pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiEr
             "leader",
             "1 when this peer is the Raft leader",
             i64::from(leader),
+        );
+        gauge(
+            &mut registry,
+            "follower",
+            "1 when this peer is a follower (it holds the signed state feed, never writes)",
+            i64::from(follower),
+        );
+        gauge(
+            &mut registry,
+            "feed_followers",
+            "Followers that pulled the state feed from this peer in the last minute",
+            i64::try_from(followers).unwrap_or(i64::MAX),
+        );
+        gauge(
+            &mut registry,
+            "feed_sent_bytes",
+            "State feed bytes (signed entries, snapshot chunks) this peer sent to followers since it started",
+            i64::try_from(feed_sent).unwrap_or(i64::MAX),
+        );
+        gauge(
+            &mut registry,
+            "feed_received_bytes",
+            "State feed bytes this follower received and applied since it started",
+            i64::try_from(feed_received).unwrap_or(i64::MAX),
+        );
+        gauge(
+            &mut registry,
+            "feed_refused_pieces",
+            "Pieces of the state feed this follower refused (forged, replayed, out of order, cut short) since it started",
+            i64::try_from(feed_refused).unwrap_or(i64::MAX),
         );
         gauge(
             &mut registry,
