@@ -126,7 +126,7 @@ impl FollowConfig {
             Some(FOLLOW_FORMAT) => {}
             Some(other) => {
                 return Err(FollowError::Invalid(vec![format!(
-                    "format: expected {FOLLOW_FORMAT:?}, found {:?}",
+                    "format: expected {FOLLOW_FORMAT:?}, found {}",
                     crate::manifest::shown(other)
                 )]));
             }
@@ -157,7 +157,7 @@ impl FollowConfig {
                 Ok(id) => Some(id),
                 Err(_) => {
                     problems.push(format!(
-                        "trusted[{i}].id: {:?} is not a peer id",
+                        "trusted[{i}].id: {} is not a peer id",
                         crate::manifest::shown(&t.id)
                     ));
                     None
@@ -165,16 +165,16 @@ impl FollowConfig {
             };
             let mut addrs = Vec::new();
             for (j, a) in t.addrs.iter().enumerate() {
-                let shown = crate::manifest::shown(a);
+                let shown = crate::manifest::shown(a).to_string();
                 let at = format!("trusted[{i}].addrs[{j}]");
                 match a.parse::<Multiaddr>() {
-                    Err(e) => problems.push(format!("{at}: {shown:?} is not a multiaddr: {e}")),
+                    Err(e) => problems.push(format!("{at}: {shown} is not a multiaddr: {e}")),
                     Ok(addr) => match (last_peer_id(&addr), id) {
                         (None, _) => {
-                            problems.push(format!("{at}: {shown:?} does not end in /p2p/<peer id>"))
+                            problems.push(format!("{at}: {shown} does not end in /p2p/<peer id>"))
                         }
                         (Some(p), Some(id)) if p != id => problems.push(format!(
-                            "{at}: {shown:?} ends in /p2p/{p}, not in this peer's id {id}"
+                            "{at}: {shown} ends in /p2p/{p}, not in this peer's id {id}"
                         )),
                         _ => addrs.push(addr),
                     },
@@ -457,7 +457,7 @@ mod tests {
         v["format"] = "pinfleet-follow/9".into();
         let p = problems(v.to_string().as_bytes());
         assert!(p.contains("format: expected \"pinfleet-follow/1\""), "{p}");
-        let err = FollowConfig::parse(b"[1]").unwrap_err();
+        let err = FollowConfig::parse(b"not json").unwrap_err();
         assert!(matches!(err, FollowError::Json(_)), "{err:?}");
         let p = problems(b"{\"format\": 1}");
         assert!(p.contains("format: missing"), "{p}");
