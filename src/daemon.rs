@@ -315,6 +315,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     node_opts.listen = config.cluster.listen_multiaddress.clone();
     node_opts.bootstrap = config.cluster.bootstrap.clone();
     node_opts.bootstrap.extend(opts.bootstrap.iter().cloned());
+    node_opts.trusted = config.cluster.trusted_peers.clone();
     node_opts.api_url = api_url.clone();
     node_opts.heartbeat_interval = config.consensus.heartbeat_interval;
     node_opts.election_timeout_min = config.consensus.election_timeout_min;
@@ -326,7 +327,6 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     node_opts.append_max_bytes = config.consensus.append_max_bytes;
     node_opts.append_max_entries = config.consensus.append_max_entries;
     node_opts.cluster_name = config.cluster.name.clone();
-    // MERGE: node_opts.trusted = config.cluster.trusted_peers.clone();
 
     let tasks = TaskTracker::new();
     let mut embedded = None;
@@ -436,6 +436,13 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     };
     let mut informer = crate::allocator::informer::InformerConfig::new(default);
     informer.tags = config.informer.tags.clone();
+    if node.is_follower() {
+        // The leader may allocate pins to a follower that says it is one.
+        informer.tags.insert(
+            crate::allocator::informer::FOLLOWER_TAG.to_string(),
+            "true".to_string(),
+        );
+    }
     let monitor = crate::allocator::informer::spawn(
         node.clone(),
         std::sync::Arc::clone(&backend),

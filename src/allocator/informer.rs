@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    AllocError, AllocationRequest, AllocatorConfig, Metric, PeerMetrics, PeerState, peer_states,
-    reallocate,
+    AllocError, AllocationRequest, AllocatorConfig, Metric, PeerMetrics, PeerState, TAG_PREFIX,
+    peer_states, reallocate,
 };
 use crate::consensus::{ClusterNode, MAX_ENTRY_BYTES, PinAllocator, StateStore, entry_bytes};
 use crate::ipfs::IpfsBackend;
@@ -66,6 +66,77 @@ impl InformerConfig {
     }
 }
 
+/// The tag (`tag:follower = "true"`) a follower's informer adds to its
+/// metrics: the leader may then allocate pins to it.
+pub const FOLLOWER_TAG: &str = "follower";
+
+/// The metric a follower reports with the last index it applied.
+pub const APPLIED: &str = "applied";
+
+/// Most peers whose metrics are kept: members and followers together.
+/// Past it, metrics of peers never heard before are dropped.
+pub const MAX_REPORTING_PEERS: usize = 4096;
+
+/// Gossip messages a peer may send in a burst; then one per
+/// `interval / 4`. Members publish once an interval (and once more when
+/// they see a newcomer); a follower flooding metrics is cut off here.
+const REPORT_BURST: f64 = 4.0;
+
+/// The peers allocation chooses from: the members, then the followers
+/// that report metrics (`tag:follower = "true"`) and have not been silent
+/// for longer than their metrics' lifetime plus `grace_ms`. A follower's
+/// report is an allocation hint and nothing else: it never makes the
+/// follower a member, nor lets it change the state.
+pub fn candidates(
+    view: &PeerMetrics,
+    members: &[String],
+    now_ms: i64,
+    grace_ms: i64,
+) -> Vec<String> {
+    let tag = format!("{TAG_PREFIX}{FOLLOWER_TAG}");
+    let mut out = members.to_vec();
+    for peer in view.peers() {
+        if members.iter().any(|m| m == peer) {
+            continue;
+        }
+        let follower = view
+            .get(peer, &tag)
+            .is_some_and(|m| m.value == "true" && m.expire_ms.saturating_add(grace_ms) > now_ms);
+        if follower {
+            out.push(peer.to_owned());
+        }
+    }
+    out
+}
+
+/// A token bucket per reporting peer.
+#[derive(Default)]
+struct Reports {
+    buckets: std::collections::HashMap<String, (f64, i64)>,
+}
+
+impl Reports {
+    /// Whether a report from `peer` at `now_ms` is taken.
+    fn take(&mut self, peer: &str, now_ms: i64, refill_ms: i64) -> bool {
+        if !self.buckets.contains_key(peer) && self.buckets.len() >= MAX_REPORTING_PEERS {
+            return false;
+        }
+        let (tokens, at) = self
+            .buckets
+            .entry(peer.to_owned())
+            .or_insert((REPORT_BURST, now_ms));
+        let refilled = (now_ms - *at).max(0) as f64 / refill_ms.max(1) as f64;
+        *tokens = (*tokens + refilled).min(REPORT_BURST);
+        *at = now_ms;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 fn lock(m: &Mutex<PeerMetrics>) -> std::sync::MutexGuard<'_, PeerMetrics> {
     // A panic while holding this lock leaves plain data behind: keep going.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -90,15 +161,27 @@ pub fn spawn(
     let newcomer = Arc::new(tokio::sync::Notify::new());
     let sink_newcomer = Arc::clone(&newcomer);
     let ttl = config.interval * 2;
+    let refill_ms = (config.interval / 4).as_millis() as i64;
+    let reports = Mutex::new(Reports::default());
     node.set_gossip_sink(Arc::new(move |peer, data| {
+        // Expiry is counted on the receiver's clock: clocks differ.
+        let now = chrono::Utc::now().timestamp_millis();
+        let key = peer.to_string();
+        let taken = reports
+            .lock()
+            .map(|mut r| r.take(&key, now, refill_ms))
+            .unwrap_or(false);
+        if !taken {
+            return;
+        }
         let Ok(list) = serde_json::from_slice::<Vec<Metric>>(&data) else {
             return;
         };
-        // Expiry is counted on the receiver's clock: clocks differ.
-        let now = chrono::Utc::now().timestamp_millis();
         let expire = now + ttl.as_millis() as i64;
         let mut m = lock(&sink_metrics);
-        let key = peer.to_string();
+        if m.peer(&key).is_none() && m.peers().count() >= MAX_REPORTING_PEERS {
+            return;
+        }
         let known = m
             .peer(&key)
             .is_some_and(|all| all.values().any(|x| !x.is_expired(now)));
@@ -132,12 +215,15 @@ pub fn spawn(
 /// when more peers report).
 fn pin_allocator(config: InformerConfig, metrics: Arc<Mutex<PeerMetrics>>) -> PinAllocator {
     Arc::new(move |pins: &[StatePin], members: &[String]| {
+        let view = lock(&metrics).clone();
+        let now = chrono::Utc::now().timestamp_millis();
+        let grace_ms = config.grace.as_millis() as i64;
         let mut round = Round {
-            view: lock(&metrics).clone(),
-            members: members.to_vec(),
+            members: candidates(&view, members, now, grace_ms),
+            view,
             config: config.allocator.clone(),
-            now: chrono::Utc::now().timestamp_millis(),
-            grace_ms: config.grace.as_millis() as i64,
+            now,
+            grace_ms,
         };
         let mut changes = Vec::new();
         for pin in pins {
@@ -179,6 +265,19 @@ async fn publish_loop(
         }
         for (k, v) in &config.tags {
             list.push(Metric::tag(me.clone(), k, v, expire));
+        }
+        if node.is_follower() {
+            let applied = *node.applied_watch().borrow();
+            list.push(Metric {
+                name: APPLIED.to_owned(),
+                peer: me.clone(),
+                value: applied.to_string(),
+                weight: 0,
+                partitionable: false,
+                expire_ms: expire,
+                valid: true,
+                received_ms: 0,
+            });
         }
         {
             let mut m = lock(&metrics);
@@ -310,6 +409,7 @@ impl Rounds {
         let view = lock(metrics).clone();
         let now = chrono::Utc::now().timestamp_millis();
         let grace_ms = config.grace.as_millis() as i64;
+        let members = candidates(&view, &members, now, grace_ms);
         let states = peer_states(&view, &members, &config.allocator, now, grace_ms);
         let full_due = self
             .last_full
@@ -517,6 +617,49 @@ fn allocation_entries(allocations: Vec<(CidKey, Vec<String>)>) -> Vec<Command> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn followers_that_report_metrics_are_candidates_after_the_members_until_they_go_quiet() {
+        let mut view = PeerMetrics::new();
+        view.insert(Metric::freespace("m1", 10, 1_000));
+        view.insert(Metric::tag("f1", FOLLOWER_TAG, "true", 1_000));
+        view.insert(Metric::freespace("f1", 99, 1_000));
+        // Says nothing of being a follower: not a candidate.
+        view.insert(Metric::freespace("stranger", 99, 1_000));
+        view.insert(Metric::tag("f2", FOLLOWER_TAG, "false", 1_000));
+        let members = vec!["m1".to_string(), "m2".to_string()];
+        assert_eq!(
+            candidates(&view, &members, 500, 100),
+            vec!["m1", "m2", "f1"]
+        );
+        // Its metrics expired at 1,000; with 100 ms of grace it is gone at 1,100.
+        assert_eq!(
+            candidates(&view, &members, 1_050, 100),
+            vec!["m1", "m2", "f1"]
+        );
+        assert_eq!(candidates(&view, &members, 1_100, 100), vec!["m1", "m2"]);
+    }
+
+    #[test]
+    fn a_peer_flooding_metrics_is_cut_off_and_refills_over_time() {
+        let mut r = Reports::default();
+        let taken = (0..10).filter(|_| r.take("f", 0, 1_000)).count();
+        assert_eq!(taken, REPORT_BURST as usize);
+        assert!(!r.take("f", 500, 1_000));
+        assert!(r.take("f", 1_600, 1_000));
+        // Another peer has its own bucket.
+        assert!(r.take("g", 1_600, 1_000));
+    }
+
+    #[test]
+    fn metrics_of_more_peers_than_the_bound_are_dropped_for_new_peers_only() {
+        let mut r = Reports::default();
+        for i in 0..MAX_REPORTING_PEERS {
+            assert!(r.take(&format!("p{i}"), 0, 1_000));
+        }
+        assert!(!r.take("one-too-many", 0, 1_000));
+        assert!(r.take("p0", 0, 1_000));
+    }
+
     use super::*;
     use crate::testkit::seq_cid;
 

@@ -221,6 +221,20 @@ mod tests {
     }
 
     #[test]
+    fn a_write_refused_by_an_untrusting_cluster_is_forbidden_with_its_reason() {
+        let e = ApiError::from(ClusterError::Forbidden(
+            "peer 12D3KooW… is not trusted by this cluster: consensus.write is trusted-only".into(),
+        ));
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert_eq!(e.body().code, 403);
+        assert!(
+            e.body().message.contains("is trusted-only"),
+            "{}",
+            e.body().message
+        );
+    }
+
+    #[test]
     fn json_body_errors_are_located_and_in_our_words() {
         let msg = |body: &str| {
             let e = serde_json::from_str::<crate::wire::ConditionsReport>(body).unwrap_err();

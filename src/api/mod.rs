@@ -10,6 +10,7 @@ mod access;
 mod add;
 mod batch;
 mod error;
+mod followers;
 mod gateway;
 mod gc;
 mod health;

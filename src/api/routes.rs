@@ -11,8 +11,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::access::Access;
 use super::{
-    ApiState, add, batch, gateway, gc, health, metrics, monitor, openapi, paths, peers, pins,
-    pinset_patch, pinset_status, pinsets, reconcile, status, token,
+    ApiState, add, batch, followers, gateway, gc, health, metrics, monitor, openapi, paths, peers,
+    pins, pinset_patch, pinset_status, pinsets, reconcile, status, token,
 };
 use crate::auth::Role::{Admin, Reader, Writer};
 
@@ -82,6 +82,7 @@ pub fn routes() -> Vec<Route> {
             health::bandwidth,
         ),
         route(Method::GET, "/peers", Role(Reader), peers::list),
+        route(Method::GET, "/followers", Role(Reader), followers::list),
         route(Method::POST, "/peers", Role(Admin), peers::add),
         route(Method::DELETE, "/peers/{peer}", Role(Admin), peers::remove),
         route(Method::GET, "/allocations", Role(Reader), pins::allocations),

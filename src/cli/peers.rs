@@ -35,6 +35,10 @@ pub struct PeersLsArgs {
     /// Print one ID JSON object per line on stdout.
     #[arg(long)]
     json: bool,
+    /// List the followers this peer knows of instead of the members: how
+    /// far behind the state each is, and what it reports.
+    #[arg(long)]
+    followers: bool,
 }
 
 /// Arguments of `pinfleet peers rm`.
@@ -62,6 +66,26 @@ pub fn run_id(args: IdArgs) -> anyhow::Result<ExitCode> {
 /// Runs `pinfleet peers ...`.
 pub fn run(cmd: PeersCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        PeersCommand::Ls(args) if args.followers => {
+            let client = args.host.client()?;
+            let list = block_on(client.followers())??;
+            let mut out = Out::new();
+            for f in &list {
+                let text = if args.json {
+                    serde_json::to_string(f)?
+                } else {
+                    follower_text(f)
+                };
+                if !out.line(&text)? {
+                    break;
+                }
+            }
+            if list.is_empty() && !args.json {
+                eprintln!("no followers known to this peer");
+            }
+            out.finish()?;
+            Ok(ExitCode::SUCCESS)
+        }
         PeersCommand::Ls(args) => {
             let client = args.host.client()?;
             block_on(async move {
@@ -92,6 +116,24 @@ pub fn run(cmd: PeersCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// IPFS Cluster's `ipfs-cluster-ctl id` layout.
+fn follower_text(f: &pinfleet::wire::FollowerInfo) -> String {
+    let num = |v: Option<u64>| v.map_or("-".to_string(), |n| n.to_string());
+    let state = match f.behind {
+        Some(0) => "up to date".to_string(),
+        Some(n) => format!("{n} entries behind"),
+        None => "state unknown".to_string(),
+    };
+    format!(
+        "{} | follower | {} | {} pinned, {} queued, {} free | seen {} ms ago",
+        f.id,
+        state,
+        num(f.numpin),
+        num(f.pinqueue),
+        f.freespace.map_or("-".to_string(), |b| format!("{b} B")),
+        f.last_seen_ms
+    )
+}
+
 fn peer_text(p: &PeerInfo) -> String {
     use std::fmt::Write;
     let name = if p.peername.is_empty() {

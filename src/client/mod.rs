@@ -495,6 +495,12 @@ impl Client {
         self.lines(Method::GET, self.url(&["peers"], &[])).await
     }
 
+    /// `GET /followers`: the followers the peer knows of.
+    pub async fn followers(&self) -> Result<Vec<crate::wire::FollowerInfo>, ClientError> {
+        self.json(Method::GET, self.url(&["followers"], &[]), None, &[])
+            .await
+    }
+
     /// `DELETE /peers/{peer}`.
     pub async fn remove_peer(&self, peer: &str) -> Result<(), ClientError> {
         self.no_content(Method::DELETE, self.url(&["peers", peer], &[]), None)

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::Value;
@@ -190,6 +190,44 @@ impl<const MIN: usize> Codec for Addrs<MIN> {
 
     fn write(field: &Vec<Multiaddr>) -> Value {
         Value::Array(field.iter().map(|a| Value::String(a.to_string())).collect())
+    }
+}
+
+/// libp2p peer ids (`12D3KooW…`), each checked.
+pub(super) struct PeerIds;
+
+impl Codec for PeerIds {
+    type Field = Vec<PeerId>;
+
+    fn read(value: &Value) -> Result<Vec<PeerId>, String> {
+        each_string(value, "peer id strings", |text| {
+            text.parse::<PeerId>()
+                .ok()
+                .filter(names_a_key)
+                .ok_or_else(|| {
+                    format!(
+                        "invalid peer id {}: expected a libp2p peer id such as 12D3KooW…",
+                        shown(text)
+                    )
+                })
+        })
+    }
+
+    fn write(field: &Vec<PeerId>) -> Value {
+        Value::Array(field.iter().map(|p| Value::String(p.to_string())).collect())
+    }
+}
+
+/// True when `peer` can be the id of a key: an inlined public key
+/// (`12D3KooW…`) or the SHA-256 of a larger one (`Qm…`). Any base58
+/// string that decodes to a multihash parses as a `PeerId`; a typo in a
+/// list of trusted peers must not pass as an id no peer can have.
+fn names_a_key(peer: &PeerId) -> bool {
+    let hash = peer.as_ref();
+    match hash.code() {
+        0x00 => libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()).is_ok(),
+        0x12 => hash.digest().len() == 32,
+        _ => false,
     }
 }
 

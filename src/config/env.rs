@@ -412,4 +412,49 @@ mod tests {
         let p = problems(&text, &[("PINFLEET_CLUSTER_REPLICATION_FACTOR_MIN", "x")]);
         assert_eq!(p.len(), 1, "{p:?}");
     }
+
+    #[test]
+    fn trusted_peers_parse_from_the_file_and_a_variable_and_a_bad_id_is_named() {
+        let id = || {
+            libp2p::identity::Keypair::generate_ed25519()
+                .public()
+                .to_peer_id()
+        };
+        let (a, b) = (id(), id());
+        // An RSA key's id is the hash of the key (`Qm…`).
+        let rsa = "QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN";
+        let text = format!("{}trusted_peers = [\"{rsa}\"]\n", minimal());
+        assert_eq!(
+            parse(&text).unwrap().cluster.trusted_peers[0].to_string(),
+            rsa
+        );
+        assert!(parse(&minimal()).unwrap().cluster.trusted_peers.is_empty());
+        let text = format!("{}trusted_peers = [\"{a}\", \" {b} \"]\n", minimal());
+        assert_eq!(parse(&text).unwrap().cluster.trusted_peers, [a, b]);
+        let vars = [("PINFLEET_CLUSTER_TRUSTED_PEERS", format!("{b},{a}"))];
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let cfg = ServiceConfig::from_toml_str(&minimal(), file(), &env(&vars)).unwrap();
+        assert_eq!(cfg.cluster.trusted_peers, [b, a]);
+
+        let text = format!("{}trusted_peers = [\"{a}\", \"12D3KooWnope\"]\n", minimal());
+        assert_eq!(
+            problems(&text, &[]),
+            [
+                "cluster.trusted_peers: [1]: invalid peer id \"12D3KooWnope\": \
+              expected a libp2p peer id such as 12D3KooW…"
+            ]
+        );
+        assert_eq!(
+            problems(&minimal(), &[("PINFLEET_CLUSTER_TRUSTED_PEERS", "QmBad")]),
+            [
+                "cluster.trusted_peers (from PINFLEET_CLUSTER_TRUSTED_PEERS): [0]: invalid peer id \
+              \"QmBad\": expected a libp2p peer id such as 12D3KooW…"
+            ]
+        );
+        // Written back as the list it was read from.
+        let mut cfg = ServiceConfig::new(secret());
+        cfg.cluster.trusted_peers = vec![a];
+        let back = ServiceConfig::from_toml_str(&cfg.to_toml(), file(), &[]).unwrap();
+        assert_eq!(back.cluster.trusted_peers, [a]);
+    }
 }

@@ -61,6 +61,10 @@ const DOCS: &[SectionDoc] = &[
                 "Multiaddrs of peers to join on start, usually ending in /p2p/<peer id>.",
             ),
             (
+                "trusted_peers",
+                "Peer ids (12D3KooW...) of the trusted peers: only they write, change the membership, run gc and vote in Raft; a peer not listed that joins is refused. Empty (the default): every peer holding the secret is trusted. Set it for a collaborative cluster; followers require it.",
+            ),
+            (
                 "replication_factor_min",
                 "Default fewest peers that pin each CID: -1 (every peer) or at least 1.",
             ),
@@ -507,6 +511,13 @@ mod tests {
             "/ip4/127.0.0.1/udp/2/quic-v1".parse().unwrap(),
         ];
         c.bootstrap = vec!["/dns4/a.example/tcp/9096".parse().unwrap()];
+        c.trusted_peers = (0..2)
+            .map(|_| {
+                libp2p::identity::Keypair::generate_ed25519()
+                    .public()
+                    .to_peer_id()
+            })
+            .collect();
         c.replication_factor_min = 2;
         c.replication_factor_max = 5;
         c.state_sync_interval = Duration::from_millis(90_500);

@@ -20,15 +20,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 use toml::Value;
 
 use super::access;
 use super::codec::{
     Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, OptionalPath,
-    OptionalSocketAddress, OptionalUrl, RaftTiming, ReceiverKind, SocketAddress, Sources, Tags,
-    Text, Webhooks, as_str, unknown_message,
+    OptionalSocketAddress, OptionalUrl, PeerIds, RaftTiming, ReceiverKind, SocketAddress, Sources,
+    Tags, Text, Webhooks, as_str, unknown_message,
 };
 
 /// The 32-byte private network key (libp2p pnet) all peers share.
@@ -163,6 +163,10 @@ pub struct ClusterConfig {
     /// Peers to join on start.
     #[serde(with = "Addrs::<0>")]
     pub bootstrap: Vec<Multiaddr>,
+    /// Peers trusted to write and vote (Raft voters); empty: every peer
+    /// holding the secret.
+    #[serde(with = "PeerIds")]
+    pub trusted_peers: Vec<PeerId>,
     /// Default fewest replicas per pin; -1 is every peer.
     #[serde(with = "Integer::<i32>")]
     pub replication_factor_min: i32,
@@ -184,6 +188,7 @@ impl ClusterConfig {
             secret,
             listen_multiaddress: vec![default_listen_multiaddress()],
             bootstrap: Vec::new(),
+            trusted_peers: Vec::new(),
             replication_factor_min: -1,
             replication_factor_max: -1,
             state_sync_interval: Duration::from_secs(5 * 60),

@@ -14,10 +14,10 @@ use libp2p::{Multiaddr, PeerId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::assemble::{Parts, start_p2p};
 use super::feed::follow::{Follow, OFFER_FILE, metrics_of};
 use super::feed::serve::FeedServer;
 use super::feed::{PieceKind, Signed, SnapshotOffer};
-use super::node::{Parts, start_p2p};
 use super::{ClusterError, ClusterNode, NodeOptions, StateStore, node_id};
 
 /// The directory under a follower's peer directory that holds its state.

@@ -104,6 +104,9 @@ impl ClusterNode {
                 match self.send_to_leader(Rpc::WriteBatch(commands)).await {
                     Ok(RpcReply::WriteBatch(r)) if r.len() == n => r,
                     Ok(_) => vec![unexpected(); n],
+                    // The leader does not trust this peer: one by one
+                    // would be refused the same way.
+                    Err(e @ RemoteFailure::Forbidden(_)) => vec![Err(e); n],
                     Err(e) => {
                         tracing::debug!(error = %e, writes = n, "a group of writes failed; sending them one by one");
                         futures::future::join_all(again.into_iter().map(|c| self.send_one(c))).await

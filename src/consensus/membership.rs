@@ -1,7 +1,8 @@
 //! Membership: joining the cluster through a bootstrap address (as a
 //! learner, then a voter), removing a peer, and waiting until this peer is
 //! a voter with a leader. Changes run on the leader; other peers forward
-//! them there.
+//! them there. Only trusted peers (`permission.rs`) become voters: the
+//! leader refuses any other joiner, whoever forwarded its join.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -15,6 +16,9 @@ use super::node::write_failure;
 use super::{
     ClusterError, ClusterNode, NodeId, PeerNode, RemoteFailure, Rpc, RpcReply, TypeConfig, node_id,
 };
+
+/// How often a peer the cluster refused as a voter asks again.
+const FORBIDDEN_RETRY: Duration = Duration::from_secs(60);
 
 impl ClusterNode {
     /// Waits until this peer is a voter of a cluster with a leader.
@@ -77,21 +81,34 @@ impl ClusterNode {
         }
     }
 
+    /// Asks the bootstrap peers to let this peer join until one does. A
+    /// peer the cluster does not trust is told so: that is logged once
+    /// (as an error) and asked again only every [`FORBIDDEN_RETRY`], in
+    /// case the cluster's trusted list changes.
     pub(super) async fn join_loop(self, bootstrap: Vec<Multiaddr>, cancel: CancellationToken) {
         let mut delay = Duration::from_millis(200);
+        let mut told = false;
         loop {
+            let mut forbidden = false;
             for addr in &bootstrap {
                 match self.try_join(addr.clone()).await {
                     Ok(()) => {
                         tracing::info!(via = %addr, "joined the cluster");
                         return;
                     }
+                    Err(ClusterError::Forbidden(m)) => {
+                        if !std::mem::replace(&mut told, true) {
+                            tracing::error!(via = %addr, "the cluster refuses this peer as a voter: {m}");
+                        }
+                        forbidden = true;
+                    }
                     Err(e) => tracing::debug!(via = %addr, error = %e, "join attempt failed"),
                 }
             }
+            let wait = if forbidden { FORBIDDEN_RETRY } else { delay };
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             delay = (delay * 2).min(Duration::from_secs(5));
         }
@@ -111,7 +128,7 @@ impl ClusterNode {
             .await
         {
             Ok(RpcReply::Membership(Ok(()))) => Ok(()),
-            Ok(RpcReply::Membership(Err(e))) => Err(e.into()),
+            Ok(RpcReply::Membership(Err(e)) | RpcReply::Refused(e)) => Err(e.into()),
             Ok(_) => Err(ClusterError::Raft("unexpected reply to join".into())),
             Err(e) => Err(ClusterError::Unavailable(e.to_string())),
         }
@@ -125,6 +142,7 @@ impl ClusterNode {
             .peer_id
             .parse()
             .map_err(|_| RemoteFailure::Other(format!("invalid peer id {:?}", node.peer_id)))?;
+        self.inner.trust.check_joiner(&peer)?;
         let id = node_id(&peer);
         let Some(raft) = &self.inner.raft else {
             return Err(RemoteFailure::Forbidden(super::node::FOLLOWER_WRITE.into()));

@@ -5,7 +5,8 @@
 //! `ClusterNode`, the handle the daemon and API use to write (forwarded to
 //! the leader, where concurrent single-pin writes share one log entry and
 //! new pins are allocated before they are proposed: `batcher.rs`) and read
-//! (with a read barrier when asked).
+//! (with a read barrier when asked). Every request a peer receives is
+//! checked against the caller's trust first (`permission.rs`).
 //!
 //! It must not decide *what* to pin: plans come from `plan` through the
 //! apply service (`pinsets`), the effect of a command from `state`. It
@@ -16,6 +17,7 @@
 // it at every call would only add noise.
 #![allow(clippy::result_large_err)]
 
+mod assemble;
 mod batcher;
 pub mod feed;
 mod follower;
@@ -24,6 +26,7 @@ mod log_store;
 mod membership;
 mod network;
 mod node;
+mod permission;
 mod rpc;
 mod size;
 mod state_store;
@@ -41,6 +44,7 @@ pub use log_store::LogStore;
 pub use node::{
     ClusterError, ClusterNode, DEFAULT_CLUSTER_NAME, FOLLOWER_WRITE, GossipSink, NodeOptions,
 };
+pub use permission::Permission;
 pub use rpc::{CallError, Method, RemoteFailure, Rpc, RpcReply};
 pub use size::{MAX_ENTRY_BYTES, entry_bytes};
 

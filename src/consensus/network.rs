@@ -204,12 +204,18 @@ impl PeerConnection {
                 self.target,
             ))));
         };
-        self.p2p.request(peer, rpc).await.map_err(|e| match e {
+        let reply = self.p2p.request(peer, rpc).await.map_err(|e| match e {
             P2pError::Unreachable { .. } | P2pError::Dial { .. } | P2pError::Stopped => {
                 RPCError::Unreachable(Unreachable::new(&e))
             }
             other => RPCError::Network(NetworkError::new(&other)),
-        })
+        })?;
+        match reply {
+            // The target does not trust this peer: to Raft it is out of
+            // reach (openraft backs off), not a wrong answer.
+            RpcReply::Refused(f) => Err(RPCError::Unreachable(Unreachable::new(&f))),
+            other => Ok(other),
+        }
     }
 
     fn remote<E: std::error::Error>(

@@ -16,13 +16,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::assemble::{Parts, start_p2p};
 use super::network::{Network, TransferLimits};
 use super::rpc::{self, CallError, Method, Registry};
 use super::{
     LogStore, NodeId, PeerNode, RemoteFailure, Rpc, RpcReply, StateStore, TypeConfig, node_id,
 };
 use crate::manifest::{CidKey, Owner, PinSpec};
-use crate::p2p::{self, InboundRequest, P2pConfig, P2pHandle};
+use crate::p2p::{InboundRequest, P2pHandle};
 use crate::state::{Command, Op, Outcome};
 
 /// Longest openraft lets one snapshot chunk (with the install after the
@@ -71,8 +72,10 @@ pub struct NodeOptions {
     /// The cluster's name (`cluster.name`): what the follower feed is
     /// signed for.
     pub cluster_name: String,
-    /// The trusted peers (`cluster.trusted_peers`); empty: every peer
-    /// holding the secret is trusted, and no feed is signed.
+    /// Trusted peers (`cluster.trusted_peers`): only they may write,
+    /// change the membership, take part in Raft or call trusted-only
+    /// methods here, and only they become voters. Empty: every peer that
+    /// holds the secret is trusted.
     pub trusted: Vec<PeerId>,
 }
 
@@ -116,46 +119,6 @@ pub const FOLLOWER_WRITE: &str =
 /// `cluster.name` when a config does not set one.
 pub const DEFAULT_CLUSTER_NAME: &str = "pinfleet";
 
-/// What [`ClusterNode::assemble`] builds a node from.
-pub(super) struct Parts {
-    pub(super) raft: Option<Raft<TypeConfig>>,
-    pub(super) metrics: tokio::sync::watch::Receiver<RaftMetrics<NodeId, PeerNode>>,
-    pub(super) feed: Arc<super::feed::serve::FeedServer>,
-    pub(super) store: StateStore,
-    pub(super) p2p: P2pHandle<Rpc, RpcReply>,
-    pub(super) node: PeerNode,
-    pub(super) id: NodeId,
-}
-
-/// Starts the p2p swarm of a peer and describes it as a [`PeerNode`].
-pub(super) async fn start_p2p(
-    opts: &NodeOptions,
-    cancel: &CancellationToken,
-    tasks: &TaskTracker,
-) -> Result<
-    (
-        P2pHandle<Rpc, RpcReply>,
-        p2p::P2pEvents<Rpc, RpcReply>,
-        PeerNode,
-    ),
-    ClusterError,
-> {
-    let start = |e: &dyn std::fmt::Display| ClusterError::Start(e.to_string());
-    let mut p2p_config = P2pConfig::new(opts.keypair.clone(), opts.secret);
-    p2p_config.listen = opts.listen.clone();
-    p2p_config.bootstrap = opts.bootstrap.clone();
-    let (p2p, events) = p2p::spawn::<Rpc, RpcReply>(p2p_config, cancel.clone(), tasks)
-        .await
-        .map_err(|e| start(&e))?;
-    let addrs = p2p.listen_addrs().await.map_err(|e| start(&e))?;
-    let node = PeerNode {
-        peer_id: p2p.local_peer_id().to_string(),
-        addrs: addrs.iter().map(ToString::to_string).collect(),
-        api: opts.api_url.clone(),
-    };
-    Ok((p2p, events, node))
-}
-
 fn local_any_port() -> Multiaddr {
     // A literal that always parses.
     Multiaddr::from(std::net::Ipv4Addr::LOCALHOST).with(libp2p::multiaddr::Protocol::Tcp(0))
@@ -185,14 +148,15 @@ pub enum ClusterError {
     /// Anything else from Raft.
     #[error("raft: {0}")]
     Raft(String),
-    /// The peer or the cluster refused: a follower cannot write, an
-    /// untrusted peer cannot call trusted-only methods.
-    #[error("forbidden: {0}")]
-    Forbidden(String),
     /// The change does not fit in one log entry ([`super::MAX_ENTRY_BYTES`]);
     /// nothing was written.
     #[error("too large for one log entry: {0}")]
     TooLarge(String),
+    /// A peer refused the request: this peer (or the joiner) is not trusted
+    /// by the cluster, or this peer is a follower, which never writes.
+    /// Nothing changed.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl ClusterError {
@@ -222,6 +186,8 @@ pub type GossipSink = Arc<dyn Fn(PeerId, Vec<u8>) + Send + Sync>;
 pub(super) struct Inner {
     pub(super) gossip_sink: Arc<std::sync::OnceLock<GossipSink>>,
     pub(super) services: Registry,
+    /// Who may ask this peer for what (`permission.rs`).
+    pub(super) trust: super::permission::Trust,
     pub(super) applied: tokio::sync::watch::Receiver<u64>,
     pub(super) id: NodeId,
     /// This peer's Raft; `None` on a follower, which never joins it.
@@ -379,89 +345,6 @@ impl ClusterNode {
         Ok(this)
     }
 
-    /// Builds the node around its parts (either role) and starts what
-    /// every peer runs: the write batcher and forwarder, serving inbound
-    /// RPCs, delivering gossip, and the applied-index watch.
-    pub(super) fn assemble(
-        parts: Parts,
-        opts: &NodeOptions,
-        events: p2p::P2pEvents<Rpc, RpcReply>,
-        cancel: &CancellationToken,
-        tasks: &TaskTracker,
-    ) -> (Self, mpsc::Receiver<(PeerId, Vec<u8>)>) {
-        let (applied_tx, applied) = tokio::sync::watch::channel(0u64);
-        let mut metrics = parts.metrics.clone();
-        let c = cancel.clone();
-        tasks.spawn(async move {
-            loop {
-                let last = metrics.borrow().last_applied.map(|l| l.index).unwrap_or(0);
-                applied_tx.send_if_modified(|v| {
-                    let changed = *v != last;
-                    *v = last;
-                    changed
-                });
-                tokio::select! {
-                    _ = c.cancelled() => break,
-                    r = metrics.changed() => if r.is_err() { break },
-                }
-            }
-        });
-        let (queue, queued) = mpsc::channel(super::batcher::QUEUE);
-        let (forwards, to_forward) = mpsc::channel(super::forward::QUEUE);
-        let this = ClusterNode {
-            inner: Arc::new(Inner {
-                gossip_sink: Arc::new(std::sync::OnceLock::new()),
-                services: Registry::default(),
-                applied,
-                id: parts.id,
-                raft: parts.raft,
-                metrics: parts.metrics,
-                feed: parts.feed,
-                store: parts.store,
-                p2p: parts.p2p,
-                node: parts.node,
-                write_timeout: opts.write_timeout,
-                quorum_grace: opts.election_timeout_max * 2,
-                batch_max_pins: opts.batch_max_pins.max(1),
-                tasks: tasks.clone(),
-                installing: std::sync::Mutex::new(None),
-                queue,
-                forwards,
-                pin_allocator: std::sync::OnceLock::new(),
-            }),
-        };
-        tasks.spawn(super::batcher::run(this.clone(), queued, cancel.clone()));
-        tasks.spawn(super::forward::run(
-            this.clone(),
-            to_forward,
-            cancel.clone(),
-        ));
-        tasks.spawn(
-            this.clone()
-                .serve_inbound(events.inbound, cancel.clone(), tasks.clone()),
-        );
-        let mut gossip = events.gossip;
-        let c = cancel.clone();
-        let sink = Arc::clone(&this.inner.gossip_sink);
-        // Informer metrics arrive here; they go to whoever registered.
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = c.cancelled() => break,
-                    m = gossip.recv() => match m {
-                        None => break,
-                        Some((peer, data)) => {
-                            if let Some(f) = sink.get() {
-                                f(peer, data);
-                            }
-                        }
-                    },
-                }
-            }
-        });
-        (this, events.feed)
-    }
-
     /// Registers where gossip (informer metrics) goes (once).
     pub fn set_gossip_sink(&self, sink: GossipSink) {
         let _ = self.inner.gossip_sink.set(sink);
@@ -502,7 +385,7 @@ impl ClusterNode {
         };
         match self.ask(peer, rpc).await? {
             RpcReply::Call(Ok(reply)) => rpc::decode(M::NAME, &reply).map_err(codec),
-            RpcReply::Call(Err(e)) => Err(CallError::Remote(e)),
+            RpcReply::Call(Err(e)) | RpcReply::Refused(e) => Err(CallError::Remote(e)),
             _ => Err(codec("unexpected reply".to_string())),
         }
     }
@@ -596,7 +479,7 @@ impl ClusterNode {
             .collect()
     }
 
-    async fn serve_inbound(
+    pub(super) async fn serve_inbound(
         self,
         mut inbound: mpsc::Receiver<InboundRequest<Rpc, RpcReply>>,
         cancel: CancellationToken,
@@ -616,11 +499,17 @@ impl ClusterNode {
         }
     }
 
-    async fn handle(&self, peer: PeerId, rpc: Rpc) -> RpcReply {
+    /// Answers `rpc` from `caller`, once the caller may make it here.
+    async fn handle(&self, caller: PeerId, rpc: Rpc) -> RpcReply {
+        if let Some(refused) = self.refusal(&caller, &rpc) {
+            return refused;
+        }
         let rpc = match rpc {
-            Rpc::FeedPull(req) => return RpcReply::FeedPull(self.inner.feed.pull(peer, req).await),
+            Rpc::FeedPull(req) => {
+                return RpcReply::FeedPull(self.inner.feed.pull(caller, req).await);
+            }
             Rpc::FeedChunk(req) => {
-                return RpcReply::FeedChunk(self.inner.feed.chunk(peer, req).await);
+                return RpcReply::FeedChunk(self.inner.feed.chunk(caller, req).await);
             }
             other => other,
         };
@@ -643,7 +532,7 @@ impl ClusterNode {
             Rpc::Call { method, body } => RpcReply::Call(
                 self.inner
                     .services
-                    .dispatch(&method, body.into_vec())
+                    .dispatch(&caller, &self.inner.trust, &method, body.into_vec())
                     .await
                     .map(serde_bytes::ByteBuf::from),
             ),
@@ -744,10 +633,16 @@ impl ClusterNode {
             .and_then(|(_, n)| n.peer_id.parse::<PeerId>().ok())
             .ok_or_else(|| RemoteFailure::Unavailable("leader not in membership".into()))?;
         self.learn_addresses(&peer).await;
-        tokio::time::timeout(self.inner.write_timeout, self.inner.p2p.request(peer, rpc))
-            .await
-            .map_err(|_| RemoteFailure::Unavailable("leader did not answer in time".into()))?
-            .map_err(|e| RemoteFailure::Unavailable(format!("cannot reach the leader: {e}")))
+        let reply =
+            tokio::time::timeout(self.inner.write_timeout, self.inner.p2p.request(peer, rpc))
+                .await
+                .map_err(|_| RemoteFailure::Unavailable("leader did not answer in time".into()))?
+                .map_err(|e| RemoteFailure::Unavailable(format!("cannot reach the leader: {e}")))?;
+        match reply {
+            // The leader does not trust this peer: every caller sees why.
+            RpcReply::Refused(f) => Err(f),
+            other => Ok(other),
+        }
     }
 
     /// Commits a command on the leader (forwarding if needed) and returns
@@ -840,8 +735,13 @@ impl ClusterNode {
     }
 
     /// The libp2p ids of the other members (voters and learners): whom a
-    /// fan-out asks.
+    /// fan-out asks. None on a follower.
     pub fn other_members(&self) -> Vec<PeerId> {
+        if self.is_follower() {
+            // A follower answers for itself only: the trusted peers serve
+            // their status to each other, not to followers.
+            return Vec::new();
+        }
         let me = self.peer_id();
         self.members()
             .into_iter()

@@ -9,6 +9,10 @@
 //! declares a method with [`Method`], serves it with
 //! [`ClusterNode::serve`](super::ClusterNode::serve) and calls it with
 //! [`ClusterNode::call`](super::ClusterNode::call), both typed.
+//!
+//! Every method carries a [`Permission`] ([`Method::PERMISSION`]) that the
+//! receiving peer checks against the caller before it decodes anything
+//! (`permission.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +28,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use libp2p::PeerId;
+
+use super::permission::{Permission, Trust};
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::p2p::P2pError;
 use crate::state::{Command, Outcome};
@@ -49,7 +56,8 @@ pub enum Rpc {
     Remove(NodeId),
     /// The leader's linearizable read position.
     ReadIndex,
-    /// A follower pulls the signed state feed (any peer answers).
+    /// A follower pulls the signed state feed (any peer answers; follower
+    /// permission: anyone connected may ask).
     FeedPull(super::feed::PullRequest),
     /// A part of a snapshot file, for a follower installing it.
     FeedChunk(super::feed::ChunkRequest),
@@ -88,12 +96,33 @@ pub enum RpcReply {
     FeedPull(super::feed::PullReply),
     /// To `FeedChunk`.
     FeedChunk(super::feed::ChunkReply),
-    /// The receiver refused the request (a follower asked for a
-    /// trusted-only call, or a follower was asked to take part in Raft).
-    Refused(RemoteFailure),
     /// To the last `InstallSnapshot` chunk: the snapshot is still being
     /// installed; the leader sends the same chunk again to wait longer.
     SnapshotInstalling,
+    /// To any request but `Call` (whose refusal is its own `Err`): the
+    /// caller may not make it here ([`RemoteFailure::Forbidden`]), or this
+    /// peer is a follower and takes part in no Raft.
+    Refused(RemoteFailure),
+}
+
+impl Rpc {
+    /// What the request is called in a refusal and in the log
+    /// (`consensus.write`; a service method's own name).
+    pub fn name(&self) -> &str {
+        match self {
+            Rpc::AppendEntries(_) => "consensus.append_entries",
+            Rpc::Vote(_) => "consensus.vote",
+            Rpc::InstallSnapshot(_) => "consensus.install_snapshot",
+            Rpc::Write(_) => "consensus.write",
+            Rpc::WriteBatch(_) => "consensus.write_batch",
+            Rpc::Join(_) => "consensus.join",
+            Rpc::Remove(_) => "consensus.remove",
+            Rpc::ReadIndex => "consensus.read_index",
+            Rpc::FeedPull(_) => "feed.pull",
+            Rpc::FeedChunk(_) => "feed.chunk",
+            Rpc::Call { method, .. } => method,
+        }
+    }
 }
 
 /// `#[serde(with = "snapshot_chunk")]` for an `InstallSnapshotRequest`:
@@ -162,8 +191,9 @@ pub enum RemoteFailure {
     /// No quorum, or the write did not commit in time.
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
-    /// The receiver refused the call (see [`RpcReply::Refused`]).
-    #[error("forbidden: {0}")]
+    /// The caller may not make this request here (not a trusted peer, or
+    /// a local-only method); the message says who and what.
+    #[error("{0}")]
     Forbidden(String),
     /// Anything else.
     #[error("{0}")]
@@ -175,6 +205,9 @@ pub enum RemoteFailure {
 pub trait Method: 'static {
     /// The name on the wire (`status.range`, `ipfs.gc`, …); unique.
     const NAME: &'static str;
+    /// Who may call it, checked by the receiving peer. Trusted-only unless
+    /// the method says otherwise: a new method is closed until opened.
+    const PERMISSION: Permission = Permission::Trusted;
     /// What the caller sends.
     type Request: Serialize + DeserializeOwned + Send + 'static;
     /// What the callee answers.
@@ -205,10 +238,17 @@ pub enum CallError {
 type Handler =
     Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RemoteFailure>> + Send + Sync>;
 
+/// A served method: who may call it and its handler.
+#[derive(Clone)]
+struct Served {
+    permission: Permission,
+    handler: Handler,
+}
+
 /// The service methods a node serves, by name.
 #[derive(Clone, Default)]
 pub(super) struct Registry {
-    handlers: Arc<RwLock<HashMap<&'static str, Handler>>>,
+    handlers: Arc<RwLock<HashMap<&'static str, Served>>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -239,23 +279,35 @@ impl Registry {
             })
         });
         if let Ok(mut h) = self.handlers.write() {
-            h.insert(M::NAME, erased);
+            h.insert(
+                M::NAME,
+                Served {
+                    permission: M::PERMISSION,
+                    handler: erased,
+                },
+            );
         }
     }
 
-    /// Runs the handler of `method`.
+    /// Runs the handler of `method` for `caller`, once `trust` allows the
+    /// caller to call it (refused before the request is decoded).
     pub(super) async fn dispatch(
         &self,
+        caller: &PeerId,
+        trust: &Trust,
         method: &str,
         body: Vec<u8>,
     ) -> Result<Vec<u8>, RemoteFailure> {
-        let handler = self
+        let served = self
             .handlers
             .read()
             .ok()
             .and_then(|h| h.get(method).cloned());
-        match handler {
-            Some(h) => h(body).await,
+        match served {
+            Some(s) => {
+                trust.check(caller, method, s.permission)?;
+                (s.handler)(body).await
+            }
             None => Err(RemoteFailure::Other(format!(
                 "this peer does not serve {method}"
             ))),

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::{IpfsBackend, IpfsId};
-use crate::consensus::{ClusterNode, Method};
+use crate::consensus::{ClusterNode, Method, Permission};
 
 /// This peer's IPFS node: who it is and where it listens; `None` when the
 /// peer has no IPFS node.
@@ -16,6 +16,8 @@ pub struct Id;
 
 impl Method for Id {
     const NAME: &'static str = "ipfs.id";
+    // Followers' embedded nodes connect to members too.
+    const PERMISSION: Permission = Permission::Follower;
     type Request = ();
     type Reply = Option<IpfsId>;
 }

@@ -30,7 +30,7 @@ pub use ipfs::{
 };
 pub use monitor::MonitorMetric;
 pub use patch::{PatchDocument, PatchPin};
-pub use peers::{IpfsInfo, PeerInfo, VersionInfo};
+pub use peers::{FollowerInfo, IpfsInfo, PeerInfo, VersionInfo};
 pub use pin::{BatchPinReport, OwnerRecord, PinRecord, ZERO_TIME};
 pub use pinsets::{ApplyReport, ConditionsReport, PinSetInfo, RefusedApply};
 pub use pinsvc::{PinSvcError, PinSvcFailure, PinSvcPin, PinSvcResults, PinSvcStatus};

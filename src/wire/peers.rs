@@ -61,3 +61,37 @@ pub struct VersionInfo {
     /// Software version.
     pub version: String,
 }
+
+/// `GET /followers`: one follower as this peer knows it — from the feed
+/// (it pulled from this peer) and from its informer metrics (which every
+/// follower gossips with `tag:follower = "true"`). pinfleet's own shape;
+/// IPFS Cluster has no such route.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FollowerInfo {
+    /// libp2p peer id.
+    pub id: String,
+    /// Its p2p addresses, as it gave them when it pulled the feed here.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// The last log index it has applied, as it last said (its pull here
+    /// or its `applied` metric); absent when neither is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<u64>,
+    /// How many indexes it is behind this peer's state (0: caught up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind: Option<u64>,
+    /// Milliseconds since this peer last heard from it.
+    pub last_seen_ms: u64,
+    /// Free space it reports, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freespace: Option<u64>,
+    /// Pins it has queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinqueue: Option<u64>,
+    /// Pins it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numpin: Option<u64>,
+    /// Its tags (`follower` among them).
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+}

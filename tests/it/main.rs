@@ -48,5 +48,6 @@ mod support;
 mod testbed;
 mod tls;
 mod tracker;
+mod trust;
 mod webhook;
 mod write_path;

@@ -16,8 +16,9 @@ use super::super::peers::PeerAddBody;
 use super::super::token::TokenAnswer;
 use crate::wire::{
     AddedOutput, Alert, ApplyReport, Bandwidth, BatchPinReport, ConditionsReport, ConnectGraph,
-    ErrorBody, GlobalPinInfo, GlobalRepoGc, IpfsDirEntry, MonitorMetric, PatchDocument, PeerInfo,
-    PinRecord, PinSetInfo, PinSetStatus, ReconcileAnswer, RefusedApply, VersionInfo,
+    ErrorBody, FollowerInfo, GlobalPinInfo, GlobalRepoGc, IpfsDirEntry, MonitorMetric,
+    PatchDocument, PeerInfo, PinRecord, PinSetInfo, PinSetStatus, ReconcileAnswer, RefusedApply,
+    VersionInfo,
 };
 
 /// A schema of a Rust type, generated when the document is built.
@@ -278,6 +279,14 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
         doc(Method::GET, "/peers", "Every cluster member, this peer first.")
             .about("Each member is asked; one that does not answer is listed with its `error`.")
             .reply(200, "One `ID` per member.", Stream(schema::<PeerInfo>)),
+        doc(Method::GET, "/followers", "The followers this peer knows of (collaborative clusters).")
+            .about(
+                "Followers that pulled the signed state feed from this peer in the last minute, and \
+                 those whose informer metrics (tagged `follower`) have not expired, most recently \
+                 heard first: how far behind this peer's state they are and what they report. \
+                 pinfleet's own route; IPFS Cluster has none.",
+            )
+            .reply(200, "One `FollowerInfo` per follower.", Json(schema::<FollowerInfo>)),
         doc(Method::POST, "/peers", "Adds a peer as a cluster member (IPFS Cluster's `PeerAdd`).")
             .about(
                 "The body is IPFS Cluster's `{\"peer_id\": …}` plus pinfleet's `addresses` (where to reach \

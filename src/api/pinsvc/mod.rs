@@ -253,6 +253,7 @@ impl From<ClusterError> for Failure {
             ClusterError::TooLarge(m) => {
                 Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", m)
             }
+            ClusterError::Forbidden(m) => Failure::new(StatusCode::FORBIDDEN, "FORBIDDEN", m),
             other => Failure::internal(other.to_string()),
         }
     }
