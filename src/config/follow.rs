@@ -285,7 +285,7 @@ impl FollowConfig {
         config.cluster.bootstrap = self.bootstrap();
         config.cluster.replication_factor_min = self.replication_factor_min;
         config.cluster.replication_factor_max = self.replication_factor_max;
-        // MERGE: config.cluster.trusted_peers = self.trusted_ids();
+        config.cluster.trusted_peers = self.trusted_ids();
         config
     }
 
@@ -309,7 +309,15 @@ impl FollowConfig {
         if config.cluster.secret != self.secret {
             return Err(differs("its cluster.secret is another one"));
         }
-        // MERGE: compare config.cluster.trusted_peers with self.trusted_ids()
+        let mut theirs = config.cluster.trusted_peers.clone();
+        let mut ours = self.trusted_ids();
+        theirs.sort();
+        ours.sort();
+        if theirs != ours {
+            return Err(differs(
+                "its cluster.trusted_peers are not the published trusted peers",
+            ));
+        }
         Ok(())
     }
 }

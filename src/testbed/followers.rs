@@ -84,7 +84,7 @@ fn follow_cluster(config: &mut ServiceConfig, follow: &FollowConfig) {
     config.cluster.bootstrap = published.bootstrap;
     config.cluster.replication_factor_min = published.replication_factor_min;
     config.cluster.replication_factor_max = published.replication_factor_max;
-    // MERGE: config.cluster.trusted_peers = published.trusted_peers;
+    config.cluster.trusted_peers = published.trusted_peers;
 }
 
 impl Testbed {

@@ -457,8 +457,7 @@ impl Testbed {
             set_peer_config(d, &setup, |config| {
                 config.cluster.name = TESTBED_CLUSTER.to_string();
                 config.cluster.follower = false;
-                // MERGE: config.cluster.trusted_peers = trusted.clone();
-                let _ = &trusted;
+                config.cluster.trusted_peers = trusted.clone();
             })?;
         }
         let mut tb = Testbed {
