@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use pinfleet::config::{FollowConfig, SERVICE_FILE, ServiceConfig};
 use pinfleet::testbed::TestbedFile;
 
-use crate::support::{cid_v1, http, init_peer};
+use crate::support::{cid_v1, http, init_peer, stop_daemon, wait_running};
 
 fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_pinfleet")
@@ -335,6 +335,65 @@ async fn a_testbed_with_followers_lists_them_and_they_receive_the_state() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    // A trusted peer's operator publishes the same cluster (its addresses
+    // from the running peer's API) …
+    let published = tmp.path().join("published.json");
+    let out = Command::new(exe())
+        .args(["cluster", "publish", "--dir"])
+        .arg(&file.peers[0].dir)
+        .arg("--out")
+        .arg(&published)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = FollowConfig::parse(&std::fs::read(&published).unwrap()).unwrap();
+    assert_eq!(again.cluster, "testbed");
+    assert_eq!(again.secret, follow.secret);
+    assert_eq!(again.trusted_ids(), follow.trusted_ids());
+    assert!(again.trusted.iter().all(|t| !t.addrs.is_empty()));
+    // … and anyone follows it with `pinfleet follow FILE` into a new
+    // directory: it is created as a follower and receives the state.
+    let late = tmp.path().join("late");
+    let mut child = Command::new(exe())
+        .arg("follow")
+        .arg(&published)
+        .arg("--dir")
+        .arg(&late)
+        .env("PINFLEET_API_LISTEN", "127.0.0.1:0")
+        .env(
+            "PINFLEET_CLUSTER_LISTEN_MULTIADDRESS",
+            "/ip4/127.0.0.1/tcp/0",
+        )
+        .env("PINFLEET_IPFS_BACKEND", "none")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (dir, info, mut child) = tokio::task::spawn_blocking(move || {
+        let info = wait_running(&late, &mut child);
+        (late, info, child)
+    })
+    .await
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let listed = allocated(&info.api).await;
+        if cids.iter().all(|c| listed.contains(c)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the late follower lists {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::task::spawn_blocking(move || stop_daemon(&mut child))
+        .await
+        .unwrap();
+    let config = ServiceConfig::load_with_env(&dir.join(SERVICE_FILE), &[]).unwrap();
+    assert!(config.cluster.follower);
+
     running.stop().await;
     for f in &file.followers {
         assert!(
@@ -353,6 +412,21 @@ async fn a_follower_api_refuses_every_write_with_403_saying_it_is_a_follower() {
     let peer = running.file.peers[0].id.clone();
     let cid = cid_v1("follower-api");
     let client = http();
+    // A pin written on the trusted peer, which the follower then holds.
+    let r = client
+        .post(format!("{}/pins/{cid}", running.file.peers[0].api))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let start = Instant::now();
+    while !allocated(&api).await.contains(&cid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the follower never got the pin"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let writes = [
         client.post(format!("{api}/pins/{cid}")),
         client.delete(format!("{api}/pins/{cid}")),
@@ -376,5 +450,8 @@ async fn a_follower_api_refuses_every_write_with_403_saying_it_is_a_follower() {
         let r = client.get(format!("{api}{path}")).send().await.unwrap();
         assert_eq!(r.status(), 200, "GET {path}");
     }
+    // The refused DELETE changed nothing.
+    assert!(allocated(&api).await.contains(&cid));
+    assert!(allocated(&running.file.peers[0].api).await.contains(&cid));
     running.stop().await;
 }
