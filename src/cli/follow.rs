@@ -109,13 +109,29 @@ fn publish(mut args: PublishArgs) -> anyhow::Result<ExitCode> {
     FollowConfig::parse(text.as_bytes())?;
     match &args.out {
         Some(out) => {
-            std::fs::write(out, &text)
+            write_owner_only(out, text.as_bytes())
                 .with_context(|| format!("cannot write {}", out.display()))?;
             eprintln!("wrote {} (it holds the cluster secret)", out.display());
         }
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `bytes` to `path`, created readable by its owner only (it holds
+/// the cluster secret; the operator decides whom to give it).
+fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Reads a published config from a file or an http(s) URL (at most 1 MiB).

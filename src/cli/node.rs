@@ -34,7 +34,7 @@ pub struct InitArgs {
     /// Human-readable peer name.
     #[arg(long)]
     peername: Option<String>,
-    /// Create a follower (issue 17): a peer that holds and pins the state
+    /// Create a follower of a collaborative cluster: a peer that holds and pins the state
     /// the cluster's trusted peers sign, and never writes. Needs --cluster.
     #[arg(long, requires = "cluster", conflicts_with_all = ["secret", "secret_file"])]
     follower: bool,
