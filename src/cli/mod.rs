@@ -5,6 +5,7 @@ mod add;
 mod apply;
 mod auth;
 mod controller;
+mod follow;
 mod get;
 mod monitor;
 mod node;
@@ -39,6 +40,17 @@ enum Command {
     Init(node::InitArgs),
     /// Run a peer until SIGINT/SIGTERM (REST API on 127.0.0.1:9094 by default).
     Daemon(node::DaemonArgs),
+    /// Run a follower of a collaborative cluster until SIGINT/SIGTERM.
+    ///
+    /// FILE|URL is the cluster's published follower config (`pinfleet
+    /// cluster publish`). A --dir without an identity is first created as
+    /// a follower of that cluster (as `init --follower --cluster`); an
+    /// existing one must already be a follower of it. A follower holds and
+    /// pins the state the trusted peers sign; its REST API is read-only.
+    Follow(follow::FollowArgs),
+    /// Collaborative clusters: publish the config followers join with.
+    #[command(subcommand)]
+    Cluster(follow::ClusterCommand),
     /// A local multi-peer cluster of daemon processes.
     #[command(subcommand)]
     Testbed(node::TestbedCommand),
@@ -186,6 +198,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init(a) => node::init(a),
         Command::Daemon(a) => node::daemon(a),
+        Command::Follow(a) => follow::follow(a),
+        Command::Cluster(c) => follow::run(c),
         Command::Testbed(c) => node::testbed(c),
         Command::Validate(a) => validate::run(a),
         Command::Plan(a) => plan::run(a),

@@ -34,6 +34,16 @@ pub struct InitArgs {
     /// Human-readable peer name.
     #[arg(long)]
     peername: Option<String>,
+    /// Create a follower of a collaborative cluster: a peer that holds and pins the state
+    /// the cluster's trusted peers sign, and never writes. Needs --cluster.
+    #[arg(long, requires = "cluster", conflicts_with_all = ["secret", "secret_file"])]
+    follower: bool,
+    /// With --follower: the cluster's published follower config, a file or
+    /// an http(s) URL (from `pinfleet cluster publish`). The name, secret,
+    /// trusted peers, bootstrap addresses and replication defaults come
+    /// from it.
+    #[arg(long, value_name = "FILE|URL", requires = "follower")]
+    cluster: Option<String>,
 }
 
 /// Environment variable that may hold the cluster secret for `init`.
@@ -88,6 +98,14 @@ fn init_secret(args: &InitArgs) -> anyhow::Result<Option<String>> {
 }
 
 pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    if let Some(source) = args.cluster.as_deref() {
+        return super::follow::init_follower(
+            &args.dir,
+            args.force,
+            source,
+            args.peername.as_deref(),
+        );
+    }
     let secret = init_secret(&args)?;
     let report = config::init(
         &args.dir,
@@ -139,6 +157,11 @@ pub fn init_tracing(default: &str) {
 }
 
 pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    run_daemon(args.dir, args.bootstrap)
+}
+
+/// Runs the daemon of `dir` until SIGINT/SIGTERM.
+pub(super) fn run_daemon(dir: PathBuf, bootstrap: Vec<Multiaddr>) -> anyhow::Result<ExitCode> {
     init_tracing("info,openraft=warn,libp2p=warn");
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
@@ -148,15 +171,9 @@ pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             tracing::info!("shutting down");
             c.cancel();
         });
-        daemon::run(
-            DaemonOptions {
-                dir: args.dir,
-                bootstrap: args.bootstrap,
-            },
-            cancel,
-        )
-        .await
-        .context("daemon failed")
+        daemon::run(DaemonOptions { dir, bootstrap }, cancel)
+            .await
+            .context("daemon failed")
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -170,9 +187,15 @@ pub enum TestbedCommand {
 
 #[derive(Debug, Args)]
 pub struct TestbedUpArgs {
-    /// Number of peers.
+    /// Number of peers (the cluster's trusted peers).
     #[arg(long, default_value_t = 3)]
     peers: usize,
+    /// Also start N followers: `pinfleet follow` processes of the
+    /// published config the testbed writes to DIR/follow.json, listed in
+    /// testbed.json as "followers". They use the peers' --ipfs setting
+    /// (with `kubo=…`: none); the testbed is up once each holds the state.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    followers: usize,
     /// Testbed directory (kept between runs: peers restart with their state).
     #[arg(long, default_value = ".testbed", value_name = "DIR")]
     dir: PathBuf,
@@ -248,13 +271,26 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
             timeout: Duration::from_secs(args.timeout),
             ipfs,
             auth: args.auth,
+            followers: args.followers,
         };
-        eprintln!("starting {} peers in {} …", args.peers, args.dir.display());
+        if args.followers > 0 {
+            eprintln!(
+                "starting {} peers and {} followers in {} …",
+                args.peers,
+                args.followers,
+                args.dir.display()
+            );
+        } else {
+            eprintln!("starting {} peers in {} …", args.peers, args.dir.display());
+        }
         let tb = Testbed::up(&opts)
             .await
             .context("testbed failed to start")?;
         for (i, p) in tb.file.peers.iter().enumerate() {
             println!("peer-{i}  {}  api {}  pid {}", p.id, p.api, p.pid);
+        }
+        for (i, f) in tb.file.followers.iter().enumerate() {
+            println!("follower-{i}  {}  api {}  pid {}", f.id, f.api, f.pid);
         }
         println!(
             "cluster formed; testbed.json written to {}",

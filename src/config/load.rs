@@ -435,7 +435,7 @@ fn key_index(section: &str, key: &str) -> usize {
 
 /// The manifest's rule (DESIGN §5), so a cluster default is always a valid
 /// pin option: each is -1 or at least 1, min -1 needs max -1, min ≤ max.
-fn replication_problem(min: i32, max: i32) -> Option<String> {
+pub(super) fn replication_problem(min: i32, max: i32) -> Option<String> {
     let valid = |n: i32| n == -1 || n >= 1;
     if !valid(min) || !valid(max) {
         Some(format!(

@@ -13,6 +13,7 @@
 mod access;
 mod codec;
 mod env;
+mod follow;
 mod identity;
 mod load;
 mod pinsvc;
@@ -26,6 +27,9 @@ use std::path::{Path, PathBuf};
 use libp2p::PeerId;
 
 pub use env::{ENV_PREFIX, env_var_name, process_env};
+pub use follow::{
+    FOLLOW_FILE, FOLLOW_FORMAT, FollowConfig, FollowError, TrustedPeer, init_follower,
+};
 pub use identity::{Identity, IdentityError};
 pub use load::ConfigError;
 pub use pinsvc::{MIN_TOKEN_CHARS, PinSvcConfig, PinSvcToken};
@@ -149,14 +153,7 @@ pub fn init(
         source,
     })?;
     if write_service {
-        let mut config = ServiceConfig::new(secret);
-        // A new cluster's embedded node is on the IPFS network (a file
-        // without the key stays private, as clusters made before it).
-        config.ipfs.swarm = SwarmKind::Public;
-        config.ipfs.bootstrap = PUBLIC_BOOTSTRAP
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect();
+        let mut config = new_cluster_config(secret);
         if let Some(name) = peername {
             config.cluster.peername = name.to_owned();
         }
@@ -183,6 +180,19 @@ pub fn init(
         service_path,
         wrote_service: write_service,
     })
+}
+
+/// The `service.toml` `init` writes: every default, `secret`, and the
+/// embedded node on the IPFS network (a file without that key stays
+/// private, as clusters made before it).
+fn new_cluster_config(secret: ClusterSecret) -> ServiceConfig {
+    let mut config = ServiceConfig::new(secret);
+    config.ipfs.swarm = SwarmKind::Public;
+    config.ipfs.bootstrap = PUBLIC_BOOTSTRAP
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    config
 }
 
 /// Writes `bytes` to `path`, readable and writable by the owner only (0600 on

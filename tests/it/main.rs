@@ -23,6 +23,7 @@ mod diagnostics;
 mod embedded;
 mod fake_kube;
 mod followers;
+mod followers_testbed;
 mod get;
 mod hamt_vectors;
 mod hooks_daemon;

@@ -809,6 +809,7 @@ async fn a_testbed_takes_requests_on_followers_and_pins_them_on_its_nodes() {
         timeout: DEADLINE,
         ipfs: TestbedIpfs::Embedded,
         auth: false,
+        followers: 0,
     })
     .await
     .unwrap();

@@ -457,6 +457,7 @@ pub async fn embedded_testbed(tb: &Path, public: bool) -> pinfleet::testbed::Tes
             TestbedIpfs::Embedded
         },
         auth: false,
+        followers: 0,
     })
     .await
     .unwrap()

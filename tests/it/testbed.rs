@@ -462,6 +462,7 @@ async fn a_testbed_peer_whose_port_was_taken_starts_on_fresh_ports() {
         timeout: Duration::from_secs(60),
         ipfs: TestbedIpfs::None,
         auth: false,
+        followers: 0,
     };
     let tb = Testbed::up(&opts).await.unwrap();
     let first = tb.file.peers[0].api.clone();

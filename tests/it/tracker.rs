@@ -675,6 +675,7 @@ async fn crash_a_peer_killed_while_its_pinset_was_deleted_unpins_it_after_restar
         timeout: Duration::from_secs(60),
         ipfs: TestbedIpfs::Kubo(urls),
         auth: false,
+        followers: 0,
     })
     .await
     .unwrap();

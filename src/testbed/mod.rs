@@ -2,9 +2,11 @@
 //! free loopback ports, for trying pinfleet and for end-to-end tests.
 //!
 //! Layout under the testbed directory: `peer-<i>/` per peer (identity,
-//! config with fixed ports chosen on first start, Raft data, `daemon.log`)
-//! and `testbed.json` describing the running peers. Starting again on the
-//! same directory restarts the same peers with their state.
+//! config with fixed ports chosen on first start, Raft data, `daemon.log`),
+//! with `--followers N` the published follower config `follow.json` and
+//! `follower-<i>/` per follower (see `followers`), and `testbed.json`
+//! describing the running peers and followers. Starting again on the same
+//! directory restarts the same peers and followers with their state.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -15,12 +17,19 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
+mod followers;
+
+pub use followers::TestbedFollower;
+
 use crate::auth::Credential;
 use crate::config::{ClusterSecret, IDENTITY_FILE, Identity, SERVICE_FILE, ServiceConfig};
 use crate::daemon::{RunInfo, read_run_file};
 
 /// Name of the file describing a running testbed.
 pub const TESTBED_FILE: &str = "testbed.json";
+
+/// `cluster.name` of every testbed.
+pub const TESTBED_CLUSTER: &str = "testbed";
 
 /// One peer in `testbed.json`. Fields are stable; later versions only add.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,8 +55,12 @@ pub struct TestbedPeer {
 /// `testbed.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestbedFile {
-    /// Running peers, in start order.
+    /// Running peers, in start order: the cluster's trusted peers.
     pub peers: Vec<TestbedPeer>,
+    /// Running followers (`--followers N`), in start order; absent when
+    /// there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followers: Vec<TestbedFollower>,
     /// With `--auth`: `"admin"`, `"writer"` and `"reader"`, each
     /// `"user:password"` of a user with that role (the file is then
     /// readable by its owner only).
@@ -150,6 +163,10 @@ pub struct TestbedOptions {
     /// Give the API users (admin, writer, reader with random passwords,
     /// written to `testbed.json`); without it the API is open on loopback.
     pub auth: bool,
+    /// Number of followers started once the peers formed the cluster
+    /// (issue 17): `pinfleet follow` processes of the published config
+    /// `<dir>/follow.json`.
+    pub followers: usize,
 }
 
 /// Which IPFS node each testbed peer pins on.
@@ -184,19 +201,36 @@ impl TestbedIpfs {
     }
 }
 
-/// Sets a peer's IPFS backend and API users in its `service.toml`
+/// What a testbed start writes into a peer's or follower's `service.toml`
 /// (rewritten each start, so `--ipfs` and `--auth` may change between runs).
+struct PeerSetup<'a> {
+    /// `peer 0`, `follower 1`: for errors.
+    who: String,
+    /// Its IPFS backend and, for Kubo, its URL.
+    backend: (crate::config::IpfsBackendKind, Option<&'a str>),
+    /// The testbed's IPFS setting (public or private swarm).
+    ipfs: &'a TestbedIpfs,
+    /// API users.
+    users: &'a BTreeMap<String, Credential>,
+    /// The Pinning Service API's token; `None`: not served.
+    pinsvc_token: Option<&'a str>,
+}
+
+/// Sets a peer's IPFS backend, API users and Pinning Service API in its
+/// `service.toml`, then whatever `cluster` changes.
 fn set_peer_config(
-    index: usize,
     dir: &Path,
-    ipfs: &TestbedIpfs,
-    users: &BTreeMap<String, Credential>,
-    pinsvc_token: &str,
+    setup: &PeerSetup<'_>,
+    cluster: impl FnOnce(&mut ServiceConfig),
 ) -> Result<(), TestbedError> {
     let path = dir.join(SERVICE_FILE);
-    let prep = |message: String| TestbedError::Prepare { index, message };
+    let prep = |message: String| TestbedError::Prepare {
+        who: setup.who.clone(),
+        message,
+    };
+    let ipfs = setup.ipfs;
     let mut config = ServiceConfig::load_with_env(&path, &[]).map_err(|e| prep(e.to_string()))?;
-    let (kind, url) = ipfs.for_peer(index);
+    let (kind, url) = setup.backend;
     config.ipfs.backend = kind;
     if let Some(url) = url {
         config.ipfs.kubo_url = url.trim_end_matches('/').to_string();
@@ -217,7 +251,14 @@ fn set_peer_config(
         config.ipfs.swarm = crate::config::SwarmKind::Private;
         config.ipfs.embedded_listen = vec![loopback("/ip4/127.0.0.1/tcp/0")?];
     }
-    config.api.basic_auth_credentials = users.clone();
+    config.api.basic_auth_credentials = setup.users.clone();
+    cluster(&mut config);
+    let Some(pinsvc_token) = setup.pinsvc_token else {
+        config.pinsvc.tokens = BTreeMap::new();
+        config.pinsvc.listen = None;
+        return crate::config::write_private_file(&path, config.to_toml().as_bytes(), true)
+            .map_err(io("cannot write", &path));
+    };
     let token =
         crate::config::PinSvcToken::parse(&format!("writer:{pinsvc_token}")).map_err(prep)?;
     config.pinsvc.tokens = BTreeMap::from([(PINSVC_TOKEN_NAME.to_string(), token)]);
@@ -248,11 +289,11 @@ pub enum TestbedError {
         #[source]
         source: std::io::Error,
     },
-    /// A peer failed to start or exited.
-    #[error("peer {index} did not come up: {reason} (see {})", log.display())]
+    /// A peer or follower failed to start or exited.
+    #[error("{who} did not come up: {reason} (see {})", log.display())]
     PeerFailed {
-        /// Which peer.
-        index: usize,
+        /// Which one (`peer 0`, `follower 1`).
+        who: String,
         /// What happened.
         reason: String,
         /// Its log file.
@@ -261,11 +302,19 @@ pub enum TestbedError {
     /// The cluster did not form in time.
     #[error("the cluster did not form within {0:?}")]
     Timeout(Duration),
-    /// Preparing a peer's identity or config failed.
-    #[error("cannot prepare peer {index}: {message}")]
+    /// The followers did not all apply the state in time.
+    #[error("the followers did not receive the state within {timeout:?}: {waiting}")]
+    FollowersBehind {
+        /// How long they had.
+        timeout: Duration,
+        /// The followers' APIs still behind, or what went wrong.
+        waiting: String,
+    },
+    /// Preparing a peer's or follower's identity or config failed.
+    #[error("cannot prepare {who}: {message}")]
     Prepare {
-        /// Which peer.
-        index: usize,
+        /// Which one (`peer 0`, `follower 1`).
+        who: String,
         /// What failed.
         message: String,
     },
@@ -298,7 +347,7 @@ fn last_lines(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(crate) fn free_port() -> std::io::Result<u16> {
     // The port is released before the daemon binds it; a collision in that
     // window is possible but rare, and shows up as a clear bind error.
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
@@ -313,7 +362,10 @@ fn prepare_peer(index: usize, dir: &Path, secret: &ClusterSecret) -> Result<(), 
     if identity.exists() && service.exists() {
         return Ok(());
     }
-    let prep = |message: String| TestbedError::Prepare { index, message };
+    let prep = |message: String| TestbedError::Prepare {
+        who: format!("peer {index}"),
+        message,
+    };
     let mut config = ServiceConfig::new(*secret);
     config.cluster.peername = format!("peer-{index}");
     fresh_ports(&mut config).map_err(prep)?;
@@ -326,7 +378,7 @@ fn prepare_peer(index: usize, dir: &Path, secret: &ClusterSecret) -> Result<(), 
 }
 
 /// Free loopback ports for `config`'s cluster and API listeners.
-fn fresh_ports(config: &mut ServiceConfig) -> Result<(), String> {
+pub(crate) fn fresh_ports(config: &mut ServiceConfig) -> Result<(), String> {
     let p2p_port = free_port().map_err(|e| e.to_string())?;
     let api_port = free_port().map_err(|e| e.to_string())?;
     let pinsvc_port = free_port().map_err(|e| e.to_string())?;
@@ -342,9 +394,12 @@ fn fresh_ports(config: &mut ServiceConfig) -> Result<(), String> {
 
 /// Gives the peer in `dir` fresh ports (its own were taken by another
 /// process before it could bind them).
-fn repick_ports(index: usize, dir: &Path) -> Result<(), TestbedError> {
+fn repick_ports(who: &str, dir: &Path) -> Result<(), TestbedError> {
     let path = dir.join(SERVICE_FILE);
-    let prep = |message: String| TestbedError::Prepare { index, message };
+    let prep = |message: String| TestbedError::Prepare {
+        who: who.to_string(),
+        message,
+    };
     let mut config = ServiceConfig::load_with_env(&path, &[]).map_err(|e| prep(e.to_string()))?;
     fresh_ports(&mut config).map_err(prep)?;
     crate::config::write_private_file(&path, config.to_toml().as_bytes(), true)
@@ -373,18 +428,42 @@ impl Testbed {
             None
         };
         let users = match &basic_auth {
-            Some(u) => credentials_config(u)
-                .map_err(|message| TestbedError::Prepare { index: 0, message })?,
+            Some(u) => credentials_config(u).map_err(|message| TestbedError::Prepare {
+                who: "peer 0".into(),
+                message,
+            })?,
             None => BTreeMap::new(),
         };
         let pinsvc_token = testbed_pinsvc_token(&opts.dir);
+        let mut trusted = Vec::new();
         for (i, d) in dirs.iter().enumerate() {
             prepare_peer(i, d, &secret)?;
-            set_peer_config(i, d, &opts.ipfs, &users, &pinsvc_token)?;
+            let identity =
+                Identity::load(&d.join(IDENTITY_FILE)).map_err(|e| TestbedError::Prepare {
+                    who: format!("peer {i}"),
+                    message: e.to_string(),
+                })?;
+            trusted.push(identity.peer_id());
+        }
+        for (i, d) in dirs.iter().enumerate() {
+            let setup = PeerSetup {
+                who: format!("peer {i}"),
+                backend: opts.ipfs.for_peer(i),
+                ipfs: &opts.ipfs,
+                users: &users,
+                pinsvc_token: Some(&pinsvc_token),
+            };
+            // The testbed's peers are its trusted peers (issue 17).
+            set_peer_config(d, &setup, |config| {
+                config.cluster.name = TESTBED_CLUSTER.to_string();
+                config.cluster.follower = false;
+                config.cluster.trusted_peers = trusted.clone();
+            })?;
         }
         let mut tb = Testbed {
             file: TestbedFile {
                 peers: Vec::new(),
+                followers: Vec::new(),
                 basic_auth,
                 pinsvc_token: Some(pinsvc_token),
             },
@@ -403,37 +482,9 @@ impl Testbed {
                 args.push("--bootstrap".into());
                 args.push(b.clone());
             }
-            let log_path = d.join("daemon.log");
-            // A free port is released before the daemon binds it: another
-            // process may take it meanwhile. Then new ports, and again.
-            let mut attempt = 0;
-            let (pid, info) = loop {
-                attempt += 1;
-                let _ = std::fs::remove_file(d.join(crate::daemon::RUN_FILE)); // stale from a crash
-                let log =
-                    std::fs::File::create(&log_path).map_err(io("cannot create", &log_path))?;
-                let err_log = log.try_clone().map_err(io("cannot open", &log_path))?;
-                let child = Command::new(&opts.exe)
-                    .args(&args)
-                    .stdin(Stdio::null())
-                    .stdout(log)
-                    .stderr(err_log)
-                    .kill_on_drop(true)
-                    .spawn()
-                    .map_err(io("cannot start", &opts.exe))?;
-                let pid = child.id().unwrap_or_default();
-                tb.children.push(child);
-                match tb.wait_run_file(i, d, pid, &log_path, deadline).await {
-                    Ok(info) => break (pid, info),
-                    Err(TestbedError::PeerFailed { reason, .. })
-                        if attempt < PORT_ATTEMPTS && reason.contains(ADDRESS_IN_USE) =>
-                    {
-                        tb.children.pop();
-                        repick_ports(i, d)?;
-                    }
-                    Err(e) => return Err(e),
-                }
-            };
+            let (pid, info) = tb
+                .spawn(&format!("peer {i}"), d, &opts.exe, &args, deadline)
+                .await?;
             if bootstrap.is_empty() {
                 bootstrap = info.p2p.clone();
             }
@@ -456,6 +507,9 @@ impl Testbed {
             });
         }
         tb.wait_formed(opts.peers, deadline, opts.timeout).await?;
+        if opts.followers > 0 {
+            tb.start_followers(opts, &users, deadline).await?;
+        }
         let path = opts.dir.join(TESTBED_FILE);
         let json = serde_json::to_vec_pretty(&tb.file).map_err(|e| TestbedError::Io {
             what: "cannot encode",
@@ -471,9 +525,52 @@ impl Testbed {
         Ok(tb)
     }
 
+    /// Starts `exe args` for the peer or follower in `dir` and waits for
+    /// its `run.json`; on a port another process took meanwhile, again on
+    /// fresh ports.
+    async fn spawn(
+        &mut self,
+        who: &str,
+        dir: &Path,
+        exe: &Path,
+        args: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Result<(u32, RunInfo), TestbedError> {
+        let log_path = dir.join("daemon.log");
+        // A free port is released before the daemon binds it: another
+        // process may take it meanwhile. Then new ports, and again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let _ = std::fs::remove_file(dir.join(crate::daemon::RUN_FILE)); // stale from a crash
+            let log = std::fs::File::create(&log_path).map_err(io("cannot create", &log_path))?;
+            let err_log = log.try_clone().map_err(io("cannot open", &log_path))?;
+            let child = Command::new(exe)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(err_log)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(io("cannot start", exe))?;
+            let pid = child.id().unwrap_or_default();
+            self.children.push(child);
+            match self.wait_run_file(who, dir, pid, &log_path, deadline).await {
+                Ok(info) => return Ok((pid, info)),
+                Err(TestbedError::PeerFailed { reason, .. })
+                    if attempt < PORT_ATTEMPTS && reason.contains(ADDRESS_IN_USE) =>
+                {
+                    self.children.pop();
+                    repick_ports(who, dir)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     async fn wait_run_file(
         &mut self,
-        index: usize,
+        who: &str,
         dir: &Path,
         pid: u32,
         log: &Path,
@@ -488,14 +585,14 @@ impl Testbed {
             {
                 let said = last_lines(log, 5);
                 return Err(TestbedError::PeerFailed {
-                    index,
+                    who: who.to_string(),
                     reason: format!("exited with {status}: {said}"),
                     log: log.to_path_buf(),
                 });
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(TestbedError::PeerFailed {
-                    index,
+                    who: who.to_string(),
                     reason: "no run.json in time".into(),
                     log: log.to_path_buf(),
                 });
