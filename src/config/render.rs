@@ -505,6 +505,8 @@ mod tests {
     fn every_key_changed() -> ServiceConfig {
         let mut cfg = ServiceConfig::new(ClusterSecret::random());
         let c = &mut cfg.cluster;
+        c.name = "mirror 'two'".into();
+        c.follower = true;
         c.peername = "peer 'one' \"1\"".into();
         c.listen_multiaddress = vec![
             "/ip6/::1/tcp/1".parse().unwrap(),
