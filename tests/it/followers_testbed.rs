@@ -455,3 +455,88 @@ async fn a_follower_api_refuses_every_write_with_403_saying_it_is_a_follower() {
     assert!(allocated(&running.file.peers[0].api).await.contains(&cid));
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_allocates_an_explicit_factor_to_followers_that_report_metrics_and_lists_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tb = tmp.path().join("tb");
+    let running = Running::up(&tb, 3, 2).await;
+    let file = running.file.clone();
+    let follower_ids: Vec<String> = file.followers.iter().map(|f| f.id.clone()).collect();
+
+    // Five copies: three trusted peers are not enough, so the followers,
+    // which report metrics tagged follower=true, get the other two.
+    let cid = cid_v1("explicit-factor-on-followers");
+    let r = http()
+        .post(format!(
+            "{}/pins/{cid}?replication-min=5&replication-max=5",
+            file.peers[0].api
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let start = Instant::now();
+    loop {
+        let pin: serde_json::Value = http()
+            .get(format!("{}/allocations/{cid}", file.peers[0].api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let allocations: Vec<String> = pin["allocations"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if allocations.len() == 5 && follower_ids.iter().all(|f| allocations.contains(f)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "allocations {allocations:?}, followers {follower_ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The trusted peer lists its followers over REST and the CLI, with the
+    // tag their informer sent.
+    let listed: Vec<serde_json::Value> = http()
+        .get(format!("{}/followers", file.peers[0].api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for f in &follower_ids {
+        let entry = listed
+            .iter()
+            .find(|e| e["id"] == f.as_str())
+            .unwrap_or_else(|| panic!("{f} not in {listed:?}"));
+        assert_eq!(entry["tags"]["follower"], "true", "{entry}");
+    }
+    let api = file.peers[0].api.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(exe())
+            .args(["peers", "ls", "--followers", "--host", &api])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for f in &follower_ids {
+        assert!(
+            text.contains(f.as_str()) && text.contains("follower"),
+            "{text}"
+        );
+    }
+    running.stop().await;
+}
