@@ -72,6 +72,17 @@ fn addr_of(node: &ClusterNode) -> Multiaddr {
     a.with(libp2p::multiaddr::Protocol::P2p(node.peer_id()))
 }
 
+/// A PinSet `bench/<name>` of `seq_cid(i)` for `i` in `range`.
+fn apply(name: &str, range: std::ops::Range<u64>) -> PinSetApply {
+    PinSetApply {
+        pinset: pinfleet::testkit::seq_pinset("bench", name, range),
+        revision: "r1".into(),
+        source: "bench".into(),
+        guard: PruneGuard::default(),
+        dry_run: false,
+    }
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
@@ -126,18 +137,9 @@ fn main() {
             .expect("a leader")
             .clone();
         let t = Instant::now();
-        pinsets::apply(
-            &leader,
-            PinSetApply {
-                pinset: pinfleet::testkit::seq_pinset("bench", "mirror", 0..pins),
-                revision: "r1".into(),
-                source: "bench".into(),
-                guard: PruneGuard::default(),
-                dry_run: false,
-            },
-        )
-        .await
-        .expect("apply");
+        pinsets::apply(&leader, apply("mirror", 0..pins))
+            .await
+            .expect("apply");
         println!(
             "state: {pins} pins written on 3 trusted peers in {:.2} s",
             t.elapsed().as_secs_f64()
@@ -145,22 +147,9 @@ fn main() {
         // Enough entries after it that every trusted peer snapshots.
         for i in 0..6u64 {
             let extra = pins + i;
-            pinsets::apply(
-                &leader,
-                PinSetApply {
-                    pinset: pinfleet::testkit::seq_pinset(
-                        "bench",
-                        &format!("x{i}"),
-                        extra..extra + 1,
-                    ),
-                    revision: "r1".into(),
-                    source: "bench".into(),
-                    guard: PruneGuard::default(),
-                    dry_run: false,
-                },
-            )
-            .await
-            .expect("apply");
+            pinsets::apply(&leader, apply(&format!("x{i}"), extra..extra + 1))
+                .await
+                .expect("apply");
         }
         nodes
     });

@@ -129,6 +129,30 @@ impl LogStore {
     }
 }
 
+/// The entries in `range`, in order, stopping before the one that would
+/// bring the encoded bytes read past `max_bytes` (the first always comes).
+fn entries_in(
+    db: &Database,
+    range: impl RangeBounds<u64>,
+    max_bytes: usize,
+) -> StoreResult<Vec<Entry<TypeConfig>>> {
+    let read = |e: redb::Error| StorageIOError::read_logs(err(e));
+    let txn = db.begin_read().map_err(|e| read(e.into()))?;
+    let table = txn.open_table(LOG).map_err(|e| read(e.into()))?;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for item in table.range(range).map_err(|e| read(e.into()))? {
+        let (_, v) = item.map_err(|e| read(e.into()))?;
+        let raw = v.value();
+        if !out.is_empty() && bytes.saturating_add(raw.len()) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(raw.len());
+        out.push(decode_entry(raw)?);
+    }
+    Ok(out)
+}
+
 impl LogStore {
     /// Entries `first..=last` for the follower feed, stopping once
     /// `max_bytes` of encoded entries are read (the first always comes).
@@ -144,26 +168,7 @@ impl LogStore {
             if purged.is_some_and(|p| first <= p.index) {
                 return Ok(None);
             }
-            let txn = db
-                .begin_read()
-                .map_err(|e| StorageIOError::read_logs(err(e)))?;
-            let table = txn
-                .open_table(LOG)
-                .map_err(|e| StorageIOError::read_logs(err(e)))?;
-            let mut out = Vec::new();
-            let mut bytes = 0usize;
-            for item in table
-                .range(first..=last)
-                .map_err(|e| StorageIOError::read_logs(err(e)))?
-            {
-                let (_, v) = item.map_err(|e| StorageIOError::read_logs(err(e)))?;
-                let raw = v.value();
-                if !out.is_empty() && bytes + raw.len() > max_bytes {
-                    break;
-                }
-                bytes += raw.len();
-                out.push(decode_entry(raw)?);
-            }
+            let out = entries_in(db, first..=last, max_bytes)?;
             match out.first() {
                 Some(e) if e.log_id.index == first => Ok(Some(out)),
                 // Purged between the two reads, or never written here.
@@ -181,24 +186,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> StoreResult<Vec<Entry<TypeConfig>>> {
         let start = range.start_bound().cloned();
         let end = range.end_bound().cloned();
-        self.blocking(move |db| {
-            let txn = db
-                .begin_read()
-                .map_err(|e| StorageIOError::read_logs(err(e)))?;
-            let table = txn
-                .open_table(LOG)
-                .map_err(|e| StorageIOError::read_logs(err(e)))?;
-            let mut out = Vec::new();
-            for item in table
-                .range::<u64>((start, end))
-                .map_err(|e| StorageIOError::read_logs(err(e)))?
-            {
-                let (_, v) = item.map_err(|e| StorageIOError::read_logs(err(e)))?;
-                out.push(decode_entry(v.value())?);
-            }
-            Ok(out)
-        })
-        .await
+        self.blocking(move |db| entries_in(db, (start, end), usize::MAX))
+            .await
     }
 }
 

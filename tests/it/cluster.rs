@@ -137,17 +137,45 @@ pub async fn cluster_with(
     root: &Path,
     configure: impl Fn(&mut NodeOptions),
 ) -> Vec<Peer> {
+    start_peers(n, root, false, configure).await.0
+}
+
+/// `n` peers whose `cluster.trusted_peers` names exactly the `n` of them,
+/// then `configure`d; with their ids.
+pub async fn trusted_cluster_with(
+    n: usize,
+    root: &Path,
+    configure: impl Fn(&mut NodeOptions),
+) -> (Vec<Peer>, Vec<libp2p::PeerId>) {
+    start_peers(n, root, true, configure).await
+}
+
+/// Peer 0 bootstraps, the others join it; returns once every peer is a
+/// voter everywhere.
+async fn start_peers(
+    n: usize,
+    root: &Path,
+    trusting: bool,
+    configure: impl Fn(&mut NodeOptions),
+) -> (Vec<Peer>, Vec<libp2p::PeerId>) {
     trace();
+    let keys: Vec<Keypair> = (0..n).map(|_| Keypair::generate_ed25519()).collect();
+    let ids: Vec<libp2p::PeerId> = keys.iter().map(|k| k.public().to_peer_id()).collect();
     let mut peers: Vec<Peer> = Vec::new();
-    for i in 0..n {
+    for (i, key) in keys.into_iter().enumerate() {
         let bootstrap = peers.first().map(|p| vec![p.addr()]).unwrap_or_default();
         let p = Peer::start_with(
             &root.join(format!("peer{i}")),
-            Keypair::generate_ed25519(),
+            key,
             SECRET,
             bootstrap,
             None,
-            &configure,
+            |o| {
+                if trusting {
+                    o.trusted = ids.clone();
+                }
+                configure(o);
+            },
         )
         .await
         .unwrap();
@@ -168,7 +196,7 @@ pub async fn cluster_with(
         })
     })
     .await;
-    peers
+    (peers, ids)
 }
 
 pub use pinfleet::testkit::seq_cid as cid;

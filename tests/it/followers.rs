@@ -17,37 +17,19 @@ use pinfleet::state::{Command, Op};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::{Peer, SECRET, apply, cid, pinset, trace, wait_for};
+use crate::cluster::{Peer, SECRET, apply, cid, pinset, trusted_cluster_with, wait_for};
 
 const CLUSTER: &str = "mirror";
 
 /// Three trusted peers that name each other in `trusted_peers`; they build
-/// a snapshot every 20 entries and keep 5 behind it, so a follower that
-/// starts late finds the log purged.
+/// a snapshot every 20 entries and keep 5 behind it (the test settings), so
+/// a follower that starts late finds the log purged.
 async fn trusted_cluster(root: &Path) -> (Vec<Peer>, Vec<PeerId>) {
-    trace();
-    let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate_ed25519()).collect();
-    let ids: Vec<PeerId> = keys.iter().map(|k| k.public().to_peer_id()).collect();
-    let mut peers: Vec<Peer> = Vec::new();
-    for (i, key) in keys.into_iter().enumerate() {
-        let via = peers.first().map(|p| vec![p.addr()]).unwrap_or_default();
-        let trusted = ids.clone();
-        let peer = Peer::start_with(&root.join(format!("t{i}")), key, SECRET, via, None, |o| {
-            o.trusted = trusted;
-            o.cluster_name = CLUSTER.into();
-            o.batch_max_pins = 100;
-        })
-        .await
-        .unwrap();
-        peers.push(peer);
-    }
-    for p in &peers {
-        p.node
-            .wait_ready(Duration::from_secs(30))
-            .await
-            .expect("trusted peer ready");
-    }
-    (peers, ids)
+    trusted_cluster_with(3, root, |o| {
+        o.cluster_name = CLUSTER.into();
+        o.batch_max_pins = 100;
+    })
+    .await
 }
 
 struct Follower {
@@ -78,6 +60,11 @@ impl Follower {
         }
     }
 
+    /// A new follower `<root>/<name>` that dials `via`.
+    async fn fresh(root: &Path, name: &str, trusted: &[PeerId], via: Vec<Multiaddr>) -> Self {
+        Self::start(&root.join(name), Keypair::generate_ed25519(), trusted, via).await
+    }
+
     fn addr(&self) -> Multiaddr {
         let a: Multiaddr = self.node.node().addrs[0].parse().unwrap();
         a.with(libp2p::multiaddr::Protocol::P2p(self.node.peer_id()))
@@ -105,6 +92,12 @@ impl Follower {
     }
 }
 
+async fn stop_all(peers: Vec<Peer>) {
+    for p in peers {
+        p.stop().await;
+    }
+}
+
 fn applied(p: &Peer) -> u64 {
     p.node
         .store()
@@ -123,9 +116,9 @@ async fn write_pinset(peers: &[Peer], name: &str, range: std::ops::Range<u64>) {
 async fn a_follower_holds_the_committed_state_and_every_write_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let (peers, trusted) = trusted_cluster(root.path()).await;
-    let f = Follower::start(
-        &root.path().join("f0"),
-        Keypair::generate_ed25519(),
+    let f = Follower::fresh(
+        root.path(),
+        "f0",
         &trusted,
         peers.iter().map(Peer::addr).collect(),
     )
@@ -187,9 +180,7 @@ async fn a_follower_holds_the_committed_state_and_every_write_is_refused() {
     })
     .await;
     f.stop().await;
-    for p in peers {
-        p.stop().await;
-    }
+    stop_all(peers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -200,13 +191,7 @@ async fn a_follower_far_behind_installs_a_signed_snapshot_then_follows_new_entri
     for i in 0..60u64 {
         write_pinset(&peers, &format!("s{i}"), i * 100..(i + 1) * 100).await;
     }
-    let f = Follower::start(
-        &root.path().join("f0"),
-        Keypair::generate_ed25519(),
-        &trusted,
-        vec![peers[1].addr()],
-    )
-    .await;
+    let f = Follower::fresh(root.path(), "f0", &trusted, vec![peers[1].addr()]).await;
     wait_for("the follower holds the 6,000 pins", || f.pins() == 6000).await;
     assert!(
         f.node.feed_snapshot().is_some(),
@@ -217,9 +202,7 @@ async fn a_follower_far_behind_installs_a_signed_snapshot_then_follows_new_entri
     wait_for("the follower follows new entries", || f.pins() == 6050).await;
     assert_eq!(f.node.feed_refused(), 0);
     f.stop().await;
-    for p in peers {
-        p.stop().await;
-    }
+    stop_all(peers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -227,13 +210,7 @@ async fn a_follower_restarted_from_disk_resumes_the_feed_from_its_last_index() {
     let root = tempfile::tempdir().unwrap();
     let (peers, trusted) = trusted_cluster(root.path()).await;
     let via: Vec<Multiaddr> = peers.iter().map(Peer::addr).collect();
-    let f = Follower::start(
-        &root.path().join("f0"),
-        Keypair::generate_ed25519(),
-        &trusted,
-        via.clone(),
-    )
-    .await;
+    let f = Follower::fresh(root.path(), "f0", &trusted, via.clone()).await;
     write_pinset(&peers, "a", 0..100).await;
     wait_for("100 pins on the follower", || f.pins() == 100).await;
     let before = f.applied();
@@ -250,9 +227,7 @@ async fn a_follower_restarted_from_disk_resumes_the_feed_from_its_last_index() {
     .await;
     assert_eq!(f.node.feed_refused(), 0);
     f.stop().await;
-    for p in peers {
-        p.stop().await;
-    }
+    stop_all(peers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -260,22 +235,16 @@ async fn a_follower_that_knows_only_another_follower_gets_the_state_from_it() {
     let root = tempfile::tempdir().unwrap();
     let (peers, trusted) = trusted_cluster(root.path()).await;
     write_pinset(&peers, "site", 0..300).await;
-    let a = Follower::start(
-        &root.path().join("fa"),
-        Keypair::generate_ed25519(),
+    let a = Follower::fresh(
+        root.path(),
+        "fa",
         &trusted,
         peers.iter().map(Peer::addr).collect(),
     )
     .await;
     wait_for("follower a holds the state", || a.pins() == 300).await;
     // b dials only a; what it applies is still signed by the trusted peers.
-    let b = Follower::start(
-        &root.path().join("fb"),
-        Keypair::generate_ed25519(),
-        &trusted,
-        vec![a.addr()],
-    )
-    .await;
+    let b = Follower::fresh(root.path(), "fb", &trusted, vec![a.addr()]).await;
     wait_for("follower b holds the state", || b.pins() == 300).await;
     assert!(
         a.node
@@ -287,9 +256,7 @@ async fn a_follower_that_knows_only_another_follower_gets_the_state_from_it() {
     assert_eq!(b.node.feed_refused(), 0);
     b.stop().await;
     a.stop().await;
-    for p in peers {
-        p.stop().await;
-    }
+    stop_all(peers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -300,9 +267,9 @@ async fn a_follower_refuses_a_feed_signed_by_peers_it_does_not_trust() {
     // It trusts a key nobody in this cluster holds: every piece the real
     // peers serve is, to it, forged.
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
-    let f = Follower::start(
-        &root.path().join("f0"),
-        Keypair::generate_ed25519(),
+    let f = Follower::fresh(
+        root.path(),
+        "f0",
         &[stranger],
         peers.iter().map(Peer::addr).collect(),
     )
@@ -311,9 +278,7 @@ async fn a_follower_refuses_a_feed_signed_by_peers_it_does_not_trust() {
     assert_eq!(f.pins(), 0);
     assert_eq!(f.applied(), 0);
     f.stop().await;
-    for p in peers {
-        p.stop().await;
-    }
+    stop_all(peers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -322,9 +287,9 @@ async fn a_followers_write_join_remove_and_gc_requests_are_refused_by_the_truste
     let root = tempfile::tempdir().unwrap();
     let (peers, trusted) = trusted_cluster(root.path()).await;
     write_pinset(&peers, "site", 0..20).await;
-    let f = Follower::start(
-        &root.path().join("f0"),
-        Keypair::generate_ed25519(),
+    let f = Follower::fresh(
+        root.path(),
+        "f0",
         &trusted,
         peers.iter().map(Peer::addr).collect(),
     )
@@ -372,7 +337,5 @@ async fn a_followers_write_join_remove_and_gc_requests_are_refused_by_the_truste
     }
     assert_eq!(applied(&peers[0]), applied_before);
     f.stop().await;
-    for p in peers {
-        p.stop().await;
-    }
+    stop_all(peers).await;
 }

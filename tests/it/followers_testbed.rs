@@ -266,6 +266,18 @@ impl Running {
 }
 
 /// CIDs listed by `GET {api}/allocations`.
+/// `POST /pins/{cid}` on `api` with replication `factor` (min and max).
+async fn pin(api: &str, cid: &str, factor: i32) {
+    let r = http()
+        .post(format!(
+            "{api}/pins/{cid}?replication-min={factor}&replication-max={factor}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
 async fn allocated(api: &str) -> Vec<String> {
     let Ok(r) = http().get(format!("{api}/allocations")).send().await else {
         return Vec::new();
@@ -310,15 +322,7 @@ async fn a_testbed_with_followers_lists_them_and_they_receive_the_state() {
         .map(|i| cid_v1(&format!("follower-tb-{i}")))
         .collect();
     for cid in &cids {
-        let r = http()
-            .post(format!(
-                "{}/pins/{cid}?replication-min=-1&replication-max=-1",
-                file.peers[0].api
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        pin(&file.peers[0].api, cid, -1).await;
     }
     let start = Instant::now();
     for f in &file.followers {
@@ -467,15 +471,7 @@ async fn the_leader_allocates_an_explicit_factor_to_followers_that_report_metric
     // Five copies: three trusted peers are not enough, so the followers,
     // which report metrics tagged follower=true, get the other two.
     let cid = cid_v1("explicit-factor-on-followers");
-    let r = http()
-        .post(format!(
-            "{}/pins/{cid}?replication-min=5&replication-max=5",
-            file.peers[0].api
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    pin(&file.peers[0].api, &cid, 5).await;
     let start = Instant::now();
     loop {
         let pin: serde_json::Value = http()

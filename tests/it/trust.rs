@@ -23,44 +23,13 @@ use serde_bytes::ByteBuf;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::cluster::{Peer, SECRET, apply, cid, leader_index, pinset, trace, wait_for};
+use super::cluster::{
+    Peer, SECRET, apply, cid, leader_index, pinset, trusted_cluster_with, wait_for,
+};
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// `n` peers whose trusted list names exactly the `n` of them (peer 0
-/// bootstraps, the others join it), once every one is a voter everywhere.
+/// `n` peers whose trusted list names exactly the `n` of them.
 async fn trusted_cluster(n: usize, root: &Path) -> (Vec<Peer>, Vec<PeerId>) {
-    trace();
-    let keys: Vec<Keypair> = (0..n).map(|_| Keypair::generate_ed25519()).collect();
-    let ids: Vec<PeerId> = keys.iter().map(|k| k.public().to_peer_id()).collect();
-    let mut peers: Vec<Peer> = Vec::new();
-    for (i, key) in keys.into_iter().enumerate() {
-        let bootstrap = peers.first().map(|p| vec![p.addr()]).unwrap_or_default();
-        let trusted = ids.clone();
-        let dir = root.join(format!("trusted{i}"));
-        let peer = Peer::start_with(&dir, key, SECRET, bootstrap, None, move |o| {
-            o.trusted = trusted;
-        })
-        .await
-        .unwrap();
-        peers.push(peer);
-    }
-    for p in &peers {
-        p.node.wait_ready(DEADLINE).await.unwrap();
-    }
-    wait_for("every trusted peer a voter everywhere", || {
-        peers.iter().all(|p| {
-            p.node
-                .metrics()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .count()
-                == n
-        })
-    })
-    .await;
-    (peers, ids)
+    trusted_cluster_with(n, root, |_| {}).await
 }
 
 /// A bare p2p peer holding the cluster secret: connected, not trusted.
