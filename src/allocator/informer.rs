@@ -119,7 +119,14 @@ impl Reports {
     /// Whether a report from `peer` at `now_ms` is taken.
     fn take(&mut self, peer: &str, now_ms: i64, refill_ms: i64) -> bool {
         if !self.buckets.contains_key(peer) && self.buckets.len() >= MAX_REPORTING_PEERS {
-            return false;
+            // Forget peers silent for long enough to have a full bucket
+            // again: they lose nothing.
+            let full_after = refill_ms.saturating_mul(REPORT_BURST as i64);
+            self.buckets
+                .retain(|_, (_, at)| now_ms.saturating_sub(*at) < full_after);
+            if self.buckets.len() >= MAX_REPORTING_PEERS {
+                return false;
+            }
         }
         let (tokens, at) = self
             .buckets
@@ -180,7 +187,25 @@ pub fn spawn(
         let expire = now + ttl.as_millis() as i64;
         let mut m = lock(&sink_metrics);
         if m.peer(&key).is_none() && m.peers().count() >= MAX_REPORTING_PEERS {
-            return;
+            // Make room by forgetting peers whose every metric expired
+            // longer ago than a metric lives.
+            let ttl_ms = ttl.as_millis() as i64;
+            let gone: Vec<String> = m
+                .peers()
+                .filter(|p| {
+                    m.peer(p).is_some_and(|all| {
+                        all.values()
+                            .all(|x| x.expire_ms.saturating_add(ttl_ms) < now)
+                    })
+                })
+                .map(str::to_owned)
+                .collect();
+            for p in gone {
+                m.remove_peer(&p);
+            }
+            if m.peers().count() >= MAX_REPORTING_PEERS {
+                return;
+            }
         }
         let known = m
             .peer(&key)
@@ -658,6 +683,10 @@ mod tests {
         }
         assert!(!r.take("one-too-many", 0, 1_000));
         assert!(r.take("p0", 0, 1_000));
+        // Once the others have been silent long enough to be full again,
+        // a new peer gets in.
+        assert!(r.take("p0", 4_000, 1_000));
+        assert!(r.take("newcomer", 4_500, 1_000));
     }
 
     use super::*;

@@ -593,7 +593,13 @@ async fn refuse_follower_writes(
 ) -> Response {
     let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let path = req.uri().path();
-    let local = path == "/token" || path == "/pins/recover" || path.ends_with("/recover");
+    // `/pins/{cid}/recover` exactly: one segment between (a path pin such
+    // as `/pins/ipfs/<cid>/recover` is a write).
+    let recover_one = path
+        .strip_prefix("/pins/")
+        .and_then(|p| p.strip_suffix("/recover"))
+        .is_some_and(|cid| !cid.is_empty() && !cid.contains('/'));
+    let local = path == "/token" || path == "/pins/recover" || recover_one;
     if state.node.is_follower() && !read && !local {
         return ApiError::new(
             axum::http::StatusCode::FORBIDDEN,

@@ -137,11 +137,38 @@ fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Reads a published config from a file or an http(s) URL (at most 1 MiB).
 pub fn read_published(source: &str) -> anyhow::Result<FollowConfig> {
     let bytes = if source.starts_with("http://") || source.starts_with("https://") {
+        if plain_http_off_loopback(source) {
+            // The file names whom this follower trusts: over plain http,
+            // anyone on the way can choose that.
+            eprintln!(
+                "warning: {source} is fetched over plain http: anyone on the network path could \
+                 replace the trusted peers it names; prefer https or a file you checked"
+            );
+        }
         block_on(fetch(source))??
     } else {
         read_file(Path::new(source))?
     };
     FollowConfig::parse(&bytes).with_context(|| format!("cannot use {source}"))
+}
+
+/// An `http://` URL whose host is not a loopback address.
+fn plain_http_off_loopback(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    if u.scheme() != "http" {
+        return false;
+    }
+    match u.host_str() {
+        Some("localhost") => false,
+        Some(h) => !h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback()),
+        None => true,
+    }
 }
 
 fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -3,8 +3,9 @@
 //! secret may only make follower-allowed calls. Every request names a
 //! [`Permission`] — Raft's messages, writes and membership changes are
 //! trusted-only, service methods say theirs ([`super::Method::PERMISSION`])
-//! — and the receiving peer checks the caller against it before it decodes
-//! or runs anything. A refusal is an answer the caller sees
+//! — and the receiving peer checks the caller against it before it runs
+//! anything (a service method's body is not even decoded; the request
+//! itself was, by the p2p codec, within its size bound). A refusal is an answer the caller sees
 //! ([`RemoteFailure::Forbidden`]) and a warning logged once per caller and
 //! request.
 //!

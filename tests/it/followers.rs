@@ -339,3 +339,90 @@ async fn a_followers_write_join_remove_and_gc_requests_are_refused_by_the_truste
     f.stop().await;
     stop_all(peers).await;
 }
+
+/// A peer that holds the cluster secret and pretends to serve the feed: it
+/// passes on a genuine signed snapshot offer (fetched from a trusted peer)
+/// but sends every chunk cut in half.
+async fn truncating_holder(
+    trusted: PeerId,
+    trusted_addr: Multiaddr,
+    cancel: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Multiaddr {
+    use pinfleet::consensus::feed::{ChunkReply, PullReply, PullRequest};
+    use pinfleet::consensus::{Rpc, RpcReply};
+    use pinfleet::p2p::{self, P2pConfig};
+    let mut config = P2pConfig::new(Keypair::generate_ed25519(), SECRET);
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    let (handle, mut events) = p2p::spawn::<Rpc, RpcReply>(config, cancel.clone(), tasks)
+        .await
+        .unwrap();
+    handle.add_address(trusted, trusted_addr).await.unwrap();
+    let me = handle.local_peer_id();
+    let addr = handle.listen_addrs().await.unwrap()[0]
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2p(me));
+    tasks.spawn(async move {
+        while let Some(req) = events.inbound.recv().await {
+            let answer = match req.request {
+                Rpc::FeedPull(_) => {
+                    let ask = PullRequest {
+                        cluster: CLUSTER.into(),
+                        after: 0,
+                        holds: None,
+                        addrs: Vec::new(),
+                    };
+                    match handle.request(trusted, Rpc::FeedPull(ask)).await {
+                        Ok(RpcReply::FeedPull(PullReply::Snapshot { offer, .. })) => {
+                            RpcReply::FeedPull(PullReply::Snapshot {
+                                offer,
+                                sources: Vec::new(),
+                            })
+                        }
+                        other => panic!("the trusted peer offered no snapshot: {other:?}"),
+                    }
+                }
+                Rpc::FeedChunk(chunk) => match handle.request(trusted, Rpc::FeedChunk(chunk)).await
+                {
+                    Ok(RpcReply::FeedChunk(ChunkReply::Data(mut bytes))) => {
+                        let half = bytes.len() / 2;
+                        bytes.truncate(half);
+                        RpcReply::FeedChunk(ChunkReply::Data(bytes))
+                    }
+                    other => panic!("the trusted peer sent no chunk: {other:?}"),
+                },
+                _ => RpcReply::Refused(pinfleet::consensus::RemoteFailure::Other("no".into())),
+            };
+            let _ = req.reply.send(answer);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_refuses_a_truncated_snapshot_from_a_peer_and_applies_nothing_of_it() {
+    let root = tempfile::tempdir().unwrap();
+    let (peers, trusted) = trusted_cluster(root.path()).await;
+    // Enough entries that the trusted peers snapshot and purge their logs.
+    for i in 0..30u64 {
+        write_pinset(&peers, &format!("s{i}"), i * 10..(i + 1) * 10).await;
+    }
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let hostile =
+        truncating_holder(peers[0].node.peer_id(), peers[0].addr(), &cancel, &tasks).await;
+    // The follower knows only the hostile peer.
+    let f = Follower::fresh(root.path(), "f0", &trusted, vec![hostile]).await;
+    wait_for("the follower refused the cut chunks", || {
+        f.node.feed_refused() >= 1
+    })
+    .await;
+    assert_eq!(f.pins(), 0);
+    assert_eq!(f.applied(), 0);
+    assert!(f.node.feed_snapshot().is_none());
+    f.stop().await;
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    stop_all(peers).await;
+}

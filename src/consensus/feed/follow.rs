@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::serve::FeedServer;
 use super::{
-    CHUNK_BYTES, ChunkReply, ChunkRequest, FeedError, PullReply, PullRequest, Signed,
+    CHUNK_BYTES, ChunkReply, ChunkRequest, FeedError, MAX_SOURCES, PullReply, PullRequest, Signed,
     SnapshotOffer, Source,
 };
 use crate::consensus::{ClusterNode, NodeId, PeerNode, Rpc, RpcReply, StateStore};
@@ -52,6 +52,13 @@ pub(crate) struct Follow {
     pub(crate) dir: PathBuf,
     /// Trusted peers and where to dial them (from the bootstrap list).
     pub(crate) trusted_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+}
+
+/// Sleeps longer the more attempts in a row brought nothing: 100 ms, then
+/// doubling, at most 2 s.
+async fn backoff(attempts: u32) {
+    let ms = 50u64.saturating_mul(1 << attempts.clamp(1, 6)).min(2_000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 /// What one pull did.
@@ -100,48 +107,69 @@ impl Follow {
                 fallback.push(*peer);
             }
         }
+        let mut idle = 0u32;
         loop {
             if cancel.is_cancelled() {
                 return;
             }
             let applied = self.applied_index();
             avoid.retain(|_, t| t.elapsed() < AVOID);
-            let from_source = sources
-                .keys()
-                .filter(|p| !avoid.contains_key(*p))
-                .copied()
-                .collect::<Vec<_>>();
+            sources.retain(|p, _| !avoid.contains_key(p));
             let from_fallback = fallback
                 .iter()
                 .filter(|p| !avoid.contains_key(*p))
                 .copied()
                 .collect::<Vec<_>>();
-            let peer = from_source
-                .choose(&mut rand::rng())
-                .or_else(|| from_fallback.choose(&mut rand::rng()))
-                .or_else(|| fallback.choose(&mut rand::rng()))
-                .copied();
-            let step = match peer {
-                Some(peer) => self.step(peer, applied, &mut sources).await,
-                None => Step::Nothing,
+            // Other followers first; after a few answers that brought
+            // nothing, a trusted peer (or a peer this follower started from).
+            let sources_first = idle < 3;
+            let from_source: Vec<PeerId> = sources.keys().copied().collect();
+            let peer = if sources_first {
+                from_source.choose(&mut rand::rng())
+            } else {
+                None
+            }
+            .or_else(|| from_fallback.choose(&mut rand::rng()))
+            .or_else(|| fallback.choose(&mut rand::rng()))
+            .copied();
+            let Some(peer) = peer else {
+                return; // no trusted peer: start_follower refuses that
             };
-            match (step, peer) {
-                (Step::Progress | Step::Redirected, _) => continue,
-                (Step::Failed, Some(p)) => {
-                    sources.remove(&p);
-                    avoid.insert(p, Instant::now());
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            let step = self.step(peer, applied, &mut sources, &mut avoid).await;
+            match step {
+                Step::Progress => {
+                    idle = 0;
                     continue;
                 }
-                (Step::Nothing, Some(p)) if sources.remove(&p).is_some() => continue,
-                _ => {}
+                Step::Redirected => {
+                    // Sent elsewhere: that is not progress. A peer that
+                    // keeps sending this follower around is slowed down.
+                    sources.remove(&peer);
+                    idle += 1;
+                    backoff(idle).await;
+                    continue;
+                }
+                Step::Failed => {
+                    sources.remove(&peer);
+                    avoid.insert(peer, Instant::now());
+                    idle += 1;
+                    backoff(idle).await;
+                    continue;
+                }
+                Step::Nothing if sources.remove(&peer).is_some() => {
+                    idle += 1;
+                    continue;
+                }
+                Step::Nothing => {}
             }
-            // Caught up with what this peer has: wait for news.
+            // Caught up with what a trusted peer has: wait for news.
+            idle = 0;
             let applied = self.applied_index();
-            if target > applied && !sources.is_empty() {
-                continue;
-            }
-            let deadline = tokio::time::sleep(POLL);
+            let deadline = tokio::time::sleep(if target > applied {
+                Duration::from_millis(200)
+            } else {
+                POLL
+            });
             tokio::pin!(deadline);
             loop {
                 tokio::select! {
@@ -151,8 +179,9 @@ impl Follow {
                         None => return,
                         Some((_, data)) => {
                             if let Some(index) = self.head(&data) {
+                                let news = index > target.max(applied);
                                 target = target.max(index);
-                                if index > applied {
+                                if news {
                                     break;
                                 }
                             }
@@ -182,21 +211,35 @@ impl Follow {
         }
     }
 
+    /// Learns the peers a `Busy` answer or an offer named, but not this
+    /// peer, the one that answered, nor peers being avoided; at most
+    /// [`MAX_SOURCES`] of them, with at most 8 addresses each. Returns how
+    /// many were new.
     async fn learn_sources(
         &self,
         list: Vec<Source>,
+        answerer: PeerId,
+        avoid: &HashMap<PeerId, Instant>,
         sources: &mut HashMap<PeerId, Vec<Multiaddr>>,
     ) -> usize {
         let me = self.node.peer_id();
         let mut learnt = 0;
-        for s in list {
+        for s in list.into_iter().take(MAX_SOURCES) {
             let Ok(peer) = s.peer.parse::<PeerId>() else {
                 continue;
             };
-            if peer == me {
+            if peer == me || peer == answerer || avoid.contains_key(&peer) {
                 continue;
             }
-            let addrs: Vec<Multiaddr> = s.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+            let addrs: Vec<Multiaddr> = s
+                .addrs
+                .iter()
+                .take(8)
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            if sources.contains_key(&peer) {
+                continue;
+            }
             self.learn(peer, &addrs).await;
             sources.insert(peer, addrs);
             learnt += 1;
@@ -209,6 +252,7 @@ impl Follow {
         peer: PeerId,
         applied: u64,
         sources: &mut HashMap<PeerId, Vec<Multiaddr>>,
+        avoid: &mut HashMap<PeerId, Instant>,
     ) -> Step {
         let req = PullRequest {
             cluster: self.server.trust().cluster.clone(),
@@ -252,25 +296,21 @@ impl Follow {
                 // Other followers first: the peer that offered it (often
                 // a trusted one) serves only when none of them can.
                 let mut learnt = HashMap::new();
-                self.learn_sources(more, &mut learnt).await;
+                self.learn_sources(more, peer, avoid, &mut learnt).await;
                 let holders: Vec<PeerId> = learnt.into_keys().collect();
-                match self.install(&offer, &parsed, holders, peer).await {
+                match self.install(&offer, &parsed, holders, peer, avoid).await {
                     Ok(()) => Step::Progress,
                     Err(e) => {
-                        if e.contains("does not match its offer") {
-                            self.server.count_refused();
-                        }
+                        // The offer was good: whoever sent bad chunks is
+                        // avoided already; try again a little later.
                         tracing::warn!(%peer, error = %e, "could not install the offered snapshot");
-                        Step::Failed
+                        Step::Redirected
                     }
                 }
             }
             PullReply::Busy { sources: more } => {
-                if self.learn_sources(more, sources).await == 0 {
-                    Step::Failed
-                } else {
-                    Step::Redirected
-                }
+                self.learn_sources(more, peer, avoid, sources).await;
+                Step::Redirected
             }
             PullReply::Nothing { .. } => Step::Nothing,
         }
@@ -308,6 +348,7 @@ impl Follow {
         offer: &SnapshotOffer,
         mut holders: Vec<PeerId>,
         fallback: PeerId,
+        avoid: &mut HashMap<PeerId, Instant>,
     ) -> Result<(), String> {
         let mut store = self.store.clone();
         let mut file = store
@@ -320,8 +361,10 @@ impl Follow {
         let mut busy_rounds = 0u32;
         let mut fallback = Some(fallback);
         let started = std::time::Instant::now();
+        // At least DOWNLOAD_LIMIT, and 1 MiB/s for larger snapshots.
+        let limit = DOWNLOAD_LIMIT.max(Duration::from_secs(offer.size / CHUNK_BYTES));
         while offset < offer.size {
-            if started.elapsed() > DOWNLOAD_LIMIT {
+            if started.elapsed() > limit {
                 return Err("the snapshot did not arrive in time".into());
             }
             let holder = match (holders.is_empty(), fallback) {
@@ -339,10 +382,21 @@ impl Follow {
             };
             match self.node.ask(holder, Rpc::FeedChunk(req)).await {
                 Ok(RpcReply::FeedChunk(ChunkReply::Data(bytes))) if !bytes.is_empty() => {
-                    if offset + bytes.len() as u64 > offer.size {
-                        return Err(
-                            FeedError::SnapshotMismatch("longer than offered".into()).to_string()
+                    if !offer.chunk_matches(offset, &bytes) {
+                        // Checked against the signed offer: this holder
+                        // sent something else. Avoid it; ask another.
+                        self.server.count_refused();
+                        tracing::warn!(
+                            peer = %holder,
+                            offset,
+                            "refused a snapshot chunk that does not match its signed hash"
                         );
+                        avoid.insert(holder, Instant::now());
+                        holders.retain(|p| *p != holder);
+                        if Some(holder) == fallback {
+                            fallback = None;
+                        }
+                        continue;
                     }
                     hasher.update(&bytes);
                     self.server.count_received(bytes.len());
@@ -352,7 +406,8 @@ impl Follow {
                 }
                 Ok(RpcReply::FeedChunk(ChunkReply::Busy { sources })) => {
                     let mut learnt = HashMap::new();
-                    self.learn_sources(sources, &mut learnt).await;
+                    self.learn_sources(sources, holder, avoid, &mut learnt)
+                        .await;
                     for p in learnt.into_keys() {
                         if !holders.contains(&p) && Some(p) != fallback {
                             holders.push(p);
@@ -360,8 +415,7 @@ impl Follow {
                     }
                     busy_rounds += 1;
                     if busy_rounds as usize > holders.len() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        busy_rounds = 0;
+                        backoff(busy_rounds).await;
                     }
                 }
                 _ if Some(holder) == fallback => fallback = None,

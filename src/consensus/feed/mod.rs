@@ -108,12 +108,34 @@ pub struct SnapshotOffer {
     pub size: u64,
     /// SHA-256 of the snapshot file.
     pub sha256: [u8; 32],
+    /// SHA-256 of each [`CHUNK_BYTES`] chunk of the file, in order: a
+    /// follower checks every chunk as it arrives, so a peer that sends a
+    /// bad one is known at once (and avoided), not at the end.
+    pub chunks: Vec<[u8; 32]>,
 }
 
 impl SnapshotOffer {
     /// The last index the snapshot contains (0 for an empty state).
     pub fn index(&self) -> u64 {
         self.meta.last_log_id.map_or(0, |l| l.index)
+    }
+
+    /// Whether `bytes`, received as the chunk at `offset`, is that chunk.
+    pub fn chunk_matches(&self, offset: u64, bytes: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        if !offset.is_multiple_of(CHUNK_BYTES) {
+            return false;
+        }
+        let expected_len = CHUNK_BYTES.min(self.size.saturating_sub(offset));
+        let Some(hash) = self.chunks.get((offset / CHUNK_BYTES) as usize) else {
+            return false;
+        };
+        bytes.len() as u64 == expected_len && Sha256::digest(bytes).as_slice() == hash
+    }
+
+    /// Whether the offer is self-consistent: one hash per chunk of `size`.
+    fn well_formed(&self) -> bool {
+        self.chunks.len() as u64 == self.size.div_ceil(CHUNK_BYTES)
     }
 }
 
@@ -303,6 +325,13 @@ impl Trusted {
     pub fn accept_offer(&self, piece: &Signed, applied: u64) -> Result<SnapshotOffer, FeedError> {
         let (_, offer): (_, SnapshotOffer) = piece.open(PieceKind::Snapshot, self)?;
         self.same_cluster(&offer.cluster)?;
+        if !offer.well_formed() {
+            return Err(FeedError::SnapshotMismatch(format!(
+                "{} chunk hashes for {} bytes",
+                offer.chunks.len(),
+                offer.size
+            )));
+        }
         if offer.index() <= applied {
             return Err(FeedError::Replay {
                 last: offer.index(),

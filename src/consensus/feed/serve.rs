@@ -29,8 +29,18 @@ use crate::consensus::{LogStore, StateStore};
 
 /// Signed entry pieces kept to serve again (a trusted peer signs a piece
 /// once for all the followers that ask for the same index; a follower
-/// passes on what it received).
+/// passes on what it received): at most this many…
 const KEPT_PIECES: usize = 64;
+
+/// …and at most this many bytes of them.
+const KEPT_BYTES: usize = 32 << 20;
+
+/// How long a request waits for a free slot before it is answered busy.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
+/// Most addresses remembered per peer, and the longest one.
+const MAX_ADDRS: usize = 8;
+const MAX_ADDR_LEN: usize = 256;
 
 /// How long a peer that pulled is named as a source.
 const SOURCE_FRESH: Duration = Duration::from_secs(60);
@@ -231,7 +241,22 @@ impl FeedServer {
         out
     }
 
-    fn remember(&self, peer: PeerId, req: &PullRequest) {
+    /// Remembers what `peer` said when it pulled. What it says is not
+    /// trusted: its index counts only up to this peer's own, it is named as
+    /// holding a snapshot only if that is the snapshot this peer serves,
+    /// and its addresses are bounded.
+    fn remember(&self, peer: PeerId, req: &PullRequest, applied: u64) {
+        let holds = req
+            .holds
+            .clone()
+            .filter(|h| self.holds().as_ref() == Some(h));
+        let addrs: Vec<String> = req
+            .addrs
+            .iter()
+            .filter(|a| a.len() <= MAX_ADDR_LEN)
+            .take(MAX_ADDRS)
+            .cloned()
+            .collect();
         let mut seen = lock(&self.seen);
         if seen.len() >= MAX_SEEN && !seen.contains_key(&peer) {
             let now = Instant::now();
@@ -243,9 +268,9 @@ impl FeedServer {
         seen.insert(
             peer,
             Seen {
-                applied: req.after,
-                holds: req.holds.clone(),
-                addrs: req.addrs.iter().take(8).cloned().collect(),
+                applied: req.after.min(applied),
+                holds,
+                addrs,
                 when: Instant::now(),
             },
         );
@@ -276,8 +301,11 @@ impl FeedServer {
     pub(crate) fn keep_piece(&self, first: u64, last: u64, piece: Signed) {
         let mut pieces = lock(&self.pieces);
         pieces.push_back((first, last, piece));
-        while pieces.len() > KEPT_PIECES {
-            pieces.pop_front();
+        let mut bytes: usize = pieces.iter().map(|(_, _, p)| p.body.len()).sum();
+        while pieces.len() > 1 && (pieces.len() > KEPT_PIECES || bytes > KEPT_BYTES) {
+            if let Some((_, _, p)) = pieces.pop_front() {
+                bytes -= p.body.len();
+            }
         }
     }
 
@@ -305,7 +333,7 @@ impl FeedServer {
         if req.cluster != self.trusted.cluster {
             return PullReply::Nothing { head: 0 };
         }
-        self.remember(peer, &req);
+        self.remember(peer, &req, applied);
         if req.after >= applied {
             return PullReply::Nothing { head: applied };
         }
@@ -316,9 +344,9 @@ impl FeedServer {
                 if !sources.is_empty() {
                     return PullReply::Busy { sources };
                 }
-                match self.pulls.acquire().await {
-                    Ok(p) => p,
-                    Err(_) => return PullReply::Nothing { head: applied },
+                match tokio::time::timeout(SLOT_WAIT, self.pulls.acquire()).await {
+                    Ok(Ok(p)) => p,
+                    _ => return PullReply::Busy { sources },
                 }
             }
         };
@@ -396,7 +424,7 @@ impl FeedServer {
         if self.holds().as_deref() == Some(meta.snapshot_id.as_str()) {
             return Ok(());
         }
-        let (size, sha256) = tokio::task::spawn_blocking(move || hash_file(&path))
+        let (size, sha256, chunks) = tokio::task::spawn_blocking(move || hash_file(&path))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot read the snapshot: {e}"))?;
@@ -405,6 +433,7 @@ impl FeedServer {
             meta: meta.clone(),
             size,
             sha256,
+            chunks,
         };
         let piece = Signed::sign(PieceKind::Snapshot, &offer, key)?;
         self.set_offer(meta.snapshot_id, offer.index(), piece);
@@ -433,12 +462,22 @@ impl FeedServer {
         let Some(path) = self.snapshot_file(&req.snapshot_id) else {
             return ChunkReply::Unknown;
         };
+        if !req.offset.is_multiple_of(CHUNK_BYTES) {
+            return ChunkReply::Unknown;
+        }
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let last_chunk = req.offset.saturating_add(req.len.min(CHUNK_BYTES)) >= size;
-        if !self.admit_download(peer, last_chunk) {
+        let last_chunk = req.offset.saturating_add(CHUNK_BYTES) >= size;
+        // Past the download bound: send the asker to followers that hold
+        // the snapshot, or, when none does yet, let it wait a little for a
+        // slot here.
+        let waited = Instant::now();
+        while !self.admit_download(peer, last_chunk) {
             let id = req.snapshot_id.clone();
             let sources = self.sources(&peer, |s| s.holds.as_deref() == Some(id.as_str()));
-            return ChunkReply::Busy { sources };
+            if !sources.is_empty() || waited.elapsed() >= SLOT_WAIT {
+                return ChunkReply::Busy { sources };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _permit = match self.chunks.try_acquire() {
             Ok(p) => p,
@@ -454,7 +493,7 @@ impl FeedServer {
                 }
             }
         };
-        let len = req.len.min(CHUNK_BYTES);
+        let len = CHUNK_BYTES;
         match tokio::task::spawn_blocking(move || read_at(&path, req.offset, len)).await {
             Ok(Ok(bytes)) => {
                 self.count_served(bytes.len());
@@ -474,21 +513,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Size and SHA-256 of a file.
-pub(crate) fn hash_file(path: &std::path::Path) -> std::io::Result<(u64, [u8; 32])> {
+/// Size, SHA-256, and the SHA-256 of each [`CHUNK_BYTES`] chunk of a file.
+pub(crate) fn hash_file(path: &std::path::Path) -> std::io::Result<(u64, [u8; 32], Vec<[u8; 32]>)> {
     let mut f = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut whole = Sha256::new();
+    let mut chunks = Vec::new();
+    let mut buf = Vec::with_capacity(CHUNK_BYTES as usize);
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf)?;
+        buf.clear();
+        let n = (&mut f).take(CHUNK_BYTES).read_to_end(&mut buf)?;
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
+        whole.update(&buf);
+        chunks.push(Sha256::digest(&buf).into());
         size += n as u64;
     }
-    Ok((size, hasher.finalize().into()))
+    Ok((size, whole.finalize().into(), chunks))
 }
 
 fn read_at(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {

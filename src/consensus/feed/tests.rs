@@ -183,6 +183,7 @@ fn a_snapshot_offer_older_than_the_state_is_refused_as_a_replay() {
         },
         size: 1234,
         sha256: [7; 32],
+        chunks: vec![[8; 32]],
     };
     let p = Signed::sign(PieceKind::Snapshot, &offer, &key).unwrap();
     assert_eq!(t.accept_offer(&p, 10).unwrap(), offer);
@@ -208,4 +209,44 @@ fn a_head_announcement_is_accepted_only_from_a_trusted_signer() {
     assert_eq!(t.accept_head(&good).unwrap().1.applied, 99);
     let bad = Signed::sign(PieceKind::Head, &head, &other).unwrap();
     assert!(t.accept_head(&bad).is_err());
+}
+
+#[test]
+fn each_snapshot_chunk_is_checked_against_the_signed_offer() {
+    use sha2::{Digest, Sha256};
+    let key = Keypair::generate_ed25519();
+    let t = trust(&[&key]);
+    let file: Vec<u8> = (0..(CHUNK_BYTES + 100)).map(|i| (i % 251) as u8).collect();
+    let (first, second) = file.split_at(CHUNK_BYTES as usize);
+    let offer = SnapshotOffer {
+        cluster: "mirror".into(),
+        meta: SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 7), 9)),
+            last_membership: Default::default(),
+            snapshot_id: "1-9-1".into(),
+        },
+        size: file.len() as u64,
+        sha256: Sha256::digest(&file).into(),
+        chunks: vec![Sha256::digest(first).into(), Sha256::digest(second).into()],
+    };
+    let p = Signed::sign(PieceKind::Snapshot, &offer, &key).unwrap();
+    let offer = t.accept_offer(&p, 0).unwrap();
+    assert!(offer.chunk_matches(0, first));
+    assert!(offer.chunk_matches(CHUNK_BYTES, second));
+    // Altered, cut short, misplaced, past the end: refused.
+    let mut bad = first.to_vec();
+    bad[5] ^= 1;
+    assert!(!offer.chunk_matches(0, &bad));
+    assert!(!offer.chunk_matches(0, &first[..100]));
+    assert!(!offer.chunk_matches(CHUNK_BYTES, first));
+    assert!(!offer.chunk_matches(7, &first[7..]));
+    assert!(!offer.chunk_matches(2 * CHUNK_BYTES, b"x"));
+    // An offer whose chunk list does not cover its size is refused.
+    let mut short = offer.clone();
+    short.chunks.pop();
+    let p = Signed::sign(PieceKind::Snapshot, &short, &key).unwrap();
+    assert!(matches!(
+        t.accept_offer(&p, 0).unwrap_err(),
+        FeedError::SnapshotMismatch(_)
+    ));
 }
