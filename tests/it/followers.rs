@@ -60,6 +60,11 @@ impl Follower {
         }
     }
 
+    /// A new follower `<root>/<name>` that dials every trusted peer.
+    async fn of(root: &Path, name: &str, peers: &[Peer], trusted: &[PeerId]) -> Self {
+        Self::fresh(root, name, trusted, peers.iter().map(Peer::addr).collect()).await
+    }
+
     /// A new follower `<root>/<name>` that dials `via`.
     async fn fresh(root: &Path, name: &str, trusted: &[PeerId], via: Vec<Multiaddr>) -> Self {
         Self::start(&root.join(name), Keypair::generate_ed25519(), trusted, via).await
@@ -116,13 +121,7 @@ async fn write_pinset(peers: &[Peer], name: &str, range: std::ops::Range<u64>) {
 async fn a_follower_holds_the_committed_state_and_every_write_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let (peers, trusted) = trusted_cluster(root.path()).await;
-    let f = Follower::fresh(
-        root.path(),
-        "f0",
-        &trusted,
-        peers.iter().map(Peer::addr).collect(),
-    )
-    .await;
+    let f = Follower::of(root.path(), "f0", &peers, &trusted).await;
     write_pinset(&peers, "site", 0..250).await;
     wait_for("the follower holds the 250 pins", || f.pins() == 250).await;
     wait_for("the follower applied what the leader did", || {
@@ -235,13 +234,7 @@ async fn a_follower_that_knows_only_another_follower_gets_the_state_from_it() {
     let root = tempfile::tempdir().unwrap();
     let (peers, trusted) = trusted_cluster(root.path()).await;
     write_pinset(&peers, "site", 0..300).await;
-    let a = Follower::fresh(
-        root.path(),
-        "fa",
-        &trusted,
-        peers.iter().map(Peer::addr).collect(),
-    )
-    .await;
+    let a = Follower::of(root.path(), "fa", &peers, &trusted).await;
     wait_for("follower a holds the state", || a.pins() == 300).await;
     // b dials only a; what it applies is still signed by the trusted peers.
     let b = Follower::fresh(root.path(), "fb", &trusted, vec![a.addr()]).await;
@@ -287,13 +280,7 @@ async fn a_followers_write_join_remove_and_gc_requests_are_refused_by_the_truste
     let root = tempfile::tempdir().unwrap();
     let (peers, trusted) = trusted_cluster(root.path()).await;
     write_pinset(&peers, "site", 0..20).await;
-    let f = Follower::fresh(
-        root.path(),
-        "f0",
-        &trusted,
-        peers.iter().map(Peer::addr).collect(),
-    )
-    .await;
+    let f = Follower::of(root.path(), "f0", &peers, &trusted).await;
     wait_for("the follower holds the state", || f.pins() == 20).await;
     let leader = peers
         .iter()

@@ -286,7 +286,7 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
                  heard first: how far behind this peer's state they are and what they report. \
                  pinfleet's own route; IPFS Cluster has none.",
             )
-            .reply(200, "One `FollowerInfo` per follower.", Json(schema::<FollowerInfo>)),
+            .reply(200, "One `FollowerInfo` per follower (`[]` when none).", Json(schema::<Vec<FollowerInfo>>)),
         doc(Method::POST, "/peers", "Adds a peer as a cluster member (IPFS Cluster's `PeerAdd`).")
             .about(
                 "The body is IPFS Cluster's `{\"peer_id\": …}` plus pinfleet's `addresses` (where to reach \
