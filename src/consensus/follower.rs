@@ -67,7 +67,6 @@ impl ClusterNode {
         let follow = Follow {
             node: this.clone(),
             server: feed,
-            store,
             metrics: metrics_tx,
             dir,
             trusted_addrs: trusted_addrs(&opts.bootstrap),

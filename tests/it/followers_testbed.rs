@@ -265,7 +265,6 @@ impl Running {
     }
 }
 
-/// CIDs listed by `GET {api}/allocations`.
 /// `POST /pins/{cid}` on `api` with replication `factor` (min and max).
 async fn pin(api: &str, cid: &str, factor: i32) {
     let r = http()
@@ -278,6 +277,23 @@ async fn pin(api: &str, cid: &str, factor: i32) {
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 }
 
+/// Waits until `GET {api}/allocations` lists every one of `cids`, failing
+/// 60 s after `start`; `who` names the peer in the failure.
+async fn wait_allocated(api: &str, cids: &[String], who: &str, start: Instant) {
+    loop {
+        let listed = allocated(api).await;
+        if cids.iter().all(|c| listed.contains(c)) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{who} lists {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// CIDs listed by `GET {api}/allocations`.
 async fn allocated(api: &str) -> Vec<String> {
     let Ok(r) = http().get(format!("{api}/allocations")).send().await else {
         return Vec::new();
@@ -326,18 +342,7 @@ async fn a_testbed_with_followers_lists_them_and_they_receive_the_state() {
     }
     let start = Instant::now();
     for f in &file.followers {
-        loop {
-            let listed = allocated(&f.api).await;
-            if cids.iter().all(|c| listed.contains(c)) {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "follower {} lists {listed:?}",
-                f.id
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_allocated(&f.api, &cids, &format!("follower {}", f.id), start).await;
     }
 
     // A trusted peer's operator publishes the same cluster (its addresses
@@ -380,18 +385,7 @@ async fn a_testbed_with_followers_lists_them_and_they_receive_the_state() {
     })
     .await
     .unwrap();
-    let start = Instant::now();
-    loop {
-        let listed = allocated(&info.api).await;
-        if cids.iter().all(|c| listed.contains(c)) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the late follower lists {listed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_allocated(&info.api, &cids, "the late follower", Instant::now()).await;
     tokio::task::spawn_blocking(move || stop_daemon(&mut child))
         .await
         .unwrap();

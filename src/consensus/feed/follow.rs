@@ -6,7 +6,7 @@
 //! with its reason and its sender is avoided for a while; nothing of it is
 //! applied.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +44,6 @@ pub(crate) const OFFER_FILE: &str = "offer.cbor";
 pub(crate) struct Follow {
     pub(crate) node: ClusterNode,
     pub(crate) server: Arc<FeedServer>,
-    pub(crate) store: StateStore,
     /// The follower's own Raft-like metrics (what it applied, the
     /// membership it follows).
     pub(crate) metrics: watch::Sender<RaftMetrics<NodeId, PeerNode>>,
@@ -74,18 +73,10 @@ enum Step {
 }
 
 impl Follow {
-    fn applied_index(&self) -> u64 {
-        self.store
-            .last_applied()
-            .ok()
-            .flatten()
-            .map_or(0, |l| l.index)
-    }
-
     /// Publishes what the store holds now as this follower's metrics.
     fn refresh_metrics(&self) {
         self.metrics
-            .send_replace(metrics_of(self.node.id(), &self.store));
+            .send_replace(metrics_of(self.node.id(), self.node.store()));
     }
 
     /// Runs until `cancel`.
@@ -95,7 +86,7 @@ impl Follow {
         cancel: CancellationToken,
     ) {
         let mut target = 0u64;
-        let mut sources: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        let mut sources: HashSet<PeerId> = HashSet::new();
         let mut avoid: HashMap<PeerId, Instant> = HashMap::new();
         // The trusted peers, and the other peers this follower was told
         // to start from (followers it joins through): asked when no better
@@ -112,9 +103,9 @@ impl Follow {
             if cancel.is_cancelled() {
                 return;
             }
-            let applied = self.applied_index();
+            let applied = self.server.applied();
             avoid.retain(|_, t| t.elapsed() < AVOID);
-            sources.retain(|p, _| !avoid.contains_key(p));
+            sources.retain(|p| !avoid.contains_key(p));
             let from_fallback = fallback
                 .iter()
                 .filter(|p| !avoid.contains_key(*p))
@@ -123,7 +114,7 @@ impl Follow {
             // Other followers first; after a few answers that brought
             // nothing, a trusted peer (or a peer this follower started from).
             let sources_first = idle < 3;
-            let from_source: Vec<PeerId> = sources.keys().copied().collect();
+            let from_source: Vec<PeerId> = sources.iter().copied().collect();
             let peer = if sources_first {
                 from_source.choose(&mut rand::rng())
             } else {
@@ -156,7 +147,7 @@ impl Follow {
                     backoff(idle).await;
                     continue;
                 }
-                Step::Nothing if sources.remove(&peer).is_some() => {
+                Step::Nothing if sources.remove(&peer) => {
                     idle += 1;
                     continue;
                 }
@@ -164,7 +155,7 @@ impl Follow {
             }
             // Caught up with what a trusted peer has: wait for news.
             idle = 0;
-            let applied = self.applied_index();
+            let applied = self.server.applied();
             let deadline = tokio::time::sleep(if target > applied {
                 Duration::from_millis(200)
             } else {
@@ -211,19 +202,18 @@ impl Follow {
         }
     }
 
-    /// Learns the peers a `Busy` answer or an offer named, but not this
-    /// peer, the one that answered, nor peers being avoided; at most
-    /// [`MAX_SOURCES`] of them, with at most 8 addresses each. Returns how
-    /// many were new.
+    /// Learns the peers a `Busy` answer or an offer named (their addresses
+    /// go to p2p), but not this peer, the one that answered, nor peers
+    /// being avoided; at most [`MAX_SOURCES`] of them, with at most 8
+    /// addresses each.
     async fn learn_sources(
         &self,
         list: Vec<Source>,
         answerer: PeerId,
         avoid: &HashMap<PeerId, Instant>,
-        sources: &mut HashMap<PeerId, Vec<Multiaddr>>,
-    ) -> usize {
+        sources: &mut HashSet<PeerId>,
+    ) {
         let me = self.node.peer_id();
-        let mut learnt = 0;
         for s in list.into_iter().take(MAX_SOURCES) {
             let Ok(peer) = s.peer.parse::<PeerId>() else {
                 continue;
@@ -237,21 +227,19 @@ impl Follow {
                 .take(8)
                 .filter_map(|a| a.parse().ok())
                 .collect();
-            if sources.contains_key(&peer) {
+            if sources.contains(&peer) {
                 continue;
             }
             self.learn(peer, &addrs).await;
-            sources.insert(peer, addrs);
-            learnt += 1;
+            sources.insert(peer);
         }
-        learnt
     }
 
     async fn step(
         &self,
         peer: PeerId,
         applied: u64,
-        sources: &mut HashMap<PeerId, Vec<Multiaddr>>,
+        sources: &mut HashSet<PeerId>,
         avoid: &mut HashMap<PeerId, Instant>,
     ) -> Step {
         let req = PullRequest {
@@ -295,9 +283,9 @@ impl Follow {
                 };
                 // Other followers first: the peer that offered it (often
                 // a trusted one) serves only when none of them can.
-                let mut learnt = HashMap::new();
+                let mut learnt = HashSet::new();
                 self.learn_sources(more, peer, avoid, &mut learnt).await;
-                let holders: Vec<PeerId> = learnt.into_keys().collect();
+                let holders: Vec<PeerId> = learnt.into_iter().collect();
                 match self.install(&offer, &parsed, holders, peer, avoid).await {
                     Ok(()) => Step::Progress,
                     Err(e) => {
@@ -327,7 +315,7 @@ impl Follow {
             return Ok(());
         };
         let (first, last) = (first.log_id.index, last.log_id.index);
-        let mut store = self.store.clone();
+        let mut store = self.node.store().clone();
         store
             .apply(entries)
             .await
@@ -350,7 +338,7 @@ impl Follow {
         fallback: PeerId,
         avoid: &mut HashMap<PeerId, Instant>,
     ) -> Result<(), String> {
-        let mut store = self.store.clone();
+        let mut store = self.node.store().clone();
         let mut file = store
             .begin_receiving_snapshot()
             .await
@@ -405,10 +393,10 @@ impl Follow {
                     busy_rounds = 0;
                 }
                 Ok(RpcReply::FeedChunk(ChunkReply::Busy { sources })) => {
-                    let mut learnt = HashMap::new();
+                    let mut learnt = HashSet::new();
                     self.learn_sources(sources, holder, avoid, &mut learnt)
                         .await;
-                    for p in learnt.into_keys() {
+                    for p in learnt {
                         if !holders.contains(&p) && Some(p) != fallback {
                             holders.push(p);
                         }

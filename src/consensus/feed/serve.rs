@@ -215,7 +215,8 @@ impl FeedServer {
         self.signer.is_some()
     }
 
-    fn applied(&self) -> u64 {
+    /// The last index this peer's state has applied.
+    pub(crate) fn applied(&self) -> u64 {
         self.store
             .last_applied()
             .ok()
@@ -274,6 +275,11 @@ impl FeedServer {
                 when: Instant::now(),
             },
         );
+    }
+
+    /// Peers (not `asker`) that told us they hold snapshot `id`.
+    fn holders(&self, asker: &PeerId, id: &str) -> Vec<Source> {
+        self.sources(asker, |s| s.holds.as_deref() == Some(id))
     }
 
     /// Peers (not `asker`) that told us they have `wanted`.
@@ -375,7 +381,7 @@ impl FeedServer {
         let offer = lock(&self.offer).clone();
         match offer {
             Some((id, index, offer)) if index > req.after => {
-                let sources = self.sources(&peer, |s| s.holds.as_deref() == Some(id.as_str()));
+                let sources = self.holders(&peer, &id);
                 PullReply::Snapshot { offer, sources }
             }
             _ => PullReply::Nothing { head: applied },
@@ -472,8 +478,7 @@ impl FeedServer {
         // slot here.
         let waited = Instant::now();
         while !self.admit_download(peer, last_chunk) {
-            let id = req.snapshot_id.clone();
-            let sources = self.sources(&peer, |s| s.holds.as_deref() == Some(id.as_str()));
+            let sources = self.holders(&peer, &req.snapshot_id);
             if !sources.is_empty() || waited.elapsed() >= SLOT_WAIT {
                 return ChunkReply::Busy { sources };
             }
@@ -482,8 +487,7 @@ impl FeedServer {
         let _permit = match self.chunks.try_acquire() {
             Ok(p) => p,
             Err(_) => {
-                let id = req.snapshot_id.clone();
-                let sources = self.sources(&peer, |s| s.holds.as_deref() == Some(id.as_str()));
+                let sources = self.holders(&peer, &req.snapshot_id);
                 if !sources.is_empty() {
                     return ChunkReply::Busy { sources };
                 }
