@@ -158,6 +158,74 @@ pub struct PinOptions {
     /// use the relative `expire_after` instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire_at_ms: Option<i64>,
+    /// This pin's part in a sharded DAG (IPFS Cluster's `meta-pin`,
+    /// `clusterdag-pin`, `shard-pin`); none for an ordinary data pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_role: Option<ShardRole>,
+}
+
+/// IPFS Cluster's pin types other than `pin`: what a sharded add writes
+/// (docs/sharding.md). The content's root is the meta pin, which no node
+/// pins; the cluster DAG (a DAG-CBOR node linking every shard) is pinned
+/// directly on every peer; each shard (a DAG-CBOR node linking the blocks it
+/// groups) is pinned `max_depth` links deep on its allocations.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ShardRole {
+    /// Which part.
+    pub kind: ShardKind,
+    /// IPFS Cluster's `reference`: meta → its cluster DAG, cluster DAG →
+    /// the meta pin (the content's root), shard → the previous shard (none
+    /// for the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The meta pin (content root) this pin belongs to, so that releasing
+    /// the meta pin releases its cluster DAG and shards too. The meta pin
+    /// names itself.
+    pub meta: String,
+    /// Meta and cluster DAG: the add's shard size limit in bytes; shard:
+    /// the bytes of the blocks it groups.
+    pub shard_size: u64,
+    /// Links below the pinned node that are pinned: 1 for a shard whose
+    /// node links the blocks, 2 when it links intermediate shard nodes; 0
+    /// for the cluster DAG and the meta pin.
+    pub max_depth: i32,
+}
+
+/// The part a pin plays in a sharded DAG, spelled as IPFS Cluster's `type`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum ShardKind {
+    /// The content's root; not pinned on any node.
+    #[serde(rename = "meta-pin")]
+    Meta,
+    /// The node linking every shard; pinned directly on every peer.
+    #[serde(rename = "clusterdag-pin")]
+    ClusterDag,
+    /// One shard: a node linking a group of the content's blocks.
+    #[serde(rename = "shard-pin")]
+    Shard,
+}
+
+impl ShardKind {
+    /// IPFS Cluster's `type` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardKind::Meta => "meta-pin",
+            ShardKind::ClusterDag => "clusterdag-pin",
+            ShardKind::Shard => "shard-pin",
+        }
+    }
 }
 
 mod duration_secs_opt {

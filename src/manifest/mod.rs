@@ -18,7 +18,7 @@ mod validate;
 pub use cidkey::{CidError, CidKey};
 pub use desired::{
     DesiredPin, DesiredPinSet, OwnedPins, Owner, OwnerParseError, PinOptions, PinSetId, PinSpec,
-    ReplicationFactors, SourceRef,
+    ReplicationFactors, ShardKind, ShardRole, SourceRef,
 };
 pub use diag::{
     Diagnostic, Diagnostics, MAX_DIAGNOSTIC_BYTES, MAX_STORED_MESSAGE_BYTES, SHOWN_CHARS, Shown,

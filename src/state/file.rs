@@ -23,20 +23,25 @@ impl PinRecord {
             replication_factor_max: o.replication.max,
             name: eff.name.clone(),
             mode: o.mode,
-            shard_size: 0,
+            shard_size: o.shard_role.as_ref().map_or(0, |r| r.shard_size),
             user_allocations: (!o.user_allocations.is_empty()).then(|| o.user_allocations.clone()),
             expire_at: format_time(pin.expire_at_ms().unwrap_or(0)),
             metadata: o.metadata.clone(),
             pin_update: None,
             origins: o.origins.clone(),
             cid: pin.display_cid(),
-            type_: "pin".to_string(),
+            type_: o
+                .shard_role
+                .as_ref()
+                .map_or("pin", |r| r.kind.as_str())
+                .to_string(),
             allocations: pin.allocations.clone(),
-            max_depth: match o.mode {
-                PinMode::Recursive => -1,
-                PinMode::Direct => 0,
+            max_depth: match (&o.shard_role, o.mode) {
+                (Some(r), _) => r.max_depth,
+                (None, PinMode::Recursive) => -1,
+                (None, PinMode::Direct) => 0,
             },
-            reference: None,
+            reference: o.shard_role.as_ref().and_then(|r| r.reference.clone()),
             timestamp: format_time(pin.timestamp_ms),
             owners: pin
                 .owners
