@@ -478,6 +478,7 @@ impl Job {
             progress: self.progress,
             events: Some(tx),
             push: self.push,
+            blocks: None,
         };
         let backend = Arc::clone(&self.backend);
         let task = self

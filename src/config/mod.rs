@@ -18,6 +18,7 @@ mod identity;
 mod load;
 mod pinsvc;
 mod render;
+mod size;
 mod types;
 
 use std::fs::{File, OpenOptions};
@@ -32,6 +33,7 @@ pub use follow::{
 };
 pub use identity::{Identity, IdentityError};
 pub use load::ConfigError;
+pub use size::parse_size;
 pub use pinsvc::{MIN_TOKEN_CHARS, PinSvcConfig, PinSvcToken};
 pub use types::{
     ApiConfig, ClusterConfig, ClusterSecret, ConsensusConfig, ControllerConfig, InformerConfig,

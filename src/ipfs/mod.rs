@@ -106,6 +106,12 @@ pub trait IpfsBackend: Send + Sync + 'static {
     /// Never fetches from the network: fails with [`IpfsError::NotFound`].
     fn block_stat(&self, cid: CidKey) -> BoxFuture<'_, Result<u64, IpfsError>>;
 
+    /// The embedded node behind this backend (a sharded add sends blocks
+    /// through it); `None` for other backends.
+    fn embedded(&self) -> Option<&EmbeddedNode> {
+        None
+    }
+
     /// Whether [`add`](IpfsBackend::add) imports content (false: it
     /// answers `Unsupported`), so a caller can refuse before receiving it.
     fn can_add(&self) -> bool {
@@ -225,7 +231,21 @@ pub struct AddOpts {
     /// them there (bounded, best effort; see docs/ipfs.md). Other backends
     /// ignore it.
     pub push: bool,
+    /// Where every block goes instead of the node's store, in import order
+    /// (a sharded add: `api::add`'s shard writer); the node then stores
+    /// nothing and pins nothing. Only the embedded node honours it.
+    pub blocks: Option<AddSink>,
 }
+
+/// Receives an add's blocks instead of the node's store
+/// ([`AddOpts::blocks`]), on the importer's blocking thread.
+pub trait BlockSink: Send + fmt::Debug {
+    /// One block (`data` hashes to `cid`); an error ends the add with it.
+    fn put(&mut self, cid: cid::Cid, data: Vec<u8>) -> Result<(), IpfsError>;
+}
+
+/// A [`BlockSink`] shared between the add and whoever made it.
+pub type AddSink = std::sync::Arc<std::sync::Mutex<dyn BlockSink>>;
 
 impl Default for AddOpts {
     fn default() -> Self {
@@ -236,6 +256,7 @@ impl Default for AddOpts {
             progress: false,
             events: None,
             push: false,
+            blocks: None,
         }
     }
 }

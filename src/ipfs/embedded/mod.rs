@@ -37,11 +37,12 @@ use tokio_util::task::TaskTracker;
 use self::bitswap::Bitswap;
 use self::push::Push;
 use self::store::BlockStore;
+pub use self::push::lossless::AckedSession;
 pub use self::store::StoreError;
 pub use self::swarm::PublicOptions;
 use self::swarm::{SwarmHandle, SwarmOptions};
 use super::{
-    AddInput, AddOpts, AddedContent, GcReport, IpfsBackend, IpfsError, IpfsId, PinKind,
+    AddInput, AddOpts, AddSink, AddedContent, GcReport, IpfsBackend, IpfsError, IpfsId, PinKind,
     PinLsFilter, PinOpts, PinnedCid, RepoStat,
 };
 use crate::manifest::CidKey;
@@ -81,6 +82,9 @@ pub struct EmbeddedConfig {
     /// A delegated routing endpoint (`/routing/v1`) asked for providers
     /// besides the DHT (public mode).
     pub delegated_routing: Option<String>,
+    /// Most bytes the store holds (`[ipfs] storage_max`): reported by
+    /// `repo_stat`; pushed blocks past it are refused. `None`: no limit.
+    pub storage_max: Option<u64>,
 }
 
 impl EmbeddedConfig {
@@ -92,6 +96,7 @@ impl EmbeddedConfig {
             listen: vec![default_listen()],
             public: None,
             delegated_routing: None,
+            storage_max: None,
         }
     }
 }
@@ -186,6 +191,8 @@ struct Inner {
     router: routing::Router,
     protected: Arc<Protected>,
     gc: tokio::sync::Mutex<()>,
+    /// `[ipfs] storage_max`.
+    storage_max: Option<u64>,
 }
 
 /// A running embedded IPFS node. Cheap to clone; stops when the
@@ -288,6 +295,7 @@ impl EmbeddedNode {
                         bs_store.clone(),
                         control.clone(),
                         public,
+                        config.storage_max,
                         bs_cancel.clone(),
                         tasks,
                     )
@@ -319,6 +327,7 @@ impl EmbeddedNode {
                 router,
                 protected: Arc::new(Protected::default()),
                 gc: tokio::sync::Mutex::new(()),
+                storage_max: config.storage_max,
             }),
         };
         if public {
@@ -383,6 +392,44 @@ impl EmbeddedNode {
         self.inner.push.dropped()
     }
 
+    /// Pushed blocks refused because storing them would take this node
+    /// past its `storage_max`.
+    pub fn pushed_blocks_refused_full(&self) -> u64 {
+        self.inner.push.refused_full()
+    }
+
+    /// Sends blocks to the IPFS nodes `peers` losslessly, each frame
+    /// acknowledged (a sharded add's shard: see `push::lossless`). Call
+    /// within the runtime; use the session from a blocking thread.
+    pub fn acked_session(&self, peers: Vec<PeerId>) -> AckedSession {
+        self.inner.push.acked_session(peers)
+    }
+
+    /// Stores `blocks` here (unpinned, durable when this returns) unless
+    /// they would take the store past `storage_max`. Blocking: call from a
+    /// blocking thread. Identity blocks are skipped.
+    pub fn store_blocks_blocking(&self, blocks: &[(Cid, Vec<u8>)]) -> Result<(), IpfsError> {
+        let keyed: Vec<(Vec<u8>, Vec<u8>)> = blocks
+            .iter()
+            .filter(|(c, _)| c.hash().code() != 0)
+            .map(|(c, d)| (mh_of(c), d.clone()))
+            .collect();
+        let store = &self.inner.store;
+        if let Some(max) = self.inner.storage_max {
+            let (used, _) = store.stat().map_err(storage)?;
+            let adding: u64 = keyed.iter().map(|(_, d)| d.len() as u64).sum();
+            if used.saturating_add(adding) > max {
+                return Err(IpfsError::Unsupported {
+                    what: format!(
+                        "storing {adding} bytes would take this node past its storage_max of {max} bytes ({used} used)"
+                    ),
+                });
+            }
+        }
+        store.put_many_lazy(&keyed).map_err(storage)?;
+        store.sync().map_err(storage)
+    }
+
     /// Block push streams refused: on the public network, from nodes that
     /// are not cluster members' (see [`Self::set_cluster_nodes`]).
     pub fn push_streams_refused(&self) -> u64 {
@@ -408,19 +455,21 @@ impl EmbeddedNode {
             + Send
             + 'static,
     {
-        self.import_blocks(pin, true, false, produce).await
+        self.import_blocks(pin, true, false, None, produce).await
     }
 
     /// [`Self::import`], hashing each block only when `verify`: blocks
     /// known to hash to their CIDs (the UnixFS importer computed them, the
     /// CAR reader checked them) are hashed once. With `push`, the blocks
     /// are also pushed to every connected node as they are produced (see
-    /// `push`).
+    /// `push`). With `sink`, every block goes to it instead, in import
+    /// order, and nothing is stored here (a sharded add).
     pub(super) async fn import_blocks<F>(
         &self,
         pin: bool,
         verify: bool,
         push: bool,
+        sink: Option<AddSink>,
         produce: F,
     ) -> Result<AddedContent, IpfsError>
     where
@@ -460,6 +509,14 @@ impl EmbeddedNode {
                     }
                     if cid.hash().code() == 0 {
                         return Ok(());
+                    }
+                    if let Some(sink) = &sink {
+                        blocks += 1;
+                        bytes += data.len() as u64;
+                        return sink
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .put(cid, data);
                     }
                     if let Some(s) = session.as_mut() {
                         s.offer(&cid, &data);
@@ -790,7 +847,7 @@ impl IpfsBackend for EmbeddedNode {
             let (bytes, count) = self.blocking(|s| s.stat()).await?;
             Ok(RepoStat {
                 repo_size: bytes,
-                storage_max: None,
+                storage_max: self.inner.storage_max,
                 num_objects: Some(count),
             })
         })
@@ -850,6 +907,10 @@ impl IpfsBackend for EmbeddedNode {
 
     fn can_add(&self) -> bool {
         true
+    }
+
+    fn embedded(&self) -> Option<&EmbeddedNode> {
+        Some(self)
     }
 
     fn streams_add(&self) -> bool {
