@@ -41,6 +41,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 mod parts;
+pub mod shard;
 
 use super::pins::{Params, RawParams, get_pin, pin_spec};
 use super::{ApiError, ApiState};
@@ -118,9 +119,8 @@ pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
             return Err(bad(format!("unsupported hash {}: only sha2-256", shown(h))));
         }
     }
-    if p.flag("shard")? {
-        return Err(bad("sharded adds are not supported yet".into()));
-    }
+    // `shard` is the add's, not the importer's (see `shard_plan`).
+    let _ = p.flag("shard")?;
     Ok(opts)
 }
 
@@ -312,6 +312,9 @@ struct Job {
     /// Push the blocks to the other peers while importing
     /// ([`pushes_to_every_peer`]).
     push: bool,
+    /// A sharded add: every block goes to this writer instead of the
+    /// node's store (see `shard`).
+    shard: Option<Arc<std::sync::Mutex<shard::ShardWriter>>>,
 }
 
 /// One object of the answer: an entry, or a file's read progress (IPFS
@@ -396,7 +399,17 @@ impl Job {
                 "nothing to add: the body has no file",
             ));
         };
-        if self.cluster_pin {
+        if let Some(writer) = &self.shard {
+            writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .finish(key)?;
+            last.allocations = self
+                .handle
+                .block_on(get_pin(&self.state.node, key))?
+                .map(|p| p.allocations)
+                .unwrap_or_default();
+        } else if self.cluster_pin {
             last.allocations = self.handle.block_on(self.pin(key, &last.cid))?;
         }
         out(entry_json(&last));
@@ -478,7 +491,10 @@ impl Job {
             progress: self.progress,
             events: Some(tx),
             push: self.push,
-            blocks: None,
+            blocks: self
+                .shard
+                .clone()
+                .map(|w| -> crate::ipfs::AddSink { w }),
         };
         let backend = Arc::clone(&self.backend);
         let task = self
@@ -583,6 +599,81 @@ fn pushes_to_every_peer(spec: &PinSpec, default_max: Option<i32>, members: usize
     max == -1 || usize::try_from(max).is_ok_and(|m| m >= members)
 }
 
+/// What a sharded add (`shard=true`) needs, checked before anything is
+/// read: an embedded node here, the informer's metrics, replication of
+/// chosen peers, and (when the upload's size is declared) room for it
+/// times the replication minimum in the live members' free space (507).
+fn shard_context(
+    state: &ApiState,
+    params: &Params,
+    backend: &Arc<dyn IpfsBackend>,
+    spec: &PinSpec,
+    declared: Option<u64>,
+    cluster_pin: bool,
+) -> Result<shard::ShardContext, ApiError> {
+    let bad = ApiError::bad_request;
+    if !cluster_pin {
+        return Err(bad("a sharded add pins: shard=true cannot go with no-pin"));
+    }
+    let embedded = backend
+        .embedded()
+        .cloned()
+        .ok_or_else(|| bad("sharded adds need the embedded IPFS node on the adding peer"))?;
+    let metrics = state.monitor.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sharded adds need the informer's metrics, which this peer does not keep",
+        )
+    })?;
+    let size = params
+        .get("shard-size")
+        .map_or(Ok(0), str::parse::<u64>)
+        .map_err(|_| bad("invalid shard-size: expected an integer"))?;
+    let default = state.status.as_ref().map_or(
+        crate::manifest::ReplicationFactors { min: -1, max: -1 },
+        |s| s.default_replication(),
+    );
+    let plan = shard::ShardPlan::new(size, spec.options.replication, default)
+        .map_err(ApiError::bad_request)?;
+    if let Some(len) = declared {
+        let members: Vec<String> = state
+            .node
+            .members()
+            .into_iter()
+            .map(|(_, m)| m.peer_id)
+            .collect();
+        let free: u64 = {
+            let m = metrics
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            shard::free_space(&m, &members, chrono::Utc::now().timestamp_millis())
+                .iter()
+                .map(|(_, f)| *f)
+                .sum()
+        };
+        let needed = len.saturating_mul(plan.min as u64);
+        if needed > free {
+            return Err(ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "the upload ({len} bytes, {needed} bytes at replication minimum {}) is \
+                     larger than the cluster's free space ({free} bytes)",
+                    plan.min
+                ),
+            ));
+        }
+    }
+    Ok(shard::ShardContext {
+        node: state.node.clone(),
+        embedded,
+        metrics,
+        handle: tokio::runtime::Handle::current(),
+        plan,
+        spec: spec.clone(),
+        declared,
+    })
+}
+
 /// `POST /add`.
 pub(super) async fn add(
     State(state): State<ApiState>,
@@ -616,7 +707,9 @@ pub(super) async fn add(
     // there, so its gc may remove it); nothing is pinned in the cluster.
     let cluster_pin = params.get("pin") != Some("false") && !params.flag("no-pin")?;
     let spec = pin_spec(&params, chrono::Utc::now().timestamp_millis())?;
-    let push = cluster_pin
+    let sharded = params.flag("shard")?;
+    let push = !sharded
+        && cluster_pin
         && pushes_to_every_peer(
             &spec,
             state.status.as_ref().map(|s| s.default_replication().max),
@@ -639,6 +732,14 @@ pub(super) async fn add(
         ));
     }
 
+    let shard = if sharded {
+        let ctx = shard_context(&state, &params, &backend, &spec, declared, cluster_pin)?;
+        Some(Arc::new(std::sync::Mutex::new(shard::ShardWriter::new(
+            ctx,
+        ))))
+    } else {
+        None
+    };
     let idle = state.read_timeout;
     let arrivals = if backend.streams_add() {
         let (units_tx, units) = mpsc::channel(16);
@@ -679,6 +780,7 @@ pub(super) async fn add(
         cluster_pin,
         spec,
         push,
+        shard,
         state,
     };
     if stream {

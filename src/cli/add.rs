@@ -45,6 +45,17 @@ pub struct AddArgs {
     /// cluster (the node's gc may remove it until something pins it).
     #[arg(long)]
     no_pin: bool,
+    /// Shard the content across peers (IPFS Cluster's sharded add): the
+    /// blocks are split into shards of at most --shard-size bytes, each
+    /// sent to the peers with the most free space (as many as
+    /// --replication-max) and pinned there; no peer holds the whole
+    /// content. Needs the embedded IPFS node on the adding peer.
+    #[arg(long)]
+    shard: bool,
+    /// Most bytes per shard with --shard: bytes, or with a unit (32MiB,
+    /// 1GiB, 500MB). Default 100MiB (IPFS Cluster's).
+    #[arg(long, value_name = "SIZE", value_parser = shard_size, requires = "shard")]
+    shard_size: Option<u64>,
     /// Print only the root CID.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -55,6 +66,14 @@ pub struct AddArgs {
     wait: WaitArgs,
     #[command(flatten)]
     host: HostArgs,
+}
+
+/// `--shard-size`: a size in bytes (`32MiB`, `1GiB`, `500MB`, `4194304`).
+fn shard_size(text: &str) -> Result<u64, String> {
+    match pinfleet::config::parse_size(text)? {
+        0 => Err("the shard size must be more than 0 bytes".into()),
+        n => Ok(n),
+    }
 }
 
 fn hidden(p: &Path) -> bool {
@@ -157,6 +176,14 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = &args.chunker {
         query.push(("chunker".into(), c.clone()));
     }
+    if args.shard {
+        if args.no_pin {
+            bail!("--shard pins the shards: it does not go with --no-pin");
+        }
+        query.push(("shard".into(), "true".into()));
+        let size = args.shard_size.unwrap_or(100 << 20);
+        query.push(("shard-size".into(), size.to_string()));
+    }
     let outputs = block_on(async {
         let mut form = Upload::new();
         for p in &args.paths {
@@ -216,5 +243,15 @@ mod tests {
         assert_eq!(escape("dir/a b.txt"), "dir/a%20b.txt");
         assert_eq!(escape("ü\"%"), "%C3%BC%22%25");
         assert_eq!(escape("site/index.html"), "site/index.html");
+    }
+
+    #[test]
+    fn shard_sizes_take_units() {
+        assert_eq!(shard_size("32MiB"), Ok(32 << 20));
+        assert_eq!(shard_size("1GiB"), Ok(1 << 30));
+        assert_eq!(shard_size("500MB"), Ok(500_000_000));
+        assert_eq!(shard_size("4194304"), Ok(4_194_304));
+        assert!(shard_size("0").is_err());
+        assert!(shard_size("lots").is_err());
     }
 }
