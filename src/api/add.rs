@@ -403,7 +403,7 @@ impl Job {
             writer
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .finish(key)?;
+                .finish(key, &last.cid)?;
             last.allocations = self
                 .handle
                 .block_on(get_pin(&self.state.node, key))?
@@ -491,10 +491,7 @@ impl Job {
             progress: self.progress,
             events: Some(tx),
             push: self.push,
-            blocks: self
-                .shard
-                .clone()
-                .map(|w| -> crate::ipfs::AddSink { w }),
+            blocks: self.shard.clone().map(|w| -> crate::ipfs::AddSink { w }),
         };
         let backend = Arc::clone(&self.backend);
         let task = self

@@ -63,8 +63,9 @@ impl Codec for OptionalSize {
 
     fn read(value: &Value) -> Result<Option<u64>, String> {
         let n = match value {
-            Value::Integer(i) => u64::try_from(*i)
-                .map_err(|_| format!("{i} is negative; expected 0 or more"))?,
+            Value::Integer(i) => {
+                u64::try_from(*i).map_err(|_| format!("{i} is negative; expected 0 or more"))?
+            }
             Value::String(s) if s.trim().is_empty() => 0,
             Value::String(s) => parse_size(s)?,
             other => {
@@ -99,7 +100,11 @@ mod tests {
         for bad in ["", "MiB", "1.5MiB", "-1", "12XB", "0x10"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
-        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("99999999999TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

@@ -25,12 +25,12 @@ use serde::{Deserialize, Serialize};
 use toml::Value;
 
 use super::access;
-use super::size::OptionalSize;
 use super::codec::{
     Addrs, AtLeastOne, CacheDir, Codec, Flag, Integer, Interval, KuboUrl, OptionalPath,
     OptionalSocketAddress, OptionalUrl, PeerIds, RaftTiming, ReceiverKind, SocketAddress, Sources,
     Tags, Text, Webhooks, as_str, unknown_message,
 };
+use super::size::OptionalSize;
 
 /// The 32-byte private network key (libp2p pnet) all peers share.
 #[derive(Clone, Copy, PartialEq, Eq)]

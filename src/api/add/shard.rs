@@ -107,7 +107,12 @@ pub fn choose_peers(
 ) -> Result<Vec<String>, String> {
     let mut room: Vec<(u64, &str)> = free
         .iter()
-        .map(|(p, f)| (f.saturating_sub(sent.get(p).copied().unwrap_or(0)), p.as_str()))
+        .map(|(p, f)| {
+            (
+                f.saturating_sub(sent.get(p).copied().unwrap_or(0)),
+                p.as_str(),
+            )
+        })
         .collect();
     room.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
     let fit: Vec<String> = room
@@ -366,9 +371,10 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Ends the add whose content root is `root`: closes the last shard,
-    /// stores the cluster DAG here and writes every pin.
-    pub fn finish(&mut self, root: CidKey) -> Result<(), ApiError> {
+    /// Ends the add whose content root is `root` (written `text` by the
+    /// importer): closes the last shard, stores the cluster DAG here and
+    /// writes every pin.
+    pub fn finish(&mut self, root: CidKey, text: &str) -> Result<(), ApiError> {
         let bad_gateway =
             |e: IpfsError| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, e.to_string());
         self.close_shard().map_err(bad_gateway)?;
@@ -382,25 +388,26 @@ impl ShardWriter {
             .embedded
             .store_blocks_blocking(&dag)
             .map_err(bad_gateway)?;
-        let ops = self.pins(root, dag_root)?;
+        let ops = self.pins(root, text, dag_root)?;
         self.ctx.handle.block_on(write_all(&self.ctx.node, ops))
     }
 
     /// The shard pins, the cluster DAG pin and the meta pin, in that order.
-    fn pins(&self, root: CidKey, dag_root: Cid) -> Result<Vec<Op>, ApiError> {
-        let meta = root.to_string();
+    fn pins(&self, root: CidKey, text: &str, dag_root: Cid) -> Result<Vec<Op>, ApiError> {
+        let meta = text.to_string();
         let base = &self.ctx.spec;
         let key = |c: Cid| {
             CidKey::from_cid(c).map_err(|e| ApiError::internal(format!("shard cid {c}: {e}")))
         };
-        let set = |cid: CidKey, name: String, options: crate::manifest::PinOptions| Op::Set {
-            cid,
-            written_as: written_as_of(&cid, &cid.to_string()),
-            spec: PinSpec {
-                name,
-                options: Arc::new(options),
-            },
-        };
+        let set =
+            |cid: CidKey, text: &str, name: String, options: crate::manifest::PinOptions| Op::Set {
+                cid,
+                written_as: written_as_of(&cid, text),
+                spec: PinSpec {
+                    name,
+                    options: Arc::new(options),
+                },
+            };
         let mut ops = Vec::with_capacity(self.closed.len() + 2);
         let mut previous: Option<String> = None;
         for (n, s) in self.closed.iter().enumerate() {
@@ -414,7 +421,13 @@ impl ShardWriter {
                 shard_size: s.bytes,
                 max_depth: s.max_depth,
             });
-            ops.push(set(key(s.root)?, format!("{}-shard-{n}", base.name), o));
+            let text = s.root.to_string();
+            ops.push(set(
+                key(s.root)?,
+                &text,
+                format!("{}-shard-{n}", base.name),
+                o,
+            ));
         }
         let mut o = (*base.options).clone();
         o.mode = PinMode::Direct;
@@ -427,7 +440,13 @@ impl ShardWriter {
             shard_size: self.ctx.plan.limit,
             max_depth: 0,
         });
-        ops.push(set(key(dag_root)?, format!("{}-clusterDAG", base.name), o));
+        let dag_text = dag_root.to_string();
+        ops.push(set(
+            key(dag_root)?,
+            &dag_text,
+            format!("{}-clusterDAG", base.name),
+            o,
+        ));
         let mut o = (*base.options).clone();
         o.user_allocations = Vec::new();
         o.shard_role = Some(ShardRole {
@@ -437,7 +456,7 @@ impl ShardWriter {
             shard_size: self.ctx.plan.limit,
             max_depth: 0,
         });
-        ops.push(set(root, base.name.clone(), o));
+        ops.push(set(root, text, base.name.clone(), o));
         Ok(ops)
     }
 }
@@ -576,10 +595,7 @@ mod tests {
         let e = choose_peers(&free, &sent, 16 << 20, 1, 1).unwrap_err();
         assert!(e.contains("16777216") && e.contains("c: 15728640"), "{e}");
         // Two wanted, only one with room: enough for a minimum of one.
-        assert_eq!(
-            choose_peers(&free, &sent, 12 << 20, 2, 1).unwrap(),
-            ["c"]
-        );
+        assert_eq!(choose_peers(&free, &sent, 12 << 20, 2, 1).unwrap(), ["c"]);
         assert!(choose_peers(&free, &sent, 12 << 20, 2, 2).is_err());
     }
 

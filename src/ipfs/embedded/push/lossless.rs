@@ -29,8 +29,7 @@ use super::{BLOCK_OVERHEAD, FRAME_BLOCK_BYTES, Push, store_verified};
 use crate::ipfs::IpfsError;
 
 /// The protocol.
-pub(crate) const PROTOCOL: StreamProtocol =
-    StreamProtocol::new("/pinfleet/block-push-acked/1.0.0");
+pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/pinfleet/block-push-acked/1.0.0");
 /// The frame (or, at the end, everything) is stored.
 pub(crate) const ACK_STORED: u8 = 0;
 /// Refused: the receiver's store would pass its `storage_max`.
@@ -102,6 +101,10 @@ impl Push {
             return;
         }
         let mut buf = Vec::new();
+        // After a refusal every further frame is read and refused too (not
+        // stored), so that the sender, whose frames are in flight, never
+        // stalls on a full stream before it reads why.
+        let mut refused: Option<u8> = None;
         loop {
             let msg = match next_message(&mut stream, &mut buf, &self.cancel).await {
                 Ok(Some(m)) => m,
@@ -111,6 +114,15 @@ impl Push {
                     return;
                 }
             };
+            if let Some(code) = refused {
+                if !matches!(
+                    tokio::time::timeout(STALL, stream.write_all(&[code])).await,
+                    Ok(Ok(()))
+                ) {
+                    return;
+                }
+                continue;
+            }
             let store = self.store.clone();
             let max = self.storage_max;
             let stored =
@@ -138,17 +150,23 @@ impl Push {
             if !matches!(
                 tokio::time::timeout(STALL, stream.write_all(&[code])).await,
                 Ok(Ok(()))
-            ) || code != ACK_STORED
-            {
-                let _ = tokio::time::timeout(STALL, stream.close()).await;
+            ) {
                 return;
+            }
+            if code != ACK_STORED {
+                refused = Some(code);
             }
         }
         // The sender is done: make what it sent durable, then say so.
-        let store = self.store.clone();
-        let code = match tokio::task::spawn_blocking(move || store.sync()).await {
-            Ok(Ok(())) => ACK_STORED,
-            _ => ACK_FAILED,
+        let code = match refused {
+            Some(code) => code,
+            None => {
+                let store = self.store.clone();
+                match tokio::task::spawn_blocking(move || store.sync()).await {
+                    Ok(Ok(())) => ACK_STORED,
+                    _ => ACK_FAILED,
+                }
+            }
         };
         let _ = tokio::time::timeout(STALL, stream.write_all(&[code])).await;
         let _ = tokio::time::timeout(STALL, stream.close()).await;
@@ -192,7 +210,10 @@ pub struct AckedSession {
 impl std::fmt::Debug for AckedSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AckedSession")
-            .field("peers", &self.peers.iter().map(|p| p.peer).collect::<Vec<_>>())
+            .field(
+                "peers",
+                &self.peers.iter().map(|p| p.peer).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -241,10 +262,9 @@ impl AckedSession {
         self.pending_bytes = 0;
         let frame = Bytes::from(msg.encode_length_delimited_to_vec());
         for p in &mut self.peers {
-            let sent = p
-                .tx
-                .as_ref()
-                .is_some_and(|tx| tx.blocking_send(frame.clone()).is_ok());
+            let sent =
+                p.tx.as_ref()
+                    .is_some_and(|tx| tx.blocking_send(frame.clone()).is_ok());
             if !sent {
                 // Its sender ended early: that is why.
                 p.outcome()?;
