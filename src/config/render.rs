@@ -569,6 +569,7 @@ mod tests {
         cfg.ipfs.relay_client = true;
         cfg.ipfs.dht_client = true;
         cfg.ipfs.max_connections = 64;
+        cfg.ipfs.storage_max = Some(24 << 20);
         cfg.informer.tags = [("a.b", "1"), ("", "empty key"), ("z", "")]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -11,11 +11,13 @@
 mod add;
 mod bitswap;
 mod dht;
+mod identity_file;
 mod inbound;
 pub mod peering;
 mod push;
 mod read;
 mod routing;
+mod sharding;
 mod store;
 mod swarm;
 mod walk;
@@ -29,7 +31,7 @@ use cid::Cid;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use libp2p::{Multiaddr, PeerId, identity};
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -203,46 +205,6 @@ pub struct EmbeddedNode {
     inner: Arc<Inner>,
 }
 
-fn load_or_create_identity(path: &Path) -> Result<identity::Keypair, EmbeddedError> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            identity::Keypair::from_protobuf_encoding(&bytes).map_err(|_| EmbeddedError::Identity {
-                path: path.to_path_buf(),
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let keypair = identity::Keypair::generate_ed25519();
-            let io = |what, source| EmbeddedError::Io {
-                what,
-                path: path.to_path_buf(),
-                source,
-            };
-            // An ed25519 keypair always encodes.
-            let bytes = keypair
-                .to_protobuf_encoding()
-                .map_err(|e| io("encode", std::io::Error::other(e)))?;
-            let tmp = path.with_extension("tmp");
-            {
-                use std::io::Write;
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create(true).truncate(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts.open(&tmp).map_err(|e| io("write", e))?;
-                f.write_all(&bytes).map_err(|e| io("write", e))?;
-                f.sync_all().map_err(|e| io("write", e))?;
-            }
-            std::fs::rename(&tmp, path).map_err(|e| io("write", e))?;
-            Ok(keypair)
-        }
-        Err(source) => Err(EmbeddedError::Io {
-            what: "read",
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
 /// How long resolving a path waits for one block it does not hold.
 const RESOLVE_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -266,7 +228,7 @@ impl EmbeddedNode {
             path: config.dir.clone(),
             source,
         })?;
-        let keypair = load_or_create_identity(&config.dir.join(IDENTITY_FILE))?;
+        let keypair = identity_file::load_or_create(&config.dir.join(IDENTITY_FILE))?;
         let path = config.dir.join(BLOCKS_FILE);
         let open_path = path.clone();
         let store = tokio::task::spawn_blocking(move || BlockStore::open(&open_path))
@@ -390,44 +352,6 @@ impl EmbeddedNode {
     /// blocks with Bitswap when the pin arrives.
     pub fn push_frames_dropped(&self) -> u64 {
         self.inner.push.dropped()
-    }
-
-    /// Pushed blocks refused because storing them would take this node
-    /// past its `storage_max`.
-    pub fn pushed_blocks_refused_full(&self) -> u64 {
-        self.inner.push.refused_full()
-    }
-
-    /// Sends blocks to the IPFS nodes `peers` losslessly, each frame
-    /// acknowledged (a sharded add's shard: see `push::lossless`). Call
-    /// within the runtime; use the session from a blocking thread.
-    pub fn acked_session(&self, peers: Vec<PeerId>) -> AckedSession {
-        self.inner.push.acked_session(peers)
-    }
-
-    /// Stores `blocks` here (unpinned, durable when this returns) unless
-    /// they would take the store past `storage_max`. Blocking: call from a
-    /// blocking thread. Identity blocks are skipped.
-    pub fn store_blocks_blocking(&self, blocks: &[(Cid, Vec<u8>)]) -> Result<(), IpfsError> {
-        let keyed: Vec<(Vec<u8>, Vec<u8>)> = blocks
-            .iter()
-            .filter(|(c, _)| c.hash().code() != 0)
-            .map(|(c, d)| (mh_of(c), d.clone()))
-            .collect();
-        let store = &self.inner.store;
-        if let Some(max) = self.inner.storage_max {
-            let (used, _) = store.stat().map_err(storage)?;
-            let adding: u64 = keyed.iter().map(|(_, d)| d.len() as u64).sum();
-            if used.saturating_add(adding) > max {
-                return Err(IpfsError::Unsupported {
-                    what: format!(
-                        "storing {adding} bytes would take this node past its storage_max of {max} bytes ({used} used)"
-                    ),
-                });
-            }
-        }
-        store.put_many_lazy(&keyed).map_err(storage)?;
-        store.sync().map_err(storage)
     }
 
     /// Block push streams refused: on the public network, from nodes that
