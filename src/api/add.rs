@@ -537,6 +537,9 @@ impl Job {
             Ok(Err(IpfsError::InvalidInput { what })) => {
                 return Err(ApiError::bad_request(what));
             }
+            Ok(Err(e @ (IpfsError::NoRoom { .. } | IpfsError::Delivery { .. }))) => {
+                return Err(shard::shard_error(e));
+            }
             Ok(Err(e)) => {
                 return Err(ApiError::new(
                     StatusCode::BAD_GATEWAY,

@@ -522,6 +522,21 @@ pub enum IpfsError {
     },
 
     /// The embedded node's blockstore failed.
+    /// Blocks could not be delivered to (or stored on) the nodes that
+    /// must hold them: a peer's stream failed or stalled, or it refused
+    /// them (a sharded add).
+    #[error("{what}")]
+    Delivery {
+        /// What failed, and where.
+        what: String,
+    },
+    /// No node has room for what must be stored (`storage_max`, a sharded
+    /// add's shard).
+    #[error("{what}")]
+    NoRoom {
+        /// The sizes involved.
+        what: String,
+    },
     #[error("the embedded node's blockstore failed")]
     Storage(#[source] BoxError),
 
@@ -560,7 +575,8 @@ impl IpfsError {
             | IpfsError::Aborted { .. }
             | IpfsError::Storage(_)
             | IpfsError::Stopped
-            | IpfsError::Connect { .. } => true,
+            | IpfsError::Connect { .. }
+            | IpfsError::Delivery { .. } => true,
             IpfsError::Http { status, .. } => *status >= 500 || *status == 429,
             IpfsError::NotConfigured
             | IpfsError::InvalidUrl { .. }
@@ -569,7 +585,8 @@ impl IpfsError {
             | IpfsError::NotFound { .. }
             | IpfsError::Resolve { .. }
             | IpfsError::InvalidInput { .. }
-            | IpfsError::Unsupported { .. } => false,
+            | IpfsError::Unsupported { .. }
+            | IpfsError::NoRoom { .. } => false,
         }
     }
 }

@@ -219,7 +219,7 @@ impl std::fmt::Debug for ShardWriter {
 }
 
 fn failed(what: String) -> IpfsError {
-    IpfsError::Unsupported { what }
+    IpfsError::Delivery { what }
 }
 
 impl ShardWriter {
@@ -288,10 +288,12 @@ impl ShardWriter {
             free_space(&m, &members, chrono::Utc::now().timestamp_millis())
         };
         let peers = choose_peers(&free, &self.sent, need, plan.wanted, plan.min).map_err(|e| {
-            failed(format!(
-                "cannot allocate shard {} of this add: {e}",
-                self.closed.len()
-            ))
+            IpfsError::NoRoom {
+                what: format!(
+                    "cannot allocate shard {} of this add: {e}",
+                    self.closed.len()
+                ),
+            }
         })?;
         let me = self.ctx.node.peer_id().to_string();
         let mut remote = Vec::new();
@@ -375,9 +377,7 @@ impl ShardWriter {
     /// importer): closes the last shard, stores the cluster DAG here and
     /// writes every pin.
     pub fn finish(&mut self, root: CidKey, text: &str) -> Result<(), ApiError> {
-        let bad_gateway =
-            |e: IpfsError| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, e.to_string());
-        self.close_shard().map_err(bad_gateway)?;
+        self.close_shard().map_err(shard_error)?;
         let roots: Vec<Cid> = self.closed.iter().map(|s| s.root).collect();
         let dag = crate::ipfs::dagcbor::shard_dag(&roots);
         let dag_root = dag
@@ -387,7 +387,7 @@ impl ShardWriter {
         self.ctx
             .embedded
             .store_blocks_blocking(&dag)
-            .map_err(bad_gateway)?;
+            .map_err(shard_error)?;
         let ops = self.pins(root, text, dag_root)?;
         self.ctx.handle.block_on(write_all(&self.ctx.node, ops))
     }
@@ -459,6 +459,16 @@ impl ShardWriter {
         ops.push(set(root, text, base.name.clone(), o));
         Ok(ops)
     }
+}
+
+/// The answer for a sharded add that failed with `e`: 507 when no peer
+/// had room, else 502.
+pub fn shard_error(e: IpfsError) -> ApiError {
+    let status = match e {
+        IpfsError::NoRoom { .. } => axum::http::StatusCode::INSUFFICIENT_STORAGE,
+        _ => axum::http::StatusCode::BAD_GATEWAY,
+    };
+    ApiError::new(status, format!("sharded add failed: {e}"))
 }
 
 /// Writes `ops` (owner `api`) in chunks; when a chunk fails or is refused,

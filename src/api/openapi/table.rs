@@ -505,7 +505,7 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
             .reply(200, "One `AddedOutput` per line (or one array).", Stream(schema::<AddedOutput>))
             .error(409, "Refused: the root is pinned with other options by a PinSet.")
             .error(413, "The upload is larger than `api.max_upload_bytes`.")
-            .error(507, "Sharded add: the declared upload size times the replication minimum is larger than the cluster's free space; nothing was imported.")
+            .error(507, "Sharded add: the declared upload size times the replication minimum is larger than the cluster's free space (nothing imported), or no peers have room for a shard (nothing pinned).")
             .error(501, "This peer's IPFS backend cannot import.")
             .error(502, "The IPFS node failed.")
             .error(503, "This peer has no IPFS node."),

@@ -38,7 +38,7 @@ impl EmbeddedNode {
             let (used, _) = store.stat().map_err(storage)?;
             let adding: u64 = keyed.iter().map(|(_, d)| d.len() as u64).sum();
             if used.saturating_add(adding) > max {
-                return Err(IpfsError::Unsupported {
+                return Err(IpfsError::NoRoom {
                     what: format!(
                         "storing {adding} bytes would take this node past its storage_max of {max} bytes ({used} used)"
                     ),

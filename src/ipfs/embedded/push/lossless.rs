@@ -192,7 +192,7 @@ impl AckedPeer {
                 .unwrap_or_else(|_| Err("the push stopped".to_string())),
             None => Ok(()),
         };
-        out.map_err(|why| IpfsError::Unsupported {
+        out.map_err(|why| IpfsError::Delivery {
             what: format!("sending blocks to ipfs node {}: {why}", self.peer),
         })
     }
@@ -228,7 +228,7 @@ impl AckedSession {
         }
         let size = data.len() + BLOCK_OVERHEAD;
         if size > MAX_MESSAGE_BYTES {
-            return Err(IpfsError::Unsupported {
+            return Err(IpfsError::Delivery {
                 what: format!(
                     "block {cid} ({} bytes) is too large to send (at most {MAX_MESSAGE_BYTES})",
                     data.len()
@@ -268,7 +268,7 @@ impl AckedSession {
             if !sent {
                 // Its sender ended early: that is why.
                 p.outcome()?;
-                return Err(IpfsError::Unsupported {
+                return Err(IpfsError::Delivery {
                     what: format!("sending blocks to ipfs node {}: the push stopped", p.peer),
                 });
             }
