@@ -121,4 +121,28 @@ mod tests {
         let written = OptionalSize::write(&Some(24 << 20));
         assert_eq!(OptionalSize::read(&written), Ok(Some(24 << 20)));
     }
+
+    #[test]
+    fn storage_max_is_read_from_the_file_and_from_its_environment_variable() {
+        use crate::config::ServiceConfig;
+        let file = std::path::Path::new("service.toml");
+        let secret = "[cluster]\nsecret = \"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"\n";
+        let text = format!("{secret}[ipfs]\nstorage_max = \"100MiB\"\n");
+        let c = ServiceConfig::from_toml_str(&text, file, &[]).unwrap();
+        assert_eq!(c.ipfs.storage_max, Some(100 << 20));
+        let env = [("PINFLEET_IPFS_STORAGE_MAX".to_string(), "1GiB".to_string())];
+        let c = ServiceConfig::from_toml_str(secret, file, &env).unwrap();
+        assert_eq!(c.ipfs.storage_max, Some(1 << 30));
+        let c = ServiceConfig::from_toml_str(secret, file, &[]).unwrap();
+        assert_eq!(c.ipfs.storage_max, None, "no limit by default");
+        let bad = format!("{secret}[ipfs]\nstorage_max = \"lots\"\n");
+        let e = ServiceConfig::from_toml_str(&bad, file, &[]).unwrap_err();
+        assert!(
+            e.problems
+                .iter()
+                .any(|p| p.starts_with("ipfs.storage_max") && p.contains("invalid size")),
+            "{:?}",
+            e.problems
+        );
+    }
 }
