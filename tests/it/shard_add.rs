@@ -352,8 +352,9 @@ async fn a_shard_that_fits_nowhere_fails_the_add_and_writes_no_pin() {
     let dir = tempfile::tempdir().unwrap();
     let c = ShardCluster::start(dir.path(), 4 * MIB, None).await;
     // 3 MiB fits the cluster (6 MiB free by the metrics), but no peer has
-    // room for its one shard: each reports 2 MiB.
-    let expire = chrono::Utc::now().timestamp_millis() + 600_000;
+    // room for its one shard: each reports 2 MiB (a later expiry than the
+    // first report's, so that this reading replaces it).
+    let expire = chrono::Utc::now().timestamp_millis() + 900_000;
     for p in &c.peers {
         c.metrics.lock().unwrap().insert(Metric::freespace(
             p.node.peer_id().to_string(),
@@ -456,4 +457,59 @@ async fn an_acknowledged_push_confirms_every_block_or_fails_when_the_receiver_is
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinfleet_add_shard_sends_ipfs_clusters_sharding_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ShardCluster::start(dir.path(), 24 * MIB, None).await;
+    let file = dir.path().join("three.bin");
+    let data = random_bytes(3 * MIB as usize, 5);
+    std::fs::write(&file, &data).unwrap();
+    let (root, _) = reference_import(&data);
+    let args: Vec<String> = [
+        "add",
+        "--shard",
+        "--shard-size",
+        "1MiB",
+        "--replication-min",
+        "1",
+        "--replication-max",
+        "1",
+        "--quiet",
+        "--host",
+        &c.url,
+        file.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        root.to_string()
+    );
+    let meta = c.pin(&root.to_string()).await.expect("the meta pin");
+    assert_eq!(meta["type"], "meta-pin");
+    assert_eq!(meta["name"], "three.bin");
+    assert_eq!(meta["shard_size"], 1 << 20);
+    // 3 MiB in shards of at most 1 MiB: four leaves of 256 KiB need a few
+    // bytes more than 1 MiB, so three a shard; the small root node fits
+    // in the last: four shards.
+    let dag: Cid = meta["reference"].as_str().unwrap().parse().unwrap();
+    let block = c.nodes[0].get_block(&dag).await.unwrap().unwrap();
+    assert_eq!(pinfleet::ipfs::dagcbor::links(&block).unwrap().len(), 4);
+    c.stop().await;
 }
