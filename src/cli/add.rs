@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use pinfleet::manifest::size::parse_size;
 use pinfleet::multipart::Upload;
 
 use super::pin::PinOptionArgs;
@@ -54,7 +55,7 @@ pub struct AddArgs {
     shard: bool,
     /// Most bytes per shard with --shard: bytes, or with a unit (32MiB,
     /// 1GiB, 500MB). Default 100MiB (IPFS Cluster's).
-    #[arg(long, value_name = "SIZE", value_parser = shard_size, requires = "shard")]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "shard")]
     shard_size: Option<u64>,
     /// Print only the root CID.
     #[arg(long, short = 'q')]
@@ -66,14 +67,6 @@ pub struct AddArgs {
     wait: WaitArgs,
     #[command(flatten)]
     host: HostArgs,
-}
-
-/// `--shard-size`: a size in bytes (`32MiB`, `1GiB`, `500MB`, `4194304`).
-fn shard_size(text: &str) -> Result<u64, String> {
-    match pinfleet::config::parse_size(text)? {
-        0 => Err("the shard size must be more than 0 bytes".into()),
-        n => Ok(n),
-    }
 }
 
 fn hidden(p: &Path) -> bool {
@@ -238,6 +231,23 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
 
+    impl AddArgs {
+        /// `pinfleet add ARGS... f` as clap reads it; the error as text.
+        fn try_parse_from_args(args: &[&str]) -> Result<AddArgs, String> {
+            #[derive(clap::Parser)]
+            struct Cli {
+                #[command(flatten)]
+                add: AddArgs,
+            }
+            let argv = std::iter::once("add")
+                .chain(args.iter().copied())
+                .chain(["f"]);
+            <Cli as clap::Parser>::try_parse_from(argv)
+                .map(|c| c.add)
+                .map_err(|e| e.to_string())
+        }
+    }
+
     #[test]
     fn names_are_escaped_for_multipart_filenames() {
         assert_eq!(escape("dir/a b.txt"), "dir/a%20b.txt");
@@ -247,11 +257,16 @@ mod tests {
 
     #[test]
     fn shard_sizes_take_units() {
-        assert_eq!(shard_size("32MiB"), Ok(32 << 20));
-        assert_eq!(shard_size("1GiB"), Ok(1 << 30));
-        assert_eq!(shard_size("500MB"), Ok(500_000_000));
-        assert_eq!(shard_size("4194304"), Ok(4_194_304));
+        let shard_size = |s: &str| {
+            AddArgs::try_parse_from_args(&["--shard", "--shard-size", s]).map(|a| a.shard_size)
+        };
+        assert_eq!(shard_size("32MiB"), Ok(Some(32 << 20)));
+        assert_eq!(shard_size("1GiB"), Ok(Some(1 << 30)));
+        assert_eq!(shard_size("500MB"), Ok(Some(500_000_000)));
+        assert_eq!(shard_size("4194304"), Ok(Some(4_194_304)));
         assert!(shard_size("0").is_err());
         assert!(shard_size("lots").is_err());
+        // --shard-size goes with --shard.
+        assert!(AddArgs::try_parse_from_args(&["--shard-size", "1MiB"]).is_err());
     }
 }

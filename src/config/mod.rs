@@ -34,7 +34,6 @@ pub use follow::{
 pub use identity::{Identity, IdentityError};
 pub use load::ConfigError;
 pub use pinsvc::{MIN_TOKEN_CHARS, PinSvcConfig, PinSvcToken};
-pub use size::parse_size;
 pub use types::{
     ApiConfig, ClusterConfig, ClusterSecret, ConsensusConfig, ControllerConfig, InformerConfig,
     IpfsBackendKind, IpfsConfig, PUBLIC_BOOTSTRAP, ServiceConfig, SwarmKind, TlsConfig,

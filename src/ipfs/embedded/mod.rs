@@ -13,6 +13,7 @@ mod bitswap;
 mod dht;
 mod identity_file;
 mod inbound;
+mod layout;
 pub mod peering;
 mod push;
 mod read;
@@ -863,5 +864,9 @@ impl IpfsBackend for EmbeddedNode {
         len: u64,
     ) -> BoxStream<'static, Result<bytes::Bytes, IpfsError>> {
         self.cat_stream(cid, offset, len)
+    }
+
+    fn dag_layout(&self, root: CidKey) -> BoxStream<'static, Result<(Cid, u64), IpfsError>> {
+        self.layout_stream(*root.cid())
     }
 }
