@@ -25,8 +25,11 @@
 //! pinned root comes last, with its allocations. An error after the first
 //! entry ends the stream with the `X-Stream-Error` trailer and pins
 //! nothing. `no-pin=true` (IPFS Cluster's spelling) or `pin=false` (Kubo's)
-//! only imports. This module must not decide what to pin beyond the root
-//! the client asked for.
+//! only imports. `shard=true` (IPFS Cluster's sharded add, see `shard`)
+//! sends the blocks to chosen peers instead of this node's store and pins
+//! the shards, cluster DAG and content root. This module must not decide
+//! what to pin beyond the root the client asked for (and, sharded, its
+//! shards).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -41,7 +44,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 mod parts;
-pub mod shard;
+mod shard;
 
 use super::pins::{Params, RawParams, get_pin, pin_spec};
 use super::{ApiError, ApiState};
@@ -119,7 +122,7 @@ pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
             return Err(bad(format!("unsupported hash {}: only sha2-256", shown(h))));
         }
     }
-    // `shard` is the add's, not the importer's (see `shard_plan`).
+    // `shard` is the add's, not the importer's (see `shard::context`).
     let _ = p.flag("shard")?;
     Ok(opts)
 }
@@ -599,81 +602,6 @@ fn pushes_to_every_peer(spec: &PinSpec, default_max: Option<i32>, members: usize
     max == -1 || usize::try_from(max).is_ok_and(|m| m >= members)
 }
 
-/// What a sharded add (`shard=true`) needs, checked before anything is
-/// read: an embedded node here, the informer's metrics, replication of
-/// chosen peers, and (when the upload's size is declared) room for it
-/// times the replication minimum in the live members' free space (507).
-fn shard_context(
-    state: &ApiState,
-    params: &Params,
-    backend: &Arc<dyn IpfsBackend>,
-    spec: &PinSpec,
-    declared: Option<u64>,
-    cluster_pin: bool,
-) -> Result<shard::ShardContext, ApiError> {
-    let bad = ApiError::bad_request;
-    if !cluster_pin {
-        return Err(bad("a sharded add pins: shard=true cannot go with no-pin"));
-    }
-    let embedded = backend
-        .embedded()
-        .cloned()
-        .ok_or_else(|| bad("sharded adds need the embedded IPFS node on the adding peer"))?;
-    let metrics = state.monitor.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "sharded adds need the informer's metrics, which this peer does not keep",
-        )
-    })?;
-    let size = params
-        .get("shard-size")
-        .map_or(Ok(0), str::parse::<u64>)
-        .map_err(|_| bad("invalid shard-size: expected an integer"))?;
-    let default = state.status.as_ref().map_or(
-        crate::manifest::ReplicationFactors { min: -1, max: -1 },
-        |s| s.default_replication(),
-    );
-    let plan = shard::ShardPlan::new(size, spec.options.replication, default)
-        .map_err(ApiError::bad_request)?;
-    if let Some(len) = declared {
-        let members: Vec<String> = state
-            .node
-            .members()
-            .into_iter()
-            .map(|(_, m)| m.peer_id)
-            .collect();
-        let free: u64 = {
-            let m = metrics
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            shard::free_space(&m, &members, chrono::Utc::now().timestamp_millis())
-                .iter()
-                .map(|(_, f)| *f)
-                .sum()
-        };
-        let needed = len.saturating_mul(plan.min as u64);
-        if needed > free {
-            return Err(ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                format!(
-                    "the upload ({len} bytes, {needed} bytes at replication minimum {}) is \
-                     larger than the cluster's free space ({free} bytes)",
-                    plan.min
-                ),
-            ));
-        }
-    }
-    Ok(shard::ShardContext {
-        node: state.node.clone(),
-        embedded,
-        metrics,
-        handle: tokio::runtime::Handle::current(),
-        plan,
-        spec: spec.clone(),
-        declared,
-    })
-}
-
 /// `POST /add`.
 pub(super) async fn add(
     State(state): State<ApiState>,
@@ -733,7 +661,7 @@ pub(super) async fn add(
     }
 
     let shard = if sharded {
-        let ctx = shard_context(&state, &params, &backend, &spec, declared, cluster_pin)?;
+        let ctx = shard::context(&state, &params, &backend, &spec, declared, cluster_pin)?;
         Some(Arc::new(std::sync::Mutex::new(shard::ShardWriter::new(
             ctx,
         ))))

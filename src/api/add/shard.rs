@@ -15,20 +15,27 @@
 //! written at the end, not as each shard fills, because each names the
 //! meta pin (the content's root), known only then.
 //!
+//! Before anything is read, [`context`] refuses what cannot shard: no
+//! embedded node here (400), every-peer replication (400), a declared
+//! upload larger than the cluster's free space times the replication
+//! minimum (507).
+//!
 //! This module decides shard boundaries and their peers; it must not pin
 //! on the node nor speak the push protocol itself.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::http::StatusCode;
 use cid::Cid;
 use libp2p::PeerId;
 
 use crate::allocator::{FREESPACE, PeerMetrics};
-use crate::api::ApiError;
+use crate::api::pins::Params;
+use crate::api::{ApiError, ApiState};
 use crate::consensus::ClusterNode;
 use crate::ipfs::embedded::AckedSession;
-use crate::ipfs::{BlockSink, EmbeddedNode, IpfsError};
+use crate::ipfs::{BlockSink, EmbeddedNode, IpfsBackend, IpfsError};
 use crate::manifest::{
     CidKey, Owner, PinMode, PinSpec, ReplicationFactors, ShardKind, ShardRole, written_as_of,
 };
@@ -461,12 +468,87 @@ impl ShardWriter {
     }
 }
 
+/// What a sharded add (`shard=true`) needs, checked before anything is
+/// read: an embedded node here, the informer's metrics, replication of
+/// chosen peers, and (when the upload's size is declared) room for it
+/// times the replication minimum in the live members' free space (507).
+pub(super) fn context(
+    state: &ApiState,
+    params: &Params,
+    backend: &Arc<dyn IpfsBackend>,
+    spec: &PinSpec,
+    declared: Option<u64>,
+    cluster_pin: bool,
+) -> Result<ShardContext, ApiError> {
+    let bad = ApiError::bad_request;
+    if !cluster_pin {
+        return Err(bad("a sharded add pins: shard=true cannot go with no-pin"));
+    }
+    let embedded = backend
+        .embedded()
+        .cloned()
+        .ok_or_else(|| bad("sharded adds need the embedded IPFS node on the adding peer"))?;
+    let metrics = state.monitor.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sharded adds need the informer's metrics, which this peer does not keep",
+        )
+    })?;
+    let size = params
+        .get("shard-size")
+        .map_or(Ok(0), str::parse::<u64>)
+        .map_err(|_| bad("invalid shard-size: expected an integer"))?;
+    let default = state.status.as_ref().map_or(
+        crate::manifest::ReplicationFactors { min: -1, max: -1 },
+        |s| s.default_replication(),
+    );
+    let plan =
+        ShardPlan::new(size, spec.options.replication, default).map_err(ApiError::bad_request)?;
+    if let Some(len) = declared {
+        let members: Vec<String> = state
+            .node
+            .members()
+            .into_iter()
+            .map(|(_, m)| m.peer_id)
+            .collect();
+        let free: u64 = {
+            let m = metrics
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            free_space(&m, &members, chrono::Utc::now().timestamp_millis())
+                .iter()
+                .map(|(_, f)| *f)
+                .sum()
+        };
+        let needed = len.saturating_mul(plan.min as u64);
+        if needed > free {
+            return Err(ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "the upload ({len} bytes, {needed} bytes at replication minimum {}) is \
+                     larger than the cluster's free space ({free} bytes)",
+                    plan.min
+                ),
+            ));
+        }
+    }
+    Ok(ShardContext {
+        node: state.node.clone(),
+        embedded,
+        metrics,
+        handle: tokio::runtime::Handle::current(),
+        plan,
+        spec: spec.clone(),
+        declared,
+    })
+}
+
 /// The answer for a sharded add that failed with `e`: 507 when no peer
 /// had room, else 502.
 pub fn shard_error(e: IpfsError) -> ApiError {
     let status = match e {
-        IpfsError::NoRoom { .. } => axum::http::StatusCode::INSUFFICIENT_STORAGE,
-        _ => axum::http::StatusCode::BAD_GATEWAY,
+        IpfsError::NoRoom { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::BAD_GATEWAY,
     };
     ApiError::new(status, format!("sharded add failed: {e}"))
 }
@@ -495,7 +577,7 @@ async fn write_all(node: &ClusterNode, ops: Vec<Op>) -> Result<(), ApiError> {
                     written.extend(cids);
                     continue;
                 }
-                Some(r) => ApiError::new(axum::http::StatusCode::CONFLICT, r),
+                Some(r) => ApiError::new(StatusCode::CONFLICT, r),
             },
             Err(e) => ApiError::from(e),
         };
