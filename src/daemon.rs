@@ -344,6 +344,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
             let mut ipfs_config =
                 crate::ipfs::embedded::EmbeddedConfig::new(dir, config.cluster.secret.bytes());
             ipfs_config.listen = config.ipfs.embedded_listen.clone();
+            ipfs_config.storage_max = config.ipfs.storage_max;
             if config.ipfs.swarm == crate::config::SwarmKind::Public {
                 ipfs_config.public = Some(crate::ipfs::embedded::PublicOptions {
                     bootstrap: config.ipfs.bootstrap.clone(),

@@ -25,8 +25,11 @@
 //! pinned root comes last, with its allocations. An error after the first
 //! entry ends the stream with the `X-Stream-Error` trailer and pins
 //! nothing. `no-pin=true` (IPFS Cluster's spelling) or `pin=false` (Kubo's)
-//! only imports. This module must not decide what to pin beyond the root
-//! the client asked for.
+//! only imports. `shard=true` (IPFS Cluster's sharded add, see `shard`)
+//! sends the blocks to chosen peers instead of this node's store and pins
+//! the shards, cluster DAG and content root. This module must not decide
+//! what to pin beyond the root the client asked for (and, sharded, its
+//! shards).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -41,6 +44,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 mod parts;
+mod shard;
 
 use super::pins::{Params, RawParams, get_pin, pin_spec};
 use super::{ApiError, ApiState};
@@ -118,9 +122,8 @@ pub fn import_options(p: &Params) -> Result<AddOptions, ApiError> {
             return Err(bad(format!("unsupported hash {}: only sha2-256", shown(h))));
         }
     }
-    if p.flag("shard")? {
-        return Err(bad("sharded adds are not supported yet".into()));
-    }
+    // `shard` is the add's, not the importer's (see `shard::context`).
+    let _ = p.flag("shard")?;
     Ok(opts)
 }
 
@@ -312,6 +315,9 @@ struct Job {
     /// Push the blocks to the other peers while importing
     /// ([`pushes_to_every_peer`]).
     push: bool,
+    /// A sharded add: every block goes to this writer instead of the
+    /// node's store (see `shard`).
+    shard: Option<Arc<std::sync::Mutex<shard::ShardWriter>>>,
 }
 
 /// One object of the answer: an entry, or a file's read progress (IPFS
@@ -396,7 +402,17 @@ impl Job {
                 "nothing to add: the body has no file",
             ));
         };
-        if self.cluster_pin {
+        if let Some(writer) = &self.shard {
+            writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .finish(key, &last.cid)?;
+            last.allocations = self
+                .handle
+                .block_on(get_pin(&self.state.node, key))?
+                .map(|p| p.allocations)
+                .unwrap_or_default();
+        } else if self.cluster_pin {
             last.allocations = self.handle.block_on(self.pin(key, &last.cid))?;
         }
         out(entry_json(&last));
@@ -478,6 +494,7 @@ impl Job {
             progress: self.progress,
             events: Some(tx),
             push: self.push,
+            blocks: self.shard.clone().map(|w| -> crate::ipfs::AddSink { w }),
         };
         let backend = Arc::clone(&self.backend);
         let task = self
@@ -522,6 +539,9 @@ impl Job {
             Ok(Ok(added)) => added,
             Ok(Err(IpfsError::InvalidInput { what })) => {
                 return Err(ApiError::bad_request(what));
+            }
+            Ok(Err(e @ (IpfsError::NoRoom { .. } | IpfsError::Delivery { .. }))) => {
+                return Err(shard::shard_error(e));
             }
             Ok(Err(e)) => {
                 return Err(ApiError::new(
@@ -615,7 +635,9 @@ pub(super) async fn add(
     // there, so its gc may remove it); nothing is pinned in the cluster.
     let cluster_pin = params.get("pin") != Some("false") && !params.flag("no-pin")?;
     let spec = pin_spec(&params, chrono::Utc::now().timestamp_millis())?;
-    let push = cluster_pin
+    let sharded = params.flag("shard")?;
+    let push = !sharded
+        && cluster_pin
         && pushes_to_every_peer(
             &spec,
             state.status.as_ref().map(|s| s.default_replication().max),
@@ -638,6 +660,14 @@ pub(super) async fn add(
         ));
     }
 
+    let shard = if sharded {
+        let ctx = shard::context(&state, &params, &backend, &spec, declared, cluster_pin)?;
+        Some(Arc::new(std::sync::Mutex::new(shard::ShardWriter::new(
+            ctx,
+        ))))
+    } else {
+        None
+    };
     let idle = state.read_timeout;
     let arrivals = if backend.streams_add() {
         let (units_tx, units) = mpsc::channel(16);
@@ -678,6 +708,7 @@ pub(super) async fn add(
         cluster_pin,
         spec,
         push,
+        shard,
         state,
     };
     if stream {

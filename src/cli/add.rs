@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use pinfleet::manifest::size::parse_size;
 use pinfleet::multipart::Upload;
 
 use super::pin::PinOptionArgs;
@@ -45,6 +46,17 @@ pub struct AddArgs {
     /// cluster (the node's gc may remove it until something pins it).
     #[arg(long)]
     no_pin: bool,
+    /// Shard the content across peers (IPFS Cluster's sharded add): the
+    /// blocks are split into shards of at most --shard-size bytes, each
+    /// sent to the peers with the most free space (as many as
+    /// --replication-max) and pinned there; no peer holds the whole
+    /// content. Needs the embedded IPFS node on the adding peer.
+    #[arg(long)]
+    shard: bool,
+    /// Most bytes per shard with --shard: bytes, or with a unit (32MiB,
+    /// 1GiB, 500MB). Default 100MiB (IPFS Cluster's).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "shard")]
+    shard_size: Option<u64>,
     /// Print only the root CID.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -157,6 +169,14 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = &args.chunker {
         query.push(("chunker".into(), c.clone()));
     }
+    if args.shard {
+        if args.no_pin {
+            bail!("--shard pins the shards: it does not go with --no-pin");
+        }
+        query.push(("shard".into(), "true".into()));
+        let size = args.shard_size.unwrap_or(100 << 20);
+        query.push(("shard-size".into(), size.to_string()));
+    }
     let outputs = block_on(async {
         let mut form = Upload::new();
         for p in &args.paths {
@@ -211,10 +231,42 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
 
+    impl AddArgs {
+        /// `pinfleet add ARGS... f` as clap reads it; the error as text.
+        fn try_parse_from_args(args: &[&str]) -> Result<AddArgs, String> {
+            #[derive(clap::Parser)]
+            struct Cli {
+                #[command(flatten)]
+                add: AddArgs,
+            }
+            let argv = std::iter::once("add")
+                .chain(args.iter().copied())
+                .chain(["f"]);
+            <Cli as clap::Parser>::try_parse_from(argv)
+                .map(|c| c.add)
+                .map_err(|e| e.to_string())
+        }
+    }
+
     #[test]
     fn names_are_escaped_for_multipart_filenames() {
         assert_eq!(escape("dir/a b.txt"), "dir/a%20b.txt");
         assert_eq!(escape("ü\"%"), "%C3%BC%22%25");
         assert_eq!(escape("site/index.html"), "site/index.html");
+    }
+
+    #[test]
+    fn shard_sizes_take_units() {
+        let shard_size = |s: &str| {
+            AddArgs::try_parse_from_args(&["--shard", "--shard-size", s]).map(|a| a.shard_size)
+        };
+        assert_eq!(shard_size("32MiB"), Ok(Some(32 << 20)));
+        assert_eq!(shard_size("1GiB"), Ok(Some(1 << 30)));
+        assert_eq!(shard_size("500MB"), Ok(Some(500_000_000)));
+        assert_eq!(shard_size("4194304"), Ok(Some(4_194_304)));
+        assert!(shard_size("0").is_err());
+        assert!(shard_size("lots").is_err());
+        // --shard-size goes with --shard.
+        assert!(AddArgs::try_parse_from_args(&["--shard-size", "1MiB"]).is_err());
     }
 }

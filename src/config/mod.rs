@@ -18,6 +18,7 @@ mod identity;
 mod load;
 mod pinsvc;
 mod render;
+mod size;
 mod types;
 
 use std::fs::{File, OpenOptions};

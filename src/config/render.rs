@@ -241,6 +241,10 @@ const DOCS: &[SectionDoc] = &[
                 "max_connections",
                 "Most connections the public node holds at once (incoming plus outgoing); further ones are refused.",
             ),
+            (
+                "storage_max",
+                "Most bytes the embedded node stores: bytes, or with a unit (\"100MiB\", \"1GiB\", \"500MB\"); empty for no limit. The informer reports free space as this minus what is stored (allocation and sharded adds choose peers by it), and blocks another peer pushes past it (a sharded add) are refused. Used when backend = \"embedded\".",
+            ),
         ],
     ),
     (
@@ -565,6 +569,7 @@ mod tests {
         cfg.ipfs.relay_client = true;
         cfg.ipfs.dht_client = true;
         cfg.ipfs.max_connections = 64;
+        cfg.ipfs.storage_max = Some(24 << 20);
         cfg.informer.tags = [("a.b", "1"), ("", "empty key"), ("z", "")]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))

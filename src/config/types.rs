@@ -30,6 +30,7 @@ use super::codec::{
     OptionalSocketAddress, OptionalUrl, PeerIds, RaftTiming, ReceiverKind, SocketAddress, Sources,
     Tags, Text, Webhooks, as_str, unknown_message,
 };
+use super::size::OptionalSize;
 
 /// The 32-byte private network key (libp2p pnet) all peers share.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -433,6 +434,11 @@ pub struct IpfsConfig {
     /// Most connections the public node keeps (inbound plus outbound).
     #[serde(with = "AtLeastOne::<u32>")]
     pub max_connections: u32,
+    /// Most bytes the embedded node stores (`None`: no limit): reported
+    /// as its repo's `StorageMax` (free space = it minus what is stored),
+    /// and blocks pushed to it past it are refused.
+    #[serde(with = "OptionalSize")]
+    pub storage_max: Option<u64>,
 }
 
 /// `ipfs.swarm`: which network the embedded node is on.
@@ -502,6 +508,7 @@ impl Default for IpfsConfig {
             relay_client: false,
             dht_client: false,
             max_connections: 1024,
+            storage_max: None,
         }
     }
 }
@@ -524,6 +531,7 @@ impl fmt::Debug for IpfsConfig {
             .field("relay_client", &self.relay_client)
             .field("dht_client", &self.dht_client)
             .field("max_connections", &self.max_connections)
+            .field("storage_max", &self.storage_max)
             .finish()
     }
 }

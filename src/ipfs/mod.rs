@@ -107,6 +107,12 @@ pub trait IpfsBackend: Send + Sync + 'static {
     /// Never fetches from the network: fails with [`IpfsError::NotFound`].
     fn block_stat(&self, cid: CidKey) -> BoxFuture<'_, Result<u64, IpfsError>>;
 
+    /// The embedded node behind this backend (a sharded add sends blocks
+    /// through it); `None` for other backends.
+    fn embedded(&self) -> Option<&EmbeddedNode> {
+        None
+    }
+
     /// Whether [`add`](IpfsBackend::add) imports content (false: it
     /// answers `Unsupported`), so a caller can refuse before receiving it.
     fn can_add(&self) -> bool {
@@ -239,7 +245,21 @@ pub struct AddOpts {
     /// them there (bounded, best effort; see docs/ipfs.md). Other backends
     /// ignore it.
     pub push: bool,
+    /// Where every block goes instead of the node's store, in import order
+    /// (a sharded add: `api::add`'s shard writer); the node then stores
+    /// nothing and pins nothing. Only the embedded node honours it.
+    pub blocks: Option<AddSink>,
 }
+
+/// Receives an add's blocks instead of the node's store
+/// ([`AddOpts::blocks`]), on the importer's blocking thread.
+pub trait BlockSink: Send + fmt::Debug {
+    /// One block (`data` hashes to `cid`); an error ends the add with it.
+    fn put(&mut self, cid: cid::Cid, data: Vec<u8>) -> Result<(), IpfsError>;
+}
+
+/// A [`BlockSink`] shared between the add and whoever made it.
+pub type AddSink = std::sync::Arc<std::sync::Mutex<dyn BlockSink>>;
 
 impl Default for AddOpts {
     fn default() -> Self {
@@ -250,6 +270,7 @@ impl Default for AddOpts {
             progress: false,
             events: None,
             push: false,
+            blocks: None,
         }
     }
 }
@@ -514,6 +535,21 @@ pub enum IpfsError {
     },
 
     /// The embedded node's blockstore failed.
+    /// Blocks could not be delivered to (or stored on) the nodes that
+    /// must hold them: a peer's stream failed or stalled, or it refused
+    /// them (a sharded add).
+    #[error("{what}")]
+    Delivery {
+        /// What failed, and where.
+        what: String,
+    },
+    /// No node has room for what must be stored (`storage_max`, a sharded
+    /// add's shard).
+    #[error("{what}")]
+    NoRoom {
+        /// The sizes involved.
+        what: String,
+    },
     #[error("the embedded node's blockstore failed")]
     Storage(#[source] BoxError),
 
@@ -552,7 +588,8 @@ impl IpfsError {
             | IpfsError::Aborted { .. }
             | IpfsError::Storage(_)
             | IpfsError::Stopped
-            | IpfsError::Connect { .. } => true,
+            | IpfsError::Connect { .. }
+            | IpfsError::Delivery { .. } => true,
             IpfsError::Http { status, .. } => *status >= 500 || *status == 429,
             IpfsError::NotConfigured
             | IpfsError::InvalidUrl { .. }
@@ -561,7 +598,8 @@ impl IpfsError {
             | IpfsError::NotFound { .. }
             | IpfsError::Resolve { .. }
             | IpfsError::InvalidInput { .. }
-            | IpfsError::Unsupported { .. } => false,
+            | IpfsError::Unsupported { .. }
+            | IpfsError::NoRoom { .. } => false,
         }
     }
 }

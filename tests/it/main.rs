@@ -40,6 +40,7 @@ mod patch;
 mod pinsvc;
 mod public_ipfs;
 mod rest_fuzz;
+mod shard_add;
 mod sharding;
 mod snapshots;
 mod source_safety;

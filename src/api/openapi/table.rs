@@ -209,7 +209,7 @@ const PIN_OPTIONS: &[Param] = &[
     q(
         "shard-size",
         Ty::Int,
-        "Accepted for compatibility; pinfleet does not shard.",
+        "With `POST /add?shard=true`: most bytes of blocks per shard (absent or 0: 104857600, IPFS Cluster's 100 MiB). Elsewhere accepted for compatibility.",
     ),
     q(
         "user-allocations",
@@ -498,13 +498,14 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
                 q("local", Ty::Bool, "Accepted: pinfleet always imports on the receiving peer only."),
                 q("hidden", Ty::Bool, "Accepted for compatibility."),
                 q("trickle", Ty::Bool, "Refused: pinfleet builds balanced DAGs only."),
-                q("shard", Ty::Bool, "Refused: pinfleet does not shard."),
+                q("shard", Ty::Bool, "Sharded add (IPFS Cluster's): the blocks are grouped, in import order, into shards of at most `shard-size` bytes, each sent to the peers with the most free space (`replication-max` of them; -1 refused) and pinned there (`shard-pin`, `user_allocations` = those peers); then the `clusterdag-pin` and the `meta-pin` (the content root) are written. Needs the embedded IPFS node on this peer (400 otherwise)."),
                 q("nocopy", Ty::Bool, "Refused: pinfleet has no filestore."),
             ])
             .body(Body::Multipart)
             .reply(200, "One `AddedOutput` per line (or one array).", Stream(schema::<AddedOutput>))
             .error(409, "Refused: the root is pinned with other options by a PinSet.")
             .error(413, "The upload is larger than `api.max_upload_bytes`.")
+            .error(507, "Sharded add: the declared upload size times the replication minimum is larger than the cluster's free space (nothing imported), or no peers have room for a shard (nothing pinned).")
             .error(501, "This peer's IPFS backend cannot import.")
             .error(502, "The IPFS node failed.")
             .error(503, "This peer has no IPFS node."),

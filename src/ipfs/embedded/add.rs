@@ -31,9 +31,10 @@ impl EmbeddedNode {
             progress,
             events,
             push,
+            blocks,
         } = opts;
         let mut added = self
-            .import_blocks(pin, false, push, move |sink| {
+            .import_blocks(pin && blocks.is_none(), false, push, blocks, move |sink| {
                 let fail = |e: UnixfsError<IpfsError>| match e {
                     UnixfsError::Sink { source, .. } => source,
                     other => IpfsError::Unsupported {

@@ -11,12 +11,14 @@
 mod add;
 mod bitswap;
 mod dht;
+mod identity_file;
 mod inbound;
 mod layout;
 pub mod peering;
 mod push;
 mod read;
 mod routing;
+mod sharding;
 mod store;
 mod swarm;
 mod walk;
@@ -30,19 +32,20 @@ use cid::Cid;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use libp2p::{Multiaddr, PeerId, identity};
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::bitswap::Bitswap;
 use self::push::Push;
+pub use self::push::lossless::AckedSession;
 use self::store::BlockStore;
 pub use self::store::StoreError;
 pub use self::swarm::PublicOptions;
 use self::swarm::{SwarmHandle, SwarmOptions};
 use super::{
-    AddInput, AddOpts, AddedContent, GcReport, IpfsBackend, IpfsError, IpfsId, PinKind,
+    AddInput, AddOpts, AddSink, AddedContent, GcReport, IpfsBackend, IpfsError, IpfsId, PinKind,
     PinLsFilter, PinOpts, PinnedCid, RepoStat,
 };
 use crate::manifest::CidKey;
@@ -82,6 +85,9 @@ pub struct EmbeddedConfig {
     /// A delegated routing endpoint (`/routing/v1`) asked for providers
     /// besides the DHT (public mode).
     pub delegated_routing: Option<String>,
+    /// Most bytes the store holds (`[ipfs] storage_max`): reported by
+    /// `repo_stat`; pushed blocks past it are refused. `None`: no limit.
+    pub storage_max: Option<u64>,
 }
 
 impl EmbeddedConfig {
@@ -93,6 +99,7 @@ impl EmbeddedConfig {
             listen: vec![default_listen()],
             public: None,
             delegated_routing: None,
+            storage_max: None,
         }
     }
 }
@@ -187,6 +194,8 @@ struct Inner {
     router: routing::Router,
     protected: Arc<Protected>,
     gc: tokio::sync::Mutex<()>,
+    /// `[ipfs] storage_max`.
+    storage_max: Option<u64>,
 }
 
 /// A running embedded IPFS node. Cheap to clone; stops when the
@@ -195,46 +204,6 @@ struct Inner {
 #[derive(Clone, Debug)]
 pub struct EmbeddedNode {
     inner: Arc<Inner>,
-}
-
-fn load_or_create_identity(path: &Path) -> Result<identity::Keypair, EmbeddedError> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            identity::Keypair::from_protobuf_encoding(&bytes).map_err(|_| EmbeddedError::Identity {
-                path: path.to_path_buf(),
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let keypair = identity::Keypair::generate_ed25519();
-            let io = |what, source| EmbeddedError::Io {
-                what,
-                path: path.to_path_buf(),
-                source,
-            };
-            // An ed25519 keypair always encodes.
-            let bytes = keypair
-                .to_protobuf_encoding()
-                .map_err(|e| io("encode", std::io::Error::other(e)))?;
-            let tmp = path.with_extension("tmp");
-            {
-                use std::io::Write;
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create(true).truncate(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts.open(&tmp).map_err(|e| io("write", e))?;
-                f.write_all(&bytes).map_err(|e| io("write", e))?;
-                f.sync_all().map_err(|e| io("write", e))?;
-            }
-            std::fs::rename(&tmp, path).map_err(|e| io("write", e))?;
-            Ok(keypair)
-        }
-        Err(source) => Err(EmbeddedError::Io {
-            what: "read",
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
 }
 
 /// How long resolving a path waits for one block it does not hold.
@@ -260,7 +229,7 @@ impl EmbeddedNode {
             path: config.dir.clone(),
             source,
         })?;
-        let keypair = load_or_create_identity(&config.dir.join(IDENTITY_FILE))?;
+        let keypair = identity_file::load_or_create(&config.dir.join(IDENTITY_FILE))?;
         let path = config.dir.join(BLOCKS_FILE);
         let open_path = path.clone();
         let store = tokio::task::spawn_blocking(move || BlockStore::open(&open_path))
@@ -289,6 +258,7 @@ impl EmbeddedNode {
                         bs_store.clone(),
                         control.clone(),
                         public,
+                        config.storage_max,
                         bs_cancel.clone(),
                         tasks,
                     )
@@ -320,6 +290,7 @@ impl EmbeddedNode {
                 router,
                 protected: Arc::new(Protected::default()),
                 gc: tokio::sync::Mutex::new(()),
+                storage_max: config.storage_max,
             }),
         };
         if public {
@@ -409,19 +380,21 @@ impl EmbeddedNode {
             + Send
             + 'static,
     {
-        self.import_blocks(pin, true, false, produce).await
+        self.import_blocks(pin, true, false, None, produce).await
     }
 
     /// [`Self::import`], hashing each block only when `verify`: blocks
     /// known to hash to their CIDs (the UnixFS importer computed them, the
     /// CAR reader checked them) are hashed once. With `push`, the blocks
     /// are also pushed to every connected node as they are produced (see
-    /// `push`).
+    /// `push`). With `sink`, every block goes to it instead, in import
+    /// order, and nothing is stored here (a sharded add).
     pub(super) async fn import_blocks<F>(
         &self,
         pin: bool,
         verify: bool,
         push: bool,
+        sink: Option<AddSink>,
         produce: F,
     ) -> Result<AddedContent, IpfsError>
     where
@@ -461,6 +434,14 @@ impl EmbeddedNode {
                     }
                     if cid.hash().code() == 0 {
                         return Ok(());
+                    }
+                    if let Some(sink) = &sink {
+                        blocks += 1;
+                        bytes += data.len() as u64;
+                        return sink
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .put(cid, data);
                     }
                     if let Some(s) = session.as_mut() {
                         s.offer(&cid, &data);
@@ -791,7 +772,7 @@ impl IpfsBackend for EmbeddedNode {
             let (bytes, count) = self.blocking(|s| s.stat()).await?;
             Ok(RepoStat {
                 repo_size: bytes,
-                storage_max: None,
+                storage_max: self.inner.storage_max,
                 num_objects: Some(count),
             })
         })
@@ -851,6 +832,10 @@ impl IpfsBackend for EmbeddedNode {
 
     fn can_add(&self) -> bool {
         true
+    }
+
+    fn embedded(&self) -> Option<&EmbeddedNode> {
+        Some(self)
     }
 
     fn streams_add(&self) -> bool {

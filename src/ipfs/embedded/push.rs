@@ -14,8 +14,18 @@
 //! unpinned (gc may remove them before the pin arrives); the others are
 //! dropped and counted.
 //!
+//! A node with a storage limit (`[ipfs] storage_max`) refuses the frames
+//! that would take its store past it (counted).
+//!
+//! The lossless variant for sharded adds, whose adder keeps no copy, is
+//! [`lossless`] (`/pinfleet/block-push-acked/1.0.0`): same frames, each
+//! acknowledged by the receiver; it waits for room and fails instead of
+//! dropping.
+//!
 //! This module must not pin, decide whom to push to (the caller names the
-//! peers), nor make an add wait for a peer.
+//! peers), nor make an unsharded add wait for a peer.
+
+pub(crate) mod lossless;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +70,8 @@ pub(crate) struct Push {
     /// that may push to us or be pushed to. `None` in the private swarm,
     /// where only members connect at all.
     members: Option<std::sync::RwLock<HashSet<PeerId>>>,
+    /// Most bytes the store may hold; frames past it are refused.
+    storage_max: Option<u64>,
 }
 
 #[derive(Default)]
@@ -72,6 +84,9 @@ struct Counters {
     dropped: AtomicU64,
     /// Push streams refused: their node is not a member's (public network).
     refused: AtomicU64,
+    /// Pushed blocks refused because they would take the store past its
+    /// `storage_max`.
+    full: AtomicU64,
 }
 
 impl std::fmt::Debug for Push {
@@ -88,10 +103,12 @@ impl Push {
         store: BlockStore,
         mut control: libp2p_stream::Control,
         public: bool,
+        storage_max: Option<u64>,
         cancel: CancellationToken,
         tasks: &TaskTracker,
     ) -> Result<Arc<Self>, libp2p_stream::AlreadyRegistered> {
         let incoming = control.accept(PROTOCOL)?;
+        let acked = control.accept(lossless::PROTOCOL)?;
         let this = Arc::new(Push {
             store,
             control,
@@ -99,13 +116,21 @@ impl Push {
             tasks: tasks.clone(),
             counters: Arc::new(Counters::default()),
             members: public.then(|| std::sync::RwLock::new(HashSet::new())),
+            storage_max,
         });
         let served = Arc::clone(&this);
         tasks.spawn(serve_streams(
             incoming,
-            cancel,
+            cancel.clone(),
             tasks.clone(),
             move |peer, stream| Arc::clone(&served).read_loop(peer, stream),
+        ));
+        let served = Arc::clone(&this);
+        tasks.spawn(serve_streams(
+            acked,
+            cancel,
+            tasks.clone(),
+            move |peer, stream| Arc::clone(&served).acked_loop(peer, stream),
         ));
         Ok(this)
     }
@@ -140,6 +165,11 @@ impl Push {
     /// Push streams refused because their node is not a member's.
     pub(crate) fn refused(&self) -> u64 {
         self.counters.refused.load(Ordering::Relaxed)
+    }
+
+    /// Pushed blocks refused because the store would pass `storage_max`.
+    pub(crate) fn refused_full(&self) -> u64 {
+        self.counters.full.load(Ordering::Relaxed)
     }
 
     /// Frames this node did not queue to a peer.
@@ -192,19 +222,12 @@ impl Push {
                 }
             };
             let store = self.store.clone();
+            let max = self.storage_max;
             let stored =
-                tokio::task::spawn_blocking(move || store_verified(&store, msg.payload)).await;
+                tokio::task::spawn_blocking(move || store_verified(&store, msg.payload, max)).await;
             match stored {
-                Ok(Ok((received, rejected))) => {
-                    self.counters
-                        .received
-                        .fetch_add(received, Ordering::Relaxed);
-                    if rejected > 0 {
-                        self.counters
-                            .rejected
-                            .fetch_add(rejected, Ordering::Relaxed);
-                        tracing::debug!(%peer, rejected, "dropped pushed blocks that do not match their cid");
-                    }
+                Ok(Ok(stored)) => {
+                    self.count(peer, stored);
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(%peer, error = %e, "cannot store pushed blocks");
@@ -217,6 +240,33 @@ impl Push {
             }
         }
     }
+}
+
+impl Push {
+    /// Counts what one frame's storing did.
+    fn count(&self, peer: PeerId, stored: Stored) {
+        let c = &self.counters;
+        c.received.fetch_add(stored.received, Ordering::Relaxed);
+        if stored.rejected > 0 {
+            c.rejected.fetch_add(stored.rejected, Ordering::Relaxed);
+            tracing::debug!(%peer, rejected = stored.rejected, "dropped pushed blocks that do not match their cid");
+        }
+        if stored.full > 0 {
+            c.full.fetch_add(stored.full, Ordering::Relaxed);
+            tracing::warn!(%peer, refused = stored.full, "refused pushed blocks: the store would pass ipfs.storage_max");
+        }
+    }
+}
+
+/// What storing one frame did, in blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stored {
+    /// Verified: stored (or already held).
+    pub received: u64,
+    /// Not matching their CID: dropped.
+    pub rejected: u64,
+    /// Refused: the store would pass its limit.
+    pub full: u64,
 }
 
 /// A block to store: (multihash, bytes).
@@ -238,12 +288,31 @@ fn verified(payload: Vec<Block>) -> (Vec<Keyed>, u64) {
     (ok, rejected)
 }
 
-/// Stores the verified blocks of `payload` in one transaction; (verified,
-/// rejected) counts.
-fn store_verified(store: &BlockStore, payload: Vec<Block>) -> Result<(u64, u64), StoreError> {
+/// Stores the verified blocks of `payload` in one transaction, unless
+/// they would take the store past `storage_max` (then none is stored).
+fn store_verified(
+    store: &BlockStore,
+    payload: Vec<Block>,
+    storage_max: Option<u64>,
+) -> Result<Stored, StoreError> {
     let (ok, rejected) = verified(payload);
+    if let Some(max) = storage_max {
+        let (used, _) = store.stat()?;
+        let adding: u64 = ok.iter().map(|(_, d)| d.len() as u64).sum();
+        if used.saturating_add(adding) > max {
+            return Ok(Stored {
+                received: 0,
+                rejected,
+                full: ok.len() as u64,
+            });
+        }
+    }
     store.put_many_lazy(&ok)?;
-    Ok((ok.len() as u64, rejected))
+    Ok(Stored {
+        received: ok.len() as u64,
+        rejected,
+        full: 0,
+    })
 }
 
 /// One add's pushing: the blocks offered are framed and each frame queued
@@ -476,8 +545,8 @@ mod tests {
                 data: Bytes::from_static(b"garbage"),
             },
         ];
-        let (received, rejected) = store_verified(&store, payload).unwrap();
-        assert_eq!((received, rejected), (2, 2));
+        let stored = store_verified(&store, payload, None).unwrap();
+        assert_eq!((stored.received, stored.rejected), (2, 2));
         assert_eq!(store.get(&good_cid.hash().to_bytes()).unwrap(), Some(good));
         assert_eq!(
             store.get(&raw(b"tampered").hash().to_bytes()).unwrap(),
