@@ -687,6 +687,7 @@ impl Tracker {
             let kind = op.kind;
             let opts = PinOpts {
                 recursive: op.recursive,
+                max_depth: None,
                 progress_timeout: self.config.progress_timeout,
                 origins: op.origins,
             };
