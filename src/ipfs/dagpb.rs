@@ -150,7 +150,7 @@ pub enum DagPbError {
     },
     /// [`links`] was asked about a codec it cannot parse.
     #[error(
-        "cannot list the links of a {name} block (codec 0x{codec:x}): only dag-pb and raw are supported"
+        "cannot list the links of a {name} block (codec 0x{codec:x}): only dag-pb, dag-cbor and raw are supported"
     )]
     Unsupported {
         /// The CID's multicodec.
@@ -158,6 +158,9 @@ pub enum DagPbError {
         /// Its name from the multicodec table, or `unknown`.
         name: &'static str,
     },
+    /// A dag-cbor block whose links cannot be read.
+    #[error("{0}")]
+    DagCbor(String),
 }
 
 /// Hand-written protobuf wire helpers (varints, wire types 0 and 2) for the
@@ -436,6 +439,7 @@ fn parse_cid(bytes: &[u8], offset: usize) -> Result<Cid, DagPbError> {
 /// The children of a block, for a DAG walk, in block order.
 ///
 /// - dag-pb: the Hash of every link;
+/// - dag-cbor: every link (tag 42), in the order they appear;
 /// - raw: none;
 /// - identity-hash CIDs carry their block inside the CID, so `block` is
 ///   ignored and the digest is used: none for raw and every codec other
@@ -449,6 +453,9 @@ pub fn links(cid: &Cid, block: &[u8]) -> Result<Vec<Cid>, DagPbError> {
         DAG_PB => Ok(decode(block)?.links.into_iter().map(|l| l.hash).collect()),
         RAW => Ok(Vec::new()),
         _ if identity => Ok(Vec::new()),
+        super::dagcbor::DAG_CBOR => {
+            super::dagcbor::links(block).map_err(|e| DagPbError::DagCbor(e.to_string()))
+        }
         codec => Err(DagPbError::Unsupported {
             codec,
             name: codec_name(codec),
@@ -681,16 +688,16 @@ mod tests {
 
     #[test]
     fn other_codecs_are_unsupported_by_name() {
-        let cid = sha256_cid(1, 0x71, b"{}");
-        let err = links(&cid, b"\xa0").unwrap_err();
+        let cid = sha256_cid(1, 0x0129, b"{}");
+        let err = links(&cid, b"{}").unwrap_err();
         assert_eq!(
             err,
             DagPbError::Unsupported {
-                codec: 0x71,
-                name: "dag-cbor"
+                codec: 0x0129,
+                name: "dag-json"
             }
         );
-        assert!(err.to_string().contains("dag-cbor"));
+        assert!(err.to_string().contains("dag-json"));
     }
 
     fn arb_cid() -> impl Strategy<Value = Cid> {

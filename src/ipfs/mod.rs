@@ -12,6 +12,7 @@
 
 pub mod car;
 pub mod content;
+pub mod dagcbor;
 pub mod dagpb;
 pub mod embedded;
 pub mod kubo;
