@@ -40,6 +40,7 @@ mod patch;
 mod pinsvc;
 mod public_ipfs;
 mod rest_fuzz;
+mod shard_pins;
 mod snapshots;
 mod source_safety;
 mod status;
