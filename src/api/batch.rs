@@ -226,8 +226,8 @@ mod tests {
         assert!(e.starts_with("pin 3: missing field `cid`"), "{e}");
         let e = parse_body(br#"{"cid":"bafkqaaa","type":"bad-type"}"#).unwrap_err();
         assert!(e.contains("not supported"), "{e}");
-        let e = parse_body(br#"{"cid":"bafkqaaa","type":"shard-pin","name":"x-shard-0"}"#)
-            .unwrap_err();
+        let e =
+            parse_body(br#"{"cid":"bafkqaaa","type":"shard-pin","name":"x-shard-0"}"#).unwrap_err();
         assert!(e.contains("names no meta pin"), "{e}");
         let e = parse_body(
             br#"{"cid":"bafkqaaa","replication_factor_min":3,"replication_factor_max":2}"#,

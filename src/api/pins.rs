@@ -81,7 +81,9 @@ pub(super) async fn allocations(
     let store = state.node.store().clone();
     Ok(stream::ndjson(move |sink| {
         store
-            .for_each_pin(|pin| !types.includes(&pin) || sink.line(|buf| write_pin_record(&mut *buf, &pin)))
+            .for_each_pin(|pin| {
+                !types.includes(&pin) || sink.line(|buf| write_pin_record(&mut *buf, &pin))
+            })
             .map_err(storage)
     })
     .await)
@@ -554,7 +556,10 @@ mod tests {
     fn filters_select_ipfs_cluster_pin_types() {
         assert_eq!(PinTypes::parse(None).unwrap(), PinTypes::ALL);
         assert_eq!(PinTypes::parse(Some("")).unwrap(), PinTypes::ALL);
-        assert_eq!(PinTypes::parse(Some("meta-pin,all")).unwrap(), PinTypes::ALL);
+        assert_eq!(
+            PinTypes::parse(Some("meta-pin,all")).unwrap(),
+            PinTypes::ALL
+        );
         let t = PinTypes::parse(Some("pin, shard-pin")).unwrap();
         assert!(t.data && t.shard && !t.meta && !t.cluster_dag);
         let t = PinTypes::parse(Some("meta-pin,clusterdag-pin")).unwrap();

@@ -199,7 +199,11 @@ mod tests {
         aggregate(&mut meta, &shards);
         assert_eq!(
             statuses(&meta),
-            [("a".into(), Pinned), ("b".into(), Pinned), ("c".into(), Remote)]
+            [
+                ("a".into(), Pinned),
+                ("b".into(), Pinned),
+                ("c".into(), Remote)
+            ]
         );
     }
 
@@ -213,7 +217,11 @@ mod tests {
         aggregate(&mut meta, &shards);
         assert_eq!(
             statuses(&meta),
-            [("a".into(), PinQueued), ("b".into(), PinQueued), ("c".into(), PinQueued)]
+            [
+                ("a".into(), PinQueued),
+                ("b".into(), PinQueued),
+                ("c".into(), PinQueued)
+            ]
         );
         // An error anywhere short of its minimum is what every done peer shows.
         let mut meta = info(&[]);
@@ -223,7 +231,10 @@ mod tests {
             (1, info(&[("a", Pinned), ("b", Remote)])),
         ];
         aggregate(&mut meta, &shards);
-        assert_eq!(statuses(&meta), [("a".into(), Pinning), ("b".into(), PinError)]);
+        assert_eq!(
+            statuses(&meta),
+            [("a".into(), Pinning), ("b".into(), PinError)]
+        );
     }
 
     #[test]
@@ -231,6 +242,9 @@ mod tests {
         let mut meta = info(&[]);
         let shards = [(-1, info(&[("a", Pinned), ("b", Pinning)]))];
         aggregate(&mut meta, &shards);
-        assert_eq!(statuses(&meta), [("a".into(), Pinning), ("b".into(), Pinning)]);
+        assert_eq!(
+            statuses(&meta),
+            [("a".into(), Pinning), ("b".into(), Pinning)]
+        );
     }
 }

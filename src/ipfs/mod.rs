@@ -294,11 +294,29 @@ pub struct PinOpts {
     pub origins: Vec<String>,
 }
 
+/// Whether a pin reaching `limit` links below a root of codec `root_codec`
+/// (`None`: the whole DAG, `Some(0)`: the root only) keeps the children of
+/// `cid`, met `depth` links below the root. A depth-limited pin follows
+/// only blocks of its root's codec past the root: a shard node's links to
+/// a content DAG's internal nodes end there, their children being in
+/// other shards (for a DAG-CBOR shard node, only its leaf shard nodes are
+/// followed).
+pub fn pin_follows(limit: Option<u32>, root_codec: u64, cid: &cid::Cid, depth: u32) -> bool {
+    match limit {
+        None => true,
+        Some(max) => depth < max && (depth == 0 || cid.codec() == root_codec),
+    }
+}
+
 impl PinOpts {
     /// How many links below the root this pin reaches: `Some(0)` direct,
     /// `None` the whole DAG.
     pub fn limit(&self) -> Option<u32> {
-        if self.recursive { self.max_depth } else { Some(0) }
+        if self.recursive {
+            self.max_depth
+        } else {
+            Some(0)
+        }
     }
 }
 

@@ -45,4 +45,3 @@ pub fn part_refusal<S: PinStore>(store: &S, pin: &StatePin) -> Result<Option<Str
     }
     Ok(None)
 }
-

@@ -66,7 +66,9 @@ fn unpin(i: u64, force: bool) -> Request {
 }
 
 fn held(state: &PinState) -> Vec<u64> {
-    (1..10).filter(|i| state.get(&seq_cid(*i)).is_some()).collect()
+    (1..10)
+        .filter(|i| state.get(&seq_cid(*i)).is_some())
+        .collect()
 }
 
 #[test]

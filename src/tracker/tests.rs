@@ -578,7 +578,10 @@ fn a_shard_pins_to_its_depth_a_cluster_dag_direct_and_a_meta_pin_nowhere() {
     use crate::manifest::ShardKind;
     assert_eq!(node_pin(&role(ShardKind::Shard, 2)), Some((true, Some(2))));
     assert_eq!(node_pin(&role(ShardKind::Shard, 0)), Some((true, Some(1))));
-    assert_eq!(node_pin(&role(ShardKind::ClusterDag, 0)), Some((false, None)));
+    assert_eq!(
+        node_pin(&role(ShardKind::ClusterDag, 0)),
+        Some((false, None))
+    );
     assert_eq!(node_pin(&role(ShardKind::Meta, 0)), None);
     assert_eq!(node_pin(&PinOptions::default()), Some((true, None)));
     let direct = PinOptions {

@@ -85,15 +85,20 @@ async fn a_shard_pin_holds_its_node_and_linked_blocks_only_through_gc_until_unpi
     );
     // Shown as a recursive root pin; its linked blocks as indirect.
     let mut recursive = b.node.pin_ls(PinLsFilter::Recursive);
-    let listed = futures::StreamExt::next(&mut recursive).await.unwrap().unwrap();
-    assert_eq!((listed.cid, listed.kind), (key(&shard_root), PinKind::Recursive));
-    let indirect: BTreeSet<CidKey> = futures::StreamExt::collect::<Vec<_>>(
-        b.node.pin_ls(PinLsFilter::Indirect),
-    )
-    .await
-    .into_iter()
-    .map(|p| p.unwrap().cid)
-    .collect();
+    let listed = futures::StreamExt::next(&mut recursive)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (listed.cid, listed.kind),
+        (key(&shard_root), PinKind::Recursive)
+    );
+    let indirect: BTreeSet<CidKey> =
+        futures::StreamExt::collect::<Vec<_>>(b.node.pin_ls(PinLsFilter::Indirect))
+            .await
+            .into_iter()
+            .map(|p| p.unwrap().cid)
+            .collect();
     assert_eq!(indirect, BTreeSet::from([key(&root), key(&mid0)]));
 
     // Gc keeps the shard's blocks.
@@ -134,7 +139,10 @@ where
 {
     let end = tokio::time::Instant::now() + DEADLINE;
     while !check().await {
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -282,16 +290,28 @@ async fn a_sharded_pin_is_held_shard_by_shard_reports_its_shards_and_goes_with_i
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .find(|v| v["cid"] == meta.as_str())
         .unwrap();
-    assert_eq!(listed["peer_map"][&peers[0].id]["status"], "remote", "{listed}");
+    assert_eq!(
+        listed["peer_map"][&peers[0].id]["status"], "remote",
+        "{listed}"
+    );
 
     // Filters by IPFS Cluster's types.
     let (_, shards) = get(&client, format!("{api}/allocations?filter=shard-pin")).await;
     let shard_cids: BTreeSet<String> = shards
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["cid"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["cid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(shard_cids, BTreeSet::from([s0s.clone(), s1s.clone()]));
-    let (_, metas) = get(&client, format!("{api}/allocations?filter=meta-pin,clusterdag-pin")).await;
+    let (_, metas) = get(
+        &client,
+        format!("{api}/allocations?filter=meta-pin,clusterdag-pin"),
+    )
+    .await;
     assert_eq!(metas.lines().count(), 2, "{metas}");
 
     // Nothing else held: gc on peers 1 and 2 removes nothing.
@@ -299,13 +319,21 @@ async fn a_sharded_pin_is_held_shard_by_shard_reports_its_shards_and_goes_with_i
     assert!(gc_removed(&client, &peers[2].api).await.is_empty());
 
     // A shard alone cannot be unpinned.
-    let r = client.delete(format!("{api}/pins/{s0s}")).send().await.unwrap();
+    let r = client
+        .delete(format!("{api}/pins/{s0s}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 409);
     let why = r.text().await.unwrap();
     assert!(why.contains(&meta), "{why}");
 
     // The meta pin takes everything with it.
-    let r = client.delete(format!("{api}/pins/{meta}")).send().await.unwrap();
+    let r = client
+        .delete(format!("{api}/pins/{meta}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
     let (_, left) = get(&client, format!("{api}/allocations")).await;
     assert_eq!(left.trim(), "", "{left}");
@@ -331,4 +359,41 @@ async fn a_sharded_pin_is_held_shard_by_shard_reports_its_shards_and_goes_with_i
         }
     }
     testbed.stop().await;
+}
+
+#[tokio::test]
+async fn kubo_holds_a_shard_pin_as_direct_pins_of_its_node_and_blocks_and_releases_them_together() {
+    use pinfleet::ipfs::KuboClient;
+    use pinfleet::testkit::MockKubo;
+    let (mock, url) = MockKubo::start().await.unwrap();
+    let kubo = KuboClient::new(&url, Duration::from_secs(10)).unwrap();
+    let (root, blocks) = test_dag("kubo-shard", 3);
+    let mid0 = blocks[4].0;
+    let shard = dagcbor::shard_dag(&[root, mid0]);
+    let shard_root = shard[0].0;
+    // Kubo reads only the shard node (its links are not followed further).
+    mock.put_raw_block(shard_root, shard[0].1.clone());
+    let other = blocks[1].0;
+    mock.add_pin_exact(other, PinKind::Recursive);
+
+    let opts = PinOpts {
+        max_depth: Some(1),
+        progress_timeout: Duration::from_secs(10),
+        ..PinOpts::default()
+    };
+    kubo.pin(key(&shard_root), opts, None).await.unwrap();
+    for c in [shard_root, root, mid0] {
+        assert_eq!(mock.pinned(key(&c)), Some(PinKind::Direct), "{c}");
+    }
+    assert_eq!(mock.pin_count(), 4, "{:?}", mock.pins());
+
+    kubo.unpin(key(&shard_root), true).await.unwrap();
+    for c in [shard_root, root, mid0] {
+        assert_eq!(mock.pinned(key(&c)), None, "{c}");
+    }
+    assert_eq!(mock.pinned(key(&other)), Some(PinKind::Recursive));
+    // A data pin's unpin touches nothing else.
+    kubo.unpin(key(&other), true).await.unwrap();
+    assert_eq!(mock.pin_count(), 0);
+    mock.stop().await;
 }

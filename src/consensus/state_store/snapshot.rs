@@ -27,8 +27,8 @@ use super::records::{DICT, DICT_BY_VALUE, OPTIONS, RawRecord, cid_of, put_varint
 use super::txn::{NEXT_ID, TxnStore, split_options_row};
 use super::{
     COMMITS, CONDITIONS, DICT_EPOCH, LAST_APPLIED, MEMBERSHIP, NodeId, OWNER_INDEX, PINS, PINSETS,
-    SHARD_INDEX,
-    PeerNode, SM_META, SNAPSHOT, STAGING, StateStore, StoreResult, changes, read_err, write_err,
+    PeerNode, SHARD_INDEX, SM_META, SNAPSHOT, STAGING, StateStore, StoreResult, changes, read_err,
+    write_err,
 };
 use crate::manifest::{CidKey, Owner, PinSpec};
 use crate::state::{CommitRecord, ConditionsRecord, Op, PinSetRecord, PinStore, StatePin};

@@ -359,7 +359,10 @@ pub(super) fn members_of(
 
 /// Rebuilds the shard index from every pin (after a snapshot install
 /// wrote the records directly).
-pub(super) fn rebuild_shard_index(txn: &WriteTransaction, shared: &SharedDict) -> Result<(), TxnError> {
+pub(super) fn rebuild_shard_index(
+    txn: &WriteTransaction,
+    shared: &SharedDict,
+) -> Result<(), TxnError> {
     let mut store = TxnStore::open(txn, shared)?;
     let keys: Vec<Vec<u8>> = store
         .pins

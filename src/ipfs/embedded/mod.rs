@@ -36,8 +36,8 @@ use tokio_util::task::TaskTracker;
 
 use self::bitswap::Bitswap;
 use self::push::Push;
-use self::store::{BlockStore, StoredPin};
 pub use self::store::StoreError;
+use self::store::{BlockStore, StoredPin};
 pub use self::swarm::PublicOptions;
 use self::swarm::{SwarmHandle, SwarmOptions};
 use super::{

@@ -128,7 +128,7 @@ pub(crate) const MAX_PIN_DEPTH: u32 = (u8::MAX - DEPTH_BASE) as u32;
 
 /// How a root is pinned in the store: Kubo's two kinds of root pin, plus
 /// the depth-limited pin a shard of a sharded DAG needs (the root and the
-/// blocks at most `d` links below it, see `walk::follows`).
+/// blocks at most `d` links below it, see `crate::ipfs::pin_follows`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StoredPin {
     /// The whole DAG.
@@ -674,7 +674,10 @@ mod tests {
         assert_eq!(s.stored_pin(b"x").unwrap(), None);
         assert_eq!(StoredPin::of_limit(Some(0)), StoredPin::Direct);
         assert_eq!(StoredPin::of_limit(None), StoredPin::Recursive);
-        assert_eq!(StoredPin::of_limit(Some(MAX_PIN_DEPTH + 1)), StoredPin::Recursive);
+        assert_eq!(
+            StoredPin::of_limit(Some(MAX_PIN_DEPTH + 1)),
+            StoredPin::Recursive
+        );
         assert_eq!(StoredPin::Depth(MAX_PIN_DEPTH).value(), u8::MAX);
     }
 }

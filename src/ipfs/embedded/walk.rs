@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::store::{BlockStore, StoreError, StoredPin};
 use super::{EmbeddedNode, ORIGIN_DIAL_TIMEOUT, WRITE_BATCH_BLOCKS, WRITE_BATCH_BYTES, mh_of};
-use crate::ipfs::{IpfsError, PinKind, PinOpts, PinnedCid};
+use crate::ipfs::{IpfsError, PinKind, PinOpts, PinnedCid, pin_follows as follows};
 use crate::manifest::CidKey;
 
 /// Blocks in flight from peers at once, per pin: between these bounds, as
@@ -35,20 +35,6 @@ const LOCAL_BATCH: usize = 256;
 const LOOKUP_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 /// Between two lookups of one stalled pin.
 const LOOKUP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Whether a pin reaching `limit` links below a root of codec `root_codec`
-/// (`None`: the whole DAG, `Some(0)`: the root only) keeps the children of
-/// `cid`, met `depth` links below the root. A depth-limited pin follows
-/// only blocks of its root's codec past the root: a shard node's links to
-/// a content DAG's internal nodes end there, their children being in
-/// other shards (for a DAG-CBOR shard node, only its leaf shard nodes are
-/// followed).
-pub(super) fn follows(limit: Option<u32>, root_codec: u64, cid: &Cid, depth: u32) -> bool {
-    match limit {
-        None => true,
-        Some(max) => depth < max && (depth == 0 || cid.codec() == root_codec),
-    }
-}
 
 /// Marks the blocks the pin on `root` keeps that the store holds, breadth
 /// first (a block met twice counts at its shallowest). `live` maps each
@@ -146,7 +132,7 @@ pub(super) fn indirect_pins(s: &BlockStore) -> Result<Vec<PinnedCid>, StoreError
 /// One walk's progress.
 struct Walk<'a> {
     root: &'a CidKey,
-    /// Links below the root to follow (see [`follows`]).
+    /// Links below the root to follow (see [`pin_follows`](crate::ipfs::pin_follows)).
     limit: Option<u32>,
     seen: HashSet<Vec<u8>>,
     /// Blocks to visit, with their depth below the root.
@@ -232,7 +218,7 @@ impl EmbeddedNode {
     }
 
     /// Pins `root` (recursively: every block under it; or as deep as
-    /// `opts.max_depth`, see [`follows`]), fetching what is missing; fails
+    /// `opts.max_depth`, see [`pin_follows`](crate::ipfs::pin_follows)), fetching what is missing; fails
     /// when no block arrives for `opts.progress_timeout`.
     pub(super) async fn pin_dag(
         &self,
