@@ -4,7 +4,10 @@
 #![allow(dead_code)]
 
 use std::fmt::Display;
-use std::time::Duration;
+use std::io::{BufWriter, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// `name` from the environment as a number (`_` and `,` allowed between
 /// digits), or `default` (said on stderr when the value is not a number).
@@ -265,4 +268,150 @@ pub fn latency_fig(latencies: &[Duration]) {
             pct(latencies, 1.0)
         ),
     );
+}
+
+/// Bytes in a MiB, for rates.
+pub const MIB: f64 = 1024.0 * 1024.0;
+
+/// Pseudo-random bytes (splitmix64), so no two blocks deduplicate.
+pub struct Prng(pub u64);
+
+impl Prng {
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+/// Writes `bytes` pseudo-random bytes (from `seed`) to `path`.
+pub fn write_random(path: &Path, bytes: u64, seed: u64) -> Res<()> {
+    let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let mut rng = Prng(seed);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill(&mut buf[..n]);
+        w.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        left -= n as u64;
+    }
+    w.flush().map_err(|e| e.to_string())
+}
+
+/// The last `n` non-empty lines of the file at `path`.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n    ")
+}
+
+/// Whether `pid` runs (and is not a zombie).
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// An error when the testbed or one of its peers has exited, with the
+/// tails of `testbed.out` and of that peer's `daemon.log`.
+pub fn check_alive(tb: &mut Testbed, dir: &Path) -> Res<()> {
+    let mut dead = Vec::new();
+    if let Some(status) = tb.exited() {
+        dead.push(format!("testbed up exited ({status})"));
+    }
+    let peers = tb.file["peers"].as_array().cloned().unwrap_or_default();
+    let mut logs = vec![(
+        "testbed.out".to_string(),
+        tail(&dir.join("testbed.out"), 10),
+    )];
+    for (i, p) in peers.iter().enumerate() {
+        let pid = p["pid"].as_u64().unwrap_or(0) as u32;
+        if !running(pid) {
+            dead.push(format!("peer {i} (pid {pid}) exited"));
+            let log = Path::new(p["dir"].as_str().unwrap_or_default()).join("daemon.log");
+            logs.push((format!("peer {i} daemon.log"), tail(&log, 20)));
+        }
+    }
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let logs: Vec<String> = logs
+        .into_iter()
+        .map(|(what, text)| format!("  {what}:\n    {text}"))
+        .collect();
+    Err(format!("{}\n{}", dead.join("; "), logs.join("\n")))
+}
+
+/// Runs `cmd` (its output to `out.stdout`/`out.stderr`), killed after
+/// `timeout`: whether it succeeded, its output and its errors.
+pub fn bounded(cmd: &mut Command, timeout: Duration, out: &Path) -> Res<(bool, String, String)> {
+    let (so, se) = (out.with_extension("stdout"), out.with_extension("stderr"));
+    let file = |p: &Path| std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(file(&so)?)
+        .stderr(file(&se)?)
+        .spawn()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if t.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{cmd:?} took longer than {}", secs(timeout)));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    Ok((status.success(), read(&so), read(&se).trim().to_owned()))
+}
+
+/// `bytes` over a loopback TCP connection in 256 KiB writes: MiB/s, what
+/// the machine moves at best.
+pub fn loopback(bytes: u64) -> Res<f64> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 256 << 10];
+        let mut got = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(got);
+            }
+            got += n as u64;
+        }
+    });
+    let mut buf = vec![0u8; 256 << 10];
+    Prng(7).fill(&mut buf);
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        s.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        left -= n as u64;
+    }
+    drop(s);
+    let got = reader
+        .join()
+        .map_err(|_| "loopback reader panicked".to_string())?
+        .map_err(|e| e.to_string())?;
+    let took = t.elapsed();
+    if got != bytes {
+        return Err(format!("loopback copy moved {got} of {bytes} bytes"));
+    }
+    Ok(bytes as f64 / MIB / took.as_secs_f64())
 }

@@ -272,6 +272,7 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
             ipfs,
             auth: args.auth,
             followers: args.followers,
+            env: Vec::new(),
         };
         if args.followers > 0 {
             eprintln!(

@@ -163,6 +163,19 @@ pub trait IpfsBackend: Send + Sync + 'static {
             IpfsError::Unsupported { what },
         ))))
     }
+
+    /// Every block of the DAG under `root` once, with its size in bytes,
+    /// parents before children (what sharding content already in IPFS
+    /// groups), fetching blocks that can have links as a read does and
+    /// storing nothing. Backends that cannot keep this default
+    /// ([`IpfsError::Unsupported`]).
+    fn dag_layout(&self, root: CidKey) -> BoxStream<'static, Result<(cid::Cid, u64), IpfsError>> {
+        let _ = root;
+        let what = format!("listing a DAG's blocks on the {} backend", self.kind());
+        Box::pin(futures::stream::once(futures::future::ready(Err(
+            IpfsError::Unsupported { what },
+        ))))
+    }
 }
 
 /// What [`IpfsBackend::add`] imports.

@@ -13,6 +13,7 @@ pub mod incremental;
 mod load;
 mod located;
 pub mod model;
+pub mod size;
 mod validate;
 
 pub use cidkey::{CidError, CidKey};

@@ -126,6 +126,30 @@ pub struct PinEntry {
     /// Multiaddresses of peers known to have the content.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub origins: Vec<Located<String>>,
+    /// Keep this content sharded across the peers (docs/sharding.md): its
+    /// blocks in shards of at most `size`, each on its own peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Located<ShardSpec>>,
+}
+
+/// How a pin is sharded.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShardSpec {
+    /// Largest shard: bytes, or with a unit (`64MiB`, `1GiB`, `500MB`).
+    pub size: ShardSize,
+}
+
+/// A size as a number of bytes or a string with a unit (in the CRD, an
+/// int-or-string as Kubernetes spells it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(untagged)]
+#[schemars(schema_with = "int_or_string")]
+pub enum ShardSize {
+    /// Bytes.
+    Bytes(u64),
+    /// With a unit: `64MiB`.
+    Text(String),
 }
 
 /// A list of CIDs, one per line: a file (`path`) or a ConfigMap key
@@ -310,4 +334,13 @@ pub struct DocumentMeta {
     /// Kubernetes-style annotations (`pinfleet.io/force-prune: "true"`).
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// Kubernetes' int-or-string schema (what `resource.Quantity` uses): the
+/// structural form the API server accepts for a value of either type.
+fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "anyOf": [{"type": "integer"}, {"type": "string"}]
+    })
 }

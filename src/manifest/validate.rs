@@ -9,18 +9,24 @@ use std::sync::Arc;
 
 use super::cidkey::CidKey;
 use super::desired::{
-    DesiredPin, DesiredPinSet, PinOptions, PinSetId, PinSpec, ReplicationFactors, SourceRef,
+    DesiredPin, DesiredPinSet, PinOptions, PinSetId, PinSpec, ReplicationFactors, ShardKind,
+    ShardRole, SourceRef,
 };
 use super::diag::{Diagnostic, shown};
 use super::duration::parse_duration;
 use super::load::written_as;
 use super::located::{Located, Pos};
 use super::model::{
-    API_VERSION, Allocate, KIND, PinDefaults, PinEntry, PinSetDocument, PinsFrom, Replication,
+    API_VERSION, Allocate, KIND, PinDefaults, PinEntry, PinMode, PinSetDocument, PinsFrom,
+    Replication, ShardSize, ShardSpec,
 };
+use super::size::parse_size;
 
 /// Longest pin name accepted.
 pub const MAX_PIN_NAME: usize = 1024;
+/// Smallest `shard.size`: a block may be 1 MiB, and a shard holds at least
+/// one.
+pub const MIN_SHARD_SIZE: u64 = 1 << 20;
 /// Namespace of a manifest without one.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
@@ -255,13 +261,19 @@ impl<'a> DocumentChecker<'a> {
             || entry.mode.is_some()
             || entry.expire_after.is_some()
             || !entry.metadata.is_empty()
-            || !entry.origins.is_empty();
-        let options = if overrides {
+            || !entry.origins.is_empty()
+            || entry.shard.is_some();
+        let mut options = if overrides {
             Arc::new(self.options(defaults, Some(&entry)))
         } else {
             Arc::clone(shared)
         };
         let Some(key) = key else { return };
+        if let Some(shard) = &entry.shard
+            && let Some(role) = self.shard(shard, &key, &options)
+        {
+            Arc::make_mut(&mut options).shard_role = Some(role);
+        }
         let pin = DesiredPin {
             written_as: written_as(&key, &entry.cid.value),
             spec: PinSpec { name, options },
@@ -363,6 +375,55 @@ impl<'a> DocumentChecker<'a> {
                 None
             }
         }
+    }
+
+    /// A pin's `shard`: the meta pin role its options carry (the cluster
+    /// shards the content, docs/sharding.md).
+    fn shard(
+        &mut self,
+        shard: &Located<ShardSpec>,
+        key: &CidKey,
+        options: &PinOptions,
+    ) -> Option<ShardRole> {
+        let size = match &shard.value.size {
+            ShardSize::Bytes(n) => Ok(*n),
+            ShardSize::Text(t) => parse_size(t),
+        };
+        let size = match size {
+            Ok(n) if n < MIN_SHARD_SIZE => {
+                self.err(
+                    shard.pos,
+                    format!("shard.size {n} is below the smallest shard, 1MiB (a block can be that large)"),
+                );
+                return None;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                self.err(shard.pos, format!("shard.size: {e}"));
+                return None;
+            }
+        };
+        if options.mode == PinMode::Direct {
+            self.err(
+                shard.pos,
+                "shard needs mode recursive: a sharded pin keeps the whole content",
+            );
+            return None;
+        }
+        if options.replication.min == -1 {
+            self.err(
+                shard.pos,
+                "shard with replication -1 (every peer) would put every shard everywhere: give a number",
+            );
+            return None;
+        }
+        Some(ShardRole {
+            kind: ShardKind::Meta,
+            reference: None,
+            meta: key.to_string(),
+            shard_size: size,
+            max_depth: 0,
+        })
     }
 
     fn dns_label(&mut self, what: &str, v: &Located<String>) -> bool {

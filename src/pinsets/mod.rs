@@ -208,7 +208,7 @@ pub async fn apply_patch(
     for ((cid, pin), before) in patch.set.into_iter().zip(held_set) {
         match before {
             None => plan.add.push((cid, pin)),
-            Some(spec) if spec.same_as(&pin.spec) => plan.unchanged += 1,
+            Some(spec) if plan::asks_for(&pin.spec, spec) => plan.unchanged += 1,
             Some(spec) => plan.update.push(plan::Update {
                 cid,
                 from: spec.clone(),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use crate::manifest::OwnedPins;
-use crate::manifest::{CidKey, DesiredPin, DesiredPinSet, Owner, PinSpec};
+use crate::manifest::{CidKey, DesiredPin, DesiredPinSet, Owner, PinSpec, ShardKind};
 
 /// Limits on how much one plan may release.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -131,7 +131,11 @@ pub fn plan(
                 }
             }
             std::cmp::Ordering::Greater => {
-                if let Some((cid, _)) = have.next() {
+                if let Some((cid, spec)) = have.next() {
+                    if derived(spec) {
+                        // A shard or cluster DAG goes with its meta pin.
+                        continue;
+                    }
                     if prune {
                         out.release.push(*cid);
                     } else {
@@ -141,7 +145,7 @@ pub fn plan(
             }
             std::cmp::Ordering::Equal => {
                 if let (Some((cid, pin)), Some((_, spec))) = (want.next(), have.next()) {
-                    if pin.spec.same_as(spec) {
+                    if asks_for(&pin.spec, spec) {
                         out.unchanged += 1;
                     } else {
                         out.update.push(Update {
@@ -156,6 +160,35 @@ pub fn plan(
     }
     check_guard(&out, current.len(), desired.len(), guard)?;
     Ok(out)
+}
+
+/// Whether a pin an owner holds was written for one of its sharded pins
+/// (a shard or the cluster DAG, docs/sharding.md): no manifest lists it,
+/// and it is released with its meta pin, never on its own.
+fn derived(spec: &PinSpec) -> bool {
+    spec.options
+        .shard_role
+        .as_ref()
+        .is_some_and(|r| r.kind != ShardKind::Meta)
+}
+
+/// Whether what an owner holds is what it asks for. A meta pin's
+/// `reference` (its cluster DAG) is filled in by the cluster when it shards
+/// the content, never by a manifest, so it is not compared.
+pub fn asks_for(want: &PinSpec, have: &PinSpec) -> bool {
+    if want.same_as(have) {
+        return true;
+    }
+    match (&want.options.shard_role, &have.options.shard_role) {
+        (Some(w), Some(h)) if w.kind == ShardKind::Meta && h.kind == ShardKind::Meta => {
+            let mut held = (*have.options).clone();
+            if let Some(r) = held.shard_role.as_mut() {
+                r.reference.clone_from(&w.reference);
+            }
+            want.name == have.name && *want.options == held
+        }
+        _ => false,
+    }
 }
 
 /// Plans a loaded PinSet; its `pinfleet.io/force-prune` annotation forces the guard.

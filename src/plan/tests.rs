@@ -398,3 +398,72 @@ fn allocations_are_recorded_and_survive_owner_changes() {
     );
     assert!(state.get(&cid(9)).is_none());
 }
+
+fn with_role(mut p: DesiredPin, kind: ShardKind, reference: Option<&str>, meta: u8) -> DesiredPin {
+    Arc::make_mut(&mut p.spec.options).shard_role = Some(crate::manifest::ShardRole {
+        kind,
+        reference: reference.map(str::to_string),
+        meta: cid(meta).to_string(),
+        shard_size: 4 << 20,
+        max_depth: if kind == ShardKind::Shard { 1 } else { 0 },
+    });
+    p
+}
+
+#[test]
+fn a_sharded_pins_shards_and_cluster_dag_are_never_pruned_on_their_own() {
+    let o = owner("big");
+    let meta = with_role(pin("big", 1), ShardKind::Meta, None, 1);
+    // What the cluster holds for the owner once it sharded the content:
+    // the meta pin (now knowing its cluster DAG), the cluster DAG, shards.
+    let held: OwnedPins = BTreeMap::from([
+        (
+            cid(1),
+            with_role(meta.clone(), ShardKind::Meta, Some("bafy-dag"), 1).spec,
+        ),
+        (
+            cid(2),
+            with_role(pin("big-clusterDAG", -1), ShardKind::ClusterDag, None, 1).spec,
+        ),
+        (
+            cid(3),
+            with_role(pin("big-shard-0", 1), ShardKind::Shard, None, 1).spec,
+        ),
+    ]);
+    // The manifest still says the same: nothing to do.
+    let want = BTreeMap::from([(cid(1), meta.clone())]);
+    let p = plan(&o, &want, true, &held, PruneGuard::default()).unwrap();
+    assert!(p.is_empty(), "{p}");
+    // The pin leaves the manifest: only the meta pin is released (its
+    // shards and cluster DAG go with it in the state machine).
+    let other = desired(&[9]);
+    let p = plan(
+        &o,
+        &other,
+        true,
+        &held,
+        PruneGuard {
+            force: true,
+            ..PruneGuard::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(p.release, vec![cid(1)]);
+    // A new shard size is a change of the meta pin.
+    let mut bigger = meta;
+    Arc::make_mut(&mut bigger.spec.options)
+        .shard_role
+        .as_mut()
+        .unwrap()
+        .shard_size = 8 << 20;
+    let p = plan(
+        &o,
+        &BTreeMap::from([(cid(1), bigger)]),
+        true,
+        &held,
+        PruneGuard::default(),
+    )
+    .unwrap();
+    assert_eq!(p.update.len(), 1);
+    assert!(p.release.is_empty());
+}

@@ -412,6 +412,7 @@ mod tests {
                         expire_after: None,
                         metadata: BTreeMap::new(),
                         origins: Vec::new(),
+                        shard: None,
                     })
                     .collect(),
                 pins_from: Vec::new(),

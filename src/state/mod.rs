@@ -24,7 +24,7 @@ pub use machine::{
     STAGING_TTL_MS, apply, plan_ops, unpin_refusal,
 };
 
-use crate::manifest::{CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors};
+use crate::manifest::{CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors, ShardRole};
 use crate::plan::{OwnedPins, Plan};
 
 /// One pin of the shared state.
@@ -132,6 +132,13 @@ impl StatePin {
                 if !o.user_allocations.contains(peer) {
                     o.user_allocations.push(peer.clone());
                 }
+            }
+            // A sharded pin's role: the one that knows its cluster DAG (a
+            // PinSet that declares content already sharded by an add does
+            // not), else the first.
+            let knows = |r: &Option<ShardRole>| r.as_ref().is_some_and(|r| r.reference.is_some());
+            if o.shard_role.is_none() || (!knows(&o.shard_role) && knows(&p.shard_role)) {
+                o.shard_role = p.shard_role.clone().or(o.shard_role);
             }
         }
         PinSpec {
@@ -400,6 +407,58 @@ impl PinState {
             if e.get().is_empty() {
                 e.remove();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{PinSetId, ShardKind};
+
+    fn spec(role: Option<ShardRole>) -> PinSpec {
+        PinSpec {
+            name: String::new(),
+            options: Arc::new(PinOptions {
+                shard_role: role,
+                ..PinOptions::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_sharded_pin_shows_the_role_that_knows_its_cluster_dag() {
+        let cid = CidKey::parse("bafkqaaa").unwrap();
+        let role = |reference: Option<&str>| ShardRole {
+            kind: ShardKind::Meta,
+            reference: reference.map(str::to_string),
+            meta: cid.to_string(),
+            shard_size: 1 << 20,
+            max_depth: 0,
+        };
+        let set = Owner::PinSet(Arc::new(PinSetId::new("ns", "big")));
+        for (api, pinset, want) in [
+            (
+                Some(role(Some("bafydag"))),
+                Some(role(None)),
+                Some("bafydag"),
+            ),
+            (
+                Some(role(None)),
+                Some(role(Some("bafydag"))),
+                Some("bafydag"),
+            ),
+            (None, Some(role(None)), None),
+        ] {
+            let pin = StatePin {
+                cid,
+                written_as: None,
+                owners: BTreeMap::from([(Owner::Api, spec(api)), (set.clone(), spec(pinset))]),
+                allocations: Vec::new(),
+                timestamp_ms: 0,
+            };
+            let eff = pin.effective().options.shard_role.clone().unwrap();
+            assert_eq!(eff.reference.as_deref(), want);
         }
     }
 }

@@ -167,6 +167,10 @@ pub struct TestbedOptions {
     /// (issue 17): `pinfleet follow` processes of the published config
     /// `<dir>/follow.json`.
     pub followers: usize,
+    /// Variables set for every peer and follower process on top of this
+    /// process's environment (`PINFLEET_<SECTION>_<KEY>` config overrides,
+    /// e.g. `PINFLEET_IPFS_STORAGE_MAX`).
+    pub env: Vec<(String, String)>,
 }
 
 /// Which IPFS node each testbed peer pins on.
@@ -327,6 +331,8 @@ pub struct Testbed {
     /// What `testbed.json` says.
     pub file: TestbedFile,
     children: Vec<Child>,
+    /// [`TestbedOptions::env`].
+    env: Vec<(String, String)>,
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TestbedError {
@@ -468,6 +474,7 @@ impl Testbed {
                 pinsvc_token: Some(pinsvc_token),
             },
             children: Vec::new(),
+            env: opts.env.clone(),
         };
         let deadline = tokio::time::Instant::now() + opts.timeout;
         let mut bootstrap: Vec<String> = Vec::new();
@@ -547,6 +554,7 @@ impl Testbed {
             let err_log = log.try_clone().map_err(io("cannot open", &log_path))?;
             let child = Command::new(exe)
                 .args(args)
+                .envs(self.env.iter().cloned())
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(err_log)

@@ -1304,3 +1304,61 @@ fn a_scan_gives_the_loads_source_digest_without_parsing_lists() {
         Err(LoadError::Invalid(_))
     ));
 }
+
+#[test]
+fn a_sharded_pin_declares_its_shard_size_and_bad_ones_name_their_place() {
+    let (a, b) = (cid_v1("sharded-a"), cid_v1("sharded-b"));
+    let body = format!(
+        "  pins:\n    - cid: {a}\n      shard:\n        size: 64MiB\n    - cid: {b}\n      shard: {{size: 2097152}}\n"
+    );
+    let text = manifest("big", &body);
+    let name = Path::new("big.yaml");
+    let loaded = load_str(name, &text, &Limits::default()).unwrap();
+    let set = &loaded[0];
+    for (cid, size) in [(&a, 64u64 << 20), (&b, 2 << 20)] {
+        let role = pin(set, cid).spec.options.shard_role.clone().unwrap();
+        assert_eq!(role.kind, pinfleet::manifest::ShardKind::Meta);
+        assert_eq!(role.shard_size, size);
+        assert_eq!(role.meta, CidKey::parse(cid).unwrap().to_string());
+        assert_eq!(role.reference, None, "no cluster DAG until it is sharded");
+    }
+    // A pin without `shard` stays an ordinary data pin.
+    let plain = manifest("plain", &format!("  pins:\n    - cid: {a}\n"));
+    let loaded = load_str(name, &plain, &Limits::default()).unwrap();
+    assert_eq!(pin(&loaded[0], &a).spec.options.shard_role, None);
+
+    let bad = |shard: &str, extra: &str| {
+        let body = format!("  pins:\n    - cid: {a}\n{extra}      shard: {shard}\n");
+        load_str(name, &manifest("bad", &body), &Limits::default()).unwrap_err()
+    };
+    assert_diags(
+        &bad("{size: 12 parsecs}", "").0,
+        &[(
+            name,
+            8,
+            14,
+            "shard.size: invalid size \"12 parsecs\": unknown unit",
+        )],
+    );
+    assert_diags(
+        &bad("{size: 1000}", "").0,
+        &[(
+            name,
+            8,
+            14,
+            "shard.size 1000 is below the smallest shard, 1MiB",
+        )],
+    );
+    assert_diags(
+        &bad("{size: 8MiB}", "      mode: direct\n").0,
+        &[(name, 9, 14, "shard needs mode recursive")],
+    );
+    assert_diags(
+        &bad("{size: 8MiB}", "      replication: {min: -1, max: -1}\n").0,
+        &[(name, 9, 14, "shard with replication -1")],
+    );
+    assert_diags(
+        &bad("{size: 8MiB, count: 3}", "").0,
+        &[(name, 8, 27, "unknown field \"count\"")],
+    );
+}

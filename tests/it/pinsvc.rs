@@ -810,6 +810,7 @@ async fn a_testbed_takes_requests_on_followers_and_pins_them_on_its_nodes() {
         ipfs: TestbedIpfs::Embedded,
         auth: false,
         followers: 0,
+        env: Vec::new(),
     })
     .await
     .unwrap();

@@ -445,6 +445,16 @@ pub fn http_builder() -> reqwest::ClientBuilder {
 /// the public swarm's protocols when `public` (`testbed up --public-ipfs`:
 /// loopback TCP and QUIC, no bootstrap peers), without API users.
 pub async fn embedded_testbed(tb: &Path, public: bool) -> pinfleet::testbed::Testbed {
+    embedded_testbed_with(tb, public, &[]).await
+}
+
+/// [`embedded_testbed`] whose peers also get the variables `env`
+/// (`PINFLEET_<SECTION>_<KEY>` config overrides).
+pub async fn embedded_testbed_with(
+    tb: &Path,
+    public: bool,
+    env: &[(&str, &str)],
+) -> pinfleet::testbed::Testbed {
     use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
     Testbed::up(&TestbedOptions {
         exe: env!("CARGO_BIN_EXE_pinfleet").into(),
@@ -458,6 +468,10 @@ pub async fn embedded_testbed(tb: &Path, public: bool) -> pinfleet::testbed::Tes
         },
         auth: false,
         followers: 0,
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     })
     .await
     .unwrap()

@@ -463,6 +463,7 @@ async fn a_testbed_peer_whose_port_was_taken_starts_on_fresh_ports() {
         ipfs: TestbedIpfs::None,
         auth: false,
         followers: 0,
+        env: Vec::new(),
     };
     let tb = Testbed::up(&opts).await.unwrap();
     let first = tb.file.peers[0].api.clone();

@@ -676,6 +676,7 @@ async fn crash_a_peer_killed_while_its_pinset_was_deleted_unpins_it_after_restar
         ipfs: TestbedIpfs::Kubo(urls),
         auth: false,
         followers: 0,
+        env: Vec::new(),
     })
     .await
     .unwrap();

@@ -12,6 +12,7 @@ mod add;
 mod bitswap;
 mod dht;
 mod inbound;
+mod layout;
 pub mod peering;
 mod push;
 mod read;
@@ -811,5 +812,9 @@ impl IpfsBackend for EmbeddedNode {
         len: u64,
     ) -> BoxStream<'static, Result<bytes::Bytes, IpfsError>> {
         self.cat_stream(cid, offset, len)
+    }
+
+    fn dag_layout(&self, root: CidKey) -> BoxStream<'static, Result<(Cid, u64), IpfsError>> {
+        self.layout_stream(*root.cid())
     }
 }

@@ -67,7 +67,7 @@ impl EmbeddedNode {
     /// finds); [`IpfsError::NotFound`] once every connected node said it
     /// does not have it, or at once when none is connected, and no
     /// provider was found.
-    async fn read_block(&self, cid: Cid) -> Result<Vec<u8>, IpfsError> {
+    pub(super) async fn read_block(&self, cid: Cid) -> Result<Vec<u8>, IpfsError> {
         if let Some(data) = self.get_block(&cid).await? {
             return Ok(data);
         }
