@@ -361,11 +361,19 @@ fn apply_ops<S: PinStore>(
                     .is_some_and(|r| r.kind == ShardKind::Meta);
                 release(store, owner, before, out)?;
                 // Releasing a sharded pin releases its cluster DAG and
-                // shards for the same owner, on every path (REST, plans).
+                // shards for the same owner, on every path (REST, plans);
+                // once the meta pin has left the state they all go, whoever
+                // wrote them.
                 if meta {
+                    let gone = store.get(cid)?.is_none();
                     for member in store.shard_members(cid)? {
-                        if let Some(m) = store.get(&member)? {
-                            release(store, owner, m, out)?;
+                        match store.get(&member)? {
+                            Some(m) if gone => {
+                                store.remove(&m)?;
+                                out.removed += 1;
+                            }
+                            Some(m) => release(store, owner, m, out)?,
+                            None => {}
                         }
                     }
                 }

@@ -1,8 +1,11 @@
 //! The state's rules for the parts of a sharded DAG (IPFS Cluster's meta
 //! pin, cluster DAG and shards; docs/sharding.md): which pin is a meta pin
-//! and why a part may not be unpinned alone. The cascade itself (releasing
-//! a meta pin releases its parts for the same owner) is in
-//! `machine::apply_ops`. Pure: no I/O.
+//! and why a part may not be unpinned alone. The cascade itself is in
+//! `machine::apply_ops`: releasing a meta pin releases the same owner's hold
+//! on its parts, and once the meta pin has left the state (its last owner
+//! released it, or a forced unpin) every part goes, whoever wrote it. The
+//! parts are found through the state's shard index (`PinStore::shard_members`).
+//! Pure: no I/O.
 
 use super::StatePin;
 use super::machine::PinStore;

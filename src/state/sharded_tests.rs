@@ -107,38 +107,61 @@ fn unpinning_a_shard_or_the_cluster_dag_alone_is_refused_naming_the_meta_pin() {
     assert_eq!(held(&s), vec![1, 2, 3, 4, 5, 9]);
 }
 
+fn plan_release(owner: &Owner, i: u64) -> Request {
+    let plan = crate::plan::Plan {
+        owner: owner.clone(),
+        add: Vec::new(),
+        update: Vec::new(),
+        release: vec![seq_cid(i)],
+        unchanged: 0,
+    };
+    Request {
+        now_ms: 3,
+        command: Command::Apply {
+            owner: owner.clone(),
+            ops: plan_ops(&plan),
+        },
+    }
+}
+
 #[test]
-fn a_plan_dropping_the_meta_pin_releases_the_parts_it_owns_and_leaves_other_owners_theirs() {
+fn a_plan_dropping_a_co_owned_meta_pin_releases_only_its_own_hold_on_the_parts() {
     let site = Owner::pinset(PinSetId::new("ns", "site"));
     let mut s = PinState::new();
     s.apply_request(&sharded_add(&site));
-    // The API also holds one shard.
+    s.apply_request(&sharded_add(&Owner::Api));
+    s.apply_request(&plan_release(&site, 1));
+    assert_eq!(held(&s), vec![1, 2, 3, 4, 5, 9]);
+    for i in 1..6 {
+        let owners: Vec<Owner> = s.get(&seq_cid(i)).unwrap().owners.keys().cloned().collect();
+        assert_eq!(owners, vec![Owner::Api], "{i}");
+    }
+}
+
+#[test]
+fn once_its_meta_pin_leaves_the_state_every_part_goes_whoever_wrote_it() {
+    // A PinSet declares the sharded pin; the parts were written by `api`.
+    let site = Owner::pinset(PinSetId::new("ns", "site"));
+    let mut s = PinState::new();
+    s.apply_request(&Request {
+        now_ms: 1,
+        command: Command::Apply {
+            owner: site.clone(),
+            ops: vec![set(1, part(ShardKind::Meta))],
+        },
+    });
+    let Command::Apply { ops, .. } = sharded_add(&Owner::Api).command else {
+        unreachable!()
+    };
     s.apply_request(&Request {
         now_ms: 1,
         command: Command::Apply {
             owner: Owner::Api,
-            ops: vec![set(4, part(ShardKind::Shard))],
+            ops: ops.into_iter().skip(1).collect(),
         },
     });
-    let plan = crate::plan::Plan {
-        owner: site.clone(),
-        add: Vec::new(),
-        update: Vec::new(),
-        release: vec![seq_cid(1)],
-        unchanged: 0,
-    };
-    s.apply_request(&Request {
-        now_ms: 3,
-        command: Command::Apply {
-            owner: site.clone(),
-            ops: plan_ops(&plan),
-        },
-    });
-    assert_eq!(held(&s), vec![4, 9]);
-    let shard = s.get(&seq_cid(4)).unwrap();
-    assert_eq!(shard.owners.keys().collect::<Vec<_>>(), vec![&Owner::Api]);
-    // With its meta pin gone, the left-over shard can be unpinned alone.
-    assert_eq!(s.apply_request(&unpin(4, false)).refused, None);
+    assert_eq!(held(&s), vec![1, 2, 3, 4, 5, 9]);
+    s.apply_request(&plan_release(&site, 1));
     assert_eq!(held(&s), vec![9]);
 }
 
