@@ -113,6 +113,50 @@ async fn a_shard_pin_holds_its_node_and_linked_blocks_only_through_gc_until_unpi
     b.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_under_an_indirect_root_is_pinned_two_links_deep() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start_with(EmbeddedConfig::new(&dir.path().join("a"), SECRET)).await;
+    let b = Running::start_with(EmbeddedConfig::new(&dir.path().join("b"), SECRET)).await;
+    // More links than one shard node takes: an indirect root over two leaves.
+    let leaves: Vec<(cid::Cid, Vec<u8>)> = (0..dagcbor::MAX_LINKS + 10)
+        .map(|i| {
+            let data = format!("tiny block {i}").into_bytes();
+            let mh = cid::multihash::Multihash::wrap(0x12, &sha2::Sha256::digest(&data)).unwrap();
+            (cid::Cid::new_v1(0x55, mh), data)
+        })
+        .collect();
+    let links: Vec<cid::Cid> = leaves.iter().map(|(c, _)| *c).collect();
+    let shard = dagcbor::shard_dag(&links);
+    assert_eq!(shard.len(), 3);
+    assert_eq!(dagcbor::shard_depth(links.len()), 2);
+    let mut all = shard.clone();
+    all.extend(leaves);
+    put(&a, &all).await;
+    let addr = a.node.listen_addrs().await.remove(0);
+    b.node.connect(addr).await.unwrap();
+    let root = shard[0].0;
+    for (depth, held_blocks) in [(1, 3), (2, all.len())] {
+        let opts = PinOpts {
+            max_depth: Some(depth),
+            progress_timeout: Duration::from_secs(30),
+            ..PinOpts::default()
+        };
+        tokio::time::timeout(DEADLINE, b.node.pin(key(&root), opts, None))
+            .await
+            .unwrap()
+            .unwrap();
+        let cids: Vec<cid::Cid> = all.iter().map(|(c, _)| *c).collect();
+        let n = held(&b, &cids).await.into_iter().filter(|h| *h).count();
+        assert_eq!(n, held_blocks, "depth {depth}");
+    }
+    b.node.unpin(key(&root), true).await.unwrap();
+    assert_eq!(b.node.gc().await.unwrap().removed, all.len() as u64);
+    a.stop().await;
+    b.stop().await;
+}
+
 async fn get(client: &reqwest::Client, url: String) -> (u16, String) {
     let r = client.get(url).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
