@@ -27,7 +27,7 @@ use super::{
 use crate::consensus::{ClusterNode, MAX_ENTRY_BYTES, PinAllocator, StateStore, entry_bytes};
 use crate::ipfs::IpfsBackend;
 use crate::manifest::CidKey;
-use crate::manifest::ReplicationFactors;
+use crate::manifest::{ReplicationFactors, ShardKind};
 use crate::state::{Command, StatePin};
 use crate::tracker::TrackerHandle;
 
@@ -582,9 +582,13 @@ impl Round {
     }
 
     /// The allocator's question for `pin`; `None` for an every-peer pin
-    /// (nothing to allocate).
+    /// (nothing to allocate) and for a sharded DAG's meta pin, which no
+    /// peer pins (its shards are allocated instead).
     fn request(&self, pin: &StatePin) -> Option<AllocationRequest> {
         let eff = pin.effective();
+        if eff.options.shard_role.as_ref().map(|r| r.kind) == Some(ShardKind::Meta) {
+            return None;
+        }
         let r = eff.options.replication;
         let (min, max) = if r.min == 0 && r.max == 0 {
             (self.config.default_min, self.config.default_max)
@@ -691,6 +695,60 @@ mod tests {
 
     use super::*;
     use crate::testkit::seq_cid;
+
+    fn sharded(kind: ShardKind, min: i32, max: i32, user: &[&str]) -> StatePin {
+        let options = crate::manifest::PinOptions {
+            replication: ReplicationFactors { min, max },
+            user_allocations: user.iter().map(|p| p.to_string()).collect(),
+            shard_role: Some(crate::manifest::ShardRole {
+                kind,
+                reference: None,
+                meta: seq_cid(0).to_string(),
+                shard_size: 10,
+                max_depth: 1,
+            }),
+            ..crate::manifest::PinOptions::default()
+        };
+        StatePin {
+            cid: seq_cid(1),
+            written_as: None,
+            owners: [(
+                crate::manifest::Owner::Api,
+                crate::manifest::PinSpec {
+                    name: String::new(),
+                    options: std::sync::Arc::new(options),
+                },
+            )]
+            .into(),
+            allocations: Vec::new(),
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_meta_pin_is_never_allocated_and_a_shard_goes_to_its_chosen_peers_first() {
+        let mut view = PeerMetrics::new();
+        for (p, free) in [("a", 10), ("b", 50), ("c", 99)] {
+            view.insert(Metric::freespace(p, free, 10_000));
+        }
+        let mut round = Round {
+            view,
+            members: vec!["a".into(), "b".into(), "c".into()],
+            config: AllocatorConfig::default(),
+            now: 0,
+            grace_ms: 0,
+        };
+        let mut changes = Vec::new();
+        round.place(&sharded(ShardKind::Meta, 1, 1, &[]), &mut changes);
+        round.examine(&sharded(ShardKind::Meta, 1, 1, &[]), &mut changes);
+        assert!(changes.is_empty(), "{changes:?}");
+        round.place(&sharded(ShardKind::Shard, 1, 1, &["a"]), &mut changes);
+        assert_eq!(changes, vec![(seq_cid(1), vec!["a".to_string()])]);
+        // The cluster DAG is every peer's: nothing to allocate.
+        changes.clear();
+        round.place(&sharded(ShardKind::ClusterDag, -1, -1, &[]), &mut changes);
+        assert!(changes.is_empty(), "{changes:?}");
+    }
 
     fn allocations_of(entries: &[Command]) -> Vec<(CidKey, Vec<String>)> {
         let mut all = Vec::new();

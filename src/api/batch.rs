@@ -9,6 +9,13 @@
 //! a log entry takes, each allocated on the write path like a single pin.
 //! This module must not decide allocations or what a pin's options mean
 //! beyond IPFS Cluster's own rules (shared with `POST /pins/{cid}`).
+//!
+//! Records of a sharded pin (`meta-pin`, `clusterdag-pin`, `shard-pin`)
+//! are taken as they are, with their `reference`, `shard_size` and
+//! `max_depth`. IPFS Cluster's shard record does not name its meta pin: a
+//! shard named `<name>-shard-<n>` belongs to the meta pin named `<name>`
+//! in the same body (pinfleet's own exports carry it in `owners`); a shard
+//! whose meta pin cannot be found is refused.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -50,33 +57,52 @@ pub(super) async fn post(
 /// NDJSON, `pin N: …` for an array (both 1-based).
 pub(super) fn parse_body(body: &[u8]) -> Result<Vec<Op>, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
-    let mut ops = Vec::new();
+    // (where, record): `where` names it in errors.
+    let mut records: Vec<(String, PinRecord)> = Vec::new();
     if text.trim_start().starts_with('[') {
         let values: Vec<serde_json::Value> =
             serde_json::from_str(text).map_err(|e| format!("invalid JSON array: {e}"))?;
         for (i, v) in values.into_iter().enumerate() {
-            ops.push(op_of(v).map_err(|e| format!("pin {}: {e}", i + 1))?);
+            let at = format!("pin {}", i + 1);
+            let r = PinRecord::from_cluster_json(v).map_err(|e| format!("{at}: {e}"))?;
+            records.push((at, r));
         }
     } else {
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
+            let at = format!("line {}", i + 1);
             let v: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
-            ops.push(op_of(v).map_err(|e| format!("line {}: {e}", i + 1))?);
+                serde_json::from_str(line).map_err(|e| format!("{at}: {e}"))?;
+            let r = PinRecord::from_cluster_json(v).map_err(|e| format!("{at}: {e}"))?;
+            records.push((at, r));
         }
     }
-    Ok(ops)
+    let metas: std::collections::HashMap<String, String> = records
+        .iter()
+        .filter(|(_, r)| r.type_ == "meta-pin")
+        .map(|(_, r)| (r.name.clone(), r.cid.clone()))
+        .collect();
+    records
+        .into_iter()
+        .map(|(at, r)| op_of(r, &metas).map_err(|e| format!("{at}: {e}")))
+        .collect()
 }
 
 /// One IPFS Cluster pin as owner `api`'s op, checked as `POST /pins/{cid}`
-/// checks its parameters.
-fn op_of(value: serde_json::Value) -> Result<Op, String> {
-    let record = PinRecord::from_cluster_json(value)?;
-    if record.type_ != "pin" {
+/// checks its parameters; `metas` maps the names of the body's meta pins
+/// to their CIDs (see the module docs).
+fn op_of(
+    record: PinRecord,
+    metas: &std::collections::HashMap<String, String>,
+) -> Result<Op, String> {
+    if !matches!(
+        record.type_.as_str(),
+        "pin" | "meta-pin" | "clusterdag-pin" | "shard-pin"
+    ) {
         return Err(format!(
-            "pin type {} is not supported (only data pins, type \"pin\")",
+            "pin type {} is not supported (pin, meta-pin, clusterdag-pin or shard-pin)",
             shown(&record.type_)
         ));
     }
@@ -87,10 +113,33 @@ fn op_of(value: serde_json::Value) -> Result<Op, String> {
         peer.parse::<PeerId>()
             .map_err(|e| format!("invalid user_allocations peer id {}: {e}", shown(peer)))?;
     }
+    let mut spec = record.api_spec();
+    if let Some(role) = spec.options.shard_role.as_ref() {
+        let mut role = role.clone();
+        if role.meta.is_empty() {
+            role.meta = record
+                .name
+                .rsplit_once("-shard-")
+                .and_then(|(name, _)| metas.get(name))
+                .cloned()
+                .ok_or_else(|| {
+                    format!(
+                        "shard-pin {} names no meta pin of this body (IPFS Cluster names a shard <name>-shard-<n> after its meta pin <name>)",
+                        shown(&record.cid)
+                    )
+                })?;
+        }
+        let meta = CidKey::parse(&role.meta)
+            .map_err(|e| format!("invalid meta pin {}: {e}", shown(&role.meta)))?;
+        role.meta = meta.to_string();
+        let mut options = (*spec.options).clone();
+        options.shard_role = Some(role);
+        spec.options = std::sync::Arc::new(options);
+    }
     Ok(Op::Set {
         cid,
         written_as: written_as_of(&cid, &record.cid),
-        spec: record.api_spec(),
+        spec,
     })
 }
 
@@ -175,13 +224,46 @@ mod tests {
         assert!(e.starts_with("line 2: invalid cid \"nope\""), "{e}");
         let e = parse_body(format!("[{good},{good},{{}}]").as_bytes()).unwrap_err();
         assert!(e.starts_with("pin 3: missing field `cid`"), "{e}");
-        let e = parse_body(br#"{"cid":"bafkqaaa","type":"meta-pin"}"#).unwrap_err();
+        let e = parse_body(br#"{"cid":"bafkqaaa","type":"bad-type"}"#).unwrap_err();
         assert!(e.contains("not supported"), "{e}");
+        let e =
+            parse_body(br#"{"cid":"bafkqaaa","type":"shard-pin","name":"x-shard-0"}"#).unwrap_err();
+        assert!(e.contains("names no meta pin"), "{e}");
         let e = parse_body(
             br#"{"cid":"bafkqaaa","replication_factor_min":3,"replication_factor_max":2}"#,
         )
         .unwrap_err();
         assert!(e.starts_with("line 1: replication-min 3"), "{e}");
+    }
+
+    #[test]
+    fn ipfs_cluster_sharded_records_keep_their_role_and_shards_find_their_meta_pin_by_name() {
+        let meta = crate::testkit::seq_cid(1).to_string();
+        let dag = crate::testkit::seq_cid(2).to_string();
+        let shard = crate::testkit::seq_cid(3).to_string();
+        let body = format!(
+            "{{\"cid\":\"{meta}\",\"type\":4,\"name\":\"f\",\"reference\":\"{dag}\",\"shard_size\":100}}\n\
+             {{\"cid\":\"{dag}\",\"type\":\"clusterdag-pin\",\"name\":\"f-clusterDAG\",\"reference\":\"{meta}\",\"mode\":\"direct\"}}\n\
+             {{\"cid\":\"{shard}\",\"type\":16,\"name\":\"f-shard-0\",\"max_depth\":1,\"shard_size\":60,\"replication_factor_min\":1,\"replication_factor_max\":1}}\n"
+        );
+        let ops = parse_body(body.as_bytes()).unwrap();
+        let roles: Vec<crate::manifest::ShardRole> = ops
+            .iter()
+            .map(|op| {
+                let Op::Set { spec, .. } = op else {
+                    panic!("not a set")
+                };
+                spec.options.shard_role.clone().unwrap()
+            })
+            .collect();
+        use crate::manifest::ShardKind;
+        assert_eq!(
+            roles.iter().map(|r| r.kind).collect::<Vec<_>>(),
+            [ShardKind::Meta, ShardKind::ClusterDag, ShardKind::Shard]
+        );
+        assert!(roles.iter().all(|r| r.meta == meta), "{roles:?}");
+        assert_eq!(roles[0].reference.as_deref(), Some(dag.as_str()));
+        assert_eq!((roles[2].max_depth, roles[2].shard_size), (1, 60));
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod pinsets;
 pub mod pinsvc;
 mod reconcile;
 mod routes;
+mod sharded_status;
 mod status;
 mod stream;
 mod token;

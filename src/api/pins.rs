@@ -18,7 +18,7 @@ use crate::consensus::ClusterNode;
 use crate::manifest::duration::parse_duration;
 use crate::manifest::shown;
 use crate::manifest::{
-    CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors, written_as_of,
+    CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors, ShardKind, written_as_of,
 };
 use crate::state::{StatePin, unpin_refusal, write_pin_record};
 use crate::wire::PinRecord;
@@ -66,18 +66,27 @@ pub(super) fn storage(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("cannot read the state: {e}"))
 }
 
-/// `GET /allocations?filter=`: every pin of the shared state. All pinfleet
-/// pins are data pins (`type: "pin"`), so a filter without `pin` (or `all`)
-/// answers an empty stream.
+/// `GET /allocations?filter=`: the pins of the shared state of the types
+/// the filter names (IPFS Cluster's: `pin`, `meta-pin`, `clusterdag-pin`,
+/// `shard-pin`, `all`, comma separated; none or empty: every pin).
 pub(super) async fn allocations(
     State(state): State<ApiState>,
     query: RawParams,
 ) -> Result<Response, ApiError> {
     let params = Params::from_query(query)?;
-    if !filter_includes_data_pins(params.get("filter"))? {
-        return Ok(stream::ndjson(|_| Ok(())).await);
+    let types = PinTypes::parse(params.get("filter"))?;
+    if types == PinTypes::ALL {
+        return Ok(pin_stream(state.node.store().clone()).await);
     }
-    Ok(pin_stream(state.node.store().clone()).await)
+    let store = state.node.store().clone();
+    Ok(stream::ndjson(move |sink| {
+        store
+            .for_each_pin(|pin| {
+                !types.includes(&pin) || sink.line(|buf| write_pin_record(&mut *buf, &pin))
+            })
+            .map_err(storage)
+    })
+    .await)
 }
 
 /// `GET /state/export`: the state file (one `PinRecord` per line).
@@ -94,25 +103,66 @@ async fn pin_stream(store: crate::consensus::StateStore) -> Response {
     .await
 }
 
-/// IPFS Cluster's filter: pin types separated by commas; empty means all.
-fn filter_includes_data_pins(filter: Option<&str>) -> Result<bool, ApiError> {
-    let Some(filter) = filter else {
-        return Ok(true);
+/// The pin types an `/allocations` filter selects (IPFS Cluster's
+/// `type`): data pins, and the meta pins, cluster DAGs and shards of
+/// sharded pins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PinTypes {
+    data: bool,
+    meta: bool,
+    cluster_dag: bool,
+    shard: bool,
+}
+
+impl PinTypes {
+    const ALL: PinTypes = PinTypes {
+        data: true,
+        meta: true,
+        cluster_dag: true,
+        shard: true,
     };
-    let mut data = false;
-    for part in filter.split(',') {
-        match part.trim() {
-            "pin" | "all" | "" => data = true,
-            "meta-pin" | "clusterdag-pin" | "shard-pin" => {}
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "invalid filter value {}: expected pin, meta-pin, clusterdag-pin, shard-pin or all",
-                    shown(other)
-                )));
+
+    /// IPFS Cluster's filter: types separated by commas; none, an empty
+    /// one, or `all` means every type.
+    fn parse(filter: Option<&str>) -> Result<Self, ApiError> {
+        let Some(filter) = filter.filter(|f| !f.trim().is_empty()) else {
+            return Ok(Self::ALL);
+        };
+        let mut t = PinTypes {
+            data: false,
+            meta: false,
+            cluster_dag: false,
+            shard: false,
+        };
+        for part in filter.split(',') {
+            match part.trim() {
+                "all" => return Ok(Self::ALL),
+                "pin" => t.data = true,
+                "meta-pin" => t.meta = true,
+                "clusterdag-pin" => t.cluster_dag = true,
+                "shard-pin" => t.shard = true,
+                "" => {}
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid filter value {}: expected pin, meta-pin, clusterdag-pin, shard-pin or all",
+                        shown(other)
+                    )));
+                }
             }
         }
+        Ok(t)
     }
-    Ok(data)
+
+    /// Whether `pin`'s type is selected.
+    fn includes(&self, pin: &StatePin) -> bool {
+        let eff = pin.effective();
+        match eff.options.shard_role.as_ref().map(|r| r.kind) {
+            None => self.data,
+            Some(ShardKind::Meta) => self.meta,
+            Some(ShardKind::ClusterDag) => self.cluster_dag,
+            Some(ShardKind::Shard) => self.shard,
+        }
+    }
 }
 
 /// `GET /allocations/{cid}`: one pin, its CID as the client wrote it.
@@ -503,11 +553,45 @@ mod tests {
     }
 
     #[test]
-    fn filters() {
-        assert!(filter_includes_data_pins(None).unwrap());
-        assert!(filter_includes_data_pins(Some("pin")).unwrap());
-        assert!(filter_includes_data_pins(Some("meta-pin,all")).unwrap());
-        assert!(!filter_includes_data_pins(Some("meta-pin")).unwrap());
-        assert!(filter_includes_data_pins(Some("bogus")).is_err());
+    fn filters_select_ipfs_cluster_pin_types() {
+        assert_eq!(PinTypes::parse(None).unwrap(), PinTypes::ALL);
+        assert_eq!(PinTypes::parse(Some("")).unwrap(), PinTypes::ALL);
+        assert_eq!(
+            PinTypes::parse(Some("meta-pin,all")).unwrap(),
+            PinTypes::ALL
+        );
+        let t = PinTypes::parse(Some("pin, shard-pin")).unwrap();
+        assert!(t.data && t.shard && !t.meta && !t.cluster_dag);
+        let t = PinTypes::parse(Some("meta-pin,clusterdag-pin")).unwrap();
+        assert!(!t.data && t.meta && t.cluster_dag && !t.shard);
+        assert!(PinTypes::parse(Some("bogus")).is_err());
+        let pin = |role: Option<ShardKind>| StatePin {
+            cid: crate::testkit::seq_cid(1),
+            written_as: None,
+            owners: [(
+                Owner::Api,
+                PinSpec {
+                    name: String::new(),
+                    options: Arc::new(crate::manifest::PinOptions {
+                        shard_role: role.map(|kind| crate::manifest::ShardRole {
+                            kind,
+                            reference: None,
+                            meta: String::new(),
+                            shard_size: 0,
+                            max_depth: 0,
+                        }),
+                        ..Default::default()
+                    }),
+                },
+            )]
+            .into(),
+            allocations: Vec::new(),
+            timestamp_ms: 0,
+        };
+        let t = PinTypes::parse(Some("shard-pin")).unwrap();
+        assert!(t.includes(&pin(Some(ShardKind::Shard))));
+        assert!(!t.includes(&pin(Some(ShardKind::Meta))));
+        assert!(!t.includes(&pin(None)));
+        assert!(PinTypes::parse(Some("pin")).unwrap().includes(&pin(None)));
     }
 }

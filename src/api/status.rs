@@ -1,7 +1,8 @@
 //! Pin status routes (IPFS Cluster): `GET /pins` (stream of
 //! `GlobalPinInfo`; `filter=`, `local=`, `cids=`), `GET /pins/{cid}`,
 //! `POST /pins/recover`, `POST /pins/{cid}/recover` (each with `local=`).
-//! A CID not in the pinset is `unpinned` on every member, never 404.
+//! A CID not in the pinset is `unpinned` on every member, never 404. A
+//! sharded pin's meta pin shows its shards' statuses (`sharded_status`).
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
 use super::pins::{Params, RawParams, parse_cid, storage};
+use super::sharded_status::fill_meta;
 use super::{ApiError, ApiState, stream};
 use crate::manifest::shown;
 use crate::state::StatePin;
@@ -70,6 +72,7 @@ pub(super) async fn list(
         return by_cids(&state, svc, cids, local, filters).await;
     }
     let store = state.node.store().clone();
+    let shard_store = store.clone();
     let handle = tokio::runtime::Handle::current();
     // Three stages so that a large answer keeps every core busy: a blocking
     // thread reads pages of pins from the state, up to `IN_FLIGHT` pages ask
@@ -101,12 +104,15 @@ pub(super) async fn list(
         let mut answers = tokio_stream::wrappers::ReceiverStream::new(page_rx)
             .map(|page| {
                 let svc = Arc::clone(&svc);
+                let store = shard_store.clone();
                 async move {
-                    if local {
-                        svc.local_infos(&page).await
+                    let mut infos = if local {
+                        svc.local_infos(&page).await?
                     } else {
-                        svc.global(&page).await
-                    }
+                        svc.global(&page).await?
+                    };
+                    fill_meta(&store, &svc, &page, &mut infos, local).await?;
+                    Ok(infos)
                 }
             })
             .buffered(IN_FLIGHT);
@@ -156,12 +162,15 @@ async fn by_cids(
     })
     .await?;
     let pins: Vec<StatePin> = found.iter().flatten().cloned().collect();
-    let infos = if local {
+    let mut infos = if local {
         svc.local_infos(&pins).await
     } else {
         svc.global(&pins).await
     }
     .map_err(ApiError::internal)?;
+    fill_meta(state.node.store(), &svc, &pins, &mut infos, local)
+        .await
+        .map_err(ApiError::internal)?;
     let mut infos = infos.into_iter();
     let mut items = Vec::with_capacity(cids.len());
     for ((key, written), pin) in cids.iter().zip(&found) {
@@ -195,6 +204,9 @@ async fn one(state: &ApiState, cid: &str, local: bool) -> Result<GlobalPinInfo, 
         svc.global(pins).await
     }
     .map_err(ApiError::internal)?;
+    fill_meta(state.node.store(), &svc, pins, &mut infos, local)
+        .await
+        .map_err(ApiError::internal)?;
     let mut info = infos.pop().ok_or_else(|| ApiError::internal("no status"))?;
     // Echo the CID as the client wrote it.
     info.cid = cid.to_string();

@@ -313,6 +313,13 @@ pub struct IpfsId {
 pub struct PinOpts {
     /// Pin the whole DAG (`true`) or the root block only (`false`, direct).
     pub recursive: bool,
+    /// With `recursive`: pin the root and only the blocks at most this many
+    /// links below it (a shard of a sharded DAG, IPFS Cluster's
+    /// `max_depth`); `None`: the whole DAG. Below a DAG-CBOR root only
+    /// DAG-CBOR blocks are followed further than one link: a shard node's
+    /// links to content nodes end there (their children are in other
+    /// shards). Kubo has no such pin: its backend pins each block direct.
+    pub max_depth: Option<u32>,
     /// Give up when no progress is reported for this long. Kubo reports
     /// progress every 500ms, so values of a few seconds or less are noise.
     pub progress_timeout: Duration,
@@ -321,12 +328,39 @@ pub struct PinOpts {
     pub origins: Vec<String>,
 }
 
+/// Whether a pin reaching `limit` links below a root of codec `root_codec`
+/// (`None`: the whole DAG, `Some(0)`: the root only) keeps the children of
+/// `cid`, met `depth` links below the root. A depth-limited pin follows
+/// only blocks of its root's codec past the root: a shard node's links to
+/// a content DAG's internal nodes end there, their children being in
+/// other shards (for a DAG-CBOR shard node, only its leaf shard nodes are
+/// followed).
+pub fn pin_follows(limit: Option<u32>, root_codec: u64, cid: &cid::Cid, depth: u32) -> bool {
+    match limit {
+        None => true,
+        Some(max) => depth < max && (depth == 0 || cid.codec() == root_codec),
+    }
+}
+
+impl PinOpts {
+    /// How many links below the root this pin reaches: `Some(0)` direct,
+    /// `None` the whole DAG.
+    pub fn limit(&self) -> Option<u32> {
+        if self.recursive {
+            self.max_depth
+        } else {
+            Some(0)
+        }
+    }
+}
+
 impl Default for PinOpts {
     /// Recursive, two minutes without progress (IPFS Cluster's default pin
     /// timeout), no origins.
     fn default() -> Self {
         Self {
             recursive: true,
+            max_depth: None,
             progress_timeout: Duration::from_secs(120),
             origins: Vec::new(),
         }

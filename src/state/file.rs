@@ -10,7 +10,9 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use super::StatePin;
-use crate::manifest::{CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors};
+use crate::manifest::{
+    CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors, ShardKind, ShardRole,
+};
 use crate::wire::{OwnerRecord, PinRecord, ZERO_TIME};
 
 impl PinRecord {
@@ -59,9 +61,45 @@ impl PinRecord {
         }
     }
 
+    /// The part this record plays in a sharded DAG, from its IPFS Cluster
+    /// `type`, `reference`, `shard_size` and `max_depth` (none for `pin` or
+    /// an unknown type). The meta pin a part belongs to: the meta pin
+    /// itself, the cluster DAG's `reference`; a shard's is not in IPFS
+    /// Cluster's record: it is taken from the record's `owners` when it has
+    /// them (a pinfleet export), else left empty for the caller to find
+    /// (`POST /pins/batch` matches `<name>-shard-<n>` to its meta pin).
+    pub fn shard_role(&self) -> Option<ShardRole> {
+        let kind = match self.type_.as_str() {
+            "meta-pin" => ShardKind::Meta,
+            "clusterdag-pin" => ShardKind::ClusterDag,
+            "shard-pin" => ShardKind::Shard,
+            _ => return None,
+        };
+        let recorded = self
+            .owners
+            .values()
+            .filter_map(|o| o.options.shard_role.as_ref())
+            .find(|r| r.kind == kind);
+        let meta = match (kind, recorded) {
+            (_, Some(r)) => r.meta.clone(),
+            (ShardKind::Meta, None) => CidKey::parse(&self.cid)
+                .map(|c| c.to_string())
+                .unwrap_or_else(|_| self.cid.clone()),
+            (ShardKind::ClusterDag, None) => self.reference.clone().unwrap_or_default(),
+            (ShardKind::Shard, None) => String::new(),
+        };
+        Some(ShardRole {
+            kind,
+            reference: self.reference.clone(),
+            meta,
+            shard_size: self.shard_size,
+            max_depth: self.max_depth,
+        })
+    }
+
     /// What an IPFS Cluster pin (a record without `owners`) asks for, as
     /// owner `api`: name, mode, replication, user allocations, expiry,
-    /// metadata and origins.
+    /// metadata, origins and its part in a sharded DAG ([`Self::shard_role`]).
     pub fn api_spec(&self) -> PinSpec {
         let expire = parse_time(&self.expire_at);
         let options = PinOptions {
@@ -74,6 +112,7 @@ impl PinRecord {
             origins: self.origins.clone(),
             user_allocations: self.user_allocations.clone().unwrap_or_default(),
             expire_at_ms: (expire != 0).then_some(expire),
+            shard_role: self.shard_role(),
             ..PinOptions::default()
         };
         PinSpec {

@@ -23,7 +23,8 @@ pub use super::command::{
     Command, CommitRecord, ConditionsRecord, Op, Outcome, PinSetRecord, Request,
 };
 use super::pinsvc::PinSvcRequest;
-use crate::manifest::{CidKey, Owner};
+use super::sharded::{is_meta, part_refusal};
+use crate::manifest::{CidKey, Owner, ShardKind};
 
 /// Staged chunks older than this are dropped when any later revision commits.
 pub const STAGING_TTL_MS: i64 = 60 * 60 * 1000;
@@ -38,6 +39,10 @@ pub trait PinStore {
     fn put(&mut self, pin: &StatePin, before: Option<&StatePin>) -> Result<(), Self::Error>;
     /// Deletes a pin.
     fn remove(&mut self, before: &StatePin) -> Result<(), Self::Error>;
+    /// The pins that are a cluster DAG or a shard of the sharded pin
+    /// `meta` ([`StatePin::shard_metas`]), in CID-bytes order; kept as an
+    /// index by `put` and `remove`.
+    fn shard_members(&self, meta: &CidKey) -> Result<Vec<CidKey>, Self::Error>;
     /// Saves a chunk of a revision.
     fn stage(
         &mut self,
@@ -193,6 +198,10 @@ fn apply_command<S: PinStore>(
         }
         Command::Unpin { cid, force } => {
             if let Some(before) = store.get(cid)? {
+                if let Some(refusal) = part_refusal(store, &before)? {
+                    out.refused = Some(refusal);
+                    return Ok(out);
+                }
                 let pinsets: Vec<Owner> = before
                     .owners
                     .keys()
@@ -207,6 +216,14 @@ fn apply_command<S: PinStore>(
                 } else {
                     store.remove(&before)?;
                     out.removed += 1;
+                    if is_meta(&before) {
+                        for member in store.shard_members(cid)? {
+                            if let Some(m) = store.get(&member)? {
+                                store.remove(&m)?;
+                                out.removed += 1;
+                            }
+                        }
+                    }
                     for owner in &pinsets {
                         let mut head = store.commits(owner)?.unwrap_or_default();
                         head.generation += 1;
@@ -337,20 +354,53 @@ fn apply_ops<S: PinStore>(
                 let Some(before) = store.get(cid)? else {
                     continue;
                 };
-                if !before.owners.contains_key(owner) {
-                    continue;
-                }
-                let mut pin = before.clone();
-                pin.owners.remove(owner);
-                if pin.owners.is_empty() {
-                    store.remove(&before)?;
-                    out.removed += 1;
-                } else {
-                    store.put(&pin, Some(&before))?;
-                    out.changed += 1;
+                let meta = before
+                    .owners
+                    .get(owner)
+                    .and_then(|s| s.options.shard_role.as_ref())
+                    .is_some_and(|r| r.kind == ShardKind::Meta);
+                release(store, owner, before, out)?;
+                // Releasing a sharded pin releases its cluster DAG and
+                // shards for the same owner, on every path (REST, plans);
+                // once the meta pin has left the state they all go, whoever
+                // wrote them.
+                if meta {
+                    let gone = store.get(cid)?.is_none();
+                    for member in store.shard_members(cid)? {
+                        match store.get(&member)? {
+                            Some(m) if gone => {
+                                store.remove(&m)?;
+                                out.removed += 1;
+                            }
+                            Some(m) => release(store, owner, m, out)?,
+                            None => {}
+                        }
+                    }
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Removes `owner` from `before` (the pin goes with its last owner).
+fn release<S: PinStore>(
+    store: &mut S,
+    owner: &Owner,
+    before: StatePin,
+    out: &mut Outcome,
+) -> Result<(), S::Error> {
+    if !before.owners.contains_key(owner) {
+        return Ok(());
+    }
+    let mut pin = before.clone();
+    pin.owners.remove(owner);
+    if pin.owners.is_empty() {
+        store.remove(&before)?;
+        out.removed += 1;
+    } else {
+        store.put(&pin, Some(&before))?;
+        out.changed += 1;
     }
     Ok(())
 }

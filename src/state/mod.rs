@@ -9,6 +9,9 @@ mod command;
 mod file;
 mod machine;
 pub mod pinsvc;
+mod sharded;
+#[cfg(test)]
+mod sharded_tests;
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +43,22 @@ pub struct StatePin {
 }
 
 impl StatePin {
+    /// The meta pins (content roots) this pin is a cluster DAG or a shard
+    /// of, over every owner's spec, sorted: what releasing one of them
+    /// releases too (see `machine::PinStore::shard_members`).
+    pub fn shard_metas(&self) -> Vec<CidKey> {
+        let mut metas: Vec<CidKey> = self
+            .owners
+            .values()
+            .filter_map(|s| s.options.shard_role.as_ref())
+            .filter(|r| r.kind != crate::manifest::ShardKind::Meta)
+            .filter_map(|r| r.meta.parse::<CidKey>().ok())
+            .collect();
+        metas.sort_by_key(|c| c.cid().to_bytes());
+        metas.dedup();
+        metas
+    }
+
     /// The CID as users see it: their own spelling if they used one.
     pub fn display_cid(&self) -> String {
         match &self.written_as {
@@ -264,6 +283,18 @@ impl PinStore for PinState {
         }
         self.pins.remove(&before.cid);
         Ok(())
+    }
+
+    fn shard_members(&self, meta: &CidKey) -> Result<Vec<CidKey>, Infallible> {
+        // In memory (tests, tools): a scan is fine.
+        let mut out: Vec<CidKey> = self
+            .pins
+            .values()
+            .filter(|p| p.shard_metas().contains(meta))
+            .map(|p| p.cid)
+            .collect();
+        out.sort_by_key(|c| c.cid().to_bytes());
+        Ok(out)
     }
 
     fn stage(

@@ -37,6 +37,7 @@ pub(super) struct Op {
     pub since_ms: i64,
     pub priority: bool,
     pub recursive: bool,
+    pub max_depth: Option<u32>,
     pub origins: Vec<String>,
     /// The last full comparison that found this pin wanted: one that did
     /// not drops it when queued (see [`Book::drop_unwanted`]).
@@ -55,6 +56,7 @@ impl Op {
             since_ms: now,
             priority,
             recursive: w.recursive,
+            max_depth: w.max_depth,
             origins: w.origins.clone(),
             seen,
             stale: false,
@@ -69,6 +71,7 @@ impl Op {
             since_ms: now,
             priority: true,
             recursive: true,
+            max_depth: None,
             origins: Vec::new(),
             seen,
             stale: false,

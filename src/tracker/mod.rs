@@ -51,7 +51,7 @@ pub use managed::ManagedError;
 
 use crate::consensus::StateStore;
 use crate::ipfs::{IpfsBackend, IpfsError, PinOpts};
-use crate::manifest::{CidKey, PinMode, ReplicationFactors};
+use crate::manifest::{CidKey, PinMode, PinOptions, ReplicationFactors, ShardKind};
 use crate::state::StatePin;
 use crate::wire::TrackerStatus;
 use book::{Book, Managing, OpKind};
@@ -102,10 +102,29 @@ pub fn managed_path(peer_dir: &Path) -> PathBuf {
     Managed::default_path(peer_dir)
 }
 
+/// How a node pins a pin of `options`: `(recursive, max_depth)`, or `None`
+/// for a sharded DAG's meta pin, which no node pins (its shards hold the
+/// content). A shard pin is recursive to its `max_depth` (at least 1); a
+/// cluster DAG pin is direct; any other pin follows its mode.
+pub fn node_pin(options: &PinOptions) -> Option<(bool, Option<u32>)> {
+    match options.shard_role.as_ref().map(|r| (r.kind, r.max_depth)) {
+        Some((ShardKind::Meta, _)) => None,
+        Some((ShardKind::ClusterDag, _)) => Some((false, None)),
+        Some((ShardKind::Shard, depth)) => {
+            Some((true, Some(u32::try_from(depth).unwrap_or(1).max(1))))
+        }
+        None => Some((options.mode == PinMode::Recursive, None)),
+    }
+}
+
 /// Whether `me` must pin `pin`: every peer for replication -1 (explicitly
-/// or through the cluster default), otherwise the allocated peers.
+/// or through the cluster default), otherwise the allocated peers; no peer
+/// for a meta pin ([`node_pin`]).
 pub fn allocated_here(pin: &StatePin, me: &str, default: ReplicationFactors) -> bool {
     let eff = pin.effective();
+    if node_pin(&eff.options).is_none() {
+        return false;
+    }
     let r = eff.options.replication;
     let r = if r.min == 0 && r.max == 0 { default } else { r };
     if r.min == -1 || (r.max == -1 && pin.allocations.is_empty()) {
@@ -122,8 +141,10 @@ fn wanted_here(pin: &StatePin, me: &str, default: ReplicationFactors, now: i64) 
         return None;
     }
     let eff = pin.effective();
+    let (recursive, max_depth) = node_pin(&eff.options)?;
     Some(Wanted {
-        recursive: eff.options.mode == PinMode::Recursive,
+        recursive,
+        max_depth,
         origins: eff.options.origins.clone(),
     })
 }
@@ -687,6 +708,7 @@ impl Tracker {
             let kind = op.kind;
             let opts = PinOpts {
                 recursive: op.recursive,
+                max_depth: op.max_depth,
                 progress_timeout: self.config.progress_timeout,
                 origins: op.origins,
             };

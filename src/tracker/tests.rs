@@ -90,6 +90,7 @@ fn op() -> impl Strategy<Value = Option<Op>> {
                 since_ms: 1,
                 priority,
                 recursive,
+                max_depth: None,
                 origins: Vec::new(),
                 seen: 0,
                 stale: false,
@@ -104,6 +105,7 @@ fn placement() -> impl Strategy<Value = Placement> {
         3 => (any::<bool>(), any::<bool>()).prop_map(|(recursive, origin)| {
             Placement::Here(Wanted {
                 recursive,
+                max_depth: None,
                 origins: if origin {
                     vec!["/ip4/127.0.0.1/tcp/4001/p2p/QmOrigin".into()]
                 } else {
@@ -227,6 +229,7 @@ impl Old {
                             since_ms: NOW,
                             priority: !lost,
                             recursive: w.recursive,
+                            max_depth: w.max_depth,
                             origins: w.origins.clone(),
                             seen: 0,
                             stale: false,
@@ -269,6 +272,7 @@ impl Old {
                         since_ms: NOW,
                         priority: true,
                         recursive: true,
+                        max_depth: None,
                         origins: Vec::new(),
                         seen: 0,
                         stale: false,
@@ -530,6 +534,7 @@ fn failed_operations_retry_with_backoff_and_recover_makes_them_due() {
     let cid = seq_cid(1);
     let w = Wanted {
         recursive: true,
+        max_depth: None,
         origins: Vec::new(),
     };
     book.compare(cid, Some(&w), Some(false), false, true, true, 1, NOW);
@@ -553,4 +558,35 @@ fn failed_operations_retry_with_backoff_and_recover_makes_them_due() {
     book.finished(cid, OpKind::Pin, None, retry, NOW + 160);
     assert!(book.ops.is_empty());
     assert!(book.recover(None, NOW + 170).is_empty());
+}
+
+fn role(kind: crate::manifest::ShardKind, max_depth: i32) -> PinOptions {
+    PinOptions {
+        shard_role: Some(crate::manifest::ShardRole {
+            kind,
+            reference: None,
+            meta: "bafymeta".into(),
+            shard_size: 1,
+            max_depth,
+        }),
+        ..PinOptions::default()
+    }
+}
+
+#[test]
+fn a_shard_pins_to_its_depth_a_cluster_dag_direct_and_a_meta_pin_nowhere() {
+    use crate::manifest::ShardKind;
+    assert_eq!(node_pin(&role(ShardKind::Shard, 2)), Some((true, Some(2))));
+    assert_eq!(node_pin(&role(ShardKind::Shard, 0)), Some((true, Some(1))));
+    assert_eq!(
+        node_pin(&role(ShardKind::ClusterDag, 0)),
+        Some((false, None))
+    );
+    assert_eq!(node_pin(&role(ShardKind::Meta, 0)), None);
+    assert_eq!(node_pin(&PinOptions::default()), Some((true, None)));
+    let direct = PinOptions {
+        mode: PinMode::Direct,
+        ..PinOptions::default()
+    };
+    assert_eq!(node_pin(&direct), Some((false, None)));
 }

@@ -22,6 +22,8 @@ use crate::manifest::CidKey;
 pub(super) struct Wanted {
     /// Recursive (else direct).
     pub recursive: bool,
+    /// With `recursive`: only this many links deep (a shard pin).
+    pub max_depth: Option<u32>,
     /// Where to fetch from.
     pub origins: Vec<String>,
 }
@@ -202,6 +204,7 @@ mod tests {
     fn every_wanted_or_managed_cid_is_found_once() {
         let w = Wanted {
             recursive: true,
+            max_depth: None,
             origins: Vec::new(),
         };
         // 0..4 wanted, 2..6 managed, 1, 3, 5 and 7 held.

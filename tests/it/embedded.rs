@@ -55,6 +55,7 @@ fn key(c: &cid::Cid) -> CidKey {
 fn opts(timeout: Duration) -> PinOpts {
     PinOpts {
         recursive: true,
+        max_depth: None,
         progress_timeout: timeout,
         origins: Vec::new(),
     }
@@ -173,6 +174,7 @@ async fn a_direct_pin_fetches_the_root_block_only() {
     a.add(&blocks, root).await;
     let direct = PinOpts {
         recursive: false,
+        max_depth: None,
         ..opts(DEADLINE)
     };
     b.node.pin(key(&root), direct, None).await.unwrap();

@@ -41,6 +41,7 @@ mod pinsvc;
 mod public_ipfs;
 mod rest_fuzz;
 mod shard_add;
+mod shard_pins;
 mod sharding;
 mod snapshots;
 mod source_safety;

@@ -90,6 +90,7 @@ fn bytes(len: usize, seed: u64) -> Vec<u8> {
 fn opts(timeout: Duration) -> PinOpts {
     PinOpts {
         recursive: true,
+        max_depth: None,
         progress_timeout: timeout,
         origins: Vec::new(),
     }

@@ -314,7 +314,7 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
             .params(&[q(
                 "filter",
                 Ty::List,
-                "Pin types separated by commas: `pin`, `meta-pin`, `clusterdag-pin`, `shard-pin`, `all` (pinfleet has data pins only).",
+                "Pin types separated by commas: `pin`, `meta-pin`, `clusterdag-pin`, `shard-pin`, `all`; none, empty or `all`: every pin. `meta-pin` is a sharded pin's root (pinned by no peer), `clusterdag-pin` its cluster DAG, `shard-pin` its shards.",
             )])
             .reply(200, "One `Pin` per line.", Stream(schema::<PinRecord>))
             .reply(204, "No pin.", Empty),
@@ -335,7 +335,10 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
         doc(Method::GET, "/pins/{cid}", "One pin's status on every peer.")
             .about(
                 "A CID not in the pinset is answered with each member's own status: `unpinned`, or \
-                 its unpin still queued or running where the node holds it yet.",
+                 its unpin still queued or running where the node holds it yet. A sharded pin's \
+                 meta pin shows its shards' statuses: `pinned` only once every shard is pinned on \
+                 its replication minimum of peers, else each peer's least advanced shard status \
+                 (`remote` where it holds none).",
             )
             .params(&[q("local", Ty::Bool, "Only this peer's status.")])
             .reply(200, "IPFS Cluster's `GlobalPinInfo`.", Json(schema::<GlobalPinInfo>))
@@ -344,7 +347,9 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
             .about(
                 "The body is IPFS Cluster `Pin` JSON objects, one per line (its `state export` format) \
                  or one array; each pin's options come from its object. The whole body is checked \
-                 before anything is written. `pinfleet state import` uses it.",
+                 before anything is written. `pinfleet state import` uses it. Types `meta-pin`, \
+                 `clusterdag-pin` and `shard-pin` keep their `reference`, `shard_size` and `max_depth`; \
+                 a shard belongs to the meta pin of the body whose name it carries (`<name>-shard-<n>`).",
             )
             .body(Body::Json(schema::<Vec<PinRecord>>))
             .reply(200, "How many pins the body held and what writing them did.", Json(schema::<BatchPinReport>))
@@ -364,7 +369,9 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
         doc(Method::DELETE, "/pins/{cid}", "Unpins a CID (releases owner `api`).")
             .about(
                 "While a PinSet also owns the CID the answer is 409 naming the PinSets and nothing is written; \
-                 `force=true` (admin) removes it with every owner.",
+                 `force=true` (admin) removes it with every owner. Unpinning a sharded pin's meta pin \
+                 releases its cluster DAG and every shard; unpinning a cluster DAG or a shard alone is \
+                 409, naming its meta pin.",
             )
             .params(&[q(
                 "force",
@@ -373,7 +380,7 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
             )])
             .reply(200, "The pin as it now stands (no owners once gone).", Json(schema::<PinRecord>))
             .error(404, "The CID is not pinned.")
-            .error(409, "PinSets own the CID.")
+            .error(409, "PinSets own the CID, or it is part of a sharded pin.")
             .error(503, "No quorum: the unpin cannot be committed."),
         doc(Method::POST, "/pins/{cid}/recover", "Retries this CID's failed operations.")
             .params(&[q("local", Ty::Bool, "Only on this peer.")])

@@ -218,6 +218,10 @@ impl<S: PinStore<Error = TxnError>> PinStore for Recording<S> {
         Ok(())
     }
 
+    fn shard_members(&self, meta: &CidKey) -> Result<Vec<CidKey>, TxnError> {
+        self.store.shard_members(meta)
+    }
+
     fn stage(
         &mut self,
         owner: &Owner,

@@ -43,6 +43,9 @@ use txn::{TxnError, TxnStore};
 const PINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pins");
 /// `(owner id, CID)`: the pins each owner holds.
 const OWNER_INDEX: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("owner_index");
+/// `(meta pin CID, CID)`: the cluster DAG and shards of each sharded pin
+/// (`StatePin::shard_metas`), so that releasing a meta pin finds them.
+const SHARD_INDEX: TableDefinition<(&[u8], &[u8]), ()> = TableDefinition::new("shard_index");
 /// The owner index of the JSON format (dropped by the migration).
 const LEGACY_OWNERS: TableDefinition<(&str, &[u8]), ()> = TableDefinition::new("owners");
 const STAGING: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("staging");
@@ -254,6 +257,7 @@ impl StateStore {
         }
         txn.open_table(PINS)?;
         txn.open_table(OWNER_INDEX)?;
+        txn.open_table(SHARD_INDEX)?;
         txn.open_table(DICT)?;
         txn.open_table(DICT_BY_VALUE)?;
         txn.open_table(STAGING)?;
@@ -350,6 +354,14 @@ impl StateStore {
         let pin = view.get(cid)?;
         view.done();
         Ok(pin)
+    }
+
+    /// The cluster DAG and shards of the sharded pin `meta`, in CID-bytes
+    /// order (empty for any other pin).
+    pub fn shard_members(&self, meta: &CidKey) -> Result<Vec<CidKey>, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let index = txn.open_table(SHARD_INDEX).map_err(read_err)?;
+        txn::members_of(&index, meta).map_err(read_err)
     }
 
     /// Overwrites the stored record of `cid` with bytes that do not decode,

@@ -27,7 +27,8 @@ use super::records::{DICT, DICT_BY_VALUE, OPTIONS, RawRecord, cid_of, put_varint
 use super::txn::{NEXT_ID, TxnStore, split_options_row};
 use super::{
     COMMITS, CONDITIONS, DICT_EPOCH, LAST_APPLIED, MEMBERSHIP, NodeId, OWNER_INDEX, PINS, PINSETS,
-    PeerNode, SM_META, SNAPSHOT, STAGING, StateStore, StoreResult, changes, read_err, write_err,
+    PeerNode, SHARD_INDEX, SM_META, SNAPSHOT, STAGING, StateStore, StoreResult, changes, read_err,
+    write_err,
 };
 use crate::manifest::{CidKey, Owner, PinSpec};
 use crate::state::{CommitRecord, ConditionsRecord, Op, PinSetRecord, PinStore, StatePin};
@@ -261,12 +262,16 @@ impl StateStore {
             txn.delete_table(t).map_err(write_err)?;
         }
         txn.delete_table(OWNER_INDEX).map_err(write_err)?;
+        txn.delete_table(SHARD_INDEX).map_err(write_err)?;
         txn.delete_table(STAGING).map_err(write_err)?;
         super::pinsvc::clear(&txn).map_err(write_err)?;
         txn.delete_table(DICT).map_err(write_err)?;
         txn.delete_table(DICT_BY_VALUE).map_err(write_err)?;
         if header.version >= 3 {
             install_frames(&txn, &mut r)?;
+            // Frames carry the records, not the shard index.
+            let fresh = super::records::SharedDict::default();
+            super::txn::rebuild_shard_index(&txn, &fresh).map_err(write_err)?;
         } else {
             // A cache of its own: the shared one knows the old ids.
             let fresh = super::records::SharedDict::default();

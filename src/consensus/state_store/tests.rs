@@ -535,3 +535,62 @@ fn pinsvc_requests_page_from_their_index_and_survive_a_snapshot() {
         latest + 1
     );
 }
+
+#[test]
+fn the_shard_index_follows_puts_and_releases_and_is_rebuilt_by_a_snapshot() {
+    use crate::manifest::{PinOptions, PinSpec, ShardKind, ShardRole};
+    use crate::testkit::seq_cid;
+    let dir = tempfile::tempdir().unwrap();
+    let a = StateStore::open(&dir.path().join("a.redb"), &dir.path().join("snap-a")).unwrap();
+    let part = |kind: ShardKind| PinSpec {
+        name: String::new(),
+        options: std::sync::Arc::new(PinOptions {
+            shard_role: Some(ShardRole {
+                kind,
+                reference: None,
+                meta: seq_cid(1).to_string(),
+                shard_size: 1,
+                max_depth: 1,
+            }),
+            ..PinOptions::default()
+        }),
+    };
+    let set = |i: u64, kind: ShardKind| Op::Set {
+        cid: seq_cid(i),
+        written_as: None,
+        spec: part(kind),
+    };
+    let req = |command| Request { now_ms: 1, command };
+    apply_one(
+        &a,
+        &req(Command::Apply {
+            owner: Owner::Api,
+            ops: vec![
+                set(1, ShardKind::Meta),
+                set(2, ShardKind::ClusterDag),
+                set(3, ShardKind::Shard),
+                set(4, ShardKind::Shard),
+            ],
+        }),
+    );
+    let mut parts: Vec<CidKey> = (2..5).map(seq_cid).collect();
+    parts.sort_by_key(|c| c.cid().to_bytes());
+    assert_eq!(a.shard_members(&seq_cid(1)).unwrap(), parts);
+    assert!(a.shard_members(&seq_cid(3)).unwrap().is_empty());
+
+    let (meta, path) = a.write_snapshot_file().unwrap();
+    let b = StateStore::open(&dir.path().join("b.redb"), &dir.path().join("snap-b")).unwrap();
+    b.install_from(&meta, &path).unwrap();
+    assert_eq!(b.shard_members(&seq_cid(1)).unwrap(), parts);
+
+    let out = apply_one(
+        &b,
+        &req(Command::Unpin {
+            cid: seq_cid(1),
+            force: false,
+        }),
+    );
+    assert_eq!((out.refused, out.removed), (None, 4));
+    assert!(b.shard_members(&seq_cid(1)).unwrap().is_empty());
+    assert_eq!(b.pin_count().unwrap(), 0);
+}

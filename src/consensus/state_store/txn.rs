@@ -14,7 +14,7 @@ use super::records::{
     DICT, DICT_BY_VALUE, Dict, Learnt, OPTIONS, OWNER, PEER, RawRecord, RecordError, Resolver,
     SharedDict,
 };
-use super::{COMMITS, CONDITIONS, OWNER_INDEX, PINS, PINSETS, STAGING};
+use super::{COMMITS, CONDITIONS, OWNER_INDEX, PINS, PINSETS, SHARD_INDEX, STAGING};
 use crate::manifest::{CidKey, Owner, PinOptions};
 use crate::state::codec::{decode_ops, encode_ops};
 use crate::state::pinsvc::PinSvcRequest;
@@ -94,6 +94,7 @@ pub(super) fn decode_chunk(bytes: &[u8]) -> Result<(i64, Vec<Op>), TxnError> {
 pub(super) struct TxnStore<'t> {
     pins: Table<'t, &'static [u8], &'static [u8]>,
     index: Table<'t, (u64, &'static [u8]), ()>,
+    shards: Table<'t, (&'static [u8], &'static [u8]), ()>,
     dict: Table<'t, (u8, u64), &'static [u8]>,
     by_value: Table<'t, (u8, &'static [u8]), u64>,
     staging: Table<'t, (&'static str, u64, u32), &'static [u8]>,
@@ -126,6 +127,7 @@ impl<'t> TxnStore<'t> {
         Ok(Self {
             pins: txn.open_table(PINS)?,
             index: txn.open_table(OWNER_INDEX)?,
+            shards: txn.open_table(SHARD_INDEX)?,
             dict: txn.open_table(DICT)?,
             by_value: txn.open_table(DICT_BY_VALUE)?,
             staging: txn.open_table(STAGING)?,
@@ -320,6 +322,10 @@ impl<'t> TxnStore<'t> {
     /// migrating records of the previous format).
     pub fn put_fresh(&mut self, pin: &StatePin) -> Result<(), TxnError> {
         let key = pin.cid.cid().to_bytes();
+        for m in pin.shard_metas() {
+            self.shards
+                .insert((m.cid().to_bytes().as_slice(), key.as_slice()), ())?;
+        }
         let record = self.record_of(pin)?;
         for (owner, _, _) in &record.owners {
             self.index.insert((*owner, key.as_slice()), ())?;
@@ -328,6 +334,55 @@ impl<'t> TxnStore<'t> {
             .insert(key.as_slice(), record.encode().as_slice())?;
         Ok(())
     }
+}
+
+/// The CIDs indexed under `meta` in a shard index table.
+pub(super) fn members_of(
+    table: &impl ReadableTable<(&'static [u8], &'static [u8]), ()>,
+    meta: &CidKey,
+) -> Result<Vec<CidKey>, redb::Error> {
+    let m = meta.cid().to_bytes();
+    let lo: &[u8] = &[];
+    let mut out = Vec::new();
+    for item in table.range((m.as_slice(), lo)..)? {
+        let (k, _) = item?;
+        let (km, cid) = k.value();
+        if km != m.as_slice() {
+            break;
+        }
+        if let Ok(c) = super::records::cid_of(cid) {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Rebuilds the shard index from every pin (after a snapshot install
+/// wrote the records directly).
+pub(super) fn rebuild_shard_index(
+    txn: &WriteTransaction,
+    shared: &SharedDict,
+) -> Result<(), TxnError> {
+    let mut store = TxnStore::open(txn, shared)?;
+    let keys: Vec<Vec<u8>> = store
+        .pins
+        .iter()?
+        .map(|item| item.map(|(k, _)| k.value().to_vec()))
+        .collect::<Result<_, _>>()?;
+    for key in keys {
+        let Ok(cid) = super::records::cid_of(&key) else {
+            continue;
+        };
+        if let Some(pin) = store.get(&cid)? {
+            for m in pin.shard_metas() {
+                store
+                    .shards
+                    .insert((m.cid().to_bytes().as_slice(), key.as_slice()), ())?;
+            }
+        }
+    }
+    store.finish()?;
+    Ok(())
 }
 
 /// The next id of `kind` (0 when none was handed out).
@@ -378,8 +433,20 @@ impl PinStore for TxnStore<'_> {
         Ok(Some(r.pin(*cid, v.value())?))
     }
 
-    fn put(&mut self, pin: &StatePin, _before: Option<&StatePin>) -> Result<(), TxnError> {
+    fn put(&mut self, pin: &StatePin, before: Option<&StatePin>) -> Result<(), TxnError> {
         let key = pin.cid.cid().to_bytes();
+        let metas = pin.shard_metas();
+        let old = before.map(StatePin::shard_metas).unwrap_or_default();
+        if metas != old {
+            for m in old.iter().filter(|m| !metas.contains(m)) {
+                self.shards
+                    .remove((m.cid().to_bytes().as_slice(), key.as_slice()))?;
+            }
+            for m in &metas {
+                self.shards
+                    .insert((m.cid().to_bytes().as_slice(), key.as_slice()), ())?;
+            }
+        }
         let record = self.record_of(pin)?;
         let new_owners: Vec<u64> = record.owners.iter().map(|(o, _, _)| *o).collect();
         let old = self
@@ -409,6 +476,10 @@ impl PinStore for TxnStore<'_> {
 
     fn remove(&mut self, before: &StatePin) -> Result<(), TxnError> {
         let key = before.cid.cid().to_bytes();
+        for m in before.shard_metas() {
+            self.shards
+                .remove((m.cid().to_bytes().as_slice(), key.as_slice()))?;
+        }
         let old = self
             .pins
             .remove(key.as_slice())?
@@ -417,6 +488,10 @@ impl PinStore for TxnStore<'_> {
             self.release(&key, &old, &[])?;
         }
         Ok(())
+    }
+
+    fn shard_members(&self, meta: &CidKey) -> Result<Vec<CidKey>, TxnError> {
+        Ok(members_of(&self.shards, meta)?)
     }
 
     fn stage(

@@ -23,7 +23,7 @@ mod store;
 mod swarm;
 mod walk;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -40,8 +40,8 @@ use tokio_util::task::TaskTracker;
 use self::bitswap::Bitswap;
 use self::push::Push;
 pub use self::push::lossless::AckedSession;
-use self::store::BlockStore;
 pub use self::store::StoreError;
+use self::store::{BlockStore, StoredPin};
 pub use self::swarm::PublicOptions;
 use self::swarm::{SwarmHandle, SwarmOptions};
 use super::{
@@ -532,38 +532,11 @@ impl EmbeddedNode {
         let protected = Arc::clone(&self.inner.protected);
         let removed = self
             .blocking(move |s| {
-                let mut live: HashSet<Vec<u8>> = HashSet::new();
-                let mut after: Option<Vec<u8>> = None;
-                loop {
-                    let page = s.pins_page(after.as_deref(), PIN_LS_PAGE)?;
-                    let Some((last, _)) = page.last() else { break };
-                    after = Some(last.clone());
-                    for (key, kind) in page {
-                        let Ok(cid) = Cid::try_from(key.as_slice()) else {
-                            continue;
-                        };
-                        if kind == PinKind::Direct {
-                            live.insert(mh_of(&cid));
-                            continue;
-                        }
-                        let mut stack = vec![cid];
-                        while let Some(c) = stack.pop() {
-                            if !live.insert(mh_of(&c)) {
-                                continue;
-                            }
-                            if let Some(block) = s.get(&mh_of(&c))? {
-                                // A block we cannot traverse keeps only itself.
-                                stack.extend(
-                                    crate::ipfs::dagpb::links(&c, &block).unwrap_or_default(),
-                                );
-                            }
-                        }
-                    }
-                }
+                let live = walk::live_blocks(s, &mut |_| {})?;
                 // Pins in progress register blocks before touching them;
                 // holding the set during the sweep closes the race.
                 let protected = protected.lock();
-                s.sweep(|mh| live.contains(mh) || protected.contains_key(mh))
+                s.sweep(|mh| live.contains_key(mh) || protected.contains_key(mh))
             })
             .await?;
         // Blocks are kept by multihash: name each as Kubo's gc does, a
@@ -577,47 +550,6 @@ impl EmbeddedNode {
             removed: removed.len() as u64,
             keys,
         })
-    }
-
-    fn indirect_pins(store: &BlockStore) -> Result<Vec<PinnedCid>, StoreError> {
-        let mut roots = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = store.pins_page(after.as_deref(), PIN_LS_PAGE)?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            roots.extend(
-                page.into_iter()
-                    .filter(|(_, k)| *k == PinKind::Recursive)
-                    .filter_map(|(key, _)| Cid::try_from(key.as_slice()).ok()),
-            );
-        }
-        let root_mhs: HashSet<Vec<u8>> = roots.iter().map(mh_of).collect();
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for root in roots {
-            let mut stack = vec![root];
-            while let Some(c) = stack.pop() {
-                let Some(block) = store.get(&mh_of(&c))? else {
-                    continue;
-                };
-                for child in crate::ipfs::dagpb::links(&c, &block).unwrap_or_default() {
-                    let mh = mh_of(&child);
-                    if seen.insert(mh.clone()) {
-                        if !root_mhs.contains(&mh)
-                            && let Ok(cid) = CidKey::from_cid(child)
-                        {
-                            out.push(PinnedCid {
-                                cid,
-                                kind: PinKind::Indirect,
-                            });
-                        }
-                        stack.push(child);
-                    }
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -703,12 +635,12 @@ impl IpfsBackend for EmbeddedNode {
                         let done = next.is_none();
                         let items = page
                             .into_iter()
-                            .filter(|(_, k)| wanted(*k))
-                            .filter_map(|(key, kind)| {
+                            .filter(|(_, p)| wanted(p.kind()))
+                            .filter_map(|(key, pin)| {
                                 let cid = Cid::try_from(key.as_slice()).ok()?;
                                 Some(Ok(PinnedCid {
                                     cid: CidKey::from_cid(cid).ok()?,
-                                    kind,
+                                    kind: pin.kind(),
                                 }))
                             })
                             .collect::<Vec<_>>();
@@ -722,7 +654,7 @@ impl IpfsBackend for EmbeddedNode {
             if !indirect {
                 return Vec::new();
             }
-            match tokio::task::spawn_blocking(move || Self::indirect_pins(&store)).await {
+            match tokio::task::spawn_blocking(move || walk::indirect_pins(&store)).await {
                 Ok(Ok(list)) => list.into_iter().map(Ok).collect(),
                 Ok(Err(e)) => vec![Err(storage(e))],
                 Err(e) => vec![Err(storage(e))],
@@ -750,11 +682,12 @@ impl IpfsBackend for EmbeddedNode {
     ) -> BoxFuture<'_, Result<(), IpfsError>> {
         Box::pin(async move {
             let key = from.cid().to_bytes();
-            if self.blocking(move |s| s.pin_kind(&key)).await? != Some(PinKind::Recursive) {
+            if self.blocking(move |s| s.stored_pin(&key)).await? != Some(StoredPin::Recursive) {
                 return Err(IpfsError::NotPinned { cid: from });
             }
             let opts = PinOpts {
                 recursive: true,
+                max_depth: None,
                 progress_timeout: timeout,
                 origins: Vec::new(),
             };

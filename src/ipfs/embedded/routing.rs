@@ -173,8 +173,8 @@ impl super::EmbeddedNode {
             };
             let Some(last) = page.last() else { break };
             after = Some(last.0.clone());
-            for (key, kind) in page {
-                if kind == PinKind::Recursive
+            for (key, pin) in page {
+                if pin.kind() == PinKind::Recursive
                     && let Ok(cid) = Cid::try_from(key.as_slice())
                 {
                     self.inner.swarm.provide(&cid).await;

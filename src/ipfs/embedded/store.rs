@@ -120,6 +120,84 @@ const BYTES_KEY: &str = "bytes";
 
 const RECURSIVE: u8 = 1;
 const DIRECT: u8 = 2;
+/// A depth-limited pin of depth `d` is stored as `DEPTH_BASE + d`.
+const DEPTH_BASE: u8 = 16;
+/// The deepest depth-limited pin the store records (IPFS Cluster's shard
+/// pins are 1 or 2 deep).
+pub(crate) const MAX_PIN_DEPTH: u32 = (u8::MAX - DEPTH_BASE) as u32;
+
+/// How a root is pinned in the store: Kubo's two kinds of root pin, plus
+/// the depth-limited pin a shard of a sharded DAG needs (the root and the
+/// blocks at most `d` links below it, see `crate::ipfs::pin_follows`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StoredPin {
+    /// The whole DAG.
+    Recursive,
+    /// The root block only.
+    Direct,
+    /// The root and the blocks at most this many links below it (≥ 1).
+    Depth(u32),
+}
+
+impl StoredPin {
+    /// The pin for a walk limit: `None` (unlimited) is recursive, `Some(0)`
+    /// direct; depths above [`MAX_PIN_DEPTH`] are recursive.
+    pub(crate) fn of_limit(limit: Option<u32>) -> Self {
+        match limit {
+            Some(0) => StoredPin::Direct,
+            Some(d) if d <= MAX_PIN_DEPTH => StoredPin::Depth(d),
+            _ => StoredPin::Recursive,
+        }
+    }
+
+    /// The walk limit of this pin (`None`: the whole DAG).
+    pub(crate) fn limit(self) -> Option<u32> {
+        match self {
+            StoredPin::Recursive => None,
+            StoredPin::Direct => Some(0),
+            StoredPin::Depth(d) => Some(d),
+        }
+    }
+
+    /// How `pin ls` shows it. A depth-limited pin shows as `recursive`: it
+    /// is a root pin that keeps blocks below it, and Kubo's `pin ls` has
+    /// no other word for one (IPFS Cluster's shard pins show so too).
+    pub(crate) fn kind(self) -> PinKind {
+        match self {
+            StoredPin::Direct => PinKind::Direct,
+            StoredPin::Recursive | StoredPin::Depth(_) => PinKind::Recursive,
+        }
+    }
+
+    /// Whether this pin keeps at least every block `other` keeps.
+    pub(crate) fn covers(self, other: StoredPin) -> bool {
+        match (self.limit(), other.limit()) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a >= b,
+        }
+    }
+
+    fn value(self) -> u8 {
+        match self {
+            StoredPin::Recursive => RECURSIVE,
+            StoredPin::Direct => DIRECT,
+            // of_limit keeps d within MAX_PIN_DEPTH; larger is recursive.
+            StoredPin::Depth(d) => u8::try_from(d)
+                .ok()
+                .and_then(|d| DEPTH_BASE.checked_add(d))
+                .unwrap_or(RECURSIVE),
+        }
+    }
+
+    fn from_value(v: u8) -> Self {
+        match v {
+            DIRECT => StoredPin::Direct,
+            v if v > DEPTH_BASE => StoredPin::Depth(u32::from(v - DEPTH_BASE)),
+            _ => StoredPin::Recursive,
+        }
+    }
+}
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -150,11 +228,7 @@ pub(crate) struct BlockStore {
 }
 
 fn kind_of(v: u8) -> PinKind {
-    if v == DIRECT {
-        PinKind::Direct
-    } else {
-        PinKind::Recursive
-    }
+    StoredPin::from_value(v).kind()
 }
 
 /// redb's page cache for the block store.
@@ -292,18 +366,35 @@ impl BlockStore {
     /// Records a pin. A recursive pin replaces a direct one; a direct pin on
     /// a recursively pinned CID changes nothing.
     pub(crate) fn pin(&self, cid: &[u8], kind: PinKind) -> Result<(), StoreError> {
+        let pin = match kind {
+            PinKind::Direct => StoredPin::Direct,
+            PinKind::Recursive | PinKind::Indirect => StoredPin::Recursive,
+        };
+        self.pin_stored(cid, pin)
+    }
+
+    /// Records a pin; the CID keeps whichever of its current pin and `pin`
+    /// keeps more blocks (recursive, then the deeper, then direct).
+    pub(crate) fn pin_stored(&self, cid: &[u8], pin: StoredPin) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         {
             let mut t = tx.open_table(PINS)?;
-            let current = t.get(cid)?.map(|v| v.value());
-            let value = match (kind, current) {
-                (_, Some(RECURSIVE)) | (PinKind::Recursive | PinKind::Indirect, _) => RECURSIVE,
-                (PinKind::Direct, _) => DIRECT,
+            let current = t.get(cid)?.map(|v| StoredPin::from_value(v.value()));
+            let keep = match current {
+                Some(c) if c.covers(pin) => c,
+                _ => pin,
             };
-            t.insert(cid, value)?;
+            t.insert(cid, keep.value())?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// How `cid` is pinned, if it is, as the store records it.
+    pub(crate) fn stored_pin(&self, cid: &[u8]) -> Result<Option<StoredPin>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(PINS)?;
+        Ok(t.get(cid)?.map(|v| StoredPin::from_value(v.value())))
     }
 
     /// How `cid` is pinned, if it is (directly or as a root).
@@ -335,7 +426,7 @@ impl BlockStore {
         &self,
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, PinKind)>, StoreError> {
+    ) -> Result<Vec<(Vec<u8>, StoredPin)>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(PINS)?;
         let range = match after {
@@ -347,7 +438,7 @@ impl BlockStore {
         let mut out = Vec::new();
         for entry in range.take(limit) {
             let (k, v) = entry?;
-            out.push((k.value().to_vec(), kind_of(v.value())));
+            out.push((k.value().to_vec(), StoredPin::from_value(v.value())));
         }
         Ok(out)
     }
@@ -556,5 +647,37 @@ mod tests {
         assert!(s.unpin(b"x", true).unwrap());
         assert_eq!(s.sweep(|mh| mh == b"a").unwrap(), vec![b"b".to_vec()]);
         assert_eq!(s.stat().unwrap(), (10, 1));
+    }
+
+    #[test]
+    fn a_depth_pin_survives_reopening_shows_as_recursive_and_yields_only_to_a_deeper_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.redb");
+        {
+            let s = BlockStore::open(&path).unwrap();
+            s.pin(b"x", PinKind::Direct).unwrap();
+            s.pin_stored(b"x", StoredPin::Depth(2)).unwrap();
+            s.pin_stored(b"x", StoredPin::Depth(1)).unwrap();
+            s.pin(b"x", PinKind::Direct).unwrap();
+            s.pin_stored(b"y", StoredPin::Depth(1)).unwrap();
+            s.pin(b"y", PinKind::Recursive).unwrap();
+            s.pin_stored(b"y", StoredPin::Depth(2)).unwrap();
+        }
+        let s = BlockStore::open(&path).unwrap();
+        assert_eq!(s.stored_pin(b"x").unwrap(), Some(StoredPin::Depth(2)));
+        assert_eq!(s.pin_kind(b"x").unwrap(), Some(PinKind::Recursive));
+        assert_eq!(s.stored_pin(b"y").unwrap(), Some(StoredPin::Recursive));
+        let page = s.pins_page(None, 10).unwrap();
+        assert_eq!(page[0], (b"x".to_vec(), StoredPin::Depth(2)));
+        assert!(!s.unpin(b"x", false).unwrap(), "a direct unpin leaves it");
+        assert!(s.unpin(b"x", true).unwrap());
+        assert_eq!(s.stored_pin(b"x").unwrap(), None);
+        assert_eq!(StoredPin::of_limit(Some(0)), StoredPin::Direct);
+        assert_eq!(StoredPin::of_limit(None), StoredPin::Recursive);
+        assert_eq!(
+            StoredPin::of_limit(Some(MAX_PIN_DEPTH + 1)),
+            StoredPin::Recursive
+        );
+        assert_eq!(StoredPin::Depth(MAX_PIN_DEPTH).value(), u8::MAX);
     }
 }

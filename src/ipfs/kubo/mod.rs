@@ -39,6 +39,7 @@ use super::{
 use crate::manifest::CidKey;
 
 mod add;
+mod depth;
 #[cfg(test)]
 mod fuzz_tests;
 mod lines;
@@ -462,7 +463,13 @@ impl IpfsBackend for KuboClient {
         progress: Option<mpsc::Sender<u64>>,
     ) -> BoxFuture<'_, Result<(), IpfsError>> {
         Box::pin(async move {
-            let pinning = self.pin_streamed(cid, &opts, progress);
+            let pinning = async {
+                if opts.recursive && opts.max_depth.is_some() {
+                    self.pin_depth(cid, &opts, progress).await
+                } else {
+                    self.pin_streamed(cid, &opts, progress).await
+                }
+            };
             if opts.origins.is_empty() {
                 return pinning.await;
             }
@@ -479,6 +486,11 @@ impl IpfsBackend for KuboClient {
 
     fn unpin(&self, cid: CidKey, recursive: bool) -> BoxFuture<'_, Result<(), IpfsError>> {
         Box::pin(async move {
+            // A shard's blocks first: while its root is pinned, a failure
+            // here is retried with the whole unpin.
+            if recursive && self.was_depth_pin(&cid).await {
+                self.unpin_depth_blocks(&cid).await?;
+            }
             let arg = cid.to_string();
             let params = [("arg", arg.as_str()), ("recursive", bool_str(recursive))];
             let result: Result<PinsOut, _> = self.call("pin/rm", &params, self.call_timeout).await;

@@ -95,6 +95,8 @@ struct MockState {
     files: HashMap<CidKey, bytes::Bytes>,
     /// Directories `ls` and `files/stat` answer: their entries in order.
     dirs: HashMap<CidKey, Vec<(String, Cid)>>,
+    /// Blocks `block/get` answers, by CID.
+    raw_blocks: HashMap<Cid, bytes::Bytes>,
 }
 
 impl MockKubo {
@@ -126,6 +128,7 @@ impl MockKubo {
             added: Vec::new(),
             files: HashMap::new(),
             dirs: HashMap::new(),
+            raw_blocks: HashMap::new(),
         };
         let shared = Arc::new(Shared {
             addr,
@@ -272,6 +275,11 @@ impl MockKubo {
             .iter()
             .map(|(c, k)| (c.to_string(), *k))
             .collect()
+    }
+
+    /// Makes `block/get` answer `data` for `cid`.
+    pub fn put_raw_block(&self, cid: Cid, data: Vec<u8>) {
+        self.state().raw_blocks.insert(cid, data.into());
     }
 
     /// Sets the size `block/stat` reports for `cid` (and makes it local).

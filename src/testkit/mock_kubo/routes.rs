@@ -118,6 +118,7 @@ pub(super) async fn dispatch(State(ctx): State<Ctx>, request: axum::extract::Req
         "repo/gc" => Ok(repo_gc(&ctx)),
         "swarm/connect" => swarm_connect(&ctx, &req),
         "block/stat" => block_stat(&ctx, &req),
+        "block/get" => block_get(&ctx, &req),
         "resolve" => resolve(&ctx, &req),
         "files/stat" => files_stat(&ctx, &req),
         "ls" => ls(&ctx, &req),
@@ -284,6 +285,22 @@ async fn pin_add(ctx: &Ctx, req: &Req) -> Result<Response, Refusal> {
     let cid = required_cid(req, "ipfs-path")?;
     let recursive = req.flag("recursive", true)?;
     let progress = req.flag("progress", false)?;
+    let args = req.args();
+    if args.len() > 1 && !progress {
+        // Several at once, as Kubo: each in turn, the first failure ends it.
+        let kind = if recursive {
+            PinKind::Recursive
+        } else {
+            PinKind::Direct
+        };
+        let mut pinned = Vec::new();
+        for arg in &args {
+            let c = parse_cid(arg)?;
+            record_pin(ctx, c, kind)?;
+            pinned.push(c.to_string());
+        }
+        return Ok(json_ok(&json!({ "Pins": pinned })));
+    }
     let key = CidKey::from_cid(cid)
         .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, 0, &e.to_string()))?;
     let (plan, heartbeat) = {
@@ -585,6 +602,25 @@ fn swarm_connect(ctx: &Ctx, req: &Req) -> Result<Response, Refusal> {
     }
     ctx.state().connected.extend(args);
     Ok(json_ok(&json!({ "Strings": out })))
+}
+
+/// The block's bytes, for blocks put with `put_raw_block`.
+fn block_get(ctx: &Ctx, req: &Req) -> Result<Response, Refusal> {
+    let cid = required_cid(req, "cid")?;
+    let state = ctx.state();
+    match state.raw_blocks.get(&cid) {
+        Some(data) => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            data.clone(),
+        )
+            .into_response()),
+        None => Err(refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            0,
+            &format!("block was not found locally (offline): ipld: could not find {cid}"),
+        )),
+    }
 }
 
 fn block_stat(ctx: &Ctx, req: &Req) -> Result<Response, Refusal> {

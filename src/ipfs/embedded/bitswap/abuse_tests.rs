@@ -102,6 +102,7 @@ impl Node {
     async fn pin(&self, cid: Cid, recursive: bool) -> Result<(), crate::ipfs::IpfsError> {
         let opts = PinOpts {
             recursive,
+            max_depth: None,
             progress_timeout: DEADLINE,
             origins: Vec::new(),
         };
@@ -309,6 +310,7 @@ async fn a_peer_sending_blocks_that_do_not_match_their_cid_is_ignored_and_others
     let pin = tokio::spawn(async move {
         let opts = PinOpts {
             recursive: true,
+            max_depth: None,
             progress_timeout: DEADLINE,
             origins: Vec::new(),
         };
