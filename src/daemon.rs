@@ -437,6 +437,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     };
     let mut informer = crate::allocator::informer::InformerConfig::new(default);
     informer.tags = config.informer.tags.clone();
+    informer.interval = config.informer.interval;
     if node.is_follower() {
         // The leader may allocate pins to a follower that says it is one.
         informer.tags.insert(

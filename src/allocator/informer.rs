@@ -49,10 +49,13 @@ pub struct InformerConfig {
 }
 
 impl InformerConfig {
+    /// How often a peer reports its metrics unless configured.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+
     /// Defaults for a cluster whose default replication is `default`.
     pub fn new(default: ReplicationFactors) -> Self {
         Self {
-            interval: Duration::from_secs(15),
+            interval: Self::DEFAULT_INTERVAL,
             tags: BTreeMap::new(),
             grace: Duration::from_secs(60),
             check_interval: Duration::from_secs(5),

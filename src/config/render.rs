@@ -250,10 +250,16 @@ const DOCS: &[SectionDoc] = &[
     (
         "informer",
         "Metrics this peer reports for allocation.",
-        &[(
-            "tags",
-            "Free-form string tags for tag-based allocation, e.g. { region = \"eu\", group = \"a\" }.",
-        )],
+        &[
+            (
+                "tags",
+                "Free-form string tags for tag-based allocation, e.g. { region = \"eu\", group = \"a\" }.",
+            ),
+            (
+                "interval",
+                "How often this peer reports its metrics (free space, pin queue, tags) to the others; they expire after two intervals.",
+            ),
+        ],
     ),
     (
         "controller",
@@ -570,6 +576,7 @@ mod tests {
         cfg.ipfs.dht_client = true;
         cfg.ipfs.max_connections = 64;
         cfg.ipfs.storage_max = Some(24 << 20);
+        cfg.informer.interval = Duration::from_secs(3);
         cfg.informer.tags = [("a.b", "1"), ("", "empty key"), ("z", "")]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))

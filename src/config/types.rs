@@ -539,12 +539,25 @@ impl fmt::Debug for IpfsConfig {
 const DEFAULT_KUBO_URL: &str = "http://127.0.0.1:5001";
 
 /// `[informer]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct InformerConfig {
     /// Free-form tags (`region = "eu"`) used by tag-based allocation.
     #[serde(with = "Tags")]
     pub tags: BTreeMap<String, String>,
+    /// How often this peer reports its metrics (free space, pin queue,
+    /// tags); they expire after two intervals.
+    #[serde(with = "Interval")]
+    pub interval: Duration,
+}
+
+impl Default for InformerConfig {
+    fn default() -> Self {
+        Self {
+            tags: BTreeMap::new(),
+            interval: crate::allocator::informer::InformerConfig::DEFAULT_INTERVAL,
+        }
+    }
 }
 
 /// `[controller]`: the GitOps controller inside the daemon. With no
