@@ -213,6 +213,11 @@ pub struct ShardWriter {
     /// Bytes this add sent to each peer.
     sent: HashMap<String, u64>,
     sent_total: u64,
+    /// Each member's free space when the add allocated its first shard:
+    /// later reports already count what this add sent (counting it twice
+    /// would leave room unused), so shards are placed against this minus
+    /// `sent`.
+    free_at_start: Option<Vec<(String, u64)>>,
     /// Cluster peer id → its IPFS node's id.
     nodes: HashMap<String, PeerId>,
 }
@@ -238,6 +243,7 @@ impl ShardWriter {
             closed: Vec::new(),
             sent: HashMap::new(),
             sent_total: 0,
+            free_at_start: None,
             nodes: HashMap::new(),
         }
     }
@@ -286,15 +292,15 @@ impl ShardWriter {
             .into_iter()
             .map(|(_, m)| m.peer_id)
             .collect();
-        let free = {
+        let free = self.free_at_start.get_or_insert_with(|| {
             let m = self
                 .ctx
                 .metrics
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             free_space(&m, &members, chrono::Utc::now().timestamp_millis())
-        };
-        let peers = choose_peers(&free, &self.sent, need, plan.wanted, plan.min).map_err(|e| {
+        });
+        let peers = choose_peers(free, &self.sent, need, plan.wanted, plan.min).map_err(|e| {
             IpfsError::NoRoom {
                 what: format!(
                     "cannot allocate shard {} of this add: {e}",
