@@ -44,7 +44,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 mod parts;
-mod shard;
+pub(super) mod shard;
 
 use super::pins::{Params, RawParams, get_pin, pin_spec};
 use super::{ApiError, ApiState};

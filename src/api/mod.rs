@@ -27,6 +27,7 @@ pub mod pinsvc;
 mod reconcile;
 mod routes;
 mod sharded_status;
+mod sharder;
 mod status;
 mod stream;
 mod token;

@@ -73,6 +73,8 @@ pub(super) async fn patch(
         let written_as = p.written_as.map(String::into_boxed_str);
         set.push((p.cid, DesiredPin { spec, written_as }));
     }
+    let sharded = super::sharder::sharded_metas(set.iter().map(|(c, p)| (c, &p.spec)));
+    let owner = crate::manifest::Owner::pinset(id.clone());
     let report = pinsets::apply_patch(
         &state.node,
         PinSetPatch {
@@ -92,7 +94,12 @@ pub(super) async fn patch(
     )
     .await?;
     match report {
-        Some(r) => Ok(report_response(r)),
+        Some(r) => {
+            if !dry_run && !r.suspended && r.refused.is_none() {
+                super::sharder::shard_pending(&state, &owner, sharded);
+            }
+            Ok(report_response(r))
+        }
         None => Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             format!(

@@ -113,6 +113,8 @@ pub(super) async fn put(
             pinset.id
         )));
     }
+    let owner = pinset.owner();
+    let sharded = super::sharder::sharded_metas(pinset.pins.iter().map(|(c, p)| (c, &p.spec)));
     let report = pinsets::apply(
         &state.node,
         PinSetApply {
@@ -124,6 +126,9 @@ pub(super) async fn put(
         },
     )
     .await?;
+    if !dry_run && !report.suspended && report.refused.is_none() {
+        super::sharder::shard_pending(&state, &owner, sharded);
+    }
     Ok(report_response(report))
 }
 

@@ -7,6 +7,8 @@
 //!   on it (an error first — `cluster_error`, `pin_error`,
 //!   `unexpectedly_unpinned`, `unpin_error` —, then `pin_queued`,
 //!   `pinning`, then the unpin states, then `pinned`);
+//! - a meta pin without shards yet (a PinSet's `shard:` for content the
+//!   cluster has still to shard) is `pin_queued` on every peer;
 //! - the meta pin is `pinned` only when every shard is pinned on at least
 //!   its replication minimum of peers (every peer it is allocated to for
 //!   -1 or 0/0); until then no peer shows `pinned`: a peer whose own
@@ -130,6 +132,11 @@ pub(super) async fn fill_meta(
         .await
         .map_err(|e| e.to_string())??;
         if shards.is_empty() {
+            // Declared by a PinSet for content not sharded yet: the
+            // cluster is to shard it (see `sharder`).
+            for p in info.peer_map.values_mut() {
+                p.status = TrackerStatus::PinQueued;
+            }
             continue;
         }
         let shard_infos = if local {

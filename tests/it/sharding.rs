@@ -518,3 +518,124 @@ async fn a_sharded_pin_stays_readable_after_a_peer_holding_shards_is_removed() {
         "read back different"
     );
 }
+
+/// A PinSet declares `shard: {size}` for content already in IPFS (added to
+/// one peer's node without a pin): the cluster shards it across the peers
+/// (their nodes fetch the blocks), the meta pin reports `pinned`, any peer
+/// reads it back whole, and deleting the PinSet releases every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinset_shards_content_already_in_ipfs_and_releases_it_with_the_pinset() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = LIMIT.to_string();
+    let tb = crate::support::embedded_testbed_with(
+        &dir.path().join("tb"),
+        false,
+        &[
+            ("PINFLEET_IPFS_STORAGE_MAX", &limit),
+            ("PINFLEET_INFORMER_INTERVAL", "1s"),
+        ],
+    )
+    .await;
+    let api: Vec<String> = tb.file.peers.iter().map(|p| p.api.clone()).collect();
+    let ids: Vec<String> = tb.file.peers.iter().map(|p| p.id.clone()).collect();
+    let _ = used(&api[0], &ids, |_| true).await;
+    let file = dir.path().join("mirror.bin");
+    write_random(&file, 48 * MIB, 9);
+    let added = cli(&[
+        "add",
+        file.to_str().unwrap(),
+        "--no-pin",
+        "--cid-version",
+        "1",
+        "-q",
+        "--host",
+        &api[0],
+    ])
+    .await;
+    let root = added.lines().last().unwrap().trim().to_string();
+    let yaml = format!(
+        "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: mirror\n  namespace: big\n\
+         spec:\n  pins:\n    - cid: {root}\n      name: mirror\n      replication: {{min: 1, max: 1}}\n      shard:\n        size: 16MiB\n"
+    );
+    let resp = crate::support::http()
+        .put(format!("{}/pinsets/big/mirror", api[1]))
+        .body(yaml)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let status = until(
+        &format!("{}/pins/{root}", api[2]),
+        300,
+        "the PinSet's sharded pin pinned",
+        all_pinned,
+    )
+    .await;
+    assert_eq!(status["cid"], root.as_str());
+    let shards = shards_of(&api[0], &root).await;
+    assert!(
+        shards.len() >= 3,
+        "48 MiB in shards of 16 MiB: {}",
+        shards.len()
+    );
+    for s in &shards {
+        let owners: Vec<&String> = s["owners"].as_object().unwrap().keys().collect();
+        assert_eq!(owners, ["pinset:big/mirror"], "{s}");
+    }
+    let pin = json(&format!("{}/allocations/{root}", api[0])).await;
+    assert_eq!(pin["type"], "meta-pin", "{pin}");
+    assert!(
+        pin["reference"].is_string(),
+        "the cluster DAG is recorded: {pin}"
+    );
+    // Read back from a peer that did not have the content.
+    let dest = dir.path().join("back.bin");
+    cli(&[
+        "get",
+        &root,
+        "-o",
+        dest.to_str().unwrap(),
+        "--host",
+        &api[2],
+    ])
+    .await;
+    assert!(
+        digest_tree(&dest) == digest_tree(&file),
+        "read back different"
+    );
+    // Re-applying the same manifest changes nothing.
+    let report = crate::support::http()
+        .put(format!("{}/pinsets/big/mirror", api[0]))
+        .body(format!(
+            "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: mirror\n  namespace: big\n\
+             spec:\n  pins:\n    - cid: {root}\n      name: mirror\n      replication: {{min: 1, max: 1}}\n      shard:\n        size: 16MiB\n"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let report: serde_json::Value = report.json().await.unwrap();
+    assert_eq!(
+        (&report["add"], &report["update"], &report["release"]),
+        (
+            &serde_json::json!(0),
+            &serde_json::json!(0),
+            &serde_json::json!(0)
+        ),
+        "{report}"
+    );
+    // Deleting the PinSet releases the meta pin and with it every shard.
+    let resp = crate::support::http()
+        .delete(format!("{}/pinsets/big/mirror?force=true", api[0]))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !shards_of(&api[0], &root).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shards still pinned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -174,6 +174,13 @@ pub struct ShardContext {
     /// The upload's declared size, when known: a shard never asks for
     /// more room than is left to come.
     pub declared: Option<u64>,
+    /// Who holds the pins written: `api` for an add, the PinSet that
+    /// declared a sharded pin for content already in IPFS.
+    pub owner: Owner,
+    /// The blocks are not sent: the shards' peers fetch them when they
+    /// pin (content already in IPFS, grouped with
+    /// [`ShardWriter::put_ref`]); only the shard nodes are kept here.
+    pub fetched: bool,
 }
 
 impl std::fmt::Debug for ShardContext {
@@ -188,7 +195,8 @@ impl std::fmt::Debug for ShardContext {
 struct OpenShard {
     /// Cluster peer ids.
     peers: Vec<String>,
-    session: AckedSession,
+    /// None when the peers fetch the blocks themselves.
+    session: Option<AckedSession>,
     /// This peer is one of `peers`: blocks stored here in batches.
     local: Option<Vec<(Cid, Vec<u8>)>>,
     local_bytes: usize,
@@ -313,13 +321,13 @@ impl ShardWriter {
         for p in peers.iter().filter(|p| **p != me) {
             remote.push(self.node_of(p)?);
         }
-        let session = {
+        let session = (!self.ctx.fetched).then(|| {
             let _runtime = self.ctx.handle.enter();
             self.ctx.embedded.acked_session(remote)
-        };
+        });
         tracing::debug!(shard = self.closed.len(), peers = ?peers, "sharded add: shard allocated");
         self.open = Some(OpenShard {
-            local: peers.contains(&me).then(Vec::new),
+            local: (peers.contains(&me) && !self.ctx.fetched).then(Vec::new),
             peers,
             session,
             local_bytes: 0,
@@ -334,7 +342,9 @@ impl ShardWriter {
         let Some(open) = self.open.as_mut() else {
             return Err(failed("no shard is open".into()));
         };
-        open.session.send(&cid, &data)?;
+        if let Some(session) = open.session.as_mut() {
+            session.send(&cid, &data)?;
+        }
         let len = data.len() as u64;
         for p in &open.peers {
             *self.sent.entry(p.clone()).or_insert(0) += len;
@@ -365,8 +375,13 @@ impl ShardWriter {
             .first()
             .map(|(c, _)| *c)
             .ok_or_else(|| failed("an empty shard node".into()))?;
-        for (cid, data) in nodes {
-            self.deliver(cid, data)?;
+        if self.ctx.fetched {
+            // The peers fetch the shard node from here with the rest.
+            self.ctx.embedded.store_blocks_blocking(&nodes)?;
+        } else {
+            for (cid, data) in nodes {
+                self.deliver(cid, data)?;
+            }
         }
         let Some(mut open) = self.open.take() else {
             return Ok(());
@@ -374,9 +389,11 @@ impl ShardWriter {
         if let Some(local) = open.local.take() {
             self.ctx.embedded.store_blocks_blocking(&local)?;
         }
-        open.session
-            .finish()
-            .map_err(|e| failed(format!("shard {n}: {e}")))?;
+        if let Some(session) = open.session {
+            session
+                .finish()
+                .map_err(|e| failed(format!("shard {n}: {e}")))?;
+        }
         self.closed.push(ClosedShard {
             root,
             peers: open.peers,
@@ -402,7 +419,9 @@ impl ShardWriter {
             .store_blocks_blocking(&dag)
             .map_err(shard_error)?;
         let ops = self.pins(root, text, dag_root)?;
-        self.ctx.handle.block_on(write_all(&self.ctx.node, ops))
+        self.ctx
+            .handle
+            .block_on(write_all(&self.ctx.node, &self.ctx.owner, ops))
     }
 
     /// The shard pins, the cluster DAG pin and the meta pin, in that order.
@@ -546,6 +565,8 @@ pub(super) fn context(
         plan,
         spec: spec.clone(),
         declared,
+        owner: Owner::Api,
+        fetched: false,
     })
 }
 
@@ -561,7 +582,7 @@ pub fn shard_error(e: IpfsError) -> ApiError {
 
 /// Writes `ops` (owner `api`) in chunks; when a chunk fails or is refused,
 /// releases what the earlier ones wrote and fails.
-async fn write_all(node: &ClusterNode, ops: Vec<Op>) -> Result<(), ApiError> {
+async fn write_all(node: &ClusterNode, owner: &Owner, ops: Vec<Op>) -> Result<(), ApiError> {
     let mut written: Vec<CidKey> = Vec::new();
     for chunk in ops.chunks(PINS_PER_WRITE) {
         let cids: Vec<CidKey> = chunk
@@ -573,7 +594,7 @@ async fn write_all(node: &ClusterNode, ops: Vec<Op>) -> Result<(), ApiError> {
             .collect();
         let out = node
             .write(Command::Apply {
-                owner: Owner::Api,
+                owner: owner.clone(),
                 ops: chunk.to_vec(),
             })
             .await;
@@ -587,21 +608,21 @@ async fn write_all(node: &ClusterNode, ops: Vec<Op>) -> Result<(), ApiError> {
             },
             Err(e) => ApiError::from(e),
         };
-        release(node, written).await;
+        release(node, owner, written).await;
         return Err(why);
     }
     Ok(())
 }
 
-/// Releases owner `api` of `cids` (best effort: the add already failed).
-async fn release(node: &ClusterNode, cids: Vec<CidKey>) {
+/// Releases `owner` of `cids` (best effort: the add already failed).
+async fn release(node: &ClusterNode, owner: &Owner, cids: Vec<CidKey>) {
     if cids.is_empty() {
         return;
     }
     let ops = cids.into_iter().map(|cid| Op::Release { cid }).collect();
     if let Err(e) = node
         .write(Command::Apply {
-            owner: Owner::Api,
+            owner: owner.clone(),
             ops,
         })
         .await
@@ -610,9 +631,9 @@ async fn release(node: &ClusterNode, cids: Vec<CidKey>) {
     }
 }
 
-impl BlockSink for ShardWriter {
-    fn put(&mut self, cid: Cid, data: Vec<u8>) -> Result<(), IpfsError> {
-        let size = data.len() as u64;
+impl ShardWriter {
+    /// Puts a block of `size` bytes in the open shard (or a new one).
+    fn group(&mut self, cid: Cid, size: u64) -> Result<(), IpfsError> {
         let current = self.open.as_ref().map_or(0, |o| o.bytes);
         if self.open.is_some() && starts_new_shard(current, size, self.ctx.plan.limit) {
             self.close_shard()?;
@@ -624,6 +645,29 @@ impl BlockSink for ShardWriter {
             open.links.push(cid);
             open.bytes += size;
         }
+        Ok(())
+    }
+
+    /// Groups a block the shards' peers will fetch themselves
+    /// ([`ShardContext::fetched`]): only its CID and size are needed.
+    pub fn put_ref(&mut self, cid: Cid, size: u64) -> Result<(), IpfsError> {
+        self.group(cid, size)?;
+        let peers = self
+            .open
+            .as_ref()
+            .map(|o| o.peers.clone())
+            .unwrap_or_default();
+        for p in peers {
+            *self.sent.entry(p).or_insert(0) += size;
+        }
+        self.sent_total += size;
+        Ok(())
+    }
+}
+
+impl BlockSink for ShardWriter {
+    fn put(&mut self, cid: Cid, data: Vec<u8>) -> Result<(), IpfsError> {
+        self.group(cid, data.len() as u64)?;
         self.deliver(cid, data)
     }
 }
