@@ -91,11 +91,7 @@ async fn shard_one(state: &ApiState, owner: &Owner, meta: CidKey) -> Result<bool
         .monitor
         .clone()
         .ok_or("this peer keeps no informer metrics to place shards with")?;
-    let default = state.status.as_ref().map_or(
-        crate::manifest::ReplicationFactors { min: -1, max: -1 },
-        |s| s.default_replication(),
-    );
-    let plan = ShardPlan::new(role.shard_size, spec.options.replication, default)?;
+    let plan = ShardPlan::on(state, role.shard_size, spec.options.replication)?;
     let text = pin.display_cid();
     let ctx = ShardContext {
         node: state.node.clone(),

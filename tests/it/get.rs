@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::support::{cid_v1, http};
 
 /// Bytes that differ at every offset, so a misplaced range shows.
-fn varied(len: usize, seed: u32) -> Vec<u8> {
+pub(crate) fn varied(len: usize, seed: u32) -> Vec<u8> {
     (0..len as u32)
         .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect()
@@ -39,7 +39,7 @@ fn pinfleet(args: &[&str], cwd: Option<&Path>) -> std::process::Output {
 }
 
 /// Runs the CLI off the runtime; fails the test on a non-zero exit.
-async fn cli_ok(args: &[&str], cwd: Option<&Path>) -> String {
+pub(crate) async fn cli_ok(args: &[&str], cwd: Option<&Path>) -> String {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let cwd = cwd.map(Path::to_path_buf);
     let out = tokio::task::spawn_blocking(move || {
@@ -448,7 +448,7 @@ async fn the_kubo_backend_reads_files_ranges_and_directories_for_a_reader_token(
 }
 
 /// An in-process embedded node in `dir`.
-async fn start_node(dir: &Path) -> crate::support::InProcessNode {
+pub(crate) async fn start_node(dir: &Path) -> crate::support::InProcessNode {
     let config = pinfleet::ipfs::embedded::EmbeddedConfig::new(dir, [9; 32]);
     crate::support::InProcessNode::start_with(config).await
 }

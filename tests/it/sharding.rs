@@ -10,18 +10,7 @@ use futures::StreamExt;
 use pinfleet::ipfs::unixfs::{AddOptions, add_reader};
 use pinfleet::ipfs::{IpfsBackend, IpfsError};
 
-/// Bytes that differ at every offset.
-fn varied(len: usize, seed: u32) -> Vec<u8> {
-    (0..len as u32)
-        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect()
-}
-
-/// An in-process embedded node in `dir`.
-async fn start_node(dir: &Path) -> crate::support::InProcessNode {
-    let config = pinfleet::ipfs::embedded::EmbeddedConfig::new(dir, [11; 32]);
-    crate::support::InProcessNode::start_with(config).await
-}
+use crate::get::{cli_ok, start_node, varied};
 
 /// What sharding content already in IPFS starts from: a node lists every
 /// block of a DAG another node holds, once, with its exact size (a raw
@@ -164,26 +153,9 @@ fn digest_tree(root: &Path) -> BTreeMap<std::path::PathBuf, Option<Vec<u8>>> {
     out
 }
 
-/// Runs the CLI off the runtime; fails the test on a non-zero exit.
+/// `pinfleet ARGS…`; fails the test on a non-zero exit.
 async fn cli(args: &[&str]) -> String {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"))
-            .args(&args)
-            .env_remove("PINFLEET_HOST")
-            .env_remove("PINFLEET_TOKEN")
-            .env_remove("PINFLEET_BASIC_AUTH")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "pinfleet failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    cli_ok(args, None).await
 }
 
 /// `GET url` as JSON.
@@ -242,6 +214,26 @@ async fn used(api: &str, peers: &[String], check: impl Fn(&[u64]) -> bool) -> Ve
     )
     .await;
     figures(&v).unwrap()
+}
+
+/// Three embedded peers of [`LIMIT`] bytes each reporting metrics every
+/// second, once every peer's free space is known: the testbed, its API
+/// URLs and peer ids.
+async fn limited_testbed(dir: &Path) -> (pinfleet::testbed::Testbed, Vec<String>, Vec<String>) {
+    let limit = LIMIT.to_string();
+    let tb = crate::support::embedded_testbed_with(
+        &dir.join("tb"),
+        false,
+        &[
+            ("PINFLEET_IPFS_STORAGE_MAX", &limit),
+            ("PINFLEET_INFORMER_INTERVAL", "1s"),
+        ],
+    )
+    .await;
+    let api: Vec<String> = tb.file.peers.iter().map(|p| p.api.clone()).collect();
+    let ids: Vec<String> = tb.file.peers.iter().map(|p| p.id.clone()).collect();
+    let _ = used(&api[0], &ids, |_| true).await;
+    (tb, api, ids)
 }
 
 /// Whether the meta pin `cid` reports every peer pinned or remote, at
@@ -384,19 +376,7 @@ async fn add_read_back_and_free(api: &[String], ids: &[String], path: &Path, out
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_larger_than_any_peer_is_spread_within_limits_read_back_whole_and_freed() {
     let dir = tempfile::tempdir().unwrap();
-    let limit = LIMIT.to_string();
-    let tb = crate::support::embedded_testbed_with(
-        &dir.path().join("tb"),
-        false,
-        &[
-            ("PINFLEET_IPFS_STORAGE_MAX", &limit),
-            ("PINFLEET_INFORMER_INTERVAL", "1s"),
-        ],
-    )
-    .await;
-    let api: Vec<String> = tb.file.peers.iter().map(|p| p.api.clone()).collect();
-    let ids: Vec<String> = tb.file.peers.iter().map(|p| p.id.clone()).collect();
-    let _ = used(&api[0], &ids, |_| true).await; // every peer's free space known
+    let (_tb, api, ids) = limited_testbed(dir.path()).await;
 
     let file = dir.path().join("big.bin");
     write_random(&file, 256 * MIB, 1);
@@ -421,19 +401,7 @@ async fn content_larger_than_any_peer_is_spread_within_limits_read_back_whole_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharded_pin_stays_readable_after_a_peer_holding_shards_is_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let limit = LIMIT.to_string();
-    let tb = crate::support::embedded_testbed_with(
-        &dir.path().join("tb"),
-        false,
-        &[
-            ("PINFLEET_IPFS_STORAGE_MAX", &limit),
-            ("PINFLEET_INFORMER_INTERVAL", "1s"),
-        ],
-    )
-    .await;
-    let api: Vec<String> = tb.file.peers.iter().map(|p| p.api.clone()).collect();
-    let ids: Vec<String> = tb.file.peers.iter().map(|p| p.id.clone()).collect();
-    let _ = used(&api[0], &ids, |_| true).await;
+    let (tb, api, ids) = limited_testbed(dir.path()).await;
     let file = dir.path().join("doubled.bin");
     write_random(&file, 64 * MIB, 7);
     let added = cli(&[
@@ -526,19 +494,7 @@ async fn a_sharded_pin_stays_readable_after_a_peer_holding_shards_is_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinset_shards_content_already_in_ipfs_and_releases_it_with_the_pinset() {
     let dir = tempfile::tempdir().unwrap();
-    let limit = LIMIT.to_string();
-    let tb = crate::support::embedded_testbed_with(
-        &dir.path().join("tb"),
-        false,
-        &[
-            ("PINFLEET_IPFS_STORAGE_MAX", &limit),
-            ("PINFLEET_INFORMER_INTERVAL", "1s"),
-        ],
-    )
-    .await;
-    let api: Vec<String> = tb.file.peers.iter().map(|p| p.api.clone()).collect();
-    let ids: Vec<String> = tb.file.peers.iter().map(|p| p.id.clone()).collect();
-    let _ = used(&api[0], &ids, |_| true).await;
+    let (_tb, api, _) = limited_testbed(dir.path()).await;
     let file = dir.path().join("mirror.bin");
     write_random(&file, 48 * MIB, 9);
     let added = cli(&[
@@ -557,12 +513,13 @@ async fn a_pinset_shards_content_already_in_ipfs_and_releases_it_with_the_pinset
         "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: mirror\n  namespace: big\n\
          spec:\n  pins:\n    - cid: {root}\n      name: mirror\n      replication: {{min: 1, max: 1}}\n      shard:\n        size: 16MiB\n"
     );
-    let resp = crate::support::http()
-        .put(format!("{}/pinsets/big/mirror", api[1]))
-        .body(yaml)
-        .send()
-        .await
-        .unwrap();
+    let apply = |at: &str| {
+        crate::support::http()
+            .put(format!("{at}/pinsets/big/mirror"))
+            .body(yaml.clone())
+            .send()
+    };
+    let resp = apply(&api[1]).await.unwrap();
     assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
     let status = until(
         &format!("{}/pins/{root}", api[2]),
@@ -604,15 +561,7 @@ async fn a_pinset_shards_content_already_in_ipfs_and_releases_it_with_the_pinset
         "read back different"
     );
     // Re-applying the same manifest changes nothing.
-    let report = crate::support::http()
-        .put(format!("{}/pinsets/big/mirror", api[0]))
-        .body(format!(
-            "apiVersion: pinfleet.io/v1alpha1\nkind: PinSet\nmetadata:\n  name: mirror\n  namespace: big\n\
-             spec:\n  pins:\n    - cid: {root}\n      name: mirror\n      replication: {{min: 1, max: 1}}\n      shard:\n        size: 16MiB\n"
-        ))
-        .send()
-        .await
-        .unwrap();
+    let report = apply(&api[0]).await.unwrap();
     let report: serde_json::Value = report.json().await.unwrap();
     assert_eq!(
         (&report["add"], &report["update"], &report["release"]),

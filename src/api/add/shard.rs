@@ -92,6 +92,18 @@ impl ShardPlan {
             min: min.clamp(1, wanted.max(1)),
         })
     }
+
+    /// [`ShardPlan::new`] with the cluster default of the peer serving
+    /// `state`.
+    pub fn on(state: &ApiState, size: u64, asked: ReplicationFactors) -> Result<Self, String> {
+        let default = state
+            .status
+            .as_ref()
+            .map_or(ReplicationFactors { min: -1, max: -1 }, |s| {
+                s.default_replication()
+            });
+        Self::new(size, asked, default)
+    }
 }
 
 /// Whether a block of `size` bytes starts a new shard after `current`
@@ -523,12 +535,8 @@ pub(super) fn context(
         .get("shard-size")
         .map_or(Ok(0), str::parse::<u64>)
         .map_err(|_| bad("invalid shard-size: expected an integer"))?;
-    let default = state.status.as_ref().map_or(
-        crate::manifest::ReplicationFactors { min: -1, max: -1 },
-        |s| s.default_replication(),
-    );
     let plan =
-        ShardPlan::new(size, spec.options.replication, default).map_err(ApiError::bad_request)?;
+        ShardPlan::on(state, size, spec.options.replication).map_err(ApiError::bad_request)?;
     if let Some(len) = declared {
         let members: Vec<String> = state
             .node
