@@ -8,12 +8,13 @@
 //! `block-push-acked`), or stored here when this peer is one of them.
 //! When a shard is full its DAG-CBOR node(s) go the same way.
 //!
-//! Once the content's root is known, one consensus write creates every
-//! shard pin (`user_allocations` = its peers), the cluster DAG pin and the
-//! meta pin (owner `api`): a failure before leaves nothing in the state,
-//! and a failed write releases what an earlier chunk wrote. Shard pins are
-//! written at the end, not as each shard fills, because each names the
-//! meta pin (the content's root), known only then.
+//! Each shard's pin (`user_allocations` = its peers) is written once its
+//! peers confirmed its blocks, so they pin it while the add goes on; it
+//! names no meta pin yet (the content's root is known only at the end).
+//! Once the root is known, one consensus write gives every shard pin its
+//! meta pin and creates the cluster DAG pin and the meta pin (owner `api`,
+//! or the PinSet for content already in IPFS). An add that does not
+//! finish releases the shard pins it wrote (`Drop`).
 //!
 //! Before anything is read, [`context`] refuses what cannot shard: no
 //! embedded node here (400), every-peer replication (400), a declared
@@ -238,6 +239,9 @@ pub struct ShardWriter {
     /// would leave room unused), so shards are placed against this minus
     /// `sent`.
     free_at_start: Option<Vec<(String, u64)>>,
+    /// Shard pins written as their shards closed, released if the add
+    /// does not finish (see `Drop`).
+    written: Vec<Cid>,
     /// Cluster peer id → its IPFS node's id.
     nodes: HashMap<String, PeerId>,
 }
@@ -264,6 +268,7 @@ impl ShardWriter {
             sent: HashMap::new(),
             sent_total: 0,
             free_at_start: None,
+            written: Vec::new(),
             nodes: HashMap::new(),
         }
     }
@@ -412,6 +417,17 @@ impl ShardWriter {
             bytes,
             max_depth,
         });
+        // Pinned on its peers now (they hold its blocks already): the
+        // content's root, which the pin names, is only known at the end,
+        // when the pin is written again with it.
+        let op = self
+            .shard_op(n, "")
+            .map_err(|e| failed(format!("shard {n}: {e}")))?;
+        self.ctx
+            .handle
+            .block_on(write_all(&self.ctx.node, &self.ctx.owner, vec![op]))
+            .map_err(|e| failed(format!("pinning shard {n}: {e}")))?;
+        self.written.push(root);
         Ok(())
     }
 
@@ -433,7 +449,36 @@ impl ShardWriter {
         let ops = self.pins(root, text, dag_root)?;
         self.ctx
             .handle
-            .block_on(write_all(&self.ctx.node, &self.ctx.owner, ops))
+            .block_on(write_all(&self.ctx.node, &self.ctx.owner, ops))?;
+        self.written.clear();
+        Ok(())
+    }
+
+    /// The pin of closed shard `n`, belonging to the meta pin `meta`
+    /// (empty while the content's root is not known yet).
+    fn shard_op(&self, n: usize, meta: &str) -> Result<Op, ApiError> {
+        let base = &self.ctx.spec;
+        let s = &self.closed[n];
+        let cid = CidKey::from_cid(s.root)
+            .map_err(|e| ApiError::internal(format!("shard cid {}: {e}", s.root)))?;
+        let mut o = (*base.options).clone();
+        o.mode = PinMode::Recursive;
+        o.user_allocations = s.peers.clone();
+        o.shard_role = Some(ShardRole {
+            kind: ShardKind::Shard,
+            reference: n.checked_sub(1).map(|p| self.closed[p].root.to_string()),
+            meta: meta.to_string(),
+            shard_size: s.bytes,
+            max_depth: s.max_depth,
+        });
+        Ok(Op::Set {
+            cid,
+            written_as: written_as_of(&cid, &s.root.to_string()),
+            spec: PinSpec {
+                name: format!("{}-shard-{n}", base.name),
+                options: Arc::new(o),
+            },
+        })
     }
 
     /// The shard pins, the cluster DAG pin and the meta pin, in that order.
@@ -453,25 +498,8 @@ impl ShardWriter {
                 },
             };
         let mut ops = Vec::with_capacity(self.closed.len() + 2);
-        let mut previous: Option<String> = None;
-        for (n, s) in self.closed.iter().enumerate() {
-            let mut o = (*base.options).clone();
-            o.mode = PinMode::Recursive;
-            o.user_allocations = s.peers.clone();
-            o.shard_role = Some(ShardRole {
-                kind: ShardKind::Shard,
-                reference: previous.replace(s.root.to_string()),
-                meta: meta.clone(),
-                shard_size: s.bytes,
-                max_depth: s.max_depth,
-            });
-            let text = s.root.to_string();
-            ops.push(set(
-                key(s.root)?,
-                &text,
-                format!("{}-shard-{n}", base.name),
-                o,
-            ));
+        for n in 0..self.closed.len() {
+            ops.push(self.shard_op(n, &meta)?);
         }
         let mut o = (*base.options).clone();
         o.mode = PinMode::Direct;
@@ -636,6 +664,24 @@ async fn release(node: &ClusterNode, owner: &Owner, cids: Vec<CidKey>) {
         .await
     {
         tracing::warn!(error = %e, "cannot release the pins of a failed sharded add");
+    }
+}
+
+impl Drop for ShardWriter {
+    /// An add that did not finish leaves none of its shard pins.
+    fn drop(&mut self) {
+        let cids: Vec<CidKey> = self
+            .written
+            .drain(..)
+            .filter_map(|c| CidKey::from_cid(c).ok())
+            .collect();
+        if cids.is_empty() {
+            return;
+        }
+        let (node, owner) = (self.ctx.node.clone(), self.ctx.owner.clone());
+        self.ctx
+            .handle
+            .spawn(async move { release(&node, &owner, cids).await });
     }
 }
 
