@@ -40,18 +40,7 @@ impl KuboClient {
     ) -> Result<Vec<u8>, IpfsError> {
         let arg = cid.to_string();
         let params = [("arg", arg.as_str()), ("offline", super::bool_str(offline))];
-        let operation = self.call_operation("block/get");
-        let resp = self
-            .post("block/get", &params)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.transport(&operation, e, timeout))?;
-        let resp = self.check_status(resp).await?;
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.transport(&operation, e, timeout))?;
+        let body = self.call_bytes("block/get", &params, timeout).await?;
         Ok(body.to_vec())
     }
 

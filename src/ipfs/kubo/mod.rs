@@ -233,6 +233,17 @@ impl KuboClient {
         params: &[(&str, &str)],
         timeout: Duration,
     ) -> Result<T, IpfsError> {
+        let body = self.call_bytes(endpoint, params, timeout).await?;
+        decode(endpoint, &body)
+    }
+
+    /// A call's whole answer body, as Kubo sent it.
+    async fn call_bytes(
+        &self,
+        endpoint: &str,
+        params: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, IpfsError> {
         let operation = self.call_operation(endpoint);
         let resp = self
             .post(endpoint, params)
@@ -241,11 +252,9 @@ impl KuboClient {
             .await
             .map_err(|e| self.transport(&operation, e, timeout))?;
         let resp = self.check_status(resp).await?;
-        let body = resp
-            .bytes()
+        resp.bytes()
             .await
-            .map_err(|e| self.transport(&operation, e, timeout))?;
-        decode(endpoint, &body)
+            .map_err(|e| self.transport(&operation, e, timeout))
     }
 
     /// Starts a streamed call; the answer's headers must arrive by `deadline`.
