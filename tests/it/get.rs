@@ -58,6 +58,12 @@ pub(crate) async fn cli_ok(args: &[&str], cwd: Option<&Path>) -> String {
 
 /// Every file under `root` (relative path → bytes) and every directory.
 fn tree(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    tree_with(root, |p| std::fs::read(p).unwrap())
+}
+
+/// Every file under `root` (relative path → `read` of it) and every
+/// directory (`None`).
+pub(crate) fn tree_with<T>(root: &Path, read: impl Fn(&Path) -> T) -> BTreeMap<PathBuf, Option<T>> {
     let mut out = BTreeMap::new();
     let mut todo = vec![root.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -68,7 +74,7 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
                 out.insert(rel, None);
                 todo.push(p);
             } else {
-                out.insert(rel, Some(std::fs::read(&p).unwrap()));
+                out.insert(rel, Some(read(&p)));
             }
         }
     }

@@ -116,41 +116,21 @@ fn write_random(path: &Path, len: u64, seed: u64) {
     w.flush().unwrap();
 }
 
-/// Every file under `root` (relative path → SHA-256 of its bytes, read in
-/// pieces) and every directory (`None`).
-fn digest_tree(root: &Path) -> BTreeMap<std::path::PathBuf, Option<Vec<u8>>> {
+/// SHA-256 of the file at `path`, read in pieces.
+fn file_digest(path: &Path) -> Vec<u8> {
     use sha2::Digest;
-    use std::io::Read;
-    let mut out = BTreeMap::new();
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path).unwrap(), &mut h).unwrap();
+    h.finalize().to_vec()
+}
+
+/// A file's digest (under the empty path), or every file under a
+/// directory with its digest and every directory (`None`).
+fn digest_tree(root: &Path) -> BTreeMap<std::path::PathBuf, Option<Vec<u8>>> {
     if root.is_file() {
-        let mut h = sha2::Sha256::new();
-        let mut f = std::fs::File::open(root).unwrap();
-        let mut buf = vec![0u8; MIB as usize];
-        loop {
-            let n = f.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        out.insert(std::path::PathBuf::new(), Some(h.finalize().to_vec()));
-        return out;
+        return BTreeMap::from([(std::path::PathBuf::new(), Some(file_digest(root)))]);
     }
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().to_path_buf();
-            if p.is_dir() {
-                out.insert(rel, None);
-                todo.push(p);
-            } else {
-                let file = digest_tree(&p).remove(&std::path::PathBuf::new()).unwrap();
-                out.insert(rel, file);
-            }
-        }
-    }
-    out
+    crate::get::tree_with(root, file_digest)
 }
 
 /// `pinfleet ARGS…`; fails the test on a non-zero exit.
