@@ -356,17 +356,13 @@ impl ShardWriter {
 
     /// Sends one block to the open shard's peers.
     fn deliver(&mut self, cid: Cid, data: Vec<u8>) -> Result<(), IpfsError> {
+        let len = data.len() as u64;
         let Some(open) = self.open.as_mut() else {
             return Err(failed("no shard is open".into()));
         };
         if let Some(session) = open.session.as_mut() {
             session.send(&cid, &data)?;
         }
-        let len = data.len() as u64;
-        for p in &open.peers {
-            *self.sent.entry(p.clone()).or_insert(0) += len;
-        }
-        self.sent_total += len;
         if let Some(local) = open.local.as_mut() {
             open.local_bytes += data.len();
             local.push((cid, data));
@@ -376,6 +372,7 @@ impl ShardWriter {
                 open.local_bytes = 0;
             }
         }
+        self.count_sent(len);
         Ok(())
     }
 
@@ -702,19 +699,21 @@ impl ShardWriter {
         Ok(())
     }
 
+    /// Counts `size` bytes against each of the open shard's peers.
+    fn count_sent(&mut self, size: u64) {
+        if let Some(open) = self.open.as_ref() {
+            for p in &open.peers {
+                *self.sent.entry(p.clone()).or_insert(0) += size;
+            }
+        }
+        self.sent_total += size;
+    }
+
     /// Groups a block the shards' peers will fetch themselves
     /// ([`ShardContext::fetched`]): only its CID and size are needed.
     pub fn put_ref(&mut self, cid: Cid, size: u64) -> Result<(), IpfsError> {
         self.group(cid, size)?;
-        let peers = self
-            .open
-            .as_ref()
-            .map(|o| o.peers.clone())
-            .unwrap_or_default();
-        for p in peers {
-            *self.sent.entry(p).or_insert(0) += size;
-        }
-        self.sent_total += size;
+        self.count_sent(size);
         Ok(())
     }
 }
