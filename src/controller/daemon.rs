@@ -372,7 +372,10 @@ async fn supervise(
                 drop(controller);
                 (
                     Box::pin(async move {
-                        // In-cluster configuration, else the kubeconfig.
+                        // In-cluster configuration, else the kubeconfig
+                        // (rustls needs its provider: a daemon embedded in
+                        // another program may not have installed one).
+                        crate::tls::install_crypto_provider();
                         match ::kube::Client::try_default().await {
                             Ok(kube) => {
                                 run_kube(client, kube, opts, term).await;

@@ -245,6 +245,9 @@ impl FakeKube {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let uri: axum::http::Uri = url.parse().map_err(std::io::Error::other)?;
+        // The kube client's TLS stack needs a process-wide crypto
+        // provider even for plain http; a test process has no `main`.
+        crate::tls::install_crypto_provider();
         let client =
             kube::Client::try_from(kube::Config::new(uri)).map_err(std::io::Error::other)?;
         let cancel = CancellationToken::new();

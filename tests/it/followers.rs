@@ -289,6 +289,7 @@ async fn a_followers_write_join_remove_and_gc_requests_are_refused_by_the_truste
         .node
         .peer_id();
     let applied_before = applied(&peers[0]);
+    let term_before = peers[0].node.metrics().current_term;
     let own = f.node.node().clone();
     let requests = vec![
         Rpc::Write(Command::Apply {
@@ -322,7 +323,14 @@ async fn a_followers_write_join_remove_and_gc_requests_are_refused_by_the_truste
         assert_eq!(p.node.store().pin_count().unwrap(), 20);
         assert_eq!(p.node.members().len(), 3);
     }
-    assert_eq!(applied(&peers[0]), applied_before);
+    // The log grew by nothing but the blank entry each new leader appends
+    // (an election may happen on a loaded machine).
+    let elections = peers[0].node.metrics().current_term - term_before;
+    let grown = applied(&peers[0]) - applied_before;
+    assert!(
+        grown <= elections,
+        "{grown} entries applied after the refused requests, {elections} elections"
+    );
     f.stop().await;
     stop_all(peers).await;
 }
