@@ -56,3 +56,273 @@ async fn webdriver_client_types_into_a_form_submits_it_with_enter_and_reads_the_
     browser.quit().await;
     server.abort();
 }
+
+/// The quickstart's `hello.txt` (examples/quickstart/pinset.yaml).
+const HELLO: &str = "QmTSvsV3Q3NucdnnxREZhjNt3Xcj2WP854tLJaP3hEJMTm";
+
+/// Runs `pinfleet <args>` as the testbed's `testbed up --add/--apply` does
+/// (the CLI against peer 0, credentials in the environment); it must
+/// succeed.
+async fn pinfleet_cli(args: &[&str], basic_auth: &str) {
+    let out = tokio::time::timeout(
+        SHOWS,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_pinfleet"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .env("PINFLEET_BASIC_AUTH", basic_auth)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("pinfleet {args:?} did not finish"))
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "pinfleet {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue 21's browser test: on a 3-peer testbed with API users and the
+/// quickstart applied, an unauthenticated visitor gets only the login page;
+/// a wrong password is refused; the writer logs in with the keyboard (Enter
+/// in the form); the overview shows three peers, one leader, and the
+/// quickstart Ready with 9/9 pinned; the PinSet page's "reconcile now"
+/// adds a reconcile; the pin search finds hello.txt by name; a peer page
+/// draws its metrics; a reader sees no reconcile button and may not post
+/// one; logging out ends the session. Screenshots: target/ui-screenshots/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles_now() {
+    use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
+    // Before the testbed: without Chromium the test fails at once, saying
+    // how to install it.
+    crate::webdriver::require_chromium();
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tb = Testbed::up(&TestbedOptions {
+        exe: env!("CARGO_BIN_EXE_pinfleet").into(),
+        peers: 3,
+        dir: dir.path().join("tb"),
+        timeout: SHOWS,
+        ipfs: TestbedIpfs::Embedded,
+        auth: true,
+        followers: 0,
+        env: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let api = tb.file.peers[0].api.trim_end_matches('/').to_string();
+    let writer = tb.file.credentials("writer").unwrap().to_string();
+    let reader = tb.file.credentials("reader").unwrap().to_string();
+    let peer_ids: Vec<String> = tb.file.peers.iter().map(|p| p.id.clone()).collect();
+    pinfleet_cli(
+        &[
+            "add",
+            "examples/quickstart/content",
+            "--no-pin",
+            "--host",
+            &api,
+        ],
+        &writer,
+    )
+    .await;
+    pinfleet_cli(&["apply", "examples/quickstart", "--host", &api], &writer).await;
+
+    let shots = screenshot_dir();
+    let browser = Browser::start().await;
+
+    // Unauthenticated: the login page and nothing of the cluster.
+    browser.goto(&format!("{api}/ui/")).await;
+    let url = browser.url().await;
+    assert!(url.starts_with(&format!("{api}/ui/login")), "{url}");
+    browser.must_find("form#login").await;
+    for data in ["table#peers", "table#pinsets", "dl#pin-status", "a#logout"] {
+        assert!(browser.find(data).await.unwrap().is_none(), "{data} shown");
+    }
+    let html = browser.source().await;
+    for secret in peer_ids
+        .iter()
+        .map(String::as_str)
+        .chain(["quickstart", HELLO])
+    {
+        assert!(!html.contains(secret), "the login page shows {secret}");
+    }
+    browser.screenshot(&shots.join("login.png")).await;
+
+    // A wrong password, submitted with the button: refused, still no data.
+    let (user, password) = writer.split_once(':').unwrap();
+    browser
+        .must_find("form#login input[name=username]")
+        .await
+        .send_keys(user)
+        .await;
+    browser
+        .must_find("form#login input[name=password]")
+        .await
+        .send_keys("not-the-password")
+        .await;
+    browser.must_find("button#login-submit").await.click().await;
+    let error = poll("the login error", SHOWS, || async {
+        browser
+            .text_of("p#login-error")
+            .await
+            .filter(|t| !t.trim().is_empty())
+    })
+    .await;
+    assert!(browser.find("table#pinsets").await.unwrap().is_none());
+
+    // The writer's password, typed and submitted with Enter.
+    let username = browser.must_find("form#login input[name=username]").await;
+    username.clear().await;
+    username.send_keys(user).await;
+    let field = browser.must_find("form#login input[name=password]").await;
+    field.clear().await;
+    field.send_keys(password).await;
+    field.send_keys(ENTER).await;
+    poll("the overview after logging in", SHOWS, || async {
+        browser.find("table#pinsets").await.ok()?.map(|_| ())
+    })
+    .await;
+    assert_eq!(browser.url().await, format!("{api}/ui/"));
+
+    // Overview: three peers, one leader, the quickstart Ready and 9/9
+    // pinned (3 pins on 3 peers; updated live while the peers pin).
+    let row = r#"table#pinsets tr.pinset[data-pinset="default/quickstart"]"#;
+    poll("the quickstart Ready with 9/9 pinned", SHOWS, || async {
+        let ready = browser.text_of(&format!("{row} td.ready")).await?;
+        let progress = browser.text_of(&format!("{row} td.progress")).await?;
+        (ready.trim() == "Ready" && progress.contains("9/9 pinned")).then_some(())
+    })
+    .await;
+    browser
+        .must_find(&format!("{row} td.progress progress"))
+        .await;
+    assert_eq!(browser.count("table#peers tr.peer").await, Some(3));
+    assert_eq!(browser.count("table#peers tr.peer.leader").await, Some(1));
+    for id in &peer_ids {
+        browser
+            .must_find(&format!(r#"table#peers tr.peer[data-peer="{id}"]"#))
+            .await;
+    }
+    let statuses = poll("pins by status", SHOWS, || async {
+        let names = browser.find_all("dl#pin-status dt").await.ok()?;
+        let counts = browser.find_all("dl#pin-status dd").await.ok()?;
+        let mut pairs = Vec::new();
+        for (n, c) in names.iter().zip(&counts) {
+            pairs.push((n.text().await.ok()?, c.text().await.ok()?));
+        }
+        pairs
+            .iter()
+            .any(|(n, c)| n.trim().eq_ignore_ascii_case("pinned") && c.trim() == "9")
+            .then_some(pairs)
+    })
+    .await;
+    browser.screenshot(&shots.join("overview.png")).await;
+
+    // The PinSet page, reached through its link; "reconcile now" adds a
+    // reconcile to the list (newest first).
+    browser
+        .must_find(&format!("{row} a.pinset-link"))
+        .await
+        .click()
+        .await;
+    let pinset_url = format!("{api}/ui/pinsets/default/quickstart");
+    poll("the PinSet page", SHOWS, || async {
+        (browser.url().await == pinset_url).then_some(())
+    })
+    .await;
+    for part in [
+        "section#conditions tr.condition[data-type=Ready]",
+        "section#source",
+        "table#peer-counts",
+        "table#errors",
+        "table#reconciles",
+    ] {
+        browser.must_find(part).await;
+    }
+    let reconciles = "table#reconciles tr.reconcile";
+    let before = browser.count(reconciles).await.unwrap();
+    let newest = browser.text_of(reconciles).await;
+    browser
+        .must_find("button#reconcile-now")
+        .await
+        .click()
+        .await;
+    let after = poll("a new reconcile on the PinSet page", SHOWS, || async {
+        let count = browser.count(reconciles).await?;
+        let first = browser.text_of(reconciles).await;
+        // A list at its length limit drops its oldest: then the newest
+        // row changed.
+        (count > before || (count == before && count > 0 && first != newest)).then_some(count)
+    })
+    .await;
+    assert_eq!(browser.url().await, pinset_url);
+    browser.screenshot(&shots.join("pinset.png")).await;
+
+    // Pin search by name, typed into the search form and sent with Enter.
+    browser.goto(&format!("{api}/ui/pins")).await;
+    let q = browser.must_find("form#search input[name=q]").await;
+    q.send_keys("hello.txt").await;
+    q.send_keys(ENTER).await;
+    poll("hello.txt in the search results", SHOWS, || async {
+        browser
+            .find(&format!(r#"table#pins tr.pin[data-cid="{HELLO}"]"#))
+            .await
+            .ok()?
+            .map(|_| ())
+    })
+    .await;
+    browser.screenshot(&shots.join("search.png")).await;
+
+    // A peer page: a chart per metric, its errors.
+    browser
+        .goto(&format!("{api}/ui/peers/{}", peer_ids[1]))
+        .await;
+    poll("the peer's charts", SHOWS, || async {
+        (browser.count("section#peer-metrics svg.chart").await? > 0).then_some(())
+    })
+    .await;
+    browser.must_find("table#peer-errors").await;
+    browser.screenshot(&shots.join("peer.png")).await;
+
+    // Logging out ends the session: the overview asks for a login again.
+    browser.must_find("#logout").await.click().await;
+    poll("the login page after logging out", SHOWS, || async {
+        browser.find("form#login").await.ok()?.map(|_| ())
+    })
+    .await;
+    browser.goto(&format!("{api}/ui/")).await;
+    assert!(browser.url().await.starts_with(&format!("{api}/ui/login")));
+    browser.quit().await;
+
+    // A reader (Basic auth, as curl sends it) reads the PinSet page without
+    // the button and may not reconcile.
+    let (ruser, rpassword) = reader.split_once(':').unwrap();
+    let http = crate::support::http();
+    let page = http
+        .get(&pinset_url)
+        .basic_auth(ruser, Some(rpassword))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("table") && !page.contains("reconcile-now"));
+    let post = http
+        .post(format!("{pinset_url}/reconcile"))
+        .basic_auth(ruser, Some(rpassword))
+        .header("origin", &api)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), reqwest::StatusCode::FORBIDDEN);
+
+    tb.stop().await;
+    eprintln!(
+        "dashboard browser test: {:?}; login error {error:?}; pin status {statuses:?}; \
+         reconciles {before} -> {after}; screenshots in {}",
+        started.elapsed(),
+        shots.display()
+    );
+}

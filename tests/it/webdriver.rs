@@ -117,7 +117,12 @@ impl Browser {
             _profile: profile,
         };
         poll("chromedriver to be ready", START, || async {
-            let resp = browser.http.get(format!("{base}/status")).send().await.ok()?;
+            let resp = browser
+                .http
+                .get(format!("{base}/status"))
+                .send()
+                .await
+                .ok()?;
             let v: Value = resp.json().await.ok()?;
             (v["value"]["ready"] == true).then_some(())
         })
@@ -223,11 +228,7 @@ impl Browser {
     pub async fn must_find(&self, css: &str) -> Element<'_> {
         match self.find(css).await {
             Ok(Some(e)) => e,
-            Ok(None) => panic!(
-                "no {css} on {}:\n{}",
-                self.url().await,
-                self.source().await
-            ),
+            Ok(None) => panic!("no {css} on {}:\n{}", self.url().await, self.source().await),
             Err(e) => panic!("cannot look for {css}: {e}"),
         }
     }
@@ -319,6 +320,14 @@ impl Element<'_> {
             .unwrap_or_else(|e| panic!("cannot click: {e}"));
     }
 
+    /// Empties it (an input or textarea).
+    pub async fn clear(&self) {
+        self.browser
+            .post(&format!("/element/{}/clear", self.id), json!({}))
+            .await
+            .unwrap_or_else(|e| panic!("cannot clear: {e}"));
+    }
+
     /// Types `text` into it (WebDriver key codes such as [`ENTER`] press
     /// those keys).
     pub async fn send_keys(&self, text: &str) {
@@ -329,19 +338,6 @@ impl Element<'_> {
             )
             .await
             .unwrap_or_else(|e| panic!("cannot type: {e}"));
-    }
-
-    /// The first element matching `css` inside it, if any.
-    pub async fn find(&self, css: &str) -> Result<Option<Element<'_>>, WdError> {
-        match self
-            .browser
-            .post(&format!("/element/{}/element", self.id), locator(css))
-            .await
-        {
-            Ok(v) => Ok(Some(self.browser.element(&v))),
-            Err(e) if e.error == "no such element" => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 }
 
