@@ -135,7 +135,11 @@ async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles
     // Unauthenticated: the login page and nothing of the cluster.
     browser.goto(&format!("{api}/ui/")).await;
     let url = browser.url().await;
-    assert!(url.starts_with(&format!("{api}/ui/login")), "{url}");
+    assert!(
+        url.starts_with(&format!("{api}/ui/login")),
+        "/ui/ without a session is not the login page: {url}\n{}",
+        browser.source().await
+    );
     browser.must_find("form#login").await;
     for data in ["table#peers", "table#pinsets", "dl#pin-status", "a#logout"] {
         assert!(browser.find(data).await.unwrap().is_none(), "{data} shown");
