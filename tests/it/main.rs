@@ -52,5 +52,6 @@ mod testbed;
 mod tls;
 mod tracker;
 mod trust;
+mod ui;
 mod webhook;
 mod write_path;
