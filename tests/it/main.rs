@@ -53,6 +53,7 @@ mod testbed;
 mod tls;
 mod tracker;
 mod trust;
+mod ui;
 mod webdriver;
 mod webhook;
 mod write_path;

@@ -153,8 +153,14 @@ mod tests {
     use super::*;
     use crate::allocator::Metric;
 
+    /// `m` received at `received_ms`, expiring an hour later (a newer
+    /// reading expires later: the view keeps the one that expires last).
     fn at(m: Metric, received_ms: i64) -> Metric {
-        Metric { received_ms, ..m }
+        Metric {
+            received_ms,
+            expire_ms: received_ms + WINDOW_MS,
+            ..m
+        }
     }
 
     #[test]
