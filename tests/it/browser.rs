@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::webdriver::{Browser, ENTER, poll, screenshot_dir};
+use crate::webdriver::{Browser, ENTER, poll, screenshot_dir, try_poll};
 
 /// How long a page gets to show what it should (the quickstart's pins are
 /// fetched over bitswap and the dashboard polls).
@@ -60,6 +60,19 @@ async fn webdriver_client_types_into_a_form_submits_it_with_enter_and_reads_the_
 /// The quickstart's `hello.txt` (examples/quickstart/pinset.yaml).
 const HELLO: &str = "QmTSvsV3Q3NucdnnxREZhjNt3Xcj2WP854tLJaP3hEJMTm";
 
+/// The overview's pins by status (`dl#pin-status`): (status, count) pairs;
+/// `None` when the page changed while reading.
+async fn pin_status(browser: &Browser) -> Option<Vec<(String, String)>> {
+    let names = browser.find_all("dl#pin-status dt").await.ok()?;
+    let counts = browser.find_all("dl#pin-status dd").await.ok()?;
+    let mut pairs = Vec::new();
+    for (n, c) in names.iter().zip(&counts) {
+        let n = n.text().await.ok()?.trim().to_lowercase();
+        pairs.push((n, c.text().await.ok()?.trim().to_string()));
+    }
+    Some(pairs)
+}
+
 /// Runs `pinfleet <args>` as the testbed's `testbed up --add/--apply` does
 /// (the CLI against peer 0, credentials in the environment); it must
 /// succeed.
@@ -88,7 +101,8 @@ async fn pinfleet_cli(args: &[&str], basic_auth: &str) {
 /// quickstart applied, an unauthenticated visitor gets only the login page;
 /// a wrong password is refused; the writer logs in with the keyboard (Enter
 /// in the form); the overview shows three peers, one leader, and the
-/// quickstart Ready with 9/9 pinned; the PinSet page's "reconcile now"
+/// quickstart Ready with its 3 pins pinned, and 9 pinned across the
+/// cluster (3 pins on 3 peers); the PinSet page's "reconcile now"
 /// adds a reconcile; the pin search finds hello.txt by name; a peer page
 /// draws its metrics; a reader sees no reconcile button and may not post
 /// one; logging out ends the session. Screenshots: target/ui-screenshots/.
@@ -190,15 +204,22 @@ async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles
     .await;
     assert_eq!(browser.url().await, format!("{api}/ui/"));
 
-    // Overview: three peers, one leader, the quickstart Ready and 9/9
-    // pinned (3 pins on 3 peers; updated live while the peers pin).
+    // Overview: three peers, one leader, the quickstart Ready with its 3
+    // pins pinned (updated live while the peers pin).
     let row = r#"table#pinsets tr.pinset[data-pinset="default/quickstart"]"#;
-    poll("the quickstart Ready with 9/9 pinned", SHOWS, || async {
+    let shown = try_poll(SHOWS, || async {
         let ready = browser.text_of(&format!("{row} td.ready")).await?;
         let progress = browser.text_of(&format!("{row} td.progress")).await?;
-        (ready.trim() == "Ready" && progress.contains("9/9 pinned")).then_some(())
+        (ready.trim() == "Ready" && progress.contains("3/3 pinned")).then_some(())
     })
     .await;
+    if shown.is_none() {
+        browser.screenshot(&shots.join("overview-failed.png")).await;
+        panic!(
+            "the overview does not show the quickstart Ready with 3/3 pinned within {SHOWS:?}:\n{}",
+            browser.text_of("main#main").await.unwrap_or_default()
+        );
+    }
     browser
         .must_find(&format!("{row} td.progress progress"))
         .await;
@@ -209,19 +230,6 @@ async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles
             .must_find(&format!(r#"table#peers tr.peer[data-peer="{id}"]"#))
             .await;
     }
-    let statuses = poll("pins by status", SHOWS, || async {
-        let names = browser.find_all("dl#pin-status dt").await.ok()?;
-        let counts = browser.find_all("dl#pin-status dd").await.ok()?;
-        let mut pairs = Vec::new();
-        for (n, c) in names.iter().zip(&counts) {
-            pairs.push((n.text().await.ok()?, c.text().await.ok()?));
-        }
-        pairs
-            .iter()
-            .any(|(n, c)| n.trim().eq_ignore_ascii_case("pinned") && c.trim() == "9")
-            .then_some(pairs)
-    })
-    .await;
     browser.screenshot(&shots.join("overview.png")).await;
 
     // The PinSet page, reached through its link; "reconcile now" adds a
@@ -263,6 +271,16 @@ async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles
     .await;
     assert_eq!(browser.url().await, pinset_url);
     browser.screenshot(&shots.join("pinset.png")).await;
+    // The lower half (per-peer counts, reconciles), once the page's count
+    // is in (a reconcile makes it count afresh; the page fills in live).
+    poll("the per-peer counts", SHOWS, || async {
+        (browser.count("table#peer-counts tbody tr").await? == 3).then_some(())
+    })
+    .await;
+    browser.scroll_to("table#peer-counts").await;
+    browser
+        .screenshot(&shots.join("pinset-reconciles.png"))
+        .await;
 
     // Pin search by name, typed into the search form and sent with Enter.
     browser.goto(&format!("{api}/ui/pins")).await;
@@ -289,6 +307,25 @@ async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles
     .await;
     browser.must_find("table#peer-errors").await;
     browser.screenshot(&shots.join("peer.png")).await;
+
+    // Pins by status across the cluster: 9 pinned (3 pins on each of 3
+    // peers, as `testbed up --wait` counts them).
+    browser.goto(&format!("{api}/ui/")).await;
+    let statuses = try_poll(SHOWS, || async {
+        let pairs = pin_status(&browser).await?;
+        pairs
+            .iter()
+            .any(|(n, c)| n == "pinned" && c == "9")
+            .then_some(pairs)
+    })
+    .await;
+    let Some(statuses) = statuses else {
+        let seen = try_poll(Duration::from_secs(5), || pin_status(&browser)).await;
+        panic!(
+            "the overview's pins by status never said 9 pinned (3 pins x 3 peers) within \
+             {SHOWS:?}; it says {seen:?}"
+        );
+    };
 
     // Logging out ends the session: the overview asks for a login again.
     browser.must_find("#logout").await.click().await;

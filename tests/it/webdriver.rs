@@ -256,6 +256,27 @@ impl Browser {
         }
     }
 
+    /// Runs `script` (a function body; `arguments` holds `args`) in the
+    /// page and returns what it returns.
+    pub async fn execute(&self, script: &str, args: Vec<Value>) -> Value {
+        self.post("/execute/sync", json!({ "script": script, "args": args }))
+            .await
+            .unwrap_or_else(|e| panic!("cannot run a script: {e}"))
+    }
+
+    /// Scrolls the first element matching `css` near the top of the
+    /// window (with room for a heading above it).
+    pub async fn scroll_to(&self, css: &str) {
+        let found = self
+            .execute(
+                "var e = document.querySelector(arguments[0]); \
+                 if (e) { e.scrollIntoView(); window.scrollBy(0, -60); } return !!e;",
+                vec![json!(css)],
+            )
+            .await;
+        assert_eq!(found, json!(true), "no {css} to scroll to");
+    }
+
     /// Saves a PNG of the window to `path` (creating its directory).
     pub async fn screenshot(&self, path: &Path) {
         let v = self.get("/screenshot").await.unwrap();
@@ -353,7 +374,19 @@ fn driver_log(port: u16) -> PathBuf {
 
 /// Polls `check` every 100 ms until it gives a value, panicking with
 /// `what` after `limit`.
-pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+pub async fn poll<T, F, Fut>(what: &str, limit: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    try_poll(limit, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// Polls `check` every 100 ms until it gives a value; `None` after `limit`
+/// (for a caller that reports what it saw).
+pub async fn try_poll<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -361,12 +394,11 @@ where
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(v) = check().await {
-            return v;
+            return Some(v);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
