@@ -52,7 +52,17 @@ async fn webdriver_client_types_into_a_form_submits_it_with_enter_and_reads_the_
     assert_eq!(p.attr("class").await.unwrap().as_deref(), Some("x"));
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("webdriver-selftest.png");
     browser.screenshot(&shot).await;
-    assert!(std::fs::metadata(&shot).unwrap().len() > 100);
+    // The PNG is the whole viewport (IHDR: width and height at 16..24).
+    let png = std::fs::read(&shot).unwrap();
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    let viewport = browser
+        .execute("return [window.innerWidth, window.innerHeight];", vec![])
+        .await;
+    assert_eq!(
+        serde_json::json!([size(16), size(20)]),
+        viewport,
+        "the screenshot is not the viewport"
+    );
     browser.quit().await;
     server.abort();
 }
@@ -143,7 +153,9 @@ async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles
     .await;
     pinfleet_cli(&["apply", "examples/quickstart", "--host", &api], &writer).await;
 
+    // This run's screenshots only.
     let shots = screenshot_dir();
+    let _ = std::fs::remove_dir_all(&shots);
     let browser = Browser::start().await;
 
     // Unauthenticated: the login page and nothing of the cluster.
@@ -271,15 +283,14 @@ async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles
     .await;
     assert_eq!(browser.url().await, pinset_url);
     browser.screenshot(&shots.join("pinset.png")).await;
-    // The lower half (per-peer counts, reconciles), once the page's count
+    // The whole page (per-peer counts, reconciles), once the page's count
     // is in (a reconcile makes it count afresh; the page fills in live).
     poll("the per-peer counts", SHOWS, || async {
         (browser.count("table#peer-counts tbody tr").await? == 3).then_some(())
     })
     .await;
-    browser.scroll_to("table#peer-counts").await;
     browser
-        .screenshot(&shots.join("pinset-reconciles.png"))
+        .screenshot_page(&shots.join("pinset-full.png"))
         .await;
 
     // Pin search by name, typed into the search form and sent with Enter.

@@ -264,17 +264,24 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot run a script: {e}"))
     }
 
-    /// Scrolls the first element matching `css` near the top of the
-    /// window (with room for a heading above it).
-    pub async fn scroll_to(&self, css: &str) {
-        let found = self
+    /// Saves a PNG of the whole page to `path`: the window is made as
+    /// tall as the page for it, then given its height back.
+    pub async fn screenshot_page(&self, path: &Path) {
+        let v = self
             .execute(
-                "var e = document.querySelector(arguments[0]); \
-                 if (e) { e.scrollIntoView(); window.scrollBy(0, -60); } return !!e;",
-                vec![json!(css)],
+                "return [document.documentElement.scrollHeight, \
+                 window.outerHeight - window.innerHeight, window.outerWidth, window.outerHeight];",
+                vec![],
             )
             .await;
-        assert_eq!(found, json!(true), "no {css} to scroll to");
+        let n = |i: usize| v[i].as_u64().unwrap_or_else(|| panic!("not sizes: {v}"));
+        let (page, chrome, width, height) = (n(0), n(1), n(2), n(3));
+        let rect = |h: u64| json!({ "width": width, "height": h });
+        self.post("/window/rect", rect(page + chrome))
+            .await
+            .unwrap();
+        self.screenshot(path).await;
+        self.post("/window/rect", rect(height)).await.unwrap();
     }
 
     /// Saves a PNG of the window to `path` (creating its directory).
