@@ -628,3 +628,82 @@ async fn ui_off_answers_404_and_reconciles_are_kept_ten_newest_first() {
     );
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controllers_reconciles_are_recorded_with_their_trigger() {
+    use pinfleet::client::Client;
+    use pinfleet::controller::{Controller, ControllerOptions};
+    use pinfleet::source::DirSource;
+    let d = Dash::start(&[], |s| s).await;
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::write_tree(
+        dir.path(),
+        &[(
+            "set.yaml",
+            &pinset_yaml("ctl", "set", &[cid_v1("ui-ctl-0"), cid_v1("ui-ctl-1")]),
+        )],
+    );
+    let src = DirSource::new(dir.path(), pinfleet::manifest::Limits::default()).unwrap();
+    let mut ctl = Controller::new(
+        Client::new(&d.url).unwrap(),
+        ControllerOptions {
+            source: src.name(),
+            force: false,
+            requests: Default::default(),
+        },
+    );
+    assert!(ctl.reconcile(src.load().await, false).await.healthy());
+    // The same revision again: skipped, nothing recorded.
+    assert!(ctl.reconcile(src.load().await, false).await.skipped);
+    // The interval's drift repair runs, and is recorded.
+    assert!(ctl.reconcile(src.load().await, true).await.healthy());
+    let html = d
+        .wait_page("/ui/pinsets/ctl/set", None, |h| {
+            count(h, "<tr class=\"reconcile\">") == 2
+        })
+        .await;
+    let table = element(&html, "<table id=\"reconciles\"", "</table>");
+    let rows: Vec<&str> = table.split("<tr class=\"reconcile\">").skip(1).collect();
+    assert!(
+        rows[0].contains(">interval<") && rows[0].contains(">ok<"),
+        "{}",
+        rows[0]
+    );
+    assert!(rows[1].contains(">change<"), "{}", rows[1]);
+    assert!(
+        rows[1].contains("<td class=\"num\">2</td>"),
+        "two pins added: {}",
+        rows[1]
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_pinsets_render_within_a_second() {
+    let d = Dash::start(&[], |s| s).await;
+    for i in 0..100 {
+        let name = format!("set-{i:03}");
+        let cids: Vec<String> = (0..5).map(|j| cid_v1(&format!("ui-100-{i}-{j}"))).collect();
+        d.apply("many", &name, pinset_yaml("many", &name, &cids), None)
+            .await;
+    }
+    // The first view waits a bounded time for counts; later ones are
+    // served from them.
+    for _ in 0..3 {
+        let start = Instant::now();
+        let (status, html) = d.get("/ui/", None).await;
+        let took = start.elapsed();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(count(&html, "<tr class=\"pinset\""), 100);
+        assert!(took < Duration::from_secs(1), "the overview took {took:?}");
+    }
+    let html = d
+        .wait_page("/ui/", None, |h| count(h, "5/5 pinned") == 100)
+        .await;
+    assert_eq!(count(&html, ">Ready</td>"), 100);
+    let start = Instant::now();
+    let (status, _) = d.get("/ui/pins?q=pin-4&page=2", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(start.elapsed() < Duration::from_secs(1));
+    d.stop().await;
+}

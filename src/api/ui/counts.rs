@@ -15,7 +15,9 @@ use tokio::sync::Semaphore;
 use crate::api::ApiState;
 use crate::manifest::{PinSetId, PinSetStatus};
 
-/// A count younger than this is served as it is.
+/// A count younger than this is served as it is; a count that took long
+/// is kept nine times as long as it took (as `/metrics` does), so that
+/// watching a huge PinSet spends at most a tenth of the time counting it.
 const FRESH: Duration = Duration::from_secs(4);
 
 /// Most PinSets counted at once.
@@ -28,6 +30,14 @@ pub struct Counted {
     pub status: Arc<PinSetStatus>,
     /// When the count ended.
     pub at: Instant,
+    /// How long it took.
+    pub took: Duration,
+}
+
+impl Counted {
+    fn fresh(&self) -> bool {
+        self.at.elapsed() < FRESH.max(self.took * 9)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -70,7 +80,7 @@ impl PinSetCounts {
             let mut entries = self.lock();
             for id in ids {
                 let e = entries.entry(id.clone()).or_default();
-                let fresh = e.last.as_ref().is_some_and(|c| c.at.elapsed() < FRESH);
+                let fresh = e.last.as_ref().is_some_and(Counted::fresh);
                 if fresh || e.counting {
                     continue;
                 }
@@ -85,6 +95,7 @@ impl PinSetCounts {
                 // waiting for it, and ends by itself (its result is cached).
                 started.push(tokio::spawn(async move {
                     let _slot = me.slots.acquire().await;
+                    let began = Instant::now();
                     let default = svc.default_replication();
                     let counted =
                         super::super::pinset_status::pinset_status(store, &svc, id.clone(), default)
@@ -97,6 +108,7 @@ impl PinSetCounts {
                             e.last = Some(Counted {
                                 status: Arc::new(status),
                                 at: Instant::now(),
+                                took: began.elapsed(),
                             });
                         }
                         Ok(None) => e.last = None,

@@ -22,9 +22,10 @@ const PER_PAGE: usize = 50;
 /// Pins read from the state per step of a name search.
 const STEP: usize = 2_000;
 
-/// Most pins one name search request reads before it answers with what
-/// it found (and a link to go on from there).
-const SCAN_BUDGET: usize = 200_000;
+/// Longest a name search request reads the state before it answers with
+/// what it found (and a link to go on from there): pages stay well under
+/// a second on any state.
+const SCAN_BUDGET: std::time::Duration = std::time::Duration::from_millis(400);
 
 #[derive(Debug, Default, serde::Deserialize)]
 pub(super) struct SearchQuery {
@@ -204,8 +205,8 @@ fn named(pin: &StatePin, q: &str) -> bool {
 }
 
 /// Page `page` of what `q` finds: a CID is looked up; a name walks the
-/// state from `after` (or from the start, skipping earlier pages), at most
-/// [`SCAN_BUDGET`] pins per request.
+/// state from `after` (or from the start, skipping earlier pages) for at
+/// most [`SCAN_BUDGET`] per request.
 async fn find(
     state: &ApiState,
     q: &str,
@@ -232,6 +233,7 @@ async fn find(
     let mut from = after;
     let mut pins = Vec::new();
     let mut scanned = 0;
+    let started = std::time::Instant::now();
     loop {
         let batch = {
             let (store, start) = (store.clone(), from);
@@ -268,7 +270,7 @@ async fn find(
                 cut: false,
             });
         }
-        if scanned >= SCAN_BUDGET {
+        if started.elapsed() >= SCAN_BUDGET {
             return Ok(Found {
                 pins,
                 next_after: from,
