@@ -114,8 +114,8 @@ async fn pinfleet_cli(args: &[&str], basic_auth: &str) {
 /// quickstart Ready with its 3 pins pinned, and 9 pinned across the
 /// cluster (3 pins on 3 peers); the PinSet page's "reconcile now"
 /// adds a reconcile; the pin search finds hello.txt by name; a peer page
-/// draws its metrics; a reader sees no reconcile button and may not post
-/// one; logging out ends the session. Screenshots: target/ui-screenshots/.
+/// draws its metrics; the overview fits a narrow window; a reader sees no
+/// reconcile button and may not post one; logging out ends the session. Screenshots: target/ui-screenshots/.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles_now() {
     use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
@@ -318,6 +318,23 @@ async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles
     .await;
     browser.must_find("table#peer-errors").await;
     browser.screenshot(&shots.join("peer.png")).await;
+
+    // A narrow window (a phone's width): the page folds, nothing sticks
+    // out sideways (wide tables scroll inside their own box).
+    browser.goto(&format!("{api}/ui/")).await;
+    browser.set_window_size(400, 800).await;
+    let widths = browser
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await;
+    browser.screenshot(&shots.join("overview-narrow.png")).await;
+    browser.set_window_size(1280, 800).await;
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64() && widths[1].as_u64() < Some(420),
+        "the overview is wider than a narrow window (page, window): {widths}"
+    );
 
     // Pins by status across the cluster: 9 pinned (3 pins on each of 3
     // peers, as `testbed up --wait` counts them).

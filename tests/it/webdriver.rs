@@ -264,6 +264,13 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot run a script: {e}"))
     }
 
+    /// Makes the window `width` x `height` pixels (browser frame included).
+    pub async fn set_window_size(&self, width: u64, height: u64) {
+        self.post("/window/rect", json!({ "width": width, "height": height }))
+            .await
+            .unwrap_or_else(|e| panic!("cannot resize the window: {e}"));
+    }
+
     /// Saves a PNG of the whole page to `path`: the window is made as
     /// tall as the page for it, then given its height back.
     pub async fn screenshot_page(&self, path: &Path) {
