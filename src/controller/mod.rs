@@ -346,13 +346,7 @@ impl Controller {
             .begun
             .take()
             .unwrap_or_else(|| self.opts.requests.latest());
-        let trigger = if self.opts.requests.pending() {
-            "request"
-        } else if drift {
-            "interval"
-        } else {
-            "change"
-        };
+        let trigger = record::trigger(self.opts.requests.pending(), drift);
         self.running = Some((std::time::Instant::now(), trigger));
         let drift = drift || self.opts.requests.pending();
         let out = self.reconcile_inner(source, drift).await;

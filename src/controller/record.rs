@@ -26,3 +26,15 @@ pub(super) fn entry(
         revision: o.revision.clone(),
     }
 }
+
+/// What started a reconcile: a reconcile-now request, the interval (a
+/// drift repair), or a change of the source.
+pub(super) fn trigger(requested: bool, drift: bool) -> &'static str {
+    if requested {
+        "request"
+    } else if drift {
+        "interval"
+    } else {
+        "change"
+    }
+}

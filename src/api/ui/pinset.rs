@@ -352,9 +352,12 @@ async fn recheck(state: &ApiState, id: &PinSetId) -> Result<(), ApiError> {
         at_ms: 0,
         trigger: "dashboard".into(),
         ok: ready.is_some_and(|c| c.status == "True"),
-        message: format!(
-            "re-checked (no controller runs its source): {}",
-            ready.map_or("", |c| c.message.as_str())
+        message: crate::manifest::capped(
+            format!(
+                "re-checked (no controller runs its source): {}",
+                ready.map_or("", |c| c.message.as_str())
+            ),
+            crate::manifest::MAX_STORED_MESSAGE_BYTES,
         ),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         added: 0,

@@ -36,6 +36,10 @@ pub(super) struct SearchQuery {
     /// The last CID of the previous page: the next page starts after it.
     #[serde(default)]
     after: Option<String>,
+    /// Matches still to pass over after `after` before this page starts
+    /// (a search for a deep page that ran out of time goes on from there).
+    #[serde(default)]
+    skip: Option<usize>,
 }
 
 /// One page of results.
@@ -47,6 +51,8 @@ struct Found {
     scanned: usize,
     /// The scan stopped at its budget, not at the end of the state.
     cut: bool,
+    /// Matches before this page still to pass over (when `cut`).
+    skip_left: usize,
 }
 
 pub(super) async fn get(
@@ -83,7 +89,7 @@ async fn render(state: &ApiState, query: &SearchQuery) -> Result<String, ApiErro
          <button type=\"submit\">Search</button></form>",
         esc(&q)
     );
-    let found = find(state, &q, page, after).await?;
+    let found = find(state, &q, page, after, query.skip).await?;
     let infos = match (&state.status, found.pins.is_empty()) {
         (Some(svc), false) => svc.global(&found.pins).await.map_err(ApiError::internal)?,
         _ => Vec::new(),
@@ -166,14 +172,27 @@ async fn render(state: &ApiState, query: &SearchQuery) -> Result<String, ApiErro
             page - 1
         );
     }
-    if let Some(next) = &found.next_after {
-        let _ = write!(
-            out,
-            "<a id=\"next-page\" rel=\"next\" href=\"/ui/pins?q={}&amp;page={}&amp;after={}\">Next page</a>",
-            html::url(&q),
-            page + 1,
-            html::url(&next.to_string())
-        );
+    match &found.next_after {
+        // Out of time before the page was full: go on from where it stopped.
+        Some(next) if found.cut => {
+            let _ = write!(
+                out,
+                "<a id=\"search-on\" href=\"/ui/pins?q={}&amp;page={page}&amp;after={}&amp;skip={}\">Search on</a>",
+                html::url(&q),
+                html::url(&next.to_string()),
+                found.skip_left
+            );
+        }
+        Some(next) => {
+            let _ = write!(
+                out,
+                "<a id=\"next-page\" rel=\"next\" href=\"/ui/pins?q={}&amp;page={}&amp;after={}\">Next page</a>",
+                html::url(&q),
+                page + 1,
+                html::url(&next.to_string())
+            );
+        }
+        None => {}
     }
     let _ = write!(out, "<span class=\"note\">page {page}</span></div>");
     Ok(out)
@@ -212,6 +231,7 @@ async fn find(
     q: &str,
     page: usize,
     after: Option<CidKey>,
+    skip: Option<usize>,
 ) -> Result<Found, ApiError> {
     let store = state.node.store().clone();
     if let Ok(cid) = CidKey::parse(q) {
@@ -221,14 +241,14 @@ async fn find(
             next_after: None,
             scanned: 1,
             cut: false,
+            skip_left: 0,
         });
     }
     let needle = q.to_lowercase();
     // Without a cursor, earlier pages are skipped by walking them.
-    let mut skip = if after.is_some() {
-        0
-    } else {
-        (page - 1) * PER_PAGE
+    let mut skip = match (&after, skip) {
+        (Some(_), skip) => skip.unwrap_or(0),
+        (None, _) => (page - 1) * PER_PAGE,
     };
     let mut from = after;
     let mut pins = Vec::new();
@@ -259,6 +279,7 @@ async fn find(
                     next_after: next,
                     scanned,
                     cut: false,
+                    skip_left: 0,
                 });
             }
         }
@@ -268,6 +289,7 @@ async fn find(
                 next_after: None,
                 scanned,
                 cut: false,
+                skip_left: 0,
             });
         }
         if started.elapsed() >= SCAN_BUDGET {
@@ -276,6 +298,7 @@ async fn find(
                 next_after: from,
                 scanned,
                 cut: true,
+                skip_left: skip,
             });
         }
     }
