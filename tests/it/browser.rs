@@ -115,7 +115,8 @@ async fn pinfleet_cli(args: &[&str], basic_auth: &str) {
 /// cluster (3 pins on 3 peers); the PinSet page's "reconcile now"
 /// adds a reconcile; the pin search finds hello.txt by name; a peer page
 /// draws its metrics; the overview fits a narrow window; a reader sees no
-/// reconcile button and may not post one; logging out ends the session. Screenshots: target/ui-screenshots/.
+/// reconcile button and may not post one; logging out ends the session.
+/// Screenshots: target/ui-screenshots/.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles_now() {
     use pinfleet::testbed::{Testbed, TestbedIpfs, TestbedOptions};
@@ -167,7 +168,7 @@ async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles
         browser.source().await
     );
     browser.must_find("form#login").await;
-    for data in ["table#peers", "table#pinsets", "dl#pin-status", "a#logout"] {
+    for data in ["table#peers", "table#pinsets", "dl#pin-status", "#logout"] {
         assert!(browser.find(data).await.unwrap().is_none(), "{data} shown");
     }
     let html = browser.source().await;
