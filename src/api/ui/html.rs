@@ -123,8 +123,12 @@ fn document(page: &Page, viewer: Option<&Viewer>) -> String {
     )
 }
 
-/// A byte count in binary units (`1.5 GiB`).
+/// A byte count in binary units (`1.5 GiB`); `no limit` for the huge
+/// value a repository without a maximum reports.
 pub(super) fn bytes(n: f64) -> String {
+    if n >= (1u64 << 62) as f64 {
+        return "no limit".into();
+    }
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n;
     let mut unit = 0;

@@ -117,13 +117,7 @@ fn pin_status(
 ) {
     let mut sum = StatusSummary::default();
     for c in counts.values() {
-        let s = &c.status.summary;
-        sum.total += s.total;
-        sum.pinned += s.pinned;
-        sum.pinning += s.pinning;
-        sum.queued += s.queued;
-        sum.error += s.error;
-        sum.unpinned += s.unpinned;
+        add(&mut sum, &copies(&c.status));
     }
     let _ = write!(
         out,
@@ -131,8 +125,8 @@ fn pin_status(
          <div><dt>pinned</dt><dd>{}</dd></div><div><dt>pinning</dt><dd>{}</dd></div>\
          <div><dt>queued</dt><dd>{}</dd></div><div><dt>error</dt><dd>{}</dd></div>\
          <div><dt>unpinned</dt><dd>{}</dd></div><div><dt>in the state</dt><dd>{pin_count}</dd></div></dl>\
-         <p class=\"note\">Counted over the pins of {} of {pinsets} PinSets (a pin of two PinSets counts twice); \
-         the state holds {pin_count} pins in all.</p>",
+         <p class=\"note\">Each peer's status of each pin it must hold, over the pins of {} of {pinsets} PinSets \
+         (a pin of two PinSets counts twice); the state holds {pin_count} pins in all.</p>",
         sum.pinned,
         sum.pinning,
         sum.queued,
@@ -140,6 +134,25 @@ fn pin_status(
         sum.unpinned,
         counts.len(),
     );
+}
+
+fn add(sum: &mut StatusSummary, s: &StatusSummary) {
+    sum.total += s.total;
+    sum.pinned += s.pinned;
+    sum.pinning += s.pinning;
+    sum.queued += s.queued;
+    sum.error += s.error;
+    sum.unpinned += s.unpinned;
+}
+
+/// The peers' statuses of a PinSet's pins, summed over its peers (a pin
+/// pinned on three peers counts three times).
+pub(super) fn copies(status: &crate::manifest::PinSetStatus) -> StatusSummary {
+    let mut sum = StatusSummary::default();
+    for s in status.peers.values() {
+        add(&mut sum, s);
+    }
+    sum
 }
 
 /// `Ready`, `Stalled` or `Reconciling`, from a status's conditions.
@@ -159,8 +172,10 @@ pub(super) fn readiness(status: &crate::manifest::PinSetStatus) -> &'static str 
     }
 }
 
-/// The progress cell of a PinSet: `<pinned>/<total> pinned` and a bar.
-pub(super) fn progress(s: &StatusSummary) -> String {
+/// The progress cell of a PinSet: `<pinned>/<total> pinned`, a bar, and
+/// how many copies the peers pinned.
+pub(super) fn progress(status: &crate::manifest::PinSetStatus) -> String {
+    let s = &status.summary;
     // An empty PinSet is done: a full bar.
     let (value, max) = if s.total == 0 {
         (1, 1)
@@ -168,7 +183,9 @@ pub(super) fn progress(s: &StatusSummary) -> String {
         (s.pinned, s.total)
     };
     format!(
-        "<progress max=\"{max}\" value=\"{value}\">{p}/{t}</progress> {p}/{t} pinned",
+        "<progress max=\"{max}\" value=\"{value}\">{p}/{t}</progress> {p}/{t} pinned \
+         <span class=\"note\">({} pinned across peers)</span>",
+        copies(status).pinned,
         p = s.pinned,
         t = s.total
     )
@@ -191,7 +208,7 @@ fn pinsets_table(
         let (ready, progress, errors) = match counts.get(&**id) {
             Some(c) => (
                 readiness(&c.status),
-                self::progress(&c.status.summary),
+                self::progress(&c.status),
                 c.status.summary.error.to_string(),
             ),
             None => (

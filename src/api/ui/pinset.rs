@@ -110,7 +110,7 @@ fn render(
                 out,
                 "<p><span class=\"ready {r}\">{r}</span> · <span class=\"progress\">{}</span> \
                  <span class=\"note\">(counted {}s ago)</span></p>",
-                progress(&c.status.summary),
+                progress(&c.status),
                 c.at.elapsed().as_secs(),
                 r = readiness(&c.status),
             );
