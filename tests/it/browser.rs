@@ -218,18 +218,19 @@ async fn dashboard_in_chromium_logs_in_shows_the_quickstart_ready_and_reconciles
     assert_eq!(browser.url().await, format!("{api}/ui/"));
 
     // Overview: three peers, one leader, the quickstart Ready with its 3
-    // pins pinned (updated live while the peers pin).
+    // pins pinned, 9 copies on the peers (updated live while they pin).
     let row = r#"table#pinsets tr.pinset[data-pinset="default/quickstart"]"#;
     let shown = try_poll(SHOWS, || async {
         let ready = browser.text_of(&format!("{row} td.ready")).await?;
         let progress = browser.text_of(&format!("{row} td.progress")).await?;
-        (ready.trim() == "Ready" && progress.contains("3/3 pinned")).then_some(())
+        let pinned = progress.contains("3/3 pinned") && progress.contains("9 pinned");
+        (ready.trim() == "Ready" && pinned).then_some(())
     })
     .await;
     if shown.is_none() {
         browser.screenshot(&shots.join("overview-failed.png")).await;
         panic!(
-            "the overview does not show the quickstart Ready with 3/3 pinned within {SHOWS:?}:\n{}",
+            "the overview does not show the quickstart Ready with 3/3 (9) pinned within {SHOWS:?}:\n{}",
             browser.text_of("main#main").await.unwrap_or_default()
         );
     }
