@@ -294,6 +294,7 @@ async fn every_page_shows_the_facts_of_a_seeded_cluster() {
         good_row.contains("<progress max=\"3\" value=\"3\">"),
         "{good_row}"
     );
+    assert!(good_row.contains("(3 pinned across peers)"), "{good_row}");
     assert!(good_row.contains("class=\"pinset-link\" href=\"/ui/pinsets/mirrors/good\""));
     let bad_row = element(
         &html,
