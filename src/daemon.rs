@@ -526,6 +526,9 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
     state.access = access;
     state.tls_ca = tls_ca;
     state.monitor = Some(monitor);
+    if !config.api.ui {
+        state.ui = None;
+    }
     state.max_body_bytes = config.api.max_pinset_body_bytes;
     state.max_upload_bytes = config.api.max_upload_bytes;
     state.read_timeout = config.api.read_timeout;

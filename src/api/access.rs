@@ -143,24 +143,39 @@ impl AccessPolicy {
             let Some((user, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
                 return Err(Refused::Bad);
             };
-            let (user, password) = (user.to_owned(), password.to_owned());
-            let users = self.users.clone();
-            let _slot = self
-                .verify_slots
-                .acquire()
-                .await
-                .map_err(|_| Refused::Bad)?;
-            let role = tokio::task::spawn_blocking(move || {
-                users
-                    .verify(&user, &password)
-                    .map(|role| Identity { user, role })
-            })
-            .await
-            .ok()
-            .flatten();
-            return role.ok_or(Refused::Bad);
+            return self.verify(user, password).await.ok_or(Refused::Bad);
         }
         Err(Refused::Bad)
+    }
+
+    /// Who `user` is when `password` is theirs (argon2, at most
+    /// [`VERIFY_SLOTS`] checks at once, off the runtime).
+    pub(super) async fn verify(&self, user: &str, password: &str) -> Option<Identity> {
+        let (user, password) = (user.to_owned(), password.to_owned());
+        let users = self.users.clone();
+        let _slot = self.verify_slots.acquire().await.ok()?;
+        tokio::task::spawn_blocking(move || {
+            users
+                .verify(&user, &password)
+                .map(|role| Identity { user, role })
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Who a dashboard request is: its `Authorization` header when it has
+    /// one, else the token of its session cookie; `None` when it proves
+    /// nothing (the anonymous admin when the API has no users).
+    pub(super) async fn identify_session(
+        &self,
+        headers: &HeaderMap,
+        session: Option<&str>,
+    ) -> Option<Identity> {
+        if headers.contains_key(header::AUTHORIZATION) || !self.requires_auth() {
+            return self.identify(headers).await.ok();
+        }
+        self.identify_token(session?).ok()
     }
 
     fn identify_token(&self, token: &str) -> Result<Identity, Refused> {
@@ -358,12 +373,7 @@ pub(super) async fn guard(
     else {
         return next.run(req).await;
     };
-    let same_origin = host.as_deref().is_some_and(|h| {
-        let o = origin.to_ascii_lowercase();
-        let h = h.to_ascii_lowercase();
-        o == format!("http://{h}") || o == format!("https://{h}")
-    });
-    if same_origin {
+    if same_origin(host.as_deref(), &origin) {
         return next.run(req).await;
     }
     if !policy.origin_allowed(&origin) {
@@ -418,6 +428,16 @@ pub(super) async fn guard(
     allow_origin(h, &policy, &origin);
     set(h, header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
     resp
+}
+
+/// Whether a browser's `Origin` is the page's own (`host`, the request's
+/// `Host`), over http or https.
+pub(super) fn same_origin(host: Option<&str>, origin: &str) -> bool {
+    host.is_some_and(|h| {
+        let o = origin.to_ascii_lowercase();
+        let h = h.to_ascii_lowercase();
+        o == format!("http://{h}") || o == format!("https://{h}")
+    })
 }
 
 fn allow_origin(h: &mut HeaderMap, policy: &AccessPolicy, origin: &str) {

@@ -31,6 +31,7 @@ mod sharder;
 mod status;
 mod stream;
 mod token;
+pub mod ui;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -165,6 +166,8 @@ pub struct ApiState {
     /// The informer's metrics of every peer, for `GET /monitor/metrics`
     /// (absent on a peer without an informer: those routes 503).
     pub monitor: Option<MonitorView>,
+    /// The web dashboard under `/ui/` (`[api] ui`); `None`: off (404).
+    pub ui: Option<ui::Dashboard>,
 }
 
 impl ApiState {
@@ -192,6 +195,7 @@ impl ApiState {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls_ca: None,
             monitor: None,
+            ui: Some(ui::Dashboard::default()),
         }
     }
 
@@ -262,6 +266,7 @@ pub fn router(state: ApiState) -> Router {
         router = router.route(r.path, endpoint.layer(check));
     }
     router
+        .merge(ui::router(&state))
         .fallback(move |req: Request| {
             let paths = std::sync::Arc::clone(&paths);
             async move { unknown_route(&paths, &req) }
@@ -371,7 +376,13 @@ pub async fn serve_with(
         header_read_timeout: state.read_timeout,
         max_connections: state.max_connections,
     };
-    serve_router_limited(listener, router_with(state, extra), tls, limits, cancel).await
+    let sampler = ui::sampler(&state, cancel.clone());
+    let served = serve_router_limited(listener, router_with(state, extra), tls, limits, cancel);
+    match sampler {
+        // The sampler ends with `cancel`, as the listener does.
+        Some(sampler) => tokio::join!(served, sampler).0,
+        None => served.await,
+    }
 }
 
 /// Serves `router` on `listener` (over TLS when `tls` is given, reloading
@@ -601,7 +612,12 @@ async fn refuse_follower_writes(
         .strip_prefix("/pins/")
         .and_then(|p| p.strip_suffix("/recover"))
         .is_some_and(|cid| !cid.is_empty() && !cid.contains('/'));
-    let local = path == "/token" || path == "/pins/recover" || recover_one;
+    // Logging in to or out of the dashboard writes nothing.
+    let local = path == "/token"
+        || path == "/pins/recover"
+        || path == "/ui/login"
+        || path == "/ui/logout"
+        || recover_one;
     if state.node.is_follower() && !read && !local {
         return ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
@@ -631,10 +647,10 @@ async fn mark_stale_reads(State(state): State<ApiState>, req: Request, next: Nex
 async fn json_errors(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // The dashboard's error pages are HTML, and stay so.
+    let is_json = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+    });
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return resp;
     }

@@ -185,15 +185,25 @@ pub(super) async fn put_conditions(
         c.message = capped(std::mem::take(&mut c.message), MAX_STORED_MESSAGE_BYTES);
         c.reason = capped(std::mem::take(&mut c.reason), MAX_STORED_MESSAGE_BYTES);
     }
+    let owner = Owner::pinset(id);
     state
         .node
         .write(Command::SetConditions {
-            owner: Owner::pinset(id),
+            owner: owner.clone(),
             source: report.source,
             revision: report.revision,
             conditions: report.conditions,
         })
         .await?;
+    if let Some(mut entry) = report.reconcile {
+        entry.message = capped(entry.message, MAX_STORED_MESSAGE_BYTES);
+        entry.trigger = capped(entry.trigger, 64);
+        entry.revision = capped(entry.revision, MAX_STORED_MESSAGE_BYTES);
+        state
+            .node
+            .write(Command::RecordReconcile { owner, entry })
+            .await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::pinsets::{pinset_id, record};
 use super::{ApiError, ApiState};
+use crate::manifest::PinSetId;
 use crate::wire::{MAX_WAIT, ReconcileQuery};
 
 /// Marks a request one peer forwarded to the leader.
@@ -35,23 +36,39 @@ pub(super) async fn post(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = pinset_id(namespace, name)?;
+    let forwarded = headers.contains_key(FORWARDED_HEADER);
+    let auth = headers.get(header::AUTHORIZATION);
+    reconcile_now(&state, &id, &query, raw.as_deref(), auth, forwarded).await
+}
+
+/// Reconcile-now of PinSet `id` by the controller that runs its source:
+/// on the leader, or forwarded to it with `auth` (`forwarded`: this
+/// request already was). The answer as `POST /pinsets/../reconcile`
+/// gives it (an error answer as `Err`, or the leader's as it came).
+pub(super) async fn reconcile_now(
+    state: &ApiState,
+    id: &PinSetId,
+    query: &ReconcileQuery,
+    raw: Option<&str>,
+    auth: Option<&axum::http::HeaderValue>,
+    forwarded: bool,
+) -> Result<Response, ApiError> {
     if !state.node.is_leader() {
-        if headers.contains_key(FORWARDED_HEADER) {
+        if forwarded {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "forwarded to a peer that is no longer the leader: retry",
             ));
         }
-        let auth = headers.get(header::AUTHORIZATION);
-        return Ok(forward(&state, &id.namespace, &id.name, raw.as_deref(), auth).await);
+        return Ok(forward(state, &id.namespace, &id.name, raw, auth).await);
     }
-    let record = record(&state, &id)
+    let record = record(state, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("pinset {id} not found")))?;
     let Some(controller) = &state.reconcile_now else {
-        return Err(crate::wire::not_run_here(&id, &record.source).into());
+        return Err(crate::wire::not_run_here(id, &record.source).into());
     };
-    let (status, answer) = controller.reconcile(&id, &record.source, &query).await?;
+    let (status, answer) = controller.reconcile(id, &record.source, query).await?;
     Ok((status, Json(answer)).into_response())
 }
 

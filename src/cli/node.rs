@@ -297,6 +297,10 @@ pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
             "cluster formed; testbed.json written to {}",
             args.dir.display()
         );
+        println!(
+            "dashboard {}/ui/ (peer-0; every peer serves one)",
+            tb.file.peers[0].api.trim_end_matches('/')
+        );
         if args.auth {
             println!(
                 "api users (admin, writer, reader) in {}: e.g. PINFLEET_BASIC_AUTH=\"$(jq -r .basic_auth.writer {})\"",

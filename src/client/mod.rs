@@ -672,12 +672,14 @@ impl Client {
         source: &str,
         revision: Option<&str>,
         conditions: &[Condition],
+        reconcile: Option<&crate::state::ReconcileEntry>,
     ) -> Result<(), ClientError> {
         let url = self.url(&["pinsets", &id.namespace, &id.name, "conditions"], &[]);
         let report = ConditionsReport {
             source: source.to_string(),
             revision: revision.map(str::to_string),
             conditions: conditions.to_vec(),
+            reconcile: reconcile.cloned(),
         };
         let body = serde_json::to_vec(&report).map_err(|source| ClientError::Decode {
             url: shown(&url),

@@ -771,7 +771,7 @@ mod tests {
                  token_ttl, allow_unauthenticated_remote, public_names, cors_allowed_origins, \
                  cors_allowed_methods, cors_allow_credentials, cors_max_age, max_upload_bytes, \
                  max_pinset_body_bytes, max_concurrent_pinset_writes, read_timeout, \
-                 max_connections, tls_cert_file, tls_key_file",
+                 max_connections, tls_cert_file, tls_key_file, ui",
                 "consensus.extra: unknown key \"extra\", expected one of: heartbeat_interval, \
                  election_timeout_min, election_timeout_max, snapshot_logs_since_last, \
                  max_in_snapshot_log_to_keep, write_timeout, batch_max_pins, append_max_bytes, \

@@ -185,6 +185,10 @@ const DOCS: &[SectionDoc] = &[
                 "tls_key_file",
                 "PEM private key (PKCS#8, RSA or SEC1) of tls_cert_file.",
             ),
+            (
+                "ui",
+                "Serve the web dashboard at /ui/ on this listener (same users and roles as the API); false answers 404 there.",
+            ),
         ],
     ),
     (
@@ -561,6 +565,7 @@ mod tests {
         cfg.api.cors_max_age = Duration::from_secs(5);
         cfg.api.tls_cert_file = Some("tls/cert chain.pem".into());
         cfg.api.tls_key_file = Some("/etc/pinfleet/key.pem".into());
+        cfg.api.ui = false;
         cfg.tls.ca_file = Some("ca.pem".into());
         cfg.ipfs.backend = IpfsBackendKind::None;
         cfg.ipfs.kubo_url = "https://k.example:5001/a/b".into();

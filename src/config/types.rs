@@ -317,6 +317,9 @@ pub struct ApiConfig {
     /// PEM private key of `tls_cert_file`; relative to the peer directory.
     #[serde(with = "OptionalPath")]
     pub tls_key_file: Option<PathBuf>,
+    /// Serve the web dashboard under `/ui/` on this listener.
+    #[serde(with = "Flag")]
+    pub ui: bool,
 }
 
 impl Default for ApiConfig {
@@ -340,6 +343,7 @@ impl Default for ApiConfig {
             max_connections: 1024,
             tls_cert_file: None,
             tls_key_file: None,
+            ui: true,
         }
     }
 }

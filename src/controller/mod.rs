@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod kube;
 pub mod lease;
 mod patch;
+mod record;
 pub mod reporter;
 pub mod requests;
 mod run;
@@ -236,6 +237,9 @@ pub struct Controller {
     /// The one PinSet this engine's source can hold (see
     /// [`Controller::holding_only`]).
     only: Option<PinSetId>,
+    /// When the reconcile under way started and what started it, for the
+    /// PinSets' recent reconciles.
+    running: Option<(std::time::Instant, &'static str)>,
 }
 
 impl Controller {
@@ -250,6 +254,7 @@ impl Controller {
             previous: None,
             begun: None,
             only: None,
+            running: None,
         }
     }
 
@@ -341,6 +346,8 @@ impl Controller {
             .begun
             .take()
             .unwrap_or_else(|| self.opts.requests.latest());
+        let trigger = record::trigger(self.opts.requests.pending(), drift);
+        self.running = Some((std::time::Instant::now(), trigger));
         let drift = drift || self.opts.requests.pending();
         let out = self.reconcile_inner(source, drift).await;
         let error = out.source_error.clone().or_else(|| {
@@ -425,13 +432,22 @@ impl Controller {
                 continue;
             }
             let conditions = conditions_of(o, self.reported.get(&id), &now);
-            if self.reported.get(&id) == Some(&conditions) {
+            // Every reconcile that ran is recorded, so conditions that did
+            // not change are written again with it.
+            let entry = self.running.map(|run| record::entry(o, run));
+            if entry.is_none() && self.reported.get(&id) == Some(&conditions) {
                 continue;
             }
             let revision = (!o.revision.is_empty()).then_some(o.revision.as_str());
             match self
                 .client
-                .put_conditions(&id, &self.opts.source, revision, &conditions)
+                .put_conditions(
+                    &id,
+                    &self.opts.source,
+                    revision,
+                    &conditions,
+                    entry.as_ref(),
+                )
                 .await
             {
                 Ok(()) => {

@@ -68,6 +68,41 @@ pub struct ConditionsRecord {
     pub conditions: Vec<Condition>,
     /// When the report was committed (Unix ms).
     pub reported_at_ms: i64,
+    /// The last [`MAX_RECONCILES`] reconciles of the PinSet, newest first
+    /// (kept when a new report replaces the conditions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reconciles: Vec<ReconcileEntry>,
+}
+
+/// How many reconciles of one PinSet the state keeps.
+pub const MAX_RECONCILES: usize = 10;
+
+/// One reconcile of a PinSet, as a controller (or the dashboard's
+/// re-check) ran it: what the dashboard lists as recent reconciles.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileEntry {
+    /// When it was recorded (Unix ms; set by the state machine).
+    #[serde(default)]
+    pub at_ms: i64,
+    /// What started it: `interval`, `change`, `request`, `dashboard`.
+    pub trigger: String,
+    /// Whether the PinSet came out Ready (or applied without error).
+    pub ok: bool,
+    /// Why not, or what it did.
+    #[serde(default)]
+    pub message: String,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// Pins it added.
+    #[serde(default)]
+    pub added: u64,
+    /// Pins it released.
+    #[serde(default)]
+    pub removed: u64,
+    /// The revision it looked at.
+    #[serde(default)]
+    pub revision: String,
 }
 
 /// What the state remembers about an owner's commits (one record per
@@ -176,6 +211,15 @@ pub enum Command {
     /// A Pinning Service API request created, replaced or removed, with
     /// its pin's ownership (`pinsvc:<token>`), in one step.
     PinSvc(super::pinsvc::PinSvcChange),
+    /// Adds one reconcile to the PinSet's recent reconciles (kept with its
+    /// conditions report, the last [`MAX_RECONCILES`]); skipped for a
+    /// PinSet that is not recorded.
+    RecordReconcile {
+        /// The PinSet.
+        owner: Owner,
+        /// What the reconcile did (`at_ms` is set to the entry's time).
+        entry: ReconcileEntry,
+    },
 }
 
 impl Command {
@@ -189,7 +233,9 @@ impl Command {
             | Command::Commit { ops, .. } => ops.len(),
             Command::Allocate { allocations } => allocations.len(),
             Command::Unpin { .. } => 1,
-            Command::SetConditions { .. } | Command::Abort { .. } => 0,
+            Command::SetConditions { .. }
+            | Command::Abort { .. }
+            | Command::RecordReconcile { .. } => 0,
             Command::Batch(members) => members.iter().map(Command::op_count).sum(),
             Command::PinSvc(change) => change.op_count(),
         }

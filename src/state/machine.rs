@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 
 use super::StatePin;
 pub use super::command::{
-    Command, CommitRecord, ConditionsRecord, Op, Outcome, PinSetRecord, Request,
+    Command, CommitRecord, ConditionsRecord, MAX_RECONCILES, Op, Outcome, PinSetRecord,
+    ReconcileEntry, Request,
 };
 use super::pinsvc::PinSvcRequest;
 use super::sharded::{is_meta, part_refusal};
@@ -68,6 +69,10 @@ pub trait PinStore {
         owner: &Owner,
         record: Option<&ConditionsRecord>,
     ) -> Result<(), Self::Error>;
+    /// The recorded PinSet of `owner`, if any.
+    fn pinset(&self, owner: &Owner) -> Result<Option<PinSetRecord>, Self::Error>;
+    /// The controller's conditions report of `owner`, if any.
+    fn conditions(&self, owner: &Owner) -> Result<Option<ConditionsRecord>, Self::Error>;
     /// The owner's commit record, if it ever committed.
     fn commits(&self, owner: &Owner) -> Result<Option<CommitRecord>, Self::Error>;
     /// Replaces the owner's commit record.
@@ -187,13 +192,40 @@ fn apply_command<S: PinStore>(
             revision,
             conditions,
         } => {
-            let record = (!conditions.is_empty()).then(|| ConditionsRecord {
-                source: source.clone(),
-                revision: revision.clone(),
-                conditions: conditions.clone(),
-                reported_at_ms: now_ms,
-            });
+            let reconciles = store
+                .conditions(owner)?
+                .map(|r| r.reconciles)
+                .unwrap_or_default();
+            let record =
+                (!conditions.is_empty() || !reconciles.is_empty()).then(|| ConditionsRecord {
+                    source: source.clone(),
+                    revision: revision.clone(),
+                    conditions: conditions.clone(),
+                    reported_at_ms: now_ms,
+                    reconciles,
+                });
             store.set_conditions(owner, record.as_ref())?;
+            out.changed += 1;
+        }
+        Command::RecordReconcile { owner, entry } => {
+            // Only for a recorded PinSet: a delete forgets its history.
+            if store.pinset(owner)?.is_none() {
+                return Ok(out);
+            }
+            let mut record = store.conditions(owner)?.unwrap_or(ConditionsRecord {
+                source: String::new(),
+                revision: None,
+                conditions: Vec::new(),
+                reported_at_ms: now_ms,
+                reconciles: Vec::new(),
+            });
+            let entry = ReconcileEntry {
+                at_ms: now_ms,
+                ..entry.clone()
+            };
+            record.reconciles.insert(0, entry);
+            record.reconciles.truncate(MAX_RECONCILES);
+            store.set_conditions(owner, Some(&record))?;
             out.changed += 1;
         }
         Command::Unpin { cid, force } => {

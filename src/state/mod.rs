@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 pub use file::{StateFileError, format_time, parse_time, read_state, write_pin_record};
 pub use machine::{
-    Command, CommitRecord, ConditionsRecord, Op, Outcome, PinSetRecord, PinStore, Request,
-    STAGING_TTL_MS, apply, plan_ops, unpin_refusal,
+    Command, CommitRecord, ConditionsRecord, MAX_RECONCILES, Op, Outcome, PinSetRecord, PinStore,
+    ReconcileEntry, Request, STAGING_TTL_MS, apply, plan_ops, unpin_refusal,
 };
 
 use crate::manifest::{CidKey, Owner, PinMode, PinOptions, PinSpec, ReplicationFactors, ShardRole};
@@ -352,6 +352,14 @@ impl PinStore for PinState {
             None => self.conditions.remove(owner),
         };
         Ok(())
+    }
+
+    fn pinset(&self, owner: &Owner) -> Result<Option<PinSetRecord>, Infallible> {
+        Ok(self.pinsets.get(owner).cloned())
+    }
+
+    fn conditions(&self, owner: &Owner) -> Result<Option<ConditionsRecord>, Infallible> {
+        Ok(self.conditions.get(owner).cloned())
     }
 
     fn commits(&self, owner: &Owner) -> Result<Option<CommitRecord>, Infallible> {

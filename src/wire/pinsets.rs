@@ -92,4 +92,8 @@ pub struct ConditionsReport {
     pub revision: Option<String>,
     /// `Ready`, `Reconciling`, `Stalled` as the controller computed them.
     pub conditions: Vec<Condition>,
+    /// The reconcile that produced them, added to the PinSet's recent
+    /// reconciles (its `atMs` is set by the cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<crate::state::ReconcileEntry>,
 }

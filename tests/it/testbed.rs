@@ -105,6 +105,9 @@ fn testbed_starts_peers_applies_examples_and_restarts_with_state() {
     let file: TestbedFile =
         serde_json::from_slice(&std::fs::read(tb.join("testbed.json")).unwrap()).unwrap();
     assert_eq!(file.peers.len(), 3);
+    // The dashboard's URL, on peer 0 (issue 21).
+    let dashboard = format!("dashboard {}/ui/", file.peers[0].api.trim_end_matches('/'));
+    assert!(out.contains(&dashboard), "{out}");
     for p in &file.peers {
         assert!(
             p.id.starts_with("12D3KooW") && p.api.starts_with("http://127.0.0.1:") && p.pid > 0

@@ -253,6 +253,14 @@ impl<S: PinStore<Error = TxnError>> PinStore for Recording<S> {
         self.store.set_conditions(owner, record)
     }
 
+    fn pinset(&self, owner: &Owner) -> Result<Option<PinSetRecord>, TxnError> {
+        self.store.pinset(owner)
+    }
+
+    fn conditions(&self, owner: &Owner) -> Result<Option<ConditionsRecord>, TxnError> {
+        self.store.conditions(owner)
+    }
+
     fn commits(&self, owner: &Owner) -> Result<Option<CommitRecord>, TxnError> {
         self.store.commits(owner)
     }

@@ -561,6 +561,20 @@ impl PinStore for TxnStore<'_> {
         Ok(())
     }
 
+    fn pinset(&self, owner: &Owner) -> Result<Option<PinSetRecord>, TxnError> {
+        match self.pinsets.get(owner.to_string().as_str())? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn conditions(&self, owner: &Owner) -> Result<Option<ConditionsRecord>, TxnError> {
+        match self.conditions.get(owner.to_string().as_str())? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
     fn commits(&self, owner: &Owner) -> Result<Option<CommitRecord>, TxnError> {
         match self.commits.get(owner.to_string().as_str())? {
             Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
