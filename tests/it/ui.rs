@@ -310,6 +310,41 @@ async fn every_page_shows_the_facts_of_a_seeded_cluster() {
         "{status}"
     );
 
+    // A PinSet a controller reported but that never applied is listed
+    // Stalled, with its page.
+    let body = serde_json::json!({
+        "source": "dir:/src",
+        "conditions": [{"type": "Stalled", "status": "True", "reason": "ManifestInvalid",
+                        "message": "set.yaml:3:1: bad", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    });
+    let resp = client()
+        .put(format!("{}/pinsets/broken/set/conditions", d.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let html = d.get("/ui/", None).await.1;
+    let row = element(
+        &html,
+        "<tr class=\"pinset\" data-pinset=\"broken/set\"",
+        "</tr>",
+    );
+    assert!(
+        row.contains(">Stalled</td>") && row.contains("not applied"),
+        "{row}"
+    );
+    let html = d.get("/ui/pinsets/broken/set", None).await.1;
+    let stalled = element(
+        &html,
+        "<tr class=\"condition\" data-type=\"Stalled\"",
+        "</tr>",
+    );
+    assert!(
+        stalled.contains("ManifestInvalid") && stalled.contains("set.yaml:3:1: bad"),
+        "{stalled}"
+    );
+
     // The polling script's partial answer is main's content only.
     let partial = client()
         .get(format!("{}/ui/", d.url))

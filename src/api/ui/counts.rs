@@ -128,15 +128,6 @@ impl PinSetCounts {
             .collect()
     }
 
-    /// Every status known now (for the peer page's errors), counting
-    /// nothing.
-    pub fn known(&self) -> Vec<Arc<PinSetStatus>> {
-        self.lock()
-            .values()
-            .filter_map(|e| Some(Arc::clone(&e.last.as_ref()?.status)))
-            .collect()
-    }
-
     /// Forgets the count of `id` (it changed: the next page counts anew).
     pub fn forget(&self, id: &PinSetId) {
         if let Some(e) = self.lock().get_mut(id) {

@@ -18,7 +18,7 @@ use crate::api::ApiState;
 use crate::api::pins::storage;
 use crate::manifest::model::StatusSummary;
 use crate::manifest::{Owner, PinSetId};
-use crate::state::PinSetRecord;
+use crate::state::{ConditionsRecord, PinSetRecord};
 
 /// How long the overview waits for PinSet counts before it renders.
 const COUNT_WAIT: Duration = Duration::from_millis(600);
@@ -45,12 +45,14 @@ pub(super) async fn get(
 
 async fn render(state: &ApiState) -> Result<String, crate::api::ApiError> {
     let store = state.node.store().clone();
-    let (pinsets, pin_count) = crate::api::blocking(move || {
+    let (pinsets, reported, pin_count) = crate::api::blocking(move || {
         let sets = store.pinsets().map_err(storage)?;
+        let reported = store.reported().map_err(storage)?;
         let count = store.pin_count().map_err(storage)?;
-        Ok((sets, count))
+        Ok((sets, reported, count))
     })
     .await?;
+    let reported: HashMap<Owner, ConditionsRecord> = reported.into_iter().collect();
     let ids: Vec<PinSetId> = pinsets
         .iter()
         .filter_map(|(o, _)| match o {
@@ -68,7 +70,7 @@ async fn render(state: &ApiState) -> Result<String, crate::api::ApiError> {
     let mut main = String::from("<h1>Cluster overview</h1>");
     peers_table(state, &mut main);
     pin_status(&counts, pin_count, ids.len(), &mut main);
-    pinsets_table(&pinsets, &counts, &mut main);
+    pinsets_table(&pinsets, &reported, &counts, &mut main);
     Ok(main)
 }
 
@@ -191,18 +193,53 @@ pub(super) fn progress(status: &crate::manifest::PinSetStatus) -> String {
     )
 }
 
+/// `Stalled` when a controller reported the PinSet stalled, else
+/// `Reconciling` (for a PinSet not counted yet).
+fn reported_readiness(report: Option<&ConditionsRecord>) -> &'static str {
+    let stalled = report.is_some_and(|r| {
+        r.conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    });
+    if stalled { "Stalled" } else { "Reconciling" }
+}
+
 fn pinsets_table(
     pinsets: &[(Owner, PinSetRecord)],
+    reported: &HashMap<Owner, ConditionsRecord>,
     counts: &HashMap<PinSetId, Counted>,
     out: &mut String,
 ) {
+    // PinSets a controller reported but that never applied (an invalid
+    // manifest): known by their conditions only.
+    let unapplied: Vec<(&Owner, &ConditionsRecord)> = reported
+        .iter()
+        .filter(|(o, r)| {
+            matches!(o, Owner::PinSet(_))
+                && !r.conditions.is_empty()
+                && !pinsets.iter().any(|(p, _)| p == *o)
+        })
+        .collect();
     let _ = write!(
         out,
         "<h2 id=\"pinsets-title\">PinSets ({})</h2><div class=\"scroll\">\
          <table id=\"pinsets\" aria-labelledby=\"pinsets-title\"><thead><tr><th>PinSet</th><th>State</th>\
          <th>Progress</th><th>Errors</th><th>Revision</th><th>Applied</th></tr></thead><tbody>",
-        pinsets.len()
+        pinsets.len() + unapplied.len()
     );
+    for (owner, r) in unapplied {
+        let Owner::PinSet(id) = owner else { continue };
+        let ready = reported_readiness(Some(r));
+        let _ = write!(
+            out,
+            "<tr class=\"pinset\" data-pinset=\"{id}\"><td><a class=\"pinset-link\" href=\"{href}\">{id}</a></td>\
+             <td class=\"ready {ready}\">{ready}</td><td class=\"progress\">not applied</td>\
+             <td class=\"num\"></td><td><code>{}</code></td><td>–</td></tr>",
+            esc(&short(r.revision.as_deref().unwrap_or_default())),
+            id = esc(&id.to_string()),
+            href = pinset::href(id),
+        );
+    }
     for (owner, r) in pinsets {
         let Owner::PinSet(id) = owner else { continue };
         let (ready, progress, errors) = match counts.get(&**id) {
@@ -212,7 +249,7 @@ fn pinsets_table(
                 c.status.summary.error.to_string(),
             ),
             None => (
-                "Reconciling",
+                reported_readiness(reported.get(owner)),
                 format!("counting {} pins…", r.pins),
                 String::new(),
             ),

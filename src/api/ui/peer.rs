@@ -14,6 +14,9 @@ use super::{error_page, history};
 use crate::allocator::FREESPACE;
 use crate::api::ApiState;
 
+/// How long the page waits for the PinSets' counts.
+const COUNT_WAIT: std::time::Duration = std::time::Duration::from_millis(600);
+
 /// Most errors listed on a peer page.
 const MAX_ERRORS: usize = 20;
 
@@ -151,7 +154,21 @@ pub(super) async fn get(
         );
     }
     main.push_str("</div></section>");
-    errors(&ui.counts.known(), &peer, &mut main);
+    // The errors come from the PinSets' counts: count those not fresh.
+    let store = state.node.store().clone();
+    let ids: Vec<crate::manifest::PinSetId> =
+        crate::api::blocking(move || store.pinsets().map_err(crate::api::pins::storage))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(o, _)| match o {
+                crate::manifest::Owner::PinSet(id) => Some((*id).clone()),
+                _ => None,
+            })
+            .collect();
+    let counted = ui.counts.get(&state, &ids, COUNT_WAIT).await;
+    let known: Vec<_> = counted.into_values().map(|c| c.status).collect();
+    errors(&known, &peer, &mut main);
     html::render(
         StatusCode::OK,
         Page {

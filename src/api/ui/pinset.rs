@@ -67,12 +67,27 @@ pub(super) async fn get(
         Ok(r) => r,
         Err(e) => return error_page(e.status(), Some(&viewer), &e.body().message),
     };
-    let Some(record) = record else {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            Some(&viewer),
-            &format!("pinset {id} not found"),
-        );
+    // A PinSet that never applied is known by a controller's report only.
+    let record = match (record, &reported) {
+        (Some(r), _) => r,
+        (None, Some(rep)) if !rep.conditions.is_empty() => PinSetRecord {
+            namespace: id.namespace.clone(),
+            name: id.name.clone(),
+            revision: rep.revision.clone().unwrap_or_default(),
+            labels: Default::default(),
+            source: rep.source.clone(),
+            pins: 0,
+            prune: false,
+            suspend: false,
+            applied_at_ms: rep.reported_at_ms,
+        },
+        _ => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                Some(&viewer),
+                &format!("pinset {id} not found"),
+            );
+        }
     };
     let counted = match &state.ui {
         Some(ui) => ui

@@ -595,6 +595,20 @@ impl StateStore {
         Ok(out)
     }
 
+    /// Every controller conditions report, by owner (a PinSet that never
+    /// applied, e.g. an invalid manifest, is known only by its report).
+    pub fn reported(&self) -> Result<Vec<(Owner, ConditionsRecord)>, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(CONDITIONS).map_err(read_err)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(read_err)? {
+            let (k, v) = item.map_err(read_err)?;
+            let owner: Owner = k.value().parse().map_err(read_err)?;
+            out.push((owner, serde_json::from_slice(v.value()).map_err(read_err)?));
+        }
+        Ok(out)
+    }
+
     /// The PinSet recorded for `owner`, if any.
     pub fn pinset(&self, owner: &Owner) -> Result<Option<PinSetRecord>, StorageError<NodeId>> {
         self.record(PINSETS, owner)
