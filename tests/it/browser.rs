@@ -1,5 +1,5 @@
 //! The web dashboard (issue 21) in a real browser: headless Chromium
-//! (Debian's `chromium` and `chromium-driver`, installed by `.ci/run`)
+//! (Debian's `chromium` and `chromium-driver`, installed by the test when missing)
 //! driven over WebDriver (`webdriver.rs`) against a 3-peer testbed with
 //! API users and the quickstart applied. Screenshots go to
 //! `target/ui-screenshots/`.

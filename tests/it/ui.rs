@@ -715,7 +715,7 @@ async fn a_controllers_reconciles_are_recorded_with_their_trigger() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_pinsets_render_within_a_second() {
+async fn a_hundred_pinsets_are_listed_then_counted_and_their_pins_searched_by_page() {
     let d = Dash::start(&[], |s| s).await;
     for i in 0..100 {
         let name = format!("set-{i:03}");
@@ -723,23 +723,19 @@ async fn a_hundred_pinsets_render_within_a_second() {
         d.apply("many", &name, pinset_yaml("many", &name, &cids), None)
             .await;
     }
-    // The first view waits a bounded time for counts; later ones are
-    // served from them.
+    // Every view lists every PinSet, counted or not yet (how long a view
+    // takes is `cargo bench --bench dashboard`'s to measure, not a test's).
     for _ in 0..3 {
-        let start = Instant::now();
         let (status, html) = d.get("/ui/", None).await;
-        let took = start.elapsed();
         assert_eq!(status, StatusCode::OK);
         assert_eq!(count(&html, "<tr class=\"pinset\""), 100);
-        assert!(took < Duration::from_secs(1), "the overview took {took:?}");
     }
     let html = d
         .wait_page("/ui/", None, |h| count(h, "5/5 pinned") == 100)
         .await;
     assert_eq!(count(&html, ">Ready</td>"), 100);
-    let start = Instant::now();
-    let (status, _) = d.get("/ui/pins?q=pin-4&page=2", None).await;
+    let (status, html) = d.get("/ui/pins?q=pin-4&page=2", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(html.contains("<table id=\"pins\""), "{html}");
     d.stop().await;
 }

@@ -56,16 +56,55 @@ impl std::fmt::Display for WdError {
     }
 }
 
-/// Panics with what to do when Chromium or its driver is not installed:
-/// the browser tests fail (they never skip) on a machine without them.
+/// Installs Debian's `chromium` and `chromium-driver` when either is
+/// missing (as the Kubo tests fetch their wheel: `cargo test` needs nothing
+/// set up by hand), once per test process; panics with what to do when
+/// that fails. The browser tests never skip.
 pub fn require_chromium() {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let present = || Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
+    let _one = INSTALL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !present() {
+        install_chromium();
+    }
     for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
         assert!(
             Path::new(path).exists(),
-            "{path} is missing (Debian package {package}): the browser tests need headless \
-             Chromium. Run .ci/run, or the README's set-up command: \
+            "{path} is missing (Debian package {package}) and installing it failed: the \
+             browser tests need headless Chromium. Install it with \
              sudo apt-get install -y chromium chromium-driver"
         );
+    }
+}
+
+/// `apt-get install chromium chromium-driver` (through sudo when not root),
+/// after `apt-get update` when the first try fails.
+fn install_chromium() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let apt = |args: &[&str]| {
+        let mut cmd = if root {
+            std::process::Command::new("apt-get")
+        } else {
+            let mut c = std::process::Command::new("sudo");
+            c.arg("-n").arg("apt-get");
+            c
+        };
+        cmd.args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = ["install", "-y", "-qq", "chromium", "chromium-driver"];
+    eprintln!("installing Debian's chromium and chromium-driver for the browser tests");
+    if !apt(&install) {
+        let _ = apt(&["update", "-qq"]);
+        apt(&install);
     }
 }
 
