@@ -9,10 +9,9 @@ use pinfleet::api::{ApiState, serve};
 use pinfleet::client::Client;
 use pinfleet::controller::{Controller, ControllerOptions};
 use pinfleet::ipfs::KuboClient;
-use pinfleet::manifest::{Limits, MAX_STORED_MESSAGE_BYTES, PinSetStatus, ReplicationFactors};
+use pinfleet::manifest::{Limits, MAX_STORED_MESSAGE_BYTES, PinSetStatus};
 use pinfleet::source::DirSource;
 use pinfleet::testkit::MockKubo;
-use pinfleet::tracker::TrackerConfig;
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -78,16 +77,11 @@ async fn controller_conditions_are_visible_through_the_cluster() {
     let peers = cluster(1, root.path(), 10_000).await;
     let (_kubo, kubo_url) = MockKubo::start().await.unwrap();
     let backend = Arc::new(KuboClient::new(&kubo_url, Duration::from_secs(5)).unwrap());
-    let config = TrackerConfig {
-        concurrency: 4,
-        progress_timeout: Duration::from_secs(2),
-        retry_base: Duration::from_millis(200),
-        retry_max: Duration::from_millis(200),
-        recheck_interval: Duration::from_millis(300),
-        repair_drift: true,
-        default_replication: ReplicationFactors { min: -1, max: -1 },
-        managed_path: None,
-    };
+    let config = crate::support::tracker_config(
+        Duration::from_secs(2),
+        Duration::from_millis(200),
+        Duration::from_millis(200),
+    );
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let svc = pinfleet::daemon::start_tracking(

@@ -13,7 +13,7 @@ use pinfleet::ipfs::KuboClient;
 use pinfleet::manifest::{PinOptions, PinSetStatus, PinSpec, ReplicationFactors};
 use pinfleet::pinsets;
 use pinfleet::testkit::MockKubo;
-use pinfleet::tracker::{StatusService, TrackerConfig};
+use pinfleet::tracker::StatusService;
 use pinfleet::wire::{GlobalPinInfo, TrackerStatus};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -66,16 +66,7 @@ impl Fleet {
             let backend: Arc<dyn pinfleet::ipfs::IpfsBackend> =
                 Arc::new(KuboClient::new(&url, Duration::from_secs(5)).unwrap());
             first_ipfs.get_or_insert_with(|| Arc::clone(&backend));
-            let config = TrackerConfig {
-                concurrency: 4,
-                progress_timeout: Duration::from_secs(2),
-                retry_base: retry,
-                retry_max: retry,
-                recheck_interval: Duration::from_millis(300),
-                repair_drift: true,
-                default_replication: ReplicationFactors { min: -1, max: -1 },
-                managed_path: None,
-            };
+            let config = crate::support::tracker_config(Duration::from_secs(2), retry, retry);
             let cancel = CancellationToken::new();
             let tasks = TaskTracker::new();
             let status = pinfleet::daemon::start_tracking(

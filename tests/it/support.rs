@@ -520,3 +520,24 @@ impl Drop for InProcessNode {
         self.cancel.cancel();
     }
 }
+
+/// Tracker settings of the tests that pin on a `MockKubo`: 4 pins at once,
+/// a recheck every 300 ms, drift repaired, replication -1 by default, and
+/// `progress` as the progress timeout with a retry backoff from
+/// `retry_base` to `retry_max`.
+pub fn tracker_config(
+    progress: std::time::Duration,
+    retry_base: std::time::Duration,
+    retry_max: std::time::Duration,
+) -> pinfleet::tracker::TrackerConfig {
+    pinfleet::tracker::TrackerConfig {
+        concurrency: 4,
+        progress_timeout: progress,
+        retry_base,
+        retry_max,
+        recheck_interval: std::time::Duration::from_millis(300),
+        repair_drift: true,
+        default_replication: pinfleet::manifest::ReplicationFactors { min: -1, max: -1 },
+        managed_path: None,
+    }
+}

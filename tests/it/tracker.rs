@@ -47,16 +47,11 @@ async fn tracked_with(
     for peer in peers {
         let (kubo, url) = MockKubo::start().await.unwrap();
         let backend = Arc::new(KuboClient::new(&url, Duration::from_secs(5)).unwrap());
-        let config = TrackerConfig {
-            concurrency: 4,
-            progress_timeout: Duration::from_secs(1),
-            retry_base: Duration::from_millis(100),
-            retry_max: Duration::from_millis(400),
-            recheck_interval: Duration::from_millis(300),
-            repair_drift: true,
-            default_replication: ReplicationFactors { min: -1, max: -1 },
-            managed_path: None,
-        };
+        let config = crate::support::tracker_config(
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            Duration::from_millis(400),
+        );
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let status = pinfleet::daemon::start_tracking(
@@ -493,14 +488,12 @@ fn track(
 ) -> (Arc<StatusService>, CancellationToken, TaskTracker) {
     let backend = Arc::new(KuboClient::new(url, Duration::from_secs(5)).unwrap());
     let config = TrackerConfig {
-        concurrency: 4,
-        progress_timeout: Duration::from_secs(1),
-        retry_base: Duration::from_millis(100),
-        retry_max: Duration::from_millis(400),
-        recheck_interval: Duration::from_millis(300),
-        repair_drift: true,
-        default_replication: ReplicationFactors { min: -1, max: -1 },
         managed_path: managed,
+        ..crate::support::tracker_config(
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            Duration::from_millis(400),
+        )
     };
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();

@@ -10,9 +10,7 @@ use pinfleet::allocator::{Metric, PeerMetrics};
 use pinfleet::api::{AccessPolicy, ApiState, serve};
 use pinfleet::config::{ApiConfig, ClusterSecret};
 use pinfleet::ipfs::KuboClient;
-use pinfleet::manifest::ReplicationFactors;
 use pinfleet::testkit::MockKubo;
-use pinfleet::tracker::TrackerConfig;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use tokio_util::sync::CancellationToken;
@@ -43,16 +41,11 @@ impl Dash {
         let peer = cluster(1, root.path(), 10_000).await.remove(0);
         let (kubo, kubo_url) = MockKubo::start().await.unwrap();
         let backend = Arc::new(KuboClient::new(&kubo_url, Duration::from_secs(5)).unwrap());
-        let config = TrackerConfig {
-            concurrency: 4,
-            progress_timeout: Duration::from_secs(2),
-            retry_base: Duration::from_secs(60),
-            retry_max: Duration::from_secs(60),
-            recheck_interval: Duration::from_millis(300),
-            repair_drift: true,
-            default_replication: ReplicationFactors { min: -1, max: -1 },
-            managed_path: None,
-        };
+        let config = crate::support::tracker_config(
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let svc = pinfleet::daemon::start_tracking(

@@ -584,22 +584,22 @@ impl StateStore {
 
     /// Every recorded PinSet.
     pub fn pinsets(&self) -> Result<Vec<(Owner, PinSetRecord)>, StorageError<NodeId>> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(PINSETS).map_err(read_err)?;
-        let mut out = Vec::new();
-        for item in table.iter().map_err(read_err)? {
-            let (k, v) = item.map_err(read_err)?;
-            let owner: Owner = k.value().parse().map_err(read_err)?;
-            out.push((owner, serde_json::from_slice(v.value()).map_err(read_err)?));
-        }
-        Ok(out)
+        self.by_owner(PINSETS)
     }
 
     /// Every controller conditions report, by owner (a PinSet that never
     /// applied, e.g. an invalid manifest, is known only by its report).
     pub fn reported(&self) -> Result<Vec<(Owner, ConditionsRecord)>, StorageError<NodeId>> {
+        self.by_owner(CONDITIONS)
+    }
+
+    /// Every JSON record of `table`, a table keyed by owner.
+    fn by_owner<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(Owner, T)>, StorageError<NodeId>> {
         let txn = self.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(CONDITIONS).map_err(read_err)?;
+        let table = txn.open_table(table).map_err(read_err)?;
         let mut out = Vec::new();
         for item in table.iter().map_err(read_err)? {
             let (k, v) = item.map_err(read_err)?;
