@@ -21,6 +21,7 @@ mod controller_git;
 mod crash;
 mod crd;
 mod diagnostics;
+mod doc_links;
 mod embedded;
 mod fake_kube;
 mod followers;
