@@ -57,6 +57,21 @@ pub(super) fn partial(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes() == b"1")
 }
 
+/// A 200 page the script keeps fresh, for `viewer`: the whole document,
+/// or just `main`'s content when the request asks for it ([`partial`]).
+pub(super) fn live(title: String, main: String, viewer: &Viewer, headers: &HeaderMap) -> Response {
+    render(
+        StatusCode::OK,
+        Page {
+            title,
+            main,
+            poll: true,
+        },
+        Some(viewer),
+        partial(headers),
+    )
+}
+
 /// The whole document, or with `partial` just `main`'s content.
 pub(super) fn render(
     status: StatusCode,

@@ -7,11 +7,11 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::counts::Counted;
-use super::html::{self, Page, Viewer, esc};
+use super::html::{self, Viewer, esc};
 use super::peer::readings;
 use super::{error_page, pinset};
 use crate::api::ApiState;
@@ -29,16 +29,7 @@ pub(super) async fn get(
     headers: HeaderMap,
 ) -> Response {
     match render(&state).await {
-        Ok(main) => html::render(
-            StatusCode::OK,
-            Page {
-                title: "Overview".into(),
-                main,
-                poll: true,
-            },
-            Some(&viewer),
-            html::partial(&headers),
-        ),
+        Ok(main) => html::live("Overview".into(), main, &viewer, &headers),
         Err(e) => error_page(e.status(), Some(&viewer), &e.body().message),
     }
 }

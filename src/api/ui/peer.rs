@@ -9,7 +9,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::html::{self, Page, Viewer, esc};
+use super::html::{self, Viewer, esc};
 use super::{error_page, history};
 use crate::allocator::FREESPACE;
 use crate::api::ApiState;
@@ -169,16 +169,7 @@ pub(super) async fn get(
     let counted = ui.counts.get(&state, &ids, COUNT_WAIT).await;
     let known: Vec<_> = counted.into_values().map(|c| c.status).collect();
     errors(&known, &peer, &mut main);
-    html::render(
-        StatusCode::OK,
-        Page {
-            title: format!("Peer {peer}"),
-            main,
-            poll: true,
-        },
-        Some(&viewer),
-        html::partial(&headers),
-    )
+    html::live(format!("Peer {peer}"), main, &viewer, &headers)
 }
 
 fn errors(known: &[std::sync::Arc<crate::manifest::PinSetStatus>], peer: &str, out: &mut String) {

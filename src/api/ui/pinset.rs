@@ -13,7 +13,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
-use super::html::{self, Page, Viewer, esc};
+use super::html::{self, Viewer, esc};
 use super::overview::{progress, readiness, short};
 use super::{SESSION_COOKIE, cookie, error_page, same_origin, see_other};
 use crate::api::pins::storage;
@@ -99,16 +99,7 @@ pub(super) async fn get(
     };
     let writer = viewer.identity.role >= Role::Writer && !state.node.is_follower();
     let main = render(&id, &record, reported.as_ref(), counted.as_ref(), writer);
-    html::render(
-        StatusCode::OK,
-        Page {
-            title: format!("PinSet {id}"),
-            main,
-            poll: true,
-        },
-        Some(&viewer),
-        html::partial(&headers),
-    )
+    html::live(format!("PinSet {id}"), main, &viewer, &headers)
 }
 
 fn render(

@@ -6,11 +6,11 @@
 use std::fmt::Write as _;
 
 use axum::extract::{Extension, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::error_page;
-use super::html::{self, Page, Viewer, esc};
+use super::html::{self, Viewer, esc};
 use crate::api::pins::storage;
 use crate::api::{ApiError, ApiState};
 use crate::manifest::CidKey;
@@ -62,16 +62,7 @@ pub(super) async fn get(
     headers: HeaderMap,
 ) -> Response {
     match render(&state, &query).await {
-        Ok(main) => html::render(
-            StatusCode::OK,
-            Page {
-                title: "Pins".into(),
-                main,
-                poll: true,
-            },
-            Some(&viewer),
-            html::partial(&headers),
-        ),
+        Ok(main) => html::live("Pins".into(), main, &viewer, &headers),
         Err(e) => error_page(e.status(), Some(&viewer), &e.body().message),
     }
 }
