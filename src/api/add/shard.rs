@@ -35,7 +35,7 @@ use crate::allocator::{FREESPACE, PeerMetrics};
 use crate::api::pins::Params;
 use crate::api::{ApiError, ApiState};
 use crate::consensus::ClusterNode;
-use crate::ipfs::embedded::AckedSession;
+use crate::ipfs::embedded::{AckedSession, peering};
 use crate::ipfs::{BlockSink, EmbeddedNode, IpfsBackend, IpfsError};
 use crate::manifest::{
     CidKey, Owner, PinMode, PinSpec, ReplicationFactors, ShardKind, ShardRole, written_as_of,
@@ -290,10 +290,24 @@ impl ShardWriter {
             .await
         });
         let id = match answer {
-            Ok(Ok(Some(id))) => id
-                .id
-                .parse::<PeerId>()
-                .map_err(|e| failed(format!("peer {peer}'s ipfs node id: {e}")))?,
+            Ok(Ok(Some(id))) => {
+                let node = id
+                    .id
+                    .parse::<PeerId>()
+                    .map_err(|e| failed(format!("peer {peer}'s ipfs node id: {e}")))?;
+                // The background peering may not have connected the nodes
+                // yet (a peer just started): the push needs them connected.
+                let embedded = self.ctx.embedded.clone();
+                let reached = self.ctx.handle.block_on(async move {
+                    peering::reach(&embedded, &id, std::time::Duration::from_secs(5)).await
+                });
+                if !reached {
+                    return Err(failed(format!(
+                        "cannot connect to peer {peer}'s ipfs node {node}"
+                    )));
+                }
+                node
+            }
             Ok(Ok(None)) => return Err(failed(format!("peer {peer} runs no ipfs node"))),
             Ok(Err(e)) => return Err(failed(format!("peer {peer} did not answer: {e}"))),
             Err(_) => return Err(failed(format!("peer {peer} did not answer in time"))),

@@ -127,18 +127,7 @@ async fn round(
         if connected.contains(&target) {
             continue;
         }
-        let mut ok = false;
-        for addr in id
-            .addresses
-            .iter()
-            .filter_map(|a| a.parse::<Multiaddr>().ok())
-        {
-            if let Ok(Ok(_)) = tokio::time::timeout(config.timeout, ipfs.connect(addr)).await {
-                ok = true;
-                break;
-            }
-        }
-        if ok {
+        if reach(ipfs, &id, config.timeout).await {
             tracing::debug!(peer = %member.peer_id, ipfs = %target, "connected to a member's ipfs node");
         } else {
             tracing::debug!(peer = %member.peer_id, "cannot reach a member's ipfs node yet");
@@ -170,4 +159,25 @@ async fn ask(node: &ClusterNode, peer: PeerId, timeout: Duration) -> Option<Opti
         }
         Err(_) => None,
     }
+}
+
+/// Dials the node `id` at its announced addresses, each bounded by
+/// `timeout`, unless it is connected already; whether it is connected.
+pub async fn reach(ipfs: &EmbeddedNode, id: &IpfsId, timeout: Duration) -> bool {
+    let Ok(target) = id.id.parse::<PeerId>() else {
+        return false;
+    };
+    if ipfs.connected_peers().await.contains(&target) {
+        return true;
+    }
+    for addr in id
+        .addresses
+        .iter()
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
+    {
+        if let Ok(Ok(_)) = tokio::time::timeout(timeout, ipfs.connect(addr)).await {
+            return true;
+        }
+    }
+    false
 }

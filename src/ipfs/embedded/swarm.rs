@@ -453,12 +453,14 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
-                if let Some(reply) = self.dials.remove(&connection_id) {
-                    let _ = reply.send(Ok(peer_id));
-                }
+                // Bitswap first: whoever awaits the dial may read at once,
+                // and must find the peer there to ask.
                 if num_established.get() == 1 {
                     tracing::debug!(peer = %peer_id, "embedded node connected");
                     self.bitswap.peer_connected(peer_id);
+                }
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
                 }
             }
             SwarmEvent::ConnectionClosed {
