@@ -183,3 +183,50 @@ fn slugs_follow_githubs_rules() {
     let a = anchors("# A\n\n## A\n```\n# not a heading\n```\n");
     assert_eq!(a, BTreeSet::from(["a".to_string(), "a-1".to_string()]));
 }
+
+/// The `.md` files `file` links to (relative links, anchors dropped).
+fn linked_pages(file: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut out = Vec::new();
+    for (_, kept) in prose(&text) {
+        for target in link_targets(&kept) {
+            let path = target.split('#').next().unwrap_or("");
+            if path.is_empty() || target.contains("://") || !path.ends_with(".md") {
+                continue;
+            }
+            let joined = file.parent().unwrap().join(path);
+            if let Ok(found) = joined.canonicalize() {
+                out.push(found);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_page_of_docs_is_reachable_from_the_docs_map() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let map = root.join("docs/README.md").canonicalize().unwrap();
+    let mut seen = BTreeSet::from([map.clone()]);
+    let mut todo = vec![map];
+    while let Some(page) = todo.pop() {
+        for next in linked_pages(&page) {
+            if next.starts_with(root.join("docs").canonicalize().unwrap()) && seen.insert(next.clone()) {
+                todo.push(next);
+            }
+        }
+    }
+    let unreachable: Vec<String> = markdown_files(root)
+        .into_iter()
+        .filter(|f| f.starts_with(root.join("docs")))
+        .filter(|f| !seen.contains(&f.canonicalize().unwrap()))
+        .map(|f| f.strip_prefix(root).unwrap().display().to_string())
+        .collect();
+    assert!(
+        unreachable.is_empty(),
+        "pages no link from docs/README.md leads to: {unreachable:?}"
+    );
+    // The README sends readers to the map.
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("](docs/README.md)"), "README.md does not link docs/README.md");
+}

@@ -333,11 +333,11 @@ async fn pinned_peers(client: &reqwest::Client, api: &str, cid: &str) -> usize {
     })
 }
 
-/// Waits (60 s at most) until all three peers report `cid` pinned.
+/// Waits (120 s at most: a loaded CI machine) until all three peers report `cid` pinned.
 async fn wait_pinned_on_three(client: &reqwest::Client, api: &str, cid: &str) {
     let start = tokio::time::Instant::now();
     while pinned_peers(client, api, cid).await < 3 {
-        if start.elapsed() >= Duration::from_secs(60) {
+        if start.elapsed() >= Duration::from_secs(120) {
             let answer = client.get(format!("{api}/pins/{cid}")).send().await;
             let body = match answer {
                 Ok(r) => r.text().await.unwrap_or_default(),
