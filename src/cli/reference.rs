@@ -29,14 +29,19 @@ pub fn run(command: ReferenceCommand) -> anyhow::Result<ExitCode> {
 
 /// The CLI reference page.
 pub fn cli_markdown() -> String {
-    let mut root = super::Cli::command();
+    page(super::Cli::command())
+}
+
+/// The reference page of the command tree under `root`.
+fn page(mut root: clap::Command) -> String {
+    let bin = root.get_name().to_owned();
     // Sets every subcommand's full name (`pinfleet state export`) and adds
     // the help and version flags, as parsing does.
     root.build();
     let mut commands = Vec::new();
     collect(&mut root, 0, &mut commands);
 
-    let mut md = String::from("# pinfleet command-line reference\n\n");
+    let mut md = format!("# {bin} command-line reference\n\n");
     md.push_str(
         "Generated from the code by `pinfleet reference cli`; do not edit. A test fails when it \
          drifts.\n\n\
@@ -239,4 +244,81 @@ fn paragraphs(text: &str, indent: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(&format!("\n\n{indent}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Arg, ArgAction, Command};
+
+    use super::*;
+
+    fn tool() -> Command {
+        Command::new("tool").about("A tool.").subcommand(
+            Command::new("run")
+                .about("Run it")
+                .long_about("Run it.\n\nTwice if <N> is *2*.")
+                .arg(
+                    Arg::new("mode")
+                        .long("mode")
+                        .short('m')
+                        .help("How to run")
+                        .value_parser(["fast", "slow"])
+                        .default_value("fast")
+                        .env("TOOL_MODE"),
+                )
+                .arg(
+                    Arg::new("quiet")
+                        .long("quiet")
+                        .action(ArgAction::SetTrue)
+                        .help("Say less"),
+                )
+                .arg(Arg::new("secret").long("secret").hide(true))
+                .arg(
+                    Arg::new("paths")
+                        .value_name("PATH")
+                        .num_args(1..)
+                        .required(true)
+                        .help("Inputs"),
+                )
+                .subcommand(Command::new("later").hide(true))
+                .subcommand(Command::new("now").about("Now")),
+        )
+    }
+
+    #[test]
+    fn a_command_tree_becomes_contents_and_one_section_per_visible_command() {
+        let md = page(tool());
+        assert!(md.starts_with("# tool command-line reference\n"), "{md}");
+        assert!(
+            md.contains("\n- [tool](#tool)\n  - [tool run](#tool-run)\n    - [tool run now](#tool-run-now)\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("## tool run\n\nRun it.\n\nTwice if &lt;N&gt; is \\*2\\*.\n\n```text\nUsage: tool run [OPTIONS] <PATH>... [COMMAND]\n```\n"),
+            "{md}"
+        );
+        assert!(md.contains("| [`now`](#tool-run-now) | Now |"), "{md}");
+        assert!(
+            md.contains("Arguments:\n\n- `<PATH>...`: Inputs.\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "- `-m, --mode <mode>`: How to run. Default: `fast`. \
+                 Possible values: `fast`, `slow`. Environment: `TOOL_MODE`.\n"
+            ),
+            "{md}"
+        );
+        // A flag's implicit `false` default is not shown.
+        assert!(md.contains("- `--quiet`: Say less.\n"), "{md}");
+        for absent in [
+            "secret",
+            "later",
+            "## tool help",
+            "## tool run help",
+            "- `-h, --help`",
+        ] {
+            assert!(!md.contains(absent), "{absent} listed:\n{md}");
+        }
+    }
 }
