@@ -14,6 +14,7 @@ pub mod controller;
 pub mod daemon;
 pub mod ipfs;
 pub mod manifest;
+pub mod markdown;
 pub mod multipart;
 pub mod p2p;
 pub mod pinsets;

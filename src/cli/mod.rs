@@ -13,6 +13,7 @@ mod peers;
 mod pin;
 mod plan;
 mod reconcile;
+mod reference;
 mod remote;
 mod state;
 mod status;
@@ -155,6 +156,15 @@ enum Command {
     Passwd(auth::PasswdArgs),
     /// Get a token from a peer (POST /token) for --token / PINFLEET_TOKEN.
     Token(auth::TokenArgs),
+    /// Print a reference page as Markdown: every command, or every
+    /// service.toml key.
+    ///
+    /// The pages in `docs/reference/` are this output; after changing a
+    /// command or a config key, regenerate them with `pinfleet reference
+    /// cli > docs/reference/cli.md` and `pinfleet reference config >
+    /// docs/reference/config.md`.
+    #[command(subcommand)]
+    Reference(reference::ReferenceCommand),
 }
 
 /// Bounds on what a load may read, shared by every command that loads
@@ -240,6 +250,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reconcile(a) => reconcile::run(a),
         Command::Passwd(a) => auth::passwd(a),
         Command::Token(a) => auth::token(a),
+        Command::Reference(c) => reference::run(c),
     }
 }
 

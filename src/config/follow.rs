@@ -109,6 +109,57 @@ struct TrustedFile {
     addrs: Vec<String>,
 }
 
+/// Each field of the file and what it holds, in file order (the reference
+/// page, `config::reference`). A test checks it names exactly the fields.
+pub(super) const FOLLOW_DOCS: &[(&str, &str)] = &[
+    ("format", "The file format: `pinfleet-follow/1`."),
+    (
+        "cluster",
+        "The cluster's name (its `cluster.name`): followers accept only a state feed signed for it.",
+    ),
+    (
+        "secret",
+        "The cluster secret (64 hex characters): the swarm's private network key.",
+    ),
+    (
+        "trusted",
+        "The trusted peers (the cluster's `cluster.trusted_peers`, at least one): a follower accepts the state they sign and bootstraps from their addresses.",
+    ),
+    ("trusted[].id", "The trusted peer's id (12D3KooW...)."),
+    (
+        "trusted[].addrs",
+        "Its cluster multiaddrs, each ending in /p2p/ and its id; may be empty when the publishing peer knows none.",
+    ),
+    (
+        "replication_factor_min",
+        "The cluster's default fewest replicas per pin (-1: every peer), copied into the follower's `service.toml`.",
+    ),
+    (
+        "replication_factor_max",
+        "The cluster's default most replicas per pin (-1: every peer), copied likewise.",
+    ),
+];
+
+/// An example file (placeholder values) for the reference page.
+pub(super) fn sample_json() -> String {
+    let id = "12D3KooWKDohRtJFWPuf8pD93WhZudVaw3h1XATGm4FYmrTp4jFK";
+    let file = FollowFile {
+        format: FOLLOW_FORMAT.to_string(),
+        cluster: "mirrors".to_string(),
+        secret: "<64 hex characters>".to_string(),
+        trusted: vec![TrustedFile {
+            id: id.to_string(),
+            addrs: vec![format!("/dns4/peer1.example.org/tcp/9096/p2p/{id}")],
+        }],
+        replication_factor_min: 2,
+        replication_factor_max: 3,
+    };
+    // Strings and integers only: encoding cannot fail.
+    let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 /// The peer id an address ends in (`…/p2p/<id>`).
 fn last_peer_id(addr: &Multiaddr) -> Option<PeerId> {
     match addr.iter().last() {
@@ -513,5 +564,26 @@ mod tests {
         assert_eq!(config.cluster.peername, "f0");
         let err = init_follower(tmp.path(), false, &follow, None).unwrap_err();
         assert!(matches!(err, InitError::Exists { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn the_reference_docs_name_exactly_the_fields_of_the_file() {
+        let sample: serde_json::Value = serde_json::from_str(&sample_json()).unwrap();
+        let mut fields = Vec::new();
+        for (key, value) in sample.as_object().unwrap() {
+            fields.push(key.clone());
+            if let Some(first) = value.as_array().and_then(|a| a.first()) {
+                for inner in first.as_object().into_iter().flatten() {
+                    fields.push(format!("{key}[].{}", inner.0));
+                }
+            }
+        }
+        // Compared as sets: serde_json's map may sort its keys.
+        let mut documented: Vec<&str> = FOLLOW_DOCS.iter().map(|(f, _)| *f).collect();
+        documented.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(documented, fields);
+        // The sample is a file of the current format.
+        assert_eq!(sample["format"], FOLLOW_FORMAT);
     }
 }

@@ -17,6 +17,7 @@ mod follow;
 mod identity;
 mod load;
 mod pinsvc;
+mod reference;
 mod render;
 mod size;
 mod types;
@@ -34,6 +35,7 @@ pub use follow::{
 pub use identity::{Identity, IdentityError};
 pub use load::ConfigError;
 pub use pinsvc::{MIN_TOKEN_CHARS, PinSvcConfig, PinSvcToken};
+pub use reference::reference_markdown;
 pub use types::{
     ApiConfig, ClusterConfig, ClusterSecret, ConsensusConfig, ControllerConfig, InformerConfig,
     IpfsBackendKind, IpfsConfig, PUBLIC_BOOTSTRAP, ServiceConfig, SwarmKind, TlsConfig,

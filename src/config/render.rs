@@ -24,14 +24,14 @@ const HEADER: &str = "\
 ";
 
 /// A key and the comment above it.
-type KeyDoc = (&'static str, &'static str);
+pub(super) type KeyDoc = (&'static str, &'static str);
 
 /// A section, the comment above it, and its keys.
-type SectionDoc = (&'static str, &'static str, &'static [KeyDoc]);
+pub(super) type SectionDoc = (&'static str, &'static str, &'static [KeyDoc]);
 
 /// The comment above each section and each key, in file order. A test
 /// checks that it names exactly the keys the structs have.
-const DOCS: &[SectionDoc] = &[
+pub(super) const DOCS: &[SectionDoc] = &[
     (
         "cluster",
         "Cluster membership, transport and replication defaults.",

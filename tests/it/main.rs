@@ -41,6 +41,7 @@ mod openapi;
 mod patch;
 mod pinsvc;
 mod public_ipfs;
+mod reference;
 mod rest_fuzz;
 mod shard_add;
 mod shard_pins;
