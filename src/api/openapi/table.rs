@@ -612,7 +612,7 @@ pub(crate) fn beside() -> Vec<RouteDoc> {
                 "One header authenticates, by the receiver's kind: GitHub `X-Hub-Signature-256`, \
                  generic `X-Signature-256` (`sha256=` and the hex HMAC-SHA256 of the body keyed with \
                  `PINFLEET_WEBHOOK_SECRET`), GitLab `X-Gitlab-Token` (the secret). Served only when \
-                 `[controller] webhooks` names receivers (see docs/gitops.md).",
+                 `[controller] webhooks` names receivers (see docs/guides/gitops.md).",
             )
             .params(&[
                 h("X-Hub-Signature-256", "GitHub's signature."),
