@@ -414,6 +414,7 @@ pub async fn run(opts: DaemonOptions, cancel: CancellationToken) -> Result<(), D
         },
         // Pins released while this peer is down are unpinned after restart.
         managed_path: Some(crate::tracker::managed_path(dir)),
+        recheck_interval: config.cluster.state_sync_interval,
         ..crate::tracker::TrackerConfig::default()
     };
     let peername = config.cluster.peername.clone();

@@ -74,7 +74,7 @@ pub(super) const DOCS: &[SectionDoc] = &[
             ),
             (
                 "state_sync_interval",
-                "How often each peer checks its pins against the shared state.",
+                "How often each peer compares the pins it should hold with what its IPFS node holds, re-pinning what was removed behind the cluster's back and unpinning what it no longer should (the pin tracker's full recheck).",
             ),
         ],
     ),
@@ -451,7 +451,7 @@ mod tests {
         let parsed = parse(&text).unwrap();
         assert_eq!(parsed, ServiceConfig::new(secret()));
         // And the documented defaults are what the brief promises.
-        assert_eq!(parsed.cluster.state_sync_interval, Duration::from_secs(300));
+        assert_eq!(parsed.cluster.state_sync_interval, Duration::from_secs(30));
         assert_eq!(
             parsed.cluster.listen_multiaddress,
             vec!["/ip4/0.0.0.0/tcp/9096".parse::<Multiaddr>().unwrap()]
@@ -459,7 +459,7 @@ mod tests {
         assert_eq!(parsed.api.listen, "127.0.0.1:9094".parse().unwrap());
         assert_eq!(parsed.ipfs.kubo_url, "http://127.0.0.1:5001");
         assert_eq!(parsed.cluster.secret.bytes()[..2], [0x00, 0x11]);
-        assert!(text.contains("state_sync_interval = \"5m\""), "{text}");
+        assert!(text.contains("state_sync_interval = \"30s\""), "{text}");
         assert!(text.contains("heartbeat_interval = \"250ms\""), "{text}");
     }
 

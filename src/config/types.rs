@@ -192,7 +192,7 @@ impl ClusterConfig {
             trusted_peers: Vec::new(),
             replication_factor_min: -1,
             replication_factor_max: -1,
-            state_sync_interval: Duration::from_secs(5 * 60),
+            state_sync_interval: Duration::from_secs(30),
         }
     }
 
