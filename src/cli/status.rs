@@ -42,10 +42,9 @@ pub struct StatusArgs {
     /// PinSet status object.
     #[arg(long)]
     json: bool,
-    /// Wait first: until a PinSet is Ready, or until a CID is pinned on as
-    /// many peers as its minimum replication (every allocated peer for
-    /// -1); then show the status. Exit 1 when a peer reports an error on
-    /// the CID or --wait-timeout passes.
+    /// Wait first: until a PinSet is Ready, or until every peer a CID is
+    /// allocated to reports it pinned; then show the status. Exit 1 when a
+    /// peer reports an error on the CID or --wait-timeout passes.
     #[arg(long)]
     wait: bool,
     /// How long --wait waits (seconds, or e.g. 90s, 5m).
@@ -126,15 +125,31 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     match target {
         Some(cid) if args.wait && (args.local || args.filter.is_some()) => {
-            anyhow::bail!("--wait follows a CID across the cluster: not with --local or --filter ({cid})")
+            anyhow::bail!(
+                "--wait follows a CID across the cluster: not with --local or --filter ({cid})"
+            )
         }
         Some(cid) if args.wait => {
+            // Every allocated peer, not only the minimum: a status wait
+            // ends when the cluster is done (none allocated: -1, every
+            // peer the pin is not remote on, the wait's own default).
+            let allocated = block_on(client.allocation(cid))?
+                .ok()
+                .map(|p| p.allocations.len())
+                .filter(|n| *n > 0);
             let wait = super::wait::WaitArgs {
                 wait: true,
-                wait_limit: None,
+                wait_limit: allocated,
                 wait_timeout: Some(args.wait_timeout),
             };
-            let code = super::pin::finish_wait(&client, cid, super::wait::Goal::Pinned, None, &wait, args.json)?;
+            let code = super::pin::finish_wait(
+                &client,
+                cid,
+                super::wait::Goal::Pinned,
+                None,
+                &wait,
+                args.json,
+            )?;
             if args.json && code == ExitCode::SUCCESS {
                 let info = block_on(client.status(cid))??;
                 println!("{}", serde_json::to_string(&info)?);
@@ -344,7 +359,12 @@ impl Progress {
 
 /// `status pinset/… --wait`: waits until the PinSet is Ready (or `timeout`
 /// passes), then shows its status; exit 1 when it is not Ready.
-fn wait_pinset(client: &Client, id: PinSetId, timeout: Duration, json: bool) -> anyhow::Result<ExitCode> {
+fn wait_pinset(
+    client: &Client,
+    id: PinSetId,
+    timeout: Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let waited = block_on(wait_ready(client, vec![id.clone()], timeout))??;
     let ready = note_timeout(&waited, timeout);
     match waited.into_iter().next().and_then(|w| w.status) {
@@ -352,7 +372,11 @@ fn wait_pinset(client: &Client, id: PinSetId, timeout: Duration, json: bool) -> 
         Some(status) => print!("{}", pinset_table(&id, &status)),
         None => eprintln!("pinset {id} is not in the cluster"),
     }
-    Ok(if ready { ExitCode::SUCCESS } else { ExitCode::from(NO) })
+    Ok(if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NO)
+    })
 }
 
 /// What `apply --wait` saw last of one PinSet.

@@ -80,7 +80,9 @@ fn parse(doc: &str) -> Result<Vec<Step>, Vec<String>> {
         };
         let start = i + 1; // first line of the body (0-based)
         let mut end = start;
-        while end < lines.len() && !fence(lines[end]).is_some_and(|(t, rest)| t >= ticks && rest.is_empty()) {
+        while end < lines.len()
+            && !fence(lines[end]).is_some_and(|(t, rest)| t >= ticks && rest.is_empty())
+        {
             end += 1;
         }
         if end == lines.len() {
@@ -111,7 +113,11 @@ fn parse(doc: &str) -> Result<Vec<Step>, Vec<String>> {
         }
         i = end + 1;
     }
-    if errors.is_empty() { Ok(steps) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(steps)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The commands of one console block whose body starts at 0-based line
@@ -121,7 +127,10 @@ fn console_steps(body: &[&str], first: usize, steps: &mut Vec<Step>, errors: &mu
     while k < body.len() {
         let Some(cmd) = body[k].strip_prefix("$ ") else {
             if !body[k].trim().is_empty() {
-                errors.push(format!("{}: output before the first `$ ` command of a console block", first + k + 1));
+                errors.push(format!(
+                    "{}: output before the first `$ ` command of a console block",
+                    first + k + 1
+                ));
             }
             k += 1;
             continue;
@@ -152,7 +161,12 @@ fn console_steps(body: &[&str], first: usize, steps: &mut Vec<Step>, errors: &mu
                 Err(_) => errors.push(format!("{line}: `? {n}` is not an exit code")),
             }
         }
-        steps.push(Step::Command { line, command, output, code });
+        steps.push(Step::Command {
+            line,
+            command,
+            output,
+            code,
+        });
     }
 }
 
@@ -230,7 +244,9 @@ fn is_duration(s: &str) -> bool {
         return false;
     }
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if n == 0 || !is_number(&rest[..n]) {
             return false;
         }
@@ -252,11 +268,15 @@ fn line_matches(pattern: &[Piece], actual: &str) -> bool {
     };
     let ends = || (1..=actual.len()).filter(|e| actual.is_char_boundary(*e));
     match first {
-        Piece::Text(t) => actual.strip_prefix(t).is_some_and(|a| line_matches(rest, a)),
+        Piece::Text(t) => actual
+            .strip_prefix(t)
+            .is_some_and(|a| line_matches(rest, a)),
         Piece::Any => std::iter::once(0)
             .chain(ends())
             .any(|e| line_matches(rest, &actual[e..])),
-        Piece::Token(kind) => ends().any(|e| is_token(kind, &actual[..e]) && line_matches(rest, &actual[e..])),
+        Piece::Token(kind) => {
+            ends().any(|e| is_token(kind, &actual[..e]) && line_matches(rest, &actual[e..]))
+        }
     }
 }
 
@@ -310,8 +330,12 @@ impl Drop for StrayPeers {
 /// code differs, naming the document's line.
 async fn run_document(rel: &str) {
     let doc = std::fs::read_to_string(repo_path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-    let steps = parse(&doc).unwrap_or_else(|errors| panic!("{rel}: bad format:\n{}", errors.join("\n")));
-    assert!(steps.iter().any(|s| matches!(s, Step::Command { .. })), "{rel} runs no command");
+    let steps =
+        parse(&doc).unwrap_or_else(|errors| panic!("{rel}: bad format:\n{}", errors.join("\n")));
+    assert!(
+        steps.iter().any(|s| matches!(s, Step::Command { .. })),
+        "{rel} runs no command"
+    );
     let work = tempfile::tempdir().unwrap();
     let tb_dir = tempfile::tempdir().unwrap();
     let tb = embedded_testbed(tb_dir.path(), false).await;
@@ -332,14 +356,24 @@ async fn run_document(rel: &str) {
     ];
     for step in &steps {
         match step {
-            Step::File { line, path, content } => {
+            Step::File {
+                line,
+                path,
+                content,
+            } => {
                 let target = work.path().join(path);
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent).unwrap();
                 }
-                std::fs::write(&target, content).unwrap_or_else(|e| panic!("{rel}:{line}: {path}: {e}"));
+                std::fs::write(&target, content)
+                    .unwrap_or_else(|e| panic!("{rel}:{line}: {path}: {e}"));
             }
-            Step::Command { line, command, output, code } => {
+            Step::Command {
+                line,
+                command,
+                output,
+                code,
+            } => {
                 run_command(rel, *line, command, output, *code, work.path(), &env).await;
             }
         }
@@ -459,7 +493,8 @@ pinfleet testbed up
 
 #[test]
 fn a_pinfleet_command_outside_a_console_block_is_a_format_error() {
-    let errors = parse("```sh\n$ pinfleet status\n```\n```console\nstray output\n```\n").unwrap_err();
+    let errors =
+        parse("```sh\n$ pinfleet status\n```\n```console\nstray output\n```\n").unwrap_err();
     assert_eq!(
         errors,
         vec![
@@ -476,15 +511,28 @@ fn placeholders_match_one_token_and_dots_match_any_lines() {
     let m = |p: &str, a: &str| line_matches(&pieces(p), a);
     assert!(m("added [CID] site", &format!("added {cid} site")));
     assert!(!m("added [CID] site", "added QmNotACid site"));
-    assert!(m("> [PEER] (peer-[N]) : PINNED | [TIME]", &format!("> {peer} (peer-2) : PINNED | 2026-12-07T08:43:27.944Z")));
+    assert!(m(
+        "> [PEER] (peer-[N]) : PINNED | [TIME]",
+        &format!("> {peer} (peer-2) : PINNED | 2026-12-07T08:43:27.944Z")
+    ));
     assert!(m("api [URL]/ui/", "api http://127.0.0.1:34929/ui/"));
-    assert!(m("took [TIME]", "took 1.2s") && m("took [TIME]", "took 340ms") && m("took [TIME]", "took 1m30s"));
+    assert!(
+        m("took [TIME]", "took 1.2s")
+            && m("took [TIME]", "took 340ms")
+            && m("took [TIME]", "took 1m30s")
+    );
     assert!(!m("took [TIME]", "took soon"));
     assert!(m("a [..] z", "a  z") && m("a [..] z", "a b c z") && !m("a [..] z", "a b c"));
     assert!(m("list[0] stays [literal]", "list[0] stays [literal]"));
     let lines = |s: &[&str]| s.iter().map(|l| l.to_string()).collect::<Vec<_>>();
     assert!(output_matches(&lines(&["a", "...", "z"]), &["a", "z"]));
-    assert!(output_matches(&lines(&["a", "...", "z"]), &["a", "b", "c", "z"]));
+    assert!(output_matches(
+        &lines(&["a", "...", "z"]),
+        &["a", "b", "c", "z"]
+    ));
     assert!(!output_matches(&lines(&["a", "...", "z"]), &["a", "b"]));
-    assert!(!output_matches(&lines(&["a"]), &["a", "b"]), "extra output is a difference");
+    assert!(
+        !output_matches(&lines(&["a"]), &["a", "b"]),
+        "extra output is a difference"
+    );
 }
