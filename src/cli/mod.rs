@@ -137,7 +137,8 @@ enum Command {
     /// Reconcile a source's PinSets against a cluster, until Ctrl-C.
     ///
     /// Prints one line per PinSet outcome. With --once: exit 0 when every
-    /// PinSet is Ready, 1 when any is Stalled or the source is invalid.
+    /// PinSet was applied (its pins may still be pinning), 1 when any is
+    /// Stalled or the source is invalid.
     Controller(controller::ControllerArgs),
     /// Reconcile one PinSet now, even when its source did not change.
     ///
