@@ -92,6 +92,15 @@ fn parse(doc: &str) -> Result<Vec<Step>, Vec<String>> {
         let words: Vec<&str> = info.split_whitespace().collect();
         let lang = words.first().copied().unwrap_or("");
         if let Some(path) = words.iter().find_map(|w| w.strip_prefix("file=")) {
+            let inside = Path::new(path)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside {
+                errors.push(format!(
+                    "{}: file={path} is not a path inside the work directory",
+                    i + 1
+                ));
+            }
             let mut content = body.join("\n");
             content.push('\n');
             steps.push(Step::File {
@@ -492,14 +501,17 @@ pinfleet testbed up
 }
 
 #[test]
-fn a_pinfleet_command_outside_a_console_block_is_a_format_error() {
-    let errors =
-        parse("```sh\n$ pinfleet status\n```\n```console\nstray output\n```\n").unwrap_err();
+fn a_pinfleet_command_outside_a_console_block_or_a_file_outside_the_work_dir_is_a_format_error() {
+    let errors = parse(
+        "```sh\n$ pinfleet status\n```\n```console\nstray output\n```\n```yaml file=../x.yaml\n```\n",
+    )
+    .unwrap_err();
     assert_eq!(
         errors,
         vec![
             "2: `$ pinfleet` in a ```sh block is never run; use ```console".to_string(),
             "5: output before the first `$ ` command of a console block".to_string(),
+            "7: file=../x.yaml is not a path inside the work directory".to_string(),
         ]
     );
 }
