@@ -59,9 +59,9 @@ pub struct ControllerArgs {
     /// Re-reconcile this often to repair drift (e.g. 30s, 1m, 1h).
     #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_interval)]
     interval: Duration,
-    /// Reconcile once and exit: 0 when every PinSet was applied (none is
-    /// Stalled; its pins may still be pinning), 1 when any is Stalled or the
-    /// source does not load.
+    /// Reconcile once and exit: 0 when every PinSet was applied (without
+    /// waiting for its pins: `status pinset/NS/NAME --wait` does), 1 when
+    /// any is Stalled or the source does not load.
     #[arg(long)]
     once: bool,
     /// Lift the prune guard (releases more than half a PinSet, or a whole one).

@@ -138,8 +138,8 @@ enum Command {
     /// Reconcile a source's PinSets against a cluster, until Ctrl-C.
     ///
     /// Prints one line per PinSet outcome. With --once: exit 0 when every
-    /// PinSet was applied (none Stalled; pins may still be on their way:
-    /// `pinfleet status pinset/NS/NAME` shows when they are), 1 when any is
+    /// PinSet was applied (without waiting for its pins:
+    /// `status pinset/NS/NAME --wait` does), 1 when any is
     /// Stalled or the source is invalid.
     Controller(controller::ControllerArgs),
     /// Reconcile one PinSet now, even when its source did not change.

@@ -183,6 +183,26 @@ pub enum TestbedCommand {
     /// Start N local peers (child processes on free loopback ports) and keep
     /// them running until Ctrl-C.
     Up(TestbedUpArgs),
+    /// Kill one peer of a running testbed with SIGKILL (a crash, as far as
+    /// the cluster can tell) and wait until its API is gone.
+    Kill(TestbedPeerArgs),
+    /// Start a stopped peer of a running testbed again, with its state; it
+    /// runs on its own (Ctrl-C on `testbed up` does not stop it; `testbed
+    /// kill` does).
+    Start(TestbedPeerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TestbedPeerArgs {
+    /// The peer: `peer-1`, `1` or its peer id (as in testbed.json).
+    #[arg(value_name = "PEER")]
+    peer: String,
+    /// Testbed directory (holds testbed.json).
+    #[arg(long, env = "TESTBED", default_value = ".testbed", value_name = "DIR")]
+    dir: PathBuf,
+    /// Give up after this long (seconds, or e.g. 90s, 2m).
+    #[arg(long, default_value = "60s", value_parser = parse_wait)]
+    timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -240,7 +260,27 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
 }
 
 pub fn testbed(cmd: TestbedCommand) -> anyhow::Result<ExitCode> {
-    let TestbedCommand::Up(args) = cmd;
+    let args = match cmd {
+        TestbedCommand::Up(args) => args,
+        TestbedCommand::Kill(peer) => {
+            return runtime()?.block_on(async move {
+                let (name, p) = pinfleet::testbed::kill_peer(&peer.dir, &peer.peer, peer.timeout)
+                    .await
+                    .context("cannot kill the peer")?;
+                println!("killed {name} (pid {})", p.pid);
+                Ok(ExitCode::SUCCESS)
+            });
+        }
+        TestbedCommand::Start(peer) => {
+            return runtime()?.block_on(async move {
+                let (name, p) = pinfleet::testbed::start_peer(&peer.dir, &peer.peer, peer.timeout)
+                    .await
+                    .context("cannot start the peer")?;
+                println!("started {name} (pid {}), api {}", p.pid, p.api);
+                Ok(ExitCode::SUCCESS)
+            });
+        }
+    };
     let ipfs = match args.ipfs.as_str() {
         "none" => TestbedIpfs::None,
         "embedded" if args.public_ipfs => TestbedIpfs::EmbeddedPublic,

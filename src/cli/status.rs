@@ -42,6 +42,14 @@ pub struct StatusArgs {
     /// PinSet status object.
     #[arg(long)]
     json: bool,
+    /// Wait first: until a PinSet is Ready, or until every peer a CID is
+    /// allocated to reports it pinned; then show the status. Exit 1 when a
+    /// peer reports an error on the CID or --wait-timeout passes.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits (seconds, or e.g. 90s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "5m", requires = "wait", value_parser = super::remote::parse_timeout)]
+    wait_timeout: Duration,
 }
 
 /// Arguments of `pinfleet recover`.
@@ -64,6 +72,9 @@ pub struct RecoverArgs {
 pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let client = args.host.client()?;
     let is_pinset = |t: &String| t.starts_with("pinset/") || t.starts_with("pinsets/");
+    if args.wait && args.targets.len() != 1 {
+        anyhow::bail!("--wait needs one CID or one pinset/NS/NAME");
+    }
     if args.targets.len() > 1 {
         if args.targets.iter().any(is_pinset) {
             anyhow::bail!("give one pinset/NS/NAME, or CIDs only");
@@ -87,6 +98,9 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("--filter and --local select pin statuses; a pinset status has neither");
         }
         let id = parse_target(t)?;
+        if args.wait {
+            return wait_pinset(&client, id, args.wait_timeout, args.json);
+        }
         return match block_on(client.pinset_status(&id))? {
             Ok(status) => {
                 if args.json {
@@ -110,6 +124,38 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         recover: false,
     };
     match target {
+        Some(cid) if args.wait && (args.local || args.filter.is_some()) => {
+            anyhow::bail!(
+                "--wait follows a CID across the cluster: not with --local or --filter ({cid})"
+            )
+        }
+        Some(cid) if args.wait => {
+            // Every allocated peer, not only the minimum: a status wait
+            // ends when the cluster is done (none allocated: -1, every
+            // peer the pin is not remote on, the wait's own default).
+            let allocated = block_on(client.allocation(cid))?
+                .ok()
+                .map(|p| p.allocations.len())
+                .filter(|n| *n > 0);
+            let wait = super::wait::WaitArgs {
+                wait: true,
+                wait_limit: allocated,
+                wait_timeout: Some(args.wait_timeout),
+            };
+            let code = super::pin::finish_wait(
+                &client,
+                cid,
+                super::wait::Goal::Pinned,
+                None,
+                &wait,
+                args.json,
+            )?;
+            if args.json && code == ExitCode::SUCCESS {
+                let info = block_on(client.status(cid))??;
+                println!("{}", serde_json::to_string(&info)?);
+            }
+            Ok(code)
+        }
         // One CID across the cluster: `GET /pins/{cid}` echoes it as written.
         Some(cid) if !args.local && args.filter.is_none() => match block_on(client.status(cid))? {
             Ok(info) => {
@@ -309,6 +355,28 @@ impl Progress {
             self.drawn = false;
         }
     }
+}
+
+/// `status pinset/… --wait`: waits until the PinSet is Ready (or `timeout`
+/// passes), then shows its status; exit 1 when it is not Ready.
+fn wait_pinset(
+    client: &Client,
+    id: PinSetId,
+    timeout: Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let waited = block_on(wait_ready(client, vec![id.clone()], timeout))??;
+    let ready = note_timeout(&waited, timeout);
+    match waited.into_iter().next().and_then(|w| w.status) {
+        Some(status) if json => println!("{}", serde_json::to_string(&status)?),
+        Some(status) => print!("{}", pinset_table(&id, &status)),
+        None => eprintln!("pinset {id} is not in the cluster"),
+    }
+    Ok(if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NO)
+    })
 }
 
 /// What `apply --wait` saw last of one PinSet.

@@ -17,8 +17,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
+mod control;
 mod followers;
 
+pub use control::{ControlError, kill_peer, start_peer};
 pub use followers::TestbedFollower;
 
 use crate::auth::Credential;
@@ -324,6 +326,22 @@ pub enum TestbedError {
     },
 }
 
+/// Writes `testbed.json` in `dir`, readable by its owner only when it holds
+/// credentials.
+fn write_testbed_file(dir: &Path, file: &TestbedFile) -> Result<(), TestbedError> {
+    let path = dir.join(TESTBED_FILE);
+    let json = serde_json::to_vec_pretty(file).map_err(|e| TestbedError::Io {
+        what: "cannot encode",
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    if file.basic_auth.is_some() || file.pinsvc_token.is_some() {
+        crate::config::write_private_file(&path, &json, true).map_err(io("cannot write", &path))
+    } else {
+        std::fs::write(&path, json).map_err(io("cannot write", &path))
+    }
+}
+
 /// A running testbed: its child processes are stopped by [`Testbed::stop`]
 /// (and killed if the value is dropped without it).
 #[derive(Debug)]
@@ -517,18 +535,7 @@ impl Testbed {
         if opts.followers > 0 {
             tb.start_followers(opts, &users, deadline).await?;
         }
-        let path = opts.dir.join(TESTBED_FILE);
-        let json = serde_json::to_vec_pretty(&tb.file).map_err(|e| TestbedError::Io {
-            what: "cannot encode",
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        if tb.file.basic_auth.is_some() || tb.file.pinsvc_token.is_some() {
-            crate::config::write_private_file(&path, &json, true)
-                .map_err(io("cannot write", &path))?;
-        } else {
-            std::fs::write(&path, json).map_err(io("cannot write", &path))?;
-        }
+        write_testbed_file(&opts.dir, &tb.file)?;
         Ok(tb)
     }
 

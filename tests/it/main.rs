@@ -27,6 +27,7 @@ mod fake_kube;
 mod followers;
 mod followers_testbed;
 mod get;
+mod guides;
 mod hamt_vectors;
 mod hooks_daemon;
 mod inproc;
