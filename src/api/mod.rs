@@ -48,6 +48,7 @@ use crate::tls::{ServerTls, TlsListener};
 pub use access::{Access, AccessPolicy, Caller};
 pub use error::ApiError;
 pub use monitor::MonitorView;
+pub use metrics::{METRICS, MetricDoc, MetricKind};
 pub use openapi::{
     document as openapi_document, openapi_json, openapi_markdown, undocumented_routes,
 };
