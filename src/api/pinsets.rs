@@ -202,7 +202,10 @@ pub(super) async fn put_conditions(
         entry.revision = capped(entry.revision, MAX_STORED_MESSAGE_BYTES);
         state
             .node
-            .write(Command::RecordReconcile { owner, entry: entry.clone() })
+            .write(Command::RecordReconcile {
+                owner,
+                entry: entry.clone(),
+            })
             .await?;
         state
             .metrics

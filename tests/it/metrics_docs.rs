@@ -67,7 +67,10 @@ fn the_metrics_doc_lists_exactly_the_metrics_table_with_types_and_labels() {
             (m.name.to_string(), (m.kind.as_str().to_string(), labels))
         })
         .collect();
-    assert_eq!(rows, table, "docs/metrics.md and src/api/metrics/catalog.rs differ");
+    assert_eq!(
+        rows, table,
+        "docs/metrics.md and src/api/metrics/catalog.rs differ"
+    );
     // Names in prose and examples are real too (a histogram's series, a
     // prefix ending in `_*`).
     for word in mentioned(&doc) {
@@ -81,7 +84,10 @@ fn the_metrics_doc_lists_exactly_the_metrics_table_with_types_and_labels() {
                             .any(|s| word.strip_suffix(s) == Some(m.name)))
             }),
         };
-        assert!(ok, "docs/metrics.md mentions {word}, which pinfleet does not expose");
+        assert!(
+            ok,
+            "docs/metrics.md mentions {word}, which pinfleet does not expose"
+        );
     }
 }
 
@@ -164,24 +170,38 @@ async fn a_live_testbed_exposes_exactly_the_metrics_table_and_the_formal_metrics
         let api = api[0].clone();
         async move {
             let body = metrics(&api).await;
-            let applied = sample(&body, r#"pinfleet_pinset_pins{namespace="mon",name="docs"}"#);
+            let applied = sample(
+                &body,
+                r#"pinfleet_pinset_pins{namespace="mon",name="docs"}"#,
+            );
             let not_pinned: f64 = ["under_5m", "5m_to_1h", "1h_to_24h", "over_24h"]
                 .iter()
                 .filter_map(|a| {
-                    sample(&body, &format!("pinfleet_local_pins_not_pinned{{age=\"{a}\"}}"))
+                    sample(
+                        &body,
+                        &format!("pinfleet_local_pins_not_pinned{{age=\"{a}\"}}"),
+                    )
                 })
                 .sum();
             (applied == Some(1.0) && not_pinned >= 1.0).then_some(body)
         }
     })
     .await;
-    assert_eq!(families(&body), want, "peer 0's /metrics and the metrics table differ");
+    assert_eq!(
+        families(&body),
+        want,
+        "peer 0's /metrics and the metrics table differ"
+    );
     assert_eq!(sample(&body, reconciles), Some(1.0), "{body}");
     let count = r#"pinfleet_reconcile_duration_seconds_count{source="dir:/it/metrics"}"#;
     assert_eq!(sample(&body, count), Some(1.0), "{body}");
     let le1 = r#"pinfleet_reconcile_duration_seconds_bucket{le="1.0",source="dir:/it/metrics"}"#;
     let le25 = r#"pinfleet_reconcile_duration_seconds_bucket{le="2.5",source="dir:/it/metrics"}"#;
-    assert_eq!((sample(&body, le1), sample(&body, le25)), (Some(0.0), Some(1.0)), "{body}");
+    assert_eq!(
+        (sample(&body, le1), sample(&body, le25)),
+        (Some(0.0), Some(1.0)),
+        "{body}"
+    );
     // The pin that cannot be found is young and not pinned; its peers'
     // oldest not-pinned age is under the 5 minutes its bucket says.
     assert!(sample(&body, r#"pinfleet_local_pins_not_pinned{age="under_5m"}"#) >= Some(1.0));
@@ -198,15 +218,29 @@ async fn a_live_testbed_exposes_exactly_the_metrics_table_and_the_formal_metrics
         let mut want = want.clone();
         want.remove("pinfleet_reconciles_total");
         want.remove("pinfleet_reconcile_duration_seconds");
-        assert_eq!(families(&body), want, "{a}/metrics and the metrics table differ");
+        assert_eq!(
+            families(&body),
+            want,
+            "{a}/metrics and the metrics table differ"
+        );
     }
     for a in &api {
         let body = metrics(a).await;
         assert_eq!(sample(&body, "pinfleet_raft_has_leader"), Some(1.0), "{a}");
-        assert!(sample(&body, "pinfleet_raft_leader_changes_total") >= Some(1.0), "{a}");
-        assert!(sample(&body, "pinfleet_raft_applied_index") >= Some(1.0), "{a}");
+        assert!(
+            sample(&body, "pinfleet_raft_leader_changes_total") >= Some(1.0),
+            "{a}"
+        );
+        assert!(
+            sample(&body, "pinfleet_raft_applied_index") >= Some(1.0),
+            "{a}"
+        );
         assert!(sample(&body, "pinfleet_raft_term") >= Some(1.0), "{a}");
-        assert_eq!(sample(&body, "pinfleet_pins_below_replication_min"), Some(0.0), "{a}");
+        assert_eq!(
+            sample(&body, "pinfleet_pins_below_replication_min"),
+            Some(0.0),
+            "{a}"
+        );
         leaders += sample(&body, "pinfleet_leader").unwrap();
     }
     assert_eq!(leaders, 1.0);

@@ -63,7 +63,10 @@ fn check_promql(at: &str, expr: &str) -> BTreeSet<String> {
     selected(&parsed, &mut names);
     assert!(!names.is_empty(), "{at}: {expr} selects no metric");
     for name in &names {
-        assert!(known(name), "{at}: {expr}: {name} is not in the metrics table");
+        assert!(
+            known(name),
+            "{at}: {expr}: {name} is not in the metrics table"
+        );
     }
     names
 }
@@ -100,15 +103,21 @@ fn the_prometheus_rule_has_the_operators_shape_and_every_alert_selects_known_met
     let mut used = BTreeSet::new();
     for g in groups {
         let gname = str_at(g, "group", "name");
-        let rules = g["rules"].as_array().unwrap_or_else(|| panic!("{gname}: no rules"));
+        let rules = g["rules"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{gname}: no rules"));
         assert!(!rules.is_empty(), "{gname}: no rules");
         for r in rules {
             let alert = str_at(r, gname, "alert");
             let at = format!("{gname}/{alert}");
             assert!(alerts.insert(alert.to_string()), "{at}: alert named twice");
-            let fields: BTreeSet<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+            let fields: BTreeSet<&str> =
+                r.as_object().unwrap().keys().map(String::as_str).collect();
             let allowed = BTreeSet::from(["alert", "expr", "for", "labels", "annotations"]);
-            assert!(fields.is_subset(&allowed), "{at}: unexpected fields {fields:?}");
+            assert!(
+                fields.is_subset(&allowed),
+                "{at}: unexpected fields {fields:?}"
+            );
             used.extend(check_promql(&at, str_at(r, &at, "expr")));
             let wait = str_at(r, &at, "for");
             assert!(
@@ -138,7 +147,10 @@ fn the_prometheus_rule_has_the_operators_shape_and_every_alert_selects_known_met
     // docs/metrics.md lists exactly these alerts.
     let doc = std::fs::read_to_string(crate::support::repo_path("docs/metrics.md")).unwrap();
     for alert in &alerts {
-        assert!(doc.contains(&format!("| `{alert}` |")), "{alert} is not in docs/metrics.md");
+        assert!(
+            doc.contains(&format!("| `{alert}` |")),
+            "{alert} is not in docs/metrics.md"
+        );
     }
 }
 
@@ -168,16 +180,25 @@ fn the_grafana_dashboard_covers_the_five_topics_with_known_metrics_and_a_datasou
     let mut ids = BTreeSet::new();
     for p in panels(&d) {
         let title = str_at(p, "panel", "title").to_string();
-        assert!(ids.insert(p["id"].as_u64().expect("panel id")), "{title}: id twice");
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "{title}: id twice"
+        );
         if p["type"] == "row" {
             continue;
         }
         assert_eq!(p["datasource"]["uid"], var.as_str(), "{title}: datasource");
-        let targets = p["targets"].as_array().unwrap_or_else(|| panic!("{title}: no targets"));
+        let targets = p["targets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{title}: no targets"));
         assert!(!targets.is_empty(), "{title}: no targets");
         let mut names = BTreeSet::new();
         for t in targets {
-            assert_eq!(t["datasource"]["uid"], var.as_str(), "{title}: target datasource");
+            assert_eq!(
+                t["datasource"]["uid"],
+                var.as_str(),
+                "{title}: target datasource"
+            );
             names.extend(check_promql(&title, str_at(t, &title, "expr")));
         }
         topics.push((title, names));
@@ -186,7 +207,10 @@ fn the_grafana_dashboard_covers_the_five_topics_with_known_metrics_and_a_datasou
         ("PinSet readiness", "pinfleet_pinset_condition"),
         ("Pins by status per peer", "pinfleet_local_pins"),
         ("Tracker queue", "pinfleet_local_pin_queue"),
-        ("Reconcile durations", "pinfleet_reconcile_duration_seconds_bucket"),
+        (
+            "Reconcile durations",
+            "pinfleet_reconcile_duration_seconds_bucket",
+        ),
         ("Raft commit index", "pinfleet_raft_applied_index"),
         ("Raft leader", "pinfleet_leader"),
     ] {
@@ -205,11 +229,17 @@ fn the_monitoring_kustomization_makes_the_dashboard_a_configmap_and_stays_out_of
     let k: Value = serde_saphyr::from_str(&text).unwrap();
     assert_eq!(k["resources"], serde_json::json!(["prometheusrule.yaml"]));
     let generator = &k["configMapGenerator"][0];
-    assert_eq!(generator["files"], serde_json::json!(["grafana-dashboard.json"]));
+    assert_eq!(
+        generator["files"],
+        serde_json::json!(["grafana-dashboard.json"])
+    );
     assert_eq!(generator["options"]["labels"]["grafana_dashboard"], "1");
-    let top = std::fs::read_to_string(crate::support::repo_path("manifests/kustomization.yaml"))
-        .unwrap();
-    assert!(!top.contains("monitoring"), "the default deployment needs no operator CRDs");
+    let top =
+        std::fs::read_to_string(crate::support::repo_path("manifests/kustomization.yaml")).unwrap();
+    assert!(
+        !top.contains("monitoring"),
+        "the default deployment needs no operator CRDs"
+    );
 }
 
 #[test]
@@ -222,5 +252,8 @@ fn an_expression_selecting_an_unknown_metric_is_caught() {
         "t",
         "histogram_quantile(0.9, sum by (le) (rate(pinfleet_reconcile_duration_seconds_bucket[$__rate_interval])))",
     );
-    assert_eq!(names, BTreeSet::from(["pinfleet_reconcile_duration_seconds_bucket".to_string()]));
+    assert_eq!(
+        names,
+        BTreeSet::from(["pinfleet_reconcile_duration_seconds_bucket".to_string()])
+    );
 }

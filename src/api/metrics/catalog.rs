@@ -52,7 +52,11 @@ impl MetricDoc {
     }
 }
 
-const fn gauge(name: &'static str, labels: &'static [&'static str], help: &'static str) -> MetricDoc {
+const fn gauge(
+    name: &'static str,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> MetricDoc {
     MetricDoc {
         name,
         kind: MetricKind::Gauge,
@@ -68,7 +72,11 @@ pub(super) const PEERS: MetricDoc = gauge(
     &[],
     "Members of the cluster as this peer sees them",
 );
-pub(super) const LEADER: MetricDoc = gauge("pinfleet_leader", &[], "1 when this peer is the Raft leader");
+pub(super) const LEADER: MetricDoc = gauge(
+    "pinfleet_leader",
+    &[],
+    "1 when this peer is the Raft leader",
+);
 pub(super) const FOLLOWER: MetricDoc = gauge(
     "pinfleet_follower",
     &[],
@@ -156,8 +164,11 @@ pub(super) const PINSET_PINS: MetricDoc = gauge(
     PINSET,
     "Pins the PinSet's applied revision declares",
 );
-pub(super) const PINSET_SUSPENDED: MetricDoc =
-    gauge("pinfleet_pinset_suspended", PINSET, "1 when spec.suspend is set");
+pub(super) const PINSET_SUSPENDED: MetricDoc = gauge(
+    "pinfleet_pinset_suspended",
+    PINSET,
+    "1 when spec.suspend is set",
+);
 pub(super) const PINSET_APPLIED: MetricDoc = gauge(
     "pinfleet_pinset_applied_timestamp_seconds",
     PINSET,
@@ -226,7 +237,12 @@ mod tests {
         for m in METRICS {
             assert!(seen.insert(m.name), "{} listed twice", m.name);
             assert!(m.name.starts_with("pinfleet_"), "{}", m.name);
-            assert_eq!(m.kind == MetricKind::Counter, m.name.ends_with("_total"), "{}", m.name);
+            assert_eq!(
+                m.kind == MetricKind::Counter,
+                m.name.ends_with("_total"),
+                "{}",
+                m.name
+            );
             assert!(!m.help.is_empty(), "{} has no help", m.name);
         }
     }

@@ -27,10 +27,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Metric, Registry};
 
-pub use self::catalog::{METRICS, MetricDoc, MetricKind};
 use self::catalog as m;
-use self::tally::{AGES, BUCKETS, bucket_label};
+pub use self::catalog::{METRICS, MetricDoc, MetricKind};
 pub use self::tally::MetricsCache;
+use self::tally::{AGES, BUCKETS, bucket_label};
 use super::pins::storage;
 use super::{ApiError, ApiState, blocking};
 use crate::manifest::{Owner, PinSetId};
@@ -152,7 +152,11 @@ pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiEr
         gauge(r, &m::RAFT_APPLIED_INDEX, applied_index);
         gauge(r, &m::RAFT_TERM, term);
         gauge(r, &m::RAFT_HAS_LEADER, i64::from(has_leader));
-        put(r, &m::RAFT_LEADER_CHANGES, ConstCounter::new(leader_changes));
+        put(
+            r,
+            &m::RAFT_LEADER_CHANGES,
+            ConstCounter::new(leader_changes),
+        );
         gauge(r, &m::PINS, total);
         put(r, &m::RECONCILES, cache.reconciles.clone());
         put(r, &m::RECONCILE_DURATION, cache.durations.clone());

@@ -223,3 +223,48 @@ async fn count(
     }
     Ok(tally)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{PinOptions, PinSpec};
+
+    fn pin(min: i32, max: i32, allocations: &[&str]) -> StatePin {
+        StatePin {
+            cid: crate::testkit::seq_cid(1),
+            written_as: None,
+            owners: [(
+                Owner::Api,
+                PinSpec {
+                    name: String::new(),
+                    options: Arc::new(PinOptions {
+                        replication: ReplicationFactors { min, max },
+                        ..PinOptions::default()
+                    }),
+                },
+            )]
+            .into(),
+            allocations: allocations.iter().map(ToString::to_string).collect(),
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_pin_is_below_its_minimum_only_with_fewer_allocations_than_min() {
+        let default = ReplicationFactors { min: 2, max: 3 };
+        assert!(below_min(&pin(2, 3, &["a"]), default));
+        assert!(!below_min(&pin(2, 3, &["a", "b"]), default));
+        // Unset factors take the cluster default.
+        assert!(below_min(&pin(0, 0, &["a"]), default));
+        assert!(!below_min(&pin(0, 0, &["a", "b", "c"]), default));
+        // Everywhere (-1) is never below a minimum.
+        assert!(!below_min(&pin(-1, -1, &[]), default));
+        assert!(!below_min(&pin(1, -1, &[]), default));
+    }
+
+    #[test]
+    fn ages_end_in_order_and_the_last_bucket_takes_everything() {
+        assert!(AGES.windows(2).all(|w| w[0].1 < w[1].1));
+        assert_eq!(AGES[3].1, i64::MAX);
+    }
+}
