@@ -47,6 +47,7 @@ use crate::tls::{ServerTls, TlsListener};
 
 pub use access::{Access, AccessPolicy, Caller};
 pub use error::ApiError;
+pub use metrics::{METRICS, MetricDoc, MetricKind};
 pub use monitor::MonitorView;
 pub use openapi::{
     document as openapi_document, openapi_json, openapi_markdown, undocumented_routes,

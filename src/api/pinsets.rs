@@ -185,7 +185,8 @@ pub(super) async fn put_conditions(
         c.message = capped(std::mem::take(&mut c.message), MAX_STORED_MESSAGE_BYTES);
         c.reason = capped(std::mem::take(&mut c.reason), MAX_STORED_MESSAGE_BYTES);
     }
-    let owner = Owner::pinset(id);
+    let owner = Owner::pinset(id.clone());
+    let source = report.source.clone();
     state
         .node
         .write(Command::SetConditions {
@@ -201,8 +202,14 @@ pub(super) async fn put_conditions(
         entry.revision = capped(entry.revision, MAX_STORED_MESSAGE_BYTES);
         state
             .node
-            .write(Command::RecordReconcile { owner, entry })
+            .write(Command::RecordReconcile {
+                owner,
+                entry: entry.clone(),
+            })
             .await?;
+        state
+            .metrics
+            .record_reconcile(&id, &source, entry.ok, entry.duration_ms);
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -69,11 +69,23 @@ impl ClusterNode {
         tasks: &TaskTracker,
     ) -> (Self, mpsc::Receiver<(PeerId, Vec<u8>)>) {
         let (applied_tx, applied) = tokio::sync::watch::channel(0u64);
+        let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let changes = Arc::clone(&leader_changes);
         let mut metrics = parts.metrics.clone();
         let c = cancel.clone();
         tasks.spawn(async move {
+            // The leader and term last seen: a different pair is an election.
+            let mut seen = None;
             loop {
-                let last = metrics.borrow().last_applied.map(|l| l.index).unwrap_or(0);
+                let (last, elected) = {
+                    let m = metrics.borrow();
+                    let last = m.last_applied.map(|l| l.index).unwrap_or(0);
+                    (last, m.current_leader.map(|l| (l, m.current_term)))
+                };
+                if elected.is_some() && elected != seen {
+                    seen = elected;
+                    changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 applied_tx.send_if_modified(|v| {
                     let changed = *v != last;
                     *v = last;
@@ -111,6 +123,7 @@ impl ClusterNode {
                 queue,
                 forwards,
                 pin_allocator: std::sync::OnceLock::new(),
+                leader_changes,
             }),
         };
         tasks.spawn(super::batcher::run(this.clone(), queued, cancel.clone()));

@@ -214,6 +214,8 @@ pub(super) struct Inner {
     pub(super) forwards: mpsc::Sender<super::forward::Forward>,
     /// The write-time allocation hook, once registered.
     pub(super) pin_allocator: std::sync::OnceLock<super::batcher::PinAllocator>,
+    /// Leaders seen elected since start (`assemble.rs` counts them).
+    pub(super) leader_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What installing a snapshot answered, once it has.
@@ -462,6 +464,14 @@ impl ClusterNode {
     /// which log index each voter holds: what is committed).
     pub fn metrics_watch(&self) -> tokio::sync::watch::Receiver<RaftMetrics<NodeId, PeerNode>> {
         self.inner.metrics.clone()
+    }
+
+    /// Leaders this peer has seen elected since it started (a new leader,
+    /// or the same one in a newer term).
+    pub fn leader_changes(&self) -> u64 {
+        self.inner
+            .leader_changes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The current leader's id, if one is known.

@@ -38,6 +38,8 @@ mod kubo;
 mod limits;
 mod manifest;
 mod manifests;
+mod metrics_docs;
+mod monitoring;
 mod openapi;
 mod patch;
 mod pinsvc;

@@ -192,6 +192,9 @@ fn every_document_parses_as_its_kubernetes_type_without_unknown_fields() {
                     .unwrap_or_else(|e| panic!("{}: {} at {}", doc.at, e.inner(), e.path()));
                 assert!(ps.metadata.name.is_some(), "{}", doc.at);
             }
+            // The Prometheus operator's kind (manifests/monitoring/): its
+            // shape and PromQL are checked in tests/it/monitoring.rs.
+            "PrometheusRule" => assert!(doc.file.starts_with("monitoring/"), "{}", doc.at),
             other => panic!("{}: unexpected kind {other:?}", doc.at),
         }
         *kinds.entry(doc.kind().to_owned()).or_default() += 1;
@@ -205,6 +208,7 @@ fn every_document_parses_as_its_kubernetes_type_without_unknown_fields() {
         ("Namespace", 1),
         ("PinSet", 1),
         ("PodDisruptionBudget", 1),
+        ("PrometheusRule", 1),
         ("Role", 1),
         ("RoleBinding", 1),
         ("Secret", 1),
@@ -818,6 +822,13 @@ fn listed(k: &Value) -> Vec<String> {
     }
     for p in k["patches"].as_array().into_iter().flatten() {
         out.push(p["path"].as_str().unwrap().to_owned());
+    }
+    // Generated ConfigMaps' files, `KEY=PATH` or `PATH`.
+    for g in k["configMapGenerator"].as_array().into_iter().flatten() {
+        for f in g["files"].as_array().into_iter().flatten() {
+            let f = f.as_str().unwrap();
+            out.push(f.split_once('=').map_or(f, |(_, p)| p).to_owned());
+        }
     }
     out
 }

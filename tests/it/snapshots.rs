@@ -224,8 +224,8 @@ fn show_cli(args: &[&str], o: &Output) -> String {
 }
 
 /// The metrics body with the samples of each family sorted (their order
-/// follows a hash map) and the applied timestamps, which are clock values,
-/// replaced.
+/// follows a hash map) and the values that depend on timing (applied
+/// timestamps, Raft indexes and terms, reconcile durations) replaced.
 fn sorted_metrics(body: &str) -> String {
     let mut out: Vec<String> = Vec::new();
     let mut samples: Vec<String> = Vec::new();
@@ -234,9 +234,22 @@ fn sorted_metrics(body: &str) -> String {
             samples.sort();
             out.append(&mut samples);
             out.push(line.to_string());
-        } else if line.starts_with("pinfleet_raft_last_log_index ") {
-            // How many entries the setup took depends on group commit.
-            samples.push("pinfleet_raft_last_log_index [INDEX]".to_string());
+        } else if let Some(name) = [
+            "pinfleet_raft_last_log_index",
+            "pinfleet_raft_applied_index",
+            "pinfleet_raft_term",
+            "pinfleet_raft_leader_changes_total",
+        ]
+        .into_iter()
+        .find(|n| line.starts_with(&format!("{n} ")))
+        {
+            // How many entries the setup took depends on group commit; the
+            // term and elections on timing.
+            samples.push(format!("{name} [INDEX]"));
+        } else if line.starts_with("pinfleet_reconcile_duration_seconds") {
+            // Which buckets a reconcile falls in depends on how long it took.
+            let (series, _) = line.rsplit_once(' ').unwrap();
+            samples.push(format!("{series} [OBSERVED]"));
         } else if line.starts_with("pinfleet_pinset_applied_timestamp_seconds") {
             let (series, _) = line.rsplit_once(' ').unwrap();
             samples.push(format!("{series} [TIMESTAMP]"));
