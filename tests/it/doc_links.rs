@@ -211,7 +211,9 @@ fn every_page_of_docs_is_reachable_from_the_docs_map() {
     let mut todo = vec![map];
     while let Some(page) = todo.pop() {
         for next in linked_pages(&page) {
-            if next.starts_with(root.join("docs").canonicalize().unwrap()) && seen.insert(next.clone()) {
+            if next.starts_with(root.join("docs").canonicalize().unwrap())
+                && seen.insert(next.clone())
+            {
                 todo.push(next);
             }
         }
@@ -228,5 +230,8 @@ fn every_page_of_docs_is_reachable_from_the_docs_map() {
     );
     // The README sends readers to the map.
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    assert!(readme.contains("](docs/README.md)"), "README.md does not link docs/README.md");
+    assert!(
+        readme.contains("](docs/README.md)"),
+        "README.md does not link docs/README.md"
+    );
 }
