@@ -300,7 +300,22 @@ fn update(args: PinUpdateArgs) -> anyhow::Result<ExitCode> {
 
 fn rm(args: PinRmArgs) -> anyhow::Result<ExitCode> {
     let client = args.host.client()?;
-    let pin = block_on(client.unpin(&args.cid, args.force))??;
+    let pin = match block_on(client.unpin(&args.cid, args.force))? {
+        Ok(pin) => pin,
+        // Still wanted by a PinSet (or another owner): the answer is "no".
+        Err(ClientError::Api {
+            status: 409,
+            message,
+            ..
+        }) => {
+            eprintln!(
+                "refused: {}",
+                message.replace("unpin with force=true", "run pin rm --force")
+            );
+            return Ok(ExitCode::from(NO));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if args.json {
         println!("{}", serde_json::to_string(&pin)?);
     } else if pin.owners.is_empty() {
