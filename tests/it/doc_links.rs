@@ -77,19 +77,9 @@ fn link_targets(line: &str) -> Vec<String> {
     out
 }
 
-/// GitHub's anchor of a heading: lower case, punctuation dropped but `-`
-/// and `_`, spaces to `-`.
+/// GitHub's anchor of a heading (the one the reference generators use).
 fn slug(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            ' ' => Some('-'),
-            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-            _ => None,
-        })
-        .collect()
+    pinfleet::markdown::anchor(heading)
 }
 
 /// The anchors of the headings of Markdown `text` (repeats get `-1`, `-2`…
