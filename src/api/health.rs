@@ -17,9 +17,9 @@ use crate::state::format_time;
 use crate::wire::{Alert, Bandwidth, ConnectGraph};
 
 /// `GET /health/graph`: every member, its peer name, its IPFS node and the
-/// members its cluster swarm is connected to. A member that does not answer
-/// has no links (as in IPFS Cluster); IPFS swarm links are not known
-/// (each IPFS node's list is empty).
+/// members its cluster swarm is connected to, and the other members' IPFS
+/// nodes its IPFS node is connected to, as of now. A member that does not
+/// answer has no links (as in IPFS Cluster).
 pub(super) async fn graph(State(state): State<ApiState>) -> Json<ConnectGraph> {
     let me = state.node.peer_id();
     let members: Vec<libp2p::PeerId> = state
@@ -48,6 +48,12 @@ pub(super) async fn graph(State(state): State<ApiState>) -> Json<ConnectGraph> {
             .map(|p| async move { (*p, ids.ask(*p).await) }),
     )
     .await;
+    let nodes: std::collections::HashSet<String> = answers
+        .iter()
+        .filter_map(|(_, a)| a.as_ref().ok())
+        .map(|id| id.ipfs_peer_id.clone())
+        .filter(|n| !n.is_empty())
+        .collect();
     for (peer, answer) in answers {
         let Ok(id) = answer else {
             continue;
@@ -56,7 +62,14 @@ pub(super) async fn graph(State(state): State<ApiState>) -> Json<ConnectGraph> {
         g.id_to_peername.insert(key.clone(), id.peername);
         g.cluster_links.insert(key.clone(), id.connected);
         if !id.ipfs_peer_id.is_empty() {
-            g.ipfs_links.insert(id.ipfs_peer_id.clone(), Vec::new());
+            // As IPFS Cluster: links to the other members' nodes only.
+            let mut links: Vec<String> = id
+                .ipfs_connected
+                .into_iter()
+                .filter(|n| nodes.contains(n))
+                .collect();
+            links.sort();
+            g.ipfs_links.insert(id.ipfs_peer_id.clone(), links);
             g.cluster_to_ipfs.insert(key, id.ipfs_peer_id);
         }
     }

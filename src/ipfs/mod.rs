@@ -56,6 +56,12 @@ pub trait IpfsBackend: Send + Sync + 'static {
     /// The node's identity and the addresses it listens on.
     fn id(&self) -> BoxFuture<'_, Result<IpfsId, IpfsError>>;
 
+    /// The peer ids of the nodes this node is connected to (IPFS
+    /// Cluster's `ipfs_links` in `/health/graph`). None by default.
+    fn swarm_peers(&self) -> BoxFuture<'_, Result<Vec<String>, IpfsError>> {
+        Box::pin(futures::future::ready(Ok(Vec::new())))
+    }
+
     /// Pins `cid`, fetching whatever is missing. Resolves once the node holds
     /// the pin. Fails with [`IpfsError::Timeout`] when the node reports no
     /// progress for `opts.progress_timeout`; there is no limit on total time

@@ -353,6 +353,40 @@ pub struct Testbed {
     env: Vec<(String, String)>,
 }
 
+/// Warnings and errors a failing test shows, per peer.
+const LOG_LINES_ON_PANIC: usize = 25;
+
+impl Drop for Testbed {
+    /// When the testbed goes away with a panicking thread (a failed test),
+    /// shows each peer's last warnings and errors, so the failure says what
+    /// the peers saw (the directory is usually a temporary one, gone next).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for peer in &self.file.peers {
+            let Ok(log) = std::fs::read_to_string(peer.dir.join("daemon.log")) else {
+                continue;
+            };
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .collect();
+            let shown = &lines[lines.len().saturating_sub(LOG_LINES_ON_PANIC)..];
+            eprintln!(
+                "--- {} ({}): last {} of {} warnings and errors",
+                peer.dir.display(),
+                peer.id,
+                shown.len(),
+                lines.len()
+            );
+            for line in shown {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TestbedError {
     let path = path.to_path_buf();
     move |source| TestbedError::Io { what, path, source }
@@ -531,7 +565,12 @@ impl Testbed {
                 pinsvc: info.pinsvc.clone(),
             });
         }
-        tb.wait_formed(opts.peers, deadline, opts.timeout).await?;
+        let embedded = matches!(
+            opts.ipfs,
+            TestbedIpfs::Embedded | TestbedIpfs::EmbeddedPublic
+        );
+        tb.wait_formed(opts.peers, embedded, deadline, opts.timeout)
+            .await?;
         if opts.followers > 0 {
             tb.start_followers(opts, &users, deadline).await?;
         }
@@ -622,6 +661,7 @@ impl Testbed {
     async fn wait_formed(
         &self,
         n: usize,
+        embedded: bool,
         deadline: tokio::time::Instant,
         timeout: Duration,
     ) -> Result<(), TestbedError> {
@@ -654,7 +694,10 @@ impl Testbed {
                     ready += 1;
                 }
             }
-            if ready == n && self.metrics_of_all(&client, admin, n).await {
+            if ready == n
+                && self.metrics_of_all(&client, admin, n).await
+                && (!embedded || self.nodes_linked(&client, admin, n).await)
+            {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
@@ -662,6 +705,32 @@ impl Testbed {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// True when every member's embedded IPFS node is connected to the `n
+    /// - 1` others (`GET /health/graph`'s `ipfs_links`, as peer 0 gathers
+    /// them): content added on one peer can then be read and pinned on any
+    /// other at once.
+    async fn nodes_linked(
+        &self,
+        client: &reqwest::Client,
+        admin: Option<(&str, &str)>,
+        n: usize,
+    ) -> bool {
+        let Some(first) = self.file.peers.first() else {
+            return true;
+        };
+        let mut request = client.get(format!("{}/health/graph", first.api));
+        if let Some((user, password)) = admin {
+            request = request.basic_auth(user, Some(password));
+        }
+        let graph = match request.send().await {
+            Ok(r) if r.status().is_success() => r.json::<crate::wire::ConnectGraph>().await.ok(),
+            _ => None,
+        };
+        graph.is_some_and(|g| {
+            g.ipfs_links.len() == n && g.ipfs_links.values().all(|links| links.len() + 1 >= n)
+        })
     }
 
     /// True when every peer lists all `n` peers as live (`GET

@@ -37,6 +37,9 @@ pub struct PeerIdentity {
     /// `/health/graph`).
     #[serde(default)]
     pub connected: Vec<String>,
+    /// The IPFS nodes its IPFS node is connected to (for `/health/graph`).
+    #[serde(default)]
+    pub ipfs_connected: Vec<String>,
 }
 
 /// Identities of the members, asked for when stale.
@@ -68,30 +71,32 @@ impl Identities {
         }
     }
 
-    /// This peer's identity (what [`super::rpc::Identity`] answers).
+    /// This peer's identity as status answers show it: cached for
+    /// [`FRESH`], so what it is connected to may be that old.
     pub async fn own(&self) -> PeerIdentity {
         let me = self.node.peer_id().to_string();
         if let Some(id) = self.cached(&me, false) {
             return id;
         }
-        let members: std::collections::HashSet<String> = self
-            .node
-            .members()
-            .into_iter()
-            .map(|(_, n)| n.peer_id)
-            .collect();
-        let connected = match self.node.p2p().connected_peers().await {
-            Ok(peers) => peers
-                .iter()
-                .map(ToString::to_string)
-                .filter(|p| members.contains(p))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let mut id = self.describe().await;
+        self.links(&mut id).await;
+        self.store(me, id.clone());
+        id
+    }
+
+    /// This peer's identity with what it is connected to as of now (what
+    /// [`super::rpc::Identity`] answers, for `/health/graph`).
+    pub async fn own_now(&self) -> PeerIdentity {
+        let mut id = self.own().await;
+        self.links(&mut id).await;
+        id
+    }
+
+    /// This peer's names, version and IPFS node, asked afresh.
+    async fn describe(&self) -> PeerIdentity {
         let mut id = PeerIdentity {
             peername: self.peername.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            connected,
             ..PeerIdentity::default()
         };
         if let Some(ipfs) = self.ipfs.as_ref().filter(|b| b.kind() != "none")
@@ -100,8 +105,34 @@ impl Identities {
             id.ipfs_peer_id = got.id;
             id.ipfs_peer_addresses = got.addresses;
         }
-        self.store(me, id.clone());
         id
+    }
+
+    /// Sets the members this peer's cluster swarm is connected to and the
+    /// nodes its IPFS node is connected to, as of now.
+    async fn links(&self, id: &mut PeerIdentity) {
+        let members: std::collections::HashSet<String> = self
+            .node
+            .members()
+            .into_iter()
+            .map(|(_, n)| n.peer_id)
+            .collect();
+        id.connected = match self.node.p2p().connected_peers().await {
+            Ok(peers) => peers
+                .iter()
+                .map(ToString::to_string)
+                .filter(|p| members.contains(p))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        id.ipfs_connected = match self.ipfs.as_ref().filter(|b| b.kind() != "none") {
+            Some(ipfs) => tokio::time::timeout(ASK_TIMEOUT, ipfs.swarm_peers())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
     }
 
     /// Every member's identity by peer ID: fresh ones from the cache, the
@@ -140,7 +171,7 @@ impl Identities {
     /// the answer; the reason when it does not answer.
     pub async fn ask(&self, peer: libp2p::PeerId) -> Result<PeerIdentity, String> {
         if peer == self.node.peer_id() {
-            return Ok(self.own().await);
+            return Ok(self.own_now().await);
         }
         let call = self.node.call::<super::rpc::Identity>(peer, &());
         match tokio::time::timeout(ASK_TIMEOUT, call).await {

@@ -171,6 +171,6 @@ pub fn serve(node: &ClusterNode, service: Arc<StatusService>) {
     });
     node.serve::<Identity, _, _>(move |()| {
         let s = get();
-        async move { Ok(s?.identities().own().await) }
+        async move { Ok(s?.identities().own_now().await) }
     });
 }

@@ -1016,3 +1016,56 @@ async fn an_add_with_push_stores_its_blocks_on_connected_nodes_before_any_pin() 
     assert_eq!(b.node.rejected_blocks(), rejected);
     b.stop().await;
 }
+
+/// `GET /health/graph` shows each member's embedded node connected to the
+/// other members' nodes (IPFS Cluster's `ipfs_links`), which is what
+/// `testbed up` waits for; `pinfleet health graph` draws those edges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_graph_links_each_embedded_node_to_the_other_members_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let testbed = crate::support::embedded_testbed(&dir.path().join("tb"), false).await;
+    let api = testbed.file.peers[2].api.clone();
+    let g: serde_json::Value = crate::support::http()
+        .get(format!("{api}/health/graph"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let to_ipfs = g["cluster_to_ipfs"].as_object().unwrap();
+    assert_eq!(to_ipfs.len(), 3, "{g}");
+    for p in &testbed.file.peers {
+        let node = to_ipfs[&p.id].as_str().unwrap();
+        assert!(p.ipfs.ends_with(node), "{} is not {node}", p.ipfs);
+        let mut links: Vec<&str> = g["ipfs_links"][node]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        links.sort_unstable();
+        let mut others: Vec<&str> = to_ipfs
+            .values()
+            .map(|v| v.as_str().unwrap())
+            .filter(|n| *n != node)
+            .collect();
+        others.sort_unstable();
+        assert_eq!(links, others, "{g}");
+    }
+    let out = tokio::task::spawn_blocking(move || run_cli(&["health", "graph", "--host", &api]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dot = String::from_utf8_lossy(&out.stdout).to_string();
+    // Node-to-node edges are dashed: three nodes, each to the two others.
+    let ipfs_edges = dot
+        .lines()
+        .filter(|l| l.trim_start().starts_with('I') && l.contains("[style=dashed]"))
+        .count();
+    assert_eq!(ipfs_edges, 6, "{dot}");
+}

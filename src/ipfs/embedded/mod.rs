@@ -558,6 +558,17 @@ impl IpfsBackend for EmbeddedNode {
         "embedded"
     }
 
+    fn swarm_peers(&self) -> BoxFuture<'_, Result<Vec<String>, IpfsError>> {
+        Box::pin(async move {
+            Ok(self
+                .connected_peers()
+                .await
+                .iter()
+                .map(ToString::to_string)
+                .collect())
+        })
+    }
+
     fn id(&self) -> BoxFuture<'_, Result<IpfsId, IpfsError>> {
         Box::pin(async move {
             Ok(IpfsId {

@@ -50,8 +50,8 @@ mod wire;
 
 use lines::{LineError, LineReader, MAX_LINE};
 use wire::{
-    AddPinLine, BlockStatOut, GcLine, IdOut, PinsOut, RepoStatOut, ResolveOut, decode, http_error,
-    parse_ls_line, says_not_pinned,
+    AddPinLine, BlockStatOut, GcLine, IdOut, PinsOut, RepoStatOut, ResolveOut, SwarmPeersOut,
+    decode, http_error, parse_ls_line, says_not_pinned,
 };
 
 /// Kubo's `StorageMax` when no limit is configured (Go's `math.MaxUint64`).
@@ -452,6 +452,18 @@ impl IpfsBackend for KuboClient {
         opts: AddOpts,
     ) -> BoxFuture<'_, Result<AddedContent, IpfsError>> {
         Box::pin(self.add_input(input, opts))
+    }
+
+    fn swarm_peers(&self) -> BoxFuture<'_, Result<Vec<String>, IpfsError>> {
+        Box::pin(async move {
+            let out: SwarmPeersOut = self.call("swarm/peers", &[], self.call_timeout).await?;
+            Ok(out
+                .peers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.peer)
+                .collect())
+        })
     }
 
     fn id(&self) -> BoxFuture<'_, Result<IpfsId, IpfsError>> {

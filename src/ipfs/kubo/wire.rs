@@ -136,6 +136,19 @@ pub(super) struct IdOut {
     pub(super) agent_version: Option<String>,
 }
 
+/// `swarm/peers`: `{"Peers": [{"Addr": …, "Peer": …}]}` (`null` when none).
+#[derive(Deserialize)]
+pub(super) struct SwarmPeersOut {
+    #[serde(rename = "Peers", default)]
+    pub(super) peers: Option<Vec<SwarmPeerOut>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct SwarmPeerOut {
+    #[serde(rename = "Peer")]
+    pub(super) peer: String,
+}
+
 #[derive(Deserialize)]
 pub(super) struct PinsOut {
     #[serde(rename = "Pins", default)]
