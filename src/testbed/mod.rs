@@ -707,10 +707,10 @@ impl Testbed {
         }
     }
 
-    /// True when every member's embedded IPFS node is connected to the `n
-    /// - 1` others (`GET /health/graph`'s `ipfs_links`, as peer 0 gathers
-    /// them): content added on one peer can then be read and pinned on any
-    /// other at once.
+    /// True when every member's embedded IPFS node is connected to all the
+    /// other members' nodes (`GET /health/graph`'s `ipfs_links`, as peer 0
+    /// gathers them): content added on one peer can then be read and
+    /// pinned on any other at once.
     async fn nodes_linked(
         &self,
         client: &reqwest::Client,
