@@ -1025,14 +1025,7 @@ async fn health_graph_links_each_embedded_node_to_the_other_members_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let testbed = crate::support::embedded_testbed(&dir.path().join("tb"), false).await;
     let api = testbed.file.peers[2].api.clone();
-    let g: serde_json::Value = crate::support::http()
-        .get(format!("{api}/health/graph"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let g = crate::support::get_json(&format!("{api}/health/graph")).await;
     let to_ipfs = g["cluster_to_ipfs"].as_object().unwrap();
     assert_eq!(to_ipfs.len(), 3, "{g}");
     for p in &testbed.file.peers {
@@ -1053,15 +1046,7 @@ async fn health_graph_links_each_embedded_node_to_the_other_members_nodes() {
         others.sort_unstable();
         assert_eq!(links, others, "{g}");
     }
-    let out = tokio::task::spawn_blocking(move || run_cli(&["health", "graph", "--host", &api]))
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dot = String::from_utf8_lossy(&out.stdout).to_string();
+    let dot = crate::get::cli_ok(&["health", "graph", "--host", &api], None).await;
     // Node-to-node edges are dashed: three nodes, each to the two others.
     let ipfs_edges = dot
         .lines()
