@@ -38,7 +38,7 @@ pub(super) fn render(doc: &Value) -> String {
         let _ = writeln!(
             md,
             "| {method} | [`{path}`](#{}) | {} | {} |",
-            anchor(&format!("{method} {path}")),
+            crate::markdown::anchor(&format!("{method} {path}")),
             text(&op["x-pinfleet-role"]),
             cell(&text(&op["summary"]))
         );
@@ -187,7 +187,7 @@ fn schema_section(md: &mut String, name: &str, schema: &Value, schemas: &Map<Str
 fn type_of(s: &Value) -> String {
     if let Some(r) = s["$ref"].as_str() {
         let name = r.rsplit('/').next().unwrap_or(r);
-        return format!("[`{name}`](#{})", anchor(name));
+        return format!("[`{name}`](#{})", crate::markdown::anchor(name));
     }
     if let Some(any) = s["anyOf"].as_array().or_else(|| s["oneOf"].as_array()) {
         let parts: Vec<String> = any.iter().map(type_of).collect();
@@ -333,17 +333,4 @@ fn text(v: &Value) -> String {
 /// Text safe in a table cell.
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
-}
-
-/// GitHub's heading anchor of `heading`.
-fn anchor(heading: &str) -> String {
-    heading
-        .to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            'a'..='z' | '0'..='9' | '-' | '_' => Some(c),
-            ' ' => Some('-'),
-            _ => None,
-        })
-        .collect()
 }
