@@ -74,21 +74,28 @@ impl Identities {
     /// This peer's identity as status answers show it: cached for
     /// [`FRESH`], so what it is connected to may be that old.
     pub async fn own(&self) -> PeerIdentity {
-        let me = self.node.peer_id().to_string();
-        if let Some(id) = self.cached(&me, false) {
-            return id;
-        }
-        let mut id = self.describe().await;
-        self.links(&mut id).await;
-        self.store(me, id.clone());
-        id
+        self.own_with(false).await
     }
 
     /// This peer's identity with what it is connected to as of now (what
     /// [`super::rpc::Identity`] answers, for `/health/graph`).
     pub async fn own_now(&self) -> PeerIdentity {
-        let mut id = self.own().await;
+        self.own_with(true).await
+    }
+
+    /// The cached identity (links refreshed when `fresh_links`), or one
+    /// described and linked afresh, then cached.
+    async fn own_with(&self, fresh_links: bool) -> PeerIdentity {
+        let me = self.node.peer_id().to_string();
+        if let Some(mut id) = self.cached(&me, false) {
+            if fresh_links {
+                self.links(&mut id).await;
+            }
+            return id;
+        }
+        let mut id = self.describe().await;
         self.links(&mut id).await;
+        self.store(me, id.clone());
         id
     }
 
