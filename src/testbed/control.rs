@@ -83,7 +83,8 @@ pub enum ControlError {
     Write(#[from] super::TestbedError),
 }
 
-fn read_file(dir: &Path) -> Result<TestbedFile, ControlError> {
+/// The `testbed.json` of the testbed directory `dir`.
+pub fn read_testbed_file(dir: &Path) -> Result<TestbedFile, ControlError> {
     let path = dir.join(TESTBED_FILE);
     let bytes = std::fs::read(&path).map_err(|source| ControlError::NoTestbed {
         path: path.clone(),
@@ -155,7 +156,7 @@ pub async fn kill_peer(
     which: &str,
     timeout: Duration,
 ) -> Result<(String, TestbedPeer), ControlError> {
-    let file = read_file(dir)?;
+    let file = read_testbed_file(dir)?;
     let i = find(&file, which)?;
     let name = format!("peer-{i}");
     let peer = file.peers[i].clone();
@@ -198,7 +199,7 @@ pub async fn start_peer(
     which: &str,
     timeout: Duration,
 ) -> Result<(String, TestbedPeer), ControlError> {
-    let mut file = read_file(dir)?;
+    let mut file = read_testbed_file(dir)?;
     let i = find(&file, which)?;
     let name = format!("peer-{i}");
     let peer = file.peers[i].clone();

@@ -20,7 +20,7 @@ use tokio::process::{Child, Command};
 mod control;
 mod followers;
 
-pub use control::{ControlError, kill_peer, start_peer};
+pub use control::{ControlError, kill_peer, read_testbed_file, start_peer};
 pub use followers::TestbedFollower;
 
 use crate::auth::Credential;
@@ -399,6 +399,19 @@ const ADDRESS_IN_USE: &str = "Address already in use";
 
 /// The last `n` non-empty lines of the log at `path`, joined by ` | `
 /// (what a peer said before it exited).
+/// `GET url` as the testbed's admin, when it has users.
+fn get(
+    client: &reqwest::Client,
+    admin: Option<(&str, &str)>,
+    url: String,
+) -> reqwest::RequestBuilder {
+    let request = client.get(url);
+    match admin {
+        Some((user, password)) => request.basic_auth(user, Some(password)),
+        None => request,
+    }
+}
+
 fn last_lines(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -677,11 +690,7 @@ impl Testbed {
         loop {
             let mut ready = 0;
             for p in &self.file.peers {
-                let url = format!("{}/id", p.api);
-                let mut request = client.get(&url);
-                if let Some((user, password)) = admin {
-                    request = request.basic_auth(user, Some(password));
-                }
+                let request = get(&client, admin, format!("{}/id", p.api));
                 let peers = match request.send().await {
                     Ok(r) => r.json::<serde_json::Value>().await.ok(),
                     Err(_) => None,
@@ -720,10 +729,7 @@ impl Testbed {
         let Some(first) = self.file.peers.first() else {
             return true;
         };
-        let mut request = client.get(format!("{}/health/graph", first.api));
-        if let Some((user, password)) = admin {
-            request = request.basic_auth(user, Some(password));
-        }
+        let request = get(client, admin, format!("{}/health/graph", first.api));
         let graph = match request.send().await {
             Ok(r) if r.status().is_success() => r.json::<crate::wire::ConnectGraph>().await.ok(),
             _ => None,
@@ -744,10 +750,7 @@ impl Testbed {
         n: usize,
     ) -> bool {
         for p in &self.file.peers {
-            let mut request = client.get(format!("{}/monitor/metrics/ping", p.api));
-            if let Some((user, password)) = admin {
-                request = request.basic_auth(user, Some(password));
-            }
+            let request = get(client, admin, format!("{}/monitor/metrics/ping", p.api));
             let listed = match request.send().await {
                 Ok(r) if r.status().is_success() => r
                     .json::<serde_json::Value>()

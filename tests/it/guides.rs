@@ -323,10 +323,7 @@ struct StrayPeers(PathBuf);
 
 impl Drop for StrayPeers {
     fn drop(&mut self) {
-        let Ok(bytes) = std::fs::read(self.0.join(pinfleet::testbed::TESTBED_FILE)) else {
-            return;
-        };
-        let Ok(file) = serde_json::from_slice::<pinfleet::testbed::TestbedFile>(&bytes) else {
+        let Ok(file) = pinfleet::testbed::read_testbed_file(&self.0) else {
             return;
         };
         for peer in file.peers {
