@@ -255,8 +255,9 @@ pub fn router(state: ApiState) -> Router {
                 let slot: axum::routing::MethodRouter<ApiState> = r.endpoint.layer(
                     axum::middleware::from_fn_with_state(state.clone(), limit_pinset_writes),
                 );
+                // NDJSON streams (the handler bounds an array itself).
                 slot.layer(axum::extract::DefaultBodyLimit::max(
-                    batch::MAX_BATCH_BODY_BYTES,
+                    batch::MAX_STREAM_BYTES,
                 ))
             }
         };

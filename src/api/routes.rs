@@ -40,8 +40,9 @@ pub enum Bound {
     PinSetWrite,
     /// An upload: `max_upload_bytes` instead of the default cap.
     Upload,
-    /// A batch of pins: a body of up to
-    /// [`MAX_BATCH_BODY_BYTES`](super::batch::MAX_BATCH_BODY_BYTES), and
+    /// A batch of pins: an NDJSON body of up to
+    /// [`MAX_STREAM_BYTES`](super::batch::MAX_STREAM_BYTES) (a JSON array:
+    /// [`MAX_BATCH_BODY_BYTES`](super::batch::MAX_BATCH_BODY_BYTES)), and
     /// one of the `max_concurrent_pinset_writes` slots.
     PinBatch,
 }

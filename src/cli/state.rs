@@ -11,10 +11,11 @@
 //!
 //! Import is additive and goes through the ordinary write paths, so it obeys
 //! the same rules as any other write:
-//! - owner `api`'s pins (every pin of an IPFS Cluster export) go in batches
-//!   to `POST /pins/batch` (name, mode, replication, metadata, origins, user
-//!   allocations and expiry; allocation tags have no IPFS Cluster field and
-//!   are dropped), written in large log entries;
+//! - owner `api`'s pins (every pin of an IPFS Cluster export) stream as one
+//!   NDJSON body to `POST /pins/batch` (name, mode, replication, metadata,
+//!   origins, user allocations and expiry; allocation tags have no IPFS
+//!   Cluster field and are dropped): the cluster writes them as one
+//!   revision, all or nothing;
 //! - the pins of each `pinset:<ns>/<name>` owner are grouped and sent as one
 //!   PinSet document to `PUT /pinsets/{ns}/{name}` with `prune: false`, so
 //!   an import adds to a PinSet and never releases anything. Every pin of a
@@ -28,8 +29,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use pinfleet::manifest::{DesiredPin, DesiredPinSet, Owner, Pos, SourceRef, plural};
 use pinfleet::state::StatePin;
 use pinfleet::wire::{ManifestDocument, PinRecord};
@@ -70,10 +69,6 @@ pub struct ImportArgs {
     /// Only show what the PinSets would gain; pin nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Batches of manual pins (`POST /pins/batch`) sent at once; a peer
-    /// writes `api.max_concurrent_pinset_writes` (default 2) at a time.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    concurrency: usize,
     #[command(flatten)]
     host: HostArgs,
 }
@@ -169,6 +164,7 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         BufReader::new(open()?),
         &args,
         &source,
+        &checked,
     ))??;
     Ok(if refused > 0 {
         ExitCode::from(NO)
@@ -193,6 +189,9 @@ struct Checked {
     format: Format,
     pins: u64,
     skipped: u64,
+    /// Per line (0-based): whether it is an IPFS Cluster pin to send on
+    /// as it is (the others are skipped or read again).
+    cluster_lines: Vec<bool>,
 }
 
 /// One line of a state file: a pin (its record, and whether it came as
@@ -203,13 +202,9 @@ enum Line {
 }
 
 fn parse_line(line: &str) -> Result<Line, String> {
-    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    let cluster = value.get("owners").is_none();
-    let record = if cluster {
-        PinRecord::from_cluster_json(value)?
-    } else {
-        serde_json::from_value(value).map_err(|e| e.to_string())?
-    };
+    // pinfleet's own records always name their owners.
+    let record = PinRecord::from_cluster_line(line)?;
+    let cluster = record.owners.is_empty();
     if record.type_ != "pin" {
         return Ok(Line::NotData);
     }
@@ -229,6 +224,7 @@ fn check_file(reader: impl BufRead, path: &str) -> anyhow::Result<Checked> {
         format: Format::Pinfleet,
         pins: 0,
         skipped: 0,
+        cluster_lines: Vec::new(),
     };
     let mut first = true;
     for (i, line) in reader.lines().enumerate() {
@@ -238,6 +234,8 @@ fn check_file(reader: impl BufRead, path: &str) -> anyhow::Result<Checked> {
         }
         match parse_line(&line) {
             Ok(Line::Pin(_, cluster)) => {
+                checked.cluster_lines.resize(i, false);
+                checked.cluster_lines.push(cluster);
                 if first {
                     checked.format = if cluster {
                         Format::Cluster
@@ -248,58 +246,58 @@ fn check_file(reader: impl BufRead, path: &str) -> anyhow::Result<Checked> {
                 }
                 checked.pins += 1;
             }
-            Ok(Line::NotData) => checked.skipped += 1,
+            Ok(Line::NotData) => {
+                checked.skipped += 1;
+            }
             Err(e) => anyhow::bail!("{path}:{}: {e}; nothing imported", i + 1),
         }
     }
     Ok(checked)
 }
 
-/// Pins of owner `api` per `POST /pins/batch` request.
-const BATCH_PINS: usize = 10_000;
-/// Body bytes per `POST /pins/batch` request (the route takes 16 MiB).
-const BATCH_BYTES: usize = 8 << 20;
+/// Body bytes gathered before they are sent on.
+const SEND_BYTES: usize = 256 << 10;
 
-/// Sends `api` pins in batches (`POST /pins/batch`, at most
-/// `--concurrency` at once) as they are read, and each PinSet
-/// owner's pins at the end. Returns the number of PinSets refused.
+/// Streams owner `api`'s pins as they are read, as one `POST /pins/batch`
+/// body, and sends each PinSet owner's pins at the end. Returns the number
+/// of PinSets refused. `checked` is what [`check_file`] found: an IPFS
+/// Cluster export's data lines go on as they are, without parsing again.
 async fn import_pins(
     client: &Client,
     reader: BufReader<File>,
     args: &ImportArgs,
     source: &str,
+    checked: &Checked,
 ) -> anyhow::Result<usize> {
     let path = args.file.display().to_string();
     let mut sets: BTreeMap<Owner, DesiredPinSet> = BTreeMap::new();
-    let mut in_flight = FuturesUnordered::new();
     let mut manual = 0u64;
-    let mut created = 0u64;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
+    let request = (!args.dry_run).then(|| {
+        let client = client.clone();
+        let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        tokio::spawn(async move { client.pin_batch_stream(body).await })
+    });
     let mut body: Vec<u8> = Vec::new();
-    let mut in_body = 0usize;
-    let send = |body: Vec<u8>| async move {
-        client
-            .pin_batch(body)
-            .await
-            .context("cannot import the pins of owner api")
-    };
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr()) && checked.pins >= 100_000;
+    let step = (checked.pins / 10).max(1);
     for (i, line) in reader.lines().enumerate() {
         let line = line.with_context(|| format!("cannot read {path}"))?;
         if line.trim().is_empty() {
             continue;
         }
-        let (record, cluster) = match parse_line(&line) {
-            Ok(Line::Pin(r, cluster)) => (r, cluster),
-            Ok(Line::NotData) => continue,
-            Err(e) => anyhow::bail!("{path}:{}: {e}", i + 1),
-        };
-        if cluster {
+        if checked.cluster_lines.get(i).copied().unwrap_or(false) {
             manual += 1;
             if !args.dry_run {
                 body.extend_from_slice(line.as_bytes());
                 body.push(b'\n');
-                in_body += 1;
             }
         } else {
+            let record = match parse_line(&line) {
+                Ok(Line::Pin(r, _)) => r,
+                Ok(Line::NotData) => continue,
+                Err(e) => anyhow::bail!("{path}:{}: {e}", i + 1),
+            };
             let pin = record
                 .into_pin()
                 .map_err(|e| anyhow::anyhow!("{path}:{}: {e}", i + 1))?;
@@ -322,7 +320,6 @@ async fn import_pins(
                         rec.allocations.clear();
                         serde_json::to_writer(&mut body, &rec)?;
                         body.push(b'\n');
-                        in_body += 1;
                     }
                     Owner::PinSet(id) => {
                         let set = sets.entry(owner.clone()).or_insert_with(|| DesiredPinSet {
@@ -348,22 +345,32 @@ async fn import_pins(
                 }
             }
         }
-        if in_body >= BATCH_PINS || body.len() >= BATCH_BYTES {
-            in_flight.push(send(std::mem::take(&mut body)));
-            in_body = 0;
-            if in_flight.len() >= args.concurrency.max(1)
-                && let Some(done) = in_flight.next().await
-            {
-                created += done?.created;
-            }
+        if progress && manual.is_multiple_of(step) {
+            eprintln!("read {manual} of {} pins", checked.pins);
+        }
+        // A send fails only once the request ended: its answer says why.
+        if body.len() >= SEND_BYTES
+            && tx
+                .send(Ok(bytes::Bytes::from(std::mem::take(&mut body))))
+                .await
+                .is_err()
+        {
+            break;
         }
     }
-    if in_body > 0 {
-        in_flight.push(send(std::mem::take(&mut body)));
+    if !body.is_empty() {
+        let _ = tx.send(Ok(bytes::Bytes::from(body))).await;
     }
-    while let Some(done) = in_flight.next().await {
-        created += done?.created;
-    }
+    drop(tx);
+    let created = match request {
+        Some(task) => {
+            task.await
+                .context("the import request stopped")?
+                .context("cannot import the pins of owner api")?
+                .created
+        }
+        None => 0,
+    };
     if args.dry_run {
         eprintln!("would pin {} by hand (owner api)", plural(manual, "pin"));
     } else {

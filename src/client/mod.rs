@@ -534,6 +534,29 @@ impl Client {
         .await
     }
 
+    /// `POST /pins/batch` with an NDJSON body sent as it is produced: the
+    /// whole stream is one request, so the cluster writes it as one
+    /// atomic revision (`state import`).
+    pub async fn pin_batch_stream(
+        &self,
+        ndjson: reqwest::Body,
+    ) -> Result<BatchPinReport, ClientError> {
+        let url = self.url(&["pins", "batch"], &[]);
+        let resp = self
+            .authorize(self.http.post(url.clone()))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(ndjson)
+            .send()
+            .await
+            .map_err(|source| self.transport_error(&url, source))?;
+        let resp = Self::check(resp, &[]).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| self.transport_error(&url, source))?;
+        decode(&url, &bytes)
+    }
+
     /// `DELETE /pins/{cid}[?force=true]`: releases owner `api`; with
     /// `force` (admin) every owner, PinSets included.
     pub async fn unpin(&self, cid: &str, force: bool) -> Result<PinRecord, ClientError> {

@@ -45,12 +45,13 @@ pub(super) const QUEUE: usize = 8192;
 const MAX_MEMBERS: usize = 8192;
 
 /// Log entries proposed and not yet committed at once, while writes keep
-/// more than a full batch queued (bulk: `POST /pins/batch`, `state
-/// import`): overlapping their fsync rounds keeps the peers busy. When a
-/// batch takes everything queued, the proposer waits for it to commit
-/// before gathering the next, so that concurrent single pins pile up into
-/// large entries (measured: overlapping those cost more in entries than it
-/// saved in waiting).
+/// more than a full batch queued, and for a revision's `Stage` chunks
+/// (bulk: `POST /pins/batch`, `state import`, PinSet applies):
+/// overlapping their fsync rounds keeps the peers busy. When a batch of
+/// single writes takes everything queued, the proposer waits for it to
+/// commit before gathering the next, so that concurrent single pins pile
+/// up into large entries (measured: overlapping those cost more in entries
+/// than it saved in waiting).
 pub(super) const IN_FLIGHT: usize = 4;
 
 /// Room kept in a batch's entry for the `Batch` envelope.
@@ -122,6 +123,9 @@ pub(super) async fn run(
     // A slot first: while all are taken, writes queue and the next batch
     // grows.
     while let Some((slot, first)) = next_round(&slots, &mut carry, &mut queue, &cancel).await {
+        // A revision's chunks come one after another from one writer that
+        // keeps several in flight: nothing would pile up behind them.
+        let chunk = matches!(first.command, Command::Stage { .. });
         let mut batch = Vec::new();
         if Gather::groupable(&first.command) {
             let mut gather = Gather::new(&first.command, node.inner.batch_max_pins);
@@ -138,7 +142,7 @@ pub(super) async fn run(
             batch.push(first);
         }
         node.propose(batch, slot).await;
-        if carry.is_none() {
+        if carry.is_none() && !chunk {
             // The queue is drained: let what is in flight commit first.
             match slots.acquire_many(IN_FLIGHT as u32).await {
                 Ok(all) => drop(all),
@@ -186,7 +190,13 @@ impl ClusterNode {
     async fn propose(&self, batch: Vec<Pending>, slot: OwnedSemaphorePermit) {
         let (commands, replies): (Vec<Command>, Vec<_>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-        let (commands, allocations) = self.allocate_at_write(commands).await;
+        let (mut commands, mut allocations) = self.allocate_at_write(commands).await;
+        // A revision's chunk carries its pins' placements itself: they
+        // apply with its commit, in the same transaction.
+        if let [chunk @ (Command::Stage { .. } | Command::Commit { .. })] = commands.as_mut_slice()
+        {
+            place_staged(chunk, std::mem::take(&mut allocations));
+        }
         let single = commands.len() == 1 && allocations.is_empty();
         let mut later = Vec::new();
         let command = if single {
@@ -286,7 +296,7 @@ impl ClusterNode {
         let Some(allocator) = self.inner.pin_allocator.get().cloned() else {
             return (commands, Vec::new());
         };
-        if !commands.iter().any(|c| matches!(c, Command::Apply { ops, .. } if ops.iter().any(|o| matches!(o, Op::Set { .. }))) || matches!(c, Command::PinSvc(ch) if ch.created().is_some())) {
+        if !commands.iter().any(|c| matches!(c, Command::Apply { ops, .. } | Command::Stage { ops, .. } | Command::Commit { ops, .. } if ops.iter().any(|o| matches!(o, Op::Set { .. }))) || matches!(c, Command::PinSvc(ch) if ch.created().is_some())) {
             return (commands, Vec::new());
         }
         let members: Vec<String> = self.members().into_iter().map(|(_, n)| n.peer_id).collect();
@@ -364,7 +374,12 @@ pub(super) fn prospective(
             _ => None,
         };
         let apply = match (command, &pinsvc) {
-            (Command::Apply { owner, ops }, _) => Some((owner, ops.as_slice())),
+            (
+                Command::Apply { owner, ops }
+                | Command::Stage { owner, ops, .. }
+                | Command::Commit { owner, ops, .. },
+                _,
+            ) => Some((owner, ops.as_slice())),
             (_, Some((owner, ops))) => Some((owner, ops.as_slice())),
             _ => None,
         };
@@ -398,6 +413,11 @@ pub(super) fn prospective(
                                 after.insert(*cid, (!pin.owners.is_empty()).then_some(pin));
                             }
                         }
+                        // Already placed by whoever wrote the ops.
+                        Op::Place { cid, .. } => {
+                            skipped.insert(*cid);
+                            wanted.remove(cid);
+                        }
                     }
                 }
             }
@@ -413,6 +433,29 @@ pub(super) fn prospective(
         .filter(|cid| wanted.contains(cid))
         .filter_map(|cid| after.remove(&cid).flatten())
         .collect())
+}
+
+/// Adds `allocations` to the `Stage` or `Commit` chunk `chunk` as `Place`
+/// ops after its own, when the entry still fits (else they are dropped:
+/// the allocation loop places those pins once the revision is committed).
+fn place_staged(chunk: &mut Command, allocations: Vec<(CidKey, Vec<String>)>) {
+    let (Command::Stage { ops, .. } | Command::Commit { ops, .. }) = chunk else {
+        return;
+    };
+    if allocations.is_empty() {
+        return;
+    }
+    let before = ops.len();
+    ops.extend(
+        allocations
+            .into_iter()
+            .map(|(cid, peers)| Op::Place { cid, peers }),
+    );
+    if entry_bytes(chunk) > MAX_ENTRY_BYTES
+        && let Command::Stage { ops, .. } | Command::Commit { ops, .. } = chunk
+    {
+        ops.truncate(before);
+    }
 }
 
 /// `allocations` as `Allocate` commands that each fit an entry, in order.

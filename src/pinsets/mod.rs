@@ -3,7 +3,7 @@
 //! shared state, applies the prune guard ([`plan::check_guard`], the one
 //! implementation), and commits the result as one atomic revision — staged
 //! chunks of at most `consensus.batch_max_pins` ops and at most one log
-//! entry's bytes ([`MAX_ENTRY_BYTES`]), then a commit — so readers see
+//! entry's bytes ([`MAX_ENTRY_BYTES`](crate::consensus::MAX_ENTRY_BYTES)), then a commit — so readers see
 //! revision R or R+1, never a mix. A pin or a PinSet record too large for
 //! an entry is refused before anything is written.
 //!
@@ -25,12 +25,14 @@
 
 use std::collections::BTreeMap;
 
-use crate::consensus::{ClusterError, ClusterNode, MAX_ENTRY_BYTES, entry_bytes};
+use crate::consensus::{ClusterError, ClusterNode};
 use crate::manifest::{CidKey, DesiredPin, DesiredPinSet, Owner, PinSetId};
 use crate::plan::{self, OwnedPins, Plan, PruneGuard, plan_pinset, plan_release_all};
-use crate::state::codec::chunk_ops;
-use crate::state::{Command, Op, Outcome, PinSetRecord, plan_ops};
+
+mod staged;
+use crate::state::{Op, Outcome, PinSetRecord, plan_ops};
 use crate::wire::ApplyReport;
+pub use staged::StagedWrite;
 
 /// Most CIDs of each kind listed in a report's `sample`.
 const SAMPLE: usize = 10;
@@ -316,15 +318,12 @@ async fn commit_revision(
     Ok(report)
 }
 
-/// Writes `ops` as one atomic revision: `Stage` chunks, then a `Commit`
-/// conditional on the owner still being at generation `base`. A write
-/// retried after its first attempt was committed (lost reply, new leader)
-/// answers the first attempt's outcome: the attempt id is the same.
-///
-/// Chunks hold at most `consensus.batch_max_pins` ops and fit in one log
-/// entry ([`MAX_ENTRY_BYTES`], with the record the commit carries); a pin
-/// or a record that cannot fit is refused (`TooLarge`) before anything is
-/// written.
+/// Writes `ops` as one atomic revision ([`StagedWrite`]): `Stage` chunks,
+/// then a `Commit` conditional on the owner still being at generation
+/// `base`. A write retried after its first attempt was committed (lost
+/// reply, new leader) answers the first attempt's outcome: the attempt id
+/// is the same. A pin or a record that cannot fit an entry is refused
+/// (`TooLarge`) before anything is written.
 async fn commit_ops(
     node: &ClusterNode,
     owner: Owner,
@@ -332,88 +331,18 @@ async fn commit_ops(
     ops: Vec<Op>,
     record: Option<PinSetRecord>,
 ) -> Result<(Outcome, u64), ClusterError> {
-    let revision: u64 = rand::random();
-    let budget = ops_budget(&owner, revision, base, &record)?;
-    let mut chunks = chunk_ops(ops, node.batch_max_pins(), budget)
-        .map_err(|e| ClusterError::TooLarge(e.to_string()))?;
-    let last = chunks.pop().unwrap_or_default();
-    let staged = u32::try_from(chunks.len())
-        .map_err(|_| ClusterError::TooLarge(format!("{} chunks", chunks.len())))?;
-    let mut entries = 0u64;
-    for (seq, chunk) in (0u32..).zip(chunks) {
-        let written = node
-            .write(Command::Stage {
-                owner: owner.clone(),
-                revision,
-                seq,
-                ops: chunk,
-            })
-            .await;
-        entries += 1;
-        if let Err(e) = written {
-            // Best effort: staged chunks also expire on their own.
-            let _ = node
-                .write(Command::Abort {
-                    owner: owner.clone(),
-                    revision,
-                })
-                .await;
+    let mut write = StagedWrite::new(node, owner, &record)?;
+    for op in ops {
+        if let Err(e) = write.push(op).await {
+            write.abort().await;
             return Err(e);
         }
     }
-    let out = node
-        .write(Command::Commit {
-            owner,
-            revision,
-            base: Some(base),
-            staged,
-            ops: last,
-            record,
-        })
-        .await?;
-    entries += 1;
+    let (out, entries) = write.commit(Some(base), record).await?;
     if let Some(r) = out.refused {
         return Err(ClusterError::Refused(r));
     }
     Ok((out, entries))
-}
-
-/// Bytes of encoded ops one entry of this revision can carry: the entry
-/// limit less what a `Stage` or the `Commit` (with `record`) carries
-/// besides its ops. A record that leaves less than half an entry for ops
-/// is refused.
-fn ops_budget(
-    owner: &Owner,
-    revision: u64,
-    base: u64,
-    record: &Option<PinSetRecord>,
-) -> Result<usize, ClusterError> {
-    // The ops travel as one byte string: its head takes at most 9 bytes,
-    // and the probes below already hold an empty batch.
-    const BYTE_STRING_HEAD: usize = 9;
-    let stage = Command::Stage {
-        owner: owner.clone(),
-        revision,
-        seq: u32::MAX,
-        ops: Vec::new(),
-    };
-    let commit = Command::Commit {
-        owner: owner.clone(),
-        revision,
-        base: Some(base),
-        staged: u32::MAX,
-        ops: Vec::new(),
-        record: record.clone(),
-    };
-    let overhead = entry_bytes(&stage).max(entry_bytes(&commit)) + BYTE_STRING_HEAD;
-    if overhead > MAX_ENTRY_BYTES / 2 {
-        return Err(ClusterError::TooLarge(format!(
-            "the PinSet's record (revision, source, labels) takes {overhead} bytes \
-             encoded; at most {} are allowed",
-            MAX_ENTRY_BYTES / 2
-        )));
-    }
-    Ok(MAX_ENTRY_BYTES - overhead)
 }
 
 fn sample(plan: &Plan) -> BTreeMap<String, Vec<String>> {

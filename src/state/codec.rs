@@ -9,9 +9,13 @@
 //!
 //! ```text
 //! batch   = version(=1) varint(n_options) option* varint(n_ops) op*
+//!         | version(=2) varint(n_options) option*
+//!           varint(n_peer_sets) peer_set* varint(n_ops) op*
 //! option  = varint(len) json(PinOptions)
+//! peer_set = varint(n) (varint(len) utf8)*
 //! op      = 0 cid written_as name varint(option index)     (Set)
 //!         | 1 cid                                          (Release)
+//!         | 2 cid varint(peer set index)                   (Place, version 2)
 //! cid     = varint(len) bytes
 //! written_as = varint(0) | varint(len + 1) utf8
 //! name    = varint(len) utf8
@@ -33,10 +37,14 @@ use crate::manifest::{CidKey, PinOptions, PinSpec};
 
 use super::Op;
 
-/// Leading byte of an encoded batch.
+/// Leading byte of an encoded batch without `Place` ops (what every
+/// version reads).
 const VERSION: u8 = 1;
+/// Leading byte of a batch with a table of peer sets (`Place` ops).
+const VERSION_PLACED: u8 = 2;
 const SET: u8 = 0;
 const RELEASE: u8 = 1;
+const PLACE: u8 = 2;
 
 /// Why bytes are not an encoded batch.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +65,8 @@ pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
     let mut table: Vec<Vec<u8>> = Vec::new();
     let mut by_ptr: HashMap<*const PinOptions, usize> = HashMap::new();
     let mut by_bytes: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut peer_sets: Vec<&[String]> = Vec::new();
+    let mut peer_set_index: HashMap<&[String], usize> = HashMap::new();
     let mut body = Vec::with_capacity(ops.len() * 48);
     for op in ops {
         match op {
@@ -96,13 +106,37 @@ pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
                 body.push(RELEASE);
                 put_bytes(&mut body, &cid.cid().to_bytes());
             }
+            Op::Place { cid, peers } => {
+                let next = peer_sets.len();
+                let index = *peer_set_index.entry(peers.as_slice()).or_insert(next);
+                if index == next {
+                    peer_sets.push(peers.as_slice());
+                }
+                body.push(PLACE);
+                put_bytes(&mut body, &cid.cid().to_bytes());
+                put_varint(&mut body, index as u64);
+            }
         }
     }
     let mut out = Vec::with_capacity(body.len() + 16 + table.iter().map(Vec::len).sum::<usize>());
-    out.push(VERSION);
+    // Batches without placements keep the format every version reads.
+    out.push(if peer_sets.is_empty() {
+        VERSION
+    } else {
+        VERSION_PLACED
+    });
     put_varint(&mut out, table.len() as u64);
     for t in &table {
         put_bytes(&mut out, t);
+    }
+    if !peer_sets.is_empty() {
+        put_varint(&mut out, peer_sets.len() as u64);
+        for set in &peer_sets {
+            put_varint(&mut out, set.len() as u64);
+            for peer in *set {
+                put_bytes(&mut out, peer.as_bytes());
+            }
+        }
     }
     put_varint(&mut out, ops.len() as u64);
     out.extend_from_slice(&body);
@@ -113,7 +147,7 @@ pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
 pub fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, CodecError> {
     let mut r = Reader { rest: bytes };
     let version = r.byte()?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_PLACED {
         return Err(CodecError::Version(version));
     }
     let n_options = r.len()?;
@@ -123,6 +157,21 @@ pub fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, CodecError> {
         let options: PinOptions = serde_json::from_slice(json)
             .map_err(|e| CodecError::Invalid(format!("options: {e}")))?;
         table.push(Arc::new(options));
+    }
+    let mut peer_sets: Vec<Vec<String>> = Vec::new();
+    if version == VERSION_PLACED {
+        let n_sets = r.len()?;
+        for _ in 0..n_sets {
+            let n = r.len()?;
+            // Each peer takes at least a byte: never trust a count beyond
+            // the input.
+            let mut set = Vec::with_capacity(n.min(r.rest.len()));
+            for _ in 0..n {
+                let len = r.len()?;
+                set.push(r.str(len)?.to_string());
+            }
+            peer_sets.push(set);
+        }
     }
     let n_ops = r.len()?;
     // Each op takes at least 3 bytes: never trust a count beyond the input.
@@ -156,6 +205,16 @@ pub fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, CodecError> {
                 });
             }
             RELEASE => ops.push(Op::Release { cid }),
+            PLACE if version == VERSION_PLACED => {
+                let index = r.len()?;
+                let peers = peer_sets
+                    .get(index)
+                    .ok_or_else(|| CodecError::Invalid(format!("peer set {index} missing")))?;
+                ops.push(Op::Place {
+                    cid,
+                    peers: peers.clone(),
+                });
+            }
             other => return Err(CodecError::Invalid(format!("op tag {other}"))),
         }
     }
@@ -209,6 +268,16 @@ pub fn chunk_ops(
                 (*cid, 1 + cid_len(cid) + written + name, Some(set))
             }
             Op::Release { cid } => (*cid, 1 + cid_len(cid), None),
+            // Counted as if its peer set were in the table for it alone
+            // (and the table's count took 5 bytes): an upper bound.
+            Op::Place { cid, peers } => {
+                let set = varint_len(peers.len() as u64)
+                    + peers
+                        .iter()
+                        .map(|p| varint_len(p.len() as u64) + p.len())
+                        .sum::<usize>();
+                (*cid, 1 + cid_len(cid) + 5 + set + 5, None)
+            }
         };
         if !chunk.is_empty() && (chunk.len() >= max_ops || size.with(body, set, &sets) > max_bytes)
         {
@@ -469,6 +538,42 @@ mod tests {
             .filter(|w| *w == opts_json.as_slice())
             .count();
         assert_eq!(times, 1, "option set written once");
+    }
+
+    #[test]
+    fn placements_round_trip_with_each_peer_set_written_once_and_plain_batches_keep_version_1() {
+        let o = Arc::new(PinOptions::default());
+        let plain: Vec<Op> = (0..10).map(|i| set(i, &o)).collect();
+        assert_eq!(encode_ops(&plain)[0], VERSION, "readable by older peers");
+        let peers = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
+        let mut ops = plain.clone();
+        ops.extend((0..10).map(|i| Op::Place {
+            cid: seq_cid(i),
+            peers: if i % 2 == 0 {
+                peers("12D3KooWPeerAlpha", "12D3KooWPeerBravo")
+            } else {
+                peers("12D3KooWPeerBravo", "12D3KooWPeerAlpha")
+            },
+        }));
+        let bytes = encode_ops(&ops);
+        assert_eq!(bytes[0], VERSION_PLACED);
+        assert_eq!(decode_ops(&bytes).unwrap(), ops);
+        let times = bytes
+            .windows("12D3KooWPeerAlpha".len())
+            .filter(|w| *w == b"12D3KooWPeerAlpha")
+            .count();
+        assert_eq!(times, 2, "each of the two peer sets written once");
+        for cut in 0..bytes.len() {
+            assert!(decode_ops(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // A Place op in a version 1 batch is not valid.
+        let mut v1 = bytes.clone();
+        v1[0] = VERSION;
+        assert!(decode_ops(&v1).is_err());
+        // chunk_ops bounds a batch of placements from above.
+        let chunks = chunk_ops(ops.clone(), usize::MAX, bytes.len()).unwrap();
+        assert!(chunks.iter().all(|c| encode_ops(c).len() <= bytes.len()));
+        assert_eq!(chunks.concat(), ops);
     }
 
     #[test]

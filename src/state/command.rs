@@ -30,6 +30,15 @@ pub enum Op {
         /// The pin.
         cid: CidKey,
     },
+    /// The pin goes to these peers, priority order: the allocation the
+    /// leader chose when it accepted the ops before it (a pin not in the
+    /// state is skipped; the owner plays no part).
+    Place {
+        /// The pin.
+        cid: CidKey,
+        /// Its peers.
+        peers: Vec<String>,
+    },
 }
 
 /// What the state remembers about an applied PinSet.

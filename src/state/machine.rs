@@ -16,7 +16,7 @@
 //! last committed attempt and its outcome are remembered, and a retry of that
 //! attempt (its reply was lost) answers the same outcome again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::StatePin;
 pub use super::command::{
@@ -158,13 +158,13 @@ fn apply_command<S: PinStore>(
                 ));
                 return Ok(out);
             }
-            for chunk in &chunks {
-                apply_ops(store, owner, chunk, now_ms, &mut out)?;
-            }
-            apply_ops(store, owner, ops, now_ms, &mut out)?;
-            store.set_pinset(owner, record.as_ref())?;
-            if record.is_none() {
-                store.set_conditions(owner, None)?;
+            apply_revision(store, owner, chunks, ops, now_ms, &mut out)?;
+            // Other owners (a bulk `api` import) have no PinSet record.
+            if matches!(owner, Owner::PinSet(_)) {
+                store.set_pinset(owner, record.as_ref())?;
+                if record.is_none() {
+                    store.set_conditions(owner, None)?;
+                }
             }
             store.expire_staged(now_ms - STAGING_TTL_MS)?;
             head.generation += 1;
@@ -354,6 +354,15 @@ fn apply_ops<S: PinStore>(
     now_ms: i64,
     out: &mut Outcome,
 ) -> Result<(), S::Error> {
+    // A new pin placed by a later op of the batch is written once, with
+    // its peers, and that `Place` is then skipped.
+    let mut placed: HashMap<&CidKey, &Vec<String>> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Place { cid, peers } => Some((cid, peers)),
+            _ => None,
+        })
+        .collect();
     for op in ops {
         match op {
             Op::Set {
@@ -366,7 +375,7 @@ fn apply_ops<S: PinStore>(
                         cid: *cid,
                         written_as: written_as.clone(),
                         owners: BTreeMap::from([(owner.clone(), spec.clone())]),
-                        allocations: Vec::new(),
+                        allocations: placed.remove(cid).cloned().unwrap_or_default(),
                         timestamp_ms: now_ms,
                     };
                     store.put(&pin, None)?;
@@ -410,9 +419,56 @@ fn apply_ops<S: PinStore>(
                     }
                 }
             }
+            Op::Place { cid, peers } => {
+                // Taken by the pin's creation above: already written.
+                if !placed.contains_key(cid) {
+                    continue;
+                }
+                let Some(before) = store.get(cid)? else {
+                    continue;
+                };
+                if &before.allocations != peers {
+                    let mut pin = before.clone();
+                    pin.allocations = peers.clone();
+                    store.put(&pin, Some(&before))?;
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Applies a revision's staged `chunks` then its last `ops`, in order; a
+/// revision that only sets and places pins (an import, a PinSet that only
+/// grows) is applied in CID order instead, which is the state's key order:
+/// the B-tree is then filled leaf after leaf rather than all over at once
+/// (same result: ops on distinct CIDs commute, and a stable sort keeps the
+/// order of ops on one CID).
+fn apply_revision<S: PinStore>(
+    store: &mut S,
+    owner: &Owner,
+    chunks: Vec<Vec<Op>>,
+    ops: &[Op],
+    now_ms: i64,
+    out: &mut Outcome,
+) -> Result<(), S::Error> {
+    let adds_only = chunks
+        .iter()
+        .flatten()
+        .chain(ops)
+        .all(|op| !matches!(op, Op::Release { .. }));
+    if !adds_only || chunks.is_empty() {
+        for chunk in &chunks {
+            apply_ops(store, owner, chunk, now_ms, out)?;
+        }
+        return apply_ops(store, owner, ops, now_ms, out);
+    }
+    let mut all: Vec<Op> = chunks.into_iter().flatten().collect();
+    all.extend(ops.iter().cloned());
+    all.sort_by_key(|op| match op {
+        Op::Set { cid, .. } | Op::Release { cid } | Op::Place { cid, .. } => *cid,
+    });
+    apply_ops(store, owner, &all, now_ms, out)
 }
 
 /// Removes `owner` from `before` (the pin goes with its last owner).
@@ -614,6 +670,53 @@ mod tests {
         let out = s.apply_request(&commit(&owner, 3, 1, 0, vec![set_op(3, "b")]));
         assert_eq!((out.created, out.refused), (1, None));
         assert_eq!(s.generation(&owner), 2);
+    }
+
+    #[test]
+    fn a_staged_import_lands_placed_at_commit_and_records_no_pinset() {
+        let cid = crate::testkit::seq_cid;
+        let place = |i: u64, peers: &[&str]| Op::Place {
+            cid: cid(i),
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+        };
+        let mut s = PinState::new();
+        // A chunk: two pins and their placements, one for a pin never set.
+        let chunk = vec![
+            set_op(1, "a"),
+            set_op(2, "b"),
+            place(1, &["p1", "p2"]),
+            place(2, &["p3"]),
+            place(9, &["p1"]),
+        ];
+        s.apply_request(&stage(&Owner::Api, 7, 0, chunk));
+        assert!(s.is_empty(), "staged ops stay invisible until the commit");
+        let out = s.apply_request(&Request {
+            now_ms: 11,
+            command: Command::Commit {
+                owner: Owner::Api,
+                revision: 7,
+                base: None,
+                staged: 1,
+                ops: vec![set_op(3, "c"), place(3, &["p2"])],
+                record: None,
+            },
+        });
+        assert_eq!((out.created, out.changed, out.refused), (3, 0, None));
+        let peers = |s: &PinState, i: u64| s.get(&cid(i)).unwrap().allocations.clone();
+        assert_eq!(peers(&s, 1), ["p1", "p2"]);
+        assert_eq!(peers(&s, 2), ["p3"]);
+        assert_eq!(peers(&s, 3), ["p2"]);
+        assert!(s.get(&cid(9)).is_none(), "a placement alone creates no pin");
+        assert_eq!(s.pinsets().count(), 0);
+        // A later placement moves an existing pin.
+        s.apply_request(&Request {
+            now_ms: 12,
+            command: Command::Apply {
+                owner: Owner::Api,
+                ops: vec![place(1, &["p3"])],
+            },
+        });
+        assert_eq!(peers(&s, 1), ["p3"]);
     }
 
     #[test]

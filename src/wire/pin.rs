@@ -38,14 +38,14 @@ pub struct PinRecord {
     #[serde(default = "zero_time")]
     pub expire_at: String,
     /// Effective metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: BTreeMap<String, String>,
     /// The CID this pin replaced (`POST /pins/{cid}?pin-update=…`); only in
     /// that answer, as IPFS Cluster's `omitempty`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_update: Option<String>,
     /// Effective origins.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub origins: Vec<String>,
     /// The CID as users see it.
     pub cid: String,
@@ -53,7 +53,7 @@ pub struct PinRecord {
     #[serde(default = "pin_type", rename = "type")]
     pub type_: String,
     /// Peers chosen to pin it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub allocations: Vec<String>,
     /// -1 for recursive, 0 for direct.
     #[serde(default = "minus_one")]
@@ -130,6 +130,26 @@ impl PinRecord {
         }
         serde_json::from_value(value).map_err(|e| e.to_string())
     }
+
+    /// [`Self::from_cluster_json`] of one line of JSON text: read straight
+    /// into the record when the line is in IPFS Cluster's current form
+    /// (what a million-line import is), else through a JSON value.
+    pub fn from_cluster_line(line: &str) -> Result<Self, String> {
+        if let Ok(r) = serde_json::from_str::<Self>(line) {
+            return Ok(r);
+        }
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        Self::from_cluster_json(value)
+    }
+}
+
+/// A field Go may send as `null` (a nil map or slice): its default then.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 fn zero_time() -> String {

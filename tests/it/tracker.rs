@@ -44,6 +44,7 @@ async fn tracked_with(
 ) -> Vec<Node> {
     let peers = cluster(n, root, 10_000).await;
     let mut out = Vec::new();
+    let mut views = Vec::new();
     for peer in peers {
         let (kubo, url) = MockKubo::start().await.unwrap();
         let backend = Arc::new(KuboClient::new(&url, Duration::from_secs(5)).unwrap());
@@ -73,14 +74,14 @@ async fn tracked_with(
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
         }
-        pinfleet::allocator::informer::spawn(
+        views.push(pinfleet::allocator::informer::spawn(
             peer.node.clone(),
             backend,
             status.tracker().clone(),
             informer,
             cancel.clone(),
             &tasks,
-        );
+        ));
         out.push(Node {
             peer,
             kubo,
@@ -89,6 +90,20 @@ async fn tracked_with(
             tasks,
         });
     }
+    // Ready means allocatable, as `testbed up`: pins are allocated as they
+    // are written, by whichever peer leads, with the metrics it has.
+    wait_for("every peer's informer knows every peer", || {
+        let now = chrono::Utc::now().timestamp_millis();
+        views.iter().all(|v| {
+            let m = v.lock().unwrap();
+            let live = m.peers().filter(|p| {
+                m.get(p, pinfleet::allocator::FREESPACE)
+                    .is_some_and(|x| x.is_usable(now))
+            });
+            live.count() == n
+        })
+    })
+    .await;
     out
 }
 

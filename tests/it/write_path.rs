@@ -32,7 +32,14 @@ impl Testbed {
     /// Starts `n` peers without IPFS and returns once `testbed up` says the
     /// cluster formed (its readiness is what the test checks).
     fn up(dir: &std::path::Path, n: usize) -> Testbed {
+        Self::up_with(dir, n, &[])
+    }
+
+    /// [`Testbed::up`] with `env` set for the testbed and its daemons
+    /// (config overrides).
+    fn up_with(dir: &std::path::Path, n: usize, env: &[(&str, &str)]) -> Testbed {
         let mut child = Command::new(exe())
+            .envs(env.iter().copied())
             .args(["testbed", "up", "--ipfs", "none", "--peers"])
             .arg(n.to_string())
             .arg("--dir")
@@ -426,5 +433,99 @@ async fn a_bad_line_stops_the_import_naming_file_and_line_and_nothing_is_written
     assert_eq!(
         report,
         serde_json::json!({"pins": 2, "created": 2, "changed": 0})
+    );
+}
+
+/// A `POST /pins/batch` body larger than a log entry (here: entries of at
+/// most 100 ops, 1,000 pins in the body) is one revision: a bad last line
+/// leaves nothing behind though earlier chunks were staged, and a good
+/// body lands whole, every pin answered by the commit and allocated at
+/// once (the leader placed each staged chunk), on a follower too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_an_entry_lands_whole_and_allocated_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::up_with(
+        &dir.path().join("tb"),
+        3,
+        &[("PINFLEET_CONSENSUS_BATCH_MAX_PINS", "100")],
+    );
+    let leader = leader_index(&tb).await;
+    let follower = (leader + 1) % 3;
+    let api = |i: usize| tb.file.peers[i].api.clone();
+    const N: usize = 1000;
+    let cids: Vec<String> = (0..N).map(|i| cid_v1(&format!("bulk-{i}"))).collect();
+    let line = |c: &String| {
+        format!(
+            r#"{{"cid":"{c}","type":"pin","name":"n-{c}","replication_factor_min":2,"replication_factor_max":2}}"#
+        )
+    };
+    let good: String = cids.iter().map(|c| line(c) + "\n").collect();
+
+    let bad = format!("{good}{{\"cid\":\"nope\"}}\n");
+    let resp = http()
+        .post(format!("{}/pins/batch", api(follower)))
+        .body(bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::BAD_REQUEST);
+    let error: Value = resp.json().await.unwrap();
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("line {}: invalid cid", N + 1)),
+        "{error}"
+    );
+    for c in [&cids[0], &cids[N / 2], &cids[N - 1]] {
+        let resp = http()
+            .get(format!("{}/allocations/{c}", api(leader)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::NOT_FOUND, "{c}");
+    }
+
+    let before = log_index(&api(leader)).await;
+    let report: Value = http()
+        .post(format!("{}/pins/batch", api(follower)))
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        serde_json::json!({"pins": N, "created": N, "changed": 0})
+    );
+    let entries = log_index(&api(leader)).await - before;
+    assert!(
+        entries >= (N / 100) as u64,
+        "{entries} entries for chunks of 100"
+    );
+    // Read your writes on the follower that answered: all there, each
+    // with its two peers and its own name.
+    let ids: std::collections::BTreeSet<String> =
+        tb.file.peers.iter().map(|p| p.id.clone()).collect();
+    for c in &cids {
+        let v = get_json(&format!("{}/allocations/{c}", api(follower))).await;
+        assert_eq!(v["name"], format!("n-{c}"));
+        let peers = allocations(&v);
+        assert_eq!(peers.len(), 2, "{v}");
+        assert!(peers.iter().all(|p| ids.contains(p)), "{v}");
+    }
+    // The same body again changes nothing.
+    let report: Value = http()
+        .post(format!("{}/pins/batch", api(leader)))
+        .body(good)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        serde_json::json!({"pins": N, "created": 0, "changed": 0})
     );
 }

@@ -636,7 +636,7 @@ async fn write_all(node: &ClusterNode, owner: &Owner, ops: Vec<Op>) -> Result<()
             .iter()
             .filter_map(|op| match op {
                 Op::Set { cid, .. } => Some(*cid),
-                Op::Release { .. } => None,
+                Op::Release { .. } | Op::Place { .. } => None,
             })
             .collect();
         let out = node

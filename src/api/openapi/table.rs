@@ -345,16 +345,18 @@ pub(crate) fn docs() -> Vec<RouteDoc> {
             .error(503, NO_TRACKER),
         doc(Method::POST, "/pins/batch", "Pins many CIDs in few log entries (owner `api`).")
             .about(
-                "The body is IPFS Cluster `Pin` JSON objects, one per line (its `state export` format) \
-                 or one array; each pin's options come from its object. The whole body is checked \
-                 before anything is written. `pinfleet state import` uses it. Types `meta-pin`, \
+                "The body is IPFS Cluster `Pin` JSON objects, one per line (its `state export` format, \
+                 streamed: up to 4 GiB) or one array (up to 16 MiB); each pin's options come from its \
+                 object. The body lands whole or not at all: one log entry, or for a larger body one \
+                 revision committed in one transaction once the body ended well, its pins allocated \
+                 as they are staged. `pinfleet state import` uses it. Types `meta-pin`, \
                  `clusterdag-pin` and `shard-pin` keep their `reference`, `shard_size` and `max_depth`; \
                  a shard belongs to the meta pin of the body whose name it carries (`<name>-shard-<n>`).",
             )
             .body(Body::Json(schema::<Vec<PinRecord>>))
             .reply(200, "How many pins the body held and what writing them did.", Json(schema::<BatchPinReport>))
             .error(409, "Refused: a CID is pinned with other options by a PinSet.")
-            .error(413, "The body is larger than the batch limit.")
+            .error(413, "The body is larger than its limit (NDJSON 4 GiB, array 16 MiB).")
             .error(503, "No write slot free or no quorum; retry."),
         doc(Method::POST, "/pins/{cid}", "Pins a CID (owner `api`).")
             .about(
