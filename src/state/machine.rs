@@ -452,12 +452,17 @@ fn apply_revision<S: PinStore>(
     now_ms: i64,
     out: &mut Outcome,
 ) -> Result<(), S::Error> {
-    let adds_only = chunks
-        .iter()
-        .flatten()
-        .chain(ops)
-        .all(|op| !matches!(op, Op::Release { .. }));
-    if !adds_only || chunks.is_empty() {
+    let cid_of = |op: &Op| match op {
+        Op::Set { cid, .. } | Op::Release { cid } | Op::Place { cid, .. } => *cid,
+    };
+    let all = || chunks.iter().flatten().chain(ops);
+    let adds_only = all().all(|op| !matches!(op, Op::Release { .. }));
+    // A plan's ops come in CID order already (placements after them).
+    let sets_in_order = all()
+        .filter(|op| matches!(op, Op::Set { .. }))
+        .map(cid_of)
+        .is_sorted();
+    if !adds_only || sets_in_order || chunks.is_empty() {
         for chunk in &chunks {
             apply_ops(store, owner, chunk, now_ms, out)?;
         }
@@ -465,9 +470,7 @@ fn apply_revision<S: PinStore>(
     }
     let mut all: Vec<Op> = chunks.into_iter().flatten().collect();
     all.extend(ops.iter().cloned());
-    all.sort_by_key(|op| match op {
-        Op::Set { cid, .. } | Op::Release { cid } | Op::Place { cid, .. } => *cid,
-    });
+    all.sort_by_key(cid_of);
     apply_ops(store, owner, &all, now_ms, out)
 }
 
