@@ -133,6 +133,16 @@ async fn pin(api: &str, cid: &str, query: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// `POST /pins/batch` of `body` to the peer at `api`.
+async fn post_batch(api: &str, body: String) -> reqwest::Response {
+    http()
+        .post(format!("{api}/pins/batch"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn allocations(v: &Value) -> Vec<String> {
     v["allocations"]
         .as_array()
@@ -399,12 +409,7 @@ async fn a_bad_line_stops_the_import_naming_file_and_line_and_nothing_is_written
         "[{{\"cid\":\"{}\"}},{{\"cid\":\"{}\",\"replication_factor_min\":-2}}]",
         good[0], good[1]
     );
-    let resp = http()
-        .post(format!("{api}/pins/batch"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_batch(&api, body).await;
     assert_eq!(resp.status(), reqwest::StatusCode::BAD_REQUEST);
     let error: Value = resp.json().await.unwrap();
     assert_eq!(error["code"], 400);
@@ -421,15 +426,7 @@ async fn a_bad_line_stops_the_import_naming_file_and_line_and_nothing_is_written
 
     // And a good batch answers what it wrote.
     let body = format!("{{\"cid\":\"{}\"}}\n{{\"cid\":\"{}\"}}\n", good[0], good[1]);
-    let report: Value = http()
-        .post(format!("{api}/pins/batch"))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = post_batch(&api, body).await.json().await.unwrap();
     assert_eq!(
         report,
         serde_json::json!({"pins": 2, "created": 2, "changed": 0})
@@ -437,10 +434,11 @@ async fn a_bad_line_stops_the_import_naming_file_and_line_and_nothing_is_written
 }
 
 /// A `POST /pins/batch` body larger than a log entry (here: entries of at
-/// most 100 ops, 1,000 pins in the body) is one revision: a bad last line
-/// leaves nothing behind though earlier chunks were staged, and a good
-/// body lands whole, every pin answered by the commit and allocated at
-/// once (the leader placed each staged chunk), on a follower too.
+/// most 100 ops, 8,000 pins, 1.5 MB in the body) is one revision: a bad
+/// last line leaves nothing behind though the chunks read before it were
+/// staged (the server parses each MiB as it arrives), and a good body
+/// lands whole, its pins answered by the commit and allocated at once (the
+/// leader placed each staged chunk), on a follower too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_larger_than_an_entry_lands_whole_and_allocated_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
@@ -452,7 +450,7 @@ async fn a_batch_larger_than_an_entry_lands_whole_and_allocated_or_not_at_all() 
     let leader = leader_index(&tb).await;
     let follower = (leader + 1) % 3;
     let api = |i: usize| tb.file.peers[i].api.clone();
-    const N: usize = 1000;
+    const N: usize = 8000;
     let cids: Vec<String> = (0..N).map(|i| cid_v1(&format!("bulk-{i}"))).collect();
     let line = |c: &String| {
         format!(
@@ -462,18 +460,20 @@ async fn a_batch_larger_than_an_entry_lands_whole_and_allocated_or_not_at_all() 
     let good: String = cids.iter().map(|c| line(c) + "\n").collect();
 
     let bad = format!("{good}{{\"cid\":\"nope\"}}\n");
-    let resp = http()
-        .post(format!("{}/pins/batch", api(follower)))
-        .body(bad)
-        .send()
-        .await
-        .unwrap();
+    assert!(bad.len() > 1 << 20, "{} bytes: one parse step", bad.len());
+    let before = log_index(&api(leader)).await;
+    let resp = post_batch(&api(follower), bad).await;
     assert_eq!(resp.status(), reqwest::StatusCode::BAD_REQUEST);
     let error: Value = resp.json().await.unwrap();
     let message = error["message"].as_str().unwrap();
     assert!(
         message.starts_with(&format!("line {}: invalid cid", N + 1)),
         "{error}"
+    );
+    let staged = log_index(&api(leader)).await - before;
+    assert!(
+        staged > 10,
+        "{staged} entries: chunks were staged, then dropped"
     );
     for c in [&cids[0], &cids[N / 2], &cids[N - 1]] {
         let resp = http()
@@ -485,12 +485,8 @@ async fn a_batch_larger_than_an_entry_lands_whole_and_allocated_or_not_at_all() 
     }
 
     let before = log_index(&api(leader)).await;
-    let report: Value = http()
-        .post(format!("{}/pins/batch", api(follower)))
-        .body(good.clone())
-        .send()
+    let report: Value = post_batch(&api(follower), good.clone())
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -507,7 +503,7 @@ async fn a_batch_larger_than_an_entry_lands_whole_and_allocated_or_not_at_all() 
     // with its two peers and its own name.
     let ids: std::collections::BTreeSet<String> =
         tb.file.peers.iter().map(|p| p.id.clone()).collect();
-    for c in &cids {
+    for c in cids.iter().step_by(40) {
         let v = get_json(&format!("{}/allocations/{c}", api(follower))).await;
         assert_eq!(v["name"], format!("n-{c}"));
         let peers = allocations(&v);
@@ -515,15 +511,7 @@ async fn a_batch_larger_than_an_entry_lands_whole_and_allocated_or_not_at_all() 
         assert!(peers.iter().all(|p| ids.contains(p)), "{v}");
     }
     // The same body again changes nothing.
-    let report: Value = http()
-        .post(format!("{}/pins/batch", api(leader)))
-        .body(good)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = post_batch(&api(leader), good).await.json().await.unwrap();
     assert_eq!(
         report,
         serde_json::json!({"pins": N, "created": 0, "changed": 0})
