@@ -522,18 +522,6 @@ impl Client {
             .await
     }
 
-    /// `POST /pins/batch`: pins every IPFS Cluster `Pin` JSON object of
-    /// `ndjson` (one per line) for owner `api`, in few log entries.
-    pub async fn pin_batch(&self, ndjson: Vec<u8>) -> Result<BatchPinReport, ClientError> {
-        self.json(
-            Method::POST,
-            self.url(&["pins", "batch"], &[]),
-            Some(ndjson),
-            &[],
-        )
-        .await
-    }
-
     /// `POST /pins/batch` with an NDJSON body sent as it is produced: the
     /// whole stream is one request, so the cluster writes it as one
     /// atomic revision (`state import`).
