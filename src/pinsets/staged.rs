@@ -4,10 +4,12 @@
 //! applies every chunk in one transaction on each peer. What a PinSet
 //! apply and a bulk import (`POST /pins/batch`) both write.
 //!
-//! Chunks hold at most `consensus.batch_max_pins` ops and half an entry's
-//! bytes: the leader adds each staged pin's placement (`Op::Place`, never
-//! larger than the pin's own op) to the chunk, so the pins are allocated in
-//! the commit's transaction rather than by the allocation loop afterwards.
+//! Chunks hold at most `consensus.batch_max_pins` ops and fit an entry.
+//! An owner `api` revision's chunks take at most half an entry's bytes: the
+//! leader adds each of their pins' placement (`Op::Place`, never larger
+//! than the pin's own op) to the chunk, so those pins are allocated in the
+//! commit's transaction rather than by the allocation loop afterwards
+//! (which owners: `consensus::batcher`'s `allocated_at_write`).
 
 // The state store answers with openraft's storage error (~224 bytes), as in
 // `consensus`; boxing it at every read would only add noise.
@@ -64,11 +66,15 @@ impl StagedWrite {
         let budget = ops_budget(&owner, revision, record)?;
         Ok(Self {
             node: node.clone(),
-            owner,
             revision,
             // Room for the leader's placements (see the module docs).
-            budget: budget / 2,
+            budget: if owner == Owner::Api {
+                budget / 2
+            } else {
+                budget
+            },
             max_ops: node.batch_max_pins().max(1),
+            owner,
             pending: Vec::new(),
             next_seq: 0,
             in_flight: FuturesUnordered::new(),
