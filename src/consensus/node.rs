@@ -322,10 +322,17 @@ impl ClusterNode {
         }
         let shutdown = raft.clone();
         let c = cancel.clone();
+        let state = this.inner.store.clone();
         tasks.spawn(async move {
             c.cancelled().await;
             if let Err(e) = shutdown.shutdown().await {
                 tracing::warn!(error = %e, "raft shutdown failed");
+            }
+            // Applies commit without fsync between durable ones.
+            match tokio::task::spawn_blocking(move || state.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot flush the state at stop"),
+                Err(e) => tracing::warn!(error = %e, "cannot flush the state at stop"),
             }
         });
 

@@ -76,6 +76,15 @@ pub const STORAGE_FORMAT: u32 = 2;
 /// redb's page cache for the state machine.
 pub const STATE_CACHE_BYTES: usize = 64 << 20;
 
+/// Longest time between two durable (fsync'd) apply transactions. The
+/// ones between are committed without fsync: the Raft log (fsync'd before
+/// an entry is acknowledged) holds every entry they applied, and after a
+/// crash the state restarts from its last durable commit and Raft applies
+/// the entries after it again. Building a snapshot ends with a durable
+/// commit (`set_current_snapshot`) before openraft purges the log behind
+/// it, so the log is never purged past what the state holds on disk.
+pub const DURABLE_APPLY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Pins migrated per batch while converting a store of the JSON format.
 const MIGRATION_BATCH: usize = 10_000;
 
@@ -154,6 +163,8 @@ pub struct StateStore {
     /// Snapshot files being received: openraft hands back only the file
     /// handle at install time, so the path is remembered here.
     receiving: Arc<std::sync::Mutex<Vec<PathBuf>>>,
+    /// When an apply transaction was last committed durably (fsync'd).
+    last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
 impl Debug for StateStore {
@@ -245,6 +256,7 @@ impl StateStore {
             snapshot_dir: snapshot_dir.to_path_buf(),
             dict: SharedDict::default(),
             receiving: Arc::default(),
+            last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
         };
         let txn = store.db.begin_write()?;
         let format = {
@@ -666,7 +678,12 @@ impl StateStore {
     }
 
     fn apply_batch(&self, entries: Vec<openraft::Entry<TypeConfig>>) -> StoreResult<Vec<Outcome>> {
-        let txn = self.db.begin_write().map_err(write_err)?;
+        let mut txn = self.db.begin_write().map_err(write_err)?;
+        let durable = self.durable_now(&entries);
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(write_err)?;
+        }
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut last = None;
         let mut membership = None;
@@ -700,9 +717,36 @@ impl StateStore {
             learnt
         };
         txn.commit().map_err(write_err)?;
+        if durable {
+            *lock(&self.last_durable) = std::time::Instant::now();
+        }
         learnt.publish(&self.dict);
         Ok(outcomes)
     }
+
+    /// Makes every apply so far durable (one empty fsync'd commit): at a
+    /// clean stop, so the next start has nothing to apply again.
+    pub fn flush(&self) -> Result<(), redb::Error> {
+        self.db.begin_write()?.commit()?;
+        *lock(&self.last_durable) = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Whether the apply of `entries` commits durably: one apply per
+    /// [`DURABLE_APPLY_EVERY`], and any that changes the membership (rare;
+    /// a restarted peer then reads the current members from its state
+    /// before it has applied anything again).
+    fn durable_now(&self, entries: &[openraft::Entry<TypeConfig>]) -> bool {
+        entries
+            .iter()
+            .any(|e| matches!(e.payload, EntryPayload::Membership(_)))
+            || lock(&self.last_durable).elapsed() >= DURABLE_APPLY_EVERY
+    }
+}
+
+/// The guarded value; a poisoned lock still holds a usable `Instant`.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateStore {
