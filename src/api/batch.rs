@@ -76,27 +76,30 @@ pub(super) async fn post(
     let ops = std::mem::take(&mut read.ops);
     let mut writer = read.writer.take();
     if writer.is_none() {
-        let mut commands = entries(ops, max_ops);
-        if commands.len() <= 1 {
+        if ops.is_empty() {
+            return Ok(Json(report));
+        }
+        let n = ops.len();
+        let command = Command::Apply {
+            owner: Owner::Api,
+            ops,
+        };
+        if n <= max_ops.max(1) && (n == 1 || entry_bytes(&command) <= MAX_ENTRY_BYTES) {
             // One entry: written as it is, allocated by the leader.
-            if let Some(command) = commands.pop() {
-                let out = state.node.write(command).await?;
-                if let Some(why) = out.refused {
-                    return Err(ApiError::new(axum::http::StatusCode::CONFLICT, why));
-                }
-                report.created = out.created;
-                report.changed = out.changed;
+            let out = state.node.write(command).await?;
+            if let Some(why) = out.refused {
+                return Err(ApiError::new(axum::http::StatusCode::CONFLICT, why));
             }
+            report.created = out.created;
+            report.changed = out.changed;
             return Ok(Json(report));
         }
         let mut w = StagedWrite::new(&state.node, Owner::Api, &None)?;
-        for command in commands {
-            if let Command::Apply { ops, .. } = command {
-                for op in ops {
-                    if let Err(e) = w.push(op).await {
-                        w.abort().await;
-                        return Err(e.into());
-                    }
+        if let Command::Apply { ops, .. } = command {
+            for op in ops {
+                if let Err(e) = w.push(op).await {
+                    w.abort().await;
+                    return Err(e.into());
                 }
             }
         }
@@ -360,39 +363,6 @@ fn op_of(
     })
 }
 
-/// `ops` as `Apply` commands of at most `max_ops` ops that each fit one
-/// log entry, in order.
-pub(super) fn entries(ops: Vec<Op>, max_ops: usize) -> Vec<Command> {
-    let mut out = Vec::new();
-    let mut todo: Vec<Vec<Op>> = Vec::new();
-    let mut rest = ops;
-    let max_ops = max_ops.max(1);
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(max_ops));
-        todo.push(rest);
-        rest = tail;
-    }
-    todo.reverse();
-    while let Some(mut ops) = todo.pop() {
-        let n = ops.len();
-        let command = Command::Apply {
-            owner: Owner::Api,
-            ops,
-        };
-        if n > 1 && entry_bytes(&command) > MAX_ENTRY_BYTES {
-            if let Command::Apply { ops: all, .. } = command {
-                ops = all;
-                let back = ops.split_off(n / 2);
-                todo.push(back);
-                todo.push(ops);
-            }
-        } else {
-            out.push(command);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,31 +451,5 @@ mod tests {
         assert!(roles.iter().all(|r| r.meta == meta), "{roles:?}");
         assert_eq!(roles[0].reference.as_deref(), Some(dag.as_str()));
         assert_eq!((roles[2].max_depth, roles[2].shard_size), (1, 60));
-    }
-
-    #[test]
-    fn ops_are_split_into_entries_by_count_and_size_in_order() {
-        let ops: Vec<Op> = (0..25)
-            .map(|i| Op::Set {
-                cid: crate::testkit::seq_cid(i),
-                written_as: None,
-                spec: crate::manifest::PinSpec {
-                    name: format!("{i:06}{}", "x".repeat(150_000)),
-                    options: std::sync::Arc::new(crate::manifest::PinOptions::default()),
-                },
-            })
-            .collect();
-        let commands = entries(ops.clone(), 10);
-        let mut back = Vec::new();
-        for c in &commands {
-            assert!(entry_bytes(c) <= MAX_ENTRY_BYTES);
-            assert!(c.op_count() <= 10);
-            let Command::Apply { ops, .. } = c else {
-                panic!("not an apply");
-            };
-            back.extend(ops.iter().cloned());
-        }
-        assert!(commands.len() >= 4, "{}", commands.len());
-        assert_eq!(back, ops);
     }
 }
