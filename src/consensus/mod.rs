@@ -48,7 +48,10 @@ pub use permission::Permission;
 pub use rpc::{CallError, Method, RemoteFailure, Rpc, RpcReply};
 pub use size::{MAX_ENTRY_BYTES, entry_bytes};
 
-pub use state_store::{CHANGES_KEPT, ChangePage, CreatedRange, SNAPSHOT_VERSION, StateStore};
+pub use state_store::{
+    CHANGES_KEPT, ChangePage, CreatedRange, NameMatch, PinSvcFilter, PinSvcHit, SNAPSHOT_VERSION,
+    StateStore,
+};
 
 use crate::state::{Outcome, Request};
 

@@ -714,6 +714,76 @@ async fn a_pin_no_node_can_take_reports_failed_with_the_reason_in_info() {
     assert_eq!(svc.list(ALICE, "").await["count"], 0, "not pinned");
 }
 
+/// The default listing (`pinned` only) pages from the matches its first
+/// page found, and still counts a request created or deleted since, even
+/// while the statuses it used are reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pinned_listing_pages_once_each_and_sees_creates_and_deletes() {
+    let d = daemon(&format!("alice={ALICE}"));
+    let svc = Svc::new(d.info.pinsvc.as_deref().unwrap());
+    let api = d.info.api.clone();
+    let mut made = Vec::new();
+    for i in 0..7 {
+        let cid = add_unpinned(&api, &format!("pinned listing {i}")).await;
+        let r = svc
+            .create(ALICE, &json!({"cid": cid, "name": format!("p{i}")}))
+            .await;
+        made.push(r["requestid"].as_str().unwrap().to_string());
+    }
+    for id in &made {
+        svc.wait_status(ALICE, id, "pinned").await;
+    }
+    // Pages of 3 walked with `before`: every request once, newest first,
+    // each page counting what is left from it.
+    let mut seen: Vec<String> = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut q = "limit=3".to_string();
+        if let Some(b) = &before {
+            q.push_str(&format!("&before={}", enc(b)));
+        }
+        let page = svc.list(ALICE, &q).await;
+        assert_eq!(
+            page["count"].as_u64().unwrap(),
+            (made.len() - seen.len()) as u64,
+            "{q}: {page:#}"
+        );
+        let results = page["results"].as_array().unwrap();
+        if results.is_empty() {
+            break;
+        }
+        assert!(results.iter().all(|r| r["status"] == "pinned"));
+        seen.extend(ids(&page));
+        before = results
+            .last()
+            .map(|r| r["created"].as_str().unwrap().to_string());
+        assert!(seen.len() <= made.len(), "{seen:?}");
+    }
+    let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+    // None is queued or pinning.
+    assert_eq!(svc.list(ALICE, "status=queued,pinning").await["count"], 0);
+
+    // A new request counts as soon as it is pinned; a deleted one leaves.
+    let cid = add_unpinned(&api, "pinned listing, later").await;
+    let late = svc.create(ALICE, &json!({"cid": cid})).await;
+    let late = late["requestid"].as_str().unwrap().to_string();
+    svc.wait_status(ALICE, &late, "pinned").await;
+    let page = svc.list(ALICE, "limit=1").await;
+    assert_eq!(page["count"], 8, "{page:#}");
+    assert_eq!(ids(&page), [late]);
+    let gone = svc
+        .call(Method::DELETE, &format!("/pins/{}", made[6]), Some(ALICE))
+        .await;
+    assert_eq!(gone.status, StatusCode::ACCEPTED);
+    let page = svc.list(ALICE, "limit=1000").await;
+    assert_eq!(page["count"], 7, "{page:#}");
+    assert!(!ids(&page).contains(&made[6]));
+    // A filter on top of the status: the name index, then the status.
+    let page = svc.list(ALICE, "name=P3&match=iexact").await;
+    assert_eq!(ids(&page), [made[3].clone()]);
+}
+
 /// Every request of `token` walked with `before` in pages of `limits`
 /// (cycled), newest first.
 async fn walk(svc: &Svc, token: &str, filter: &str, limits: &[usize]) -> Vec<(String, i64)> {

@@ -1,16 +1,24 @@
 //! `GET /pins`: the query's filters, checked as the spec says (an invalid
-//! or empty value is 400), and the listing, paged from the store's index
-//! of the token's requests by `created` (newest first): `count` is the
-//! number of all matches, `results` the first `limit` of them.
+//! or empty value is 400), and the listing, paged from the store's
+//! indexes of the token's requests, newest first: `count` is the number
+//! of all matches, `results` the first `limit` of them.
 //!
-//! With no filter beyond `before`/`after` and every status asked, the
-//! count is a key count of the index range and only the page's requests
-//! are read. Other filters walk the range in chunks (the `cid` filter
-//! through the `(token, CID)` index), never holding more than a chunk and
-//! the page; a `status` filter other than all four asks the cluster for
-//! each candidate's status, a chunk at a time.
+//! - No filter beyond `before`/`after` and every status asked: `count` is
+//!   the token's count (or a key count of the range), and only the page's
+//!   requests are read.
+//! - `cid`, `name` and `meta` filters: the store intersects their indexes
+//!   ([`StateStore::pinsvc_walk`]); `count` walks the matches' index keys.
+//! - A `status` filter other than all four: no index holds the cluster's
+//!   statuses, so the first page asks for the status of every request that
+//!   passes the other filters, a chunk at a time (reusing those known
+//!   lately); the matches are kept ([`super::listings`]) and the next pages
+//!   of the same listing are read from them.
+//!
+//! The page itself is always shown with statuses computed afresh.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Extension;
 use axum::extract::{RawQuery, State};
@@ -18,10 +26,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::status::{self, STATUSES};
 use super::{Caller, Failure, MAX_NAME_CHARS, PinSvcState, storage, string_map};
-use crate::consensus::CreatedRange;
+use crate::consensus::{CreatedRange, NameMatch, PinSvcFilter, StateStore};
 use crate::manifest::CidKey;
-use crate::state::pinsvc::PinSvcRequest;
-use crate::wire::{PinSvcResults, PinSvcStatus};
+use crate::wire::PinSvcResults;
 
 /// Most CIDs in a `cid` filter.
 pub const MAX_CIDS: usize = 10;
@@ -29,54 +36,21 @@ pub const MAX_CIDS: usize = 10;
 pub const MAX_LIMIT: usize = 1000;
 /// `limit` when not given.
 pub const DEFAULT_LIMIT: usize = 10;
-/// Requests read from the index per step of a filtered walk.
+/// Statuses asked of the cluster per fan-out in a status-filtered walk.
 const CHUNK: usize = 1000;
-
-/// How `name` is compared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Match {
-    Exact,
-    IExact,
-    Partial,
-    IPartial,
-}
 
 /// The checked query of a listing.
 #[derive(Debug)]
 struct Filters {
-    cids: Vec<CidKey>,
-    name: Option<String>,
-    mode: Match,
+    filter: PinSvcFilter,
     statuses: BTreeSet<&'static str>,
     range: CreatedRange,
     limit: usize,
-    meta: BTreeMap<String, String>,
 }
 
 impl Filters {
-    /// Whether a request passes the filters that need no cluster status.
-    fn keeps(&self, r: &PinSvcRequest) -> bool {
-        if let Some(want) = &self.name {
-            let Some(have) = &r.name else { return false };
-            let hit = match self.mode {
-                Match::Exact => have == want,
-                Match::IExact => have.to_lowercase() == want.to_lowercase(),
-                Match::Partial => have.contains(want.as_str()),
-                Match::IPartial => have.to_lowercase().contains(&want.to_lowercase()),
-            };
-            if !hit {
-                return false;
-            }
-        }
-        self.meta.iter().all(|(k, v)| r.meta.get(k) == Some(v))
-    }
-
     fn every_status(&self) -> bool {
         self.statuses.len() == STATUSES.len()
-    }
-
-    fn only_time(&self) -> bool {
-        self.cids.is_empty() && self.name.is_none() && self.meta.is_empty()
     }
 }
 
@@ -123,15 +97,13 @@ fn list_of<'a>(key: &str, v: &'a str) -> Result<Vec<&'a str>, Failure> {
 
 fn parse_filters(raw: Option<&str>) -> Result<Filters, Failure> {
     let mut f = Filters {
-        cids: Vec::new(),
-        name: None,
-        mode: Match::Exact,
+        filter: PinSvcFilter::default(),
         // The spec: without a status filter, only pinned requests.
         statuses: BTreeSet::from(["pinned"]),
         range: CreatedRange::default(),
         limit: DEFAULT_LIMIT,
-        meta: BTreeMap::new(),
     };
+    let (mut name, mut mode) = (None, NameMatch::Exact);
     let mut seen = BTreeSet::new();
     for (k, v) in pairs(raw.unwrap_or(""))? {
         let known = [
@@ -152,7 +124,7 @@ fn parse_filters(raw: Option<&str>) -> Result<Filters, Failure> {
                 if items.len() > MAX_CIDS {
                     return Err(Failure::bad(format!("cid: at most {MAX_CIDS} CIDs")));
                 }
-                f.cids = items
+                f.filter.cids = items
                     .into_iter()
                     .map(|c| CidKey::parse(c).map_err(|e| Failure::bad(format!("cid: {e}"))))
                     .collect::<Result<_, _>>()?;
@@ -163,14 +135,14 @@ fn parse_filters(raw: Option<&str>) -> Result<Filters, Failure> {
                         "name: more than {MAX_NAME_CHARS} characters"
                     )));
                 }
-                f.name = Some(v);
+                name = Some(v);
             }
             "match" => {
-                f.mode = match v.as_str() {
-                    "exact" => Match::Exact,
-                    "iexact" => Match::IExact,
-                    "partial" => Match::Partial,
-                    "ipartial" => Match::IPartial,
+                mode = match v.as_str() {
+                    "exact" => NameMatch::Exact,
+                    "iexact" => NameMatch::IExact,
+                    "partial" => NameMatch::Partial,
+                    "ipartial" => NameMatch::IPartial,
                     _ => {
                         return Err(Failure::bad(
                             "match: expected exact, iexact, partial or ipartial",
@@ -202,12 +174,29 @@ fn parse_filters(raw: Option<&str>) -> Result<Filters, Failure> {
             "meta" => {
                 let json: serde_json::Value = serde_json::from_str(&v)
                     .map_err(|e| Failure::bad(format!("meta: not a JSON object: {e}")))?;
-                f.meta = string_map(&json, "meta")?;
+                f.filter.meta = string_map(&json, "meta")?;
             }
             _ => {}
         }
     }
+    f.filter.name = name.map(|n| (n, mode));
     Ok(f)
+}
+
+/// Runs `f` on the state store off the async threads.
+async fn blocking<T, E>(
+    state: &PinSvcState,
+    f: impl FnOnce(&StateStore) -> Result<T, E> + Send + 'static,
+) -> Result<T, Failure>
+where
+    T: Send + 'static,
+    E: std::fmt::Display,
+{
+    let store = state.node.store().clone();
+    tokio::task::spawn_blocking(move || f(&store).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| Failure::internal(e.to_string()))?
+        .map_err(storage)
 }
 
 /// `GET /pins`.
@@ -218,82 +207,124 @@ pub(super) async fn list(
 ) -> Result<Response, Failure> {
     let f = parse_filters(raw.as_deref())?;
     let token = caller.token.to_string();
-    let store = state.node.store().clone();
-    if f.only_time() && f.every_status() {
-        let (count, page) = {
-            let token = token.clone();
-            let range = f.range;
-            let limit = f.limit;
-            tokio::task::spawn_blocking(move || {
-                Ok::<_, String>((
-                    store
-                        .pinsvc_count(&token, range)
-                        .map_err(|e| e.to_string())?,
-                    store
-                        .pinsvc_page(&token, &[], range, limit)
-                        .map_err(|e| e.to_string())?,
-                ))
-            })
-            .await
-            .map_err(|e| Failure::internal(e.to_string()))?
-            .map_err(storage)?
-        };
+    let (range, limit) = (f.range, f.limit);
+    if f.every_status() {
+        let filter = f.filter;
+        let (count, page) = blocking(&state, move |store| {
+            if filter.is_empty() {
+                return Ok::<_, Box<openraft::StorageError<_>>>((
+                    store.pinsvc_count(&token, range)?,
+                    store.pinsvc_page(&token, &[], range, limit)?,
+                ));
+            }
+            let (mut count, mut first) = (0u64, Vec::new());
+            store.pinsvc_walk(&token, &filter, range, |hit| {
+                count += 1;
+                if first.len() < limit {
+                    first.push(hit.created_ns);
+                }
+                true
+            })?;
+            Ok((count, store.pinsvc_records(&token, &first)?))
+        })
+        .await?;
         let results = status::of(&state, page).await?;
         return Ok(axum::Json(PinSvcResults { count, results }).into_response());
     }
-    let mut count = 0u64;
-    let mut results: Vec<PinSvcStatus> = Vec::new();
-    // The first `limit` matches, shown with the status computed at the end.
-    let mut first: Vec<PinSvcRequest> = Vec::new();
-    let mut range = f.range;
-    loop {
-        let chunk = {
-            let store = store.clone();
-            let token = token.clone();
-            let cids = f.cids.clone();
-            tokio::task::spawn_blocking(move || {
-                store
-                    .pinsvc_page(&token, &cids, range, CHUNK)
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| Failure::internal(e.to_string()))?
-            .map_err(storage)?
-        };
-        let done = chunk.len() < CHUNK;
-        if let Some(last) = chunk.last() {
-            range.before = Some(last.created_ns);
-        }
-        let kept: Vec<PinSvcRequest> = chunk.into_iter().filter(|r| f.keeps(r)).collect();
-        let kept: Vec<PinSvcRequest> = if f.every_status() || kept.is_empty() {
-            kept
-        } else {
-            // Statuses computed lately are reused: a client paging through
-            // this listing does not have every status computed again.
-            let shown = status::statuses(&state, &kept).await?;
-            kept.into_iter()
+    let matches = matching(&state, &token, &f).await?;
+    // The listing's range of the matches (newest first).
+    let start = f
+        .range
+        .before
+        .map_or(0, |b| matches.partition_point(|at| *at >= b));
+    let end = f
+        .range
+        .after
+        .map_or(matches.len(), |a| matches.partition_point(|at| *at > a));
+    let in_range = &matches[start..end.max(start)];
+    let first: Vec<i64> = in_range.iter().take(limit).copied().collect();
+    let shown = first.len();
+    let page = {
+        let token = token.clone();
+        blocking(&state, move |store| {
+            store.pinsvc_records(&token, &first).map_err(Box::new)
+        })
+        .await?
+    };
+    // The page is shown as the cluster says now; one whose status moved
+    // since it was last computed (or that is gone) leaves the page and
+    // the count.
+    let mut results = status::of(&state, page).await?;
+    results.retain(|s| f.statuses.contains(s.status.as_str()));
+    let count = (in_range.len() - (shown - results.len())) as u64;
+    Ok(axum::Json(PinSvcResults { count, results }).into_response())
+}
+
+/// The `created` times of every request of `token` that passes the
+/// filters, status included, newest first: kept from a recent listing of
+/// the same filters when still valid, else walked from the indexes with
+/// the statuses asked of the cluster a chunk at a time.
+async fn matching(state: &PinSvcState, token: &str, f: &Filters) -> Result<Arc<Vec<i64>>, Failure> {
+    let query = format!("{:?} {:?}", f.filter, f.statuses);
+    let changes = {
+        let token = token.to_string();
+        blocking(state, move |store| {
+            store.pinsvc_changes(&token).map_err(Box::new)
+        })
+        .await?
+    };
+    if let Some(kept) = state.listings.get(token, &query, changes, Instant::now()) {
+        return Ok(kept);
+    }
+    let (changes, candidates) = {
+        let token = token.to_string();
+        let filter = f.filter.clone();
+        blocking(state, move |store| {
+            let mut out: Vec<(i64, CidKey)> = Vec::new();
+            let mut bad = None;
+            let changes = store
+                .pinsvc_walk(&token, &filter, CreatedRange::default(), |hit| {
+                    match cid::Cid::try_from(hit.cid)
+                        .map_err(|e| e.to_string())
+                        .and_then(|c| CidKey::from_cid(c).map_err(|e| e.to_string()))
+                    {
+                        Ok(c) => out.push((hit.created_ns, c)),
+                        Err(e) => bad = Some(e),
+                    }
+                    bad.is_none()
+                })
+                .map_err(|e| e.to_string())?;
+            match bad {
+                Some(e) => Err(format!("a stored request's CID does not decode: {e}")),
+                None => Ok((changes, out)),
+            }
+        })
+        .await?
+    };
+    let mut kept = Vec::new();
+    let mut until = Instant::now() + super::recent::SETTLED_TTL;
+    for chunk in candidates.chunks(CHUNK) {
+        let cids: Vec<CidKey> = chunk.iter().map(|(_, c)| *c).collect();
+        let (shown, valid) = status::statuses(state, &cids).await?;
+        until = until.min(valid);
+        kept.extend(
+            chunk
+                .iter()
                 .zip(shown)
                 .filter(|(_, s)| f.statuses.contains(s))
-                .map(|(r, _)| r)
-                .collect()
-        };
-        count += kept.len() as u64;
-        let room = f.limit.saturating_sub(first.len());
-        first.extend(kept.into_iter().take(room));
-        if done {
-            break;
-        }
+                .map(|((at, _), _)| *at),
+        );
     }
-    if !first.is_empty() {
-        // The page is shown as the cluster says now; one whose status
-        // moved since it was last computed leaves the page and the count
-        // (with every status asked for, none does).
-        results = status::of(&state, first).await?;
-        let before = results.len();
-        results.retain(|s| f.statuses.contains(s.status.as_str()));
-        count -= (before - results.len()) as u64;
-    }
-    Ok(axum::Json(PinSvcResults { count, results }).into_response())
+    let kept = Arc::new(kept);
+    state.listings.put(
+        token,
+        query,
+        changes,
+        until,
+        Arc::clone(&kept),
+        Instant::now(),
+    );
+    Ok(kept)
 }
 
 #[cfg(test)]
@@ -324,11 +355,14 @@ mod tests {
         let f = parse_filters(None).unwrap();
         assert_eq!(f.limit, DEFAULT_LIMIT);
         assert_eq!(f.statuses, BTreeSet::from(["pinned"]));
+        assert!(f.filter.is_empty());
         let f =
             parse_filters(Some("name=a+b&match=ipartial&meta=%7B%22k%22%3A%22v%22%7D")).unwrap();
-        assert_eq!(f.name.as_deref(), Some("a b"));
-        assert_eq!(f.mode, Match::IPartial);
-        assert_eq!(f.meta["k"], "v");
+        assert_eq!(
+            f.filter.name,
+            Some(("a b".to_string(), NameMatch::IPartial))
+        );
+        assert_eq!(f.filter.meta["k"], "v");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! memory (`list.rs` pages from the store's index).
 
 mod list;
+mod listings;
 mod recent;
 mod status;
 
@@ -56,6 +57,8 @@ pub struct PinSvcState {
     tokens: Arc<Vec<TokenEntry>>,
     /// Statuses computed lately, for status-filtered listings.
     recent: Arc<recent::RecentStatuses>,
+    /// Status-filtered listings computed lately, for their next pages.
+    listings: Arc<listings::Listings>,
 }
 
 /// Shows the token names, never their digests.
@@ -96,6 +99,7 @@ impl PinSvcState {
             status,
             tokens: Arc::new(tokens),
             recent: Arc::new(recent::RecentStatuses::default()),
+            listings: Arc::new(listings::Listings::default()),
         }
     }
 

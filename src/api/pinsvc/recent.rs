@@ -1,10 +1,10 @@
-//! Statuses computed lately, by CID: what lets a client page through a
-//! status-filtered listing (`GET /pins?status=pinned`, the default) without
-//! asking the cluster for every request's status again on each page. The
-//! total `count` of such a listing needs the status of every request that
-//! passes the other filters; within [`SETTLED_TTL`] (`pinned`, `failed`)
-//! or [`MOVING_TTL`] (`queued`, `pinning`, which change as trackers work)
-//! a listing reuses the status the last one computed.
+//! Statuses computed lately, by CID: what lets a status-filtered listing
+//! (`GET /pins?status=pinned`, the default) not ask the cluster again for
+//! the status of every request that passes the other filters. The total
+//! `count` of such a listing needs all of them; within [`SETTLED_TTL`]
+//! (`pinned`, `failed`) or [`MOVING_TTL`] (`queued`, `pinning`, which
+//! change as trackers work) a listing reuses the status the last one
+//! computed (and [`super::listings`] keeps its matches that long).
 //!
 //! Every status computed is recorded; only listings read it:
 //! `GET /pins/{requestid}` and the answers to writes always ask the
@@ -24,6 +24,14 @@ pub(super) const MOVING_TTL: Duration = Duration::from_secs(2);
 /// Most statuses held.
 pub(super) const MAX_ENTRIES: usize = 2_000_000;
 
+/// How long a status is reused.
+pub(super) fn ttl(status: &str) -> Duration {
+    match status {
+        "pinned" | "failed" => SETTLED_TTL,
+        _ => MOVING_TTL,
+    }
+}
+
 /// The cache.
 #[derive(Debug, Default)]
 pub(super) struct RecentStatuses {
@@ -31,15 +39,13 @@ pub(super) struct RecentStatuses {
 }
 
 impl RecentStatuses {
-    /// The status of `cid` computed within its time to live, if any.
-    pub(super) fn get(&self, cid: &CidKey, now: Instant) -> Option<&'static str> {
+    /// The status of `cid` computed within its time to live, if any, and
+    /// when that time ends.
+    pub(super) fn get(&self, cid: &CidKey, now: Instant) -> Option<(&'static str, Instant)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let (status, at) = entries.get(cid)?;
-        let ttl = match *status {
-            "pinned" | "failed" => SETTLED_TTL,
-            _ => MOVING_TTL,
-        };
-        (now.saturating_duration_since(*at) < ttl).then_some(*status)
+        let until = *at + ttl(status);
+        (now < until).then_some((*status, until))
     }
 
     /// Records statuses computed at `now`.
@@ -69,13 +75,18 @@ mod tests {
         let t0 = Instant::now();
         let (a, b) = (seq_cid(1), seq_cid(2));
         r.put([(a, "pinned"), (b, "queued")], t0);
-        assert_eq!(r.get(&a, t0 + Duration::from_secs(29)), Some("pinned"));
-        assert_eq!(r.get(&a, t0 + SETTLED_TTL), None);
-        assert_eq!(r.get(&b, t0 + Duration::from_secs(1)), Some("queued"));
-        assert_eq!(r.get(&b, t0 + MOVING_TTL), None);
+        let status = |cid, at| r.get(cid, at).map(|(s, _)| s);
+        assert_eq!(status(&a, t0 + Duration::from_secs(29)), Some("pinned"));
+        assert_eq!(
+            r.get(&a, t0).map(|(_, until)| until),
+            Some(t0 + SETTLED_TTL)
+        );
+        assert_eq!(status(&a, t0 + SETTLED_TTL), None);
+        assert_eq!(status(&b, t0 + Duration::from_secs(1)), Some("queued"));
+        assert_eq!(status(&b, t0 + MOVING_TTL), None);
         // A newer computation replaces the older.
         r.put([(a, "failed")], t0 + Duration::from_secs(40));
-        assert_eq!(r.get(&a, t0 + Duration::from_secs(41)), Some("failed"));
+        assert_eq!(status(&a, t0 + Duration::from_secs(41)), Some("failed"));
         assert_eq!(r.get(&seq_cid(3), t0), None);
     }
 }

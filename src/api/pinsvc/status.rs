@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::{Failure, PinSvcState};
 use crate::api::pinset_status::{Bucket, classify};
+use crate::manifest::CidKey;
 use crate::state::StatePin;
 use crate::state::pinsvc::PinSvcRequest;
 use crate::wire::{GlobalPinInfo, PinSvcPin, PinSvcStatus};
@@ -26,32 +27,21 @@ pub(super) fn format_created(ns: i64) -> String {
         .to_string()
 }
 
-/// The status of each record, in order: one status fan-out for all.
-pub(super) async fn of(
+/// The pins of these CIDs in the state, their statuses across the
+/// cluster (one fan-out for all), and where each CID's are (a CID not in
+/// the state has none).
+async fn lookup(
     state: &PinSvcState,
-    records: Vec<PinSvcRequest>,
-) -> Result<Vec<PinSvcStatus>, Failure> {
-    Ok(computed(state, records)
-        .await?
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect())
-}
-
-/// [`of`], with each status also as the spec's name; every status is
-/// recorded in [`super::recent`].
-async fn computed(
-    state: &PinSvcState,
-    records: Vec<PinSvcRequest>,
-) -> Result<Vec<(&'static str, PinSvcStatus)>, Failure> {
+    cids: impl Iterator<Item = CidKey>,
+) -> Result<(Vec<StatePin>, Vec<GlobalPinInfo>, BTreeMap<CidKey, usize>), Failure> {
     let mut pins: Vec<StatePin> = Vec::new();
-    let mut at: BTreeMap<crate::manifest::CidKey, usize> = BTreeMap::new();
-    for r in &records {
-        if at.contains_key(&r.cid) {
+    let mut at: BTreeMap<CidKey, usize> = BTreeMap::new();
+    for cid in cids {
+        if at.contains_key(&cid) {
             continue;
         }
-        if let Some(p) = state.node.store().get(&r.cid).map_err(super::storage)? {
-            at.insert(r.cid, pins.len());
+        if let Some(p) = state.node.store().get(&cid).map_err(super::storage)? {
+            at.insert(cid, pins.len());
             pins.push(p);
         }
     }
@@ -64,10 +54,20 @@ async fn computed(
             .await
             .map_err(|e| Failure::internal(format!("cannot read pin statuses: {e}")))?
     };
+    Ok((pins, infos, at))
+}
+
+/// The status of each record, in order: one status fan-out for all; each
+/// is recorded in [`super::recent`].
+pub(super) async fn of(
+    state: &PinSvcState,
+    records: Vec<PinSvcRequest>,
+) -> Result<Vec<PinSvcStatus>, Failure> {
+    let (pins, infos, at) = lookup(state, records.iter().map(|r| r.cid)).await?;
     let fallback = fallback_delegates(state).await;
     let default = state.status.default_replication();
     let mut seen = Vec::with_capacity(records.len());
-    let shown: Vec<(&'static str, PinSvcStatus)> = records
+    let shown: Vec<PinSvcStatus> = records
         .into_iter()
         .map(|r| {
             let found = at.get(&r.cid).map(|i| (&pins[*i], &infos[*i]));
@@ -76,14 +76,9 @@ async fn computed(
                     let (status, info) = summary(classify(pin, gpi, default), gpi);
                     (status, info, delegates_of(pin, gpi))
                 }
-                // Only an admin's forced unpin removes a pin a request
-                // still holds.
                 None => (
                     "failed",
-                    BTreeMap::from([(
-                        "status_details".to_string(),
-                        "the pin was removed from the cluster by an admin".to_string(),
-                    )]),
+                    BTreeMap::from([("status_details".to_string(), REMOVED_BY_ADMIN.to_string())]),
                     Vec::new(),
                 ),
             };
@@ -93,7 +88,7 @@ async fn computed(
                 delegates
             };
             seen.push((r.cid, status));
-            let shown = PinSvcStatus {
+            PinSvcStatus {
                 requestid: r.requestid,
                 status: status.to_string(),
                 created: format_created(r.created_ns),
@@ -105,44 +100,66 @@ async fn computed(
                 },
                 delegates,
                 info,
-            };
-            (status, shown)
+            }
         })
         .collect();
     state.recent.put(seen, Instant::now());
     Ok(shown)
 }
 
-/// The status of each record, in order, as [`of`] computes it but reusing
+/// Why a request whose pin left the state is `failed`: only an admin's
+/// forced unpin removes a pin a request still holds.
+const REMOVED_BY_ADMIN: &str = "the pin was removed from the cluster by an admin";
+
+/// The status of each CID, in order, as [`of`] computes it but reusing
 /// what a recent computation found ([`super::recent`]): one status fan-out
-/// for the records not known lately.
+/// for the CIDs not known lately. Also answers until when every status
+/// given would still be reused.
 pub(super) async fn statuses(
     state: &PinSvcState,
-    records: &[PinSvcRequest],
-) -> Result<Vec<&'static str>, Failure> {
+    cids: &[CidKey],
+) -> Result<(Vec<&'static str>, Instant), Failure> {
     let now = Instant::now();
-    let out: Vec<Option<&'static str>> = records
+    let known: Vec<Option<(&'static str, Instant)>> =
+        cids.iter().map(|c| state.recent.get(c, now)).collect();
+    let unknown: Vec<CidKey> = cids
         .iter()
-        .map(|r| state.recent.get(&r.cid, now))
-        .collect();
-    let unknown: Vec<PinSvcRequest> = records
-        .iter()
-        .zip(&out)
+        .zip(&known)
         .filter(|(_, s)| s.is_none())
-        .map(|(r, _)| r.clone())
+        .map(|(c, _)| *c)
         .collect();
-    let mut fresh = if unknown.is_empty() {
-        Vec::new()
-    } else {
-        computed(state, unknown).await?
+    let mut fresh = Vec::with_capacity(unknown.len());
+    if !unknown.is_empty() {
+        let (pins, infos, at) = lookup(state, unknown.iter().copied()).await?;
+        let default = state.status.default_replication();
+        for c in &unknown {
+            fresh.push(match at.get(c) {
+                Some(i) => summary(classify(&pins[*i], &infos[*i], default), &infos[*i]).0,
+                None => "failed",
+            });
+        }
+        state
+            .recent
+            .put(unknown.iter().copied().zip(fresh.iter().copied()), now);
     }
-    .into_iter()
-    .map(|(status, _)| status);
-    // `computed` answers one status per record asked, in order.
-    Ok(out
+    let mut fresh = fresh.into_iter();
+    let mut until = now + super::recent::SETTLED_TTL;
+    let out = known
         .into_iter()
-        .map(|s| s.or_else(|| fresh.next()).unwrap_or("failed"))
-        .collect())
+        .map(|k| {
+            let (status, ends) = match k {
+                Some(k) => k,
+                // One fresh status per unknown CID, in order.
+                None => {
+                    let s = fresh.next().unwrap_or("failed");
+                    (s, now + super::recent::ttl(s))
+                }
+            };
+            until = until.min(ends);
+            status
+        })
+        .collect();
+    Ok((out, until))
 }
 
 /// The spec's status for a bucket, and what `info` says about it.

@@ -34,7 +34,7 @@ mod snapshot;
 mod txn;
 
 pub use changes::{CHANGES_KEPT, ChangePage};
-pub use pinsvc::CreatedRange;
+pub use pinsvc::{CreatedRange, NameMatch, PinSvcFilter, PinSvcHit};
 pub use snapshot::SNAPSHOT_VERSION;
 
 use records::{DICT, DICT_BY_VALUE, Dict, Learnt, LegacyPin, OWNER, Resolver, SharedDict, cid_of};
@@ -278,6 +278,13 @@ impl StateStore {
         txn.open_table(COMMITS)?;
         changes::create(&txn)?;
         pinsvc::create(&txn)?;
+        let indexed = pinsvc::reindex(&txn).map_err(|e| OpenError::Migration(Box::new(e)))?;
+        if indexed > 0 {
+            tracing::info!(
+                requests = indexed,
+                "Pinning Service request indexes rebuilt"
+            );
+        }
         if format.is_none() {
             let migrated = store
                 .migrate(&txn)

@@ -594,3 +594,223 @@ fn the_shard_index_follows_puts_and_releases_and_is_rebuilt_by_a_snapshot() {
     assert!(b.shard_members(&seq_cid(1)).unwrap().is_empty());
     assert_eq!(b.pin_count().unwrap(), 0);
 }
+
+mod pinsvc_filters {
+    use super::*;
+    use crate::consensus::{CreatedRange, NameMatch, PinSvcFilter};
+    use crate::state::pinsvc::{PinSvcChange, PinSvcRequest};
+    use proptest::prelude::*;
+
+    fn add(
+        store: &StateStore,
+        id: &str,
+        token: &str,
+        cid: u64,
+        name: Option<&str>,
+        meta: &[(&str, &str)],
+    ) {
+        let cid = crate::testkit::seq_cid(cid);
+        let request = PinSvcRequest {
+            requestid: id.into(),
+            token: token.into(),
+            created_ns: 0,
+            cid,
+            cid_as_sent: cid.to_string(),
+            name: name.map(str::to_string),
+            origins: Vec::new(),
+            meta: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        apply_one(
+            store,
+            &Request {
+                now_ms: 5,
+                command: Command::PinSvc(PinSvcChange::Add { request }),
+            },
+        );
+    }
+
+    fn walk(
+        store: &StateStore,
+        token: &str,
+        filter: &PinSvcFilter,
+        range: CreatedRange,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        store
+            .pinsvc_walk(token, filter, range, |hit| {
+                out.push(hit.requestid.to_string());
+                true
+            })
+            .unwrap();
+        out
+    }
+
+    /// What the spec's filters keep, decided on the records themselves.
+    fn brute(
+        all: &[PinSvcRequest],
+        token: &str,
+        filter: &PinSvcFilter,
+        range: CreatedRange,
+    ) -> Vec<String> {
+        let (lo, hi) = range.inclusive().unwrap_or((1, 0));
+        let mut kept: Vec<&PinSvcRequest> = all
+            .iter()
+            .filter(|r| r.token == token && (lo..=hi).contains(&r.created_ns))
+            .filter(|r| filter.cids.is_empty() || filter.cids.contains(&r.cid))
+            .filter(|r| match (&filter.name, &r.name) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some((want, mode)), Some(have)) => mode.hits(have, want, &want.to_lowercase()),
+            })
+            .filter(|r| filter.meta.iter().all(|(k, v)| r.meta.get(k) == Some(v)))
+            .collect();
+        kept.sort_by_key(|r| std::cmp::Reverse(r.created_ns));
+        kept.into_iter().map(|r| r.requestid.clone()).collect()
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![Just('a'), Just('A'), Just('b'), Just('-'), Just('é')],
+            1..6,
+        )
+        .prop_map(|c| c.into_iter().collect())
+    }
+
+    fn mode() -> impl Strategy<Value = NameMatch> {
+        prop_oneof![
+            Just(NameMatch::Exact),
+            Just(NameMatch::IExact),
+            Just(NameMatch::Partial),
+            Just(NameMatch::IPartial)
+        ]
+    }
+
+    type Made = (bool, u64, Option<String>, Vec<(u8, u8)>, bool);
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Every combination of `cid`, `name` (four modes), `meta` and
+        /// time filters lists, from the indexes, exactly the requests the
+        /// filters keep, newest first; `count` of a time range too; and
+        /// removed requests leave every index.
+        #[test]
+        fn index_walks_list_exactly_what_the_filters_keep(
+            made in proptest::collection::vec(
+                (any::<bool>(), 0u64..6, proptest::option::of(text()), proptest::collection::vec((0u8..3, 0u8..2), 0..3), any::<bool>()),
+                1..30,
+            ),
+            cids in proptest::collection::vec(0u64..6, 0..3),
+            name in proptest::option::of((text(), mode())),
+            meta in proptest::collection::vec((0u8..3, 0u8..2), 0..3),
+            bounds in (proptest::option::of(0usize..30), proptest::option::of(0usize..30)),
+        ) {
+            let made: Vec<Made> = made;
+            let dir = tempfile::tempdir().unwrap();
+            let s = StateStore::open(&dir.path().join("s.redb"), &dir.path().join("snap")).unwrap();
+            let keys = ["k0", "k1", "k2"];
+            let values = ["x", "y"];
+            for (i, (token, cid, name, pairs, _)) in made.iter().enumerate() {
+                let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (keys[*k as usize], values[*v as usize])).collect();
+                add(&s, &format!("r{i}"), if *token { "t" } else { "u" }, *cid, name.as_deref(), &pairs);
+            }
+            for (i, (token, .., removed)) in made.iter().enumerate() {
+                if *removed {
+                    apply_one(&s, &Request {
+                        now_ms: 6,
+                        command: Command::PinSvc(PinSvcChange::Remove {
+                            token: if *token { "t" } else { "u" }.into(),
+                            requestid: format!("r{i}"),
+                        }),
+                    });
+                }
+            }
+            let all: Vec<PinSvcRequest> = (0..made.len())
+                .filter_map(|i| s.pinsvc_request(&format!("r{i}")).unwrap())
+                .collect();
+            let at = |i: Option<usize>| i.and_then(|i| all.get(i)).map(|r| r.created_ns);
+            let range = CreatedRange { after: at(bounds.0), before: at(bounds.1) };
+            let filter = PinSvcFilter {
+                cids: cids.iter().map(|c| crate::testkit::seq_cid(*c)).collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+                name,
+                meta: meta.iter().map(|(k, v)| (keys[*k as usize].to_string(), values[*v as usize].to_string())).collect(),
+            };
+            for token in ["t", "u"] {
+                prop_assert_eq!(walk(&s, token, &filter, range), brute(&all, token, &filter, range));
+                let every = PinSvcFilter::default();
+                let n = brute(&all, token, &every, range).len() as u64;
+                prop_assert_eq!(s.pinsvc_count(token, range).unwrap(), n);
+            }
+        }
+    }
+
+    /// A query longer than the suffix index keeps is checked against the
+    /// whole name; case-sensitive modes are checked against the name as
+    /// written.
+    #[test]
+    fn long_partial_queries_and_case_are_checked_against_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("s.redb"), &dir.path().join("snap")).unwrap();
+        let base = "n".repeat(super::super::pinsvc::SUFFIX_CHARS);
+        add(&s, "long-a", "t", 1, Some(&format!("x{base}-a")), &[]);
+        add(&s, "long-b", "t", 2, Some(&format!("x{base}-b")), &[]);
+        add(&s, "upper", "t", 3, Some("Mirror-1"), &[]);
+        let by = |q: &str, mode| PinSvcFilter {
+            name: Some((q.to_string(), mode)),
+            ..PinSvcFilter::default()
+        };
+        let all = CreatedRange::default();
+        assert_eq!(
+            walk(&s, "t", &by(&format!("{base}-b"), NameMatch::Partial), all),
+            ["long-b"]
+        );
+        assert_eq!(
+            walk(&s, "t", &by(&base, NameMatch::Partial), all),
+            ["long-b", "long-a"]
+        );
+        assert!(walk(&s, "t", &by("mirror", NameMatch::Partial), all).is_empty());
+        assert_eq!(
+            walk(&s, "t", &by("mirror", NameMatch::IPartial), all),
+            ["upper"]
+        );
+        assert!(walk(&s, "t", &by("mirror-1", NameMatch::Exact), all).is_empty());
+        assert_eq!(
+            walk(&s, "t", &by("mirror-1", NameMatch::IExact), all),
+            ["upper"]
+        );
+    }
+
+    /// A store written before the filter indexes existed (records and the
+    /// old `(token, created)` index only) has them built when it opens.
+    #[test]
+    fn a_store_without_the_filter_indexes_has_them_built_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let s = StateStore::open(&path, &dir.path().join("snap")).unwrap();
+            add(&s, "a", "t", 1, Some("Alpha"), &[("k", "v")]);
+            add(&s, "b", "t", 2, Some("beta"), &[]);
+            let txn = s.db.begin_write().unwrap();
+            super::super::pinsvc::forget_indexes(&txn).unwrap();
+            txn.commit().unwrap();
+            assert!(walk(&s, "t", &PinSvcFilter::default(), CreatedRange::default()).is_empty());
+        }
+        let s = StateStore::open(&path, &dir.path().join("snap")).unwrap();
+        let all = CreatedRange::default();
+        assert_eq!(walk(&s, "t", &PinSvcFilter::default(), all), ["b", "a"]);
+        assert_eq!(s.pinsvc_count("t", all).unwrap(), 2);
+        let meta = PinSvcFilter {
+            meta: [("k".to_string(), "v".to_string())].into(),
+            ..PinSvcFilter::default()
+        };
+        assert_eq!(walk(&s, "t", &meta, all), ["a"]);
+        let name = PinSvcFilter {
+            name: Some(("ALP".into(), NameMatch::IPartial)),
+            ..PinSvcFilter::default()
+        };
+        assert_eq!(walk(&s, "t", &name, all), ["a"]);
+    }
+}
