@@ -276,43 +276,46 @@ async fn matching(state: &PinSvcState, token: &str, f: &Filters) -> Result<Arc<V
     if let Some(kept) = state.listings.get(token, &query, changes, Instant::now()) {
         return Ok(kept);
     }
+    // Every candidate's `created` (8 bytes each), then their CIDs and
+    // statuses a chunk at a time: memory stays small for a token of
+    // millions of requests.
     let (changes, candidates) = {
         let token = token.to_string();
         let filter = f.filter.clone();
         blocking(state, move |store| {
-            let mut out: Vec<(i64, CidKey)> = Vec::new();
-            let mut bad = None;
-            let changes = store
-                .pinsvc_walk(&token, &filter, CreatedRange::default(), |hit| {
-                    match cid::Cid::try_from(hit.cid)
-                        .map_err(|e| e.to_string())
-                        .and_then(|c| CidKey::from_cid(c).map_err(|e| e.to_string()))
-                    {
-                        Ok(c) => out.push((hit.created_ns, c)),
-                        Err(e) => bad = Some(e),
-                    }
-                    bad.is_none()
-                })
-                .map_err(|e| e.to_string())?;
-            match bad {
-                Some(e) => Err(format!("a stored request's CID does not decode: {e}")),
-                None => Ok((changes, out)),
-            }
+            let mut out: Vec<i64> = Vec::new();
+            let changes = store.pinsvc_walk(&token, &filter, CreatedRange::default(), |hit| {
+                out.push(hit.created_ns);
+                true
+            })?;
+            Ok::<_, Box<openraft::StorageError<_>>>((changes, out))
         })
         .await?
     };
     let mut kept = Vec::new();
     let mut until = Instant::now() + super::recent::SETTLED_TTL;
     for chunk in candidates.chunks(CHUNK) {
-        let cids: Vec<CidKey> = chunk.iter().map(|(_, c)| *c).collect();
+        let found = {
+            let token = token.to_string();
+            let chunk = chunk.to_vec();
+            blocking(state, move |store| {
+                store.pinsvc_cids(&token, &chunk).map_err(Box::new)
+            })
+            .await?
+        };
+        // A request gone since the walk is left out.
+        let (ats, cids): (Vec<i64>, Vec<CidKey>) = chunk
+            .iter()
+            .zip(found)
+            .filter_map(|(at, cid)| Some((*at, cid?)))
+            .unzip();
         let (shown, valid) = status::statuses(state, &cids).await?;
         until = until.min(valid);
         kept.extend(
-            chunk
-                .iter()
+            ats.into_iter()
                 .zip(shown)
                 .filter(|(_, s)| f.statuses.contains(s))
-                .map(|((at, _), _)| *at),
+                .map(|(at, _)| at),
         );
     }
     let kept = Arc::new(kept);

@@ -627,6 +627,21 @@ impl StateStore {
         Ok(out)
     }
 
+    /// The CIDs of `token`'s requests created at these times, in order
+    /// (`None` for one gone since).
+    pub fn pinsvc_cids(&self, token: &str, created: &[i64]) -> StoreResult<Vec<Option<CidKey>>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let by_created = txn.open_table(BY_CREATED).map_err(read_err)?;
+        let mut out = Vec::with_capacity(created.len());
+        for at in created {
+            out.push(match by_created.get((token, *at)).map_err(read_err)? {
+                Some(v) => Some(super::records::cid_of(v.value().1).map_err(read_err)?),
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
     /// Up to `max` of `token`'s requests within `range`, newest first; only
     /// those for one of `cids` when it is not empty.
     pub fn pinsvc_page(
