@@ -49,8 +49,7 @@ pub use rpc::{CallError, Method, RemoteFailure, Rpc, RpcReply};
 pub use size::{MAX_ENTRY_BYTES, entry_bytes};
 
 pub use state_store::{
-    CHANGES_KEPT, ChangePage, CreatedRange, NameMatch, PinSvcFilter, PinSvcHit, SNAPSHOT_VERSION,
-    StateStore,
+    CHANGES_KEPT, ChangePage, CreatedRange, NameMatch, PinSvcFilter, SNAPSHOT_VERSION, StateStore,
 };
 
 use crate::state::{Outcome, Request};

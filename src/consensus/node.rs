@@ -329,10 +329,12 @@ impl ClusterNode {
                 tracing::warn!(error = %e, "raft shutdown failed");
             }
             // Applies commit without fsync between durable ones.
-            match tokio::task::spawn_blocking(move || state.flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot flush the state at stop"),
-                Err(e) => tracing::warn!(error = %e, "cannot flush the state at stop"),
+            let flushed = match tokio::task::spawn_blocking(move || state.flush()).await {
+                Ok(done) => done.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = flushed {
+                tracing::warn!(error = %e, "cannot flush the state at stop");
             }
         });
 

@@ -218,10 +218,10 @@ pub(super) async fn list(
                 ));
             }
             let (mut count, mut first) = (0u64, Vec::new());
-            store.pinsvc_walk(&token, &filter, range, |hit| {
+            store.pinsvc_walk(&token, &filter, range, |at| {
                 count += 1;
                 if first.len() < limit {
-                    first.push(hit.created_ns);
+                    first.push(at);
                 }
                 true
             })?;
@@ -284,8 +284,8 @@ async fn matching(state: &PinSvcState, token: &str, f: &Filters) -> Result<Arc<V
         let filter = f.filter.clone();
         blocking(state, move |store| {
             let mut out: Vec<i64> = Vec::new();
-            let changes = store.pinsvc_walk(&token, &filter, CreatedRange::default(), |hit| {
-                out.push(hit.created_ns);
+            let changes = store.pinsvc_walk(&token, &filter, CreatedRange::default(), |at| {
+                out.push(at);
                 true
             })?;
             Ok::<_, Box<openraft::StorageError<_>>>((changes, out))

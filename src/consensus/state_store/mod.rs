@@ -34,7 +34,7 @@ mod snapshot;
 mod txn;
 
 pub use changes::{CHANGES_KEPT, ChangePage};
-pub use pinsvc::{CreatedRange, NameMatch, PinSvcFilter, PinSvcHit};
+pub use pinsvc::{CreatedRange, NameMatch, PinSvcFilter};
 pub use snapshot::SNAPSHOT_VERSION;
 
 use records::{DICT, DICT_BY_VALUE, Dict, Learnt, LegacyPin, OWNER, Resolver, SharedDict, cid_of};

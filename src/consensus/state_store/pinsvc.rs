@@ -110,17 +110,6 @@ impl PinSvcFilter {
     }
 }
 
-/// One request a walk found.
-#[derive(Clone, Copy, Debug)]
-pub struct PinSvcHit<'a> {
-    /// Its `created_ns`.
-    pub created_ns: i64,
-    /// Its id.
-    pub requestid: &'a str,
-    /// Its CID, as bytes.
-    pub cid: &'a [u8],
-}
-
 /// Creates the tables (at open, so readers always find them).
 pub(super) fn create(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(REQUESTS)?;
@@ -455,8 +444,8 @@ impl StateStore {
         Ok(t.get(token).map_err(read_err)?.map_or(0, |v| v.value().1))
     }
 
-    /// Calls `f` with each of `token`'s requests within `range` that pass
-    /// `filter`, newest first, until it returns false. Reads index keys
+    /// Calls `f` with the `created_ns` of each of `token`'s requests within
+    /// `range` that pass `filter`, newest first, until it returns false. Reads index keys
     /// only (one read transaction); returns the token's change count as
     /// that transaction saw it ([`Self::pinsvc_changes`]).
     pub fn pinsvc_walk(
@@ -464,7 +453,7 @@ impl StateStore {
         token: &str,
         filter: &PinSvcFilter,
         range: CreatedRange,
-        mut f: impl FnMut(PinSvcHit<'_>) -> bool,
+        mut f: impl FnMut(i64) -> bool,
     ) -> StoreResult<u64> {
         let txn = self.db.begin_read().map_err(read_err)?;
         let changes = {
@@ -529,58 +518,47 @@ impl StateStore {
             let scan = r.by_created.range((token, lo)..=(token, hi));
             for item in scan.map_err(read_err)?.rev() {
                 let (k, v) = item.map_err(read_err)?;
-                let (requestid, cid, have) = v.value();
-                let hit = PinSvcHit {
-                    created_ns: k.value().1,
-                    requestid,
-                    cid,
-                };
-                if keeps(have) && !f(hit) {
+                if keeps(v.value().2) && !f(k.value().1) {
                     break;
                 }
             }
             return Ok(changes);
         }
-        // A hit found by the cursors, told to `f` if its name passes;
-        // false when `f` wants no more.
+        // A match of the cursors, told to `f` if its name passes; false
+        // when `f` wants no more.
         let mut visit = |at: i64| -> StoreResult<bool> {
-            let Some(v) = r.by_created.get((token, at)).map_err(read_err)? else {
-                return Ok(true);
-            };
-            let (requestid, cid, have) = v.value();
-            let hit = PinSvcHit {
-                created_ns: at,
-                requestid,
-                cid,
-            };
-            Ok(!keeps(have) || f(hit))
+            Ok(match r.by_created.get((token, at)).map_err(read_err)? {
+                Some(v) => !keeps(v.value().2) || f(at),
+                None => true,
+            })
         };
         if let [only] = cursors.as_slice() {
             // One filter: its matches in order, no seeking.
-            let ats: Vec<i64> = match only {
-                Cursor::Listed(v) => v.clone(),
+            match only {
+                Cursor::Listed(v) => {
+                    for at in v {
+                        if !visit(*at)? {
+                            break;
+                        }
+                    }
+                }
                 Cursor::Name(n) => {
                     let scan = r.by_name.range((token, *n, lo)..=(token, *n, hi));
-                    let mut v = Vec::new();
                     for item in scan.map_err(read_err)?.rev() {
-                        v.push(item.map_err(read_err)?.0.value().2);
+                        if !visit(item.map_err(read_err)?.0.value().2)? {
+                            break;
+                        }
                     }
-                    v
                 }
                 Cursor::Meta(k, val) => {
                     let scan = r
                         .by_meta
                         .range((token, *k, *val, lo)..=(token, *k, *val, hi));
-                    let mut v = Vec::new();
                     for item in scan.map_err(read_err)?.rev() {
-                        v.push(item.map_err(read_err)?.0.value().3);
+                        if !visit(item.map_err(read_err)?.0.value().3)? {
+                            break;
+                        }
                     }
-                    v
-                }
-            };
-            for at in ats {
-                if !visit(at)? {
-                    break;
                 }
             }
             return Ok(changes);
@@ -657,8 +635,8 @@ impl StateStore {
         };
         let mut created = Vec::new();
         if max > 0 {
-            self.pinsvc_walk(token, &filter, range, |hit| {
-                created.push(hit.created_ns);
+            self.pinsvc_walk(token, &filter, range, |at| {
+                created.push(at);
                 created.len() < max
             })?;
         }

@@ -638,14 +638,16 @@ mod pinsvc_filters {
         filter: &PinSvcFilter,
         range: CreatedRange,
     ) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut created = Vec::new();
         store
-            .pinsvc_walk(token, filter, range, |hit| {
-                out.push(hit.requestid.to_string());
+            .pinsvc_walk(token, filter, range, |at| {
+                created.push(at);
                 true
             })
             .unwrap();
-        out
+        let records = store.pinsvc_records(token, &created).unwrap();
+        assert_eq!(records.len(), created.len(), "every hit has its record");
+        records.into_iter().map(|r| r.requestid).collect()
     }
 
     /// What the spec's filters keep, decided on the records themselves.
