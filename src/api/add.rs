@@ -47,7 +47,7 @@ mod parts;
 pub(super) mod shard;
 
 use super::pins::{Params, RawParams, get_pin, pin_spec};
-use super::{ApiError, ApiState};
+use super::{ApiError, Shared};
 use crate::ipfs::unixfs::{AddOptions, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 use crate::ipfs::{AddEvent, AddInput, AddOpts, IpfsBackend, IpfsError};
 use crate::manifest::shown;
@@ -303,7 +303,7 @@ enum Arrivals {
 
 /// One add, run on a blocking thread while the body is still arriving.
 struct Job {
-    state: ApiState,
+    state: Shared,
     backend: Arc<dyn IpfsBackend>,
     handle: tokio::runtime::Handle,
     import: AddOptions,
@@ -604,7 +604,7 @@ fn pushes_to_every_peer(spec: &PinSpec, default_max: Option<i32>, members: usize
 
 /// `POST /add`.
 pub(super) async fn add(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     query: RawParams,
     headers: HeaderMap,
     form: Multipart,

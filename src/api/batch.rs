@@ -27,7 +27,7 @@ use futures::StreamExt;
 use libp2p::PeerId;
 
 use super::pins::check_replication;
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Shared};
 use crate::consensus::{MAX_ENTRY_BYTES, entry_bytes};
 use crate::manifest::{CidKey, Owner, shown, written_as_of};
 use crate::pinsets::StagedWrite;
@@ -51,7 +51,7 @@ const PARSE_BYTES: usize = 1 << 20;
 /// committed once the body ended well (a bad line drops what was staged).
 /// A body that fits one log entry is written as that entry.
 pub(super) async fn post(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     request: axum::extract::Request,
 ) -> Result<Json<BatchPinReport>, ApiError> {
     let max_ops = state.node.batch_max_pins();

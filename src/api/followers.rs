@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 
-use super::ApiState;
+use super::Shared;
 use crate::allocator::informer::{APPLIED, FOLLOWER_TAG};
 use crate::allocator::{FREESPACE, NUMPIN, PINQUEUE, TAG_PREFIX};
 use crate::wire::FollowerInfo;
 
 /// `GET /followers`, most recently heard first.
-pub(super) async fn list(State(state): State<ApiState>) -> Json<Vec<FollowerInfo>> {
+pub(super) async fn list(State(state): State<Shared>) -> Json<Vec<FollowerInfo>> {
     let mine = state.node.metrics().last_applied.map_or(0, |l| l.index);
     let now = chrono::Utc::now().timestamp_millis();
     let mut out: BTreeMap<String, FollowerInfo> = BTreeMap::new();

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Shared};
 use crate::ipfs::content::{Content, EntryKind};
 use crate::ipfs::path::IpfsPath;
 use crate::ipfs::{IpfsBackend, IpfsError};
@@ -24,7 +24,7 @@ use crate::wire::{IpfsDirEntry, IpfsEntryType};
 
 /// `GET /ipfs/{cid}`.
 pub(super) async fn get_root(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path(cid): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -33,7 +33,7 @@ pub(super) async fn get_root(
 
 /// `GET /ipfs/{cid}/{path…}`.
 pub(super) async fn get_path(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path((cid, rest)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::State;
 
 use super::pins::{Params, RawParams};
-use super::{ApiError, ApiState};
+use super::{ApiError, Shared};
 use crate::ipfs::rpc::GcReply;
 use crate::wire::{GlobalRepoGc, RepoGc, RepoGcKey};
 
@@ -22,7 +22,7 @@ const GC_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// `POST /ipfs/gc`.
 pub(super) async fn gc(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     query: RawParams,
 ) -> Result<Json<GlobalRepoGc>, ApiError> {
     let params = Params::from_query(query)?;

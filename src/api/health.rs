@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 
-use super::{ApiError, ApiState};
+use super::{ApiError, Shared};
 use crate::state::format_time;
 use crate::wire::{Alert, Bandwidth, ConnectGraph};
 
@@ -20,7 +20,7 @@ use crate::wire::{Alert, Bandwidth, ConnectGraph};
 /// members its cluster swarm is connected to, and the other members' IPFS
 /// nodes its IPFS node is connected to, as of now. A member that does not
 /// answer has no links (as in IPFS Cluster).
-pub(super) async fn graph(State(state): State<ApiState>) -> Json<ConnectGraph> {
+pub(super) async fn graph(State(state): State<Shared>) -> Json<ConnectGraph> {
     let me = state.node.peer_id();
     let members: Vec<libp2p::PeerId> = state
         .node
@@ -78,7 +78,7 @@ pub(super) async fn graph(State(state): State<ApiState>) -> Json<ConnectGraph> {
 
 /// `GET /health/alerts`: each member's metrics whose last reading expired,
 /// newest first, `triggered_at` being when it expired.
-pub(super) async fn alerts(State(state): State<ApiState>) -> Result<Json<Vec<Alert>>, ApiError> {
+pub(super) async fn alerts(State(state): State<Shared>) -> Result<Json<Vec<Alert>>, ApiError> {
     let mut out = super::monitor::with_view(&state, |m, members, now| {
         let mut out: Vec<(i64, Alert)> = Vec::new();
         for peer in m.peers().filter(|p| members.contains(*p)) {

@@ -233,9 +233,14 @@ impl std::fmt::Debug for dyn ReconcileNow {
     }
 }
 
+/// The API's state as its handlers get it: one allocation shared by every
+/// request (axum clones the state for each extractor and middleware).
+pub type Shared = std::sync::Arc<ApiState>;
+
 /// Every route of the API, each behind the access its entry in
 /// [`routes`] declares, all behind the `Host` and CORS checks.
 pub fn router(state: ApiState) -> Router {
+    let state: Shared = std::sync::Arc::new(state);
     let mut router = Router::new();
     let table = routes();
     let paths: std::sync::Arc<[&'static str]> = table.iter().map(|r| r.path).collect();
@@ -252,7 +257,7 @@ pub fn router(state: ApiState) -> Router {
                 usize::try_from(state.max_upload_bytes).unwrap_or(usize::MAX),
             )),
             Bound::PinBatch => {
-                let slot: axum::routing::MethodRouter<ApiState> = r.endpoint.layer(
+                let slot: axum::routing::MethodRouter<Shared> = r.endpoint.layer(
                     axum::middleware::from_fn_with_state(state.clone(), limit_pinset_writes),
                 );
                 // NDJSON streams (the handler bounds an array itself).
@@ -574,7 +579,7 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5
 /// [`ApiState::pinset_writes`] for the whole request: when none frees up
 /// within `pinset_write_wait` the answer is 503 with `Retry-After`, so
 /// large bodies never queue without bound.
-async fn limit_pinset_writes(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+async fn limit_pinset_writes(State(state): State<Shared>, req: Request, next: Next) -> Response {
     if !matches!(*req.method(), Method::PUT | Method::PATCH | Method::POST) {
         return next.run(req).await;
     }
@@ -601,11 +606,7 @@ async fn limit_pinset_writes(State(state): State<ApiState>, req: Request, next: 
 /// A follower's API is read-only: every request that could change the
 /// cluster (pins, PinSets, add, peers, gc) answers 403 saying why. Asking
 /// for a token and re-queueing this peer's own failed pins stay allowed.
-async fn refuse_follower_writes(
-    State(state): State<ApiState>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn refuse_follower_writes(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let path = req.uri().path();
     // `/pins/{cid}/recover` exactly: one segment between (a path pin such
@@ -633,7 +634,7 @@ async fn refuse_follower_writes(
 /// Reads are served from the local state; without a leader that state may
 /// lag the cluster, and clients deserve to know. (A follower never has a
 /// leader: its state is what the feed brought, and says so in `/id`.)
-async fn mark_stale_reads(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+async fn mark_stale_reads(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let stale =
         req.method() == Method::GET && state.node.leader().is_none() && !state.node.is_follower();
     let mut resp = next.run(req).await;

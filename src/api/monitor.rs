@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::Json;
 use axum::extract::{Path, State};
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Shared};
 use crate::allocator::{Metric, PeerMetrics};
 use crate::wire::MonitorMetric;
 
@@ -105,14 +105,14 @@ fn by_name(state: &ApiState) -> Result<BTreeMap<String, Vec<MonitorMetric>>, Api
 }
 
 /// `GET /monitor/metrics`: the names of the metrics known now, sorted.
-pub(super) async fn names(State(state): State<ApiState>) -> Result<Json<Vec<String>>, ApiError> {
+pub(super) async fn names(State(state): State<Shared>) -> Result<Json<Vec<String>>, ApiError> {
     Ok(Json(by_name(&state)?.into_keys().collect()))
 }
 
 /// `GET /monitor/metrics/{name}`: that metric's latest reading from every
 /// member that sent one (`[]` for a name nobody sends, as IPFS Cluster).
 pub(super) async fn get(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<MonitorMetric>>, ApiError> {
     Ok(Json(by_name(&state)?.remove(&name).unwrap_or_default()))

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{MatchedPath, Path, State};
 
 use super::pins::{Params, RawParams, pin_key, unpin_key};
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Shared};
 use crate::ipfs::IpfsError;
 use crate::ipfs::path::IpfsPath;
 use crate::manifest::CidKey;
@@ -21,7 +21,7 @@ pub(super) const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::fro
 
 /// `POST /pins/{ipfs|ipns|ipld}/{path…}`: pins the CID the path leads to.
 pub(super) async fn pin(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     matched: MatchedPath,
     Path(path): Path<String>,
     query: RawParams,
@@ -37,7 +37,7 @@ pub(super) async fn pin(
 /// `DELETE /pins/{ipfs|ipns|ipld}/{path…}`: unpins the CID the path leads
 /// to (`force` as on `DELETE /pins/{cid}`).
 pub(super) async fn unpin(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     matched: MatchedPath,
     Path(path): Path<String>,
     query: RawParams,

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use libp2p::PeerId;
 
-use super::{ApiError, ApiState, stream};
+use super::{ApiError, ApiState, Shared, stream};
 use crate::consensus::{PeerNode, node_id};
 use crate::manifest::shown;
 use crate::wire::{IpfsInfo, PeerInfo, VersionInfo};
@@ -20,12 +20,12 @@ const NO_IPFS: &str = "no ipfs backend configured";
 const IPFS_ID_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `GET /id`.
-pub(super) async fn id(State(state): State<ApiState>) -> Json<PeerInfo> {
+pub(super) async fn id(State(state): State<Shared>) -> Json<PeerInfo> {
     Json(self_info(&state).await)
 }
 
 /// `GET /version`.
-pub(super) async fn version(State(state): State<ApiState>) -> Json<VersionInfo> {
+pub(super) async fn version(State(state): State<Shared>) -> Json<VersionInfo> {
     Json(VersionInfo {
         version: state.version.to_string(),
     })
@@ -40,7 +40,7 @@ pub(super) async fn health() -> StatusCode {
 /// member as it describes itself (asked at once); a member that does not
 /// answer is listed with its id, addresses and why in `error`, as IPFS
 /// Cluster does.
-pub(super) async fn list(State(state): State<ApiState>) -> Response {
+pub(super) async fn list(State(state): State<Shared>) -> Response {
     let me = self_info(&state).await;
     let members = state.node.members();
     let others: Vec<PeerNode> = members
@@ -116,7 +116,7 @@ pub(crate) struct PeerAddBody {
 /// that it waits to be added rather than founding its own cluster) and be
 /// reachable at one of `addresses`.
 pub(super) async fn add(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     body: axum::body::Bytes,
 ) -> Result<Json<PeerInfo>, ApiError> {
     let body: PeerAddBody = serde_json::from_slice(&body)
@@ -193,7 +193,7 @@ pub(super) async fn add(
 
 /// `DELETE /peers/{peer}`: removes a member from the cluster.
 pub(super) async fn remove(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path(peer): Path<String>,
 ) -> Result<Response, ApiError> {
     let pid: PeerId = peer

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use libp2p::{Multiaddr, PeerId};
 
-use super::{ApiError, ApiState, stream};
+use super::{ApiError, ApiState, Shared, stream};
 use crate::consensus::ClusterNode;
 use crate::manifest::duration::parse_duration;
 use crate::manifest::shown;
@@ -70,7 +70,7 @@ pub(super) fn storage(e: impl std::fmt::Display) -> ApiError {
 /// the filter names (IPFS Cluster's: `pin`, `meta-pin`, `clusterdag-pin`,
 /// `shard-pin`, `all`, comma separated; none or empty: every pin).
 pub(super) async fn allocations(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     query: RawParams,
 ) -> Result<Response, ApiError> {
     let params = Params::from_query(query)?;
@@ -90,7 +90,7 @@ pub(super) async fn allocations(
 }
 
 /// `GET /state/export`: the state file (one `PinRecord` per line).
-pub(super) async fn export(State(state): State<ApiState>) -> Response {
+pub(super) async fn export(State(state): State<Shared>) -> Response {
     pin_stream(state.node.store().clone()).await
 }
 
@@ -167,7 +167,7 @@ impl PinTypes {
 
 /// `GET /allocations/{cid}`: one pin, its CID as the client wrote it.
 pub(super) async fn allocation(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path(cid): Path<String>,
 ) -> Result<Json<PinRecord>, ApiError> {
     let key = parse_cid(&cid)?;
@@ -180,7 +180,7 @@ pub(super) async fn allocation(
 /// `POST /pins/{cid}`: pins for owner `api` with IPFS Cluster's query
 /// options; answers the pin as it now stands.
 pub(super) async fn pin(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path(cid): Path<String>,
     query: RawParams,
 ) -> Result<Json<PinRecord>, ApiError> {
@@ -266,7 +266,7 @@ fn updated_spec(old: &StatePin, asked: PinSpec, params: &Params, now_ms: i64) ->
 /// (admin, enforced by `access`) the pin leaves the state, every owner
 /// released. The answer shows the pin as it now stands (no owners once gone).
 pub(super) async fn unpin(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path(cid): Path<String>,
     query: RawParams,
 ) -> Result<Json<PinRecord>, ApiError> {

@@ -17,7 +17,7 @@ use axum::response::Response;
 
 use super::pins::{Params, RawParams};
 use super::pinsets::{guard, pinset_id, read_capped, report_response};
-use super::{ApiError, ApiState};
+use super::{ApiError, Shared};
 use crate::manifest::{CidKey, DesiredPin, PinOptions, PinSpec};
 use crate::pinsets::{self, PinSetPatch};
 use crate::wire::PatchDocument;
@@ -27,7 +27,7 @@ const MAX_PIN_NAME: usize = 1024;
 
 /// `PATCH /pinsets/{namespace}/{name}?source=&force=&dryRun=&maxPruneFraction=`.
 pub(super) async fn patch(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path((namespace, name)): Path<(String, String)>,
     query: RawParams,
     headers: HeaderMap,

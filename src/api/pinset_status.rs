@@ -20,7 +20,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::pins::storage;
-use super::{ApiError, ApiState, blocking};
+use super::{ApiError, Shared, blocking};
 use crate::manifest::model::{Condition, PinErrorStatus, StatusSummary};
 use crate::manifest::{
     CidKey, MAX_STORED_MESSAGE_BYTES, Owner, PinSetId, PinSetStatus, ReplicationFactors, capped,
@@ -367,7 +367,7 @@ pub fn merge_reported(status: &mut PinSetStatus, reported: &[Condition]) {
 
 /// `GET /pinsets/{namespace}/{name}/status`.
 pub(super) async fn get(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<PinSetStatus>, ApiError> {
     let id = super::pinsets::pinset_id(namespace, name)?;

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::pins::{Params, RawParams, storage};
-use super::{ApiError, ApiState, blocking};
+use super::{ApiError, ApiState, Shared, blocking};
 use crate::manifest::{MAX_STORED_MESSAGE_BYTES, capped, shown};
 use crate::manifest::{Owner, PinSetId, load_str};
 use crate::pinsets::{self, PinSetApply};
@@ -38,7 +38,7 @@ impl From<PinSetRecord> for PinSetInfo {
 }
 
 /// `GET /pinsets`.
-pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Vec<PinSetInfo>>, ApiError> {
+pub(super) async fn list(State(state): State<Shared>) -> Result<Json<Vec<PinSetInfo>>, ApiError> {
     let store = state.node.store().clone();
     let records = blocking(move || store.pinsets().map_err(storage)).await?;
     Ok(Json(
@@ -51,7 +51,7 @@ pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Vec<PinSe
 
 /// `GET /pinsets/{namespace}/{name}`.
 pub(super) async fn get_one(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<PinSetInfo>, ApiError> {
     let id = pinset_id(namespace, name)?;
@@ -76,7 +76,7 @@ pub(super) async fn record(
 /// name and namespace match the path. Optional `source` and `revision`
 /// label the applied revision (default: `api` and the body's SHA-256).
 pub(super) async fn put(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path((namespace, name)): Path<(String, String)>,
     query: RawParams,
     headers: HeaderMap,
@@ -135,7 +135,7 @@ pub(super) async fn put(
 /// `DELETE /pinsets/{namespace}/{name}?force=&dryRun=&maxPruneFraction=`:
 /// releases everything the PinSet owns and forgets it, under the prune guard.
 pub(super) async fn remove(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path((namespace, name)): Path<(String, String)>,
     query: RawParams,
 ) -> Result<Response, ApiError> {
@@ -156,7 +156,7 @@ pub(super) async fn remove(
 /// controller computed for a PinSet (applied or not); 204 when committed.
 /// The body is small (at most [`super::MAX_CONDITIONS_BODY_BYTES`]).
 pub(super) async fn put_conditions(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,

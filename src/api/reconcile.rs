@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::pinsets::{pinset_id, record};
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Shared};
 use crate::manifest::PinSetId;
 use crate::wire::{MAX_WAIT, ReconcileQuery};
 
@@ -29,7 +29,7 @@ pub const FORWARDED_HEADER: &str = "x-pinfleet-forwarded";
 /// 409 when no controller of this cluster runs its source, 504 when the
 /// wait timed out.
 pub(super) async fn post(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<ReconcileQuery>,
     RawQuery(raw): RawQuery,

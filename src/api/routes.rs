@@ -11,7 +11,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::access::Access;
 use super::{
-    ApiState, add, batch, followers, gateway, gc, health, metrics, monitor, openapi, paths, peers,
+    Shared, add, batch, followers, gateway, gc, health, metrics, monitor, openapi, paths, peers,
     pins, pinset_patch, pinset_status, pinsets, reconcile, status, token,
 };
 use crate::auth::Role::{Admin, Reader, Writer};
@@ -27,7 +27,7 @@ pub struct Route {
     pub access: Access,
     /// Which limit on its input applies beyond the defaults.
     pub bound: Bound,
-    pub(super) endpoint: MethodRouter<ApiState>,
+    pub(super) endpoint: MethodRouter<Shared>,
 }
 
 /// Limits on a route's input beyond axum's default 2 MB body cap and the
@@ -49,7 +49,7 @@ pub enum Bound {
 
 fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
 where
-    H: Handler<T, ApiState>,
+    H: Handler<T, Shared>,
     T: 'static,
 {
     // Every method used below is one of the standard ones a MethodFilter

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::pins::{Params, RawParams, parse_cid, storage};
 use super::sharded_status::fill_meta;
-use super::{ApiError, ApiState, stream};
+use super::{ApiError, ApiState, Shared, stream};
 use crate::manifest::shown;
 use crate::state::StatePin;
 use crate::tracker::{StatusService, global::PAGE};
@@ -55,7 +55,7 @@ fn keep(info: &GlobalPinInfo, filters: &[TrackerStatus]) -> bool {
 
 /// `GET /pins`: every pin's status, streamed a page at a time.
 pub(super) async fn list(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     query: RawParams,
 ) -> Result<Response, ApiError> {
     let p = Params::from_query(query)?;
@@ -216,7 +216,7 @@ async fn one(state: &ApiState, cid: &str, local: bool) -> Result<GlobalPinInfo, 
 /// `GET /pins/{cid}[?local=true]`: a CID not in the pinset answers 200,
 /// `unpinned` on every member.
 pub(super) async fn get(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path(cid): Path<String>,
     query: RawParams,
 ) -> Result<Response, ApiError> {
@@ -228,7 +228,7 @@ pub(super) async fn get(
 /// operations on every member (this peer only with `local`), then answer
 /// its status.
 pub(super) async fn recover_one(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Path(cid): Path<String>,
     query: RawParams,
 ) -> Result<Response, ApiError> {
@@ -244,7 +244,7 @@ pub(super) async fn recover_one(
 /// what was re-queued, and only that: each pin with the members that
 /// re-queued it, as IPFS Cluster's `RecoverAll`.
 pub(super) async fn recover_all(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     query: RawParams,
 ) -> Result<Response, ApiError> {
     let local = Params::from_query(query)?.flag("local")?;

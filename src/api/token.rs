@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::access::Caller;
-use super::{ApiError, ApiState};
+use super::{ApiError, Shared};
 use crate::auth::{Role, TokenError};
 use crate::manifest::duration::parse_duration;
 use crate::manifest::shown;
@@ -34,7 +34,7 @@ pub(super) struct TokenAnswer {
 }
 
 pub(super) async fn post(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Extension(Caller(caller)): Extension<Caller>,
     query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {

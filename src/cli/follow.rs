@@ -258,5 +258,5 @@ pub fn follow(args: FollowArgs) -> anyhow::Result<ExitCode> {
             follow.cluster
         );
     }
-    super::node::run_daemon(args.dir, Vec::new())
+    super::node::run_daemon(args.dir, Vec::new(), None)
 }

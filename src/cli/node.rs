@@ -136,10 +136,26 @@ pub struct DaemonArgs {
     /// the peer has state.
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
+    /// Threads that run the peer's tasks. Default: one per core. Several
+    /// peers on one machine (`pinfleet testbed up` gives each its share of
+    /// the cores) run faster with fewer each.
+    #[arg(long, env = "PINFLEET_WORKER_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with(None)
+}
+
+/// The multi-threaded runtime, with `threads` workers (one per core when
+/// `None`).
+fn runtime_with(threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(usize::from(n));
+    }
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -157,13 +173,17 @@ pub fn init_tracing(default: &str) {
 }
 
 pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
-    run_daemon(args.dir, args.bootstrap)
+    run_daemon(args.dir, args.bootstrap, args.worker_threads)
 }
 
 /// Runs the daemon of `dir` until SIGINT/SIGTERM.
-pub(super) fn run_daemon(dir: PathBuf, bootstrap: Vec<Multiaddr>) -> anyhow::Result<ExitCode> {
+pub(super) fn run_daemon(
+    dir: PathBuf,
+    bootstrap: Vec<Multiaddr>,
+    threads: Option<u16>,
+) -> anyhow::Result<ExitCode> {
     init_tracing("info,openraft=warn,libp2p=warn");
-    runtime()?.block_on(async {
+    runtime_with(threads)?.block_on(async {
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         tokio::spawn(async move {

@@ -292,6 +292,7 @@ impl ClusterNode {
         )
         .await
         .map_err(|e| start(&e))?;
+        let log_at_stop = log.clone();
 
         let feed = Arc::new(super::feed::serve::FeedServer::trusted(
             opts.trust(),
@@ -328,13 +329,19 @@ impl ClusterNode {
             if let Err(e) = shutdown.shutdown().await {
                 tracing::warn!(error = %e, "raft shutdown failed");
             }
-            // Applies commit without fsync between durable ones.
-            let flushed = match tokio::task::spawn_blocking(move || state.flush()).await {
-                Ok(done) => done.map_err(|e| e.to_string()),
+            // Applies commit without fsync between durable ones; the
+            // committed index is written with the log's next transaction.
+            let flushed = match tokio::task::spawn_blocking(move || {
+                state.flush().map_err(|e| e.to_string())?;
+                log_at_stop.flush().map_err(|e| e.to_string())
+            })
+            .await
+            {
+                Ok(done) => done,
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = flushed {
-                tracing::warn!(error = %e, "cannot flush the state at stop");
+                tracing::warn!(error = %e, "cannot flush the state and log at stop");
             }
         });
 

@@ -175,6 +175,19 @@ pub struct TestbedOptions {
     pub env: Vec<(String, String)>,
 }
 
+/// The runtime threads each of `processes` daemons gets: its share of the
+/// cores (at least one), unless `PINFLEET_WORKER_THREADS` is set (here or
+/// in `env`) and says otherwise. Several daemons that each run one thread
+/// per core on the same cores mostly wake each other's threads up.
+fn worker_share(processes: usize, env: &[(String, String)]) -> Option<usize> {
+    const VAR: &str = "PINFLEET_WORKER_THREADS";
+    if std::env::var_os(VAR).is_some() || env.iter().any(|(k, _)| k == VAR) {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    Some((cores / processes.max(1)).max(1))
+}
+
 /// Which IPFS node each testbed peer pins on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum TestbedIpfs {
@@ -543,12 +556,16 @@ impl Testbed {
         };
         let deadline = tokio::time::Instant::now() + opts.timeout;
         let mut bootstrap: Vec<String> = Vec::new();
+        let threads = worker_share(dirs.len() + opts.followers, &opts.env);
         for (i, d) in dirs.iter().enumerate() {
             let mut args = vec![
                 "daemon".to_string(),
                 "--dir".to_string(),
                 d.display().to_string(),
             ];
+            if let Some(n) = threads {
+                args.extend(["--worker-threads".to_string(), n.to_string()]);
+            }
             let restart_args = args.clone();
             for b in &bootstrap {
                 args.push("--bootstrap".into());
@@ -793,5 +810,22 @@ impl Testbed {
         self.children
             .iter_mut()
             .all(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_share;
+
+    #[test]
+    fn each_daemon_gets_its_share_of_the_cores_unless_told_otherwise() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        assert_eq!(worker_share(1, &[]), Some(cores));
+        // More daemons than cores: one thread each, never none.
+        assert_eq!(worker_share(cores + 1, &[]), Some(1));
+        assert_eq!(worker_share(0, &[]), Some(cores));
+        // The testbed's caller set the variable for the daemons: theirs.
+        let env = [("PINFLEET_WORKER_THREADS".to_string(), "3".to_string())];
+        assert_eq!(worker_share(3, &env), None);
     }
 }

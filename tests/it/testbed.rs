@@ -113,6 +113,14 @@ fn testbed_starts_peers_applies_examples_and_restarts_with_state() {
             p.id.starts_with("12D3KooW") && p.api.starts_with("http://127.0.0.1:") && p.pid > 0
         );
         assert_eq!(p.cmd[1..3], ["daemon".to_string(), "--dir".to_string()]);
+        // Each peer's share of the cores, kept in its restart command.
+        assert!(
+            p.cmd
+                .windows(2)
+                .any(|w| w[0] == "--worker-threads" && w[1].parse::<u16>().is_ok_and(|n| n >= 1)),
+            "{:?}",
+            p.cmd
+        );
         // The default backend: an embedded node, its swarm address listed.
         assert!(
             p.ipfs.starts_with("/ip4/127.0.0.1/tcp/") && p.ipfs.contains("/p2p/"),

@@ -32,7 +32,7 @@ pub use self::catalog::{METRICS, MetricDoc, MetricKind};
 pub use self::tally::MetricsCache;
 use self::tally::{AGES, BUCKETS, bucket_label};
 use super::pins::storage;
-use super::{ApiError, ApiState, blocking};
+use super::{ApiError, Shared, blocking};
 use crate::manifest::{Owner, PinSetId};
 
 /// The content type Prometheus negotiates for the OpenMetrics text format.
@@ -97,7 +97,7 @@ fn gauge(registry: &mut Registry, doc: &MetricDoc, v: impl TryInto<i64>) {
 }
 
 /// `GET /metrics`.
-pub(super) async fn get(State(state): State<ApiState>) -> Result<Response, ApiError> {
+pub(super) async fn get(State(state): State<Shared>) -> Result<Response, ApiError> {
     let node = state.node.clone();
     let me = node.peer_id().to_string();
     let store = node.store().clone();

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::html::{self, Page, esc};
 use super::{SESSION_COOKIE, error_page, same_origin, see_other};
-use crate::api::ApiState;
+use crate::api::Shared;
 
 /// The login form's fields (and `next` in the login page's query).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -72,7 +72,7 @@ fn page(status: StatusCode, next: Option<&str>, error: Option<&str>) -> Response
 
 /// `GET /ui/login[?next=]`: the form (the overview when the API has no
 /// users).
-pub(super) async fn form(State(state): State<ApiState>, Query(q): Query<LoginForm>) -> Response {
+pub(super) async fn form(State(state): State<Shared>, Query(q): Query<LoginForm>) -> Response {
     if !state.access.requires_auth() {
         return see_other("/ui/");
     }
@@ -82,7 +82,7 @@ pub(super) async fn form(State(state): State<ApiState>, Query(q): Query<LoginFor
 /// `POST /ui/login`: 303 to `next` with the session cookie, or 401 with
 /// the form and why.
 pub(super) async fn submit(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {

@@ -33,6 +33,7 @@ pub use counts::PinSetCounts;
 pub use history::MetricHistory;
 
 use super::ApiState;
+use crate::api::Shared;
 use html::{Page, Viewer, esc};
 
 /// The session cookie's name.
@@ -49,7 +50,7 @@ pub struct Dashboard {
 
 /// The dashboard's routes, or none when `state.ui` is off (then `/ui/`
 /// is an unknown route: 404).
-pub(super) fn router(state: &ApiState) -> Router<ApiState> {
+pub(super) fn router(state: &Shared) -> Router<Shared> {
     if state.ui.is_none() {
         return Router::new();
     }
@@ -89,7 +90,7 @@ pub(super) fn sampler(
 
 /// Lets a request that proves an identity through (as a [`Viewer`]),
 /// sends any other to the login page with its path to come back to.
-async fn gate(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
+async fn gate(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
     let session = cookie(req.headers(), SESSION_COOKIE);
     let policy = &state.access;
     match policy

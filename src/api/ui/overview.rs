@@ -15,6 +15,7 @@ use super::html::{self, Viewer, esc};
 use super::peer::readings;
 use super::{error_page, pinset};
 use crate::api::ApiState;
+use crate::api::Shared;
 use crate::api::pins::storage;
 use crate::manifest::model::StatusSummary;
 use crate::manifest::{Owner, PinSetId};
@@ -24,7 +25,7 @@ use crate::state::{ConditionsRecord, PinSetRecord};
 const COUNT_WAIT: Duration = Duration::from_millis(600);
 
 pub(super) async fn get(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Extension(viewer): Extension<Viewer>,
     headers: HeaderMap,
 ) -> Response {

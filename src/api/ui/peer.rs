@@ -13,6 +13,7 @@ use super::html::{self, Viewer, esc};
 use super::{error_page, history};
 use crate::allocator::FREESPACE;
 use crate::api::ApiState;
+use crate::api::Shared;
 
 /// How long the page waits for the PinSets' counts.
 const COUNT_WAIT: std::time::Duration = std::time::Duration::from_millis(600);
@@ -90,7 +91,7 @@ pub(super) fn readings(state: &ApiState) -> HashMap<String, Reading> {
 }
 
 pub(super) async fn get(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Extension(viewer): Extension<Viewer>,
     Path(peer): Path<String>,
     headers: HeaderMap,

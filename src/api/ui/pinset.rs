@@ -16,6 +16,7 @@ use axum::response::Response;
 use super::html::{self, Viewer, esc};
 use super::overview::{progress, readiness, short};
 use super::{SESSION_COOKIE, cookie, error_page, same_origin, see_other};
+use crate::api::Shared;
 use crate::api::pins::storage;
 use crate::api::{ApiError, ApiState};
 use crate::auth::Role;
@@ -54,7 +55,7 @@ async fn read(
 }
 
 pub(super) async fn get(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Extension(viewer): Extension<Viewer>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
@@ -260,7 +261,7 @@ fn reconciles(entries: &[ReconcileEntry], out: &mut String) {
 /// `POST /ui/pinsets/{ns}/{name}/reconcile`: writers only; 303 back to
 /// the PinSet page when done.
 pub(super) async fn reconcile(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Extension(viewer): Extension<Viewer>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,

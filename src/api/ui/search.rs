@@ -11,6 +11,7 @@ use axum::response::Response;
 
 use super::error_page;
 use super::html::{self, Viewer, esc};
+use crate::api::Shared;
 use crate::api::pins::storage;
 use crate::api::{ApiError, ApiState};
 use crate::manifest::CidKey;
@@ -56,7 +57,7 @@ struct Found {
 }
 
 pub(super) async fn get(
-    State(state): State<ApiState>,
+    State(state): State<Shared>,
     Extension(viewer): Extension<Viewer>,
     Query(query): Query<SearchQuery>,
     headers: HeaderMap,
