@@ -330,18 +330,19 @@ impl ClusterNode {
                 tracing::warn!(error = %e, "raft shutdown failed");
             }
             // Applies commit without fsync between durable ones; the
-            // committed index is written with the log's next transaction.
-            let flushed = match tokio::task::spawn_blocking(move || {
-                state.flush().map_err(|e| e.to_string())?;
-                log_at_stop.flush().map_err(|e| e.to_string())
+            // committed index is written with the log's next append. Both
+            // are flushed even if one fails (the other still spares the
+            // next start some work).
+            let flushed = tokio::task::spawn_blocking(move || {
+                [
+                    state.flush().map_err(|e| format!("state: {e}")),
+                    log_at_stop.flush().map_err(|e| format!("log: {e}")),
+                ]
             })
             .await
-            {
-                Ok(done) => done,
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = flushed {
-                tracing::warn!(error = %e, "cannot flush the state and log at stop");
+            .unwrap_or_else(|e| [Err(e.to_string()), Ok(())]);
+            for e in flushed.into_iter().filter_map(Result::err) {
+                tracing::warn!(error = %e, "cannot flush at stop");
             }
         });
 
