@@ -9,11 +9,11 @@
 //!
 //! The committed index is kept in memory and written with the log's next
 //! append, or at [`LogStore::flush`] (a clean stop): openraft saves it on
-//! every commit, and
-//! a write transaction of its own there (fsync'd, awaited by the Raft core
-//! before it applies) cost each peer a commit per entry. What is on disk
-//! may lag by the entries since; at start openraft applies what it says
-//! is committed and learns the rest from the leader, as after any stop.
+//! every commit, and a write transaction of its own there (fsync'd,
+//! awaited by the Raft core before it applies) cost each peer a commit per
+//! entry. What is on disk may lag by the entries since; at start openraft
+//! applies what it says is committed and learns the rest from the leader,
+//! as after any stop.
 //!
 //! Entries are stored as a format byte and CBOR ([`ENTRY_CBOR`]); a PinSet's
 //! ops inside are a compact binary batch (`state::codec`). Entries written
@@ -292,31 +292,28 @@ impl LogStore {
     }
 
     fn write_meta<T: serde::Serialize>(db: &Database, key: &str, value: &T) -> StoreResult<()> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StorageIOError::write(err(e)))?;
         let txn = db
             .begin_write()
             .map_err(|e| StorageIOError::write(err(e)))?;
-        {
-            let mut table = txn
-                .open_table(META)
-                .map_err(|e| StorageIOError::write(err(e)))?;
-            table
-                .insert(key, bytes.as_slice())
-                .map_err(|e| StorageIOError::write(err(e)))?;
-        }
+        put_meta(&txn, key, value)?;
         txn.commit().map_err(|e| StorageIOError::write(err(e)))?;
         Ok(())
     }
 }
 
-/// Writes the committed id `id` in `txn` (see the module's comment).
-fn put_committed(txn: &redb::WriteTransaction, id: &Option<LogId<NodeId>>) -> StoreResult<()> {
-    let write = |e: &dyn std::fmt::Display| StorageIOError::write(AnyError::error(e.to_string()));
-    let bytes = serde_json::to_vec(id).map_err(|e| write(&e))?;
-    let mut table = txn.open_table(META).map_err(|e| write(&e))?;
+/// Sets `key` of the meta table to `value` (JSON) in `txn`.
+fn put_meta<T: serde::Serialize>(
+    txn: &redb::WriteTransaction,
+    key: &str,
+    value: &T,
+) -> StoreResult<()> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StorageIOError::write(err(e)))?;
+    let mut table = txn
+        .open_table(META)
+        .map_err(|e| StorageIOError::write(err(e)))?;
     table
-        .insert(COMMITTED, bytes.as_slice())
-        .map_err(|e| write(&e))?;
+        .insert(key, bytes.as_slice())
+        .map_err(|e| StorageIOError::write(err(e)))?;
     Ok(())
 }
 
@@ -458,8 +455,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let txn = db
                     .begin_write()
                     .map_err(|e| StorageIOError::write_logs(err(e)))?;
+                // See the module's comment.
                 if let Some(id) = &committed {
-                    put_committed(&txn, id)?;
+                    put_meta(&txn, COMMITTED, id)?;
                 }
                 {
                     let mut table = txn

@@ -83,9 +83,9 @@ pub const STATE_CACHE_BYTES: usize = 64 << 20;
 /// the entries after it again: at start those up to the committed index
 /// the log has on disk (written with each append, so it may lack the
 /// last commits before the crash), the rest once a leader commits again.
-/// Building a snapshot ends with a durable
-/// commit (`set_current_snapshot`) before openraft purges the log behind
-/// it, so the log is never purged past what the state holds on disk.
+/// Building a snapshot ends with a durable commit (`set_current_snapshot`)
+/// before openraft purges the log behind it, so the log is never purged
+/// past what the state holds on disk.
 pub const DURABLE_APPLY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Pins migrated per batch while converting a store of the JSON format.
