@@ -527,13 +527,19 @@ impl Round {
                 return Ok(None);
             }
             let mut seen = std::collections::HashSet::new();
-            for cid in &page.cids {
-                if !seen.insert(*cid) {
-                    continue;
-                }
-                if let Some(pin) = store.get(cid).map_err(|e| e.to_string())? {
-                    self.examine(&pin, &mut changes);
-                }
+            let cids: Vec<CidKey> = page
+                .cids
+                .iter()
+                .copied()
+                .filter(|c| seen.insert(*c))
+                .collect();
+            for pin in store
+                .get_many(&cids)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .flatten()
+            {
+                self.examine(&pin, &mut changes);
             }
             let more = page.cids.len() >= CHANGES_PAGE;
             cursor = page.next_seq;

@@ -13,8 +13,9 @@
 //! Allocation at pin time: before proposing, the batch's pins that are new
 //! or whose placement options changed are given to the registered
 //! [`PinAllocator`] (the informer's, with the leader's current metrics) and
-//! its choice travels in the same entry (an `Allocate` member), so a pin is
-//! answered with its allocations.
+//! its choice travels in the same entry (a `Place` op after the op that
+//! sets the pin, so a new pin is written once; an `Allocate` member for
+//! the rest), so a pin is answered with its allocations.
 //!
 //! It must not decide *where* a pin goes (that is the allocator's hook) nor
 //! what a command does (that is `state`).
@@ -56,6 +57,9 @@ pub(super) const IN_FLIGHT: usize = 4;
 
 /// Room kept in a batch's entry for the `Batch` envelope.
 const BATCH_ENVELOPE: usize = 64;
+
+/// Room kept for an `Allocate` member's envelope around its list.
+const ALLOCATE_ENVELOPE: usize = 16;
 
 /// One accepted write and whom to answer.
 pub(super) struct Pending {
@@ -197,32 +201,33 @@ impl ClusterNode {
         {
             place_staged(chunk, std::mem::take(&mut allocations));
         }
-        let single = commands.len() == 1 && allocations.is_empty();
         let mut later = Vec::new();
+        if !allocations.is_empty() {
+            // Rare (many new pins, many peers each): the choice goes in
+            // entries of its own right after.
+            let fits = commands.iter().map(super::size::encoded_len).sum::<usize>()
+                + super::size::encoded_len(&allocations)
+                + ALLOCATE_ENVELOPE
+                + BATCH_ENVELOPE
+                + 256
+                <= MAX_ENTRY_BYTES;
+            if fits {
+                let rest = place_with_sets(&mut commands, allocations);
+                if !rest.is_empty() {
+                    commands.push(Command::Allocate { allocations: rest });
+                }
+            } else {
+                later = allocations;
+            }
+        }
+        let single = commands.len() == 1;
         let command = if single {
-            let mut commands = commands;
             match commands.pop() {
                 Some(c) => c,
                 None => return,
             }
         } else {
-            let mut members = commands;
-            if !allocations.is_empty() {
-                let allocate = Command::Allocate { allocations };
-                // Rare (many new pins, many peers each): the choice goes
-                // in entries of its own right after.
-                let fits = members.iter().map(super::size::encoded_len).sum::<usize>()
-                    + super::size::encoded_len(&allocate)
-                    + BATCH_ENVELOPE
-                    + 256
-                    <= MAX_ENTRY_BYTES;
-                if fits {
-                    members.push(allocate);
-                } else if let Command::Allocate { allocations } = allocate {
-                    later = allocations;
-                }
-            }
-            Command::Batch(members)
+            Command::Batch(commands)
         };
         let submitted = self.submit(command).await;
         // The allocations that did not fit go right after, in order.
@@ -305,7 +310,20 @@ impl ClusterNode {
         let task = {
             let shared = Arc::clone(&shared);
             tokio::task::spawn_blocking(move || {
-                match prospective(|cid| store.get(cid).map_err(|e| e.to_string()), &shared) {
+                // The batch's pins from one read transaction.
+                let cids = set_cids(&shared);
+                let fetched: HashMap<CidKey, Option<StatePin>> = match store.get_many(&cids) {
+                    Ok(pins) => cids.into_iter().zip(pins).collect(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot read pins to allocate at write time");
+                        return Vec::new();
+                    }
+                };
+                let get = |cid: &CidKey| match fetched.get(cid) {
+                    Some(pin) => Ok(pin.clone()),
+                    None => store.get(cid).map_err(|e| e.to_string()),
+                };
+                match prospective(get, &shared) {
                     Ok(pins) if !pins.is_empty() => allocator(&pins, &members),
                     Ok(_) => Vec::new(),
                     Err(e) => {
@@ -457,6 +475,67 @@ pub(super) fn prospective(
         .filter(|cid| wanted.contains(cid))
         .filter_map(|cid| after.remove(&cid).flatten())
         .collect())
+}
+
+/// The CIDs `commands` set (each once, in first-set order): what
+/// [`prospective`] reads.
+fn set_cids(commands: &[Command]) -> Vec<CidKey> {
+    let mut seen = HashSet::new();
+    let mut cids = Vec::new();
+    for command in commands {
+        let created;
+        let ops: &[Op] = match command {
+            Command::Apply { ops, .. }
+            | Command::Stage { ops, .. }
+            | Command::Commit { ops, .. } => ops,
+            Command::PinSvc(change) => match change.created() {
+                Some(r) => {
+                    created = [r.set_op()];
+                    &created
+                }
+                None => continue,
+            },
+            _ => continue,
+        };
+        for op in ops {
+            if let Op::Set { cid, .. } = op
+                && seen.insert(*cid)
+            {
+                cids.push(*cid);
+            }
+        }
+    }
+    cids
+}
+
+/// Moves each of `allocations` into the op list of the last `Apply` in
+/// `commands` that sets its pin, as a `Place` op after that list's own (a
+/// new pin is then written once, with its peers, rather than written and
+/// then placed by an `Allocate` member); answers the placements no `Apply`
+/// sets (a Pinning Service request's), in their order.
+fn place_with_sets(
+    commands: &mut [Command],
+    allocations: Vec<(CidKey, Vec<String>)>,
+) -> Vec<(CidKey, Vec<String>)> {
+    let order: Vec<CidKey> = allocations.iter().map(|(cid, _)| *cid).collect();
+    let mut todo: HashMap<CidKey, Vec<String>> = allocations.into_iter().collect();
+    for command in commands.iter_mut().rev() {
+        let Command::Apply { ops, .. } = command else {
+            continue;
+        };
+        let places: Vec<Op> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Set { cid, .. } => todo.remove(cid).map(|peers| Op::Place { cid: *cid, peers }),
+                _ => None,
+            })
+            .collect();
+        ops.extend(places);
+    }
+    order
+        .into_iter()
+        .filter_map(|cid| todo.remove(&cid).map(|peers| (cid, peers)))
+        .collect()
 }
 
 /// Adds `allocations` to the `Stage` or `Commit` chunk `chunk` as `Place`
@@ -626,5 +705,72 @@ mod tests {
             back.extend(allocations);
         }
         assert_eq!(back, all);
+    }
+
+    #[test]
+    fn placements_ride_with_the_last_op_setting_their_pin_and_apply_as_an_allocate_would() {
+        let peers = |p: &str| vec![p.to_string()];
+        let batch = vec![
+            pin(1, 1, 1),
+            pin(2, 1, 1),
+            pin(1, 2, 2), // the same pin again: its placement goes here
+            Command::Unpin {
+                cid: seq_cid(9),
+                force: false,
+            },
+        ];
+        let allocations = vec![
+            (seq_cid(1), vec!["a".to_string(), "b".to_string()]),
+            (seq_cid(7), peers("c")), // set by no `Apply`: left over
+            (seq_cid(2), peers("b")),
+        ];
+        let mut merged = batch.clone();
+        let rest = place_with_sets(&mut merged, allocations.clone());
+        assert_eq!(rest, vec![(seq_cid(7), peers("c"))]);
+        let places = |c: &Command| match c {
+            Command::Apply { ops, .. } => ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Place { cid, .. } => Some(*cid),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
+        };
+        assert_eq!(places(&merged[0]), vec![]);
+        assert_eq!(places(&merged[1]), vec![seq_cid(2)]);
+        assert_eq!(places(&merged[2]), vec![seq_cid(1)]);
+        // Applied, the merged batch leaves the state an `Allocate` member
+        // after the batch leaves.
+        let mut apart = batch;
+        apart.push(Command::Allocate { allocations });
+        let (mut a, mut b) = (PinState::new(), PinState::new());
+        for (state, members) in [(&mut a, apart), (&mut b, merged)] {
+            state.apply_request(&Request {
+                now_ms: 5,
+                command: Command::Batch(members),
+            });
+        }
+        for i in [1, 2] {
+            assert_eq!(a.get(&seq_cid(i)), b.get(&seq_cid(i)), "pin {i}");
+        }
+        let one = b.get(&seq_cid(1)).unwrap();
+        assert_eq!(one.allocations, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(one.effective().options.replication.min, 2);
+        assert_eq!(b.get(&seq_cid(2)).unwrap().allocations, peers("b"));
+    }
+
+    #[test]
+    fn the_cids_read_for_allocation_are_the_ones_set_once_each() {
+        let batch = vec![
+            pin(3, 1, 1),
+            Command::Unpin {
+                cid: seq_cid(4),
+                force: false,
+            },
+            pin(1, 1, 1),
+            pin(3, 2, 2),
+        ];
+        assert_eq!(set_cids(&batch), vec![seq_cid(3), seq_cid(1)]);
     }
 }

@@ -733,11 +733,16 @@ impl ClusterNode {
     }
 
     pub(super) async fn write_local(&self, command: Command) -> Result<Outcome, RemoteFailure> {
-        let m = self.metrics();
-        if m.current_leader != Some(self.inner.id) {
-            return Err(RemoteFailure::NotLeader(m.current_leader));
+        // Two fields read in place: cloning the whole metrics (membership
+        // maps and all) for every pin written showed in profiles.
+        let (leader, since) = {
+            let m = self.inner.metrics.borrow();
+            (m.current_leader, m.millis_since_quorum_ack)
+        };
+        if leader != Some(self.inner.id) {
+            return Err(RemoteFailure::NotLeader(leader));
         }
-        if let Some(since) = m.millis_since_quorum_ack
+        if let Some(since) = since
             && Duration::from_millis(since) > self.inner.quorum_grace
         {
             return Err(RemoteFailure::Unavailable(format!(

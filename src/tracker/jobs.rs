@@ -74,14 +74,23 @@ pub(super) async fn read_changes(
         }
         let more = page.cids.len() >= CHANGES_PAGE;
         let mut seen = HashSet::new();
-        let mut facts = Vec::new();
-        for cid in page.cids.into_iter().chain(recheck) {
-            if seen.insert(cid) {
-                let pin = r.store.get(&cid).map_err(|e| e.to_string())?;
-                let w = pin.and_then(|p| wanted_here(&p, &r.me, r.default, r.now));
-                facts.push((cid, w));
-            }
-        }
+        let cids: Vec<CidKey> = page
+            .cids
+            .into_iter()
+            .chain(recheck)
+            .filter(|cid| seen.insert(*cid))
+            .collect();
+        let pins = r.store.get_many(&cids).map_err(|e| e.to_string())?;
+        let facts = cids
+            .into_iter()
+            .zip(pins)
+            .map(|(cid, pin)| {
+                (
+                    cid,
+                    pin.and_then(|p| wanted_here(&p, &r.me, r.default, r.now)),
+                )
+            })
+            .collect();
         Ok(JobMsg::Changed {
             facts,
             next: page.next_seq,

@@ -3,7 +3,7 @@
 //! Computed from the local copy of the shared state and this peer's pin
 //! tracker: no fan-out to other peers (every peer is scraped; sum over
 //! `instance` in PromQL for cluster totals). The per-status counts come
-//! from a count over the pins that is reused for nine times as long as it
+//! from a count over the pins that is reused for nineteen times as long as it
 //! took ([`MetricsCache`]); everything else is read per scrape, one read per
 //! PinSet. Every family's name, kind and help come from [`catalog`].
 //! Gauges per PinSet: pins declared, suspended, when applied, the conditions

@@ -378,6 +378,20 @@ impl StateStore {
         Ok(pin)
     }
 
+    /// The pins `cids` name (`None` where absent), in their order, from one
+    /// read transaction: what a batch needs costs one transaction, not one
+    /// per pin.
+    pub fn get_many(&self, cids: &[CidKey]) -> Result<Vec<Option<StatePin>>, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let mut view = View::open(self, &txn)?;
+        let pins = cids
+            .iter()
+            .map(|cid| view.get(cid))
+            .collect::<StoreResult<Vec<_>>>()?;
+        view.done();
+        Ok(pins)
+    }
+
     /// The cluster DAG and shards of the sharded pin `meta`, in CID-bytes
     /// order (empty for any other pin).
     pub fn shard_members(&self, meta: &CidKey) -> Result<Vec<CidKey>, StorageError<NodeId>> {

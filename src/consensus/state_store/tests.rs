@@ -394,6 +394,27 @@ fn the_state_pages_in_cid_order() {
     assert_eq!(seen, want);
 }
 
+/// Several pins from one read: each as `get` reads it alone, absent
+/// ones as `None`, in the order asked (a repeat too).
+#[test]
+fn many_pins_read_at_once_are_the_pins_read_one_by_one() {
+    let (_dir, store, nth, _) = split_store(12, 3);
+    apply_one(&store, &release(&nth, 3));
+    let ask: Vec<_> = [5, 3, 40, 0, 5]
+        .into_iter()
+        .map(crate::testkit::seq_cid)
+        .collect();
+    let many = store.get_many(&ask).unwrap();
+    let one: Vec<_> = ask.iter().map(|c| store.get(c).unwrap()).collect();
+    assert_eq!(many, one);
+    assert!(
+        many[1].is_none() && many[2].is_none(),
+        "released and unknown"
+    );
+    assert_eq!(many[0].as_ref().unwrap().cid, ask[0]);
+    assert!(many[3].as_ref().unwrap().owners.contains_key(&nth));
+}
+
 /// A status range reads no more than it is asked for: one owner's page
 /// whose CIDs interleave with the rest of the state stops at `limit`
 /// (a peer answering it must not load the whole state), and a range
