@@ -129,8 +129,16 @@ type LineReader = FramedRead<
     LinesCodec,
 >;
 
+/// True for a line of JSON whitespace only (space, tab, carriage return):
+/// no item. Any other character, Unicode space included, makes the line an
+/// item that must decode.
+fn blank(line: &str) -> bool {
+    line.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
+}
+
 /// The items of an NDJSON stream answer, decoded one line at a time (blank
-/// lines skipped, lines over [`MAX_LINE_BYTES`] refused).
+/// lines, made of JSON's whitespace only, skipped; lines over
+/// [`MAX_LINE_BYTES`] refused).
 pub struct Lines<T> {
     url: String,
     lines: LineReader,
@@ -195,7 +203,7 @@ impl<T: DeserializeOwned> Lines<T> {
                     }));
                 }
             };
-            if line.trim().is_empty() {
+            if blank(&line) {
                 continue;
             }
             let item = serde_json::from_str(&line).map_err(|source| ClientError::Decode {
@@ -394,6 +402,20 @@ mod fuzz_tests {
         assert!(matches!(err, Some(ClientError::Decode { .. })), "{err:?}");
     }
 
+    /// Found by `stream_reader_answers_any_body_with_its_items_then_at_most_one_error`:
+    /// a line holding only a vertical tab was skipped as blank (Unicode
+    /// whitespace) though it is no JSON at all; only JSON's whitespace makes
+    /// a line blank.
+    #[test]
+    fn only_json_whitespace_makes_a_line_blank() {
+        let (items, err) = read::<serde_json::Value>(b"{}\n \t\r\n[1]\n", &[], MAX_LINE_BYTES);
+        assert_eq!(items.len(), 2);
+        assert!(err.is_none(), "{err:?}");
+        let (items, err) = read::<serde_json::Value>(b"{}\n\x0b\n[1]\n", &[], MAX_LINE_BYTES);
+        assert_eq!(items.len(), 1);
+        assert!(matches!(err, Some(ClientError::Decode { .. })), "{err:?}");
+    }
+
     /// The error and its causes, as the CLI prints them.
     fn chain(e: &ClientError) -> String {
         let mut text = e.to_string();
@@ -423,7 +445,7 @@ mod fuzz_tests {
         ) {
             let max = if short { 48 } else { MAX_LINE_BYTES };
             let (items, err) = read::<serde_json::Value>(&body, &cuts, max);
-            let lines = body.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()).count();
+            let lines = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))).count();
             prop_assert!(items.len() <= lines, "{} items from {} lines", items.len(), lines);
             match err {
                 None => {
@@ -432,7 +454,7 @@ mod fuzz_tests {
                     let want: Vec<serde_json::Value> = std::str::from_utf8(&body)
                         .unwrap()
                         .lines()
-                        .filter(|l| !l.trim().is_empty())
+                        .filter(|l| !blank(l))
                         .map(|l| serde_json::from_str(l).unwrap())
                         .collect();
                     prop_assert_eq!(items, want);
@@ -457,7 +479,7 @@ mod fuzz_tests {
         ) {
             let (items, err) =
                 read::<crate::wire::GlobalPinInfo>(&body, &[], MAX_LINE_BYTES);
-            let lines = body.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()).count();
+            let lines = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))).count();
             prop_assert!(items.len() <= lines);
             if let Some(e) = err {
                 prop_assert!(chain(&e).len() <= 6 * body.len() + 512);
