@@ -118,7 +118,14 @@ pub(super) fn build<Req: RpcMessage, Resp: RpcMessage>(
             })
         })
         .map_err(build_error)?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_swarm_config(|c| {
+            // Every peer speaks the protocols this one opens streams for,
+            // so an outbound stream sends its first message along with the
+            // protocol it proposes instead of waiting a round trip for the
+            // answer (a peer that refuses fails the stream the same way).
+            c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+                .with_substream_upgrade_protocol_override(Version::V1Lazy)
+        })
         .with_connection_timeout(config.dial_timeout())
         .build();
     Ok(swarm)
