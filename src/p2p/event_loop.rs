@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,6 +18,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::streams::Streams;
 use super::swarm::{BehaviourEvent, P2pSwarm};
 use super::{Command, FEED_TOPIC, InboundRequest, METRICS_TOPIC, P2pError, PeerEvent, RpcMessage};
 
@@ -113,6 +115,8 @@ pub(super) struct EventLoop<Req: RpcMessage, Resp: RpcMessage> {
     /// How long the application has to answer an inbound request; past it
     /// the remote has given up anyway.
     reply_timeout: Duration,
+    /// Who takes requests over kept streams, and those streams.
+    streams: Arc<Streams>,
 }
 
 impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
@@ -123,6 +127,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
         (gossip, feed): (GossipQueue, GossipQueue),
         peer_events: broadcast::Sender<PeerEvent>,
         reply_timeout: Duration,
+        streams: Arc<Streams>,
     ) -> Self {
         Self {
             swarm,
@@ -138,6 +143,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
             pending_replies: FuturesUnordered::new(),
             addresses: AddressBook::default(),
             reply_timeout,
+            streams,
         }
     }
 
@@ -335,6 +341,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
                 }
                 if num_established.get() == 1 {
                     tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
+                    self.streams.connected(peer_id);
                     let _ = self.peer_events.send(PeerEvent::Connected(peer_id));
                 }
             }
@@ -345,6 +352,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
                 ..
             } => {
                 tracing::debug!(peer = %peer_id, cause = ?cause, "peer disconnected");
+                self.streams.disconnected(&peer_id);
                 let _ = self.peer_events.send(PeerEvent::Disconnected(peer_id));
             }
             SwarmEvent::OutgoingConnectionError {
@@ -527,6 +535,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
                 for addr in info.listen_addrs {
                     self.addresses.add(peer_id, addr);
                 }
+                self.streams.identified(peer_id, &info.protocols);
                 let _ = self.peer_events.send(PeerEvent::Identified(peer_id));
             }
             identify::Event::Error { peer_id, error, .. } => {

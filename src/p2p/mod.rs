@@ -3,8 +3,9 @@
 //!
 //! This module owns the [`libp2p::Swarm`] and everything that touches it: the
 //! transport (TCP, then the pnet pre-shared-key handshake, then noise, then
-//! yamux), the behaviours (identify, request-response with CBOR, gossipsub on
-//! [`METRICS_TOPIC`]), the peer address book, and the bookkeeping that turns
+//! yamux), the behaviours (identify, request-response with CBOR and requests
+//! over kept streams (`streams.rs`), gossipsub on [`METRICS_TOPIC`]), the
+//! peer address book, and the bookkeeping that turns
 //! libp2p events into replies on oneshot channels. Callers talk to it through
 //! a cloneable [`P2pHandle`] and read what peers send from [`P2pEvents`].
 //!
@@ -16,6 +17,7 @@
 //! behind. It never logs the cluster secret, only its fingerprint.
 
 mod event_loop;
+mod streams;
 mod swarm;
 #[cfg(test)]
 mod tests;
@@ -283,6 +285,7 @@ pub struct P2pHandle<Req, Resp> {
     peer_events: broadcast::Sender<PeerEvent>,
     request_timeout: Duration,
     dial_timeout: Duration,
+    streams: std::sync::Arc<streams::Streams>,
 }
 
 // Derived Clone would demand `Req: Clone, Resp: Clone`.
@@ -294,6 +297,7 @@ impl<Req, Resp> Clone for P2pHandle<Req, Resp> {
             peer_events: self.peer_events.clone(),
             request_timeout: self.request_timeout,
             dial_timeout: self.dial_timeout,
+            streams: std::sync::Arc::clone(&self.streams),
         }
     }
 }
@@ -337,6 +341,14 @@ impl<Req: RpcMessage, Resp: RpcMessage> P2pHandle<Req, Resp> {
     /// if needed (from known addresses: dialed, added, or learned through
     /// identify).
     pub async fn request(&self, peer: PeerId, request: Req) -> Result<Resp, P2pError> {
+        // Over a kept stream when the peer takes them (`streams.rs`).
+        if let Some(answer) = self
+            .streams
+            .request(peer, &request, self.request_timeout)
+            .await
+        {
+            return answer;
+        }
         // libp2p's request timeout starts once the connection is up, so a
         // request may legitimately take a dial plus a request timeout.
         let limit = self.dial_timeout + self.request_timeout + REPLY_SLACK;
@@ -420,6 +432,16 @@ pub async fn spawn<Req: RpcMessage, Resp: RpcMessage>(
     tasks: &TaskTracker,
 ) -> Result<(P2pHandle<Req, Resp>, P2pEvents<Req, Resp>), P2pError> {
     let mut swarm = swarm::build::<Req, Resp>(&config)?;
+    let stream_protocol = streams::protocol(config.protocol)?;
+    let mut control = swarm.behaviour().stream.new_control();
+    let incoming = control
+        .accept(stream_protocol.clone())
+        .map_err(|e| P2pError::Build(Box::new(e)))?;
+    let streams = std::sync::Arc::new(streams::Streams::new(
+        control,
+        stream_protocol,
+        config.max_message_bytes,
+    ));
     swarm::listen(&mut swarm, &config.listen).await?;
     let local_peer_id = *swarm.local_peer_id();
     tracing::info!(
@@ -435,6 +457,13 @@ pub async fn spawn<Req: RpcMessage, Resp: RpcMessage>(
     let (feed_tx, feed) = mpsc::channel(GOSSIP_CAPACITY);
     let (peer_events, _) = broadcast::channel(PEER_EVENT_CAPACITY);
 
+    tasks.spawn(streams::serve(
+        incoming,
+        inbound_tx.clone(),
+        (config.request_timeout, config.max_message_bytes),
+        cancel.clone(),
+        tasks.clone(),
+    ));
     let event_loop = event_loop::EventLoop::new(
         swarm,
         commands,
@@ -442,6 +471,7 @@ pub async fn spawn<Req: RpcMessage, Resp: RpcMessage>(
         (gossip_tx, feed_tx),
         peer_events.clone(),
         config.request_timeout,
+        std::sync::Arc::clone(&streams),
     );
     let bootstrap = config.bootstrap.clone();
     tasks.spawn(event_loop.run(bootstrap, cancel));
@@ -452,6 +482,7 @@ pub async fn spawn<Req: RpcMessage, Resp: RpcMessage>(
         peer_events,
         request_timeout: config.request_timeout,
         dial_timeout: config.dial_timeout(),
+        streams,
     };
     Ok((
         handle,

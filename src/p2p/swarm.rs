@@ -37,6 +37,8 @@ pub(super) struct Behaviour<Req: RpcMessage, Resp: RpcMessage> {
     pub(super) identify: identify::Behaviour,
     pub(super) rpc: request_response::cbor::Behaviour<Req, Resp>,
     pub(super) gossipsub: gossipsub::Behaviour,
+    /// Requests over kept streams (`streams.rs`).
+    pub(super) stream: libp2p_stream::Behaviour,
 }
 
 /// The swarm type the event loop drives.
@@ -115,6 +117,7 @@ pub(super) fn build<Req: RpcMessage, Resp: RpcMessage>(
                 identify,
                 rpc,
                 gossipsub,
+                stream: libp2p_stream::Behaviour::new(),
             })
         })
         .map_err(build_error)?

@@ -222,6 +222,80 @@ async fn peer_with_other_secret_cannot_connect() {
     b.stop().await;
 }
 
+/// Waits until `a` knows (from identify) that `b` takes kept streams.
+async fn identified_streams(a: &Peer, b: &Peer) {
+    within("identify to list the stream protocol", async {
+        while !a.handle.streams.speaks(&b.id()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_to_a_peer_that_takes_streams_share_one_kept_stream() {
+    let (a, b) = connected_pair().await;
+    identified_streams(&a, &b).await;
+    for n in 0..20 {
+        let pong = within("a -> b", a.handle.request(b.id(), TestRequest::Ping(n))).await;
+        assert_eq!(pong.unwrap(), TestResponse::Pong(n));
+    }
+    assert_eq!(
+        a.handle.streams.opened(),
+        1,
+        "one stream for 20 requests in turn"
+    );
+    // Concurrent requests each get an answer of their own.
+    let asks = (0..8).map(|n| a.handle.request(b.id(), TestRequest::Echo(format!("e{n}"))));
+    let answers = within("concurrent requests", futures::future::join_all(asks)).await;
+    for (n, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.unwrap(), TestResponse::Echo(format!("e{n}")));
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_takes_no_streams_is_asked_the_request_response_way() {
+    let (a, b) = connected_pair().await;
+    identified_streams(&a, &b).await;
+    // What identify says of a peer of an older version.
+    a.handle.streams.identified(b.id(), &[]);
+    let pong = within("a -> b", a.handle.request(b.id(), TestRequest::Ping(3))).await;
+    assert_eq!(pong.unwrap(), TestResponse::Pong(3));
+    assert_eq!(a.handle.streams.opened(), 0);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn an_unanswered_request_on_a_stream_times_out_and_its_stream_is_dropped() {
+    let a = start_with(
+        Keypair::generate_ed25519(),
+        [7; 32],
+        loopback(),
+        Duration::from_millis(500),
+    )
+    .await;
+    let mut b = start([7; 32]).await;
+    within("dial", a.handle.dial(b.addr().await)).await.unwrap();
+    identified_streams(&a, &b).await;
+    let held = within(
+        "a held request",
+        a.handle.request(b.id(), TestRequest::Hold),
+    )
+    .await;
+    assert!(matches!(held, Err(P2pError::Timeout)), "{held:?}");
+    let _held = within("b to hold it", b.held.recv()).await.unwrap();
+    // The next request is answered, on a new stream: the old one may
+    // still carry the late answer.
+    let pong = within("a -> b", a.handle.request(b.id(), TestRequest::Ping(4))).await;
+    assert_eq!(pong.unwrap(), TestResponse::Pong(4));
+    assert_eq!(a.handle.streams.opened(), 2);
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn request_to_stopped_peer_fails() {
     let (a, mut b) = connected_pair().await;
