@@ -5,13 +5,16 @@
 //! over a stream kept open between requests: one request at a time per
 //! stream, a new stream only while every open one is busy.
 //!
-//! Only for peers whose identify says they accept [`protocol`]: a peer of
-//! an older version is asked the request-response way, as before. A
-//! request whose stream cannot be opened goes the request-response way
-//! too (which dials and reports why it failed), and so does one whose new
-//! stream the peer closed before answering anything (its acceptor was busy
-//! and dropped the stream unread); one that fails otherwise once sent
-//! fails (it may have been executed), and its stream is dropped.
+//! Only for connected peers whose identify says they accept [`protocol`]: a
+//! peer of an older version is asked the request-response way, as before.
+//! The answering side greets every new stream with one byte before it reads
+//! anything; a request whose new stream fails before that greeting was
+//! never read (the peer refused the protocol, or dropped the stream because
+//! it could not take it at once) and goes the request-response way. A
+//! request on a kept stream whose bytes could not all be written was not
+//! read either and is tried on the next stream. Any other failure once a
+//! request is sent fails it (it may have been executed), and its stream is
+//! dropped. Kept streams unused for a while are closed on both sides.
 //!
 //! Frames: a request is its CBOR length (u32, big-endian) and CBOR; an
 //! answer is a status byte (0 answered, 1 no answer: shed, or not answered
@@ -20,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -32,6 +35,19 @@ use super::{InboundRequest, P2pError, RpcMessage};
 
 /// Idle streams kept per peer; more are closed when they come back.
 const IDLE_PER_PEER: usize = 8;
+
+/// How long a requester keeps a stream nobody uses.
+const IDLE_KEPT: Duration = Duration::from_secs(60);
+
+/// How long the answering side waits for the next request on a stream
+/// (longer than [`IDLE_KEPT`], so the requester lets go first).
+const SERVED_IDLE: Duration = Duration::from_secs(180);
+
+/// Longest wait for a new stream and its greeting.
+const OPEN_LIMIT: Duration = Duration::from_secs(5);
+
+/// What the answering side sends first on a new stream.
+const GREETING: u8 = 0x70;
 
 /// Streams served at once, from all peers together; more are refused.
 const MAX_SERVED: usize = 256;
@@ -55,7 +71,7 @@ pub(super) struct Streams {
     /// Peers with a connection: a stream is opened only on one (the
     /// request-response way dials, and says why it cannot).
     connected: Mutex<HashSet<PeerId>>,
-    idle: Mutex<HashMap<PeerId, Vec<Stream>>>,
+    idle: Mutex<HashMap<PeerId, Vec<(Stream, Instant)>>>,
     /// Streams opened so far (tests read it).
     opened: std::sync::atomic::AtomicU64,
 }
@@ -117,10 +133,59 @@ impl Streams {
         lock(&self.connected).insert(peer);
     }
 
-    /// The last connection to `peer` closed: its streams are gone.
+    /// The last connection to `peer` closed: its streams are gone, and
+    /// what it accepts is known again once it identifies anew (it may come
+    /// back as another version).
     pub(super) fn disconnected(&self, peer: &PeerId) {
         lock(&self.connected).remove(peer);
+        lock(&self.speakers).remove(peer);
         lock(&self.idle).remove(peer);
+    }
+
+    /// A kept stream to `peer` used within [`IDLE_KEPT`], if any.
+    fn take_idle(&self, peer: &PeerId) -> Option<Stream> {
+        let mut idle = lock(&self.idle);
+        let kept = idle.get_mut(peer)?;
+        kept.retain(|(_, since)| since.elapsed() < IDLE_KEPT);
+        kept.pop().map(|(s, _)| s)
+    }
+
+    /// A new stream to `peer`, greeted by its answering side; `None` when
+    /// none could be opened or the peer did not greet it (nothing was sent
+    /// on it).
+    async fn open(&self, peer: PeerId, timeout: Duration) -> Option<Stream> {
+        // A control of its own: opening a stream to one peer does not wait
+        // for another's.
+        let mut control = lock(&self.control).clone();
+        let protocol = self.protocol.clone();
+        let opened = async move {
+            let mut stream = control
+                .open_stream(peer, protocol)
+                .await
+                .map_err(io::Error::other)?;
+            // Reading drives the (lazy) protocol negotiation first.
+            let mut greeting = [0u8; 1];
+            stream.read_exact(&mut greeting).await?;
+            if greeting[0] != GREETING {
+                return Err(io::Error::other("unexpected greeting"));
+            }
+            Ok::<_, io::Error>(stream)
+        };
+        match tokio::time::timeout(timeout.min(OPEN_LIMIT), opened).await {
+            Ok(Ok(mut stream)) => {
+                self.opened
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Raft's heartbeats keep a member's connection up; an
+                // idle stream alone must not.
+                stream.ignore_for_keep_alive();
+                Some(stream)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "no request stream; asking the request-response way");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Asks `peer` over a kept stream; `None` when it cannot be asked this
@@ -139,43 +204,28 @@ impl Streams {
             Ok(b) => b,
             Err(e) => return Some(Err(P2pError::Io(io::Error::other(e.to_string())))),
         };
-        let idle = lock(&self.idle).get_mut(&peer).and_then(Vec::pop);
-        let fresh = idle.is_none();
-        let mut stream = match idle {
-            Some(s) => s,
-            None => {
-                // A control of its own: opening a stream to one peer does
-                // not wait for another's.
-                let mut control = lock(&self.control).clone();
-                let opened = control.open_stream(peer, self.protocol.clone());
-                match tokio::time::timeout(timeout, opened).await {
-                    Ok(Ok(s)) => {
-                        self.opened
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        s
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "no request stream; asking the request-response way");
-                        return None;
-                    }
-                    Err(_) => return None,
+        let max = self.max_message_bytes;
+        let mut stream = loop {
+            let (mut stream, kept) = match self.take_idle(&peer) {
+                Some(s) => (s, true),
+                None => (self.open(peer, timeout).await?, false),
+            };
+            // Whole frames only: a request not written whole was not read.
+            match write_frame(&mut stream, &[], &body).await {
+                Ok(()) => break stream,
+                // A kept stream gone stale (its connection closed): the next.
+                Err(e) if kept => {
+                    tracing::debug!(%peer, error = %e, "a kept request stream failed; trying another");
                 }
+                Err(e) => return Some(Err(P2pError::Io(e))),
             }
         };
-        let max = self.max_message_bytes;
         let exchange = async {
-            write_frame(&mut stream, &[], &body).await?;
+            stream.flush().await?;
             read_answer(&mut stream, max).await
         };
         let answer = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(answer)) => answer,
-            // A new stream the peer closed before answering anything: its
-            // acceptor was busy and dropped it unread (libp2p-stream drops
-            // an inbound stream it cannot hand over at once).
-            Ok(Err(e)) if fresh && e.kind() == io::ErrorKind::UnexpectedEof => {
-                tracing::debug!(%peer, "a new request stream was dropped unread; asking the request-response way");
-                return None;
-            }
             // The stream is out of step or gone: dropped.
             Ok(Err(e)) => return Some(Err(P2pError::Io(e))),
             Err(_) => return Some(Err(P2pError::Timeout)),
@@ -191,19 +241,18 @@ impl Streams {
         let mut idle = lock(&self.idle);
         let kept = idle.entry(peer).or_default();
         if kept.len() < IDLE_PER_PEER {
-            kept.push(stream);
+            kept.push((stream, Instant::now()));
         }
         Some(result)
     }
 }
 
-/// Writes `head` then `body` framed by its length.
+/// Writes `head` then `body` framed by its length (not flushed).
 async fn write_frame(stream: &mut Stream, head: &[u8], body: &[u8]) -> io::Result<()> {
     let len = u32::try_from(body.len()).map_err(|_| io::Error::other("message too large"))?;
     stream.write_all(head).await?;
     stream.write_all(&len.to_be_bytes()).await?;
-    stream.write_all(body).await?;
-    stream.flush().await
+    stream.write_all(body).await
 }
 
 /// Reads one length-framed message of at most `max` bytes; `None` at a
@@ -221,8 +270,15 @@ async fn read_frame(stream: &mut Stream, max: usize) -> io::Result<Option<Vec<u8
             "message of {len} bytes over the limit of {max}"
         )));
     }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
+    // Grown as bytes arrive: a length alone reserves nothing.
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    let read = (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if read < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Some(body))
 }
 
@@ -283,9 +339,21 @@ struct Served<Req, Resp> {
 
 impl<Req: RpcMessage, Resp: RpcMessage> Served<Req, Resp> {
     async fn run(self, mut stream: Stream, cancel: CancellationToken, _slot: OwnedSemaphorePermit) {
+        stream.ignore_for_keep_alive();
+        // The requester sends nothing before this: a stream refused or
+        // dropped before it was surely not read.
+        let greeted = match stream.write_all(&[GREETING]).await {
+            Ok(()) => stream.flush().await,
+            Err(e) => Err(e),
+        };
+        if greeted.is_err() {
+            return;
+        }
         loop {
             let read = tokio::select! {
                 () = cancel.cancelled() => return,
+                // Unused for long: closed (the requester let go already).
+                () = tokio::time::sleep(SERVED_IDLE) => return,
                 r = read_frame(&mut stream, self.max) => r,
             };
             let body = match read {
@@ -306,10 +374,11 @@ impl<Req: RpcMessage, Resp: RpcMessage> Served<Req, Resp> {
             };
             let written = match answer.map(|r| cbor4ii::serde::to_vec(Vec::new(), &r)) {
                 Some(Ok(bytes)) => write_frame(&mut stream, &[ANSWERED], &bytes).await,
-                _ => match stream.write_all(&[NO_ANSWER]).await {
-                    Ok(()) => stream.flush().await,
-                    Err(e) => Err(e),
-                },
+                _ => stream.write_all(&[NO_ANSWER]).await,
+            };
+            let written = match written {
+                Ok(()) => stream.flush().await,
+                Err(e) => Err(e),
             };
             if written.is_err() {
                 return;
