@@ -14,7 +14,8 @@
 //! request on a kept stream whose bytes could not all be written was not
 //! read either and is tried on the next stream. Any other failure once a
 //! request is sent fails it (it may have been executed), and its stream is
-//! dropped. Kept streams unused for a while are closed on both sides.
+//! dropped. Kept streams unused for a while are closed on both sides (an
+//! open one keeps its connection up, as any stream does).
 //!
 //! Frames: a request is its CBOR length (u32, big-endian) and CBOR; an
 //! answer is a status byte (0 answered, 1 no answer: shed, or not answered
@@ -172,12 +173,12 @@ impl Streams {
             Ok::<_, io::Error>(stream)
         };
         match tokio::time::timeout(timeout.min(OPEN_LIMIT), opened).await {
-            Ok(Ok(mut stream)) => {
+            Ok(Ok(stream)) => {
                 self.opened
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Raft's heartbeats keep a member's connection up; an
-                // idle stream alone must not.
-                stream.ignore_for_keep_alive();
+                // It keeps the connection up like any stream: Raft's
+                // heartbeats travel on kept streams, and libp2p does not
+                // count traffic on a stream it is told to ignore.
                 Some(stream)
             }
             Ok(Err(e)) => {
@@ -339,7 +340,6 @@ struct Served<Req, Resp> {
 
 impl<Req: RpcMessage, Resp: RpcMessage> Served<Req, Resp> {
     async fn run(self, mut stream: Stream, cancel: CancellationToken, _slot: OwnedSemaphorePermit) {
-        stream.ignore_for_keep_alive();
         // The requester sends nothing before this: a stream refused or
         // dropped before it was surely not read.
         let greeted = match stream.write_all(&[GREETING]).await {
