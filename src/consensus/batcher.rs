@@ -20,6 +20,7 @@
 //! It must not decide *where* a pin goes (that is the allocator's hook) nor
 //! what a command does (that is `state`).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -410,64 +411,45 @@ pub(super) fn prospective(
         None => get(cid),
     };
     for command in commands {
-        // A Pinning Service request is placed as the pin its owner sets.
-        let pinsvc = match command {
-            Command::PinSvc(change) => change.created().map(|r| (r.owner(), [r.set_op()])),
-            _ => None,
-        };
-        let apply = match (command, &pinsvc) {
-            (
-                Command::Apply { owner, ops }
-                | Command::Stage { owner, ops, .. }
-                | Command::Commit { owner, ops, .. },
-                _,
-            ) => Some((owner, ops.as_slice())),
-            (_, Some((owner, ops))) => Some((owner, ops.as_slice())),
-            _ => None,
-        };
-        match (command, apply) {
-            (_, Some((owner, ops))) => {
-                for op in ops {
-                    match op {
-                        Op::Set {
-                            cid,
-                            written_as,
-                            spec,
-                        } => {
-                            let before = current(cid, &after)?;
-                            let mut pin = before.clone().unwrap_or_else(|| StatePin {
-                                cid: *cid,
-                                written_as: written_as.clone(),
-                                owners: Default::default(),
-                                allocations: Vec::new(),
-                                timestamp_ms: 0,
-                            });
-                            pin.owners.insert(owner.clone(), spec.clone());
-                            let moved = before.as_ref().is_none_or(|b| placement_changed(b, &pin));
-                            if moved && !skipped.contains(cid) && wanted.insert(*cid) {
-                                order.push(*cid);
-                            }
-                            after.insert(*cid, Some(pin));
+        if let Some((owner, ops)) = setting_ops(command) {
+            for op in ops.iter() {
+                match op {
+                    Op::Set {
+                        cid,
+                        written_as,
+                        spec,
+                    } => {
+                        let before = current(cid, &after)?;
+                        let mut pin = before.clone().unwrap_or_else(|| StatePin {
+                            cid: *cid,
+                            written_as: written_as.clone(),
+                            owners: Default::default(),
+                            allocations: Vec::new(),
+                            timestamp_ms: 0,
+                        });
+                        pin.owners.insert((*owner).clone(), spec.clone());
+                        let moved = before.as_ref().is_none_or(|b| placement_changed(b, &pin));
+                        if moved && !skipped.contains(cid) && wanted.insert(*cid) {
+                            order.push(*cid);
                         }
-                        Op::Release { cid } => {
-                            if let Some(mut pin) = current(cid, &after)? {
-                                pin.owners.remove(owner);
-                                after.insert(*cid, (!pin.owners.is_empty()).then_some(pin));
-                            }
+                        after.insert(*cid, Some(pin));
+                    }
+                    Op::Release { cid } => {
+                        if let Some(mut pin) = current(cid, &after)? {
+                            pin.owners.remove(&*owner);
+                            after.insert(*cid, (!pin.owners.is_empty()).then_some(pin));
                         }
-                        // Already placed by whoever wrote the ops.
-                        Op::Place { cid, .. } => {
-                            skipped.insert(*cid);
-                            wanted.remove(cid);
-                        }
+                    }
+                    // Already placed by whoever wrote the ops.
+                    Op::Place { cid, .. } => {
+                        skipped.insert(*cid);
+                        wanted.remove(cid);
                     }
                 }
             }
-            (Command::Unpin { cid, .. }, _) => {
-                skipped.insert(*cid);
-                wanted.remove(cid);
-            }
-            _ => {}
+        } else if let Command::Unpin { cid, .. } = command {
+            skipped.insert(*cid);
+            wanted.remove(cid);
         }
     }
     Ok(order
@@ -477,27 +459,30 @@ pub(super) fn prospective(
         .collect())
 }
 
+/// The owner and ops with which `command` sets pins: its own for `Apply`
+/// and a revision's chunks; for a new Pinning Service request, the pin its
+/// owner sets (it is placed as that pin).
+fn setting_ops(command: &Command) -> Option<(Cow<'_, Owner>, Cow<'_, [Op]>)> {
+    match command {
+        Command::Apply { owner, ops }
+        | Command::Stage { owner, ops, .. }
+        | Command::Commit { owner, ops, .. } => {
+            Some((Cow::Borrowed(owner), Cow::Borrowed(ops.as_slice())))
+        }
+        Command::PinSvc(change) => change
+            .created()
+            .map(|r| (Cow::Owned(r.owner()), Cow::Owned(vec![r.set_op()]))),
+        _ => None,
+    }
+}
+
 /// The CIDs `commands` set (each once, in first-set order): what
 /// [`prospective`] reads.
 fn set_cids(commands: &[Command]) -> Vec<CidKey> {
     let mut seen = HashSet::new();
     let mut cids = Vec::new();
-    for command in commands {
-        let created;
-        let ops: &[Op] = match command {
-            Command::Apply { ops, .. }
-            | Command::Stage { ops, .. }
-            | Command::Commit { ops, .. } => ops,
-            Command::PinSvc(change) => match change.created() {
-                Some(r) => {
-                    created = [r.set_op()];
-                    &created
-                }
-                None => continue,
-            },
-            _ => continue,
-        };
-        for op in ops {
+    for (_, ops) in commands.iter().filter_map(setting_ops) {
+        for op in ops.iter() {
             if let Op::Set { cid, .. } = op
                 && seen.insert(*cid)
             {
