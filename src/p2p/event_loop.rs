@@ -458,21 +458,10 @@ impl<Req: RpcMessage, Resp: RpcMessage> EventLoop<Req, Resp> {
         request: Req,
         channel: ResponseChannel<Resp>,
     ) {
-        let (reply, rx) = oneshot::channel();
-        match self.inbound.try_send(InboundRequest {
-            peer,
-            request,
-            reply,
-        }) {
-            Ok(()) => {
-                let timeout = self.reply_timeout;
-                self.pending_replies.push(Box::pin(async move {
-                    let response = tokio::time::timeout(timeout, rx)
-                        .await
-                        .ok()
-                        .and_then(Result::ok);
-                    (peer, id, channel, response)
-                }));
+        match super::hand_over(&self.inbound, peer, request, self.reply_timeout) {
+            Ok(response) => {
+                self.pending_replies
+                    .push(Box::pin(async move { (peer, id, channel, response.await) }));
             }
             // Awaiting here would stall the whole swarm; shedding makes the
             // remote see an error it can retry.

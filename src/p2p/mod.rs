@@ -5,9 +5,9 @@
 //! transport (TCP, then the pnet pre-shared-key handshake, then noise, then
 //! yamux), the behaviours (identify, request-response with CBOR and requests
 //! over kept streams (`streams.rs`), gossipsub on [`METRICS_TOPIC`]), the
-//! peer address book, and the bookkeeping that turns
-//! libp2p events into replies on oneshot channels. Callers talk to it through
-//! a cloneable [`P2pHandle`] and read what peers send from [`P2pEvents`].
+//! peer address book, and the bookkeeping that turns libp2p events into
+//! replies on oneshot channels. Callers talk to it through a cloneable
+//! [`P2pHandle`] and read what peers send from [`P2pEvents`].
 //!
 //! It is generic over the RPC request and response types, so it must not know
 //! what they mean: no consensus, no allocation, no permission checks (the
@@ -223,6 +223,39 @@ pub struct InboundRequest<Req, Resp> {
     pub request: Req,
     /// Where the response goes.
     pub reply: oneshot::Sender<Resp>,
+}
+
+/// Hands `request` from `peer` to the application without waiting: it is
+/// shed (the error says whether the queue is full or has no consumer) when
+/// it cannot be queued at once, so a busy application never stalls the
+/// swarm. The future answers the response, `None` when none comes within
+/// `timeout` (past it the remote has given up anyway).
+fn hand_over<Req, Resp: Send + 'static>(
+    inbound: &mpsc::Sender<InboundRequest<Req, Resp>>,
+    peer: PeerId,
+    request: Req,
+    timeout: Duration,
+) -> Result<
+    impl std::future::Future<Output = Option<Resp>> + Send + 'static,
+    mpsc::error::TrySendError<()>,
+> {
+    let (reply, rx) = oneshot::channel();
+    inbound
+        .try_send(InboundRequest {
+            peer,
+            request,
+            reply,
+        })
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+            mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+        })?;
+    Ok(async move {
+        tokio::time::timeout(timeout, rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+    })
 }
 
 /// What peers send us, for the layer above to consume.

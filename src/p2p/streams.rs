@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -386,22 +387,19 @@ impl<Req: RpcMessage, Resp: RpcMessage> Served<Req, Resp> {
         }
     }
 
-    /// The application's response, or `None` when it is full or does not
-    /// answer in time.
+    /// The application's response, or `None` when it is shed or does not
+    /// answer in time (as for request-response requests).
     async fn answer(&self, request: Req) -> Option<Resp> {
-        let (reply, rx) = oneshot::channel();
-        let request = InboundRequest {
-            peer: self.peer,
-            request,
-            reply,
-        };
-        if self.inbound.try_send(request).is_err() {
-            tracing::debug!(peer = %self.peer, "inbound requests full; a request shed");
-            return None;
-        }
-        match tokio::time::timeout(self.reply_timeout, rx).await {
-            Ok(Ok(resp)) => Some(resp),
-            _ => None,
+        match super::hand_over(&self.inbound, self.peer, request, self.reply_timeout) {
+            Ok(response) => response.await,
+            Err(TrySendError::Full(())) => {
+                tracing::warn!(peer = %self.peer, "inbound rpc queue full, shedding a request on a stream");
+                None
+            }
+            Err(TrySendError::Closed(())) => {
+                tracing::debug!(peer = %self.peer, "no consumer for inbound rpc, dropping a request on a stream");
+                None
+            }
         }
     }
 }
