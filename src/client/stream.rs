@@ -132,8 +132,8 @@ type LineReader = FramedRead<
 /// True for a line of JSON whitespace only (space, tab, carriage return):
 /// no item. Any other character, Unicode space included, makes the line an
 /// item that must decode.
-fn blank(line: &str) -> bool {
-    line.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
+fn blank(line: &[u8]) -> bool {
+    line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
 }
 
 /// The items of an NDJSON stream answer, decoded one line at a time (blank
@@ -203,7 +203,7 @@ impl<T: DeserializeOwned> Lines<T> {
                     }));
                 }
             };
-            if blank(&line) {
+            if blank(line.as_bytes()) {
                 continue;
             }
             let item = serde_json::from_str(&line).map_err(|source| ClientError::Decode {
@@ -445,7 +445,7 @@ mod fuzz_tests {
         ) {
             let max = if short { 48 } else { MAX_LINE_BYTES };
             let (items, err) = read::<serde_json::Value>(&body, &cuts, max);
-            let lines = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))).count();
+            let lines = body.split(|b| *b == b'\n').filter(|l| !blank(l)).count();
             prop_assert!(items.len() <= lines, "{} items from {} lines", items.len(), lines);
             match err {
                 None => {
@@ -454,7 +454,7 @@ mod fuzz_tests {
                     let want: Vec<serde_json::Value> = std::str::from_utf8(&body)
                         .unwrap()
                         .lines()
-                        .filter(|l| !blank(l))
+                        .filter(|l| !blank(l.as_bytes()))
                         .map(|l| serde_json::from_str(l).unwrap())
                         .collect();
                     prop_assert_eq!(items, want);
@@ -479,7 +479,7 @@ mod fuzz_tests {
         ) {
             let (items, err) =
                 read::<crate::wire::GlobalPinInfo>(&body, &[], MAX_LINE_BYTES);
-            let lines = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))).count();
+            let lines = body.split(|b| *b == b'\n').filter(|l| !blank(l)).count();
             prop_assert!(items.len() <= lines);
             if let Some(e) = err {
                 prop_assert!(chain(&e).len() <= 6 * body.len() + 512);
