@@ -119,7 +119,18 @@ impl Recent {
     }
 
     fn pop_front(&mut self) {
-        if let Some((_, size)) = self.entries.pop_front() {
+        let popped = self.entries.pop_front();
+        self.forget(popped);
+    }
+
+    fn pop_back(&mut self) {
+        let popped = self.entries.pop_back();
+        self.forget(popped);
+    }
+
+    /// Takes a popped entry's bytes off the count.
+    fn forget(&mut self, popped: Option<(Entry<TypeConfig>, usize)>) {
+        if let Some((_, size)) = popped {
             self.bytes = self.bytes.saturating_sub(size);
         }
     }
@@ -127,9 +138,7 @@ impl Recent {
     /// Drops entries from `index` on (a truncated log).
     fn truncate(&mut self, index: u64) {
         while self.last_index().is_some_and(|last| last >= index) {
-            if let Some((_, size)) = self.entries.pop_back() {
-                self.bytes = self.bytes.saturating_sub(size);
-            }
+            self.pop_back();
         }
     }
 
